@@ -1,0 +1,544 @@
+"""The public ``Device``: object factories, queue operations and host waits.
+
+``Device`` is a thin final class. Every queue operation validates its arguments here
+(semaphore lists, ranges, usage and access bits, fill patterns), so all backends answer the
+same misuse with the same status code, then hands one ``QueueOp`` to the backend. Errors
+found at call time raise; errors found while executing fail the signal semaphores.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ._allocator import Allocator
+from ._allocator import _as_params as _params
+from ._buffer import Buffer
+from ._file import File
+from ._memory import (
+    WHOLE_BUFFER,
+    BufferCompatibility,
+    BufferParams,
+    BufferUsage,
+    MemoryAccess,
+    PlacementFlags,
+    QueueAffinity,
+)
+from ._queue import (
+    AllocaFlags,
+    DeallocaFlags,
+    HostCallFlags,
+    QueueOp,
+    QueueOpKind,
+)
+from ._semaphore import Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
+from ._status import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+)
+
+__all__ = ["Device"]
+
+_ANY = QueueAffinity.ANY
+
+
+def semaphore_list(items: SemaphoreList | None, what: str) -> tuple:
+    """Validate a list of ``(Semaphore, value)`` pairs into a private tuple."""
+    if not items:
+        return ()
+    out = tuple(items)
+    try:
+        for sem, value in out:
+            if sem.__class__ is not Semaphore and not isinstance(sem, Semaphore):
+                raise InvalidArgumentError(
+                    f"{what} list holds a {type(sem).__name__}, expected a Semaphore"
+                )
+            if value.__class__ is not int and not isinstance(value, int):
+                raise InvalidArgumentError(
+                    f"{what} value must be an int, got {type(value).__name__}"
+                )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidArgumentError):
+            raise
+        raise InvalidArgumentError(
+            f"{what} list must hold (Semaphore, value) pairs, got {items!r}"
+        ) from None
+    return out
+
+
+def _check_signals(signals: tuple) -> None:
+    for sem, value in signals:
+        if value <= sem._value and sem._failure is None:
+            raise InvalidArgumentError(
+                f"signal value {value} does not advance the semaphore (already at "
+                f"{sem._value}); signal values must increase"
+            )
+
+
+class Device:
+    """A HAL device: queues, memory and object factories over a backend.
+
+    Created by ``hal_core.create_device(uri)`` or a ``Driver``. Thread-safe. Use as a
+    context manager or call ``close()`` (idempotent): closing fails work still waiting on
+    semaphores with CANCELLED, lets running work finish, and releases the backend.
+    """
+
+    def __init__(self, backend: Any, *, driver_name: str, uri: str, info: Any = None) -> None:
+        self._backend = backend
+        self.driver_name = driver_name
+        self.uri = uri
+        self.info = info
+        self.queue_count: int = backend.queue_count
+        self._queue_mask = (1 << self.queue_count) - 1
+        self.allocator = Allocator(backend.allocator, self)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.topology_info: Any = None
+        if hasattr(backend, "device"):
+            backend.device = self
+
+    # -- identity ----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The driver-level identifier, e.g. ``local-task``."""
+        return self.driver_name
+
+    @property
+    def backend(self) -> Any:
+        """The backend object (second API tier, for plugin authors and tests)."""
+        return self._backend
+
+    def __repr__(self) -> str:
+        return f"<hal_core.Device {self.uri!r} queues={self.queue_count}>"
+
+    def query_i64(self, category: str, key: str) -> int:
+        """``sysconf``-like queries; NOT_FOUND for unknown keys. Stable for the device's
+        lifetime. Known to every backend: ``hal.device :: concurrency`` (queue count),
+        ``hal.device.id :: <glob>`` (1 if the device id matches)."""
+        import fnmatch
+
+        if category == "hal.device.id":
+            return int(fnmatch.fnmatchcase(self.driver_name, key))
+        if category == "hal.device" and key == "concurrency":
+            return self.queue_count
+        query = getattr(self._backend, "query_i64", None)
+        if query is not None:
+            return query(category, key)
+        raise NotFoundError(f"unknown device query {category} :: {key}")
+
+    # -- factories -----------------------------------------------------------------------
+
+    def create_semaphore(self, initial_value: int = 0, *, flags: int = 0) -> Semaphore:
+        """A timeline semaphore starting at ``initial_value``."""
+        self._check_open()
+        return Semaphore(initial_value, device=self, flags=flags)
+
+    def import_file(self, source: Any, access: MemoryAccess = MemoryAccess.READ) -> File:
+        """A file over host memory (a buffer-protocol object, used without copying) or an
+        open file descriptor / file object (duplicated)."""
+        self._check_open()
+        if isinstance(source, int) or hasattr(source, "fileno"):
+            return File.from_fd(source, access)
+        return File.from_memory(source, access)
+
+    # -- queue helpers -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FailedPreconditionError(f"device {self.uri!r} is closed")
+
+    def _select_queue(self, affinity: int) -> int:
+        a = affinity & self._queue_mask
+        if not a:
+            raise InvalidArgumentError(
+                f"queue affinity {affinity:#x} selects no queue of this device "
+                f"({self.queue_count} queues, mask {self._queue_mask:#x})"
+            )
+        return (a & -a).bit_length() - 1
+
+    def _op(self, kind: QueueOpKind, affinity: int, wait: Any, signal: Any) -> QueueOp:
+        if self._closed:
+            self._check_open()
+        waits = semaphore_list(wait, "wait") if wait else ()
+        signals = semaphore_list(signal, "signal") if signal else ()
+        if signals:
+            _check_signals(signals)
+        if affinity == _ANY:
+            q = 0
+        else:
+            q = self._select_queue(affinity)
+        return QueueOp(kind, q, waits, signals)
+
+    # -- queue operations ----------------------------------------------------------------
+
+    def queue_barrier(
+        self, affinity: int = _ANY, wait: SemaphoreList = (), signal: SemaphoreList = (),
+        flags: int = 0,
+    ) -> None:
+        """Signal ``signal`` once every ``wait`` is reached (no work)."""
+        op = self._op(QueueOpKind.BARRIER, affinity, wait, signal)
+        op.flags = flags
+        self._backend.submit(op)
+
+    def queue_fill(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        target: Buffer,
+        target_offset: int,
+        length: int,
+        pattern: bytes | int,
+        *,
+        pattern_length: int | None = None,
+        flags: int = 0,
+    ) -> None:
+        """Fill ``[target_offset, +length)`` of ``target`` with a 1-, 2- or 4-byte pattern.
+
+        ``pattern`` is bytes, or an int with ``pattern_length``. INVALID_ARGUMENT for other
+        pattern sizes or an offset/length not a multiple of it; OUT_OF_RANGE for ranges
+        past the buffer; PERMISSION_DENIED without TRANSFER_TARGET usage.
+        """
+        op = self._op(QueueOpKind.FILL, affinity, wait, signal)
+        data = fill_pattern_bytes(pattern, pattern_length)
+        _check_buffer(target, "fill target")
+        target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_fill")
+        target.require_access(MemoryAccess.WRITE, "queue_fill")
+        length = target.resolve_range(target_offset, length)
+        n = len(data)
+        if target_offset % n or length % n:
+            raise InvalidArgumentError(
+                f"fill offset {target_offset} and length {length} must be multiples of the "
+                f"{n}-byte pattern"
+            )
+        op.target = target
+        op.target_offset = target_offset
+        op.length = length
+        op.data = data
+        op.flags = flags
+        self._backend.submit(op)
+
+    def queue_update(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        source: Any,
+        source_offset: int,
+        target: Buffer,
+        target_offset: int,
+        length: int,
+        *,
+        flags: int = 0,
+    ) -> None:
+        """Copy host bytes into ``target``. The bytes are captured now: the caller may
+        change ``source`` as soon as this returns. Any length works."""
+        op = self._op(QueueOpKind.UPDATE, affinity, wait, signal)
+        _check_buffer(target, "update target")
+        try:
+            src = memoryview(source).cast("B")
+        except TypeError:
+            raise InvalidArgumentError(
+                f"update source must be a buffer-protocol object, got {type(source).__name__}"
+            ) from None
+        if length == WHOLE_BUFFER:
+            length = len(src) - source_offset
+        if source_offset < 0 or length < 0 or source_offset + length > len(src):
+            raise OutOfRangeError(
+                f"update source range [{source_offset}, {source_offset + length}) exceeds "
+                f"the {len(src)} host bytes given"
+            )
+        target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_update")
+        target.require_access(MemoryAccess.WRITE, "queue_update")
+        target.resolve_range(target_offset, length)
+        op.target = target
+        op.target_offset = target_offset
+        op.length = length
+        op.data = np.frombuffer(bytes(src[source_offset : source_offset + length]), np.uint8)
+        op.flags = flags
+        self._backend.submit(op)
+
+    def queue_copy(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        source: Buffer,
+        source_offset: int,
+        target: Buffer,
+        target_offset: int,
+        length: int,
+        *,
+        flags: int = 0,
+    ) -> None:
+        """Copy between buffers. INVALID_ARGUMENT for overlapping ranges of one
+        allocation; OUT_OF_RANGE past either end; PERMISSION_DENIED for missing usage."""
+        op = self._op(QueueOpKind.COPY, affinity, wait, signal)
+        _check_buffer(source, "copy source")
+        _check_buffer(target, "copy target")
+        source.require_usage(BufferUsage.TRANSFER_SOURCE, "queue_copy source")
+        source.require_access(MemoryAccess.READ, "queue_copy source")
+        target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_copy target")
+        target.require_access(MemoryAccess.WRITE, "queue_copy target")
+        if length == WHOLE_BUFFER:
+            length = min(source.byte_length - source_offset, target.byte_length - target_offset)
+        source.resolve_range(source_offset, length)
+        target.resolve_range(target_offset, length)
+        if source._root is target._root and length:
+            s = source.byte_offset + source_offset
+            t = target.byte_offset + target_offset
+            if s < t + length and t < s + length:
+                raise InvalidArgumentError(
+                    f"copy ranges overlap within one allocation: source [{s}, {s + length}) "
+                    f"and target [{t}, {t + length})"
+                )
+        op.source = source
+        op.source_offset = source_offset
+        op.target = target
+        op.target_offset = target_offset
+        op.length = length
+        op.flags = flags
+        self._backend.submit(op)
+
+    def queue_read(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        source_file: File,
+        source_offset: int,
+        target: Buffer,
+        target_offset: int,
+        length: int,
+        *,
+        flags: int = 0,
+    ) -> None:
+        """Read ``length`` file bytes at ``source_offset`` into ``target``."""
+        op = self._op(QueueOpKind.READ, affinity, wait, signal)
+        if not isinstance(source_file, File):
+            raise InvalidArgumentError(f"expected a File, got {type(source_file).__name__}")
+        source_file.check_access(MemoryAccess.READ, "queue_read")
+        _check_buffer(target, "read target")
+        target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_read")
+        length = target.resolve_range(target_offset, length)
+        if source_offset < 0:
+            raise InvalidArgumentError(f"file offset must be >= 0, got {source_offset}")
+        op.source = source_file
+        op.source_offset = source_offset
+        op.target = target
+        op.target_offset = target_offset
+        op.length = length
+        op.flags = flags
+        self._backend.submit(op)
+
+    def queue_write(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        source: Buffer,
+        source_offset: int,
+        target_file: File,
+        target_offset: int,
+        length: int,
+        *,
+        flags: int = 0,
+    ) -> None:
+        """Write ``length`` bytes of ``source`` into the file at ``target_offset``."""
+        op = self._op(QueueOpKind.WRITE, affinity, wait, signal)
+        if not isinstance(target_file, File):
+            raise InvalidArgumentError(f"expected a File, got {type(target_file).__name__}")
+        target_file.check_access(MemoryAccess.WRITE, "queue_write")
+        _check_buffer(source, "write source")
+        source.require_usage(BufferUsage.TRANSFER_SOURCE, "queue_write")
+        length = source.resolve_range(source_offset, length)
+        if target_offset < 0:
+            raise InvalidArgumentError(f"file offset must be >= 0, got {target_offset}")
+        op.source = source
+        op.source_offset = source_offset
+        op.target = target_file
+        op.target_offset = target_offset
+        op.length = length
+        op.flags = flags
+        self._backend.submit(op)
+
+    def queue_host_call(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        fn: Callable[..., Any],
+        args: Sequence[int] = (0, 0, 0, 0),
+        *,
+        flags: int = 0,
+    ) -> None:
+        """Call ``fn(args, context)`` on a host thread once the waits are reached.
+
+        Blocking (default): returning None signals ``signal``; raising (or returning a
+        HalError / error StatusCode) fails every signal with that code; returning
+        ``StatusCode.DEFERRED`` hands the signals to the callback (``context.signal()``).
+        NON_BLOCKING: the signals are reached first, the callback gets an empty signal
+        list and its errors are only reported. Callbacks must not block on the queue.
+        """
+        op = self._op(QueueOpKind.HOST_CALL, affinity, wait, signal)
+        if not callable(fn):
+            raise InvalidArgumentError(f"host call needs a callable, got {type(fn).__name__}")
+        args = tuple(int(a) for a in args)
+        if len(args) != 4:
+            raise InvalidArgumentError(f"host calls take exactly 4 integer args, got {len(args)}")
+        op.data = fn
+        op.extra = args
+        op.flags = HostCallFlags(flags)
+        self._backend.submit(op)
+
+    def queue_alloca(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        params: BufferParams | None,
+        allocation_size: int,
+        *,
+        pool: Any = None,
+        flags: int = 0,
+    ) -> Buffer:
+        """Return a buffer at once (metadata valid, placement ASYNCHRONOUS on exactly one
+        queue); its memory is committed when the waits resolve and ``signal`` publishes.
+        Use it only after ``signal``; release it with ``queue_dealloca``."""
+        op = self._op(QueueOpKind.ALLOCA, affinity, wait, signal)
+        params = _params(params)
+        if not isinstance(allocation_size, int) or allocation_size < 0:
+            raise InvalidArgumentError(
+                f"allocation size must be an int >= 0, got {allocation_size!r}"
+            )
+        params = params.with_usage(BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE)
+        compat, params, size = self.allocator.query_buffer_compatibility(params, allocation_size)
+        if not compat & BufferCompatibility.ALLOCATABLE:
+            raise InvalidArgumentError(
+                f"no heap of this device can allocate {allocation_size} bytes with {params}"
+            )
+        buffer = Buffer(
+            None,
+            memory_type=params.type,
+            allowed_usage=params.usage,
+            allowed_access=params.access,
+            allocation_size=size,
+            device=self,
+            queue_affinity=1 << op.queue,
+            placement_flags=PlacementFlags.ASYNCHRONOUS
+            | (
+                PlacementFlags.INDETERMINATE_LIFETIME
+                if flags & AllocaFlags.INDETERMINATE_LIFETIME
+                else PlacementFlags.NONE
+            ),
+        )
+        op.target = buffer
+        op.length = size
+        op.extra = (pool, params)
+        op.flags = AllocaFlags(flags)
+        self._backend.submit(op)
+        return buffer
+
+    def queue_dealloca(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        buffer: Buffer,
+        *,
+        flags: int = 0,
+    ) -> None:
+        """Release a ``queue_alloca`` buffer once the waits resolve. A buffer that is not
+        ASYNCHRONOUS (or has INDETERMINATE_LIFETIME) makes this a barrier, as in IREE.
+        PREFER_ORIGIN runs it on the queue the buffer was allocated on."""
+        _check_buffer(buffer, "dealloca buffer")
+        if flags & DeallocaFlags.PREFER_ORIGIN and buffer.device is self:
+            affinity = buffer.queue_affinity
+        root = buffer._root
+        if not root.placement_flags & PlacementFlags.ASYNCHRONOUS or (
+            root.placement_flags & PlacementFlags.INDETERMINATE_LIFETIME
+        ):
+            self.queue_barrier(affinity, wait, signal)
+            return
+        op = self._op(QueueOpKind.DEALLOCA, affinity, wait, signal)
+        op.target = root
+        op.flags = DeallocaFlags(flags)
+        self._backend.submit(op)
+
+    def queue_flush(self, affinity: int = _ANY) -> None:
+        """Push out any locally batched work (a no-op for backends that do not batch)."""
+        self._check_open()
+        flush = getattr(self._backend, "flush", None)
+        if flush is not None:
+            flush(affinity & self._queue_mask)
+
+    # -- host waits ------------------------------------------------------------------------
+
+    def wait_semaphores(
+        self, mode: int, semaphores: SemaphoreList, timeout: float | None = None
+    ) -> int:
+        """Wait for all (``WaitMode.ALL``) or any (``WaitMode.ANY``) of the pairs. Returns
+        the satisfied index for ANY (-1 for ALL or an empty list)."""
+        if mode == WaitMode.ANY:
+            return wait_any(semaphores, timeout)
+        wait_all(semaphores, timeout)
+        return -1
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Fail queued work that is still waiting (CANCELLED), let running work finish
+        (up to ``timeout`` seconds), then release the backend. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._backend.close(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fill_pattern_bytes(pattern: Any, pattern_length: int | None) -> bytes:
+    """Normalise a fill pattern to 1, 2 or 4 little-endian bytes (INVALID_ARGUMENT else)."""
+    if isinstance(pattern, (bytes, bytearray, memoryview)):
+        data = bytes(pattern)
+        if pattern_length is not None and pattern_length != len(data):
+            raise InvalidArgumentError(
+                f"pattern_length {pattern_length} does not match the {len(data)}-byte pattern"
+            )
+    elif isinstance(pattern, (int, np.integer)):
+        if pattern_length not in (1, 2, 4):
+            raise InvalidArgumentError(
+                f"fill pattern length must be 1, 2 or 4 bytes, got {pattern_length}"
+            )
+        try:
+            data = int(pattern).to_bytes(pattern_length, "little", signed=int(pattern) < 0)
+        except OverflowError:
+            raise InvalidArgumentError(
+                f"fill pattern {pattern} does not fit in {pattern_length} bytes"
+            ) from None
+    else:
+        raise InvalidArgumentError(
+            f"fill pattern must be bytes or an int, got {type(pattern).__name__}"
+        )
+    if len(data) not in (1, 2, 4):
+        raise InvalidArgumentError(f"fill pattern length must be 1, 2 or 4 bytes, got {len(data)}")
+    return data
+
+
+def _check_buffer(buffer: Any, what: str) -> None:
+    if not isinstance(buffer, Buffer):
+        raise InvalidArgumentError(f"{what} must be a Buffer, got {type(buffer).__name__}")

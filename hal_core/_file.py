@@ -1,0 +1,146 @@
+"""Files for ``queue_read`` / ``queue_write``: memory-backed and file-descriptor-backed.
+
+A ``File`` is created by ``Device.import_file``. Backends move bytes with ``read_into`` and
+``write_from``, which take numpy uint8 arrays and never hold the GIL-free part of a copy
+longer than one ``os.preadv``/``os.pwritev`` call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ._memory import MemoryAccess
+from ._status import InvalidArgumentError, OutOfRangeError, PermissionDeniedError, error_for
+
+__all__ = ["File"]
+
+
+class File:
+    """A byte range on the host that queue_read/queue_write move data through.
+
+    Memory-backed files wrap a buffer-protocol object without copying (the caller keeps
+    it alive); fd-backed files use positional I/O on a duplicate of the descriptor, so
+    the caller may close its own descriptor. ``close()`` is idempotent.
+    """
+
+    __slots__ = ("access", "_memory", "_fd", "_closed", "__weakref__")
+
+    def __init__(self, access: MemoryAccess, memory: np.ndarray | None, fd: int) -> None:
+        self.access = MemoryAccess(access)
+        self._memory = memory
+        self._fd = fd
+        self._closed = False
+
+    @classmethod
+    def from_memory(cls, data: Any, access: MemoryAccess = MemoryAccess.READ) -> "File":
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"a memory file needs a buffer-protocol object, got {type(data).__name__}"
+            ) from None
+        if access & MemoryAccess.WRITE and view.readonly:
+            raise InvalidArgumentError("a writable memory file needs writable memory")
+        array = np.frombuffer(view.cast("B"), dtype=np.uint8)
+        if view.readonly:
+            array = array.view()
+        return cls(access, array, -1)
+
+    @classmethod
+    def from_fd(cls, fd: int | Any, access: MemoryAccess = MemoryAccess.READ) -> "File":
+        if hasattr(fd, "fileno"):
+            fd = fd.fileno()
+        if not isinstance(fd, int) or fd < 0:
+            raise InvalidArgumentError(f"expected a file descriptor, got {fd!r}")
+        try:
+            dup = os.dup(fd)
+        except OSError as exc:
+            raise InvalidArgumentError(f"file descriptor {fd} is not open: {exc}") from None
+        return cls(access, None, dup)
+
+    @property
+    def is_memory(self) -> bool:
+        return self._memory is not None
+
+    @property
+    def length(self) -> int:
+        self._check_open()
+        if self._memory is not None:
+            return int(self._memory.nbytes)
+        return os.fstat(self._fd).st_size
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError("file is closed")
+
+    def check_access(self, access: MemoryAccess, what: str) -> None:
+        if (self.access & access) != access:
+            raise PermissionDeniedError(
+                f"{what} needs file access {MemoryAccess(access)!r}; the file allows "
+                f"{self.access!r}"
+            )
+
+    def read_into(self, offset: int, out: np.ndarray) -> None:
+        """Fill ``out`` with file bytes at ``offset``; OUT_OF_RANGE past the end."""
+        self._check_open()
+        n = out.nbytes
+        if self._memory is not None:
+            if offset < 0 or offset + n > self._memory.nbytes:
+                raise OutOfRangeError(
+                    f"file read [{offset}, {offset + n}) exceeds the file of "
+                    f"{self._memory.nbytes} bytes"
+                )
+            out[:] = self._memory[offset : offset + n]
+            return
+        done = 0
+        view = memoryview(out)
+        while done < n:
+            try:
+                got = os.preadv(self._fd, [view[done:]], offset + done)
+            except OSError as exc:
+                raise error_for(13, f"file read failed: {exc}") from None
+            if got == 0:
+                raise OutOfRangeError(
+                    f"file read [{offset}, {offset + n}) passed the end of the file "
+                    f"after {done} bytes"
+                )
+            done += got
+
+    def write_from(self, offset: int, data: np.ndarray) -> None:
+        """Write ``data`` at ``offset``. Memory files cannot grow (OUT_OF_RANGE); fd files
+        extend as the OS allows."""
+        self._check_open()
+        n = data.nbytes
+        if self._memory is not None:
+            if offset < 0 or offset + n > self._memory.nbytes:
+                raise OutOfRangeError(
+                    f"file write [{offset}, {offset + n}) exceeds the memory file of "
+                    f"{self._memory.nbytes} bytes"
+                )
+            self._memory[offset : offset + n] = data
+            return
+        done = 0
+        view = memoryview(np.ascontiguousarray(data))
+        while done < n:
+            try:
+                done += os.pwritev(self._fd, [view[done:]], offset + done)
+            except OSError as exc:
+                raise error_for(13, f"file write failed: {exc}") from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._memory = None
+
+    def __enter__(self) -> "File":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

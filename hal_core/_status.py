@@ -1,0 +1,164 @@
+"""Status codes and the one exception type, ``HalError``, with a subclass per code.
+
+Codes mirror IREE's ``iree_status_code_t`` values. Each subclass also derives from the
+matching built-in exception so ordinary Python handlers work
+(``except TimeoutError`` catches a DEADLINE_EXCEEDED).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "StatusCode",
+    "HalError",
+    "CancelledError",
+    "UnknownError",
+    "InvalidArgumentError",
+    "DeadlineExceededError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "FailedPreconditionError",
+    "AbortedError",
+    "OutOfRangeError",
+    "UnimplementedError",
+    "InternalError",
+    "UnavailableError",
+    "DataLossError",
+    "UnauthenticatedError",
+    "DeferredError",
+    "IncompatibleError",
+    "error_for",
+]
+
+
+class StatusCode(enum.IntEnum):
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+    DEFERRED = 17
+    INCOMPATIBLE = 18
+
+
+class HalError(Exception):
+    """An error with a HAL status code.
+
+    ``HalError(code, message)`` builds an instance of the subclass for ``code``, so
+    ``HalError(StatusCode.NOT_FOUND, "x")`` is a ``NotFoundError``. Subclasses take only
+    the message.
+    """
+
+    code: StatusCode = StatusCode.UNKNOWN
+
+    def __new__(cls, *args: object) -> "HalError":
+        if cls is HalError and args and isinstance(args[0], (StatusCode, int)):
+            cls = _BY_CODE.get(StatusCode(args[0]), HalError)
+        return super().__new__(cls)
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], (StatusCode, int)) and not isinstance(args[0], bool):
+            code = StatusCode(args[0])
+            message = str(args[1]) if len(args) > 1 else ""
+        else:
+            code = type(self).code
+            message = str(args[0]) if args else ""
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}" if self.message else self.code.name
+
+    def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) working
+        return (error_for, (self.code, self.message))
+
+    def clone(self) -> "HalError":
+        """A fresh exception with the same code and message (safe to raise again)."""
+        return error_for(self.code, self.message)
+
+
+def _subclass(name: str, code: StatusCode, *bases: type) -> type[HalError]:
+    return type(name, (HalError, *bases), {"code": code, "__module__": __name__})
+
+
+CancelledError = _subclass("CancelledError", StatusCode.CANCELLED)
+UnknownError = _subclass("UnknownError", StatusCode.UNKNOWN)
+InvalidArgumentError = _subclass("InvalidArgumentError", StatusCode.INVALID_ARGUMENT, ValueError)
+DeadlineExceededError = _subclass(
+    "DeadlineExceededError", StatusCode.DEADLINE_EXCEEDED, TimeoutError
+)
+NotFoundError = _subclass("NotFoundError", StatusCode.NOT_FOUND, LookupError)
+AlreadyExistsError = _subclass("AlreadyExistsError", StatusCode.ALREADY_EXISTS)
+PermissionDeniedError = _subclass(
+    "PermissionDeniedError", StatusCode.PERMISSION_DENIED, PermissionError
+)
+ResourceExhaustedError = _subclass(
+    "ResourceExhaustedError", StatusCode.RESOURCE_EXHAUSTED, MemoryError
+)
+FailedPreconditionError = _subclass(
+    "FailedPreconditionError", StatusCode.FAILED_PRECONDITION, RuntimeError
+)
+AbortedError = _subclass("AbortedError", StatusCode.ABORTED)
+OutOfRangeError = _subclass("OutOfRangeError", StatusCode.OUT_OF_RANGE, IndexError)
+UnimplementedError = _subclass("UnimplementedError", StatusCode.UNIMPLEMENTED, NotImplementedError)
+InternalError = _subclass("InternalError", StatusCode.INTERNAL, RuntimeError)
+UnavailableError = _subclass("UnavailableError", StatusCode.UNAVAILABLE)
+DataLossError = _subclass("DataLossError", StatusCode.DATA_LOSS)
+UnauthenticatedError = _subclass("UnauthenticatedError", StatusCode.UNAUTHENTICATED)
+DeferredError = _subclass("DeferredError", StatusCode.DEFERRED)
+IncompatibleError = _subclass("IncompatibleError", StatusCode.INCOMPATIBLE)
+
+_BY_CODE: dict[StatusCode, type[HalError]] = {
+    c.code: c
+    for c in (
+        CancelledError,
+        UnknownError,
+        InvalidArgumentError,
+        DeadlineExceededError,
+        NotFoundError,
+        AlreadyExistsError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+        FailedPreconditionError,
+        AbortedError,
+        OutOfRangeError,
+        UnimplementedError,
+        InternalError,
+        UnavailableError,
+        DataLossError,
+        UnauthenticatedError,
+        DeferredError,
+        IncompatibleError,
+    )
+}
+
+
+def error_for(code: StatusCode | int, message: str = "") -> HalError:
+    """Build the ``HalError`` subclass instance for ``code``."""
+    code = StatusCode(code)
+    if code == StatusCode.OK:
+        raise ValueError("error_for(OK): OK is not an error")
+    return _BY_CODE[code](message)
+
+
+def as_hal_error(exc: BaseException) -> HalError:
+    """Map an arbitrary exception raised by user code to a HalError (keeps HalErrors)."""
+    if isinstance(exc, HalError):
+        return exc
+    return error_for(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")

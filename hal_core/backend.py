@@ -1,0 +1,90 @@
+"""The API tier for backend (plugin) authors.
+
+A driver plugin provides a ``DriverFactory`` through the ``hal_drivers`` hook. Its
+factory's ``create()`` returns an object implementing ``DriverBackend``; that object creates
+``DeviceBackend`` objects, each with an ``AllocatorBackend``. The public ``Device`` does all
+argument checks and hands each queue operation to ``DeviceBackend.submit`` as one
+``QueueOp``. Nothing here is called on a hot path through pluggy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import attrs
+
+from ._buffer import HostStorage
+from ._memory import BufferCompatibility, BufferParams, MemoryHeap, MemoryType
+from ._queue import HostCallContext, QueueOp, QueueOpKind
+from ._semaphore import dispatch_callbacks, run_on_trampoline
+from ._wait_resolution import resolve_waits
+from .hookspecs import hookimpl
+
+__all__ = [
+    "AllocatorBackend",
+    "DeviceBackend",
+    "DriverBackend",
+    "DriverFactory",
+    "HostCallContext",
+    "HostStorage",
+    "QueueOp",
+    "QueueOpKind",
+    "dispatch_callbacks",
+    "hookimpl",
+    "resolve_waits",
+    "run_on_trampoline",
+]
+
+
+@attrs.frozen
+class DriverFactory:
+    """What a plugin's ``hal_drivers`` hook returns: a driver name (the URI scheme), a
+    human name, and a zero-argument callable creating the ``DriverBackend``. ``create``
+    may raise UnavailableError naming what is missing and how to fix it."""
+
+    name: str
+    full_name: str
+    create: Callable[[], "DriverBackend"]
+
+
+@runtime_checkable
+class AllocatorBackend(Protocol):
+    def heaps(self) -> list[MemoryHeap]:
+        """Heaps in preference order."""
+
+    def query_buffer_compatibility(
+        self, params: BufferParams, size: int
+    ) -> tuple[BufferCompatibility, BufferParams, int]:
+        """Compatibility bits plus the params (``type`` set to the exact memory type a
+        buffer would get) and the size that would be allocated."""
+
+    def allocate(self, params: BufferParams, size: int) -> tuple[Any, MemoryType]:
+        """Storage (see ``hal_core.backend.HostStorage``) and its memory type."""
+
+    def import_host(self, params: BufferParams, array: Any) -> tuple[Any, MemoryType]:
+        """Wrap a host uint8 array as storage without copying."""
+
+
+@runtime_checkable
+class DeviceBackend(Protocol):
+    queue_count: int
+    allocator: AllocatorBackend
+
+    def submit(self, op: QueueOp) -> None:
+        """Run ``op`` once its waits are reached; signal its signals on success, fail them
+        with the error otherwise. Must not block on semaphores."""
+
+    def close(self, timeout: float | None) -> None:
+        """Fail waiting work with CANCELLED, finish running work, release resources."""
+
+
+@runtime_checkable
+class DriverBackend(Protocol):
+    def query_available_devices(self) -> list[Any]:
+        """``DeviceInfo`` records."""
+
+    def create_device_by_id(self, device_id: int, params: dict[str, str]) -> DeviceBackend:
+        ...
+
+    def create_device_by_path(self, path: str, params: dict[str, str]) -> DeviceBackend:
+        """Every driver accepts the empty path; an unknown path is NOT_FOUND."""

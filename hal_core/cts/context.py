@@ -1,0 +1,88 @@
+"""Helpers every CTS suite uses: semaphores, buffers with data, device-agnostic readback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import hal_core
+from hal_core import BufferParams, BufferUsage, MemoryAccess, MemoryType
+
+from .config import CtsBackend
+
+TIMEOUT = 20.0
+"""Seconds every CTS host wait allows before failing (never sleeps)."""
+
+
+class CtsContext:
+    def __init__(self, device: hal_core.Device, config: CtsBackend) -> None:
+        self.device = device
+        self.config = config
+        self._files: list[hal_core.File] = []
+
+    @property
+    def driver(self) -> str:
+        return self.config.driver
+
+    def has_tag(self, tag: str) -> bool:
+        return tag in self.config.tags
+
+    def semaphore(self, initial: int = 0) -> hal_core.Semaphore:
+        return self.device.create_semaphore(initial)
+
+    def wait(self, sem: hal_core.Semaphore, value: int, timeout: float = TIMEOUT) -> None:
+        sem.wait(value, timeout)
+
+    def buffer(
+        self,
+        size: int,
+        data: bytes | np.ndarray | None = None,
+        *,
+        usage: BufferUsage = BufferUsage.DEFAULT | BufferUsage.TRANSFER,
+        memory_type: MemoryType = MemoryType.DEVICE_LOCAL,
+    ) -> hal_core.Buffer:
+        """A device buffer of ``size`` bytes, zeroed or holding ``data``."""
+        buffer = self.device.allocator.allocate_buffer(
+            BufferParams(usage=usage | BufferUsage.TRANSFER, type=memory_type), size
+        )
+        if data is not None:
+            payload = np.frombuffer(memoryview(data).cast("B"), np.uint8)
+            sem = self.semaphore()
+            self.device.queue_update(
+                hal_core.QueueAffinity.ANY, (), [(sem, 1)], payload, 0, buffer, 0, payload.nbytes
+            )
+            self.wait(sem, 1)
+        return buffer
+
+    def read_bytes(self, buffer: hal_core.Buffer, offset: int = 0, length: int | None = None) -> bytes:
+        """Buffer contents: mapped when host-visible and mappable, else through a
+        ``queue_write`` into a memory file (works on any backend)."""
+        if length is None:
+            length = buffer.byte_length - offset
+        if buffer.memory_type.has(MemoryType.HOST_VISIBLE) and buffer.allowed_usage & (
+            BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT
+        ):
+            return buffer.read(offset, length)
+        out = bytearray(length)
+        file = self.device.import_file(out, MemoryAccess.READ | MemoryAccess.WRITE)
+        sem = self.semaphore()
+        self.device.queue_write(
+            hal_core.QueueAffinity.ANY, (), [(sem, 1)], buffer, offset, file, 0, length
+        )
+        self.wait(sem, 1)
+        file.close()
+        return bytes(out)
+
+    def queue_affinities(self) -> list[int]:
+        return [1 << i for i in range(self.device.queue_count)]
+
+    def cleanup(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files.clear()
+
+
+def deterministic_bytes(length: int, seed: int = 0) -> bytes:
+    """Reproducible test data (no randomness between runs)."""
+    return ((np.arange(length, dtype=np.uint32) * 2654435761 + seed) >> 13).astype(np.uint8).tobytes()

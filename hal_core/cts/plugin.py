@@ -1,0 +1,165 @@
+"""The CTS pytest plugin (entry point ``pytest11: hal_core_cts``).
+
+Inactive unless ``--hal-device=URI`` is given (repeatable; ``all`` means every backend that
+registered a CTS configuration). Suites are the ``test_*.py`` modules of ``hal_core.cts``;
+their tests take the ``cts`` fixture, which is parametrized over the chosen devices. One
+device per URI is created for the whole session. A backend that reports UNAVAILABLE skips;
+``unsupported`` entries skip with their reason; ``expected_failures`` are xfail (strict with
+``HAL_CTS_VERIFY_XFAILS=1``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from typing import Any
+
+import pytest
+
+from .config import CtsBackend
+
+_DEVICES_KEY = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hal-cts", "HAL conformance test suite")
+    group.addoption(
+        "--hal-device",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="run the HAL CTS against this device URI (repeatable; 'all' for every backend)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "hal_requires(*tags): CTS test needs the backend to advertise these tags"
+    )
+    config.stash[_DEVICES_KEY] = {}
+
+
+def _backend_configs() -> list[CtsBackend]:
+    from .._registry import iter_hook_results
+
+    return [cfg for _plugin, cfg in iter_hook_results("hal_cts_backends")]
+
+
+def _config_for(uri: str) -> CtsBackend:
+    from .._uri import DeviceUri
+
+    driver = DeviceUri.parse(uri).scheme
+    for cfg in reversed(_backend_configs()):
+        if cfg.driver == driver:
+            return cfg
+    return CtsBackend(driver=driver)
+
+
+def _selected_uris(config: pytest.Config) -> list[str]:
+    uris: list[str] = []
+    for value in config.getoption("--hal-device") or []:
+        for uri in value.split(";"):
+            uri = uri.strip()
+            if not uri:
+                continue
+            if uri == "all":
+                uris.extend(cfg.device_uri for cfg in _backend_configs())
+            else:
+                uris.append(uri)
+    seen: list[str] = []
+    for uri in uris:
+        if uri not in seen:
+            seen.append(uri)
+    return seen
+
+
+def _is_cts_item(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return bool(module and module.__name__.startswith("hal_core.cts."))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "cts" not in metafunc.fixturenames:
+        return
+    uris = _selected_uris(metafunc.config)
+    if not uris:
+        metafunc.parametrize(
+            "cts",
+            [pytest.param(None, marks=pytest.mark.skip(reason="CTS inactive: pass --hal-device=URI"))],
+            indirect=True,
+            ids=["no-device"],
+        )
+        return
+    metafunc.parametrize("cts", uris, indirect=True, ids=uris, scope="function")
+
+
+def _test_names(item: pytest.Item) -> list[str]:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    suite = module[5:] if module.startswith("test_") else module
+    name = getattr(item, "originalname", item.name)
+    return [f"{suite}.{name}", f"{suite}.{item.name}"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    verify = os.environ.get("HAL_CTS_VERIFY_XFAILS", "") in ("1", "true", "yes")
+    for item in items:
+        if not _is_cts_item(item) or not hasattr(item, "callspec"):
+            continue
+        uri = item.callspec.params.get("cts")
+        if uri is None:
+            continue
+        cfg = _config_for(uri)
+        names = _test_names(item)
+        for marker in item.iter_markers("hal_requires"):
+            missing = set(marker.args) - cfg.tags
+            if missing:
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"{cfg.driver} does not advertise CTS tags {sorted(missing)}"
+                    )
+                )
+        for pattern, reason in cfg.unsupported.items():
+            if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                item.add_marker(pytest.mark.skip(reason=f"unsupported on {cfg.driver}: {reason}"))
+        for pattern, reason in cfg.expected_failures.items():
+            if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                item.add_marker(
+                    pytest.mark.xfail(reason=f"expected failure on {cfg.driver}: {reason}", strict=verify)
+                )
+
+
+def _device_for(config: pytest.Config, uri: str) -> Any:
+    from .._status import UnavailableError
+    import hal_core
+
+    cache = config.stash[_DEVICES_KEY]
+    entry = cache.get(uri)
+    if entry is None:
+        try:
+            entry = hal_core.create_device(uri)
+        except UnavailableError as exc:
+            entry = exc
+        cache[uri] = entry
+    if isinstance(entry, BaseException):
+        pytest.skip(f"device {uri!r} is unavailable: {entry}")
+    return entry
+
+
+@pytest.fixture
+def cts(request: pytest.FixtureRequest) -> Any:
+    """The CTS context for one device: ``cts.device``, ``cts.config`` and helpers."""
+    from .context import CtsContext
+
+    uri = request.param
+    device = _device_for(request.config, uri)
+    ctx = CtsContext(device, _config_for(uri))
+    yield ctx
+    ctx.cleanup()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = config.stash.get(_DEVICES_KEY, {})
+    for entry in cache.values():
+        if not isinstance(entry, BaseException):
+            entry.close()
+    cache.clear()

@@ -1,0 +1,58 @@
+"""Host-memory allocator backend shared by local-task and local-sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hal_core import BufferCompatibility, BufferParams, BufferUsage, MemoryHeap, MemoryType
+from hal_core._allocator import check_host_size, host_heaps
+from hal_core.backend import HostStorage
+
+import attrs
+
+MAX_ALLOCATION_SIZE = 1 << 40
+
+_HEAP = host_heaps(MAX_ALLOCATION_SIZE)[0]
+
+
+class HostAllocatorBackend:
+    """All memory is host memory: every buffer is host-visible, mappable and usable by
+    every queue, whatever type was asked for (an allocator may return more bits)."""
+
+    def heaps(self) -> list[MemoryHeap]:
+        return [_HEAP]
+
+    def query_buffer_compatibility(
+        self, params: BufferParams, size: int
+    ) -> tuple[BufferCompatibility, BufferParams, int]:
+        compat = (
+            BufferCompatibility.ALLOCATABLE
+            | BufferCompatibility.IMPORTABLE
+            | BufferCompatibility.EXPORTABLE
+            | BufferCompatibility.QUEUE_TRANSFER
+            | BufferCompatibility.QUEUE_DISPATCH
+        )
+        if size > MAX_ALLOCATION_SIZE:
+            compat = BufferCompatibility.NONE
+        adjusted = attrs.evolve(
+            params,
+            type=MemoryType(_HEAP.type | (params.type & ~MemoryType.OPTIMAL)),
+            usage=BufferUsage(
+                params.usage | BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT
+            ),
+        )
+        return compat, adjusted, size
+
+    def allocate(self, params: BufferParams, size: int) -> tuple[Any, MemoryType]:
+        check_host_size(size, MAX_ALLOCATION_SIZE)
+        alignment = max(64, params.min_alignment)
+        try:
+            storage = HostStorage.allocate(size, alignment)
+        except MemoryError:
+            from hal_core import ResourceExhaustedError
+
+            raise ResourceExhaustedError(f"host allocation of {size} bytes failed") from None
+        return storage, params.type
+
+    def import_host(self, params: BufferParams, array: Any) -> tuple[Any, MemoryType]:
+        return HostStorage(array), params.type

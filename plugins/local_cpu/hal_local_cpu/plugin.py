@@ -1,0 +1,31 @@
+"""Entry point of the ``hal-local-cpu`` plugin: its drivers and CTS configurations."""
+
+from __future__ import annotations
+
+from hal_core.backend import DriverFactory, hookimpl
+
+from .driver import LocalDriverBackend
+
+
+@hookimpl
+def hal_drivers() -> list[DriverFactory]:
+    return [
+        DriverFactory(
+            name="local-task",
+            full_name="Local CPU (task worker pool)",
+            create=lambda: LocalDriverBackend("local-task", synchronous=False),
+        ),
+        DriverFactory(
+            name="local-sync",
+            full_name="Local CPU (synchronous, inline)",
+            create=lambda: LocalDriverBackend("local-sync", synchronous=True),
+        ),
+    ]
+
+
+@hookimpl
+def hal_cts_backends():
+    from hal_core.cts.config import CtsBackend
+
+    tags = {"async_queue", "file_io", "host_calls", "mapping"}
+    return [CtsBackend(driver="local-task", tags=tags), CtsBackend(driver="local-sync", tags=tags)]
