@@ -44,6 +44,7 @@ from ._status import (
 __all__ = ["Device"]
 
 _ANY = QueueAffinity.ANY
+_BARRIER = int(QueueOpKind.BARRIER)
 
 
 def semaphore_list(items: SemaphoreList | None, what: str) -> tuple:
@@ -94,7 +95,11 @@ class Device:
         self.info = info
         self.queue_count: int = backend.queue_count
         self._queue_mask = (1 << self.queue_count) - 1
+        # Affinity -> queue for the common exact cases (ANY, one bit); others hash below.
+        self._single_queue = {1 << i: i for i in range(self.queue_count)}
+        self._single_queue[_ANY] = 0
         self.allocator = Allocator(backend.allocator, self)
+        self._submit = backend.submit
         self._closed = False
         self._close_lock = threading.Lock()
         self.topology_info: Any = None
@@ -161,16 +166,39 @@ class Device:
             )
         return (a & -a).bit_length() - 1
 
-    def _op(self, kind: QueueOpKind, affinity: int, wait: Any, signal: Any) -> QueueOp:
+    def _op(self, kind: int, affinity: int, wait: Any, signal: Any) -> QueueOp:
+        # Hot path: the common shape (tuples of (Semaphore, int) pairs) is checked in one
+        # pass; anything else takes the slow path, which normalises or raises.
         if self._closed:
             self._check_open()
-        waits = semaphore_list(wait, "wait") if wait else ()
-        signals = semaphore_list(signal, "signal") if signal else ()
-        if signals:
-            _check_signals(signals)
-        if affinity == _ANY:
-            q = 0
-        else:
+        waits = ()
+        if wait:
+            waits = wait if wait.__class__ is tuple else tuple(wait)
+            for p in waits:
+                if (
+                    p.__class__ is not tuple
+                    or len(p) != 2
+                    or p[0].__class__ is not Semaphore
+                    or p[1].__class__ is not int
+                ):
+                    waits = semaphore_list(wait, "wait")
+                    break
+        signals = ()
+        if signal:
+            signals = signal if signal.__class__ is tuple else tuple(signal)
+            for p in signals:
+                if (
+                    p.__class__ is not tuple
+                    or len(p) != 2
+                    or p[0].__class__ is not Semaphore
+                    or p[1].__class__ is not int
+                    or p[1] <= p[0]._value
+                ):
+                    signals = semaphore_list(signal, "signal")
+                    _check_signals(signals)
+                    break
+        q = self._single_queue.get(affinity)
+        if q is None:
             q = self._select_queue(affinity)
         return QueueOp(kind, q, waits, signals)
 
@@ -181,9 +209,9 @@ class Device:
         flags: int = 0,
     ) -> None:
         """Signal ``signal`` once every ``wait`` is reached (no work)."""
-        op = self._op(QueueOpKind.BARRIER, affinity, wait, signal)
+        op = self._op(_BARRIER, affinity, wait, signal)
         op.flags = flags
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_fill(
         self,
@@ -221,7 +249,7 @@ class Device:
         op.length = length
         op.data = data
         op.flags = flags
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_update(
         self,
@@ -261,7 +289,7 @@ class Device:
         op.length = length
         op.data = np.frombuffer(bytes(src[source_offset : source_offset + length]), np.uint8)
         op.flags = flags
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_copy(
         self,
@@ -303,7 +331,7 @@ class Device:
         op.target_offset = target_offset
         op.length = length
         op.flags = flags
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_read(
         self,
@@ -334,7 +362,7 @@ class Device:
         op.target_offset = target_offset
         op.length = length
         op.flags = flags
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_write(
         self,
@@ -365,7 +393,7 @@ class Device:
         op.target_offset = target_offset
         op.length = length
         op.flags = flags
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_host_call(
         self,
@@ -394,7 +422,7 @@ class Device:
         op.data = fn
         op.extra = args
         op.flags = HostCallFlags(flags)
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_alloca(
         self,
@@ -441,7 +469,7 @@ class Device:
         op.length = size
         op.extra = (pool, params)
         op.flags = AllocaFlags(flags)
-        self._backend.submit(op)
+        self._submit(op)
         return buffer
 
     def queue_dealloca(
@@ -468,7 +496,7 @@ class Device:
         op = self._op(QueueOpKind.DEALLOCA, affinity, wait, signal)
         op.target = root
         op.flags = DeallocaFlags(flags)
-        self._backend.submit(op)
+        self._submit(op)
 
     def queue_flush(self, affinity: int = _ANY) -> None:
         """Push out any locally batched work (a no-op for backends that do not batch)."""

@@ -104,8 +104,8 @@ class QueueOp:
     * DEALLOCA: ``target`` (the buffer)
     * DISPATCH / EXECUTE: ``data``/``extra`` defined by the command-buffer layer
 
-    ``retained`` holds references kept alive until the op's signals publish; ``epoch`` and
-    ``state`` belong to the backend.
+    ``retained`` holds references kept alive until the op's signals publish; ``epoch`` belongs
+    to the backend.
     """
 
     __slots__ = (
@@ -123,7 +123,6 @@ class QueueOp:
         "extra",
         "retained",
         "epoch",
-        "state",
         "__weakref__",
     )
 
@@ -140,4 +139,3 @@ class QueueOp:
         self.signals = signals
         self.flags = 0
         self.retained = None
-        self.state = None

@@ -12,8 +12,8 @@ How an operation runs:
 3. Completion signals the op's semaphores (or fails them with the error), drops what the op
    retained, and retires its epoch on its queue in order.
 
-Invariants: an op is decided exactly once (``state``); ``_waiting`` holds exactly the ops
-parked on semaphores so ``close`` can cancel them; no lock is held while user callbacks or
+Invariants: an op parked on semaphores is in ``_waiting`` and is decided exactly once, by
+whoever pops it from there (``close`` cancels the rest); no lock is held while user callbacks or
 semaphore callbacks run.
 """
 
@@ -40,9 +40,10 @@ from .worker_pool import WorkerPool
 
 INLINE_TRANSFER_BYTES = 64 * 1024
 
-_WAITING = None
-_READY = 1
-_DONE = 2
+_INLINE_DONE = 0  # nothing to execute: complete on the readying thread
+_INLINE = 1  # execute on the readying thread
+_BY_SIZE = 2  # inline when small, else a worker
+_WORKER = 3  # always a worker
 
 _K = QueueOpKind
 
@@ -56,9 +57,20 @@ class LocalDeviceBackend:
         self.allocator = HostAllocatorBackend()
         self.queues = [QueueTimeline(i) for i in range(queue_count)]
         self.workers = WorkerPool(worker_count, name) if worker_count else None
+        self._epochs = [q._next for q in self.queues]
         self._lock = threading.Lock()
-        self._waiting: set[QueueOp] = set()
+        self._waiting: dict[QueueOp, bool] = {}
         self._closing = False
+        # How each op kind runs once ready (indexed by QueueOpKind).
+        route = [_INLINE] * len(QueueOpKind)
+        route[_K.BARRIER] = _INLINE_DONE
+        if self.workers is not None:
+            for kind in (_K.HOST_CALL, _K.DISPATCH, _K.EXECUTE):
+                route[kind] = _WORKER
+            for kind in (_K.FILL, _K.UPDATE, _K.COPY, _K.READ, _K.WRITE):
+                route[kind] = _BY_SIZE
+        self._route = route
+        self._on_timepoint_cb = self._on_timepoint
         self._handlers = {
             _K.BARRIER: _run_barrier,
             _K.FILL: _run_fill,
@@ -83,43 +95,51 @@ class LocalDeviceBackend:
     def submit(self, op: QueueOp) -> None:
         if self._closing:
             raise error_for(StatusCode.FAILED_PRECONDITION, f"device {self.name} is closing")
-        op.epoch = self.queues[op.queue].begin()
+        op.epoch = next(self._epochs[op.queue])
         waits = op.waits
-        if not waits:
-            op.state = _READY
-            self._dispatch(op)
+        if waits:
+            if len(waits) == 1:
+                sem, value = waits[0]
+                if sem._failure is not None or sem._value < value:
+                    # Park: the timepoint fires on the thread that signals (or fails) it.
+                    self._waiting[op] = True
+                    sem.add_timepoint(value, self._on_timepoint_cb, op)
+                    return
+            else:
+                self._waiting[op] = True
+                resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
+                return
+        self._dispatch(op)
+
+    # An op is decided exactly once: whoever pops it from ``_waiting`` (a single atomic
+    # dict operation under the GIL) owns it; ``close`` competes the same way.
+
+    def _on_timepoint(self, op: QueueOp, error: HalError | None) -> None:
+        if self._waiting.pop(op, None) is None:
             return
-        with self._lock:
-            self._waiting.add(op)
-        resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
+        if error is None:
+            self._dispatch(op)
+        else:
+            self._finish(op, error.clone())
 
     def _on_ready(self, op: QueueOp) -> None:
-        with self._lock:
-            if op.state is not _WAITING:
-                return
-            op.state = _READY
-            self._waiting.discard(op)
+        if self._waiting.pop(op, None) is None:
+            return
         self._dispatch(op)
 
     def _on_wait_failed(self, op: QueueOp, error: HalError) -> None:
-        with self._lock:
-            if op.state is not _WAITING:
-                return
-            op.state = _READY
-            self._waiting.discard(op)
+        if self._waiting.pop(op, None) is None:
+            return
         self._finish(op, error.clone())
 
     def _dispatch(self, op: QueueOp) -> None:
-        kind = op.kind
-        if self.workers is not None and (
-            kind == _K.HOST_CALL
-            or kind == _K.DISPATCH
-            or kind == _K.EXECUTE
-            or (kind != _K.BARRIER and getattr(op, "length", 0) > INLINE_TRANSFER_BYTES)
-        ):
-            self.workers.submit(self._execute, op)
-        else:
+        route = self._route[op.kind]
+        if route == _INLINE_DONE:
+            self._finish(op, None)
+        elif route == _INLINE or (route == _BY_SIZE and op.length <= INLINE_TRANSFER_BYTES):
             self._execute(op)
+        else:
+            self.workers.submit(self._execute, op)
 
     def _execute(self, op: QueueOp) -> None:
         kind = op.kind
@@ -142,7 +162,6 @@ class LocalDeviceBackend:
         self._finish(op, None)
 
     def _finish(self, op: QueueOp, error: HalError | None) -> None:
-        op.state = _DONE
         if error is None:
             for sem, value in op.signals:
                 sem._signal_from_queue(value)
@@ -176,7 +195,8 @@ class LocalDeviceBackend:
         args = op.extra
         affinity = 1 << op.queue
         if op.flags & HostCallFlags.NON_BLOCKING:
-            self._finish_host_call_signals(op)
+            for sem, value in op.signals:
+                sem._signal_from_queue(value)
             try:
                 fn(args, HostCallContext(self.device, affinity, ()))
             except BaseException as exc:  # NON_BLOCKING errors are ignored by contract
@@ -195,7 +215,6 @@ class LocalDeviceBackend:
             self._finish(op, None)
         elif result == StatusCode.DEFERRED:
             # The callback owns the signals now; the queue's part is done.
-            op.state = _DONE
             op.retained = None
             self.queues[op.queue].retire(op.epoch)
         elif isinstance(result, HalError):
@@ -211,21 +230,13 @@ class LocalDeviceBackend:
                 return
             self._finish(op, error_for(code, "host call returned an error status"))
 
-    def _finish_host_call_signals(self, op: QueueOp) -> None:
-        for sem, value in op.signals:
-            sem._signal_from_queue(value)
-
     # -- lifetime ----------------------------------------------------------------------
 
     def close(self, timeout: float | None) -> None:
-        with self._lock:
-            self._closing = True
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            for op in waiting:
-                op.state = _READY
-        for op in waiting:
-            self._finish(op, CancelledError("device closed while the operation was waiting"))
+        self._closing = True
+        for op in list(self._waiting):
+            if self._waiting.pop(op, None) is not None:
+                self._finish(op, CancelledError("device closed while the operation was waiting"))
         if self.workers is not None:
             self.workers.shutdown(timeout)
 

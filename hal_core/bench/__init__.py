@@ -1,0 +1,86 @@
+"""Benchmarks behind ``hal bench``.
+
+A benchmark is a function registered with ``@benchmark(name, unit)`` taking a
+``BenchContext`` and returning one number (already the median over repeats; use
+``ctx.median``). Peers (the simple thing a user would write instead) are benchmarks too and
+run in the same invocation, so figures are comparable. Modules holding benchmarks are
+listed in ``MODULES`` and imported when ``hal bench`` runs, never by ``import hal_core``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from typing import Any, Callable
+
+import attrs
+
+__all__ = ["Benchmark", "BenchContext", "BenchResult", "benchmark", "all_benchmarks", "MODULES"]
+
+MODULES = [
+    "hal_core.bench.edges",
+]
+
+
+@attrs.frozen
+class Benchmark:
+    name: str
+    unit: str
+    fn: Callable[["BenchContext"], float]
+    needs_device: bool = True
+    description: str = ""
+
+
+@attrs.frozen
+class BenchResult:
+    name: str
+    value: float
+    unit: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "unit": self.unit}
+
+
+_REGISTRY: dict[str, Benchmark] = {}
+
+
+def benchmark(
+    name: str, unit: str, *, needs_device: bool = True
+) -> Callable[[Callable[["BenchContext"], float]], Callable[["BenchContext"], float]]:
+    """Register ``fn(ctx) -> float`` as benchmark ``name`` reporting in ``unit``."""
+
+    def register(fn: Callable[["BenchContext"], float]) -> Callable[["BenchContext"], float]:
+        if name in _REGISTRY:
+            raise ValueError(f"benchmark {name!r} registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = Benchmark(name, unit, fn, needs_device, doc[0] if doc else "")
+        return fn
+
+    return register
+
+
+def all_benchmarks() -> dict[str, Benchmark]:
+    for module in MODULES:
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+class BenchContext:
+    """What a benchmark gets: the device under test (opened once per ``hal bench`` run),
+    its URI, and the repeat count."""
+
+    def __init__(self, device: Any, uri: str, repeats: int = 7) -> None:
+        self.device = device
+        self.uri = uri
+        self.repeats = repeats
+
+    @staticmethod
+    def now() -> float:
+        return time.perf_counter()
+
+    def median(self, run_once: Callable[[], float], repeats: int | None = None) -> float:
+        """Median of ``run_once()`` over the repeats (one untimed warm-up first)."""
+        run_once()
+        samples = [run_once() for _ in range(repeats or self.repeats)]
+        return statistics.median(samples)
