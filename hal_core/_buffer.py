@@ -391,12 +391,11 @@ class BufferView:
         return self.element_count * self.element_type.byte_size
 
     def reshape(self, shape: tuple[int, ...]) -> "BufferView":
-        new = BufferView(self.buffer, shape, self.element_type, self.encoding)
-        if new.element_count != self.element_count:
+        if int(np.prod(shape, dtype=np.int64)) != self.element_count:
             raise InvalidArgumentError(
                 f"reshape {self.shape} -> {tuple(shape)} changes the element count"
             )
-        return new
+        return BufferView(self.buffer, shape, self.element_type, self.encoding)
 
     def compute_offset(self, indices: tuple[int, ...]) -> int:
         if len(indices) != self.rank:

@@ -108,9 +108,7 @@ AlreadyExistsError = _subclass("AlreadyExistsError", StatusCode.ALREADY_EXISTS)
 PermissionDeniedError = _subclass(
     "PermissionDeniedError", StatusCode.PERMISSION_DENIED, PermissionError
 )
-ResourceExhaustedError = _subclass(
-    "ResourceExhaustedError", StatusCode.RESOURCE_EXHAUSTED, MemoryError
-)
+ResourceExhaustedError = _subclass("ResourceExhaustedError", StatusCode.RESOURCE_EXHAUSTED)
 FailedPreconditionError = _subclass(
     "FailedPreconditionError", StatusCode.FAILED_PRECONDITION, RuntimeError
 )

@@ -67,7 +67,7 @@ def _split_params(uri: str, query: str) -> tuple[tuple[str, str], ...]:
     query = query.strip().strip("&")
     if not query:
         return ()
-    items = query.split("&")
+    items = [item for item in query.split("&") if item.strip()]
     if len(items) > MAX_URI_PARAMS:
         raise InvalidArgumentError(
             f"device URI {uri!r} has {len(items)} params; at most {MAX_URI_PARAMS} are allowed"

@@ -1,0 +1,80 @@
+"""``hal info``: plugins, drivers and devices, with the reason when something is unavailable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .._registry import registry
+from .._status import HalError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("info", help="list plugins, drivers and devices")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run)
+
+
+def collect() -> dict[str, Any]:
+    """Everything ``hal info`` shows, as plain data."""
+    reg = registry()
+    plugins = [
+        {
+            "name": p.name,
+            "distribution": p.distribution,
+            "version": p.version,
+            "location": p.location,
+            "loaded": p.loaded,
+            "error": p.error,
+        }
+        for p in reg.plugins()
+    ]
+    drivers = []
+    for record in reg.driver_records():
+        entry: dict[str, Any] = {
+            "name": record.name,
+            "full_name": record.full_name,
+            "plugin": record.plugin,
+            "overrides": record.overridden,
+            "available": True,
+            "reason": None,
+            "devices": [],
+        }
+        try:
+            driver = reg.driver(record.name)
+            for info in driver.query_available_devices():
+                entry["devices"].append(
+                    {
+                        "uri": f"{record.name}://{info.path}",
+                        "device_id": info.device_id,
+                        "path": info.path,
+                        "name": info.name,
+                    }
+                )
+        except HalError as exc:
+            entry["available"] = False
+            entry["reason"] = str(exc)
+        drivers.append(entry)
+    return {"plugins": plugins, "drivers": drivers}
+
+
+def run(args: argparse.Namespace) -> int:
+    data = collect()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print("Plugins:")
+    for p in data["plugins"]:
+        dist = f"{p['distribution']} {p['version']}" if p["distribution"] else "(registered by hand)"
+        state = "loaded" if p["loaded"] else f"NOT LOADED: {p['error']}"
+        print(f"  {p['name']:<16} {dist:<28} {p['location'] or '':<28} {state}")
+    print("Drivers:")
+    for d in data["drivers"]:
+        over = f" (overrides {', '.join(d['overrides'])})" if d["overrides"] else ""
+        print(f"  {d['name']:<16} {d['full_name']} [plugin {d['plugin']}]{over}")
+        if not d["available"]:
+            print(f"    unavailable: {d['reason']}")
+        for dev in d["devices"]:
+            print(f"    {dev['uri']:<40} {dev['name']}")
+    return 0

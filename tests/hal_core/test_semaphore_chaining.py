@@ -1,0 +1,89 @@
+"""Zero-hop chaining is iterative: long dependency chains never grow the stack."""
+
+import sys
+import threading
+
+import pytest
+
+import hal_core as hal
+from hal_core import Semaphore
+
+
+def test_100k_timepoint_chain_on_one_thread_keeps_the_stack_flat():
+    n = 100_000
+    sems = [Semaphore() for _ in range(n)]
+    depths = []
+
+    def relay(i, status):
+        assert status is None
+        depths.append(len(_stack()))
+        if i + 1 < n:
+            sems[i + 1].signal(1)
+
+    for i in range(n):
+        sems[i].add_timepoint(1, relay, i)
+    sems[0].signal(1)
+    assert sems[-1].query() == 1
+    assert max(depths) - min(depths) == 0
+
+
+def _stack():
+    out = []
+    f = sys._getframe()
+    while f is not None:
+        out.append(f)
+        f = f.f_back
+    return out
+
+
+@pytest.mark.parametrize("uri", ["local-task://", "local-sync://"])
+def test_100k_queue_chain_completes(uri):
+    n = 100_000
+    with hal.create_device(uri) as device:
+        head = device.create_semaphore()
+        prev = (head, 1)
+        for i in range(n):
+            s = device.create_semaphore()
+            device.queue_barrier(1 << (i % 2), (prev,), ((s, 1),))
+            prev = (s, 1)
+        head.signal(1)
+        prev[0].wait(1, timeout=120)
+
+
+def test_failure_travels_down_a_long_chain():
+    with hal.create_device("local-sync://") as device:
+        head = device.create_semaphore()
+        prev = (head, 1)
+        for i in range(10_000):
+            s = device.create_semaphore()
+            device.queue_barrier(1, (prev,), ((s, 1),))
+            prev = (s, 1)
+        head.fail(hal.DataLossError("disk gone"))
+        with pytest.raises(hal.DataLossError, match="disk gone"):
+            prev[0].wait(1, timeout=30)
+
+
+def test_callbacks_run_outside_the_lock():
+    s = Semaphore()
+    seen = []
+
+    def cb(_arg, status):
+        # Re-entering the same semaphore from its own callback must not deadlock.
+        seen.append(s.query())
+        s.signal(s.query() + 1)
+
+    s.add_timepoint(1, cb, None)
+    s.signal(1)
+    assert seen == [1] and s.query() == 2
+
+
+def test_waiters_on_many_threads_all_wake():
+    s = Semaphore()
+    woke = []
+    threads = [threading.Thread(target=lambda: (s.wait(5, 10), woke.append(1))) for _ in range(16)]
+    for t in threads:
+        t.start()
+    s.signal(5)
+    for t in threads:
+        t.join(10)
+    assert len(woke) == 16
