@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Callable
 
 import numpy as np
 
@@ -15,11 +16,50 @@ TIMEOUT = 20.0
 """Seconds every CTS host wait allows before failing (never sleeps)."""
 
 
+class HostThread:
+    """A helper thread for threaded CTS scenarios: runs ``fn(*args)`` once and keeps its
+    result or exception. ``join()`` waits at most ``timeout`` seconds (a thread that is
+    still running fails the test instead of hanging it) and re-raises the thread's
+    exception in the test's thread."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self.result = fn(*args)
+        except BaseException as exc:  # handed to the joining test thread
+            self.error = exc
+
+    def join(self, timeout: float = TIMEOUT) -> Any:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"CTS helper thread still running after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def joined_error(self, timeout: float = TIMEOUT) -> BaseException | None:
+        """Join and return the thread's exception (None if it returned normally)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"CTS helper thread still running after {timeout} s")
+        return self.error
+
+
 class CtsContext:
+    """What a CTS test gets from the ``cts`` fixture: the shared device of one backend,
+    its configuration, and helpers. Resources a test creates through the helpers
+    (threads, files) are cleaned up after the test."""
+
     def __init__(self, device: hal_core.Device, config: CtsBackend) -> None:
         self.device = device
         self.config = config
         self._files: list[hal_core.File] = []
+        self._threads: list[HostThread] = []
 
     @property
     def driver(self) -> str:
@@ -77,10 +117,25 @@ class CtsContext:
     def queue_affinities(self) -> list[int]:
         return [1 << i for i in range(self.device.queue_count)]
 
+    def thread(self, fn: Callable[..., Any], *args: Any) -> HostThread:
+        """Start ``fn(*args)`` on a helper thread (joined with a timeout at cleanup)."""
+        t = HostThread(fn, *args)
+        self._threads.append(t)
+        return t
+
+    def import_file(self, source: Any, access: MemoryAccess) -> hal_core.File:
+        """``device.import_file`` whose file is closed after the test."""
+        f = self.device.import_file(source, access)
+        self._files.append(f)
+        return f
+
     def cleanup(self) -> None:
         for f in self._files:
             f.close()
         self._files.clear()
+        threads, self._threads = self._threads, []
+        for t in threads:
+            t.joined_error()
 
 
 def deterministic_bytes(length: int, seed: int = 0) -> bytes:
