@@ -8,6 +8,7 @@ longer than one ``os.preadv``/``os.pwritev`` call.
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -26,13 +27,15 @@ class File:
     the caller may close its own descriptor. ``close()`` is idempotent.
     """
 
-    __slots__ = ("access", "_memory", "_fd", "_closed", "__weakref__")
+    __slots__ = ("access", "_memory", "_fd", "_closed", "_finalizer", "__weakref__")
 
     def __init__(self, access: MemoryAccess, memory: np.ndarray | None, fd: int) -> None:
         self.access = MemoryAccess(access)
         self._memory = memory
         self._fd = fd
         self._closed = False
+        # Safety net: a dropped, unclosed fd-backed file still releases its descriptor.
+        self._finalizer = weakref.finalize(self, os.close, fd) if fd >= 0 else None
 
     @classmethod
     def from_memory(cls, data: Any, access: MemoryAccess = MemoryAccess.READ) -> "File":
@@ -134,8 +137,8 @@ class File:
         if self._closed:
             return
         self._closed = True
-        if self._fd >= 0:
-            os.close(self._fd)
+        if self._finalizer is not None:
+            self._finalizer()
             self._fd = -1
         self._memory = None
 

@@ -176,29 +176,38 @@ class Registry:
             if self._drivers is not None:
                 return self._drivers
             drivers: dict[str, DriverRecord] = {}
-            # get_hookimpls() lists implementations in registration order.
-            for impl in self._pm.hook.hal_drivers.get_hookimpls():
-                try:
-                    factories = list(impl.function() or ())
-                except Exception as exc:
-                    record = self._record(impl.plugin_name)
-                    if record is not None:
-                        record.error = _describe(exc)
-                        record.loaded = False
-                    continue
-                for factory in factories:
-                    previous = drivers.get(factory.name)
-                    entry = DriverRecord(
-                        name=factory.name,
-                        full_name=factory.full_name,
-                        plugin=impl.plugin_name,
-                        factory=factory,
-                    )
-                    if previous is not None:
-                        entry.overridden = previous.overridden + [previous.plugin]
-                    drivers[factory.name] = entry
+            for plugin_name, factory in self.hook_results("hal_drivers"):
+                previous = drivers.get(factory.name)
+                entry = DriverRecord(
+                    name=factory.name,
+                    full_name=factory.full_name,
+                    plugin=plugin_name,
+                    factory=factory,
+                )
+                if previous is not None:
+                    entry.overridden = previous.overridden + [previous.plugin]
+                drivers[factory.name] = entry
             self._drivers = drivers
             return drivers
+
+    def hook_results(self, hook_name: str) -> list[tuple[str, Any]]:
+        """(plugin name, item) for every implementation of a list-returning hook, in
+        registration order. A failing implementation is skipped and its error recorded on
+        the plugin's record, so one broken plugin never hides the others."""
+        self._ensure_loaded()
+        out: list[tuple[str, Any]] = []
+        # get_hookimpls() lists implementations in registration order.
+        for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+            try:
+                items = list(impl.function() or ())
+            except Exception as exc:
+                record = self._record(impl.plugin_name)
+                if record is not None:
+                    record.error = _describe(exc)
+                    record.loaded = False
+                continue
+            out.extend((impl.plugin_name, item) for item in items)
+        return out
 
     def driver_names(self) -> list[str]:
         return sorted(self._driver_records())
@@ -283,18 +292,5 @@ def create_device(uri: str | None = None) -> Device:
 
 
 def iter_hook_results(hook_name: str) -> Iterable[tuple[str, Any]]:
-    """(plugin name, result item) for every implementation of a list-returning hook, in
-    registration order; a failing implementation is skipped and recorded."""
-    reg = registry()
-    reg._ensure_loaded()
-    hook = getattr(reg._pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
-        try:
-            items = list(impl.function() or ())
-        except Exception as exc:
-            record = reg._record(impl.plugin_name)
-            if record is not None:
-                record.error = _describe(exc)
-            continue
-        for item in items:
-            yield impl.plugin_name, item
+    """``Registry.hook_results`` on the default registry."""
+    return registry().hook_results(hook_name)

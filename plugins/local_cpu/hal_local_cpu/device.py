@@ -19,7 +19,6 @@ semaphore callbacks run.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -58,7 +57,6 @@ class LocalDeviceBackend:
         self.queues = [QueueTimeline(i) for i in range(queue_count)]
         self.workers = WorkerPool(worker_count, name) if worker_count else None
         self._epochs = [q._next for q in self.queues]
-        self._lock = threading.Lock()
         self._waiting: dict[QueueOp, bool] = {}
         self._closing = False
         # How each op kind runs once ready (indexed by QueueOpKind).
