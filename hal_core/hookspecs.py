@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     from .backend import DriverFactory
     from .cts.config import CtsBackend
+    from .profiling import ProfilerFactory
 
 hookspec = pluggy.HookspecMarker("hal_core")
 hookimpl = pluggy.HookimplMarker("hal_core")
@@ -29,3 +30,10 @@ def hal_drivers() -> "list[DriverFactory]":
 def hal_cts_backends() -> "list[CtsBackend]":
     """Return CTS configurations (tags, executable formats, unsupported and
     expected-failure lists) for drivers this plugin provides."""
+
+
+@hookspec
+def hal_profilers() -> "list[ProfilerFactory]":
+    """Return third-party profilers (``hal_core.profiling.ProfilerFactory``): a name, a
+    factory producing a profile sink from string options, and the data families it
+    needs. Listed by ``hal info``; created by ``hal profile --profiler NAME``."""

@@ -1,0 +1,148 @@
+"""Begin/flush/end of a device's profiling session (behind ``Device.profiling_*``).
+
+Backend contract (all optional; a backend without them supports no family):
+
+* ``profiling_families``: the ``ProfilingDataFamily`` flags it can produce.
+* ``profiling_clock``: ``(ClockDomain, tick_frequency_hz)`` of its ``*_tick`` fields
+  (default: host nanoseconds).
+* ``profiling_begin(session)``: attach taps (set its ``profiler`` attribute); may raise
+  UNAVAILABLE when a library or device the requested families need is missing.
+* ``profiling_flush(session)``: move device-side records into the session.
+* ``profiling_end(session)``: detach taps; must not fail to detach.
+
+One session per device at a time. begin/flush/end hold the device's profiling lock, never
+a queue lock; sinks run on the calling thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from .._status import FailedPreconditionError, InvalidArgumentError, UnimplementedError
+from ._clock import host_time_ns
+from ._options import ProfilingDataFamily, ProfilingOptions
+from ._records import ClockDomain
+from ._session import ProfilingSession
+
+__all__ = ["profiling_begin", "profiling_flush", "profiling_end", "supported_families"]
+
+_session_ids = itertools.count(1).__next__
+_locks_guard = threading.Lock()
+
+
+def _lock(device: Any) -> threading.Lock:
+    lock = device.__dict__.get("_profiling_lock")
+    if lock is None:
+        with _locks_guard:
+            lock = device.__dict__.setdefault("_profiling_lock", threading.Lock())
+    return lock
+
+
+def supported_families(device: Any) -> ProfilingDataFamily:
+    return ProfilingDataFamily(int(getattr(device.backend, "profiling_families", 0)))
+
+
+def _names(flags: ProfilingDataFamily) -> str:
+    return ", ".join(m.name for m in ProfilingDataFamily if m and m.name and flags & m)
+
+
+def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession | None:
+    if not isinstance(options, ProfilingOptions):
+        raise InvalidArgumentError(
+            f"profiling_begin needs hal_core.profiling.ProfilingOptions, got {type(options).__name__}"
+        )
+    device._check_open()
+    families = options.effective_families
+    with _lock(device):
+        if device.__dict__.get("_profiling_session") is not None:
+            raise FailedPreconditionError(
+                f"device {device.uri!r} already has a profiling session; call profiling_end() "
+                "before beginning another"
+            )
+        if not families:
+            return None  # IREE: no data requested -> no session, silently
+        if not options.sinks:
+            raise InvalidArgumentError(
+                f"profiling_begin requests {_names(families)} but gives no sink; pass "
+                "sinks=[...] (e.g. StatisticsSink(), ProfileBundleSink(path), PerfettoSink(path))"
+            )
+        supported = supported_families(device)
+        missing = families & ~supported
+        if missing:
+            raise UnimplementedError(
+                f"device {device.uri!r} cannot produce profiling data {_names(missing)}; it "
+                f"supports {_names(supported) or 'no profiling data'}. Drop those families"
+            )
+        backend = device.backend
+        domain, freq = getattr(backend, "profiling_clock", (ClockDomain.HOST_NS, 1_000_000_000))
+        session = ProfilingSession(
+            options, families, session_id=_session_ids(), device_name=device.uri,
+            queue_count=device.queue_count, clock_domain=domain, tick_frequency_hz=freq,
+        )
+        attach = getattr(backend, "profiling_begin", None)
+        if attach is not None:
+            attach(session)  # UNAVAILABLE etc. propagate; nothing was started
+        try:
+            if domain == ClockDomain.HOST_NS:
+                t = host_time_ns()
+                session.record_clock_correlation(t, t, t)
+            session.start()
+        except BaseException:
+            detach = getattr(backend, "profiling_end", None)
+            if detach is not None:
+                detach(session)
+            raise
+        device.__dict__["_profiling_session"] = session
+        return session
+
+
+def _active(device: Any, what: str) -> ProfilingSession:
+    session = device.__dict__.get("_profiling_session")
+    if session is None:
+        raise FailedPreconditionError(
+            f"{what} on device {device.uri!r} without an active profiling session; call "
+            "profiling_begin(options) first"
+        )
+    return session
+
+
+def profiling_flush(device: Any) -> None:
+    with _lock(device):
+        session = _active(device, "profiling_flush")
+        hook = getattr(device.backend, "profiling_flush", None)
+        if hook is not None:
+            hook(session)
+        session.flush()
+
+
+def profiling_end(device: Any) -> None:
+    """Ends the session even when the backend or a sink fails (the error is re-raised
+    after everything was released)."""
+    with _lock(device):
+        session = _active(device, "profiling_end")
+        device.__dict__["_profiling_session"] = None
+        first: BaseException | None = None
+        backend = device.backend
+        try:
+            hook = getattr(backend, "profiling_flush", None)
+            if hook is not None:
+                hook(session)
+        except BaseException as exc:
+            first = exc
+        detach = getattr(backend, "profiling_end", None)
+        if detach is not None:
+            try:
+                detach(session)
+            except BaseException as exc:
+                first = first or exc
+        if session.clock_domain == ClockDomain.HOST_NS:
+            t = host_time_ns()
+            session.record_clock_correlation(t, t, t)
+        try:
+            session.end()
+        except BaseException as exc:
+            first = first or exc
+        if first is not None:
+            raise first
