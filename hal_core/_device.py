@@ -36,6 +36,7 @@ from ._queue import (
 from ._semaphore import Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
 from ._status import (
     FailedPreconditionError,
+    HalError,
     InvalidArgumentError,
     NotFoundError,
     OutOfRangeError,
@@ -174,29 +175,32 @@ class Device:
         waits = ()
         if wait:
             waits = wait if wait.__class__ is tuple else tuple(wait)
-            for p in waits:
-                if (
-                    p.__class__ is not tuple
-                    or len(p) != 2
-                    or p[0].__class__ is not Semaphore
-                    or p[1].__class__ is not int
-                ):
-                    waits = semaphore_list(wait, "wait")
-                    break
+            try:
+                for sem, value in waits:
+                    if sem.__class__ is not Semaphore or value.__class__ is not int:
+                        waits = semaphore_list(wait, "wait")
+                        break
+            except HalError:
+                raise
+            except (TypeError, ValueError):
+                waits = semaphore_list(wait, "wait")  # raises with a clear message
         signals = ()
         if signal:
             signals = signal if signal.__class__ is tuple else tuple(signal)
-            for p in signals:
-                if (
-                    p.__class__ is not tuple
-                    or len(p) != 2
-                    or p[0].__class__ is not Semaphore
-                    or p[1].__class__ is not int
-                    or p[1] <= p[0]._value
-                ):
-                    signals = semaphore_list(signal, "signal")
-                    _check_signals(signals)
-                    break
+            try:
+                for sem, value in signals:
+                    if (
+                        sem.__class__ is not Semaphore
+                        or value.__class__ is not int
+                        or value <= sem._value
+                    ):
+                        signals = semaphore_list(signal, "signal")
+                        _check_signals(signals)
+                        break
+            except HalError:
+                raise
+            except (TypeError, ValueError):
+                signals = semaphore_list(signal, "signal")  # raises with a clear message
         q = self._single_queue.get(affinity)
         if q is None:
             q = self._select_queue(affinity)
@@ -210,7 +214,8 @@ class Device:
     ) -> None:
         """Signal ``signal`` once every ``wait`` is reached (no work)."""
         op = self._op(_BARRIER, affinity, wait, signal)
-        op.flags = flags
+        if flags:
+            op.flags = flags
         self._submit(op)
 
     def queue_fill(

@@ -30,15 +30,18 @@ class QueueTimeline:
 
     def retire(self, epoch: int) -> None:
         """Mark ``epoch`` complete and advance the in-order watermark."""
-        with self._lock:
-            if epoch != self.retired + 1:
-                self._done.add(epoch)
-                return
-            done = self._done
-            while epoch + 1 in done:
-                epoch += 1
-                done.discard(epoch)
-            self.retired = epoch
-            notify = self.on_retire
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: cheaper than ``with`` on this hot path
+        if epoch != self.retired + 1:
+            self._done.add(epoch)
+            lock.release()
+            return
+        done = self._done
+        while epoch + 1 in done:
+            epoch += 1
+            done.discard(epoch)
+        self.retired = epoch
+        notify = self.on_retire
+        lock.release()
         if notify is not None:
             notify(epoch)
