@@ -65,7 +65,9 @@ class Driver:
         backend = self._annotate(uri, self._backend.create_device_by_id, device_id, params or {})
         return Device(backend, driver_name=self.name, uri=uri)
 
-    def create_device_by_ordinal(self, ordinal: int, params: dict[str, str] | None = None) -> Device:
+    def create_device_by_ordinal(
+        self, ordinal: int, params: dict[str, str] | None = None
+    ) -> Device:
         infos = self.query_available_devices()
         if not 0 <= ordinal < len(infos):
             raise OutOfRangeError(

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         if device is not None:
             device.close()
     if args.json:
-        print(json.dumps({"device": args.device, "results": [r.as_json() for r in results]}, indent=2))
+        payload = {"device": args.device, "results": [r.as_json() for r in results]}
+        print(json.dumps(payload, indent=2))
     else:
         print(f"device: {args.device}")
         for r in results:

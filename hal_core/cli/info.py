@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print("Plugins:")
     for p in data["plugins"]:
-        dist = f"{p['distribution']} {p['version']}" if p["distribution"] else "(registered by hand)"
+        dist = (
+            f"{p['distribution']} {p['version']}" if p["distribution"] else "(registered by hand)"
+        )
         state = "loaded" if p["loaded"] else f"NOT LOADED: {p['error']}"
         print(f"  {p['name']:<16} {dist:<28} {p['location'] or '':<28} {state}")
     print("Drivers:")

@@ -54,7 +54,7 @@ def test_failure_travels_down_a_long_chain():
     with hal.create_device("local-sync://") as device:
         head = device.create_semaphore()
         prev = (head, 1)
-        for i in range(10_000):
+        for _ in range(10_000):
             s = device.create_semaphore()
             device.queue_barrier(1, (prev,), ((s, 1),))
             prev = (s, 1)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from hal_core import BufferCompatibility, BufferParams, BufferUsage, MemoryHeap, MemoryType
 from hal_core._allocator import check_host_size, host_heaps
 from hal_core.backend import HostStorage
-
-import attrs
 
 MAX_ALLOCATION_SIZE = 1 << 40
 

@@ -9,7 +9,8 @@ def test_info_json_lists_plugins_drivers_and_devices(capsys):
     assert main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     plugins = {p["name"]: p for p in data["plugins"]}
-    assert plugins["local_cpu"]["loaded"] and plugins["local_cpu"]["distribution"] == "hal-local-cpu"
+    assert plugins["local_cpu"]["loaded"]
+    assert plugins["local_cpu"]["distribution"] == "hal-local-cpu"
     drivers = {d["name"]: d for d in data["drivers"]}
     assert drivers["local-task"]["devices"][0]["uri"] == "local-task://"
     assert drivers["local-sync"]["available"]
