@@ -1,0 +1,641 @@
+"""Command buffers: recording, buffer references, binding tables and dispatch configs.
+
+A ``CommandBuffer`` records commands between ``begin()`` and ``end()`` (once). Recording is
+cheap and backend-neutral: each command becomes one tuple in ``commands`` (the tuple also
+*is* the retention of what it references, unless the mode is UNRETAINED). At ``end()`` the
+device backend turns the recording into its own replay form (``finalize_command_buffer``)
+so that every later submission does as little as possible.
+
+Concurrency: a command buffer is used by one thread at a time while recording. A second
+thread entering a recording method while another is inside one raises
+FAILED_PRECONDITION (a conflict detector, not a lock). Once ended, a command buffer is
+immutable and may be submitted from any thread.
+
+Command tuple layouts (``CMD_*`` is element 0; refs are ``BufferRef``):
+
+* ``(CMD_BARRIER,)``
+* ``(CMD_FILL, target_ref, pattern_bytes)``
+* ``(CMD_UPDATE, data_bytes, target_ref)`` (host bytes copied at record time)
+* ``(CMD_COPY, source_ref, target_ref)``
+* ``(CMD_DISPATCH, executable, function_ordinal, config, constants_bytes, bindings, flags)``
+  where ``bindings`` is a tuple of ``BufferRef``
+* ``(CMD_DEBUG_BEGIN, label)`` / ``(CMD_DEBUG_END,)``
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Iterable, Sequence
+
+import attrs
+
+from ._buffer import Buffer
+from ._memory import WHOLE_BUFFER, QueueAffinity
+from ._status import FailedPreconditionError, InvalidArgumentError, OutOfRangeError
+
+__all__ = [
+    "BindingTable",
+    "BufferBinding",
+    "BufferRef",
+    "CommandBuffer",
+    "CommandBufferMode",
+    "CommandCategory",
+    "DispatchConfig",
+    "DispatchFlags",
+    "ExecuteFlags",
+    "MAX_UPDATE_SIZE",
+]
+
+MAX_UPDATE_SIZE = 64 * 1024
+"""Most bytes one ``update_buffer`` command may carry (IREE's limit)."""
+
+CMD_BARRIER = 0
+CMD_FILL = 1
+CMD_UPDATE = 2
+CMD_COPY = 3
+CMD_DISPATCH = 4
+CMD_DEBUG_BEGIN = 5
+CMD_DEBUG_END = 6
+
+_NEW = 0
+_RECORDING = 1
+_ENDED = 2
+
+
+class CommandBufferMode(enum.IntFlag):
+    """IREE's ``iree_hal_command_buffer_mode_t`` bits."""
+
+    DEFAULT = 0
+    ONE_SHOT = 1 << 0
+    ALLOW_INLINE_EXECUTION = 1 << 4
+    UNVALIDATED = 1 << 5
+    UNRETAINED = 1 << 6
+
+
+class CommandCategory(enum.IntFlag):
+    """Which kinds of commands a command buffer may hold."""
+
+    NONE = 0
+    TRANSFER = 1 << 0
+    DISPATCH = 1 << 1
+    ANY = TRANSFER | DISPATCH
+
+
+class DispatchFlags(enum.IntFlag):
+    """Dispatch flags. The indirect-*arguments* and custom-argument forms are not
+    implemented by any backend yet and are rejected with UNIMPLEMENTED."""
+
+    NONE = 0
+    DYNAMIC_INDIRECT_PARAMETERS = 1 << 0
+    STATIC_INDIRECT_PARAMETERS = 1 << 1
+    CUSTOM_DIRECT_ARGUMENTS = 1 << 2
+    DYNAMIC_INDIRECT_ARGUMENTS = 1 << 3
+    STATIC_INDIRECT_ARGUMENTS = 1 << 4
+    ALLOW_INLINE_EXECUTION = 1 << 5
+    BORROW_RESOURCE_LIFETIMES = 1 << 6
+
+
+class ExecuteFlags(enum.IntFlag):
+    NONE = 0
+    BORROW_BINDING_TABLE_LIFETIME = 1 << 0
+
+
+def _check_u64(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: int) -> None:
+        if value.__class__ is not int or value < 0 or value > WHOLE_BUFFER:
+            raise InvalidArgumentError(f"{name} must be an int in 0..2**64-1, got {value!r}")
+
+    return check
+
+
+def _check_slot(_inst: object, _attr: object, value: int) -> None:
+    if value.__class__ is not int or not 0 <= value < (1 << 24):
+        raise InvalidArgumentError(
+            f"binding-table slot must be an int in 0..{(1 << 24) - 1}, got {value!r}"
+        )
+
+
+@attrs.frozen(slots=True)
+class BufferRef:
+    """A range of a buffer used by a command.
+
+    Direct: ``BufferRef(buffer, offset, length)`` names the buffer now. Indirect:
+    ``BufferRef.indirect(slot, offset, length)`` names a binding-table slot resolved at
+    submit; its range composes with the binding's (``binding.offset + offset``, clamped by
+    the binding's length). ``length`` WHOLE_BUFFER means "to the end".
+    """
+
+    buffer: Buffer | None
+    offset: int = attrs.field(default=0, validator=_check_u64("offset"))
+    length: int = attrs.field(default=WHOLE_BUFFER, validator=_check_u64("length"))
+    slot: int = attrs.field(default=0, validator=_check_slot)
+
+    @classmethod
+    def indirect(cls, slot: int, offset: int = 0, length: int = WHOLE_BUFFER) -> "BufferRef":
+        return cls(None, offset, length, slot)
+
+    @property
+    def is_indirect(self) -> bool:
+        return self.buffer is None
+
+    def resolved_length(self) -> int:
+        """The length of a direct reference, WHOLE_BUFFER resolved."""
+        if self.length == WHOLE_BUFFER:
+            return self.buffer.byte_length - self.offset  # type: ignore[union-attr]
+        return self.length
+
+
+@attrs.frozen(slots=True)
+class BufferBinding:
+    """One binding-table entry: a buffer range bound to a slot at submit."""
+
+    buffer: Buffer | None
+    offset: int = attrs.field(default=0, validator=_check_u64("offset"))
+    length: int = attrs.field(default=WHOLE_BUFFER, validator=_check_u64("length"))
+
+
+class BindingTable:
+    """The buffers indirect references resolve against, copied at ``queue_execute``.
+
+    Built from a sequence whose items are ``BufferBinding``, ``Buffer`` (whole buffer),
+    ``(buffer, offset, length)`` tuples or None (an unused slot). Immutable once built.
+    """
+
+    __slots__ = ("bindings",)
+
+    def __init__(self, bindings: Iterable[Any] = ()) -> None:
+        out = []
+        for i, item in enumerate(bindings):
+            if item is None or item.__class__ is BufferBinding:
+                out.append(item)
+            elif isinstance(item, Buffer):
+                out.append(BufferBinding(item))
+            elif isinstance(item, tuple) and 1 <= len(item) <= 3:
+                out.append(BufferBinding(*item))
+            else:
+                raise InvalidArgumentError(
+                    f"binding table entry {i} is a {type(item).__name__}; expected a "
+                    "BufferBinding, a Buffer, a (buffer, offset, length) tuple or None"
+                )
+            if out[-1] is not None and not isinstance(out[-1].buffer, (Buffer, type(None))):
+                raise InvalidArgumentError(
+                    f"binding table entry {i} holds a {type(out[-1].buffer).__name__}, "
+                    "expected a Buffer"
+                )
+        self.bindings: tuple[BufferBinding | None, ...] = tuple(out)
+
+    def __len__(self) -> int:
+        return len(self.bindings)
+
+    def __getitem__(self, i: int) -> BufferBinding | None:
+        return self.bindings[i]
+
+    def resolve(self, ref: BufferRef) -> tuple[Buffer, int, int]:
+        """``(buffer, offset, length)`` of an indirect ``ref`` in this table, ranges
+        composed as IREE does. OUT_OF_RANGE for a slot past the table or a range past the
+        binding; INVALID_ARGUMENT for an empty slot."""
+        if ref.buffer is not None:
+            return ref.buffer, ref.offset, ref.resolved_length()
+        slot = ref.slot
+        if slot >= len(self.bindings):
+            raise OutOfRangeError(
+                f"binding-table slot {slot} is past the table of {len(self.bindings)} entries"
+            )
+        binding = self.bindings[slot]
+        if binding is None or binding.buffer is None:
+            raise InvalidArgumentError(f"binding-table slot {slot} holds no buffer")
+        return compose_range(binding, ref.offset, ref.length, slot)
+
+
+def compose_range(
+    binding: BufferBinding, offset: int, length: int, slot: int
+) -> tuple[Buffer, int, int]:
+    """Compose a reference range with its binding's range; OUT_OF_RANGE past either."""
+    buffer = binding.buffer
+    assert buffer is not None  # callers check for empty slots first
+    blen = binding.length
+    if blen == WHOLE_BUFFER:
+        blen = buffer.byte_length - binding.offset
+    if binding.offset + blen > buffer.byte_length or blen < 0:
+        raise OutOfRangeError(
+            f"binding-table slot {slot} range [{binding.offset}, {binding.offset + blen}) "
+            f"exceeds its buffer of {buffer.byte_length} bytes"
+        )
+    if length == WHOLE_BUFFER:
+        length = blen - offset
+    if offset > blen or offset + length > blen:
+        raise OutOfRangeError(
+            f"reference [{offset}, {offset + length}) exceeds binding-table slot {slot}, "
+            f"which binds {blen} bytes; shrink the reference or bind a larger range"
+        )
+    return buffer, binding.offset + offset, length
+
+
+def _u32(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: tuple) -> None:
+        if len(value) != 3 or any(v.__class__ is not int or not 0 <= v < (1 << 32) for v in value):
+            raise InvalidArgumentError(f"{name} must be three ints in 0..2**32-1, got {value!r}")
+
+    return check
+
+
+@attrs.frozen(slots=True)
+class DispatchConfig:
+    """How many workgroups a dispatch runs, statically or from a parameter buffer.
+
+    ``workgroup_count``: (x, y, z), used when ``workgroup_count_ref`` is None.
+    ``workgroup_count_ref``: a reference to three little-endian uint32 counts read at
+    execution time (DYNAMIC_INDIRECT_PARAMETERS) or at submit (STATIC_...); it needs
+    DISPATCH_INDIRECT_PARAMETERS usage, 4-byte alignment and at least 12 bytes.
+    ``workgroup_size``: (0, 0, 0) means the function's own size.
+    """
+
+    workgroup_count: tuple[int, int, int] = attrs.field(
+        default=(1, 1, 1), converter=tuple, validator=_u32("workgroup_count")
+    )
+    workgroup_count_ref: BufferRef | None = None
+    workgroup_size: tuple[int, int, int] = attrs.field(
+        default=(0, 0, 0), converter=tuple, validator=_u32("workgroup_size")
+    )
+    dynamic_workgroup_local_memory: int = 0
+
+    @classmethod
+    def static(cls, x: int = 1, y: int = 1, z: int = 1) -> "DispatchConfig":
+        return cls((x, y, z))
+
+    @classmethod
+    def indirect(cls, ref: BufferRef | Buffer, offset: int = 0) -> "DispatchConfig":
+        if isinstance(ref, Buffer):
+            ref = BufferRef(ref, offset, 12)
+        return cls((0, 0, 0), ref)
+
+
+def as_buffer_ref(value: Any, what: str) -> BufferRef:
+    """A ``BufferRef`` from a ref or a whole ``Buffer``; INVALID_ARGUMENT otherwise."""
+    if value.__class__ is BufferRef:
+        return value
+    if isinstance(value, Buffer):
+        return BufferRef(value)
+    raise InvalidArgumentError(
+        f"{what} must be a Buffer or a BufferRef, got {type(value).__name__}"
+    )
+
+
+class CommandBuffer:
+    """A recorded sequence of transfer and dispatch commands.
+
+    Created by ``Device.create_command_buffer``. Record between ``begin()`` and ``end()``
+    once; submit with ``Device.queue_execute`` (once for ONE_SHOT, any number of times
+    otherwise). Retains the buffers and executables it references until it is closed or
+    collected, unless recorded UNRETAINED (the caller then keeps them alive until every
+    submission completes). Errors known while recording raise at once with IREE's codes
+    (FAILED_PRECONDITION, PERMISSION_DENIED, OUT_OF_RANGE, INVALID_ARGUMENT); UNVALIDATED
+    skips those checks except the begin/end state. Not thread-safe while recording
+    (concurrent use raises); immutable and shareable once ended.
+    """
+
+    __slots__ = (
+        "device",
+        "mode",
+        "categories",
+        "queue_affinity",
+        "binding_capacity",
+        "commands",
+        "program",
+        "_state",
+        "_busy",
+        "_validation",
+        "_submitted",
+        "_dispatch_count",
+        "_unretained_binding_count",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        device: Any,
+        mode: CommandBufferMode,
+        categories: CommandCategory,
+        queue_affinity: int,
+        binding_capacity: int,
+        validation: Any,
+    ) -> None:
+        self.device = device
+        self.mode = mode
+        self.categories = categories
+        self.queue_affinity = queue_affinity
+        self.binding_capacity = binding_capacity
+        self.commands: list[tuple] = []
+        self.program: Any = None
+        self._state = _NEW
+        self._busy = False
+        self._validation = validation
+        self._submitted = False
+        self._dispatch_count = 0
+        self._unretained_binding_count = -1
+
+    def __repr__(self) -> str:
+        state = ("new", "recording", "ended")[self._state]
+        return (
+            f"<hal_core.CommandBuffer {state} mode={self.mode!r} "
+            f"commands={len(self.commands)}>"
+        )
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def is_recording(self) -> bool:
+        return self._state == _RECORDING
+
+    @property
+    def is_ended(self) -> bool:
+        return self._state == _ENDED
+
+    @property
+    def dispatch_count(self) -> int:
+        return self._dispatch_count
+
+    @property
+    def binding_count(self) -> int:
+        """Highest binding-table slot referenced + 1 (tracked when validated)."""
+        v = self._validation
+        if v is not None:
+            return v.binding_count
+        if self._unretained_binding_count >= 0:
+            return self._unretained_binding_count
+        return self._scan_binding_count()
+
+    def _scan_binding_count(self) -> int:
+        count = 0
+        for cmd in self.commands:
+            for ref in _refs_of(cmd):
+                if ref.buffer is None and ref.slot + 1 > count:
+                    count = ref.slot + 1
+        return count
+
+    def _not_recording(self, what: str) -> FailedPreconditionError:
+        if self._state == _NEW:
+            why = "before begin()"
+        elif self._state == _ENDED:
+            why = "after end(); command buffers are recorded once"
+        else:
+            why = "while another thread records it (recording is single-threaded)"
+        return FailedPreconditionError(f"{what} called {why}")
+
+    def begin(self) -> None:
+        """Start recording. FAILED_PRECONDITION if already begun (recording is once)."""
+        if self._state != _NEW:
+            raise FailedPreconditionError(
+                "begin() called twice: a command buffer is recorded once; create a new one"
+            )
+        self._state = _RECORDING
+
+    def end(self) -> None:
+        """Finish recording and let the backend build its replay form.
+        FAILED_PRECONDITION outside recording or with open debug groups."""
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("end()")
+        v = self._validation
+        if v is not None:
+            v.validate_end()
+        self._busy = True
+        try:
+            finalize = getattr(self.device._backend, "finalize_command_buffer", None)
+            if finalize is None:
+                self.program = self.commands
+            else:
+                self.program = finalize(self.commands, self.mode, self.binding_capacity)
+                if self.mode & CommandBufferMode.UNRETAINED:
+                    # The backend's program holds what execution needs; UNRETAINED means
+                    # the recording must not keep the caller's resources alive.
+                    if v is None:
+                        self._unretained_binding_count = self._scan_binding_count()
+                    self.commands = []
+        finally:
+            self._busy = False
+        self._state = _ENDED
+
+    # -- commands --------------------------------------------------------------------------
+
+    def execution_barrier(
+        self,
+        source_stage_mask: int = 0,
+        target_stage_mask: int = 0,
+        flags: int = 0,
+        memory_barriers: Sequence[Any] = (),
+        buffer_barriers: Sequence[Any] = (),
+    ) -> None:
+        """Order everything before against everything after (local backends run commands
+        in order, so barriers cost nothing there)."""
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("execution_barrier()")
+        self.commands.append(_BARRIER)
+
+    def begin_debug_group(self, label: str, color: int = 0, location: Any = None) -> None:
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("begin_debug_group()")
+        if self._validation is not None:
+            self._validation.debug_depth += 1
+        self.commands.append((CMD_DEBUG_BEGIN, str(label)))
+
+    def end_debug_group(self) -> None:
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("end_debug_group()")
+        v = self._validation
+        if v is not None:
+            v.validate_end_debug_group()
+        self.commands.append(_DEBUG_END)
+
+    def fill_buffer(
+        self,
+        target: BufferRef | Buffer,
+        pattern: bytes | int,
+        pattern_length: int | None = None,
+        flags: int = 0,
+    ) -> None:
+        """Fill ``target`` with a 1-, 2- or 4-byte pattern (bytes, or an int with
+        ``pattern_length``). Zero-length fills are dropped unvalidated, as in IREE."""
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("fill_buffer()")
+        self._busy = True
+        try:
+            from ._device import fill_pattern_bytes
+
+            ref = as_buffer_ref(target, "fill target")
+            if ref.length == 0:
+                return
+            data = fill_pattern_bytes(pattern, pattern_length)
+            v = self._validation
+            if v is not None:
+                v.validate_fill(self, ref, data)
+            self.commands.append((CMD_FILL, ref, data))
+        finally:
+            self._busy = False
+
+    def update_buffer(
+        self, source: Any, source_offset: int, target: BufferRef | Buffer, flags: int = 0
+    ) -> None:
+        """Copy ``target.length`` host bytes from ``source[source_offset:]`` into the
+        command buffer now (the caller may reuse ``source`` at once); at most
+        ``MAX_UPDATE_SIZE`` bytes per command (use several commands or queue_update)."""
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("update_buffer()")
+        self._busy = True
+        try:
+            ref = as_buffer_ref(target, "update target")
+            try:
+                src = memoryview(source).cast("B")
+            except TypeError:
+                raise InvalidArgumentError(
+                    f"update source must be a buffer-protocol object, got "
+                    f"{type(source).__name__}"
+                ) from None
+            length = ref.length
+            if length == WHOLE_BUFFER:
+                if ref.buffer is None:
+                    length = len(src) - source_offset
+                else:
+                    length = ref.resolved_length()
+                ref = BufferRef(ref.buffer, ref.offset, length, ref.slot)
+            if length == 0:
+                return
+            if source_offset < 0 or source_offset + length > len(src):
+                raise OutOfRangeError(
+                    f"update source range [{source_offset}, {source_offset + length}) "
+                    f"exceeds the {len(src)} host bytes given"
+                )
+            v = self._validation
+            if v is not None:
+                v.validate_update(self, ref, length)
+            data = bytes(src[source_offset : source_offset + length])
+            self.commands.append((CMD_UPDATE, data, ref))
+        finally:
+            self._busy = False
+
+    def copy_buffer(
+        self, source: BufferRef | Buffer, target: BufferRef | Buffer, flags: int = 0
+    ) -> None:
+        """Copy ``source`` to ``target`` (equal lengths; no overlap within one
+        allocation)."""
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("copy_buffer()")
+        self._busy = True
+        try:
+            src = as_buffer_ref(source, "copy source")
+            dst = as_buffer_ref(target, "copy target")
+            if src.length == WHOLE_BUFFER and src.buffer is not None:
+                src = BufferRef(src.buffer, src.offset, src.resolved_length())
+            if dst.length == WHOLE_BUFFER and dst.buffer is not None:
+                dst = BufferRef(dst.buffer, dst.offset, dst.resolved_length())
+            if src.length == 0 and dst.length == 0:
+                return
+            v = self._validation
+            if v is not None:
+                v.validate_copy(self, src, dst)
+            self.commands.append((CMD_COPY, src, dst))
+        finally:
+            self._busy = False
+
+    def dispatch(
+        self,
+        executable: Any,
+        function: int | str,
+        config: DispatchConfig,
+        constants: Any = b"",
+        bindings: Sequence[BufferRef | Buffer] = (),
+        flags: int = 0,
+    ) -> None:
+        """Record one dispatch of ``executable``'s ``function`` (ordinal or name).
+
+        ``constants``: bytes (a multiple of 4) or a sequence of uint32 values, copied now.
+        ``bindings``: buffers or references, in the function's binding order.
+        """
+        if self._state != _RECORDING or self._busy:
+            raise self._not_recording("dispatch()")
+        self._busy = True
+        try:
+            if function.__class__ is not int:
+                function = executable.lookup_function(function)
+            if constants.__class__ is not bytes:
+                constants = constants_bytes(constants)
+            bindings = tuple(bindings)
+            v = self._validation
+            if v is not None:
+                bindings = v.validate_dispatch(
+                    self, executable, function, config, constants, bindings, flags
+                )
+            else:
+                for b in bindings:
+                    if b.__class__ is not BufferRef:
+                        bindings = tuple(as_buffer_ref(x, "binding") for x in bindings)
+                        break
+            self.commands.append(
+                (CMD_DISPATCH, executable, function, config, constants, bindings, flags)
+            )
+            self._dispatch_count += 1
+        finally:
+            self._busy = False
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the recording and the backend's replay form (and with them every retained
+        resource). Submissions in flight keep what they need. Idempotent."""
+        self.commands = []
+        self.program = None
+        self._state = _ENDED
+
+    def __enter__(self) -> "CommandBuffer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_BARRIER = (CMD_BARRIER,)
+_DEBUG_END = (CMD_DEBUG_END,)
+
+
+def constants_bytes(constants: Any) -> bytes:
+    """Dispatch constants as bytes: bytes-like objects are copied, int sequences become
+    little-endian uint32 words."""
+    if isinstance(constants, (bytes, bytearray, memoryview)):
+        return bytes(constants)
+    try:
+        import numpy as np
+
+        if isinstance(constants, np.ndarray):
+            return constants.tobytes()
+        return np.asarray(list(constants), dtype=np.uint32).tobytes()
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidArgumentError(
+            f"dispatch constants must be bytes or a sequence of uint32 values, got "
+            f"{type(constants).__name__}"
+        ) from None
+
+
+def _refs_of(cmd: tuple) -> tuple:
+    op = cmd[0]
+    if op == CMD_DISPATCH:
+        cfg = cmd[3]
+        if cfg.workgroup_count_ref is not None:
+            return cmd[5] + (cfg.workgroup_count_ref,)
+        return cmd[5]
+    if op == CMD_FILL:
+        return (cmd[1],)
+    if op == CMD_UPDATE:
+        return (cmd[2],)
+    if op == CMD_COPY:
+        return (cmd[1], cmd[2])
+    return ()
+
+
+def refs_of(cmd: tuple) -> tuple:
+    """Every ``BufferRef`` a recorded command uses (backend tier)."""
+    return _refs_of(cmd)
+
+
+def check_queue_affinity(affinity: int) -> int:
+    if affinity.__class__ is not int or affinity < 0 or affinity > QueueAffinity.ANY:
+        raise InvalidArgumentError(f"queue affinity must be a 64-bit mask, got {affinity!r}")
+    return affinity or QueueAffinity.ANY

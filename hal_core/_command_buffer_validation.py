@@ -1,0 +1,340 @@
+"""The command-buffer validation layer: one ``validate_<op>`` per command, IREE's rules.
+
+A validated command buffer owns one ``ValidationState``. Each recording method calls the
+matching ``validate_*`` before appending its command; ``validate_submission`` runs at
+``queue_execute`` and checks the binding table against what the recording requires
+(``binding_requirements``, accumulated per slot while recording). Command buffers created
+with ``CommandBufferMode.UNVALIDATED`` have no state and skip all of it except the
+begin/end checks.
+
+Codes: FAILED_PRECONDITION for state (begin/end, debug groups, categories, re-submitting a
+ONE_SHOT), PERMISSION_DENIED for missing usage/access/memory-type bits, OUT_OF_RANGE for
+ranges and slots, INVALID_ARGUMENT for malformed arguments (fill patterns, copy lengths and
+overlaps, constants, binding counts, a missing binding table or an empty required slot).
+
+Not thread-safe: used only by the recording thread (the command buffer's conflict detector
+guarantees it) and, after ``end()``, read-only at submission.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._buffer import Buffer
+from ._command_buffer import (
+    MAX_UPDATE_SIZE,
+    BufferBinding,
+    BufferRef,
+    CommandBuffer,
+    CommandCategory,
+    DispatchConfig,
+    DispatchFlags,
+    as_buffer_ref,
+    compose_range,
+)
+from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, MemoryType
+from ._status import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    UnimplementedError,
+)
+
+__all__ = [
+    "BindingRequirement",
+    "ValidationState",
+    "validate_submission",
+]
+
+_UNIMPLEMENTED_DISPATCH_FLAGS = (
+    DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
+    | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
+    | DispatchFlags.STATIC_INDIRECT_ARGUMENTS
+)
+
+
+class BindingRequirement:
+    """What the recording needs from one binding-table slot."""
+
+    __slots__ = ("usage", "access", "max_byte_end", "min_alignment", "first_use")
+
+    def __init__(self) -> None:
+        self.usage = BufferUsage.NONE
+        self.access = MemoryAccess.NONE
+        self.max_byte_end = 0
+        self.min_alignment = 1
+        self.first_use = ""
+
+
+class ValidationState:
+    """Per-command-buffer validation state (IREE's ``validation_state``)."""
+
+    __slots__ = ("debug_depth", "binding_count", "requirements")
+
+    def __init__(self) -> None:
+        self.debug_depth = 0
+        self.binding_count = 0
+        self.requirements: dict[int, BindingRequirement] = {}
+
+    # -- state ---------------------------------------------------------------------------
+
+    def validate_end(self) -> None:
+        if self.debug_depth:
+            raise FailedPreconditionError(
+                f"end() with {self.debug_depth} debug group(s) still open; call "
+                "end_debug_group() for each begin_debug_group()"
+            )
+
+    def validate_end_debug_group(self) -> None:
+        if self.debug_depth <= 0:
+            raise FailedPreconditionError(
+                "end_debug_group() without a matching begin_debug_group()"
+            )
+        self.debug_depth -= 1
+
+    # -- commands --------------------------------------------------------------------------
+
+    def validate_fill(self, cb: CommandBuffer, ref: BufferRef, pattern: bytes) -> None:
+        _require_category(cb, CommandCategory.TRANSFER, "fill_buffer")
+        n = len(pattern)
+        length = self._check_ref(
+            cb, ref, BufferUsage.TRANSFER_TARGET, MemoryAccess.WRITE, "fill_buffer target", n
+        )
+        if ref.offset % n or (length != WHOLE_BUFFER and length % n):
+            raise InvalidArgumentError(
+                f"fill offset {ref.offset} and length {length} must be multiples of the "
+                f"{n}-byte pattern"
+            )
+
+    def validate_update(self, cb: CommandBuffer, ref: BufferRef, length: int) -> None:
+        _require_category(cb, CommandCategory.TRANSFER, "update_buffer")
+        if length > MAX_UPDATE_SIZE:
+            raise InvalidArgumentError(
+                f"update_buffer carries {length} bytes; at most {MAX_UPDATE_SIZE} per "
+                "command (split it, or use queue_update which takes any length)"
+            )
+        self._check_ref(
+            cb, ref, BufferUsage.TRANSFER_TARGET, MemoryAccess.WRITE, "update_buffer target", 1
+        )
+
+    def validate_copy(self, cb: CommandBuffer, src: BufferRef, dst: BufferRef) -> None:
+        _require_category(cb, CommandCategory.TRANSFER, "copy_buffer")
+        slen = self._check_ref(
+            cb, src, BufferUsage.TRANSFER_SOURCE, MemoryAccess.READ, "copy_buffer source", 1
+        )
+        dlen = self._check_ref(
+            cb, dst, BufferUsage.TRANSFER_TARGET, MemoryAccess.WRITE, "copy_buffer target", 1
+        )
+        if slen != dlen:
+            raise InvalidArgumentError(
+                f"copy_buffer source length {_len_text(slen)} differs from target length "
+                f"{_len_text(dlen)}; give both refs the same length"
+            )
+        if src.buffer is not None and dst.buffer is not None:
+            if src.buffer._root is dst.buffer._root:
+                s = src.buffer.byte_offset + src.offset
+                t = dst.buffer.byte_offset + dst.offset
+                if s < t + dlen and t < s + slen:
+                    raise InvalidArgumentError(
+                        f"copy_buffer ranges overlap within one allocation: source "
+                        f"[{s}, {s + slen}) and target [{t}, {t + dlen})"
+                    )
+
+    def validate_dispatch(
+        self,
+        cb: CommandBuffer,
+        executable: Any,
+        function: int,
+        config: DispatchConfig,
+        constants: bytes,
+        bindings: tuple,
+        flags: int,
+    ) -> tuple:
+        _require_category(cb, CommandCategory.DISPATCH, "dispatch")
+        refs = validate_dispatch_args(executable, function, config, constants, bindings, flags)
+        for i, ref in enumerate(refs):
+            self._check_ref(
+                cb, ref, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, f"dispatch binding {i}", 1
+            )
+        ind = config.workgroup_count_ref
+        if ind is not None:
+            self._check_ref(
+                cb,
+                ind,
+                BufferUsage.DISPATCH_INDIRECT_PARAMETERS,
+                MemoryAccess.READ,
+                "dispatch workgroup-count parameters",
+                4,
+            )
+        return refs
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def _check_ref(
+        self,
+        cb: CommandBuffer,
+        ref: BufferRef,
+        usage: BufferUsage,
+        access: MemoryAccess,
+        what: str,
+        alignment: int,
+    ) -> int:
+        buffer = ref.buffer
+        if buffer is None:
+            slot = ref.slot
+            if slot >= cb.binding_capacity:
+                raise OutOfRangeError(
+                    f"{what} uses binding-table slot {slot} but the command buffer was "
+                    f"created with binding_capacity {cb.binding_capacity}"
+                )
+            req = self.requirements.get(slot)
+            if req is None:
+                req = self.requirements[slot] = BindingRequirement()
+                req.first_use = what
+            req.usage |= usage
+            req.access |= access
+            if ref.length != WHOLE_BUFFER:
+                end = ref.offset + ref.length
+            else:
+                end = ref.offset
+            if end > req.max_byte_end:
+                req.max_byte_end = end
+            if alignment > req.min_alignment:
+                req.min_alignment = alignment
+            if slot + 1 > self.binding_count:
+                self.binding_count = slot + 1
+            return ref.length
+        check_buffer(buffer, usage, access, what)
+        length = buffer.resolve_range(ref.offset, ref.length)
+        return length
+
+
+def _len_text(n: int) -> str:
+    return "WHOLE_BUFFER" if n == WHOLE_BUFFER else str(n)
+
+
+def _require_category(cb: CommandBuffer, category: CommandCategory, what: str) -> None:
+    if not cb.categories & category:
+        raise FailedPreconditionError(
+            f"{what} needs command category {category.name}; the command buffer was created "
+            f"with categories {cb.categories!r}"
+        )
+
+
+def check_buffer(buffer: Any, usage: BufferUsage, access: MemoryAccess, what: str) -> None:
+    """Usage, access and memory-type checks shared by commands and queue_dispatch."""
+    if not isinstance(buffer, Buffer):
+        raise InvalidArgumentError(f"{what} must be a Buffer, got {type(buffer).__name__}")
+    if not buffer.memory_type.has(MemoryType.DEVICE_VISIBLE):
+        raise PermissionDeniedError(
+            f"{what}: buffer memory {buffer.memory_type!r} is not DEVICE_VISIBLE"
+        )
+    buffer.require_usage(usage, what)
+    if access:
+        buffer.require_access(access, what)
+
+
+def validate_dispatch_args(
+    executable: Any,
+    function: int,
+    config: Any,
+    constants: bytes,
+    bindings: tuple,
+    flags: int,
+) -> tuple:
+    """Checks shared by ``CommandBuffer.dispatch`` and ``Device.queue_dispatch``; returns
+    the bindings as ``BufferRef`` s."""
+    from ._executable import Executable
+
+    if not isinstance(executable, Executable):
+        raise InvalidArgumentError(
+            f"dispatch needs an Executable, got {type(executable).__name__}"
+        )
+    if executable.closed:
+        raise FailedPreconditionError("dispatch of a closed executable")
+    info = executable.function_info(function)
+    if config.__class__ is not DispatchConfig:
+        raise InvalidArgumentError(
+            f"dispatch config must be a DispatchConfig, got {type(config).__name__}"
+        )
+    if flags & _UNIMPLEMENTED_DISPATCH_FLAGS:
+        raise UnimplementedError(
+            f"dispatch flags {DispatchFlags(flags & _UNIMPLEMENTED_DISPATCH_FLAGS)!r} "
+            "(custom/indirect arguments) are not implemented"
+        )
+    if len(constants) % 4:
+        raise InvalidArgumentError(
+            f"dispatch constants are {len(constants)} bytes; they must be a multiple of 4 "
+            "(32-bit words)"
+        )
+    if len(constants) != 4 * info.constant_count:
+        raise InvalidArgumentError(
+            f"function {info.name!r} takes {info.constant_count} constants "
+            f"({4 * info.constant_count} bytes); got {len(constants)} bytes"
+        )
+    refs = tuple(as_buffer_ref(b, f"dispatch binding {i}") for i, b in enumerate(bindings))
+    if len(refs) < info.binding_count:
+        raise InvalidArgumentError(
+            f"function {info.name!r} uses {info.binding_count} bindings; got {len(refs)}"
+        )
+    ind = config.workgroup_count_ref
+    if ind is not None:
+        if ind.__class__ is not BufferRef:
+            raise InvalidArgumentError(
+                f"workgroup_count_ref must be a BufferRef, got {type(ind).__name__}"
+            )
+        if ind.offset % 4:
+            raise InvalidArgumentError(
+                f"workgroup-count parameters must be 4-byte aligned; offset {ind.offset}"
+            )
+        if ind.length != WHOLE_BUFFER and ind.length < 12:
+            raise InvalidArgumentError(
+                f"workgroup-count parameters need 12 bytes (3 x uint32); the ref has "
+                f"{ind.length}"
+            )
+        if ind.buffer is not None and ind.buffer.byte_length - ind.offset < 12:
+            raise OutOfRangeError(
+                f"workgroup-count parameters at offset {ind.offset} need 12 bytes; the "
+                f"buffer has {ind.buffer.byte_length}"
+            )
+    return refs
+
+
+def validate_submission(cb: CommandBuffer, table: tuple) -> None:
+    """Checks at ``queue_execute``: the binding table covers every slot the recording
+    uses, each with a buffer of the needed usage and a large enough range."""
+    state = cb._validation
+    if state is None:
+        return
+    count = state.binding_count
+    if count and not table:
+        raise InvalidArgumentError(
+            f"the command buffer uses binding-table slots 0..{count - 1} but no binding "
+            "table was given to queue_execute"
+        )
+    if len(table) < count:
+        raise OutOfRangeError(
+            f"binding table has {len(table)} entries; the command buffer uses {count} "
+            f"(slots 0..{count - 1})"
+        )
+    for slot, req in state.requirements.items():
+        binding: BufferBinding | None = table[slot]
+        if binding is None or binding.buffer is None:
+            raise InvalidArgumentError(
+                f"binding-table slot {slot} is empty but the recording uses it "
+                f"({req.first_use})"
+            )
+        buffer = binding.buffer
+        check_buffer(buffer, req.usage, req.access, f"binding-table slot {slot}")
+        _buffer, offset, length = compose_range(binding, 0, WHOLE_BUFFER, slot)
+        if req.max_byte_end > length:
+            raise OutOfRangeError(
+                f"binding-table slot {slot} binds {length} bytes but the recording uses "
+                f"up to byte {req.max_byte_end} of it ({req.first_use})"
+            )
+        if offset % req.min_alignment:
+            raise InvalidArgumentError(
+                f"binding-table slot {slot} starts at offset {offset}, not a multiple of "
+                f"{req.min_alignment} as {req.first_use} needs"
+            )

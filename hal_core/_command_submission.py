@@ -1,0 +1,176 @@
+"""Turning command buffers and single dispatches into queue operations.
+
+``Device.queue_execute`` and ``Device.queue_dispatch`` call these to validate at call time
+and to build what the backend's ``QueueOp`` carries: the replay program, the binding table
+captured as an immutable tuple, and the ``retained`` references that keep resources alive
+until the op's signals publish (dropped by the backend on completion).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._command_buffer import (
+    CMD_DISPATCH,
+    BindingTable,
+    CommandBuffer,
+    CommandBufferMode,
+    CommandCategory,
+    DispatchFlags,
+    ExecuteFlags,
+    check_queue_affinity,
+    constants_bytes,
+)
+from ._command_buffer_validation import (
+    ValidationState,
+    check_buffer,
+    validate_dispatch_args,
+    validate_submission,
+)
+from ._memory import BufferUsage, MemoryAccess
+from ._status import FailedPreconditionError, InvalidArgumentError, UnimplementedError
+
+__all__ = ["new_command_buffer", "prepare_dispatch", "prepare_execute"]
+
+_MODES = (
+    CommandBufferMode.ONE_SHOT
+    | CommandBufferMode.ALLOW_INLINE_EXECUTION
+    | CommandBufferMode.UNVALIDATED
+    | CommandBufferMode.UNRETAINED
+)
+
+
+def new_command_buffer(
+    device: Any, mode: int, categories: int, affinity: int, binding_capacity: int
+) -> CommandBuffer:
+    if mode.__class__ is not int and not isinstance(mode, int):
+        raise InvalidArgumentError(f"mode must be CommandBufferMode bits, got {mode!r}")
+    if mode & ~int(_MODES):
+        raise InvalidArgumentError(
+            f"unknown command buffer mode bits {mode & ~int(_MODES):#x}; known: {_MODES!r}"
+        )
+    mode = CommandBufferMode(mode)
+    if not isinstance(categories, int) or categories & ~int(CommandCategory.ANY):
+        raise InvalidArgumentError(
+            f"categories must be CommandCategory bits, got {categories!r}"
+        )
+    categories = CommandCategory(categories or CommandCategory.ANY)
+    affinity = check_queue_affinity(affinity)
+    if not affinity & device._queue_mask:
+        raise InvalidArgumentError(
+            f"queue affinity {affinity:#x} selects no queue of this device "
+            f"({device.queue_count} queues)"
+        )
+    if binding_capacity.__class__ is not int or not 0 <= binding_capacity < (1 << 24):
+        raise InvalidArgumentError(
+            f"binding_capacity must be an int in 0..{(1 << 24) - 1}, got {binding_capacity!r}"
+        )
+    if mode & CommandBufferMode.ALLOW_INLINE_EXECUTION:
+        if not mode & CommandBufferMode.ONE_SHOT or binding_capacity:
+            raise InvalidArgumentError(
+                "ALLOW_INLINE_EXECUTION needs ONE_SHOT and binding_capacity 0 (inline "
+                f"execution cannot wait for a binding table); got mode {mode!r}, "
+                f"binding_capacity {binding_capacity}"
+            )
+    validation = None if mode & CommandBufferMode.UNVALIDATED else ValidationState()
+    return CommandBuffer(device, mode, categories, affinity, binding_capacity, validation)
+
+
+def _capture_table(binding_table: Any) -> tuple:
+    if binding_table is None:
+        return ()
+    if isinstance(binding_table, BindingTable):
+        return binding_table.bindings
+    return BindingTable(binding_table).bindings
+
+
+def prepare_execute(
+    device: Any, op: Any, affinity: int, cb: Any, binding_table: Any, flags: int
+) -> tuple[Any, tuple, Any]:
+    """Validate a ``queue_execute``; returns ``(program, table, retained)``."""
+    if not isinstance(cb, CommandBuffer):
+        raise InvalidArgumentError(
+            f"queue_execute needs a CommandBuffer or None, got {type(cb).__name__}"
+        )
+    if cb.device is not device:
+        raise InvalidArgumentError("the command buffer was created by another device")
+    if not cb.is_ended or cb.program is None:
+        raise FailedPreconditionError(
+            "queue_execute of a command buffer that was not recorded and ended (call "
+            "begin(), record, end()) or that was closed"
+        )
+    mode = cb.mode
+    if mode & CommandBufferMode.ONE_SHOT:
+        if cb._submitted:
+            raise FailedPreconditionError(
+                "a ONE_SHOT command buffer may be submitted once; record a new one or "
+                "create it without ONE_SHOT to reuse it"
+            )
+    if mode & CommandBufferMode.ALLOW_INLINE_EXECUTION and op.waits:
+        raise InvalidArgumentError(
+            "a command buffer recorded with ALLOW_INLINE_EXECUTION cannot wait on "
+            "semaphores; submit it with an empty wait list"
+        )
+    if not (1 << op.queue) & cb.queue_affinity and affinity != (1 << 64) - 1:
+        raise InvalidArgumentError(
+            f"queue affinity {affinity:#x} is outside the command buffer's affinity "
+            f"{cb.queue_affinity:#x}"
+        )
+    table = _capture_table(binding_table)
+    validate_submission(cb, table)
+    if mode & CommandBufferMode.ONE_SHOT:
+        cb._submitted = True
+    if flags & ExecuteFlags.BORROW_BINDING_TABLE_LIFETIME:
+        retained: Any = cb
+    else:
+        retained = (cb, table)
+    return cb.program, table, retained
+
+
+def prepare_dispatch(
+    device: Any,
+    executable: Any,
+    function: Any,
+    config: Any,
+    constants: Any,
+    bindings: Any,
+    flags: int,
+) -> tuple[Any, Any]:
+    """Validate a ``queue_dispatch``; returns ``(program, retained)``."""
+    if function.__class__ is not int:
+        if not hasattr(executable, "lookup_function"):
+            raise InvalidArgumentError(
+                f"dispatch needs an Executable, got {type(executable).__name__}"
+            )
+        function = executable.lookup_function(function)
+    if constants.__class__ is not bytes:
+        constants = constants_bytes(constants)
+    refs = validate_dispatch_args(
+        executable, function, config, constants, tuple(bindings), flags
+    )
+    for i, ref in enumerate(refs):
+        if ref.buffer is None:
+            raise InvalidArgumentError(
+                f"queue_dispatch binding {i} is indirect (slot {ref.slot}); queue_dispatch "
+                "takes direct references only (use a command buffer for binding tables)"
+            )
+        check_buffer(ref.buffer, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE,
+                     f"dispatch binding {i}")
+        ref.buffer.resolve_range(ref.offset, ref.length)
+    ind = config.workgroup_count_ref
+    if ind is not None:
+        if ind.buffer is None:
+            raise InvalidArgumentError(
+                "queue_dispatch workgroup-count parameters must be a direct reference"
+            )
+        check_buffer(ind.buffer, BufferUsage.DISPATCH_INDIRECT_PARAMETERS, MemoryAccess.READ,
+                     "dispatch workgroup-count parameters")
+        ind.buffer.resolve_range(ind.offset, ind.length)
+    finalize = getattr(device._backend, "finalize_command_buffer", None)
+    if finalize is None:
+        raise UnimplementedError(f"{device.uri} does not implement dispatch")
+    command = (CMD_DISPATCH, executable, function, config, constants, refs, flags)
+    program = finalize([command], CommandBufferMode.ONE_SHOT | CommandBufferMode.UNRETAINED, 0)
+    if flags & DispatchFlags.BORROW_RESOURCE_LIFETIMES:
+        return program, executable
+    return program, (executable, refs, config)

@@ -1,0 +1,556 @@
+"""Local CPU command buffers: the compact replay form and its executor.
+
+``finalize`` turns a recording (``hal_core.CommandBuffer.commands``) into a ``LocalProgram``
+once, at ``end()``: an int64 array of 16-word records (one per fill/copy/update/dispatch;
+barriers and debug groups vanish because commands run in order), three binding arrays,
+pools for constants and update bytes, and a short list of *segments*. Every buffer is
+named by an index into a per-submission address table: slots ``0..capacity-1`` are the
+binding-table slots, then one entry per distinct direct buffer. Records never change, so
+one finalized program can run concurrently for several submissions.
+
+Segments: a run of native records executes in ONE call into the compiled replay loop
+(``replay.c``), so a reusable command buffer of N native dispatches costs one Python->C
+transition per submission, not N Python objects. A dispatch with many workgroups on
+local-task gets its own segment spread over the worker pool; a Python-kernel dispatch gets
+its own segment run in Python. Without a C compiler, records are interpreted in Python
+through cffi (slower, same results).
+
+Invariants: programs are immutable after ``finalize``; ``execute`` allocates only the
+address table (and none when the program has no binding slots and only static direct
+buffers); addresses of buffers that may be deallocated (ASYNCHRONOUS placement) are
+re-resolved at every execution, so a released buffer fails with FAILED_PRECONDITION instead
+of touching freed memory.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from hal_core import (
+    WHOLE_BUFFER,
+    CommandBufferMode,
+    HalError,
+    OutOfRangeError,
+    PlacementFlags,
+    StatusCode,
+    UnavailableError,
+    error_for,
+)
+from hal_core._command_buffer import (
+    CMD_COPY,
+    CMD_DISPATCH,
+    CMD_FILL,
+    CMD_UPDATE,
+)
+from hal_core._status import as_hal_error
+
+from .executable_native import ffi, replay_library
+
+__all__ = ["LocalProgram", "execute_program", "finalize"]
+
+REC = 16
+OP_DISPATCH = 1
+OP_FILL = 2
+OP_COPY = 3
+OP_UPDATE = 4
+OP_PYDISPATCH = 5
+
+SEG_NATIVE = 0
+SEG_PARALLEL = 1
+SEG_PYTHON = 2
+
+PARALLEL_MIN_WORKGROUPS = 8
+"""Static dispatches with fewer workgroups run inline: handing work to other threads
+costs more than a few small workgroups."""
+
+_OP_NAMES = {OP_DISPATCH: "dispatch", OP_FILL: "fill", OP_COPY: "copy", OP_UPDATE: "update",
+             OP_PYDISPATCH: "dispatch"}
+
+_ASYNC = PlacementFlags.ASYNCHRONOUS
+_I64 = np.int64
+
+
+class LocalProgram:
+    """A finalized command buffer (or single queue dispatch). Immutable; thread-safe."""
+
+    __slots__ = (
+        "records",
+        "bind_base",
+        "bind_off",
+        "bind_len",
+        "capacity",
+        "direct",
+        "direct_weak",
+        "dynamic_direct",
+        "static_bases",
+        "static_lens",
+        "segments",
+        "pools",
+        "executables",
+        "py_fns",
+        "rec_cmd",
+        "slot_count",
+        "native",
+        "_ptrs",
+        "_static_ptrs",
+    )
+
+    def base_count(self) -> int:
+        return self.capacity + len(self.direct)
+
+
+def finalize(
+    commands: list,
+    mode: int,
+    binding_capacity: int,
+    parallel: bool,
+) -> LocalProgram:
+    """Build the replay form of ``commands`` (see the module docstring)."""
+    try:
+        lib = replay_library()
+    except UnavailableError:
+        lib = None
+    cap = binding_capacity
+    index_of: dict[int, int] = {}
+    direct: list[Any] = []
+    records: list[tuple] = []
+    rec_cmd: list[int] = []
+    bind_base: list[int] = []
+    bind_off: list[int] = []
+    bind_len: list[int] = []
+    const_chunks: list[bytes] = []
+    const_recs: list[int] = []
+    const_total = 0
+    update_chunks: list[bytes] = []
+    update_recs: list[int] = []
+    update_total = 0
+    executables: dict[int, Any] = {}
+    py_fns: list[Any] = []
+    slot_hi = [0]
+
+    def base_of(ref: Any) -> int:
+        b = ref.buffer
+        if b is None:
+            s = ref.slot
+            if s >= cap:
+                raise OutOfRangeError(
+                    f"binding-table slot {s} is past the command buffer's binding_capacity "
+                    f"{cap}"
+                )
+            if s >= slot_hi[0]:
+                slot_hi[0] = s + 1
+            return s
+        i = index_of.get(id(b))
+        if i is None:
+            i = index_of[id(b)] = cap + len(direct)
+            direct.append(b)
+        return i
+
+    for ci, cmd in enumerate(commands):
+        op = cmd[0]
+        if op == CMD_DISPATCH:
+            _, exe, ordinal, cfg, consts, bindings, _flags = cmd
+            be = exe.backend
+            if id(be) not in executables:
+                executables[id(be)] = be
+            info = be.functions[ordinal]
+            ws = cfg.workgroup_size
+            if ws == (0, 0, 0):
+                ws = info.workgroup_size
+            ind = cfg.workgroup_count_ref
+            if ind is None:
+                cx, cy, cz = cfg.workgroup_count
+                ib = -1
+                io = 0
+            else:
+                cx = cy = cz = 0
+                ib = base_of(ind)
+                io = ind.offset
+            nc = len(consts) >> 2
+            coff = 0
+            if nc:
+                const_recs.append(len(records))
+                const_chunks.append(consts)
+                coff = const_total
+                const_total += len(consts)
+            bstart = len(bind_base)
+            for ref in bindings:
+                bind_base.append(base_of(ref))
+                bind_off.append(ref.offset)
+                n = ref.length
+                bind_len.append(-1 if n == WHOLE_BUFFER else n)
+            if be.is_native:
+                code = OP_DISPATCH
+                fn = be.fn_ptrs[ordinal]
+            else:
+                code = OP_PYDISPATCH
+                fn = len(py_fns)
+                py_fns.append((be.fns[ordinal], info.name))
+            records.append(
+                (code, fn, cx, cy, cz, ib, io, coff, nc, bstart, len(bindings),
+                 ws[0], ws[1], ws[2], ordinal, 0)
+            )
+            rec_cmd.append(ci)
+        elif op == CMD_FILL:
+            ref, data = cmd[1], cmd[2]
+            pattern = int.from_bytes(data, "little")
+            records.append(
+                (OP_FILL, base_of(ref), ref.offset, _ref_len(ref), pattern, len(data),
+                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            )
+            rec_cmd.append(ci)
+        elif op == CMD_COPY:
+            src, dst = cmd[1], cmd[2]
+            records.append(
+                (OP_COPY, base_of(src), src.offset, base_of(dst), dst.offset, _ref_len(src),
+                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            )
+            rec_cmd.append(ci)
+        elif op == CMD_UPDATE:
+            data, ref = cmd[1], cmd[2]
+            update_recs.append(len(records))
+            update_chunks.append(data)
+            records.append(
+                (OP_UPDATE, update_total, base_of(ref), ref.offset, len(data),
+                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            )
+            update_total += len(data)
+            rec_cmd.append(ci)
+        # barriers and debug groups need no record: commands already run in order.
+
+    p = LocalProgram()
+    recs = np.array(records, dtype=_I64).reshape(-1, REC)
+    pools = []
+    if const_chunks:
+        cpool = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
+        recs[const_recs, 7] += cpool.ctypes.data
+        pools.append(cpool)
+    if update_chunks:
+        upool = np.frombuffer(b"".join(update_chunks), dtype=np.uint8).copy()
+        recs[update_recs, 1] += upool.ctypes.data
+        pools.append(upool)
+    p.records = recs
+    p.bind_base = np.array(bind_base, dtype=_I64)
+    p.bind_off = np.array(bind_off, dtype=_I64)
+    p.bind_len = np.array(bind_len, dtype=_I64)
+    p.capacity = cap
+    p.pools = pools
+    p.executables = tuple(executables.values())
+    p.py_fns = py_fns
+    p.rec_cmd = rec_cmd
+    p.slot_count = slot_hi[0]
+    p.native = lib is not None
+
+    # Direct buffers: strong references retain them (the command buffer's retention),
+    # weak ones honour UNRETAINED (the caller keeps them alive).
+    unretained = bool(mode & CommandBufferMode.UNRETAINED)
+    dynamic = []
+    nd = len(direct)
+    static_bases = np.zeros(cap + nd, dtype=_I64)
+    static_lens = np.zeros(cap + nd, dtype=_I64)
+    for k, b in enumerate(direct):
+        root = b._root
+        if unretained or root.placement_flags & _ASYNC or not b.is_committed:
+            dynamic.append(k)
+        else:
+            static_bases[cap + k] = b.storage().address + b.byte_offset
+            static_lens[cap + k] = b.byte_length
+    p.direct_weak = unretained
+    p.direct = [weakref.ref(b) for b in direct] if unretained else direct
+    p.dynamic_direct = dynamic
+    p.static_bases = static_bases
+    p.static_lens = static_lens
+    p._ptrs = (
+        _p64(recs),
+        _p64(p.bind_base),
+        _p64(p.bind_off),
+        _p64(p.bind_len),
+    )
+    p._static_ptrs = (_p64(static_bases), _p64(static_lens))
+    p.segments = _segments(recs, lib is not None, parallel)
+    return p
+
+
+def _ref_len(ref: Any) -> int:
+    n = ref.length
+    if n == WHOLE_BUFFER:
+        if ref.buffer is None:
+            return -1
+        return ref.buffer.byte_length - ref.offset
+    return n
+
+
+def _p64(arr: np.ndarray) -> Any:
+    return ffi.cast("int64_t*", arr.ctypes.data)
+
+
+def _segments(recs: np.ndarray, native: bool, parallel: bool) -> tuple:
+    n = len(recs)
+    if not n:
+        return ()
+    if not native:
+        return tuple((SEG_PYTHON, i, i + 1) for i in range(n))
+    ops = recs[:, 0]
+    special = ops == OP_PYDISPATCH
+    if parallel:
+        counts = recs[:, 2] * recs[:, 3] * recs[:, 4]
+        special |= (ops == OP_DISPATCH) & ((recs[:, 5] >= 0) | (counts >= PARALLEL_MIN_WORKGROUPS))
+    if not special.any():
+        return ((SEG_NATIVE, 0, n),)
+    out = []
+    start = 0
+    for i in np.flatnonzero(special).tolist():
+        if start < i:
+            out.append((SEG_NATIVE, start, i))
+        out.append((SEG_PYTHON if ops[i] == OP_PYDISPATCH else SEG_PARALLEL, i, i + 1))
+        start = i + 1
+    if start < n:
+        out.append((SEG_NATIVE, start, n))
+    return tuple(out)
+
+
+# -- execution ----------------------------------------------------------------------------
+
+
+def execute_program(program: LocalProgram, table: tuple, workers: Any) -> None:
+    """Run ``program`` against binding ``table`` (a tuple of ``BufferBinding`` or None).
+    Raises the HalError that fails the submission."""
+    segments = program.segments
+    if not segments:
+        return
+    cap = program.capacity
+    if cap == 0 and not program.dynamic_direct:
+        bases = program.static_bases
+        lens = program.static_lens
+        bptr, lptr = program._static_ptrs
+    else:
+        bases = program.static_bases.copy()
+        lens = program.static_lens.copy()
+        _fill_slots(program, table, bases, lens)
+        _fill_dynamic(program, bases, lens)
+        bptr = _p64(bases)
+        lptr = _p64(lens)
+    rptr, bbp, bop, blp = program._ptrs
+    lib = replay_library() if program.native else None
+    for kind, begin, end in segments:
+        if kind == SEG_NATIVE:
+            err = ffi.new("int64_t[1]")
+            rc = lib.hal_replay_run(rptr, begin, end, bptr, lptr, bbp, bop, blp, err)
+            if rc:
+                raise _record_error(program, int(err[0]), rc)
+        elif kind == SEG_PARALLEL:
+            _run_parallel(program, lib, begin, bptr, lptr, workers)
+        else:
+            _interpret(program, begin, bases, lens)
+
+
+def _fill_slots(program: LocalProgram, table: tuple, bases: np.ndarray, lens: np.ndarray) -> None:
+    cap = program.capacity
+    need = program.slot_count
+    if len(table) < need:
+        raise OutOfRangeError(
+            f"binding table has {len(table)} entries; the command buffer uses {need}"
+        )
+    for s in range(min(cap, len(table))):
+        binding = table[s]
+        if binding is None or binding.buffer is None:
+            continue
+        buffer = binding.buffer
+        blen = binding.length
+        if blen == WHOLE_BUFFER:
+            blen = buffer.byte_length - binding.offset
+        if binding.offset + blen > buffer.byte_length:
+            raise OutOfRangeError(
+                f"binding-table slot {s} range [{binding.offset}, {binding.offset + blen}) "
+                f"exceeds its buffer of {buffer.byte_length} bytes"
+            )
+        bases[s] = buffer.storage().address + buffer.byte_offset + binding.offset
+        lens[s] = blen
+
+
+def _fill_dynamic(program: LocalProgram, bases: np.ndarray, lens: np.ndarray) -> None:
+    cap = program.capacity
+    weak = program.direct_weak
+    for k in program.dynamic_direct:
+        b = program.direct[k]
+        if weak:
+            b = b()
+            if b is None:
+                raise error_for(
+                    StatusCode.FAILED_PRECONDITION,
+                    "a buffer recorded in an UNRETAINED command buffer was released before "
+                    "the command buffer ran; keep it alive until the submission completes",
+                )
+        bases[cap + k] = b.storage().address + b.byte_offset
+        lens[cap + k] = b.byte_length
+
+
+def _run_parallel(
+    program: LocalProgram, lib: Any, i: int, bptr: Any, lptr: Any, workers: Any
+) -> None:
+    rec = ffi.cast("int64_t*", program.records.ctypes.data) + i * REC
+    counts = ffi.new("uint32_t[3]")
+    rc = lib.hal_replay_counts(rec, bptr, lptr, counts)
+    if rc:
+        raise _record_error(program, i, rc)
+    total = counts[0] * counts[1] * counts[2]
+    if total == 0:
+        return
+    _rptr, bbp, bop, blp = program._ptrs
+    n_workers = workers.count + 1 if workers is not None else 1
+    chunks = min(total, n_workers * 4) if total >= PARALLEL_MIN_WORKGROUPS else 1
+    step = -(-total // chunks)
+    run = lib.hal_replay_dispatch_range
+
+    def body(k: int) -> None:
+        b = k * step
+        e = min(total, b + step)
+        if b < e:
+            rc = run(rec, bptr, lptr, bbp, bop, blp, counts, b, e)
+            if rc:
+                raise _record_error(program, i, rc)
+
+    if workers is None or chunks == 1:
+        for k in range(chunks):
+            body(k)
+    else:
+        workers.parallel_for(chunks, body)
+
+
+def _record_error(program: LocalProgram, i: int, rc: int) -> HalError:
+    rec = program.records[i]
+    op = int(rec[0])
+    what = _OP_NAMES.get(op, "command")
+    if op == OP_DISPATCH:
+        name = _function_name(program, int(rec[1]), int(rec[14]))
+        what = f"dispatch of {name!r}"
+    code = rc if 1 <= rc <= 18 else StatusCode.UNKNOWN
+    return error_for(
+        code,
+        f"command {program.rec_cmd[i]} ({what}) failed with status {StatusCode(code).name} "
+        f"({rc}): a kernel returned it, or a range exceeded its buffer",
+    )
+
+
+def _function_name(program: LocalProgram, fn_ptr: int, ordinal: int) -> str:
+    for be in program.executables:
+        if be.is_native and ordinal < len(be.fn_ptrs) and be.fn_ptrs[ordinal] == fn_ptr:
+            return be.functions[ordinal].name
+    return f"function {ordinal}"
+
+
+# -- the Python interpreter (Python kernels; every record when no compiler exists) ---------
+
+
+def _view(bases: np.ndarray, lens: np.ndarray, b: int, off: int, n: int) -> np.ndarray:
+    blen = int(lens[b])
+    if n < 0:
+        n = blen - off
+    if off < 0 or n < 0 or off > blen or n > blen - off:
+        raise OutOfRangeError(
+            f"range [{off}, {off + n}) exceeds the {blen} bytes bound to it"
+        )
+    if n == 0:
+        return np.zeros(0, np.uint8)
+    return np.frombuffer(ffi.buffer(ffi.cast("char*", int(bases[b]) + off), n), np.uint8)
+
+
+def _interpret(program: LocalProgram, i: int, bases: np.ndarray, lens: np.ndarray) -> None:
+    rec = program.records[i].tolist()
+    op = rec[0]
+    try:
+        if op == OP_FILL:
+            dst = _view(bases, lens, rec[1], rec[2], rec[3])
+            plen = rec[5]
+            if plen == 1:
+                dst.fill(rec[4] & 0xFF)
+            else:
+                reps = -(-len(dst) // plen)
+                pat = np.frombuffer(rec[4].to_bytes(plen, "little") * reps, np.uint8)
+                dst[:] = pat[: len(dst)]
+        elif op == OP_COPY:
+            src = _view(bases, lens, rec[1], rec[2], rec[5])
+            dst = _view(bases, lens, rec[3], rec[4], len(src))
+            dst[:] = src
+        elif op == OP_UPDATE:
+            dst = _view(bases, lens, rec[2], rec[3], rec[4])
+            dst[:] = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[1]), rec[4]), np.uint8)
+        else:
+            _interpret_dispatch(program, rec, bases, lens)
+    except HalError as exc:
+        raise error_for(
+            exc.code, f"command {program.rec_cmd[i]} ({_OP_NAMES.get(op)}) failed: {exc.message}"
+        ) from None
+
+
+def _interpret_dispatch(program: LocalProgram, rec: list, bases: np.ndarray, lens: np.ndarray) -> None:
+    if rec[5] >= 0:
+        counts = tuple(int(v) for v in _view(bases, lens, rec[5], rec[6], 12).view(np.uint32))
+    else:
+        counts = (rec[2], rec[3], rec[4])
+    total = counts[0] * counts[1] * counts[2]
+    if total == 0:
+        return
+    first, n = rec[9], rec[10]
+    views = [
+        _view(bases, lens, int(program.bind_base[k]), int(program.bind_off[k]),
+              int(program.bind_len[k]))
+        for k in range(first, first + n)
+    ]
+    nc = rec[8]
+    if nc:
+        consts = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[7]), 4 * nc), np.uint32).copy()
+    else:
+        consts = np.zeros(0, np.uint32)
+    consts.flags.writeable = False
+    if rec[0] == OP_PYDISPATCH:
+        fn, name = program.py_fns[rec[1]]
+        for z in range(counts[2]):
+            for y in range(counts[1]):
+                for x in range(counts[0]):
+                    try:
+                        rc = fn(views, consts, (x, y, z), counts)
+                    except BaseException as exc:
+                        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                            raise
+                        err = as_hal_error(exc)
+                        raise error_for(
+                            err.code,
+                            f"Python kernel {name!r} raised at workgroup {(x, y, z)}: "
+                            f"{err.message}",
+                        ) from None
+                    if rc:
+                        raise error_for(
+                            rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
+                            f"Python kernel {name!r} returned status {rc} at workgroup "
+                            f"{(x, y, z)}",
+                        )
+        return
+    # A native dispatch without the compiled replay loop: call each workgroup via cffi.
+    state = ffi.new("hal_cpu_dispatch_state_t*")
+    ptrs = ffi.new("void*[]", max(1, n))
+    blens = ffi.new("uint64_t[]", max(1, n))
+    for k, v in enumerate(views):
+        ptrs[k] = ffi.cast("void*", v.ctypes.data) if len(v) else ffi.NULL
+        blens[k] = len(v)
+    cbuf = ffi.from_buffer("uint32_t[]", consts) if nc else ffi.NULL
+    state.workgroup_count = list(counts)
+    state.workgroup_size = [rec[11], rec[12], rec[13]]
+    state.constant_count = nc
+    state.binding_count = n
+    state.constants = cbuf
+    state.binding_ptrs = ptrs
+    state.binding_lengths = blens
+    fn = ffi.cast("hal_cpu_workgroup_fn_t", rec[1])
+    for z in range(counts[2]):
+        for y in range(counts[1]):
+            for x in range(counts[0]):
+                rc = fn(state, x, y, z)
+                if rc:
+                    raise error_for(
+                        rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
+                        f"native kernel returned status {rc} at workgroup {(x, y, z)}",
+                    )

@@ -1,0 +1,32 @@
+"""The executable formats the local CPU backend prepares, and their loaders.
+
+* ``local-cpu-native``: a shared library with the C ABI of ``hal_cpu_abi.h`` (bytes or a
+  path), see ``executable_native``.
+* ``local-cpu-python``: numpy kernels (a module, module name, mapping or object), see
+  ``executable_python``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hal_core import NotFoundError
+
+from . import executable_native, executable_python
+
+__all__ = ["FORMATS", "prepare_executable"]
+
+FORMATS = {
+    executable_native.FORMAT: executable_native.load_native_executable,
+    executable_python.FORMAT: executable_python.load_python_executable,
+}
+
+
+def prepare_executable(format: str, data: Any, params: dict[str, Any]) -> Any:
+    """Load ``data`` in ``format`` (NOT_FOUND for other formats; loaders raise
+    INVALID_ARGUMENT for bad data)."""
+    loader = FORMATS.get(format)
+    if loader is None:
+        raise NotFoundError(f"local CPU backend cannot prepare format {format!r}; "
+                            f"it knows {sorted(FORMATS)}")
+    return loader(data)

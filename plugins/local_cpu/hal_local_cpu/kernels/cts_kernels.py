@@ -1,0 +1,73 @@
+"""The CTS dispatch kernels in the local-cpu Python format: twins of ``cts_kernels.c``
+with the same names, bindings, constants and results (64-element tiles per workgroup)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hal_local_cpu.executable_python import kernel
+
+TILE = 64
+
+
+def _tile(n: int, x: int) -> slice:
+    return slice(min(n, x * TILE), min(n, x * TILE + TILE))
+
+
+@kernel(bindings=2, constants=2, binding_names=("input", "output"),
+        constant_names=("scale", "offset"))
+def scale_and_offset(bindings, constants, workgroup_id, workgroup_count):
+    src = bindings[0].view(np.float32)
+    dst = bindings[1].view(np.float32)
+    scale, offset = constants.view(np.float32)
+    t = _tile(min(len(src), len(dst)), workgroup_id[0])
+    dst[t] = src[t] * scale + offset
+
+
+@kernel(bindings=2)
+def negate(bindings, constants, workgroup_id, workgroup_count):
+    dst = bindings[1].view(np.float32)
+    t = _tile(len(dst), workgroup_id[0])
+    dst[t] = -bindings[0].view(np.float32)[t]
+
+
+@kernel(bindings=2, name="double")
+def double_values(bindings, constants, workgroup_id, workgroup_count):
+    dst = bindings[1].view(np.float32)
+    t = _tile(len(dst), workgroup_id[0])
+    dst[t] = bindings[0].view(np.float32)[t] * np.float32(2.0)
+
+
+@kernel(bindings=1)
+def write_workgroup_ids(bindings, constants, workgroup_id, workgroup_count):
+    x, y, z = workgroup_id
+    cx, cy, _ = workgroup_count
+    i = x + y * cx + z * cx * cy
+    out = bindings[0].view(np.uint32)
+    if i >= len(out):
+        return 11  # OUT_OF_RANGE, as the native twin
+    out[i] = i
+    return None
+
+
+@kernel(bindings=1, constants=3)
+def write_workgroup_count(bindings, constants, workgroup_id, workgroup_count):
+    bindings[0].view(np.uint32)[:3] = constants[:3]
+
+
+@kernel
+def noop(bindings, constants, workgroup_id, workgroup_count):
+    return None
+
+
+@kernel(constants=2)
+def fail_status(bindings, constants, workgroup_id, workgroup_count):
+    x, y, z = workgroup_id
+    cx, cy, _ = workgroup_count
+    return int(constants[0]) if x + y * cx + z * cx * cy == constants[1] else 0
+
+
+@kernel(constants=0)
+def raise_error(bindings, constants, workgroup_id, workgroup_count):
+    """Python only: raises, to test that kernel exceptions fail the signal semaphores."""
+    raise ZeroDivisionError("raise_error kernel was asked to fail")
