@@ -49,6 +49,22 @@ from ._queue import (
     QueueOpKind,
 )
 from ._registry import PluginRecord, Registry, create_device, registry
+from ._frontier import (
+    DEFAULT_FRONTIER_CAPACITY,
+    AxisDomain,
+    Frontier,
+    FrontierComparison,
+    axis_device_index,
+    axis_domain,
+    axis_machine,
+    axis_make,
+    axis_make_queue,
+    axis_ordinal,
+    axis_queue_index,
+    axis_session,
+)
+from ._frontier_tracker import FrontierTracker, FrontierWaiter
+from ._notification import Notification
 from ._semaphore import (
     FAILURE_VALUE,
     MAX_VALUE,
@@ -86,6 +102,21 @@ from .hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_FRONTIER_CAPACITY",
+    "AxisDomain",
+    "Frontier",
+    "FrontierComparison",
+    "axis_device_index",
+    "axis_domain",
+    "axis_machine",
+    "axis_make",
+    "axis_make_queue",
+    "axis_ordinal",
+    "axis_queue_index",
+    "axis_session",
+    "FrontierTracker",
+    "FrontierWaiter",
+    "Notification",
     "AbortedError",
     "AllocaFlags",
     "Allocator",
