@@ -18,7 +18,7 @@ for target in $TARGETS; do
     name="$(basename "$cl" .cl)"
     dest="$out/${name}--amdgcn-amd-amdhsa--${target}.hsaco"
     "$CLANG" -x cl -cl-std=CL2.0 -target amdgcn-amd-amdhsa -mcpu="$target" \
-      -nogpulib -O2 -mcode-object-version=5 -I "$src" -o "$dest" "$cl"
+      -cl-kernel-arg-info -nogpulib -O2 -mcode-object-version=5 -I "$src" -o "$dest" "$cl"
     echo "built $(basename "$dest")"
   done
 done

@@ -1,0 +1,110 @@
+"""The amdgpu logical device backend: one HAL device over one or more compatible GPUs.
+
+Owns, per GPU, the agent description, its memory pools and its nearest CPU's pools; an
+allocator over those pools; and the executable loader. Queue execution (AQL host queues,
+command buffers) is part 2 of the driver: until it lands ``submit`` raises UNIMPLEMENTED
+naming it, and no work is faked. ``close()`` is idempotent and balances ``hsa_init``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from hal_core import NotFoundError, UnimplementedError
+from hal_core.backend import QueueOp
+
+from .agents import AgentDescription, SystemAgents
+from .allocator import HsaAllocatorBackend
+from .executable import AmdgpuExecutable, load_executable
+from .hsa import HsaLibrary
+from .memory_pools import CpuPools, GpuPools, find_cpu_pools, find_gpu_pools
+from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
+from .topology import TopologyEdge, query_edge
+
+__all__ = ["AmdgpuDeviceBackend", "QUEUES_PER_GPU", "EXECUTABLE_FORMAT_HSACO"]
+
+QUEUES_PER_GPU = 2
+EXECUTABLE_FORMAT_HSACO = "hsaco"
+"""Format name accepting any HSACO (the target is read from its ELF e_flags)."""
+
+
+class AmdgpuDeviceBackend:
+    """``DeviceBackend`` for ``amdgpu``. Thread-safe for allocation and loading."""
+
+    def __init__(self, hsa: HsaLibrary, system: SystemAgents, ordinals: list[int]) -> None:
+        self.hsa = hsa
+        self.system = system
+        self.ordinals = tuple(ordinals)
+        self.gpus: tuple[AgentDescription, ...] = tuple(system.gpus[o] for o in ordinals)
+        self.cpus: tuple[AgentDescription, ...] = tuple(system.nearest_cpu(g) for g in self.gpus)
+        self.gpu_pools: tuple[GpuPools, ...] = tuple(find_gpu_pools(hsa, g) for g in self.gpus)
+        self.cpu_pools: tuple[CpuPools, ...] = tuple(find_cpu_pools(hsa, c) for c in self.cpus)
+        self.queue_count = QUEUES_PER_GPU * len(self.gpus)
+        access = list(dict.fromkeys([g.handle for g in self.gpus] + [c.handle for c in self.cpus]))
+        self.allocator = HsaAllocatorBackend(hsa, list(self.gpu_pools),
+                                             self.cpu_pools[0].fine, access)
+        self.device: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def hsa_implementation(self) -> str:
+        """``"rocr"`` or ``"soft"`` (the software HSA agent)."""
+        return self.hsa.implementation
+
+    def describe(self) -> str:
+        gpus = ", ".join(f"{g.name} {g.uuid} (node {g.node}, {g.bdf})" for g in self.gpus)
+        return f"amdgpu on {self.hsa.implementation} HSA [{self.hsa.path}]: {gpus}"
+
+    def query_i64(self, category: str, key: str) -> int:
+        if category == "hal.device" and key == "gpu_count":
+            return len(self.gpus)
+        if category == "amdgpu" and key == "soft_hsa":
+            return int(self.hsa.implementation == "soft")
+        raise NotFoundError(f"unknown device query {category} :: {key}")
+
+    # -- queues: part 2 -----------------------------------------------------------------
+
+    def submit(self, op: QueueOp) -> None:
+        raise UnimplementedError(
+            f"amdgpu queue operation {op.kind.name} is not implemented yet: AQL host queues "
+            "and command buffers are part 2 of the amdgpu driver (this device can allocate "
+            "and map memory and load executables)"
+        )
+
+    # -- executables --------------------------------------------------------------------
+
+    def executable_formats(self) -> list[str]:
+        formats = [EXECUTABLE_FORMAT_HSACO]
+        for gpu in self.gpus:
+            for isa in gpu.isa_names:
+                target = gpu.target if isa == gpu.isa_names[0] else None
+                names = [isa, isa.removeprefix(HSA_ISA_PREFIX)]
+                if target is not None:
+                    names.append(target.processor)
+                    family = GENERIC_FAMILY.get(target.processor)
+                    if family:
+                        names += [family, HSA_ISA_PREFIX + family]
+                formats += [n for n in names if n not in formats]
+        return formats
+
+    def prepare_executable(self, format: str, data: Any, params: dict) -> AmdgpuExecutable:
+        return load_executable(self.hsa, self.gpus, data, params.get("constants", ()))
+
+    def load_executable(self, data: Any) -> AmdgpuExecutable:
+        """Load a code object on every GPU of this device (the plugin's own API)."""
+        return load_executable(self.hsa, self.gpus, data)
+
+    # -- topology -----------------------------------------------------------------------
+
+    def topology_edge(self, src_gpu: int, dst_gpu: int) -> TopologyEdge:
+        """Edge from GPU ``src_gpu`` of this device to the memory of GPU ``dst_gpu``."""
+        return query_edge(self.hsa, self.gpus[src_gpu].handle, self.gpu_pools[dst_gpu])
+
+    def close(self, timeout: float | None = None) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.hsa.shut_down()

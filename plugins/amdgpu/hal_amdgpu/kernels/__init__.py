@@ -1,0 +1,39 @@
+"""The code objects shipped with hal-amdgpu (built by ``tools/build_kernels.sh``).
+
+Files are named ``<source>--amdgcn-amd-amdhsa--<processor>.hsaco``. ``code_object_path``
+finds the file for a source and an agent ISA, trying the exact processor then its generic
+family, as IREE's device-library selection does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hal_core import IncompatibleError, NotFoundError
+
+from ..target_id import GENERIC_FAMILY, HSA_ISA_PREFIX, TargetId
+
+__all__ = ["KERNEL_DIR", "CTS_SOURCES", "BUILTIN_SOURCE", "available_targets", "code_object_path"]
+
+KERNEL_DIR = Path(__file__).resolve().parent
+CTS_SOURCES = ("scale_and_offset", "multi_entry", "workgroup_ids", "indirect")
+BUILTIN_SOURCE = "blit"
+
+
+def available_targets(source: str) -> list[str]:
+    prefix = f"{source}--{HSA_ISA_PREFIX}"
+    return sorted(p.name[len(prefix):-len(".hsaco")] for p in KERNEL_DIR.glob(f"{prefix}*.hsaco"))
+
+
+def code_object_path(source: str, isa: str) -> Path:
+    targets = available_targets(source)
+    if not targets:
+        raise NotFoundError(f"no code objects named {source!r} ship with hal-amdgpu")
+    target = TargetId.parse(isa)
+    for candidate in (target.format(), target.processor, GENERIC_FAMILY.get(target.processor)):
+        if candidate and candidate in targets:
+            return KERNEL_DIR / f"{source}--{HSA_ISA_PREFIX}{candidate}.hsaco"
+    raise IncompatibleError(
+        f"hal-amdgpu ships {source!r} for {targets}, none of which runs on {isa}; add the "
+        "target to tools/build_kernels.sh and rebuild"
+    )
