@@ -19,6 +19,22 @@ from ._command_buffer import (
     ExecuteFlags,
 )
 from ._device import Device
+from ._device_group import (
+    MAX_GROUP_DEVICES,
+    CopyRecord,
+    CopyStrategy,
+    DeviceCapabilities,
+    DeviceGroup,
+    InteropMode,
+    LinkClass,
+    Topology,
+    TopologyCapability,
+    TopologyEdge,
+    TopologyInfo,
+    create_device_group,
+    edge_from_capabilities,
+    format_topology,
+)
 from ._driver import DEVICE_ID_DEFAULT, DeviceInfo, Driver
 from ._executable import (
     CachingMode,
@@ -142,6 +158,20 @@ __all__ = [
     "DeallocaFlags",
     "DeferredError",
     "Device",
+    "CopyRecord",
+    "CopyStrategy",
+    "DeviceCapabilities",
+    "DeviceGroup",
+    "InteropMode",
+    "LinkClass",
+    "MAX_GROUP_DEVICES",
+    "Topology",
+    "TopologyCapability",
+    "TopologyEdge",
+    "TopologyInfo",
+    "create_device_group",
+    "edge_from_capabilities",
+    "format_topology",
     "DeviceInfo",
     "DeviceUri",
     "DispatchConfig",

@@ -13,6 +13,13 @@ from .._status import HalError
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("info", help="list plugins, drivers and devices")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--topology", action="store_true", help="print the topology of a group of the --devices"
+    )
+    p.add_argument(
+        "--device", action="append", default=[], metavar="URI",
+        help="a device of the --topology group (repeatable; default local-task://)",
+    )
     p.set_defaults(run=run)
 
 
@@ -60,6 +67,8 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.topology:
+        return run_topology(args.device or ["local-task://"])
     data = collect()
     if args.json:
         print(json.dumps(data, indent=2))
@@ -79,4 +88,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"    unavailable: {d['reason']}")
         for dev in d["devices"]:
             print(f"    {dev['uri']:<40} {dev['name']}")
+    return 0
+
+
+def run_topology(uris: list[str]) -> int:
+    """``hal info --topology``: open the devices as one group and print its matrix."""
+    import sys
+
+    from .._device_group import create_device_group, format_topology
+
+    try:
+        with create_device_group(uris) as group:
+            print(format_topology(group))
+    except HalError as exc:
+        print(f"hal info: cannot build a device group of {uris}: {exc}", file=sys.stderr)
+        return 2
     return 0
