@@ -21,6 +21,7 @@ __all__ = ["Benchmark", "BenchContext", "BenchResult", "benchmark", "all_benchma
 MODULES = [
     "hal_core.bench.edges",
     "hal_core.bench.groups",
+    "hal_core.bench.pools",
 ]
 
 

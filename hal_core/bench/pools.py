@@ -1,0 +1,169 @@
+"""Pool benchmarks: TLSF and fixed-block reserve/release cost, TLSF fragmentation, and the
+first-fit peer (a sorted free list, the simple allocator a user would write).
+
+``pool.tlsf.16`` / ``pool.tlsf.10000`` and ``firstfit.16`` / ``firstfit.10000`` time one
+reserve+release pair while 16 or 10,000 other reservations are live, so the O(1) claim of
+TLSF shows against first-fit's O(n) walk. ``pool.tlsf.fragmentation`` replays a seeded
+random trace of mixed sizes and reports peak bytes committed (slabs) over peak bytes live.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+from . import BenchContext, benchmark
+from ..pool import CpuSlabProvider, FixedBlockPool, TlsfPool
+
+_PAIRS = 20_000
+_SLAB = 1 << 26
+
+
+class _Provider(CpuSlabProvider):
+    """Slabs without memory behind them: the benchmarks measure bookkeeping only."""
+
+    def acquire_slab(self, min_length: int):  # type: ignore[override]
+        from ..pool import Slab
+
+        return Slab(None, min_length)
+
+
+def _fragmented(reserve, release, live: int) -> None:
+    """``live`` reservations of 256..4096 bytes separated by 32-byte holes: the holes are
+    too small for the timed 256-byte request, so a first-fit walk visits all of them."""
+    rng = random.Random(1)
+    holes = []
+    for _ in range(live):
+        holes.append(reserve(32))
+        reserve(rng.randint(256, 4096))
+    for hole in holes:
+        release(hole)
+
+
+def _time_pairs(ctx: BenchContext, acquire, release, size: int) -> float:
+    def run_once() -> float:
+        t0 = ctx.now()
+        for _ in range(_PAIRS):
+            release(acquire(size)[1])
+        return (ctx.now() - t0) / _PAIRS * 1e6
+
+    return ctx.median(run_once)
+
+
+def _tlsf(ctx: BenchContext, live: int) -> float:
+    pool = TlsfPool(_Provider(), range_length=_SLAB)
+    _fragmented(lambda n: pool.acquire_reservation(n)[1], pool.release_reservation, live)
+    value = _time_pairs(ctx, pool.acquire_reservation, pool.release_reservation, 256)
+    pool.check_invariants()
+    return value
+
+
+@benchmark("pool.tlsf.16", "us/pair", needs_device=False)
+def tlsf_16(ctx: BenchContext) -> float:
+    """TLSF reserve+release of 256 bytes with 16 live reservations."""
+    return _tlsf(ctx, 16)
+
+
+@benchmark("pool.tlsf.10000", "us/pair", needs_device=False)
+def tlsf_10000(ctx: BenchContext) -> float:
+    """TLSF reserve+release of 256 bytes with 10,000 live reservations."""
+    return _tlsf(ctx, 10_000)
+
+
+@benchmark("pool.fixed_block", "us/pair", needs_device=False)
+def fixed_block(ctx: BenchContext) -> float:
+    """Fixed-block reserve+release (256-byte blocks, 64 of them, half live)."""
+    pool = FixedBlockPool(_Provider(), block_size=256, block_count=64)
+    for _ in range(32):
+        pool.acquire_reservation(256)
+    return _time_pairs(ctx, pool.acquire_reservation, pool.release_reservation, 256)
+
+
+@benchmark("pool.tlsf.fragmentation", "ratio", needs_device=False)
+def tlsf_fragmentation(ctx: BenchContext) -> float:
+    """Peak bytes committed / peak bytes live over a seeded random trace of mixed sizes."""
+    rng = random.Random(1234)
+    pool = TlsfPool(_Provider(), range_length=1 << 22)
+    live: list = []
+    live_bytes = peak_live = peak_committed = 0
+    for _ in range(40_000):
+        if live and (len(live) > 2000 or rng.random() < 0.48):
+            res = live.pop(rng.randrange(len(live)))
+            live_bytes -= res.length
+            pool.release_reservation(res)
+        else:
+            # Mostly small, sometimes large (log-uniform 16 B .. 256 KiB).
+            size = int(2 ** rng.uniform(4, 18))
+            res = pool.acquire_reservation(size)[1]
+            live.append(res)
+            live_bytes += res.length
+            peak_live = max(peak_live, live_bytes)
+            committed = pool._bytes_committed
+            peak_committed = max(peak_committed, committed)
+    pool.check_invariants()
+    return peak_committed / peak_live
+
+
+class FirstFit:
+    """First-fit over a sorted free list of (offset, length) with coalescing on free."""
+
+    def __init__(self, length: int) -> None:
+        self.starts = [0]
+        self.lengths = [length]
+
+    def reserve(self, size: int) -> int:
+        size = (size + 15) & ~15
+        starts, lengths = self.starts, self.lengths
+        for i in range(len(starts)):
+            if lengths[i] >= size:
+                offset = starts[i]
+                if lengths[i] == size:
+                    del starts[i]
+                    del lengths[i]
+                else:
+                    starts[i] += size
+                    lengths[i] -= size
+                return offset * 0x100000000 + size
+        return -1
+
+    def release(self, handle: int) -> None:
+        offset, size = divmod(handle, 0x100000000)
+        starts, lengths = self.starts, self.lengths
+        i = bisect.bisect_left(starts, offset)
+        if i and starts[i - 1] + lengths[i - 1] == offset:
+            i -= 1
+            lengths[i] += size
+        else:
+            starts.insert(i, offset)
+            lengths.insert(i, size)
+        if i + 1 < len(starts) and starts[i] + lengths[i] == starts[i + 1]:
+            lengths[i] += lengths[i + 1]
+            del starts[i + 1]
+            del lengths[i + 1]
+
+
+def _firstfit(ctx: BenchContext, live: int) -> float:
+    ff = FirstFit(_SLAB)
+    _fragmented(ff.reserve, ff.release, live)
+    reserve, release = ff.reserve, ff.release
+    pairs = 2_000 if live > 1000 else _PAIRS
+
+    def run_once() -> float:
+        t0 = ctx.now()
+        for _ in range(pairs):
+            release(reserve(256))
+        return (ctx.now() - t0) / pairs * 1e6
+
+    return ctx.median(run_once)
+
+
+@benchmark("firstfit.16", "us/pair", needs_device=False)
+def firstfit_16(ctx: BenchContext) -> float:
+    """Peer: first-fit sorted free list, 256-byte pair with 16 live reservations."""
+    return _firstfit(ctx, 16)
+
+
+@benchmark("firstfit.10000", "us/pair", needs_device=False)
+def firstfit_10000(ctx: BenchContext) -> float:
+    """Peer: first-fit sorted free list, 256-byte pair with 10,000 live reservations."""
+    return _firstfit(ctx, 10_000)

@@ -1,0 +1,172 @@
+"""The fixed-block pool: one slab cut into equal blocks, tracked by bitmaps.
+
+Bookkeeping is two Python-int bitmaps over the blocks: ``_fresh`` (free, no death
+frontier: reusable by anyone) and ``_dirty`` (free with a death frontier: reusable when
+the requester dominates it or the epoch query proves it reached). A live block is in
+neither. The lowest set bit is found with ``x & -x``.
+
+A dirty block that cannot be proven reached is handed out as OK_NEEDS_WAIT only when the
+caller passes ALLOW_WAIT_FRONTIER and no block is usable at once; a *tainted* block (its
+frontier overflowed, so it is only a lower bound) is never handed out that way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._frontier import Frontier
+from .._status import InvalidArgumentError
+from ._pool import Pool
+from ._reservation import (
+    NO_INFO,
+    AcquireFlags,
+    AcquireInfo,
+    AcquireResult,
+    PoolCapabilities,
+    Reservation,
+    ReserveFlags,
+)
+from ._slab import Slab
+
+__all__ = ["FixedBlockPool"]
+
+_ALLOW_WAIT = ReserveFlags.ALLOW_WAIT_FRONTIER
+_OK = AcquireResult.OK
+_OK_FRESH = AcquireResult.OK_FRESH
+
+
+class FixedBlockPool(Pool):
+    """``block_count`` blocks of ``block_size`` bytes in one slab acquired at creation
+    (see ``Pool`` for the contract). Reservations larger than a block are OUT_OF_RANGE."""
+
+    def __init__(
+        self, provider: Any, *, block_size: int, block_count: int, **kwargs: Any
+    ) -> None:
+        if block_size.__class__ is not int or block_size <= 0:
+            raise InvalidArgumentError(f"block_size must be an int > 0, got {block_size!r}")
+        if block_count.__class__ is not int or block_count <= 0:
+            raise InvalidArgumentError(f"block_count must be an int > 0, got {block_count!r}")
+        super().__init__(provider, **kwargs)
+        self.block_size = block_size
+        self.block_count = block_count
+        # The largest power of two dividing block_size bounds every block's alignment.
+        self._block_alignment = min(block_size & -block_size, provider.slab_alignment)
+        self._slab: Slab | None = provider.acquire_slab(block_size * block_count)
+        self._fresh = (1 << block_count) - 1
+        self._dirty = 0
+        self._frontiers: list[Frontier | None] = [None] * block_count
+        self._tainted = [False] * block_count
+
+    def query_capabilities(self) -> PoolCapabilities:
+        return PoolCapabilities(
+            self._memory_type, self._usage, 1, self.block_size, self._block_alignment
+        )
+
+    def acquire_reservation(
+        self,
+        size: int,
+        alignment: int = 0,
+        requester_frontier: Frontier | None = None,
+        flags: int = 0,
+    ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
+        if size.__class__ is not int or not 0 < size <= self.block_size or alignment:
+            self._check_request(size, alignment, self.block_size)
+            if alignment > self._block_alignment:
+                raise InvalidArgumentError(
+                    f"{self.trace_name}: blocks of {self.block_size} bytes are only "
+                    f"{self._block_alignment}-byte aligned; asked for {alignment}"
+                )
+        with self._lock:
+            if self.budget_limit and self._over_budget(self.block_size):
+                return AcquireResult.OVER_BUDGET, None, NO_INFO
+            fresh = self._fresh
+            if fresh:
+                low = fresh & -fresh
+                self._fresh = fresh ^ low
+                self._fresh_count += 1
+                self._bytes_reserved += self.block_size
+                index = low.bit_length() - 1
+                return (
+                    _OK_FRESH,
+                    Reservation(self, index * self.block_size, self.block_size, index, 0),
+                    NO_INFO,
+                )
+            dirty = self._dirty
+            frontiers = self._frontiers
+            waitable = -1
+            bits = dirty
+            while bits:
+                low = bits & -bits
+                bits ^= low
+                index = low.bit_length() - 1
+                if self._usable(frontiers[index], requester_frontier):
+                    self._dirty = dirty ^ low
+                    frontiers[index] = None
+                    self._reuse_count += 1
+                    return _OK, self._take(index), NO_INFO
+                if waitable < 0 and not self._tainted[index]:
+                    waitable = index
+            if dirty:
+                self._reuse_miss_count += 1
+            if waitable >= 0 and flags & _ALLOW_WAIT:
+                self._dirty = dirty ^ (1 << waitable)
+                frontier = frontiers[waitable]
+                frontiers[waitable] = None
+                self._wait_count += 1
+                return (
+                    AcquireResult.OK_NEEDS_WAIT,
+                    self._take(waitable),
+                    AcquireInfo(frontier, AcquireFlags.NONE),
+                )
+            self._exhausted_count += 1
+            return AcquireResult.EXHAUSTED, None, NO_INFO
+
+    def _take(self, index: int) -> Reservation:
+        self._bytes_reserved += self.block_size
+        self._tainted[index] = False
+        return Reservation(self, index * self.block_size, self.block_size, index, 0)
+
+    def release_reservation(
+        self, reservation: Reservation, death_frontier: Frontier | None = None
+    ) -> None:
+        with self._lock:
+            if reservation.__class__ is not Reservation or reservation._pool is not self or (
+                death_frontier is not None and death_frontier.__class__ is not Frontier
+            ):
+                self._check_release(reservation, death_frontier)
+            index = reservation.block_handle
+            bit = 1 << index
+            reservation._pool = None
+            if death_frontier is None or not death_frontier:
+                self._fresh |= bit
+            else:
+                if len(death_frontier) > self.frontier_capacity:
+                    # Keep a lower bound and remember it is one.
+                    self._tainted[index] = True
+                self._frontiers[index] = death_frontier
+                self._dirty |= bit
+            self._release_count += 1
+            self._bytes_reserved -= self.block_size
+        if self.notification._observers:
+            # Unobserved releases skip the notification entirely (see Notification).
+            self.notification.signal_if_observed()
+
+    def mark_tainted(self, reservation: Reservation) -> None:
+        """Testing/diagnostic hook: mark a live block's eventual death frontier as a lower
+        bound only (as a frontier overflow would)."""
+        with self._lock:
+            self._tainted[reservation.block_handle] = True
+
+    def _slab_for(self, reservation: Reservation) -> Slab:
+        return self._slab
+
+    def _bytes_free_committed(self) -> tuple[int, int, int]:
+        total = self.block_size * self.block_count
+        if self._slab is None:
+            return 0, 0, 0
+        return total - self._bytes_reserved, total, 1
+
+    def _close_slabs(self) -> None:
+        slab, self._slab = self._slab, None
+        if slab is not None:
+            self.provider.release_slab(slab)

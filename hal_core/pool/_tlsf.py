@@ -1,0 +1,642 @@
+"""TLSF: a two-level segregated-fit suballocator over growable slabs.
+
+Sizes are counted in *granules* (the pool alignment, a power of two >= 16). A free block
+of ``g`` granules lives in size class ``(fl, sl)``:
+
+* ``g < 16``: ``fl = 0, sl = g`` (exact small classes);
+* otherwise with ``b = g.bit_length() - 1``: ``fl = b - 3`` and ``sl`` the next four bits
+  below the leading one, so class ``(fl, sl)`` holds ``[(16 + sl) << (b-4), (17 + sl) << (b-4))``.
+
+A first-level bitmap says which ``fl`` rows have any free block and one second-level
+bitmap per row says which classes do; finding a class that is guaranteed to fit is two
+masked lowest-set-bit operations (``x & -x``), so reserve and release are O(1) whatever
+the number of live reservations.
+
+Blocks are indices into parallel preallocated lists (offset, size, slab, physical
+neighbours, free-list links, class, death frontier, taint); free block indices are
+recycled through a stack, so steady-state reserve/release allocates only the returned
+``Reservation``.
+
+Death frontiers: a released block keeps its frontier; neighbours coalesce at once and the
+merged block carries the merged frontier (an overflowing merge marks it *tainted*: the
+frontier is then only a lower bound and the block is never proven reusable until trimmed
+slabs reset it). A block whose frontier the requester does not dominate is *skipped*: the
+search walks at most ``_SKIP_BUDGET`` candidates, then the pool grows by a slab instead of
+handing out a block that needs a wait.
+
+Invariants (checked by ``check_invariants``): each slab is covered exactly by its chain of
+physical blocks; no two physically adjacent blocks are both free; every free block is in
+exactly the free list of its class and its class bit is set iff that list is non-empty.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._frontier import Frontier
+from .._status import HalError, InternalError, InvalidArgumentError, StatusCode
+from ._pool import Pool
+from ._reservation import (
+    NO_INFO,
+    AcquireFlags,
+    AcquireInfo,
+    AcquireResult,
+    PoolCapabilities,
+    Reservation,
+    ReserveFlags,
+)
+from ._slab import Slab
+
+__all__ = ["TlsfPool"]
+
+_SL_LOG2 = 4
+_SL_COUNT = 1 << _SL_LOG2
+_SKIP_BUDGET = 8
+_NONE = -1
+_DISALLOW_GROWTH = ReserveFlags.DISALLOW_GROWTH
+_GROWTH_INFO = AcquireInfo(None, AcquireFlags.GROWTH_REQUIRED)
+_OK = AcquireResult.OK
+_OK_FRESH = AcquireResult.OK_FRESH
+
+
+class TlsfPool(Pool):
+    """A TLSF pool (see ``Pool`` for the contract).
+
+    ``range_length`` is the slab size and the largest reservation; ``alignment`` (a power
+    of two >= 16) is the granule every reservation offset and length is a multiple of.
+    ``max_slabs`` (0 = unlimited) bounds growth.
+    """
+
+    def __init__(
+        self,
+        provider: Any,
+        *,
+        range_length: int,
+        alignment: int = 16,
+        initial_block_capacity: int = 64,
+        max_slabs: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if alignment.__class__ is not int or alignment < 16 or alignment & (alignment - 1):
+            raise InvalidArgumentError(f"TLSF alignment must be a power of two >= 16, got {alignment!r}")
+        if alignment > provider.slab_alignment:
+            raise InvalidArgumentError(
+                f"TLSF alignment {alignment} exceeds the slab alignment "
+                f"{provider.slab_alignment} of its provider"
+            )
+        if range_length.__class__ is not int or range_length < alignment or range_length % alignment:
+            raise InvalidArgumentError(
+                f"TLSF range_length must be a positive multiple of the alignment {alignment}, "
+                f"got {range_length!r}"
+            )
+        super().__init__(provider, **kwargs)
+        self.range_length = range_length
+        self.alignment = alignment
+        self.max_slabs = max_slabs
+        self._shift = alignment.bit_length() - 1
+        self._granule_mask = alignment - 1
+        max_granules = range_length >> self._shift
+        self._fl_count = max(1, max_granules.bit_length() - 3) + 1
+        self._heads = [_NONE] * (self._fl_count * _SL_COUNT)
+        self._fl_map = 0
+        self._sl_maps = [0] * self._fl_count
+        # Block table (parallel lists, grown by doubling).
+        cap = max(8, initial_block_capacity)
+        self._off = [0] * cap  # granules from the slab start
+        self._size = [0] * cap  # granules
+        self._slab_of = [0] * cap
+        self._prev = [_NONE] * cap  # physical neighbours
+        self._next = [_NONE] * cap
+        self._fprev = [_NONE] * cap  # free-list links
+        self._fnext = [_NONE] * cap
+        self._cls = [_NONE] * cap  # class index when free, -1 when live
+        self._front: list[Frontier | None] = [None] * cap
+        self._taint = [False] * cap
+        self._spare = list(range(cap - 1, -1, -1))
+        self._slabs: list[Slab | None] = []
+        self._spare_slabs: list[int] = []
+        self._bytes_committed = 0
+
+    # -- capabilities ------------------------------------------------------------------
+
+    def query_capabilities(self) -> PoolCapabilities:
+        return PoolCapabilities(
+            self._memory_type, self._usage, 1, self.range_length, self.provider.slab_alignment
+        )
+
+    # -- block table -------------------------------------------------------------------
+
+    def _new_block(self) -> int:
+        spare = self._spare
+        if not spare:
+            n = len(self._off)
+            for lst, fill in (
+                (self._off, 0), (self._size, 0), (self._slab_of, 0), (self._prev, _NONE),
+                (self._next, _NONE), (self._fprev, _NONE), (self._fnext, _NONE),
+                (self._cls, _NONE), (self._front, None), (self._taint, False),
+            ):
+                lst.extend([fill] * n)
+            spare.extend(range(2 * n - 1, n - 1, -1))
+        return spare.pop()
+
+    def _insert_free(self, b: int) -> None:
+        g = self._size[b]
+        if g < _SL_COUNT:
+            fl = 0
+            sl = g
+        else:
+            s = g.bit_length() - 5
+            fl = s + 1
+            sl = (g >> s) & 15
+        c = fl * _SL_COUNT + sl
+        heads = self._heads
+        head = heads[c]
+        self._fnext[b] = head
+        self._fprev[b] = _NONE
+        if head != _NONE:
+            self._fprev[head] = b
+        heads[c] = b
+        self._cls[b] = c
+        self._sl_maps[fl] |= 1 << sl
+        self._fl_map |= 1 << fl
+
+    def _remove_free(self, b: int) -> None:
+        c = self._cls[b]
+        p = self._fprev[b]
+        n = self._fnext[b]
+        if p != _NONE:
+            self._fnext[p] = n
+        else:
+            self._heads[c] = n
+            if n == _NONE:
+                fl = c >> _SL_LOG2
+                m = self._sl_maps[fl] & ~(1 << (c & 15))
+                self._sl_maps[fl] = m
+                if not m:
+                    self._fl_map &= ~(1 << fl)
+        if n != _NONE:
+            self._fprev[n] = p
+        self._cls[b] = _NONE
+
+    def _first_class_at_least(self, g: int) -> int:
+        """Class index of the first non-empty class whose blocks all hold >= g granules,
+        or -1."""
+        if g < _SL_COUNT:
+            fl = 0
+            sl = g
+        else:
+            s = g.bit_length() - 5
+            g += (1 << s) - 1  # round up so every block of the class fits
+            s = g.bit_length() - 5
+            fl = s + 1
+            sl = (g >> s) & 15
+            if fl >= self._fl_count:
+                return _NONE
+        m = self._sl_maps[fl] & (-1 << sl)
+        if not m:
+            f = self._fl_map & (-1 << (fl + 1))
+            if not f:
+                return _NONE
+            fl = (f & -f).bit_length() - 1
+            m = self._sl_maps[fl]
+        return fl * _SL_COUNT + (m & -m).bit_length() - 1
+
+    def _next_class_after(self, c: int) -> int:
+        fl = c >> _SL_LOG2
+        m = self._sl_maps[fl] & (-1 << ((c & 15) + 1))
+        if not m:
+            f = self._fl_map & (-1 << (fl + 1))
+            if not f:
+                return _NONE
+            fl = (f & -f).bit_length() - 1
+            m = self._sl_maps[fl]
+        return fl * _SL_COUNT + (m & -m).bit_length() - 1
+
+    # -- reserve -----------------------------------------------------------------------
+
+    def acquire_reservation(
+        self,
+        size: int,
+        alignment: int = 0,
+        requester_frontier: Frontier | None = None,
+        flags: int = 0,
+    ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
+        # Hot path, inlined on purpose: a granule-aligned request, no budget, and the
+        # first fitting class's head block is fresh space. Everything else (validation
+        # errors, frontiers, growth, big alignments) goes through _acquire_general.
+        if (
+            size.__class__ is not int
+            or not 0 < size <= self.range_length
+            or alignment
+            or self.budget_limit
+        ):
+            return self._acquire_general(size, alignment, requester_frontier, flags)
+        shift = self._shift
+        g = (size + self._granule_mask) >> shift
+        if g < 16:
+            fl = 0
+            sl = g
+        else:
+            s = g.bit_length() - 5
+            g2 = g + (1 << s) - 1
+            s = g2.bit_length() - 5
+            fl = s + 1
+            sl = (g2 >> s) & 15
+        with self._lock:
+            if fl < self._fl_count:
+                sl_maps = self._sl_maps
+                m = sl_maps[fl] & (-1 << sl)
+                if not m:
+                    f = self._fl_map & (-1 << (fl + 1))
+                    if f:
+                        fl = (f & -f).bit_length() - 1
+                        m = sl_maps[fl]
+                if m:
+                    c = (fl << 4) + (m & -m).bit_length() - 1
+                    heads = self._heads
+                    b = heads[c]
+                    if self._front[b] is None:
+                        fprev = self._fprev
+                        fnext = self._fnext
+                        n = fnext[b]
+                        heads[c] = n
+                        if n != _NONE:
+                            fprev[n] = _NONE
+                        else:
+                            m = sl_maps[fl] & ~(1 << (c & 15))
+                            sl_maps[fl] = m
+                            if not m:
+                                self._fl_map &= ~(1 << fl)
+                        cls = self._cls
+                        cls[b] = _NONE
+                        size_of = self._size
+                        off = self._off
+                        slab = self._slab_of[b]
+                        rest = size_of[b] - g
+                        if rest > 0:
+                            r = self._spare.pop() if self._spare else self._new_block()
+                            off[r] = off[b] + g
+                            size_of[r] = rest
+                            self._slab_of[r] = slab
+                            nxt = self._next[b]
+                            self._next[r] = nxt
+                            self._prev[r] = b
+                            if nxt != _NONE:
+                                self._prev[nxt] = r
+                            self._next[b] = r
+                            size_of[b] = g
+                            # File the remainder (front None, untainted like its parent).
+                            if rest < 16:
+                                fl = 0
+                                sl = rest
+                            else:
+                                s = rest.bit_length() - 5
+                                fl = s + 1
+                                sl = (rest >> s) & 15
+                            c = (fl << 4) + sl
+                            head = heads[c]
+                            fnext[r] = head
+                            fprev[r] = _NONE
+                            if head != _NONE:
+                                fprev[head] = r
+                            heads[c] = r
+                            cls[r] = c
+                            sl_maps[fl] |= 1 << sl
+                            self._fl_map |= 1 << fl
+                        length = g << shift
+                        self._fresh_count += 1
+                        self._bytes_reserved += length
+                        return _OK_FRESH, Reservation(self, off[b] << shift, length, b, slab), NO_INFO
+        return self._acquire_general(size, alignment, requester_frontier, flags)
+
+    def _acquire_general(
+        self, size: int, alignment: int, requester_frontier: Frontier | None, flags: int
+    ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
+        if size.__class__ is not int or not 0 < size <= self.range_length or alignment > self.alignment:
+            self._check_request(size, alignment, self.range_length)
+        elif alignment & (alignment - 1) or alignment < 0:
+            self._check_request(size, alignment, self.range_length)
+        shift = self._shift
+        g = (size + self.alignment - 1) >> shift
+        # Requests aligned beyond the granule search for enough slack to align inside.
+        align_g = alignment >> shift if alignment > self.alignment else 1
+        need = g + align_g - 1
+        with self._lock:
+            if self.budget_limit and self._over_budget(g << shift):
+                return AcquireResult.OVER_BUDGET, None, NO_INFO
+            b = self._find(need, requester_frontier)
+            if b < 0:
+                if b == -2:
+                    self._reuse_miss_count += 1
+                if flags & _DISALLOW_GROWTH or (
+                    self.max_slabs and len(self._slabs) - len(self._spare_slabs) >= self.max_slabs
+                ):
+                    self._exhausted_count += 1
+                    return AcquireResult.EXHAUSTED, None, _GROWTH_INFO if flags & _DISALLOW_GROWTH else NO_INFO
+        if b < 0:
+            b = self._grow(need)
+            if b < 0:
+                with self._lock:
+                    self._exhausted_count += 1
+                return AcquireResult.EXHAUSTED, None, NO_INFO
+        with self._lock:
+            if self._cls[b] == _NONE or self._size[b] < g + (-self._off[b]) % align_g:
+                # Raced: another reserve took (part of) the grown block.
+                b = self._find(need, requester_frontier)
+                if b < 0:
+                    self._exhausted_count += 1
+                    return AcquireResult.EXHAUSTED, None, NO_INFO
+            return self._take(b, g, align_g)
+
+    def _find(self, need: int, requester: Frontier | None) -> int:
+        """A free block of >= need granules reusable by ``requester``; -1 when none exists,
+        -2 when candidates existed but none was reusable. Called under ``_lock``."""
+        c = self._first_class_at_least(need)
+        if c < 0:
+            return _NONE
+        front = self._front
+        b = self._heads[c]
+        if front[b] is None:
+            return b  # the common case: fresh space
+        budget = _SKIP_BUDGET
+        fnext = self._fnext
+        size = self._size
+        taint = self._taint
+        while True:
+            f = front[b]
+            if f is None or (not taint[b] and size[b] >= need and self._usable(f, requester)):
+                return b
+            budget -= 1
+            if budget == 0:
+                return -2
+            b = fnext[b]
+            if b == _NONE:
+                c = self._next_class_after(c)
+                if c < 0:
+                    return -2
+                b = self._heads[c]
+
+    def _take(
+        self, b: int, g: int, align_g: int
+    ) -> tuple[AcquireResult, Reservation, AcquireInfo]:
+        self._remove_free(b)
+        off = self._off
+        size = self._size
+        f = self._front[b]
+        taint = self._taint[b]
+        if align_g > 1:
+            pad = (-off[b]) % align_g
+            if pad:
+                # Split the leading padding off as a free block with the same frontier.
+                p = self._new_block()
+                off[p] = off[b]
+                size[p] = pad
+                self._slab_of[p] = self._slab_of[b]
+                self._link_before(p, b)
+                self._front[p] = f
+                self._taint[p] = taint
+                off[b] += pad
+                size[b] -= pad
+                self._insert_free(p)
+        rest = size[b] - g
+        if rest > 0:
+            r = self._new_block()
+            off[r] = off[b] + g
+            size[r] = rest
+            self._slab_of[r] = self._slab_of[b]
+            nxt = self._next[b]
+            self._next[r] = nxt
+            self._prev[r] = b
+            if nxt != _NONE:
+                self._prev[nxt] = r
+            self._next[b] = r
+            self._front[r] = f
+            self._taint[r] = taint
+            size[b] = g
+            self._insert_free(r)
+        self._front[b] = None
+        self._taint[b] = False
+        shift = self._shift
+        length = g << shift
+        self._bytes_reserved += length
+        if f is None:
+            self._fresh_count += 1
+            result = _OK_FRESH
+        else:
+            self._reuse_count += 1
+            result = _OK
+        return result, Reservation(self, off[b] << shift, length, b, self._slab_of[b]), NO_INFO
+
+    def _link_before(self, p: int, b: int) -> None:
+        prv = self._prev[b]
+        self._prev[p] = prv
+        self._next[p] = b
+        if prv != _NONE:
+            self._next[prv] = p
+        self._prev[b] = p
+
+    def _grow(self, need: int) -> int:
+        """Acquire one more slab (outside the lock) and file it as a free block."""
+        try:
+            slab = self.provider.acquire_slab(self.range_length)
+        except HalError as exc:
+            if exc.code != StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            return _NONE
+        with self._lock:
+            if self._spare_slabs:
+                index = self._spare_slabs.pop()
+                self._slabs[index] = slab
+            else:
+                index = len(self._slabs)
+                self._slabs.append(slab)
+            b = self._new_block()
+            self._off[b] = 0
+            self._size[b] = self.range_length >> self._shift
+            self._slab_of[b] = index
+            self._prev[b] = _NONE
+            self._next[b] = _NONE
+            self._front[b] = None
+            self._taint[b] = False
+            self._insert_free(b)
+            self._bytes_committed += self.range_length
+            return b
+
+    # -- release -----------------------------------------------------------------------
+
+    def release_reservation(
+        self, reservation: Reservation, death_frontier: Frontier | None = None
+    ) -> None:
+        with self._lock:
+            if reservation.__class__ is not Reservation or reservation._pool is not self or (
+                death_frontier is not None and death_frontier.__class__ is not Frontier
+            ):
+                self._check_release(reservation, death_frontier)
+            b = reservation.block_handle
+            reservation._pool = None
+            self._bytes_reserved -= reservation.length
+            self._release_count += 1
+            if death_frontier is not None and death_frontier._axes:
+                self._front[b] = death_frontier
+                self._taint[b] = len(death_frontier._axes) > self.frontier_capacity
+            cls = self._cls
+            # Coalesce with the physical neighbours that are free.
+            p = self._prev[b]
+            if p != _NONE and cls[p] != _NONE:
+                self._remove_free(p)
+                self._absorb(p, b)
+                b = p
+            nxt = self._next
+            n = nxt[b]
+            if n != _NONE and cls[n] != _NONE:
+                # Inlined _remove_free(n) + _absorb(b, n) for the frontier-free case.
+                front = self._front
+                if front[n] is not None or front[b] is not None:
+                    self._remove_free(n)
+                    self._absorb(b, n)
+                else:
+                    c = cls[n]
+                    fprev = self._fprev
+                    fnext = self._fnext
+                    fp = fprev[n]
+                    fn = fnext[n]
+                    if fp != _NONE:
+                        fnext[fp] = fn
+                    else:
+                        self._heads[c] = fn
+                        if fn == _NONE:
+                            fl = c >> 4
+                            m = self._sl_maps[fl] & ~(1 << (c & 15))
+                            self._sl_maps[fl] = m
+                            if not m:
+                                self._fl_map &= ~(1 << fl)
+                    if fn != _NONE:
+                        fprev[fn] = fp
+                    cls[n] = _NONE
+                    size_of = self._size
+                    size_of[b] += size_of[n]
+                    nn = nxt[n]
+                    nxt[b] = nn
+                    if nn != _NONE:
+                        self._prev[nn] = b
+                    self._spare.append(n)
+            self._insert_free(b)
+        if self.notification._observers:
+            # Unobserved releases skip the notification entirely (see Notification).
+            self.notification.signal_if_observed()
+
+    def _absorb(self, a: int, b: int) -> None:
+        """Merge block ``b`` (physically after ``a``) into ``a``; recycle ``b``."""
+        self._size[a] += self._size[b]
+        nxt = self._next[b]
+        self._next[a] = nxt
+        if nxt != _NONE:
+            self._prev[nxt] = a
+        front = self._front
+        fa = front[a]
+        fb = front[b]
+        if fb is None and fa is None:
+            self._cls[b] = _NONE
+            self._spare.append(b)
+            return
+        if fb is not None:
+            if fa is None:
+                self._front[a] = fb
+            else:
+                merged = fa.copy(self.frontier_capacity) if len(fa) <= self.frontier_capacity else None
+                if merged is not None and merged.merge(fb):
+                    self._front[a] = merged
+                else:
+                    self._taint[a] = True
+        if self._taint[b]:
+            self._taint[a] = True
+        self._front[b] = None
+        self._taint[b] = False
+        self._cls[b] = _NONE
+        self._spare.append(b)
+
+    # -- slabs -------------------------------------------------------------------------
+
+    def _slab_for(self, reservation: Reservation) -> Slab:
+        slab = self._slabs[reservation.slab_index]
+        if slab is None:
+            raise InternalError(f"{self.trace_name}: reservation refers to a trimmed slab")
+        return slab
+
+    def _bytes_free_committed(self) -> tuple[int, int, int]:
+        return self._bytes_committed - self._bytes_reserved, self._bytes_committed, len(self._slabs) - len(self._spare_slabs)
+
+    def trim(self) -> None:
+        """Give back every slab that is one free block (no reservation in it)."""
+        released = []
+        with self._lock:
+            whole = self.range_length >> self._shift
+            cls = self._cls
+            for b in range(len(self._off)):
+                if cls[b] != _NONE and self._size[b] == whole:
+                    index = self._slab_of[b]
+                    self._remove_free(b)
+                    self._front[b] = None
+                    self._taint[b] = False
+                    self._spare.append(b)
+                    released.append(self._slabs[index])
+                    self._slabs[index] = None
+                    self._spare_slabs.append(index)
+                    self._bytes_committed -= self.range_length
+        for slab in released:
+            self.provider.release_slab(slab)
+
+    def _close_slabs(self) -> None:
+        with self._lock:
+            slabs = [s for s in self._slabs if s is not None]
+            self._slabs = []
+        for slab in slabs:
+            self.provider.release_slab(slab)
+
+    # -- verification ------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """INTERNAL when the block structure is inconsistent (used by tests)."""
+        with self._lock:
+            shift = self._shift
+            whole = self.range_length >> shift
+            spare = set(self._spare)
+            live_blocks = [b for b in range(len(self._off)) if b not in spare]
+            firsts = [b for b in live_blocks if self._prev[b] == _NONE]
+            free_total = 0
+            seen = set()
+            for first in firsts:
+                pos = 0
+                b = first
+                last_free = False
+                while b != _NONE:
+                    if self._off[b] != pos:
+                        raise InternalError(f"block {b} at {self._off[b]}, expected {pos}")
+                    is_free = self._cls[b] != _NONE
+                    if is_free and last_free:
+                        raise InternalError(f"adjacent free blocks ending at {b}")
+                    if is_free:
+                        free_total += self._size[b]
+                    last_free = is_free
+                    pos += self._size[b]
+                    seen.add(b)
+                    b = self._next[b]
+                if pos != whole:
+                    raise InternalError(f"slab chain covers {pos} of {whole} granules")
+            if seen != set(live_blocks):
+                raise InternalError("blocks outside any slab chain")
+            accounted = self._bytes_committed - self._bytes_reserved
+            if free_total << shift != accounted:
+                raise InternalError(
+                    f"free bytes {free_total << shift} != accounted {accounted}"
+                )
+            for c, head in enumerate(self._heads):
+                fl, sl = divmod(c, _SL_COUNT)
+                has_bit = bool(self._sl_maps[fl] >> sl & 1)
+                if has_bit != (head != _NONE):
+                    raise InternalError(f"class {c} bitmap disagrees with its list")
+                b = head
+                while b != _NONE:
+                    if self._cls[b] != c:
+                        raise InternalError(f"block {b} in list {c} but class {self._cls[b]}")
+                    b = self._fnext[b]
