@@ -95,7 +95,9 @@ class CtsContext:
             self.wait(sem, 1)
         return buffer
 
-    def read_bytes(self, buffer: hal_core.Buffer, offset: int = 0, length: int | None = None) -> bytes:
+    def read_bytes(
+        self, buffer: hal_core.Buffer, offset: int = 0, length: int | None = None
+    ) -> bytes:
         """Buffer contents: mapped when host-visible and mappable, else through a
         ``queue_write`` into a memory file (works on any backend)."""
         if length is None:
@@ -140,4 +142,5 @@ class CtsContext:
 
 def deterministic_bytes(length: int, seed: int = 0) -> bytes:
     """Reproducible test data (no randomness between runs)."""
-    return ((np.arange(length, dtype=np.uint32) * 2654435761 + seed) >> 13).astype(np.uint8).tobytes()
+    mixed = (np.arange(length, dtype=np.uint32) * 2654435761 + seed) >> 13
+    return mixed.astype(np.uint8).tobytes()

@@ -127,13 +127,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for pattern, reason in cfg.expected_failures.items():
             if any(fnmatch.fnmatchcase(n, pattern) for n in names):
                 item.add_marker(
-                    pytest.mark.xfail(reason=f"expected failure on {cfg.driver}: {reason}", strict=verify)
+                    pytest.mark.xfail(
+                        reason=f"expected failure on {cfg.driver}: {reason}", strict=verify
+                    )
                 )
 
 
 def _device_for(config: pytest.Config, uri: str) -> Any:
-    from .._status import UnavailableError
     import hal_core
+
+    from .._status import UnavailableError
 
     cache = config.stash[_DEVICES_KEY]
     entry = cache.get(uri)

@@ -10,6 +10,8 @@ buffers (FAILED_PRECONDITION on the signal); later work always still runs.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -85,7 +87,8 @@ def test_fill_subrange_leaves_boundaries_untouched(cts, pattern_length):
     buf = cts.buffer(size, base)
     offset, length = 16, 64
     _fill(cts, buf, offset, length, PATTERNS[pattern_length])
-    assert cts.read_bytes(buf) == _expected_fill(size, offset, length, PATTERNS[pattern_length], base)
+    expect = _expected_fill(size, offset, length, PATTERNS[pattern_length], base)
+    assert cts.read_bytes(buf) == expect
 
 
 @pytest.mark.parametrize("pattern_length", [1, 4])
@@ -381,7 +384,9 @@ def test_fill_bad_pattern_is_invalid(cts, pattern, kwargs):
     _later_work_runs(cts)
 
 
-@pytest.mark.parametrize("pattern_length,offset,length", [(2, 1, 4), (4, 2, 8), (4, 0, 6), (2, 0, 3)])
+@pytest.mark.parametrize(
+    "pattern_length,offset,length", [(2, 1, 4), (4, 2, 8), (4, 0, 6), (2, 0, 3)]
+)
 def test_fill_misaligned_is_invalid(cts, pattern_length, offset, length):
     buf = cts.buffer(64)
     with pytest.raises(hal_core.InvalidArgumentError, match="multiple"):
@@ -494,3 +499,97 @@ def test_failed_wait_skips_the_transfer(cts):
         done.wait(1, TIMEOUT)
     assert cts.read_bytes(buf) == base  # the fill never ran
     _later_work_runs(cts)
+
+
+# --------------------------------------------------------------------------- properties
+
+try:  # hypothesis is a test extra; the CTS still runs without it
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+_SIZE = 96
+
+
+def _transfer_ops():
+    offset = st.integers(0, _SIZE)
+
+    def fill(pattern_length, o, n, pattern):
+        o -= o % pattern_length
+        n -= n % pattern_length
+        return ("fill", o, n, pattern[:pattern_length])
+
+    fills = st.builds(
+        fill,
+        st.sampled_from([1, 2, 4]),
+        offset,
+        st.integers(0, _SIZE),
+        st.binary(min_size=4, max_size=4),
+    )
+    updates = st.builds(lambda o, data: ("update", o, data), offset, st.binary(max_size=_SIZE))
+    copies = st.builds(
+        lambda s, t, n: ("copy", s, t, n), offset, offset, st.integers(0, _SIZE)
+    )
+    return st.lists(st.one_of(fills, updates, copies), min_size=1, max_size=12)
+
+
+def _model_and_submit(cts, ops, buffers, model, sem):
+    """Submit each op (chained through ``sem``, alternating queues) and apply it to the
+    numpy model; ops that are out of range must raise OUT_OF_RANGE at call time and leave
+    both the device and the model unchanged. Returns the last value signalled."""
+    affinities = cts.queue_affinities()
+    value = sem.query()
+    for i, op in enumerate(ops):
+        affinity = affinities[i % len(affinities)]
+        waits, signals = [(sem, value)], [(sem, value + 1)]
+        target = i % 2
+        buf, other = buffers[target], buffers[1 - target]
+        kind = op[0]
+        if kind == "fill":
+            _, o, n, pattern = op
+            fits = o + n <= _SIZE
+            submit = partial(cts.device.queue_fill, affinity, waits, signals, buf, o, n, pattern)
+            lands = (o, np.frombuffer(pattern * (n // len(pattern)), np.uint8))
+        elif kind == "update":
+            _, o, data = op
+            fits = o + len(data) <= _SIZE
+            submit = partial(
+                cts.device.queue_update, affinity, waits, signals, data, 0, buf, o, len(data)
+            )
+            lands = (o, np.frombuffer(data, np.uint8))
+        else:
+            _, src, o, n = op
+            fits = src + n <= _SIZE and o + n <= _SIZE
+            submit = partial(cts.device.queue_copy, affinity, waits, signals, other, src, buf, o, n)
+            lands = (o, model[1 - target][src : src + n].copy())
+        if not fits:
+            with pytest.raises(hal_core.OutOfRangeError):
+                submit()
+            continue
+        submit()
+        o, data = lands
+        model[target][o : o + data.size] = data
+        value += 1
+    return value
+
+
+if given is not None:
+
+    @settings(
+        max_examples=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(ops=_transfer_ops())
+    def test_random_transfer_sequences_match_a_model(cts, ops):
+        """Any sequence of fills, updates and copies between two buffers, ordered only by
+        one semaphore and spread over the queues, gives what a host model gives."""
+        seeds = (deterministic_bytes(_SIZE, seed=40), deterministic_bytes(_SIZE, seed=41))
+        buffers = [cts.buffer(_SIZE, seeds[0]), cts.buffer(_SIZE, seeds[1])]
+        model = [np.frombuffer(s, np.uint8).copy() for s in seeds]
+        sem = cts.semaphore(0)
+        last = _model_and_submit(cts, ops, buffers, model, sem)
+        cts.wait(sem, last)
+        assert cts.read_bytes(buffers[0]) == model[0].tobytes()
+        assert cts.read_bytes(buffers[1]) == model[1].tobytes()
