@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from hal_core import NotFoundError, UnimplementedError
-from hal_core.backend import QueueOp
+from hal_core.backend import QueueOp, QueueOpKind
 
 from .agents import AgentDescription, SystemAgents
 from .allocator import HsaAllocatorBackend
@@ -68,7 +68,7 @@ class AmdgpuDeviceBackend:
 
     def submit(self, op: QueueOp) -> None:
         raise UnimplementedError(
-            f"amdgpu queue operation {op.kind.name} is not implemented yet: AQL host queues "
+            f"amdgpu queue operation {QueueOpKind(op.kind).name} is not implemented yet: AQL host queues "
             "and command buffers are part 2 of the amdgpu driver (this device can allocate "
             "and map memory and load executables)"
         )

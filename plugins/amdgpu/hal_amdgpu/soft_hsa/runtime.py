@@ -690,7 +690,9 @@ class SoftHsaRuntime:
         exe = self._executables.get(int(executable.handle))
         if exe is None:
             return int(_S.ERROR_INVALID_EXECUTABLE)
-        text = ffi.string(name).decode("utf-8", "replace")
+        # cffi passes Python bytes for ``const char*`` straight to C; accept both forms.
+        raw = name if isinstance(name, bytes) else ffi.string(name)
+        text = raw.decode("utf-8", "replace")
         want_agent = int(agent[0].handle) if agent != ffi.NULL else 0
         for lco in exe.loaded:
             if want_agent and lco.agent != want_agent:
