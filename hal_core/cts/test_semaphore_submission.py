@@ -244,6 +244,17 @@ def test_every_queue_affinity_is_usable(cts):
     hal_core.wait_all(sems, TIMEOUT)
 
 
+def test_queue_flush(cts):
+    gate, done = cts.semaphore(0), cts.semaphore(0)
+    cts.device.queue_barrier(ANY, [(gate, 1)], [(done, 1)])
+    cts.device.queue_flush(ANY)
+    for affinity in cts.queue_affinities():
+        cts.device.queue_flush(affinity)
+    assert done.query() == 0  # flushing never skips a wait
+    gate.signal(1)
+    cts.wait(done, 1)
+
+
 # --------------------------------------------------------------------------- failure
 
 
@@ -326,3 +337,54 @@ def test_affinity_selecting_no_queue_is_invalid(cts):
     assert sem.query() == 0
     cts.device.queue_barrier(ANY, [], [(sem, 1)])
     cts.wait(sem, 1)
+
+
+# --------------------------------------------------------------------------- stress
+
+
+def test_stress_concurrent_submitters_interleave_one_chain(cts):
+    """Several host threads submit the links of one dependency chain in an arbitrary
+    interleaving (link i waits on value i and signals i + 1); links are often submitted
+    before the link they wait on. Every link runs exactly once, in chain order."""
+    threads, links = 4, 1200
+    affinities = cts.queue_affinities()
+    sem = cts.semaphore(0)
+    order: list[int] = []
+
+    def record(args, context):
+        order.append(args[0])
+
+    def submitter(k):
+        for i in range(k + 1, links + 1, threads):
+            affinity = affinities[i % len(affinities)]
+            if i % 3 == 0:
+                cts.device.queue_host_call(
+                    affinity, [(sem, i)], [(sem, i + 1)], record, (i, 0, 0, 0)
+                )
+            else:
+                cts.device.queue_barrier(affinity, [(sem, i)], [(sem, i + 1)])
+
+    workers = [cts.thread(submitter, k) for k in range(threads)]
+    for t in workers:
+        t.join()
+    sem.signal(1)
+    cts.wait(sem, links + 1)
+    assert order == list(range(3, links + 1, 3))
+
+
+def test_stress_independent_chains_from_threads(cts):
+    threads, links = 4, 300
+    affinities = cts.queue_affinities()
+    sems = [cts.semaphore(0) for _ in range(threads)]
+
+    def submitter(k):
+        sem = sems[k]
+        for i in range(links):
+            affinity = affinities[(i + k) % len(affinities)]
+            cts.device.queue_barrier(affinity, [(sem, i)], [(sem, i + 1)])
+        sem.wait(links, TIMEOUT)
+
+    workers = [cts.thread(submitter, k) for k in range(threads)]
+    for t in workers:
+        t.join()
+    assert [s.query() for s in sems] == [links] * threads
