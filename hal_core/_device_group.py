@@ -272,7 +272,12 @@ def edge_from_capabilities(src: DeviceCapabilities, dst: DeviceCapabilities) -> 
         caps |= TopologyCapability.SHARED_SEMAPHORES
     numa = _numa_distance(src, dst)
     if src.memory_domain == dst.memory_domain:
-        caps |= TopologyCapability.UNIFIED_MEMORY | TopologyCapability.PEER_COHERENT
+        # One address space: any copy engine of either side reaches both memories.
+        caps |= (
+            TopologyCapability.UNIFIED_MEMORY
+            | TopologyCapability.PEER_COHERENT
+            | TopologyCapability.P2P_COPY
+        )
         link = LinkClass.SAME_DIE
         buffer_mode = InteropMode.NATIVE
     elif src.memory_domain == HOST_MEMORY_DOMAIN and dst.host_memory_access <= InteropMode.IMPORT:
@@ -417,6 +422,9 @@ class DeviceGroup:
         group._closed = False
         group._copy_history = collections.deque(maxlen=_COPY_HISTORY)
         group._index = {id(d): i for i, d in enumerate(members)}
+        # Set while ``copy`` submits its own ops, so ``route_queue_copy`` (reached again
+        # through ``Device.queue_copy``) neither re-routes nor records them twice.
+        group._submitting = threading.local()
         try:
             caps = [query_device_capabilities(d) for d in members]
             group._capabilities = tuple(caps)
@@ -554,6 +562,24 @@ class DeviceGroup:
         source.resolve_range(source_offset, length)
         target.resolve_range(target_offset, length)
         chosen = self._select(e, s, t, strategy)
+        submitting = self._submitting
+        submitting.active = True
+        try:
+            executed = self._submit_copy(
+                chosen, e, s, t, affinity, wait, signal, source, source_offset, target,
+                target_offset, length,
+            )
+        finally:
+            submitting.active = False
+        self._copy_history.append(CopyRecord(chosen, s, t, executed, length))
+        return chosen
+
+    def _submit_copy(
+        self, chosen: CopyStrategy, e: int, s: int, t: int, affinity: int,
+        wait: SemaphoreList, signal: SemaphoreList, source: Buffer, source_offset: int,
+        target: Buffer, target_offset: int, length: int,
+    ) -> tuple[int, ...]:
+        exec_dev = self._devices[e]
         if chosen == CopyStrategy.NATIVE:
             exec_dev.queue_copy(
                 affinity, wait, signal, source, source_offset, target, target_offset, length
@@ -573,8 +599,7 @@ class DeviceGroup:
                 target_offset, length,
             )
             executed = (s, t)
-        self._copy_history.append(CopyRecord(chosen, s, t, executed, length))
-        return chosen
+        return executed
 
     def route_queue_copy(
         self,
@@ -592,6 +617,8 @@ class DeviceGroup:
         device: choose as ``copy`` does. Returns False when ``device`` should run the copy
         itself (NATIVE, recorded here), True when the group ran it (PEER or STAGED).
         Buffers of devices outside the group are left to the device (False)."""
+        if getattr(self._submitting, "active", False):
+            return False
         e = self.index_of(device)
         index = self._index
         s = e if source.device is None else index.get(id(source.device))
