@@ -1,0 +1,171 @@
+"""The amdgpu driver end to end over the software HSA agent."""
+
+import numpy as np
+import pytest
+
+import hal_core
+from hal_core import (
+    BufferParams, BufferUsage, IncompatibleError, InvalidArgumentError, MemoryType,
+    NotFoundError, UnimplementedError,
+)
+from hal_core._executable import ExecutableCache
+from hal_amdgpu.agents import discover_agents
+from hal_amdgpu.kernels import CTS_SOURCES, code_object_path
+from hal_amdgpu.topology import LinkClass, LinkFlag
+
+
+@pytest.fixture
+def device():
+    dev = hal_core.create_device("amdgpu://0,1?hsa=soft")
+    yield dev
+    dev.close()
+
+
+def test_discovery(soft_hsa):
+    system = discover_agents(soft_hsa)
+    assert len(system.cpus) == 1 and len(system.gpus) == 2
+    g = system.gpus[0]
+    assert g.isa_names == ("amdgcn-amd-amdhsa--gfx1100",)
+    assert g.uuid.startswith("GPU-") and g.vendor == "AMD" and g.wavefront_size == 32
+    assert g.compute_unit_count > 0 and g.node == 1 and g.bdf == "0000:10:00.0"
+    assert system.nearest_cpu(g) == system.cpus[0]
+
+
+def test_device_opens_and_reports_soft(device):
+    backend = device.backend
+    assert backend.hsa_implementation == "soft" and "soft" in backend.describe()
+    assert device.queue_count == 4
+    assert device.query_i64("amdgpu", "soft_hsa") == 1
+
+
+def test_soft_selected_only_when_asked(monkeypatch):
+    monkeypatch.delenv("HAL_AMDGPU_HSA", raising=False)
+    driver = hal_core.registry().driver("amdgpu")
+    with pytest.raises(InvalidArgumentError, match="hsa="):
+        driver.create_device_by_path("", {"hsa": "fake"})
+    with pytest.raises(InvalidArgumentError, match="soft_gpus"):
+        driver.create_device_by_path("", {"soft_gpus": "gfx1100"})
+    monkeypatch.setenv("HAL_AMDGPU_HSA", "soft")
+    dev = hal_core.create_device("amdgpu://1")
+    assert dev.backend.hsa_implementation == "soft"
+    infos = driver.query_available_devices()
+    assert infos[0].device_id == 0 and "2 Visible GPU Agents" in infos[0].name
+    assert [i.device_id for i in infos[1:]] == [1, 2]
+    dev.close()
+
+
+def test_allocate_and_map(device):
+    heaps = device.allocator.query_memory_heaps()
+    assert [h.type for h in heaps][0] == MemoryType.DEVICE_LOCAL
+    host = device.allocator.allocate_buffer(
+        BufferParams(type=MemoryType.HOST_LOCAL, usage=BufferUsage.DEFAULT | BufferUsage.MAPPING),
+        4096)
+    assert host.memory_type.has(MemoryType.HOST_LOCAL)
+    view = host.host_bytes()
+    view[:4] = [1, 2, 3, 4]
+    assert bytes(host.host_bytes()[:4]) == b"\x01\x02\x03\x04"
+    fine = device.allocator.allocate_buffer(
+        BufferParams(type=MemoryType.HOST_VISIBLE | MemoryType.DEVICE_LOCAL,
+                     usage=BufferUsage.DEFAULT | BufferUsage.MAPPING), 100)
+    assert fine.memory_type.has(MemoryType.DEVICE_LOCAL | MemoryType.HOST_VISIBLE)
+    assert not fine.host_bytes().any()
+    dev_local = device.allocator.allocate_buffer(BufferParams(), 256)
+    assert dev_local.memory_type == MemoryType.DEVICE_LOCAL
+    with pytest.raises(hal_core.PermissionDeniedError):
+        dev_local.host_bytes()
+
+
+def test_allocations_granted_to_device_agents_only():
+    dev = hal_core.create_device("amdgpu://0?hsa=soft&soft_gpus=gfx1100,gfx1100")
+    rt = dev.backend.hsa.lib
+    buf = dev.allocator.allocate_buffer(BufferParams(), 64)
+    alloc = rt.memory.find(buf.storage().address)
+    gpu0, gpu1 = (g.handle for g in dev.backend.system.gpus)
+    assert gpu0 in alloc.allowed_agents and gpu1 not in alloc.allowed_agents
+    assert dev.backend.cpus[0].handle in alloc.allowed_agents
+    live = rt.memory.live_count()
+    buf.storage().release()
+    buf.storage().release()  # idempotent
+    assert rt.memory.live_count() == live - 1
+    dev.close()
+
+
+def test_mapping_device_local_needs_optional(device):
+    with pytest.raises(InvalidArgumentError):
+        device.allocator.allocate_buffer(BufferParams(usage=BufferUsage.DEFAULT
+                                                      | BufferUsage.MAPPING), 64)
+    buf = device.allocator.allocate_buffer(
+        BufferParams(usage=BufferUsage.DEFAULT | BufferUsage.MAPPING
+                     | BufferUsage.MAPPING_OPTIONAL), 64)
+    assert buf.memory_type == MemoryType.DEVICE_LOCAL
+
+
+def test_import_host(device):
+    data = np.arange(64, dtype=np.uint8)
+    buf = device.allocator.import_host_buffer(BufferParams(), data)
+    assert bytes(buf.host_bytes()[:3]) == b"\x00\x01\x02"
+
+
+@pytest.mark.parametrize("source", CTS_SOURCES)
+def test_loads_cts_executables_on_two_gpus(device, source):
+    cache = ExecutableCache(device, "cts")
+    assert "hsaco" in cache.formats() and "gfx1100" in cache.formats()
+    exe = cache.prepare("hsaco", code_object_path(source, "gfx1100"))
+    assert exe.function_count >= 1
+    info = exe.backend.dispatch_info
+    assert len(info) == 2 and all(d.kernel_object for row in info for d in row)
+    assert info[0][0].kernel_object != info[1][0].kernel_object  # one load per GPU
+    exe.backend.close()
+    exe.backend.close()
+
+
+def test_function_reflection(device):
+    exe = ExecutableCache(device, "cts").prepare(
+        "hsaco", code_object_path("scale_and_offset", "gfx1100"))
+    info = exe.function_info("scale_and_offset")
+    assert (info.binding_count, info.constant_count) == (2, 3)
+    wg = ExecutableCache(device, "cts").prepare(
+        "hsaco", code_object_path("workgroup_ids", "gfx1100").read_bytes())
+    assert wg.function_info("write_workgroup_ids").workgroup_size == (64, 1, 1)
+    with pytest.raises(NotFoundError):
+        exe.lookup_function("nope")
+
+
+def test_incompatible_code_object_names_both_targets(device):
+    with pytest.raises(IncompatibleError) as info:
+        device.backend.load_executable(code_object_path("multi_entry", "gfx90a"))
+    assert "gfx90a" in str(info.value) and "gfx1100" in str(info.value)
+    # The device still works afterwards.
+    device.backend.load_executable(code_object_path("multi_entry", "gfx1100")).close()
+
+
+def test_malformed_executable_is_invalid_argument(device):
+    with pytest.raises(InvalidArgumentError):
+        device.backend.load_executable(b"\x7fELF" + b"\0" * 100)
+    with pytest.raises(hal_core.UnimplementedError):
+        ExecutableCache(device, "x").prepare(
+            "hsaco", code_object_path("multi_entry", "gfx1100"), constants=[1])
+
+
+def test_topology_edges(device):
+    peer = device.backend.topology_edge(0, 1)
+    assert peer.link_class == LinkClass.NVLINK_IF and peer.hops == 1
+    assert peer.flags & LinkFlag.XGMI and peer.flags & LinkFlag.PEER_ACCESS_REQUIRES_GRANT
+    same = device.backend.topology_edge(0, 0)
+    assert same.link_class == LinkClass.SAME_DIE and same.copy_cost == 0
+
+
+def test_submit_is_unimplemented_and_names_part_2(device):
+    sem = device.create_semaphore(0)
+    with pytest.raises(UnimplementedError, match="part 2"):
+        device.queue_barrier(signal=[(sem, 1)])
+    assert sem.query() == 0  # nothing was signalled or failed
+
+
+def test_close_is_idempotent():
+    dev = hal_core.create_device("amdgpu://?hsa=soft")
+    rt = dev.backend.hsa.lib
+    before = rt.init_count
+    dev.close()
+    dev.close()
+    assert rt.init_count == before - 1
