@@ -84,6 +84,10 @@ HOST_MEMORY_DOMAIN = "host"
 
 _COPY_HISTORY = 64  # copy records kept for introspection (a bounded ring, newest last)
 
+# Serialises "is this device in a group?" checks with the assignments, so two groups built
+# at once from one device cannot both take it. Held only around non-blocking backend hooks.
+_MEMBERSHIP_LOCK = threading.Lock()
+
 
 class LinkClass(enum.IntEnum):
     """The physical path between two devices (IREE's link classes, best first)."""
@@ -412,7 +416,14 @@ class DeviceGroup:
         ``owns_devices``: ``close()`` also closes the devices.
         """
         members = list(devices)
-        _check_members(members)
+        with _MEMBERSHIP_LOCK:
+            _check_members(members)
+            return cls._build(members, owns_devices, session_epoch, machine_index)
+
+    @classmethod
+    def _build(
+        cls, members: list[Device], owns_devices: bool, session_epoch: int, machine_index: int
+    ) -> "DeviceGroup":
         tracker = FrontierTracker(session_epoch=session_epoch, machine_index=machine_index)
         group = object.__new__(cls)
         group._devices = tuple(members)
@@ -747,9 +758,10 @@ class DeviceGroup:
             if self._closed:
                 return
             self._closed = True
-        for device in reversed(self._devices):
-            if device.topology_info is not None and device.topology_info.group is self:
-                _assign(device, None)
+        with _MEMBERSHIP_LOCK:
+            for device in reversed(self._devices):
+                if device.topology_info is not None and device.topology_info.group is self:
+                    _assign(device, None)
         self._tracker.close()
         if self._owns:
             for device in self._devices:
