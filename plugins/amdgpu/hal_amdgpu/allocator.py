@@ -43,7 +43,8 @@ HEAP_TYPES = (
 _HOST_USAGE = (BufferUsage.TRANSFER | BufferUsage.DISPATCH | BufferUsage.MAPPING
                | BufferUsage.MAPPING_PERSISTENT | BufferUsage.MAPPING_OPTIONAL
                | BufferUsage.SHARING_CONCURRENT)
-_DEVICE_USAGE = BufferUsage.TRANSFER | BufferUsage.DISPATCH | BufferUsage.MAPPING_OPTIONAL | BufferUsage.SHARING_CONCURRENT
+_DEVICE_USAGE = (BufferUsage.TRANSFER | BufferUsage.DISPATCH | BufferUsage.MAPPING_OPTIONAL
+                 | BufferUsage.SHARING_CONCURRENT)
 _MAPPING_BITS = (BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT
                  | BufferUsage.MAPPING_ACCESS_RANDOM | BufferUsage.MAPPING_ACCESS_SEQUENTIAL_WRITE)
 

@@ -40,7 +40,7 @@ replay it concurrently.
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import attrs
 import numpy as np

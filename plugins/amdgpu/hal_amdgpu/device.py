@@ -41,7 +41,9 @@ class AmdgpuDeviceBackend:
         self.gpu_pools: tuple[GpuPools, ...] = tuple(find_gpu_pools(hsa, g) for g in self.gpus)
         self.cpu_pools: tuple[CpuPools, ...] = tuple(find_cpu_pools(hsa, c) for c in self.cpus)
         self.queue_count = QUEUES_PER_GPU * len(self.gpus)
-        access = list(dict.fromkeys([g.handle for g in self.gpus] + [c.handle for c in self.cpus]))
+        # Grant to the selected GPUs and their nearest CPUs, never to every agent.
+        access = list(dict.fromkeys([g.handle for g in self.gpus]
+                                    + [c.handle for c in self.cpus]))
         self.allocator = HsaAllocatorBackend(hsa, list(self.gpu_pools),
                                              self.cpu_pools[0].fine, access)
         self.device: Any = None
@@ -68,8 +70,8 @@ class AmdgpuDeviceBackend:
 
     def submit(self, op: QueueOp) -> None:
         raise UnimplementedError(
-            f"amdgpu queue operation {QueueOpKind(op.kind).name} is not implemented yet: AQL host queues "
-            "and command buffers are part 2 of the amdgpu driver (this device can allocate "
+            f"amdgpu queue operation {QueueOpKind(op.kind).name} is not implemented yet: AQL "
+            "host queues and command buffers are part 2 of the amdgpu driver (this device can allocate "
             "and map memory and load executables)"
         )
 

@@ -104,7 +104,7 @@ class AmdgpuExecutable:
         self.code_object = code_object
         self.kernels = tuple(kernels)
         self.layouts = tuple(layouts)
-        self.functions = tuple(_function_info(k, l) for k, l in zip(kernels, layouts))
+        self.functions = tuple(_function_info(k, lay) for k, lay in zip(kernels, layouts))
         self.dispatch_info = tuple(tuple(row) for row in dispatch_info)
         self._finalizer = weakref.finalize(self, _destroy, hsa, handle)
 

@@ -765,4 +765,5 @@ def _init_hint() -> str:
             "/dev/kfd exists but is not readable and writable by this user: add the user to "
             "the 'render' and 'video' groups."
         )
-    return "Check that ROCR_VISIBLE_DEVICES does not hide every GPU and that dmesg shows no amdgpu errors."
+    return ("Check that ROCR_VISIBLE_DEVICES does not hide every GPU and that dmesg shows no "
+            "amdgpu errors.")

@@ -1,5 +1,4 @@
 import pytest
-
 from hal_amdgpu.hsa import HsaLibrary
 from hal_amdgpu.soft_hsa import SoftHsaRuntime, SoftSystemConfig
 

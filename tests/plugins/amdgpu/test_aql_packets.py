@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-
 from hal_amdgpu import aql_packets as aql
 
 HSA_INCLUDE = "/usr/include/hsa"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-import hal_core as hal
 from hal_amdgpu import aql_packets as aql
 from hal_amdgpu.aql_ring import NOP_HEADER_WORD, READ_INDEX_WORD, WRITE_INDEX_WORD, AqlRing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hal_core as hal
 
 
 class FakeQueue:

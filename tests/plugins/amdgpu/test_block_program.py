@@ -6,21 +6,34 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-import hal_core as hal
-from hal_core._command_buffer import (
-    CMD_BARRIER, CMD_COPY, CMD_DISPATCH, CMD_FILL, CMD_UPDATE, BufferRef, CommandBufferMode,
-    DispatchConfig, DispatchFlags,
-)
 from hal_amdgpu import aql_packets as aql
 from hal_amdgpu.aql_ring import READ_INDEX_WORD, AqlRing
 from hal_amdgpu.block_processor import BlockProcessor
 from hal_amdgpu.block_program import (
-    BINDING_SOURCE_DTYPE, BLOCK_MAGIC, BuiltinKernels, CommandFlags, KernargStrategy,
-    KernelDescriptor, Opcode, build_program,
+    BINDING_SOURCE_DTYPE,
+    BLOCK_MAGIC,
+    BuiltinKernels,
+    CommandFlags,
+    KernelDescriptor,
+    Opcode,
+    build_program,
 )
 from hal_amdgpu.kernarg_ring import KernargRing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hal_core as hal
+from hal_core._command_buffer import (
+    CMD_BARRIER,
+    CMD_COPY,
+    CMD_DISPATCH,
+    CMD_FILL,
+    CMD_UPDATE,
+    BufferRef,
+    CommandBufferMode,
+    DispatchConfig,
+    DispatchFlags,
+)
 
 BASE = 0x100000
 FILL = {1: 0xF1, 2: 0xF2, 4: 0xF4, 8: 0xF8}

@@ -2,11 +2,12 @@ import struct
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from hal_core import InvalidArgumentError
 from hal_amdgpu.code_object import parse_hsaco, parse_metadata, reflect_hal_layout
 from hal_amdgpu.kernels import CTS_SOURCES, KERNEL_DIR, available_targets, code_object_path
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hal_core import InvalidArgumentError
 
 HSACO = code_object_path("scale_and_offset", "gfx1100").read_bytes()
 
@@ -29,7 +30,8 @@ def test_scale_and_offset_metadata():
     assert k.symbol == "scale_and_offset.kd"
     assert [a.name for a in k.args] == ["in", "out", "scale", "offset", "count"]
     layout = reflect_hal_layout(k)
-    assert (layout.binding_count, layout.constant_count, layout.implicit_args_offset) == (2, 3, None)
+    assert layout.binding_count == 2 and layout.constant_count == 3
+    assert layout.implicit_args_offset is None
 
 
 def test_reqd_workgroup_size_and_implicit_args():

@@ -1,10 +1,10 @@
 import pytest
-
-from hal_core import IncompatibleError, InvalidArgumentError, NotFoundError
 from hal_amdgpu.agents import discover_agents
 from hal_amdgpu.device_selection import device_id_for, select_by_id, select_by_path
 from hal_amdgpu.hsa import HsaLibrary
 from hal_amdgpu.soft_hsa import SoftHsaRuntime, SoftSystemConfig
+
+from hal_core import IncompatibleError, InvalidArgumentError, NotFoundError
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from hal_amdgpu.aql_packets import BARRIER_DTYPE, BARRIER_VALUE_DTYPE, KERNEL_DISPATCH_DTYPE
 from hal_amdgpu.hsa import ffi
 

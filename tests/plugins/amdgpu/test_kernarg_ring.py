@@ -6,10 +6,11 @@ from collections import deque
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hal_amdgpu.kernarg_ring import KERNARG_BLOCK_SIZE, KernargRing, blocks_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hal_core as hal
-from hal_amdgpu.kernarg_ring import KERNARG_BLOCK_SIZE, KernargRing, blocks_for
 
 
 def make(blocks: int) -> KernargRing:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hal_amdgpu.notification_ring import NotificationRing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hal_core as hal
-from hal_amdgpu.notification_ring import NotificationRing
 
 
 class Sem:

@@ -3,10 +3,10 @@
 import os
 
 import pytest
+from hal_amdgpu.hsa import LIBHSA_ENV, HsaLibrary, candidate_paths, load_libhsa
 
 import hal_core
 from hal_core import StatusCode, UnavailableError
-from hal_amdgpu.hsa import LIBHSA_ENV, HsaLibrary, candidate_paths, load_libhsa
 
 needs_rocr = pytest.mark.skipif(
     not any(os.path.exists(os.path.join(d, "libhsa-runtime64.so.1"))

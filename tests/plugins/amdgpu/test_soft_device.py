@@ -2,16 +2,21 @@
 
 import numpy as np
 import pytest
-
-import hal_core
-from hal_core import (
-    BufferParams, BufferUsage, IncompatibleError, InvalidArgumentError, MemoryType,
-    NotFoundError, UnimplementedError,
-)
-from hal_core._executable import ExecutableCache
 from hal_amdgpu.agents import discover_agents
 from hal_amdgpu.kernels import CTS_SOURCES, code_object_path
 from hal_amdgpu.topology import LinkClass, LinkFlag
+
+import hal_core
+from hal_core import (
+    BufferParams,
+    BufferUsage,
+    IncompatibleError,
+    InvalidArgumentError,
+    MemoryType,
+    NotFoundError,
+    UnimplementedError,
+)
+from hal_core._executable import ExecutableCache
 
 
 @pytest.fixture

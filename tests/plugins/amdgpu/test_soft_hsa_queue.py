@@ -4,14 +4,19 @@ import threading
 
 import numpy as np
 import pytest
-
 from hal_amdgpu.agents import discover_agents
 from hal_amdgpu.aql_packets import (
-    BARRIER_DTYPE, BARRIER_VALUE_DTYPE, DISPATCH_SETUP_3D, KERNEL_DISPATCH_DTYPE, AmdFormat,
-    FenceScope, PacketType, make_header,
+    BARRIER_DTYPE,
+    BARRIER_VALUE_DTYPE,
+    DISPATCH_SETUP_3D,
+    KERNEL_DISPATCH_DTYPE,
+    AmdFormat,
+    FenceScope,
+    PacketType,
+    make_header,
 )
 from hal_amdgpu.executable import load_executable
-from hal_amdgpu.hsa import HsaStatus, SignalCondition, UINT64_MAX, ffi
+from hal_amdgpu.hsa import UINT64_MAX, HsaStatus, SignalCondition, ffi
 from hal_amdgpu.kernels import code_object_path
 from hal_amdgpu.memory_pools import find_cpu_pools, find_gpu_pools
 

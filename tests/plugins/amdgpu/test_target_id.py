@@ -1,10 +1,16 @@
 import pytest
-from hypothesis import given, settings, strategies as st
+from hal_amdgpu.target_id import (
+    Feature,
+    TargetId,
+    TargetKind,
+    check_compatible,
+    compatibility_problem,
+    target_from_e_flags,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hal_core import IncompatibleError, InvalidArgumentError
-from hal_amdgpu.target_id import (
-    Feature, TargetId, TargetKind, check_compatible, compatibility_problem, target_from_e_flags,
-)
 
 
 @pytest.mark.parametrize("text,kind,version,fmt", [

@@ -90,7 +90,8 @@ def _fill(dtype: Any) -> HostTwin:
     def twin(ctx: HostTwinContext) -> None:
         a = ctx.args
         n = int(a["element_length"])
-        ctx.array(a["target"], n, dtype)[:] = np.array(int(a["pattern"]), dtype=np.uint64).astype(dtype)
+        pattern = np.array(int(a["pattern"]), dtype=np.uint64).astype(dtype)
+        ctx.array(a["target"], n, dtype)[:] = pattern
 
     return twin
 

@@ -101,7 +101,8 @@ class SoftQueue:
         cond = self.runtime.signals.cond
         while True:
             with cond:
-                while not self._stop and self._headers[self.read_index & self.mask] == _INVALID_HEADER:
+                while (not self._stop
+                       and self._headers[self.read_index & self.mask] == _INVALID_HEADER):
                     cond.wait()
                 if self._stop:
                     return

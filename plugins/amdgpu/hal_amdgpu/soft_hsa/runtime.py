@@ -17,13 +17,16 @@ import threading
 import time
 from typing import Any
 
-from ..code_object import parse_hsaco
+from ..code_object import HalError, parse_hsaco
 from ..hsa import (
+    HSA_EXTENSION_AMD_LOADER,
+    UINT64_MAX,
     AgentInfo,
     AgentPoolInfo,
     HsaStatus,
     IsaInfo,
     LinkType,
+    LoadedCodeObjectInfo,
     PoolAccess,
     PoolGlobalFlag,
     PoolInfo,
@@ -32,13 +35,9 @@ from ..hsa import (
     SymbolInfo,
     SymbolKind,
     SystemInfo,
-    LoadedCodeObjectInfo,
-    HSA_EXTENSION_AMD_LOADER,
-    UINT64_MAX,
     ffi,
 )
 from ..target_id import TargetId, compatibility_problem
-from ..code_object import HalError
 from .config import SoftAgentConfig, SoftPoolConfig, SoftSystemConfig
 from .host_twins import BUILTIN_TWINS, HostTwin
 from .loader import SoftExecutable, SoftKernelObject, SoftLoadedCodeObject, SoftReader
@@ -434,7 +433,7 @@ class SoftHsaRuntime:
         alloc = self.memory.allocate(size, p.config.alignment, owner_agent=p.agent,
                                      pool=p.handle,
                                      accessible_by_all=p.config.accessible_by_all)
-        for handle, cfg in self._agents.items():
+        for handle in self._agents:
             if self._access(handle, p) == PoolAccess.ALLOWED_BY_DEFAULT:
                 alloc.allowed_agents.add(handle)
         ptr[0] = ffi.cast("void*", alloc.address)
