@@ -71,8 +71,8 @@ class AmdgpuDeviceBackend:
     def submit(self, op: QueueOp) -> None:
         raise UnimplementedError(
             f"amdgpu queue operation {QueueOpKind(op.kind).name} is not implemented yet: AQL "
-            "host queues and command buffers are part 2 of the amdgpu driver (this device can allocate "
-            "and map memory and load executables)"
+            "host queues and command buffers are part 2 of the amdgpu driver (this device "
+            "can allocate and map memory and load executables)"
         )
 
     # -- executables --------------------------------------------------------------------
