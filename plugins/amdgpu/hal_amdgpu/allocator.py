@@ -153,8 +153,16 @@ class HsaAllocatorBackend:
             hsa.lib.hsa_amd_memory_pool_free(out[0])
             hsa.check(status, "hsa_amd_agents_allow_access")
         storage = HsaStorage(hsa, address, size, heap, host_visible=heap != 0)
+        # HAL allocations are zero-filled; device-local memory is not host-writable, so
+        # HSA fills it (granule-rounded sizes are multiples of 4).
         if storage.host_array is not None:
-            storage.host_array[:] = 0  # HAL allocations are zero-filled
+            storage.host_array[:] = 0
+        elif size:
+            words = pool.round_up(size) // 4
+            status = hsa.lib.hsa_amd_memory_fill(out[0], 0, words)
+            if status != 0:
+                storage.release()
+                hsa.check(status, f"hsa_amd_memory_fill({size} bytes)")
         return storage, HEAP_TYPES[heap]
 
     def import_host(self, params: BufferParams, array: Any) -> tuple[Any, MemoryType]:

@@ -232,6 +232,7 @@ hsa_status_t hsa_amd_memory_pool_free(void* ptr);
 hsa_status_t hsa_amd_agents_allow_access(uint32_t num_agents, const hsa_agent_t* agents,
                                          const uint32_t* flags, const void* ptr);
 hsa_status_t hsa_memory_copy(void* dst, const void* src, size_t size);
+hsa_status_t hsa_amd_memory_fill(void* ptr, uint32_t value, size_t count);
 hsa_status_t hsa_amd_memory_lock(void* host_ptr, size_t size, hsa_agent_t* agents,
                                  int num_agent, void** agent_ptr);
 hsa_status_t hsa_amd_memory_unlock(void* host_ptr);

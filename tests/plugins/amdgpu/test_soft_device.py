@@ -174,3 +174,45 @@ def test_close_is_idempotent():
     dev.close()
     dev.close()
     assert rt.init_count == before - 1
+
+
+def test_device_local_memory_is_zero_filled_through_hsa(device):
+    rt = device.backend.hsa.lib
+    calls = []
+    real_fill = rt.hsa_amd_memory_fill
+
+    def fill(ptr, value, count):
+        calls.append((value, count))
+        return real_fill(ptr, value, count)
+
+    rt.hsa_amd_memory_fill = fill
+    try:
+        buf = device.allocator.allocate_buffer(BufferParams(), 100)
+    finally:
+        del rt.hsa_amd_memory_fill
+    assert calls == [(0, 4096 // 4)]  # the whole granule-rounded allocation
+    assert not rt.memory.view(buf.storage().address, 100).any()
+
+
+def test_bad_soft_gpu_list_is_invalid_argument():
+    with pytest.raises(InvalidArgumentError, match="gfxzz"):
+        hal_core.create_device("amdgpu://?hsa=soft&soft_gpus=gfx1100,gfxzz")
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        hal_core.create_device("amdgpu://?hsa=soft&soft_gpus=,")
+    # The driver keeps working after bad input.
+    hal_core.create_device("amdgpu://?hsa=soft").close()
+
+
+def test_dump_device_info_names_implementation(monkeypatch):
+    monkeypatch.setenv("HAL_AMDGPU_HSA", "soft")
+    text = hal_core.registry().driver("amdgpu").dump_device_info(0)
+    assert "soft" in text and "gfx1100" in text and "GPU 1" in text
+
+
+def test_mixed_gpus_default_device_takes_compatible_ones():
+    dev = hal_core.create_device("amdgpu://?hsa=soft&soft_gpus=gfx1100,gfx90a,gfx1100")
+    assert [g.name for g in dev.backend.gpus] == ["gfx1100", "gfx1100"]
+    assert dev.queue_count == 4
+    dev.close()
+    with pytest.raises(IncompatibleError):
+        hal_core.create_device("amdgpu://0,1?hsa=soft&soft_gpus=gfx1100,gfx90a")

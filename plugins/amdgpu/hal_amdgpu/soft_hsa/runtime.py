@@ -463,6 +463,13 @@ class SoftHsaRuntime:
         ffi.memmove(dst, src, size)
         return _OK
 
+    def hsa_amd_memory_fill(self, ptr: Any, value: int, count: int) -> int:
+        address = int(ffi.cast("uintptr_t", ptr))
+        if address % 4 or self.memory.find(address, 4 * int(count)) is None:
+            return int(_S.ERROR_INVALID_ARGUMENT)
+        self.memory.view(address, 4 * int(count)).view("<u4")[:] = value
+        return _OK
+
     def hsa_amd_memory_lock(self, host_ptr: Any, size: int, agents: Any, num_agent: int,
                             agent_ptr: Any) -> int:
         address = int(ffi.cast("uintptr_t", host_ptr))
