@@ -20,6 +20,7 @@ from .agents import SystemAgents, discover_agents
 from .device import AmdgpuDeviceBackend
 from .device_selection import device_id_for, select_by_id, select_by_path
 from .hsa import HsaLibrary
+from .system_info import query_system
 
 __all__ = ["AmdgpuDriverBackend", "HSA_ENV"]
 
@@ -60,6 +61,7 @@ class AmdgpuDriverBackend:
             hsa = HsaLibrary.open_rocr(self._search_paths)
         hsa.init()
         try:
+            query_system(hsa)
             return hsa, discover_agents(hsa)
         except BaseException:
             hsa.shut_down()

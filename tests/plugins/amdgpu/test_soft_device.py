@@ -216,3 +216,72 @@ def test_mixed_gpus_default_device_takes_compatible_ones():
     dev.close()
     with pytest.raises(IncompatibleError):
         hal_core.create_device("amdgpu://0,1?hsa=soft&soft_gpus=gfx1100,gfx90a")
+
+
+def test_system_requirements(soft_hsa):
+    from hal_amdgpu.system_info import query_system
+
+    info = query_system(soft_hsa)
+    assert info.version_major == 1 and info.timestamp_frequency == 1_000_000_000
+    assert info.loader_minor_version == 3
+    rt = soft_hsa.lib
+    rt.hsa_system_major_extension_supported = lambda ext, major, minor, result: (
+        result.__setitem__(0, False) or 0)
+    try:
+        with pytest.raises(IncompatibleError, match="loader extension"):
+            query_system(soft_hsa)
+    finally:
+        del rt.hsa_system_major_extension_supported
+
+
+def test_loader_extension_table_reports_loaded_code_objects(device):
+    from hal_amdgpu.hsa import HSA_EXTENSION_AMD_LOADER, LoadedCodeObjectInfo, ffi
+
+    hsa = device.backend.hsa
+    exe = device.backend.load_executable(code_object_path("multi_entry", "gfx1100"))
+    table = ffi.new("hsa_ven_amd_loader_1_03_pfn_t*")
+    hsa.check(hsa.lib.hsa_system_get_major_extension_table(
+        HSA_EXTENSION_AMD_LOADER, 1, ffi.sizeof(table[0]), table), "table")
+    found = []
+
+    @ffi.callback("hsa_status_t(hsa_executable_t, hsa_loaded_code_object_t, void*)")
+    def visit(executable, loaded, data):
+        agent = ffi.new("hsa_agent_t*")
+        size = ffi.new("uint64_t*")
+        table.hsa_ven_amd_loader_loaded_code_object_get_info(loaded, LoadedCodeObjectInfo.AGENT,
+                                                             agent)
+        table.hsa_ven_amd_loader_loaded_code_object_get_info(
+            loaded, LoadedCodeObjectInfo.LOAD_SIZE, size)
+        found.append((agent[0].handle, size[0]))
+        return 0
+
+    handle = ffi.new("hsa_executable_t*", [exe.handle])[0]
+    assert table.hsa_ven_amd_loader_executable_iterate_loaded_code_objects(
+        handle, visit, ffi.NULL) == 0
+    assert [a for a, _ in found] == [g.handle for g in device.backend.gpus]
+    assert all(size > 0 for _, size in found)
+    exe.close()
+
+
+def test_concurrent_allocation_stress(device):
+    import threading
+
+    rt = device.backend.hsa.lib
+    before = rt.memory.live_count()
+    errors = []
+
+    def worker():
+        try:
+            for i in range(40):
+                buf = device.allocator.allocate_buffer(
+                    BufferParams(type=MemoryType.HOST_LOCAL), 64 + i)
+                buf.storage().release()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and rt.memory.live_count() == before
