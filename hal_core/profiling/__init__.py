@@ -25,7 +25,13 @@ from ._options import (
     parse_families,
 )
 from ._perfetto import PerfettoSink, perfetto_trace, write_perfetto
-from ._profilers import ProfilerFactory, ProfilerInfo, available_profilers, create_profiler
+from ._profilers import (
+    ProfilerFactory,
+    ProfilerInfo,
+    available_profilers,
+    create_profiler,
+    describe_profilers,
+)
 from ._records import (
     CONTENT_TYPE_PREFIX,
     PRODUCER_METRIC_BASE,
@@ -95,6 +101,7 @@ __all__ = [
     "available_profilers",
     "create_profiler",
     "decode_records",
+    "describe_profilers",
     "host_time_ns",
     "pack_records",
     "parse_families",

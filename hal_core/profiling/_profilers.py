@@ -16,7 +16,13 @@ import attrs
 from .._status import InvalidArgumentError, NotFoundError, UnavailableError
 from ._options import ProfilingDataFamily
 
-__all__ = ["ProfilerFactory", "ProfilerInfo", "available_profilers", "create_profiler"]
+__all__ = [
+    "ProfilerFactory",
+    "ProfilerInfo",
+    "available_profilers",
+    "create_profiler",
+    "describe_profilers",
+]
 
 
 @attrs.frozen
@@ -87,3 +93,20 @@ def create_profiler(
         f"no profiler named {name!r} (known: {known}); install the distribution that "
         "provides it (it registers through the hal_profilers hook)"
     )
+
+
+def describe_profilers() -> list[dict[str, str]]:
+    """Rows for ``hal info``: name, plugin, needed data families and description."""
+    return [
+        {
+            "name": p.name,
+            "plugin": p.plugin,
+            "data_families": ",".join(
+                m.name.lower().replace("_", "-")
+                for m in ProfilingDataFamily
+                if m and m.name and p.data_families & m
+            ),
+            "description": p.description,
+        }
+        for p in available_profilers()
+    ]

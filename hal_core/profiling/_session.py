@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 import numpy as np
@@ -35,31 +35,40 @@ F = ProfilingDataFamily
 
 
 class RecordRing:
-    """A preallocated array of one record kind, filled between flushes.
+    """A preallocated ring of one record kind, filled between flushes.
 
-    ``append(row)`` takes the body fields (everything after ``record_length``) as a tuple.
+    ``append(row)`` takes the body fields (everything after ``record_length``) as a tuple
+    and stores it in a preallocated slot: one short lock and one list store, the cheapest
+    thing Python offers (a numpy structured-row store costs about three times as much).
+    ``drain`` packs the rows into the kind's numpy structured layout off the hot path.
     When full: an aggregate ring counts the drop (the chunk is marked TRUNCATED); a precise
     ring counts it too and the session fails at the next flush (RESOURCE_EXHAUSTED).
     """
 
-    __slots__ = ("schema", "precise", "capacity", "_lock", "_data", "_body", "_count", "dropped")
+    __slots__ = ("schema", "precise", "capacity", "row_fields", "_lock", "_slots", "_count",
+                 "dropped", "_row_dtype")
 
-    def __init__(self, schema: R.RecordSchema, capacity: int, precise: bool) -> None:
+    def __init__(
+        self, schema: R.RecordSchema, capacity: int, precise: bool,
+        row_fields: Sequence[str] | None = None,
+    ) -> None:
         self.schema = schema
         self.precise = precise
         self.capacity = capacity
+        # The fields a producer passes, in order; the rest (device ordinal, stream and
+        # event ids, constants) are filled at drain time, off the hot path.
+        self.row_fields = list(row_fields or schema.body_fields)
         self._lock = threading.Lock()
-        self._data = np.zeros(capacity, dtype=schema.dtype)
-        self._data["record_length"] = schema.dtype.itemsize
-        self._body = self._data[schema.body_fields]  # a field view: rows assign as tuples
+        self._slots: list[Any] = [None] * capacity
         self._count = 0
         self.dropped = 0
+        self._row_dtype = np.dtype([(n, schema.dtype.fields[n][0]) for n in self.row_fields])
 
     def append(self, row: tuple) -> bool:
         with self._lock:
             i = self._count
             if i < self.capacity:
-                self._body[i] = row
+                self._slots[i] = row
                 self._count = i + 1
                 return True
             self.dropped += 1
@@ -68,15 +77,23 @@ class RecordRing:
     def __len__(self) -> int:
         return self._count
 
-    def drain(self) -> tuple[bytes, int]:
-        """Copy out the records and the drop count, and empty the ring."""
+    def drain(self, fill: Callable[[np.ndarray], None] | None = None) -> tuple[bytes, int]:
+        """Take the records and the drop count (emptying the ring) and pack them;
+        ``fill(records)`` completes the fields producers did not pass."""
         with self._lock:
             n = self._count
-            payload = self._data[:n].tobytes()
+            rows = self._slots[:n]
             dropped = self.dropped
             self._count = 0
             self.dropped = 0
-        return payload, dropped
+        if not n:
+            return b"", dropped
+        out = np.zeros(n, dtype=self.schema.dtype)
+        out["record_length"] = self.schema.dtype.itemsize
+        out[self.row_fields] = np.array(rows, dtype=self._row_dtype)
+        if fill is not None:
+            fill(out)
+        return out.tobytes(), dropped
 
 
 @attrs.frozen
@@ -133,15 +150,32 @@ class ProfilingSession:
         self.next_event_id = itertools.count(1).__next__
         cap = options.ring_capacity
 
-        def ring(family: F, schema: R.RecordSchema) -> RecordRing | None:
+        def ring(family: F, schema: R.RecordSchema, fields: str) -> RecordRing | None:
             if not families & family:
                 return None
-            return RecordRing(schema, cap, bool(family & PRECISE_FAMILIES))
+            return RecordRing(schema, cap, bool(family & PRECISE_FAMILIES), fields.split())
 
-        self.queue_events = ring(F.QUEUE_EVENTS, R.QUEUE_EVENTS)
-        self.host_execution_events = ring(F.HOST_EXECUTION_EVENTS, R.HOST_EXECUTION_EVENTS)
-        self.dispatch_events = ring(F.DISPATCH_EVENTS, R.DISPATCH_EVENTS)
-        self.memory_events = ring(F.MEMORY_EVENTS, R.MEMORY_EVENTS)
+        self.queue_events = ring(
+            F.QUEUE_EVENTS, R.QUEUE_EVENTS,
+            "type queue_ordinal submission_id host_time_ns wait_count signal_count "
+            "payload_length command_buffer_id allocation_id dependency_strategy "
+            "operation_count ready_host_time_ns",
+        )
+        self.host_execution_events = ring(
+            F.HOST_EXECUTION_EVENTS, R.HOST_EXECUTION_EVENTS,
+            "type queue_ordinal submission_id start_host_time_ns end_host_time_ns "
+            "status_code payload_length thread_id",
+        )
+        self.dispatch_events = ring(
+            F.DISPATCH_EVENTS, R.DISPATCH_EVENTS,
+            "queue_ordinal event_id submission_id command_buffer_id executable_id "
+            "command_index function_ordinal workgroup_count workgroup_size start_tick end_tick",
+        )
+        self.memory_events = ring(
+            F.MEMORY_EVENTS, R.MEMORY_EVENTS,
+            "type queue_ordinal host_time_ns allocation_id length pool_id backing_id "
+            "submission_id offset alignment pool_bytes_reserved pool_bytes_committed flags",
+        )
         self._rings = [
             r
             for r in (self.queue_events, self.host_execution_events, self.dispatch_events,
@@ -170,15 +204,14 @@ class ProfilingSession:
         self, op_type: int, queue: int, submission_id: int, wait_count: int,
         signal_count: int, payload_length: int = 0, command_buffer_id: int = 0,
         allocation_id: int = 0, strategy: int = 0, operation_count: int = 1,
-        ready_host_time_ns: int = 0,
+        ready_host_time_ns: int = 0, submit_host_time_ns: int = 0,
     ) -> None:
-        """A queue operation was submitted (host time now)."""
+        """A queue operation was submitted (at ``submit_host_time_ns``, default now)."""
         ring = self.queue_events
         if ring is not None:
-            ring.append((op_type, strategy, 0, self.device_ordinal, queue, self.next_event_id(),
-                         host_time_ns(), submission_id, command_buffer_id, allocation_id,
-                         (self.device_ordinal << 16) | queue, wait_count, signal_count, 0,
-                         operation_count, payload_length, ready_host_time_ns))
+            ring.append((op_type, queue, submission_id, submit_host_time_ns or host_time_ns(),
+                         wait_count, signal_count, payload_length, command_buffer_id,
+                         allocation_id, strategy, operation_count, ready_host_time_ns))
 
     def record_host_execution(
         self, op_type: int, queue: int, submission_id: int, start_ns: int, end_ns: int,
@@ -187,9 +220,8 @@ class ProfilingSession:
         """A queue operation ran on a host thread from ``start_ns`` to ``end_ns``."""
         ring = self.host_execution_events
         if ring is not None:
-            ring.append((op_type, status_code, self.device_ordinal, queue, thread_id,
-                         self.next_event_id(), submission_id,
-                         (self.device_ordinal << 16) | queue, start_ns, end_ns, payload_length))
+            ring.append((op_type, queue, submission_id, start_ns, end_ns, status_code,
+                         payload_length, thread_id))
 
     def record_dispatch(
         self, queue: int, submission_id: int, command_buffer_id: int, executable_id: int,
@@ -202,9 +234,9 @@ class ProfilingSession:
         if ring is None:
             return 0
         event_id = self.next_event_id()
-        ring.append((self.device_ordinal, queue, event_id, submission_id, command_buffer_id,
-                     executable_id, command_index, function_ordinal, workgroup_count,
-                     workgroup_size, start_tick, end_tick))
+        ring.append((queue, event_id, submission_id, command_buffer_id, executable_id,
+                     command_index, function_ordinal, workgroup_count, workgroup_size,
+                     start_tick, end_tick))
         return event_id
 
     def record_memory_event(
@@ -215,9 +247,9 @@ class ProfilingSession:
     ) -> None:
         ring = self.memory_events
         if ring is not None:
-            ring.append((event_type, flags, self.device_ordinal, queue, 0, self.next_event_id(),
-                         host_time_ns(), allocation_id, pool_id, backing_id, submission_id,
-                         offset, length, alignment, pool_bytes_reserved, pool_bytes_committed))
+            ring.append((event_type, queue, host_time_ns(), allocation_id, length, pool_id,
+                         backing_id, submission_id, offset, alignment, pool_bytes_reserved,
+                         pool_bytes_committed, flags))
 
     # -- producer API (rare) ------------------------------------------------------------
 
@@ -340,6 +372,18 @@ class ProfilingSession:
         for q in range(self.queue_count):
             self._add(R.QUEUES, (self.device_ordinal, q, self.stream_id(q)))
 
+    def _fill(self, records: np.ndarray) -> None:
+        """Complete ring records: device ordinal, stream ids and (except dispatches,
+        which got theirs when recorded) session-unique event ids in record order."""
+        records["physical_device_ordinal"] = self.device_ordinal
+        names = records.dtype.names
+        if "stream_id" in names:
+            records["stream_id"] = (self.device_ordinal << 16) | records["queue_ordinal"].astype(np.uint64)
+        if "event_id" in names and not records["event_id"].any():
+            nxt = self.next_event_id
+            records["event_id"] = np.fromiter((nxt() for _ in range(len(records))), np.uint64,
+                                              len(records))
+
     def _collect(self) -> list[tuple[ChunkMetadata, bytes]]:
         if self._metric_sources:
             self._sample_metrics()
@@ -352,7 +396,7 @@ class ProfilingSession:
             payload = R.pack_records(schema, rows, tails if schema.trailing else None)
             chunks.append((self._meta(content_type, physical_device_ordinal=self.device_ordinal), payload))
         for ring in self._rings:
-            payload, dropped = ring.drain()
+            payload, dropped = ring.drain(self._fill)
             if not payload and not dropped:
                 continue
             if dropped and ring.precise and self._failed is None:
