@@ -11,6 +11,12 @@ Invariants:
 * A waiter is registered on every entry of its frontier that was not reached when it was
   created and fires once: when its last entry is reached, or when one of its axes fails
   (with that failure) or the tracker closes (CANCELLED).
+* An axis owner that already serialises its own progress (a queue timeline under its lock)
+  may *publish* epochs lock-free: store ``epochs[axis] = epoch`` into ``published_epochs``
+  (never lower, never from two threads at once), then read ``axis_state(axis).min_pending``
+  and call ``advance`` only when it is <= the epoch. ``wait`` registers its entries first
+  and re-reads ``_epochs`` afterwards, so either the publisher sees the new waiter or the
+  waiter sees the published epoch: no lost wakeup. ``advance`` never lowers ``_epochs``.
 * Callbacks run outside ``_lock``, through the semaphore trampoline
   (``hal_core.backend.dispatch_callbacks``), so a completion that advances another axis
   never recurses.
@@ -175,7 +181,8 @@ class FrontierTracker:
             if state.failure is not None or epoch <= state.epoch:
                 return 0
             state.epoch = epoch
-            self._epochs[axis] = epoch
+            if self._epochs.get(axis, 0) < epoch:
+                self._epochs[axis] = epoch
             if epoch >= state.min_pending:
                 ready = []
                 keep = []
@@ -200,6 +207,18 @@ class FrontierTracker:
             dispatch_callbacks(ready)
             return len(ready)
         return 0
+
+    @property
+    def published_epochs(self) -> dict[int, int]:
+        """The axis -> epoch map ``query_epoch`` reads (backend tier: for owners that
+        publish their own epochs lock-free, see the module invariants)."""
+        return self._epochs
+
+    def axis_state(self, axis: int) -> _AxisState:
+        """The state record of ``axis`` (backend tier: publishers read ``min_pending``,
+        the smallest epoch a waiter needs). NOT_FOUND for an unknown axis."""
+        with self._lock:
+            return self._get(axis)
 
     def query_epoch(self, axis: int, epoch: int) -> bool:
         """Has ``axis`` reached ``epoch``? Lock-free; False for unknown or failed axes.
@@ -228,17 +247,18 @@ class FrontierTracker:
         registered) when an axis of ``frontier`` is not registered.
         """
         failure = None
+        pending: list[tuple[_AxisState, int, int]] = []
+        epochs = self._epochs
         with self._lock:
             if self._closed:
                 failure = CancelledError("frontier tracker is closed")
             else:
-                pending = []
                 for axis, epoch in frontier:
                     state = self._get(axis)
                     if state.failure is not None:
                         failure = state.failure
                         break
-                    if state.epoch < epoch:
+                    if state.epoch < epoch and epochs.get(axis, 0) < epoch:
                         pending.append((state, epoch, axis))
                 if failure is None and pending:
                     waiter = FrontierWaiter(fn, arg, len(pending), [p[2] for p in pending])
@@ -246,7 +266,14 @@ class FrontierTracker:
                         state.entries.append((epoch, waiter))
                         if epoch < state.min_pending:
                             state.min_pending = epoch
-                    return waiter
+        if failure is None and pending:
+            # Publish protocol: an epoch published lock-free before our entries were
+            # visible would never advance us; catch up here (see the module invariants).
+            for state, epoch, axis in pending:
+                published = epochs.get(axis, 0)
+                if published >= epoch and published > state.epoch:
+                    self.advance(axis, published)
+            return waiter
         dispatch_callbacks(((fn, arg, failure),))
         return None
 

@@ -76,7 +76,9 @@ class FixedBlockPool(Pool):
                     f"{self.trace_name}: blocks of {self.block_size} bytes are only "
                     f"{self._block_alignment}-byte aligned; asked for {alignment}"
                 )
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self.budget_limit and self._over_budget(self.block_size):
                 return AcquireResult.OVER_BUDGET, None, NO_INFO
             fresh = self._fresh
@@ -120,6 +122,8 @@ class FixedBlockPool(Pool):
                 )
             self._exhausted_count += 1
             return AcquireResult.EXHAUSTED, None, NO_INFO
+        finally:
+            lock.release()
 
     def _take(self, index: int) -> Reservation:
         self._bytes_reserved += self.block_size
@@ -129,7 +133,9 @@ class FixedBlockPool(Pool):
     def release_reservation(
         self, reservation: Reservation, death_frontier: Frontier | None = None
     ) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if reservation.__class__ is not Reservation or reservation._pool is not self or (
                 death_frontier is not None and death_frontier.__class__ is not Frontier
             ):
@@ -147,6 +153,8 @@ class FixedBlockPool(Pool):
                 self._dirty |= bit
             self._release_count += 1
             self._bytes_reserved -= self.block_size
+        finally:
+            lock.release()
         if self.notification._observers:
             # Unobserved releases skip the notification entirely (see Notification).
             self.notification.signal_if_observed()

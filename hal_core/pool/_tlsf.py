@@ -242,7 +242,9 @@ class TlsfPool(Pool):
             s = g2.bit_length() - 5
             fl = s + 1
             sl = (g2 >> s) & 15
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: about half the cost of ``with``
+        try:
             if fl < self._fl_count:
                 sl_maps = self._sl_maps
                 m = sl_maps[fl] & (-1 << sl)
@@ -307,6 +309,8 @@ class TlsfPool(Pool):
                         self._fresh_count += 1
                         self._bytes_reserved += length
                         return _OK_FRESH, Reservation(self, off[b] << shift, length, b, slab), NO_INFO
+        finally:
+            lock.release()
         return self._acquire_general(size, alignment, requester_frontier, flags)
 
     def _acquire_general(
@@ -467,7 +471,9 @@ class TlsfPool(Pool):
     def release_reservation(
         self, reservation: Reservation, death_frontier: Frontier | None = None
     ) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if reservation.__class__ is not Reservation or reservation._pool is not self or (
                 death_frontier is not None and death_frontier.__class__ is not Frontier
             ):
@@ -520,7 +526,28 @@ class TlsfPool(Pool):
                     if nn != _NONE:
                         self._prev[nn] = b
                     self._spare.append(n)
-            self._insert_free(b)
+            # Inlined _insert_free(b).
+            g = self._size[b]
+            if g < 16:
+                fl = 0
+                sl = g
+            else:
+                sh = g.bit_length() - 5
+                fl = sh + 1
+                sl = (g >> sh) & 15
+            c = (fl << 4) + sl
+            heads = self._heads
+            head = heads[c]
+            self._fnext[b] = head
+            self._fprev[b] = _NONE
+            if head != _NONE:
+                self._fprev[head] = b
+            heads[c] = b
+            cls[b] = c
+            self._sl_maps[fl] |= 1 << sl
+            self._fl_map |= 1 << fl
+        finally:
+            lock.release()
         if self.notification._observers:
             # Unobserved releases skip the notification entirely (see Notification).
             self.notification.signal_if_observed()

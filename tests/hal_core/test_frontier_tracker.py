@@ -163,3 +163,34 @@ def test_concurrent_advances_fire_each_waiter_once():
     for th in threads:
         th.join(10)
     assert sorted(fired) == list(range(200))
+
+
+def test_publish_protocol_never_loses_a_waiter():
+    """An owner publishing epochs lock-free (as queue timelines do) and waiters registering
+    concurrently: every waiter fires, none is stranded by a publish it did not see."""
+    t = FrontierTracker()
+    t.register_axis(1)
+    published = t.published_epochs
+    state = t.axis_state(1)
+    total = 3000
+    fired = []
+    done = threading.Event()
+
+    def publisher():
+        for epoch in range(1, total + 1):
+            published[1] = epoch
+            if state.min_pending <= epoch:
+                t.advance(1, epoch)
+        done.set()
+
+    def on_fire(arg, status):
+        fired.append(arg)
+
+    th = threading.Thread(target=publisher)
+    th.start()
+    for i in range(1, total + 1, 3):
+        t.wait(Frontier([(1, i)]), on_fire, i)
+    th.join(30)
+    assert done.is_set()
+    assert sorted(fired) == list(range(1, total + 1, 3))
+    assert t.query_epoch(1, total)
