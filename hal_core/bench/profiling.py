@@ -16,13 +16,15 @@ from typing import Iterator
 
 from . import BenchContext, benchmark, edges
 
+
 @contextlib.contextmanager
 def _profiled(ctx: BenchContext) -> Iterator[None]:
     from ..profiling import ProfilingDataFamily as F
     from ..profiling import ProfilingOptions, StatisticsSink
 
-    options = ProfilingOptions(F.QUEUE_EVENTS | F.DISPATCH_EVENTS, sinks=[StatisticsSink()],
-                               ring_capacity=1 << 20)
+    options = ProfilingOptions(
+        F.QUEUE_EVENTS | F.DISPATCH_EVENTS, sinks=[StatisticsSink()], ring_capacity=1 << 20
+    )
     ctx.device.profiling_begin(options)
     try:
         yield

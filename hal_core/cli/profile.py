@@ -38,8 +38,13 @@ F = ProfilingDataFamily
 
 #: What ``hal profile`` captures when --families is not given (reduced to what the
 #: device supports).
-DEFAULT_FAMILIES = (F.QUEUE_EVENTS | F.HOST_EXECUTION_EVENTS | F.DISPATCH_EVENTS
-                    | F.MEMORY_EVENTS | F.EXECUTABLE_METADATA)
+DEFAULT_FAMILIES = (
+    F.QUEUE_EVENTS
+    | F.HOST_EXECUTION_EVENTS
+    | F.DISPATCH_EVENTS
+    | F.MEMORY_EVENTS
+    | F.EXECUTABLE_METADATA
+)
 DEFAULT_OUTPUT = {"bundle": "profile.halprof", "perfetto": "profile.perfetto.json"}
 
 
@@ -51,17 +56,26 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device", default=DEFAULT_DEVICE_URI, help="device URI (default %(default)s)")
-    p.add_argument("--families", default=None,
-                   help="comma list, e.g. queue-events,dispatch-events (default: all the "
-                        "device supports of queue/host-execution/dispatch/memory/metadata)")
+    p.add_argument(
+        "--families",
+        default=None,
+        help="comma list, e.g. queue-events,dispatch-events (default: all the "
+        "device supports of queue/host-execution/dispatch/memory/metadata)",
+    )
     p.add_argument("--format", choices=("bundle", "perfetto", "summary"), default="summary")
     p.add_argument("--output", "-o", default=None, help="output file (bundle/perfetto)")
     p.add_argument("--profiler", default=None, help="a third-party profiler by name (hal info)")
-    p.add_argument("--profiler-option", action="append", default=[], metavar="K=V",
-                   help="option for --profiler (repeatable)")
+    p.add_argument(
+        "--profiler-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="option for --profiler (repeatable)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="timed repeats of a bench workload")
-    p.add_argument("--ring-capacity", type=int, default=1 << 16,
-                   help="records per stream between flushes")
+    p.add_argument(
+        "--ring-capacity", type=int, default=1 << 16, help="records per stream between flushes"
+    )
     p.add_argument("--json", action="store_true", help="summary as JSON")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="-- WORKLOAD [ARGS] | summary FILE")
     p.set_defaults(run=run)
@@ -87,8 +101,10 @@ def run_summary(path: str, as_json: bool) -> int:
     sink = StatisticsSink()
     bundle.replay([sink])
     if not bundle.complete:
-        print(f"hal profile: warning: {path} was never finished; showing what it holds",
-              file=sys.stderr)
+        print(
+            f"hal profile: warning: {path} was never finished; showing what it holds",
+            file=sys.stderr,
+        )
     _print_stats(sink.statistics(), as_json)
     return 0
 
@@ -116,7 +132,8 @@ def _workload(name: str, args: list[str]) -> Any:
             sys.argv = [name, *args]
             try:
                 module = runpy.run_path(
-                    name, init_globals={"device": device, "hal_core": hal_core},
+                    name,
+                    init_globals={"device": device, "hal_core": hal_core},
                     run_name="__hal_profile__",
                 )
                 main = module.get("main")
@@ -141,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
             return _fail("usage: hal profile summary FILE")
         return run_summary(rest[1], args.json)
     if not rest:
-        return _fail("no workload given: hal profile [options] -- WORKLOAD (a bench name or a .py file)")
+        return _fail(
+            "no workload given: hal profile [options] -- WORKLOAD (a bench name or a .py file)"
+        )
     try:
         workload = _workload(rest[0], rest[1:])
         families = parse_families(args.families) if args.families else None

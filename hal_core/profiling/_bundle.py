@@ -44,8 +44,14 @@ from .._status import (
 from . import _records as R
 from ._sink import ChunkFlags, ChunkMetadata
 
-__all__ = ["BUNDLE_MAGIC", "BUNDLE_VERSION", "ProfileBundleSink", "ProfileBundle", "ProfileChunk",
-           "read_profile_bundle"]
+__all__ = [
+    "BUNDLE_MAGIC",
+    "BUNDLE_VERSION",
+    "ProfileBundleSink",
+    "ProfileBundle",
+    "ProfileChunk",
+    "read_profile_bundle",
+]
 
 BUNDLE_MAGIC = b"HALPROF\0"
 BUNDLE_VERSION = 1
@@ -71,7 +77,9 @@ class ProfileBundleSink:
                     "writes one session"
                 )
             self._file = open(self.path, "wb")
-            self._file.write(_FILE_HEADER.pack(BUNDLE_MAGIC, BUNDLE_VERSION, _FILE_HEADER.size, 0, 0, 0))
+            self._file.write(
+                _FILE_HEADER.pack(BUNDLE_MAGIC, BUNDLE_VERSION, _FILE_HEADER.size, 0, 0, 0)
+            )
             self._length = _FILE_HEADER.size
 
     def write(self, metadata: ChunkMetadata, payloads: Sequence[Any]) -> None:
@@ -86,13 +94,24 @@ class ProfileBundleSink:
             payload_length = sum(memoryview(p).nbytes for p in payloads)
             body = _CHUNK_HEADER.size + len(ct) + len(name) + payload_length
             pad = -body % 8
-            f.write(_CHUNK_HEADER.pack(
-                body + pad, _CHUNK_HEADER.size, len(ct), len(name), int(metadata.flags),
-                metadata.session_id, metadata.stream_id, metadata.event_id,
-                metadata.executable_id, metadata.command_buffer_id,
-                metadata.physical_device_ordinal, metadata.queue_ordinal,
-                metadata.dropped_record_count, payload_length,
-            ))
+            f.write(
+                _CHUNK_HEADER.pack(
+                    body + pad,
+                    _CHUNK_HEADER.size,
+                    len(ct),
+                    len(name),
+                    int(metadata.flags),
+                    metadata.session_id,
+                    metadata.stream_id,
+                    metadata.event_id,
+                    metadata.executable_id,
+                    metadata.command_buffer_id,
+                    metadata.physical_device_ordinal,
+                    metadata.queue_ordinal,
+                    metadata.dropped_record_count,
+                    payload_length,
+                )
+            )
             f.write(ct)
             f.write(name)
             for p in payloads:
@@ -171,7 +190,9 @@ class ProfileBundle:
             sink.end_session(session[-1].metadata if session else begin, status)
 
 
-def read_profile_bundle(path: str | os.PathLike[str], *, allow_incomplete: bool = False) -> ProfileBundle:
+def read_profile_bundle(
+    path: str | os.PathLike[str], *, allow_incomplete: bool = False
+) -> ProfileBundle:
     """Read a bundle file. INVALID_ARGUMENT when it is not a bundle, INCOMPATIBLE for a
     newer version, DATA_LOSS when truncated or unfinished (unless ``allow_incomplete``,
     which returns the whole chunks that are present)."""
@@ -206,8 +227,22 @@ def read_profile_bundle(path: str | os.PathLike[str], *, allow_incomplete: bool 
             if allow_incomplete and not complete:
                 break
             raise DataLossError(f"profile bundle chunk header at byte {pos} is cut off")
-        (rec_len, hdr_len, ct_len, name_len, flags, session_id, stream_id, event_id,
-         executable_id, cb_id, dev, queue, dropped, payload_len) = _CHUNK_HEADER.unpack_from(data, pos)
+        (
+            rec_len,
+            hdr_len,
+            ct_len,
+            name_len,
+            flags,
+            session_id,
+            stream_id,
+            event_id,
+            executable_id,
+            cb_id,
+            dev,
+            queue,
+            dropped,
+            payload_len,
+        ) = _CHUNK_HEADER.unpack_from(data, pos)
         end = pos + rec_len
         if rec_len < hdr_len + ct_len + name_len + payload_len or end > len(data):
             if allow_incomplete and not complete:
@@ -222,8 +257,19 @@ def read_profile_bundle(path: str | os.PathLike[str], *, allow_incomplete: bool 
         name = data[p : p + name_len].decode("utf-8")
         p += name_len
         payload = data[p : p + payload_len]
-        meta = ChunkMetadata(ct, name, session_id, stream_id, event_id, executable_id, cb_id,
-                             dev, queue, ChunkFlags(flags), dropped)
+        meta = ChunkMetadata(
+            ct,
+            name,
+            session_id,
+            stream_id,
+            event_id,
+            executable_id,
+            cb_id,
+            dev,
+            queue,
+            ChunkFlags(flags),
+            dropped,
+        )
         chunks.append(ProfileChunk(meta, payload))
         pos = end
     return ProfileBundle(version, tuple(chunks), complete)

@@ -44,7 +44,11 @@ class ClockMap:
         line = self._lines.get(ordinal)
         if line is not None:
             return line
-        if ordinal in self._host_domain or ordinal not in self._freq and not self._samples.get(ordinal):
+        if (
+            ordinal in self._host_domain
+            or ordinal not in self._freq
+            and not self._samples.get(ordinal)
+        ):
             line = (1.0, 0.0)
         else:
             pts = self._samples.get(ordinal, [])
@@ -65,7 +69,11 @@ class ClockMap:
     def to_host_ns(self, ordinal: int, ticks: np.ndarray | int) -> np.ndarray | float:
         a, b = self._line(ordinal)
         if a == 1.0 and b == 0.0:
-            return np.asarray(ticks, dtype=np.float64) if isinstance(ticks, np.ndarray) else float(ticks)
+            return (
+                np.asarray(ticks, dtype=np.float64)
+                if isinstance(ticks, np.ndarray)
+                else float(ticks)
+            )
         return np.asarray(ticks, dtype=np.float64) * a + b
 
     def ticks_to_ns(self, ordinal: int, ticks: np.ndarray | int) -> np.ndarray | float:

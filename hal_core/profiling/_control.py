@@ -51,7 +51,8 @@ def _names(flags: ProfilingDataFamily) -> str:
 def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession | None:
     if not isinstance(options, ProfilingOptions):
         raise InvalidArgumentError(
-            f"profiling_begin needs hal_core.profiling.ProfilingOptions, got {type(options).__name__}"
+            "profiling_begin needs hal_core.profiling.ProfilingOptions, got "
+            f"{type(options).__name__}"
         )
     device._check_open()
     families = options.effective_families
@@ -78,8 +79,13 @@ def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession 
         backend = device.backend
         domain, freq = getattr(backend, "profiling_clock", (ClockDomain.HOST_NS, 1_000_000_000))
         session = ProfilingSession(
-            options, families, session_id=_session_ids(), device_name=device.uri,
-            queue_count=device.queue_count, clock_domain=domain, tick_frequency_hz=freq,
+            options,
+            families,
+            session_id=_session_ids(),
+            device_name=device.uri,
+            queue_count=device.queue_count,
+            clock_domain=domain,
+            tick_frequency_hz=freq,
         )
         attach = getattr(backend, "profiling_begin", None)
         if attach is not None:

@@ -118,7 +118,9 @@ class CaptureFilter:
     by producers once per executable function / command buffer, never per record.
     """
 
-    flags: CaptureFilterFlags = attrs.field(default=CaptureFilterFlags.NONE, converter=CaptureFilterFlags)
+    flags: CaptureFilterFlags = attrs.field(
+        default=CaptureFilterFlags.NONE, converter=CaptureFilterFlags
+    )
     function_pattern: str = ""
     command_buffer_id: int = 0
     command_index: int = 0
@@ -160,7 +162,11 @@ class CaptureFilter:
             ("function_pattern", CaptureFilterFlags.FUNCTION_PATTERN, function_pattern),
             ("command_buffer_id", CaptureFilterFlags.COMMAND_BUFFER_ID, command_buffer_id),
             ("command_index", CaptureFilterFlags.COMMAND_INDEX, command_index),
-            ("physical_device_ordinal", CaptureFilterFlags.PHYSICAL_DEVICE, physical_device_ordinal),
+            (
+                "physical_device_ordinal",
+                CaptureFilterFlags.PHYSICAL_DEVICE,
+                physical_device_ordinal,
+            ),
             ("queue_ordinal", CaptureFilterFlags.QUEUE, queue_ordinal),
         ):
             if value is not None:
@@ -177,7 +183,10 @@ class CaptureFilter:
 
     def matches_queue(self, device_ordinal: int, queue_ordinal: int) -> bool:
         f = self.flags
-        if f & CaptureFilterFlags.PHYSICAL_DEVICE and device_ordinal != self.physical_device_ordinal:
+        if (
+            f & CaptureFilterFlags.PHYSICAL_DEVICE
+            and device_ordinal != self.physical_device_ordinal
+        ):
             return False
         if f & CaptureFilterFlags.QUEUE and queue_ordinal != self.queue_ordinal:
             return False

@@ -53,13 +53,24 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
     def us(ns: float) -> float:
         return (float(ns) - base) / 1e3
 
-    devices = set(cap.device_names) | {int(x) for x in h["physical_device_ordinal"]} | {
-        int(x) for x in q["physical_device_ordinal"]} | {int(x) for x in d["physical_device_ordinal"]}
+    devices = (
+        set(cap.device_names)
+        | {int(x) for x in h["physical_device_ordinal"]}
+        | {int(x) for x in q["physical_device_ordinal"]}
+        | {int(x) for x in d["physical_device_ordinal"]}
+    )
     lanes_used: set[tuple[int, int, int]] = set()
     for dev in sorted(devices):
         pid = dev + 1
-        events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                       "args": {"name": f"device {dev}: {cap.device_names.get(dev, '?')}"}})
+        events.append(
+            {
+                "ph": "M",
+                "name": "process_name",
+                "pid": pid,
+                "tid": 0,
+                "args": {"name": f"device {dev}: {cap.device_names.get(dev, '?')}"},
+            }
+        )
         for qi in range(cap.queue_counts.get(dev, 0)):
             lanes_used.add((dev, qi, 0))
 
@@ -81,21 +92,41 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
             ends.append(end)
         lanes_used.add((dev, qi, lane))
         lane_of_submission[(dev, qi, int(r["submission_id"]))] = lane
-        events.append({
-            "ph": "X", "cat": "queue", "name": _op(int(r["type"])), "pid": dev + 1,
-            "tid": qi + 1 + lane * _LANE_STRIDE, "ts": us(start), "dur": (end - start) / 1e3,
-            "args": {"submission_id": int(r["submission_id"]), "status": int(r["status_code"]),
-                     "bytes": int(r["payload_length"])},
-        })
+        events.append(
+            {
+                "ph": "X",
+                "cat": "queue",
+                "name": _op(int(r["type"])),
+                "pid": dev + 1,
+                "tid": qi + 1 + lane * _LANE_STRIDE,
+                "ts": us(start),
+                "dur": (end - start) / 1e3,
+                "args": {
+                    "submission_id": int(r["submission_id"]),
+                    "status": int(r["status_code"]),
+                    "bytes": int(r["payload_length"]),
+                },
+            }
+        )
     for r in q:
         dev, qi = int(r["physical_device_ordinal"]), int(r["queue_ordinal"])
         lanes_used.add((dev, qi, 0))
-        events.append({
-            "ph": "i", "s": "t", "cat": "submit", "name": "submit " + _op(int(r["type"])),
-            "pid": dev + 1, "tid": qi + 1, "ts": us(int(r["host_time_ns"])),
-            "args": {"submission_id": int(r["submission_id"]), "waits": int(r["wait_count"]),
-                     "signals": int(r["signal_count"])},
-        })
+        events.append(
+            {
+                "ph": "i",
+                "s": "t",
+                "cat": "submit",
+                "name": "submit " + _op(int(r["type"])),
+                "pid": dev + 1,
+                "tid": qi + 1,
+                "ts": us(int(r["host_time_ns"])),
+                "args": {
+                    "submission_id": int(r["submission_id"]),
+                    "waits": int(r["wait_count"]),
+                    "signals": int(r["signal_count"]),
+                },
+            }
+        )
     # Dispatches: inside their submission's lane when known, else their own greedy lanes.
     dispatch_lane_end: dict[tuple[int, int], list[float]] = {}
     for i in np.argsort(dstart, kind="stable"):
@@ -114,23 +145,44 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
                 ends.append(end)
             lane += 500  # separate from operation lanes
         lanes_used.add((dev, qi, lane))
-        events.append({
-            "ph": "X", "cat": "dispatch",
-            "name": cap.function_name(int(r["executable_id"]), int(r["function_ordinal"])),
-            "pid": dev + 1, "tid": qi + 1 + lane * _LANE_STRIDE, "ts": us(start),
-            "dur": max(end - start, 0.0) / 1e3,
-            "args": {"executable_id": int(r["executable_id"]),
-                     "command_buffer_id": int(r["command_buffer_id"]),
-                     "command_index": int(r["command_index"]),
-                     "workgroup_count": [int(x) for x in r["workgroup_count"]],
-                     "workgroup_size": [int(x) for x in r["workgroup_size"]]},
-        })
+        events.append(
+            {
+                "ph": "X",
+                "cat": "dispatch",
+                "name": cap.function_name(int(r["executable_id"]), int(r["function_ordinal"])),
+                "pid": dev + 1,
+                "tid": qi + 1 + lane * _LANE_STRIDE,
+                "ts": us(start),
+                "dur": max(end - start, 0.0) / 1e3,
+                "args": {
+                    "executable_id": int(r["executable_id"]),
+                    "command_buffer_id": int(r["command_buffer_id"]),
+                    "command_index": int(r["command_index"]),
+                    "workgroup_count": [int(x) for x in r["workgroup_count"]],
+                    "workgroup_size": [int(x) for x in r["workgroup_size"]],
+                },
+            }
+        )
     for dev, qi, lane in sorted(lanes_used):
         name = f"queue {qi}" if lane == 0 else f"queue {qi} #{lane}"
-        events.append({"ph": "M", "name": "thread_name", "pid": dev + 1,
-                       "tid": qi + 1 + lane * _LANE_STRIDE, "args": {"name": name}})
-        events.append({"ph": "M", "name": "thread_sort_index", "pid": dev + 1,
-                       "tid": qi + 1 + lane * _LANE_STRIDE, "args": {"sort_index": qi * 1000 + lane}})
+        events.append(
+            {
+                "ph": "M",
+                "name": "thread_name",
+                "pid": dev + 1,
+                "tid": qi + 1 + lane * _LANE_STRIDE,
+                "args": {"name": name},
+            }
+        )
+        events.append(
+            {
+                "ph": "M",
+                "name": "thread_sort_index",
+                "pid": dev + 1,
+                "tid": qi + 1 + lane * _LANE_STRIDE,
+                "args": {"sort_index": qi * 1000 + lane},
+            }
+        )
     mem_tid = 999
     for r in mem:
         dev = int(r["physical_device_ordinal"])
@@ -138,22 +190,49 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
             name = MemoryEventType(int(r["type"])).name.lower()
         except ValueError:
             name = f"memory{int(r['type'])}"
-        events.append({
-            "ph": "i", "s": "t", "cat": "memory", "name": name, "pid": dev + 1, "tid": mem_tid,
-            "ts": us(int(r["host_time_ns"])),
-            "args": {"allocation_id": int(r["allocation_id"]), "length": int(r["length"]),
-                     "pool_id": int(r["pool_id"])},
-        })
+        events.append(
+            {
+                "ph": "i",
+                "s": "t",
+                "cat": "memory",
+                "name": name,
+                "pid": dev + 1,
+                "tid": mem_tid,
+                "ts": us(int(r["host_time_ns"])),
+                "args": {
+                    "allocation_id": int(r["allocation_id"]),
+                    "length": int(r["length"]),
+                    "pool_id": int(r["pool_id"]),
+                },
+            }
+        )
     if len(mem):
         for dev in {int(x) for x in mem["physical_device_ordinal"]}:
-            events.append({"ph": "M", "name": "thread_name", "pid": dev + 1, "tid": mem_tid,
-                           "args": {"name": "memory"}})
+            events.append(
+                {
+                    "ph": "M",
+                    "name": "thread_name",
+                    "pid": dev + 1,
+                    "tid": mem_tid,
+                    "args": {"name": "memory"},
+                }
+            )
     for t, values in cap.metric_samples:
         for mid, value in zip(values["metric_id"], values["value"]):
-            events.append({"ph": "C", "name": cap.metric_names.get(int(mid), f"metric{int(mid)}"),
-                           "pid": 1, "ts": us(t), "args": {"value": int(value)}})
-    return {"traceEvents": events, "displayTimeUnit": "ns",
-            "otherData": {"producer": "hal_core.profiling", "status": cap.status_code}}
+            events.append(
+                {
+                    "ph": "C",
+                    "name": cap.metric_names.get(int(mid), f"metric{int(mid)}"),
+                    "pid": 1,
+                    "ts": us(t),
+                    "args": {"value": int(value)},
+                }
+            )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ns",
+        "otherData": {"producer": "hal_core.profiling", "status": cap.status_code},
+    }
 
 
 def write_perfetto(cap: CapturedProfile, path: str | os.PathLike[str]) -> None:

@@ -168,14 +168,26 @@ def _schema(kind: str, fields: list[tuple], trailing: str | None = None) -> Reco
 
 SESSION = _schema(
     "session",
-    [("schema_version", U4), ("session_id", U8), ("begin_host_time_ns", I8),
-     ("end_host_time_ns", I8), ("data_families", U8), ("flags", U4), ("status_code", U4)],
+    [
+        ("schema_version", U4),
+        ("session_id", U8),
+        ("begin_host_time_ns", I8),
+        ("end_host_time_ns", I8),
+        ("data_families", U8),
+        ("flags", U4),
+        ("status_code", U4),
+    ],
     "name",
 )
 DEVICES = _schema(
     "devices",
-    [("physical_device_ordinal", U4), ("queue_count", U4), ("clock_domain", U4),
-     ("reserved", U4), ("tick_frequency_hz", U8)],
+    [
+        ("physical_device_ordinal", U4),
+        ("queue_count", U4),
+        ("clock_domain", U4),
+        ("reserved", U4),
+        ("tick_frequency_hz", U8),
+    ],
     "name",
 )
 QUEUES = _schema(
@@ -184,34 +196,79 @@ QUEUES = _schema(
 )
 QUEUE_EVENTS = _schema(
     "queue-events",
-    [("type", U2), ("dependency_strategy", U2), ("flags", U4),
-     ("physical_device_ordinal", U4), ("queue_ordinal", U4), ("event_id", U8),
-     ("host_time_ns", I8), ("submission_id", U8), ("command_buffer_id", U8),
-     ("allocation_id", U8), ("stream_id", U8), ("wait_count", U4), ("signal_count", U4),
-     ("barrier_count", U4), ("operation_count", U4), ("payload_length", U8),
-     ("ready_host_time_ns", I8)],
+    [
+        ("type", U2),
+        ("dependency_strategy", U2),
+        ("flags", U4),
+        ("physical_device_ordinal", U4),
+        ("queue_ordinal", U4),
+        ("event_id", U8),
+        ("host_time_ns", I8),
+        ("submission_id", U8),
+        ("command_buffer_id", U8),
+        ("allocation_id", U8),
+        ("stream_id", U8),
+        ("wait_count", U4),
+        ("signal_count", U4),
+        ("barrier_count", U4),
+        ("operation_count", U4),
+        ("payload_length", U8),
+        ("ready_host_time_ns", I8),
+    ],
 )
 HOST_EXECUTION_EVENTS = _schema(
     "host-execution-events",
-    [("type", U2), ("status_code", U2), ("physical_device_ordinal", U4),
-     ("queue_ordinal", U4), ("thread_id", U4), ("event_id", U8), ("submission_id", U8),
-     ("stream_id", U8), ("start_host_time_ns", I8), ("end_host_time_ns", I8),
-     ("payload_length", U8)],
+    [
+        ("type", U2),
+        ("status_code", U2),
+        ("physical_device_ordinal", U4),
+        ("queue_ordinal", U4),
+        ("thread_id", U4),
+        ("event_id", U8),
+        ("submission_id", U8),
+        ("stream_id", U8),
+        ("start_host_time_ns", I8),
+        ("end_host_time_ns", I8),
+        ("payload_length", U8),
+    ],
 )
 DISPATCH_EVENTS = _schema(
     "dispatch-events",
-    [("physical_device_ordinal", U4), ("queue_ordinal", U4), ("event_id", U8),
-     ("submission_id", U8), ("command_buffer_id", U8), ("executable_id", U8),
-     ("command_index", U4), ("function_ordinal", U4), ("workgroup_count", U4, (3,)),
-     ("workgroup_size", U4, (3,)), ("start_tick", U8), ("end_tick", U8)],
+    [
+        ("physical_device_ordinal", U4),
+        ("queue_ordinal", U4),
+        ("event_id", U8),
+        ("submission_id", U8),
+        ("command_buffer_id", U8),
+        ("executable_id", U8),
+        ("command_index", U4),
+        ("function_ordinal", U4),
+        ("workgroup_count", U4, (3,)),
+        ("workgroup_size", U4, (3,)),
+        ("start_tick", U8),
+        ("end_tick", U8),
+    ],
 )
 MEMORY_EVENTS = _schema(
     "memory-events",
-    [("type", U2), ("flags", U2), ("physical_device_ordinal", U4), ("queue_ordinal", U4),
-     ("reserved", U4), ("event_id", U8), ("host_time_ns", I8), ("allocation_id", U8),
-     ("pool_id", U8), ("backing_id", U8), ("submission_id", U8), ("offset", U8),
-     ("length", U8), ("alignment", U8), ("pool_bytes_reserved", U8),
-     ("pool_bytes_committed", U8)],
+    [
+        ("type", U2),
+        ("flags", U2),
+        ("physical_device_ordinal", U4),
+        ("queue_ordinal", U4),
+        ("reserved", U4),
+        ("event_id", U8),
+        ("host_time_ns", I8),
+        ("allocation_id", U8),
+        ("pool_id", U8),
+        ("backing_id", U8),
+        ("submission_id", U8),
+        ("offset", U8),
+        ("length", U8),
+        ("alignment", U8),
+        ("pool_bytes_reserved", U8),
+        ("pool_bytes_committed", U8),
+    ],
 )
 EXECUTABLES = _schema(
     "executables",
@@ -220,15 +277,28 @@ EXECUTABLES = _schema(
 )
 EXECUTABLE_FUNCTIONS = _schema(
     "executable-functions",
-    [("function_ordinal", U4), ("binding_count", U4), ("executable_id", U8),
-     ("constant_count", U4), ("workgroup_size", U4, (3,))],
+    [
+        ("function_ordinal", U4),
+        ("binding_count", U4),
+        ("executable_id", U8),
+        ("constant_count", U4),
+        ("workgroup_size", U4, (3,)),
+    ],
     "name",
 )
 CLOCK_CORRELATIONS = _schema(
     "clock-correlations",
-    [("physical_device_ordinal", U4), ("reserved", U4), ("sample_id", U8),
-     ("device_tick", U8), ("host_time_begin_ns", I8), ("host_time_end_ns", I8),
-     ("host_cpu_timestamp_ns", I8), ("system_timestamp", U8), ("system_frequency_hz", U8)],
+    [
+        ("physical_device_ordinal", U4),
+        ("reserved", U4),
+        ("sample_id", U8),
+        ("device_tick", U8),
+        ("host_time_begin_ns", I8),
+        ("host_time_end_ns", I8),
+        ("host_cpu_timestamp_ns", I8),
+        ("system_timestamp", U8),
+        ("system_frequency_hz", U8),
+    ],
 )
 COUNTER_SETS = _schema(
     "counter-sets",
@@ -237,15 +307,24 @@ COUNTER_SETS = _schema(
 )
 COUNTERS = _schema(
     "counters",
-    [("counter_index", U4), ("block", U4), ("counter_set_id", U8), ("event", U4),
-     ("reserved", U4)],
+    [("counter_index", U4), ("block", U4), ("counter_set_id", U8), ("event", U4), ("reserved", U4)],
     "name",
 )
 COUNTER_SAMPLES = _schema(
     "counter-samples",
-    [("scope", U4), ("value_count", U4), ("counter_set_id", U8), ("dispatch_event_id", U8),
-     ("command_buffer_id", U8), ("command_index", U4), ("physical_device_ordinal", U4),
-     ("queue_ordinal", U4), ("reserved", U4), ("start_tick", U8), ("end_tick", U8)],
+    [
+        ("scope", U4),
+        ("value_count", U4),
+        ("counter_set_id", U8),
+        ("dispatch_event_id", U8),
+        ("command_buffer_id", U8),
+        ("command_index", U4),
+        ("physical_device_ordinal", U4),
+        ("queue_ordinal", U4),
+        ("reserved", U4),
+        ("start_tick", U8),
+        ("end_tick", U8),
+    ],
     "u64",
 )
 DEVICE_METRIC_SOURCES = _schema(
@@ -255,8 +334,14 @@ DEVICE_METRIC_SOURCES = _schema(
 )
 DEVICE_METRIC_DESCRIPTORS = _schema(
     "device-metric-descriptors",
-    [("unit", U2), ("value_kind", U2), ("semantic", U2), ("plot_hint", U2),
-     ("metric_id", U8), ("source_id", U8)],
+    [
+        ("unit", U2),
+        ("value_kind", U2),
+        ("semantic", U2),
+        ("plot_hint", U2),
+        ("metric_id", U8),
+        ("source_id", U8),
+    ],
     "name",
 )
 DEVICE_METRIC_SAMPLES = _schema(
@@ -266,8 +351,15 @@ DEVICE_METRIC_SAMPLES = _schema(
 )
 EXECUTABLE_TRACES = _schema(
     "executable-traces",
-    [("physical_device_ordinal", U4), ("format", U4), ("reserved", U4), ("trace_id", U8),
-     ("executable_id", U8), ("dispatch_event_id", U8), ("data_length", U8)],
+    [
+        ("physical_device_ordinal", U4),
+        ("format", U4),
+        ("reserved", U4),
+        ("trace_id", U8),
+        ("executable_id", U8),
+        ("dispatch_event_id", U8),
+        ("data_length", U8),
+    ],
     "bytes",
 )
 
@@ -326,7 +418,9 @@ def pack_records(
         total = schema.dtype.itemsize + len(data)
         total += -total % 8
         fixed[i]["record_length"] = total
-        parts.append(fixed[i : i + 1].tobytes() + data + b"\0" * (total - schema.dtype.itemsize - len(data)))
+        parts.append(
+            fixed[i : i + 1].tobytes() + data + b"\0" * (total - schema.dtype.itemsize - len(data))
+        )
     return b"".join(parts)
 
 
@@ -345,7 +439,9 @@ def _decode_trailing(schema: RecordSchema, head: np.void, data: bytes) -> Any:
     return None
 
 
-def decode_records(content_type: str, payload: bytes | memoryview) -> tuple[np.ndarray, list | None]:
+def decode_records(
+    content_type: str, payload: bytes | memoryview
+) -> tuple[np.ndarray, list | None]:
     """Decode one chunk payload into (fixed records, trailing items or None).
 
     Records written by a newer schema (longer ``record_length``) decode with the fields
@@ -366,10 +462,14 @@ def decode_records(content_type: str, payload: bytes | memoryview) -> tuple[np.n
                 "truncated or corrupt"
             )
         if length != dtype.itemsize:
-            wide = np.dtype({"names": list(dtype.names),
-                             "formats": [dtype.fields[n][0] for n in dtype.names],
-                             "offsets": [dtype.fields[n][1] for n in dtype.names],
-                             "itemsize": length})
+            wide = np.dtype(
+                {
+                    "names": list(dtype.names),
+                    "formats": [dtype.fields[n][0] for n in dtype.names],
+                    "offsets": [dtype.fields[n][1] for n in dtype.names],
+                    "itemsize": length,
+                }
+            )
             return np.frombuffer(buf, wide).astype(dtype), None
         return np.frombuffer(buf, dtype).copy(), None
     heads = []
@@ -386,6 +486,8 @@ def decode_records(content_type: str, payload: bytes | memoryview) -> tuple[np.n
                 f"[{dtype.itemsize}, {len(buf) - pos}]; the file is truncated or corrupt"
             )
         heads.append(head)
-        tails.append(_decode_trailing(schema, head, bytes(buf[pos + dtype.itemsize : pos + length])))
+        tails.append(
+            _decode_trailing(schema, head, bytes(buf[pos + dtype.itemsize : pos + length]))
+        )
         pos += length
     return np.array(heads, dtype=dtype), tails

@@ -45,11 +45,23 @@ class RecordRing:
     ring counts it too and the session fails at the next flush (RESOURCE_EXHAUSTED).
     """
 
-    __slots__ = ("schema", "precise", "capacity", "row_fields", "_lock", "_slots", "_count",
-                 "dropped", "_row_dtype")
+    __slots__ = (
+        "schema",
+        "precise",
+        "capacity",
+        "row_fields",
+        "_lock",
+        "_slots",
+        "_count",
+        "dropped",
+        "_row_dtype",
+    )
 
     def __init__(
-        self, schema: R.RecordSchema, capacity: int, precise: bool,
+        self,
+        schema: R.RecordSchema,
+        capacity: int,
+        precise: bool,
         row_fields: Sequence[str] | None = None,
     ) -> None:
         self.schema = schema
@@ -156,30 +168,38 @@ class ProfilingSession:
             return RecordRing(schema, cap, bool(family & PRECISE_FAMILIES), fields.split())
 
         self.queue_events = ring(
-            F.QUEUE_EVENTS, R.QUEUE_EVENTS,
+            F.QUEUE_EVENTS,
+            R.QUEUE_EVENTS,
             "type queue_ordinal submission_id host_time_ns wait_count signal_count "
             "payload_length command_buffer_id allocation_id dependency_strategy "
             "operation_count ready_host_time_ns",
         )
         self.host_execution_events = ring(
-            F.HOST_EXECUTION_EVENTS, R.HOST_EXECUTION_EVENTS,
+            F.HOST_EXECUTION_EVENTS,
+            R.HOST_EXECUTION_EVENTS,
             "type queue_ordinal submission_id start_host_time_ns end_host_time_ns "
             "status_code payload_length thread_id",
         )
         self.dispatch_events = ring(
-            F.DISPATCH_EVENTS, R.DISPATCH_EVENTS,
+            F.DISPATCH_EVENTS,
+            R.DISPATCH_EVENTS,
             "queue_ordinal event_id submission_id command_buffer_id executable_id "
             "command_index function_ordinal workgroup_count workgroup_size start_tick end_tick",
         )
         self.memory_events = ring(
-            F.MEMORY_EVENTS, R.MEMORY_EVENTS,
+            F.MEMORY_EVENTS,
+            R.MEMORY_EVENTS,
             "type queue_ordinal host_time_ns allocation_id length pool_id backing_id "
             "submission_id offset alignment pool_bytes_reserved pool_bytes_committed flags",
         )
         self._rings = [
             r
-            for r in (self.queue_events, self.host_execution_events, self.dispatch_events,
-                      self.memory_events)
+            for r in (
+                self.queue_events,
+                self.host_execution_events,
+                self.dispatch_events,
+                self.memory_events,
+            )
             if r is not None
         ]
         # Metadata and variable-length records are rare: kept as Python lists under one
@@ -201,32 +221,79 @@ class ProfilingSession:
         return (self.device_ordinal << 16) | queue
 
     def record_queue_event(
-        self, op_type: int, queue: int, submission_id: int, wait_count: int,
-        signal_count: int, payload_length: int = 0, command_buffer_id: int = 0,
-        allocation_id: int = 0, strategy: int = 0, operation_count: int = 1,
-        ready_host_time_ns: int = 0, submit_host_time_ns: int = 0,
+        self,
+        op_type: int,
+        queue: int,
+        submission_id: int,
+        wait_count: int,
+        signal_count: int,
+        payload_length: int = 0,
+        command_buffer_id: int = 0,
+        allocation_id: int = 0,
+        strategy: int = 0,
+        operation_count: int = 1,
+        ready_host_time_ns: int = 0,
+        submit_host_time_ns: int = 0,
     ) -> None:
         """A queue operation was submitted (at ``submit_host_time_ns``, default now)."""
         ring = self.queue_events
         if ring is not None:
-            ring.append((op_type, queue, submission_id, submit_host_time_ns or host_time_ns(),
-                         wait_count, signal_count, payload_length, command_buffer_id,
-                         allocation_id, strategy, operation_count, ready_host_time_ns))
+            ring.append(
+                (
+                    op_type,
+                    queue,
+                    submission_id,
+                    submit_host_time_ns or host_time_ns(),
+                    wait_count,
+                    signal_count,
+                    payload_length,
+                    command_buffer_id,
+                    allocation_id,
+                    strategy,
+                    operation_count,
+                    ready_host_time_ns,
+                )
+            )
 
     def record_host_execution(
-        self, op_type: int, queue: int, submission_id: int, start_ns: int, end_ns: int,
-        status_code: int = 0, payload_length: int = 0, thread_id: int = 0,
+        self,
+        op_type: int,
+        queue: int,
+        submission_id: int,
+        start_ns: int,
+        end_ns: int,
+        status_code: int = 0,
+        payload_length: int = 0,
+        thread_id: int = 0,
     ) -> None:
         """A queue operation ran on a host thread from ``start_ns`` to ``end_ns``."""
         ring = self.host_execution_events
         if ring is not None:
-            ring.append((op_type, queue, submission_id, start_ns, end_ns, status_code,
-                         payload_length, thread_id))
+            ring.append(
+                (
+                    op_type,
+                    queue,
+                    submission_id,
+                    start_ns,
+                    end_ns,
+                    status_code,
+                    payload_length,
+                    thread_id,
+                )
+            )
 
     def record_dispatch(
-        self, queue: int, submission_id: int, command_buffer_id: int, executable_id: int,
-        command_index: int, function_ordinal: int, workgroup_count: tuple,
-        workgroup_size: tuple, start_tick: int, end_tick: int,
+        self,
+        queue: int,
+        submission_id: int,
+        command_buffer_id: int,
+        executable_id: int,
+        command_index: int,
+        function_ordinal: int,
+        workgroup_count: tuple,
+        workgroup_size: tuple,
+        start_tick: int,
+        end_tick: int,
     ) -> int:
         """A dispatch ran from ``start_tick`` to ``end_tick`` (device clock). Returns the
         event id (0 when the family is off)."""
@@ -234,22 +301,58 @@ class ProfilingSession:
         if ring is None:
             return 0
         event_id = self.next_event_id()
-        ring.append((queue, event_id, submission_id, command_buffer_id, executable_id,
-                     command_index, function_ordinal, workgroup_count, workgroup_size,
-                     start_tick, end_tick))
+        ring.append(
+            (
+                queue,
+                event_id,
+                submission_id,
+                command_buffer_id,
+                executable_id,
+                command_index,
+                function_ordinal,
+                workgroup_count,
+                workgroup_size,
+                start_tick,
+                end_tick,
+            )
+        )
         return event_id
 
     def record_memory_event(
-        self, event_type: int, queue: int = NO_ORDINAL, allocation_id: int = 0,
-        length: int = 0, *, pool_id: int = 0, backing_id: int = 0, submission_id: int = 0,
-        offset: int = 0, alignment: int = 0, pool_bytes_reserved: int = 0,
-        pool_bytes_committed: int = 0, flags: int = 0,
+        self,
+        event_type: int,
+        queue: int = NO_ORDINAL,
+        allocation_id: int = 0,
+        length: int = 0,
+        *,
+        pool_id: int = 0,
+        backing_id: int = 0,
+        submission_id: int = 0,
+        offset: int = 0,
+        alignment: int = 0,
+        pool_bytes_reserved: int = 0,
+        pool_bytes_committed: int = 0,
+        flags: int = 0,
     ) -> None:
         ring = self.memory_events
         if ring is not None:
-            ring.append((event_type, queue, host_time_ns(), allocation_id, length, pool_id,
-                         backing_id, submission_id, offset, alignment, pool_bytes_reserved,
-                         pool_bytes_committed, flags))
+            ring.append(
+                (
+                    event_type,
+                    queue,
+                    host_time_ns(),
+                    allocation_id,
+                    length,
+                    pool_id,
+                    backing_id,
+                    submission_id,
+                    offset,
+                    alignment,
+                    pool_bytes_reserved,
+                    pool_bytes_committed,
+                    flags,
+                )
+            )
 
     # -- producer API (rare) ------------------------------------------------------------
 
@@ -273,47 +376,99 @@ class ProfilingSession:
         for fn in functions:
             self._add(
                 R.EXECUTABLE_FUNCTIONS,
-                (fn.ordinal, fn.binding_count, executable_id, fn.constant_count,
-                 tuple(fn.workgroup_size)),
+                (
+                    fn.ordinal,
+                    fn.binding_count,
+                    executable_id,
+                    fn.constant_count,
+                    tuple(fn.workgroup_size),
+                ),
                 fn.name,
             )
 
     def record_clock_correlation(
-        self, device_tick: int, host_begin_ns: int, host_end_ns: int, *,
-        host_cpu_timestamp_ns: int = 0, system_timestamp: int = 0, system_frequency_hz: int = 0,
+        self,
+        device_tick: int,
+        host_begin_ns: int,
+        host_end_ns: int,
+        *,
+        host_cpu_timestamp_ns: int = 0,
+        system_timestamp: int = 0,
+        system_frequency_hz: int = 0,
     ) -> None:
         self._add(
             R.CLOCK_CORRELATIONS,
-            (self.device_ordinal, 0, self._clock_sample_ids(), device_tick, host_begin_ns,
-             host_end_ns, host_cpu_timestamp_ns, system_timestamp, system_frequency_hz),
+            (
+                self.device_ordinal,
+                0,
+                self._clock_sample_ids(),
+                device_tick,
+                host_begin_ns,
+                host_end_ns,
+                host_cpu_timestamp_ns,
+                system_timestamp,
+                system_frequency_hz,
+            ),
         )
 
-    def record_counter_set(self, counter_set_id: int, name: str, counters: Sequence[tuple[str, int, int]]) -> None:
+    def record_counter_set(
+        self, counter_set_id: int, name: str, counters: Sequence[tuple[str, int, int]]
+    ) -> None:
         """``counters``: (name, block, event) per counter, in sample-value order."""
         self._add(R.COUNTER_SETS, (self.device_ordinal, len(counters), counter_set_id), name)
         for i, (cname, block, event) in enumerate(counters):
             self._add(R.COUNTERS, (i, block, counter_set_id, event, 0), cname)
 
     def record_counter_sample(
-        self, scope: int, counter_set_id: int, values: Sequence[int], *, queue: int,
-        dispatch_event_id: int = 0, command_buffer_id: int = 0, command_index: int = 0,
-        start_tick: int = 0, end_tick: int = 0,
+        self,
+        scope: int,
+        counter_set_id: int,
+        values: Sequence[int],
+        *,
+        queue: int,
+        dispatch_event_id: int = 0,
+        command_buffer_id: int = 0,
+        command_index: int = 0,
+        start_tick: int = 0,
+        end_tick: int = 0,
     ) -> None:
         self._add(
             R.COUNTER_SAMPLES,
-            (scope, len(values), counter_set_id, dispatch_event_id, command_buffer_id,
-             command_index, self.device_ordinal, queue, 0, start_tick, end_tick),
+            (
+                scope,
+                len(values),
+                counter_set_id,
+                dispatch_event_id,
+                command_buffer_id,
+                command_index,
+                self.device_ordinal,
+                queue,
+                0,
+                start_tick,
+                end_tick,
+            ),
             list(values),
         )
 
     def record_executable_trace(
-        self, trace_id: int, executable_id: int, dispatch_event_id: int, data: bytes,
+        self,
+        trace_id: int,
+        executable_id: int,
+        dispatch_event_id: int,
+        data: bytes,
         trace_format: int = 0,
     ) -> None:
         self._add(
             R.EXECUTABLE_TRACES,
-            (self.device_ordinal, trace_format, 0, trace_id, executable_id, dispatch_event_id,
-             len(data)),
+            (
+                self.device_ordinal,
+                trace_format,
+                0,
+                trace_id,
+                executable_id,
+                dispatch_event_id,
+                len(data),
+            ),
             bytes(data),
         )
 
@@ -322,14 +477,22 @@ class ProfilingSession:
         ``source_class``, ``descriptors() -> list[MetricDescriptor]`` and
         ``sample() -> (metric ids, int64 values)``. It is sampled at begin, at every flush
         and at end (never from hot paths). Its descriptors are recorded now."""
-        self._add(R.DEVICE_METRIC_SOURCES,
-                  (self.device_ordinal, int(source.source_class), int(source.source_id)),
-                  source.name)
+        self._add(
+            R.DEVICE_METRIC_SOURCES,
+            (self.device_ordinal, int(source.source_class), int(source.source_id)),
+            source.name,
+        )
         for d in source.descriptors():
             self._add(
                 R.DEVICE_METRIC_DESCRIPTORS,
-                (int(d.unit), int(d.value_kind), int(d.semantic), int(d.plot_hint),
-                 int(d.metric_id), int(source.source_id)),
+                (
+                    int(d.unit),
+                    int(d.value_kind),
+                    int(d.semantic),
+                    int(d.plot_hint),
+                    int(d.metric_id),
+                    int(source.source_id),
+                ),
                 d.name,
             )
         with self._meta_lock:
@@ -355,8 +518,17 @@ class ProfilingSession:
     def _session_chunk(self, end_ns: int, status: int) -> tuple[ChunkMetadata, bytes]:
         payload = R.pack_records(
             R.SESSION,
-            [(R.SCHEMA_VERSION, self.session_id, self.begin_host_time_ns, end_ns,
-              int(self.families), int(self.options.flags), status)],
+            [
+                (
+                    R.SCHEMA_VERSION,
+                    self.session_id,
+                    self.begin_host_time_ns,
+                    end_ns,
+                    int(self.families),
+                    int(self.options.flags),
+                    status,
+                )
+            ],
             [self.device_name],
         )
         return self._meta(R.SESSION.content_type, name=self.device_name), payload
@@ -367,8 +539,17 @@ class ProfilingSession:
         for sink in self.sinks:
             sink.begin_session(meta)
         self._started = True
-        self._add(R.DEVICES, (self.device_ordinal, self.queue_count, int(self.clock_domain), 0,
-                              self.tick_frequency_hz), self.device_name)
+        self._add(
+            R.DEVICES,
+            (
+                self.device_ordinal,
+                self.queue_count,
+                int(self.clock_domain),
+                0,
+                self.tick_frequency_hz,
+            ),
+            self.device_name,
+        )
         for q in range(self.queue_count):
             self._add(R.QUEUES, (self.device_ordinal, q, self.stream_id(q)))
 
@@ -378,11 +559,14 @@ class ProfilingSession:
         records["physical_device_ordinal"] = self.device_ordinal
         names = records.dtype.names
         if "stream_id" in names:
-            records["stream_id"] = (self.device_ordinal << 16) | records["queue_ordinal"].astype(np.uint64)
+            records["stream_id"] = (self.device_ordinal << 16) | records["queue_ordinal"].astype(
+                np.uint64
+            )
         if "event_id" in names and not records["event_id"].any():
             nxt = self.next_event_id
-            records["event_id"] = np.fromiter((nxt() for _ in range(len(records))), np.uint64,
-                                              len(records))
+            records["event_id"] = np.fromiter(
+                (nxt() for _ in range(len(records))), np.uint64, len(records)
+            )
 
     def _collect(self) -> list[tuple[ChunkMetadata, bytes]]:
         if self._metric_sources:
@@ -394,7 +578,9 @@ class ProfilingSession:
         for content_type, (rows, tails) in pending.items():
             schema = R.SCHEMAS[content_type]
             payload = R.pack_records(schema, rows, tails if schema.trailing else None)
-            chunks.append((self._meta(content_type, physical_device_ordinal=self.device_ordinal), payload))
+            chunks.append(
+                (self._meta(content_type, physical_device_ordinal=self.device_ordinal), payload)
+            )
         for ring in self._rings:
             payload, dropped = ring.drain(self._fill)
             if not payload and not dropped:
@@ -407,11 +593,17 @@ class ProfilingSession:
                     "ProfilingOptions.ring_capacity or call profiling_flush() more often"
                 )
             flags = ChunkFlags.TRUNCATED if dropped else ChunkFlags.NONE
-            chunks.append((
-                self._meta(ring.schema.content_type, physical_device_ordinal=self.device_ordinal,
-                           flags=flags, dropped_record_count=dropped),
-                payload,
-            ))
+            chunks.append(
+                (
+                    self._meta(
+                        ring.schema.content_type,
+                        physical_device_ordinal=self.device_ordinal,
+                        flags=flags,
+                        dropped_record_count=dropped,
+                    ),
+                    payload,
+                )
+            )
         return chunks
 
     def flush(self) -> None:
@@ -441,8 +633,10 @@ class ProfilingSession:
                         sink.write(m, [p] if p else [])
             except BaseException as exc:  # still end every sink
                 first = exc
-            status = int(self._failed.code) if self._failed is not None else (
-                int(getattr(first, "code", StatusCode.INTERNAL)) if first is not None else 0
+            status = (
+                int(self._failed.code)
+                if self._failed is not None
+                else (int(getattr(first, "code", StatusCode.INTERNAL)) if first is not None else 0)
             )
             meta, payload = self._session_chunk(host_time_ns(), status)
             for sink in self.sinks:

@@ -83,20 +83,62 @@ typedef struct {
   hsa_ext_amd_aql_pm4_packet_t start_packet;
   hsa_ext_amd_aql_pm4_packet_t stop_packet;
 } aqlprofile_att_control_aql_packets_t;
-typedef hsa_status_t (*aqlprofile_memory_alloc_callback_t)(void** ptr, uint64_t size, uint32_t flags, void* userdata);
+typedef hsa_status_t (*aqlprofile_memory_alloc_callback_t)(
+    void** ptr,
+    uint64_t size,
+    uint32_t flags,
+    void* userdata);
 typedef void (*aqlprofile_memory_dealloc_callback_t)(void* ptr, void* userdata);
-typedef hsa_status_t (*aqlprofile_memory_copy_t)(void* dst, const void* src, size_t size, void* userdata);
-typedef hsa_status_t (*aqlprofile_pmc_data_callback_t)(aqlprofile_pmc_event_t event, uint64_t counter_id, uint64_t counter_value, void* userdata);
-typedef hsa_status_t (*aqlprofile_att_data_callback_t)(uint32_t shader, void* buffer, uint64_t size, void* callback_data);
+typedef hsa_status_t (*aqlprofile_memory_copy_t)(
+    void* dst,
+    const void* src,
+    size_t size,
+    void* userdata);
+typedef hsa_status_t (*aqlprofile_pmc_data_callback_t)(
+    aqlprofile_pmc_event_t event,
+    uint64_t counter_id,
+    uint64_t counter_value,
+    void* userdata);
+typedef hsa_status_t (*aqlprofile_att_data_callback_t)(
+    uint32_t shader,
+    void* buffer,
+    uint64_t size,
+    void* callback_data);
 
 hsa_status_t aqlprofile_get_version(aqlprofile_version_t* version);
-hsa_status_t aqlprofile_register_agent_info(aqlprofile_agent_handle_t* agent_id, const void* agent_info, int version);
-hsa_status_t aqlprofile_validate_pmc_event(aqlprofile_agent_handle_t agent, const aqlprofile_pmc_event_t* event, bool* result);
-hsa_status_t aqlprofile_pmc_create_packets(aqlprofile_handle_t* handle, aqlprofile_pmc_aql_packets_t* packets, aqlprofile_pmc_profile_t profile, aqlprofile_memory_alloc_callback_t alloc_cb, aqlprofile_memory_dealloc_callback_t dealloc_cb, aqlprofile_memory_copy_t memcpy_cb, void* userdata);
+hsa_status_t aqlprofile_register_agent_info(
+    aqlprofile_agent_handle_t* agent_id,
+    const void* agent_info,
+    int version);
+hsa_status_t aqlprofile_validate_pmc_event(
+    aqlprofile_agent_handle_t agent,
+    const aqlprofile_pmc_event_t* event,
+    bool* result);
+hsa_status_t aqlprofile_pmc_create_packets(
+    aqlprofile_handle_t* handle,
+    aqlprofile_pmc_aql_packets_t* packets,
+    aqlprofile_pmc_profile_t profile,
+    aqlprofile_memory_alloc_callback_t alloc_cb,
+    aqlprofile_memory_dealloc_callback_t dealloc_cb,
+    aqlprofile_memory_copy_t memcpy_cb,
+    void* userdata);
 void aqlprofile_pmc_delete_packets(aqlprofile_handle_t handle);
-hsa_status_t aqlprofile_pmc_iterate_data(aqlprofile_handle_t handle, aqlprofile_pmc_data_callback_t callback, void* userdata);
-hsa_status_t aqlprofile_att_create_packets(aqlprofile_handle_t* handle, aqlprofile_att_control_aql_packets_t* packets, aqlprofile_att_profile_t profile, aqlprofile_memory_alloc_callback_t alloc_cb, aqlprofile_memory_dealloc_callback_t dealloc_cb, aqlprofile_memory_copy_t memcpy_cb, void* userdata);
-hsa_status_t aqlprofile_att_iterate_data(aqlprofile_handle_t handle, aqlprofile_att_data_callback_t callback, void* userdata);
+hsa_status_t aqlprofile_pmc_iterate_data(
+    aqlprofile_handle_t handle,
+    aqlprofile_pmc_data_callback_t callback,
+    void* userdata);
+hsa_status_t aqlprofile_att_create_packets(
+    aqlprofile_handle_t* handle,
+    aqlprofile_att_control_aql_packets_t* packets,
+    aqlprofile_att_profile_t profile,
+    aqlprofile_memory_alloc_callback_t alloc_cb,
+    aqlprofile_memory_dealloc_callback_t dealloc_cb,
+    aqlprofile_memory_copy_t memcpy_cb,
+    void* userdata);
+hsa_status_t aqlprofile_att_iterate_data(
+    aqlprofile_handle_t handle,
+    aqlprofile_att_data_callback_t callback,
+    void* userdata);
 void aqlprofile_att_delete_packets(aqlprofile_handle_t handle);
 hsa_status_t hsa_ven_amd_aqlprofile_error_string(const char** str);
 """
@@ -112,7 +154,11 @@ _REQUIRED = (
     "aqlprofile_pmc_delete_packets",
     "aqlprofile_pmc_iterate_data",
 )
-_ATT = ("aqlprofile_att_create_packets", "aqlprofile_att_iterate_data", "aqlprofile_att_delete_packets")
+_ATT = (
+    "aqlprofile_att_create_packets",
+    "aqlprofile_att_iterate_data",
+    "aqlprofile_att_delete_packets",
+)
 
 
 @attrs.frozen
@@ -232,28 +278,45 @@ class AqlProfileLibrary:
             if handle is not None:
                 return handle
             gfxip = _ffi.new("char[]", agent.gfxip.encode())
-            info = _ffi.new("aqlprofile_agent_info_v1_t*", {
-                "agent_gfxip": gfxip, "xcc_num": agent.xcc_num, "se_num": agent.se_num,
-                "cu_num": agent.cu_num, "shader_arrays_per_se": agent.shader_arrays_per_se,
-                "domain": agent.domain, "location_id": agent.location_id,
-            })
+            info = _ffi.new(
+                "aqlprofile_agent_info_v1_t*",
+                {
+                    "agent_gfxip": gfxip,
+                    "xcc_num": agent.xcc_num,
+                    "se_num": agent.se_num,
+                    "cu_num": agent.cu_num,
+                    "shader_arrays_per_se": agent.shader_arrays_per_se,
+                    "domain": agent.domain,
+                    "location_id": agent.location_id,
+                },
+            )
             out = _ffi.new("aqlprofile_agent_handle_t*")
-            self._check(self._lib.aqlprofile_register_agent_info(out, info, AGENT_VERSION_V1),
-                        "aqlprofile_register_agent_info")
+            self._check(
+                self._lib.aqlprofile_register_agent_info(out, info, AGENT_VERSION_V1),
+                "aqlprofile_register_agent_info",
+            )
             self._agents[agent] = out.handle
             return out.handle
 
-    def validate_event(self, agent: AgentInfo, block: int, event: int, block_index: int = 0) -> bool:
+    def validate_event(
+        self, agent: AgentInfo, block: int, event: int, block_index: int = 0
+    ) -> bool:
         handle = self.register_agent(agent)
-        ev = _ffi.new("aqlprofile_pmc_event_t*", {"block_index": block_index, "event_id": event,
-                                                  "flags": 0, "block_name": block})
+        ev = _ffi.new(
+            "aqlprofile_pmc_event_t*",
+            {"block_index": block_index, "event_id": event, "flags": 0, "block_name": block},
+        )
         ok = _ffi.new("bool*")
-        self._check(self._lib.aqlprofile_validate_pmc_event({"handle": handle}, ev, ok),
-                    "aqlprofile_validate_pmc_event")
+        self._check(
+            self._lib.aqlprofile_validate_pmc_event({"handle": handle}, ev, ok),
+            "aqlprofile_validate_pmc_event",
+        )
         return bool(ok[0])
 
     def create_pmc_packets(
-        self, agent: AgentInfo, counters: Sequence[CounterSpec],
+        self,
+        agent: AgentInfo,
+        counters: Sequence[CounterSpec],
         alloc: Callable[[int, int], tuple[int, Any]] | None = None,
     ) -> PmcPackets:
         """Create start/stop/read packets for ``counters``. ``alloc(size, flags)``
@@ -261,10 +324,13 @@ class AqlProfileLibrary:
         passes its HSA allocator); the default is host memory, valid only for agents
         that can access host memory."""
         handle = self.register_agent(agent)
-        events = _ffi.new("aqlprofile_pmc_event_t[]", [
-            {"block_index": 0, "event_id": c.event, "flags": 0, "block_name": c.block}
-            for c in counters
-        ])
+        events = _ffi.new(
+            "aqlprofile_pmc_event_t[]",
+            [
+                {"block_index": 0, "event_id": c.event, "flags": 0, "block_name": c.block}
+                for c in counters
+            ],
+        )
         profile = {"agent": {"handle": handle}, "events": events, "event_count": len(counters)}
         keep: list[Any] = []
 
@@ -296,8 +362,9 @@ class AqlProfileLibrary:
         out_handle = _ffi.new("aqlprofile_handle_t*")
         packets = _ffi.new("aqlprofile_pmc_aql_packets_t*")
         self._check(
-            self._lib.aqlprofile_pmc_create_packets(out_handle, packets, profile, on_alloc,
-                                                    on_free, on_copy, _ffi.NULL),
+            self._lib.aqlprofile_pmc_create_packets(
+                out_handle, packets, profile, on_alloc, on_free, on_copy, _ffi.NULL
+            ),
             "aqlprofile_pmc_create_packets",
         )
         result = PmcPackets(
@@ -318,8 +385,10 @@ class AqlProfileLibrary:
             values.append((event.block_name, event.event_id, value))
             return 0
 
-        self._check(self._lib.aqlprofile_pmc_iterate_data({"handle": packets.handle}, on_data, _ffi.NULL),
-                    "aqlprofile_pmc_iterate_data")
+        self._check(
+            self._lib.aqlprofile_pmc_iterate_data({"handle": packets.handle}, on_data, _ffi.NULL),
+            "aqlprofile_pmc_iterate_data",
+        )
         return values
 
     def delete_pmc_packets(self, packets: PmcPackets) -> None:
@@ -340,7 +409,9 @@ _cache_lock = threading.Lock()
 
 
 def load_aqlprofile(
-    paths: Iterable[str] = (), *, libhsa_path: str | None = None,
+    paths: Iterable[str] = (),
+    *,
+    libhsa_path: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> AqlProfileLibrary:
     """Load aqlprofile by the search order above (cached per search list). UNAVAILABLE
@@ -367,12 +438,15 @@ def load_aqlprofile(
             return loaded
         raise UnavailableError(
             "aqlprofile (libhsa-amd-aqlprofile64) was not found; hardware counters and "
-            "thread traces need it. Looked for: " + "; ".join(tried)
+            "thread traces need it. Looked for: "
+            + "; ".join(tried)
             + f". Install ROCm's aqlprofile or set {ENV_PATH} to its file or directory"
         )
 
 
-def resolve_counter_sets(counter_sets: Sequence[CounterSet], agent: AgentInfo) -> list[tuple[CounterSet, list[CounterSpec]]]:
+def resolve_counter_sets(
+    counter_sets: Sequence[CounterSet], agent: AgentInfo
+) -> list[tuple[CounterSet, list[CounterSpec]]]:
     """Map counter names to specs for ``agent`` without the library. NOT_FOUND for an
     unknown name (listing the known), UNIMPLEMENTED for a counter the target lacks."""
     out = []
@@ -395,13 +469,20 @@ def resolve_counter_sets(counter_sets: Sequence[CounterSet], agent: AgentInfo) -
     return out
 
 
-_NEEDS_LIBRARY = (ProfilingDataFamily.COUNTER_SAMPLES | ProfilingDataFamily.COUNTER_RANGES
-                  | ProfilingDataFamily.EXECUTABLE_TRACES)
+_NEEDS_LIBRARY = (
+    ProfilingDataFamily.COUNTER_SAMPLES
+    | ProfilingDataFamily.COUNTER_RANGES
+    | ProfilingDataFamily.EXECUTABLE_TRACES
+)
 
 
 def check_profiling_options(
-    options: ProfilingOptions, agent: AgentInfo, *, paths: Iterable[str] = (),
-    libhsa_path: str | None = None, env: Mapping[str, str] | None = None,
+    options: ProfilingOptions,
+    agent: AgentInfo,
+    *,
+    paths: Iterable[str] = (),
+    libhsa_path: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AqlProfileLibrary | None:
     """What the amdgpu device calls from ``profiling_begin``: None when no counter/trace
     family is requested; otherwise the loaded library after every requested counter was

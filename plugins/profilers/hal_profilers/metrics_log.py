@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 from hal_core import InvalidArgumentError
 from hal_core.profiling import CaptureSink, ChunkMetadata, MetricUnit
@@ -33,8 +33,14 @@ class MetricsLogSink(CaptureSink):
             for t, values in cap.metric_samples:
                 for mid, value in zip(values["metric_id"], values["value"]):
                     unit = cap.metric_units.get(int(mid))
-                    w.writerow([t, cap.metric_names.get(int(mid), int(mid)),
-                                MetricUnit(unit).name if unit is not None else "", int(value)])
+                    w.writerow(
+                        [
+                            t,
+                            cap.metric_names.get(int(mid), int(mid)),
+                            MetricUnit(unit).name if unit is not None else "",
+                            int(value),
+                        ]
+                    )
 
 
 def create_metrics_log(options: Mapping[str, str]) -> MetricsLogSink:

@@ -54,10 +54,18 @@ def _read_text(path: str) -> str | None:
         return None
 
 
-_FREQ_LABELS = {"sclk": M.CLOCK_COMPUTE_CURRENT, "gfxclk": M.CLOCK_COMPUTE_CURRENT,
-                "mclk": M.CLOCK_MEMORY_CURRENT, "uclk": M.CLOCK_MEMORY_CURRENT}
-_TEMP_LABELS = {"edge": M.TEMPERATURE_EDGE, "junction": M.TEMPERATURE_HOTSPOT,
-                "hotspot": M.TEMPERATURE_HOTSPOT, "mem": M.TEMPERATURE_MEMORY}
+_FREQ_LABELS = {
+    "sclk": M.CLOCK_COMPUTE_CURRENT,
+    "gfxclk": M.CLOCK_COMPUTE_CURRENT,
+    "mclk": M.CLOCK_MEMORY_CURRENT,
+    "uclk": M.CLOCK_MEMORY_CURRENT,
+}
+_TEMP_LABELS = {
+    "edge": M.TEMPERATURE_EDGE,
+    "junction": M.TEMPERATURE_HOTSPOT,
+    "hotspot": M.TEMPERATURE_HOTSPOT,
+    "mem": M.TEMPERATURE_MEMORY,
+}
 
 _UNITS = {
     M.CLOCK_COMPUTE_CURRENT: (MetricUnit.HERTZ, MetricSemantic.INSTANT),
@@ -102,20 +110,25 @@ class AmdGpuSysfsMetricsSource:
         bdf = bdf or os.path.basename(os.path.normpath(device_dir))
         self.name = f"amdgpu.sysfs.{bdf}"
         # Stable across processes (str hashes are salted): ids must match in bundles.
-        self.source_id = int.from_bytes(
-            hashlib.blake2b(self.name.encode(), digest_size=8).digest(), "little"
-        ) & 0x7FFF_FFFF_FFFF_FFFF
+        self.source_id = (
+            int.from_bytes(hashlib.blake2b(self.name.encode(), digest_size=8).digest(), "little")
+            & 0x7FFF_FFFF_FFFF_FFFF
+        )
         self.source_class = SOURCE_CLASS_AMDGPU_SYSFS
         first = self._read_all()
         self._metrics = [m for m in _UNITS if m in first]
 
     @classmethod
-    def for_pci(cls, domain: int, bdfid: int, sysfs_root: str = "/sys") -> "AmdGpuSysfsMetricsSource":
+    def for_pci(
+        cls, domain: int, bdfid: int, sysfs_root: str = "/sys"
+    ) -> "AmdGpuSysfsMetricsSource":
         return cls(pci_device_dir(domain, bdfid, sysfs_root), bdf=format_bdf(domain, bdfid))
 
     def descriptors(self) -> list[MetricDescriptor]:
-        return [MetricDescriptor(int(m), m.dotted_name, _UNITS[m][0], semantic=_UNITS[m][1])
-                for m in self._metrics]
+        return [
+            MetricDescriptor(int(m), m.dotted_name, _UNITS[m][0], semantic=_UNITS[m][1])
+            for m in self._metrics
+        ]
 
     def _hwmon(self, out: dict[M, int]) -> None:
         for hw in sorted(glob.glob(os.path.join(self.device_dir, "hwmon", "hwmon*"))):
@@ -142,8 +155,10 @@ class AmdGpuSysfsMetricsSource:
         mem_busy = _read_int(os.path.join(d, "mem_busy_percent"))
         if mem_busy is not None:
             out[M.ACTIVITY_MEMORY] = mem_busy * 1000
-        for name, metric in (("mem_info_vram_used", M.MEMORY_LOCAL_USED),
-                             ("mem_info_vram_total", M.MEMORY_LOCAL_TOTAL)):
+        for name, metric in (
+            ("mem_info_vram_used", M.MEMORY_LOCAL_USED),
+            ("mem_info_vram_total", M.MEMORY_LOCAL_TOTAL),
+        ):
             v = _read_int(os.path.join(d, name))
             if v is not None:
                 out[metric] = v

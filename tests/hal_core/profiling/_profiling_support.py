@@ -1,4 +1,3 @@
-from hal_core.profiling import ProfilingDataFamily as F
 from hal_core.profiling import FunctionMetadata, ProfilingOptions, ProfilingSession
 
 
@@ -23,16 +22,28 @@ class RecordingSink:
 
 def make_session(families, sinks, *, ring_capacity=1 << 12, queue_count=2, **kw):
     options = ProfilingOptions(families, sinks=sinks, ring_capacity=ring_capacity)
-    s = ProfilingSession(options, options.effective_families, session_id=7,
-                         device_name="test://", queue_count=queue_count, **kw)
+    s = ProfilingSession(
+        options,
+        options.effective_families,
+        session_id=7,
+        device_name="test://",
+        queue_count=queue_count,
+        **kw,
+    )
     s.start()
     return s
 
 
 def fill_synthetic(s, n=4):
     """A small synthetic workload: one executable with two functions, n dispatches."""
-    s.record_executable(3, "exe", [FunctionMetadata(0, "matmul", 3, 0, (64, 1, 1)),
-                                   FunctionMetadata(1, "add", 2, 1, (32, 1, 1))])
+    s.record_executable(
+        3,
+        "exe",
+        [
+            FunctionMetadata(0, "matmul", 3, 0, (64, 1, 1)),
+            FunctionMetadata(1, "add", 2, 1, (32, 1, 1)),
+        ],
+    )
     t = 1_000_000
     for i in range(n):
         q = i % 2

@@ -1,5 +1,4 @@
 import pytest
-
 from _profiling_support import RecordingSink
 
 

@@ -8,11 +8,13 @@ from hal_core.profiling import (
     CaptureFilter,
     CaptureFilterFlags,
     CounterSet,
-    ProfilingDataFamily as F,
     ProfilingFlags,
     ProfilingOptions,
     StatisticsSink,
     parse_families,
+)
+from hal_core.profiling import (
+    ProfilingDataFamily as F,
 )
 
 

@@ -6,15 +6,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core
-from hal_core.profiling import CONTENT_TYPE_PREFIX, SCHEMAS, decode_records, pack_records, schema_for
+from hal_core.profiling import (
+    CONTENT_TYPE_PREFIX,
+    SCHEMAS,
+    decode_records,
+    pack_records,
+    schema_for,
+)
 
 
 def test_content_types_use_iree_names():
     kinds = {s.kind for s in SCHEMAS.values()}
-    for kind in ("queue-events", "dispatch-events", "memory-events", "clock-correlations",
-                 "executables", "executable-functions", "counter-sets", "counters",
-                 "counter-samples", "device-metric-sources", "device-metric-descriptors",
-                 "device-metric-samples", "executable-traces", "host-execution-events"):
+    for kind in (
+        "queue-events",
+        "dispatch-events",
+        "memory-events",
+        "clock-correlations",
+        "executables",
+        "executable-functions",
+        "counter-sets",
+        "counters",
+        "counter-samples",
+        "device-metric-sources",
+        "device-metric-descriptors",
+        "device-metric-samples",
+        "executable-traces",
+        "host-execution-events",
+    ):
         assert kind in kinds
         assert schema_for(kind).content_type == CONTENT_TYPE_PREFIX + kind
     for s in SCHEMAS.values():

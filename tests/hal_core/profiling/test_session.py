@@ -4,12 +4,11 @@ import threading
 
 import numpy as np
 import pytest
+from _profiling_support import fill_synthetic, make_session
 
 import hal_core
-from hal_core.profiling import ChunkFlags, MetricDescriptor, MetricUnit, ProfilingDataFamily as F
-from hal_core.profiling import decode_records
-
-from _profiling_support import fill_synthetic, make_session
+from hal_core.profiling import ChunkFlags, MetricDescriptor, MetricUnit, decode_records
+from hal_core.profiling import ProfilingDataFamily as F
 
 
 def test_sinks_get_nothing_until_flush(recording_sink):

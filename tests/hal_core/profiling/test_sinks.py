@@ -3,24 +3,28 @@
 import json
 
 import pytest
+from _profiling_support import fill_synthetic, make_session
 
 import hal_core
 from hal_core.profiling import (
     BUNDLE_MAGIC,
+    CapturedProfile,
     PerfettoSink,
     ProfileBundleSink,
     ProfileStatistics,
-    CapturedProfile,
     StatisticsSink,
     perfetto_trace,
     read_profile_bundle,
 )
 from hal_core.profiling import ProfilingDataFamily as F
 
-from _profiling_support import fill_synthetic, make_session
-
-ALL = (F.QUEUE_EVENTS | F.HOST_EXECUTION_EVENTS | F.DISPATCH_EVENTS | F.MEMORY_EVENTS
-       | F.EXECUTABLE_METADATA)
+ALL = (
+    F.QUEUE_EVENTS
+    | F.HOST_EXECUTION_EVENTS
+    | F.DISPATCH_EVENTS
+    | F.MEMORY_EVENTS
+    | F.EXECUTABLE_METADATA
+)
 
 
 def test_bundle_round_trip_and_replay(tmp_path):
@@ -108,11 +112,15 @@ def test_perfetto_tracks_and_slices(tmp_path):
     s.end()
     trace = json.loads(path.read_text())
     ev = trace["traceEvents"]
-    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in ev if e.get("name") == "thread_name"}
+    threads = {
+        (e["pid"], e["tid"]): e["args"]["name"] for e in ev if e.get("name") == "thread_name"
+    }
     assert {"queue 0", "queue 1"} <= set(threads.values())
     dispatches = [e for e in ev if e.get("cat") == "dispatch"]
     assert sorted(e["name"] for e in dispatches) == ["add", "add", "matmul", "matmul"]
-    ops = {(e["pid"], e["tid"], e["args"]["submission_id"]): e for e in ev if e.get("cat") == "queue"}
+    ops = {
+        (e["pid"], e["tid"], e["args"]["submission_id"]): e for e in ev if e.get("cat") == "queue"
+    }
     for d in dispatches:
         assert d["ph"] == "X" and d["dur"] == pytest.approx(8.0)
         assert threads[(d["pid"], d["tid"])].startswith("queue")

@@ -28,8 +28,9 @@ OFFSETS = {
 def build(content_revision: int, values: dict, *, format_revision: int = 1, size=None) -> bytes:
     total = SIZES.get(content_revision, 96)
     buf = bytearray(b"\xff" * total)  # every field "not provided" unless set
-    struct.pack_into("<HBB", buf, 0, size if size is not None else total, format_revision,
-                     content_revision)
+    struct.pack_into(
+        "<HBB", buf, 0, size if size is not None else total, format_revision, content_revision
+    )
     for name, value in values.items():
         off, code = OFFSETS[name]
         struct.pack_into("<" + code, buf, off, value)

@@ -6,10 +6,11 @@ import shutil
 import subprocess
 
 import pytest
+from hal_profilers import aqlprofile as aql
 
 import hal_core
-from hal_core.profiling import CounterSet, ProfilingDataFamily as F, ProfilingOptions, StatisticsSink
-from hal_profilers import aqlprofile as aql
+from hal_core.profiling import CounterSet, ProfilingOptions, StatisticsSink
+from hal_core.profiling import ProfilingDataFamily as F
 
 HERE = os.path.dirname(__file__)
 GFX11 = aql.AgentInfo("gfx1100", cu_num=48)
@@ -21,23 +22,41 @@ def _build(tmp_path, name="libhsa-amd-aqlprofile64.so.1", *flags):
     if cc is None:
         pytest.skip("no C compiler to build the fake aqlprofile library")
     out = tmp_path / name
-    subprocess.run([cc, "-shared", "-fPIC", "-O0", *flags, "-o", str(out),
-                    os.path.join(HERE, "fake_aqlprofile.c")], check=True)
+    subprocess.run(
+        [
+            cc,
+            "-shared",
+            "-fPIC",
+            "-O0",
+            *flags,
+            "-o",
+            str(out),
+            os.path.join(HERE, "fake_aqlprofile.c"),
+        ],
+        check=True,
+    )
     return out
 
 
 def _options(*counters, families=F.COUNTER_SAMPLES):
-    return ProfilingOptions(families, sinks=[StatisticsSink()],
-                            counter_sets=[CounterSet("set", counters)] if counters else ())
+    return ProfilingOptions(
+        families,
+        sinks=[StatisticsSink()],
+        counter_sets=[CounterSet("set", counters)] if counters else (),
+    )
 
 
 def test_missing_library_is_unavailable_and_names_the_search(tmp_path):
     env = {aql.ENV_PATH: str(tmp_path / "envdir")}
     (tmp_path / "envdir").mkdir()
     with pytest.raises(hal_core.UnavailableError) as info:
-        aql.check_profiling_options(_options("SQ_WAVES"), GFX11, paths=[str(tmp_path / "x.so")],
-                                    libhsa_path=str(tmp_path / "rocm" / "libhsa-runtime64.so.1"),
-                                    env=env)
+        aql.check_profiling_options(
+            _options("SQ_WAVES"),
+            GFX11,
+            paths=[str(tmp_path / "x.so")],
+            libhsa_path=str(tmp_path / "rocm" / "libhsa-runtime64.so.1"),
+            env=env,
+        )
     msg = str(info.value)
     assert str(tmp_path / "x.so") in msg
     assert str(tmp_path / "envdir" / "libhsa-amd-aqlprofile64.so.1") in msg
@@ -61,8 +80,9 @@ def test_counter_names_are_checked_before_loading():
 
 def test_load_by_env_directory_validate_and_packets(tmp_path):
     lib_path = _build(tmp_path)
-    lib = aql.check_profiling_options(_options("SQ_WAVES", "SQ_BUSY_CYCLES"), GFX11,
-                                      env={aql.ENV_PATH: str(tmp_path)})
+    lib = aql.check_profiling_options(
+        _options("SQ_WAVES", "SQ_BUSY_CYCLES"), GFX11, env={aql.ENV_PATH: str(tmp_path)}
+    )
     assert lib.path == str(lib_path) and lib.version == (1, 2, 3) and not lib.has_att
     with pytest.raises(hal_core.UnimplementedError, match="rejects counter 'SQ_BUSY_CYCLES'"):
         aql.check_profiling_options(_options("SQ_BUSY_CYCLES"), GFX9, paths=[str(lib_path)], env={})

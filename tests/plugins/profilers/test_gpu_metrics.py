@@ -1,13 +1,12 @@
 """gpu_metrics parser against binary fixtures built from the kernel struct layouts."""
 
 import pytest
+from _gpu_metrics_fixtures import SIZES, build
+from hal_profilers.gpu_metrics import LAYOUTS, parse_gpu_metrics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core
-from hal_profilers.gpu_metrics import LAYOUTS, parse_gpu_metrics
-
-from _gpu_metrics_fixtures import SIZES, build
 
 
 @pytest.mark.parametrize("rev", [1, 2, 3])
@@ -18,10 +17,20 @@ def test_layout_sizes_match_kernel_structs(rev):
 
 @pytest.mark.parametrize("rev", [1, 2, 3])
 def test_fields_and_units(rev):
-    values = dict(temperature_edge=45, temperature_hotspot=61, temperature_mem=70,
-                  average_gfx_activity=37, average_umc_activity=12, average_socket_power=220,
-                  current_gfxclk=2100, current_uclk=1200, throttle_status=0x5,
-                  energy_accumulator=123456789, pcie_link_speed=160, temperature_hbm0=55)
+    values = dict(
+        temperature_edge=45,
+        temperature_hotspot=61,
+        temperature_mem=70,
+        average_gfx_activity=37,
+        average_umc_activity=12,
+        average_socket_power=220,
+        current_gfxclk=2100,
+        current_uclk=1200,
+        throttle_status=0x5,
+        energy_accumulator=123456789,
+        pcie_link_speed=160,
+        temperature_hbm0=55,
+    )
     if rev >= 2:
         values["firmware_timestamp"] = 987654321
     if rev >= 3:
@@ -59,7 +68,9 @@ def test_not_provided_fields_are_none():
 
 @pytest.mark.parametrize("fmt, rev", [(1, 0), (1, 4), (2, 1), (3, 0)])
 def test_other_revisions_are_unimplemented(fmt, rev):
-    with pytest.raises(hal_core.UnimplementedError, match=f"format {fmt}.{rev} is not parsed.*1.1, 1.2, 1.3"):
+    with pytest.raises(
+        hal_core.UnimplementedError, match=f"format {fmt}.{rev} is not parsed.*1.1, 1.2, 1.3"
+    ):
         parse_gpu_metrics(build(rev, {}, format_revision=fmt))
 
 

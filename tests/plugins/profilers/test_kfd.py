@@ -3,9 +3,9 @@
 import struct
 
 import pytest
+from hal_profilers.kfd import GET_CLOCK_COUNTERS, KfdClockCounters
 
 import hal_core
-from hal_profilers.kfd import GET_CLOCK_COUNTERS, KfdClockCounters
 
 
 def test_ioctl_number_matches_linux_encoding():

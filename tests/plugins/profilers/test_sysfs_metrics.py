@@ -1,13 +1,13 @@
 """AMD GPU sysfs device metrics over a fake sysfs tree."""
 
 import pytest
+from _gpu_metrics_fixtures import build
+from hal_profilers.sysfs_metrics import AmdGpuSysfsMetricsSource, format_bdf, pci_device_dir
 
 import hal_core
 from hal_core.profiling import DeviceMetric as M
-from hal_core.profiling import MetricUnit, ProfilingDataFamily as F, StatisticsSink
-from hal_profilers.sysfs_metrics import AmdGpuSysfsMetricsSource, format_bdf, pci_device_dir
-
-from _gpu_metrics_fixtures import build
+from hal_core.profiling import MetricUnit, StatisticsSink
+from hal_core.profiling import ProfilingDataFamily as F
 
 
 def make_tree(root, *, hwmon=True, blob=None, busy=True):
@@ -57,17 +57,32 @@ def test_plain_files_and_hwmon(tmp_path):
     ids, values = src.sample()
     got = dict(zip(ids, values))
     assert got == {
-        M.CLOCK_COMPUTE_CURRENT: 2_500_000_000, M.CLOCK_MEMORY_CURRENT: 1_000_000_000,
-        M.TEMPERATURE_EDGE: 51_000, M.TEMPERATURE_HOTSPOT: 63_000, M.TEMPERATURE_MEMORY: 72_000,
-        M.POWER_SOCKET: 95_000_000, M.ACTIVITY_COMPUTE: 42_000, M.ACTIVITY_MEMORY: 7_000,
-        M.MEMORY_LOCAL_USED: 1073741824, M.MEMORY_LOCAL_TOTAL: 17163091968,
+        M.CLOCK_COMPUTE_CURRENT: 2_500_000_000,
+        M.CLOCK_MEMORY_CURRENT: 1_000_000_000,
+        M.TEMPERATURE_EDGE: 51_000,
+        M.TEMPERATURE_HOTSPOT: 63_000,
+        M.TEMPERATURE_MEMORY: 72_000,
+        M.POWER_SOCKET: 95_000_000,
+        M.ACTIVITY_COMPUTE: 42_000,
+        M.ACTIVITY_MEMORY: 7_000,
+        M.MEMORY_LOCAL_USED: 1073741824,
+        M.MEMORY_LOCAL_TOTAL: 17163091968,
     }
 
 
 def test_gpu_metrics_fills_gaps(tmp_path):
-    blob = build(3, dict(temperature_edge=44, temperature_hotspot=58, average_socket_power=180,
-                         average_gfx_activity=90, current_gfxclk=1800, current_uclk=900,
-                         indep_throttle_status=0b101))
+    blob = build(
+        3,
+        dict(
+            temperature_edge=44,
+            temperature_hotspot=58,
+            average_socket_power=180,
+            average_gfx_activity=90,
+            current_gfxclk=1800,
+            current_uclk=900,
+            indep_throttle_status=0b101,
+        ),
+    )
     make_tree(tmp_path, hwmon=False, busy=False, blob=blob)
     src = AmdGpuSysfsMetricsSource(str(tmp_path / "bus/pci/devices/0000:c3:00.0"))
     got = dict(zip(*src.sample()))
