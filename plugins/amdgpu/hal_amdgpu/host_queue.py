@@ -1,0 +1,1033 @@
+"""Host queues: HAL queue operations turned directly into AQL packets on an HSA queue.
+
+One ``HostQueue`` per HAL queue (``QUEUES_PER_GPU`` per GPU) owns: an HSA AQL queue (its
+ring viewed through ``AqlRing``), a kernarg ring in the CPU kernarg pool, one *epoch
+signal* that is the completion signal of every submission's last packet, a notification
+ring mapping epochs to semaphore signals and retained resources, and a completion thread.
+``HostQueueSet`` owns a device's queues, the shared last-signal table used for wait
+elision, the builtin blit kernels and the command-buffer finalizer (block programs).
+
+Flow of one operation (``HostQueueSet.submit`` -> ``HostQueue.submit``):
+
+1. Wait resolution by tiers: a wait already reached costs nothing; a wait whose producer
+   (recorded when the producing submission was published) is this queue is elided (every
+   packet carries the BARRIER bit, so the queue is an in-order chain); a producer epoch the
+   queue's frontier already covers, or that has retired, is elided; a producer epoch on a
+   peer queue becomes a *device barrier* (an AMD barrier-value packet on the peer's epoch
+   signal) where the target supports it; anything else (host-signalled values,
+   wait-before-signal, failed semaphores) is *deferred in software* with semaphore
+   timepoints and resubmitted from the signalling thread.
+2. Admission under the submission lock: the notification ring, the kernarg ring and the AQL
+   ring (``try_reserve``, last because it changes state) must all have room; otherwise the
+   submission is *parked* (FIFO) and retried after the next drain. Sizes that could never
+   fit raise OUT_OF_RANGE at submit. Parked work never blocks the rings it waits on, so
+   parking cannot deadlock.
+3. Publication: kernargs, packet bodies, the epoch signal on the final packet, header words
+   in packet order, one doorbell store (``aql_packets`` explains the order).
+4. Completion: the thread waits (``hsa_amd_signal_wait_any``) on the epoch signal and a
+   stop signal, drains retired epochs in order, runs host actions (host calls, file I/O,
+   deallocas) at their epoch, signals semaphores coalesced per semaphore, drops retained
+   resources, reclaims kernarg space and retries parked submissions.
+
+A queue error (the HSA queue's error callback) is sticky: the completion thread drains
+what had completed, fails every pending signal with the HSA error (mapped code, HSA text),
+and every later submission fails its signals with it. ``close`` never hangs: it waits a
+bounded time for in-flight work, then cancels.
+
+Locks: ``_lock`` (submission: rings, epochs, parking, frontier) and ``_drain_lock``
+(completion draining). No lock is held while semaphores are signalled or user callbacks
+run, so completions may submit more work to any queue (zero-hop chaining).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import threading
+import weakref
+from typing import Any, Callable
+
+import attrs
+import numpy as np
+
+from hal_core import (
+    CancelledError,
+    FailedPreconditionError,
+    HalError,
+    HostCallFlags,
+    InvalidArgumentError,
+    StatusCode,
+    UnimplementedError,
+)
+from hal_core._command_buffer import (
+    CMD_COPY,
+    CMD_FILL,
+    CMD_UPDATE,
+    BufferRef,
+    CommandBufferMode,
+)
+from hal_core._semaphore import _report_callback_error
+from hal_core._status import as_hal_error, error_for
+from hal_core.backend import HostCallContext, QueueOp, QueueOpKind, resolve_waits
+
+from .aql_packets import (
+    HOST_IS_TSO,
+    AmdFormat,
+    FenceScope,
+    PacketType,
+    SignalCondition,
+    emit_barrier_value,
+    emit_nops,
+    header_setup_word,
+    make_header,
+    new_staging,
+    vendor_header_word,
+)
+from .aql_ring import AqlRing
+from .block_processor import BlockProcessor
+from .block_program import (
+    BlockProgram,
+    BuiltinKernels,
+    KernelDescriptor,
+    build_program,
+)
+from .kernarg_ring import KERNARG_BLOCK_SIZE, KernargRing
+from .notification_ring import DrainResult, NotificationRing
+
+__all__ = [
+    "load_device_library",
+    "EPOCH_INITIAL_VALUE",
+    "WaitBarrierStrategy",
+    "HostQueueOptions",
+    "HostQueue",
+    "HostQueueSet",
+    "builtin_kernels_from_executable",
+    "kernel_descriptor",
+]
+
+#: Initial value of every epoch signal; the completed epoch is ``INITIAL - load(signal)``.
+EPOCH_INITIAL_VALUE = 4611686018427387903
+_UINT64_MAX = (1 << 64) - 1
+_UINT32_MAX = (1 << 32) - 1
+_INT64_MAX = (1 << 63) - 1
+_QUEUE_TYPE_MULTI = 0
+_WAIT_BLOCKED = 0
+#: Seconds ``close`` waits for in-flight work before cancelling it.
+CLOSE_DRAIN_TIMEOUT = 10.0
+
+_K = QueueOpKind
+
+
+class WaitBarrierStrategy(enum.IntEnum):
+    """How a wait on a peer queue's epoch is expressed."""
+
+    AUTO = 0  # barrier-value where the target supports it (gfx90a, gfx94x), else DEFER
+    BARRIER_VALUE = 1  # always an AMD barrier-value packet
+    DEFER = 2  # always software deferral (IREE's force_wait_barrier_defer)
+
+
+def _power_of_two(name: str) -> Callable[[Any, Any, int], None]:
+    def check(_i: Any, _a: Any, value: int) -> None:
+        if value <= 0 or value & (value - 1):
+            raise InvalidArgumentError(f"{name} must be a power of two, got {value}")
+    return check
+
+
+@attrs.frozen
+class HostQueueOptions:
+    """Ring capacities (powers of two) and the wait-barrier strategy.
+
+    ``aql_capacity`` in packets; ``kernarg_capacity`` in bytes (64-byte blocks);
+    ``notification_capacity`` in signal entries and in epochs.
+    """
+
+    aql_capacity: int = attrs.field(default=1024, validator=_power_of_two("aql_capacity"))
+    kernarg_capacity: int = attrs.field(default=1 << 20,
+                                        validator=_power_of_two("kernarg_capacity"))
+    notification_capacity: int = attrs.field(default=1024,
+                                             validator=_power_of_two("notification_capacity"))
+    wait_barrier: WaitBarrierStrategy = WaitBarrierStrategy.AUTO
+
+    def __attrs_post_init__(self) -> None:
+        if self.kernarg_capacity < 4 * KERNARG_BLOCK_SIZE:
+            raise InvalidArgumentError(
+                f"kernarg_capacity {self.kernarg_capacity} is below the minimum "
+                f"{4 * KERNARG_BLOCK_SIZE} bytes"
+            )
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> "HostQueueOptions":
+        """From device URI parameters ``aql_capacity``, ``kernarg_capacity``,
+        ``notification_capacity``, ``wait_barrier`` (auto|barrier_value|defer)."""
+        kw: dict[str, Any] = {}
+        for key in ("aql_capacity", "kernarg_capacity", "notification_capacity"):
+            if key in params:
+                try:
+                    kw[key] = int(params[key], 0)
+                except ValueError:
+                    raise InvalidArgumentError(
+                        f"device parameter {key}={params[key]!r} is not an integer"
+                    ) from None
+        if "wait_barrier" in params:
+            try:
+                kw["wait_barrier"] = WaitBarrierStrategy[params["wait_barrier"].upper()]
+            except KeyError:
+                raise InvalidArgumentError(
+                    f"wait_barrier={params['wait_barrier']!r}; use auto, barrier_value or defer"
+                ) from None
+        return cls(**kw)
+
+
+def kernel_descriptor(executable: Any, gpu_index: int, ordinal: int) -> KernelDescriptor:
+    """A ``KernelDescriptor`` for function ``ordinal`` of a loaded ``AmdgpuExecutable``."""
+    info = executable.dispatch_info[gpu_index][ordinal]
+    layout = executable.layouts[ordinal]
+    kernel = executable.kernels[ordinal]
+    hidden = tuple((a.value_kind, a.offset, a.size) for a in kernel.args if a.hidden)
+    return KernelDescriptor(
+        kernel_object=info.kernel_object,
+        kernarg_size=max(layout.kernarg_size, info.kernarg_segment_size),
+        binding_count=layout.binding_count,
+        constant_count=layout.constant_count,
+        workgroup_size=kernel.reqd_workgroup_size or (1, 1, 1),
+        private_segment_size=info.private_segment_size,
+        group_segment_size=info.group_segment_size,
+        explicit_size=layout.explicit_size,
+        hidden_args=hidden,
+        name=kernel.name,
+    )
+
+
+_FILL_KERNELS = {1: "hal_amdgpu_buffer_fill_x1", 2: "hal_amdgpu_buffer_fill_x2",
+                 4: "hal_amdgpu_buffer_fill_x4", 8: "hal_amdgpu_buffer_fill_x8"}
+_COPY_KERNELS = {1: "hal_amdgpu_buffer_copy_x1", 4: "hal_amdgpu_buffer_copy_x4",
+                 16: "hal_amdgpu_buffer_copy_x16"}
+
+
+def builtin_kernels_from_executable(executable: Any, gpu_index: int, wavefront_size: int,
+                                    compute_units: int) -> BuiltinKernels:
+    """The blit kernels of the device library loaded as ``executable``; INCOMPATIBLE-free
+    NOT_FOUND naming the missing kernel if the library lacks one."""
+    names = {k.name: i for i, k in enumerate(executable.kernels)}
+
+    def get(name: str) -> KernelDescriptor:
+        if name not in names:
+            raise error_for(StatusCode.NOT_FOUND,
+                            f"the amdgpu device library has no builtin kernel {name!r}; "
+                            f"it has {sorted(names)}")
+        return kernel_descriptor(executable, gpu_index, names[name])
+
+    return BuiltinKernels(
+        fill={w: get(n) for w, n in _FILL_KERNELS.items()},
+        copy={w: get(n) for w, n in _COPY_KERNELS.items()},
+        workgroup_size=max(32, wavefront_size),
+        max_workgroups=max(1, 4 * compute_units),
+    )
+
+
+def load_device_library(hsa: Any, gpus: tuple) -> list[BuiltinKernels]:
+    """Load the builtin blit kernels for every GPU (one code object per distinct target,
+    chosen by processor name from ``hal_amdgpu/kernels``). INCOMPATIBLE when a GPU has no
+    matching code object, naming the targets that ship."""
+    import pathlib
+
+    from hal_core import IncompatibleError
+
+    from .executable import load_executable
+
+    root = pathlib.Path(__file__).parent / "kernels"
+    shipped = sorted(p.name for p in root.glob("blit--*.hsaco"))
+    loaded: dict[str, Any] = {}
+    out: list[BuiltinKernels] = []
+    for i, gpu in enumerate(gpus):
+        proc = gpu.target.processor
+        exe = loaded.get(proc)
+        if exe is None:
+            path = root / f"blit--amdgcn-amd-amdhsa--{proc}.hsaco"
+            if not path.exists():
+                raise IncompatibleError(
+                    f"no builtin blit kernels for {proc} (GPU {gpu.name}); the device library "
+                    f"ships {shipped}; rebuild it with plugins/amdgpu/tools/build_kernels.sh"
+                )
+            exe = loaded[proc] = load_executable(hsa, (gpu,), path.read_bytes())
+        out.append(builtin_kernels_from_executable(exe, 0, gpu.wavefront_size,
+                                                   gpu.compute_unit_count))
+        out[-1] = attrs.evolve(out[-1])  # frozen copy per GPU
+        _LIBRARIES.append(exe)
+    return out
+
+
+#: Device-library executables stay loaded for the process (like IREE's embedded library).
+_LIBRARIES: list[Any] = []
+
+
+class _Sub:
+    """One submission in flight through resolution, parking and publication."""
+
+    __slots__ = ("op", "program", "block", "binding_ptrs", "static_ptrs", "barriers",
+                 "action", "resources", "signals", "acquire")
+
+    def __init__(self, op: QueueOp) -> None:
+        self.op = op
+        self.program: BlockProgram | None = None
+        self.block = 0
+        self.binding_ptrs: np.ndarray | None = None
+        self.static_ptrs: np.ndarray | None = None
+        self.barriers: list[tuple["HostQueue", int]] = []
+        self.action: Callable[[], None] | None = None
+        self.resources: Any = None
+        self.signals: tuple = op.signals
+        self.acquire = 0
+
+
+_NOP_WORD_SYSTEM = header_setup_word(
+    make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM))
+_BARRIER_VALUE_WORD = vendor_header_word(
+    make_header(PacketType.VENDOR_SPECIFIC, True, FenceScope.SYSTEM, FenceScope.NONE),
+    AmdFormat.BARRIER_VALUE)
+
+
+class HostQueue:
+    """One HAL queue over one HSA AQL queue (see module docstring). Thread-safe."""
+
+    def __init__(self, qset: "HostQueueSet", gpu_index: int, queue_index: int,
+                 options: HostQueueOptions) -> None:
+        hsa = qset.hsa
+        ffi = hsa.ffi
+        lib = hsa.lib
+        self.qset = qset
+        self.hsa = hsa
+        self.index = queue_index
+        self.gpu_index = gpu_index
+        self.options = options
+        self._lock = threading.Lock()
+        self._drain_lock = threading.Lock()
+        self._idle = threading.Condition(threading.Lock())
+        self.error: HalError | None = None
+        self._closing = False
+        self._closed = False
+        self._parked: collections.deque[_Sub] = collections.deque()
+        self._deferred: dict[_Sub, bool] = {}
+        self._action_epochs: collections.deque[tuple[int, Callable[[], None]]] = (
+            collections.deque())
+        self.frontier: dict[int, int] = {}
+        self.published_epoch = 0
+        self.completed_epoch = 0
+        agent = qset.gpus[gpu_index].hsa_handle(hsa)
+        self._agent = agent
+
+        # Signals first so that every later failure path can destroy them.
+        sig = ffi.new("hsa_signal_t*")
+        hsa.check(lib.hsa_amd_signal_create(EPOCH_INITIAL_VALUE, 0, ffi.NULL, 0, sig),
+                  "hsa_amd_signal_create(epoch)")
+        self.epoch_signal = ffi.new("hsa_signal_t*", [sig[0].handle])[0]
+        self.epoch_handle = int(sig[0].handle)
+        stop = ffi.new("hsa_signal_t*")
+        hsa.check(lib.hsa_amd_signal_create(0, 0, ffi.NULL, 0, stop),
+                  "hsa_amd_signal_create(stop)")
+        self.stop_signal = ffi.new("hsa_signal_t*", [stop[0].handle])[0]
+
+        # The HSA queue and its error callback (kept alive with the queue).
+        self._error_callback = ffi.callback("void(hsa_status_t, hsa_queue_t*, void*)",
+                                            self._on_queue_error)
+        queue_ptr = ffi.new("hsa_queue_t**")
+        status = lib.hsa_queue_create(agent, options.aql_capacity, _QUEUE_TYPE_MULTI,
+                                      self._error_callback, ffi.NULL, _UINT32_MAX, _UINT32_MAX,
+                                      queue_ptr)
+        if status != 0:
+            self._destroy_signals()
+            hsa.check(status, f"hsa_queue_create({options.aql_capacity} packets)")
+        self._queue = queue_ptr[0]
+        if hsa.implementation != "soft" and not HOST_IS_TSO:
+            self._destroy_hsa_queue()
+            self._destroy_signals()
+            raise UnimplementedError(
+                "driving a hardware AQL queue needs a release barrier between packet bodies "
+                "and headers that Python cannot issue on this (weakly ordered) host; use an "
+                "x86-64 host or the software agent (hsa=soft)"
+            )
+        q = self._queue
+        size = int(q.size)
+        ring_bytes = ffi.buffer(ffi.cast("uint8_t*", q.base_address), size * 64)
+        rows = np.frombuffer(ring_bytes, np.uint8).reshape(size, 64)
+        desc = np.frombuffer(ffi.buffer(ffi.cast("uint8_t*", q), 256), np.uint64)
+        doorbell = q.doorbell_signal
+        store = lib.hsa_signal_store_screlease
+        self.ring = AqlRing(rows, desc, lambda pid: store(doorbell, pid))
+
+        # Kernarg ring in the CPU kernarg pool, readable by the GPU.
+        out = ffi.new("void**")
+        pool = qset.kernarg_pool
+        status = lib.hsa_amd_memory_pool_allocate(
+            ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0],
+            pool.round_up(options.kernarg_capacity), 0, out)
+        if status != 0:
+            self._destroy_hsa_queue()
+            self._destroy_signals()
+            hsa.check(status, f"hsa_amd_memory_pool_allocate(kernarg ring, "
+                              f"{options.kernarg_capacity} bytes)")
+        self._kernarg_ptr = out[0]
+        lib.hsa_amd_agents_allow_access(qset.access_count, qset.access_agents, ffi.NULL, out[0])
+        address = int(ffi.cast("uintptr_t", out[0]))
+        memory = np.frombuffer(ffi.buffer(ffi.cast("uint8_t*", out[0]),
+                                          options.kernarg_capacity), np.uint8)
+        self.kernargs = KernargRing(memory, address)
+        self.processor = BlockProcessor(self.ring, self.kernargs)
+        self.notifications = NotificationRing(options.notification_capacity,
+                                              options.notification_capacity)
+        self._drain_result = DrainResult()
+
+        # Completion thread.
+        self._wait_signals = ffi.new("hsa_signal_t[2]", [[self.epoch_handle],
+                                                         [int(self.stop_signal.handle)]])
+        self._wait_conds = ffi.new("uint32_t[2]", [SignalCondition.NE, SignalCondition.NE])
+        self._wait_values = ffi.new("int64_t[2]", [EPOCH_INITIAL_VALUE, 0])
+        self._thread = threading.Thread(
+            target=self._completion_main,
+            name=f"hal-amdgpu-gpu{gpu_index}q{queue_index}-complete", daemon=True)
+        self._thread.start()
+
+    # -- submission ----------------------------------------------------------------------
+
+    def submit(self, sub: _Sub) -> None:
+        """Resolve waits, then publish or park. Raises only for errors known at submit
+        (OUT_OF_RANGE sizes); execution errors fail the op's signals."""
+        if self.error is not None:
+            self._fail_sub(sub, self.error)
+            return
+        if self._closing:
+            raise FailedPreconditionError(
+                f"amdgpu queue {self.index} is closing; submit before closing the device")
+        deferred = self._resolve_waits(sub)
+        if deferred is None:
+            return  # failed
+        if deferred:
+            self._deferred[sub] = True
+            resolve_waits(sub, tuple(deferred), self._on_deferred_ready,
+                          self._on_deferred_failed)
+            return
+        self._admit(sub)
+
+    def _resolve_waits(self, sub: _Sub) -> list | None:
+        deferred: list = []
+        last_signal = self.qset.last_signal
+        barrier_ok = self.qset.barrier_value_supported
+        for sem, value in sub.op.waits:
+            failure = sem._failure
+            if failure is not None:
+                self._fail_sub(sub, failure.clone())
+                return None
+            if sem._value >= value:
+                sub.acquire = FenceScope.SYSTEM
+                continue
+            entry = last_signal.get(sem)
+            if entry is not None and entry[2] >= value:
+                producer, epoch = entry[0], entry[1]
+                if producer is self:
+                    continue  # in-order queue: already behind the producer
+                if self.frontier.get(producer.index, 0) >= epoch:
+                    continue  # a previous device barrier covers it
+                if producer.completed_epoch >= epoch:
+                    sub.acquire = FenceScope.SYSTEM
+                    continue
+                if barrier_ok and producer.qset is self.qset and producer.error is None:
+                    sub.barriers.append((producer, epoch))
+                    continue
+            deferred.append((sem, value))
+        return deferred
+
+    def _on_deferred_ready(self, sub: _Sub) -> None:
+        if self._deferred.pop(sub, None) is None:
+            return
+        if self.error is not None:
+            self._fail_sub(sub, self.error)
+            return
+        try:
+            self._admit(sub)
+        except HalError as exc:
+            self._fail_sub(sub, exc)
+
+    def _on_deferred_failed(self, sub: _Sub, error: HalError) -> None:
+        if self._deferred.pop(sub, None) is None:
+            return
+        self._fail_sub(sub, error.clone())
+
+    def _admit(self, sub: _Sub) -> None:
+        self._check_structural(sub)
+        prepare = sub.op.kind == _K.ALLOCA
+        if prepare:
+            # Commit alloca memory once the waits are met and before publication, so
+            # that later work elided behind this submission sees a committed buffer.
+            try:
+                _commit_alloca(self.qset, sub.op)
+            except HalError as exc:
+                self._fail_sub(sub, exc)
+                return
+        with self._lock:
+            if self._parked or not self._try_publish(sub):
+                self._parked.append(sub)
+
+    def _check_structural(self, sub: _Sub) -> None:
+        packets, blocks = self._sizes(sub)
+        self.ring.check_fits(packets)
+        self.kernargs.check_fits(blocks)
+        self.notifications.check_fits(len(sub.signals))
+
+    def _sizes(self, sub: _Sub) -> tuple[int, int]:
+        barriers = len(sub.barriers)
+        if sub.program is None:
+            return barriers + 1, 0
+        rp = sub.program.blocks[sub.block].replay
+        return barriers + max(1, rp.packet_count), rp.kernarg_block_count
+
+    def _try_publish(self, sub: _Sub) -> bool:
+        """Publish ``sub`` (its current block) if every ring has room; under ``_lock``."""
+        program = sub.program
+        final_block = program is None or sub.block == len(program.blocks) - 1
+        signals = sub.signals if final_block else ()
+        nbar = len(sub.barriers)
+        if program is not None:
+            block = program.blocks[sub.block]
+            rp = block.replay
+            payload = rp.packet_count
+            kblocks = rp.kernarg_block_count
+        else:
+            block = None
+            payload = 0
+            kblocks = 0
+        total = nbar + max(1, payload)
+        if not self.notifications.can_admit(len(signals)):
+            return False
+        if not self.kernargs.can_allocate(kblocks):
+            return False
+        first = self.ring.try_reserve(total)
+        if first < 0:
+            return False
+        kstart = self.kernargs.allocate(kblocks)
+        epoch = self.published_epoch + 1
+        ring = self.ring
+        # Wait-barrier prefix: barrier-value packets on peer epoch signals.
+        if nbar:
+            staging = new_staging(nbar)
+            handles = np.fromiter((p.epoch_handle for p, _ in sub.barriers), np.uint64, nbar)
+            values = np.fromiter((EPOCH_INITIAL_VALUE - e + 1 for _, e in sub.barriers),
+                                 np.int64, nbar)
+            emit_barrier_value(staging, signal=handles, value=values,
+                               condition=SignalCondition.LT, mask=_INT64_MAX)
+            ring.write_bodies(first, staging)
+        if block is not None and payload:
+            headers = self.processor.process_block(
+                block, first + nbar, kstart, sub.binding_ptrs, sub.static_ptrs,
+                self.epoch_handle, FenceScope.SYSTEM, sub.acquire, bool(nbar))
+        else:
+            # A payload-free submission (barrier, host action, empty program): one NOP
+            # barrier packet carries the epoch signal.
+            nop = new_staging(1)
+            emit_nops(nop)
+            nop.view("<u8")[0, 7] = self.epoch_handle
+            ring.write_bodies(first + nbar, nop)
+            headers = None
+        # Commit signals and bookkeeping before the headers: the completion thread can
+        # only see this epoch once the final header is published.
+        kend = kstart + kblocks if kblocks else -1
+        resources = sub.resources if final_block else None
+        self.notifications.push(epoch, signals, resources, kend)
+        if sub.action is not None and final_block:
+            self._action_epochs.append((epoch, sub.action))
+        self.published_epoch = epoch
+        if signals:
+            ls = self.qset.last_signal
+            for sem, value in signals:
+                ls[sem] = (self, epoch, value)
+        for producer, e in sub.barriers:
+            if self.frontier.get(producer.index, 0) < e:
+                self.frontier[producer.index] = e
+        # Headers in packet order, then one doorbell.
+        if nbar:
+            for i in range(nbar):
+                ring.commit_header(first + i, _BARRIER_VALUE_WORD)
+        if headers is not None:
+            ring.commit_headers(first + nbar, headers)
+        else:
+            ring.commit_header(first + nbar, _NOP_WORD_SYSTEM)
+        ring.ring_doorbell(first + total - 1)
+        if not final_block:
+            # Chain the next block as its own submission (no waits, no signals).
+            sub.block += 1
+            sub.barriers = []
+            sub.acquire = 0
+            return self._try_publish(sub) or self._park_front(sub)
+        return True
+
+    def _park_front(self, sub: _Sub) -> bool:
+        # A multi-block replay that ran out of room mid-program resumes first.
+        self._parked.appendleft(sub)
+        return True
+
+    def _retry_parked(self) -> None:
+        with self._lock:
+            parked = self._parked
+            while parked:
+                sub = parked[0]
+                if self.error is not None:
+                    break
+                parked.popleft()
+                if not self._try_publish(sub):
+                    parked.appendleft(sub)
+                    break
+
+    def _fail_sub(self, sub: _Sub, error: HalError) -> None:
+        for sem, _ in sub.op.signals:
+            sem.fail(error)
+        sub.op.retained = None
+        sub.resources = None
+
+    # -- completion ----------------------------------------------------------------------
+
+    def _completion_main(self) -> None:
+        lib = self.hsa.lib
+        sigs, conds, vals = self._wait_signals, self._wait_conds, self._wait_values
+        stop = self.stop_signal
+        while True:
+            lib.hsa_amd_signal_wait_any(2, sigs, conds, vals, _UINT64_MAX, _WAIT_BLOCKED,
+                                        self.hsa.ffi.NULL)
+            try:
+                self._drain()
+            except BaseException as exc:  # never let the thread die silently
+                _report_callback_error(exc)
+            if lib.hsa_signal_load_scacquire(stop) != 0:
+                if self.error is not None:
+                    self._fail_pending(self.error)
+                return
+
+    def _drain(self) -> None:
+        lib = self.hsa.lib
+        with self._drain_lock:
+            completed = EPOCH_INITIAL_VALUE - lib.hsa_signal_load_scacquire(self.epoch_signal)
+            if completed <= self.completed_epoch:
+                return
+            # Arm the next wait from what was drained (not a fresh load): no lost wakeup.
+            self._wait_values[0] = EPOCH_INITIAL_VALUE - completed
+            ring = self.notifications
+            actions = self._action_epochs
+            batches: list[tuple[DrainResult, Callable[[], None] | None]] = []
+            while actions and actions[0][0] <= completed:
+                epoch, action = actions.popleft()
+                batches.append((ring.drain(epoch), action))
+            batches.append((ring.drain(completed), None))
+            self.completed_epoch = completed
+        kernarg_position = -1
+        for result, action in batches:
+            for sem, value in result.signals:
+                sem._signal_from_queue(value)
+            if result.kernarg_position >= 0:
+                kernarg_position = result.kernarg_position
+            result.resources.clear()
+            if action is not None:
+                try:
+                    action()
+                except BaseException as exc:
+                    _report_callback_error(exc)
+        with self._lock:
+            if kernarg_position >= 0:
+                self.kernargs.reclaim(kernarg_position)
+        self._retry_parked()
+        listener = self.qset.retire_listener
+        if listener is not None:
+            listener(self.index, completed)
+        with self._idle:
+            self._idle.notify_all()
+
+    def _on_queue_error(self, status: int, _queue: Any, _data: Any) -> None:
+        # Runs on the packet processor's (or ROCr's) thread: record the first error and
+        # wake the completion thread, which fails everything outside this callback.
+        if self.error is None:
+            self.error = self.hsa.error(int(status), f"AMD GPU queue {self.index}")
+        self.hsa.lib.hsa_signal_store_screlease(self.stop_signal, 1)
+
+    def _fail_pending(self, error: HalError) -> None:
+        """Fail every pending signal (notifications, host actions, parked, deferred)."""
+        with self._drain_lock:
+            result = self.notifications.fail_all()
+            actions = list(self._action_epochs)
+            self._action_epochs.clear()
+        with self._lock:
+            parked = list(self._parked)
+            self._parked.clear()
+        seen: set[int] = set()
+        for sem, _value in result.signals:
+            if id(sem) not in seen:
+                seen.add(id(sem))
+                sem.fail(error.clone())
+        for _epoch, action in actions:
+            fail = getattr(action, "fail", None)
+            if fail is not None:
+                fail(error)
+        for sub in parked:
+            self._fail_sub(sub, error.clone())
+        for sub in list(self._deferred):
+            if self._deferred.pop(sub, None) is not None:
+                self._fail_sub(sub, error.clone())
+        with self._idle:
+            self._idle.notify_all()
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Block until every published epoch retired (or the queue failed)."""
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: self.error is not None or (
+                    self.completed_epoch >= self.published_epoch and not self._parked),
+                timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Cancel deferred work, wait (bounded) for in-flight work, stop the thread,
+        destroy the HSA queue, fail what remains with CANCELLED, free rings and signals.
+        Idempotent; never hangs."""
+        if self._closed:
+            return
+        self._closing = True
+        cancelled = CancelledError("device closed while the operation was waiting")
+        for sub in list(self._deferred):
+            if self._deferred.pop(sub, None) is not None:
+                self._fail_sub(sub, cancelled.clone())
+        self.wait_idle(CLOSE_DRAIN_TIMEOUT if timeout is None else timeout)
+        lib = self.hsa.lib
+        lib.hsa_signal_store_screlease(self.stop_signal, 1)
+        self._thread.join()
+        self._destroy_hsa_queue()
+        self._drain()
+        self._fail_pending(self.error or CancelledError(
+            "device closed with work in flight on the GPU queue"))
+        self._closed = True
+        lib.hsa_amd_memory_pool_free(self._kernarg_ptr)
+        self._destroy_signals()
+
+    def _destroy_hsa_queue(self) -> None:
+        q, self._queue = getattr(self, "_queue", None), None
+        if q is not None:
+            self.hsa.lib.hsa_queue_destroy(q)
+
+    def _destroy_signals(self) -> None:
+        lib = self.hsa.lib
+        for name in ("epoch_signal", "stop_signal"):
+            sig = self.__dict__.pop(name, None)
+            if sig is not None:
+                lib.hsa_signal_destroy(sig)
+
+
+class _ProgramContext:
+    """``ProgramContext`` for one GPU of a ``HostQueueSet``."""
+
+    def __init__(self, qset: "HostQueueSet", gpu_index: int, builtins: BuiltinKernels) -> None:
+        self.qset = qset
+        self.gpu_index = gpu_index
+        self.builtins = builtins
+
+    def kernel_descriptor(self, executable: Any, ordinal: int) -> KernelDescriptor:
+        backend = getattr(executable, "backend", executable)
+        cache = self.qset._descriptors
+        key = (id(backend), ordinal)
+        desc = cache.get(key)
+        if desc is None:
+            if not hasattr(backend, "dispatch_info"):
+                raise InvalidArgumentError(
+                    f"executable {executable!r} was not prepared by the amdgpu driver")
+            desc = cache[key] = kernel_descriptor(backend, self.gpu_index, ordinal)
+        return desc
+
+    def buffer_address(self, buffer: Any) -> int | None:
+        if not buffer.is_committed:
+            return None
+        return buffer.storage().address + buffer.byte_offset
+
+    def allocate_prepublished(self, byte_length: int) -> tuple[np.ndarray, int, Any]:
+        return self.qset.allocate_host_coherent(self.gpu_index, byte_length)
+
+
+class HostQueueSet:
+    """A device's host queues plus what they share (see module docstring).
+
+    ``gpus``/``gpu_pools``/``cpu_pools`` come from the device backend; ``builtins`` per GPU
+    from the device library. ``submit(op)`` routes a ``QueueOp`` to queue ``op.queue``.
+    """
+
+    def __init__(self, hsa: Any, gpus: tuple, gpu_pools: tuple, cpu_pools: tuple,
+                 access_handles: list[int], builtins: list[BuiltinKernels],
+                 options: HostQueueOptions, queues_per_gpu: int,
+                 allocator: Any = None) -> None:
+        self.hsa = hsa
+        self.gpus = gpus
+        self.gpu_pools = gpu_pools
+        self.kernarg_pool = cpu_pools[0].kernarg
+        self.access_agents = hsa.ffi.new("hsa_agent_t[]", [[h] for h in access_handles])
+        self.access_count = len(access_handles)
+        self.allocator = allocator
+        self.options = options
+        self.last_signal: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.retire_listener: Callable[[int, int], None] | None = None
+        self._descriptors: dict = {}
+        strategy = options.wait_barrier
+        if strategy == WaitBarrierStrategy.AUTO:
+            self.barrier_value_supported = all(_supports_barrier_value(g) for g in gpus)
+        else:
+            self.barrier_value_supported = strategy == WaitBarrierStrategy.BARRIER_VALUE
+        self.contexts = [_ProgramContext(self, i, b) for i, b in enumerate(builtins)]
+        self.queues: list[HostQueue] = []
+        try:
+            for g in range(len(gpus)):
+                for _ in range(queues_per_gpu):
+                    self.queues.append(HostQueue(self, g, len(self.queues), options))
+        except BaseException:
+            self.close(0)
+            raise
+
+    # -- memory for programs ------------------------------------------------------------
+
+    def allocate_host_coherent(self, gpu_index: int, byte_length: int) -> tuple[np.ndarray, int, Any]:
+        """Device-local, host-visible, host-coherent bytes (the GPU fine pool)."""
+        from .allocator import HsaStorage
+
+        hsa = self.hsa
+        ffi = hsa.ffi
+        pool = self.gpu_pools[gpu_index].fine
+        out = ffi.new("void**")
+        hsa.check(hsa.lib.hsa_amd_memory_pool_allocate(
+            ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0], pool.round_up(byte_length),
+            0, out), f"hsa_amd_memory_pool_allocate(prepublished kernargs, {byte_length} bytes)")
+        hsa.lib.hsa_amd_agents_allow_access(self.access_count, self.access_agents, ffi.NULL,
+                                            out[0])
+        address = int(ffi.cast("uintptr_t", out[0]))
+        storage = HsaStorage(hsa, address, byte_length, 1, True)
+        return storage.host_array, address, storage
+
+    # -- command buffers ----------------------------------------------------------------
+
+    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int
+                                ) -> BlockProgram:
+        """Build the block program of a recording (the GPU of the first queue; multi-GPU
+        devices build per GPU lazily in a later version)."""
+        return build_program(commands, mode, self.contexts[0])
+
+    # -- submission ---------------------------------------------------------------------
+
+    def submit(self, op: QueueOp) -> None:
+        queue = self.queues[op.queue]
+        sub = _Sub(op)
+        kind = op.kind
+        sub.resources = op.retained
+        if kind == _K.EXECUTE or kind == _K.DISPATCH:
+            program = op.data
+            if not isinstance(program, BlockProgram):
+                raise UnimplementedError(
+                    f"amdgpu cannot replay a {type(program).__name__}; command buffers must "
+                    "be finalized by the amdgpu device")
+            sub.program = program
+            table = op.extra if kind == _K.EXECUTE else ()
+            if program.slot_extents:
+                sub.binding_ptrs = _binding_pointers(table)
+            if program.static_buffers:
+                sub.static_ptrs = _static_pointers(program.static_buffers)
+        elif kind == _K.FILL:
+            ref = BufferRef(op.target, op.target_offset, op.length)
+            sub.program = self._one_shot((CMD_FILL, ref, bytes(op.data)), queue)
+        elif kind == _K.UPDATE:
+            ref = BufferRef(op.target, op.target_offset, op.length)
+            sub.program = self._one_shot((CMD_UPDATE, bytes(op.data), ref), queue)
+        elif kind == _K.COPY:
+            sub.program = self._one_shot(
+                (CMD_COPY, BufferRef(op.source, op.source_offset, op.length),
+                 BufferRef(op.target, op.target_offset, op.length)), queue)
+        elif kind == _K.BARRIER:
+            pass
+        elif kind == _K.HOST_CALL:
+            sub.action = _HostCallAction(self, op)
+            sub.signals = ()
+        elif kind == _K.READ or kind == _K.WRITE:
+            sub.action = _FileAction(self, op)
+            sub.signals = ()
+        elif kind == _K.ALLOCA:
+            pass  # committed at admission (_commit_alloca); a NOP carries the signals
+        elif kind == _K.DEALLOCA:
+            sub.action = _DeallocaAction(self, op)
+            sub.signals = ()
+        else:
+            raise UnimplementedError(
+                f"amdgpu does not implement queue operation {QueueOpKind(kind).name}")
+        if sub.program is not None and sub.program.packet_count == 0:
+            sub.program = None
+        queue.submit(sub)
+
+    def _one_shot(self, command: tuple, queue: HostQueue) -> BlockProgram:
+        return build_program([command], CommandBufferMode.ONE_SHOT,
+                             self.contexts[queue.gpu_index])
+
+    def close(self, timeout: float | None = None) -> None:
+        errors = []
+        for q in self.queues:
+            try:
+                q.close(timeout)
+            except BaseException as exc:  # close every queue even if one fails
+                errors.append(exc)
+        self.queues = []
+        if errors:
+            raise errors[0]
+
+
+def _supports_barrier_value(gpu: Any) -> bool:
+    """AMD barrier-value packets are validated on gfx90a and gfx94x (steppings 0-2)."""
+    t = gpu.target
+    major, minor, stepping = t.major, t.minor, t.stepping
+    return (major, minor, stepping) == (9, 0, 10) or (major == 9 and minor == 4
+                                                      and stepping <= 2)
+
+
+def _binding_pointers(table: tuple) -> np.ndarray:
+    ptrs = np.zeros(max(1, len(table)), np.uint64)
+    for slot, binding in enumerate(table):
+        if binding is None or binding.buffer is None:
+            continue
+        buf = binding.buffer
+        ptrs[slot] = buf.storage().address + buf.byte_offset + binding.offset
+    return ptrs
+
+
+def _static_pointers(buffers: tuple) -> np.ndarray:
+    ptrs = np.zeros(len(buffers), np.uint64)
+    for i, buf in enumerate(buffers):
+        ptrs[i] = buf.storage().address + buf.byte_offset  # FAILED_PRECONDITION if decommitted
+    return ptrs
+
+
+# -- host actions: run on the completion thread when their epoch retires ---------------------
+
+
+class _Action:
+    """Base: ``__call__`` runs the host work then signals (or fails) the op's semaphores;
+    ``fail(error)`` fails them without running (queue error / teardown)."""
+
+    __slots__ = ("qset", "op")
+
+    def __init__(self, qset: HostQueueSet, op: QueueOp) -> None:
+        self.qset = qset
+        self.op = op
+
+    def signal(self) -> None:
+        for sem, value in self.op.signals:
+            sem._signal_from_queue(value)
+        self.op.retained = None
+
+    def fail(self, error: HalError) -> None:
+        for sem, _value in self.op.signals:
+            sem.fail(error.clone() if hasattr(error, "clone") else error)
+        self.op.retained = None
+
+    def __call__(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fail(as_hal_error(exc))
+            return
+        self.signal()
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+
+class _HostCallAction(_Action):
+    __slots__ = ()
+
+    def __call__(self) -> None:
+        op = self.op
+        fn = op.data
+        device = getattr(self.qset, "device", None)
+        affinity = 1 << op.queue
+        if op.flags & HostCallFlags.NON_BLOCKING:
+            self.signal()
+            try:
+                fn(op.extra, HostCallContext(device, affinity, ()))
+            except BaseException as exc:  # NON_BLOCKING errors are ignored by contract
+                _report_callback_error(exc)
+            return
+        try:
+            result = fn(op.extra, HostCallContext(device, affinity, op.signals))
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self.fail(as_hal_error(exc))
+            return
+        if result is None or result == StatusCode.OK:
+            self.signal()
+        elif result == StatusCode.DEFERRED:
+            op.retained = None  # the callback owns the signals now
+        elif isinstance(result, HalError):
+            self.fail(result)
+        else:
+            try:
+                code = StatusCode(result)
+                message = "host call returned an error status"
+            except ValueError:
+                code = StatusCode.INVALID_ARGUMENT
+                message = f"host call returned {result!r}, not a status"
+            self.fail(error_for(code, message))
+
+
+class _FileAction(_Action):
+    """queue_read / queue_write: file bytes to/from buffer memory through host memory
+    (``hsa_memory_copy`` when the buffer is not host-visible)."""
+
+    __slots__ = ()
+
+    def run(self) -> None:
+        op = self.op
+        if not op.length:
+            return
+        hsa = self.qset.hsa
+        ffi = hsa.ffi
+        if op.kind == _K.READ:
+            buf = op.target
+            storage = buf.storage()
+            if storage.host_array is not None:
+                op.source.read_into(op.source_offset, buf.host_bytes(op.target_offset, op.length))
+                return
+            tmp = np.empty(op.length, np.uint8)
+            op.source.read_into(op.source_offset, tmp)
+            dst = storage.address + buf.byte_offset + op.target_offset
+            hsa.check(hsa.lib.hsa_memory_copy(ffi.cast("void*", dst), ffi.from_buffer(tmp),
+                                              op.length), "hsa_memory_copy(queue_read)")
+        else:
+            buf = op.source
+            storage = buf.storage()
+            if storage.host_array is not None:
+                op.target.write_from(op.target_offset, buf.host_bytes(op.source_offset, op.length))
+                return
+            tmp = np.empty(op.length, np.uint8)
+            src = storage.address + buf.byte_offset + op.source_offset
+            hsa.check(hsa.lib.hsa_memory_copy(ffi.from_buffer(tmp), ffi.cast("void*", src),
+                                              op.length), "hsa_memory_copy(queue_write)")
+            op.target.write_from(op.target_offset, tmp)
+
+
+def _commit_alloca(qset: HostQueueSet, op: QueueOp) -> None:
+    allocator = qset.allocator
+    if allocator is None:
+        raise UnimplementedError("this amdgpu queue set has no allocator for queue_alloca")
+    _pool, params = op.extra
+    storage, _type = allocator.allocate(params, op.length)
+    op.target.commit(storage)
+
+
+class _DeallocaAction(_Action):
+    __slots__ = ()
+
+    def run(self) -> None:
+        buffer = self.op.target
+        if not buffer.is_committed:
+            raise FailedPreconditionError(
+                "queue_dealloca of a buffer that is not committed (never allocated, or "
+                "already deallocated)")
+        storage = buffer.decommit()
+        storage.release()
