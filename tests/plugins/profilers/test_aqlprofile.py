@@ -108,3 +108,11 @@ def test_other_major_is_incompatible(tmp_path):
     lib = _build(tmp_path, "libaql2.so", "-DFAKE_MAJOR=2")
     with pytest.raises(hal_core.IncompatibleError, match="version 2.2.3.*major version 1"):
         aql.load_aqlprofile([str(lib)], env={})
+
+
+def test_found_beside_libhsa(tmp_path):
+    rocm = tmp_path / "rocm"
+    rocm.mkdir()
+    lib = _build(rocm)
+    loaded = aql.load_aqlprofile(libhsa_path=str(rocm / "libhsa-runtime64.so.1"), env={})
+    assert loaded.path == str(lib)
