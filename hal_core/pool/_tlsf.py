@@ -24,7 +24,13 @@ slabs reset it). A block whose frontier the requester does not dominate is *skip
 search walks at most ``_SKIP_BUDGET`` candidates, then the pool grows by a slab instead of
 handing out a block that needs a wait.
 
-Invariants (checked by ``check_invariants``): each slab is covered exactly by its chain of
+Quick lists (deferred coalescing, the idea behind tcache/fastbins): a block of fewer than
+64 granules released with no death frontier is parked, still marked live, in a short list
+for its exact size; an exact-size reserve takes it back without touching the bitmaps. The
+lists are bounded (4 blocks each) and flushed - freed and coalesced - before the pool
+would grow or report EXHAUSTED, and on ``trim``; so they never cause growth or failure.
+
+Invariants (checked by ``check_invariants``, quick-listed blocks counting as live): each slab is covered exactly by its chain of
 physical blocks; no two physically adjacent blocks are both free; every free block is in
 exactly the free list of its class and its class bit is set iff that list is non-empty.
 """
@@ -52,6 +58,8 @@ __all__ = ["TlsfPool"]
 _SL_LOG2 = 4
 _SL_COUNT = 1 << _SL_LOG2
 _SKIP_BUDGET = 8
+_QUICK_CLASSES = 64  # exact granule counts 1..63 get a quick list
+_QUICK_DEPTH = 4  # blocks each quick list may hold
 _NONE = -1
 _DISALLOW_GROWTH = ReserveFlags.DISALLOW_GROWTH
 _GROWTH_INFO = AcquireInfo(None, AcquireFlags.GROWTH_REQUIRED)
@@ -113,6 +121,12 @@ class TlsfPool(Pool):
         self._front: list[Frontier | None] = [None] * cap
         self._taint = [False] * cap
         self._spare = list(range(cap - 1, -1, -1))
+        # Quick lists (deferred coalescing, as tcache/fastbins do): small blocks released
+        # with no death frontier wait here, still marked live, for an exact-size reserve
+        # to take back in O(1) without splitting; flushed (freed and coalesced) before the
+        # pool would report EXHAUSTED or grow, and on trim/close.
+        self._quick: list[list[int]] = [[] for _ in range(_QUICK_CLASSES)]
+        self._quick_bytes = 0
         self._slabs: list[Slab | None] = []
         self._spare_slabs: list[int] = []
         self._bytes_committed = 0
@@ -245,6 +259,19 @@ class TlsfPool(Pool):
         lock = self._lock
         lock.acquire()  # explicit acquire/release: about half the cost of ``with``
         try:
+            if g < _QUICK_CLASSES:
+                quick = self._quick[g]
+                if quick:
+                    b = quick.pop()
+                    length = g << shift
+                    self._quick_bytes -= length
+                    self._fresh_count += 1
+                    self._bytes_reserved += length
+                    return (
+                        _OK_FRESH,
+                        Reservation(self, self._off[b] << shift, length, b, self._slab_of[b]),
+                        NO_INFO,
+                    )
             if fl < self._fl_count:
                 sl_maps = self._sl_maps
                 m = sl_maps[fl] & (-1 << sl)
@@ -329,6 +356,9 @@ class TlsfPool(Pool):
             if self.budget_limit and self._over_budget(g << shift):
                 return AcquireResult.OVER_BUDGET, None, NO_INFO
             b = self._find(need, requester_frontier)
+            if b < 0 and self._quick_bytes:
+                self._flush_quick_locked()
+                b = self._find(need, requester_frontier)
             if b < 0:
                 if b == -2:
                     self._reuse_miss_count += 1
@@ -480,77 +510,98 @@ class TlsfPool(Pool):
                 self._check_release(reservation, death_frontier)
             b = reservation.block_handle
             reservation._pool = None
-            self._bytes_reserved -= reservation.length
+            length = reservation.length
+            self._bytes_reserved -= length
             self._release_count += 1
-            if death_frontier is not None and death_frontier._axes:
+            if death_frontier is None or not death_frontier._axes:
+                g = self._size[b]
+                quick = self._quick[g] if g < _QUICK_CLASSES else None
+                if quick is not None and len(quick) < _QUICK_DEPTH:
+                    quick.append(b)
+                    self._quick_bytes += length
+                else:
+                    self._free_block_locked(b)
+            else:
                 self._front[b] = death_frontier
                 self._taint[b] = len(death_frontier._axes) > self.frontier_capacity
-            cls = self._cls
-            # Coalesce with the physical neighbours that are free.
-            p = self._prev[b]
-            if p != _NONE and cls[p] != _NONE:
-                self._remove_free(p)
-                self._absorb(p, b)
-                b = p
-            nxt = self._next
-            n = nxt[b]
-            if n != _NONE and cls[n] != _NONE:
-                # Inlined _remove_free(n) + _absorb(b, n) for the frontier-free case.
-                front = self._front
-                if front[n] is not None or front[b] is not None:
-                    self._remove_free(n)
-                    self._absorb(b, n)
-                else:
-                    c = cls[n]
-                    fprev = self._fprev
-                    fnext = self._fnext
-                    fp = fprev[n]
-                    fn = fnext[n]
-                    if fp != _NONE:
-                        fnext[fp] = fn
-                    else:
-                        self._heads[c] = fn
-                        if fn == _NONE:
-                            fl = c >> 4
-                            m = self._sl_maps[fl] & ~(1 << (c & 15))
-                            self._sl_maps[fl] = m
-                            if not m:
-                                self._fl_map &= ~(1 << fl)
-                    if fn != _NONE:
-                        fprev[fn] = fp
-                    cls[n] = _NONE
-                    size_of = self._size
-                    size_of[b] += size_of[n]
-                    nn = nxt[n]
-                    nxt[b] = nn
-                    if nn != _NONE:
-                        self._prev[nn] = b
-                    self._spare.append(n)
-            # Inlined _insert_free(b).
-            g = self._size[b]
-            if g < 16:
-                fl = 0
-                sl = g
-            else:
-                sh = g.bit_length() - 5
-                fl = sh + 1
-                sl = (g >> sh) & 15
-            c = (fl << 4) + sl
-            heads = self._heads
-            head = heads[c]
-            self._fnext[b] = head
-            self._fprev[b] = _NONE
-            if head != _NONE:
-                self._fprev[head] = b
-            heads[c] = b
-            cls[b] = c
-            self._sl_maps[fl] |= 1 << sl
-            self._fl_map |= 1 << fl
+                self._free_block_locked(b)
         finally:
             lock.release()
         if self.notification._observers:
             # Unobserved releases skip the notification entirely (see Notification).
             self.notification.signal_if_observed()
+
+    def _flush_quick_locked(self) -> None:
+        """Free and coalesce every block parked in the quick lists."""
+        for quick in self._quick:
+            while quick:
+                self._free_block_locked(quick.pop())
+        self._quick_bytes = 0
+
+    def _free_block_locked(self, b: int) -> None:
+        """File block ``b`` (its frontier already set) as free, coalescing with free
+        neighbours. Inlined for the frontier-free neighbour case (the release path)."""
+        cls = self._cls
+        # Coalesce with the physical neighbours that are free.
+        p = self._prev[b]
+        if p != _NONE and cls[p] != _NONE:
+            self._remove_free(p)
+            self._absorb(p, b)
+            b = p
+        nxt = self._next
+        n = nxt[b]
+        if n != _NONE and cls[n] != _NONE:
+            # Inlined _remove_free(n) + _absorb(b, n) for the frontier-free case.
+            front = self._front
+            if front[n] is not None or front[b] is not None:
+                self._remove_free(n)
+                self._absorb(b, n)
+            else:
+                c = cls[n]
+                fprev = self._fprev
+                fnext = self._fnext
+                fp = fprev[n]
+                fn = fnext[n]
+                if fp != _NONE:
+                    fnext[fp] = fn
+                else:
+                    self._heads[c] = fn
+                    if fn == _NONE:
+                        fl = c >> 4
+                        m = self._sl_maps[fl] & ~(1 << (c & 15))
+                        self._sl_maps[fl] = m
+                        if not m:
+                            self._fl_map &= ~(1 << fl)
+                if fn != _NONE:
+                    fprev[fn] = fp
+                cls[n] = _NONE
+                size_of = self._size
+                size_of[b] += size_of[n]
+                nn = nxt[n]
+                nxt[b] = nn
+                if nn != _NONE:
+                    self._prev[nn] = b
+                self._spare.append(n)
+        # Inlined _insert_free(b).
+        g = self._size[b]
+        if g < 16:
+            fl = 0
+            sl = g
+        else:
+            sh = g.bit_length() - 5
+            fl = sh + 1
+            sl = (g >> sh) & 15
+        c = (fl << 4) + sl
+        heads = self._heads
+        head = heads[c]
+        self._fnext[b] = head
+        self._fprev[b] = _NONE
+        if head != _NONE:
+            self._fprev[head] = b
+        heads[c] = b
+        cls[b] = c
+        self._sl_maps[fl] |= 1 << sl
+        self._fl_map |= 1 << fl
 
     def _absorb(self, a: int, b: int) -> None:
         """Merge block ``b`` (physically after ``a``) into ``a``; recycle ``b``."""
@@ -597,6 +648,7 @@ class TlsfPool(Pool):
         """Give back every slab that is one free block (no reservation in it)."""
         released = []
         with self._lock:
+            self._flush_quick_locked()
             whole = self.range_length >> self._shift
             cls = self._cls
             for b in range(len(self._off)):
@@ -652,7 +704,7 @@ class TlsfPool(Pool):
                     raise InternalError(f"slab chain covers {pos} of {whole} granules")
             if seen != set(live_blocks):
                 raise InternalError("blocks outside any slab chain")
-            accounted = self._bytes_committed - self._bytes_reserved
+            accounted = self._bytes_committed - self._bytes_reserved - self._quick_bytes
             if free_total << shift != accounted:
                 raise InternalError(
                     f"free bytes {free_total << shift} != accounted {accounted}"

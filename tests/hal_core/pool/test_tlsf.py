@@ -226,3 +226,20 @@ def test_tlsf_against_reference_model(trace):
         pool.release_reservation(res)
     pool.check_invariants()
     assert pool.query_stats().bytes_reserved == 0
+
+
+def test_quick_lists_reuse_exact_sizes_and_flush_before_growth():
+    pool = _pool()
+    first = pool.acquire_reservation(64)[1]
+    pool.release_reservation(first)
+    again = pool.acquire_reservation(64)[1]
+    assert again.offset == first.offset  # taken straight back from the quick list
+    pool.release_reservation(again)
+    small = [pool.acquire_reservation(64)[1] for _ in range(SLAB // 64)]  # the whole slab
+    assert pool.query_stats().slab_count == 1
+    for res in small:
+        pool.release_reservation(res)  # some park in the quick list, uncoalesced
+    result, whole, _ = pool.acquire_reservation(SLAB, flags=ReserveFlags.DISALLOW_GROWTH)
+    assert result == R.OK_FRESH and whole.slab_index == 0  # flushed and coalesced first
+    assert pool.query_stats().slab_count == 1
+    pool.check_invariants()
