@@ -25,6 +25,7 @@ from ._options import (
     parse_families,
 )
 from ._perfetto import PerfettoSink, perfetto_trace, write_perfetto
+from ._pool_events import record_pool_events
 from ._profilers import (
     ProfilerFactory,
     ProfilerInfo,
@@ -107,6 +108,7 @@ __all__ = [
     "parse_families",
     "perfetto_trace",
     "read_profile_bundle",
+    "record_pool_events",
     "schema_for",
     "write_perfetto",
 ]

@@ -213,6 +213,7 @@ class ProfilingSession:
         self._started = False
         self._failed: HalError | None = None
         self._flush_lock = threading.Lock()
+        self._end_callbacks: list[Callable[[], None]] = []
         self.closed = False
 
     # -- producer API (hot) -------------------------------------------------------------
@@ -499,6 +500,11 @@ class ProfilingSession:
             self._metric_sources.append(source)
         self._sample_metrics()
 
+    def add_end_callback(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when the session ends, before the final flush (taps detach)."""
+        with self._meta_lock:
+            self._end_callbacks.append(fn)
+
     def _sample_metrics(self) -> None:
         with self._meta_lock:
             sources = list(self._metric_sources)
@@ -626,6 +632,13 @@ class ProfilingSession:
                 return
             self.closed = True
             first: BaseException | None = None
+            with self._meta_lock:
+                callbacks, self._end_callbacks = self._end_callbacks, []
+            for fn in callbacks:
+                try:
+                    fn()
+                except BaseException as exc:  # detach everything, report the first
+                    first = first or exc
             try:
                 chunks = self._collect()
                 for m, p in chunks:
