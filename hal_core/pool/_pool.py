@@ -137,10 +137,14 @@ class Pool:
 
     def _over_budget(self, length: int) -> bool:
         limit = self.budget_limit
-        if limit and self._bytes_reserved + length > limit:
+        if limit and self._reserved_bytes() + length > limit:
             self._over_budget_count += 1
             return True
         return False
+
+    def _reserved_bytes(self) -> int:
+        """Bytes held by live reservations (under ``_lock``)."""
+        return self._bytes_reserved
 
     def _usable(self, frontier: Frontier | None, requester: Frontier | None) -> bool:
         """May a block with death ``frontier`` be reused by ``requester`` without a wait?"""
@@ -202,7 +206,7 @@ class Pool:
         with self._lock:
             free, committed, slabs = self._bytes_free_committed()
             return PoolStats(
-                bytes_reserved=self._bytes_reserved,
+                bytes_reserved=self._reserved_bytes(),
                 bytes_free=free,
                 bytes_committed=committed,
                 budget_limit=self.budget_limit,
