@@ -13,6 +13,7 @@ committed fails with FAILED_PRECONDITION.
 from __future__ import annotations
 
 import enum
+import operator
 from typing import Any
 
 import numpy as np
@@ -173,7 +174,10 @@ class Buffer:
 
     def resolve_range(self, offset: int, length: int) -> int:
         """Validate ``[offset, offset+length)`` against this buffer; resolves WHOLE_BUFFER
-        and returns the length. OUT_OF_RANGE when it does not fit."""
+        and returns the length. OUT_OF_RANGE when it does not fit; INVALID_ARGUMENT when
+        either is not an integer."""
+        if offset.__class__ is not int or length.__class__ is not int:
+            _check_integers(offset, length)
         if offset < 0 or offset > self.byte_length:
             raise OutOfRangeError(
                 f"offset {offset} is outside the buffer of {self.byte_length} bytes"
@@ -259,6 +263,18 @@ class Buffer:
         src = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
         with self.map(MemoryAccess.WRITE, offset, src.nbytes) as m:
             m.contents[:] = src
+
+
+def _check_integers(offset: Any, length: Any) -> None:
+    """Slow path of ``resolve_range``: integer-like values (numpy ints) pass, anything
+    else (str, float, None) is INVALID_ARGUMENT rather than a stray TypeError."""
+    for name, value in (("offset", offset), ("length", length)):
+        try:
+            operator.index(value)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"buffer {name} must be an integer, got {value!r} ({type(value).__name__})"
+            ) from None
 
 
 class BufferMapping:

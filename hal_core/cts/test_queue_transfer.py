@@ -394,6 +394,22 @@ def test_fill_misaligned_is_invalid(cts, pattern_length, offset, length):
     _later_work_runs(cts)
 
 
+@pytest.mark.parametrize("bad", ["4", None, 1.5])
+def test_non_integer_offsets_and_lengths_are_invalid(cts, bad):
+    src, dst = cts.buffer(64), cts.buffer(64)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        cts.device.queue_fill(ANY, [], [], dst, bad, 4, b"\x01")
+    with pytest.raises(hal_core.InvalidArgumentError):
+        cts.device.queue_fill(ANY, [], [], dst, 0, bad, b"\x01")
+    with pytest.raises(hal_core.InvalidArgumentError):
+        cts.device.queue_copy(ANY, [], [], src, 0, dst, 0, bad)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        cts.device.queue_copy(ANY, [], [], src, bad, dst, 0, 4)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        cts.device.queue_update(ANY, [], [], bytes(8), 0, dst, bad, 4)
+    _later_work_runs(cts)
+
+
 def test_update_out_of_range(cts):
     buf = cts.buffer(64)
     data = bytes(100)
