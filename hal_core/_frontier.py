@@ -70,9 +70,7 @@ class FrontierComparison(enum.IntEnum):
 
 def _check_field(name: str, value: int, limit: int) -> None:
     if value.__class__ is not int or not 0 <= value <= limit:
-        raise InvalidArgumentError(
-            f"axis {name} must be an int in 0..{limit}, got {value!r}"
-        )
+        raise InvalidArgumentError(f"axis {name} must be an int in 0..{limit}, got {value!r}")
 
 
 def axis_make(session: int, machine: int, domain: int, ordinal: int) -> int:
@@ -185,7 +183,9 @@ class Frontier:
         previous = -1
         for i, (axis, epoch) in enumerate(zip(axes, epochs)):
             if axis.__class__ is not int or not 0 <= axis < (1 << 64):
-                raise InvalidArgumentError(f"frontier entry {i}: axis must be a 64-bit int, got {axis!r}")
+                raise InvalidArgumentError(
+                    f"frontier entry {i}: axis must be a 64-bit int, got {axis!r}"
+                )
             if epoch.__class__ is not int or epoch < 1:
                 raise InvalidArgumentError(
                     f"frontier entry {i} (axis {axis:#x}): epoch must be an int >= 1, got "

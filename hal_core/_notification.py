@@ -144,9 +144,7 @@ class Notification:
                     f"notification still at epoch {token} (immediate timeout)"
                 )
             if not self._cond.wait_for(lambda: self._epoch != token, timeout):
-                raise DeadlineExceededError(
-                    f"notification stayed at epoch {token} for {timeout} s"
-                )
+                raise DeadlineExceededError(f"notification stayed at epoch {token} for {timeout} s")
             return self._epoch
 
     def wait(self, timeout: float | None = None) -> int:

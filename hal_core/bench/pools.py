@@ -12,8 +12,8 @@ from __future__ import annotations
 import bisect
 import random
 
-from . import BenchContext, benchmark
 from ..pool import CpuSlabProvider, FixedBlockPool, TlsfPool
+from . import BenchContext, benchmark
 
 _PAIRS = 20_000
 _SLAB = 1 << 26

@@ -14,8 +14,8 @@ This package only re-exports; implementations live in its private modules.
 from ._fixed_block import FixedBlockPool
 from ._passthrough import PassthroughPool
 from ._pool import EpochQuery, Pool, allocate_buffer, release_buffer
-from ._queue_backend import QueuePoolBackend
 from ._pool_set import DEFAULT_PRIORITY_OVERSIZED, DEFAULT_PRIORITY_TLSF, PoolSet
+from ._queue_backend import QueuePoolBackend
 from ._reservation import (
     AcquireFlags,
     AcquireInfo,

@@ -39,9 +39,7 @@ class FixedBlockPool(Pool):
     """``block_count`` blocks of ``block_size`` bytes in one slab acquired at creation
     (see ``Pool`` for the contract). Reservations larger than a block are OUT_OF_RANGE."""
 
-    def __init__(
-        self, provider: Any, *, block_size: int, block_count: int, **kwargs: Any
-    ) -> None:
+    def __init__(self, provider: Any, *, block_size: int, block_count: int, **kwargs: Any) -> None:
         if block_size.__class__ is not int or block_size <= 0:
             raise InvalidArgumentError(f"block_size must be an int > 0, got {block_size!r}")
         if block_count.__class__ is not int or block_count <= 0:
@@ -134,8 +132,10 @@ class FixedBlockPool(Pool):
         lock = self._lock
         lock.acquire()
         try:
-            if reservation.__class__ is not Reservation or reservation._pool is not self or (
-                death_frontier is not None and death_frontier.__class__ is not Frontier
+            if (
+                reservation.__class__ is not Reservation
+                or reservation._pool is not self
+                or (death_frontier is not None and death_frontier.__class__ is not Frontier)
             ):
                 self._check_release(reservation, death_frontier)
             index = reservation.block_handle

@@ -28,9 +28,7 @@ class PassthroughPool(Pool):
         self._bytes_committed = 0
 
     def query_capabilities(self) -> PoolCapabilities:
-        return PoolCapabilities(
-            self._memory_type, self._usage, 1, 0, self.provider.slab_alignment
-        )
+        return PoolCapabilities(self._memory_type, self._usage, 1, 0, self.provider.slab_alignment)
 
     def acquire_reservation(
         self,

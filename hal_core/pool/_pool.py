@@ -115,8 +115,7 @@ class Pool:
     def _check_release(self, reservation: Any, death_frontier: Any) -> None:
         if reservation.__class__ is not Reservation:
             raise InvalidArgumentError(
-                f"{self.trace_name}: release needs a Reservation, got "
-                f"{type(reservation).__name__}"
+                f"{self.trace_name}: release needs a Reservation, got {type(reservation).__name__}"
             )
         owner = reservation._pool
         if owner is not self:
@@ -215,8 +214,11 @@ class Pool:
                 ),
                 slab_count=slabs,
                 reserve_count=(
-                    self._fresh_count + self._reuse_count + self._wait_count
-                    + self._exhausted_count + self._over_budget_count
+                    self._fresh_count
+                    + self._reuse_count
+                    + self._wait_count
+                    + self._exhausted_count
+                    + self._over_budget_count
                 ),
                 release_count=self._release_count,
                 reuse_count=self._reuse_count,
@@ -271,9 +273,9 @@ class Pool:
         )
         if transfer_ownership:
             # Safety net only: release_buffer is the explicit path.
-            buffer.pool_state = _Owned(self, reservation, weakref.finalize(
-                buffer, _release_quietly, self, reservation
-            ))
+            buffer.pool_state = _Owned(
+                self, reservation, weakref.finalize(buffer, _release_quietly, self, reservation)
+            )
         return buffer
 
     def close(self) -> None:
@@ -375,4 +377,3 @@ def allocate_buffer(
                 ) from None
     finally:
         notification.end_observe()
-

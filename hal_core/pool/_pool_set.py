@@ -94,7 +94,11 @@ class PoolSet:
     ) -> Buffer:
         """``allocate_buffer`` on the selected pool; NOT_FOUND when none matches."""
         return allocate_buffer(
-            self.select_or_raise(params, size), params, size, requester_frontier, timeout,
+            self.select_or_raise(params, size),
+            params,
+            size,
+            requester_frontier,
+            timeout,
             device=device,
         )
 

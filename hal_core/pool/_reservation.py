@@ -85,7 +85,9 @@ class Reservation:
 
     __slots__ = ("offset", "length", "block_handle", "slab_index", "_pool")
 
-    def __init__(self, pool: Any, offset: int, length: int, block_handle: Any, slab_index: int) -> None:
+    def __init__(
+        self, pool: Any, offset: int, length: int, block_handle: Any, slab_index: int
+    ) -> None:
         self.offset = offset
         self.length = length
         self.block_handle = block_handle

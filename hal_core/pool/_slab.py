@@ -67,7 +67,11 @@ class SlabProvider(Protocol):
     def release_slab(self, slab: Slab) -> None: ...
 
     def wrap(
-        self, slab: Slab, offset: int, length: int, release_callback: Callable[[], None] | None = None
+        self,
+        slab: Slab,
+        offset: int,
+        length: int,
+        release_callback: Callable[[], None] | None = None,
     ) -> Any:
         """Buffer storage over ``[offset, offset+length)`` of ``slab`` (no copy)."""
 
@@ -132,7 +136,11 @@ class CpuSlabProvider:
         slab.storage = None
 
     def wrap(
-        self, slab: Slab, offset: int, length: int, release_callback: Callable[[], None] | None = None
+        self,
+        slab: Slab,
+        offset: int,
+        length: int,
+        release_callback: Callable[[], None] | None = None,
     ) -> HostStorage:
         return HostStorage(slab.storage.host_array[offset : offset + length], release_callback)
 
@@ -209,7 +217,11 @@ class SlabCache:
         self.inner.release_slab(slab)
 
     def wrap(
-        self, slab: Slab, offset: int, length: int, release_callback: Callable[[], None] | None = None
+        self,
+        slab: Slab,
+        offset: int,
+        length: int,
+        release_callback: Callable[[], None] | None = None,
     ) -> Any:
         return self.inner.wrap(slab, offset, length, release_callback)
 

@@ -30,8 +30,8 @@ for its exact size; an exact-size reserve takes it back without touching the bit
 lists are bounded (4 blocks each) and flushed - freed and coalesced - before the pool
 would grow or report EXHAUSTED, and on ``trim``; so they never cause growth or failure.
 
-Invariants (checked by ``check_invariants``, quick-listed blocks counting as live): each slab is covered exactly by its chain of
-physical blocks; no two physically adjacent blocks are both free; every free block is in
+Invariants (checked by ``check_invariants``, quick-listed blocks counting as live): each
+slab is covered exactly by its chain of physical blocks; no two physically adjacent blocks are both free; every free block is in
 exactly the free list of its class and its class bit is set iff that list is non-empty.
 """
 
@@ -86,13 +86,19 @@ class TlsfPool(Pool):
         **kwargs: Any,
     ) -> None:
         if alignment.__class__ is not int or alignment < 16 or alignment & (alignment - 1):
-            raise InvalidArgumentError(f"TLSF alignment must be a power of two >= 16, got {alignment!r}")
+            raise InvalidArgumentError(
+                f"TLSF alignment must be a power of two >= 16, got {alignment!r}"
+            )
         if alignment > provider.slab_alignment:
             raise InvalidArgumentError(
                 f"TLSF alignment {alignment} exceeds the slab alignment "
                 f"{provider.slab_alignment} of its provider"
             )
-        if range_length.__class__ is not int or range_length < alignment or range_length % alignment:
+        if (
+            range_length.__class__ is not int
+            or range_length < alignment
+            or range_length % alignment
+        ):
             raise InvalidArgumentError(
                 f"TLSF range_length must be a positive multiple of the alignment {alignment}, "
                 f"got {range_length!r}"
@@ -145,9 +151,16 @@ class TlsfPool(Pool):
         if not spare:
             n = len(self._off)
             for lst, fill in (
-                (self._off, 0), (self._size, 0), (self._slab_of, 0), (self._prev, _NONE),
-                (self._next, _NONE), (self._fprev, _NONE), (self._fnext, _NONE),
-                (self._cls, _NONE), (self._front, None), (self._taint, False),
+                (self._off, 0),
+                (self._size, 0),
+                (self._slab_of, 0),
+                (self._prev, _NONE),
+                (self._next, _NONE),
+                (self._fprev, _NONE),
+                (self._fnext, _NONE),
+                (self._cls, _NONE),
+                (self._front, None),
+                (self._taint, False),
             ):
                 lst.extend([fill] * n)
             spare.extend(range(2 * n - 1, n - 1, -1))
@@ -335,7 +348,11 @@ class TlsfPool(Pool):
                         length = g << shift
                         self._fresh_count += 1
                         self._bytes_reserved += length
-                        return _OK_FRESH, Reservation(self, off[b] << shift, length, b, slab), NO_INFO
+                        return (
+                            _OK_FRESH,
+                            Reservation(self, off[b] << shift, length, b, slab),
+                            NO_INFO,
+                        )
         finally:
             lock.release()
         return self._acquire_general(size, alignment, requester_frontier, flags)
@@ -343,7 +360,11 @@ class TlsfPool(Pool):
     def _acquire_general(
         self, size: int, alignment: int, requester_frontier: Frontier | None, flags: int
     ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
-        if size.__class__ is not int or not 0 < size <= self.range_length or alignment > self.alignment:
+        if (
+            size.__class__ is not int
+            or not 0 < size <= self.range_length
+            or alignment > self.alignment
+        ):
             self._check_request(size, alignment, self.range_length)
         elif alignment & (alignment - 1) or alignment < 0:
             self._check_request(size, alignment, self.range_length)
@@ -366,7 +387,11 @@ class TlsfPool(Pool):
                     self.max_slabs and len(self._slabs) - len(self._spare_slabs) >= self.max_slabs
                 ):
                     self._exhausted_count += 1
-                    return AcquireResult.EXHAUSTED, None, _GROWTH_INFO if flags & _DISALLOW_GROWTH else NO_INFO
+                    return (
+                        AcquireResult.EXHAUSTED,
+                        None,
+                        _GROWTH_INFO if flags & _DISALLOW_GROWTH else NO_INFO,
+                    )
         if b < 0:
             b = self._grow(need)
             if b < 0:
@@ -410,9 +435,7 @@ class TlsfPool(Pool):
                     return -2
                 b = self._heads[c]
 
-    def _take(
-        self, b: int, g: int, align_g: int
-    ) -> tuple[AcquireResult, Reservation, AcquireInfo]:
+    def _take(self, b: int, g: int, align_g: int) -> tuple[AcquireResult, Reservation, AcquireInfo]:
         self._remove_free(b)
         off = self._off
         size = self._size
@@ -504,8 +527,10 @@ class TlsfPool(Pool):
         lock = self._lock
         lock.acquire()
         try:
-            if reservation.__class__ is not Reservation or reservation._pool is not self or (
-                death_frontier is not None and death_frontier.__class__ is not Frontier
+            if (
+                reservation.__class__ is not Reservation
+                or reservation._pool is not self
+                or (death_frontier is not None and death_frontier.__class__ is not Frontier)
             ):
                 self._check_release(reservation, death_frontier)
             b = reservation.block_handle
@@ -621,7 +646,9 @@ class TlsfPool(Pool):
             if fa is None:
                 self._front[a] = fb
             else:
-                merged = fa.copy(self.frontier_capacity) if len(fa) <= self.frontier_capacity else None
+                merged = (
+                    fa.copy(self.frontier_capacity) if len(fa) <= self.frontier_capacity else None
+                )
                 if merged is not None and merged.merge(fb):
                     self._front[a] = merged
                 else:
@@ -642,7 +669,11 @@ class TlsfPool(Pool):
         return slab
 
     def _bytes_free_committed(self) -> tuple[int, int, int]:
-        return self._bytes_committed - self._bytes_reserved, self._bytes_committed, len(self._slabs) - len(self._spare_slabs)
+        return (
+            self._bytes_committed - self._bytes_reserved,
+            self._bytes_committed,
+            len(self._slabs) - len(self._spare_slabs),
+        )
 
     def trim(self) -> None:
         """Give back every slab that is one free block (no reservation in it)."""
@@ -706,9 +737,7 @@ class TlsfPool(Pool):
                 raise InternalError("blocks outside any slab chain")
             accounted = self._bytes_committed - self._bytes_reserved - self._quick_bytes
             if free_total << shift != accounted:
-                raise InternalError(
-                    f"free bytes {free_total << shift} != accounted {accounted}"
-                )
+                raise InternalError(f"free bytes {free_total << shift} != accounted {accounted}")
             for c, head in enumerate(self._heads):
                 fl, sl = divmod(c, _SL_COUNT)
                 has_bit = bool(self._sl_maps[fl] >> sl & 1)

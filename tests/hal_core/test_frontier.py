@@ -132,8 +132,12 @@ def test_compare_consistent_with_merge(x, y):
     a, b = _f(x), _f(y)
     j = _join(a, b)
     cmp = a.compare(b)
-    assert cmp == {C.EQUAL: C.EQUAL, C.BEFORE: C.AFTER, C.AFTER: C.BEFORE,
-                   C.CONCURRENT: C.CONCURRENT}[b.compare(a)]
+    assert (
+        cmp
+        == {C.EQUAL: C.EQUAL, C.BEFORE: C.AFTER, C.AFTER: C.BEFORE, C.CONCURRENT: C.CONCURRENT}[
+            b.compare(a)
+        ]
+    )
     if cmp in (C.BEFORE, C.EQUAL):
         assert j == b and b.dominates(a)
     if cmp in (C.AFTER, C.EQUAL):

@@ -155,8 +155,7 @@ def test_concurrent_advances_fire_each_waiter_once():
     for i in range(200):
         t.wait(Frontier([(a, 1 + i % 50) for a in axes]), fn, i)
     threads = [
-        threading.Thread(target=lambda a=a: [t.advance(a, e) for e in range(1, 51)])
-        for a in axes
+        threading.Thread(target=lambda a=a: [t.advance(a, e) for e in range(1, 51)]) for a in axes
     ]
     for th in threads:
         th.start()
