@@ -2,7 +2,8 @@
 
 One process per device and one track (thread) per queue. Host-execution events become
 slices named by operation type; dispatch events become slices named by function, nested
-inside the operation that ran them; queue submissions are instant events; memory events are
+inside the operation that ran them; queue submissions are instant events with a flow arrow
+to the slice that executed them; memory events are
 instants on a per-device "memory" track; device metrics are counter tracks. Timestamps are
 microseconds from the session's begin on the host clock; device ticks are converted through
 the clock correlations. Operations that overlap on one queue without nesting (local-task
@@ -78,6 +79,7 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
     lane_of_submission: dict[tuple[int, int, int], int] = {}
     order = np.argsort(h["start_host_time_ns"], kind="stable")
     lane_end: dict[tuple[int, int], list[int]] = {}
+    exec_start: dict[tuple[int, int, int], tuple[float, int]] = {}
     for i in order:
         r = h[i]
         dev, qi = int(r["physical_device_ordinal"]), int(r["queue_ordinal"])
@@ -92,6 +94,7 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
             ends.append(end)
         lanes_used.add((dev, qi, lane))
         lane_of_submission[(dev, qi, int(r["submission_id"]))] = lane
+        exec_start[(dev, qi, int(r["submission_id"]))] = (us(start), qi + 1 + lane * _LANE_STRIDE)
         events.append(
             {
                 "ph": "X",
@@ -108,9 +111,17 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
                 },
             }
         )
+    flow_id = 0
     for r in q:
         dev, qi = int(r["physical_device_ordinal"]), int(r["queue_ordinal"])
         lanes_used.add((dev, qi, 0))
+        ran = exec_start.get((dev, qi, int(r["submission_id"])))
+        if ran is not None:
+            # A flow arrow from the submission to the slice that executed it.
+            flow_id += 1
+            common = {"cat": "flow", "name": "submit", "id": flow_id, "pid": dev + 1}
+            events.append({"ph": "s", "tid": qi + 1, "ts": us(int(r["host_time_ns"])), **common})
+            events.append({"ph": "f", "bp": "e", "tid": ran[1], "ts": ran[0], **common})
         events.append(
             {
                 "ph": "i",

@@ -47,7 +47,7 @@ def fill_synthetic(s, n=4):
     t = 1_000_000
     for i in range(n):
         q = i % 2
-        s.record_queue_event(1, q, i + 1, 1, 1)
+        s.record_queue_event(1, q, i + 1, 1, 1, submit_host_time_ns=t - 500)
         s.record_host_execution(1, q, i + 1, t, t + 10_000)
         s.record_dispatch(q, i + 1, 0, 3, 0, i % 2, (4, 1, 1), (64, 1, 1), t + 1000, t + 9000)
         s.record_memory_event(6, q, allocation_id=i + 1, length=256)

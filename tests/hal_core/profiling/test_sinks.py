@@ -145,3 +145,16 @@ def test_empty_capture_exports():
     assert perfetto_trace(CapturedProfile())["traceEvents"] == []
     st = ProfileStatistics.from_capture(CapturedProfile())
     assert "no dispatch events" in st.format_table()
+
+
+def test_perfetto_flows_link_submissions_to_executions():
+    stats = StatisticsSink()
+    s = make_session(ALL, [stats])
+    fill_synthetic(s, 3)
+    s.end()
+    ev = perfetto_trace(stats.capture)["traceEvents"]
+    starts = {e["id"]: e for e in ev if e.get("ph") == "s"}
+    ends = {e["id"]: e for e in ev if e.get("ph") == "f"}
+    assert len(starts) == 3 and starts.keys() == ends.keys()
+    for fid, f in ends.items():
+        assert f["bp"] == "e" and f["ts"] >= starts[fid]["ts"]
