@@ -18,7 +18,7 @@ Command tuple layouts (``CMD_*`` is element 0; refs are ``BufferRef``):
 * ``(CMD_UPDATE, data_bytes, target_ref)`` (host bytes copied at record time)
 * ``(CMD_COPY, source_ref, target_ref)``
 * ``(CMD_DISPATCH, executable, function_ordinal, config, constants_bytes, bindings, flags)``
-  where ``bindings`` is a tuple of ``BufferRef``
+  where ``bindings`` is a tuple of ``BufferRef`` or ``Buffer`` (a whole buffer)
 * ``(CMD_DEBUG_BEGIN, label)`` / ``(CMD_DEBUG_END,)``
 """
 
@@ -369,7 +369,7 @@ class CommandBuffer:
         count = 0
         for cmd in self.commands:
             for ref in _refs_of(cmd):
-                if ref.buffer is None and ref.slot + 1 > count:
+                if ref.__class__ is BufferRef and ref.buffer is None and ref.slot + 1 > count:
                     count = ref.slot + 1
         return count
 
@@ -548,7 +548,9 @@ class CommandBuffer:
         """Record one dispatch of ``executable``'s ``function`` (ordinal or name).
 
         ``constants``: bytes (a multiple of 4) or a sequence of uint32 values, copied now.
-        ``bindings``: buffers or references, in the function's binding order.
+        ``bindings``: buffers (whole) or references, in the function's binding order.
+        Pass the same tuple object for repeated dispatches over the same resources:
+        validation then checks it once.
         """
         if self._state != _RECORDING or self._busy:
             raise self._not_recording("dispatch()")
@@ -558,17 +560,11 @@ class CommandBuffer:
                 function = executable.lookup_function(function)
             if constants.__class__ is not bytes:
                 constants = constants_bytes(constants)
-            bindings = tuple(bindings)
+            if bindings.__class__ is not tuple:
+                bindings = tuple(bindings)
             v = self._validation
             if v is not None:
-                bindings = v.validate_dispatch(
-                    self, executable, function, config, constants, bindings, flags
-                )
-            else:
-                for b in bindings:
-                    if b.__class__ is not BufferRef:
-                        bindings = tuple(as_buffer_ref(x, "binding") for x in bindings)
-                        break
+                v.validate_dispatch(self, executable, function, config, constants, bindings, flags)
             self.commands.append(
                 (CMD_DISPATCH, executable, function, config, constants, bindings, flags)
             )

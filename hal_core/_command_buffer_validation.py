@@ -70,12 +70,28 @@ class BindingRequirement:
 class ValidationState:
     """Per-command-buffer validation state (IREE's ``validation_state``)."""
 
-    __slots__ = ("debug_depth", "binding_count", "requirements")
+    __slots__ = (
+        "debug_depth",
+        "binding_count",
+        "requirements",
+        "dispatch_allowed",
+        "_last_exe",
+        "_last_fn",
+        "_last_info",
+        "_last_config",
+        "_checked_bindings",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, categories: int = CommandCategory.ANY) -> None:
         self.debug_depth = 0
         self.binding_count = 0
         self.requirements: dict[int, BindingRequirement] = {}
+        self.dispatch_allowed = bool(categories & CommandCategory.DISPATCH)
+        self._last_exe: Any = None
+        self._last_fn = -1
+        self._last_info: Any = None
+        self._last_config: Any = None
+        self._checked_bindings: dict[int, tuple] = {}
 
     # -- state ---------------------------------------------------------------------------
 
@@ -150,24 +166,56 @@ class ValidationState:
         constants: bytes,
         bindings: tuple,
         flags: int,
-    ) -> tuple:
-        _require_category(cb, CommandCategory.DISPATCH, "dispatch")
-        refs = validate_dispatch_args(executable, function, config, constants, bindings, flags)
-        for i, ref in enumerate(refs):
-            self._check_ref(
-                cb, ref, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, f"dispatch binding {i}", 1
+    ) -> None:
+        """Checks of one recorded dispatch. Facts already checked for the same executable
+        function, config object or bindings tuple (all immutable) are not checked again:
+        a chain of dispatches over the same resources validates in O(1) each."""
+        if not self.dispatch_allowed:
+            _require_category(cb, CommandCategory.DISPATCH, "dispatch")
+        if executable is not self._last_exe or function != self._last_fn or executable._closed:
+            self._last_info = validate_function(executable, function)
+            self._last_exe = executable
+            self._last_fn = function
+        info = self._last_info
+        if len(constants) != 4 * info.constant_count:
+            validate_constants(info, constants)
+        if flags:
+            validate_dispatch_flags(flags)
+        if config is not self._last_config:
+            validate_config(config)
+            ind = config.workgroup_count_ref
+            if ind is not None:
+                self._check_ref(
+                    cb,
+                    ind,
+                    BufferUsage.DISPATCH_INDIRECT_PARAMETERS,
+                    MemoryAccess.READ,
+                    "dispatch workgroup-count parameters",
+                    4,
+                )
+            self._last_config = config
+        if len(bindings) < info.binding_count:
+            raise InvalidArgumentError(
+                f"function {info.name!r} uses {info.binding_count} bindings; got {len(bindings)}"
             )
-        ind = config.workgroup_count_ref
-        if ind is not None:
-            self._check_ref(
-                cb,
-                ind,
-                BufferUsage.DISPATCH_INDIRECT_PARAMETERS,
-                MemoryAccess.READ,
-                "dispatch workgroup-count parameters",
-                4,
-            )
-        return refs
+        seen = self._checked_bindings
+        if seen.get(id(bindings)) is not bindings:
+            for i, b in enumerate(bindings):
+                if b.__class__ is not BufferRef:
+                    if not isinstance(b, Buffer):
+                        raise InvalidArgumentError(
+                            f"dispatch binding {i} must be a Buffer or a BufferRef, got "
+                            f"{type(b).__name__}"
+                        )
+                    check_buffer(b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE,
+                                 f"dispatch binding {i}")
+                else:
+                    self._check_ref(
+                        cb, b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE,
+                        f"dispatch binding {i}", 1,
+                    )
+            # Holding the tuple keeps its id unique while the entry exists.
+            seen[id(bindings)] = bindings
 
     # -- shared ----------------------------------------------------------------------------
 
@@ -235,16 +283,9 @@ def check_buffer(buffer: Any, usage: BufferUsage, access: MemoryAccess, what: st
         buffer.require_access(access, what)
 
 
-def validate_dispatch_args(
-    executable: Any,
-    function: int,
-    config: Any,
-    constants: bytes,
-    bindings: tuple,
-    flags: int,
-) -> tuple:
-    """Checks shared by ``CommandBuffer.dispatch`` and ``Device.queue_dispatch``; returns
-    the bindings as ``BufferRef`` s."""
+def validate_function(executable: Any, function: int) -> Any:
+    """The ``FunctionInfo`` of a dispatchable function (INVALID_ARGUMENT, OUT_OF_RANGE,
+    FAILED_PRECONDITION for a closed executable)."""
     from ._executable import Executable
 
     if not isinstance(executable, Executable):
@@ -253,16 +294,10 @@ def validate_dispatch_args(
         )
     if executable.closed:
         raise FailedPreconditionError("dispatch of a closed executable")
-    info = executable.function_info(function)
-    if config.__class__ is not DispatchConfig:
-        raise InvalidArgumentError(
-            f"dispatch config must be a DispatchConfig, got {type(config).__name__}"
-        )
-    if flags & _UNIMPLEMENTED_DISPATCH_FLAGS:
-        raise UnimplementedError(
-            f"dispatch flags {DispatchFlags(flags & _UNIMPLEMENTED_DISPATCH_FLAGS)!r} "
-            "(custom/indirect arguments) are not implemented"
-        )
+    return executable.function_info(function)
+
+
+def validate_constants(info: Any, constants: bytes) -> None:
     if len(constants) % 4:
         raise InvalidArgumentError(
             f"dispatch constants are {len(constants)} bytes; they must be a multiple of 4 "
@@ -273,10 +308,20 @@ def validate_dispatch_args(
             f"function {info.name!r} takes {info.constant_count} constants "
             f"({4 * info.constant_count} bytes); got {len(constants)} bytes"
         )
-    refs = tuple(as_buffer_ref(b, f"dispatch binding {i}") for i, b in enumerate(bindings))
-    if len(refs) < info.binding_count:
+
+
+def validate_dispatch_flags(flags: int) -> None:
+    if flags & _UNIMPLEMENTED_DISPATCH_FLAGS:
+        raise UnimplementedError(
+            f"dispatch flags {DispatchFlags(flags & _UNIMPLEMENTED_DISPATCH_FLAGS)!r} "
+            "(custom/indirect arguments) are not implemented"
+        )
+
+
+def validate_config(config: Any) -> None:
+    if config.__class__ is not DispatchConfig:
         raise InvalidArgumentError(
-            f"function {info.name!r} uses {info.binding_count} bindings; got {len(refs)}"
+            f"dispatch config must be a DispatchConfig, got {type(config).__name__}"
         )
     ind = config.workgroup_count_ref
     if ind is not None:
@@ -298,6 +343,27 @@ def validate_dispatch_args(
                 f"workgroup-count parameters at offset {ind.offset} need 12 bytes; the "
                 f"buffer has {ind.buffer.byte_length}"
             )
+
+
+def validate_dispatch_args(
+    executable: Any,
+    function: int,
+    config: Any,
+    constants: bytes,
+    bindings: tuple,
+    flags: int,
+) -> tuple:
+    """Checks of ``Device.queue_dispatch`` (which takes direct references only); returns
+    the bindings as ``BufferRef`` s."""
+    info = validate_function(executable, function)
+    validate_config(config)
+    validate_dispatch_flags(flags)
+    validate_constants(info, constants)
+    refs = tuple(as_buffer_ref(b, f"dispatch binding {i}") for i, b in enumerate(bindings))
+    if len(refs) < info.binding_count:
+        raise InvalidArgumentError(
+            f"function {info.name!r} uses {info.binding_count} bindings; got {len(refs)}"
+        )
     return refs
 
 

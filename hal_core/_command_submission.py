@@ -30,7 +30,7 @@ from ._command_buffer_validation import (
 from ._memory import BufferUsage, MemoryAccess
 from ._status import FailedPreconditionError, InvalidArgumentError, UnimplementedError
 
-__all__ = ["new_command_buffer", "prepare_dispatch", "prepare_execute"]
+__all__ = ["execute_affinity", "new_command_buffer", "prepare_dispatch", "prepare_execute"]
 
 _MODES = (
     CommandBufferMode.ONE_SHOT
@@ -72,8 +72,23 @@ def new_command_buffer(
                 f"execution cannot wait for a binding table); got mode {mode!r}, "
                 f"binding_capacity {binding_capacity}"
             )
-    validation = None if mode & CommandBufferMode.UNVALIDATED else ValidationState()
+    validation = None if mode & CommandBufferMode.UNVALIDATED else ValidationState(categories)
     return CommandBuffer(device, mode, categories, affinity, binding_capacity, validation)
+
+
+def execute_affinity(affinity: int, cb: Any) -> int:
+    """The queues a submission of ``cb`` may use: the requested affinity narrowed to the
+    command buffer's (IREE: a command buffer may be submitted on a subset of its
+    affinity). INVALID_ARGUMENT when they do not meet."""
+    if cb.__class__ is not CommandBuffer:
+        return affinity
+    narrowed = affinity & cb.queue_affinity
+    if not narrowed:
+        raise InvalidArgumentError(
+            f"queue affinity {affinity:#x} is outside the command buffer's affinity "
+            f"{cb.queue_affinity:#x}"
+        )
+    return narrowed
 
 
 def _capture_table(binding_table: Any) -> tuple:
@@ -85,7 +100,7 @@ def _capture_table(binding_table: Any) -> tuple:
 
 
 def prepare_execute(
-    device: Any, op: Any, affinity: int, cb: Any, binding_table: Any, flags: int
+    device: Any, op: Any, cb: Any, binding_table: Any, flags: int
 ) -> tuple[Any, tuple, Any]:
     """Validate a ``queue_execute``; returns ``(program, table, retained)``."""
     if not isinstance(cb, CommandBuffer):
@@ -110,11 +125,6 @@ def prepare_execute(
         raise InvalidArgumentError(
             "a command buffer recorded with ALLOW_INLINE_EXECUTION cannot wait on "
             "semaphores; submit it with an empty wait list"
-        )
-    if not (1 << op.queue) & cb.queue_affinity and affinity != (1 << 64) - 1:
-        raise InvalidArgumentError(
-            f"queue affinity {affinity:#x} is outside the command buffer's affinity "
-            f"{cb.queue_affinity:#x}"
         )
     table = _capture_table(binding_table)
     validate_submission(cb, table)

@@ -25,14 +25,18 @@ of touching freed memory.
 from __future__ import annotations
 
 import weakref
+from array import array
 from typing import Any
 
 import numpy as np
 
 from hal_core import (
     WHOLE_BUFFER,
+    Buffer,
+    BufferRef,
     CommandBufferMode,
     HalError,
+    InvalidArgumentError,
     OutOfRangeError,
     PlacementFlags,
     StatusCode,
@@ -40,6 +44,7 @@ from hal_core import (
     error_for,
 )
 from hal_core._command_buffer import (
+    CMD_BARRIER,
     CMD_COPY,
     CMD_DISPATCH,
     CMD_FILL,
@@ -108,21 +113,42 @@ def finalize(
     binding_capacity: int,
     parallel: bool,
 ) -> LocalProgram:
-    """Build the replay form of ``commands`` (see the module docstring)."""
+    """Build the replay form of ``commands`` (see the module docstring).
+
+    INVALID_ARGUMENT for malformed commands an UNVALIDATED recording let through;
+    OUT_OF_RANGE for a slot past ``binding_capacity``.
+    """
+    try:
+        return _finalize(commands, mode, binding_capacity, parallel)
+    except (AttributeError, TypeError, IndexError, KeyError) as exc:
+        raise InvalidArgumentError(
+            f"the command buffer holds a malformed command ({type(exc).__name__}: {exc}); "
+            "record without UNVALIDATED to find which call passed it"
+        ) from None
+
+
+def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgram:
     try:
         lib = replay_library()
     except UnavailableError:
         lib = None
-    cap = binding_capacity
     index_of: dict[int, int] = {}
     direct: list[Any] = []
-    records: list[tuple] = []
+    # Records are built column-wise: a template per distinct decoded command (dispatch
+    # facts, or a whole transfer record) plus the few per-record varying columns. Python
+    # appends of small ints are cheap; building a 16-int record per command is not.
+    templates: list[tuple] = []
+    col_template: list[int] = []
+    col_span: list[int] = []
+    spans: list[tuple[int, int]] = [(0, 0)]  # span 0: no bindings (transfers)
     rec_cmd: list[int] = []
-    bind_base: list[int] = []
-    bind_off: list[int] = []
-    bind_len: list[int] = []
+    bind_base = array("q")
+    bind_off = array("q")
+    bind_len = array("q")
     const_chunks: list[bytes] = []
+    const_offsets: dict[int, int] = {}
     const_recs: list[int] = []
+    const_coffs: list[int] = []
     const_total = 0
     update_chunks: list[bytes] = []
     update_recs: list[int] = []
@@ -130,112 +156,131 @@ def finalize(
     executables: dict[int, Any] = {}
     py_fns: list[Any] = []
     slot_hi = [0]
+    # Facts recorded once per distinct (immutable) object: ids stay valid because
+    # ``commands`` keeps every object alive while this runs.
+    config_facts: dict[int, tuple] = {}
+    binding_spans: dict[int, int] = {}
 
     def base_of(ref: Any) -> int:
-        b = ref.buffer
-        if b is None:
-            s = ref.slot
-            if s >= cap:
-                raise OutOfRangeError(
-                    f"binding-table slot {s} is past the command buffer's binding_capacity "
-                    f"{cap}"
-                )
-            if s >= slot_hi[0]:
-                slot_hi[0] = s + 1
-            return s
+        if ref.__class__ is BufferRef:
+            b = ref.buffer
+            if b is None:
+                s = ref.slot
+                if s >= cap:
+                    raise OutOfRangeError(
+                        f"binding-table slot {s} is past the command buffer's "
+                        f"binding_capacity {cap}"
+                    )
+                if s >= slot_hi[0]:
+                    slot_hi[0] = s + 1
+                return s
+        elif isinstance(ref, Buffer):
+            b = ref
+        else:
+            raise InvalidArgumentError(
+                f"a command references a {type(ref).__name__}; expected a Buffer or BufferRef"
+            )
         i = index_of.get(id(b))
         if i is None:
             i = index_of[id(b)] = cap + len(direct)
             direct.append(b)
         return i
 
-    for ci, cmd in enumerate(commands):
+    def transfer(record: tuple, ci: int) -> None:
+        col_template.append(len(templates))
+        templates.append(record)
+        col_span.append(0)
+        rec_cmd.append(ci)
+
+    add_template = col_template.append
+    add_span = col_span.append
+    add_cmd = rec_cmd.append
+    last_exe: Any = None
+    last_ord = -1
+    last_cfg: Any = None
+    last_nc = -1
+    tidx = -1
+    ci = -1
+    for cmd in commands:
+        ci += 1
         op = cmd[0]
+        if op == CMD_BARRIER:
+            continue
         if op == CMD_DISPATCH:
             _, exe, ordinal, cfg, consts, bindings, _flags = cmd
-            be = exe.backend
-            if id(be) not in executables:
-                executables[id(be)] = be
-            info = be.functions[ordinal]
-            ws = cfg.workgroup_size
-            if ws == (0, 0, 0):
-                ws = info.workgroup_size
-            ind = cfg.workgroup_count_ref
-            if ind is None:
-                cx, cy, cz = cfg.workgroup_count
-                ib = -1
-                io = 0
-            else:
-                cx = cy = cz = 0
-                ib = base_of(ind)
-                io = ind.offset
             nc = len(consts) >> 2
-            coff = 0
+            # (executable, function, config, constant count) repeat in chains: decode
+            # them into a record template once.
+            if exe is not last_exe or ordinal != last_ord or cfg is not last_cfg or nc != last_nc:
+                last_exe, last_ord, last_cfg, last_nc = exe, ordinal, cfg, nc
+                tidx = len(templates)
+                templates.append(_dispatch_template(
+                    exe, ordinal, cfg, nc, base_of, config_facts, executables, py_fns
+                ))
             if nc:
-                const_recs.append(len(records))
-                const_chunks.append(consts)
-                coff = const_total
-                const_total += len(consts)
-            bstart = len(bind_base)
-            for ref in bindings:
-                bind_base.append(base_of(ref))
-                bind_off.append(ref.offset)
-                n = ref.length
-                bind_len.append(-1 if n == WHOLE_BUFFER else n)
-            if be.is_native:
-                code = OP_DISPATCH
-                fn = be.fn_ptrs[ordinal]
-            else:
-                code = OP_PYDISPATCH
-                fn = len(py_fns)
-                py_fns.append((be.fns[ordinal], info.name))
-            records.append(
-                (code, fn, cx, cy, cz, ib, io, coff, nc, bstart, len(bindings),
-                 ws[0], ws[1], ws[2], ordinal, 0)
-            )
-            rec_cmd.append(ci)
+                coff = const_offsets.get(id(consts))
+                if coff is None:
+                    coff = const_offsets[id(consts)] = const_total
+                    const_chunks.append(consts)
+                    const_total += len(consts)
+                const_recs.append(len(rec_cmd))
+                const_coffs.append(coff)
+            span = binding_spans.get(id(bindings))
+            if span is None:
+                bstart = len(bind_base)
+                for ref in bindings:
+                    bind_base.append(base_of(ref))
+                    if ref.__class__ is BufferRef:
+                        bind_off.append(ref.offset)
+                        n = ref.length
+                        bind_len.append(-1 if n == WHOLE_BUFFER else n)
+                    else:
+                        bind_off.append(0)
+                        bind_len.append(-1)
+                span = binding_spans[id(bindings)] = len(spans)
+                spans.append((bstart, len(bindings)))
+            add_template(tidx)
+            add_span(span)
+            add_cmd(ci)
         elif op == CMD_FILL:
             ref, data = cmd[1], cmd[2]
             pattern = int.from_bytes(data, "little")
-            records.append(
-                (OP_FILL, base_of(ref), ref.offset, _ref_len(ref), pattern, len(data),
-                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-            )
-            rec_cmd.append(ci)
+            transfer((OP_FILL, base_of(ref), ref.offset, _ref_len(ref), pattern, len(data),
+                      0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ci)
         elif op == CMD_COPY:
             src, dst = cmd[1], cmd[2]
-            records.append(
-                (OP_COPY, base_of(src), src.offset, base_of(dst), dst.offset, _ref_len(src),
-                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-            )
-            rec_cmd.append(ci)
+            transfer((OP_COPY, base_of(src), src.offset, base_of(dst), dst.offset,
+                      _ref_len(src), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ci)
         elif op == CMD_UPDATE:
             data, ref = cmd[1], cmd[2]
-            update_recs.append(len(records))
+            update_recs.append(len(rec_cmd))
             update_chunks.append(data)
-            records.append(
-                (OP_UPDATE, update_total, base_of(ref), ref.offset, len(data),
-                 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-            )
+            transfer((OP_UPDATE, update_total, base_of(ref), ref.offset, len(data),
+                      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ci)
             update_total += len(data)
-            rec_cmd.append(ci)
         # barriers and debug groups need no record: commands already run in order.
 
     p = LocalProgram()
-    recs = np.array(records, dtype=_I64).reshape(-1, REC)
-    pools = []
+    pools: list[Any] = []
+    if rec_cmd:
+        recs = np.array(templates, dtype=_I64)[np.array(col_template, dtype=np.intp)]
+        if len(spans) > 1:
+            recs[:, 9:11] = np.array(spans, dtype=_I64)[np.array(col_span, dtype=np.intp)]
+    else:
+        recs = np.zeros((0, REC), _I64)
     if const_chunks:
         cpool = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
-        recs[const_recs, 7] += cpool.ctypes.data
+        recs[const_recs, 7] = np.array(const_coffs, dtype=_I64) + cpool.ctypes.data
         pools.append(cpool)
     if update_chunks:
         upool = np.frombuffer(b"".join(update_chunks), dtype=np.uint8).copy()
         recs[update_recs, 1] += upool.ctypes.data
         pools.append(upool)
     p.records = recs
-    p.bind_base = np.array(bind_base, dtype=_I64)
-    p.bind_off = np.array(bind_off, dtype=_I64)
-    p.bind_len = np.array(bind_len, dtype=_I64)
+    p.bind_base = _as_i64(bind_base)
+    p.bind_off = _as_i64(bind_off)
+    p.bind_len = _as_i64(bind_len)
+    pools.extend((bind_base, bind_off, bind_len))
     p.capacity = cap
     p.pools = pools
     p.executables = tuple(executables.values())
@@ -274,7 +319,51 @@ def finalize(
     return p
 
 
+def _dispatch_template(
+    exe: Any,
+    ordinal: int,
+    cfg: Any,
+    nc: int,
+    base_of: Any,
+    config_facts: dict,
+    executables: dict,
+    py_fns: list,
+) -> tuple:
+    be = exe.backend
+    if id(be) not in executables:
+        executables[id(be)] = be
+    facts = config_facts.get(id(cfg))
+    if facts is None:
+        ind = cfg.workgroup_count_ref
+        if ind is None:
+            cx, cy, cz = cfg.workgroup_count
+            facts = (cx, cy, cz, -1, 0)
+        else:
+            facts = (0, 0, 0, base_of(ind), ind.offset)
+        config_facts[id(cfg)] = facts
+    ws = cfg.workgroup_size
+    if ws == (0, 0, 0):
+        ws = be.functions[ordinal].workgroup_size
+    if be.is_native:
+        code = OP_DISPATCH
+        fn = be.fn_ptrs[ordinal]
+    else:
+        # One entry per (function) decode; several records may share it.
+        code = OP_PYDISPATCH
+        fn = len(py_fns)
+        py_fns.append((be.fns[ordinal], be.functions[ordinal].name))
+    cx, cy, cz, ib, io = facts
+    return (code, fn, cx, cy, cz, ib, io, 0, nc, 0, 0, ws[0], ws[1], ws[2], ordinal, 0)
+
+
+def _as_i64(a: array) -> np.ndarray:
+    # Never hand out a zero-length array's pointer: keep one element.
+    return np.frombuffer(a, dtype=_I64) if len(a) else np.zeros(1, _I64)
+
+
 def _ref_len(ref: Any) -> int:
+    if ref.__class__ is not BufferRef:
+        return ref.byte_length
     n = ref.length
     if n == WHOLE_BUFFER:
         if ref.buffer is None:
@@ -284,7 +373,8 @@ def _ref_len(ref: Any) -> int:
 
 
 def _p64(arr: np.ndarray) -> Any:
-    return ffi.cast("int64_t*", arr.ctypes.data)
+    # from_buffer keeps ``arr`` alive and is far cheaper than ``arr.ctypes``.
+    return ffi.from_buffer("int64_t[]", arr)
 
 
 def _segments(recs: np.ndarray, native: bool, parallel: bool) -> tuple:
@@ -348,13 +438,13 @@ def execute_program(program: LocalProgram, table: tuple, workers: Any) -> None:
 
 
 def _fill_slots(program: LocalProgram, table: tuple, bases: np.ndarray, lens: np.ndarray) -> None:
-    cap = program.capacity
     need = program.slot_count
     if len(table) < need:
         raise OutOfRangeError(
             f"binding table has {len(table)} entries; the command buffer uses {need}"
         )
-    for s in range(min(cap, len(table))):
+    # Only the slots the recording uses: unused entries may hold anything.
+    for s in range(need):
         binding = table[s]
         if binding is None or binding.buffer is None:
             continue

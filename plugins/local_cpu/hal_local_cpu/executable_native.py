@@ -99,7 +99,7 @@ class NativeExecutable:
         self.path = path
         try:
             query = lib.hal_cpu_library_query
-        except (AttributeError, ffi.error) as exc:
+        except AttributeError as exc:
             raise InvalidArgumentError(
                 f"{path} is a shared library but does not export hal_cpu_library_query "
                 f"(see hal_local_cpu/hal_cpu_abi.h): {exc}"
@@ -148,10 +148,17 @@ class NativeExecutable:
         self.fn_ptrs = tuple(fn_ptrs)
         self.fns = tuple(fns)
 
-    def call_workgroup(self, ordinal: int, state: Any, x: int, y: int, z: int) -> int:
-        """Call one workgroup through cffi (the no-compiler path and the ``direct.loop``
-        benchmark peer). Returns the kernel's status."""
-        return self.fns[ordinal](state, x, y, z)
+    def workgroup_caller(
+        self, ordinal: int, counts: tuple[int, int, int] = (1, 1, 1)
+    ) -> tuple[Any, Any]:
+        """``(fn, state)`` such that ``fn(state, x, y, z)`` calls one workgroup of export
+        ``ordinal`` directly through cffi, with no bindings and no constants (what a user
+        without a HAL would write; the ``direct.loop`` benchmark peer). ``fn`` returns
+        the kernel's status."""
+        state = ffi.new("hal_cpu_dispatch_state_t*")
+        state.workgroup_count = list(counts)
+        state.workgroup_size = list(self.functions[ordinal].workgroup_size)
+        return self.fns[ordinal], state
 
 
 def load_native_executable(data: Any) -> NativeExecutable:
@@ -184,19 +191,13 @@ def load_native_executable(data: Any) -> NativeExecutable:
             f"native executable data ({len(blob)} bytes starting {blob[:8]!r}) is not an ELF "
             "shared library; pass the bytes of a library built with `cc -shared -fPIC`"
         )
-    # dlopen needs a file: an anonymous memory file where the OS has one.
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("hal-local-cpu-exe", 0)
-        try:
-            os.write(fd, blob)
-            path = f"/proc/self/fd/{fd}"
-            return NativeExecutable(_dlopen(path), "<memory library>")
-        finally:
-            os.close(fd)
-    fd, path = tempfile.mkstemp(suffix=".so")
+    # dlopen needs a file. Each load gets a fresh, uniquely named one: the dynamic
+    # loader returns an already-loaded library for a name it has seen (a reused
+    # /proc/self/fd/N path would hand back an earlier, different library).
+    fd, path = tempfile.mkstemp(prefix="hal-local-cpu-", suffix=".so")
     try:
-        os.write(fd, blob)
-        os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
         return NativeExecutable(_dlopen(path), "<memory library>")
     finally:
         os.unlink(path)

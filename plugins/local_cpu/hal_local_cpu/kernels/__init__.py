@@ -16,7 +16,13 @@ from ..executable_native import FORMAT as NATIVE_FORMAT
 from ..executable_python import FORMAT as PYTHON_FORMAT
 from ..native_build import build_shared_library, package_dir
 
-__all__ = ["KERNELS", "executable_data", "native_library", "python_module"]
+__all__ = [
+    "KERNELS",
+    "cts_executable_formats",
+    "executable_data",
+    "native_library",
+    "python_module",
+]
 
 KERNELS = ("cts_kernels",)
 
@@ -44,3 +50,13 @@ def executable_data(format: str, name: str) -> Any:
     if format == PYTHON_FORMAT:
         return python_module(name)
     raise NotFoundError(f"the local CPU CTS kernels have no {format!r} form")
+
+
+def cts_executable_formats() -> dict[str, Any]:
+    """``CtsBackend.executable_formats``: format -> callable(kernel library name) -> data.
+    The native callable compiles at first call and raises UNAVAILABLE without a C
+    compiler (the CTS turns that into a skip with the reason)."""
+    return {
+        NATIVE_FORMAT: native_library,
+        PYTHON_FORMAT: python_module,
+    }
