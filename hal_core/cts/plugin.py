@@ -1,8 +1,10 @@
 """The CTS pytest plugin (entry point ``pytest11: hal_core_cts``).
 
 Inactive unless ``--hal-device=URI`` is given (repeatable; ``all`` means every backend that
-registered a CTS configuration). Suites are the ``test_*.py`` modules of ``hal_core.cts``;
-their tests take the ``cts`` fixture, which is parametrized over the chosen devices. One
+registered a CTS configuration). Suites are the ``test_*.py`` modules of ``hal_core.cts``
+(and any backend's own modules written the same way); their tests take the ``cts``
+fixture, which is parametrized over the chosen devices, and every such test gets the
+tag, ``unsupported`` and ``expected_failures`` handling below. One
 device per URI is created for the whole session. A backend that reports UNAVAILABLE skips;
 ``unsupported`` entries skip with their reason; ``expected_failures`` are xfail (strict with
 ``HAL_CTS_VERIFY_XFAILS=1``).

@@ -100,6 +100,18 @@ SUITE = textwrap.dedent(
 
     def test_not_cts():
         pass
+
+
+    _first_device = {}
+
+
+    def test_device_shared_a(cts):
+        _first_device.setdefault(cts.driver, cts.device)
+
+
+    def test_device_shared_b(cts):
+        # One device per backend for the whole session.
+        assert _first_device[cts.driver] is cts.device
     '''
 )
 
@@ -129,13 +141,13 @@ def _run(pytester, *args):
 
 def test_inactive_without_hal_device(suite):
     result = _run(suite)
-    result.assert_outcomes(passed=1, skipped=6)
+    result.assert_outcomes(passed=1, skipped=8)
     result.stdout.fnmatch_lines(["*CTS inactive: pass --hal-device=URI*"])
 
 
 def test_fake_backend_tags_unsupported_and_xfail(suite):
     result = _run(suite, "--hal-device=fake-sync")
-    result.assert_outcomes(passed=3, skipped=2, xfailed=1, xpassed=1)
+    result.assert_outcomes(passed=5, skipped=2, xfailed=1, xpassed=1)
     result.stdout.fnmatch_lines_random(
         [
             "*fake-sync does not advertise CTS tags*'dispatch'*",
@@ -148,7 +160,7 @@ def test_fake_backend_tags_unsupported_and_xfail(suite):
 def test_verify_xfails_turns_unexpected_pass_into_failure(suite, monkeypatch):
     monkeypatch.setenv("HAL_CTS_VERIFY_XFAILS", "1")
     result = _run(suite, "--hal-device=fake-sync")
-    result.assert_outcomes(passed=3, skipped=2, xfailed=1, failed=1)
+    result.assert_outcomes(passed=5, skipped=2, xfailed=1, failed=1)
     result.stdout.fnmatch_lines(
         ["*test_xfail_fixed?fake-sync?*", "?XPASS(strict)? expected failure*"]
     )
@@ -161,9 +173,9 @@ def test_unavailable_backend_skips(suite):
 
 
 def test_all_runs_every_registered_backend(suite):
-    result = _run(suite, "--hal-device=all", "-k", "uses_device", "-v")
+    result = _run(suite, "--hal-device=all", "-k", "uses_device or device_shared", "-v")
     # local-task and local-sync come from the installed local_cpu plugin.
-    result.assert_outcomes(passed=3, skipped=1)
+    result.assert_outcomes(passed=9, skipped=3)
     result.stdout.fnmatch_lines_random(
         [
             "*test_uses_device?fake-sync://? PASSED*",
