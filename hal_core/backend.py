@@ -14,6 +14,17 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import attrs
 
 from ._buffer import HostStorage
+from ._command_buffer import (
+    CMD_BARRIER,
+    CMD_COPY,
+    CMD_DEBUG_BEGIN,
+    CMD_DEBUG_END,
+    CMD_DISPATCH,
+    CMD_FILL,
+    CMD_UPDATE,
+    refs_of,
+)
+from ._executable import FunctionInfo, FunctionParameter, default_parameters
 from ._memory import BufferCompatibility, BufferParams, MemoryHeap, MemoryType
 from ._queue import HostCallContext, QueueOp, QueueOpKind
 from ._semaphore import dispatch_callbacks, run_on_trampoline
@@ -21,7 +32,20 @@ from ._wait_resolution import resolve_waits
 from .hookspecs import hookimpl
 
 __all__ = [
+    "CMD_BARRIER",
+    "CMD_COPY",
+    "CMD_DEBUG_BEGIN",
+    "CMD_DEBUG_END",
+    "CMD_DISPATCH",
+    "CMD_FILL",
+    "CMD_UPDATE",
     "AllocatorBackend",
+    "CommandBufferBackend",
+    "ExecutableBackend",
+    "FunctionInfo",
+    "FunctionParameter",
+    "default_parameters",
+    "refs_of",
     "DeviceBackend",
     "DriverBackend",
     "DriverFactory",
@@ -76,6 +100,36 @@ class DeviceBackend(Protocol):
 
     def close(self, timeout: float | None) -> None:
         """Fail waiting work with CANCELLED, finish running work, release resources."""
+
+
+@runtime_checkable
+class ExecutableBackend(Protocol):
+    """What ``prepare_executable`` returns: its functions, in ordinal order."""
+
+    functions: tuple[FunctionInfo, ...]
+
+
+@runtime_checkable
+class CommandBufferBackend(Protocol):
+    """Optional ``DeviceBackend`` methods for executables and command buffers. A backend
+    without them prepares no executables and executes the raw recording (its EXECUTE
+    handler receives ``CommandBuffer.commands``).
+
+    ``finalize_command_buffer(commands, mode, binding_capacity)`` runs once at
+    ``CommandBuffer.end()`` (and per ``queue_dispatch`` with a one-command list); whatever
+    it returns is ``QueueOp.data`` of every EXECUTE / DISPATCH op, with the captured
+    binding table (a tuple of ``BufferBinding`` or None) in ``QueueOp.extra``. Command
+    tuples are described in ``hal_core._command_buffer`` (``CMD_*``).
+    """
+
+    def executable_formats(self) -> tuple[str, ...]:
+        """Format strings ``prepare_executable`` accepts. Must not raise."""
+
+    def prepare_executable(self, format: str, data: Any, params: dict[str, Any]) -> Any:
+        """An ``ExecutableBackend``; INVALID_ARGUMENT for data that is not valid."""
+
+    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
+        """The backend's replay form of a recording."""
 
 
 @runtime_checkable
