@@ -19,6 +19,23 @@ from ._status import InvalidArgumentError, OutOfRangeError, PermissionDeniedErro
 __all__ = ["File"]
 
 
+def _fd_access(fd: int) -> MemoryAccess | None:
+    """READ/WRITE bits an open descriptor allows (None where the OS cannot say)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the OS reports misuse at I/O time instead
+        return None
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return None
+    if flags == os.O_RDONLY:
+        return MemoryAccess.READ
+    if flags == os.O_WRONLY:
+        return MemoryAccess.WRITE
+    return MemoryAccess.READ | MemoryAccess.WRITE
+
+
 class File:
     """A byte range on the host that queue_read/queue_write move data through.
 
@@ -62,6 +79,16 @@ class File:
             dup = os.dup(fd)
         except OSError as exc:
             raise InvalidArgumentError(f"file descriptor {fd} is not open: {exc}") from None
+        # Refuse access the descriptor cannot give now, rather than failing a queue op
+        # with an OS error later.
+        mode = _fd_access(dup)
+        wanted = MemoryAccess(access) & (MemoryAccess.READ | MemoryAccess.WRITE)
+        if mode is not None and (wanted & mode) != wanted:
+            os.close(dup)
+            raise PermissionDeniedError(
+                f"file descriptor {fd} was opened for {mode!r} but {MemoryAccess(access)!r} "
+                "was requested; reopen it with a matching mode (e.g. os.O_RDWR)"
+            )
         return cls(access, None, dup)
 
     @property

@@ -155,6 +155,21 @@ def test_access_is_enforced(cts, files):
     _later_work_runs(cts, files)
 
 
+def test_fd_opened_read_only_cannot_be_imported_for_write(cts, tmp_path):
+    path = tmp_path / "read-only.bin"
+    path.write_bytes(bytes(64))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(hal_core.PermissionDeniedError, match="O_RDWR"):
+            cts.device.import_file(fd, RW)
+        file = cts.import_file(fd, MemoryAccess.READ)  # what the fd allows still works
+    finally:
+        os.close(fd)
+    buf = cts.buffer(64, deterministic_bytes(64, seed=39))
+    _read(cts, file, 0, buf, 0, 64)
+    assert cts.read_bytes(buf) == bytes(64)
+
+
 def test_read_past_end_of_file_fails_the_signal(cts, files):
     file, _ = files.make(bytes(100), MemoryAccess.READ)
     buf = cts.buffer(64, deterministic_bytes(64, seed=38))
