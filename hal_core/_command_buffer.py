@@ -336,10 +336,7 @@ class CommandBuffer:
 
     def __repr__(self) -> str:
         state = ("new", "recording", "ended")[self._state]
-        return (
-            f"<hal_core.CommandBuffer {state} mode={self.mode!r} "
-            f"commands={len(self.commands)}>"
-        )
+        return f"<hal_core.CommandBuffer {state} mode={self.mode!r} commands={len(self.commands)}>"
 
     # -- state ---------------------------------------------------------------------------
 
@@ -487,8 +484,7 @@ class CommandBuffer:
                 src = memoryview(source).cast("B")
             except TypeError:
                 raise InvalidArgumentError(
-                    f"update source must be a buffer-protocol object, got "
-                    f"{type(source).__name__}"
+                    f"update source must be a buffer-protocol object, got {type(source).__name__}"
                 ) from None
             length = ref.length
             if length == WHOLE_BUFFER:

@@ -207,12 +207,17 @@ class ValidationState:
                             f"dispatch binding {i} must be a Buffer or a BufferRef, got "
                             f"{type(b).__name__}"
                         )
-                    check_buffer(b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE,
-                                 f"dispatch binding {i}")
+                    check_buffer(
+                        b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, f"dispatch binding {i}"
+                    )
                 else:
                     self._check_ref(
-                        cb, b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE,
-                        f"dispatch binding {i}", 1,
+                        cb,
+                        b,
+                        BufferUsage.DISPATCH_STORAGE,
+                        MemoryAccess.NONE,
+                        f"dispatch binding {i}",
+                        1,
                     )
             # Holding the tuple keeps its id unique while the entry exists.
             seen[id(bindings)] = bindings
@@ -289,9 +294,7 @@ def validate_function(executable: Any, function: int) -> Any:
     from ._executable import Executable
 
     if not isinstance(executable, Executable):
-        raise InvalidArgumentError(
-            f"dispatch needs an Executable, got {type(executable).__name__}"
-        )
+        raise InvalidArgumentError(f"dispatch needs an Executable, got {type(executable).__name__}")
     if executable.closed:
         raise FailedPreconditionError("dispatch of a closed executable")
     return executable.function_info(function)
@@ -335,8 +338,7 @@ def validate_config(config: Any) -> None:
             )
         if ind.length != WHOLE_BUFFER and ind.length < 12:
             raise InvalidArgumentError(
-                f"workgroup-count parameters need 12 bytes (3 x uint32); the ref has "
-                f"{ind.length}"
+                f"workgroup-count parameters need 12 bytes (3 x uint32); the ref has {ind.length}"
             )
         if ind.buffer is not None and ind.buffer.byte_length - ind.offset < 12:
             raise OutOfRangeError(
@@ -388,8 +390,7 @@ def validate_submission(cb: CommandBuffer, table: tuple) -> None:
         binding: BufferBinding | None = table[slot]
         if binding is None or binding.buffer is None:
             raise InvalidArgumentError(
-                f"binding-table slot {slot} is empty but the recording uses it "
-                f"({req.first_use})"
+                f"binding-table slot {slot} is empty but the recording uses it ({req.first_use})"
             )
         buffer = binding.buffer
         check_buffer(buffer, req.usage, req.access, f"binding-table slot {slot}")

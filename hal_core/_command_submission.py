@@ -51,9 +51,7 @@ def new_command_buffer(
         )
     mode = CommandBufferMode(mode)
     if not isinstance(categories, int) or categories & ~int(CommandCategory.ANY):
-        raise InvalidArgumentError(
-            f"categories must be CommandCategory bits, got {categories!r}"
-        )
+        raise InvalidArgumentError(f"categories must be CommandCategory bits, got {categories!r}")
     categories = CommandCategory(categories or CommandCategory.ANY)
     affinity = check_queue_affinity(affinity)
     if not affinity & device._queue_mask:
@@ -155,17 +153,16 @@ def prepare_dispatch(
         function = executable.lookup_function(function)
     if constants.__class__ is not bytes:
         constants = constants_bytes(constants)
-    refs = validate_dispatch_args(
-        executable, function, config, constants, tuple(bindings), flags
-    )
+    refs = validate_dispatch_args(executable, function, config, constants, tuple(bindings), flags)
     for i, ref in enumerate(refs):
         if ref.buffer is None:
             raise InvalidArgumentError(
                 f"queue_dispatch binding {i} is indirect (slot {ref.slot}); queue_dispatch "
                 "takes direct references only (use a command buffer for binding tables)"
             )
-        check_buffer(ref.buffer, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE,
-                     f"dispatch binding {i}")
+        check_buffer(
+            ref.buffer, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, f"dispatch binding {i}"
+        )
         ref.buffer.resolve_range(ref.offset, ref.length)
     ind = config.workgroup_count_ref
     if ind is not None:
@@ -173,8 +170,12 @@ def prepare_dispatch(
             raise InvalidArgumentError(
                 "queue_dispatch workgroup-count parameters must be a direct reference"
             )
-        check_buffer(ind.buffer, BufferUsage.DISPATCH_INDIRECT_PARAMETERS, MemoryAccess.READ,
-                     "dispatch workgroup-count parameters")
+        check_buffer(
+            ind.buffer,
+            BufferUsage.DISPATCH_INDIRECT_PARAMETERS,
+            MemoryAccess.READ,
+            "dispatch workgroup-count parameters",
+        )
         ind.buffer.resolve_range(ind.offset, ind.length)
     finalize = getattr(device._backend, "finalize_command_buffer", None)
     if finalize is None:

@@ -150,8 +150,7 @@ class Executable:
             return self._by_name[name]
         except (KeyError, TypeError):
             raise NotFoundError(
-                f"executable has no function named {name!r}; it exports "
-                f"{sorted(self._by_name)}"
+                f"executable has no function named {name!r}; it exports {sorted(self._by_name)}"
             ) from None
 
     def function_info(self, function: int | str) -> FunctionInfo:
@@ -174,9 +173,7 @@ class Executable:
 
     def lookup_global(self, name: str) -> Any:
         """Executables of this HAL export no globals yet."""
-        raise UnimplementedError(
-            f"executable globals are not implemented (looked up {name!r})"
-        )
+        raise UnimplementedError(f"executable globals are not implemented (looked up {name!r})")
 
     def close(self) -> None:
         self._closed = True

@@ -11,7 +11,9 @@ from hal_core._executable import Executable, ExecutableCache, default_parameters
 
 class FakeBackendExecutable:
     functions = (
-        FunctionInfo("a", 1, 2, (4, 1, 1), parameters=default_parameters(1, 2, ("buf",), ("x", "y"))),
+        FunctionInfo(
+            "a", 1, 2, (4, 1, 1), parameters=default_parameters(1, 2, ("buf",), ("x", "y"))
+        ),
         FunctionInfo("b", 0, 0),
     )
 

@@ -71,8 +71,13 @@ PARALLEL_MIN_WORKGROUPS = 8
 """Static dispatches with fewer workgroups run inline: handing work to other threads
 costs more than a few small workgroups."""
 
-_OP_NAMES = {OP_DISPATCH: "dispatch", OP_FILL: "fill", OP_COPY: "copy", OP_UPDATE: "update",
-             OP_PYDISPATCH: "dispatch"}
+_OP_NAMES = {
+    OP_DISPATCH: "dispatch",
+    OP_FILL: "fill",
+    OP_COPY: "copy",
+    OP_UPDATE: "update",
+    OP_PYDISPATCH: "dispatch",
+}
 
 _ASYNC = PlacementFlags.ASYNCHRONOUS
 _I64 = np.int64
@@ -214,9 +219,11 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
             if exe is not last_exe or ordinal != last_ord or cfg is not last_cfg or nc != last_nc:
                 last_exe, last_ord, last_cfg, last_nc = exe, ordinal, cfg, nc
                 tidx = len(templates)
-                templates.append(_dispatch_template(
-                    exe, ordinal, cfg, nc, base_of, config_facts, executables, py_fns
-                ))
+                templates.append(
+                    _dispatch_template(
+                        exe, ordinal, cfg, nc, base_of, config_facts, executables, py_fns
+                    )
+                )
             if nc:
                 coff = const_offsets.get(id(consts))
                 if coff is None:
@@ -245,18 +252,75 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         elif op == CMD_FILL:
             ref, data = cmd[1], cmd[2]
             pattern = int.from_bytes(data, "little")
-            transfer((OP_FILL, base_of(ref), ref.offset, _ref_len(ref), pattern, len(data),
-                      0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ci)
+            transfer(
+                (
+                    OP_FILL,
+                    base_of(ref),
+                    ref.offset,
+                    _ref_len(ref),
+                    pattern,
+                    len(data),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ),
+                ci,
+            )
         elif op == CMD_COPY:
             src, dst = cmd[1], cmd[2]
-            transfer((OP_COPY, base_of(src), src.offset, base_of(dst), dst.offset,
-                      _ref_len(src), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ci)
+            transfer(
+                (
+                    OP_COPY,
+                    base_of(src),
+                    src.offset,
+                    base_of(dst),
+                    dst.offset,
+                    _ref_len(src),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ),
+                ci,
+            )
         elif op == CMD_UPDATE:
             data, ref = cmd[1], cmd[2]
             update_recs.append(len(rec_cmd))
             update_chunks.append(data)
-            transfer((OP_UPDATE, update_total, base_of(ref), ref.offset, len(data),
-                      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), ci)
+            transfer(
+                (
+                    OP_UPDATE,
+                    update_total,
+                    base_of(ref),
+                    ref.offset,
+                    len(data),
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ),
+                ci,
+            )
             update_total += len(data)
         # barriers and debug groups need no record: commands already run in order.
 
@@ -341,9 +405,20 @@ def _dispatch_template(
         else:
             facts = (0, 0, 0, base_of(ind), ind.offset)
         config_facts[id(cfg)] = facts
+    if not 0 <= ordinal < len(be.functions):
+        raise OutOfRangeError(
+            f"function ordinal {ordinal} is outside 0..{len(be.functions) - 1}"
+        )
+    info = be.functions[ordinal]
+    if nc < info.constant_count:
+        # UNVALIDATED recordings reach here: never let a kernel read past its constants.
+        raise InvalidArgumentError(
+            f"function {info.name!r} takes {info.constant_count} constants; a dispatch "
+            f"passed {nc}"
+        )
     ws = cfg.workgroup_size
     if ws == (0, 0, 0):
-        ws = be.functions[ordinal].workgroup_size
+        ws = info.workgroup_size
     if be.is_native:
         code = OP_DISPATCH
         fn = be.fn_ptrs[ordinal]
@@ -353,7 +428,9 @@ def _dispatch_template(
         fn = len(py_fns)
         py_fns.append((be.fns[ordinal], be.functions[ordinal].name))
     cx, cy, cz, ib, io = facts
-    return (code, fn, cx, cy, cz, ib, io, 0, nc, 0, 0, ws[0], ws[1], ws[2], ordinal, 0)
+    # Word 15: the bindings the function needs, checked per record by the replay loop.
+    return (code, fn, cx, cy, cz, ib, io, 0, nc, 0, 0, ws[0], ws[1], ws[2], ordinal,
+            info.binding_count)
 
 
 def _as_i64(a: array) -> np.ndarray:
@@ -540,9 +617,7 @@ def _view(bases: np.ndarray, lens: np.ndarray, b: int, off: int, n: int) -> np.n
     if n < 0:
         n = blen - off
     if off < 0 or n < 0 or off > blen or n > blen - off:
-        raise OutOfRangeError(
-            f"range [{off}, {off + n}) exceeds the {blen} bytes bound to it"
-        )
+        raise OutOfRangeError(f"range [{off}, {off + n}) exceeds the {blen} bytes bound to it")
     if n == 0:
         return np.zeros(0, np.uint8)
     return np.frombuffer(ffi.buffer(ffi.cast("char*", int(bases[b]) + off), n), np.uint8)
@@ -576,7 +651,9 @@ def _interpret(program: LocalProgram, i: int, bases: np.ndarray, lens: np.ndarra
         ) from None
 
 
-def _interpret_dispatch(program: LocalProgram, rec: list, bases: np.ndarray, lens: np.ndarray) -> None:
+def _interpret_dispatch(
+    program: LocalProgram, rec: list, bases: np.ndarray, lens: np.ndarray
+) -> None:
     if rec[5] >= 0:
         counts = tuple(int(v) for v in _view(bases, lens, rec[5], rec[6], 12).view(np.uint32))
     else:
@@ -585,9 +662,19 @@ def _interpret_dispatch(program: LocalProgram, rec: list, bases: np.ndarray, len
     if total == 0:
         return
     first, n = rec[9], rec[10]
+    if n < rec[15]:
+        raise error_for(
+            StatusCode.INVALID_ARGUMENT,
+            f"dispatch passes {n} bindings; the function needs {rec[15]}",
+        )
     views = [
-        _view(bases, lens, int(program.bind_base[k]), int(program.bind_off[k]),
-              int(program.bind_len[k]))
+        _view(
+            bases,
+            lens,
+            int(program.bind_base[k]),
+            int(program.bind_off[k]),
+            int(program.bind_len[k]),
+        )
         for k in range(first, first + n)
     ]
     nc = rec[8]
@@ -615,8 +702,7 @@ def _interpret_dispatch(program: LocalProgram, rec: list, bases: np.ndarray, len
                     if rc:
                         raise error_for(
                             rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
-                            f"Python kernel {name!r} returned status {rc} at workgroup "
-                            f"{(x, y, z)}",
+                            f"Python kernel {name!r} returned status {rc} at workgroup {(x, y, z)}",
                         )
         return
     # A native dispatch without the compiled replay loop: call each workgroup via cffi.

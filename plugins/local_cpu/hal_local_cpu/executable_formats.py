@@ -27,6 +27,7 @@ def prepare_executable(format: str, data: Any, params: dict[str, Any]) -> Any:
     INVALID_ARGUMENT for bad data)."""
     loader = FORMATS.get(format)
     if loader is None:
-        raise NotFoundError(f"local CPU backend cannot prepare format {format!r}; "
-                            f"it knows {sorted(FORMATS)}")
+        raise NotFoundError(
+            f"local CPU backend cannot prepare format {format!r}; it knows {sorted(FORMATS)}"
+        )
     return loader(data)

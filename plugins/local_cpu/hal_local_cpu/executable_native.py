@@ -112,8 +112,7 @@ class NativeExecutable:
             )
         if table.abi_version != ABI_VERSION:
             raise IncompatibleError(
-                f"{path} reports ABI version {table.abi_version}; this backend speaks "
-                f"{ABI_VERSION}"
+                f"{path} reports ABI version {table.abi_version}; this backend speaks {ABI_VERSION}"
             )
         self._table = table
         functions = []

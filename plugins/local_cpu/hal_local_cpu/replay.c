@@ -20,6 +20,7 @@ enum { ST_OK = 0, ST_UNKNOWN = 2, ST_INVALID_ARGUMENT = 3, ST_OUT_OF_RANGE = 11 
 
 /* dispatch record: [1]=fn [2..4]=counts [5]=indirect base (-1: static) [6]=indirect offset
  * [7]=constants ptr [8]=constant count [9]=first binding [10]=binding count [11..13]=size
+ * [14]=function ordinal [15]=bindings the function needs
  * fill: [1]=base [2]=offset [3]=length [4]=pattern [5]=pattern length
  * copy: [1]=src base [2]=src offset [3]=dst base [4]=dst offset [5]=length
  * update: [1]=host ptr [2]=dst base [3]=dst offset [4]=length */
@@ -48,7 +49,7 @@ static int prepare_state(const int64_t* rec, const int64_t* bases, const int64_t
                          const int64_t* bind_len, const uint32_t* counts,
                          hal_cpu_dispatch_state_t* st, void** ptrs, uint64_t* lens) {
   int64_t first = rec[9], n = rec[10];
-  if (n > (int64_t)HAL_CPU_MAX_BINDINGS) return ST_INVALID_ARGUMENT;
+  if (n > (int64_t)HAL_CPU_MAX_BINDINGS || n < rec[15]) return ST_INVALID_ARGUMENT;
   for (int64_t i = 0; i < n; ++i) {
     int64_t b = bind_base[first + i], off = bind_off[first + i], len = bind_len[first + i];
     if (len < 0) len = base_lens[b] - off;

@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-
-import hal_core as hal
 from hal_local_cpu import native_build
 from hal_local_cpu.executable_native import (
     load_native_executable,
     replay_available,
 )
 from hal_local_cpu.kernels import native_library
+
+import hal_core as hal
 
 needs_cc = pytest.mark.skipif(native_build.find_compiler() is None, reason="no C compiler (cc)")
 

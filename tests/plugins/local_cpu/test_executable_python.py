@@ -5,9 +5,9 @@ from __future__ import annotations
 import types
 
 import pytest
+from hal_local_cpu.executable_python import kernel, load_python_executable
 
 import hal_core as hal
-from hal_local_cpu.executable_python import kernel, load_python_executable
 
 
 @kernel(bindings=1, constants=2, workgroup_size=(8, 1, 1), constant_names=("a", "b"))

@@ -14,8 +14,9 @@ def _tile(n: int, x: int) -> slice:
     return slice(min(n, x * TILE), min(n, x * TILE + TILE))
 
 
-@kernel(bindings=2, constants=2, binding_names=("input", "output"),
-        constant_names=("scale", "offset"))
+@kernel(
+    bindings=2, constants=2, binding_names=("input", "output"), constant_names=("scale", "offset")
+)
 def scale_and_offset(bindings, constants, workgroup_id, workgroup_count):
     src = bindings[0].view(np.float32)
     dst = bindings[1].view(np.float32)
