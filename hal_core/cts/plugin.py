@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .config import CtsBackend
+from .config import KNOWN_TAGS, CtsBackend
 
 _DEVICES_KEY = pytest.StashKey[dict]()
 
@@ -105,6 +105,7 @@ def _test_names(item: pytest.Item) -> list[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     verify = os.environ.get("HAL_CTS_VERIFY_XFAILS", "") in ("1", "true", "yes")
+    configs: dict[str, CtsBackend] = {}
     # Every test parametrized by the ``cts`` fixture is a CTS item, whether it is one of
     # hal_core's suites or a backend's own suite written against the same fixture.
     for item in items:
@@ -113,9 +114,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uri = item.callspec.params.get("cts")
         if uri is None:
             continue
-        cfg = _config_for(uri)
+        cfg = configs.get(uri)
+        if cfg is None:
+            cfg = configs[uri] = _config_for(uri)
         names = _test_names(item)
         for marker in item.iter_markers("hal_requires"):
+            unknown = set(marker.args) - KNOWN_TAGS
+            if unknown:
+                # A misspelt tag would silently skip the test on every backend.
+                raise pytest.UsageError(
+                    f"{item.nodeid}: hal_requires names unknown CTS tags {sorted(unknown)}; "
+                    f"known tags: {sorted(KNOWN_TAGS)}"
+                )
             missing = set(marker.args) - cfg.tags
             if missing:
                 item.add_marker(

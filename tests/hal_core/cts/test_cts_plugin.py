@@ -193,6 +193,21 @@ def test_repeated_and_semicolon_separated_devices_are_deduplicated(suite):
     result.assert_outcomes(passed=2)
 
 
+def test_unknown_required_tag_is_a_usage_error(pytester):
+    pytester.makepyfile(
+        test_typo="""
+        import pytest
+
+        @pytest.mark.hal_requires("asyncqueue")
+        def test_typo(cts):
+            pass
+        """
+    )
+    result = _run(pytester, "--hal-device=local-sync")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown CTS tags*asyncqueue*"])
+
+
 def test_pyargs_from_outside_the_repo(pytester):
     """An installed hal_core runs its CTS from any directory. ``-c`` points at an empty
     config so the checkout's own pytest settings (it is installed editable) stay out.
