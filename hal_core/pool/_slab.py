@@ -82,10 +82,13 @@ class SlabProvider(Protocol):
     def trim(self) -> None: ...
 
 
-_HOST_TYPE = MemoryType.HOST_LOCAL | MemoryType.HOST_CACHED | MemoryType.DEVICE_VISIBLE
+# Host memory on a CPU device is also its device-local memory (what local_cpu's heap reports).
+_HOST_TYPE = MemoryType.HOST_LOCAL | MemoryType.HOST_CACHED | MemoryType.DEVICE_LOCAL
 _HOST_USAGE = (
     BufferUsage.TRANSFER
     | BufferUsage.DISPATCH
+    | BufferUsage.SHARING_EXPORT
+    | BufferUsage.SHARING_CONCURRENT
     | BufferUsage.MAPPING_SCOPED
     | BufferUsage.MAPPING_PERSISTENT
     | BufferUsage.MAPPING_ACCESS_RANDOM
@@ -96,17 +99,27 @@ _HOST_USAGE = (
 class CpuSlabProvider:
     """Slabs of zeroed host memory (numpy), aligned to ``slab_alignment`` bytes.
 
-    Reports HOST_LOCAL | HOST_CACHED | DEVICE_VISIBLE memory and every usage, as the
-    local CPU devices do.
+    Reports HOST_LOCAL | HOST_CACHED | DEVICE_LOCAL memory and the transfer, dispatch,
+    sharing and mapping usages, as the local CPU devices' heap does; pass ``memory_type``
+    / ``usage`` to describe other host memory.
     """
 
-    def __init__(self, slab_alignment: int = 4096, max_slab_size: int = 1 << 40) -> None:
+    def __init__(
+        self,
+        slab_alignment: int = 4096,
+        max_slab_size: int = 1 << 40,
+        *,
+        memory_type: MemoryType = _HOST_TYPE,
+        usage: BufferUsage = _HOST_USAGE,
+    ) -> None:
         if slab_alignment < 16 or slab_alignment & (slab_alignment - 1):
             raise InvalidArgumentError(
                 f"slab alignment must be a power of two >= 16, got {slab_alignment}"
             )
         self.slab_alignment = slab_alignment
         self.max_slab_size = max_slab_size
+        self._memory_type = MemoryType(memory_type)
+        self._usage = BufferUsage(usage)
         self._lock = threading.Lock()
         self._acquired = 0
         self._released = 0
@@ -145,7 +158,7 @@ class CpuSlabProvider:
         return HostStorage(slab.storage.host_array[offset : offset + length], release_callback)
 
     def query_properties(self) -> tuple[MemoryType, BufferUsage]:
-        return MemoryType(_HOST_TYPE), BufferUsage(_HOST_USAGE)
+        return self._memory_type, self._usage
 
     def query_stats(self) -> SlabProviderStats:
         with self._lock:

@@ -31,8 +31,9 @@ lists are bounded (4 blocks each) and flushed - freed and coalesced - before the
 would grow or report EXHAUSTED, and on ``trim``; so they never cause growth or failure.
 
 Invariants (checked by ``check_invariants``, quick-listed blocks counting as live): each
-slab is covered exactly by its chain of physical blocks; no two physically adjacent blocks are both free; every free block is in
-exactly the free list of its class and its class bit is set iff that list is non-empty.
+slab is covered exactly by its chain of physical blocks; no two physically adjacent blocks
+are both free; every free block is in exactly the free list of its class and its class bit
+is set iff that list is non-empty.
 """
 
 from __future__ import annotations

@@ -103,9 +103,9 @@ def test_pool_set_routes_by_priority_size_and_type():
     assert pools.select(params, 1 << 20) is passthrough  # oversized goes to the catch-all
     assert pools.pools[0] == (10, tlsf)
     # A usage the pools cannot serve selects nothing.
-    assert pools.select(BufferParams(usage=BufferUsage.SHARING_EXPORT), 16) is None
+    assert pools.select(BufferParams(usage=BufferUsage.SHARING_REPLICATE), 16) is None
     with pytest.raises(NotFoundError, match="catch-all"):
-        pools.select_or_raise(BufferParams(usage=BufferUsage.SHARING_EXPORT), 16)
+        pools.select_or_raise(BufferParams(usage=BufferUsage.SHARING_REPLICATE), 16)
     # OPTIMAL is a hint only; the host pools serve host-visible requests.
     assert pools.select(BufferParams(type=MemoryType.HOST_LOCAL), 64) is tlsf
     with pytest.raises(InvalidArgumentError):
