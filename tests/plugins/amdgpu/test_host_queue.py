@@ -1,0 +1,271 @@
+"""Host queues over the software HSA agent: transfers, ring wrap, parking, cross-queue
+waits (device barrier and software deferral), faults, teardown."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import hal_core as hal
+from hal_core import BufferUsage, MemoryAccess, MemoryType, Semaphore
+from hal_core._buffer import Buffer
+from hal_core._command_buffer import (
+    CMD_BARRIER, CMD_COPY, CMD_FILL, CMD_UPDATE, BufferBinding, BufferRef, CommandBufferMode,
+)
+from hal_core._memory import BufferParams
+from hal_core.backend import QueueOp, QueueOpKind as K
+
+from hal_amdgpu import aql_packets as aql
+from hal_amdgpu.driver import AmdgpuDriverBackend
+from hal_amdgpu.host_queue import (
+    HostQueueOptions, HostQueueSet, WaitBarrierStrategy, load_device_library,
+)
+
+T = 10.0  # generous timeouts: the machine is shared
+
+
+class Env:
+    def __init__(self, soft_gpus: str = "", **opts):
+        params = {"hsa": "soft"}
+        if soft_gpus:
+            params["soft_gpus"] = soft_gpus
+        self.backend = AmdgpuDriverBackend().create_device_by_path("", params)
+        be = self.backend
+        access = list(dict.fromkeys([g.handle for g in be.gpus] + [c.handle for c in be.cpus]))
+        self.qs = HostQueueSet(be.hsa, be.gpus, be.gpu_pools, be.cpu_pools, access,
+                               load_device_library(be.hsa, be.gpus),
+                               HostQueueOptions(**opts), 2, be.allocator)
+        self.runtime = be.hsa.lib
+
+    def buffer(self, n, data=None):
+        st, mt = self.backend.allocator.allocate(
+            BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
+                         usage=BufferUsage.DEFAULT), n)
+        b = Buffer(st, memory_type=mt, allowed_usage=BufferUsage.TRANSFER | BufferUsage.DISPATCH
+                   | BufferUsage.MAPPING, allowed_access=MemoryAccess.ALL, allocation_size=n)
+        if data is not None:
+            b.host_bytes()[:] = np.frombuffer(bytes(data), np.uint8)
+        return b
+
+    def op(self, kind, queue, waits=(), signals=(), **fields):
+        o = QueueOp(kind, queue, tuple(waits), tuple(signals))
+        for k, v in fields.items():
+            setattr(o, k, v)
+        self.qs.submit(o)
+        return o
+
+    def fill(self, q, buf, value, waits=(), signals=(), offset=0, length=None, width=1):
+        length = buf.byte_length - offset if length is None else length
+        return self.op(K.FILL, q, waits, signals, target=buf, target_offset=offset,
+                       length=length, data=int(value).to_bytes(width, "little"))
+
+    def copy(self, q, src, dst, waits=(), signals=(), length=None):
+        return self.op(K.COPY, q, waits, signals, source=src, source_offset=0, target=dst,
+                       target_offset=0, length=length or src.byte_length)
+
+    def block(self, q):
+        """Publish a raw barrier-AND packet waiting on a fresh HSA signal (test-only):
+        the GPU queue stalls until ``release()``. No epoch is used."""
+        hsa = self.backend.hsa
+        ffi = hsa.ffi
+        sig = ffi.new("hsa_signal_t*")
+        hsa.check(hsa.lib.hsa_amd_signal_create(1, 0, ffi.NULL, 0, sig), "signal")
+        queue = self.qs.queues[q]
+        with queue._lock:
+            first = queue.ring.try_reserve(1)
+            assert first >= 0
+            rows = aql.new_staging(1)
+            aql.emit_barrier_and(rows, dep_signals=np.array([sig[0].handle], np.uint64))
+            queue.ring.write_bodies(first, rows)
+            queue.ring.commit_header(first, aql.header_setup_word(
+                aql.encode_header(aql.PacketType.BARRIER_AND)))
+            queue.ring.ring_doorbell(first)
+        handle = sig[0]
+
+        def release():
+            hsa.lib.hsa_signal_store_screlease(handle, 0)
+        return release
+
+    def close(self, timeout=None):
+        self.qs.close(timeout)
+        self.backend.close(None)
+
+
+@pytest.fixture
+def env():
+    e = Env(aql_capacity=64, kernarg_capacity=1 << 16)
+    yield e
+    e.close()
+
+
+def test_fill_copy_update_barrier_across_queues(env):
+    a, b = env.buffer(1024), env.buffer(1024)
+    s = Semaphore(0)
+    env.fill(0, a, 0x11223344, signals=[(s, 1)], width=4)
+    env.copy(1, a, b, waits=[(s, 1)], signals=[(s, 2)], length=512)
+    env.op(K.UPDATE, 0, [(s, 2)], [(s, 3)], target=b, target_offset=512, length=4,
+           data=np.frombuffer(b"\1\2\3\4", np.uint8))
+    env.op(K.BARRIER, 1, [(s, 3)], [(s, 4)])
+    s.wait(4, T)
+    assert (a.host_bytes().view(np.uint32) == 0x11223344).all()
+    assert bytes(b.host_bytes()[508:520]) == bytes([0x44, 0x33, 0x22, 0x11, 1, 2, 3, 4, 0, 0, 0, 0])
+
+
+def test_ring_wrap_thousands_of_submissions():
+    env = Env(aql_capacity=16, kernarg_capacity=4096, notification_capacity=16)
+    try:
+        buf = env.buffer(256)
+        s = Semaphore(0)
+        n = 2000
+        for i in range(1, n + 1):
+            env.fill(i % 2, buf, i & 0xFF, waits=[(s, i - 1)] if i > 1 else (),
+                     signals=[(s, i)], offset=(i % 4) * 64, length=64)
+        s.wait(n, T * 3)
+        for slot in range(4):
+            last = max(i for i in range(n - 3, n + 1) if i % 4 == slot)
+            assert (buf.host_bytes()[slot * 64 : slot * 64 + 64] == last & 0xFF).all()
+        q0 = env.qs.queues[0]
+        assert q0.ring.write_index > 16 * 10 and q0.kernargs.write_position > 64 * 10
+    finally:
+        env.close()
+
+
+def test_parking_when_full_then_drains_in_order(env):
+    release = env.block(0)
+    buf = env.buffer(64)
+    s = Semaphore(0)
+    q = env.qs.queues[0]
+    for i in range(1, 201):
+        env.fill(0, buf, i, signals=[(s, i)])
+    assert len(q._parked) > 0  # the 64-packet ring is full behind the blocker
+    assert s.value == 0
+    release()
+    s.wait(200, T)
+    assert (buf.host_bytes() == 200).all()
+    assert not q._parked
+
+
+@pytest.mark.parametrize("strategy", ["barrier_value", "defer"])
+def test_two_queues_wait_on_each_other(strategy):
+    soft = "gfx90a,gfx90a" if strategy == "barrier_value" else ""
+    env = Env(soft, aql_capacity=64, kernarg_capacity=1 << 16)
+    try:
+        qs = env.qs
+        assert qs.barrier_value_supported == (strategy == "barrier_value")
+        release = env.block(0)
+        a, b, c = env.buffer(256), env.buffer(256), env.buffer(256)
+        s0, s1 = Semaphore(0), Semaphore(0)
+        env.fill(0, a, 7, signals=[(s0, 1)])                     # q0 epoch 1 (stalled)
+        env.copy(1, a, b, waits=[(s0, 1)], signals=[(s1, 1)])    # q1 waits on q0
+        env.fill(1, c, 1, waits=[(s1, 1)], signals=[(s1, 2)])
+        env.copy(0, b, c, waits=[(s1, 1)], signals=[(s0, 2)], length=128)  # q0 waits on q1
+        q0, q1 = qs.queues[:2]
+        if strategy == "barrier_value":
+            assert q1.frontier == {0: 1}  # device barrier on q0's epoch 1
+            assert not q1._deferred
+        else:
+            assert len(q1._deferred) == 2  # software deferral (copy, then fill behind it)
+        release()
+        s0.wait(2, T)
+        s1.wait(2, T)
+        assert (b.host_bytes() == 7).all()
+        # c: fill(1) and the copy of b's first 128 bytes both wait only on s1 >= 1.
+        assert set(np.unique(c.host_bytes()[:128])) <= {1, 7}
+        assert (c.host_bytes()[128:] == 1).all()
+    finally:
+        env.close()
+
+
+def test_fault_mid_stream_fails_exactly_affected_semaphores(env):
+    buf = env.buffer(64)
+    ok, bad, later, other = Semaphore(0), Semaphore(0), Semaphore(0), Semaphore(0)
+    env.fill(0, buf, 1, signals=[(ok, 1)])
+    ok.wait(1, T)
+    env.runtime.inject_fault()
+    env.fill(0, buf, 2, signals=[(bad, 1)])
+    with pytest.raises(hal.HalError) as info:
+        bad.wait(1, T)
+    assert "queue 0" in str(info.value)
+    env.fill(0, buf, 3, signals=[(later, 1)])  # a dead queue fails later work too
+    with pytest.raises(hal.HalError):
+        later.wait(1, T)
+    env.fill(1, buf, 4, signals=[(other, 1)])  # the other queue is unaffected
+    other.wait(1, T)
+    assert ok.value == 1 and other.value == 1
+    assert (buf.host_bytes() == 4).all()
+
+
+def test_out_of_range_submission_sizes(env):
+    buf = env.buffer(1 << 17)
+    s = Semaphore(0)
+    with pytest.raises(hal.OutOfRangeError, match="kernarg"):
+        env.op(K.UPDATE, 0, (), [(s, 1)], target=buf, target_offset=0, length=1 << 17,
+               data=np.zeros(1 << 17, np.uint8))
+    env.fill(0, buf, 9, signals=[(s, 1)], length=64)  # the queue still works
+    s.wait(1, T)
+
+
+def test_host_call_alloca_dealloca(env):
+    s = Semaphore(0)
+    seen = []
+    ran = threading.Event()
+
+    def call(args, ctx):
+        seen.append(args)
+        ran.set()
+    env.op(K.HOST_CALL, 0, (), [(s, 1)], data=call, extra=(1, 2, 3, 4), flags=0)
+    s.wait(1, T)
+    assert ran.is_set() and seen == [(1, 2, 3, 4)]
+
+    def failing(args, ctx):
+        raise hal.AbortedError("no")
+    f = Semaphore(0)
+    env.op(K.HOST_CALL, 1, (), [(f, 1)], data=failing, extra=(0, 0, 0, 0), flags=0)
+    with pytest.raises(hal.AbortedError):
+        f.wait(1, T)
+    params = BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
+                          usage=BufferUsage.DEFAULT)
+    pending = Buffer(None, memory_type=params.type, allowed_usage=BufferUsage.TRANSFER,
+                     allowed_access=MemoryAccess.ALL, allocation_size=128)
+    env.op(K.ALLOCA, 0, [(s, 1)], [(s, 2)], target=pending, length=128, extra=(None, params))
+    env.fill(0, pending, 5, waits=[(s, 2)], signals=[(s, 3)])  # elided: same queue
+    env.op(K.DEALLOCA, 0, [(s, 3)], [(s, 4)], target=pending)
+    s.wait(4, T)
+    assert pending.is_decommitted
+    env.op(K.DEALLOCA, 0, [(s, 4)], [(s, 5)], target=pending)
+    with pytest.raises(hal.FailedPreconditionError):
+        s.wait(5, T)
+
+
+def test_execute_block_program_with_binding_table(env):
+    a, b = env.buffer(256), env.buffer(256)
+    cmds = [(CMD_FILL, BufferRef.indirect(0, 0, 256), b"\x2a"),
+            (CMD_BARRIER,),
+            (CMD_COPY, BufferRef.indirect(0, 0, 128), BufferRef.indirect(1, 128, 128)),
+            (CMD_UPDATE, b"hello", BufferRef(b, 0, 5))]
+    prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 2)
+    assert prog.strategy_counts == {"PATCHED_TEMPLATE": 2, "PREPUBLISHED": 1}
+    s = Semaphore(0)
+    for i in range(3):
+        env.op(K.EXECUTE, i % 2, [(s, i)] if i else (), [(s, i + 1)], data=prog,
+               extra=(BufferBinding(a), BufferBinding(b)))
+    s.wait(3, T)
+    assert (a.host_bytes() == 42).all()
+    assert bytes(b.host_bytes()[:5]) == b"hello" and (b.host_bytes()[128:] == 42).all()
+
+
+def test_teardown_with_work_in_flight_does_not_hang():
+    env = Env(aql_capacity=16, kernarg_capacity=1 << 14)
+    env.block(0)  # never released
+    buf = env.buffer(64)
+    s, never, waiting = Semaphore(0), Semaphore(0), Semaphore(0)
+    for i in range(1, 40):
+        env.fill(0, buf, i, signals=[(s, i)])
+    env.fill(1, buf, 1, waits=[(never, 1)], signals=[(waiting, 1)])  # deferred forever
+    env.close(timeout=0.2)
+    with pytest.raises(hal.CancelledError):
+        s.wait(1, T)
+    with pytest.raises(hal.CancelledError):
+        waiting.wait(1, T)
