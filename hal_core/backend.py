@@ -25,11 +25,13 @@ from ._command_buffer import (
     refs_of,
 )
 from ._executable import FunctionInfo, FunctionParameter, default_parameters
+from ._frontier_tracker import FrontierWaiter
 from ._memory import BufferCompatibility, BufferParams, MemoryHeap, MemoryType
 from ._queue import HostCallContext, QueueOp, QueueOpKind
 from ._semaphore import dispatch_callbacks, run_on_trampoline
 from ._wait_resolution import resolve_waits
 from .hookspecs import hookimpl
+from .pool import QueuePoolBackend, Slab, SlabProvider, SlabProviderStats
 
 __all__ = [
     "CMD_BARRIER",
@@ -49,8 +51,13 @@ __all__ = [
     "DeviceBackend",
     "DriverBackend",
     "DriverFactory",
+    "FrontierWaiter",
     "HostCallContext",
     "HostStorage",
+    "QueuePoolBackend",
+    "Slab",
+    "SlabProvider",
+    "SlabProviderStats",
     "QueueOp",
     "QueueOpKind",
     "dispatch_callbacks",
