@@ -360,6 +360,7 @@ def build_program(
     context: ProgramContext,
     *,
     block_packet_capacity: int = DEFAULT_BLOCK_PACKET_CAPACITY,
+    block_kernarg_capacity: int = 1 << 62,
 ) -> BlockProgram:
     """Lower a recording to a block program. INVALID_ARGUMENT for shapes the AQL path
     cannot express (naming the command); UNIMPLEMENTED for dispatch forms no backend
@@ -552,12 +553,27 @@ def build_program(
     if not recs:
         blocks.append(_encode_block(0, [], True, 0, None, 0))
     while start < len(recs):
-        chunk = recs[start : start + block_packet_capacity]
+        # A block holds at most block_packet_capacity packets and block_kernarg_capacity
+        # queue-kernarg bytes (so that every block fits the queue's rings); a single
+        # command larger than that stays alone and fails admission with OUT_OF_RANGE.
+        end = start
+        kernarg_bytes = 0
+        while end < len(recs) and end - start < block_packet_capacity:
+            r = recs[end]
+            size = 0 if r.strategy == KernargStrategy.PREPUBLISHED else r.image.shape[0]
+            if end > start and kernarg_bytes + size > block_kernarg_capacity:
+                break
+            kernarg_bytes += size
+            end += 1
+        chunk = recs[start:end]
         last = start + len(chunk) >= len(recs)
         blk, pre_cursor = _lower_block(ordinal, chunk, last, pre_view, pre_address, pre_cursor)
         blocks.append(blk)
         start += len(chunk)
         ordinal += 1
+    if mode & CommandBufferMode.UNRETAINED:
+        # The caller keeps buffers and executables alive; keep only what we own.
+        retained = [r for r in retained if not _is_user_resource(r)]
     return BlockProgram(
         blocks=tuple(blocks),
         mode=int(mode),
@@ -570,6 +586,11 @@ def build_program(
         static_buffers=tuple(static_buffers),
         retained=tuple(retained),
     )
+
+
+def _is_user_resource(obj: Any) -> bool:
+    # Buffers and executables come from the recording; prepublished storage is ours.
+    return hasattr(obj, "byte_length") or hasattr(obj, "functions")
 
 
 def _lower_block(ordinal: int, recs: list[_Rec], last: bool, pre_view: np.ndarray | None,

@@ -1,9 +1,9 @@
 """The amdgpu logical device backend: one HAL device over one or more compatible GPUs.
 
 Owns, per GPU, the agent description, its memory pools and its nearest CPU's pools; an
-allocator over those pools; and the executable loader. Queue execution (AQL host queues,
-command buffers) is part 2 of the driver: until it lands ``submit`` raises UNIMPLEMENTED
-naming it, and no work is faked. ``close()`` is idempotent and balances ``hsa_init``.
+allocator over those pools; and the executable loader. Queue execution and command
+buffers go to ``hal_amdgpu.host_queue`` (AQL host queues, created on first use).
+``close()`` is idempotent, closes the queues and balances ``hsa_init``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from hal_core import NotFoundError, UnimplementedError
-from hal_core.backend import QueueOp, QueueOpKind
+from hal_core import FailedPreconditionError, NotFoundError
+from hal_core.backend import QueueOp
 
 from .agents import AgentDescription, SystemAgents
 from .allocator import HsaAllocatorBackend
@@ -49,6 +49,7 @@ class AmdgpuDeviceBackend:
         self.device: Any = None
         self._closed = False
         self._lock = threading.Lock()
+        self._host_queue_set: Any = None
 
     @property
     def hsa_implementation(self) -> str:
@@ -69,11 +70,29 @@ class AmdgpuDeviceBackend:
     # -- queues: part 2 -----------------------------------------------------------------
 
     def submit(self, op: QueueOp) -> None:
-        raise UnimplementedError(
-            f"amdgpu queue operation {QueueOpKind(op.kind).name} is not implemented yet: AQL "
-            "host queues and command buffers are part 2 of the amdgpu driver (this device "
-            "can allocate and map memory and load executables)"
-        )
+        # Part 2 (hal_amdgpu.host_queue): AQL host queues, created on first use.
+        queues = self._host_queue_set or self._create_host_queues()
+        queues.submit(op)
+
+    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
+        queues = self._host_queue_set or self._create_host_queues()
+        return queues.finalize_command_buffer(commands, mode, binding_capacity)
+
+    def _create_host_queues(self) -> Any:
+        from .host_queue import HostQueueOptions, HostQueueSet, load_device_library
+
+        with self._lock:
+            if self._closed:
+                raise FailedPreconditionError("the amdgpu device is closed")
+            if self._host_queue_set is None:
+                access = list(dict.fromkeys([g.handle for g in self.gpus]
+                                            + [c.handle for c in self.cpus]))
+                qset = HostQueueSet(self.hsa, self.gpus, self.gpu_pools, self.cpu_pools,
+                                    access, load_device_library(self.hsa, self.gpus),
+                                    HostQueueOptions(), QUEUES_PER_GPU, self.allocator)
+                qset.device = self.device
+                self._host_queue_set = qset
+            return self._host_queue_set
 
     # -- executables --------------------------------------------------------------------
 
@@ -109,4 +128,7 @@ class AmdgpuDeviceBackend:
             if self._closed:
                 return
             self._closed = True
+            queues, self._host_queue_set = self._host_queue_set, None
+        if queues is not None:
+            queues.close(timeout)
         self.hsa.shut_down()

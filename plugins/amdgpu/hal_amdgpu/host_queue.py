@@ -51,11 +51,14 @@ import attrs
 import numpy as np
 
 from hal_core import (
+    BufferUsage,
     CancelledError,
     FailedPreconditionError,
     HalError,
     HostCallFlags,
     InvalidArgumentError,
+    MemoryAccess,
+    MemoryType,
     StatusCode,
     UnimplementedError,
 )
@@ -101,6 +104,7 @@ __all__ = [
     "HostQueueOptions",
     "HostQueue",
     "HostQueueSet",
+    "GpuPrograms",
     "builtin_kernels_from_executable",
     "kernel_descriptor",
 ]
@@ -112,6 +116,8 @@ _UINT32_MAX = (1 << 32) - 1
 _INT64_MAX = (1 << 63) - 1
 _QUEUE_TYPE_MULTI = 0
 _WAIT_BLOCKED = 0
+#: Largest queue_update carried inside kernargs; larger ones use a host staging buffer.
+UPDATE_INLINE_LIMIT = 16 * 1024
 #: Seconds ``close`` waits for in-flight work before cancelling it.
 CLOSE_DRAIN_TIMEOUT = 10.0
 
@@ -237,23 +243,24 @@ def load_device_library(hsa: Any, gpus: tuple) -> list[BuiltinKernels]:
 
     root = pathlib.Path(__file__).parent / "kernels"
     shipped = sorted(p.name for p in root.glob("blit--*.hsaco"))
-    loaded: dict[str, Any] = {}
-    out: list[BuiltinKernels] = []
+    by_processor: dict[str, list[int]] = {}
     for i, gpu in enumerate(gpus):
-        proc = gpu.target.processor
-        exe = loaded.get(proc)
-        if exe is None:
-            path = root / f"blit--amdgcn-amd-amdhsa--{proc}.hsaco"
-            if not path.exists():
-                raise IncompatibleError(
-                    f"no builtin blit kernels for {proc} (GPU {gpu.name}); the device library "
-                    f"ships {shipped}; rebuild it with plugins/amdgpu/tools/build_kernels.sh"
-                )
-            exe = loaded[proc] = load_executable(hsa, (gpu,), path.read_bytes())
-        out.append(builtin_kernels_from_executable(exe, 0, gpu.wavefront_size,
-                                                   gpu.compute_unit_count))
-        out[-1] = attrs.evolve(out[-1])  # frozen copy per GPU
+        by_processor.setdefault(gpu.target.processor, []).append(i)
+    out: list[Any] = [None] * len(gpus)
+    for proc, indices in by_processor.items():
+        path = root / f"blit--amdgcn-amd-amdhsa--{proc}.hsaco"
+        if not path.exists():
+            raise IncompatibleError(
+                f"no builtin blit kernels for {proc} (GPUs {indices}); the device library "
+                f"ships {shipped}; rebuild it with plugins/amdgpu/tools/build_kernels.sh"
+            )
+        # One executable per target, loaded on every GPU of that target.
+        members = tuple(gpus[i] for i in indices)
+        exe = load_executable(hsa, members, path.read_bytes())
         _LIBRARIES.append(exe)
+        for row, i in enumerate(indices):
+            out[i] = builtin_kernels_from_executable(exe, row, gpus[i].wavefront_size,
+                                                     gpus[i].compute_unit_count)
     return out
 
 
@@ -265,7 +272,7 @@ class _Sub:
     """One submission in flight through resolution, parking and publication."""
 
     __slots__ = ("op", "program", "block", "binding_ptrs", "static_ptrs", "barriers",
-                 "action", "resources", "signals", "acquire")
+                 "action", "resources", "signals", "acquire", "table")
 
     def __init__(self, op: QueueOp) -> None:
         self.op = op
@@ -278,6 +285,7 @@ class _Sub:
         self.resources: Any = None
         self.signals: tuple = op.signals
         self.acquire = 0
+        self.table: tuple = ()
 
 
 _NOP_WORD_SYSTEM = header_setup_word(
@@ -454,15 +462,22 @@ class HostQueue:
 
     def _admit(self, sub: _Sub) -> None:
         self._check_structural(sub)
-        prepare = sub.op.kind == _K.ALLOCA
-        if prepare:
-            # Commit alloca memory once the waits are met and before publication, so
-            # that later work elided behind this submission sees a committed buffer.
-            try:
+        try:
+            if sub.op.kind == _K.ALLOCA:
+                # Commit alloca memory once the waits are met and before publication, so
+                # that later work elided behind this submission sees a committed buffer.
                 _commit_alloca(self.qset, sub.op)
-            except HalError as exc:
-                self._fail_sub(sub, exc)
-                return
+            program = sub.program
+            if program is not None:
+                # Pointers resolve once waits are met: buffers may be committed by an
+                # alloca this op waited for (FAILED_PRECONDITION when decommitted).
+                if program.slot_extents:
+                    sub.binding_ptrs = _binding_pointers(sub.table)
+                if program.static_buffers:
+                    sub.static_ptrs = _static_pointers(program.static_buffers)
+        except HalError as exc:
+            self._fail_sub(sub, exc)
+            return
         with self._lock:
             if self._parked or not self._try_publish(sub):
                 self._parked.append(sub)
@@ -717,6 +732,17 @@ class HostQueue:
                 lib.hsa_signal_destroy(sig)
 
 
+@attrs.frozen(eq=False)
+class GpuPrograms:
+    """A recording finalized for every GPU of a multi-GPU device (index = GPU)."""
+
+    per_gpu: tuple
+
+    @property
+    def packet_count(self) -> int:
+        return self.per_gpu[0].packet_count
+
+
 class _ProgramContext:
     """``ProgramContext`` for one GPU of a ``HostQueueSet``."""
 
@@ -785,7 +811,8 @@ class HostQueueSet:
 
     # -- memory for programs ------------------------------------------------------------
 
-    def allocate_host_coherent(self, gpu_index: int, byte_length: int) -> tuple[np.ndarray, int, Any]:
+    def allocate_host_coherent(self, gpu_index: int, byte_length: int
+                               ) -> tuple[np.ndarray, int, Any]:
         """Device-local, host-visible, host-coherent bytes (the GPU fine pool)."""
         from .allocator import HsaStorage
 
@@ -805,10 +832,21 @@ class HostQueueSet:
     # -- command buffers ----------------------------------------------------------------
 
     def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int
-                                ) -> BlockProgram:
-        """Build the block program of a recording (the GPU of the first queue; multi-GPU
-        devices build per GPU lazily in a later version)."""
-        return build_program(commands, mode, self.contexts[0])
+                                ) -> Any:
+        """Build the block program of a recording: one ``BlockProgram`` on a single-GPU
+        device, a ``GpuPrograms`` (one per GPU: kernel objects and prepublished kernargs
+        are per agent) otherwise."""
+        if len(self.contexts) == 1:
+            return self._build(commands, mode, self.contexts[0])
+        return GpuPrograms(tuple(self._build(commands, mode, c) for c in self.contexts))
+
+    def _build(self, commands: list, mode: int, context: Any) -> BlockProgram:
+        # Blocks are sized to a quarter of the rings so replay always fits and a few
+        # blocks can be in flight at once.
+        options = self.options
+        return build_program(commands, mode, context,
+                             block_packet_capacity=max(1, options.aql_capacity // 4),
+                             block_kernarg_capacity=options.kernarg_capacity // 4)
 
     # -- submission ---------------------------------------------------------------------
 
@@ -819,22 +857,30 @@ class HostQueueSet:
         sub.resources = op.retained
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
             program = op.data
+            if program.__class__ is GpuPrograms:
+                program = program.per_gpu[queue.gpu_index]
             if not isinstance(program, BlockProgram):
                 raise UnimplementedError(
                     f"amdgpu cannot replay a {type(program).__name__}; command buffers must "
                     "be finalized by the amdgpu device")
             sub.program = program
-            table = op.extra if kind == _K.EXECUTE else ()
-            if program.slot_extents:
-                sub.binding_ptrs = _binding_pointers(table)
-            if program.static_buffers:
-                sub.static_ptrs = _static_pointers(program.static_buffers)
+            if kind == _K.EXECUTE:
+                sub.table = op.extra
         elif kind == _K.FILL:
             ref = BufferRef(op.target, op.target_offset, op.length)
             sub.program = self._one_shot((CMD_FILL, ref, bytes(op.data)), queue)
         elif kind == _K.UPDATE:
             ref = BufferRef(op.target, op.target_offset, op.length)
-            sub.program = self._one_shot((CMD_UPDATE, bytes(op.data), ref), queue)
+            if op.length <= UPDATE_INLINE_LIMIT:
+                # Small updates ride inside the blit's kernargs.
+                sub.program = self._one_shot((CMD_UPDATE, bytes(op.data), ref), queue)
+            else:
+                # Large ones are staged in host memory the GPU reads (kept until retired).
+                staging = self._staging_buffer(op.length)
+                staging.host_bytes()[:] = op.data
+                sub.program = self._one_shot(
+                    (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
+                sub.resources = [op.retained, staging]
         elif kind == _K.COPY:
             sub.program = self._one_shot(
                 (CMD_COPY, BufferRef(op.source, op.source_offset, op.length),
@@ -859,9 +905,18 @@ class HostQueueSet:
             sub.program = None
         queue.submit(sub)
 
+    def _staging_buffer(self, length: int) -> Any:
+        from hal_core._buffer import Buffer
+        from hal_core._memory import BufferParams
+
+        params = BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
+                              usage=BufferUsage.TRANSFER | BufferUsage.MAPPING)
+        storage, memory_type = self.allocator.allocate(params, length)
+        return Buffer(storage, memory_type=memory_type, allowed_usage=params.usage,
+                      allowed_access=MemoryAccess.ALL, allocation_size=length)
+
     def _one_shot(self, command: tuple, queue: HostQueue) -> BlockProgram:
-        return build_program([command], CommandBufferMode.ONE_SHOT,
-                             self.contexts[queue.gpu_index])
+        return self._build([command], CommandBufferMode.ONE_SHOT, self.contexts[queue.gpu_index])
 
     def close(self, timeout: float | None = None) -> None:
         errors = []

@@ -7,21 +7,29 @@ import threading
 
 import numpy as np
 import pytest
+from hal_amdgpu import aql_packets as aql
+from hal_amdgpu.driver import AmdgpuDriverBackend
+from hal_amdgpu.host_queue import (
+    HostQueueOptions,
+    HostQueueSet,
+    load_device_library,
+)
 
 import hal_core as hal
 from hal_core import BufferUsage, MemoryAccess, MemoryType, Semaphore
 from hal_core._buffer import Buffer
 from hal_core._command_buffer import (
-    CMD_BARRIER, CMD_COPY, CMD_FILL, CMD_UPDATE, BufferBinding, BufferRef, CommandBufferMode,
+    CMD_BARRIER,
+    CMD_COPY,
+    CMD_FILL,
+    CMD_UPDATE,
+    BufferBinding,
+    BufferRef,
+    CommandBufferMode,
 )
 from hal_core._memory import BufferParams
-from hal_core.backend import QueueOp, QueueOpKind as K
-
-from hal_amdgpu import aql_packets as aql
-from hal_amdgpu.driver import AmdgpuDriverBackend
-from hal_amdgpu.host_queue import (
-    HostQueueOptions, HostQueueSet, WaitBarrierStrategy, load_device_library,
-)
+from hal_core.backend import QueueOp
+from hal_core.backend import QueueOpKind as K
 
 T = 10.0  # generous timeouts: the machine is shared
 
@@ -200,11 +208,25 @@ def test_fault_mid_stream_fails_exactly_affected_semaphores(env):
 def test_out_of_range_submission_sizes(env):
     buf = env.buffer(1 << 17)
     s = Semaphore(0)
-    with pytest.raises(hal.OutOfRangeError, match="kernarg"):
-        env.op(K.UPDATE, 0, (), [(s, 1)], target=buf, target_offset=0, length=1 << 17,
-               data=np.zeros(1 << 17, np.uint8))
-    env.fill(0, buf, 9, signals=[(s, 1)], length=64)  # the queue still works
+    big_update = [(CMD_UPDATE, bytes(1 << 16), BufferRef(buf, 0, 1 << 16))]
+    prog = env.qs.finalize_command_buffer(big_update, CommandBufferMode.ONE_SHOT, 0)
+    with pytest.raises(hal.OutOfRangeError, match="kernarg ring holds 65536"):
+        env.op(K.EXECUTE, 0, (), [(s, 1)], data=prog, extra=())
+    many = [(Semaphore(0), 1) for _ in range(2000)]
+    with pytest.raises(hal.OutOfRangeError, match="notification ring holds 1024"):
+        env.fill(0, buf, 1, signals=many, length=64)
+    # Large command buffers are split into blocks that fit the 64-packet ring.
+    fills = [(CMD_FILL, BufferRef(buf, 64 * i, 64), bytes([i])) for i in range(200)]
+    prog = env.qs.finalize_command_buffer(fills, CommandBufferMode.DEFAULT, 0)
+    assert len(prog.per_gpu[0].blocks) == 13
+    # queue_update larger than the inline limit is staged, not refused.
+    env.op(K.UPDATE, 1, (), [(s, 1)], target=buf, target_offset=0, length=1 << 17,
+           data=np.full(1 << 17, 3, np.uint8))
     s.wait(1, T)
+    env.op(K.EXECUTE, 0, [(s, 1)], [(s, 2)], data=prog, extra=())
+    s.wait(2, T)  # the queue still works after the refusals
+    assert list(buf.host_bytes()[: 64 * 200 : 64]) == list(range(200))
+    assert (buf.host_bytes()[64 * 200 :] == 3).all()
 
 
 def test_host_call_alloca_dealloca(env):
@@ -246,10 +268,11 @@ def test_execute_block_program_with_binding_table(env):
             (CMD_COPY, BufferRef.indirect(0, 0, 128), BufferRef.indirect(1, 128, 128)),
             (CMD_UPDATE, b"hello", BufferRef(b, 0, 5))]
     prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 2)
-    assert prog.strategy_counts == {"PATCHED_TEMPLATE": 2, "PREPUBLISHED": 1}
+    assert prog.per_gpu[1].strategy_counts == prog.per_gpu[0].strategy_counts
+    assert prog.per_gpu[0].strategy_counts == {"PATCHED_TEMPLATE": 2, "PREPUBLISHED": 1}
     s = Semaphore(0)
     for i in range(3):
-        env.op(K.EXECUTE, i % 2, [(s, i)] if i else (), [(s, i + 1)], data=prog,
+        env.op(K.EXECUTE, (0, 1, 3)[i], [(s, i)] if i else (), [(s, i + 1)], data=prog,
                extra=(BufferBinding(a), BufferBinding(b)))
     s.wait(3, T)
     assert (a.host_bytes() == 42).all()
