@@ -22,6 +22,7 @@ MODULES = [
     "hal_core.bench.edges",
     "hal_core.bench.groups",
     "hal_core.bench.pools",
+    "hal_amdgpu.bench",  # plugin module: skipped when hal-amdgpu is not installed
 ]
 
 
@@ -64,7 +65,14 @@ def benchmark(
 
 def all_benchmarks() -> dict[str, Benchmark]:
     for module in MODULES:
-        importlib.import_module(module)
+        if module.startswith("hal_core."):
+            importlib.import_module(module)
+            continue
+        try:  # benchmarks of an optional plugin
+            importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name is None or not module.startswith(exc.name.split(".")[0]):
+                raise  # the plugin is installed but broken: say so
     return dict(_REGISTRY)
 
 
