@@ -753,14 +753,17 @@ class _ProgramContext:
 
     def kernel_descriptor(self, executable: Any, ordinal: int) -> KernelDescriptor:
         backend = getattr(executable, "backend", executable)
-        cache = self.qset._descriptors
-        key = (id(backend), ordinal)
-        desc = cache.get(key)
-        if desc is None:
+        # Per executable (weakly: a collected executable's id may be reused), per GPU.
+        per_exe = self.qset._descriptors.get(backend)
+        if per_exe is None:
             if not hasattr(backend, "dispatch_info"):
                 raise InvalidArgumentError(
                     f"executable {executable!r} was not prepared by the amdgpu driver")
-            desc = cache[key] = kernel_descriptor(backend, self.gpu_index, ordinal)
+            per_exe = self.qset._descriptors[backend] = {}
+        key = (ordinal, self.gpu_index)
+        desc = per_exe.get(key)
+        if desc is None:
+            desc = per_exe[key] = kernel_descriptor(backend, self.gpu_index, ordinal)
         return desc
 
     def buffer_address(self, buffer: Any) -> int | None:
@@ -793,7 +796,7 @@ class HostQueueSet:
         self.options = options
         self.last_signal: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.retire_listener: Callable[[int, int], None] | None = None
-        self._descriptors: dict = {}
+        self._descriptors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         strategy = options.wait_barrier
         if strategy == WaitBarrierStrategy.AUTO:
             self.barrier_value_supported = all(_supports_barrier_value(g) for g in gpus)
