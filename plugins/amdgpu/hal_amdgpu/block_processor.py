@@ -18,9 +18,11 @@ Thread-safety: call under the owning host queue's submission lock (it writes the
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .aql_packets import HEADER_BARRIER_BIT, as_dispatch
+from .aql_packets import HEADER_BARRIER_BIT, PacketType, as_dispatch
 from .aql_ring import AqlRing
 from .block_program import Block
 from .kernarg_ring import KernargRing
@@ -53,6 +55,7 @@ class BlockProcessor:
         release_scope: int,
         acquire_scope: int = 0,
         first_has_wait: bool = False,
+        indirect_counts: tuple[int, int, int] | None = None,
     ) -> np.ndarray:
         """Write ``block``'s bodies into packet ids ``first_id...`` and its kernargs at
         kernarg position ``kernarg_start``; returns the header words to commit.
@@ -60,7 +63,9 @@ class BlockProcessor:
         ``binding_ptrs[slot]`` is the device address of binding-table slot ``slot`` (its
         binding offset included); ``static_ptrs[i]`` that of the program's i-th late-bound
         static buffer. The caller reserved ``block.replay.packet_count`` packets and
-        ``kernarg_block_count`` kernarg blocks.
+        ``kernarg_block_count`` kernarg blocks. ``indirect_counts`` are the workgroup
+        counts read for a block opened by an indirect dispatch (packet 0); all-zero counts
+        turn that packet into a NOP.
         """
         rp = block.replay
         ring = self.ring
@@ -94,6 +99,8 @@ class BlockProcessor:
         last = (first_id + n - 1) & mask
         self._ring_packets[last]["completion_signal"] = completion_signal
         headers = rp.header_words.copy()
+        if rp.indirect is not None and indirect_counts is not None:
+            self._patch_indirect(rp, first_id & mask, kernarg_start, indirect_counts, headers)
         headers[-1] = (int(headers[-1]) & ~_RELEASE_MASK) | HEADER_BARRIER_BIT | (
             release_scope << 11)
         if first_has_wait or acquire_scope:
@@ -102,3 +109,25 @@ class BlockProcessor:
                 h0 = (h0 & ~_ACQUIRE_MASK) | (acquire_scope << 9)
             headers[0] = h0
         return headers
+
+    def _patch_indirect(self, rp: Any, slot: int, kernarg_start: int,
+                        counts: tuple[int, int, int], headers: np.ndarray) -> None:
+        _kind, _slot, _ptr, wg, counts_at = rp.indirect
+        packet = self._ring_packets[slot]
+        if 0 in counts:
+            # Nothing to run: publish a NOP barrier in its place (body zeroed so no field
+            # is read as a dependency signal), keeping its completion signal.
+            row = self.ring.rows[slot]
+            signal = int(packet["completion_signal"])
+            row[4:] = 0
+            packet["completion_signal"] = signal
+            headers[0] = (int(headers[0]) & ~0xFF & 0xFFFF) | PacketType.BARRIER_AND
+            return
+        packet["grid_size"] = (counts[0] * wg[0], counts[1] * wg[1], counts[2] * wg[2])
+        ka = self.kernargs
+        base = (kernarg_start & ka.mask) * 64 + int(rp.queue_kernarg_offsets[0])
+        memory = ka.memory
+        for axis, offset in enumerate(counts_at):
+            if offset >= 0:
+                memory[base + offset : base + offset + 4] = np.frombuffer(
+                    int(counts[axis]).to_bytes(4, "little"), np.uint8)

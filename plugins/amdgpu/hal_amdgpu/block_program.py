@@ -282,6 +282,10 @@ class BlockReplay:
     static_offsets: np.ndarray  # uint64
     self_qwords: np.ndarray  # intp: pointers into the block's own kernargs (UPDATE data)
     self_offsets: np.ndarray  # uint64
+    #: For a block opened by an indirect dispatch (its packet 0): ``(source kind, slot,
+    #: offset or pointer, workgroup size, hidden block-count byte offsets)``; the host reads
+    #: the three counts when the block is reached and patches the packet and kernargs.
+    indirect: tuple | None = None
 
     @property
     def packet_count(self) -> int:
@@ -347,7 +351,7 @@ class _Rec:
     """One command being lowered (builder-internal)."""
 
     __slots__ = ("opcode", "flags", "index", "strategy", "dispatch_flags", "desc", "grid",
-                 "wg", "image", "sources", "private", "group", "executable_id")
+                 "wg", "image", "sources", "private", "group", "executable_id", "indirect")
 
 
 def _scope_flags(acquire: int, release: int) -> int:
@@ -364,8 +368,7 @@ def build_program(
 ) -> BlockProgram:
     """Lower a recording to a block program. INVALID_ARGUMENT for shapes the AQL path
     cannot express (naming the command); UNIMPLEMENTED for dispatch forms no backend
-    implements yet (indirect arguments, custom arguments, device-side indirect parameters
-    without the patch kernel)."""
+    implements yet (indirect or custom arguments)."""
     reusable = not (mode & CommandBufferMode.ONE_SHOT)
     recs: list[_Rec] = []
     slot_extents: dict[int, int] = {}
@@ -430,6 +433,7 @@ def build_program(
         r.group = desc.group_segment_size
         r.executable_id = 0
         r.dispatch_flags = 0
+        r.indirect = None
         return r
 
     for index, cmd in enumerate(commands):
@@ -470,13 +474,6 @@ def build_program(
                     f"command {index}: dispatch flags {DispatchFlags(flags)!r} (custom or "
                     "indirect arguments) are not implemented by the amdgpu driver"
                 )
-            if config.workgroup_count_ref is not None:
-                raise UnimplementedError(
-                    f"command {index}: indirect dispatch parameters need the device-side "
-                    "patch kernel (dispatch_patch_indirect_params), which the amdgpu device "
-                    "library does not ship yet; use DispatchConfig.static counts or "
-                    "queue_dispatch with static parameters"
-                )
             desc = context.kernel_descriptor(executable, ordinal)
             retained.append(executable)
             if len(bindings) != desc.binding_count:
@@ -511,6 +508,19 @@ def build_program(
             r.group = desc.group_segment_size + config.dynamic_workgroup_local_memory
             r.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
             r.dispatch_flags = 0
+            r.indirect = None
+            ind = config.workgroup_count_ref
+            if ind is not None:
+                # Counts are read on the host when the dispatch is reached (its block is
+                # gated on the completion of everything recorded before it).
+                kind, slot, ptr, _ = pointer_source(ind, 0, 12)
+                counts_at = [-1, -1, -1]
+                for kind_name, offset, _size in desc.hidden_args:
+                    fill = _HIDDEN_FILL.get(kind_name)
+                    if fill is not None and fill[0] == "count":
+                        counts_at[fill[1]] = offset
+                r.indirect = (kind, slot, ptr, r.wg, tuple(counts_at))
+                r.dispatch_flags = 1  # INDIRECT_PARAMETERS
             rec = r
         else:
             raise InvalidArgumentError(f"command {index}: unknown command opcode {op!r}")
@@ -521,6 +531,11 @@ def build_program(
         late = [s for s in rec.sources if s[0] != BindingSourceFlags.DYNAMIC]
         if not reusable:
             rec.strategy = KernargStrategy.HAL
+        elif rec.indirect is not None:
+            # Hidden block counts are patched per submission: queue kernargs.
+            rec.strategy = (KernargStrategy.DYNAMIC_BINDINGS
+                            if dynamic and not late and len(dynamic) == rec.desc.binding_count
+                            else KernargStrategy.PATCHED_TEMPLATE)
         elif not rec.sources:
             rec.strategy = KernargStrategy.PREPUBLISHED
         elif (rec.opcode == Opcode.DISPATCH and dynamic and not late
@@ -560,6 +575,8 @@ def build_program(
         kernarg_bytes = 0
         while end < len(recs) and end - start < block_packet_capacity:
             r = recs[end]
+            if r.indirect is not None and end > start:
+                break  # an indirect dispatch opens its own (gated) block
             size = 0 if r.strategy == KernargStrategy.PREPUBLISHED else r.image.shape[0]
             if end > start and kernarg_bytes + size > block_kernarg_capacity:
                 break
@@ -709,9 +726,10 @@ def _lower_block(ordinal: int, recs: list[_Rec], last: bool, pre_view: np.ndarra
         static_offsets=np.asarray(stat_o, np.uint64),
         self_qwords=np.asarray(self_q, np.intp),
         self_offsets=np.asarray(self_o, np.uint64),
+        indirect=recs[0].indirect if recs else None,
     )
     data = _encode_binary(ordinal, commands, sources, template, last, n, kernarg_cursor,
-                          dispatch_count)
+                          dispatch_count, int(recs[0].indirect is not None) if recs else 0)
     return Block(data, replay), pre_cursor
 
 
@@ -731,7 +749,7 @@ def _encode_block(ordinal: int, recs: list, last: bool, _k: int, _v: Any, _c: in
 
 def _encode_binary(ordinal: int, commands: np.ndarray, sources: list, rodata: np.ndarray,
                    last: bool, packet_count: int, kernarg_length: int,
-                   dispatch_count: int) -> np.ndarray:
+                   dispatch_count: int, indirect_count: int = 0) -> np.ndarray:
     cmd_bytes = commands.view(np.uint8)
     src = np.zeros(len(sources), BINDING_SOURCE_DTYPE)
     for i, (ptr, slot, target, flags) in enumerate(sources):
@@ -759,6 +777,7 @@ def _encode_binary(ordinal: int, commands: np.ndarray, sources: list, rodata: np
     h["rodata_offset"] = rodata_offset
     h["rodata_length"] = rodata.shape[0]
     h["dispatch_count"] = dispatch_count
+    h["indirect_dispatch_count"] = indirect_count
     h["terminator_opcode"] = Opcode.RETURN if last else Opcode.BRANCH
     data[command_offset:rodata_offset] = cmd_bytes
     data[rodata_offset : rodata_offset + rodata.shape[0]] = rodata

@@ -272,7 +272,7 @@ class _Sub:
     """One submission in flight through resolution, parking and publication."""
 
     __slots__ = ("op", "program", "block", "binding_ptrs", "static_ptrs", "barriers",
-                 "action", "resources", "signals", "acquire", "table")
+                 "action", "resources", "signals", "acquire", "table", "counts")
 
     def __init__(self, op: QueueOp) -> None:
         self.op = op
@@ -286,6 +286,7 @@ class _Sub:
         self.signals: tuple = op.signals
         self.acquire = 0
         self.table: tuple = ()
+        self.counts: tuple[int, int, int] | None = None
 
 
 _NOP_WORD_SYSTEM = header_setup_word(
@@ -475,6 +476,9 @@ class HostQueue:
                     sub.binding_ptrs = _binding_pointers(sub.table)
                 if program.static_buffers:
                     sub.static_ptrs = _static_pointers(program.static_buffers)
+                indirect = program.blocks[0].replay.indirect
+                if indirect is not None:
+                    sub.counts = _read_counts(self.qset, indirect, sub)
         except HalError as exc:
             self._fail_sub(sub, exc)
             return
@@ -533,7 +537,7 @@ class HostQueue:
         if block is not None and payload:
             headers = self.processor.process_block(
                 block, first + nbar, kstart, sub.binding_ptrs, sub.static_ptrs,
-                self.epoch_handle, FenceScope.SYSTEM, sub.acquire, bool(nbar))
+                self.epoch_handle, FenceScope.SYSTEM, sub.acquire, bool(nbar), sub.counts)
         else:
             # A payload-free submission (barrier, host action, empty program): one NOP
             # barrier packet carries the epoch signal.
@@ -571,8 +575,24 @@ class HostQueue:
             sub.block += 1
             sub.barriers = []
             sub.acquire = 0
+            sub.counts = None
+            if program.blocks[sub.block].replay.indirect is not None:
+                # An indirect dispatch reads its counts once everything before it is done:
+                # resume from the completion thread when this epoch retires.
+                self._action_epochs.append((epoch, _IndirectGate(self, sub)))
+                return True
             return self._try_publish(sub) or self._park_front(sub)
         return True
+
+    def _resume(self, sub: _Sub) -> None:
+        """Continue a gated replay (its indirect counts are in ``sub.counts``)."""
+        if self.error is not None or self._closing:
+            self._fail_sub(sub, self.error or CancelledError(
+                "device closed during a command-buffer replay"))
+            return
+        with self._lock:
+            if self._parked or not self._try_publish(sub):
+                self._parked.append(sub)
 
     def _park_front(self, sub: _Sub) -> bool:
         # A multi-block replay that ran out of room mid-program resumes first.
@@ -956,6 +976,49 @@ def _static_pointers(buffers: tuple) -> np.ndarray:
     for i, buf in enumerate(buffers):
         ptrs[i] = buf.storage().address + buf.byte_offset  # FAILED_PRECONDITION if decommitted
     return ptrs
+
+
+def _read_counts(qset: "HostQueueSet", indirect: tuple, sub: _Sub) -> tuple[int, int, int]:
+    """Read the three uint32 workgroup counts of an indirect dispatch (any memory kind,
+    through ``hsa_memory_copy``)."""
+    from .block_program import BindingSourceFlags
+
+    kind, slot, ptr = indirect[0], indirect[1], indirect[2]
+    if kind == BindingSourceFlags.DYNAMIC:
+        address = int(sub.binding_ptrs[slot]) + ptr  # type: ignore[index]
+    elif kind == BindingSourceFlags.STATIC_BUFFER:
+        address = int(sub.static_ptrs[slot]) + ptr  # type: ignore[index]
+    else:
+        address = ptr
+    hsa = qset.hsa
+    ffi = hsa.ffi
+    out = np.zeros(3, np.uint32)
+    hsa.check(hsa.lib.hsa_memory_copy(ffi.from_buffer(out), ffi.cast("void*", address), 12),
+              "hsa_memory_copy(indirect dispatch parameters)")
+    return int(out[0]), int(out[1]), int(out[2])
+
+
+class _IndirectGate:
+    """Runs when the block before an indirect dispatch retired: read the counts, resume."""
+
+    __slots__ = ("queue", "sub")
+
+    def __init__(self, queue: HostQueue, sub: _Sub) -> None:
+        self.queue = queue
+        self.sub = sub
+
+    def __call__(self) -> None:
+        try:
+            self.sub.counts = _read_counts(self.queue.qset,
+                                           self.sub.program.blocks[self.sub.block].replay.indirect,
+                                           self.sub)
+        except HalError as exc:
+            self.queue._fail_sub(self.sub, exc)
+            return
+        self.queue._resume(self.sub)
+
+    def fail(self, error: HalError) -> None:
+        self.queue._fail_sub(self.sub, error.clone())
 
 
 # -- host actions: run on the completion thread when their epoch retires ---------------------

@@ -359,3 +359,41 @@ def test_dropping_user_references_after_submit_keeps_results(env):
     release()
     s.wait(1, T)
     assert bytes(a.host_bytes()[:256]) == bytes(range(256))
+
+
+@pytest.mark.parametrize("dynamic_params", [False, True])
+def test_indirect_dispatch_parameters_read_when_reached(env, dynamic_params):
+    from hal_core._command_buffer import CMD_DISPATCH, DispatchConfig
+
+    iota = _kernels(env, "indirect")
+    params = env.buffer(16, np.array([1, 1, 1, 0], np.uint32).tobytes())
+    out = env.buffer(4096)
+    ref = BufferRef.indirect(0, 0, 12) if dynamic_params else BufferRef(params, 0, 12)
+    cfg = DispatchConfig((0, 0, 0), ref, workgroup_size=(32, 1, 1))
+    cmds = [
+        # Gated at admission: counts (1,1,1) as submitted.
+        (CMD_DISPATCH, iota, 0, cfg, (0).to_bytes(4, "little"), (BufferRef(out, 0, 4096),), 0),
+        (CMD_BARRIER,),
+        # Written by the command buffer itself, read only when the next dispatch is reached.
+        (CMD_UPDATE, np.array([5, 1, 1], np.uint32).tobytes(), BufferRef(params, 0, 12)),
+        (CMD_BARRIER,),
+        (CMD_DISPATCH, iota, 0, cfg, (500).to_bytes(4, "little"),
+         (BufferRef(out, 2048, 2048),), 0),
+        (CMD_BARRIER,),
+        (CMD_FILL, BufferRef(params, 0, 12), b"\0"),
+        (CMD_BARRIER,),
+        (CMD_DISPATCH, iota, 0, cfg, (900).to_bytes(4, "little"),
+         (BufferRef(out, 0, 4096),), 0),  # zero counts: a NOP
+    ]
+    prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 1)
+    p0 = prog.per_gpu[0]
+    assert [b.replay.indirect is not None for b in p0.blocks] == [True, True, True]
+    assert p0.blocks[1].header["indirect_dispatch_count"] == 1
+    s = Semaphore(0)
+    env.op(K.EXECUTE, 0, (), [(s, 1)], data=prog, extra=(BufferBinding(params),))
+    s.wait(1, T)
+    words = out.host_bytes().view(np.uint32)
+    assert list(words[:32]) == list(range(32))
+    assert (words[32:512] == 0).all()
+    assert list(words[512 : 512 + 160]) == list(range(500, 660))
+    assert (words[512 + 160 :] == 0).all()
