@@ -54,6 +54,7 @@ from hal_core import (
     BufferUsage,
     CancelledError,
     FailedPreconditionError,
+    FrontierTracker,
     HalError,
     HostCallFlags,
     InvalidArgumentError,
@@ -61,6 +62,7 @@ from hal_core import (
     MemoryType,
     StatusCode,
     UnimplementedError,
+    axis_make_queue,
 )
 from hal_core._command_buffer import (
     CMD_COPY,
@@ -322,6 +324,9 @@ class HostQueue:
         self.frontier: dict[int, int] = {}
         self.published_epoch = 0
         self.completed_epoch = 0
+        self.axis = axis_make_queue(qset.tracker.session_epoch, qset.tracker.machine_index,
+                                    gpu_index, queue_index)
+        qset.tracker.register_axis(self.axis)
         agent = qset.gpus[gpu_index].hsa_handle(hsa)
         self._agent = agent
 
@@ -667,6 +672,8 @@ class HostQueue:
             if kernarg_position >= 0:
                 self.kernargs.reclaim(kernarg_position)
         self._retry_parked()
+        # The queue's frontier axis: "axis at epoch N" = all of this queue's work up to N.
+        self.qset.tracker.advance(self.axis, completed)
         listener = self.qset.retire_listener
         if listener is not None:
             listener(self.index, completed)
@@ -681,7 +688,9 @@ class HostQueue:
         self.hsa.lib.hsa_signal_store_screlease(self.stop_signal, 1)
 
     def _fail_pending(self, error: HalError) -> None:
-        """Fail every pending signal (notifications, host actions, parked, deferred)."""
+        """Fail every pending signal (notifications, host actions, parked, deferred) and
+        the queue's frontier axis."""
+        self.qset.tracker.fail_axis(self.axis, error)
         with self._drain_lock:
             result = self.notifications.fail_all()
             actions = list(self._action_epochs)
@@ -817,6 +826,8 @@ class HostQueueSet:
         self.last_signal: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.retire_listener: Callable[[int, int], None] | None = None
         self._descriptors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: One frontier axis per queue (device index = GPU, queue index = HAL queue).
+        self.tracker = FrontierTracker(axis_capacity=max(256, queues_per_gpu * len(gpus)))
         strategy = options.wait_barrier
         if strategy == WaitBarrierStrategy.AUTO:
             self.barrier_value_supported = all(_supports_barrier_value(g) for g in gpus)
@@ -949,6 +960,7 @@ class HostQueueSet:
             except BaseException as exc:  # close every queue even if one fails
                 errors.append(exc)
         self.queues = []
+        self.tracker.close()
         if errors:
             raise errors[0]
 

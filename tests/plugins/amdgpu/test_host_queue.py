@@ -117,6 +117,9 @@ def test_fill_copy_update_barrier_across_queues(env):
            data=np.frombuffer(b"\1\2\3\4", np.uint8))
     env.op(K.BARRIER, 1, [(s, 3)], [(s, 4)])
     s.wait(4, T)
+    q0 = env.qs.queues[0]
+    q0.wait_idle(T)
+    assert env.qs.tracker.query_epoch(q0.axis, 2)  # the queue's frontier axis advanced
     assert (a.host_bytes().view(np.uint32) == 0x11223344).all()
     assert bytes(b.host_bytes()[508:520]) == bytes([0x44, 0x33, 0x22, 0x11, 1, 2, 3, 4, 0, 0, 0, 0])
 
@@ -201,6 +204,9 @@ def test_fault_mid_stream_fails_exactly_affected_semaphores(env):
         later.wait(1, T)
     env.fill(1, buf, 4, signals=[(other, 1)])  # the other queue is unaffected
     other.wait(1, T)
+    tracker, q0, q1 = env.qs.tracker, env.qs.queues[0], env.qs.queues[1]
+    assert not tracker.query_epoch(q0.axis, 1)  # the failed queue's axis is failed
+    assert tracker.query_epoch(q1.axis, 1)
     assert ok.value == 1 and other.value == 1
     assert (buf.host_bytes() == 4).all()
 
