@@ -124,6 +124,7 @@ UPDATE_INLINE_LIMIT = 16 * 1024
 CLOSE_DRAIN_TIMEOUT = 10.0
 
 _K = QueueOpKind
+_NO_ROOM, _MORE, _DONE = 0, 1, 2
 
 
 class WaitBarrierStrategy(enum.IntEnum):
@@ -505,7 +506,26 @@ class HostQueue:
         return barriers + max(1, rp.packet_count), rp.kernarg_block_count
 
     def _try_publish(self, sub: _Sub) -> bool:
-        """Publish ``sub`` (its current block) if every ring has room; under ``_lock``."""
+        """Publish ``sub`` from its current block on, as far as the rings allow; under
+        ``_lock``. False (nothing changed) when not even the current block fits; a replay
+        that stops part-way parks itself at the front (it resumes before newer work).
+        A loop, not recursion: programs may have any number of blocks."""
+        published = False
+        while True:
+            step = self._publish_block(sub)
+            if step == _NO_ROOM:
+                if published:
+                    self._parked.appendleft(sub)
+                    return True
+                return False
+            published = True
+            if step == _DONE:
+                return True
+
+    def _publish_block(self, sub: _Sub) -> int:
+        """Publish the current block of ``sub``: _NO_ROOM (no state change), _MORE (next
+        block is ready to publish) or _DONE (final block published, or the next block is
+        gated on this one's completion)."""
         program = sub.program
         final_block = program is None or sub.block == len(program.blocks) - 1
         signals = sub.signals if final_block else ()
@@ -521,12 +541,12 @@ class HostQueue:
             kblocks = 0
         total = nbar + max(1, payload)
         if not self.notifications.can_admit(len(signals)):
-            return False
+            return _NO_ROOM
         if not self.kernargs.can_allocate(kblocks):
-            return False
+            return _NO_ROOM
         first = self.ring.try_reserve(total)
         if first < 0:
-            return False
+            return _NO_ROOM
         kstart = self.kernargs.allocate(kblocks)
         epoch = self.published_epoch + 1
         ring = self.ring
@@ -585,9 +605,9 @@ class HostQueue:
                 # An indirect dispatch reads its counts once everything before it is done:
                 # resume from the completion thread when this epoch retires.
                 self._action_epochs.append((epoch, _IndirectGate(self, sub)))
-                return True
-            return self._try_publish(sub) or self._park_front(sub)
-        return True
+                return _DONE
+            return _MORE
+        return _DONE
 
     def _resume(self, sub: _Sub) -> None:
         """Continue a gated replay (its indirect counts are in ``sub.counts``)."""
@@ -598,11 +618,6 @@ class HostQueue:
         with self._lock:
             if self._parked or not self._try_publish(sub):
                 self._parked.append(sub)
-
-    def _park_front(self, sub: _Sub) -> bool:
-        # A multi-block replay that ran out of room mid-program resumes first.
-        self._parked.appendleft(sub)
-        return True
 
     def _retry_parked(self) -> None:
         with self._lock:
@@ -618,7 +633,7 @@ class HostQueue:
 
     def _fail_sub(self, sub: _Sub, error: HalError) -> None:
         for sem, _ in sub.op.signals:
-            sem.fail(error)
+            sem.fail(error.clone())
         sub.op.retained = None
         sub.resources = None
 

@@ -403,3 +403,27 @@ def test_indirect_dispatch_parameters_read_when_reached(env, dynamic_params):
     assert (words[32:512] == 0).all()
     assert list(words[512 : 512 + 160]) == list(range(500, 660))
     assert (words[512 + 160 :] == 0).all()
+
+
+def test_many_block_replays_park_and_resume_in_order():
+    env = Env(aql_capacity=16, kernarg_capacity=1 << 13, notification_capacity=8)
+    try:
+        buf = env.buffer(4 * 1200)
+        cmds = [(CMD_FILL, BufferRef.indirect(0, 4 * i, 4), (i + 1).to_bytes(4, "little"))
+                for i in range(1200)]
+        prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 1)
+        assert len(prog.per_gpu[0].blocks) == 300  # 4 packets per block on a 16-slot ring
+        s0, s1 = Semaphore(0), Semaphore(0)
+        other = env.buffer(4 * 1200)
+        for i in range(1, 4):  # three replays per queue, interleaved on two queues
+            env.op(K.EXECUTE, 0, [(s0, i - 1)] if i > 1 else (), [(s0, i)], data=prog,
+                   extra=(BufferBinding(buf),))
+            env.op(K.EXECUTE, 1, [(s1, i - 1)] if i > 1 else (), [(s1, i)], data=prog,
+                   extra=(BufferBinding(other),))
+        s0.wait(3, T * 3)
+        s1.wait(3, T * 3)
+        expect = np.arange(1, 1201, dtype=np.uint32)
+        assert (buf.host_bytes().view(np.uint32) == expect).all()
+        assert (other.host_bytes().view(np.uint32) == expect).all()
+    finally:
+        env.close()
