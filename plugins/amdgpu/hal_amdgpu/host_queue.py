@@ -66,8 +66,6 @@ from hal_core import (
 )
 from hal_core._command_buffer import (
     CMD_COPY,
-    CMD_FILL,
-    CMD_UPDATE,
     BufferRef,
     CommandBufferMode,
 )
@@ -76,12 +74,14 @@ from hal_core._status import as_hal_error, error_for
 from hal_core.backend import HostCallContext, QueueOp, QueueOpKind, resolve_waits
 
 from .aql_packets import (
+    DISPATCH_SETUP_3D,
     HOST_IS_TSO,
     AmdFormat,
     FenceScope,
     PacketType,
     SignalCondition,
     emit_barrier_value,
+    emit_dispatches,
     emit_nops,
     header_setup_word,
     make_header,
@@ -95,6 +95,7 @@ from .block_program import (
     BuiltinKernels,
     KernelDescriptor,
     build_program,
+    hal_kernarg_image,
 )
 from .kernarg_ring import KERNARG_BLOCK_SIZE, KernargRing
 from .notification_ring import DrainResult, NotificationRing
@@ -275,7 +276,7 @@ class _Sub:
     """One submission in flight through resolution, parking and publication."""
 
     __slots__ = ("op", "program", "block", "binding_ptrs", "static_ptrs", "barriers",
-                 "action", "resources", "signals", "acquire", "table", "counts")
+                 "action", "resources", "signals", "acquire", "table", "counts", "blit")
 
     def __init__(self, op: QueueOp) -> None:
         self.op = op
@@ -290,10 +291,15 @@ class _Sub:
         self.acquire = 0
         self.table: tuple = ()
         self.counts: tuple[int, int, int] | None = None
+        #: Single transfer fast path: ``_Blit`` once pointers are resolved at admission.
+        self.blit: Any = None
 
 
 _NOP_WORD_SYSTEM = header_setup_word(
     make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM))
+_BLIT_WORD = header_setup_word(
+    make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.SYSTEM, FenceScope.SYSTEM),
+    DISPATCH_SETUP_3D)
 _BARRIER_VALUE_WORD = vendor_header_word(
     make_header(PacketType.VENDOR_SPECIFIC, True, FenceScope.SYSTEM, FenceScope.NONE),
     AmdFormat.BARRIER_VALUE)
@@ -468,6 +474,13 @@ class HostQueue:
         self._fail_sub(sub, error.clone())
 
     def _admit(self, sub: _Sub) -> None:
+        if sub.blit is not None:
+            # Pointers resolve once waits are met (an alloca may have just committed).
+            try:
+                sub.blit = self.qset.encode_blit(sub.op, self.gpu_index)
+            except HalError as exc:
+                self._fail_sub(sub, exc)
+                return
         self._check_structural(sub)
         try:
             if sub.op.kind == _K.ALLOCA:
@@ -500,6 +513,8 @@ class HostQueue:
 
     def _sizes(self, sub: _Sub) -> tuple[int, int]:
         barriers = len(sub.barriers)
+        if sub.blit is not None and sub.blit.__class__ is _Blit:
+            return barriers + 1, sub.blit.image.shape[0] // KERNARG_BLOCK_SIZE
         if sub.program is None:
             return barriers + 1, 0
         rp = sub.program.blocks[sub.block].replay
@@ -530,11 +545,16 @@ class HostQueue:
         final_block = program is None or sub.block == len(program.blocks) - 1
         signals = sub.signals if final_block else ()
         nbar = len(sub.barriers)
+        blit = sub.blit
         if program is not None:
             block = program.blocks[sub.block]
             rp = block.replay
             payload = rp.packet_count
             kblocks = rp.kernarg_block_count
+        elif blit is not None:
+            block = None
+            payload = 1
+            kblocks = blit.image.shape[0] // KERNARG_BLOCK_SIZE
         else:
             block = None
             payload = 0
@@ -563,6 +583,18 @@ class HostQueue:
             headers = self.processor.process_block(
                 block, first + nbar, kstart, sub.binding_ptrs, sub.static_ptrs,
                 self.epoch_handle, FenceScope.SYSTEM, sub.acquire, bool(nbar), sub.counts)
+        elif blit is not None:
+            headers = None
+            kernargs = self.kernargs
+            address = kernargs.address(kstart)
+            image = blit.image
+            if blit.self_offset >= 0:  # UPDATE: the payload follows the copy's kernargs
+                image[:8].view("<u8")[0] = address + blit.self_offset
+            kernargs.view(kstart, kblocks)[:] = image
+            row = blit.row
+            row.view("<u8")[0, 5] = address  # kernarg_address (byte 40)
+            row.view("<u8")[0, 7] = self.epoch_handle  # completion_signal (byte 56)
+            ring.write_bodies(first + nbar, row)
         else:
             # A payload-free submission (barrier, host action, empty program): one NOP
             # barrier packet carries the epoch signal.
@@ -592,6 +624,8 @@ class HostQueue:
                 ring.commit_header(first + i, _BARRIER_VALUE_WORD)
         if headers is not None:
             ring.commit_headers(first + nbar, headers)
+        elif blit is not None:
+            ring.commit_header(first + nbar, _BLIT_WORD)
         else:
             ring.commit_header(first + nbar, _NOP_WORD_SYSTEM)
         ring.ring_doorbell(first + total - 1)
@@ -916,13 +950,17 @@ class HostQueueSet:
             if kind == _K.EXECUTE:
                 sub.table = op.extra
         elif kind == _K.FILL:
-            ref = BufferRef(op.target, op.target_offset, op.length)
-            sub.program = self._one_shot((CMD_FILL, ref, bytes(op.data)), queue)
+            if not op.length:
+                pass  # nothing to write: a NOP carries the signals
+            else:
+                sub.blit = True  # encoded at admission (encode_blit)
         elif kind == _K.UPDATE:
             ref = BufferRef(op.target, op.target_offset, op.length)
-            if op.length <= UPDATE_INLINE_LIMIT:
+            if not op.length:
+                pass
+            elif op.length <= UPDATE_INLINE_LIMIT:
                 # Small updates ride inside the blit's kernargs.
-                sub.program = self._one_shot((CMD_UPDATE, bytes(op.data), ref), queue)
+                sub.blit = True
             else:
                 # Large ones are staged in host memory the GPU reads (kept until retired).
                 staging = self._staging_buffer(op.length)
@@ -931,9 +969,8 @@ class HostQueueSet:
                     (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
                 sub.resources = [op.retained, staging]
         elif kind == _K.COPY:
-            sub.program = self._one_shot(
-                (CMD_COPY, BufferRef(op.source, op.source_offset, op.length),
-                 BufferRef(op.target, op.target_offset, op.length)), queue)
+            if op.length:
+                sub.blit = True
         elif kind == _K.BARRIER:
             pass
         elif kind == _K.HOST_CALL:
@@ -953,6 +990,55 @@ class HostQueueSet:
         if sub.program is not None and sub.program.packet_count == 0:
             sub.program = None
         queue.submit(sub)
+
+    def encode_blit(self, op: QueueOp, gpu_index: int) -> "_Blit":
+        """The packet body and kernargs of one queue_fill / queue_copy / small
+        queue_update (the transfer fast path: no block program per operation).
+        FAILED_PRECONDITION when a buffer is not (or no longer) committed."""
+        builtins = self.contexts[gpu_index].builtins
+        kind = op.kind
+        length = op.length
+        self_offset = -1
+        payload = b""
+        if kind == _K.FILL:
+            width = len(op.data)
+            desc = builtins.fill[width]
+            target = op.target.storage().address + op.target.byte_offset + op.target_offset
+            pointers = [target]
+            elements = length // width
+            scalars = [elements, int.from_bytes(op.data, "little")]
+        elif kind == _K.COPY:
+            src = op.source.storage().address + op.source.byte_offset + op.source_offset
+            dst = op.target.storage().address + op.target.byte_offset + op.target_offset
+            bits = src | dst | length
+            width = 16 if bits % 16 == 0 else 4 if bits % 4 == 0 else 1
+            desc = builtins.copy[width]
+            pointers = [src, dst]
+            elements = length // width
+            scalars = [elements]
+        else:  # UPDATE
+            desc = builtins.copy[1]
+            dst = op.target.storage().address + op.target.byte_offset + op.target_offset
+            pointers = [0, dst]
+            elements = length
+            scalars = [length]
+            payload = bytes(op.data)
+        wg = builtins.workgroup_size
+        groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
+        image = hal_kernarg_image(desc, pointers, np.asarray(scalars, np.uint64).tobytes(),
+                                  (groups, 1, 1), (wg, 1, 1))
+        if payload:
+            self_offset = image.shape[0]
+            padded = -(-len(payload) // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE
+            tail = np.zeros(padded, np.uint8)
+            tail[: len(payload)] = np.frombuffer(payload, np.uint8)
+            image = np.concatenate([image, tail])
+        row = new_staging(1)
+        emit_dispatches(row, kernel_object=desc.kernel_object, workgroup_size=(wg, 1, 1),
+                        grid_size=(groups * wg, 1, 1), kernarg_address=0,
+                        private_segment_size=desc.private_segment_size,
+                        group_segment_size=desc.group_segment_size)
+        return _Blit(image, row, self_offset)
 
     def _staging_buffer(self, length: int) -> Any:
         from hal_core._buffer import Buffer
@@ -1003,6 +1089,17 @@ def _static_pointers(buffers: tuple) -> np.ndarray:
     for i, buf in enumerate(buffers):
         ptrs[i] = buf.storage().address + buf.byte_offset  # FAILED_PRECONDITION if decommitted
     return ptrs
+
+
+class _Blit:
+    """An encoded single-transfer packet: kernarg image, staged body, self-pointer slot."""
+
+    __slots__ = ("image", "row", "self_offset")
+
+    def __init__(self, image: np.ndarray, row: np.ndarray, self_offset: int) -> None:
+        self.image = image
+        self.row = row
+        self.self_offset = self_offset
 
 
 def _read_counts(qset: "HostQueueSet", indirect: tuple, sub: _Sub) -> tuple[int, int, int]:
