@@ -330,6 +330,16 @@ class Device:
                     f"copy ranges overlap within one allocation: source [{s}, {s + length}) "
                     f"and target [{t}, {t + length})"
                 )
+        if (source.device is not self or target.device is not self) and (
+            self.topology_info is not None
+        ):
+            # A buffer of another device: the group picks native access, a peer copy or
+            # a copy staged through host memory from the topology (device groups).
+            if self.topology_info.group.route_queue_copy(
+                self, affinity, wait, signal, source, source_offset, target,
+                target_offset, length,
+            ):
+                return
         op.source = source
         op.source_offset = source_offset
         op.target = target

@@ -19,8 +19,10 @@ semaphore callbacks run.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import attrs
 import numpy as np
 
 from hal_core import (
@@ -28,6 +30,12 @@ from hal_core import (
     HalError,
     HostCallFlags,
     StatusCode,
+)
+from hal_core._device_group import (
+    DeviceCapabilities,
+    InteropMode,
+    TopologyCapability,
+    TopologyEdge,
 )
 from hal_core._semaphore import _report_callback_error
 from hal_core._status import as_hal_error, error_for
@@ -45,6 +53,12 @@ _BY_SIZE = 2  # inline when small, else a worker
 _WORKER = 3  # always a worker
 
 _K = QueueOpKind
+_PEER_CPU = (
+    TopologyCapability.P2P_COPY
+    | TopologyCapability.PEER_COHERENT
+    | TopologyCapability.ATOMIC_DEVICE
+    | TopologyCapability.ATOMIC_SYSTEM
+)
 
 
 class LocalDeviceBackend:
@@ -80,6 +94,8 @@ class LocalDeviceBackend:
             _K.DEALLOCA: self._run_dealloca,
         }
         self.device: Any = None  # the public Device, set by the driver
+        # Queue retire hooks saved while this device is in a device group.
+        self._ungrouped_on_retire: list | None = None
 
     # -- queries -----------------------------------------------------------------------
 
@@ -87,6 +103,42 @@ class LocalDeviceBackend:
         if category == "hal.dispatch" and key == "concurrency":
             return self.workers.count if self.workers else 1
         raise error_for(StatusCode.NOT_FOUND, f"unknown device query {category} :: {key}")
+
+    # -- device groups (hal_core DeviceGroup) ------------------------------------------
+
+    def query_capabilities(self) -> DeviceCapabilities:
+        """Buffers are host memory of this process; semaphores are host timelines."""
+        return DeviceCapabilities(
+            memory_domain="host", host_memory_access=InteropMode.NATIVE, host_semaphores=True
+        )
+
+    def refine_topology_edge(self, other: Any, edge: TopologyEdge) -> TopologyEdge:
+        """Two CPU devices of one process: either side's threads reach the other's memory
+        directly, coherently, with atomics at any scope."""
+        return attrs.evolve(edge, capabilities=edge.capabilities | _PEER_CPU)
+
+    def assign_topology_info(self, info: Any) -> None:
+        """Joining a group re-points each queue's in-order retire hook at the queue's axis
+        in the group's tracker (caught up to what already retired); ``None`` (leaving)
+        restores the hooks the queues had before."""
+        queues = self.queues
+        saved = self._ungrouped_on_retire
+        if info is None:
+            if saved is not None:
+                for queue, hook in zip(queues, saved):
+                    queue.on_retire = hook
+                self._ungrouped_on_retire = None
+            return
+        if saved is None:
+            self._ungrouped_on_retire = [q.on_retire for q in queues]
+        advance = info.tracker.advance
+        for queue in queues:
+            axis = info.queue_axis(queue.index)
+            # Hook first, then catch up: a retire racing with us is seen by one of the two
+            # (advance keeps the max).
+            queue.on_retire = functools.partial(advance, axis)
+            if queue.retired:
+                advance(axis, queue.retired)
 
     # -- submission --------------------------------------------------------------------
 
