@@ -532,6 +532,43 @@ class Device:
         wait_all(semaphores, timeout)
         return -1
 
+    # -- profiling ------------------------------------------------------------------------
+
+    def profiling_begin(self, options: Any) -> Any:
+        """Start this device's profiling session (``hal_core.profiling.ProfilingOptions``)
+        and return it (None when no data family is requested: nothing starts).
+
+        One session at a time: FAILED_PRECONDITION while one is active. Families the
+        backend cannot produce are UNIMPLEMENTED (named); a library or device they need
+        that is missing is UNAVAILABLE; families without a sink are INVALID_ARGUMENT.
+        Calls each sink's ``begin_session`` on this thread. Thread-safe.
+        """
+        from .profiling._control import profiling_begin
+
+        try:
+            return profiling_begin(self, options)
+        finally:
+            self._submit = self._backend.submit  # the backend may have installed taps
+
+    def profiling_flush(self) -> None:
+        """Hand everything captured so far to the sinks, on this thread, without holding
+        queue locks. FAILED_PRECONDITION without a session; RESOURCE_EXHAUSTED when a
+        precise stream overflowed (after writing what was captured)."""
+        from .profiling._control import profiling_flush
+
+        profiling_flush(self)
+
+    def profiling_end(self) -> None:
+        """Flush and end the session. Always releases it and ends every sink, then raises
+        the first error (if any). FAILED_PRECONDITION without a session. Records of work
+        still in flight after this returns are not captured."""
+        from .profiling._control import profiling_end
+
+        try:
+            profiling_end(self)
+        finally:
+            self._submit = self._backend.submit  # taps removed: back to the plain path
+
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -542,6 +579,8 @@ class Device:
                 return
             self._closed = True
         self._backend.close(timeout)
+        if self.__dict__.get("_profiling_session") is not None:
+            self.profiling_end()  # a closing device ends its profiling session
 
     @property
     def closed(self) -> bool:

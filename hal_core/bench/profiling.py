@@ -1,7 +1,7 @@
 """Profiling overhead: existing benchmarks re-run under a profiling session.
 
 ``edge.e2e.profiled`` is ``edge.e2e`` (hal_core.bench.edges) and ``cb.replay.profiled``
-is ``cb.replay`` (hal_core.bench.command_buffers, when present) with QUEUE_EVENTS and
+is ``cb.replay`` (hal_core.bench.command_buffers, once in ``MODULES``) with QUEUE_EVENTS and
 DISPATCH_EVENTS captured into an in-memory ``StatisticsSink``; the session ends (and the
 sink runs) after the timed body, outside the measurement. Compare each with its
 unprofiled twin from the same ``hal bench`` run; the unprofiled figures are the cost of
@@ -40,11 +40,14 @@ def edge_e2e_profiled(ctx: BenchContext) -> float:
 
 
 def _register_cb_replay() -> None:
-    """Register ``cb.replay.profiled`` when the command-buffer benchmarks exist."""
-    try:
-        importlib.import_module("hal_core.bench.command_buffers")
-    except ImportError:
+    """Register ``cb.replay.profiled`` once the command-buffer benchmarks are enabled
+    (listed in ``MODULES``): their module is imported here only then."""
+    from . import MODULES
+
+    name = "hal_core.bench.command_buffers"
+    if name not in MODULES:
         return
+    importlib.import_module(name)
     from . import _REGISTRY
 
     peer = _REGISTRY.get("cb.replay")

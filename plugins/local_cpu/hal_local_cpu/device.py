@@ -20,6 +20,7 @@ semaphore callbacks run.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import attrs
@@ -40,6 +41,8 @@ from hal_core._device_group import (
 from hal_core._semaphore import _report_callback_error
 from hal_core._status import as_hal_error, error_for
 from hal_core.backend import HostCallContext, QueueOp, QueueOpKind, resolve_waits
+from hal_core.profiling import MemoryEventType
+from hal_core.profiling import host_time_ns as _host_time_ns
 
 from .allocator import HostAllocatorBackend
 from .queue_timeline import QueueTimeline
@@ -53,6 +56,11 @@ _BY_SIZE = 2  # inline when small, else a worker
 _WORKER = 3  # always a worker
 
 _K = QueueOpKind
+
+# Profiling tap constants, bound once (plain ints: no enum lookups in the taps).
+_MEMORY_QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
+_MEMORY_QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
+_thread_id = threading.get_native_id
 _PEER_CPU = (
     TopologyCapability.P2P_COPY
     | TopologyCapability.PEER_COHERENT
@@ -279,6 +287,75 @@ class LocalDeviceBackend:
                 )
                 return
             self._finish(op, error_for(code, "host call returned an error status"))
+
+    # -- profiling taps ----------------------------------------------------------------
+    # ``profiling_begin`` shadows ``submit``, ``_execute`` and ``_finish`` with the
+    # ``*_profiled`` variants as instance attributes and ``profiling_end`` removes them, so
+    # with profiling off the queue path is the plain class code (no checks at all). The
+    # variants tolerate a session ending while work is in flight (``profiler`` None).
+
+    profiler: Any = None  # the active hal_core.profiling.ProfilingSession
+
+    @property
+    def profiling_families(self) -> int:
+        from hal_core.profiling import ProfilingDataFamily as F
+
+        return (F.QUEUE_EVENTS | F.HOST_EXECUTION_EVENTS | F.DISPATCH_EVENTS
+                | F.MEMORY_EVENTS | F.EXECUTABLE_METADATA)
+
+    def profiling_begin(self, session: Any) -> None:
+        self._profiled_ops = threading.local()
+        self.profiler = session
+        self.submit = self._submit_profiled  # type: ignore[method-assign]
+        self._execute = self._execute_profiled  # type: ignore[method-assign]
+        self._finish = self._finish_profiled  # type: ignore[method-assign]
+
+    def profiling_end(self, session: Any) -> None:
+        for name in ("submit", "_execute", "_finish"):
+            self.__dict__.pop(name, None)
+        self.profiler = None
+
+    def _submit_profiled(self, op: QueueOp) -> None:
+        t = _host_time_ns()
+        LocalDeviceBackend.submit(self, op)
+        p = self.profiler
+        if p is not None:
+            p.record_queue_event(op.kind, op.queue, op.epoch, len(op.waits), len(op.signals),
+                                 getattr(op, "length", 0) or 0, submit_host_time_ns=t)
+
+    def _execute_profiled(self, op: QueueOp) -> None:
+        p = self.profiler
+        if p is None:
+            LocalDeviceBackend._execute(self, op)
+            return
+        running = self._profiled_ops
+        running.op = op  # tells _finish_profiled this op's host execution is timed here
+        t0 = _host_time_ns()
+        try:
+            LocalDeviceBackend._execute(self, op)
+        finally:
+            running.op = None
+        p.record_host_execution(op.kind, op.queue, op.epoch, t0, _host_time_ns(), 0,
+                                getattr(op, "length", 0) or 0, _thread_id())
+
+    def _finish_profiled(self, op: QueueOp, error: HalError | None) -> None:
+        p = self.profiler
+        if p is not None:
+            kind = op.kind
+            if getattr(self._profiled_ops, "op", None) is not op:
+                # Completed without executing on a host thread (barriers, pool allocas):
+                # a zero-length slice at completion.
+                t = _host_time_ns()
+                p.record_host_execution(kind, op.queue, op.epoch, t, t, 0, 0, _thread_id())
+            if error is None and (kind == _K.ALLOCA or kind == _K.DEALLOCA):
+                target = op.target
+                if kind == _K.ALLOCA:
+                    p.record_memory_event(_MEMORY_QUEUE_ALLOCA, op.queue, id(target),
+                                          op.length, submission_id=op.epoch)
+                else:
+                    p.record_memory_event(_MEMORY_QUEUE_DEALLOCA, op.queue, id(target),
+                                          target.allocation_size, submission_id=op.epoch)
+        LocalDeviceBackend._finish(self, op, error)
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ def test_bench_json_names_and_units(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["device"] == "local-task://"
     names = [r["name"] for r in data["results"]]
-    assert names == ["edge.e2e", "edge.fill4", "edge.submit", "futures.e2e"]
+    assert names == ["edge.e2e", "edge.e2e.profiled", "edge.fill4", "edge.submit", "futures.e2e"]
     assert all(r["unit"] == "us/edge" and r["value"] > 0 for r in data["results"])
 
 
