@@ -8,6 +8,7 @@ found at call time raise; errors found while executing fail the signal semaphore
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import Any, Callable, Sequence
 
@@ -16,6 +17,14 @@ import numpy as np
 from ._allocator import Allocator
 from ._allocator import _as_params as _params
 from ._buffer import Buffer
+from ._command_buffer import CommandBuffer, DispatchConfig
+from ._command_submission import (
+    execute_affinity,
+    new_command_buffer,
+    prepare_dispatch,
+    prepare_execute,
+)
+from ._executable import Executable, ExecutableCache
 from ._file import File
 from ._memory import (
     WHOLE_BUFFER,
@@ -33,7 +42,7 @@ from ._queue import (
     QueueOp,
     QueueOpKind,
 )
-from ._semaphore import Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
+from ._semaphore import MAX_VALUE, Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
 from ._status import (
     FailedPreconditionError,
     HalError,
@@ -45,6 +54,7 @@ from ._status import (
 __all__ = ["Device"]
 
 _ANY = QueueAffinity.ANY
+_U64 = 1 << 64
 _BARRIER = int(QueueOpKind.BARRIER)
 
 
@@ -74,6 +84,10 @@ def semaphore_list(items: SemaphoreList | None, what: str) -> tuple:
 
 def _check_signals(signals: tuple) -> None:
     for sem, value in signals:
+        if value > MAX_VALUE:
+            raise InvalidArgumentError(
+                f"signal value {value} exceeds the semaphore maximum {MAX_VALUE}"
+            )
         if value <= sem._value and sem._failure is None:
             raise InvalidArgumentError(
                 f"signal value {value} does not advance the semaphore (already at "
@@ -192,7 +206,7 @@ class Device:
                     if (
                         sem.__class__ is not Semaphore
                         or value.__class__ is not int
-                        or value <= sem._value
+                        or not sem._value < value <= MAX_VALUE
                     ):
                         signals = semaphore_list(signal, "signal")
                         _check_signals(signals)
@@ -431,9 +445,16 @@ class Device:
         op = self._op(QueueOpKind.HOST_CALL, affinity, wait, signal)
         if not callable(fn):
             raise InvalidArgumentError(f"host call needs a callable, got {type(fn).__name__}")
-        args = tuple(int(a) for a in args)
-        if len(args) != 4:
-            raise InvalidArgumentError(f"host calls take exactly 4 integer args, got {len(args)}")
+        try:
+            args = tuple(operator.index(a) for a in args)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"host call args must be 4 integers, got {args!r}"
+            ) from None
+        if len(args) != 4 or not all(0 <= a < _U64 for a in args):
+            raise InvalidArgumentError(
+                f"host call args must be exactly 4 integers in 0..2**64-1, got {args!r}"
+            )
         op.data = fn
         op.extra = args
         op.flags = HostCallFlags(flags)
@@ -520,6 +541,82 @@ class Device:
         if flush is not None:
             flush(affinity & self._queue_mask)
 
+    # -- command buffers, executables and dispatch (issue 4) -------------------------------
+
+    def create_command_buffer(
+        self,
+        mode: int = 0,
+        categories: int = 3,
+        affinity: int = _ANY,
+        binding_capacity: int = 0,
+    ) -> CommandBuffer:
+        """A command buffer to record into (``begin()`` ... ``end()``), then submit with
+        ``queue_execute``. ``mode``: ``CommandBufferMode`` bits; ``categories``:
+        ``CommandCategory`` bits; ``binding_capacity``: binding-table slots indirect
+        references may use. INVALID_ARGUMENT for inconsistent arguments (e.g.
+        ALLOW_INLINE_EXECUTION without ONE_SHOT or with binding slots)."""
+        self._check_open()
+        return new_command_buffer(self, mode, categories, affinity, binding_capacity)
+
+    def create_executable_cache(self, identifier: str = "") -> ExecutableCache:
+        """An executable cache preparing executables for this device."""
+        self._check_open()
+        return ExecutableCache(self, str(identifier))
+
+    def queue_execute(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        command_buffer: CommandBuffer | None,
+        binding_table: Any = None,
+        flags: int = 0,
+    ) -> None:
+        """Run ``command_buffer`` (None: a barrier) once the waits are reached.
+
+        The binding table (a ``BindingTable`` or a sequence ``BindingTable`` accepts) is
+        copied now: the caller may change or drop its list at once. Unless
+        ``ExecuteFlags.BORROW_BINDING_TABLE_LIFETIME``, the submission retains the command
+        buffer and the table's buffers until its signals publish. FAILED_PRECONDITION for a
+        command buffer not ended or a ONE_SHOT one submitted twice; OUT_OF_RANGE /
+        INVALID_ARGUMENT / PERMISSION_DENIED when the table does not satisfy the recording.
+        """
+        if command_buffer is None:
+            self.queue_barrier(affinity, wait, signal, flags)
+            return
+        affinity = execute_affinity(affinity, command_buffer)
+        op = self._op(QueueOpKind.EXECUTE, affinity, wait, signal)
+        op.data, op.extra, op.retained = prepare_execute(
+            self, op, command_buffer, binding_table, flags
+        )
+        op.flags = flags
+        self._backend.submit(op)
+
+    def queue_dispatch(
+        self,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        executable: Executable,
+        function: int | str,
+        config: DispatchConfig,
+        constants: Any = b"",
+        bindings: Sequence[Any] = (),
+        flags: int = 0,
+    ) -> None:
+        """One dispatch without a command buffer. Bindings must be direct (buffers or
+        direct ``BufferRef`` s); constants are copied now. Unless
+        ``DispatchFlags.BORROW_RESOURCE_LIFETIMES``, the executable and buffers are
+        retained until the signals publish. Same validation as ``CommandBuffer.dispatch``.
+        """
+        op = self._op(QueueOpKind.DISPATCH, affinity, wait, signal)
+        op.data, op.retained = prepare_dispatch(
+            self, executable, function, config, constants, bindings, flags
+        )
+        op.extra = ()
+        op.flags = flags
+        self._backend.submit(op)
+
     # -- host waits ------------------------------------------------------------------------
 
     def wait_semaphores(
@@ -529,6 +626,10 @@ class Device:
         the satisfied index for ANY (-1 for ALL or an empty list)."""
         if mode == WaitMode.ANY:
             return wait_any(semaphores, timeout)
+        if mode != WaitMode.ALL:
+            raise InvalidArgumentError(
+                f"wait mode must be WaitMode.ALL (0) or WaitMode.ANY (1), got {mode!r}"
+            )
         wait_all(semaphores, timeout)
         return -1
 

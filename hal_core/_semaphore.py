@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import operator
 import sys
 import threading
 from typing import Any, Callable, Iterable, Sequence
@@ -189,7 +190,7 @@ class Semaphore:
         try:
             if self._failure is not None:
                 raise self._failure.clone()
-            if not (self._value < value <= MAX_VALUE) or value.__class__ is not int:
+            if value.__class__ is not int or not (self._value < value <= MAX_VALUE):
                 raise InvalidArgumentError(
                     f"semaphore signal must strictly increase the value: current "
                     f"{self._value}, requested {value!r} (max {MAX_VALUE})"
@@ -320,7 +321,16 @@ class Semaphore:
         """Fail the semaphore; the first failure wins and later ones are dropped. All
         current and future waiters observe the failure's code."""
         if not isinstance(error, HalError):
-            error = error_for(error, message or "semaphore failed")
+            try:
+                code = StatusCode(error)
+            except (ValueError, TypeError):
+                code = StatusCode.OK
+            if code == StatusCode.OK:
+                raise InvalidArgumentError(
+                    f"fail() needs an error status (a HalError or a non-OK StatusCode), "
+                    f"got {error!r}; the semaphore was not changed"
+                )
+            error = error_for(code, message or "semaphore failed")
         with self._lock:
             if self._failure is not None:
                 return
@@ -374,6 +384,8 @@ class Semaphore:
         ``timeout`` in seconds (None waits forever, 0 only polls). Raises
         DEADLINE_EXCEEDED on timeout, or the failure's own error if the semaphore fails.
         """
+        if value.__class__ is not int:
+            value = as_payload(value, "wait")
         failure = self._failure
         if failure is not None:
             raise failure.clone()
@@ -455,6 +467,17 @@ class _Waiter:
             raise self.failure.clone()
 
 
+def as_payload(value: Any, what: str) -> int:
+    """Slow path for a payload that is not a plain int: integer-likes (numpy ints)
+    convert, anything else is INVALID_ARGUMENT."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"semaphore {what} value must be an integer, got {value!r} ({type(value).__name__})"
+        ) from None
+
+
 def _normalise(semaphores: SemaphoreList) -> list[tuple[Semaphore, int]]:
     out = []
     for item in semaphores:
@@ -466,6 +489,8 @@ def _normalise(semaphores: SemaphoreList) -> list[tuple[Semaphore, int]]:
             ) from None
         if not isinstance(sem, Semaphore):
             raise InvalidArgumentError(f"expected a Semaphore, got {type(sem).__name__}")
+        if value.__class__ is not int:
+            value = as_payload(value, "wait")
         out.append((sem, value))
     return out
 

@@ -116,20 +116,25 @@ def test_non_blocking_signals_with_empty_list(cts):
 
 
 def test_non_blocking_errors_are_ignored(cts, monkeypatch):
+    """A NON_BLOCKING callback's error does not touch the (already signalled) semaphores;
+    it is only reported, through ``sys.unraisablehook``."""
     reported = []
-    monkeypatch.setattr("sys.unraisablehook", lambda info: reported.append(info.exc_value))
+    report_seen = threading.Event()
+
+    def hook(info):
+        reported.append(info.exc_value)
+        report_seen.set()
+
+    monkeypatch.setattr("sys.unraisablehook", hook)
     done = cts.semaphore(0)
-    called = threading.Event()
 
     def failing(args, context):
-        called.set()
         raise RuntimeError("ignored by contract")
 
-    cts.device.queue_host_call(
-        ANY, [], [(done, 1)], failing, flags=HostCallFlags.NON_BLOCKING
-    )
+    cts.device.queue_host_call(ANY, [], [(done, 1)], failing, flags=HostCallFlags.NON_BLOCKING)
     cts.wait(done, 1)  # signalled regardless of the callback's error
-    assert called.wait(TIMEOUT)
+    assert report_seen.wait(TIMEOUT), "the callback's error was not reported"
+    assert isinstance(reported[0], RuntimeError)
     assert done.query() == 1
     _later_work_runs(cts)
 
@@ -246,6 +251,18 @@ def test_bad_arguments_are_invalid(cts):
     with pytest.raises(hal_core.InvalidArgumentError, match="4"):
         cts.device.queue_host_call(ANY, [], [(sem, 1)], Recorder(), (1, 2, 3, 4, 5))
     assert sem.query() == 0
+    _later_work_runs(cts)
+
+
+@pytest.mark.parametrize(
+    "args", [("x", 0, 0, 0), (-1, 0, 0, 0), (0, 0, 0, 1 << 64), (1.5, 0, 0, 0), None]
+)
+def test_args_must_be_four_uint64(cts, args):
+    sem = cts.semaphore(0)
+    rec = Recorder()
+    with pytest.raises(hal_core.InvalidArgumentError, match="args"):
+        cts.device.queue_host_call(ANY, [], [(sem, 1)], rec, args)
+    assert rec.calls == [] and sem.query() == 0
     _later_work_runs(cts)
 
 

@@ -69,6 +69,22 @@ def test_signal_beyond_max_value_is_invalid(cts):
     assert sem.query() == MAX_VALUE
 
 
+@pytest.mark.parametrize("bad", ["2", 2.0, None, b"\x02"])
+def test_non_integer_values_are_invalid(cts, bad):
+    sem = cts.semaphore(1)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        sem.signal(bad)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        sem.wait(bad, 0)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        wait_all([(sem, bad)], 0)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        wait_any([(sem, bad)], 0)
+    assert sem.query() == 1
+    sem.signal(2)
+    sem.wait(2, 0)
+
+
 # --------------------------------------------------------------------------- failure
 
 
@@ -95,6 +111,17 @@ def test_double_failure_preserves_first(cts):
     sem.fail(StatusCode.CANCELLED, "first")
     sem.fail(StatusCode.DATA_LOSS, "second")
     with pytest.raises(hal_core.CancelledError, match="first"):
+        sem.query()
+
+
+@pytest.mark.parametrize("code", [StatusCode.OK, 0, 999, "DATA_LOSS"])
+def test_fail_with_a_non_error_code_is_invalid(cts, code):
+    sem = cts.semaphore(4)
+    with pytest.raises(hal_core.InvalidArgumentError):
+        sem.fail(code)
+    assert sem.failure is None and sem.query() == 4  # not failed by the bad call
+    sem.fail(StatusCode.ABORTED)
+    with pytest.raises(hal_core.AbortedError):
         sem.query()
 
 

@@ -318,6 +318,21 @@ def test_signal_backwards_at_submit_is_invalid(cts):
     cts.wait(sem, 6)
 
 
+def test_signal_beyond_max_value_at_submit_is_invalid(cts):
+    sem = cts.semaphore(0)
+    with pytest.raises(hal_core.InvalidArgumentError, match=str(hal_core.MAX_VALUE)):
+        cts.device.queue_barrier(ANY, [], [(sem, hal_core.MAX_VALUE + 1)])
+    assert sem.query() == 0 and sem.failure is None
+    cts.device.queue_barrier(ANY, [], [(sem, hal_core.MAX_VALUE)])
+    cts.wait(sem, hal_core.MAX_VALUE)
+
+
+def test_wait_semaphores_with_unknown_mode_is_invalid(cts):
+    sem = cts.semaphore(1)
+    with pytest.raises(hal_core.InvalidArgumentError, match="mode"):
+        cts.device.wait_semaphores(7, [(sem, 1)], 0)
+
+
 def test_malformed_semaphore_lists_are_invalid(cts):
     sem = cts.semaphore(0)
     for bad in ([(object(), 1)], [(sem, "1")], [sem]):

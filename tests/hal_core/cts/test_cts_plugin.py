@@ -174,8 +174,12 @@ def test_unavailable_backend_skips(suite):
 
 def test_all_runs_every_registered_backend(suite):
     result = _run(suite, "--hal-device=all", "-k", "uses_device or device_shared", "-v")
-    # local-task and local-sync come from the installed local_cpu plugin.
-    result.assert_outcomes(passed=9, skipped=3)
+    # local-task and local-sync come from the installed local_cpu plugin; other installed
+    # plugins may add backends, so only the ones named here are counted exactly.
+    outcomes = result.parseoutcomes()
+    assert "failed" not in outcomes and "errors" not in outcomes, outcomes
+    assert outcomes["skipped"] == 3  # fake-gone, for each of the three tests
+    assert outcomes["passed"] >= 9 and outcomes["passed"] % 3 == 0
     result.stdout.fnmatch_lines_random(
         [
             "*test_uses_device?fake-sync://? PASSED*",
