@@ -640,3 +640,34 @@ def test_two_groups_racing_for_one_device_only_one_wins():
         shared.close()
         for d in others:
             d.close()
+
+
+def test_copy_strategy_is_visible_in_each_devices_profile():
+    from hal_core.profiling import ProfilingDataFamily as F
+    from hal_core.profiling import ProfilingOptions, StatisticsSink
+
+    with create_device_group(["local-task://", "local-sync://"]) as group:
+        a, b = group.devices
+        stats = {a: StatisticsSink(), b: StatisticsSink()}
+        for device, sink in stats.items():
+            device.profiling_begin(ProfilingOptions(F.QUEUE_EVENTS, sinks=[sink]))
+        src = _buffer(a, b"\x11" * 128)
+        dst = b.allocator.allocate_buffer(hal.BufferParams(), 128)
+        done = b.create_semaphore()
+        group.copy(b, ANY, [], [(done, 1)], src, 0, dst, 0, 128)  # NATIVE: one COPY on b
+        group.copy(b, ANY, [(done, 1)], [(done, 2)], src, 0, dst, 0, 128,
+                   strategy=CopyStrategy.STAGED)  # a writes host memory, b reads it
+        done.wait(2, T)
+        for device in (a, b):
+            device.profiling_end()
+
+        def counts(device):
+            total: dict[str, int] = {}
+            for q in stats[device].statistics().queues:
+                for name, n in q.op_counts.items():
+                    total[name] = total.get(name, 0) + n
+            return total
+
+        assert counts(a) == {"WRITE": 1}
+        assert counts(b) == {"COPY": 1, "READ": 1}
+        assert [r.executing_devices for r in group.copy_history] == [(1,), (0, 1)]
