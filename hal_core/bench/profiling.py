@@ -22,8 +22,11 @@ def _profiled(ctx: BenchContext) -> Iterator[None]:
     from ..profiling import ProfilingDataFamily as F
     from ..profiling import ProfilingOptions, StatisticsSink
 
+    # Room for every record of the warm-up and timed runs (512 ops each), no more: a
+    # larger ring only adds garbage-collector traversal to what is measured.
+    capacity = max(1 << 12, (ctx.repeats + 2) * 1024)
     options = ProfilingOptions(
-        F.QUEUE_EVENTS | F.DISPATCH_EVENTS, sinks=[StatisticsSink()], ring_capacity=1 << 20
+        F.QUEUE_EVENTS | F.DISPATCH_EVENTS, sinks=[StatisticsSink()], ring_capacity=capacity
     )
     ctx.device.profiling_begin(options)
     try:
