@@ -96,15 +96,22 @@ class CtsContext:
         return buffer
 
     def read_bytes(
-        self, buffer: hal_core.Buffer, offset: int = 0, length: int | None = None
+        self,
+        buffer: hal_core.Buffer,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        via_queue: bool = False,
     ) -> bytes:
-        """Buffer contents: mapped when host-visible and mappable, else through a
-        ``queue_write`` into a memory file (works on any backend)."""
+        """Buffer contents: mapped when host-visible and mappable, else (or with
+        ``via_queue``) through a ``queue_write`` into a memory file, which works on any
+        backend."""
         if length is None:
             length = buffer.byte_length - offset
-        if buffer.memory_type.has(MemoryType.HOST_VISIBLE) and buffer.allowed_usage & (
-            BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT
-        ):
+        mappable = buffer.memory_type.has(MemoryType.HOST_VISIBLE) and bool(
+            buffer.allowed_usage & (BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT)
+        )
+        if mappable and not via_queue:
             return buffer.read(offset, length)
         out = bytearray(length)
         file = self.device.import_file(out, MemoryAccess.READ | MemoryAccess.WRITE)

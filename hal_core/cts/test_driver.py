@@ -103,8 +103,9 @@ def test_unknown_driver_is_not_found():
 
 @pytest.mark.parametrize("uri", ["://0", "", "   ", "bad driver://"])
 def test_malformed_uri_is_invalid(uri):
-    with pytest.raises(hal_core.InvalidArgumentError):
+    with pytest.raises(hal_core.InvalidArgumentError) as info:
         hal_core.create_device(uri)
+    assert repr(uri) in info.value.message  # the message names the URI
 
 
 def test_too_many_uri_params_is_invalid(driver):
