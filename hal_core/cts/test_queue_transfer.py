@@ -595,6 +595,7 @@ if given is not None:
     @settings(
         max_examples=20,
         deadline=None,
+        database=None,  # the CTS runs from installed packages: leave no files behind
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(ops=_transfer_ops())
