@@ -51,7 +51,13 @@ def _mix(values: list[int], i: int) -> int:
 def _run_dag(group: DeviceGroup, seed: int) -> set[CopyStrategy]:
     rng = random.Random(seed)
     devices = group.devices
-    cells = [d.allocator.allocate_buffer(hal.BufferParams(), 4 * OPS) for d in devices]
+    # Host-visible, mappable cells: host calls read them on every backend (a GPU's
+    # default DEVICE_LOCAL memory would not map).
+    params = hal.BufferParams(
+        type=hal.MemoryType.HOST_VISIBLE | hal.MemoryType.DEVICE_VISIBLE,
+        usage=hal.BufferUsage.DEFAULT | hal.BufferUsage.MAPPING,
+    )
+    cells = [d.allocator.allocate_buffer(params, 4 * OPS) for d in devices]
     sems = [None] * OPS
     where = [0] * OPS  # device index holding cell i
     reference = [0] * OPS
@@ -151,3 +157,50 @@ def test_joining_a_group_while_work_retires_loses_no_epoch(uri):
         # Queue 0 ran exactly n ops: its axis must reach epoch n in the group tracker.
         group.semaphore_for_frontier(Frontier.single(axis, n)).wait(1, T)
         assert group.tracker.current_epoch(axis) == n
+
+
+# -- with the amdgpu driver over the software HSA agent (two simulated GPUs) ---------------
+
+AMDGPU_URIS = ["local-task://", "amdgpu://0?hsa=soft", "amdgpu://1?hsa=soft"]
+
+
+@pytest.fixture
+def amdgpu_group():
+    try:
+        group = create_device_group(AMDGPU_URIS)
+    except (hal.NotFoundError, hal.UnavailableError) as exc:
+        pytest.skip(f"amdgpu software agent not available: {exc}")
+    with group:
+        yield group
+
+
+def test_random_dag_with_two_simulated_gpus(amdgpu_group):
+    strategies = _run_dag(amdgpu_group, seed=4)
+    # The GPUs' memory is not the host's: copies between devices are staged.
+    assert CopyStrategy.STAGED in strategies
+    cpu, gpu0, gpu1 = amdgpu_group.devices
+    assert gpu0.driver_name == gpu1.driver_name == "amdgpu"
+    assert amdgpu_group.topology.edge(1, 2).buffer_read_mode == InteropMode.COPY
+
+
+def test_failure_on_the_cpu_reaches_gpu_dependents_and_back(amdgpu_group):
+    cpu, gpu0, gpu1 = amdgpu_group.devices
+    a, b, c, ok = (d.create_semaphore() for d in (cpu, gpu0, gpu1, cpu))
+
+    def boom(args, ctx):
+        raise hal.DataLossError("sim: corrupted input on the CPU")
+
+    cpu.queue_host_call(hal.QueueAffinity.ANY, [(ok, 1)], [(a, 1)], boom)
+    gpu0.queue_barrier(hal.QueueAffinity.ANY, [(a, 1)], [(b, 1)])
+    gpu1.queue_barrier(hal.QueueAffinity.ANY, [(b, 1)], [(c, 1)])
+    after = cpu.create_semaphore()
+    cpu.queue_barrier(hal.QueueAffinity.ANY, [(c, 1)], [(after, 1)])
+    ok.signal(1)
+    for sem in (a, b, c, after):
+        with pytest.raises(hal.DataLossError, match="corrupted input"):
+            sem.wait(1, T)
+    # Independent work on each GPU still runs.
+    for gpu in (gpu0, gpu1):
+        s = gpu.create_semaphore()
+        gpu.queue_barrier(hal.QueueAffinity.ANY, [], [(s, 1)])
+        s.wait(1, T)
