@@ -345,6 +345,9 @@ class BlockProgram:
     slot_extents: dict
     static_buffers: tuple
     retained: tuple
+    #: A direct reference outside its buffer (only possible UNVALIDATED): submissions
+    #: fail with OUT_OF_RANGE at execution.
+    range_error: str | None = None
 
 
 class _Rec:
@@ -377,6 +380,7 @@ def build_program(
     retained: list[Any] = []
     pending_barrier = False
     executable_ids: dict[int, int] = {}
+    range_errors: list[str] = []
     builtins = context.builtins
 
     def pointer_source(ref: Any, ordinal: int, length: int) -> tuple[int, int, int, int]:
@@ -388,6 +392,11 @@ def build_program(
             return (int(BindingSourceFlags.DYNAMIC), ref.slot, ref.offset, ordinal)
         buf = ref.buffer
         retained.append(buf)
+        if ref.offset + length > buf.byte_length and not range_errors:
+            # Only reachable UNVALIDATED: fail the submission at execution, as IREE does.
+            range_errors.append(
+                f"command {len(recs)}: range [{ref.offset}, {ref.offset + length}) exceeds "
+                f"its buffer of {buf.byte_length} bytes (recorded UNVALIDATED)")
         addr = context.buffer_address(buf)
         if addr is None:
             i = static_index.get(id(buf))
@@ -602,6 +611,7 @@ def build_program(
         slot_extents=slot_extents,
         static_buffers=tuple(static_buffers),
         retained=tuple(retained),
+        range_error=range_errors[0] if range_errors else None,
     )
 
 

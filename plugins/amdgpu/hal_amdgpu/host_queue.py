@@ -60,6 +60,7 @@ from hal_core import (
     InvalidArgumentError,
     MemoryAccess,
     MemoryType,
+    OutOfRangeError,
     StatusCode,
     UnimplementedError,
     axis_make_queue,
@@ -491,8 +492,10 @@ class HostQueue:
             if program is not None:
                 # Pointers resolve once waits are met: buffers may be committed by an
                 # alloca this op waited for (FAILED_PRECONDITION when decommitted).
+                if program.range_error is not None:
+                    raise OutOfRangeError(program.range_error)
                 if program.slot_extents:
-                    sub.binding_ptrs = _binding_pointers(sub.table)
+                    sub.binding_ptrs = _binding_pointers(sub.table, program.slot_extents)
                 if program.static_buffers:
                     sub.static_ptrs = _static_pointers(program.static_buffers)
                 indirect = program.blocks[0].replay.indirect
@@ -1074,8 +1077,29 @@ def _supports_barrier_value(gpu: Any) -> bool:
                                                       and stepping <= 2)
 
 
-def _binding_pointers(table: tuple) -> np.ndarray:
-    ptrs = np.zeros(max(1, len(table)), np.uint64)
+def _binding_pointers(table: tuple, extents: dict) -> np.ndarray:
+    """Device address of every binding-table slot (binding offset included), after checking
+    that each slot the program uses exists and covers the bytes it reaches (the checks
+    an UNVALIDATED recording skipped; failures fail the submission at execution)."""
+    from hal_core._memory import WHOLE_BUFFER
+
+    n = len(table)
+    for slot, extent in extents.items():
+        if slot >= n:
+            raise OutOfRangeError(
+                f"the command buffer uses binding-table slot {slot} but the table has {n} "
+                "entries")
+        binding = table[slot]
+        if binding is None or binding.buffer is None:
+            raise InvalidArgumentError(f"binding-table slot {slot} holds no buffer")
+        length = binding.length
+        if length == WHOLE_BUFFER:
+            length = binding.buffer.byte_length - binding.offset
+        if extent > length or binding.offset + length > binding.buffer.byte_length:
+            raise OutOfRangeError(
+                f"the command buffer reaches byte {extent} of binding-table slot {slot}, "
+                f"which binds {length} bytes")
+    ptrs = np.zeros(max(1, n), np.uint64)
     for slot, binding in enumerate(table):
         if binding is None or binding.buffer is None:
             continue

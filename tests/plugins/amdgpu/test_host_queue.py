@@ -427,3 +427,25 @@ def test_many_block_replays_park_and_resume_in_order():
         assert (other.host_bytes().view(np.uint32) == expect).all()
     finally:
         env.close()
+
+
+def test_unvalidated_out_of_range_fails_at_execution(env):
+    buf = env.buffer(16)
+    s = Semaphore(0)
+    cases = [
+        ([(CMD_FILL, BufferRef(buf, 8, 64), b"\1")], (), "exceeds its buffer"),
+        ([(CMD_FILL, BufferRef.indirect(0, 8, 64), b"\1")], (BufferBinding(buf),),
+         "binds 16 bytes"),
+        ([(CMD_FILL, BufferRef.indirect(3, 0, 4), b"\1")], (BufferBinding(buf),),
+         "table has 1 entries"),
+    ]
+    for i, (cmds, table, message) in enumerate(cases):
+        sem = Semaphore(0)
+        prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.UNVALIDATED, 1)
+        env.op(K.EXECUTE, 0, (), [(sem, 1)], data=prog, extra=table)
+        with pytest.raises(hal.OutOfRangeError, match=message):
+            sem.wait(1, T)
+    assert bytes(buf.host_bytes()) == bytes(16)  # nothing ran
+    env.fill(0, buf, 2, signals=[(s, 1)])  # later work runs
+    s.wait(1, T)
+    assert bytes(buf.host_bytes()) == b"\2" * 16
