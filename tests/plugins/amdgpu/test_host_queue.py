@@ -439,7 +439,7 @@ def test_unvalidated_out_of_range_fails_at_execution(env):
         ([(CMD_FILL, BufferRef.indirect(3, 0, 4), b"\1")], (BufferBinding(buf),),
          "table has 1 entries"),
     ]
-    for i, (cmds, table, message) in enumerate(cases):
+    for cmds, table, message in cases:
         sem = Semaphore(0)
         prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.UNVALIDATED, 1)
         env.op(K.EXECUTE, 0, (), [(sem, 1)], data=prog, extra=table)
