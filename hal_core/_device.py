@@ -43,12 +43,14 @@ from ._queue import (
     QueueOpKind,
 )
 from ._semaphore import MAX_VALUE, Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
+from .pool import Pool, QueuePoolBackend
 from ._status import (
     FailedPreconditionError,
     HalError,
     InvalidArgumentError,
     NotFoundError,
     OutOfRangeError,
+    UnimplementedError,
 )
 
 __all__ = ["Device"]
@@ -476,6 +478,11 @@ class Device:
         Use it only after ``signal``; release it with ``queue_dealloca``."""
         op = self._op(QueueOpKind.ALLOCA, affinity, wait, signal)
         params = _params(params)
+        if pool is not None and not isinstance(pool, Pool):
+            raise InvalidArgumentError(
+                "queue_alloca pool must be a hal_core.pool.Pool (None selects the device's "
+                f"default pool set), got {type(pool).__name__}"
+            )
         if not isinstance(allocation_size, int) or allocation_size < 0:
             raise InvalidArgumentError(
                 f"allocation size must be an int >= 0, got {allocation_size!r}"
@@ -505,8 +512,25 @@ class Device:
         op.length = size
         op.extra = (pool, params)
         op.flags = AllocaFlags(flags)
-        self._submit(op)
+        # Backends with pools reserve memory here (and may refuse with RESOURCE_EXHAUSTED).
+        submit_alloca = getattr(self._backend, "submit_alloca", None)
+        (submit_alloca or self._submit)(op)
         return buffer
+
+    def query_queue_pool_backend(self, affinity: int) -> QueuePoolBackend:
+        """The slab provider, notification and epoch query for building a pool that
+        serves queue ``affinity`` (its first selected queue) with ``queue_alloca``.
+        INVALID_ARGUMENT for an affinity selecting no queue; UNIMPLEMENTED when the backend
+        has no pool substrate."""
+        self._check_open()
+        queue = self._select_queue(affinity)
+        query = getattr(self._backend, "query_queue_pool_backend", None)
+        if query is None:
+            raise UnimplementedError(
+                f"{self.driver_name} does not expose queue pool backends; pass pool=None "
+                "to queue_alloca to use its default allocation"
+            )
+        return query(queue)
 
     def queue_dealloca(
         self,

@@ -19,7 +19,6 @@ semaphore callbacks run.
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any
 
@@ -45,6 +44,7 @@ from hal_core.profiling import MemoryEventType
 from hal_core.profiling import host_time_ns as _host_time_ns
 
 from .allocator import HostAllocatorBackend
+from .queue_pools import QueuePools
 from .queue_timeline import QueueTimeline
 from .worker_pool import WorkerPool
 
@@ -54,6 +54,7 @@ _INLINE_DONE = 0  # nothing to execute: complete on the readying thread
 _INLINE = 1  # execute on the readying thread
 _BY_SIZE = 2  # inline when small, else a worker
 _WORKER = 3  # always a worker
+_ALLOCA = 4  # reserve pool memory: commits now, after a frontier wait, or when parked work retries
 
 _K = QueueOpKind
 
@@ -90,6 +91,7 @@ class LocalDeviceBackend:
             for kind in (_K.FILL, _K.UPDATE, _K.COPY, _K.READ, _K.WRITE):
                 route[kind] = _BY_SIZE
         self._route = route
+        route[_K.ALLOCA] = _ALLOCA
         self._on_timepoint_cb = self._on_timepoint
         self._handlers = {
             _K.BARRIER: _run_barrier,
@@ -98,12 +100,11 @@ class LocalDeviceBackend:
             _K.COPY: _run_copy,
             _K.READ: _run_read,
             _K.WRITE: _run_write,
-            _K.ALLOCA: self._run_alloca,
             _K.DEALLOCA: self._run_dealloca,
         }
         self.device: Any = None  # the public Device, set by the driver
-        # Queue retire hooks saved while this device is in a device group.
-        self._ungrouped_on_retire: list | None = None
+        # Queue axes + frontier tracker + default pool set + the alloca state machine.
+        self.pools = QueuePools(self)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -126,27 +127,11 @@ class LocalDeviceBackend:
         return attrs.evolve(edge, capabilities=edge.capabilities | _PEER_CPU)
 
     def assign_topology_info(self, info: Any) -> None:
-        """Joining a group re-points each queue's in-order retire hook at the queue's axis
-        in the group's tracker (caught up to what already retired); ``None`` (leaving)
-        restores the hooks the queues had before."""
-        queues = self.queues
-        saved = self._ungrouped_on_retire
-        if info is None:
-            if saved is not None:
-                for queue, hook in zip(queues, saved):
-                    queue.on_retire = hook
-                self._ungrouped_on_retire = None
-            return
-        if saved is None:
-            self._ungrouped_on_retire = [q.on_retire for q in queues]
-        advance = info.tracker.advance
-        for queue in queues:
-            axis = info.queue_axis(queue.index)
-            # Hook first, then catch up: a retire racing with us is seen by one of the two
-            # (advance keeps the max).
-            queue.on_retire = functools.partial(advance, axis)
-            if queue.retired:
-                advance(axis, queue.retired)
+        """Joining a group binds each queue's timeline to its axis in the group's tracker
+        as well (epochs published under the timeline lock, caught up to what already
+        retired, so none is lost); ``None`` (leaving) unbinds. While a member, pool death
+        frontiers name the group axes (see ``queue_pools``)."""
+        self.pools.assign_topology_info(info)
 
     # -- submission --------------------------------------------------------------------
 
@@ -196,6 +181,8 @@ class LocalDeviceBackend:
             self._finish(op, None)
         elif route == _INLINE or (route == _BY_SIZE and op.length <= INLINE_TRANSFER_BYTES):
             self._execute(op)
+        elif route == _ALLOCA:
+            self.pools.start(op)
         else:
             self.workers.submit(self._execute, op)
 
@@ -232,21 +219,21 @@ class LocalDeviceBackend:
 
     # -- operations that need the device -----------------------------------------------
 
-    def _run_alloca(self, op: QueueOp) -> None:
-        _pool, params = op.extra
-        storage, _type = self.allocator.allocate(params, op.length)
-        op.target.commit(storage)
+    def submit_alloca(self, op: QueueOp) -> None:
+        """``submit`` for ALLOCA: pick the pool and, when nothing is waited on, reserve
+        now (RESOURCE_EXHAUSTED raises with nothing queued); see ``queue_pools``."""
+        self.pools.prepare(op)
+        try:
+            self.submit(op)
+        except BaseException:
+            self.pools.abandon(op)
+            raise
 
     def _run_dealloca(self, op: QueueOp) -> None:
-        buffer = op.target
-        if not buffer.is_committed:
-            raise error_for(
-                StatusCode.FAILED_PRECONDITION,
-                "queue_dealloca of a buffer that is not committed (never allocated, or "
-                "already deallocated)",
-            )
-        storage = buffer.decommit()
-        storage.release()
+        self.pools.dealloca(op)
+
+    def query_queue_pool_backend(self, queue_index: int) -> Any:
+        return self.pools.query_queue_pool_backend(queue_index)
 
     def _run_host_call(self, op: QueueOp) -> None:
         fn = op.data
@@ -366,6 +353,7 @@ class LocalDeviceBackend:
                 self._finish(op, CancelledError("device closed while the operation was waiting"))
         if self.workers is not None:
             self.workers.shutdown(timeout)
+        self.pools.close()  # parked allocas fail CANCELLED; default pools give slabs back
 
 
 # -- transfer handlers (host memory) -------------------------------------------------------

@@ -1,0 +1,87 @@
+"""local_cpu queue axes, tracker publishing, default pools and the alloca state machine."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import hal_core
+from hal_core import BufferParams, Frontier
+from hal_core.pool import AcquireResult, CpuSlabProvider, FixedBlockPool, TlsfPool
+
+T = 10.0
+
+
+@pytest.fixture(params=["local-task://", "local-sync://"])
+def device(request):
+    with hal_core.create_device(request.param) as dev:
+        yield dev
+
+
+def _barriers(device, affinity, n):
+    sem = device.create_semaphore()
+    for v in range(1, n + 1):
+        device.queue_barrier(affinity, [], [(sem, v)])
+    sem.wait(n, T)
+
+
+def test_queues_publish_retired_epochs_on_their_axes(device):
+    pools = device.backend.pools
+    _barriers(device, 1, 3)
+    axis = pools.axes[0]
+    assert pools.tracker.query_epoch(axis, device.backend.queues[0].retired)
+    assert device.backend.queues[0].retired >= 3
+    assert not pools.tracker.query_epoch(pools.axes[1], 1)
+
+
+def test_tracker_waiter_fires_when_the_queue_retires(device):
+    pools = device.backend.pools
+    axis = pools.axes[0]
+    target = device.backend.queues[0].retired + 2
+    fired = threading.Event()
+    pools.tracker.wait(Frontier([(axis, target)]), lambda arg, st: fired.set(), None)
+    assert not fired.is_set()
+    _barriers(device, 1, 2)
+    assert fired.wait(T)
+
+
+def test_same_queue_reuse_through_the_default_pool(device):
+    tlsf = device.backend.pools.default_pools.pools[0][1]
+    assert isinstance(tlsf, TlsfPool)
+    for _ in range(30):
+        a, d = device.create_semaphore(), device.create_semaphore()
+        buf = device.queue_alloca(1, (), [(a, 1)], BufferParams(), 10_000)
+        a.wait(1, T)
+        device.queue_dealloca(1, (), [(d, 1)], buf)
+        d.wait(1, T)
+    stats = tlsf.query_stats()
+    assert stats.slab_count == 1 and stats.reservation_count == 0
+    assert stats.reuse_count + stats.fresh_count == 30
+
+
+def test_close_cancels_a_parked_alloca():
+    device = hal_core.create_device("local-task://")
+    pools = device.backend.pools
+    pool = FixedBlockPool(
+        CpuSlabProvider(), block_size=64, block_count=1, notification=pools.notification
+    )
+    s1, s2 = device.create_semaphore(), device.create_semaphore()
+    device.queue_alloca(1, (), [(s1, 1)], BufferParams(), 64, pool=pool)
+    s1.wait(1, T)
+    parked = device.queue_alloca(1, (), [(s2, 1)], BufferParams(), 64, pool=pool)
+    assert pools.pending_count == 1 and not parked.is_committed
+    device.close()
+    with pytest.raises(hal_core.CancelledError):
+        s2.wait(1, T)
+    assert pool.query_stats().reservation_count == 1  # only the first buffer's block
+    assert pool.acquire_reservation(64)[0] == AcquireResult.EXHAUSTED
+
+
+def test_group_membership_publishes_on_the_group_tracker(device):
+    with hal_core.DeviceGroup.from_devices([device], owns_devices=False) as group:
+        _barriers(device, 2, 2)
+        axis = group.queue_axis(0, 1)
+        assert group.tracker.query_epoch(axis, device.backend.queues[1].retired)
+        assert device.backend.pools.queue_axis(1) == axis
+    assert device.backend.pools.queue_axis(1) == device.backend.pools.axes[1]
