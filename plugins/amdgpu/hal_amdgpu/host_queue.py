@@ -791,7 +791,8 @@ class HostQueue:
         self.wait_idle(CLOSE_DRAIN_TIMEOUT if timeout is None else timeout)
         lib = self.hsa.lib
         lib.hsa_signal_store_screlease(self.stop_signal, 1)
-        self._thread.join()
+        if threading.current_thread() is not self._thread:  # closed from a host call
+            self._thread.join()
         self._destroy_hsa_queue()
         self._drain()
         self._fail_pending(self.error or CancelledError(
@@ -983,7 +984,12 @@ class HostQueueSet:
             sub.action = _FileAction(self, op)
             sub.signals = ()
         elif kind == _K.ALLOCA:
-            pass  # committed at admission (_commit_alloca); a NOP carries the signals
+            if op.extra[0] is not None:
+                raise UnimplementedError(
+                    "amdgpu queue_alloca from an explicit pool is not implemented (the "
+                    "driver has no pool substrate yet); pass pool=None to allocate from the "
+                    "device heaps")
+            # Committed at admission (_commit_alloca); a NOP carries the signals.
         elif kind == _K.DEALLOCA:
             sub.action = _DeallocaAction(self, op)
             sub.signals = ()

@@ -265,6 +265,9 @@ def test_host_call_alloca_dealloca(env):
     env.op(K.DEALLOCA, 0, [(s, 4)], [(s, 5)], target=pending)
     with pytest.raises(hal.FailedPreconditionError):
         s.wait(5, T)
+    with pytest.raises(hal.UnimplementedError, match="explicit pool"):
+        env.op(K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=128,
+               extra=(object(), params))
 
 
 def test_execute_block_program_with_binding_table(env):
