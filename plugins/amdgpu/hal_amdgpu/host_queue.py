@@ -690,6 +690,7 @@ class HostQueue:
             if lib.hsa_signal_load_scacquire(stop) != 0:
                 if self.error is not None:
                     self._fail_pending(self.error)
+                    self._fail_stuck_peers(self.error)
                 return
 
     def _drain(self) -> None:
@@ -738,6 +739,21 @@ class HostQueue:
         if self.error is None:
             self.error = self.hsa.error(int(status), f"AMD GPU queue {self.index}")
         self.hsa.lib.hsa_signal_store_screlease(self.stop_signal, 1)
+
+    def _fail_stuck_peers(self, error: HalError) -> None:
+        """Peers that published a device barrier on an epoch of this (failed) queue that
+        never retired are stuck behind it for good: fail them too (their completion
+        threads drain what finished before the barrier, then fail the rest), so failure
+        propagates instead of hanging. Each peer's own thread continues the cascade."""
+        for peer in self.qset.queues:
+            if peer is self or peer.error is not None:
+                continue
+            if peer.frontier.get(self.index, 0) > self.completed_epoch:
+                peer.error = error_for(
+                    error.code,
+                    f"AMD GPU queue {peer.index} waits on queue {self.index}, which failed: "
+                    f"{error}")
+                self.hsa.lib.hsa_signal_store_screlease(peer.stop_signal, 1)
 
     def _fail_pending(self, error: HalError) -> None:
         """Fail every pending signal (notifications, host actions, parked, deferred) and

@@ -452,3 +452,29 @@ def test_unvalidated_out_of_range_fails_at_execution(env):
     env.fill(0, buf, 2, signals=[(s, 1)])  # later work runs
     s.wait(1, T)
     assert bytes(buf.host_bytes()) == b"\2" * 16
+
+
+def test_fault_propagates_to_a_peer_stuck_behind_a_device_barrier():
+    env = Env("gfx90a,gfx90a", aql_capacity=64, kernarg_capacity=1 << 16)
+    try:
+        a, b = env.buffer(64), env.buffer(64)
+        s0, s1, early = Semaphore(0), Semaphore(0), Semaphore(0)
+        env.fill(1, b, 3, signals=[(early, 1)])
+        early.wait(1, T)  # done before anything fails: stays signalled
+        release = env.block(0)
+        env.fill(0, a, 1, signals=[(s0, 1)])
+        env.copy(1, a, b, waits=[(s0, 1)], signals=[(s1, 1)])  # device barrier on q0
+        q0, q1 = env.qs.queues[:2]
+        assert q1.frontier == {0: 1}
+        env.runtime.inject_fault()
+        release()
+        with pytest.raises(hal.HalError):
+            s0.wait(1, T)
+        with pytest.raises(hal.HalError, match="waits on queue 0, which failed"):
+            s1.wait(1, T)
+        assert early.value == 1 and (b.host_bytes() == 3).all()
+        late = Semaphore(0)
+        env.fill(2, b, 5, signals=[(late, 1)])  # the other GPU's queues still work
+        late.wait(1, T)
+    finally:
+        env.close(timeout=1)
