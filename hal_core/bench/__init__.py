@@ -19,6 +19,7 @@ import attrs
 __all__ = ["Benchmark", "BenchContext", "BenchResult", "benchmark", "all_benchmarks", "MODULES"]
 
 MODULES = [
+    "hal_core.bench.command_buffers",
     "hal_core.bench.edges",
     "hal_core.bench.groups",
     "hal_core.bench.pools",

@@ -44,6 +44,10 @@ from hal_core.profiling import MemoryEventType
 from hal_core.profiling import host_time_ns as _host_time_ns
 
 from .allocator import HostAllocatorBackend
+from .command_buffer import execute_program
+from .command_buffer import finalize as finalize_program
+from .executable_formats import FORMATS as EXECUTABLE_FORMATS
+from .executable_formats import prepare_executable
 from .queue_pools import QueuePools
 from .queue_timeline import QueueTimeline
 from .worker_pool import WorkerPool
@@ -101,6 +105,8 @@ class LocalDeviceBackend:
             _K.READ: _run_read,
             _K.WRITE: _run_write,
             _K.DEALLOCA: self._run_dealloca,
+            _K.EXECUTE: self._run_program,
+            _K.DISPATCH: self._run_program,
         }
         self.device: Any = None  # the public Device, set by the driver
         # Queue axes + frontier tracker + default pool set + the alloca state machine.
@@ -343,6 +349,29 @@ class LocalDeviceBackend:
                     p.record_memory_event(_MEMORY_QUEUE_DEALLOCA, op.queue, id(target),
                                           target.allocation_size, submission_id=op.epoch)
         LocalDeviceBackend._finish(self, op, error)
+
+    # -- executables and command buffers ---------------------------------------------------
+
+    def executable_formats(self) -> tuple[str, ...]:
+        return tuple(EXECUTABLE_FORMATS)
+
+    def prepare_executable(self, format: str, data: Any, params: dict) -> Any:
+        return prepare_executable(format, data, params)
+
+    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
+        return finalize_program(commands, mode, binding_capacity, self.workers is not None)
+
+    def _run_program(self, op: QueueOp) -> None:
+        """EXECUTE and DISPATCH: replay ``op.data`` against binding table ``op.extra``."""
+        try:
+            execute_program(op.data, op.extra, self.workers)
+        except HalError as exc:
+            # Failed semaphores keep their error: drop its frames (and their buffers).
+            raise exc.with_traceback(None) from None
+        finally:
+            # The work is done: release what the submission retained *before* its
+            # signals publish, so a waiter that wakes observes the release.
+            op.retained = op.extra = op.data = None
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -27,5 +27,11 @@ def hal_drivers() -> list[DriverFactory]:
 def hal_cts_backends():
     from hal_core.cts.config import CtsBackend
 
-    tags = {"async_queue", "file_io", "host_calls", "mapping"}
-    return [CtsBackend(driver="local-task", tags=tags), CtsBackend(driver="local-sync", tags=tags)]
+    from .kernels import cts_executable_formats
+
+    tags = {"async_queue", "file_io", "host_calls", "mapping", "indirect", "dispatch"}
+    formats = cts_executable_formats()
+    return [
+        CtsBackend(driver="local-task", tags=tags, executable_formats=formats),
+        CtsBackend(driver="local-sync", tags=tags, executable_formats=formats),
+    ]
