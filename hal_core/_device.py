@@ -43,7 +43,6 @@ from ._queue import (
     QueueOpKind,
 )
 from ._semaphore import MAX_VALUE, Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
-from .pool import Pool, QueuePoolBackend
 from ._status import (
     FailedPreconditionError,
     HalError,
@@ -52,6 +51,7 @@ from ._status import (
     OutOfRangeError,
     UnimplementedError,
 )
+from .pool import Pool, QueuePoolBackend
 
 __all__ = ["Device"]
 

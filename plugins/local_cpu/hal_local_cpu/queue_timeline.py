@@ -20,8 +20,17 @@ from typing import Any, Callable
 
 class QueueTimeline:
     __slots__ = (
-        "index", "retired", "_next", "_done", "_lock", "on_retire",
-        "_pub", "_axis", "_axis_state", "_tracker", "_more",
+        "index",
+        "retired",
+        "_next",
+        "_done",
+        "_lock",
+        "on_retire",
+        "_pub",
+        "_axis",
+        "_axis_state",
+        "_tracker",
+        "_more",
     )
 
     def __init__(self, index: int) -> None:
