@@ -46,25 +46,6 @@ from ._executable import (
     ParameterType,
 )
 from ._file import File
-from ._memory import (
-    WHOLE_BUFFER,
-    BufferCompatibility,
-    BufferParams,
-    BufferUsage,
-    MemoryAccess,
-    MemoryHeap,
-    MemoryType,
-    PlacementFlags,
-    QueueAffinity,
-)
-from ._queue import (
-    AllocaFlags,
-    DeallocaFlags,
-    HostCallContext,
-    HostCallFlags,
-    QueueOpKind,
-)
-from ._registry import PluginRecord, Registry, create_device, registry
 from ._frontier import (
     DEFAULT_FRONTIER_CAPACITY,
     AxisDomain,
@@ -80,7 +61,26 @@ from ._frontier import (
     axis_session,
 )
 from ._frontier_tracker import FrontierTracker, FrontierWaiter
+from ._memory import (
+    WHOLE_BUFFER,
+    BufferCompatibility,
+    BufferParams,
+    BufferUsage,
+    MemoryAccess,
+    MemoryHeap,
+    MemoryType,
+    PlacementFlags,
+    QueueAffinity,
+)
 from ._notification import Notification
+from ._queue import (
+    AllocaFlags,
+    DeallocaFlags,
+    HostCallContext,
+    HostCallFlags,
+    QueueOpKind,
+)
+from ._registry import PluginRecord, Registry, create_device, registry
 from ._semaphore import (
     FAILURE_VALUE,
     MAX_VALUE,
@@ -114,10 +114,36 @@ from ._status import (
 )
 from ._uri import DeviceUri
 from .hookspecs import hookimpl
+from .pool import (
+    AcquireResult,
+    CpuSlabProvider,
+    FixedBlockPool,
+    PassthroughPool,
+    Pool,
+    PoolSet,
+    PoolStats,
+    QueuePoolBackend,
+    Reservation,
+    ReserveFlags,
+    SlabCache,
+    TlsfPool,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcquireResult",
+    "CpuSlabProvider",
+    "FixedBlockPool",
+    "PassthroughPool",
+    "Pool",
+    "PoolSet",
+    "PoolStats",
+    "QueuePoolBackend",
+    "Reservation",
+    "ReserveFlags",
+    "SlabCache",
+    "TlsfPool",
     "DEFAULT_FRONTIER_CAPACITY",
     "AxisDomain",
     "Frontier",
