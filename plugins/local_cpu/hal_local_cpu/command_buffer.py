@@ -101,7 +101,7 @@ class LocalProgram:
         "pools",
         "executables",
         "py_fns",
-        "rec_cmd",
+        "command_ops",
         "slot_count",
         "native",
         "_ptrs",
@@ -146,7 +146,6 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     col_template: list[int] = []
     col_span: list[int] = []
     spans: list[tuple[int, int]] = [(0, 0)]  # span 0: no bindings (transfers)
-    rec_cmd: list[int] = []
     bind_base = array("q")
     bind_off = array("q")
     bind_len = array("q")
@@ -191,23 +190,19 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
             direct.append(b)
         return i
 
-    def transfer(record: tuple, ci: int) -> None:
+    def transfer(record: tuple) -> None:
         col_template.append(len(templates))
         templates.append(record)
         col_span.append(0)
-        rec_cmd.append(ci)
 
     add_template = col_template.append
     add_span = col_span.append
-    add_cmd = rec_cmd.append
     last_exe: Any = None
     last_ord = -1
     last_cfg: Any = None
     last_nc = -1
     tidx = -1
-    ci = -1
     for cmd in commands:
-        ci += 1
         op = cmd[0]
         if op == CMD_BARRIER:
             continue
@@ -230,7 +225,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                     coff = const_offsets[id(consts)] = const_total
                     const_chunks.append(consts)
                     const_total += len(consts)
-                const_recs.append(len(rec_cmd))
+                const_recs.append(len(col_template))
                 const_coffs.append(coff)
             span = binding_spans.get(id(bindings))
             if span is None:
@@ -248,7 +243,6 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                 spans.append((bstart, len(bindings)))
             add_template(tidx)
             add_span(span)
-            add_cmd(ci)
         elif op == CMD_FILL:
             ref, data = cmd[1], cmd[2]
             pattern = int.from_bytes(data, "little")
@@ -271,7 +265,6 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                     0,
                     0,
                 ),
-                ci,
             )
         elif op == CMD_COPY:
             src, dst = cmd[1], cmd[2]
@@ -294,11 +287,10 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                     0,
                     0,
                 ),
-                ci,
             )
         elif op == CMD_UPDATE:
             data, ref = cmd[1], cmd[2]
-            update_recs.append(len(rec_cmd))
+            update_recs.append(len(col_template))
             update_chunks.append(data)
             transfer(
                 (
@@ -319,14 +311,13 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                     0,
                     0,
                 ),
-                ci,
             )
             update_total += len(data)
         # barriers and debug groups need no record: commands already run in order.
 
     p = LocalProgram()
     pools: list[Any] = []
-    if rec_cmd:
+    if col_template:
         recs = np.array(templates, dtype=_I64)[np.array(col_template, dtype=np.intp)]
         if len(spans) > 1:
             recs[:, 9:11] = np.array(spans, dtype=_I64)[np.array(col_span, dtype=np.intp)]
@@ -349,7 +340,13 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     p.pools = pools
     p.executables = tuple(executables.values())
     p.py_fns = py_fns
-    p.rec_cmd = rec_cmd
+    # Error messages name the failing *command*; records skip barriers and debug groups,
+    # so keep what maps one to the other (op codes only when the caller's objects must
+    # not be retained).
+    if mode & CommandBufferMode.UNRETAINED:
+        p.command_ops = [c[0] for c in commands]
+    else:
+        p.command_ops = commands
     p.slot_count = slot_hi[0]
     p.native = lib is not None
 
@@ -406,15 +403,12 @@ def _dispatch_template(
             facts = (0, 0, 0, base_of(ind), ind.offset)
         config_facts[id(cfg)] = facts
     if not 0 <= ordinal < len(be.functions):
-        raise OutOfRangeError(
-            f"function ordinal {ordinal} is outside 0..{len(be.functions) - 1}"
-        )
+        raise OutOfRangeError(f"function ordinal {ordinal} is outside 0..{len(be.functions) - 1}")
     info = be.functions[ordinal]
     if nc < info.constant_count:
         # UNVALIDATED recordings reach here: never let a kernel read past its constants.
         raise InvalidArgumentError(
-            f"function {info.name!r} takes {info.constant_count} constants; a dispatch "
-            f"passed {nc}"
+            f"function {info.name!r} takes {info.constant_count} constants; a dispatch passed {nc}"
         )
     ws = cfg.workgroup_size
     if ws == (0, 0, 0):
@@ -429,8 +423,24 @@ def _dispatch_template(
         py_fns.append((be.fns[ordinal], be.functions[ordinal].name))
     cx, cy, cz, ib, io = facts
     # Word 15: the bindings the function needs, checked per record by the replay loop.
-    return (code, fn, cx, cy, cz, ib, io, 0, nc, 0, 0, ws[0], ws[1], ws[2], ordinal,
-            info.binding_count)
+    return (
+        code,
+        fn,
+        cx,
+        cy,
+        cz,
+        ib,
+        io,
+        0,
+        nc,
+        0,
+        0,
+        ws[0],
+        ws[1],
+        ws[2],
+        ordinal,
+        info.binding_count,
+    )
 
 
 def _as_i64(a: array) -> np.ndarray:
@@ -597,9 +607,24 @@ def _record_error(program: LocalProgram, i: int, rc: int) -> HalError:
     code = rc if 1 <= rc <= 18 else StatusCode.UNKNOWN
     return error_for(
         code,
-        f"command {program.rec_cmd[i]} ({what}) failed with status {StatusCode(code).name} "
+        f"command {_command_index(program, i)} ({what}) failed with status {StatusCode(code).name} "
         f"({rc}): a kernel returned it, or a range exceeded its buffer",
     )
+
+
+def _command_index(program: LocalProgram, record: int) -> int:
+    """The index of the command that produced ``record`` (error paths only)."""
+    seen = -1
+    for index, cmd in enumerate(program.command_ops):
+        op = cmd if cmd.__class__ is int else cmd[0]
+        if op in _RECORDED:
+            seen += 1
+            if seen == record:
+                return index
+    return record
+
+
+_RECORDED = frozenset((CMD_FILL, CMD_UPDATE, CMD_COPY, CMD_DISPATCH))
 
 
 def _function_name(program: LocalProgram, fn_ptr: int, ordinal: int) -> str:
@@ -646,8 +671,9 @@ def _interpret(program: LocalProgram, i: int, bases: np.ndarray, lens: np.ndarra
         else:
             _interpret_dispatch(program, rec, bases, lens)
     except HalError as exc:
+        where = _command_index(program, i)
         raise error_for(
-            exc.code, f"command {program.rec_cmd[i]} ({_OP_NAMES.get(op)}) failed: {exc.message}"
+            exc.code, f"command {where} ({_OP_NAMES.get(op)}) failed: {exc.message}"
         ) from None
 
 

@@ -388,3 +388,24 @@ def test_unvalidated_dispatch_misuse_fails_cleanly(device, native, compiled, mon
     good = _record(device, lambda cb: cb.dispatch(native, "noop", ONE), mode)
     device.queue_execute(ANY, (), [(ok, 1)], good)
     ok.wait(1, TIMEOUT)
+
+
+@needs_replay
+@pytest.mark.parametrize("mode", [0, CommandBufferMode.UNRETAINED])
+def test_errors_name_the_failing_command(device, native, mode):
+    out = _buf(device, 8)
+
+    def rec(cb):
+        cb.fill_buffer(out, b"\x01")  # command 0
+        cb.execution_barrier()  # command 1: no record
+        cb.begin_debug_group("g")  # command 2: no record
+        cb.dispatch(native, "fail_status", ONE, np.array([9, 0], np.uint32).tobytes())  # 3
+        cb.end_debug_group()
+
+    cb = _record(device, rec, mode)
+    sem = device.create_semaphore()
+    device.queue_execute(ANY, (), [(sem, 1)], cb)
+    with pytest.raises(
+        hal.FailedPreconditionError, match=r"command 3 \(dispatch of 'fail_status'\)"
+    ):
+        sem.wait(1, TIMEOUT)
