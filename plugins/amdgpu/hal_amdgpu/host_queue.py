@@ -29,10 +29,23 @@ Flow of one operation (``HostQueueSet.submit`` -> ``HostQueue.submit``):
    deallocas) at their epoch, signals semaphores coalesced per semaphore, drops retained
    resources, reclaims kernarg space and retries parked submissions.
 
+Payloads: a single fill/copy/update is one builtin blit packet encoded directly at
+admission (the transfer fast path); dispatches and command buffers replay a block program
+(``block_program``) block by block through the ``BlockProcessor``; barriers and host work
+(host calls, file reads/writes, deallocas) publish one NOP barrier packet whose epoch runs
+the host action on the completion thread before any later signal. A block opened by an
+indirect dispatch is published only once the blocks before it retired, after the host
+read its workgroup counts (no device-side patch kernel is shipped).
+
 A queue error (the HSA queue's error callback) is sticky: the completion thread drains
 what had completed, fails every pending signal with the HSA error (mapped code, HSA text),
+fails the queue's frontier axis, fails peer queues stuck behind a device barrier on it,
 and every later submission fails its signals with it. ``close`` never hangs: it waits a
-bounded time for in-flight work, then cancels.
+bounded time for in-flight work, then cancels (CANCELLED).
+
+Not implemented (absent or UNIMPLEMENTED, never faked): the PM4 ``WAIT_REG_MEM64`` wait
+barrier (targets without barrier-value packets defer in software), queue_alloca from an
+explicit pool (the pool substrate), profiling taps.
 
 Locks: ``_lock`` (submission: rings, epochs, parking, frontier) and ``_drain_lock``
 (completion draining). No lock is held while semaphores are signalled or user callbacks
