@@ -464,6 +464,10 @@ class _Waiter:
             if not self.done:
                 raise DeadlineExceededError(f"{describe()} within {timeout} s")
         if self.failure is not None:
+            # A failure woke us early: take back the timepoints still parked elsewhere.
+            for sem, handle in handles:
+                if handle is not None:
+                    sem.cancel_timepoint(handle)
             raise self.failure.clone()
 
 

@@ -2,6 +2,7 @@
 
 import sys
 import threading
+import time
 
 import pytest
 
@@ -87,3 +88,24 @@ def test_waiters_on_many_threads_all_wake():
     for t in threads:
         t.join(10)
     assert len(woke) == 16
+
+
+def test_failed_multi_wait_leaves_no_timepoints_behind():
+    a, b = Semaphore(), Semaphore()
+    errors = []
+
+    def wait():
+        try:
+            hal.wait_all([(a, 1), (b, 1)], 10)
+        except hal.AbortedError as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not (a._timepoints and b._timepoints):  # wait for the waiter to park on both
+        assert time.monotonic() < deadline and waiter.is_alive()
+    a.fail(hal.AbortedError("stop"))
+    waiter.join(10)
+    assert len(errors) == 1
+    assert b._timepoints == []  # failing one semaphore unregistered the waiter everywhere
