@@ -85,3 +85,56 @@ def test_group_membership_publishes_on_the_group_tracker(device):
         assert group.tracker.query_epoch(axis, device.backend.queues[1].retired)
         assert device.backend.pools.queue_axis(1) == axis
     assert device.backend.pools.queue_axis(1) == device.backend.pools.axes[1]
+
+
+def test_stress_threads_share_a_small_pool(device):
+    """Four host threads queue alloca -> fill -> copy -> dealloca chains on every queue
+    through one 3-block pool; allocas park and retry as blocks come back. Each chain's
+    copy must see its own fill (no two live chains ever share a block)."""
+    pools = device.backend.pools
+    pool = FixedBlockPool(
+        CpuSlabProvider(),
+        block_size=128,
+        block_count=3,
+        notification=pools.notification,
+        epoch_query=pools.query_epoch,
+    )
+    threads_n, chains = 4, 60
+    out = device.allocator.allocate_buffer(BufferParams(), threads_n * chains * 8)
+    errors = []
+
+    def worker(t):
+        try:
+            done = []
+            for i in range(chains):
+                aff = 1 << (i % device.queue_count)
+                a, f, c, d = (device.create_semaphore() for _ in range(4))
+                buf = device.queue_alloca(
+                    aff,
+                    (),
+                    [(a, 1)],
+                    BufferParams(),
+                    128,
+                    pool=pool,
+                    flags=hal_core.AllocaFlags.ALLOW_POOL_WAIT_FRONTIER,
+                )
+                tag = bytes([(t * chains + i) & 0xFF])
+                device.queue_fill(aff, [(a, 1)], [(f, 1)], buf, 0, 128, tag)
+                slot = (t * chains + i) * 8
+                device.queue_copy(aff, [(f, 1)], [(c, 1)], buf, 0, out, slot, 8)
+                device.queue_dealloca(aff, [(c, 1)], [(d, 1)], buf)
+                done.append(d)
+            for d in done:
+                d.wait(1, T)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(threads_n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors
+    expected = b"".join(bytes([k & 0xFF]) * 8 for k in range(threads_n * chains))
+    assert out.read() == expected
+    assert pool.query_stats().reservation_count == 0
