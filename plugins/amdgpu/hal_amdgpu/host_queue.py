@@ -531,10 +531,13 @@ class HostQueue:
         barriers = len(sub.barriers)
         if sub.blit is not None and sub.blit.__class__ is _Blit:
             return barriers + 1, sub.blit.image.shape[0] // KERNARG_BLOCK_SIZE
-        if sub.program is None:
+        program = sub.program
+        if program is None:
             return barriers + 1, 0
-        rp = sub.program.blocks[sub.block].replay
-        return barriers + max(1, rp.packet_count), rp.kernarg_block_count
+        # Every block must fit, not only the first: a later block that could never be
+        # admitted would park the replay forever.
+        return (barriers + max(1, program.max_block_packets),
+                program.max_block_kernarg_blocks)
 
     def _try_publish(self, sub: _Sub) -> bool:
         """Publish ``sub`` from its current block on, as far as the rings allow; under

@@ -218,6 +218,12 @@ def test_out_of_range_submission_sizes(env):
     prog = env.qs.finalize_command_buffer(big_update, CommandBufferMode.ONE_SHOT, 0)
     with pytest.raises(hal.OutOfRangeError, match="kernarg ring holds 65536"):
         env.op(K.EXECUTE, 0, (), [(s, 1)], data=prog, extra=())
+    # A later block too large for the ring is refused at submit too (not parked forever).
+    late_big = [(CMD_FILL, BufferRef(buf, 0, 64), b"\1")] + big_update
+    prog = env.qs.finalize_command_buffer(late_big, CommandBufferMode.ONE_SHOT, 0)
+    assert len(prog.per_gpu[0].blocks) == 2
+    with pytest.raises(hal.OutOfRangeError, match="kernarg ring holds 65536"):
+        env.op(K.EXECUTE, 0, (), [(s, 1)], data=prog, extra=())
     many = [(Semaphore(0), 1) for _ in range(2000)]
     with pytest.raises(hal.OutOfRangeError, match="notification ring holds 1024"):
         env.fill(0, buf, 1, signals=many, length=64)
