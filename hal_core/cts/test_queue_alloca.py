@@ -400,3 +400,15 @@ def test_stress_many_chains_through_a_small_pool(cts, grouped):
     stats = pool.query_stats()
     assert stats.reservation_count == 0 and stats.release_count == chains
     pool.close()
+
+
+def test_alignment_beyond_the_pool_is_invalid_at_call_time(cts):
+    gate = cts.semaphore(0)
+    sem = cts.semaphore(0)
+    with pytest.raises(hal_core.InvalidArgumentError, match="alignment"):
+        cts.device.queue_alloca(
+            ANY, [(gate, 1)], [(sem, 1)], BufferParams(min_alignment=1 << 20), 64
+        )
+    buf, ok = _alloca(cts, 64, params=BufferParams(min_alignment=256))
+    cts.wait(ok, 1)
+    cts.wait(_dealloca(cts, buf), 1)

@@ -235,6 +235,13 @@ class QueuePools:
                 f"({caps.max_allocation_size} bytes); pass pool=None to route it through "
                 "the device's default pool set",
             )
+        alignment = op.extra[1].min_alignment
+        if alignment > caps.max_alignment:
+            raise error_for(
+                StatusCode.INVALID_ARGUMENT,
+                f"alloca alignment {alignment} exceeds what the pool guarantees "
+                f"({caps.max_alignment} bytes)",
+            )
         state = _AllocaState(pool)
         op.data = state
         for sem, value in op.waits:
@@ -306,7 +313,12 @@ class QueuePools:
         # either shows in the attempt or moves the epoch past the token.
         token = notification.begin_observe()
         try:
-            self._acquire(op, state)
+            try:
+                self._acquire(op, state)
+            except HalError as exc:  # a pool refusing the request (or a provider error)
+                state.reservation = None
+                self._fail(op, state, exc)
+                return
             result = state.result
             if result == AcquireResult.EXHAUSTED or result == AcquireResult.OVER_BUDGET:
                 self._pending[op] = state
