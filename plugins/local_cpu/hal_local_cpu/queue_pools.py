@@ -380,7 +380,21 @@ class QueuePools:
         pool = state.pool
         reservation = state.reservation
         buffer = op.target
-        buffer.commit(pool.wrap_reservation(reservation))
+        try:
+            storage = pool.wrap_reservation(reservation)
+        except Exception as exc:  # e.g. the pool was closed while this alloca waited
+            state.reservation = None
+            self._fail(
+                op,
+                state,
+                error_for(
+                    StatusCode.FAILED_PRECONDITION,
+                    f"{pool.trace_name}: could not commit the reserved memory ({exc}); keep "
+                    "a pool open while queue_alloca work uses it",
+                ),
+            )
+            return
+        buffer.commit(storage)
         transient = TransientAllocation(pool, reservation)
         if buffer.placement_flags & PlacementFlags.INDETERMINATE_LIFETIME:
             # No dealloca will come: the memory goes back when the buffer is dropped.

@@ -138,3 +138,25 @@ def test_stress_threads_share_a_small_pool(device):
     expected = b"".join(bytes([k & 0xFF]) * 8 for k in range(threads_n * chains))
     assert out.read() == expected
     assert pool.query_stats().reservation_count == 0
+
+
+def test_pool_closed_under_a_parked_alloca_fails_it_cleanly(device):
+    pools = device.backend.pools
+    pool = TlsfPool(
+        CpuSlabProvider(), range_length=4096, max_slabs=1, notification=pools.notification
+    )
+    s1, s2, d1 = (device.create_semaphore() for _ in range(3))
+    first = device.queue_alloca(1, (), [(s1, 1)], BufferParams(), 4096, pool=pool)
+    s1.wait(1, T)
+    device.queue_alloca(1, (), [(s2, 1)], BufferParams(), 4096, pool=pool)
+    assert s2.value == 0
+    pool.close()
+    device.queue_dealloca(1, (), [(d1, 1)], first)  # releases into the closed pool
+    d1.wait(1, T)
+    with pytest.raises(hal_core.FailedPreconditionError, match="keep a pool open"):
+        s2.wait(1, T)
+    # The device still works.
+    ok = device.create_semaphore()
+    buf = device.queue_alloca(1, (), [(ok, 1)], BufferParams(), 64)
+    ok.wait(1, T)
+    assert buf.is_committed
