@@ -15,6 +15,11 @@ between ``begin_observe`` and ``wait_for_token`` is never lost (the token no lon
 and the wait returns at once). ``_observers`` counts active observe scopes; while it is zero
 ``signal_if_observed`` advances the epoch without taking the condition lock (no wake).
 No lock is held while a caller's code runs.
+
+Producers on hot paths (pool releases) may skip the call entirely when an unlocked read of
+``_observers`` is 0: the producer changes its state first and reads the count after, the
+observer raises the count first and re-checks the state after, so one of the two always
+sees the other (the GIL orders these accesses).
 """
 
 from __future__ import annotations
