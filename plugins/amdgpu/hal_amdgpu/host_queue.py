@@ -1021,6 +1021,7 @@ class HostQueueSet:
                     "amdgpu queue_alloca from an explicit pool is not implemented (the "
                     "driver has no pool substrate yet); pass pool=None to allocate from the "
                     "device heaps")
+            _check_alloca_alignment(self.allocator, op.extra[1])
             # Committed at admission (_commit_alloca); a NOP carries the signals.
         elif kind == _K.DEALLOCA:
             sub.action = _DeallocaAction(self, op)
@@ -1316,6 +1317,20 @@ class _FileAction(_Action):
             hsa.check(hsa.lib.hsa_memory_copy(ffi.from_buffer(tmp), ffi.cast("void*", src),
                                               op.length), "hsa_memory_copy(queue_write)")
             op.target.write_from(op.target_offset, tmp)
+
+
+def _check_alloca_alignment(allocator: Any, params: Any) -> None:
+    """INVALID_ARGUMENT at call time when the requested alignment exceeds what the heap's
+    HSA pool guarantees (allocations are aligned to the pool's RUNTIME_ALLOC_ALIGNMENT)."""
+    align = getattr(params, "min_alignment", 0)
+    if not align or allocator is None:
+        return
+    heap = allocator.heaps()[allocator.select_heap(params.type)]
+    if align > heap.min_alignment:
+        raise InvalidArgumentError(
+            f"queue_alloca min_alignment {align} exceeds the {heap.min_alignment}-byte "
+            f"alignment of the amdgpu heap for {heap.type!r}; request at most "
+            f"{heap.min_alignment}")
 
 
 def _commit_alloca(qset: HostQueueSet, op: QueueOp) -> None:

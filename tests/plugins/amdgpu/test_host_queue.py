@@ -484,3 +484,13 @@ def test_fault_propagates_to_a_peer_stuck_behind_a_device_barrier():
         late.wait(1, T)
     finally:
         env.close(timeout=1)
+
+
+def test_alloca_alignment_beyond_the_heap_is_invalid_at_submit(env):
+    params = BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
+                          usage=BufferUsage.DEFAULT, min_alignment=1 << 20)
+    pending = Buffer(None, memory_type=params.type, allowed_usage=BufferUsage.TRANSFER,
+                     allowed_access=MemoryAccess.ALL, allocation_size=64)
+    with pytest.raises(hal.InvalidArgumentError, match="alignment"):
+        env.op(K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=64,
+               extra=(None, params))
