@@ -84,6 +84,7 @@ class FixedBlockPool(Pool):
                 low = fresh & -fresh
                 self._fresh = fresh ^ low
                 self._fresh_count += 1
+                self._bytes_reserved += self.block_size
                 index = low.bit_length() - 1
                 return (
                     _OK_FRESH,
@@ -123,6 +124,7 @@ class FixedBlockPool(Pool):
             lock.release()
 
     def _take(self, index: int) -> Reservation:
+        self._bytes_reserved += self.block_size
         self._tainted[index] = False
         return Reservation(self, index * self.block_size, self.block_size, index, 0)
 
@@ -150,6 +152,7 @@ class FixedBlockPool(Pool):
                 self._frontiers[index] = death_frontier
                 self._dirty |= bit
             self._release_count += 1
+            self._bytes_reserved -= self.block_size
         finally:
             lock.release()
         if self.notification._observers:
@@ -164,11 +167,6 @@ class FixedBlockPool(Pool):
 
     def _slab_for(self, reservation: Reservation) -> Slab:
         return self._slab
-
-    def _reserved_bytes(self) -> int:
-        # Derived rather than counted: one less update on each hot-path call.
-        live = self._fresh_count + self._reuse_count + self._wait_count - self._release_count
-        return self.block_size * live
 
     def _bytes_free_committed(self) -> tuple[int, int, int]:
         total = self.block_size * self.block_count

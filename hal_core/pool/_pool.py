@@ -145,6 +145,12 @@ class Pool:
         """Bytes held by live reservations (under ``_lock``)."""
         return self._bytes_reserved
 
+    @property
+    def bytes_reserved(self) -> int:
+        """Bytes held by live reservations: a lock-free snapshot (for taps and gauges;
+        ``query_stats`` gives a consistent set of counters)."""
+        return self._bytes_reserved
+
     def _usable(self, frontier: Frontier | None, requester: Frontier | None) -> bool:
         """May a block with death ``frontier`` be reused by ``requester`` without a wait?"""
         if frontier is None:

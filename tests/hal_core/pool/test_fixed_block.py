@@ -144,3 +144,15 @@ def test_fixed_block_against_reference_model(trace):
         stats = pool.query_stats()
         assert stats.bytes_reserved == size * len(live)
         assert stats.bytes_free == size * (count - len(live))
+
+
+def test_bytes_reserved_snapshot_tracks_live_blocks():
+    pool = _pool(count=3, size=128)
+    a = pool.acquire_reservation(1)[1]
+    pool.acquire_reservation(1)
+    assert pool.bytes_reserved == 256 == pool.query_stats().bytes_reserved
+    pool.release_reservation(a, Frontier([(1, 1)]))
+    assert pool.bytes_reserved == 128
+    pool.acquire_reservation(1, flags=ALLOW)  # fresh block first
+    assert pool.acquire_reservation(1, flags=ALLOW)[0] == R.OK_NEEDS_WAIT
+    assert pool.bytes_reserved == 384
