@@ -9,10 +9,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    from . import bench, info
+    from . import bench, info, profile
 
     info.add_parser(sub)
     bench.add_parser(sub)
+    profile.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 
