@@ -195,6 +195,12 @@ def run(args: argparse.Namespace) -> int:
         families |= extra
         opts = ProfilingOptions(families, sinks=sinks, ring_capacity=args.ring_capacity)
         device.profiling_begin(opts)
+        names = ",".join(m.name.lower() for m in F if m and m.name and families & m)
+        print(
+            f"hal profile: running {rest[0]} on {args.device} ({names})",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             workload(device, args.device, max(1, args.repeats))
         finally:
