@@ -14,7 +14,6 @@ from hal_core import (
     InvalidArgumentError,
     MemoryType,
     NotFoundError,
-    UnimplementedError,
 )
 from hal_core._executable import ExecutableCache
 
@@ -160,11 +159,23 @@ def test_topology_edges(device):
     assert same.link_class == LinkClass.SAME_DIE and same.copy_cost == 0
 
 
-def test_submit_is_unimplemented_and_names_part_2(device):
+def test_queue_barrier_and_fill_run_on_the_soft_agent(device):
+    """Queue operations execute through the host queue: a barrier signals, and a fill
+    through the builtin blit kernel writes the pattern."""
     sem = device.create_semaphore(0)
-    with pytest.raises(UnimplementedError, match="part 2"):
-        device.queue_barrier(signal=[(sem, 1)])
-    assert sem.query() == 0  # nothing was signalled or failed
+    device.queue_barrier(signal=[(sem, 1)])
+    sem.wait(1, 10.0)
+    buf = device.allocator.allocate_buffer(
+        BufferParams(
+            usage=BufferUsage.DEFAULT | BufferUsage.TRANSFER | BufferUsage.MAPPING_SCOPED,
+            type=MemoryType.DEVICE_LOCAL | MemoryType.HOST_VISIBLE,
+        ),
+        64,
+    )
+    any_queue = hal_core.QueueAffinity.ANY
+    device.queue_fill(any_queue, [(sem, 1)], [(sem, 2)], buf, 0, 64, 0x5A, pattern_length=1)
+    sem.wait(2, 10.0)
+    assert buf.read() == b"\x5a" * 64
 
 
 def test_close_is_idempotent():
