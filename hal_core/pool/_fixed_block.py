@@ -1,9 +1,11 @@
-"""The fixed-block pool: one slab cut into equal blocks, tracked by bitmaps.
+"""The fixed-block pool: one slab cut into equal blocks.
 
-Bookkeeping is two Python-int bitmaps over the blocks: ``_fresh`` (free, no death
-frontier: reusable by anyone) and ``_dirty`` (free with a death frontier: reusable when
-the requester dominates it or the epoch query proves it reached). A live block is in
-neither. The lowest set bit is found with ``x & -x``.
+Bookkeeping: ``_free`` is a stack of block indices that are free with no death frontier
+(reusable by anyone; lowest index on top at first), ``_dirty`` maps free blocks that carry
+a death frontier to it, in release order (reusable when the requester dominates the
+frontier or the epoch query proves it reached). A live block is in neither. Every
+operation is O(1) on the fresh path whatever the block count (a Python-int bitmap would
+cost O(block_count) per update).
 
 A dirty block that cannot be proven reached is handed out as OK_NEEDS_WAIT only when the
 caller passes ALLOW_WAIT_FRONTIER and no block is usable at once; a *tainted* block (its
@@ -50,10 +52,9 @@ class FixedBlockPool(Pool):
         # The largest power of two dividing block_size bounds every block's alignment.
         self._block_alignment = min(block_size & -block_size, provider.slab_alignment)
         self._slab: Slab | None = provider.acquire_slab(block_size * block_count)
-        self._fresh = (1 << block_count) - 1
-        self._dirty = 0
-        self._frontiers: list[Frontier | None] = [None] * block_count
-        self._tainted = [False] * block_count
+        self._free = list(range(block_count - 1, -1, -1))
+        self._dirty: dict[int, Frontier] = {}
+        self._tainted: set[int] = set()
 
     def query_capabilities(self) -> PoolCapabilities:
         return PoolCapabilities(
@@ -79,39 +80,26 @@ class FixedBlockPool(Pool):
         try:
             if self.budget_limit and self._over_budget(self.block_size):
                 return AcquireResult.OVER_BUDGET, None, NO_INFO
-            fresh = self._fresh
-            if fresh:
-                low = fresh & -fresh
-                self._fresh = fresh ^ low
+            free = self._free
+            if free:
+                index = free.pop()
                 self._fresh_count += 1
                 self._bytes_reserved += self.block_size
-                index = low.bit_length() - 1
-                return (
-                    _OK_FRESH,
-                    Reservation(self, index * self.block_size, self.block_size, index, 0),
-                    NO_INFO,
-                )
+                size = self.block_size
+                return _OK_FRESH, Reservation(self, index * size, size, index, 0), NO_INFO
             dirty = self._dirty
-            frontiers = self._frontiers
             waitable = -1
-            bits = dirty
-            while bits:
-                low = bits & -bits
-                bits ^= low
-                index = low.bit_length() - 1
-                if self._usable(frontiers[index], requester_frontier):
-                    self._dirty = dirty ^ low
-                    frontiers[index] = None
+            for index, frontier in dirty.items():
+                if self._usable(frontier, requester_frontier):
+                    del dirty[index]
                     self._reuse_count += 1
                     return _OK, self._take(index), NO_INFO
-                if waitable < 0 and not self._tainted[index]:
+                if waitable < 0 and index not in self._tainted:
                     waitable = index
             if dirty:
                 self._reuse_miss_count += 1
             if waitable >= 0 and flags & _ALLOW_WAIT:
-                self._dirty = dirty ^ (1 << waitable)
-                frontier = frontiers[waitable]
-                frontiers[waitable] = None
+                frontier = dirty.pop(waitable)
                 self._wait_count += 1
                 return (
                     AcquireResult.OK_NEEDS_WAIT,
@@ -125,7 +113,7 @@ class FixedBlockPool(Pool):
 
     def _take(self, index: int) -> Reservation:
         self._bytes_reserved += self.block_size
-        self._tainted[index] = False
+        self._tainted.discard(index)
         return Reservation(self, index * self.block_size, self.block_size, index, 0)
 
     def release_reservation(
@@ -141,16 +129,14 @@ class FixedBlockPool(Pool):
             ):
                 self._check_release(reservation, death_frontier)
             index = reservation.block_handle
-            bit = 1 << index
             reservation._pool = None
             if death_frontier is None or not death_frontier:
-                self._fresh |= bit
+                self._free.append(index)
             else:
                 if len(death_frontier) > self.frontier_capacity:
                     # Keep a lower bound and remember it is one.
-                    self._tainted[index] = True
-                self._frontiers[index] = death_frontier
-                self._dirty |= bit
+                    self._tainted.add(index)
+                self._dirty[index] = death_frontier
             self._release_count += 1
             self._bytes_reserved -= self.block_size
         finally:
@@ -163,7 +149,7 @@ class FixedBlockPool(Pool):
         """Testing/diagnostic hook: mark a live block's eventual death frontier as a lower
         bound only (as a frontier overflow would)."""
         with self._lock:
-            self._tainted[reservation.block_handle] = True
+            self._tainted.add(reservation.block_handle)
 
     def _slab_for(self, reservation: Reservation) -> Slab:
         return self._slab
