@@ -521,7 +521,7 @@ class Device:
         """The slab provider, notification and epoch query for building a pool that
         serves queue ``affinity`` (its first selected queue) with ``queue_alloca``.
         INVALID_ARGUMENT for an affinity selecting no queue; UNIMPLEMENTED when the backend
-        has no pool substrate."""
+        has no pool substrate; FAILED_PRECONDITION outside a device group."""
         self._check_open()
         queue = self._select_queue(affinity)
         query = getattr(self._backend, "query_queue_pool_backend", None)
@@ -529,6 +529,14 @@ class Device:
             raise UnimplementedError(
                 f"{self.driver_name} does not expose queue pool backends; pass pool=None "
                 "to queue_alloca to use its default allocation"
+            )
+        if self.topology_info is None:
+            # As IREE: a device is topology complete (knows its frontier axes) only
+            # inside a device group, and pools name those axes.
+            raise FailedPreconditionError(
+                f"device {self.uri!r} is in no device group, so query_queue_pool_backend "
+                "cannot name its queue axes; build one first, e.g. "
+                "hal_core.DeviceGroup.from_devices([device], owns_devices=False)"
             )
         return query(queue)
 
