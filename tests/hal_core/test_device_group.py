@@ -671,3 +671,20 @@ def test_copy_strategy_is_visible_in_each_devices_profile():
         assert counts(a) == {"WRITE": 1}
         assert counts(b) == {"COPY": 1, "READ": 1}
         assert [r.executing_devices for r in group.copy_history] == [(1,), (0, 1)]
+
+
+def test_topology_completeness_is_checked_for_every_backend():
+    class _NoGroupCheck(LocalDeviceBackend):
+        """A pool substrate that forgets to check group membership itself."""
+
+        def query_queue_pool_backend(self, queue_index):
+            return ("pool backend of queue", queue_index)
+
+    device = _sim_device(_NoGroupCheck("sim-pools", 2, 0))
+    with device:
+        with pytest.raises(hal.FailedPreconditionError, match="in no device group"):
+            device.query_queue_pool_backend(2)
+        with DeviceGroup.from_devices([device], owns_devices=False):
+            assert device.query_queue_pool_backend(2) == ("pool backend of queue", 1)
+        with pytest.raises(hal.FailedPreconditionError, match="in no device group"):
+            device.query_queue_pool_backend(2)
