@@ -48,6 +48,7 @@ from .command_buffer import execute_program
 from .command_buffer import finalize as finalize_program
 from .executable_formats import FORMATS as EXECUTABLE_FORMATS
 from .executable_formats import prepare_executable
+from .profiled_replay import run_program_profiled
 from .queue_pools import QueuePools
 from .queue_timeline import QueueTimeline
 from .worker_pool import WorkerPool
@@ -298,7 +299,12 @@ class LocalDeviceBackend:
 
     def profiling_begin(self, session: Any) -> None:
         self._profiled_ops = threading.local()
+        self._profiled_views: dict = {}
         self.profiler = session
+        if session.dispatch_events is not None:
+            # Programs run record by record so each dispatch is timed (profiled_replay).
+            self._handlers[_K.EXECUTE] = self._run_program_profiled
+            self._handlers[_K.DISPATCH] = self._run_program_profiled
         self.submit = self._submit_profiled  # type: ignore[method-assign]
         self._execute = self._execute_profiled  # type: ignore[method-assign]
         self._finish = self._finish_profiled  # type: ignore[method-assign]
@@ -306,7 +312,26 @@ class LocalDeviceBackend:
     def profiling_end(self, session: Any) -> None:
         for name in ("submit", "_execute", "_finish"):
             self.__dict__.pop(name, None)
+        self._handlers[_K.EXECUTE] = self._run_program
+        self._handlers[_K.DISPATCH] = self._run_program
         self.profiler = None
+        self._profiled_views = {}
+
+    def _run_program_profiled(self, op: QueueOp) -> None:
+        """``_run_program`` with one dispatch event per dispatch (host clock)."""
+        p = self.profiler
+        if p is None:
+            LocalDeviceBackend._run_program(self, op)
+            return
+        program = op.data
+        cb_id = id(program) if op.kind == _K.EXECUTE else 0
+        try:
+            run_program_profiled(p, program, op.extra, self.workers, op.queue, op.epoch,
+                                 cb_id, self._profiled_views)
+        except HalError as exc:
+            raise exc.with_traceback(None) from None
+        finally:
+            op.retained = op.extra = op.data = None
 
     def _submit_profiled(self, op: QueueOp) -> None:
         t = _host_time_ns()
