@@ -305,6 +305,13 @@ class LocalDeviceBackend:
             # Programs run record by record so each dispatch is timed (profiled_replay).
             self._handlers[_K.EXECUTE] = self._run_program_profiled
             self._handlers[_K.DISPATCH] = self._run_program_profiled
+        if session.memory_events is not None:
+            # Pool reserve/release events of the default pools (taps removed at session
+            # end); pools passed to queue_alloca explicitly use record_pool_events too.
+            from hal_core.profiling import record_pool_events
+
+            for _priority, pool in self.pools.default_pools.pools:
+                record_pool_events(session, pool)
         self.submit = self._submit_profiled  # type: ignore[method-assign]
         self._execute = self._execute_profiled  # type: ignore[method-assign]
         self._finish = self._finish_profiled  # type: ignore[method-assign]

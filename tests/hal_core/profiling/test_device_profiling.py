@@ -69,7 +69,10 @@ def test_local_session_counts_every_operation(device):
         "DEALLOCA": 3,
     }
     assert q0.busy_ns > 0
-    assert st.memory_event_counts == {"QUEUE_ALLOCA": 3, "QUEUE_DEALLOCA": 3}
+    mem = st.memory_event_counts
+    assert mem["QUEUE_ALLOCA"] == 3 and mem["QUEUE_DEALLOCA"] == 3
+    # the default pools' taps: one reservation and one release per alloca/dealloca pair
+    assert mem["POOL_RESERVE"] == 3 and mem["POOL_RELEASE"] == 3
     cap = stats.capture
     h = cap.records("host-execution-events")
     assert len(h) == 21 and np.all(h["end_host_time_ns"] >= h["start_host_time_ns"])
