@@ -128,7 +128,7 @@ class DeviceMetric(enum.IntEnum):
 
     @property
     def dotted_name(self) -> str:
-        return self.name.lower().replace("_", ".", 1)
+        return self.name.lower().replace("_", ".")
 
 
 PRODUCER_METRIC_BASE = 1 << 63
