@@ -74,6 +74,7 @@ __all__ = [
     "edge_from_capabilities",
     "format_topology",
     "query_device_capabilities",
+    "topology_as_dict",
 ]
 
 MAX_GROUP_DEVICES = 32
@@ -973,9 +974,14 @@ def format_topology(group: DeviceGroup) -> str:
             f"  [{i}] {device.uri:<28} queues={device.queue_count} "
             f"memory={caps.memory_domain} numa={caps.numa_node}"
         )
+    n = group.device_count
+    lines.append("Link classes (row src, column dst):")
+    lines.append("       " + "".join(f"{d:>17}" for d in range(n)))
+    for s in range(n):
+        row = "".join(f"{group.topology.edge(s, d).link_class.name:>17}" for d in range(n))
+        lines.append(f"  {s:>3}  {row}")
     lines.append("Edges (src -> dst: dst using src's semaphores/buffers):")
     lines.append("  src dst  link             w/s/r/w  copy lat numa  capabilities")
-    n = group.device_count
     for s in range(n):
         for d in range(n):
             edge = group.topology.edge(s, d)
@@ -1004,3 +1010,55 @@ def format_topology(group: DeviceGroup) -> str:
             f"base_axis={info.base_axis:#018x}"
         )
     return "\n".join(lines)
+
+
+def topology_as_dict(group: DeviceGroup) -> dict[str, Any]:
+    """The group's topology as plain data (``hal info --topology --json``): devices with
+    their capabilities and bitmaps, and every edge with enum names."""
+    devices = []
+    for i, device in enumerate(group.devices):
+        info = group.topology_info(i)
+        devices.append(
+            {
+                "index": i,
+                "uri": device.uri,
+                "driver": device.driver_name,
+                "queue_count": device.queue_count,
+                "capabilities": {
+                    "memory_domain": group.capabilities[i].memory_domain,
+                    "host_memory_access": group.capabilities[i].host_memory_access.name,
+                    "host_semaphores": group.capabilities[i].host_semaphores,
+                    "numa_node": group.capabilities[i].numa_node,
+                },
+                "can_wait_from": info.can_wait_from,
+                "can_signal_to": info.can_signal_to,
+                "can_import_from": info.can_import_from,
+                "can_p2p_with": info.can_p2p_with,
+                "base_axis": info.base_axis,
+            }
+        )
+    edges = []
+    for s in range(group.device_count):
+        for d in range(group.device_count):
+            edge = group.topology.edge(s, d)
+            edges.append(
+                {
+                    "src": s,
+                    "dst": d,
+                    "link_class": edge.link_class.name,
+                    "wait_mode": edge.wait_mode.name,
+                    "signal_mode": edge.signal_mode.name,
+                    "buffer_read_mode": edge.buffer_read_mode.name,
+                    "buffer_write_mode": edge.buffer_write_mode.name,
+                    "capabilities": [
+                        f.name for f in TopologyCapability if f and f in edge.capabilities
+                    ],
+                    "wait_cost": edge.wait_cost,
+                    "signal_cost": edge.signal_cost,
+                    "copy_cost": edge.copy_cost,
+                    "latency_class": edge.latency_class,
+                    "numa_distance": edge.numa_distance,
+                    "scheduling_word": edge.scheduling_word,
+                }
+            )
+    return {"devices": devices, "edges": edges}

@@ -68,7 +68,7 @@ def collect() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     if args.topology:
-        return run_topology(args.device or ["local-task://"])
+        return run_topology(args.device or ["local-task://"], as_json=args.json)
     data = collect()
     if args.json:
         print(json.dumps(data, indent=2))
@@ -91,15 +91,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_topology(uris: list[str]) -> int:
+def run_topology(uris: list[str], as_json: bool = False) -> int:
     """``hal info --topology``: open the devices as one group and print its matrix."""
     import sys
 
-    from .._device_group import create_device_group, format_topology
+    from .._device_group import create_device_group, format_topology, topology_as_dict
 
     try:
         with create_device_group(uris) as group:
-            print(format_topology(group))
+            if as_json:
+                print(json.dumps(topology_as_dict(group), indent=2))
+            else:
+                print(format_topology(group))
     except HalError as exc:
         print(f"hal info: cannot build a device group of {uris}: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import weakref
 
@@ -609,8 +610,15 @@ def test_hal_info_topology_prints_the_matrix(capsys):
     out = capsys.readouterr().out
     assert "[0] local-task://" in out and "[1] local-sync://" in out
     assert "SAME_DIE" in out and "wait_from=0x3" in out
+    assert "Link classes (row src, column dst):" in out
     assert main(["info", "--topology", "--device", "nosuch://"]) == 2
     assert "cannot build a device group" in capsys.readouterr().err
+    assert main(argv + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["uri"] for d in data["devices"]] == ["local-task://", "local-sync://"]
+    assert len(data["edges"]) == 4 and data["edges"][1]["link_class"] == "SAME_DIE"
+    assert data["devices"][1]["can_wait_from"] == 3
+    assert "P2P_COPY" in data["edges"][1]["capabilities"]
 
 
 def test_two_groups_racing_for_one_device_only_one_wins():
