@@ -355,23 +355,28 @@ class LocalDeviceBackend:
             return
         running = self._profiled_ops
         running.op = op  # tells _finish_profiled this op's host execution is timed here
+        running.status = 0  # set by _finish_profiled when the op fails
         t0 = _host_time_ns()
         try:
             LocalDeviceBackend._execute(self, op)
         finally:
             running.op = None
-        p.record_host_execution(op.kind, op.queue, op.epoch, t0, _host_time_ns(), 0,
-                                getattr(op, "length", 0) or 0, _thread_id())
+        p.record_host_execution(op.kind, op.queue, op.epoch, t0, _host_time_ns(),
+                                running.status, getattr(op, "length", 0) or 0, _thread_id())
 
     def _finish_profiled(self, op: QueueOp, error: HalError | None) -> None:
         p = self.profiler
         if p is not None:
             kind = op.kind
-            if getattr(self._profiled_ops, "op", None) is not op:
-                # Completed without executing on a host thread (barriers, pool allocas):
-                # a zero-length slice at completion.
+            status = 0 if error is None else int(error.code)
+            running = self._profiled_ops
+            if getattr(running, "op", None) is op:
+                running.status = status
+            else:
+                # Completed without executing on a host thread (barriers, pool allocas,
+                # ops failed by their waits): a zero-length slice at completion.
                 t = _host_time_ns()
-                p.record_host_execution(kind, op.queue, op.epoch, t, t, 0, 0, _thread_id())
+                p.record_host_execution(kind, op.queue, op.epoch, t, t, status, 0, _thread_id())
             if error is None and (kind == _K.ALLOCA or kind == _K.DEALLOCA):
                 target = op.target
                 if kind == _K.ALLOCA:

@@ -219,3 +219,27 @@ def test_perfetto_and_bundle_from_local_task(tmp_path):
     b = read_profile_bundle(bundle)
     assert len(b.records("host-execution-events")) == 21
     assert not any(c.metadata.flags & ChunkFlags.TRUNCATED for c in b.chunks)
+
+
+def test_failures_carry_their_status(device):
+    stats = StatisticsSink()
+    device.profiling_begin(ProfilingOptions(F.HOST_EXECUTION_EVENTS, sinks=[stats]))
+    sem = device.create_semaphore()
+    sem2 = device.create_semaphore()
+    gate = device.create_semaphore()
+
+    def fail(args, ctx):
+        raise hal_core.DataLossError("boom")
+
+    device.queue_host_call(1, [], [(sem, 1)], fail)
+    device.queue_barrier(1, [(gate, 1)], [(sem2, 1)])  # fails through its wait
+    gate.fail(hal_core.AbortedError("upstream"))
+    with pytest.raises(hal_core.DataLossError):
+        sem.wait(1, TIMEOUT)
+    with pytest.raises(hal_core.AbortedError):
+        sem2.wait(1, TIMEOUT)
+    device.profiling_end()
+    h = stats.capture.records("host-execution-events")
+    by_type = {int(r["type"]): int(r["status_code"]) for r in h}
+    assert by_type[int(hal_core.QueueOpKind.HOST_CALL)] == hal_core.StatusCode.DATA_LOSS
+    assert by_type[int(hal_core.QueueOpKind.BARRIER)] == hal_core.StatusCode.ABORTED
