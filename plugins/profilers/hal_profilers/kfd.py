@@ -17,7 +17,13 @@ import attrs
 from hal_core import InvalidArgumentError, UnavailableError
 from hal_core.profiling import host_time_ns
 
-__all__ = ["ClockCounters", "KfdClockCounters", "GET_CLOCK_COUNTERS", "KFD_PATH"]
+__all__ = [
+    "ClockCounters",
+    "KfdClockCounters",
+    "GET_CLOCK_COUNTERS",
+    "KFD_PATH",
+    "record_clock_correlation",
+]
 
 KFD_PATH = "/dev/kfd"
 
@@ -98,3 +104,20 @@ class KfdClockCounters:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def record_clock_correlation(session: Any, kfd: KfdClockCounters, gpu_id: int) -> ClockCounters:
+    """Take one KFD sample and record it as a clock-correlation record of ``session``
+    (device tick = the GPU clock counter, host bracket around the ioctl). A device records
+    one at ``profiling_begin`` and one at ``profiling_end`` (and optionally at flushes),
+    so readers can fit the tick -> host-ns line. Returns the sample."""
+    c = kfd.sample(gpu_id)
+    session.record_clock_correlation(
+        c.gpu_clock_counter,
+        c.host_time_begin_ns,
+        c.host_time_end_ns,
+        host_cpu_timestamp_ns=c.cpu_clock_counter,
+        system_timestamp=c.system_clock_counter,
+        system_frequency_hz=c.system_clock_freq,
+    )
+    return c

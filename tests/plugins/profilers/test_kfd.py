@@ -3,9 +3,11 @@
 import struct
 
 import pytest
-from hal_profilers.kfd import GET_CLOCK_COUNTERS, KfdClockCounters
+from hal_profilers.kfd import GET_CLOCK_COUNTERS, KfdClockCounters, record_clock_correlation
 
 import hal_core
+from hal_core.profiling import ClockDomain, ProfilingOptions, ProfilingSession, StatisticsSink
+from hal_core.profiling import ProfilingDataFamily as F
 
 
 def test_ioctl_number_matches_linux_encoding():
@@ -52,3 +54,35 @@ def test_failing_ioctl_is_unavailable(tmp_path):
     with KfdClockCounters(str(dev), ioctl=fail) as kfd:
         with pytest.raises(hal_core.UnavailableError, match="gpu_id 7 failed: Invalid argument"):
             kfd.sample(7)
+
+
+def test_correlations_map_device_ticks_to_host_time(tmp_path):
+    dev = tmp_path / "kfd"
+    dev.write_bytes(b"")
+    ticks = iter([1_000, 101_000])  # a 100 MHz GPU clock: 100_000 ticks = 1 ms
+
+    def fake_ioctl(fd, request, buf, mutate):
+        struct.pack_into("<QQQQ", buf, 0, next(ticks), 0, 0, 100_000_000)
+
+    stats = StatisticsSink()
+    options = ProfilingOptions(F.QUEUE_EVENTS, sinks=[stats])
+    s = ProfilingSession(
+        options,
+        F.QUEUE_EVENTS,
+        session_id=3,
+        device_name="gpu",
+        queue_count=1,
+        clock_domain=ClockDomain.DEVICE_TICKS,
+        tick_frequency_hz=100_000_000,
+    )
+    s.start()
+    with KfdClockCounters(str(dev), ioctl=fake_ioctl) as kfd:
+        a = record_clock_correlation(s, kfd, 1)
+        b = record_clock_correlation(s, kfd, 1)
+    s.end()
+    clock = stats.capture.clock
+    mid_a = (a.host_time_begin_ns + a.host_time_end_ns) / 2
+    mid_b = (b.host_time_begin_ns + b.host_time_end_ns) / 2
+    assert clock.to_host_ns(0, 1_000) == pytest.approx(mid_a, abs=1)
+    assert clock.to_host_ns(0, 101_000) == pytest.approx(mid_b, abs=1)
+    assert len(stats.capture.records("clock-correlations")) == 2
