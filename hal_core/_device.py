@@ -270,6 +270,9 @@ class Device:
         op.length = length
         op.data = data
         op.flags = flags
+        if target.device is not self and self.topology_info is not None:
+            self._submit_in_group(op, target, True)
+            return
         self._submit(op)
 
     def queue_update(
@@ -310,6 +313,9 @@ class Device:
         op.length = length
         op.data = np.frombuffer(bytes(src[source_offset : source_offset + length]), np.uint8)
         op.flags = flags
+        if target.device is not self and self.topology_info is not None:
+            self._submit_in_group(op, target, True)
+            return
         self._submit(op)
 
     def queue_copy(
@@ -393,6 +399,9 @@ class Device:
         op.target_offset = target_offset
         op.length = length
         op.flags = flags
+        if target.device is not self and self.topology_info is not None:
+            self._submit_in_group(op, target, True)
+            return
         self._submit(op)
 
     def queue_write(
@@ -424,6 +433,9 @@ class Device:
         op.target_offset = target_offset
         op.length = length
         op.flags = flags
+        if source.device is not self and self.topology_info is not None:
+            self._submit_in_group(op, source, False)
+            return
         self._submit(op)
 
     def queue_host_call(
@@ -564,6 +576,19 @@ class Device:
         op = self._op(QueueOpKind.DEALLOCA, affinity, wait, signal)
         op.target = root
         op.flags = DeallocaFlags(flags)
+        self._submit(op)
+
+    def _submit_in_group(self, op: QueueOp, buffer: Buffer, write: bool) -> None:
+        """Submit a validated op touching ``buffer`` of another device-group member: here
+        when the topology lets this device reach it natively, else on the buffer's own
+        device (same waits and signals; its queue of the same index, or its last)."""
+        runner = self.topology_info.group.runner_for(self, buffer, write=write)
+        if runner is not self:
+            runner._check_open()
+            if op.queue >= runner.queue_count:
+                op.queue = runner.queue_count - 1
+            runner._submit(op)
+            return
         self._submit(op)
 
     def queue_flush(self, affinity: int = _ANY) -> None:
