@@ -647,6 +647,21 @@ class DeviceGroup:
         )
         return True
 
+    def runner_for(self, device: Device, buffer: Buffer, *, write: bool) -> Device:
+        """The member that runs a queue op of ``device`` reading (or, ``write``, writing)
+        ``buffer``: ``device`` itself when the topology lets it reach the buffer natively
+        or by import, else the buffer's own device. Used by ``Device`` for fill, update,
+        read and write; buffers of non-members stay with ``device``."""
+        e = self.index_of(device)
+        owner = buffer.device
+        o = None if owner is None else self._index.get(id(owner))
+        if o is None or o == e or self._devices[o] is not owner:
+            return device
+        edge = self._topology._edges[o][e]
+        if edge.can_write_natively if write else edge.can_read_natively:
+            return device
+        return owner
+
     @property
     def last_copy(self) -> CopyRecord | None:
         """The newest copy decision, or None before the first copy."""

@@ -696,3 +696,48 @@ def test_topology_completeness_is_checked_for_every_backend():
             assert device.query_queue_pool_backend(2) == ("pool backend of queue", 1)
         with pytest.raises(hal.FailedPreconditionError, match="in no device group"):
             device.query_queue_pool_backend(2)
+
+
+def test_transfer_ops_on_another_members_buffer_run_where_the_topology_allows():
+    from hal_core.profiling import ProfilingDataFamily as F
+    from hal_core.profiling import ProfilingOptions, StatisticsSink
+
+    cpu = hal.create_device("local-task://")
+    sync = hal.create_device("local-sync://")
+    gpu = _sim_device(_DiscreteBackend("sim-gpu-0"), "sim-gpu://0")
+    with DeviceGroup.from_devices([cpu, sync, gpu]) as group:
+        sinks = {d: StatisticsSink() for d in group.devices}
+        for device, sink in sinks.items():
+            device.profiling_begin(ProfilingOptions(F.QUEUE_EVENTS, sinks=[sink]))
+        on_gpu = gpu.allocator.allocate_buffer(hal.BufferParams(), 64)
+        on_sync = sync.allocator.allocate_buffer(hal.BufferParams(), 64)
+        host = np.zeros(64, np.uint8)
+        file = cpu.import_file(host, hal.MemoryAccess.READ | hal.MemoryAccess.WRITE)
+        s = cpu.create_semaphore()
+        # The CPU cannot reach the discrete device's memory: these run on the GPU itself.
+        cpu.queue_fill(ANY, [], [(s, 1)], on_gpu, 0, 64, b"\x21")
+        cpu.queue_update(ANY, [(s, 1)], [(s, 2)], b"\x22" * 8, 0, on_gpu, 0, 8)
+        cpu.queue_write(ANY, [(s, 2)], [(s, 3)], on_gpu, 0, file, 0, 64)
+        cpu.queue_read(ANY, [(s, 3)], [(s, 4)], file, 0, on_gpu, 8, 8)
+        # The CPU devices share host memory: a fill of the other's buffer runs here.
+        cpu.queue_fill(ANY, [(s, 4)], [(s, 5)], on_sync, 0, 64, b"\x23")
+        s.wait(5, T)
+        for device in group.devices:
+            device.profiling_end()
+
+        def counts(device):
+            total: dict[str, int] = {}
+            for q in sinks[device].statistics().queues:
+                for name, n in q.op_counts.items():
+                    total[name] = total.get(name, 0) + n
+            return total
+
+        assert counts(gpu) == {"FILL": 1, "UPDATE": 1, "WRITE": 1, "READ": 1}
+        assert counts(cpu) == {"FILL": 1}
+        assert counts(sync) == {}
+        assert host.tobytes() == b"\x22" * 8 + b"\x21" * 56
+        assert on_gpu.read() == b"\x22" * 16 + b"\x21" * 48
+        assert on_sync.read() == b"\x23" * 64
+        assert group.runner_for(cpu, on_gpu, write=True) is gpu
+        assert group.runner_for(sync, on_gpu, write=False) is gpu
+        assert group.runner_for(gpu, on_gpu, write=True) is gpu
