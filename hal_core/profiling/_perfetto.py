@@ -3,7 +3,8 @@
 One process per device and one track (thread) per queue. Host-execution events become
 slices named by operation type; dispatch events become slices named by function, nested
 inside the operation that ran them; queue submissions are instant events with a flow arrow
-to the slice that executed them; memory events are
+to the slice that executed them; device-side queue timestamps (DEVICE_QUEUE_EVENTS) are slices
+on a ``queue N device`` track; memory events are
 instants on a per-device "memory" track; device metrics are counter tracks. Timestamps are
 microseconds from the session's begin on the host clock; device ticks are converted through
 the clock correlations. Operations that overlap on one queue without nesting (local-task
@@ -27,6 +28,18 @@ from ._sink import ChunkMetadata
 __all__ = ["PerfettoSink", "perfetto_trace", "write_perfetto"]
 
 _LANE_STRIDE = 1000
+_DISPATCH_LANES = 500  # lanes of dispatches whose submission has no host slice
+_DEVICE_LANES = 800  # lanes of device-side queue timestamps
+
+
+def _lane_name(queue: int, lane: int) -> str:
+    if lane >= _DEVICE_LANES:
+        k = lane - _DEVICE_LANES
+        return f"queue {queue} device" + (f" #{k}" if k else "")
+    if lane >= _DISPATCH_LANES:
+        k = lane - _DISPATCH_LANES
+        return f"queue {queue} dispatches" + (f" #{k}" if k else "")
+    return f"queue {queue}" if lane == 0 else f"queue {queue} #{lane}"
 
 
 def _op(t: int) -> str:
@@ -154,7 +167,7 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
             else:
                 lane = len(ends)
                 ends.append(end)
-            lane += 500  # separate from operation lanes
+            lane += _DISPATCH_LANES  # separate from operation lanes
         lanes_used.add((dev, qi, lane))
         events.append(
             {
@@ -174,8 +187,41 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
                 },
             }
         )
+    # Device-side queue timestamps (DEVICE_QUEUE_EVENTS): their own lanes per queue.
+    dq = cap.records("queue-device-events")
+    dq_lane_end: dict[tuple[int, int], list[float]] = {}
+    for dev in sorted({int(x) for x in dq["physical_device_ordinal"]}):
+        sel = np.flatnonzero(dq["physical_device_ordinal"] == dev)
+        starts = np.atleast_1d(cap.clock.to_host_ns(dev, dq["start_tick"][sel].astype(np.float64)))
+        ends_ns = np.atleast_1d(cap.clock.to_host_ns(dev, dq["end_tick"][sel].astype(np.float64)))
+        for k in np.argsort(starts, kind="stable"):
+            r = dq[sel[k]]
+            qi = int(r["queue_ordinal"])
+            start, end = float(starts[k]), float(ends_ns[k])
+            ends = dq_lane_end.setdefault((dev, qi), [])
+            for lane, last in enumerate(ends):
+                if last <= start:
+                    ends[lane] = end
+                    break
+            else:
+                lane = len(ends)
+                ends.append(end)
+            lane += _DEVICE_LANES
+            lanes_used.add((dev, qi, lane))
+            events.append(
+                {
+                    "ph": "X",
+                    "cat": "device-queue",
+                    "name": _op(int(r["type"])),
+                    "pid": dev + 1,
+                    "tid": qi + 1 + lane * _LANE_STRIDE,
+                    "ts": us(start),
+                    "dur": max(end - start, 0.0) / 1e3,
+                    "args": {"submission_id": int(r["submission_id"])},
+                }
+            )
     for dev, qi, lane in sorted(lanes_used):
-        name = f"queue {qi}" if lane == 0 else f"queue {qi} #{lane}"
+        name = _lane_name(qi, lane)
         events.append(
             {
                 "ph": "M",

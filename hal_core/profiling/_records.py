@@ -232,6 +232,22 @@ HOST_EXECUTION_EVENTS = _schema(
         ("payload_length", U8),
     ],
 )
+QUEUE_DEVICE_EVENTS = _schema(
+    "queue-device-events",
+    [
+        ("type", U2),
+        ("flags", U2),
+        ("physical_device_ordinal", U4),
+        ("queue_ordinal", U4),
+        ("reserved", U4),
+        ("event_id", U8),
+        ("submission_id", U8),
+        ("command_buffer_id", U8),
+        ("stream_id", U8),
+        ("start_tick", U8),
+        ("end_tick", U8),
+    ],
+)
 DISPATCH_EVENTS = _schema(
     "dispatch-events",
     [

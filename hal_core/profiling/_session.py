@@ -185,6 +185,11 @@ class ProfilingSession:
             "type queue_ordinal submission_id start_host_time_ns end_host_time_ns "
             "status_code payload_length thread_id",
         )
+        self.device_queue_events = ring(
+            F.DEVICE_QUEUE_EVENTS,
+            R.QUEUE_DEVICE_EVENTS,
+            "type queue_ordinal submission_id command_buffer_id start_tick end_tick flags",
+        )
         self.dispatch_events = ring(
             F.DISPATCH_EVENTS,
             R.DISPATCH_EVENTS,
@@ -202,6 +207,7 @@ class ProfilingSession:
             for r in (
                 self.queue_events,
                 self.host_execution_events,
+                self.device_queue_events,
                 self.dispatch_events,
                 self.memory_events,
             )
@@ -286,6 +292,24 @@ class ProfilingSession:
                     payload_length,
                     thread_id,
                 )
+            )
+
+    def record_device_queue_event(
+        self,
+        op_type: int,
+        queue: int,
+        submission_id: int,
+        start_tick: int,
+        end_tick: int,
+        command_buffer_id: int = 0,
+        flags: int = 0,
+    ) -> None:
+        """A queue operation ran on the device from ``start_tick`` to ``end_tick``
+        (device clock; e.g. timestamps the device wrote before and after it)."""
+        ring = self.device_queue_events
+        if ring is not None:
+            ring.append(
+                (op_type, queue, submission_id, command_buffer_id, start_tick, end_tick, flags)
             )
 
     def record_dispatch(

@@ -158,3 +158,22 @@ def test_perfetto_flows_link_submissions_to_executions():
     assert len(starts) == 3 and starts.keys() == ends.keys()
     for fid, f in ends.items():
         assert f["bp"] == "e" and f["ts"] >= starts[fid]["ts"]
+
+
+def test_device_queue_events_use_the_clock_correlations():
+    from hal_core.profiling import ClockDomain
+
+    stats = StatisticsSink()
+    s = make_session(F.DEVICE_QUEUE_EVENTS, [stats], clock_domain=ClockDomain.DEVICE_TICKS,
+                     tick_frequency_hz=100_000_000)
+    s.record_clock_correlation(1_000, 5_000_000, 5_000_000)  # tick 1000 at host 5 ms
+    s.record_clock_correlation(101_000, 6_000_000, 6_000_000)  # 100_000 ticks = 1 ms
+    s.record_device_queue_event(4, 1, 7, 11_000, 21_000)  # a fill: 10_000 ticks = 100 us
+    s.end()
+    ev = perfetto_trace(stats.capture)["traceEvents"]
+    (fill,) = [e for e in ev if e.get("cat") == "device-queue"]
+    assert fill["name"] == "fill" and fill["dur"] == pytest.approx(100.0)
+    names = {e["args"]["name"] for e in ev if e.get("name") == "thread_name"}
+    assert "queue 1 device" in names
+    start_ns = 5_000_000 + 10_000 * 10  # 10 ns per tick after tick 1000
+    assert fill["ts"] == pytest.approx((start_ns - stats.capture.begin_host_time_ns) / 1e3)
