@@ -191,10 +191,13 @@ def run(args: argparse.Namespace) -> int:
         from ..profiling._control import supported_families
 
         if families is None:
-            families = DEFAULT_FAMILIES & supported_families(device)
+            # What the device supports of the defaults; all of them when it supports none,
+            # so profiling_begin names what is missing instead of capturing nothing.
+            families = DEFAULT_FAMILIES & supported_families(device) or DEFAULT_FAMILIES
         families |= extra
         opts = ProfilingOptions(families, sinks=sinks, ring_capacity=args.ring_capacity)
-        device.profiling_begin(opts)
+        if device.profiling_begin(opts) is None:
+            return _fail("no profiling data families requested; pass --families")
         names = ",".join(m.name.lower() for m in F if m and m.name and families & m)
         print(
             f"hal profile: running {rest[0]} on {args.device} ({names})",

@@ -104,3 +104,13 @@ def test_summary_of_a_non_bundle(tmp_path, capsys):
     bad.write_text("hello")
     assert hal_profile(["summary", str(bad)]) == 2
     assert "not a HAL profile bundle" in capsys.readouterr().err
+
+
+def test_device_without_profiling_names_the_families(monkeypatch, capsys):
+    from hal_local_cpu.device import LocalDeviceBackend
+
+    monkeypatch.setattr(LocalDeviceBackend, "profiling_families", property(lambda self: 0))
+    assert hal_profile(["--device", "local-sync://", "--", "edge.e2e"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot produce profiling data QUEUE_EVENTS" in err
+    assert "supports no profiling data" in err
