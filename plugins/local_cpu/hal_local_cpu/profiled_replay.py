@@ -50,7 +50,10 @@ def _executable_of(program: LocalProgram, rec: Any) -> tuple[Any, int]:
 def _view(program: LocalProgram, segment: tuple) -> LocalProgram:
     view = object.__new__(LocalProgram)
     for name in LocalProgram.__slots__:
-        setattr(view, name, getattr(program, name))
+        try:
+            setattr(view, name, getattr(program, name))
+        except AttributeError:  # a slot the finalizer leaves unset for this program
+            pass
     view.segments = (segment,)
     return view
 
