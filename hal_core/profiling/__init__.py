@@ -14,6 +14,7 @@ from ._bundle import (
 )
 from ._capture import CapturedProfile, CaptureSink
 from ._clock import ClockMap, host_time_ns
+from ._control import supported_families
 from ._options import (
     PRECISE_FAMILIES,
     CaptureFilter,
@@ -110,5 +111,6 @@ __all__ = [
     "read_profile_bundle",
     "record_pool_events",
     "schema_for",
+    "supported_families",
     "write_perfetto",
 ]

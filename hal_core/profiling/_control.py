@@ -41,6 +41,8 @@ def _lock(device: Any) -> threading.Lock:
 
 
 def supported_families(device: Any) -> ProfilingDataFamily:
+    """The data families ``device``'s backend can produce (NONE when it profiles
+    nothing)."""
     return ProfilingDataFamily(int(getattr(device.backend, "profiling_families", 0)))
 
 
