@@ -40,10 +40,58 @@ def _lock(device: Any) -> threading.Lock:
     return lock
 
 
-def supported_families(device: Any) -> ProfilingDataFamily:
-    """The data families ``device``'s backend can produce (NONE when it profiles
-    nothing)."""
+def _backend_families(device: Any) -> ProfilingDataFamily:
     return ProfilingDataFamily(int(getattr(device.backend, "profiling_families", 0)))
+
+
+def _can_tap_submit(backend: Any) -> bool:
+    return callable(getattr(backend, "submit", None)) and hasattr(backend, "__dict__")
+
+
+def supported_families(device: Any) -> ProfilingDataFamily:
+    """The data families ``device`` can produce: its backend's, plus QUEUE_EVENTS, which
+    hal_core records itself at submit for any backend that does not (see
+    ``_GenericQueueTap``). NONE when it profiles nothing."""
+    families = _backend_families(device)
+    if not families & ProfilingDataFamily.QUEUE_EVENTS and _can_tap_submit(device.backend):
+        families |= ProfilingDataFamily.QUEUE_EVENTS
+    return families
+
+
+class _GenericQueueTap:
+    """QUEUE_EVENTS for a backend without its own taps: an instance attribute shadowing
+    the backend's ``submit`` for the session (removed at the end), recording each op at
+    submit. Submission ids are per-session sequence numbers (the backend's own epochs are
+    not visible here); the record's ``dependency_strategy`` is INLINE as nothing more is
+    known."""
+
+    __slots__ = ("backend", "inner", "record", "next_id")
+
+    def __init__(self, backend: Any, session: ProfilingSession) -> None:
+        self.backend = backend
+        self.inner = backend.submit
+        self.record = session.record_queue_event
+        self.next_id = itertools.count(1).__next__
+
+    def __call__(self, op: Any) -> None:
+        t = host_time_ns()
+        self.inner(op)
+        self.record(
+            op.kind,
+            op.queue,
+            self.next_id(),
+            len(op.waits),
+            len(op.signals),
+            getattr(op, "length", 0) or 0,
+            submit_host_time_ns=t,
+        )
+
+    def install(self) -> None:
+        self.backend.submit = self
+
+    def remove(self) -> None:
+        if self.backend.__dict__.get("submit") is self:
+            del self.backend.__dict__["submit"]
 
 
 def _names(flags: ProfilingDataFamily) -> str:
@@ -92,12 +140,21 @@ def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession 
         attach = getattr(backend, "profiling_begin", None)
         if attach is not None:
             attach(session)  # UNAVAILABLE etc. propagate; nothing was started
+        tap = None
+        if families & ProfilingDataFamily.QUEUE_EVENTS and not (
+            _backend_families(device) & ProfilingDataFamily.QUEUE_EVENTS
+        ):
+            tap = _GenericQueueTap(backend, session)
+            tap.install()
+            session.add_end_callback(tap.remove)
         try:
             if domain == ClockDomain.HOST_NS:
                 t = host_time_ns()
                 session.record_clock_correlation(t, t, t)
             session.start()
         except BaseException:
+            if tap is not None:
+                tap.remove()
             detach = getattr(backend, "profiling_end", None)
             if detach is not None:
                 detach(session)
@@ -145,6 +202,7 @@ def profiling_end(device: Any) -> None:
                 detach(session)
             except BaseException as exc:
                 first = first or exc
+        # (a generic queue tap is removed by the session's end callbacks, in session.end)
         if session.clock_domain == ClockDomain.HOST_NS:
             t = host_time_ns()
             session.record_clock_correlation(t, t, t)

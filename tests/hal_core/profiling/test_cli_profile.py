@@ -109,8 +109,15 @@ def test_summary_of_a_non_bundle(tmp_path, capsys):
 def test_device_without_profiling_names_the_families(monkeypatch, capsys):
     from hal_local_cpu.device import LocalDeviceBackend
 
+    # a backend with no profiling support of its own
     monkeypatch.setattr(LocalDeviceBackend, "profiling_families", property(lambda self: 0))
-    assert hal_profile(["--device", "local-sync://", "--", "edge.e2e"]) == 2
+    monkeypatch.setattr(LocalDeviceBackend, "profiling_begin", lambda self, session: None)
+    monkeypatch.setattr(LocalDeviceBackend, "profiling_end", lambda self, session: None)
+    argv = ["--device", "local-sync://", "--families", "host-execution", "--", "edge.e2e"]
+    assert hal_profile(argv) == 2
     err = capsys.readouterr().err
-    assert "cannot produce profiling data QUEUE_EVENTS" in err
-    assert "supports no profiling data" in err
+    assert "cannot produce profiling data HOST_EXECUTION_EVENTS" in err
+    assert "supports QUEUE_EVENTS" in err  # hal_core's generic queue tap
+    # the defaults reduce to what the device supports: queue events recorded by hal_core
+    assert hal_profile(["--device", "local-sync://", "--", "edge.e2e"]) == 0
+    assert "BARRIER=512" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import hal_core
+import hal_core.profiling
 from hal_core import BufferParams
 from hal_core.profiling import (
     ChunkFlags,
@@ -243,3 +244,30 @@ def test_failures_carry_their_status(device):
     by_type = {int(r["type"]): int(r["status_code"]) for r in h}
     assert by_type[int(hal_core.QueueOpKind.HOST_CALL)] == hal_core.StatusCode.DATA_LOSS
     assert by_type[int(hal_core.QueueOpKind.BARRIER)] == hal_core.StatusCode.ABORTED
+
+
+def test_generic_queue_events_for_backends_without_taps(monkeypatch):
+    """hal_core records QUEUE_EVENTS itself for a backend that does not."""
+    from hal_local_cpu.device import LocalDeviceBackend
+
+    # a backend with no profiling support of its own
+    monkeypatch.setattr(LocalDeviceBackend, "profiling_families", property(lambda self: 0))
+    monkeypatch.setattr(LocalDeviceBackend, "profiling_begin", lambda self, session: None)
+    monkeypatch.setattr(LocalDeviceBackend, "profiling_end", lambda self, session: None)
+    with hal_core.create_device("local-task://") as device:
+        assert hal_core.profiling.supported_families(device) == F.QUEUE_EVENTS
+        with pytest.raises(hal_core.UnimplementedError, match="HOST_EXECUTION_EVENTS"):
+            device.profiling_begin(
+                ProfilingOptions(F.QUEUE_EVENTS | F.HOST_EXECUTION_EVENTS, sinks=[StatisticsSink()])
+            )
+        assert "submit" not in vars(device.backend)  # the failed begin left no tap
+        stats = StatisticsSink()
+        device.profiling_begin(ProfilingOptions(F.QUEUE_EVENTS, sinks=[stats]))
+        assert "submit" in vars(device.backend)
+        run_transfers(device, 2)
+        device.profiling_end()
+        assert "submit" not in vars(device.backend)
+        assert device._submit == device.backend.submit
+    q = stats.capture.records("queue-events")
+    assert len(q) == 14 and q["submission_id"].tolist() == list(range(1, 15))
+    assert stats.capture.records("host-execution-events").size == 0
