@@ -63,7 +63,9 @@ def collect() -> dict[str, Any]:
             entry["available"] = False
             entry["reason"] = str(exc)
         drivers.append(entry)
-    return {"plugins": plugins, "drivers": drivers}
+    from ..profiling import describe_profilers
+
+    return {"plugins": plugins, "drivers": drivers, "profilers": describe_profilers()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"    unavailable: {d['reason']}")
         for dev in d["devices"]:
             print(f"    {dev['uri']:<40} {dev['name']}")
+    print("Profilers:")
+    for p in data["profilers"]:
+        needs = f" (needs {p['data_families']})" if p["data_families"] else ""
+        print(f"  {p['name']:<16} [plugin {p['plugin']}] {p['description']}{needs}")
     return 0
 
 

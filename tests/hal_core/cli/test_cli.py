@@ -14,6 +14,8 @@ def test_info_json_lists_plugins_drivers_and_devices(capsys):
     drivers = {d["name"]: d for d in data["drivers"]}
     assert drivers["local-task"]["devices"][0]["uri"] == "local-task://"
     assert drivers["local-sync"]["available"]
+    profilers = {p["name"]: p for p in data["profilers"]}
+    assert "op-histogram" in profilers  # the example third-party distribution
 
 
 def test_info_text(capsys):
