@@ -20,7 +20,7 @@ from .executable import AmdgpuExecutable, load_executable
 from .hsa import HsaLibrary
 from .memory_pools import CpuPools, GpuPools, find_cpu_pools, find_gpu_pools
 from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
-from .topology import TopologyEdge, query_edge
+from .topology import AgentPoolEdge, query_edge
 
 __all__ = ["AmdgpuDeviceBackend", "QUEUES_PER_GPU", "EXECUTABLE_FORMAT_HSACO"]
 
@@ -119,9 +119,52 @@ class AmdgpuDeviceBackend:
 
     # -- topology -----------------------------------------------------------------------
 
-    def topology_edge(self, src_gpu: int, dst_gpu: int) -> TopologyEdge:
+    def topology_edge(self, src_gpu: int, dst_gpu: int) -> AgentPoolEdge:
         """Edge from GPU ``src_gpu`` of this device to the memory of GPU ``dst_gpu``."""
         return query_edge(self.hsa, self.gpus[src_gpu].handle, self.gpu_pools[dst_gpu])
+
+    # -- device groups (hal_core DeviceGroup; hal_amdgpu.device_group) -------------------
+
+    def query_capabilities(self) -> Any:
+        from .device_group import query_capabilities
+
+        return query_capabilities(self)
+
+    def refine_topology_edge(self, other: Any, edge: Any) -> Any:
+        from .device_group import refine_topology_edge
+
+        return refine_topology_edge(self, other, edge)
+
+    def assign_topology_info(self, info: Any) -> None:
+        from .device_group import assign_topology_info
+
+        assign_topology_info(self, info)
+
+    # -- profiling (hal_amdgpu.profiling: taps installed at begin, removed at end) -------
+
+    @property
+    def profiling_families(self) -> int:
+        from .profiling import AMDGPU_PROFILING_FAMILIES
+
+        return AMDGPU_PROFILING_FAMILIES
+
+    @property
+    def profiling_clock(self) -> tuple:
+        from .profiling import profiling_clock
+
+        return profiling_clock(self.hsa)
+
+    def profiling_begin(self, session: Any) -> None:
+        from .profiling import AmdgpuProfiling
+
+        profiling = AmdgpuProfiling(self, session)
+        profiling.begin()
+        self._profiling = profiling
+
+    def profiling_end(self, session: Any) -> None:
+        profiling, self._profiling = getattr(self, "_profiling", None), None
+        if profiling is not None:
+            profiling.end()
 
     def close(self, timeout: float | None = None) -> None:
         with self._lock:

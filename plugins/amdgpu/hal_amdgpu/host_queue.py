@@ -322,6 +322,9 @@ _BARRIER_VALUE_WORD = vendor_header_word(
 class HostQueue:
     """One HAL queue over one HSA AQL queue (see module docstring). Thread-safe."""
 
+    #: hal_amdgpu.profiling: set on the instance for a profiling session only.
+    profiler: Any = None
+
     def __init__(self, qset: "HostQueueSet", gpu_index: int, queue_index: int,
                  options: HostQueueOptions) -> None:
         hsa = qset.hsa
@@ -578,7 +581,9 @@ class HostQueue:
             block = None
             payload = 0
             kblocks = 0
-        total = nbar + max(1, payload)
+        prof = self.profiler  # hal_amdgpu.profiling.QueueProfiler while a session runs
+        # (profiled: one more slot, a trailing NOP that carries the epoch signal)
+        total = nbar + max(1, payload) + (prof is not None)
         if not self.notifications.can_admit(len(signals)):
             return _NO_ROOM
         if not self.kernargs.can_allocate(kblocks):
@@ -622,6 +627,9 @@ class HostQueue:
             nop.view("<u8")[0, 7] = self.epoch_handle
             ring.write_bodies(first + nbar, nop)
             headers = None
+        if prof is not None:
+            prof.before_headers(self, sub, first + nbar, total - nbar - 1, headers, epoch,
+                                final_block)
         # Commit signals and bookkeeping before the headers: the completion thread can
         # only see this epoch once the final header is published.
         kend = kstart + kblocks if kblocks else -1

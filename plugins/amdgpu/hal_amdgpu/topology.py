@@ -2,7 +2,7 @@
 
 ``query_edge(hsa, src, dst_pools)`` asks from the source agent about the destination's
 coarse and fine pools: access, hop count and per-hop link info, and folds them into a
-frozen ``TopologyEdge`` keeping the worst hop: link class and costs, NUMA distance scaled to
+frozen ``AgentPoolEdge`` keeping the worst hop: link class and costs, NUMA distance scaled to
 0..15, coherence and atomics only if every hop has them, interop modes from the access
 level. Blocking HSA queries; thread-safe.
 """
@@ -13,21 +13,13 @@ import enum
 
 import attrs
 
+# One definition of link classes and interop modes: hal_core's (IREE's values).
+from hal_core import InteropMode, LinkClass
+
 from .hsa import AgentPoolInfo, HsaLibrary, LinkType, PoolAccess
 from .memory_pools import GpuPools
 
-__all__ = ["LinkClass", "LinkFlag", "InteropMode", "TopologyEdge", "query_edge"]
-
-
-class LinkClass(enum.IntEnum):
-    SAME_DIE = 0
-    NVLINK_IF = 1
-    PCIE_SAME_ROOT = 2
-    PCIE_CROSS_ROOT = 3
-    HOST_STAGED = 4
-    FABRIC = 5
-    ISOLATED = 6
-    OTHER = 7
+__all__ = ["LinkClass", "LinkFlag", "InteropMode", "AgentPoolEdge", "query_edge"]
 
 
 class LinkFlag(enum.IntFlag):
@@ -43,11 +35,6 @@ class LinkFlag(enum.IntFlag):
     ATOMIC_SYSTEM = 1 << 10
     P2P_COPY = 1 << 11
     PEER_ACCESS_REQUIRES_GRANT = 1 << 12
-
-
-class InteropMode(enum.IntEnum):
-    COPY = 0
-    NATIVE = 1
 
 
 # link class -> (copy cost, latency class)
@@ -66,7 +53,7 @@ _BY_TYPE = {
 
 
 @attrs.frozen
-class TopologyEdge:
+class AgentPoolEdge:
     link_class: LinkClass
     copy_cost: int
     latency_class: int
@@ -85,7 +72,7 @@ def _mode(access: int) -> InteropMode:
     return InteropMode.NATIVE if access == PoolAccess.ALLOWED_BY_DEFAULT else InteropMode.COPY
 
 
-def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> TopologyEdge:
+def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> AgentPoolEdge:
     ffi = hsa.ffi
     agent = ffi.new("hsa_agent_t*", [src_agent])[0]
     coarse = ffi.new("hsa_amd_memory_pool_t*", [dst.coarse.handle])[0]
@@ -94,7 +81,7 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> TopologyEdge:
     fine_access = hsa.agent_pool_info(agent, fine, AgentPoolInfo.ACCESS, "uint32_t")
     if src_agent == dst.coarse.agent:
         cost, latency = _COSTS[LinkClass.SAME_DIE]
-        return TopologyEdge(LinkClass.SAME_DIE, cost, latency, 0,
+        return AgentPoolEdge(LinkClass.SAME_DIE, cost, latency, 0,
                             LinkFlag.PEER_COHERENT | LinkFlag.ATOMIC_DEVICE
                             | LinkFlag.ATOMIC_SYSTEM | LinkFlag.P2P_COPY,
                             InteropMode.NATIVE, InteropMode.NATIVE, 0)
@@ -132,5 +119,5 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> TopologyEdge:
     if PoolAccess.DISALLOWED_BY_DEFAULT in (coarse_access, fine_access):
         flags |= LinkFlag.PEER_ACCESS_REQUIRES_GRANT
     cost, latency = _COSTS[worst]
-    return TopologyEdge(worst, cost, latency, numa, flags, _mode(coarse_access),
+    return AgentPoolEdge(worst, cost, latency, numa, flags, _mode(coarse_access),
                         _mode(fine_access), int(hops))

@@ -14,6 +14,7 @@ error callback, as a hardware queue error would; later packets are not processed
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,6 +72,11 @@ class SoftQueue:
         self._barrier_value = self.ring.array.view(BARRIER_VALUE_DTYPE)
         self._stop = False
         self.error: int | None = None
+        #: ``hsa_amd_profiling_set_profiler_enabled``: when set, each packet's completion
+        #: signal gets ``start_ts``/``end_ts`` (amd_signal_t bytes 32/40) from the agent's
+        #: clock (``time.monotonic_ns``, the clock ``hsa_system_get_info(TIMESTAMP)`` reads
+        #: at TIMESTAMP_FREQUENCY = 1 GHz) before it is decremented.
+        self.profiling_enabled = False
         self._thread = threading.Thread(
             target=self._run, name=f"soft-hsa-agent{agent}-queue{queue_id}", daemon=True
         )
@@ -107,18 +113,24 @@ class SoftQueue:
                 if self._stop:
                     return
             slot = self.read_index & self.mask
+            start_ts = time.monotonic_ns() if self.profiling_enabled else 0
             status = self._process(slot)
             if status is None:  # stopped while waiting
                 return
             if status != HsaStatus.SUCCESS:
                 self._fail(status)
                 return
-            self._retire(slot)
+            self._retire(slot, start_ts)
 
-    def _retire(self, slot: int) -> None:
+    def _retire(self, slot: int, start_ts: int = 0) -> None:
         completion = int(self._barrier[slot]["completion_signal"])
         signals = self.runtime.signals
         if completion and signals.is_valid(completion):
+            if start_ts:
+                words = signals.words(completion)
+                if words is not None:  # start_ts / end_ts: int64 words 4 and 5
+                    words[4] = start_ts
+                    words[5] = time.monotonic_ns()
             signals.add(completion, -1)
         with signals.cond:
             self._headers[slot] = _INVALID_HEADER

@@ -610,7 +610,21 @@ class SoftHsaRuntime:
         return self.queue_for(queue).read_index
 
     def hsa_amd_profiling_set_profiler_enabled(self, queue: Any, enable: int) -> int:
-        return _OK if self.queue_for(queue) is not None else int(_S.ERROR_INVALID_QUEUE)
+        q = self.queue_for(queue)
+        if q is None:
+            return int(_S.ERROR_INVALID_QUEUE)
+        q.profiling_enabled = bool(enable)
+        return _OK
+
+    def hsa_amd_profiling_get_dispatch_time(self, agent: Any, signal: Any, time: Any) -> int:
+        # The soft agent's ticks already are system-clock ticks (TIMESTAMP_FREQUENCY 1 GHz),
+        # so the conversion ROCr does here is the identity.
+        words = self.signals.words(int(signal.handle))
+        if words is None:
+            return int(_S.ERROR_INVALID_SIGNAL)
+        time.start = int(words[4])
+        time.end = int(words[5])
+        return _OK
 
     # -- code objects and executables ---------------------------------------------------
 

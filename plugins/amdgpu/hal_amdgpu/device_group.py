@@ -1,0 +1,137 @@
+"""The amdgpu device as a member of a hal_core ``DeviceGroup`` (issue 8): capabilities,
+same-driver edge refinement from HSA link info, and group-axis advancement.
+
+* ``query_capabilities``: buffers live in this HSA system's GPU pools (a memory domain
+  private to the HSA library instance and GPU set, so two devices over the same GPUs share
+  it); semaphores are hal_core host timelines (host_semaphores); host memory of another
+  device is reached by copies (the allocator grants pool access to this device's own agents
+  only, never to foreign host allocations); NUMA node of the nearest CPU; a peer copy path.
+* ``refine_topology_edge(other, edge)``: for two amdgpu devices over one HSA system, the
+  worst physical edge (``topology.query_edge``) from any GPU of the consuming device to the
+  pools of any GPU of the producing one sets the link class, costs, NUMA distance and
+  capability bits. Buffer modes stay COPY across distinct GPUs (no cross-device pool
+  grants are made) and become NATIVE when both devices are the same GPUs. Devices over
+  different HSA systems (e.g. rocr and the soft agent) keep the capability-derived edge.
+* ``assign_topology_info(info)``: each host queue's retired epochs also advance its axis
+  ``info.queue_axis(q)`` in the group's tracker (through the queue set's retire listener,
+  on the completion thread); ``None`` stops that. Blocking: may create the host queues.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from hal_core import DeviceCapabilities, InteropMode, LinkClass, TopologyCapability, TopologyEdge
+
+from .topology import AgentPoolEdge, LinkFlag, query_edge
+
+__all__ = ["query_capabilities", "refine_topology_edge", "assign_topology_info",
+           "hal_capabilities"]
+
+_FLAG_TO_CAPABILITY = (
+    (LinkFlag.PCIE, TopologyCapability.LINK_PCIE),
+    (LinkFlag.XGMI, TopologyCapability.LINK_XGMI),
+    (LinkFlag.HYPERTRANSPORT, TopologyCapability.LINK_HYPERTRANSPORT),
+    (LinkFlag.QPI, TopologyCapability.LINK_QPI),
+    (LinkFlag.INFINIBAND, TopologyCapability.LINK_INFINIBAND),
+    (LinkFlag.OTHER, TopologyCapability.LINK_OTHER),
+    (LinkFlag.PEER_COHERENT, TopologyCapability.PEER_COHERENT),
+    (LinkFlag.ATOMIC_DEVICE, TopologyCapability.ATOMIC_DEVICE),
+    (LinkFlag.ATOMIC_SYSTEM, TopologyCapability.ATOMIC_SYSTEM),
+    (LinkFlag.P2P_COPY, TopologyCapability.P2P_COPY),
+    (LinkFlag.PEER_ACCESS_REQUIRES_GRANT, TopologyCapability.PEER_ACCESS_REQUIRES_GRANT),
+)
+
+
+def hal_capabilities(flags: LinkFlag) -> TopologyCapability:
+    """``topology.LinkFlag`` bits as hal_core ``TopologyCapability`` bits."""
+    caps = TopologyCapability.NONE
+    for flag, cap in _FLAG_TO_CAPABILITY:
+        if flags & flag:
+            caps |= cap
+    return caps
+
+
+def _memory_domain(backend: Any) -> str:
+    return f"amdgpu:{id(backend.hsa):x}:{','.join(str(o) for o in backend.ordinals)}"
+
+
+def query_capabilities(backend: Any) -> DeviceCapabilities:
+    numa = backend.cpus[0].node if backend.cpus else -1
+    return DeviceCapabilities(memory_domain=_memory_domain(backend),
+                              host_memory_access=InteropMode.COPY, host_semaphores=True,
+                              numa_node=int(numa), peer_copy=True)
+
+
+def _worst_edge(consumer: Any, producer: Any) -> AgentPoolEdge:
+    worst: AgentPoolEdge | None = None
+    for gpu in consumer.gpus:
+        for pools in producer.gpu_pools:
+            e = query_edge(consumer.hsa, gpu.handle, pools)
+            if worst is None or (e.copy_cost, e.latency_class) > (worst.copy_cost,
+                                                                   worst.latency_class):
+                worst = e
+    assert worst is not None  # every amdgpu device has at least one GPU
+    return worst
+
+
+def refine_topology_edge(backend: Any, other: Any, edge: TopologyEdge) -> TopologyEdge:
+    from .device import AmdgpuDeviceBackend
+
+    if not isinstance(other, AmdgpuDeviceBackend) or other.hsa is not backend.hsa:
+        return edge  # different HSA systems: no link info relates them
+    phys = _worst_edge(backend, other)
+    same_gpus = set(backend.ordinals) == set(other.ordinals)
+    caps = (edge.capabilities & ~TopologyCapability.UNIFIED_MEMORY) | hal_capabilities(
+        phys.flags)
+    buffer_mode = InteropMode.COPY
+    if same_gpus:
+        caps |= TopologyCapability.UNIFIED_MEMORY
+        buffer_mode = InteropMode.NATIVE
+    link = phys.link_class if not same_gpus else LinkClass.SAME_DIE
+    return attrs.evolve(edge, link_class=link, buffer_read_mode=buffer_mode,
+                        buffer_write_mode=buffer_mode, capabilities=caps,
+                        copy_cost=phys.copy_cost if not same_gpus else 0,
+                        latency_class=phys.latency_class if not same_gpus else 0,
+                        numa_distance=phys.numa_distance)
+
+
+class _GroupAxes:
+    """Retire listener: advance queue ``q``'s group axis to its completed epoch, then pass
+    the event on to whatever listener was installed before (profiling, ...)."""
+
+    __slots__ = ("tracker", "axes", "previous", "active")
+
+    def __init__(self, info: Any, queue_count: int, previous: Any) -> None:
+        self.tracker = info.tracker
+        self.axes = [info.queue_axis(q) for q in range(queue_count)]
+        self.previous = previous
+        self.active = True
+
+    def __call__(self, queue_index: int, completed: int) -> None:
+        if self.active:
+            self.tracker.advance(self.axes[queue_index], completed)
+        previous = self.previous
+        if previous is not None:
+            previous(queue_index, completed)
+
+
+def assign_topology_info(backend: Any, info: Any) -> None:
+    qset = backend._host_queue_set or backend._create_host_queues()
+    old = getattr(backend, "_group_axes", None)
+    if old is not None:
+        old.active = False  # a listener chained behind a later one stays a pass-through
+        if qset.retire_listener is old:
+            qset.retire_listener = old.previous
+        backend._group_axes = None
+    if info is None:
+        return
+    axes = _GroupAxes(info, len(qset.queues), qset.retire_listener)
+    qset.retire_listener = axes
+    backend._group_axes = axes
+    # Catch up with what retired before the listener was in place (advance is monotonic).
+    for q in qset.queues:
+        if q.completed_epoch:
+            info.tracker.advance(axes.axes[q.index], q.completed_epoch)

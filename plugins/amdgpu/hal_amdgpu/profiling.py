@@ -1,0 +1,410 @@
+"""Profiling taps of the amdgpu device (issue 7): queue, host-execution, dispatch and memory
+events, executable metadata, and device-tick clock correlations.
+
+Lifecycle: ``AmdgpuProfiling.begin()`` (from the backend's ``profiling_begin(session)``)
+enables HSA profiling on every AQL queue (``hsa_amd_profiling_set_profiler_enabled``),
+shadows ``HostQueueSet.submit`` with an instance attribute and sets ``HostQueue.profiler``
+on each queue; ``end()`` removes all of it, so with profiling off the submission path is
+the plain class code plus the one ``profiler is None`` check in ``_publish_block``.
+
+Dispatch timestamps: while profiled, every submission publishes one extra packet, a
+trailing NOP barrier that carries the queue's epoch signal; every kernel-dispatch packet of
+the submission gets its own *profiling completion signal* from a per-queue pool (the epoch
+signal it may have carried moves to the trailer). The command processor writes the
+packet's ``start_ts``/``end_ts`` into that signal (the 64-byte ``amd_signal_t``, bytes
+32/40; the software agent from its own clock). When the epoch retires (the queue set's
+retire listener, on the completion thread) the ticks are read with
+``hsa_amd_profiling_get_dispatch_time`` (system-timestamp domain) and recorded; the
+signal is reset and reused. Ticks are never converted here: the session's clock domain is
+DEVICE_TICKS at ``hsa_system_get_info(TIMESTAMP_FREQUENCY)``, and clock-correlation
+records (host ns bracketing a ``TIMESTAMP`` read; KFD clock counters as well where
+``/dev/kfd`` and ``hal-profilers`` exist) let readers map ticks to host time.
+
+Threading: ``before_headers`` runs under the queue's submission lock; ``_on_retire`` on the
+queue's completion thread; the per-queue pending deque and signal free list are only
+appended/popped (thread-safe deque operations) from those two sides. Nothing here calls a
+sink: records go into the session's rings, drained at flush/end.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from typing import Any
+
+import numpy as np
+
+from hal_core import HalError
+from hal_core.backend import QueueOpKind
+from hal_core.profiling import (
+    ClockDomain,
+    FunctionMetadata,
+    MemoryEventType,
+    ProfilingDataFamily,
+    host_time_ns,
+)
+
+from .aql_packets import (
+    FenceScope,
+    PacketType,
+    as_dispatch,
+    emit_nops,
+    header_setup_word,
+    make_header,
+    new_staging,
+)
+from .hsa import AgentInfo, SystemInfo
+
+__all__ = ["AMDGPU_PROFILING_FAMILIES", "AmdgpuProfiling", "QueueProfiler", "profiling_clock"]
+
+AMDGPU_PROFILING_FAMILIES = int(
+    ProfilingDataFamily.QUEUE_EVENTS
+    | ProfilingDataFamily.HOST_EXECUTION_EVENTS
+    | ProfilingDataFamily.DISPATCH_EVENTS
+    | ProfilingDataFamily.MEMORY_EVENTS
+    | ProfilingDataFamily.EXECUTABLE_METADATA
+)
+
+_K = QueueOpKind
+_DISPATCH_TYPE = int(PacketType.KERNEL_DISPATCH)
+_TRAILER_WORD = header_setup_word(
+    make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM))
+_QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
+_QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
+_BUILTIN = (0, -1, "builtin")  # (executable id, ordinal, name) of unknown kernel objects
+
+
+def _system_u64(hsa: Any, attribute: int) -> int:
+    out = hsa.ffi.new("uint64_t*")
+    hsa.check(hsa.lib.hsa_system_get_info(attribute, out),
+              f"hsa_system_get_info({SystemInfo(attribute).name})")
+    return int(out[0])
+
+
+def profiling_clock(hsa: Any) -> tuple[ClockDomain, int]:
+    """The amdgpu session clock: DEVICE_TICKS at the HSA system timestamp frequency (the
+    domain ``hsa_amd_profiling_get_dispatch_time`` returns)."""
+    return ClockDomain.DEVICE_TICKS, _system_u64(hsa, SystemInfo.TIMESTAMP_FREQUENCY)
+
+
+class _TimedAction:
+    """A host action (host call, file I/O, dealloca) timed as a host-execution event."""
+
+    __slots__ = ("inner", "session", "kind", "queue", "submission_id", "length")
+
+    def __init__(self, inner: Any, session: Any, op: Any, submission_id: int) -> None:
+        self.inner = inner
+        self.session = session
+        self.kind = op.kind
+        self.queue = op.queue
+        self.submission_id = submission_id
+        self.length = getattr(op, "length", 0) or 0
+
+    def __call__(self) -> None:
+        status = 0
+        t0 = host_time_ns()
+        try:
+            self.inner()
+        except HalError as exc:
+            status = int(exc.code)
+            raise
+        finally:
+            self.session.record_host_execution(self.kind, self.queue, self.submission_id, t0,
+                                               host_time_ns(), status, self.length,
+                                               threading.get_ident())
+
+    def fail(self, error: HalError) -> None:
+        fail = getattr(self.inner, "fail", None)
+        if fail is not None:
+            fail(error)
+
+
+class QueueProfiler:
+    """Per-queue tap state: the profiling signal pool and the epochs awaiting ticks."""
+
+    def __init__(self, owner: "AmdgpuProfiling", queue: Any) -> None:
+        self.owner = owner
+        self.queue = queue
+        self.session = owner.session
+        hsa = owner.hsa
+        self.ffi = hsa.ffi
+        self.lib = hsa.lib
+        self.agent = hsa.ffi.new("hsa_agent_t*", [owner.backend.gpus[queue.gpu_index].handle])[0]
+        self.packets = as_dispatch(queue.ring.rows)
+        self.mask = queue.ring.mask
+        trailer = new_staging(1)
+        emit_nops(trailer)
+        trailer.view("<u8")[0, 7] = queue.epoch_handle  # completion_signal (byte 56)
+        self.trailer = trailer
+        #: (epoch, kind, submission_id, command_buffer_id, [(handle, signal, ko, counts, wg,
+        #: index)]) in publication order.
+        self.pending: collections.deque = collections.deque()
+        self.free: collections.deque = collections.deque()
+        self.all_signals: list[Any] = []
+        self.time = hsa.ffi.new("hsa_amd_profiling_dispatch_time_t*")
+        self.retired = False
+
+    def _acquire(self) -> tuple[int, Any]:
+        free = self.free
+        if free:
+            return free.popleft()
+        out = self.ffi.new("hsa_signal_t*")
+        self.owner.hsa.check(self.lib.hsa_amd_signal_create(1, 0, self.ffi.NULL, 0, out),
+                             "hsa_amd_signal_create(profiling completion signal)")
+        sig = self.ffi.new("hsa_signal_t*", [out[0].handle])[0]
+        entry = (int(out[0].handle), sig)
+        self.all_signals.append(entry)
+        return entry
+
+    def before_headers(self, queue: Any, sub: Any, start: int, count: int, headers: Any,
+                       epoch: int, final_block: bool) -> None:
+        """Called by ``HostQueue._publish_block`` under the queue lock after the payload
+        bodies of ``sub`` were written at packet ids ``start..start+count-1`` and before
+        any header is committed; slot ``start+count`` is reserved for the trailer."""
+        op = sub.op
+        packets = self.packets
+        mask = self.mask
+        if headers is not None:
+            idx = np.flatnonzero((headers & 0xFF) == _DISPATCH_TYPE).tolist()
+        elif sub.blit is not None:
+            idx = [0]
+        else:
+            idx = []
+        items = []
+        completion = packets["completion_signal"]
+        for i in idx:
+            slot = (start + i) & mask
+            handle, sig = self._acquire()
+            wg = tuple(max(1, int(v)) for v in packets["workgroup_size"][slot])
+            grid = packets["grid_size"][slot]
+            counts = tuple(-(-int(g) // w) for g, w in zip(grid, wg))
+            items.append((handle, sig, int(packets["kernel_object"][slot]), counts, wg, i))
+            completion[slot] = handle
+        last = (start + count - 1) & mask
+        if not idx or idx[-1] != count - 1:
+            completion[last] = 0  # a NOP/barrier last packet: the trailer carries the epoch
+        ring = queue.ring
+        ring.write_bodies(start + count, self.trailer)
+        ring.commit_header(start + count, _TRAILER_WORD)
+        ids = self.owner.submission_ids
+        submission_id = ids.pop(id(op), 0) if final_block else ids.get(id(op), 0)
+        if final_block and sub.action is not None:
+            sub.action = _TimedAction(sub.action, self.session, op, submission_id)
+        if items:
+            kind = op.kind
+            cb_id = id(op.data) if kind == _K.EXECUTE else 0
+            self.pending.append((epoch, kind, submission_id, cb_id, items))
+
+    def on_retire(self, completed: int) -> None:
+        pending = self.pending
+        session = None if self.owner.ended else self.session
+        kernels = self.owner.kernels
+        queue_index = self.queue.index
+        flt = self.session.capture_filter
+        device_ordinal = self.session.device_ordinal
+        keep = session is not None and flt.matches_queue(device_ordinal, queue_index)
+        lib = self.lib
+        t = self.time
+        while pending and pending[0][0] <= completed:
+            _epoch, _kind, submission_id, cb_id, items = pending.popleft()
+            for handle, sig, ko, counts, wg, index in items:
+                if keep:
+                    lib.hsa_amd_profiling_get_dispatch_time(self.agent, sig, t)
+                    exe_id, ordinal, name = kernels.get(ko, _BUILTIN)
+                    if flt.matches_function(name) and flt.matches_command(cb_id, index):
+                        session.record_dispatch(queue_index, submission_id, cb_id, exe_id,  # type: ignore[union-attr]
+                                                index, ordinal, counts, wg, int(t.start),
+                                                int(t.end))
+                lib.hsa_signal_store_relaxed(sig, 1)
+                self.free.append((handle, sig))
+        if self.owner.ended and not pending:
+            self.destroy()
+
+    def destroy(self) -> None:
+        """Destroy the pool once no published packet can still complete into it."""
+        if self.retired:
+            return
+        self.retired = True
+        for _handle, sig in self.all_signals:
+            self.lib.hsa_signal_destroy(sig)
+        self.all_signals = []
+        self.free.clear()
+
+
+class AmdgpuProfiling:
+    """One profiling session's taps on one ``AmdgpuDeviceBackend`` (see module doc)."""
+
+    def __init__(self, backend: Any, session: Any) -> None:
+        self.backend = backend
+        self.session = session
+        self.hsa = backend.hsa
+        self.ended = False
+        #: kernel object -> (executable id, function ordinal, function name)
+        self.kernels: dict[int, tuple[int, int, str]] = {}
+        self._executables: set[int] = set()
+        self.qset: Any = None
+        self.queues: list[QueueProfiler] = []
+        self._previous_listener: Any = None
+        self._kfd: Any = None
+        #: Per-session submission ids (amdgpu ops carry none): id(op) -> id, from the submit
+        #: tap until the op's final block is published.
+        self.submission_ids: dict[int, int] = {}
+        self._next_submission = itertools.count(1).__next__
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        backend = self.backend
+        qset = backend._host_queue_set or backend._create_host_queues()
+        self.qset = qset
+        hsa = self.hsa
+        enabled = []
+        try:
+            for q in qset.queues:
+                hsa.check(hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 1),
+                          f"hsa_amd_profiling_set_profiler_enabled(queue {q.index})")
+                enabled.append(q)
+        except BaseException:
+            for q in enabled:
+                hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 0)
+            raise
+        self._register_builtins(qset)
+        self.queues = [QueueProfiler(self, q) for q in qset.queues]
+        self._previous_listener = qset.retire_listener
+        qset.retire_listener = self._on_retire
+        self._inner_submit = qset.submit
+        qset.submit = self._submit  # instance attribute: removed at end
+        for q, qp in zip(qset.queues, self.queues):
+            with q._lock:  # no publication is half-way when the tap appears
+                q.profiler = qp
+        self._open_kfd()
+        self.correlate()
+
+    def end(self) -> None:
+        qset = self.qset
+        self.correlate()
+        if self._kfd is not None:
+            self._kfd.close()
+            self._kfd = None
+        self.ended = True
+        self.submission_ids.clear()
+        if qset.__dict__.get("submit") == self._submit:
+            del qset.__dict__["submit"]
+        for q in qset.queues:
+            with q._lock:
+                q.__dict__.pop("profiler", None)
+            self.hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 0)
+        # Epochs still in flight keep their signals (and the retire listener) until they
+        # retire; a failed queue never retires them, so its pool goes now.
+        for q, qp in zip(qset.queues, self.queues):
+            with q._drain_lock:
+                done = not qp.pending or q.error is not None or q._closed
+            if done:
+                qp.pending.clear()
+                qp.destroy()
+        if all(qp.retired for qp in self.queues) and qset.retire_listener == self._on_retire:
+            qset.retire_listener = self._previous_listener
+
+    # -- taps ---------------------------------------------------------------------------
+
+    def _submit(self, op: Any) -> None:
+        t = host_time_ns()
+        kind = op.kind
+        if kind == _K.EXECUTE or kind == _K.DISPATCH:
+            self._register_program(op.data)
+        submission_id = self._next_submission()
+        self.submission_ids[id(op)] = submission_id
+        try:
+            self._inner_submit(op)
+        except BaseException:
+            self.submission_ids.pop(id(op), None)
+            raise
+        session = self.session
+        length = getattr(op, "length", 0) or 0
+        session.record_queue_event(kind, op.queue, submission_id, len(op.waits),
+                                   len(op.signals),
+                                   length, id(op.data) if kind == _K.EXECUTE else 0,
+                                   submit_host_time_ns=t)
+        if kind == _K.ALLOCA:
+            session.record_memory_event(_QUEUE_ALLOCA, op.queue, id(op.target), length,
+                                        submission_id=submission_id)
+        elif kind == _K.DEALLOCA:
+            session.record_memory_event(_QUEUE_DEALLOCA, op.queue, id(op.target),
+                                        getattr(op.target, "allocation_size", 0),
+                                        submission_id=submission_id)
+
+    def _on_retire(self, queue_index: int, completed: int) -> None:
+        queues = self.queues
+        if queue_index < len(queues) and not queues[queue_index].retired:
+            queues[queue_index].on_retire(completed)
+        previous = self._previous_listener
+        if previous is not None:
+            previous(queue_index, completed)
+
+    # -- metadata -----------------------------------------------------------------------
+
+    def _register_builtins(self, qset: Any) -> None:
+        for ctx in qset.contexts:
+            b = ctx.builtins
+            descriptors = list(b.fill.values()) + list(b.copy.values())
+            exe_id = id(b)
+            for ordinal, d in enumerate(descriptors):
+                self.kernels[int(d.kernel_object)] = (exe_id, ordinal, d.name or "builtin")
+            self.session.record_executable(exe_id, "hal_amdgpu device library", [
+                FunctionMetadata(i, d.name or f"builtin{i}", d.binding_count, d.constant_count,
+                                 tuple(d.workgroup_size))
+                for i, d in enumerate(descriptors)])
+
+    def _register_program(self, program: Any) -> None:
+        programs = getattr(program, "per_gpu", None) or (program,)
+        for p in programs:
+            for r in getattr(p, "retained", ()):
+                functions = getattr(r, "functions", None)
+                info = getattr(r, "dispatch_info", None)
+                if functions is None or info is None or id(r) in self._executables:
+                    continue
+                self._executables.add(id(r))
+                for rows in info:
+                    for ordinal, d in enumerate(rows):
+                        self.kernels[int(d.kernel_object)] = (id(r), ordinal,
+                                                              functions[ordinal].name)
+                self.session.record_executable(id(r), r.code_object.__class__.__name__, [
+                    FunctionMetadata(i, f.name, f.binding_count, f.constant_count,
+                                     tuple(f.workgroup_size))
+                    for i, f in enumerate(functions)])
+
+    # -- clocks -------------------------------------------------------------------------
+
+    def _open_kfd(self) -> None:
+        """KFD clock counters (GPU counter with CPU/system clocks) on real hardware."""
+        if self.hsa.implementation == "soft":
+            return
+        try:
+            from hal_profilers.kfd import KfdClockCounters
+        except ImportError:
+            return
+        try:
+            self._kfd = KfdClockCounters()
+        except HalError:
+            self._kfd = None
+
+    def correlate(self) -> None:
+        """One clock-correlation record: host ns bracketing an HSA TIMESTAMP read (the
+        dispatch-tick domain), plus a KFD sample per GPU where available."""
+        hsa = self.hsa
+        t0 = host_time_ns()
+        tick = _system_u64(hsa, SystemInfo.TIMESTAMP)
+        t1 = host_time_ns()
+        self.session.record_clock_correlation(tick, t0, t1)
+        if self._kfd is not None:
+            from hal_profilers.kfd import record_clock_correlation
+
+            for gpu in self.backend.gpus:
+                agent = hsa.ffi.new("hsa_agent_t*", [gpu.handle])[0]
+                uid = hsa.agent_info_optional(agent, AgentInfo.AMD_DRIVER_UID, "uint32_t")
+                if uid is not None:
+                    try:
+                        record_clock_correlation(self.session, self._kfd, int(uid))
+                    except HalError:
+                        pass  # a GPU the KFD does not know: the HSA correlation stands
