@@ -72,7 +72,8 @@ _TRAILER_WORD = header_setup_word(
     make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM))
 _QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
 _QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
-_BUILTIN = (0, -1, "builtin")  # (executable id, ordinal, name) of unknown kernel objects
+# (executable id, ordinal, name) of a kernel object no executable of the session owns
+_UNKNOWN_KERNEL = (0, 0xFFFFFFFF, "unknown")
 
 
 def _system_u64(hsa: Any, attribute: int) -> int:
@@ -112,7 +113,7 @@ class _TimedAction:
         finally:
             self.session.record_host_execution(self.kind, self.queue, self.submission_id, t0,
                                                host_time_ns(), status, self.length,
-                                               threading.get_ident())
+                                               threading.get_native_id())
 
     def fail(self, error: HalError) -> None:
         fail = getattr(self.inner, "fail", None)
@@ -211,7 +212,7 @@ class QueueProfiler:
             for handle, sig, ko, counts, wg, index in items:
                 if keep:
                     lib.hsa_amd_profiling_get_dispatch_time(self.agent, sig, t)
-                    exe_id, ordinal, name = kernels.get(ko, _BUILTIN)
+                    exe_id, ordinal, name = kernels.get(ko, _UNKNOWN_KERNEL)
                     if flt.matches_function(name) and flt.matches_command(cb_id, index):
                         session.record_dispatch(queue_index, submission_id, cb_id, exe_id,  # type: ignore[union-attr]
                                                 index, ordinal, counts, wg, int(t.start),

@@ -92,9 +92,65 @@ def test_failed_dispatch_keeps_state_consistent(device):
     device.queue_fill(1, [], [(sem, 1)], buf, 0, 256, b"\x01")
     with pytest.raises(hal_core.HalError):
         sem.wait(1, TIMEOUT)
+    profiling = device.backend.__dict__.get("_profiling")
+    assert profiling is not None
+    qp = profiling.queues[0]
     device.profiling_end()
-    prof = device.backend._host_queue_set.queues[0]
-    assert "profiler" not in vars(prof)
+    queue = device.backend._host_queue_set.queues[0]
+    assert "profiler" not in vars(queue)
+    # the failed queue never retires the epoch: its profiling signals were released at end
+    assert qp.retired and not qp.pending and not qp.all_signals
+    assert len(stats.capture.records("dispatch-events")) == 0
+    assert stats.ended
+
+
+def test_command_buffer_dispatches_each_get_ticks(device):
+    """A recorded program of several builtin dispatches with a barrier between them: one
+    dispatch event per dispatch packet, command indices in order, one command buffer id."""
+    from hal_core import CommandBufferMode, MemoryAccess
+
+    bufs = [device.allocator.allocate_buffer(None, 256) for _ in range(3)]
+    cb = device.create_command_buffer(CommandBufferMode.DEFAULT)
+    cb.begin()
+    cb.fill_buffer(bufs[0], b"\x11")
+    cb.fill_buffer(bufs[1], b"\x22")
+    cb.execution_barrier()
+    cb.copy_buffer(bufs[0], bufs[2])
+    cb.end()
+    stats = StatisticsSink()
+    device.profiling_begin(ProfilingOptions(FAMILIES, sinks=[stats]))
+    sem = device.create_semaphore(0)
+    for v in (1, 2):
+        device.queue_execute(1, [], [(sem, v)], cb)
+    sem.wait(2, TIMEOUT)
+    # read back through a queue_write into a memory file: a host action (host-execution event)
+    out = bytearray(256)
+    file = device.import_file(out, MemoryAccess.READ | MemoryAccess.WRITE)
+    device.queue_write(1, [], [(sem, 3)], bufs[2], 0, file, 0, 256)
+    sem.wait(3, TIMEOUT)
+    file.close()
+    device.profiling_end()
+    assert bytes(out) == b"\x11" * 256
+    h = stats.capture.records("host-execution-events")
+    assert len(h) == 1 and int(h[0]["end_host_time_ns"]) >= int(h[0]["start_host_time_ns"])
+    d = stats.capture.records("dispatch-events")
+    assert len(d) == 6
+    assert len({int(r["command_buffer_id"]) for r in d}) == 1
+    for sub in {int(r["submission_id"]) for r in d}:
+        rows = [r for r in d if int(r["submission_id"]) == sub]
+        assert [int(r["command_index"]) for r in rows] == sorted(
+            int(r["command_index"]) for r in rows)
+        # the copy after the barrier starts after both fills ended
+        assert int(rows[2]["start_tick"]) >= max(int(r["end_tick"]) for r in rows[:2])
+
+
+def test_unsupported_family_fails_at_begin_and_nothing_is_installed(device):
+    qset = device.backend._host_queue_set or device.backend._create_host_queues()
+    with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
+        device.profiling_begin(ProfilingOptions(F.DISPATCH_EVENTS | F.EXECUTABLE_TRACES,
+                                                sinks=[StatisticsSink()]))
+    assert "submit" not in vars(qset) and all(q.profiler is None for q in qset.queues)
+    assert device.backend.hsa.lib.queue_for(qset.queues[0]._queue).profiling_enabled is False
 
 
 def test_hal_profile_perfetto_tracks_and_dispatch_slices(tmp_path, capsys):
