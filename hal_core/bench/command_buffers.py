@@ -34,6 +34,7 @@ from . import BenchContext, benchmark
 DISPATCHES = 512
 _TIMEOUT = 60.0
 _ANY = QueueAffinity.ANY
+_COUNT_4 = (4).to_bytes(4, "little")  # negate's element-count constant (4 float32s)
 _cache: dict[int, Any] = {}
 
 
@@ -70,12 +71,13 @@ def _record_chain(ctx: BenchContext, exe: Any, mode: int, bindings: tuple) -> An
     cb = ctx.device.create_command_buffer(mode, CommandCategory.ANY, _ANY, 0)
     fn = exe.lookup_function("negate")
     config = DispatchConfig.static(1)
+    count = _COUNT_4
     ab, ba = bindings
     cb.begin()
     dispatch = cb.dispatch
     barrier = cb.execution_barrier
     for i in range(DISPATCHES):
-        dispatch(exe, fn, config, b"", ab if i & 1 else ba)
+        dispatch(exe, fn, config, count, ab if i & 1 else ba)
         barrier()
     cb.end()
     return cb

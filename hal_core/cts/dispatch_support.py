@@ -94,6 +94,18 @@ def constants_f32(*values: float) -> bytes:
     return np.asarray(values, dtype=np.float32).tobytes()
 
 
+def count_constant(count: int) -> bytes:
+    """The ``count`` constant of the element kernels ``negate`` and ``double``: how many
+    float32 elements they touch (the AMDGPU kernarg ABI has no binding lengths, so the
+    count is explicit in every format)."""
+    return u32([count])
+
+
+def scale_offset_constants(scale: float, offset: float, count: int) -> bytes:
+    """``scale_and_offset``'s constants: scale and offset (float32) and the element count."""
+    return constants_f32(scale, offset) + u32([count])
+
+
 def read_f32(cts: Any, buffer: hal_core.Buffer) -> list[float]:
     return np.frombuffer(cts.read_bytes(buffer), np.float32).tolist()
 

@@ -17,12 +17,13 @@ from hal_core import BufferRef, CommandCategory, DispatchConfig, ExecuteFlags, Q
 
 from .context import TIMEOUT
 from .dispatch_support import (  # noqa: F401
-    constants_f32,
+    count_constant,
     dbuffer,
     executable,
     f32,
     pytest_generate_tests,
     read_f32,
+    scale_offset_constants,
 )
 
 ANY = QueueAffinity.ANY
@@ -62,11 +63,10 @@ def test_deferred_execute_retains_dispatch_resources(cts, exe_format):
     cb = cts.device.create_command_buffer(0, CommandCategory.ANY, ANY, 1 if indirect else 0)
     cb.begin()
     first = BufferRef.indirect(0) if indirect else BufferRef(src)
-    cb.dispatch(
-        exe, "scale_and_offset", DispatchConfig.static(1), constants_f32(3, 10), [first, tmp]
-    )
+    so = scale_offset_constants(3, 10, 4)
+    cb.dispatch(exe, "scale_and_offset", DispatchConfig.static(1), so, [first, tmp])
     cb.execution_barrier()
-    cb.dispatch(exe, "negate", DispatchConfig.static(1), b"", [tmp, dst])
+    cb.dispatch(exe, "negate", DispatchConfig.static(1), count_constant(4), [tmp, dst])
     cb.end()
     bindings = [src] if indirect else []
     gate, done = cts.semaphore(), cts.semaphore()

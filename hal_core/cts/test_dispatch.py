@@ -22,7 +22,7 @@ from hal_core import (
 from .context import TIMEOUT
 from .dispatch_support import (  # noqa: F401
     Refs,
-    constants_f32,
+    count_constant,
     dbuffer,
     executable,
     f32,
@@ -30,6 +30,7 @@ from .dispatch_support import (  # noqa: F401
     read_f32,
     read_u32,
     record,
+    scale_offset_constants,
     submit_and_wait,
     u32,
 )
@@ -38,7 +39,8 @@ pytestmark = pytest.mark.hal_requires("dispatch")
 
 ANY = QueueAffinity.ANY
 ONE = DispatchConfig.static(1)
-SCALE_3_OFFSET_10 = constants_f32(3.0, 10.0)
+COUNT_4 = count_constant(4)
+SCALE_3_OFFSET_10 = scale_offset_constants(3.0, 10.0, 4)
 
 
 def test_dispatch_scale_and_offset(cts, exe_format, ref_mode):
@@ -58,7 +60,7 @@ def test_dispatch_constants_as_words(cts, exe_format):
     exe = executable(cts, exe_format)
     src = dbuffer(cts, 16, f32([1, 2, 3, 4]))
     dst = dbuffer(cts, 16)
-    words = np.array([0.5, -1.0], np.float32).view(np.uint32).tolist()
+    words = np.array([0.5, -1.0], np.float32).view(np.uint32).tolist() + [4]
     cb = record(cts, lambda cb: cb.dispatch(exe, "scale_and_offset", ONE, words, [src, dst]))
     submit_and_wait(cts, cb)
     assert read_f32(cts, dst) == [-0.5, 0, 0.5, 1.0]
@@ -88,8 +90,8 @@ def test_multi_entrypoint(cts, exe_format):
     dbl = dbuffer(cts, 16)
 
     def rec(cb):
-        cb.dispatch(exe, "negate", ONE, b"", [src, neg])
-        cb.dispatch(exe, exe.lookup_function("double"), ONE, b"", [src, dbl])
+        cb.dispatch(exe, "negate", ONE, COUNT_4, [src, neg])
+        cb.dispatch(exe, exe.lookup_function("double"), ONE, COUNT_4, [src, dbl])
 
     submit_and_wait(cts, record(cts, rec))
     assert read_f32(cts, neg) == [-1, 2, -3, 4]
@@ -114,7 +116,7 @@ def test_large_workgroup_count_over_tiles(cts, exe_format):
     src = dbuffer(cts, 4 * n, values.tobytes())
     dst = dbuffer(cts, 4 * n)
     cb = record(
-        cts, lambda cb: cb.dispatch(exe, "double", DispatchConfig.static(20), b"", [src, dst])
+        cts, lambda cb: cb.dispatch(exe, "double", DispatchConfig.static(20), u32([n]), [src, dst])
     )
     submit_and_wait(cts, cb)
     assert np.array_equal(np.frombuffer(cts.read_bytes(dst), np.float32), values * 2)
@@ -226,7 +228,7 @@ def test_pipeline_update_dispatch_dispatch(cts, exe_format, ref_mode):
     cb.execution_barrier()
     cb.dispatch(exe, "scale_and_offset", ONE, SCALE_3_OFFSET_10, [refs(a), refs(b)])
     cb.execution_barrier()
-    cb.dispatch(exe, "negate", ONE, b"", [refs(b), refs(c)])
+    cb.dispatch(exe, "negate", ONE, COUNT_4, [refs(b), refs(c)])
     cb.end()
     refs.execute(cts, cb)
     assert read_f32(cts, c) == [-13, -16, -19, -22]
@@ -242,7 +244,7 @@ def test_pipeline_fill_dispatch_dispatch_copy(cts, exe_format):
     def rec(cb):
         cb.fill_buffer(a, np.float32(2.0).view(np.uint32).item(), 4)
         cb.execution_barrier()
-        cb.dispatch(exe, "double", ONE, b"", [a, b])
+        cb.dispatch(exe, "double", ONE, COUNT_4, [a, b])
         cb.execution_barrier()
         cb.dispatch(exe, "scale_and_offset", ONE, SCALE_3_OFFSET_10, [b, c])
         cb.execution_barrier()
@@ -257,8 +259,8 @@ def test_chained_submissions_through_semaphores(cts, exe_format):
     a = dbuffer(cts, 16, f32([1, 2, 3, 4]))
     b = dbuffer(cts, 16)
     c = dbuffer(cts, 16)
-    cb1 = record(cts, lambda cb: cb.dispatch(exe, "double", ONE, b"", [a, b]))
-    cb2 = record(cts, lambda cb: cb.dispatch(exe, "negate", ONE, b"", [b, c]))
+    cb1 = record(cts, lambda cb: cb.dispatch(exe, "double", ONE, COUNT_4, [a, b]))
+    cb2 = record(cts, lambda cb: cb.dispatch(exe, "negate", ONE, COUNT_4, [b, c]))
     head, mid, tail = cts.semaphore(), cts.semaphore(), cts.semaphore()
     cts.device.queue_execute(ANY, [(mid, 1)], [(tail, 1)], cb2)  # wait before signal
     cts.device.queue_execute(ANY, [(head, 1)], [(mid, 1)], cb1)
@@ -297,7 +299,7 @@ def test_reuse_many_dispatches(cts, exe_format):
 
     def rec(cb):
         for i in range(n):
-            cb.dispatch(exe, "negate", ONE, b"", [BufferRef(src, 4 * i, 4), outs[i]])
+            cb.dispatch(exe, "negate", ONE, count_constant(1), [BufferRef(src, 4 * i, 4), outs[i]])
 
     cb = record(cts, rec, mode=0)
     assert cb.dispatch_count == n
@@ -312,7 +314,7 @@ def test_concurrent_submissions_of_one_command_buffer(cts, exe_format):
     exe = executable(cts, exe_format)
     cb = cts.device.create_command_buffer(0, CommandCategory.ANY, ANY, 2)
     cb.begin()
-    cb.dispatch(exe, "double", ONE, b"", [BufferRef.indirect(0), BufferRef.indirect(1)])
+    cb.dispatch(exe, "double", ONE, COUNT_4, [BufferRef.indirect(0), BufferRef.indirect(1)])
     cb.end()
     head = cts.semaphore()
     pairs = []
@@ -336,7 +338,7 @@ def test_unretained_command_buffer(cts, exe_format):
     dst = dbuffer(cts, 16)
     cb = record(
         cts,
-        lambda cb: cb.dispatch(exe, "negate", ONE, b"", [src, dst]),
+        lambda cb: cb.dispatch(exe, "negate", ONE, COUNT_4, [src, dst]),
         mode=CommandBufferMode.UNRETAINED | CommandBufferMode.ONE_SHOT,
     )
     assert cb.commands == []  # the recording does not hold the caller's buffers
@@ -360,18 +362,18 @@ def test_dispatch_bad_arguments(cts, exe_format):
         cb.dispatch(exe, "no_such", ONE, b"", [src, dst])
     with pytest.raises(hal.InvalidArgumentError, match="multiple of 4"):
         cb.dispatch(exe, "scale_and_offset", ONE, b"\x00" * 6, [src, dst])
-    with pytest.raises(hal.InvalidArgumentError, match="takes 2 constants"):
+    with pytest.raises(hal.InvalidArgumentError, match="takes 3 constants"):
         cb.dispatch(exe, "scale_and_offset", ONE, b"\x00" * 4, [src, dst])
     with pytest.raises(hal.InvalidArgumentError, match="uses 2 bindings"):
-        cb.dispatch(exe, "negate", ONE, b"", [src])
+        cb.dispatch(exe, "negate", ONE, COUNT_4, [src])
     with pytest.raises(hal.PermissionDeniedError, match="DISPATCH_STORAGE"):
-        cb.dispatch(exe, "negate", ONE, b"", [src, no_storage])
+        cb.dispatch(exe, "negate", ONE, COUNT_4, [src, no_storage])
     with pytest.raises(hal.OutOfRangeError):
-        cb.dispatch(exe, "negate", ONE, b"", [src, BufferRef(dst, 8, 16)])
+        cb.dispatch(exe, "negate", ONE, COUNT_4, [src, BufferRef(dst, 8, 16)])
     with pytest.raises(hal.OutOfRangeError, match="binding_capacity"):
-        cb.dispatch(exe, "negate", ONE, b"", [src, BufferRef.indirect(3)])
+        cb.dispatch(exe, "negate", ONE, COUNT_4, [src, BufferRef.indirect(3)])
     with pytest.raises(hal.InvalidArgumentError, match="DispatchConfig"):
-        cb.dispatch(exe, "negate", (1, 1, 1), b"", [src, dst])
+        cb.dispatch(exe, "negate", (1, 1, 1), COUNT_4, [src, dst])
     with pytest.raises(hal.PermissionDeniedError, match="DISPATCH_INDIRECT_PARAMETERS"):
         cb.dispatch(
             exe,
@@ -389,8 +391,8 @@ def test_dispatch_bad_arguments(cts, exe_format):
             exe, "write_workgroup_ids", DispatchConfig.indirect(BufferRef(src, 0, 8)), b"", [dst]
         )
     with pytest.raises(hal.UnimplementedError):
-        cb.dispatch(exe, "negate", ONE, b"", [src, dst], DispatchFlags.CUSTOM_DIRECT_ARGUMENTS)
-    cb.dispatch(exe, "negate", ONE, b"", [src, dst])  # still recordable
+        cb.dispatch(exe, "negate", ONE, COUNT_4, [src, dst], DispatchFlags.CUSTOM_DIRECT_ARGUMENTS)
+    cb.dispatch(exe, "negate", ONE, COUNT_4, [src, dst])  # still recordable
     cb.end()
     submit_and_wait(cts, cb, [src])
 
@@ -401,7 +403,7 @@ def test_dispatch_wrong_category(cts, exe_format):
     cb = cts.device.create_command_buffer(0, CommandCategory.TRANSFER)
     cb.begin()
     with pytest.raises(hal.FailedPreconditionError, match="DISPATCH"):
-        cb.dispatch(exe, "negate", ONE, b"", [buf, buf])
+        cb.dispatch(exe, "negate", ONE, COUNT_4, [buf, buf])
     cb.end()
 
 

@@ -34,13 +34,13 @@ def test_functions_and_reflection(cts, exe_format):
     ordinal = exe.lookup_function("scale_and_offset")
     info = exe.function_info(ordinal)
     assert info is exe.function_info("scale_and_offset")
-    assert (info.binding_count, info.constant_count) == (2, 2)
+    assert (info.binding_count, info.constant_count) == (2, 3)  # scale, offset, count
     assert len(info.workgroup_size) == 3 and all(v >= 1 for v in info.workgroup_size)
     params = exe.function_parameters(ordinal)
-    assert info.parameter_count == len(params) == 4
+    assert info.parameter_count == len(params) == 5
     consts = [p for p in params if p.type == ParameterType.CONSTANT]
     binds = [p for p in params if p.type == ParameterType.BINDING]
-    assert [p.offset for p in consts] == [0, 4]
+    assert [p.offset for p in consts] == [0, 4, 8]
     assert [p.offset for p in binds] == [0, 1]
     assert all(p.size == 4 for p in consts)
 

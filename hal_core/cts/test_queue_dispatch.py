@@ -12,13 +12,14 @@ from hal_core import BufferRef, DispatchConfig, DispatchFlags, QueueAffinity
 
 from .context import TIMEOUT
 from .dispatch_support import (  # noqa: F401
-    constants_f32,
+    count_constant,
     dbuffer,
     executable,
     f32,
     pytest_generate_tests,
     read_f32,
     read_u32,
+    scale_offset_constants,
     u32,
 )
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.hal_requires("dispatch")
 
 ANY = QueueAffinity.ANY
 ONE = DispatchConfig.static(1)
+COUNT_4 = count_constant(4)
 
 
 def test_queue_dispatch(cts, exe_format):
@@ -33,9 +35,8 @@ def test_queue_dispatch(cts, exe_format):
     src = dbuffer(cts, 16, f32([1, 2, 3, 4]))
     dst = dbuffer(cts, 16)
     sem = cts.semaphore()
-    cts.device.queue_dispatch(
-        ANY, (), [(sem, 1)], exe, "scale_and_offset", ONE, constants_f32(3, 10), [src, dst]
-    )
+    so = scale_offset_constants(3, 10, 4)
+    cts.device.queue_dispatch(ANY, (), [(sem, 1)], exe, "scale_and_offset", ONE, so, [src, dst])
     sem.wait(1, TIMEOUT)
     assert read_f32(cts, dst) == [13, 16, 19, 22]
 
@@ -47,7 +48,7 @@ def test_queue_dispatch_retains_resources(cts, exe_format):
     gate, sem = cts.semaphore(), cts.semaphore()
     bindings = [BufferRef(src), dst]
     watch = weakref.ref(src)
-    cts.device.queue_dispatch(ANY, [(gate, 1)], [(sem, 1)], exe, "negate", ONE, b"", bindings)
+    cts.device.queue_dispatch(ANY, [(gate, 1)], [(sem, 1)], exe, "negate", ONE, COUNT_4, bindings)
     del src
     bindings.clear()
     gc.collect()
@@ -71,7 +72,7 @@ def test_queue_dispatch_borrowed_lifetimes(cts, exe_format):
         exe,
         "double",
         ONE,
-        b"",
+        COUNT_4,
         [src, dst],
         DispatchFlags.BORROW_RESOURCE_LIFETIMES,
     )
@@ -98,12 +99,12 @@ def test_queue_dispatch_wait_before_signal(cts, exe_format):
     c = dbuffer(cts, 16)
     s1, s2, s3 = cts.semaphore(), cts.semaphore(), cts.semaphore()
     dev = cts.device
-    dev.queue_dispatch(ANY, [(s2, 1)], [(s3, 1)], exe, "negate", ONE, b"", [b, c])
-    dev.queue_dispatch(ANY, [(s1, 1)], [(s2, 1)], exe, "double", ONE, b"", [a, b])
+    dev.queue_dispatch(ANY, [(s2, 1)], [(s3, 1)], exe, "negate", ONE, COUNT_4, [b, c])
+    dev.queue_dispatch(ANY, [(s1, 1)], [(s2, 1)], exe, "double", ONE, COUNT_4, [a, b])
     # Independent work is not blocked behind the parked dispatches.
     other = dbuffer(cts, 16)
     s4 = cts.semaphore()
-    dev.queue_dispatch(ANY, (), [(s4, 1)], exe, "double", ONE, b"", [a, other])
+    dev.queue_dispatch(ANY, (), [(s4, 1)], exe, "double", ONE, COUNT_4, [a, other])
     s4.wait(1, TIMEOUT)
     assert s3.value == 0
     s1.signal(1)
@@ -140,17 +141,17 @@ def test_queue_dispatch_bad_input(cts, exe_format):
     sem = cts.semaphore()
     qd = cts.device.queue_dispatch
     with pytest.raises(hal.InvalidArgumentError, match="direct references only"):
-        qd(ANY, (), [(sem, 1)], exe, "negate", ONE, b"", [buf, BufferRef.indirect(0)])
+        qd(ANY, (), [(sem, 1)], exe, "negate", ONE, COUNT_4, [buf, BufferRef.indirect(0)])
     with pytest.raises(hal.NotFoundError):
         qd(ANY, (), [(sem, 1)], exe, "missing", ONE, b"", [buf, buf])
     with pytest.raises(hal.InvalidArgumentError, match="multiple of 4"):
         qd(ANY, (), [(sem, 1)], exe, "scale_and_offset", ONE, b"123", [buf, buf])
     with pytest.raises(hal.OutOfRangeError):
-        qd(ANY, (), [(sem, 1)], exe, "negate", ONE, b"", [buf, BufferRef(buf, 8, 16)])
+        qd(ANY, (), [(sem, 1)], exe, "negate", ONE, COUNT_4, [buf, BufferRef(buf, 8, 16)])
     with pytest.raises(hal.InvalidArgumentError):
-        qd(ANY, (), [(sem, 1)], "not an executable", "negate", ONE, b"", [buf, buf])
+        qd(ANY, (), [(sem, 1)], "not an executable", "negate", ONE, COUNT_4, [buf, buf])
     assert sem.value == 0
-    qd(ANY, (), [(sem, 1)], exe, "negate", ONE, b"", [buf, buf.subspan(0, 16)])
+    qd(ANY, (), [(sem, 1)], exe, "negate", ONE, COUNT_4, [buf, buf.subspan(0, 16)])
     sem.wait(1, TIMEOUT)
 
 

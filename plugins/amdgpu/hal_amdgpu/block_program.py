@@ -46,6 +46,7 @@ import attrs
 import numpy as np
 
 from hal_core import (
+    BufferRef,
     InvalidArgumentError,
     OutOfRangeError,
     UnimplementedError,
@@ -386,8 +387,10 @@ def build_program(
     def pointer_source(ref: Any, ordinal: int, length: int) -> tuple[int, int, int, int]:
         """(flags, slot, offset_or_pointer, ordinal) for a reference."""
         if ref.buffer is None:
+            # Every referenced slot gets an entry (a whole-buffer reference reaches 0 known
+            # bytes but still needs its pointer resolved at submit).
             end = ref.offset + length
-            if end > slot_extents.get(ref.slot, 0):
+            if end >= slot_extents.get(ref.slot, 0):
                 slot_extents[ref.slot] = end
             return (int(BindingSourceFlags.DYNAMIC), ref.slot, ref.offset, ordinal)
         buf = ref.buffer
@@ -498,6 +501,8 @@ def build_program(
                 )
             wg = config.workgroup_size if any(config.workgroup_size) else desc.workgroup_size
             count = config.workgroup_count
+            # Bindings may be whole Buffers as well as BufferRefs (the recording API takes both).
+            bindings = [b if b.__class__ is BufferRef else BufferRef(b) for b in bindings]
             sources = [pointer_source(b, i, ref_length(b)) for i, b in enumerate(bindings)]
             baked = [s[2] if s[0] == BindingSourceFlags.NONE else 0 for s in sources]
             r = _Rec()

@@ -33,7 +33,7 @@ def test_load_from_path_and_bytes():
     for exe in (by_path, by_bytes):
         names = [f.name for f in exe.functions]
         assert names[:3] == ["scale_and_offset", "negate", "double"]
-        assert exe.functions[0].constant_count == 2
+        assert exe.functions[0].constant_count == 3  # scale, offset, count
         assert len(exe.fn_ptrs) == len(names) and all(exe.fn_ptrs)
 
 

@@ -19,6 +19,7 @@ from hal_core import BufferRef, CommandBufferMode, CommandCategory, DispatchConf
 ANY = QueueAffinity.ANY
 TIMEOUT = 20.0
 ONE = DispatchConfig.static(1)
+COUNT_4 = np.array([4], np.uint32).tobytes()  # the element kernels' count constant
 needs_replay = pytest.mark.skipif(
     not replay_available(), reason="no C compiler for the replay loop"
 )
@@ -90,7 +91,7 @@ def test_repeated_bindings_share_one_span(device, native):
 
     def rec(cb):
         for i in range(100):
-            cb.dispatch(native, neg, ONE, b"", ab if i & 1 else ba)
+            cb.dispatch(native, neg, ONE, COUNT_4, ab if i & 1 else ba)
 
     program = _record(device, rec).program
     assert len(program.bind_base) == 4  # two spans of two bindings, shared by 100 records
@@ -198,7 +199,7 @@ def test_interpreter_runs_native_dispatches(device, native, monkeypatch):
     src = _buf(device, 16, np.array([1, 2, 3, 4], np.float32).tobytes())
     dst = _buf(device, 16)
     out = _buf(device, 4 * 8)
-    consts = np.array([3, 10], np.float32).tobytes()
+    consts = np.array([3, 10], np.float32).tobytes() + COUNT_4
 
     def rec(cb):
         cb.dispatch(native, "scale_and_offset", ONE, consts, [src, dst])
@@ -254,7 +255,7 @@ def test_concurrent_submitters_share_one_command_buffer(device, native):
     cb = _record(
         device,
         lambda cb: cb.dispatch(
-            native, "double", ONE, b"", [BufferRef.indirect(0), BufferRef.indirect(1)]
+            native, "double", ONE, COUNT_4, [BufferRef.indirect(0), BufferRef.indirect(1)]
         ),
         capacity=2,
     )
@@ -369,7 +370,9 @@ def test_unvalidated_dispatch_misuse_fails_cleanly(device, native, compiled, mon
         monkeypatch.setattr(lcb, "replay_library", _no_compiler)
     mode = CommandBufferMode.UNVALIDATED
     buf = _buf(device, 16)
-    few_bindings = _record(device, lambda cb: cb.dispatch(native, "negate", ONE, b"", [buf]), mode)
+    few_bindings = _record(
+        device, lambda cb: cb.dispatch(native, "negate", ONE, COUNT_4, [buf]), mode
+    )
     sem = device.create_semaphore()
     device.queue_execute(ANY, (), [(sem, 1)], few_bindings)
     with pytest.raises(hal.InvalidArgumentError, match="binding|status"):

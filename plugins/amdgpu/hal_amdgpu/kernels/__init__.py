@@ -16,7 +16,7 @@ from ..target_id import GENERIC_FAMILY, HSA_ISA_PREFIX, TargetId
 __all__ = ["KERNEL_DIR", "CTS_SOURCES", "BUILTIN_SOURCE", "available_targets", "code_object_path"]
 
 KERNEL_DIR = Path(__file__).resolve().parent
-CTS_SOURCES = ("scale_and_offset", "multi_entry", "workgroup_ids", "indirect")
+CTS_SOURCES = ("cts_kernels", "scale_and_offset", "multi_entry", "workgroup_ids", "indirect")
 BUILTIN_SOURCE = "blit"
 
 

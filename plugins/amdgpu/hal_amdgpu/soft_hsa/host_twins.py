@@ -17,7 +17,7 @@ import numpy as np
 from ..code_object import KernelInfo
 from .memory import SoftMemory
 
-__all__ = ["HostTwinContext", "HostTwin", "BUILTIN_TWINS"]
+__all__ = ["HostTwinContext", "HostTwin", "KernelTrap", "BUILTIN_TWINS"]
 
 
 class HostTwinContext:
@@ -52,29 +52,14 @@ class HostTwinContext:
 HostTwin = Callable[[HostTwinContext], None]
 
 
+class KernelTrap(Exception):
+    """Raised by a twin where its kernel executes ``s_trap``: the packet processor reports
+    it through the queue error callback as ``HSA_STATUS_ERROR_EXCEPTION``, as hardware
+    reports a trap."""
+
+
 def _f32(bits: int) -> np.float32:
     return np.array([bits], dtype=np.uint32).view(np.float32)[0]
-
-
-def _scale_and_offset(ctx: HostTwinContext) -> None:
-    a = ctx.args
-    n = min(int(a["count"]), ctx.grid_size[0])
-    src = ctx.array(a["in"], n, np.float32)
-    ctx.array(a["out"], n, np.float32)[:] = src * _f32(a["scale"]) + _f32(a["offset"])
-
-
-def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> HostTwin:
-    def twin(ctx: HostTwinContext) -> None:
-        a = ctx.args
-        n = min(int(a["count"]), ctx.grid_size[0])
-        ctx.array(a["out"], n, np.float32)[:] = fn(ctx.array(a["in"], n, np.float32))
-
-    return twin
-
-
-def _write_workgroup_ids(ctx: HostTwinContext) -> None:
-    groups = ctx.workgroup_count[0]
-    ctx.array(ctx.args["out"], groups, np.uint32)[:] = np.arange(groups, dtype=np.uint32)
 
 
 def _indirect_iota(ctx: HostTwinContext) -> None:
@@ -105,11 +90,67 @@ def _copy(dtype: Any, width: int = 1) -> HostTwin:
     return twin
 
 
+# -- the CTS kernels (kernels/src/cts_kernels.cl) -----------------------------------------------
+# Element kernels: 64-element tiles per workgroup, bounded by the explicit ``count`` constant
+# (the AMDGPU kernarg ABI carries no binding lengths).
+
+
+def _cts_elementwise(fn: Callable[[np.ndarray, HostTwinContext], np.ndarray]) -> HostTwin:
+    def twin(ctx: HostTwinContext) -> None:
+        a = ctx.args
+        n = min(int(a["count"]), ctx.grid_size[0])
+        if n <= 0:
+            return
+        ctx.array(a["out"], n, np.float32)[:] = fn(ctx.array(a["in"], n, np.float32), ctx)
+
+    return twin
+
+
+def _cts_group_total(ctx: HostTwinContext) -> int:
+    cx, cy, cz = (ctx.workgroup_count + (1, 1, 1))[:3]
+    return cx * cy * cz
+
+
+def _cts_write_workgroup_ids(ctx: HostTwinContext) -> None:
+    total = _cts_group_total(ctx)
+    if total:
+        ctx.array(ctx.args["out"], total, np.uint32)[:] = np.arange(total, dtype=np.uint32)
+
+
+def _cts_write_workgroup_count(ctx: HostTwinContext) -> None:
+    a = ctx.args
+    if _cts_group_total(ctx):
+        ctx.array(a["out"], 3, np.uint32)[:] = (a["x"], a["y"], a["z"])
+
+
+def _cts_noop(ctx: HostTwinContext) -> None:
+    return None
+
+
+def _cts_fail_status(ctx: HostTwinContext) -> None:
+    at = int(ctx.args["at"])
+    if at < _cts_group_total(ctx):
+        raise KernelTrap(f"fail_status trapped at workgroup {at}")
+
+
+CTS_TWINS: dict[str, HostTwin] = {
+    "scale_and_offset": _cts_elementwise(
+        lambda x, ctx: x * _f32(ctx.args["scale"]) + _f32(ctx.args["offset"])
+    ),
+    "negate": _cts_elementwise(lambda x, ctx: -x),
+    "double": _cts_elementwise(lambda x, ctx: x * np.float32(2)),
+    "write_workgroup_ids": _cts_write_workgroup_ids,
+    "write_workgroup_count": _cts_write_workgroup_count,
+    "noop": _cts_noop,
+    "fail_status": _cts_fail_status,
+}
+
+
 BUILTIN_TWINS: dict[str, HostTwin] = {
-    "scale_and_offset": _scale_and_offset,
-    "negate": _unary(np.negative),
-    "double_values": _unary(lambda x: x * np.float32(2)),
-    "write_workgroup_ids": _write_workgroup_ids,
+    **CTS_TWINS,
+    # multi_entry.cl's second entry point (the driver's own test kernels share the CTS
+    # kernels' signatures, so the twins above serve both code objects).
+    "double_values": CTS_TWINS["double"],
     "indirect_iota": _indirect_iota,
     "hal_amdgpu_buffer_fill_x1": _fill(np.uint8),
     "hal_amdgpu_buffer_fill_x2": _fill(np.uint16),

@@ -1,5 +1,6 @@
 """The CTS dispatch kernels in the local-cpu Python format: twins of ``cts_kernels.c``
-with the same names, bindings, constants and results (64-element tiles per workgroup)."""
+with the same names, bindings, constants and results (64-element tiles per workgroup,
+bounded by the explicit ``count`` constant clamped to the binding lengths)."""
 
 from __future__ import annotations
 
@@ -10,33 +11,42 @@ from hal_local_cpu.executable_python import kernel
 TILE = 64
 
 
+def _count(count: int, *arrays) -> int:
+    return min(int(count), *(len(a) for a in arrays))
+
+
 def _tile(n: int, x: int) -> slice:
     return slice(min(n, x * TILE), min(n, x * TILE + TILE))
 
 
 @kernel(
-    bindings=2, constants=2, binding_names=("input", "output"), constant_names=("scale", "offset")
+    bindings=2,
+    constants=3,
+    binding_names=("input", "output"),
+    constant_names=("scale", "offset", "count"),
 )
 def scale_and_offset(bindings, constants, workgroup_id, workgroup_count):
     src = bindings[0].view(np.float32)
     dst = bindings[1].view(np.float32)
-    scale, offset = constants.view(np.float32)
-    t = _tile(min(len(src), len(dst)), workgroup_id[0])
+    scale, offset = constants[:2].view(np.float32)
+    t = _tile(_count(constants[2], src, dst), workgroup_id[0])
     dst[t] = src[t] * scale + offset
 
 
-@kernel(bindings=2)
+@kernel(bindings=2, constants=1, constant_names=("count",))
 def negate(bindings, constants, workgroup_id, workgroup_count):
+    src = bindings[0].view(np.float32)
     dst = bindings[1].view(np.float32)
-    t = _tile(len(dst), workgroup_id[0])
-    dst[t] = -bindings[0].view(np.float32)[t]
+    t = _tile(_count(constants[0], src, dst), workgroup_id[0])
+    dst[t] = -src[t]
 
 
-@kernel(bindings=2, name="double")
+@kernel(bindings=2, constants=1, constant_names=("count",), name="double")
 def double_values(bindings, constants, workgroup_id, workgroup_count):
+    src = bindings[0].view(np.float32)
     dst = bindings[1].view(np.float32)
-    t = _tile(len(dst), workgroup_id[0])
-    dst[t] = bindings[0].view(np.float32)[t] * np.float32(2.0)
+    t = _tile(_count(constants[0], src, dst), workgroup_id[0])
+    dst[t] = src[t] * np.float32(2.0)
 
 
 @kernel(bindings=1)
