@@ -119,15 +119,16 @@ class _GroupAxes:
 
 
 def assign_topology_info(backend: Any, info: Any) -> None:
-    qset = backend._host_queue_set or backend._create_host_queues()
     old = getattr(backend, "_group_axes", None)
     if old is not None:
         old.active = False  # a listener chained behind a later one stays a pass-through
-        if qset.retire_listener is old:
+        qset = backend._host_queue_set  # None once the device closed
+        if qset is not None and qset.retire_listener is old:
             qset.retire_listener = old.previous
         backend._group_axes = None
     if info is None:
         return
+    qset = backend._host_queue_set or backend._create_host_queues()
     axes = _GroupAxes(info, len(qset.queues), qset.retire_listener)
     qset.retire_listener = axes
     backend._group_axes = axes

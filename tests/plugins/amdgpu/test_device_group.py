@@ -67,10 +67,89 @@ def test_leaving_group_unhooks_axes():
     g = hal_core.create_device_group(URIS[1:])
     backend = g.devices[0].backend
     assert backend._group_axes is not None
+    qset = backend._host_queue_set
     g.close()
+    assert backend._group_axes is None and qset.retire_listener is None
 
 
 def test_hal_info_topology(capsys):
     rc = main(["info", "--topology"] + [a for u in URIS for a in ("--device", u)])
     out = capsys.readouterr().out
     assert rc == 0 and "amdgpu" in out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_topology_bitmaps_one_to_three_devices(n):
+    uris = ["amdgpu://0?hsa=soft", "amdgpu://1?hsa=soft", "local-task://"][:n]
+    with hal_core.create_device_group(uris) as g:
+        full = (1 << n) - 1
+        for i, device in enumerate(g.devices):
+            info = device.topology_info
+            assert info.index == i and info.tracker is g.tracker
+            assert info.can_wait_from == full and info.can_signal_to == full
+            # own memory natively; amdgpu buffers of the other GPU / host only by copies
+            assert info.can_import_from == 1 << i
+            # amdgpu pairs have a peer-copy path (refined from HSA link info)
+            if i < 2 and n >= 2:
+                assert info.can_p2p_with & 0b11 == 0b11
+
+
+def test_amdgpu_queue_axes_advance_in_the_group_tracker(group):
+    _local, a, b = group.devices
+    for d, device in ((1, a), (2, b)):
+        sem = device.create_semaphore(0)
+        for q in range(device.queue_count):
+            device.queue_barrier(1 << q, [], [(sem, q + 1)])
+            sem.wait(q + 1, TIMEOUT)
+            axis = group.queue_axis(d, q)
+            # the frontier semaphore of "this queue's first epoch" is reached
+            group.semaphore_for_frontier(hal_core.Frontier.single(axis, 1)).wait(1, TIMEOUT)
+            assert group.tracker.current_epoch(axis) >= 1
+
+
+def test_devices_over_different_hsa_systems_keep_the_capability_edge():
+    """Two soft agents (different ``soft_gpus`` specs: two HSA systems): no HSA link info
+    relates them, so the edge stays the capability-derived, host-staged one."""
+    uris = ["amdgpu://0?hsa=soft", "amdgpu://0?hsa=soft&soft_gpus=gfx90a"]
+    with hal_core.create_device_group(uris) as g:
+        a, b = g.devices
+        assert a.backend.hsa is not b.backend.hsa
+        e = g.topology.edge(0, 1)
+        assert e.link_class == LinkClass.HOST_STAGED
+        assert not e.capabilities & TopologyCapability.LINK_XGMI
+
+
+def test_two_devices_over_the_same_gpu_share_memory_natively():
+    uris = ["amdgpu://0?hsa=soft", "amdgpu://0?hsa=soft"]
+    with hal_core.create_device_group(uris) as g:
+        e = g.topology.edge(0, 1)
+        assert e.link_class == LinkClass.SAME_DIE
+        assert e.buffer_read_mode == InteropMode.NATIVE
+        assert e.capabilities & TopologyCapability.UNIFIED_MEMORY
+
+
+def test_group_and_profiling_listeners_chain():
+    """Profiling begun while a member: both retire listeners run (profiling chained in
+    front of the group's); each unhooks itself."""
+    from hal_core.profiling import ProfilingDataFamily as F
+    from hal_core.profiling import ProfilingOptions, StatisticsSink
+
+    device = hal_core.create_device("amdgpu://0?hsa=soft")
+    with hal_core.DeviceGroup.from_devices([device]) as g:
+        stats = StatisticsSink()
+        device.profiling_begin(ProfilingOptions(F.DISPATCH_EVENTS, sinks=[stats]))
+        sem = device.create_semaphore(0)
+        buf = device.allocator.allocate_buffer(None, 64)
+        device.queue_fill(1, [], [(sem, 1)], buf, 0, 64, b"\x05")
+        sem.wait(1, TIMEOUT)
+        axis = g.queue_axis(0, 0)
+        g.semaphore_for_frontier(hal_core.Frontier.single(axis, 1)).wait(1, TIMEOUT)
+        device.profiling_end()
+        assert len(stats.capture.records("dispatch-events")) == 1
+        # the group's listener still advances the axis after profiling unhooked
+        device.queue_fill(1, [], [(sem, 2)], buf, 0, 64, b"\x06")
+        sem.wait(2, TIMEOUT)
+        g.semaphore_for_frontier(hal_core.Frontier.single(axis, 2)).wait(1, TIMEOUT)
+        backend = device.backend
+    # leaving the group (close) unhooks the axes listener
+    assert backend._group_axes is None
