@@ -54,6 +54,11 @@ def hal_cts_backends():
                     "an AMDGPU kernel cannot return a status: a failing kernel traps (s_trap), "
                     "a fatal queue fault (HSA_STATUS_ERROR_EXCEPTION) invalidating the queue"
                 ),
+                "profiling.test_host_execution_spans_are_ordered": (
+                    "queue fills run on the GPU as blit-kernel dispatches (profiled as dispatch "
+                    "events); the amdgpu device executes nothing for them on the host, so there "
+                    "is no host-execution span to report"
+                ),
                 "dispatch.test_kernel_out_of_range_status": (
                     "the AMDGPU kernarg ABI passes bindings as bare 64-bit pointers with no "
                     "lengths, so a kernel cannot detect (or report) a too-small output binding"
