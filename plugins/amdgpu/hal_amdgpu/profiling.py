@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import collections
 import itertools
+import os
 import threading
 from typing import Any
 
 import numpy as np
 
-from hal_core import HalError
+from hal_core import HalError, UnavailableError, UnimplementedError
 from hal_core.backend import QueueOpKind
 from hal_core.profiling import (
     ClockDomain,
@@ -58,13 +59,21 @@ from .hsa import AgentInfo, SystemInfo
 
 __all__ = ["AMDGPU_PROFILING_FAMILIES", "AmdgpuProfiling", "QueueProfiler", "profiling_clock"]
 
+# Counter and trace families are accepted here so that ``begin`` can answer them
+# precisely: UNAVAILABLE naming every path tried when aqlprofile is missing, UNIMPLEMENTED
+# when it is present (packet insertion around dispatches is not built yet).
+AQLPROFILE_FAMILIES = int(
+    ProfilingDataFamily.COUNTER_SAMPLES
+    | ProfilingDataFamily.COUNTER_RANGES
+    | ProfilingDataFamily.EXECUTABLE_TRACES
+)
 AMDGPU_PROFILING_FAMILIES = int(
     ProfilingDataFamily.QUEUE_EVENTS
     | ProfilingDataFamily.HOST_EXECUTION_EVENTS
     | ProfilingDataFamily.DISPATCH_EVENTS
     | ProfilingDataFamily.MEMORY_EVENTS
     | ProfilingDataFamily.EXECUTABLE_METADATA
-)
+) | AQLPROFILE_FAMILIES
 
 _K = QueueOpKind
 _DISPATCH_TYPE = int(PacketType.KERNEL_DISPATCH)
@@ -257,6 +266,8 @@ class AmdgpuProfiling:
 
     def begin(self) -> None:
         backend = self.backend
+        if self.session.families & AQLPROFILE_FAMILIES:
+            self._check_aqlprofile()
         qset = backend._host_queue_set or backend._create_host_queues()
         self.qset = qset
         hsa = self.hsa
@@ -344,6 +355,32 @@ class AmdgpuProfiling:
             previous(queue_index, completed)
 
     # -- metadata -----------------------------------------------------------------------
+
+    def _check_aqlprofile(self) -> None:
+        """Counters and traces need aqlprofile (``hal-profilers`` loads it): fail loudly."""
+        try:
+            from hal_profilers.aqlprofile import AgentInfo as AqlAgentInfo
+            from hal_profilers.aqlprofile import check_profiling_options
+        except ImportError:
+            raise UnavailableError(
+                "counter and trace profiling on amdgpu needs the hal-profilers plugin "
+                "(pip install hal-profilers) and libhsa-amd-aqlprofile64"
+            ) from None
+        gpu = self.backend.gpus[0]
+        agent = AqlAgentInfo(
+            gfxip=gpu.target.processor,
+            cu_num=max(1, gpu.compute_unit_count),
+            domain=gpu.domain,
+            location_id=gpu.bdf_id,
+        )
+        libhsa = str(self.hsa.path)
+        # "Beside libhsa" only means something for a real library file.
+        libhsa_path = libhsa if os.path.isabs(libhsa) else None
+        check_profiling_options(self.session.options, agent, libhsa_path=libhsa_path)
+        raise UnimplementedError(
+            "aqlprofile is present, but inserting its counter/trace packets around amdgpu "
+            "dispatches is not built yet; request QUEUE/DISPATCH/MEMORY events instead"
+        )
 
     def _register_builtins(self, qset: Any) -> None:
         for ctx in qset.contexts:

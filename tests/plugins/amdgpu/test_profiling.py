@@ -146,8 +146,8 @@ def test_command_buffer_dispatches_each_get_ticks(device):
 
 def test_unsupported_family_fails_at_begin_and_nothing_is_installed(device):
     qset = device.backend._host_queue_set or device.backend._create_host_queues()
-    with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
-        device.profiling_begin(ProfilingOptions(F.DISPATCH_EVENTS | F.EXECUTABLE_TRACES,
+    with pytest.raises(hal_core.UnimplementedError, match="DEVICE_QUEUE_EVENTS"):
+        device.profiling_begin(ProfilingOptions(F.DISPATCH_EVENTS | F.DEVICE_QUEUE_EVENTS,
                                                 sinks=[StatisticsSink()]))
     assert "submit" not in vars(qset) and all(q.profiler is None for q in qset.queues)
     assert device.backend.hsa.lib.queue_for(qset.queues[0]._queue).profiling_enabled is False
@@ -163,3 +163,24 @@ def test_hal_profile_perfetto_tracks_and_dispatch_slices(tmp_path, capsys):
     assert {"queue 0", "queue 1"} <= tracks
     slices = [e for e in ev if e.get("ph") == "X" and e.get("cat") == "dispatch"]
     assert len(slices) >= 512 and all(e["dur"] >= 0 for e in slices)
+
+
+def test_counters_without_aqlprofile_are_unavailable_and_nothing_starts(monkeypatch):
+    from hal_core.profiling import CounterSet
+
+    monkeypatch.delenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", raising=False)
+    with hal_core.create_device("amdgpu://?hsa=soft") as device:
+        for family, extra in (
+            (F.COUNTER_SAMPLES, {"counter_sets": [CounterSet("s", ("SQ_WAVES",))]}),
+            (F.EXECUTABLE_TRACES, {}),
+        ):
+            with pytest.raises(hal_core.UnavailableError, match="aqlprofile.*Looked for"):
+                device.profiling_begin(
+                    ProfilingOptions(data_families=family, sinks=[StatisticsSink()], **extra)
+                )
+        # Nothing was left half-started: a supported session still begins and ends.
+        session = device.profiling_begin(
+            ProfilingOptions(data_families=F.QUEUE_EVENTS, sinks=[StatisticsSink()])
+        )
+        assert session is not None
+        device.profiling_end()
