@@ -35,11 +35,15 @@ DISPATCHES = 512
 _TIMEOUT = 60.0
 _ANY = QueueAffinity.ANY
 _COUNT_4 = (4).to_bytes(4, "little")  # negate's element-count constant (4 float32s)
-_cache: dict[int, Any] = {}
+_cache: dict[tuple[int, bool], Any] = {}
 
 
-def _native_executable(ctx: BenchContext) -> Any:
-    exe = _cache.get(id(ctx.device))
+def _native_executable(ctx: BenchContext, require_native: bool = True) -> Any:
+    """The backend's CTS kernels: with ``require_native`` only an executable exposing
+    ``workgroup_caller`` (direct calls need it); otherwise the first format the device can
+    prepare (recording only needs dispatchable functions, e.g. amdgpu's HSACO)."""
+    key = (id(ctx.device), require_native)
+    exe = _cache.get(key)
     if exe is not None:
         return exe
     from .._registry import iter_hook_results
@@ -52,8 +56,8 @@ def _native_executable(ctx: BenchContext) -> Any:
             if not cache.can_prepare(fmt):
                 continue
             exe = cache.prepare(fmt, source("cts_kernels"))
-            if hasattr(exe.backend, "workgroup_caller"):
-                _cache[id(ctx.device)] = exe
+            if not require_native or hasattr(exe.backend, "workgroup_caller"):
+                _cache[key] = exe
                 return exe
     raise UnavailableError(
         f"{driver} registers no native CTS kernels (an executable format whose backend "
@@ -89,7 +93,7 @@ def _submit_wait(ctx: BenchContext, cb: Any, sem: Any, value: int) -> None:
 
 
 def _record_tax(ctx: BenchContext, mode: int) -> float:
-    exe = _native_executable(ctx)
+    exe = _native_executable(ctx, require_native=False)
     a, b = _buffers(ctx)
     bindings = ((a, b), (b, a))
     prebuilt = _record_chain(ctx, exe, mode, bindings)
