@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from hal_core import FailedPreconditionError, NotFoundError
+from hal_core import FailedPreconditionError, NotFoundError, UnimplementedError
 from hal_core.backend import QueueOp
 
 from .agents import AgentDescription, SystemAgents
@@ -134,6 +134,15 @@ class AmdgpuDeviceBackend:
         from .device_group import refine_topology_edge
 
         return refine_topology_edge(self, other, edge)
+
+    def query_queue_pool_backend(self, queue_index: int) -> Any:
+        """Slab provider (device-local heap), notification and epoch query of the host
+        queues' pools for a user pool serving ``queue_index`` (hal_core checks the
+        device-group precondition first)."""
+        queues = self._host_queue_set or self._create_host_queues()
+        if queues.pools is None:
+            raise UnimplementedError("this amdgpu device has no allocator, so no pools")
+        return queues.pools.query_queue_pool_backend(queue_index)
 
     def assign_topology_info(self, info: Any) -> None:
         from .device_group import assign_topology_info

@@ -125,6 +125,8 @@ def assign_topology_info(backend: Any, info: Any) -> None:
         qset = backend._host_queue_set  # None once the device closed
         if qset is not None and qset.retire_listener is old:
             qset.retire_listener = old.previous
+        if qset is not None and qset.pools is not None:
+            qset.pools.group = None  # pool frontiers name the queue set's own axes again
         backend._group_axes = None
     if info is None:
         return
@@ -132,6 +134,8 @@ def assign_topology_info(backend: Any, info: Any) -> None:
     axes = _GroupAxes(info, len(qset.queues), qset.retire_listener)
     qset.retire_listener = axes
     backend._group_axes = axes
+    if qset.pools is not None:
+        qset.pools.group = axes  # pool frontiers name the group's queue axes
     # Catch up with what retired before the listener was in place (advance is monotonic).
     for q in qset.queues:
         if q.completed_epoch:

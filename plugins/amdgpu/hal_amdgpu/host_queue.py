@@ -113,6 +113,7 @@ from .block_program import (
 )
 from .kernarg_ring import KERNARG_BLOCK_SIZE, KernargRing
 from .notification_ring import DrainResult, NotificationRing
+from .queue_pools import AmdgpuQueuePools
 
 __all__ = [
     "load_device_library",
@@ -499,11 +500,13 @@ class HostQueue:
                 self._fail_sub(sub, exc)
                 return
         self._check_structural(sub)
+        if sub.op.kind == _K.ALLOCA:
+            # Reserve pool memory once the waits are met, before publication (later work
+            # elided behind this submission sees a committed buffer). The pools end in
+            # alloca_done, now or once memory is available.
+            self.qset.pools.start(sub, self)
+            return
         try:
-            if sub.op.kind == _K.ALLOCA:
-                # Commit alloca memory once the waits are met and before publication, so
-                # that later work elided behind this submission sees a committed buffer.
-                _commit_alloca(self.qset, sub.op)
             program = sub.program
             if program is not None:
                 # Pointers resolve once waits are met: buffers may be committed by an
@@ -675,6 +678,21 @@ class HostQueue:
         if self.error is not None or self._closing:
             self._fail_sub(sub, self.error or CancelledError(
                 "device closed during a command-buffer replay"))
+            return
+        with self._lock:
+            if self._parked or not self._try_publish(sub):
+                self._parked.append(sub)
+
+    def alloca_done(self, sub: _Sub, error: HalError | None) -> None:
+        """An alloca's memory is committed (``error`` None: publish the NOP carrying its
+        signals) or it failed (fail its signals). Called by ``AmdgpuQueuePools`` from the
+        admitting thread or a release / frontier callback; takes ``_lock`` only here."""
+        if error is None:
+            error = self.error
+            if error is None and self._closing:
+                error = CancelledError("device closed while a queue_alloca was waiting")
+        if error is not None:
+            self._fail_sub(sub, error)
             return
         with self._lock:
             if self._parked or not self._try_publish(sub):
@@ -928,10 +946,13 @@ class HostQueueSet:
             self.barrier_value_supported = strategy == WaitBarrierStrategy.BARRIER_VALUE
         self.contexts = [_ProgramContext(self, i, b) for i, b in enumerate(builtins)]
         self.queues: list[HostQueue] = []
+        self.pools: AmdgpuQueuePools | None = None
         try:
             for g in range(len(gpus)):
                 for _ in range(queues_per_gpu):
                     self.queues.append(HostQueue(self, g, len(self.queues), options))
+            if allocator is not None:
+                self.pools = AmdgpuQueuePools(self, allocator)
         except BaseException:
             self.close(0)
             raise
@@ -1024,13 +1045,19 @@ class HostQueueSet:
             sub.action = _FileAction(self, op)
             sub.signals = ()
         elif kind == _K.ALLOCA:
-            if op.extra[0] is not None:
+            if self.pools is None:
                 raise UnimplementedError(
-                    "amdgpu queue_alloca from an explicit pool is not implemented (the "
-                    "driver has no pool substrate yet); pass pool=None to allocate from the "
-                    "device heaps")
-            _check_alloca_alignment(self.allocator, op.extra[1])
-            # Committed at admission (_commit_alloca); a NOP carries the signals.
+                    "this amdgpu queue set has no allocator, so no pools for queue_alloca")
+            # Pool, size and alignment checks (and, with no pending waits, the reservation)
+            # happen now; the memory commits at admission (AmdgpuQueuePools.start) and a
+            # NOP carries the signals.
+            self.pools.prepare(op)
+            try:
+                queue.submit(sub)
+            except BaseException:
+                self.pools.abandon(op)
+                raise
+            return
         elif kind == _K.DEALLOCA:
             sub.action = _DeallocaAction(self, op)
             sub.signals = ()
@@ -1111,6 +1138,9 @@ class HostQueueSet:
             except BaseException as exc:  # close every queue even if one fails
                 errors.append(exc)
         self.queues = []
+        if self.pools is not None:
+            # After the queues: in-flight deallocas have released; parked allocas cancel.
+            self.pools.close()
         self.tracker.close()
         if errors:
             raise errors[0]
@@ -1327,37 +1357,13 @@ class _FileAction(_Action):
             op.target.write_from(op.target_offset, tmp)
 
 
-def _check_alloca_alignment(allocator: Any, params: Any) -> None:
-    """INVALID_ARGUMENT at call time when the requested alignment exceeds what the heap's
-    HSA pool guarantees (allocations are aligned to the pool's RUNTIME_ALLOC_ALIGNMENT)."""
-    align = getattr(params, "min_alignment", 0)
-    if not align or allocator is None:
-        return
-    heap = allocator.heaps()[allocator.select_heap(params.type)]
-    if align > heap.min_alignment:
-        raise InvalidArgumentError(
-            f"queue_alloca min_alignment {align} exceeds the {heap.min_alignment}-byte "
-            f"alignment of the amdgpu heap for {heap.type!r}; request at most "
-            f"{heap.min_alignment}")
-
-
-def _commit_alloca(qset: HostQueueSet, op: QueueOp) -> None:
-    allocator = qset.allocator
-    if allocator is None:
-        raise UnimplementedError("this amdgpu queue set has no allocator for queue_alloca")
-    _pool, params = op.extra
-    storage, _type = allocator.allocate(params, op.length)
-    op.target.commit(storage)
-
-
 class _DeallocaAction(_Action):
     __slots__ = ()
 
     def run(self) -> None:
-        buffer = self.op.target
-        if not buffer.is_committed:
-            raise FailedPreconditionError(
-                "queue_dealloca of a buffer that is not committed (never allocated, or "
-                "already deallocated)")
-        storage = buffer.decommit()
-        storage.release()
+        # FAILED_PRECONDITION for a buffer that is not committed; releases pool memory
+        # with this queue's completion frontier.
+        pools = self.qset.pools
+        if pools is None:
+            raise UnimplementedError("this amdgpu queue set has no pools for queue_dealloca")
+        pools.dealloca(self.op, self.qset.queues[self.op.queue])

@@ -30,6 +30,7 @@ from hal_core._command_buffer import (
 from hal_core._memory import BufferParams
 from hal_core.backend import QueueOp
 from hal_core.backend import QueueOpKind as K
+from hal_core.pool import PassthroughPool
 
 T = 10.0  # generous timeouts: the machine is shared
 
@@ -271,9 +272,18 @@ def test_host_call_alloca_dealloca(env):
     env.op(K.DEALLOCA, 0, [(s, 4)], [(s, 5)], target=pending)
     with pytest.raises(hal.FailedPreconditionError):
         s.wait(5, T)
-    with pytest.raises(hal.UnimplementedError, match="explicit pool"):
-        env.op(K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=128,
-               extra=(object(), params))
+    # An explicit pool (the hal_core.pool substrate over the host-local heap) serves it.
+    pool = PassthroughPool(env.qs.pools.providers[2], notification=env.qs.pools.notification)
+    explicit = Buffer(None, memory_type=params.type, allowed_usage=BufferUsage.TRANSFER,
+                      allowed_access=MemoryAccess.ALL, allocation_size=128)
+    e = Semaphore(0)
+    env.op(K.ALLOCA, 0, (), [(e, 1)], target=explicit, length=128, extra=(pool, params))
+    e.wait(1, T)
+    assert explicit.is_committed and pool.query_stats().reservation_count == 1
+    env.op(K.DEALLOCA, 0, [(e, 1)], [(e, 2)], target=explicit)
+    e.wait(2, T)
+    assert pool.query_stats().reservation_count == 0
+    pool.close()
 
 
 def test_execute_block_program_with_binding_table(env):
