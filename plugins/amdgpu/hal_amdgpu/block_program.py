@@ -90,6 +90,7 @@ __all__ = [
     "Block",
     "BlockProgram",
     "build_program",
+    "build_programs",
     "hal_kernarg_image",
 ]
 
@@ -352,14 +353,33 @@ class BlockProgram:
 
 
 class _Rec:
-    """One command being lowered (builder-internal)."""
+    """One distinct lowered command (builder-internal): identical dispatches recorded
+    again (same executable, function, config, constants, bindings tuple and flags) share
+    one ``_Rec``; ``resolve`` says how to find its kernel on another GPU."""
 
-    __slots__ = ("opcode", "flags", "index", "strategy", "dispatch_flags", "desc", "grid",
-                 "wg", "image", "sources", "private", "group", "executable_id", "indirect")
+    __slots__ = ("opcode", "strategy", "dispatch_flags", "desc", "grid", "wg", "image",
+                 "sources", "private", "group", "executable_id", "indirect", "resolve")
 
 
-def _scope_flags(acquire: int, release: int) -> int:
-    return (acquire << 2) | (release << 4)
+class _Facts:
+    """What a recording says, independent of where it is lowered: the distinct commands
+    (``protos``) and, per AQL packet, which proto it is, its command index and whether a
+    barrier precedes it. Built once per ``end()`` and shared by every GPU whose kernel
+    descriptors agree (kernel objects aside)."""
+
+    __slots__ = ("protos", "pids", "indices", "barriers", "mode", "slot_extents",
+                 "static_buffers", "retained", "range_error")
+
+
+_SCOPE_FLAGS = (int(FenceScope.AGENT) << 2) | (int(FenceScope.AGENT) << 4)
+_HEADER_PLAIN = header_setup_word(
+    make_header(PacketType.KERNEL_DISPATCH, False, FenceScope.AGENT, FenceScope.AGENT),
+    DISPATCH_SETUP_3D)
+_HEADER_BARRIER = header_setup_word(
+    make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT, FenceScope.AGENT),
+    DISPATCH_SETUP_3D)
+_COMMAND_QWORDS = COMMAND_DTYPE.itemsize // 8
+_SELF = -1  # source kind: a pointer into the command's own kernargs (UPDATE payload)
 
 
 def build_program(
@@ -373,16 +393,62 @@ def build_program(
     """Lower a recording to a block program. INVALID_ARGUMENT for shapes the AQL path
     cannot express (naming the command); UNIMPLEMENTED for dispatch forms no backend
     implements yet (indirect or custom arguments)."""
+    return build_programs(commands, mode, (context,),
+                          block_packet_capacity=block_packet_capacity,
+                          block_kernarg_capacity=block_kernarg_capacity)[0]
+
+
+def build_programs(
+    commands: Sequence[tuple],
+    mode: int,
+    contexts: Sequence[ProgramContext],
+    *,
+    block_packet_capacity: int = DEFAULT_BLOCK_PACKET_CAPACITY,
+    block_kernarg_capacity: int = 1 << 62,
+) -> tuple[BlockProgram, ...]:
+    """One block program per context (one per GPU of a device), identical to calling
+    ``build_program`` for each, but the recording is read once: the GPU-independent facts
+    are shared and only kernel objects (and the prepublished storage) differ per GPU.
+    ``buffer_address`` must not depend on the context (HSA has one address space); a
+    context whose kernel descriptors differ beyond the kernel object is lowered from its
+    own facts. Errors as ``build_program``, raised before any storage is allocated."""
+    facts = _record_facts(commands, mode, contexts[0])
+    # Every error is raised here, before any prepublished storage is allocated.
+    plans: list[tuple[Any, Any]] = []
+    for context in contexts[1:]:
+        objects = _kernel_objects_if_compatible(facts, contexts[0], context)
+        plans.append((context, objects if objects is not None
+                      else _record_facts(commands, mode, context)))
+    first, lowered = _lower_program(facts, contexts[0], block_packet_capacity,
+                                    block_kernarg_capacity)
+    programs = [first]
+    for context, plan in plans:
+        if plan.__class__ is _Facts:
+            programs.append(_lower_program(plan, context, block_packet_capacity,
+                                           block_kernarg_capacity)[0])
+        else:
+            programs.append(_retarget(first, lowered, facts, np.asarray(plan, np.uint64),
+                                      context))
+    return tuple(programs)
+
+
+def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext) -> _Facts:
     reusable = not (mode & CommandBufferMode.ONE_SHOT)
-    recs: list[_Rec] = []
+    protos: list[_Rec] = []
+    pids: list[int] = []
+    indices: list[int] = []
+    barriers: list[int] = []
     slot_extents: dict[int, int] = {}
     static_buffers: list[Any] = []
     static_index: dict[int, int] = {}
     retained: list[Any] = []
-    pending_barrier = False
+    pending_barrier = 0
     executable_ids: dict[int, int] = {}
     range_errors: list[str] = []
     builtins = context.builtins
+    # Dispatch memo: a recording keeps every key object alive, so ids are stable here.
+    memo: dict[tuple, int] = {}
+    has_barrier = int(CommandFlags.HAS_BARRIER)
 
     def pointer_source(ref: Any, ordinal: int, length: int) -> tuple[int, int, int, int]:
         """(flags, slot, offset_or_pointer, ordinal) for a reference."""
@@ -398,7 +464,7 @@ def build_program(
         if ref.offset + length > buf.byte_length and not range_errors:
             # Only reachable UNVALIDATED: fail the submission at execution, as IREE does.
             range_errors.append(
-                f"command {len(recs)}: range [{ref.offset}, {ref.offset + length}) exceeds "
+                f"command {len(pids)}: range [{ref.offset}, {ref.offset + length}) exceeds "
                 f"its buffer of {buf.byte_length} bytes (recorded UNVALIDATED)")
         addr = context.buffer_address(buf)
         if addr is None:
@@ -418,11 +484,13 @@ def build_program(
             return ref.buffer.byte_length - ref.offset
         return 0
 
-    def blit(opcode: Opcode, desc: KernelDescriptor, elements: int,
+    def blit(opcode: Opcode, kind: str, width: int, elements: int,
              sources: list, scalars: list[int], payload: bytes = b"") -> _Rec:
+        desc = getattr(builtins, kind)[width]
         r = _Rec()
         r.opcode = opcode
         r.desc = desc
+        r.resolve = (True, kind, width)
         wg = builtins.workgroup_size
         groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
         r.grid = (groups * wg, 1, 1)
@@ -434,12 +502,12 @@ def build_program(
             # The payload rides in the command's own kernargs after the kernel's segment;
             # its source pointer (ordinal 0) is the kernarg address + this offset.
             payload_at = image.shape[0]
-            sources = [(-1, 0, payload_at, 0)] + sources[1:]
+            sources = [(_SELF, 0, payload_at, 0)] + sources[1:]
             padded = -(-len(payload) // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE
             tail = np.zeros(padded, np.uint8)
             tail[: len(payload)] = np.frombuffer(payload, np.uint8)
             image = np.concatenate([image, tail])
-        r.image = image
+        r.image = image.tobytes()
         r.sources = [s for s in sources if s[0] != BindingSourceFlags.NONE]
         r.private = desc.private_segment_size
         r.group = desc.group_segment_size
@@ -448,99 +516,68 @@ def build_program(
         r.indirect = None
         return r
 
-    for index, cmd in enumerate(commands):
-        op = cmd[0]
-        if op == CMD_BARRIER:
-            pending_barrier = True
-            continue
-        if op == CMD_DEBUG_BEGIN or op == CMD_DEBUG_END:
-            continue
-        if op == CMD_FILL:
-            ref, pattern = cmd[1], cmd[2]
-            length = ref_length(ref)
-            plen = len(pattern)
-            pattern_value = int.from_bytes(pattern, "little")
-            src = pointer_source(ref, 0, length)
-            rec = blit(Opcode.FILL, builtins.fill[plen], length // plen, [src],
-                       [length // plen, pattern_value])
-        elif op == CMD_COPY:
-            s_ref, d_ref = cmd[1], cmd[2]
-            length = ref_length(s_ref)
-            width = 4 if (length % 4 == 0 and s_ref.offset % 4 == 0
-                          and d_ref.offset % 4 == 0) else 1
-            srcs = [pointer_source(s_ref, 0, length), pointer_source(d_ref, 1, length)]
-            rec = blit(Opcode.COPY, builtins.copy[width], length // width, srcs,
-                       [length // width])
-        elif op == CMD_UPDATE:
-            data, ref = cmd[1], cmd[2]
-            length = len(data)
-            srcs = [(-1, 0, 0, 0), pointer_source(ref, 1, length)]
-            rec = blit(Opcode.UPDATE, builtins.copy[1], length, srcs, [length],
-                       payload=bytes(data))
-        elif op == CMD_DISPATCH:
-            executable, ordinal, config, constants, bindings, flags = cmd[1:7]
-            if flags & (DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
-                        | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
-                        | DispatchFlags.STATIC_INDIRECT_ARGUMENTS):
-                raise UnimplementedError(
-                    f"command {index}: dispatch flags {DispatchFlags(flags)!r} (custom or "
-                    "indirect arguments) are not implemented by the amdgpu driver"
-                )
-            desc = context.kernel_descriptor(executable, ordinal)
-            retained.append(executable)
-            if len(bindings) != desc.binding_count:
-                raise InvalidArgumentError(
-                    f"command {index}: dispatch of {desc.name or ordinal!r} got "
-                    f"{len(bindings)} bindings, the kernel takes {desc.binding_count}"
-                )
-            if len(constants) != 4 * desc.constant_count:
-                raise InvalidArgumentError(
-                    f"command {index}: dispatch of {desc.name or ordinal!r} got "
-                    f"{len(constants)} constant bytes, the kernel takes "
-                    f"{4 * desc.constant_count}"
-                )
-            wg = config.workgroup_size if any(config.workgroup_size) else desc.workgroup_size
-            count = config.workgroup_count
-            # Bindings may be whole Buffers as well as BufferRefs (the recording API takes both).
-            bindings = [b if b.__class__ is BufferRef else BufferRef(b) for b in bindings]
-            sources = [pointer_source(b, i, ref_length(b)) for i, b in enumerate(bindings)]
-            baked = [s[2] if s[0] == BindingSourceFlags.NONE else 0 for s in sources]
-            r = _Rec()
-            r.opcode = Opcode.DISPATCH
-            r.desc = desc
-            r.wg = tuple(int(v) for v in wg)
-            r.grid = tuple(int(c) * int(w) for c, w in zip(count, r.wg))
-            if any(g >= 1 << 32 for g in r.grid):
-                raise OutOfRangeError(
-                    f"command {index}: grid {r.grid} work-items exceeds the 32-bit AQL grid; "
-                    "reduce the workgroup count"
-                )
-            r.image = hal_kernarg_image(desc, baked, constants, count, r.wg,
-                                        config.dynamic_workgroup_local_memory)
-            r.sources = [s for s in sources if s[0] != BindingSourceFlags.NONE]
-            r.private = desc.private_segment_size
-            r.group = desc.group_segment_size + config.dynamic_workgroup_local_memory
-            r.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
-            r.dispatch_flags = 0
-            r.indirect = None
-            ind = config.workgroup_count_ref
-            if ind is not None:
-                # Counts are read on the host when the dispatch is reached (its block is
-                # gated on the completion of everything recorded before it).
-                kind, slot, ptr, _ = pointer_source(ind, 0, 12)
-                counts_at = [-1, -1, -1]
-                for kind_name, offset, _size in desc.hidden_args:
-                    fill = _HIDDEN_FILL.get(kind_name)
-                    if fill is not None and fill[0] == "count":
-                        counts_at[fill[1]] = offset
-                r.indirect = (kind, slot, ptr, r.wg, tuple(counts_at))
-                r.dispatch_flags = 1  # INDIRECT_PARAMETERS
-            rec = r
-        else:
-            raise InvalidArgumentError(f"command {index}: unknown command opcode {op!r}")
-        rec.index = index
-        rec.flags = int(CommandFlags.HAS_BARRIER) if pending_barrier else 0
-        pending_barrier = False
+    def lower_dispatch(index: int, cmd: tuple) -> _Rec:
+        executable, ordinal, config, constants, bindings, flags = cmd[1:7]
+        if flags & (DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
+                    | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
+                    | DispatchFlags.STATIC_INDIRECT_ARGUMENTS):
+            raise UnimplementedError(
+                f"command {index}: dispatch flags {DispatchFlags(flags)!r} (custom or "
+                "indirect arguments) are not implemented by the amdgpu driver"
+            )
+        desc = context.kernel_descriptor(executable, ordinal)
+        retained.append(executable)
+        if len(bindings) != desc.binding_count:
+            raise InvalidArgumentError(
+                f"command {index}: dispatch of {desc.name or ordinal!r} got "
+                f"{len(bindings)} bindings, the kernel takes {desc.binding_count}"
+            )
+        if len(constants) != 4 * desc.constant_count:
+            raise InvalidArgumentError(
+                f"command {index}: dispatch of {desc.name or ordinal!r} got "
+                f"{len(constants)} constant bytes, the kernel takes "
+                f"{4 * desc.constant_count}"
+            )
+        wg = config.workgroup_size if any(config.workgroup_size) else desc.workgroup_size
+        count = config.workgroup_count
+        # Bindings may be whole Buffers as well as BufferRefs (the recording API takes both).
+        bindings = [b if b.__class__ is BufferRef else BufferRef(b) for b in bindings]
+        sources = [pointer_source(b, i, ref_length(b)) for i, b in enumerate(bindings)]
+        baked = [s[2] if s[0] == BindingSourceFlags.NONE else 0 for s in sources]
+        r = _Rec()
+        r.opcode = Opcode.DISPATCH
+        r.desc = desc
+        r.resolve = (False, executable, ordinal)
+        r.wg = tuple(int(v) for v in wg)
+        r.grid = tuple(int(c) * int(w) for c, w in zip(count, r.wg))
+        if any(g >= 1 << 32 for g in r.grid):
+            raise OutOfRangeError(
+                f"command {index}: grid {r.grid} work-items exceeds the 32-bit AQL grid; "
+                "reduce the workgroup count"
+            )
+        r.image = hal_kernarg_image(desc, baked, constants, count, r.wg,
+                                    config.dynamic_workgroup_local_memory).tobytes()
+        r.sources = [s for s in sources if s[0] != BindingSourceFlags.NONE]
+        r.private = desc.private_segment_size
+        r.group = desc.group_segment_size + config.dynamic_workgroup_local_memory
+        r.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
+        r.dispatch_flags = 0
+        r.indirect = None
+        ind = config.workgroup_count_ref
+        if ind is not None:
+            # Counts are read on the host when the dispatch is reached (its block is
+            # gated on the completion of everything recorded before it).
+            kind, slot, ptr, _ = pointer_source(ind, 0, 12)
+            counts_at = [-1, -1, -1]
+            for kind_name, offset, _size in desc.hidden_args:
+                fill = _HIDDEN_FILL.get(kind_name)
+                if fill is not None and fill[0] == "count":
+                    counts_at[fill[1]] = offset
+            r.indirect = (kind, slot, ptr, r.wg, tuple(counts_at))
+            r.dispatch_flags = 1  # INDIRECT_PARAMETERS
+        return r
+
+    def choose_strategy(rec: _Rec) -> None:
         dynamic = [s for s in rec.sources if s[0] == BindingSourceFlags.DYNAMIC]
         late = [s for s in rec.sources if s[0] != BindingSourceFlags.DYNAMIC]
         if not reusable:
@@ -561,63 +598,97 @@ def build_program(
             rec.strategy = KernargStrategy.PREPUBLISHED
         else:
             rec.strategy = KernargStrategy.PATCHED_TEMPLATE
-        recs.append(rec)
 
-    # Prepublished storage: one allocation for every PREPUBLISHED command of the program.
-    pre_total = sum(r.image.shape[0] for r in recs if r.strategy == KernargStrategy.PREPUBLISHED)
-    pre_view = None
-    pre_address = 0
-    if pre_total:
-        pre_view, pre_address, owner = context.allocate_prepublished(pre_total)
-        retained.append(owner)
-    pre_cursor = 0
-    strategy_counts: dict[str, int] = {}
-    for r in recs:
-        strategy_counts[r.strategy.name] = strategy_counts.get(r.strategy.name, 0) + 1
+    memo_get = memo.get
+    for index, cmd in enumerate(commands):
+        op = cmd[0]
+        if op == CMD_DISPATCH:
+            # Fast path: the same dispatch recorded again lowers to the same record.
+            key = (id(cmd[1]), cmd[2], id(cmd[3]), cmd[4], id(cmd[5]), cmd[6])
+            pid = memo_get(key)
+            if pid is None:
+                rec = lower_dispatch(index, cmd)
+                choose_strategy(rec)
+                pid = memo[key] = len(protos)
+                protos.append(rec)
+            pids.append(pid)
+            indices.append(index)
+            barriers.append(pending_barrier)
+            pending_barrier = 0
+            continue
+        if op == CMD_BARRIER:
+            pending_barrier = has_barrier
+            continue
+        if op == CMD_DEBUG_BEGIN or op == CMD_DEBUG_END:
+            continue
+        if op == CMD_FILL:
+            ref, pattern = cmd[1], cmd[2]
+            length = ref_length(ref)
+            plen = len(pattern)
+            pattern_value = int.from_bytes(pattern, "little")
+            src = pointer_source(ref, 0, length)
+            rec = blit(Opcode.FILL, "fill", plen, length // plen, [src],
+                       [length // plen, pattern_value])
+        elif op == CMD_COPY:
+            s_ref, d_ref = cmd[1], cmd[2]
+            length = ref_length(s_ref)
+            width = 4 if (length % 4 == 0 and s_ref.offset % 4 == 0
+                          and d_ref.offset % 4 == 0) else 1
+            srcs = [pointer_source(s_ref, 0, length), pointer_source(d_ref, 1, length)]
+            rec = blit(Opcode.COPY, "copy", width, length // width, srcs, [length // width])
+        elif op == CMD_UPDATE:
+            data, ref = cmd[1], cmd[2]
+            length = len(data)
+            srcs = [(_SELF, 0, 0, 0), pointer_source(ref, 1, length)]
+            rec = blit(Opcode.UPDATE, "copy", 1, length, srcs, [length],
+                       payload=bytes(data))
+        else:
+            raise InvalidArgumentError(f"command {index}: unknown command opcode {op!r}")
+        choose_strategy(rec)
+        pids.append(len(protos))
+        protos.append(rec)
+        indices.append(index)
+        barriers.append(pending_barrier)
+        pending_barrier = 0
 
-    blocks: list[Block] = []
-    start = 0
-    total_packets = len(recs)
-    ordinal = 0
-    if not recs:
-        blocks.append(_encode_block(0, [], True, 0, None, 0))
-    while start < len(recs):
-        # A block holds at most block_packet_capacity packets and block_kernarg_capacity
-        # queue-kernarg bytes (so that every block fits the queue's rings); a single
-        # command larger than that stays alone and fails admission with OUT_OF_RANGE.
-        end = start
-        kernarg_bytes = 0
-        while end < len(recs) and end - start < block_packet_capacity:
-            r = recs[end]
-            if r.indirect is not None and end > start:
-                break  # an indirect dispatch opens its own (gated) block
-            size = 0 if r.strategy == KernargStrategy.PREPUBLISHED else r.image.shape[0]
-            if end > start and kernarg_bytes + size > block_kernarg_capacity:
-                break
-            kernarg_bytes += size
-            end += 1
-        chunk = recs[start:end]
-        last = start + len(chunk) >= len(recs)
-        blk, pre_cursor = _lower_block(ordinal, chunk, last, pre_view, pre_address, pre_cursor)
-        blocks.append(blk)
-        start += len(chunk)
-        ordinal += 1
+    facts = _Facts()
+    facts.protos = protos
+    facts.pids = pids
+    facts.indices = indices
+    facts.barriers = barriers
+    facts.mode = int(mode)
+    facts.slot_extents = slot_extents
+    facts.static_buffers = tuple(static_buffers)
     if mode & CommandBufferMode.UNRETAINED:
         # The caller keeps buffers and executables alive; keep only what we own.
         retained = [r for r in retained if not _is_user_resource(r)]
-    return BlockProgram(
-        blocks=tuple(blocks),
-        mode=int(mode),
-        strategy_counts=strategy_counts,
-        dispatch_count=sum(1 for r in recs if r.opcode == Opcode.DISPATCH),
-        packet_count=total_packets,
-        max_block_packets=max(b.replay.packet_count for b in blocks),
-        max_block_kernarg_blocks=max(b.replay.kernarg_block_count for b in blocks),
-        slot_extents=slot_extents,
-        static_buffers=tuple(static_buffers),
-        retained=tuple(retained),
-        range_error=range_errors[0] if range_errors else None,
-    )
+    facts.retained = retained
+    facts.range_error = range_errors[0] if range_errors else None
+    return facts
+
+
+def _kernel_objects_if_compatible(facts: _Facts, first: ProgramContext,
+                                  other: ProgramContext) -> list[int] | None:
+    """Per proto, ``other``'s kernel object, or None when any descriptor (or the blit
+    geometry) differs in more than its kernel object (then ``other`` needs its own
+    facts)."""
+    a, b = first.builtins, other.builtins
+    if (a.workgroup_size, a.max_workgroups) != (b.workgroup_size, b.max_workgroups):
+        return None
+    cache: dict[tuple, int | None] = {}
+    objects: list[int] = []
+    for rec in facts.protos:
+        builtin, x, y = rec.resolve
+        key = (builtin, id(x), y)
+        obj = cache.get(key, -1)
+        if obj == -1:
+            desc = getattr(b, x)[y] if builtin else other.kernel_descriptor(x, y)
+            same = attrs.evolve(desc, kernel_object=rec.desc.kernel_object) == rec.desc
+            obj = cache[key] = desc.kernel_object if same else None
+        if obj is None:
+            return None
+        objects.append(obj)
+    return objects
 
 
 def _is_user_resource(obj: Any) -> bool:
@@ -625,154 +696,355 @@ def _is_user_resource(obj: Any) -> bool:
     return hasattr(obj, "byte_length") or hasattr(obj, "functions")
 
 
-def _lower_block(ordinal: int, recs: list[_Rec], last: bool, pre_view: np.ndarray | None,
-                 pre_address: int, pre_cursor: int) -> tuple[Block, int]:
-    n = len(recs)
-    commands = np.zeros(n + 1, COMMAND_DTYPE)  # + terminator
-    rows = new_staging(n)
-    headers = np.empty(n, np.uint32)
-    qk_packets: list[int] = []
-    qk_offsets: list[int] = []
-    template_parts: list[np.ndarray] = []
-    sources: list[tuple] = []
-    patch_q: list[int] = []
-    patch_s: list[int] = []
-    patch_o: list[int] = []
-    stat_q: list[int] = []
-    stat_s: list[int] = []
-    stat_o: list[int] = []
-    self_q: list[int] = []
-    self_o: list[int] = []
-    kernarg_cursor = 0
-    dispatch_count = 0
-    pk = as_dispatch(rows)
-    for i, r in enumerate(recs):
-        c = commands[i]
-        acquire = FenceScope.AGENT
-        release = FenceScope.AGENT
-        barrier = bool(r.flags & CommandFlags.HAS_BARRIER) or i == 0
-        flags = r.flags | _scope_flags(acquire, release)
-        c["opcode"] = r.opcode
-        c["command_index"] = r.index
-        c["kernarg_strategy"] = r.strategy
-        c["dispatch_flags"] = r.dispatch_flags
-        c["packet_count"] = 1
-        c["packet_index"] = i
-        c["binding_source_offset"] = len(sources)
-        c["binding_count"] = r.desc.binding_count if r.opcode == Opcode.DISPATCH else 0
-        c["patch_source_count"] = len(r.sources)
-        c["kernel_object"] = r.desc.kernel_object
-        c["grid_size"] = r.grid
-        c["workgroup_size"] = r.wg
-        c["private_segment_size"] = r.private
-        c["group_segment_size"] = r.group
-        c["executable_id"] = r.executable_id
-        c["setup"] = DISPATCH_SETUP_3D
-        c["implicit_args_offset_qwords"] = _NO_IMPLICIT
-        c["kernarg_length"] = r.image.shape[0]
-        c["length_qwords"] = COMMAND_DTYPE.itemsize // 8
-        if r.opcode == Opcode.DISPATCH:
-            dispatch_count += 1
-        if r.strategy == KernargStrategy.PREPUBLISHED:
-            assert pre_view is not None
-            image = r.image
-            address = pre_address + pre_cursor
-            for s in r.sources:  # only an UPDATE's self pointer or baked statics remain
-                if s[0] == -1:
-                    image[8 * s[3] : 8 * s[3] + 8].view("<u8")[0] = address + s[2]
-            pre_view[pre_cursor : pre_cursor + image.shape[0]] = image
-            c["kernarg_offset"] = pre_cursor
-            c["payload_reference"] = pre_cursor
-            pk[i]["kernarg_address"] = address
-            pre_cursor += image.shape[0]
-            r_sources: list[tuple] = []
-        else:
-            flags |= CommandFlags.USES_QUEUE_KERNARGS
-            c["kernarg_offset"] = kernarg_cursor
-            c["payload_reference"] = kernarg_cursor
-            qk_packets.append(i)
-            qk_offsets.append(kernarg_cursor)
-            template_parts.append(r.image)
-            base_q = kernarg_cursor // 8
-            for s in r.sources:
-                kind, slot, off, ordinal_ = s
-                if kind == BindingSourceFlags.DYNAMIC:
-                    patch_q.append(base_q + ordinal_)
-                    patch_s.append(slot)
-                    patch_o.append(off)
-                elif kind == BindingSourceFlags.STATIC_BUFFER:
-                    stat_q.append(base_q + ordinal_)
-                    stat_s.append(slot)
-                    stat_o.append(off)
-                else:  # -1: pointer into this command's own kernargs
-                    self_q.append(base_q + ordinal_)
-                    self_o.append(kernarg_cursor + off)
-            kernarg_cursor += r.image.shape[0]
-            r_sources = r.sources
-        c["flags"] = flags
-        for s in r_sources:
-            sources.append((s[2] if s[0] != -1 else 0, s[1], s[3],
-                            (s[0] if s[0] != -1 else 0)))
-        pk[i]["workgroup_size"] = r.wg
-        pk[i]["grid_size"] = r.grid
-        pk[i]["private_segment_size"] = r.private
-        pk[i]["group_segment_size"] = r.group
-        pk[i]["kernel_object"] = r.desc.kernel_object
-        headers[i] = header_setup_word(
-            make_header(PacketType.KERNEL_DISPATCH, barrier, acquire, release),
-            DISPATCH_SETUP_3D)
+class _ProtoTables:
+    """Per-proto columns (numpy), so per-packet arrays are one gather each."""
+
+    def __init__(self, protos: list[_Rec]) -> None:
+        m = len(protos)
+        cmd = np.zeros(m, COMMAND_DTYPE)
+        cmd["opcode"] = [r.opcode for r in protos]
+        cmd["kernarg_strategy"] = [r.strategy for r in protos]
+        cmd["dispatch_flags"] = [r.dispatch_flags for r in protos]
+        cmd["packet_count"] = 1
+        cmd["binding_count"] = [r.desc.binding_count if r.opcode == Opcode.DISPATCH else 0
+                                for r in protos]
+        cmd["patch_source_count"] = [len(r.sources) for r in protos]
+        kernel_objects = [r.desc.kernel_object for r in protos]
+        cmd["kernel_object"] = kernel_objects
+        grids = [r.grid for r in protos]
+        wgs = [r.wg for r in protos]
+        privates = [r.private for r in protos]
+        groups = [r.group for r in protos]
+        if m:
+            cmd["grid_size"] = grids
+            cmd["workgroup_size"] = wgs
+        cmd["private_segment_size"] = privates
+        cmd["group_segment_size"] = groups
+        cmd["executable_id"] = [r.executable_id for r in protos]
+        cmd["setup"] = DISPATCH_SETUP_3D
+        cmd["implicit_args_offset_qwords"] = _NO_IMPLICIT
+        self.images = [r.image for r in protos]
+        self.sizes = np.fromiter((len(i) for i in self.images), np.int64, m)
+        cmd["kernarg_length"] = self.sizes
+        cmd["length_qwords"] = _COMMAND_QWORDS
+        self.cmd = cmd
+        self.cmd_bytes = cmd.view(np.uint8).reshape(m, COMMAND_DTYPE.itemsize)
+        rows = new_staging(m)
+        pk = as_dispatch(rows)
+        if m:
+            pk["workgroup_size"] = wgs
+            pk["grid_size"] = grids
+        pk["private_segment_size"] = privates
+        pk["group_segment_size"] = groups
+        pk["kernel_object"] = kernel_objects
+        self.rows = rows
+        self.prepublished = np.fromiter(
+            (r.strategy == KernargStrategy.PREPUBLISHED for r in protos), bool, m)
+        self.indirect = [r.indirect for r in protos]
+        self.any_indirect = any(i is not None for i in self.indirect)
+        self.is_dispatch = cmd["opcode"] == Opcode.DISPATCH
+        # Sources, flattened: proto p owns entries [src_start[p], src_start[p] + src_count[p]).
+        flat = [s for r in protos for s in r.sources]
+        self.src_count = cmd["patch_source_count"].astype(np.int64)
+        self.src_start = np.zeros(m, np.int64)
+        if m:
+            np.cumsum(self.src_count[:-1], out=self.src_start[1:])
+        self.src_kind = np.fromiter((s[0] for s in flat), np.int64, len(flat))
+        self.src_slot = np.fromiter((s[1] for s in flat), np.int64, len(flat))
+        self.src_off = np.fromiter((s[2] for s in flat), np.uint64, len(flat))
+        self.src_ord = np.fromiter((s[3] for s in flat), np.int64, len(flat))
+
+
+def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
+    out = np.zeros(values.shape[0], np.int64)
+    if values.shape[0] > 1:
+        np.cumsum(values[:-1], out=out[1:])
+    return out
+
+
+def _gather_sources(tables: _ProtoTables, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat source indices of packets ``pids`` in order, and the packet of each."""
+    counts = tables.src_count[pids]
+    total = int(counts.sum())
+    if not total:
+        empty = np.zeros(0, np.int64)
+        return empty, empty
+    owner = np.repeat(np.arange(pids.shape[0]), counts)
+    first = _exclusive_cumsum(counts)
+    flat = tables.src_start[pids][owner] + (np.arange(total) - first[owner])
+    return flat, owner
+
+
+class _Lowered:
+    """How a program was lowered, kept by ``build_programs`` to retarget it to another
+    GPU: the packet -> proto map, block bounds, and the prepublished image (with the
+    UPDATE payload pointers that depend on its address)."""
+
+    __slots__ = ("pids", "bounds", "prepub", "pre_offsets_of", "pre_view", "pre_total",
+                 "pre_address", "self_qwords", "self_values")
+
+
+def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity: int,
+                   block_kernarg_capacity: int) -> tuple[BlockProgram, _Lowered]:
+    tables = _ProtoTables(facts.protos)
+    pids = np.asarray(facts.pids, np.intp)
+    n_total = pids.shape[0]
+    retained = list(facts.retained)
+    prepub = tables.prepublished[pids]
+    sizes = tables.sizes[pids]
+
+    # Prepublished storage: one allocation for every PREPUBLISHED command of the program,
+    # filled in one pass (then the UPDATE payload pointers, relative to their command).
+    pre_positions = np.flatnonzero(prepub)
+    pre_sizes = sizes[pre_positions]
+    pre_total = int(pre_sizes.sum())
+    pre_offsets_of = np.zeros(n_total, np.int64)
+    pre_address = 0
+    pre_view = None
+    self_qwords: list[int] = []
+    self_values: list[int] = []
+    if pre_total:
+        pre_view, pre_address, owner = context.allocate_prepublished(pre_total)
+        retained.append(owner)
+        pre_offsets = _exclusive_cumsum(pre_sizes)
+        pre_offsets_of[pre_positions] = pre_offsets
+        images = tables.images
+        pre_view[:pre_total] = np.frombuffer(
+            b"".join([images[p] for p in pids[pre_positions].tolist()]), np.uint8)
+        flat, owner_idx = _gather_sources(tables, pids[pre_positions])
+        if flat.shape[0]:
+            self_ = tables.src_kind[flat] == _SELF
+            at = pre_offsets[owner_idx[self_]]
+            values = (np.uint64(pre_address) + at.astype(np.uint64)
+                      + tables.src_off[flat[self_]])
+            qwords = at + 8 * tables.src_ord[flat[self_]]
+            self_qwords = qwords.tolist()
+            self_values = (values - np.uint64(pre_address)).tolist()
+            _store_qwords(pre_view, self_qwords, self_values, pre_address)
+
+    strategy_counts: dict[str, int] = {}
+    strategies = tables.cmd["kernarg_strategy"][pids]
+    for value, count in zip(*np.unique(strategies, return_counts=True)):
+        strategy_counts[KernargStrategy(int(value)).name] = int(count)
+
+    blocks: list[Block] = []
+    bounds: list[tuple[int, int]] = []
+    if not n_total:
+        blocks.append(_encode_block(0, [], True, 0, None, 0))
+    else:
+        qk_sizes = np.where(prepub, 0, sizes)
+        bounds = _split_blocks(tables, pids, qk_sizes, block_packet_capacity,
+                               block_kernarg_capacity)
+        for ordinal, (start, end) in enumerate(bounds):
+            blocks.append(_lower_block(ordinal, facts, tables, pids, start, end,
+                                       end >= n_total, prepub, qk_sizes,
+                                       pre_address, pre_offsets_of))
+    lowered = _Lowered()
+    lowered.pids = pids
+    lowered.bounds = bounds
+    lowered.prepub = prepub
+    lowered.pre_offsets_of = pre_offsets_of
+    lowered.pre_view = pre_view
+    lowered.pre_total = pre_total
+    lowered.pre_address = pre_address
+    lowered.self_qwords = self_qwords
+    lowered.self_values = self_values
+    return BlockProgram(
+        blocks=tuple(blocks),
+        mode=facts.mode,
+        strategy_counts=strategy_counts,
+        dispatch_count=int(tables.is_dispatch[pids].sum()) if n_total else 0,
+        packet_count=n_total,
+        max_block_packets=max(b.replay.packet_count for b in blocks),
+        max_block_kernarg_blocks=max(b.replay.kernarg_block_count for b in blocks),
+        slot_extents=facts.slot_extents,
+        static_buffers=facts.static_buffers,
+        retained=tuple(retained),
+        range_error=facts.range_error,
+    ), lowered
+
+
+def _store_qwords(view: np.ndarray, qwords: list[int], values: list[int], base: int) -> None:
+    # Few (one per prepublished UPDATE): scalar stores are cheaper than a gather here.
+    for q, v in zip(qwords, values):
+        view[q : q + 8] = np.frombuffer((base + v).to_bytes(8, "little"), np.uint8)
+
+
+def _retarget(first: BlockProgram, lowered: _Lowered, facts: _Facts, objects: np.ndarray,
+              context: ProgramContext) -> BlockProgram:
+    """``first`` for another GPU whose descriptors differ only in kernel objects
+    (``objects[proto]``): copies of the packet templates and binary blocks with the kernel
+    objects patched, and its own prepublished storage (same image, rebased UPDATE payload
+    pointers and kernarg addresses). Replay arrays that do not name a kernel or an
+    address are shared (they are never written)."""
+    retained = list(facts.retained)
+    pre_address = 0
+    if lowered.pre_total:
+        view, pre_address, owner = context.allocate_prepublished(lowered.pre_total)
+        retained.append(owner)
+        view[: lowered.pre_total] = lowered.pre_view[: lowered.pre_total]
+        _store_qwords(view, lowered.self_qwords, lowered.self_values, pre_address)
+    kernel_objects = objects[lowered.pids]
+    blocks = []
+    for block, (start, end) in zip(first.blocks, lowered.bounds):
+        n = end - start
+        rows = block.replay.packets.copy()
+        packets = as_dispatch(rows)
+        packets["kernel_object"] = kernel_objects[start:end]
+        prepub = lowered.prepub[start:end]
+        if pre_address and prepub.any():
+            at = np.flatnonzero(prepub)
+            packets["kernarg_address"][at] = (
+                np.uint64(pre_address)
+                + lowered.pre_offsets_of[start:end][at].astype(np.uint64))
+        data = block.data.copy()
+        data[64 : 64 + COMMAND_DTYPE.itemsize * n].view(COMMAND_DTYPE)["kernel_object"] = (
+            kernel_objects[start:end])
+        blocks.append(Block(data, attrs.evolve(block.replay, packets=rows)))
+    if not lowered.bounds:
+        blocks = list(first.blocks)  # the empty program names no kernel
+    return attrs.evolve(first, blocks=tuple(blocks), retained=tuple(retained))
+
+
+def _split_blocks(tables: _ProtoTables, pids: np.ndarray, qk_sizes: np.ndarray,
+                  packet_capacity: int, kernarg_capacity: int) -> list[tuple[int, int]]:
+    """Block bounds: at most ``packet_capacity`` packets and ``kernarg_capacity``
+    queue-kernarg bytes each (so every block fits the queue's rings; a single command
+    larger than that stays alone and fails admission with OUT_OF_RANGE); an indirect
+    dispatch opens its own (gated) block."""
+    n = pids.shape[0]
+    starts = list(range(0, n, packet_capacity))
+    if not tables.any_indirect and int(
+            np.add.reduceat(qk_sizes, starts).max()) <= kernarg_capacity:
+        return [(s, min(s + packet_capacity, n)) for s in starts]
+    indirect = [tables.indirect[p] is not None for p in pids.tolist()]
+    sizes = qk_sizes.tolist()
+    bounds = []
+    start = 0
+    while start < n:
+        end = start
+        kernarg_bytes = 0
+        while end < n and end - start < packet_capacity:
+            if indirect[end] and end > start:
+                break
+            size = sizes[end]
+            if end > start and kernarg_bytes + size > kernarg_capacity:
+                break
+            kernarg_bytes += size
+            end += 1
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def _lower_block(ordinal: int, facts: _Facts, tables: _ProtoTables, all_pids: np.ndarray,
+                 start: int, end: int, last: bool, all_prepub: np.ndarray,
+                 all_qk_sizes: np.ndarray, pre_address: int,
+                 pre_offsets_of: np.ndarray) -> Block:
+    pids = all_pids[start:end]
+    n = end - start
+    prepub = all_prepub[start:end]
+    qk = ~prepub
+    qk_sizes = all_qk_sizes[start:end]
+    kernarg_offsets = _exclusive_cumsum(qk_sizes)
+    kernarg_length = int(qk_sizes.sum())
+    barrier = np.asarray(facts.barriers[start:end], np.uint8)
+
+    # Queue-kernarg sources of this block, in packet order (prepublished ones emit none).
+    qk_positions = np.flatnonzero(qk)
+    flat, owner = _gather_sources(tables, pids[qk_positions])
+    owner_packet = qk_positions[owner]
+    kind = tables.src_kind[flat]
+    slot = tables.src_slot[flat]
+    off = tables.src_off[flat]
+    ords = tables.src_ord[flat]
+    qword = kernarg_offsets[owner_packet] // 8 + ords
+
+    # Gather whole records as raw bytes (a structured-dtype gather copies field by field).
+    raw = np.empty((n + 1, COMMAND_DTYPE.itemsize), np.uint8)  # + terminator
+    raw[:n] = tables.cmd_bytes[pids]
+    raw[n] = 0
+    commands = raw.reshape(-1).view(COMMAND_DTYPE)
+    body = commands[:n]
+    body["command_index"] = facts.indices[start:end]
+    body["packet_index"] = np.arange(n)
+    emitted = np.where(qk, tables.src_count[pids], 0)
+    body["binding_source_offset"] = _exclusive_cumsum(emitted)
+    offsets = np.where(prepub, pre_offsets_of[start:end], kernarg_offsets)
+    body["kernarg_offset"] = offsets
+    body["payload_reference"] = offsets
+    body["flags"] = (barrier | _SCOPE_FLAGS
+                     | np.where(qk, int(CommandFlags.USES_QUEUE_KERNARGS), 0).astype(np.uint8))
     term = commands[n]
     term["opcode"] = Opcode.RETURN if last else Opcode.BRANCH
     term["target_block_ordinal"] = 0 if last else ordinal + 1
-    term["length_qwords"] = COMMAND_DTYPE.itemsize // 8
-    template = (np.concatenate(template_parts) if template_parts
-                else np.zeros(0, np.uint8))
+    term["length_qwords"] = _COMMAND_QWORDS
+
+    rows = tables.rows[pids]
+    if pre_address and prepub.any():
+        pre_positions = np.flatnonzero(prepub)
+        as_dispatch(rows)["kernarg_address"][pre_positions] = (
+            np.uint64(pre_address) + pre_offsets_of[start:end][pre_positions].astype(np.uint64))
+    headers = np.where(barrier != 0, np.uint32(_HEADER_BARRIER), np.uint32(_HEADER_PLAIN))
+    headers[0] = _HEADER_BARRIER  # every block opens with a barrier packet
+
+    images = tables.images
+    template = (np.frombuffer(bytearray(b"".join(
+        [images[p] for p in pids[qk_positions].tolist()])), np.uint8)
+        if qk_positions.shape[0] else np.zeros(0, np.uint8))
+    dyn = kind == int(BindingSourceFlags.DYNAMIC)
+    stat = kind == int(BindingSourceFlags.STATIC_BUFFER)
+    self_ = kind == _SELF
     replay = BlockReplay(
         packets=rows,
         header_words=headers,
-        queue_kernarg_packets=np.asarray(qk_packets, np.intp),
-        queue_kernarg_offsets=np.asarray(qk_offsets, np.uint64),
+        queue_kernarg_packets=qk_positions.astype(np.intp),
+        queue_kernarg_offsets=kernarg_offsets[qk_positions].astype(np.uint64),
         kernarg_template=template,
-        patch_qwords=np.asarray(patch_q, np.intp),
-        patch_slots=np.asarray(patch_s, np.intp),
-        patch_offsets=np.asarray(patch_o, np.uint64),
-        static_qwords=np.asarray(stat_q, np.intp),
-        static_slots=np.asarray(stat_s, np.intp),
-        static_offsets=np.asarray(stat_o, np.uint64),
-        self_qwords=np.asarray(self_q, np.intp),
-        self_offsets=np.asarray(self_o, np.uint64),
-        indirect=recs[0].indirect if recs else None,
+        patch_qwords=qword[dyn].astype(np.intp),
+        patch_slots=slot[dyn].astype(np.intp),
+        patch_offsets=off[dyn],
+        static_qwords=qword[stat].astype(np.intp),
+        static_slots=slot[stat].astype(np.intp),
+        static_offsets=off[stat],
+        self_qwords=qword[self_].astype(np.intp),
+        self_offsets=kernarg_offsets[owner_packet[self_]].astype(np.uint64) + off[self_],
+        indirect=tables.indirect[int(pids[0])],
     )
-    data = _encode_binary(ordinal, commands, sources, template, last, n, kernarg_cursor,
-                          dispatch_count, int(recs[0].indirect is not None) if recs else 0)
-    return Block(data, replay), pre_cursor
+    sources = np.zeros(kind.shape[0], BINDING_SOURCE_DTYPE)
+    sources["offset_or_pointer"] = np.where(self_, np.uint64(0), off)
+    sources["slot"] = slot
+    sources["target_binding_ordinal"] = ords
+    sources["flags"] = np.where(self_, 0, kind)
+    data = _encode_binary(ordinal, commands, sources, template, last, n, kernarg_length,
+                          int(tables.is_dispatch[pids].sum()),
+                          int(replay.indirect is not None))
+    return Block(data, replay)
 
 
 def _encode_block(ordinal: int, recs: list, last: bool, _k: int, _v: Any, _c: int) -> Block:
     """An empty program: one RETURN block with no packets."""
     commands = np.zeros(1, COMMAND_DTYPE)
     commands[0]["opcode"] = Opcode.RETURN
-    commands[0]["length_qwords"] = COMMAND_DTYPE.itemsize // 8
+    commands[0]["length_qwords"] = _COMMAND_QWORDS
     empty_i = np.zeros(0, np.intp)
     empty_u = np.zeros(0, np.uint64)
     replay = BlockReplay(new_staging(0), np.zeros(0, np.uint32), empty_i, empty_u,
                          np.zeros(0, np.uint8), empty_i, empty_i, empty_u, empty_i, empty_i,
                          empty_u, empty_i, empty_u)
-    return Block(_encode_binary(ordinal, commands, [], np.zeros(0, np.uint8), True, 0, 0, 0),
-                 replay)
+    return Block(_encode_binary(ordinal, commands, np.zeros(0, BINDING_SOURCE_DTYPE),
+                                np.zeros(0, np.uint8), True, 0, 0, 0), replay)
 
 
-def _encode_binary(ordinal: int, commands: np.ndarray, sources: list, rodata: np.ndarray,
-                   last: bool, packet_count: int, kernarg_length: int,
+def _encode_binary(ordinal: int, commands: np.ndarray, sources: np.ndarray,
+                   rodata: np.ndarray, last: bool, packet_count: int, kernarg_length: int,
                    dispatch_count: int, indirect_count: int = 0) -> np.ndarray:
     cmd_bytes = commands.view(np.uint8)
-    src = np.zeros(len(sources), BINDING_SOURCE_DTYPE)
-    for i, (ptr, slot, target, flags) in enumerate(sources):
-        src[i] = (ptr, slot, target, flags, 0)
+    count = sources.shape[0]
     command_offset = 64
     rodata_offset = command_offset + cmd_bytes.shape[0]
     source_offset = (rodata_offset + rodata.shape[0] + 7) & ~7
-    total = source_offset + 16 * len(sources)
+    total = source_offset + 16 * count
     data = np.zeros(total, np.uint8)
     h = data[:64].view(BLOCK_HEADER_DTYPE)
     h["magic"] = BLOCK_MAGIC
@@ -785,7 +1057,7 @@ def _encode_binary(ordinal: int, commands: np.ndarray, sources: list, rodata: np
     h["command_length"] = cmd_bytes.shape[0]
     h["binding_source_offset"] = source_offset
     h["command_count"] = commands.shape[0]
-    h["binding_source_count"] = len(sources)
+    h["binding_source_count"] = count
     h["aql_packet_count"] = packet_count
     h["kernarg_length"] = kernarg_length
     h["initial_barrier_packet_count"] = 0
@@ -796,5 +1068,5 @@ def _encode_binary(ordinal: int, commands: np.ndarray, sources: list, rodata: np
     h["terminator_opcode"] = Opcode.RETURN if last else Opcode.BRANCH
     data[command_offset:rodata_offset] = cmd_bytes
     data[rodata_offset : rodata_offset + rodata.shape[0]] = rodata
-    data[source_offset:total] = src.view(np.uint8)
+    data[source_offset:total] = sources.view(np.uint8)
     return data

@@ -109,6 +109,7 @@ from .block_program import (
     BuiltinKernels,
     KernelDescriptor,
     build_program,
+    build_programs,
     hal_kernarg_image,
 )
 from .kernarg_ring import KERNARG_BLOCK_SIZE, KernargRing
@@ -984,17 +985,20 @@ class HostQueueSet:
         """Build the block program of a recording: one ``BlockProgram`` on a single-GPU
         device, a ``GpuPrograms`` (one per GPU: kernel objects and prepublished kernargs
         are per agent) otherwise."""
-        if len(self.contexts) == 1:
-            return self._build(commands, mode, self.contexts[0])
-        return GpuPrograms(tuple(self._build(commands, mode, c) for c in self.contexts))
+        # The recording is read once; GPUs share its facts and differ only in kernel
+        # objects and prepublished storage (block_program.build_programs).
+        programs = self._build(commands, mode, self.contexts)
+        if len(programs) == 1:
+            return programs[0]
+        return GpuPrograms(programs)
 
-    def _build(self, commands: list, mode: int, context: Any) -> BlockProgram:
+    def _build(self, commands: list, mode: int, contexts: list) -> tuple:
         # Blocks are sized to a quarter of the rings so replay always fits and a few
         # blocks can be in flight at once.
         options = self.options
-        return build_program(commands, mode, context,
-                             block_packet_capacity=max(1, options.aql_capacity // 4),
-                             block_kernarg_capacity=options.kernarg_capacity // 4)
+        return build_programs(commands, mode, contexts,
+                              block_packet_capacity=max(1, options.aql_capacity // 4),
+                              block_kernarg_capacity=options.kernarg_capacity // 4)
 
     # -- submission ---------------------------------------------------------------------
 
@@ -1128,7 +1132,8 @@ class HostQueueSet:
                       allowed_access=MemoryAccess.ALL, allocation_size=length)
 
     def _one_shot(self, command: tuple, queue: HostQueue) -> BlockProgram:
-        return self._build([command], CommandBufferMode.ONE_SHOT, self.contexts[queue.gpu_index])
+        return self._build([command], CommandBufferMode.ONE_SHOT,
+                           [self.contexts[queue.gpu_index]])[0]
 
     def close(self, timeout: float | None = None) -> None:
         errors = []
