@@ -65,6 +65,8 @@ from hal_core._command_buffer import (
 
 from .aql_packets import (
     DISPATCH_SETUP_3D,
+    INVALID_HEADER_WORD,
+    KERNEL_DISPATCH_DTYPE,
     FenceScope,
     PacketType,
     as_dispatch,
@@ -697,62 +699,58 @@ def _is_user_resource(obj: Any) -> bool:
 
 
 class _ProtoTables:
-    """Per-proto columns (numpy), so per-packet arrays are one gather each."""
+    """Per-proto records and columns (numpy), so per-packet arrays are one gather each.
+    Records are built from tuples in one conversion each (per-field stores into a
+    structured array cost a numpy call apiece)."""
 
     def __init__(self, protos: list[_Rec]) -> None:
         m = len(protos)
-        cmd = np.zeros(m, COMMAND_DTYPE)
-        cmd["opcode"] = [r.opcode for r in protos]
-        cmd["kernarg_strategy"] = [r.strategy for r in protos]
-        cmd["dispatch_flags"] = [r.dispatch_flags for r in protos]
-        cmd["packet_count"] = 1
-        cmd["binding_count"] = [r.desc.binding_count if r.opcode == Opcode.DISPATCH else 0
-                                for r in protos]
-        cmd["patch_source_count"] = [len(r.sources) for r in protos]
-        kernel_objects = [r.desc.kernel_object for r in protos]
-        cmd["kernel_object"] = kernel_objects
-        grids = [r.grid for r in protos]
-        wgs = [r.wg for r in protos]
-        privates = [r.private for r in protos]
-        groups = [r.group for r in protos]
-        if m:
-            cmd["grid_size"] = grids
-            cmd["workgroup_size"] = wgs
-        cmd["private_segment_size"] = privates
-        cmd["group_segment_size"] = groups
-        cmd["executable_id"] = [r.executable_id for r in protos]
-        cmd["setup"] = DISPATCH_SETUP_3D
-        cmd["implicit_args_offset_qwords"] = _NO_IMPLICIT
-        self.images = [r.image for r in protos]
-        self.sizes = np.fromiter((len(i) for i in self.images), np.int64, m)
-        cmd["kernarg_length"] = self.sizes
-        cmd["length_qwords"] = _COMMAND_QWORDS
-        self.cmd = cmd
+        dispatch = Opcode.DISPATCH
+        self.images = images = [r.image for r in protos]
+        # COMMAND_DTYPE field order; per-packet fields (command/packet index, binding
+        # source offset, kernarg offset, payload reference, flags) are zero here.
+        # (Stored into zeros: building from tuples directly leaves padding uninitialised.)
+        self.cmd = cmd = np.zeros(m, COMMAND_DTYPE)
+        cmd[:] = [
+            (r.opcode, 0, _COMMAND_QWORDS, 0, r.strategy, r.dispatch_flags, 1, 0, 0,
+             r.desc.binding_count if r.opcode == dispatch else 0, len(r.sources), 0,
+             len(r.image), 0, _NO_IMPLICIT, DISPATCH_SETUP_3D, r.desc.kernel_object,
+             r.grid, r.wg, 0, r.private, r.group, r.executable_id, 0)
+            for r in protos]
         self.cmd_bytes = cmd.view(np.uint8).reshape(m, COMMAND_DTYPE.itemsize)
-        rows = new_staging(m)
-        pk = as_dispatch(rows)
-        if m:
-            pk["workgroup_size"] = wgs
-            pk["grid_size"] = grids
-        pk["private_segment_size"] = privates
-        pk["group_segment_size"] = groups
-        pk["kernel_object"] = kernel_objects
-        self.rows = rows
-        self.prepublished = np.fromiter(
-            (r.strategy == KernargStrategy.PREPUBLISHED for r in protos), bool, m)
+        # KERNEL_DISPATCH_DTYPE order: the header word stays INVALID until replay commits
+        # it; kernarg address and completion signal are per program / per submission.
+        packets = np.zeros(m, KERNEL_DISPATCH_DTYPE)
+        packets[:] = [
+            (INVALID_HEADER_WORD, 0, r.wg, 0, r.grid, r.private, r.group,
+             r.desc.kernel_object, 0, 0, 0)
+            for r in protos]
+        self.rows = packets.view(np.uint8).reshape(m, 64)
+        self.sizes = cmd["kernarg_length"].astype(np.int64)
+        # Recordings of one kernel shape (the common case) gather templates as one table.
+        self.image_table = (np.frombuffer(b"".join(images), np.uint8).reshape(m, -1)
+                            if m and len(set(map(len, images))) == 1 else None)
+        self.prepublished = cmd["kernarg_strategy"] == KernargStrategy.PREPUBLISHED
         self.indirect = [r.indirect for r in protos]
         self.any_indirect = any(i is not None for i in self.indirect)
-        self.is_dispatch = cmd["opcode"] == Opcode.DISPATCH
+        self.is_dispatch = cmd["opcode"] == dispatch
         # Sources, flattened: proto p owns entries [src_start[p], src_start[p] + src_count[p]).
         flat = [s for r in protos for s in r.sources]
         self.src_count = cmd["patch_source_count"].astype(np.int64)
-        self.src_start = np.zeros(m, np.int64)
-        if m:
-            np.cumsum(self.src_count[:-1], out=self.src_start[1:])
+        self.src_start = _exclusive_cumsum(self.src_count)
         self.src_kind = np.fromiter((s[0] for s in flat), np.int64, len(flat))
         self.src_slot = np.fromiter((s[1] for s in flat), np.int64, len(flat))
         self.src_off = np.fromiter((s[2] for s in flat), np.uint64, len(flat))
         self.src_ord = np.fromiter((s[3] for s in flat), np.int64, len(flat))
+
+    def template(self, pids: np.ndarray, pid_list: list[int]) -> np.ndarray:
+        """The concatenated kernarg images of ``pids`` (a new, writable array)."""
+        if not pid_list:
+            return _EMPTY_U8
+        if self.image_table is not None:
+            return self.image_table[pids].reshape(-1)
+        images = self.images
+        return np.frombuffer(bytearray(b"".join([images[p] for p in pid_list])), np.uint8)
 
 
 def _exclusive_cumsum(values: np.ndarray) -> np.ndarray:
@@ -777,33 +775,47 @@ def _gather_sources(tables: _ProtoTables, pids: np.ndarray) -> tuple[np.ndarray,
 
 class _Lowered:
     """How a program was lowered, kept by ``build_programs`` to retarget it to another
-    GPU: the packet -> proto map, block bounds, and the prepublished image (with the
-    UPDATE payload pointers that depend on its address)."""
+    GPU: the packet -> proto map, block bounds, the program-wide packet rows, and the
+    prepublished image (with the UPDATE payload pointers that depend on its address)."""
 
-    __slots__ = ("pids", "bounds", "prepub", "pre_offsets_of", "pre_view", "pre_total",
-                 "pre_address", "self_qwords", "self_values")
+    __slots__ = ("pids", "bounds", "rows", "pre_positions", "pre_offsets", "pre_view",
+                 "pre_total", "self_qwords", "self_values")
 
 
 def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity: int,
                    block_kernarg_capacity: int) -> tuple[BlockProgram, _Lowered]:
+    """Lower ``facts`` for one GPU. Every per-packet array is computed once for the whole
+    program (a handful of numpy operations); blocks are then slices of it."""
     tables = _ProtoTables(facts.protos)
     pids = np.asarray(facts.pids, np.intp)
     n_total = pids.shape[0]
     retained = list(facts.retained)
+    lowered = _Lowered()
+    lowered.pids = pids
+    lowered.bounds = []
+    lowered.pre_total = 0
+    if not n_total:
+        program = BlockProgram(
+            blocks=(_encode_block(0, [], True, 0, None, 0),), mode=facts.mode,
+            strategy_counts={}, dispatch_count=0, packet_count=0, max_block_packets=0,
+            max_block_kernarg_blocks=0, slot_extents=facts.slot_extents,
+            static_buffers=facts.static_buffers, retained=tuple(retained),
+            range_error=facts.range_error)
+        return program, lowered
     prepub = tables.prepublished[pids]
+    qk = ~prepub
     sizes = tables.sizes[pids]
+    qk_sizes = np.where(prepub, 0, sizes)
+    rows = tables.rows[pids]
+    lowered.rows = rows
 
     # Prepublished storage: one allocation for every PREPUBLISHED command of the program,
     # filled in one pass (then the UPDATE payload pointers, relative to their command).
     pre_positions = np.flatnonzero(prepub)
-    pre_sizes = sizes[pre_positions]
-    pre_total = int(pre_sizes.sum())
     pre_offsets_of = np.zeros(n_total, np.int64)
-    pre_address = 0
-    pre_view = None
-    self_qwords: list[int] = []
-    self_values: list[int] = []
-    if pre_total:
+    if pre_positions.shape[0]:
+        pre_sizes = sizes[pre_positions]
+        pre_total = int(pre_sizes.sum())
         pre_view, pre_address, owner = context.allocate_prepublished(pre_total)
         retained.append(owner)
         pre_offsets = _exclusive_cumsum(pre_sizes)
@@ -811,49 +823,130 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
         images = tables.images
         pre_view[:pre_total] = np.frombuffer(
             b"".join([images[p] for p in pids[pre_positions].tolist()]), np.uint8)
+        self_qwords: list[int] = []
+        self_values: list[int] = []
         flat, owner_idx = _gather_sources(tables, pids[pre_positions])
         if flat.shape[0]:
             self_ = tables.src_kind[flat] == _SELF
             at = pre_offsets[owner_idx[self_]]
-            values = (np.uint64(pre_address) + at.astype(np.uint64)
-                      + tables.src_off[flat[self_]])
-            qwords = at + 8 * tables.src_ord[flat[self_]]
-            self_qwords = qwords.tolist()
-            self_values = (values - np.uint64(pre_address)).tolist()
+            self_qwords = (at + 8 * tables.src_ord[flat[self_]]).tolist()
+            self_values = (at.astype(np.uint64) + tables.src_off[flat[self_]]).tolist()
             _store_qwords(pre_view, self_qwords, self_values, pre_address)
+        as_dispatch(rows)["kernarg_address"][pre_positions] = (
+            np.uint64(pre_address) + pre_offsets.astype(np.uint64))
+        lowered.pre_positions = pre_positions
+        lowered.pre_offsets = pre_offsets
+        lowered.pre_view = pre_view
+        lowered.pre_total = pre_total
+        lowered.self_qwords = self_qwords
+        lowered.self_values = self_values
 
-    strategy_counts: dict[str, int] = {}
-    strategies = tables.cmd["kernarg_strategy"][pids]
-    for value, count in zip(*np.unique(strategies, return_counts=True)):
-        strategy_counts[KernargStrategy(int(value)).name] = int(count)
+    bounds = _split_blocks(tables, pids, qk_sizes, block_packet_capacity,
+                           block_kernarg_capacity)
+    lowered.bounds = bounds
+    starts = np.fromiter((b[0] for b in bounds), np.intp, len(bounds))
+    ends = np.fromiter((b[1] for b in bounds), np.intp, len(bounds))
+    block_start = np.repeat(starts, ends - starts)  # per packet: its block's first packet
+
+    # Command records, every packet at once; block-relative fields via ``block_start``.
+    barrier = np.asarray(facts.barriers, np.uint8)
+    kernarg_cum = _exclusive_cumsum(qk_sizes)
+    kernarg_rel = kernarg_cum - kernarg_cum[block_start]
+    emitted_cum = _exclusive_cumsum(np.where(qk, tables.src_count[pids], 0))
+    record_bytes = tables.cmd_bytes[pids]
+    records = record_bytes.reshape(-1).view(COMMAND_DTYPE)
+    records["command_index"] = facts.indices
+    records["packet_index"] = np.arange(n_total) - block_start
+    records["binding_source_offset"] = emitted_cum - emitted_cum[block_start]
+    offsets = np.where(prepub, pre_offsets_of, kernarg_rel)
+    records["kernarg_offset"] = offsets
+    records["payload_reference"] = offsets
+    records["flags"] = barrier | np.where(
+        qk, _SCOPE_FLAGS | int(CommandFlags.USES_QUEUE_KERNARGS), _SCOPE_FLAGS).astype(np.uint8)
+    headers = np.where(barrier != 0, np.uint32(_HEADER_BARRIER), np.uint32(_HEADER_PLAIN))
+    headers[starts] = _HEADER_BARRIER  # every block opens with a barrier packet
+
+    # Queue-kernarg sources, in packet order (prepublished commands emit none).
+    qk_positions = np.flatnonzero(qk)
+    qk_offsets = kernarg_rel[qk_positions].astype(np.uint64)
+    qk_lo = np.searchsorted(qk_positions, starts).tolist()
+    qk_hi = np.searchsorted(qk_positions, ends).tolist()
+    qk_pid_array = pids[qk_positions]
+    qk_pids = qk_pid_array.tolist() if tables.image_table is None else []
+    flat, owner = _gather_sources(tables, pids[qk_positions])
+    src_total = flat.shape[0]
+    if src_total:
+        owner_packet = qk_positions[owner]
+        kind = tables.src_kind[flat]
+        slot = tables.src_slot[flat]
+        off = tables.src_off[flat]
+        ords = tables.src_ord[flat]
+        qword = kernarg_rel[owner_packet] // 8 + ords
+        self_all = kind == _SELF
+        self_off = kernarg_rel[owner_packet].astype(np.uint64) + off
+        sources = np.zeros(src_total, BINDING_SOURCE_DTYPE)
+        sources["offset_or_pointer"] = np.where(self_all, np.uint64(0), off)
+        sources["slot"] = slot
+        sources["target_binding_ordinal"] = ords
+        sources["flags"] = np.where(self_all, 0, kind)
+        src_lo = np.searchsorted(owner_packet, starts).tolist()
+        src_hi = np.searchsorted(owner_packet, ends).tolist()
+    else:
+        sources = np.zeros(0, BINDING_SOURCE_DTYPE)
+    dispatch_cum = np.cumsum(tables.is_dispatch[pids])
 
     blocks: list[Block] = []
-    bounds: list[tuple[int, int]] = []
-    if not n_total:
-        blocks.append(_encode_block(0, [], True, 0, None, 0))
-    else:
-        qk_sizes = np.where(prepub, 0, sizes)
-        bounds = _split_blocks(tables, pids, qk_sizes, block_packet_capacity,
-                               block_kernarg_capacity)
-        for ordinal, (start, end) in enumerate(bounds):
-            blocks.append(_lower_block(ordinal, facts, tables, pids, start, end,
-                                       end >= n_total, prepub, qk_sizes,
-                                       pre_address, pre_offsets_of))
-    lowered = _Lowered()
-    lowered.pids = pids
-    lowered.bounds = bounds
-    lowered.prepub = prepub
-    lowered.pre_offsets_of = pre_offsets_of
-    lowered.pre_view = pre_view
-    lowered.pre_total = pre_total
-    lowered.pre_address = pre_address
-    lowered.self_qwords = self_qwords
-    lowered.self_values = self_values
+    last_ordinal = len(bounds) - 1
+    for ordinal, (start, end) in enumerate(bounds):
+        a, b = qk_lo[ordinal], qk_hi[ordinal]
+        template = (tables.template(qk_pid_array[a:b], qk_pids[a:b] or [0])
+                    if b > a else _EMPTY_U8)
+        if src_total and src_hi[ordinal] > src_lo[ordinal]:
+            lo, hi = src_lo[ordinal], src_hi[ordinal]
+            k = kind[lo:hi]
+            dyn = k == int(BindingSourceFlags.DYNAMIC)
+            stat = k == int(BindingSourceFlags.STATIC_BUFFER)
+            self_ = self_all[lo:hi]
+            q, sl, of = qword[lo:hi], slot[lo:hi], off[lo:hi]
+            patch = (q[dyn], sl[dyn], of[dyn])
+            static = (q[stat], sl[stat], of[stat])
+            selfs = (q[self_], self_off[lo:hi][self_])
+            block_sources = sources[lo:hi]
+        else:
+            patch = static = (_EMPTY_INTP, _EMPTY_INTP, _EMPTY_U64)
+            selfs = (_EMPTY_INTP, _EMPTY_U64)
+            block_sources = sources[:0]
+        indirect = tables.indirect[pids[start]]
+        replay = BlockReplay(
+            packets=rows[start:end],
+            header_words=headers[start:end],
+            queue_kernarg_packets=qk_positions[a:b] - start,
+            queue_kernarg_offsets=qk_offsets[a:b],
+            kernarg_template=template,
+            patch_qwords=patch[0].astype(np.intp, copy=False),
+            patch_slots=patch[1].astype(np.intp, copy=False),
+            patch_offsets=patch[2],
+            static_qwords=static[0].astype(np.intp, copy=False),
+            static_slots=static[1].astype(np.intp, copy=False),
+            static_offsets=static[2],
+            self_qwords=selfs[0].astype(np.intp, copy=False),
+            self_offsets=selfs[1],
+            indirect=indirect,
+        )
+        dispatches = int(dispatch_cum[end - 1]) - (int(dispatch_cum[start - 1]) if start else 0)
+        data = _encode_binary(ordinal, record_bytes[start:end], block_sources, template,
+                              ordinal == last_ordinal, end - start, template.shape[0],
+                              dispatches, int(indirect is not None))
+        blocks.append(Block(data, replay))
+
+    counts = np.bincount(tables.cmd["kernarg_strategy"][pids], minlength=len(KernargStrategy))
+    strategy_counts = {KernargStrategy(v).name: c
+                       for v, c in enumerate(counts.tolist()) if c}
     return BlockProgram(
         blocks=tuple(blocks),
         mode=facts.mode,
         strategy_counts=strategy_counts,
-        dispatch_count=int(tables.is_dispatch[pids].sum()) if n_total else 0,
+        dispatch_count=int(dispatch_cum[-1]),
         packet_count=n_total,
         max_block_packets=max(b.replay.packet_count for b in blocks),
         max_block_kernarg_blocks=max(b.replay.kernarg_block_count for b in blocks),
@@ -862,6 +955,13 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
         retained=tuple(retained),
         range_error=facts.range_error,
     ), lowered
+
+
+_EMPTY_U8 = np.zeros(0, np.uint8)
+_EMPTY_U64 = np.zeros(0, np.uint64)
+_EMPTY_INTP = np.zeros(0, np.intp)
+for _empty in (_EMPTY_U8, _EMPTY_U64, _EMPTY_INTP):
+    _empty.flags.writeable = False
 
 
 def _store_qwords(view: np.ndarray, qwords: list[int], values: list[int], base: int) -> None:
@@ -873,36 +973,30 @@ def _store_qwords(view: np.ndarray, qwords: list[int], values: list[int], base: 
 def _retarget(first: BlockProgram, lowered: _Lowered, facts: _Facts, objects: np.ndarray,
               context: ProgramContext) -> BlockProgram:
     """``first`` for another GPU whose descriptors differ only in kernel objects
-    (``objects[proto]``): copies of the packet templates and binary blocks with the kernel
+    (``objects[proto]``): copies of the packet rows and binary blocks with the kernel
     objects patched, and its own prepublished storage (same image, rebased UPDATE payload
-    pointers and kernarg addresses). Replay arrays that do not name a kernel or an
-    address are shared (they are never written)."""
+    pointers and kernarg addresses). Replay arrays that name no kernel and no address are
+    shared (they are never written)."""
+    if not lowered.bounds:
+        return first  # the empty program names no kernel and owns no storage
     retained = list(facts.retained)
-    pre_address = 0
+    rows = lowered.rows.copy()
+    packets = as_dispatch(rows)
+    kernel_objects = objects[lowered.pids]
+    packets["kernel_object"] = kernel_objects
     if lowered.pre_total:
         view, pre_address, owner = context.allocate_prepublished(lowered.pre_total)
         retained.append(owner)
         view[: lowered.pre_total] = lowered.pre_view[: lowered.pre_total]
         _store_qwords(view, lowered.self_qwords, lowered.self_values, pre_address)
-    kernel_objects = objects[lowered.pids]
+        packets["kernarg_address"][lowered.pre_positions] = (
+            np.uint64(pre_address) + lowered.pre_offsets.astype(np.uint64))
     blocks = []
     for block, (start, end) in zip(first.blocks, lowered.bounds):
-        n = end - start
-        rows = block.replay.packets.copy()
-        packets = as_dispatch(rows)
-        packets["kernel_object"] = kernel_objects[start:end]
-        prepub = lowered.prepub[start:end]
-        if pre_address and prepub.any():
-            at = np.flatnonzero(prepub)
-            packets["kernarg_address"][at] = (
-                np.uint64(pre_address)
-                + lowered.pre_offsets_of[start:end][at].astype(np.uint64))
         data = block.data.copy()
-        data[64 : 64 + COMMAND_DTYPE.itemsize * n].view(COMMAND_DTYPE)["kernel_object"] = (
-            kernel_objects[start:end])
-        blocks.append(Block(data, attrs.evolve(block.replay, packets=rows)))
-    if not lowered.bounds:
-        blocks = list(first.blocks)  # the empty program names no kernel
+        data[64 : 64 + COMMAND_DTYPE.itemsize * (end - start)].view(COMMAND_DTYPE)[
+            "kernel_object"] = kernel_objects[start:end]
+        blocks.append(Block(data, attrs.evolve(block.replay, packets=rows[start:end])))
     return attrs.evolve(first, blocks=tuple(blocks), retained=tuple(retained))
 
 
@@ -937,136 +1031,55 @@ def _split_blocks(tables: _ProtoTables, pids: np.ndarray, qk_sizes: np.ndarray,
     return bounds
 
 
-def _lower_block(ordinal: int, facts: _Facts, tables: _ProtoTables, all_pids: np.ndarray,
-                 start: int, end: int, last: bool, all_prepub: np.ndarray,
-                 all_qk_sizes: np.ndarray, pre_address: int,
-                 pre_offsets_of: np.ndarray) -> Block:
-    pids = all_pids[start:end]
-    n = end - start
-    prepub = all_prepub[start:end]
-    qk = ~prepub
-    qk_sizes = all_qk_sizes[start:end]
-    kernarg_offsets = _exclusive_cumsum(qk_sizes)
-    kernarg_length = int(qk_sizes.sum())
-    barrier = np.asarray(facts.barriers[start:end], np.uint8)
-
-    # Queue-kernarg sources of this block, in packet order (prepublished ones emit none).
-    qk_positions = np.flatnonzero(qk)
-    flat, owner = _gather_sources(tables, pids[qk_positions])
-    owner_packet = qk_positions[owner]
-    kind = tables.src_kind[flat]
-    slot = tables.src_slot[flat]
-    off = tables.src_off[flat]
-    ords = tables.src_ord[flat]
-    qword = kernarg_offsets[owner_packet] // 8 + ords
-
-    # Gather whole records as raw bytes (a structured-dtype gather copies field by field).
-    raw = np.empty((n + 1, COMMAND_DTYPE.itemsize), np.uint8)  # + terminator
-    raw[:n] = tables.cmd_bytes[pids]
-    raw[n] = 0
-    commands = raw.reshape(-1).view(COMMAND_DTYPE)
-    body = commands[:n]
-    body["command_index"] = facts.indices[start:end]
-    body["packet_index"] = np.arange(n)
-    emitted = np.where(qk, tables.src_count[pids], 0)
-    body["binding_source_offset"] = _exclusive_cumsum(emitted)
-    offsets = np.where(prepub, pre_offsets_of[start:end], kernarg_offsets)
-    body["kernarg_offset"] = offsets
-    body["payload_reference"] = offsets
-    body["flags"] = (barrier | _SCOPE_FLAGS
-                     | np.where(qk, int(CommandFlags.USES_QUEUE_KERNARGS), 0).astype(np.uint8))
-    term = commands[n]
-    term["opcode"] = Opcode.RETURN if last else Opcode.BRANCH
-    term["target_block_ordinal"] = 0 if last else ordinal + 1
-    term["length_qwords"] = _COMMAND_QWORDS
-
-    rows = tables.rows[pids]
-    if pre_address and prepub.any():
-        pre_positions = np.flatnonzero(prepub)
-        as_dispatch(rows)["kernarg_address"][pre_positions] = (
-            np.uint64(pre_address) + pre_offsets_of[start:end][pre_positions].astype(np.uint64))
-    headers = np.where(barrier != 0, np.uint32(_HEADER_BARRIER), np.uint32(_HEADER_PLAIN))
-    headers[0] = _HEADER_BARRIER  # every block opens with a barrier packet
-
-    images = tables.images
-    template = (np.frombuffer(bytearray(b"".join(
-        [images[p] for p in pids[qk_positions].tolist()])), np.uint8)
-        if qk_positions.shape[0] else np.zeros(0, np.uint8))
-    dyn = kind == int(BindingSourceFlags.DYNAMIC)
-    stat = kind == int(BindingSourceFlags.STATIC_BUFFER)
-    self_ = kind == _SELF
-    replay = BlockReplay(
-        packets=rows,
-        header_words=headers,
-        queue_kernarg_packets=qk_positions.astype(np.intp),
-        queue_kernarg_offsets=kernarg_offsets[qk_positions].astype(np.uint64),
-        kernarg_template=template,
-        patch_qwords=qword[dyn].astype(np.intp),
-        patch_slots=slot[dyn].astype(np.intp),
-        patch_offsets=off[dyn],
-        static_qwords=qword[stat].astype(np.intp),
-        static_slots=slot[stat].astype(np.intp),
-        static_offsets=off[stat],
-        self_qwords=qword[self_].astype(np.intp),
-        self_offsets=kernarg_offsets[owner_packet[self_]].astype(np.uint64) + off[self_],
-        indirect=tables.indirect[int(pids[0])],
-    )
-    sources = np.zeros(kind.shape[0], BINDING_SOURCE_DTYPE)
-    sources["offset_or_pointer"] = np.where(self_, np.uint64(0), off)
-    sources["slot"] = slot
-    sources["target_binding_ordinal"] = ords
-    sources["flags"] = np.where(self_, 0, kind)
-    data = _encode_binary(ordinal, commands, sources, template, last, n, kernarg_length,
-                          int(tables.is_dispatch[pids].sum()),
-                          int(replay.indirect is not None))
-    return Block(data, replay)
-
-
 def _encode_block(ordinal: int, recs: list, last: bool, _k: int, _v: Any, _c: int) -> Block:
     """An empty program: one RETURN block with no packets."""
-    commands = np.zeros(1, COMMAND_DTYPE)
-    commands[0]["opcode"] = Opcode.RETURN
-    commands[0]["length_qwords"] = _COMMAND_QWORDS
     empty_i = np.zeros(0, np.intp)
     empty_u = np.zeros(0, np.uint64)
     replay = BlockReplay(new_staging(0), np.zeros(0, np.uint32), empty_i, empty_u,
                          np.zeros(0, np.uint8), empty_i, empty_i, empty_u, empty_i, empty_i,
                          empty_u, empty_i, empty_u)
-    return Block(_encode_binary(ordinal, commands, np.zeros(0, BINDING_SOURCE_DTYPE),
-                                np.zeros(0, np.uint8), True, 0, 0, 0), replay)
+    return Block(_encode_binary(ordinal, np.zeros((0, COMMAND_DTYPE.itemsize), np.uint8),
+                                np.zeros(0, BINDING_SOURCE_DTYPE), np.zeros(0, np.uint8),
+                                True, 0, 0, 0), replay)
 
 
-def _encode_binary(ordinal: int, commands: np.ndarray, sources: np.ndarray,
-                   rodata: np.ndarray, last: bool, packet_count: int, kernarg_length: int,
+def _terminator(opcode: Opcode) -> np.ndarray:
+    record = np.zeros(1, COMMAND_DTYPE)
+    record["opcode"] = opcode
+    record["length_qwords"] = _COMMAND_QWORDS
+    return record.view(np.uint8)
+
+
+_TERMINATORS = {True: _terminator(Opcode.RETURN), False: _terminator(Opcode.BRANCH)}
+_TARGET_AT = COMMAND_DTYPE.fields["target_block_ordinal"][1]
+
+
+def _encode_binary(ordinal: int, body: np.ndarray, sources: np.ndarray, rodata: np.ndarray,
+                   last: bool, packet_count: int, kernarg_length: int,
                    dispatch_count: int, indirect_count: int = 0) -> np.ndarray:
-    cmd_bytes = commands.view(np.uint8)
+    """The binary block: header, ``body`` (``(n, 96)`` command record bytes) plus the
+    terminator, rodata, binding sources."""
+    record = COMMAND_DTYPE.itemsize
     count = sources.shape[0]
     command_offset = 64
-    rodata_offset = command_offset + cmd_bytes.shape[0]
+    command_length = record * (body.shape[0] + 1)
+    rodata_offset = command_offset + command_length
     source_offset = (rodata_offset + rodata.shape[0] + 7) & ~7
     total = source_offset + 16 * count
     data = np.zeros(total, np.uint8)
-    h = data[:64].view(BLOCK_HEADER_DTYPE)
-    h["magic"] = BLOCK_MAGIC
-    h["version"] = BLOCK_VERSION
-    h["header_length"] = 64
-    h["block_ordinal"] = ordinal
-    h["terminator_target_block_ordinal"] = 0 if last else ordinal + 1
-    h["block_length"] = total
-    h["command_offset"] = command_offset
-    h["command_length"] = cmd_bytes.shape[0]
-    h["binding_source_offset"] = source_offset
-    h["command_count"] = commands.shape[0]
-    h["binding_source_count"] = count
-    h["aql_packet_count"] = packet_count
-    h["kernarg_length"] = kernarg_length
-    h["initial_barrier_packet_count"] = 0
-    h["rodata_offset"] = rodata_offset
-    h["rodata_length"] = rodata.shape[0]
-    h["dispatch_count"] = dispatch_count
-    h["indirect_dispatch_count"] = indirect_count
-    h["terminator_opcode"] = Opcode.RETURN if last else Opcode.BRANCH
-    data[command_offset:rodata_offset] = cmd_bytes
+    target = 0 if last else ordinal + 1
+    terminator_opcode = Opcode.RETURN if last else Opcode.BRANCH
+    # One structured store, fields in BLOCK_HEADER_DTYPE order.
+    data[:64].view(BLOCK_HEADER_DTYPE)[0] = (
+        BLOCK_MAGIC, BLOCK_VERSION, 64, ordinal, target, total, command_offset,
+        command_length, source_offset, body.shape[0] + 1, count, packet_count,
+        kernarg_length, 0, rodata_offset, rodata.shape[0], dispatch_count, indirect_count,
+        0, terminator_opcode, 0)
+    term_at = rodata_offset - record
+    data[command_offset:term_at] = body.reshape(-1)
+    data[term_at:rodata_offset] = _TERMINATORS[last]
+    if target:
+        data[term_at + _TARGET_AT : term_at + _TARGET_AT + 4].view("<u4")[0] = target
     data[rodata_offset : rodata_offset + rodata.shape[0]] = rodata
     data[source_offset:total] = sources.view(np.uint8)
     return data
