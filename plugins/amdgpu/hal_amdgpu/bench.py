@@ -7,6 +7,10 @@ the packet processor's read index is advanced between repeats (untimed), exactly
 GPU had consumed the packets. The kernel is a HAL-ABI kernel with 2 bindings, 1 constant and
 the 256-byte implicit-argument block (320 bytes of kernargs per dispatch).
 
+``aql.finalize.{repeated,distinct}``: host cost per dispatch of ``end()`` (building the
+block programs of a one-shot 512 dispatch+barrier chain for two GPUs): with the dispatches
+repeating two bindings tuples (the ``cb.record.*`` shape) and with every dispatch distinct.
+
 ``aql.replay.naive_loop`` is the peer: the same prepublished replay written the way a direct
 port would, one Python loop iteration per packet setting each field.
 """
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import numpy as np
 
 from hal_core._command_buffer import (
+    CMD_BARRIER,
     CMD_DISPATCH,
     BufferRef,
     CommandBufferMode,
@@ -36,7 +42,7 @@ from .aql_packets import (
 )
 from .aql_ring import READ_INDEX_WORD, AqlRing
 from .block_processor import BlockProcessor
-from .block_program import BuiltinKernels, KernelDescriptor, build_program
+from .block_program import BuiltinKernels, KernelDescriptor, build_program, build_programs
 from .kernarg_ring import KernargRing
 
 DISPATCHES = 512
@@ -183,3 +189,49 @@ def replay_naive_loop(ctx: BenchContext) -> float:
         rig.ring.ring_doorbell(first + n - 1)
 
     return _measure(ctx, rig, naive)
+
+
+class _SecondGpu(_Context):
+    """A second GPU: the same kernel loaded at another kernel object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = attrs.evolve(self.kernel, kernel_object=0x2000)
+
+
+def _finalize(ctx: BenchContext, repeated: bool) -> float:
+    contexts = (_Context(), _SecondGpu())
+    a, b = _Buffer(_BASE, 1 << 20), _Buffer(_BASE + (1 << 20), 1 << 20)
+    config = DispatchConfig((1, 1, 1))
+    shared = ((BufferRef(a, 0, 64), BufferRef(b, 0, 64)), (BufferRef(b, 0, 64),
+                                                           BufferRef(a, 0, 64)))
+    commands: list[tuple] = []
+    for i in range(DISPATCHES):
+        if repeated:
+            refs, constants = shared[i & 1], b"\4\0\0\0"
+        else:
+            refs = (BufferRef(a, 64 * i, 64), BufferRef(b, 64 * i, 64))
+            constants = (i).to_bytes(4, "little")
+        commands.append((CMD_DISPATCH, None, 0, config, constants, refs, 0))
+        commands.append((CMD_BARRIER,))
+
+    def once() -> float:
+        t0 = ctx.now()
+        build_programs(commands, CommandBufferMode.ONE_SHOT, contexts)
+        return (ctx.now() - t0) / DISPATCHES * 1e6
+
+    return ctx.median(once, max(ctx.repeats, 15))
+
+
+@benchmark("aql.finalize.repeated", "us/dispatch", needs_device=False)
+def finalize_repeated(ctx: BenchContext) -> float:
+    """end() of a one-shot 512 dispatch+barrier chain over two bindings tuples (the
+    cb.record shape), lowered for two GPUs; host cost per dispatch."""
+    return _finalize(ctx, True)
+
+
+@benchmark("aql.finalize.distinct", "us/dispatch", needs_device=False)
+def finalize_distinct(ctx: BenchContext) -> float:
+    """The same with every dispatch distinct (own offsets and constants): no record is
+    shared, every one is lowered."""
+    return _finalize(ctx, False)

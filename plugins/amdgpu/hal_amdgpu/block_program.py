@@ -33,13 +33,27 @@ Kernarg strategies per dispatch (and per blit command), chosen at record time:
 Dynamic references keep their binding-table slot for the program's lifetime (the patch
 vectors index ``binding_ptrs[slot]`` directly).
 
-Thread-safety: a ``BlockProgram`` is immutable after ``build``; any number of queues may
-replay it concurrently.
+How ``end()`` stays cheap (``build_programs``): the recording is read once into *facts*:
+the distinct lowered commands plus, per packet, which one it is, its command index and its
+barrier bit. A dispatch recorded again with the same executable, function, config,
+constants and bindings tuple objects (a recording keeps them alive, so identity is
+stable) reuses the first one's record, so a loop of identical dispatches costs a dict
+lookup each. Lowering then works on whole-program numpy arrays (records, packet rows and
+kernarg templates gathered from per-record tables, block-relative fields from cumulative
+sums) and blocks are slices of them. For a multi-GPU device the facts and the lowering are
+shared: another GPU whose kernel descriptors differ only in kernel objects gets copies with
+the kernel objects patched and its own prepublished storage; one that differs further is
+lowered from its own facts. The output is byte-for-byte what a per-command, per-GPU
+lowering produces.
+
+Thread-safety: a ``BlockProgram`` is immutable after ``build_program(s)``; any number of
+queues may replay it concurrently (blocks of one program may view one shared array).
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Any, Protocol, Sequence
 
 import attrs
@@ -62,6 +76,7 @@ from hal_core._command_buffer import (
     CommandBufferMode,
     DispatchFlags,
 )
+from hal_core._memory import WHOLE_BUFFER
 
 from .aql_packets import (
     DISPATCH_SETUP_3D,
@@ -241,13 +256,21 @@ def hal_kernarg_image(desc: KernelDescriptor, pointers: Sequence[int], constants
     """The HAL kernarg ABI image for one dispatch: ``u64 bindings[]``, ``u32 constants[]``
     padded to 8, then the hidden arguments at their metadata offsets. Length is a whole
     number of 64-byte blocks."""
-    size = max(desc.kernarg_size, 8 * len(pointers) + len(constants))
-    image = np.zeros(-(-size // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE, np.uint8)
+    return np.frombuffer(_kernarg_image(desc, pointers, constants, workgroup_count,
+                                        workgroup_size, dynamic_lds), np.uint8)
+
+
+def _kernarg_image(desc: KernelDescriptor, pointers: Sequence[int], constants: bytes,
+                   workgroup_count: Sequence[int], workgroup_size: Sequence[int],
+                   dynamic_lds: int = 0) -> bytearray:
+    # Built in a bytearray: a handful of slice stores, no numpy call per record.
     n = len(pointers)
+    size = max(desc.kernarg_size, 8 * n + len(constants))
+    image = bytearray(-(-size // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE)
     if n:
-        image[: 8 * n].view("<u8")[:] = pointers
+        _PACK_U64[n].pack_into(image, 0, *pointers)
     if constants:
-        image[8 * n : 8 * n + len(constants)] = np.frombuffer(constants, np.uint8)
+        image[8 * n : 8 * n + len(constants)] = constants
     for kind, offset, size_ in desc.hidden_args:
         fill = _HIDDEN_FILL.get(kind)
         if fill is None:
@@ -261,9 +284,17 @@ def hal_kernarg_image(desc: KernelDescriptor, pointers: Sequence[int], constants
             value = 3
         else:
             value = dynamic_lds
-        image[offset : offset + size_] = np.frombuffer(
-            int(value).to_bytes(size_, "little"), np.uint8)
+        image[offset : offset + size_] = int(value).to_bytes(size_, "little")
     return image
+
+
+class _PackCache(dict):
+    def __missing__(self, n: int) -> struct.Struct:
+        packer = self[n] = struct.Struct(f"<{n}Q")
+        return packer
+
+
+_PACK_U64 = _PackCache()
 
 
 # -- the program ----------------------------------------------------------------------------
@@ -382,6 +413,12 @@ _HEADER_BARRIER = header_setup_word(
     DISPATCH_SETUP_3D)
 _COMMAND_QWORDS = COMMAND_DTYPE.itemsize // 8
 _SELF = -1  # source kind: a pointer into the command's own kernargs (UPDATE payload)
+_BAKED = int(BindingSourceFlags.NONE)
+_DYNAMIC = int(BindingSourceFlags.DYNAMIC)
+_STATIC_BUFFER = int(BindingSourceFlags.STATIC_BUFFER)
+_UNSUPPORTED_DISPATCH_FLAGS = int(DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
+                                  | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
+                                  | DispatchFlags.STATIC_INDIRECT_ARGUMENTS)
 
 
 def build_program(
@@ -460,7 +497,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
             end = ref.offset + length
             if end >= slot_extents.get(ref.slot, 0):
                 slot_extents[ref.slot] = end
-            return (int(BindingSourceFlags.DYNAMIC), ref.slot, ref.offset, ordinal)
+            return (_DYNAMIC, ref.slot, ref.offset, ordinal)
         buf = ref.buffer
         retained.append(buf)
         if ref.offset + length > buf.byte_length and not range_errors:
@@ -474,12 +511,10 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
             if i is None:
                 i = static_index[id(buf)] = len(static_buffers)
                 static_buffers.append(buf)
-            return (int(BindingSourceFlags.STATIC_BUFFER), i, ref.offset, ordinal)
-        return (int(BindingSourceFlags.NONE), 0, addr + ref.offset, ordinal)
+            return (_STATIC_BUFFER, i, ref.offset, ordinal)
+        return (_BAKED, 0, addr + ref.offset, ordinal)
 
     def ref_length(ref: Any) -> int:
-        from hal_core._memory import WHOLE_BUFFER
-
         if ref.length != WHOLE_BUFFER:
             return ref.length
         if ref.buffer is not None:
@@ -497,20 +532,19 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
         r.grid = (groups * wg, 1, 1)
         r.wg = (wg, 1, 1)
-        baked = [s[2] if s[0] == BindingSourceFlags.NONE else 0 for s in sources]
+        baked = [s[2] if s[0] == _BAKED else 0 for s in sources]
         words = np.asarray(scalars, dtype=np.uint64).tobytes()
-        image = hal_kernarg_image(desc, baked, words, (groups, 1, 1), r.wg)
+        image = _kernarg_image(desc, baked, words, (groups, 1, 1), r.wg)
         if payload:
             # The payload rides in the command's own kernargs after the kernel's segment;
             # its source pointer (ordinal 0) is the kernarg address + this offset.
-            payload_at = image.shape[0]
+            payload_at = len(image)
             sources = [(_SELF, 0, payload_at, 0)] + sources[1:]
             padded = -(-len(payload) // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE
-            tail = np.zeros(padded, np.uint8)
-            tail[: len(payload)] = np.frombuffer(payload, np.uint8)
-            image = np.concatenate([image, tail])
-        r.image = image.tobytes()
-        r.sources = [s for s in sources if s[0] != BindingSourceFlags.NONE]
+            image += payload
+            image += bytes(padded - len(payload))
+        r.image = bytes(image)
+        r.sources = [s for s in sources if s[0] != _BAKED]
         r.private = desc.private_segment_size
         r.group = desc.group_segment_size
         r.executable_id = 0
@@ -520,9 +554,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
 
     def lower_dispatch(index: int, cmd: tuple) -> _Rec:
         executable, ordinal, config, constants, bindings, flags = cmd[1:7]
-        if flags & (DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
-                    | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
-                    | DispatchFlags.STATIC_INDIRECT_ARGUMENTS):
+        if flags & _UNSUPPORTED_DISPATCH_FLAGS:
             raise UnimplementedError(
                 f"command {index}: dispatch flags {DispatchFlags(flags)!r} (custom or "
                 "indirect arguments) are not implemented by the amdgpu driver"
@@ -545,7 +577,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         # Bindings may be whole Buffers as well as BufferRefs (the recording API takes both).
         bindings = [b if b.__class__ is BufferRef else BufferRef(b) for b in bindings]
         sources = [pointer_source(b, i, ref_length(b)) for i, b in enumerate(bindings)]
-        baked = [s[2] if s[0] == BindingSourceFlags.NONE else 0 for s in sources]
+        baked = [s[2] if s[0] == _BAKED else 0 for s in sources]
         r = _Rec()
         r.opcode = Opcode.DISPATCH
         r.desc = desc
@@ -557,9 +589,9 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
                 f"command {index}: grid {r.grid} work-items exceeds the 32-bit AQL grid; "
                 "reduce the workgroup count"
             )
-        r.image = hal_kernarg_image(desc, baked, constants, count, r.wg,
-                                    config.dynamic_workgroup_local_memory).tobytes()
-        r.sources = [s for s in sources if s[0] != BindingSourceFlags.NONE]
+        r.image = bytes(_kernarg_image(desc, baked, constants, count, r.wg,
+                                       config.dynamic_workgroup_local_memory))
+        r.sources = [s for s in sources if s[0] != _BAKED]
         r.private = desc.private_segment_size
         r.group = desc.group_segment_size + config.dynamic_workgroup_local_memory
         r.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
@@ -580,8 +612,8 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         return r
 
     def choose_strategy(rec: _Rec) -> None:
-        dynamic = [s for s in rec.sources if s[0] == BindingSourceFlags.DYNAMIC]
-        late = [s for s in rec.sources if s[0] != BindingSourceFlags.DYNAMIC]
+        dynamic = [s for s in rec.sources if s[0] == _DYNAMIC]
+        late = [s for s in rec.sources if s[0] != _DYNAMIC]
         if not reusable:
             rec.strategy = KernargStrategy.HAL
         elif rec.indirect is not None:

@@ -108,7 +108,6 @@ from .block_program import (
     BlockProgram,
     BuiltinKernels,
     KernelDescriptor,
-    build_program,
     build_programs,
     hal_kernarg_image,
 )

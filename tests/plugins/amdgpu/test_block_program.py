@@ -4,6 +4,7 @@ so recorded fills, copies, updates and dispatches are checked end to end."""
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 from hal_amdgpu import aql_packets as aql
@@ -17,12 +18,14 @@ from hal_amdgpu.block_program import (
     KernelDescriptor,
     Opcode,
     build_program,
+    build_programs,
 )
 from hal_amdgpu.kernarg_ring import KernargRing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core as hal
+from hal_core._buffer import Buffer
 from hal_core._command_buffer import (
     CMD_BARRIER,
     CMD_COPY,
@@ -328,3 +331,220 @@ def test_property_fills_replay_like_a_reference(ops, cap):
     prog = build_program(cmds, 0, ctx, block_packet_capacity=cap)
     m.submit(prog, binding_ptrs=np.array([buf.address], np.uint64))
     assert (arena.view(buf.address, 64) == expect).all()
+
+
+# -- building once for several GPUs (build_programs) ---------------------------------------
+
+
+class OtherGpuCtx(Ctx):
+    """A second GPU: the same kernels at other kernel objects (and, with ``private``, a
+    descriptor that differs beyond the kernel object, so nothing can be shared)."""
+
+    def __init__(self, arena, private=0):
+        super().__init__(arena)
+
+        def moved(d):
+            return attrs.evolve(d, kernel_object=d.kernel_object + 0x1000,
+                                private_segment_size=private)
+
+        self.builtins = BuiltinKernels(fill={w: moved(d) for w, d in self.builtins.fill.items()},
+                                       copy={w: moved(d) for w, d in self.builtins.copy.items()})
+        self.axpy = moved(self.axpy)
+
+
+class CountingCtx(Ctx):
+    def __init__(self, arena):
+        super().__init__(arena)
+        self.allocations = 0
+
+    def allocate_prepublished(self, n):
+        self.allocations += 1
+        return super().allocate_prepublished(n)
+
+
+_REPLAY_FIELDS = ("packets", "header_words", "queue_kernarg_packets", "queue_kernarg_offsets",
+                  "kernarg_template", "patch_qwords", "patch_slots", "patch_offsets",
+                  "static_qwords", "static_slots", "static_offsets", "self_qwords",
+                  "self_offsets")
+
+
+def _assert_same_program(a, b):
+    for field in ("mode", "strategy_counts", "dispatch_count", "packet_count",
+                  "max_block_packets", "max_block_kernarg_blocks", "slot_extents",
+                  "range_error"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert len(a.static_buffers) == len(b.static_buffers)
+    assert len(a.blocks) == len(b.blocks)
+    for x, y in zip(a.blocks, b.blocks):
+        assert x.data.tobytes() == y.data.tobytes()
+        for field in _REPLAY_FIELDS:
+            u, v = getattr(x.replay, field), getattr(y.replay, field)
+            assert u.dtype == v.dtype and u.tobytes() == v.tobytes(), field
+        assert x.replay.indirect == y.replay.indirect
+
+
+def _both_ways(make_cmds, mode, private=0, **caps):
+    """(build_programs over two GPUs, build_program per GPU), each over its own arena with
+    the same allocation order, plus both arenas."""
+    arena1 = Arena()
+    cmds1 = make_cmds(arena1)
+    shared = build_programs(cmds1, mode, (Ctx(arena1), OtherGpuCtx(arena1, private)), **caps)
+    arena2 = Arena()
+    cmds2 = make_cmds(arena2)
+    separate = tuple(build_program(cmds2, mode, c, **caps)
+                     for c in (Ctx(arena2), OtherGpuCtx(arena2, private)))
+    return shared, separate, arena1, arena2
+
+
+@pytest.mark.parametrize("mode", [CommandBufferMode.DEFAULT, CommandBufferMode.ONE_SHOT])
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("private", [0, 16])
+def test_build_programs_equals_a_build_per_gpu(mode, dynamic, private):
+    def make(arena):
+        return _record(arena, dynamic=dynamic)[1] * 3
+
+    shared, separate, arena1, arena2 = _both_ways(make, mode, private, block_packet_capacity=5)
+    for a, b in zip(shared, separate):
+        _assert_same_program(a, b)
+    # Same prepublished storage contents at the same addresses (the UPDATE payload pointer
+    # of the second GPU's program points into its own storage).
+    assert (arena1.mem == arena2.mem).all()
+    objects = [int(aql.as_dispatch(shared[g].blocks[0].replay.packets)["kernel_object"][0])
+               for g in (0, 1)]
+    assert objects[1] == objects[0] + 0x1000
+    if mode == CommandBufferMode.DEFAULT and not dynamic:
+        pre = [aql.as_dispatch(p.blocks[0].replay.packets)["kernarg_address"] for p in shared]
+        assert (pre[0] != pre[1]).all()  # one prepublished storage per GPU
+
+
+def test_build_programs_runs_on_the_first_gpu_and_retargets_the_empty_program(env):
+    arena, ctx, m = env
+    bufs, cmds = _record(arena)
+    first, second = build_programs(cmds, CommandBufferMode.DEFAULT, (ctx, OtherGpuCtx(arena)))
+    m.submit(first)
+    _check(arena, bufs)
+    assert first.blocks[0].data is not second.blocks[0].data
+    empty = build_programs([], 0, (ctx, OtherGpuCtx(arena)))
+    assert [p.packet_count for p in empty] == [0, 0]
+    assert all(p.blocks[0].header["terminator_opcode"] == Opcode.RETURN for p in empty)
+
+
+def test_repeated_dispatches_share_one_record_and_lower_identically():
+    def make(fresh_tuples):
+        def build(arena):
+            a, b = Buf(arena, 256), Buf(arena, 256)
+            config = DispatchConfig((1, 1, 1))
+            shared = (BufferRef(a, 0, 256), BufferRef(b, 0, 256))
+            cmds = []
+            for i in range(40):
+                refs = (BufferRef(a, 0, 256), BufferRef(b, 0, 256)) if fresh_tuples else shared
+                consts = (5 if i % 3 else 6).to_bytes(4, "little")
+                cmds += [(CMD_DISPATCH, "exe", 0, config, consts, refs, 0), (CMD_BARRIER,)]
+            return cmds
+        return build
+
+    a1, a2 = Arena(), Arena()
+    memo = build_program(make(False)(a1), CommandBufferMode.ONE_SHOT, Ctx(a1))
+    fresh = build_program(make(True)(a2), CommandBufferMode.ONE_SHOT, Ctx(a2))
+    _assert_same_program(memo, fresh)
+    # The two constants stay distinct records: command 2k has constant 6 (k % 3 == 0).
+    template = memo.blocks[0].replay.kernarg_template.reshape(40, 64)
+    assert [int(v) for v in template[:, 16]] == [6 if i % 3 == 0 else 5 for i in range(40)]
+    assert (memo.blocks[0].commands["command_index"][:-1] == np.arange(0, 80, 2)).all()
+    assert (memo.blocks[0].commands["flags"][1:-1] & CommandFlags.HAS_BARRIER).all()
+
+
+def test_build_programs_errors_allocate_nothing_and_leave_contexts_usable():
+    arena = Arena()
+    a = Buf(arena, 256)
+    good = (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"\0" * 4,
+            (BufferRef(a), BufferRef(a)), 0)
+    bad = (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"",
+           (BufferRef(a), BufferRef(a)), 0)
+    first, second = CountingCtx(arena), CountingCtx(arena)
+    with pytest.raises(hal.InvalidArgumentError, match="command 1: .* constant bytes"):
+        build_programs([good, bad], 0, (first, second))
+
+    class BrokenSecondGpu(CountingCtx):
+        def kernel_descriptor(self, executable, ordinal):
+            raise hal.InvalidArgumentError("executable 'exe' was not loaded on this GPU")
+
+    broken = BrokenSecondGpu(arena)
+    with pytest.raises(hal.InvalidArgumentError, match="not loaded on this GPU"):
+        build_programs([good], 0, (first, broken))
+    assert first.allocations == second.allocations == broken.allocations == 0
+    programs = build_programs([good], 0, (first, second))  # later work still builds
+    assert [p.strategy_counts for p in programs] == [{"PREPUBLISHED": 1}] * 2
+    assert first.allocations == second.allocations == 1
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["fill", "copy", "update", "dispatch", "barrier"]),
+                          st.integers(0, 3), st.booleans()), max_size=30)
+
+
+@settings(max_examples=20, deadline=None)
+@given(_OPS, st.sampled_from([CommandBufferMode.DEFAULT, CommandBufferMode.ONE_SHOT,
+                              CommandBufferMode.UNVALIDATED]),
+       st.sampled_from([3, 8, 1024]), st.sampled_from([0, 16]))
+def test_property_build_programs_matches_per_gpu_builds(ops, mode, cap, private):
+    def make(arena):
+        bufs = [Buf(arena, 256, committed=i != 3) for i in range(4)]
+        bindings = (BufferRef(bufs[0], 0, 64), BufferRef.indirect(1, 0, 64))
+        cmds = []
+        for op, k, dynamic in ops:
+            ref = BufferRef.indirect(k, 16 * k, 64) if dynamic else BufferRef(bufs[k], 16 * k, 64)
+            if op == "fill":
+                cmds.append((CMD_FILL, ref, bytes([k + 1]) * (1 << (k % 3))))
+            elif op == "copy":
+                cmds.append((CMD_COPY, BufferRef(bufs[(k + 1) % 4], 0, 64), ref))
+            elif op == "update":
+                cmds.append((CMD_UPDATE, bytes(range(8 * k + 1)), ref))
+            elif op == "dispatch":
+                cmds.append((CMD_DISPATCH, "exe", 0, DispatchConfig((k + 1, 1, 1)),
+                             (k).to_bytes(4, "little"), bindings if dynamic else (ref, ref), 0))
+            else:
+                cmds.append((CMD_BARRIER,))
+        return cmds
+
+    shared, separate, arena1, arena2 = _both_ways(make, mode, private,
+                                                  block_packet_capacity=cap)
+    for a, b in zip(shared, separate):
+        _assert_same_program(a, b)
+    assert (arena1.mem == arena2.mem).all()
+
+
+def test_device_programs_carry_each_gpus_kernel_objects():
+    from hal_amdgpu.host_queue import kernel_descriptor
+    from hal_amdgpu.kernels import code_object_path
+
+    dev = hal.create_device("amdgpu://?hsa=soft")
+    try:
+        backend = dev.backend
+        exe = backend.load_executable(code_object_path("scale_and_offset", "gfx1100")
+                                      .read_bytes())
+        qs = backend._create_host_queues()
+        params = hal.BufferParams(type=hal.MemoryType.HOST_LOCAL | hal.MemoryType.DEVICE_VISIBLE,
+                                  usage=hal.BufferUsage.DEFAULT)
+        buffers = []
+        for _ in range(2):
+            storage, memory_type = backend.allocator.allocate(params, 1024)
+            buffers.append(Buffer(storage, memory_type=memory_type,
+                                  allowed_usage=params.usage,
+                                  allowed_access=hal.MemoryAccess.ALL,
+                                  allocation_size=1024))
+        refs = (BufferRef(buffers[0], 0, 1024), BufferRef(buffers[1], 0, 1024))
+        consts = np.array([2.0, 1.0], np.float32).tobytes() + (256).to_bytes(4, "little")
+        cmds = [(CMD_DISPATCH, exe, 0, DispatchConfig((4, 1, 1)), consts, refs, 0),
+                (CMD_BARRIER,)] * 3
+        prog = qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 0)
+        assert len(prog.per_gpu) == 2
+        for g, program in enumerate(prog.per_gpu):
+            packets = aql.as_dispatch(program.blocks[0].replay.packets)
+            expected = kernel_descriptor(exe, g, 0).kernel_object
+            assert (packets["kernel_object"] == expected).all()
+            assert (program.blocks[0].commands["kernel_object"][:-1] == expected).all()
+        addresses = [aql.as_dispatch(p.blocks[0].replay.packets)["kernarg_address"]
+                     for p in prog.per_gpu]
+        assert not set(addresses[0].tolist()) & set(addresses[1].tolist())
+    finally:
+        dev.close()
