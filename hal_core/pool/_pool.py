@@ -15,6 +15,7 @@ notification so parked requesters retry.
 
 from __future__ import annotations
 
+import abc
 import threading
 import weakref
 from typing import Any, Callable
@@ -47,7 +48,7 @@ _OK = AcquireResult.OK
 _OK_FRESH = AcquireResult.OK_FRESH
 
 
-class Pool:
+class Pool(abc.ABC):
     """Base of the pool policies (``PassthroughPool``, ``FixedBlockPool``, ``TlsfPool``).
 
     Thread-safe. Nothing blocks except ``allocate_buffer``. Pools borrow their slab
@@ -167,6 +168,7 @@ class Pool:
 
     # -- policy hooks (subclasses) -------------------------------------------------------
 
+    @abc.abstractmethod
     def acquire_reservation(
         self,
         size: int,
@@ -182,27 +184,31 @@ class Pool:
         an exception. INVALID_ARGUMENT for size 0 or a non-power-of-two alignment;
         OUT_OF_RANGE past ``max_allocation_size``. Non-blocking.
         """
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def release_reservation(
         self, reservation: Reservation, death_frontier: Frontier | None = None
     ) -> None:
         """Give the range back. ``death_frontier`` (ownership passes to the pool; None =
         reusable at once) gates reuse. FAILED_PRECONDITION for a reservation released
         before; INVALID_ARGUMENT for one of another pool. Publishes the notification."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _slab_for(self, reservation: Reservation) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def query_capabilities(self) -> PoolCapabilities:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _bytes_free_committed(self) -> tuple[int, int, int]:
         """(bytes_free, bytes_committed, slab_count); called under ``_lock``."""
-        raise NotImplementedError
+        ...
 
-    def trim(self) -> None:
+    def trim(self) -> None:  # noqa: B027 - a no-op by default: pools without spare slabs
         """Give back memory no reservation uses (whole free slabs)."""
 
     # -- shared API ----------------------------------------------------------------------
@@ -292,8 +298,9 @@ class Pool:
             self._closed = True
         self._close_slabs()
 
+    @abc.abstractmethod
     def _close_slabs(self) -> None:
-        raise NotImplementedError
+        ...
 
     def __enter__(self) -> "Pool":
         return self
