@@ -32,6 +32,7 @@ from ._semaphore import dispatch_callbacks, run_on_trampoline
 from ._wait_resolution import resolve_waits
 from .hookspecs import hookimpl
 from .pool import QueuePoolBackend, Slab, SlabProvider, SlabProviderStats
+from .pool._queue_alloca import AllocaState, QueueAllocaMachine, TransientAllocation
 
 __all__ = [
     "CMD_BARRIER",
@@ -41,6 +42,7 @@ __all__ = [
     "CMD_DISPATCH",
     "CMD_FILL",
     "CMD_UPDATE",
+    "AllocaState",
     "AllocatorBackend",
     "CommandBufferBackend",
     "ExecutableBackend",
@@ -54,10 +56,12 @@ __all__ = [
     "FrontierWaiter",
     "HostCallContext",
     "HostStorage",
+    "QueueAllocaMachine",
     "QueuePoolBackend",
     "Slab",
     "SlabProvider",
     "SlabProviderStats",
+    "TransientAllocation",
     "QueueOp",
     "QueueOpKind",
     "dispatch_callbacks",
