@@ -80,6 +80,7 @@ _OP_NAMES = {
 }
 
 _ASYNC = PlacementFlags.ASYNCHRONOUS
+_UNRETAINED = int(CommandBufferMode.UNRETAINED)
 _I64 = np.int64
 
 
@@ -139,11 +140,17 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         lib = None
     index_of: dict[int, int] = {}
     direct: list[Any] = []
-    # Records are built column-wise: a template per distinct decoded command (dispatch
-    # facts, or a whole transfer record) plus the few per-record varying columns. Python
-    # appends of small ints are cheap; building a 16-int record per command is not.
+    # Records are assembled by numpy from what varies how often, so that the per-command
+    # Python work is the least possible:
+    # * a *template* per decoded command (dispatch facts: executable, function, config,
+    #   constant count; or a whole transfer record);
+    # * *runs* of records sharing a template and a constants object: (first record,
+    #   template, constant-pool offset or -1), appended only when either changes;
+    # * one binding-span index per record (the only per-dispatch column).
     templates: list[tuple] = []
-    col_template: list[int] = []
+    run_starts: list[int] = []
+    run_templates: list[int] = []
+    run_coffs: list[int] = []
     col_span: list[int] = []
     spans: list[tuple[int, int]] = [(0, 0)]  # span 0: no bindings (transfers)
     bind_base = array("q")
@@ -151,11 +158,9 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     bind_len = array("q")
     const_chunks: list[bytes] = []
     const_offsets: dict[int, int] = {}
-    const_recs: list[int] = []
-    const_coffs: list[int] = []
     const_total = 0
     update_chunks: list[bytes] = []
-    update_recs: list[int] = []
+    update_templates: list[int] = []  # templates whose word 1 is an update-pool offset
     update_total = 0
     executables: dict[int, Any] = {}
     py_fns: list[Any] = []
@@ -191,42 +196,63 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         return i
 
     def transfer(record: tuple) -> None:
-        col_template.append(len(templates))
+        run_starts.append(len(col_span))
+        run_templates.append(len(templates))
+        run_coffs.append(-1)
         templates.append(record)
         col_span.append(0)
 
-    add_template = col_template.append
     add_span = col_span.append
+    # ``last_*``: the facts of the open run (``last_exe`` is _RESTART when a transfer or a
+    # change of constants closed it); ``dec_*``: the facts ``tidx`` was decoded from.
     last_exe: Any = None
     last_ord = -1
     last_cfg: Any = None
     last_nc = -1
+    last_consts: Any = _RESTART
+    dec_exe: Any = None
+    dec_ord = dec_nc = -1
+    dec_cfg: Any = None
     tidx = -1
+    nc = 0
+    coff = -1
+    any_special = False
     for cmd in commands:
         op = cmd[0]
         if op == CMD_BARRIER:
             continue
         if op == CMD_DISPATCH:
             _, exe, ordinal, cfg, consts, bindings, _flags = cmd
-            nc = len(consts) >> 2
+            if consts is not last_consts:
+                last_consts = consts
+                last_exe = _RESTART
+                nc = len(consts) >> 2
+                coff = -1
+                if nc:
+                    coff = const_offsets.get(id(consts))
+                    if coff is None:
+                        coff = const_offsets[id(consts)] = const_total
+                        const_chunks.append(consts)
+                        const_total += len(consts)
             # (executable, function, config, constant count) repeat in chains: decode
-            # them into a record template once.
+            # them into a record template once, and open a new run only on a change.
             if exe is not last_exe or ordinal != last_ord or cfg is not last_cfg or nc != last_nc:
                 last_exe, last_ord, last_cfg, last_nc = exe, ordinal, cfg, nc
-                tidx = len(templates)
-                templates.append(
-                    _dispatch_template(
+                if exe is not dec_exe or ordinal != dec_ord or cfg is not dec_cfg or nc != dec_nc:
+                    dec_exe, dec_ord, dec_cfg, dec_nc = exe, ordinal, cfg, nc
+                    tidx = len(templates)
+                    t = _dispatch_template(
                         exe, ordinal, cfg, nc, base_of, config_facts, executables, py_fns
                     )
-                )
-            if nc:
-                coff = const_offsets.get(id(consts))
-                if coff is None:
-                    coff = const_offsets[id(consts)] = const_total
-                    const_chunks.append(consts)
-                    const_total += len(consts)
-                const_recs.append(len(col_template))
-                const_coffs.append(coff)
+                    templates.append(t)
+                    # Decided once per template: does any record leave the native loop?
+                    if t[0] == OP_PYDISPATCH or (
+                        parallel and (t[5] >= 0 or t[2] * t[3] * t[4] >= PARALLEL_MIN_WORKGROUPS)
+                    ):
+                        any_special = True
+                run_starts.append(len(col_span))
+                run_templates.append(tidx)
+                run_coffs.append(coff)
             span = binding_spans.get(id(bindings))
             if span is None:
                 bstart = len(bind_base)
@@ -241,9 +267,11 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                         bind_len.append(-1)
                 span = binding_spans[id(bindings)] = len(spans)
                 spans.append((bstart, len(bindings)))
-            add_template(tidx)
             add_span(span)
-        elif op == CMD_FILL:
+            continue
+        # A transfer is a run of its own: the next dispatch reopens its template's run.
+        last_exe = _RESTART
+        if op == CMD_FILL:
             ref, data = cmd[1], cmd[2]
             pattern = int.from_bytes(data, "little")
             transfer(
@@ -290,7 +318,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
             )
         elif op == CMD_UPDATE:
             data, ref = cmd[1], cmd[2]
-            update_recs.append(len(col_template))
+            update_templates.append(len(templates))
             update_chunks.append(data)
             transfer(
                 (
@@ -317,20 +345,35 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
 
     p = LocalProgram()
     pools: list[Any] = []
-    if col_template:
-        recs = np.array(templates, dtype=_I64)[np.array(col_template, dtype=np.intp)]
+    n = len(col_span)
+    if n:
+        table = np.array(templates, dtype=_I64)
+        if update_chunks:
+            upool = np.frombuffer(b"".join(update_chunks), dtype=np.uint8).copy()
+            table[update_templates, 1] += upool.ctypes.data
+            pools.append(upool)
+        nr = len(run_templates)
+        run_table = table.take(
+            run_templates if nr <= _FEW else np.fromiter(run_templates, np.intp, nr), axis=0
+        )
+        if const_chunks:
+            cpool = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
+            base = cpool.ctypes.data
+            if len(run_coffs) <= _FEW:
+                for i, c in enumerate(run_coffs):
+                    if c >= 0:
+                        run_table[i, 7] = c + base
+            else:
+                coffs = np.fromiter(run_coffs, _I64, nr)
+                has = coffs >= 0
+                run_table[has, 7] = coffs[has] + base
+            pools.append(cpool)
+        recs = np.repeat(run_table, _run_lengths(run_starts, n), axis=0)
         if len(spans) > 1:
-            recs[:, 9:11] = np.array(spans, dtype=_I64)[np.array(col_span, dtype=np.intp)]
+            col = np.fromiter(col_span, np.intp, n)
+            recs[:, 9:11] = np.array(spans, dtype=_I64).take(col, axis=0)
     else:
-        recs = np.zeros((0, REC), _I64)
-    if const_chunks:
-        cpool = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
-        recs[const_recs, 7] = np.array(const_coffs, dtype=_I64) + cpool.ctypes.data
-        pools.append(cpool)
-    if update_chunks:
-        upool = np.frombuffer(b"".join(update_chunks), dtype=np.uint8).copy()
-        recs[update_recs, 1] += upool.ctypes.data
-        pools.append(upool)
+        run_table = recs = np.zeros((0, REC), _I64)
     p.records = recs
     p.bind_base = _as_i64(bind_base)
     p.bind_off = _as_i64(bind_off)
@@ -343,7 +386,8 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     # Error messages name the failing *command*; records skip barriers and debug groups,
     # so keep what maps one to the other (op codes only when the caller's objects must
     # not be retained).
-    if mode & CommandBufferMode.UNRETAINED:
+    unretained = bool(int(mode) & _UNRETAINED)
+    if unretained:
         p.command_ops = [c[0] for c in commands]
     else:
         p.command_ops = commands
@@ -352,7 +396,6 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
 
     # Direct buffers: strong references retain them (the command buffer's retention),
     # weak ones honour UNRETAINED (the caller keeps them alive).
-    unretained = bool(mode & CommandBufferMode.UNRETAINED)
     dynamic = []
     nd = len(direct)
     static_bases = np.zeros(cap + nd, dtype=_I64)
@@ -376,8 +419,26 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         _p64(p.bind_len),
     )
     p._static_ptrs = (_p64(static_bases), _p64(static_lens))
-    p.segments = _segments(recs, lib is not None, parallel)
+    p.segments = _segments(recs, any_special, lib is not None, parallel)
     return p
+
+
+_RESTART = object()
+"""Never a command's object: forces the next dispatch to open a new run."""
+
+
+_FEW = 32
+"""Up to this many runs, plain Python beats numpy's per-call cost."""
+
+
+def _run_lengths(starts: list[int], n: int) -> Any:
+    if len(starts) <= _FEW:
+        # The usual few runs: plain Python beats numpy's per-call cost.
+        ends = starts[1:]
+        ends.append(n)
+        return [e - b for b, e in zip(starts, ends)]
+    ends = np.fromiter(starts, np.intp, len(starts))
+    return np.diff(ends, append=n)
 
 
 def _dispatch_template(
@@ -464,19 +525,18 @@ def _p64(arr: np.ndarray) -> Any:
     return ffi.from_buffer("int64_t[]", arr)
 
 
-def _segments(recs: np.ndarray, native: bool, parallel: bool) -> tuple:
+def _segments(recs: np.ndarray, any_special: bool, native: bool, parallel: bool) -> tuple:
+    """Segments of ``recs``. ``any_special``: whether some record needs a segment of its
+    own (decided per template while decoding), so the common case scans no records."""
     n = len(recs)
     if not n:
         return ()
     if not native:
         return tuple((SEG_PYTHON, i, i + 1) for i in range(n))
-    ops = recs[:, 0]
-    special = ops == OP_PYDISPATCH
-    if parallel:
-        counts = recs[:, 2] * recs[:, 3] * recs[:, 4]
-        special |= (ops == OP_DISPATCH) & ((recs[:, 5] >= 0) | (counts >= PARALLEL_MIN_WORKGROUPS))
-    if not special.any():
+    if not any_special:
         return ((SEG_NATIVE, 0, n),)
+    ops = recs[:, 0]
+    special = _special(recs, parallel)
     out = []
     start = 0
     for i in np.flatnonzero(special).tolist():
@@ -487,6 +547,17 @@ def _segments(recs: np.ndarray, native: bool, parallel: bool) -> tuple:
     if start < n:
         out.append((SEG_NATIVE, start, n))
     return tuple(out)
+
+
+def _special(recs: np.ndarray, parallel: bool) -> np.ndarray:
+    """Which records run outside the native loop: Python kernels, and on a parallel device
+    indirect or many-workgroup dispatches."""
+    ops = recs[:, 0]
+    special = ops == OP_PYDISPATCH
+    if parallel:
+        counts = recs[:, 2] * recs[:, 3] * recs[:, 4]
+        special |= (ops == OP_DISPATCH) & ((recs[:, 5] >= 0) | (counts >= PARALLEL_MIN_WORKGROUPS))
+    return special
 
 
 # -- execution ----------------------------------------------------------------------------

@@ -412,3 +412,126 @@ def test_errors_name_the_failing_command(device, native, mode):
         hal.FailedPreconditionError, match=r"command 3 \(dispatch of 'fail_status'\)"
     ):
         sem.wait(1, TIMEOUT)
+
+
+# -- record assembly: template/constant runs and binding spans ------------------------------
+#
+# ``finalize`` builds records from runs of equal (template, constants) and a per-record
+# span column, with small-run and many-run (numpy) paths. These tests drive every way a
+# run can open (new facts, new constants object, a transfer in between, a Python or
+# parallel dispatch) and check the *results* of executing the program against a model.
+
+_N = 64  # float32 elements per buffer
+
+_scale_ops = st.one_of(
+    st.tuples(
+        st.just("scale"),
+        st.integers(0, 2),  # source buffer
+        st.integers(0, 2),  # target buffer
+        st.integers(-3, 3),  # scale (small integers: exact in float32 either way)
+        st.integers(-8, 8),  # offset
+        st.integers(0, _N),  # count
+        st.booleans(),  # reuse the constants object recorded for these values
+        st.booleans(),  # reuse the bindings tuple recorded for this pair
+        st.sampled_from(["native", "python"]),
+        st.sampled_from([1, 9]),  # 9 workgroups: a parallel segment on local-task
+    ),
+    st.tuples(st.just("fill"), st.integers(0, 2), st.integers(-9, 9)),
+    st.tuples(st.just("update"), st.integers(0, 2), st.integers(0, _N - 1), st.integers(-9, 9)),
+    st.just(("barrier",)),
+)
+
+
+def _run_scale_ops(device, exes, ops):
+    bufs = [_buf(device, 4 * _N, np.arange(_N, dtype=np.float32).tobytes()) for _ in range(3)]
+    model = [np.arange(_N, dtype=np.float32) for _ in range(3)]
+    consts_seen: dict = {}
+    bindings_seen: dict = {}
+
+    def rec(cb):
+        for op in ops:
+            if op[0] == "scale":
+                _, s, t, scale, offset, count, same_c, same_b, kind, groups = op
+                key = (scale, offset, count)
+                consts = consts_seen.get(key) if same_c else None
+                if consts is None:
+                    consts = consts_seen[key] = (
+                        np.array([scale, offset], np.float32).tobytes()
+                        + np.array([count], np.uint32).tobytes()
+                    )
+                bindings = bindings_seen.get((s, t)) if same_b else None
+                if bindings is None:
+                    bindings = bindings_seen[(s, t)] = (bufs[s], BufferRef(bufs[t]))
+                cfg = ONE if groups == 1 else DispatchConfig.static(groups)
+                cb.dispatch(exes[kind], "scale_and_offset", cfg, consts, bindings)
+                model[t][:count] = model[s][:count] * np.float32(scale) + np.float32(offset)
+            elif op[0] == "fill":
+                _, t, value = op
+                cb.fill_buffer(bufs[t], np.array([value], np.float32).tobytes())
+                model[t][:] = np.float32(value)
+            elif op[0] == "update":
+                _, t, at, value = op
+                cb.update_buffer(
+                    np.array([value], np.float32).tobytes(), 0, BufferRef(bufs[t], 4 * at, 4)
+                )
+                model[t][at] = np.float32(value)
+            else:
+                cb.execution_barrier()
+
+    cb = _record(device, rec, CommandBufferMode.UNVALIDATED)
+    _run(device, cb)
+    return [np.frombuffer(b.read(), np.float32).tolist() for b in bufs], [m.tolist() for m in model]
+
+
+@needs_replay
+@settings(max_examples=20, deadline=None)
+@given(ops=st.lists(_scale_ops, max_size=60))
+def test_record_runs_match_model(device, native, python_exe, ops):
+    got, want = _run_scale_ops(device, {"native": native, "python": python_exe}, ops)
+    assert got == want
+
+
+@needs_replay
+def test_many_runs_take_the_bulk_path(device, native):
+    # Distinct constants on every dispatch and a transfer between dispatches: hundreds of
+    # runs, past the small-run fast path.
+    ops = []
+    for i in range(120):
+        ops.append(
+            ("scale", i % 3, (i + 1) % 3, 1 + i % 2, i % 5, _N - i % 7, False, True, "native", 1)
+        )
+        if i % 4 == 0:
+            ops.append(("update", i % 3, i % _N, i % 9))
+    got, want = _run_scale_ops(device, {"native": native}, ops)
+    assert got == want
+
+
+@needs_replay
+def test_chain_records_share_runs_and_spans(device, native):
+    a, b = _buf(device, 16), _buf(device, 16)
+    ab, ba = (a, b), (b, a)
+    neg = native.lookup_function("negate")
+
+    def rec(cb):
+        for i in range(64):
+            cb.dispatch(native, neg, ONE, COUNT_4, ab if i & 1 else ba)
+            cb.execution_barrier()
+
+    records = _record(device, rec, CommandBufferMode.UNVALIDATED).program.records
+    assert len(records) == 64
+    # Every record carries the same decoded facts and constants pointer; only the span
+    # (words 9, 10) alternates between the two binding tuples.
+    fixed = np.delete(records, [9, 10], axis=1)
+    assert (fixed == fixed[0]).all()
+    assert records[:, 9].tolist() == [0, 2] * 32
+    assert (records[:, 10] == 2).all()
+
+
+@needs_replay
+def test_transfer_inside_a_chain_reopens_its_run(device, native):
+    # The same template, constants and bindings before and after a transfer: the
+    # dispatch after it must not be swallowed by the transfer's run.
+    same = ("scale", 0, 1, 2, 1, _N, True, True, "native", 1)
+    ops = [same, ("fill", 0, 5), same, ("update", 0, 3, 7), same, ("barrier",), same]
+    got, want = _run_scale_ops(device, {"native": native}, ops)
+    assert got == want
