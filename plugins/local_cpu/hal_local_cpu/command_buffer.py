@@ -246,9 +246,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                     )
                     templates.append(t)
                     # Decided once per template: does any record leave the native loop?
-                    if t[0] == OP_PYDISPATCH or (
-                        parallel and (t[5] >= 0 or t[2] * t[3] * t[4] >= PARALLEL_MIN_WORKGROUPS)
-                    ):
+                    if not any_special and _leaves_native_loop(t, parallel):
                         any_special = True
                 run_starts.append(len(col_span))
                 run_templates.append(tidx)
@@ -359,7 +357,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         if const_chunks:
             cpool = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
             base = cpool.ctypes.data
-            if len(run_coffs) <= _FEW:
+            if nr <= _FEW:
                 for i, c in enumerate(run_coffs):
                     if c >= 0:
                         run_table[i, 7] = c + base
@@ -433,7 +431,6 @@ _FEW = 32
 
 def _run_lengths(starts: list[int], n: int) -> Any:
     if len(starts) <= _FEW:
-        # The usual few runs: plain Python beats numpy's per-call cost.
         ends = starts[1:]
         ends.append(n)
         return [e - b for b, e in zip(starts, ends)]
@@ -549,9 +546,21 @@ def _segments(recs: np.ndarray, any_special: bool, native: bool, parallel: bool)
     return tuple(out)
 
 
+def _leaves_native_loop(record: tuple, parallel: bool) -> bool:
+    """Whether ``record`` runs outside the native loop: a Python kernel, or on a parallel
+    device an indirect or many-workgroup dispatch (``_special`` is the vector form)."""
+    op = record[0]
+    if op == OP_PYDISPATCH:
+        return True
+    return (
+        parallel
+        and op == OP_DISPATCH
+        and (record[5] >= 0 or record[2] * record[3] * record[4] >= PARALLEL_MIN_WORKGROUPS)
+    )
+
+
 def _special(recs: np.ndarray, parallel: bool) -> np.ndarray:
-    """Which records run outside the native loop: Python kernels, and on a parallel device
-    indirect or many-workgroup dispatches."""
+    """``_leaves_native_loop`` of every record."""
     ops = recs[:, 0]
     special = ops == OP_PYDISPATCH
     if parallel:
