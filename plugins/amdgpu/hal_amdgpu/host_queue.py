@@ -585,8 +585,9 @@ class HostQueue:
             payload = 0
             kblocks = 0
         prof = self.profiler  # hal_amdgpu.profiling.QueueProfiler while a session runs
-        # (profiled: one more slot, a trailing NOP that carries the epoch signal)
-        total = nbar + max(1, payload) + (prof is not None)
+        # (profiled: a trailing NOP that carries the epoch signal; counting: aqlprofile's
+        # start/read/stop packets around each dispatch, in this same admission)
+        total = nbar + max(1, payload) + (0 if prof is None else prof.extra_slots(block, blit))
         if not self.notifications.can_admit(len(signals)):
             return _NO_ROOM
         if not self.kernargs.can_allocate(kblocks):
@@ -631,8 +632,10 @@ class HostQueue:
             ring.write_bodies(first + nbar, nop)
             headers = None
         if prof is not None:
-            prof.before_headers(self, sub, first + nbar, total - nbar - 1, headers, epoch,
-                                final_block)
+            spread = prof.before_headers(self, sub, first + nbar, max(1, payload),
+                                         total - nbar, headers, epoch, final_block)
+            if spread is not None:
+                headers = spread
         # Commit signals and bookkeeping before the headers: the completion thread can
         # only see this epoch once the final header is published.
         kend = kstart + kblocks if kblocks else -1

@@ -20,6 +20,25 @@ DEVICE_TICKS at ``hsa_system_get_info(TIMESTAMP_FREQUENCY)``, and clock-correlat
 records (host ns bracketing a ``TIMESTAMP`` read; KFD clock counters as well where
 ``/dev/kfd`` and ``hal-profilers`` exist) let readers map ticks to host time.
 
+Hardware counters (COUNTER_SAMPLES): ``begin`` resolves the requested counter sets,
+has aqlprofile validate each counter for every GPU agent and creates one set of PM4-IB
+packets per queue up front (so that a library that cannot create them fails ``begin``
+before anything is installed); every counter set gets a counter-set record and its
+counters. While profiled, each kernel-dispatch packet is surrounded by that queue's
+aqlprofile packets: *start* before it, *read* then *stop* after it, all with the barrier bit
+(and the dispatch too), so the counters cover exactly that dispatch. The host queue
+reserves the extra slots in the same ring admission as the dispatch (``extra_slots``),
+the payload is spread out in place and the counter packets are written between. Each
+in-flight dispatch owns one packet set (its own result memory) from a per-queue pool that
+grows under the submission lock, before any ring slot is reserved. When the epoch
+retires, ``aqlprofile_pmc_iterate_data`` is read for every dispatch, instances of the
+same counter are summed, and one counter sample per counter set is recorded (scope
+DISPATCH, linked to the dispatch event id, ticks from the dispatch's signal); a set whose
+counters the library did not report gets no sample (values are never invented). Packet
+memory is the GPU's host-coherent fine pool; packets are deleted when the queue's pool is
+destroyed. COUNTER_RANGES and EXECUTABLE_TRACES are UNIMPLEMENTED (after the library
+checks, so a missing library still answers UNAVAILABLE).
+
 Threading: ``before_headers`` runs under the queue's submission lock; ``_on_retire`` on the
 queue's completion thread; the per-queue pending deque and signal free list are only
 appended/popped (thread-safe deque operations) from those two sides. Nothing here calls a
@@ -36,10 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from hal_core import HalError, UnavailableError, UnimplementedError
+from hal_core import HalError, OutOfRangeError, UnavailableError, UnimplementedError
 from hal_core.backend import QueueOpKind
 from hal_core.profiling import (
     ClockDomain,
+    CounterSampleScope,
     FunctionMetadata,
     MemoryEventType,
     ProfilingDataFamily,
@@ -47,6 +67,9 @@ from hal_core.profiling import (
 )
 
 from .aql_packets import (
+    DISPATCH_SETUP_3D,
+    HEADER_BARRIER_BIT,
+    AmdFormat,
     FenceScope,
     PacketType,
     as_dispatch,
@@ -54,14 +77,15 @@ from .aql_packets import (
     header_setup_word,
     make_header,
     new_staging,
+    vendor_header_word,
 )
 from .hsa import AgentInfo, SystemInfo
 
 __all__ = ["AMDGPU_PROFILING_FAMILIES", "AmdgpuProfiling", "QueueProfiler", "profiling_clock"]
 
 # Counter and trace families are accepted here so that ``begin`` can answer them
-# precisely: UNAVAILABLE naming every path tried when aqlprofile is missing, UNIMPLEMENTED
-# when it is present (packet insertion around dispatches is not built yet).
+# precisely: UNAVAILABLE naming every path tried when aqlprofile is missing; with it,
+# COUNTER_SAMPLES works and the other two are UNIMPLEMENTED.
 AQLPROFILE_FAMILIES = int(
     ProfilingDataFamily.COUNTER_SAMPLES
     | ProfilingDataFamily.COUNTER_RANGES
@@ -79,6 +103,16 @@ _K = QueueOpKind
 _DISPATCH_TYPE = int(PacketType.KERNEL_DISPATCH)
 _TRAILER_WORD = header_setup_word(
     make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM))
+#: aqlprofile's start/read/stop packets: PM4-IB vendor packets ordered with their neighbours
+_PM4_IB_WORD = vendor_header_word(
+    make_header(PacketType.VENDOR_SPECIFIC, True, FenceScope.SYSTEM, FenceScope.SYSTEM),
+    AmdFormat.PM4_IB)
+#: the blit dispatch's header word (host_queue._BLIT_WORD): a barrier kernel dispatch
+_BLIT_HEADER = header_setup_word(
+    make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.SYSTEM, FenceScope.SYSTEM),
+    DISPATCH_SETUP_3D)
+_BARRIER = HEADER_BARRIER_BIT
+_DISPATCH_SCOPE = int(CounterSampleScope.DISPATCH)
 _QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
 _QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
 # (executable id, ordinal, name) of a kernel object no executable of the session owns
@@ -130,6 +164,53 @@ class _TimedAction:
             fail(error)
 
 
+class CounterPool:
+    """One queue's aqlprofile packet sets, one per in-flight profiled dispatch (each has its
+    own counter result memory), and the memory aqlprofile allocated for them.
+
+    ``grow`` runs under the queue's submission lock before ring slots are reserved (a
+    library failure raises there, changing nothing); sets are popped by ``before_headers``
+    and pushed back by the retire listener after their data was read. ``close`` deletes
+    every set and frees the memory; call it only once no published packet uses them.
+    """
+
+    def __init__(self, lib: Any, agent: Any, specs: list, allocate: Any) -> None:
+        self.lib = lib
+        self.agent = agent
+        self.specs = specs
+        self._allocate = allocate  # (size) -> (host view, device address, storage)
+        #: (PmcPackets, (3, 64) uint8 start/read/stop rows, completion signals zeroed)
+        self.free: collections.deque = collections.deque()
+        self._created: list[Any] = []
+        self._memory: list[Any] = []
+
+    def _alloc(self, size: int, _flags: int) -> tuple[int, Any]:
+        # Every aqlprofile buffer goes to the host-coherent fine pool, which the GPU and
+        # the host both reach, whatever the library's flags ask for.
+        _host, address, storage = self._allocate(size)
+        self._memory.append(storage)
+        return address, storage
+
+    def grow(self, count: int) -> None:
+        free = self.free
+        while len(free) < count:
+            packets = self.lib.create_pmc_packets(self.agent, self.specs, self._alloc)
+            self._created.append(packets)
+            rows = np.frombuffer(packets.start + packets.read + packets.stop,
+                                 np.uint8).reshape(3, 64).copy()
+            rows[:, 56:] = 0  # the queue owns completion signals
+            free.append((packets, rows))
+
+    def close(self) -> None:
+        for packets in self._created:
+            self.lib.delete_pmc_packets(packets)
+        self._created = []
+        self.free.clear()
+        for storage in self._memory:
+            storage.release()
+        self._memory = []
+
+
 class QueueProfiler:
     """Per-queue tap state: the profiling signal pool and the epochs awaiting ticks."""
 
@@ -142,6 +223,9 @@ class QueueProfiler:
         self.lib = hsa.lib
         self.agent = hsa.ffi.new("hsa_agent_t*", [owner.backend.gpus[queue.gpu_index].handle])[0]
         self.packets = as_dispatch(queue.ring.rows)
+        self.rows = queue.ring.rows
+        #: aqlprofile packet sets while COUNTER_SAMPLES is on, else None
+        self.pmc: CounterPool | None = owner.counter_pools.get(queue.index)
         self.mask = queue.ring.mask
         trailer = new_staging(1)
         emit_nops(trailer)
@@ -167,11 +251,29 @@ class QueueProfiler:
         self.all_signals.append(entry)
         return entry
 
-    def before_headers(self, queue: Any, sub: Any, start: int, count: int, headers: Any,
-                       epoch: int, final_block: bool) -> None:
+    def extra_slots(self, block: Any, blit: Any) -> int:
+        """Slots ``_publish_block`` reserves beyond the payload (under the queue lock, before
+        reserving): the trailer, plus start/read/stop per dispatch while counting. Grows
+        the counter pool first, so a failing library raises before any state changes."""
+        pool = self.pmc
+        if pool is None:
+            return 1
+        if block is not None:
+            n = int(np.count_nonzero((block.replay.header_words & 0xFF) == _DISPATCH_TYPE))
+        else:
+            n = 1 if blit is not None else 0
+        if n:
+            pool.grow(n)
+        return 1 + 3 * n
+
+    def before_headers(self, queue: Any, sub: Any, start: int, count: int, span: int,
+                       headers: Any, epoch: int, final_block: bool) -> Any:
         """Called by ``HostQueue._publish_block`` under the queue lock after the payload
         bodies of ``sub`` were written at packet ids ``start..start+count-1`` and before
-        any header is committed; slot ``start+count`` is reserved for the trailer."""
+        any header is committed; ``span`` slots from ``start`` are reserved (``count`` +
+        ``extra_slots``), the last for the trailer. Returns None (commit ``headers`` as
+        they are) or, while counting, the header words of ``start..start+span-2`` after
+        the payload was spread out around the counter packets."""
         op = sub.op
         packets = self.packets
         mask = self.mask
@@ -183,20 +285,27 @@ class QueueProfiler:
             idx = []
         items = []
         completion = packets["completion_signal"]
+        pool = self.pmc
+        pmc_free = pool.free if pool is not None else None
         for i in idx:
             slot = (start + i) & mask
             handle, sig = self._acquire()
             wg = tuple(max(1, int(v)) for v in packets["workgroup_size"][slot])
             grid = packets["grid_size"][slot]
             counts = tuple(-(-int(g) // w) for g, w in zip(grid, wg))
-            items.append((handle, sig, int(packets["kernel_object"][slot]), counts, wg, i))
+            pmc = pmc_free.popleft() if pmc_free is not None else None
+            items.append((handle, sig, int(packets["kernel_object"][slot]), counts, wg, i,
+                          pmc))
             completion[slot] = handle
         last = (start + count - 1) & mask
         if not idx or idx[-1] != count - 1:
             completion[last] = 0  # a NOP/barrier last packet: the trailer carries the epoch
+        words = None
+        if span - 1 > count:
+            words = self._spread(start, count, span - 1, headers, items)
         ring = queue.ring
-        ring.write_bodies(start + count, self.trailer)
-        ring.commit_header(start + count, _TRAILER_WORD)
+        ring.write_bodies(start + span - 1, self.trailer)
+        ring.commit_header(start + span - 1, _TRAILER_WORD)
         ids = self.owner.submission_ids
         submission_id = ids.pop(id(op), 0) if final_block else ids.get(id(op), 0)
         if final_block and sub.action is not None:
@@ -205,6 +314,41 @@ class QueueProfiler:
             kind = op.kind
             cb_id = id(op.data) if kind == _K.EXECUTE else 0
             self.pending.append((epoch, kind, submission_id, cb_id, items))
+        return words
+
+    def _spread(self, start: int, count: int, body: int, headers: Any,
+                items: list) -> np.ndarray:
+        """Move the payload apart in place so that each counted dispatch sits between its
+        start packet and its read+stop packets; reserved slots left over (an indirect
+        dispatch that became a NOP) are NOPs. Walks from the back: a packet only moves to
+        a higher id, so nothing unmoved is overwritten. Returns ``body`` header words."""
+        rows = self.rows
+        mask = self.mask
+        words = np.empty(body, np.uint32)
+        if headers is None:
+            headers = (_BLIT_HEADER,)  # a blit: one dispatch at packet 0
+        by_index = {item[5]: item[6] for item in items}
+        k = len(items)
+        for i in range(count - 1, -1, -1):
+            pmc = by_index.get(i)
+            if pmc is None:
+                new = i + 3 * k
+                if new != i:
+                    rows[(start + new) & mask] = rows[(start + i) & mask]
+                words[new] = headers[i]
+                continue
+            k -= 1  # now the number of dispatches before packet i
+            new = i + 3 * k + 1
+            rows[(start + new) & mask] = rows[(start + i) & mask]
+            words[new] = int(headers[i]) | _BARRIER
+            bodies = pmc[1]
+            for j, at in ((0, new - 1), (1, new + 1), (2, new + 2)):
+                rows[(start + at) & mask, 4:] = bodies[j, 4:]
+                words[at] = _PM4_IB_WORD
+        for g in range(count + 3 * len(items), body):
+            rows[(start + g) & mask, 4:] = 0
+            words[g] = _TRAILER_WORD
+        return words
 
     def on_retire(self, completed: int) -> None:
         pending = self.pending
@@ -218,24 +362,53 @@ class QueueProfiler:
         t = self.time
         while pending and pending[0][0] <= completed:
             _epoch, _kind, submission_id, cb_id, items = pending.popleft()
-            for handle, sig, ko, counts, wg, index in items:
+            for handle, sig, ko, counts, wg, index, pmc in items:
                 if keep:
                     lib.hsa_amd_profiling_get_dispatch_time(self.agent, sig, t)
                     exe_id, ordinal, name = kernels.get(ko, _UNKNOWN_KERNEL)
                     if flt.matches_function(name) and flt.matches_command(cb_id, index):
-                        session.record_dispatch(queue_index, submission_id, cb_id, exe_id,  # type: ignore[union-attr]
-                                                index, ordinal, counts, wg, int(t.start),
-                                                int(t.end))
+                        event_id = session.record_dispatch(  # type: ignore[union-attr]
+                            queue_index, submission_id, cb_id, exe_id, index, ordinal,
+                            counts, wg, int(t.start), int(t.end))
+                        if pmc is not None:
+                            self._record_counters(pmc[0], event_id, cb_id, index,
+                                                  int(t.start), int(t.end))
                 lib.hsa_signal_store_relaxed(sig, 1)
                 self.free.append((handle, sig))
+                if pmc is not None:
+                    self.pmc.free.append(pmc)  # type: ignore[union-attr]
         if self.owner.ended and not pending:
             self.destroy()
+
+    def _record_counters(self, packets: Any, event_id: int, cb_id: int, index: int,
+                         start_tick: int, end_tick: int) -> None:
+        """One sample per counter set from the dispatch's read packet (completion thread).
+        Instances of a counter (per SE/XCC) are summed; a set the library reported
+        incompletely gets no sample rather than an invented value."""
+        try:
+            values = self.pmc.lib.read_pmc(packets)  # type: ignore[union-attr]
+        except HalError:
+            return  # the dispatch event stands; its counters are lost with the library error
+        sums: dict[tuple[int, int], int] = {}
+        for block, event, value in values:
+            key = (block, event)
+            sums[key] = sums.get(key, 0) + value
+        session = self.session
+        queue_index = self.queue.index
+        for set_id, keys in self.owner.counter_layout:
+            if all(k in sums for k in keys):
+                session.record_counter_sample(
+                    _DISPATCH_SCOPE, set_id, [sums[k] for k in keys], queue=queue_index,
+                    dispatch_event_id=event_id, command_buffer_id=cb_id, command_index=index,
+                    start_tick=start_tick, end_tick=end_tick)
 
     def destroy(self) -> None:
         """Destroy the pool once no published packet can still complete into it."""
         if self.retired:
             return
         self.retired = True
+        if self.pmc is not None:
+            self.pmc.close()
         for _handle, sig in self.all_signals:
             self.lib.hsa_signal_destroy(sig)
         self.all_signals = []
@@ -261,18 +434,25 @@ class AmdgpuProfiling:
         #: tap until the op's final block is published.
         self.submission_ids: dict[int, int] = {}
         self._next_submission = itertools.count(1).__next__
+        #: queue index -> CounterPool while COUNTER_SAMPLES is on
+        self.counter_pools: dict[int, CounterPool] = {}
+        #: (counter set id, [(block, event)] in sample-value order) per requested set
+        self.counter_layout: list[tuple[int, list[tuple[int, int]]]] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def begin(self) -> None:
         backend = self.backend
+        counting = None
         if self.session.families & AQLPROFILE_FAMILIES:
-            self._check_aqlprofile()
+            counting = self._check_aqlprofile()
         qset = backend._host_queue_set or backend._create_host_queues()
         self.qset = qset
         hsa = self.hsa
         enabled = []
         try:
+            if counting is not None:
+                self._create_counter_pools(qset, *counting)
             for q in qset.queues:
                 hsa.check(hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 1),
                           f"hsa_amd_profiling_set_profiler_enabled(queue {q.index})")
@@ -280,6 +460,9 @@ class AmdgpuProfiling:
         except BaseException:
             for q in enabled:
                 hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 0)
+            for pool in self.counter_pools.values():
+                pool.close()
+            self.counter_pools = {}
             raise
         self._register_builtins(qset)
         self.queues = [QueueProfiler(self, q) for q in qset.queues]
@@ -325,6 +508,8 @@ class AmdgpuProfiling:
         kind = op.kind
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
             self._register_program(op.data)
+            if self.counter_pools:
+                self._check_counted_fit(op.data)
         submission_id = self._next_submission()
         self.submission_ids[id(op)] = submission_id
         try:
@@ -346,6 +531,23 @@ class AmdgpuProfiling:
                                         getattr(op.target, "allocation_size", 0),
                                         submission_id=submission_id)
 
+    def _check_counted_fit(self, program: Any) -> None:
+        """OUT_OF_RANGE before anything is submitted when a block, spread out around its
+        counter packets, could never fit the AQL ring (it would wait for room forever)."""
+        capacity = min(q.ring.capacity for q in self.qset.queues)
+        peers = len(self.qset.queues) - 1  # at most one wait barrier per other queue
+        for p in getattr(program, "per_gpu", None) or (program,):
+            for block in getattr(p, "blocks", ()):
+                header_words = block.replay.header_words
+                n = int(np.count_nonzero((header_words & 0xFF) == _DISPATCH_TYPE))
+                need = max(1, header_words.shape[0]) + 3 * n + 1 + peers
+                if need > capacity:
+                    raise OutOfRangeError(
+                        f"with COUNTER_SAMPLES each of a block's {n} dispatches takes 3 more "
+                        f"AQL packets: the block needs up to {need} packets but the queue "
+                        f"ring holds {capacity}; create the device with a larger AQL ring "
+                        "(host_queue aql_capacity) or split the command buffer")
+
     def _on_retire(self, queue_index: int, completed: int) -> None:
         queues = self.queues
         if queue_index < len(queues) and not queues[queue_index].retired:
@@ -356,31 +558,68 @@ class AmdgpuProfiling:
 
     # -- metadata -----------------------------------------------------------------------
 
-    def _check_aqlprofile(self) -> None:
-        """Counters and traces need aqlprofile (``hal-profilers`` loads it): fail loudly."""
+    def _check_aqlprofile(self) -> tuple[Any, list, list]:
+        """Counters and traces need aqlprofile (``hal-profilers`` loads it): fail loudly.
+        Loads the library and validates every requested counter for every GPU agent;
+        returns (library, aqlprofile agent per GPU, resolved counter sets). Nothing is
+        installed yet, so a failure here leaves the device untouched."""
         try:
             from hal_profilers.aqlprofile import AgentInfo as AqlAgentInfo
-            from hal_profilers.aqlprofile import check_profiling_options
+            from hal_profilers.aqlprofile import check_profiling_options, resolve_counter_sets
         except ImportError:
             raise UnavailableError(
                 "counter and trace profiling on amdgpu needs the hal-profilers plugin "
                 "(pip install hal-profilers) and libhsa-amd-aqlprofile64"
             ) from None
-        gpu = self.backend.gpus[0]
-        agent = AqlAgentInfo(
-            gfxip=gpu.target.processor,
-            cu_num=max(1, gpu.compute_unit_count),
-            domain=gpu.domain,
-            location_id=gpu.bdf_id,
-        )
+        agents = [
+            AqlAgentInfo(
+                gfxip=gpu.target.processor,
+                cu_num=max(1, gpu.compute_unit_count),
+                domain=gpu.domain,
+                location_id=gpu.bdf_id,
+            )
+            for gpu in self.backend.gpus
+        ]
         libhsa = str(self.hsa.path)
         # "Beside libhsa" only means something for a real library file.
         libhsa_path = libhsa if os.path.isabs(libhsa) else None
-        check_profiling_options(self.session.options, agent, libhsa_path=libhsa_path)
-        raise UnimplementedError(
-            "aqlprofile is present, but inserting its counter/trace packets around amdgpu "
-            "dispatches is not built yet; request QUEUE/DISPATCH/MEMORY events instead"
-        )
+        options = self.session.options
+        lib = None
+        for agent in agents:
+            lib = check_profiling_options(options, agent, libhsa_path=libhsa_path)
+        families = self.session.families
+        if families & ProfilingDataFamily.EXECUTABLE_TRACES:
+            raise UnimplementedError(
+                "aqlprofile is present, but ATT/SQTT thread traces (EXECUTABLE_TRACES) are "
+                "not built on amdgpu; request COUNTER_SAMPLES or DISPATCH_EVENTS instead"
+            )
+        if families & ProfilingDataFamily.COUNTER_RANGES:
+            raise UnimplementedError(
+                "COUNTER_RANGES (device-time-range counter samples) is not built on amdgpu; "
+                "request COUNTER_SAMPLES for per-dispatch counter samples instead"
+            )
+        return lib, agents, resolve_counter_sets(options.counter_sets, agents[0])
+
+    def _create_counter_pools(self, qset: Any, lib: Any, agents: list, resolved: list) -> None:
+        """One packet set per queue now (a library that cannot create them fails begin),
+        the union of all sets' counters in one aqlprofile profile, and the set records."""
+        specs: list[Any] = []
+        for _cs, set_specs in resolved:
+            for spec in set_specs:
+                if spec not in specs:
+                    specs.append(spec)
+        for q in qset.queues:
+            gpu_index = q.gpu_index
+            pool = CounterPool(lib, agents[gpu_index], specs,
+                               lambda size, g=gpu_index: qset.allocate_host_coherent(g, size))
+            self.counter_pools[q.index] = pool
+            pool.grow(1)
+        layout = []
+        for set_id, (cs, set_specs) in enumerate(resolved, 1):
+            self.session.record_counter_set(
+                set_id, cs.name, [(sp.name, sp.block, sp.event) for sp in set_specs])
+            layout.append((set_id, [(sp.block, sp.event) for sp in set_specs]))
+        self.counter_layout = layout
 
     def _register_builtins(self, qset: Any) -> None:
         for ctx in qset.contexts:

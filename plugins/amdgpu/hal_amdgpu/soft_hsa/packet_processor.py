@@ -9,6 +9,13 @@ is always honoured. Waits (barrier-AND/OR, barrier-value, an empty ring) block o
 system condition variable, which every signal store notifies. A dispatch without a host
 twin, a twin fault or an injected fault stops the queue and reports through the queue's
 error callback, as a hardware queue error would; later packets are not processed.
+
+PM4-IB vendor packets (``AmdFormat`` 1, e.g. aqlprofile's counter start/read/stop packets)
+are accepted but not interpreted: the soft agent has no command processor that could run
+PM4, so the indirect buffer counts as executed by it with no effect on memory (whatever a
+library wrote into its buffers when it built the packets stays as it was), and the packet
+completes like a barrier. Counter values seen through the soft agent are therefore
+whatever the (fake) profiling library reports, never measured.
 """
 
 from __future__ import annotations
@@ -152,7 +159,10 @@ class SoftQueue:
             return self._wait_deps(deps, all_of=kind == PacketType.BARRIER_AND)
         if kind == PacketType.VENDOR_SPECIFIC:
             packet = self._barrier_value[slot]
-            if int(packet["amd_format"]) != AmdFormat.BARRIER_VALUE:
+            amd_format = int(packet["amd_format"])
+            if amd_format == AmdFormat.PM4_IB:
+                return HsaStatus.SUCCESS  # see the module doc: no PM4 on the soft agent
+            if amd_format != AmdFormat.BARRIER_VALUE:
                 return HsaStatus.ERROR_INVALID_PACKET_FORMAT
             return self._wait_value(int(packet["signal"]), int(packet["value"]),
                                     int(packet["mask"]), int(packet["cond"]))
