@@ -9,6 +9,7 @@ listed in ``MODULES`` and imported when ``hal bench`` runs, never by ``import ha
 
 from __future__ import annotations
 
+import gc
 import importlib
 import statistics
 import time
@@ -92,7 +93,20 @@ class BenchContext:
         return time.perf_counter()
 
     def median(self, run_once: Callable[[], float], repeats: int | None = None) -> float:
-        """Median of ``run_once()`` over the repeats (one untimed warm-up first)."""
-        run_once()
-        samples = [run_once() for _ in range(repeats or self.repeats)]
+        """Median of ``run_once()`` over the repeats (one untimed warm-up first).
+
+        As ``timeit`` does, each sample starts from a collected heap and runs with the
+        cyclic garbage collector paused, so one benchmark's leftovers (or a gen-2 pass
+        that happens to land in the window) do not bill the next one.
+        """
+        samples = []
+        for i in range((repeats or self.repeats) + 1):
+            gc.collect()
+            gc.disable()
+            try:
+                value = run_once()
+            finally:
+                gc.enable()
+            if i:
+                samples.append(value)
         return statistics.median(samples)
