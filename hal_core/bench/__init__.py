@@ -95,13 +95,14 @@ class BenchContext:
     def median(self, run_once: Callable[[], float], repeats: int | None = None) -> float:
         """Median of ``run_once()`` over the repeats (one untimed warm-up first).
 
-        As ``timeit`` does, each sample starts from a collected heap and runs with the
-        cyclic garbage collector paused, so one benchmark's leftovers (or a gen-2 pass
-        that happens to land in the window) do not bill the next one.
+        As ``timeit`` does, samples run with the cyclic garbage collector paused, after one
+        collection up front, so a gen-2 pass over earlier benchmarks' leftovers does not land
+        in a timed window. (No collection between samples: walking the heap would leave
+        the caches cold for the next, sometimes microsecond-short, timed region.)
         """
+        gc.collect()
         samples = []
         for i in range((repeats or self.repeats) + 1):
-            gc.collect()
             gc.disable()
             try:
                 value = run_once()
