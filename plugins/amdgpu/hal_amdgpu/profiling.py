@@ -237,6 +237,10 @@ class QueueProfiler:
         self.free: collections.deque = collections.deque()
         self.all_signals: list[Any] = []
         self.time = hsa.ffi.new("hsa_amd_profiling_dispatch_time_t*")
+        # Serialises retiring (completion thread) against ``end`` destroying the signal
+        # pool: an entry popped from ``pending`` is still being read until its signal is
+        # back in ``free``, so "pending is empty" alone does not mean the pool is unused.
+        self.retire_lock = threading.Lock()
         self.retired = False
 
     def _acquire(self) -> tuple[int, Any]:
@@ -351,6 +355,12 @@ class QueueProfiler:
         return words
 
     def on_retire(self, completed: int) -> None:
+        with self.retire_lock:
+            self._retire_locked(completed)
+
+    def _retire_locked(self, completed: int) -> None:
+        if self.retired:
+            return
         pending = self.pending
         session = None if self.owner.ended else self.session
         kernels = self.owner.kernels
@@ -493,11 +503,10 @@ class AmdgpuProfiling:
         # Epochs still in flight keep their signals (and the retire listener) until they
         # retire; a failed queue never retires them, so its pool goes now.
         for q, qp in zip(qset.queues, self.queues):
-            with q._drain_lock:
-                done = not qp.pending or q.error is not None or q._closed
-            if done:
-                qp.pending.clear()
-                qp.destroy()
+            with qp.retire_lock:
+                if not qp.pending or q.error is not None or q._closed:
+                    qp.pending.clear()
+                    qp.destroy()
         if all(qp.retired for qp in self.queues) and qset.retire_listener == self._on_retire:
             qset.retire_listener = self._previous_listener
 
