@@ -12,6 +12,7 @@ import enum
 from typing import Any, Callable
 
 from ._semaphore import Semaphore
+from ._status import HalError, StatusCode, error_for
 
 __all__ = [
     "QueueOpKind",
@@ -21,6 +22,7 @@ __all__ = [
     "HostCallFlags",
     "HostCallContext",
     "TransferFlags",
+    "host_call_outcome",
 ]
 
 
@@ -89,6 +91,25 @@ class HostCallContext:
 
 
 HostCallFn = Callable[[tuple, HostCallContext], Any]
+
+
+def host_call_outcome(result: Any) -> Any:
+    """What a blocking host call's return value means, for every backend: None (signal
+    the semaphores), ``StatusCode.DEFERRED`` (the callback owns them now), or the
+    ``HalError`` to fail them with (a returned HalError, an error ``StatusCode``, or
+    INVALID_ARGUMENT for a value that is no status at all)."""
+    if result is None or result == StatusCode.OK:
+        return None
+    if result == StatusCode.DEFERRED:
+        return StatusCode.DEFERRED
+    if isinstance(result, HalError):
+        return result
+    try:
+        return error_for(StatusCode(result), "host call returned an error status")
+    except ValueError:
+        return error_for(
+            StatusCode.INVALID_ARGUMENT, f"host call returned {result!r}, not a status"
+        )
 
 
 class QueueOp:

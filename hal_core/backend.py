@@ -27,7 +27,7 @@ from ._command_buffer import (
 from ._executable import FunctionInfo, FunctionParameter, default_parameters
 from ._frontier_tracker import FrontierWaiter
 from ._memory import BufferCompatibility, BufferParams, MemoryHeap, MemoryType
-from ._queue import HostCallContext, QueueOp, QueueOpKind
+from ._queue import HostCallContext, QueueOp, QueueOpKind, host_call_outcome
 from ._semaphore import dispatch_callbacks, run_on_trampoline
 from ._wait_resolution import resolve_waits
 from .hookspecs import hookimpl
@@ -65,6 +65,7 @@ __all__ = [
     "QueueOp",
     "QueueOpKind",
     "dispatch_callbacks",
+    "host_call_outcome",
     "hookimpl",
     "resolve_waits",
     "run_on_trampoline",

@@ -85,7 +85,13 @@ from hal_core._command_buffer import (
 )
 from hal_core._semaphore import _report_callback_error
 from hal_core._status import as_hal_error, error_for
-from hal_core.backend import HostCallContext, QueueOp, QueueOpKind, resolve_waits
+from hal_core.backend import (
+    HostCallContext,
+    QueueOp,
+    QueueOpKind,
+    host_call_outcome,
+    resolve_waits,
+)
 
 from .aql_packets import (
     DISPATCH_SETUP_3D,
@@ -1257,8 +1263,9 @@ class _IndirectGate:
 
 
 class _Action:
-    """Base: ``__call__`` runs the host work then signals (or fails) the op's semaphores;
-    ``fail(error)`` fails them without running (queue error / teardown)."""
+    """Base of the host actions (called on the completion thread): ``signal()`` /
+    ``fail(error)`` complete the op's semaphores; ``fail`` alone is also how queue errors
+    and teardown cancel an action that never ran."""
 
     __slots__ = ("qset", "op")
 
@@ -1276,6 +1283,13 @@ class _Action:
             sem.fail(error.clone() if hasattr(error, "clone") else error)
         self.op.retained = None
 
+
+
+class _RunAction(_Action):
+    """An action whose host work is ``run()``: signal when it returns, fail when it raises."""
+
+    __slots__ = ()
+
     def __call__(self) -> None:
         try:
             self.run()
@@ -1285,9 +1299,6 @@ class _Action:
             self.fail(as_hal_error(exc))
             return
         self.signal()
-
-    def run(self) -> None:
-        raise NotImplementedError
 
 
 class _HostCallAction(_Action):
@@ -1312,23 +1323,16 @@ class _HostCallAction(_Action):
                 raise
             self.fail(as_hal_error(exc))
             return
-        if result is None or result == StatusCode.OK:
+        outcome = host_call_outcome(result)
+        if outcome is None:
             self.signal()
-        elif result == StatusCode.DEFERRED:
+        elif outcome is StatusCode.DEFERRED:
             op.retained = None  # the callback owns the signals now
-        elif isinstance(result, HalError):
-            self.fail(result)
         else:
-            try:
-                code = StatusCode(result)
-                message = "host call returned an error status"
-            except ValueError:
-                code = StatusCode.INVALID_ARGUMENT
-                message = f"host call returned {result!r}, not a status"
-            self.fail(error_for(code, message))
+            self.fail(outcome)
 
 
-class _FileAction(_Action):
+class _FileAction(_RunAction):
     """queue_read / queue_write: file bytes to/from buffer memory through host memory
     (``hsa_memory_copy`` when the buffer is not host-visible)."""
 
@@ -1364,7 +1368,7 @@ class _FileAction(_Action):
             op.target.write_from(op.target_offset, tmp)
 
 
-class _DeallocaAction(_Action):
+class _DeallocaAction(_RunAction):
     __slots__ = ()
 
     def run(self) -> None:

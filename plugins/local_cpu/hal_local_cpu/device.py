@@ -39,7 +39,13 @@ from hal_core._device_group import (
 )
 from hal_core._semaphore import _report_callback_error
 from hal_core._status import as_hal_error, error_for
-from hal_core.backend import HostCallContext, QueueOp, QueueOpKind, resolve_waits
+from hal_core.backend import (
+    HostCallContext,
+    QueueOp,
+    QueueOpKind,
+    host_call_outcome,
+    resolve_waits,
+)
 from hal_core.profiling import MemoryEventType
 from hal_core.profiling import host_time_ns as _host_time_ns
 
@@ -263,24 +269,13 @@ class LocalDeviceBackend:
                 raise
             self._finish(op, as_hal_error(exc))
             return
-        if result is None or result == StatusCode.OK:
-            self._finish(op, None)
-        elif result == StatusCode.DEFERRED:
+        outcome = host_call_outcome(result)
+        if outcome is StatusCode.DEFERRED:
             # The callback owns the signals now; the queue's part is done.
             op.retained = None
             self.queues[op.queue].retire(op.epoch)
-        elif isinstance(result, HalError):
-            self._finish(op, result)
         else:
-            try:
-                code = StatusCode(result)
-            except ValueError:
-                code = StatusCode.INVALID_ARGUMENT
-                self._finish(
-                    op, error_for(code, f"host call returned {result!r}, not a status")
-                )
-                return
-            self._finish(op, error_for(code, "host call returned an error status"))
+            self._finish(op, outcome)
 
     # -- profiling taps ----------------------------------------------------------------
     # ``profiling_begin`` shadows ``submit``, ``_execute`` and ``_finish`` with the
