@@ -5,6 +5,13 @@ first-fit peer (a sorted free list, the simple allocator a user would write).
 reserve+release pair while 16 or 10,000 other reservations are live, so the O(1) claim of
 TLSF shows against first-fit's O(n) walk. ``pool.tlsf.fragmentation`` replays a seeded
 random trace of mixed sizes and reports peak bytes committed (slabs) over peak bytes live.
+
+The 256-byte pairs of ``pool.tlsf.*`` and ``pool.fixed_block`` are the steady state of a
+recycling workload: TLSF serves them from its quick lists, both through the native fast
+paths when ``hal_core.pool._native`` is built. Peers in the same run show the rest:
+``pool.tlsf.bitmap.*`` pairs 2 KiB (above the quick-list sizes, so every pair splits,
+searches the bitmaps and coalesces), and ``*.python`` the same pairs on the pure-Python
+implementation.
 """
 
 from __future__ import annotations
@@ -50,10 +57,15 @@ def _time_pairs(ctx: BenchContext, acquire, release, size: int) -> float:
     return ctx.median(run_once)
 
 
-def _tlsf(ctx: BenchContext, live: int) -> float:
-    pool = TlsfPool(_Provider(), range_length=_SLAB)
+def _python(cls: type) -> type:
+    """The pure-Python implementation of a pool class (itself without the extension)."""
+    return getattr(cls, "_python_class", cls)
+
+
+def _tlsf(ctx: BenchContext, live: int, size: int = 256, cls: type = TlsfPool) -> float:
+    pool = cls(_Provider(), range_length=_SLAB)
     _fragmented(lambda n: pool.acquire_reservation(n)[1], pool.release_reservation, live)
-    value = _time_pairs(ctx, pool.acquire_reservation, pool.release_reservation, 256)
+    value = _time_pairs(ctx, pool.acquire_reservation, pool.release_reservation, size)
     pool.check_invariants()
     return value
 
@@ -70,13 +82,41 @@ def tlsf_10000(ctx: BenchContext) -> float:
     return _tlsf(ctx, 10_000)
 
 
-@benchmark("pool.fixed_block", "us/pair", needs_device=False)
-def fixed_block(ctx: BenchContext) -> float:
-    """Fixed-block reserve+release (256-byte blocks, 64 of them, half live)."""
-    pool = FixedBlockPool(_Provider(), block_size=256, block_count=64)
+@benchmark("pool.tlsf.16.python", "us/pair", needs_device=False)
+def tlsf_16_python(ctx: BenchContext) -> float:
+    """Peer: pool.tlsf.16 on the pure-Python implementation."""
+    return _tlsf(ctx, 16, cls=_python(TlsfPool))
+
+
+@benchmark("pool.tlsf.bitmap.16", "us/pair", needs_device=False)
+def tlsf_bitmap_16(ctx: BenchContext) -> float:
+    """Peer: TLSF reserve+release of 2 KiB (no quick list) with 16 live reservations."""
+    return _tlsf(ctx, 16, 2048)
+
+
+@benchmark("pool.tlsf.bitmap.10000", "us/pair", needs_device=False)
+def tlsf_bitmap_10000(ctx: BenchContext) -> float:
+    """Peer: TLSF reserve+release of 2 KiB (no quick list) with 10,000 live reservations."""
+    return _tlsf(ctx, 10_000, 2048)
+
+
+def _fixed_block(ctx: BenchContext, cls: type) -> float:
+    pool = cls(_Provider(), block_size=256, block_count=64)
     for _ in range(32):
         pool.acquire_reservation(256)
     return _time_pairs(ctx, pool.acquire_reservation, pool.release_reservation, 256)
+
+
+@benchmark("pool.fixed_block", "us/pair", needs_device=False)
+def fixed_block(ctx: BenchContext) -> float:
+    """Fixed-block reserve+release (256-byte blocks, 64 of them, half live)."""
+    return _fixed_block(ctx, FixedBlockPool)
+
+
+@benchmark("pool.fixed_block.python", "us/pair", needs_device=False)
+def fixed_block_python(ctx: BenchContext) -> float:
+    """Peer: pool.fixed_block on the pure-Python implementation."""
+    return _fixed_block(ctx, _python(FixedBlockPool))
 
 
 @benchmark("pool.tlsf.fragmentation", "ratio", needs_device=False)

@@ -63,9 +63,15 @@ def collect() -> dict[str, Any]:
             entry["available"] = False
             entry["reason"] = str(exc)
         drivers.append(entry)
+    from ..pool._fast_paths import describe as describe_pool_paths
     from ..profiling import describe_profilers
 
-    return {"plugins": plugins, "drivers": drivers, "profilers": describe_profilers()}
+    return {
+        "plugins": plugins,
+        "drivers": drivers,
+        "profilers": describe_profilers(),
+        "pool_fast_paths": describe_pool_paths(),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     for p in data["profilers"]:
         needs = f" (needs {p['data_families']})" if p["data_families"] else ""
         print(f"  {p['name']:<16} [plugin {p['plugin']}] {p['description']}{needs}")
+    print(f"Pool fast paths: {data['pool_fast_paths']}")
     return 0
 
 

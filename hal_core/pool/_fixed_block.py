@@ -5,7 +5,9 @@ Bookkeeping: ``_free`` is a stack of block indices that are free with no death f
 a death frontier to it, in release order (reusable when the requester dominates the
 frontier or the epoch query proves it reached). A live block is in neither. Every
 operation is O(1) on the fresh path whatever the block count (a Python-int bitmap would
-cost O(block_count) per update).
+cost O(block_count) per update). With the native extension the fresh reserve and the
+frontier-free release (pop / push of ``_free``) run in C; the methods below are then the
+slow paths it falls back to (see ``_fast_paths``).
 
 A dirty block that cannot be proven reached is handed out as OK_NEEDS_WAIT only when the
 caller passes ALLOW_WAIT_FRONTIER and no block is usable at once; a *tainted* block (its
@@ -18,6 +20,7 @@ from typing import Any
 
 from .._frontier import Frontier
 from .._status import InvalidArgumentError
+from ._fast_paths import native, with_fast_paths
 from ._pool import Pool
 from ._reservation import (
     NO_INFO,
@@ -68,7 +71,12 @@ class FixedBlockPool(Pool):
         requester_frontier: Frontier | None = None,
         flags: int = 0,
     ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
-        if size.__class__ is not int or not 0 < size <= self.block_size or alignment:
+        if (
+            size.__class__ is not int
+            or not 0 < size <= self.block_size
+            or alignment
+            or self._closed
+        ):
             self._check_request(size, alignment, self.block_size)
             if alignment > self._block_alignment:
                 raise InvalidArgumentError(
@@ -164,3 +172,7 @@ class FixedBlockPool(Pool):
         slab, self._slab = self._slab, None
         if slab is not None:
             self.provider.release_slab(slab)
+
+
+if native is not None:
+    FixedBlockPool = with_fast_paths(FixedBlockPool, native.FixedBlockCore)  # type: ignore[misc]

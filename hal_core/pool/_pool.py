@@ -7,10 +7,11 @@ that death frontier, or the epoch query proves every entry reached; otherwise th
 skips the block (TLSF), or returns it as OK_NEEDS_WAIT when the caller allows that
 (fixed-block).
 
-Invariants every policy keeps: all bookkeeping happens under ``_lock``; the lock is never
-held while the slab provider allocates or while callbacks run; a failed call (bad
-argument) leaves the pool exactly as it was; ``release_reservation`` publishes the
-notification so parked requesters retry.
+Invariants every policy keeps: all bookkeeping happens under ``_lock`` (the native fast
+paths of ``_fast_paths`` are the one exception: each is a single step under the GIL that
+runs only while nobody holds ``_lock``); the lock is never held while the slab provider
+allocates or while callbacks run; a failed call (bad argument) leaves the pool exactly as
+it was; ``release_reservation`` publishes the notification so parked requesters retry.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class Pool(abc.ABC):
     every slab back.
     """
 
+    _lock_type: Callable[[], Any] = threading.Lock
+    """What ``_lock`` is; pools with native fast paths use their ``FenceLock``."""
+
     def __init__(
         self,
         provider: SlabProvider,
@@ -75,7 +79,7 @@ class Pool(abc.ABC):
         self.budget_limit = budget_limit
         self.frontier_capacity = frontier_capacity
         self.trace_name = trace_name or type(self).__name__
-        self._lock = threading.Lock()
+        self._lock = self._lock_type()
         self._closed = False
         self._memory_type, self._usage = provider.query_properties()
         # Counters (mutated under _lock only).
@@ -111,7 +115,10 @@ class Pool(abc.ABC):
                 "(a PoolSet does this)"
             )
         if self._closed:
-            raise FailedPreconditionError(f"{self.trace_name}: pool is closed")
+            raise FailedPreconditionError(
+                f"{self.trace_name}: pool is closed; keep a pool open while anything (queue "
+                "work included) may still reserve from it"
+            )
 
     def _check_release(self, reservation: Any, death_frontier: Any) -> None:
         if reservation.__class__ is not Reservation:
@@ -196,12 +203,10 @@ class Pool(abc.ABC):
         ...
 
     @abc.abstractmethod
-    def _slab_for(self, reservation: Reservation) -> Any:
-        ...
+    def _slab_for(self, reservation: Reservation) -> Any: ...
 
     @abc.abstractmethod
-    def query_capabilities(self) -> PoolCapabilities:
-        ...
+    def query_capabilities(self) -> PoolCapabilities: ...
 
     @abc.abstractmethod
     def _bytes_free_committed(self) -> tuple[int, int, int]:
@@ -299,8 +304,7 @@ class Pool(abc.ABC):
         self._close_slabs()
 
     @abc.abstractmethod
-    def _close_slabs(self) -> None:
-        ...
+    def _close_slabs(self) -> None: ...
 
     def __enter__(self) -> "Pool":
         return self

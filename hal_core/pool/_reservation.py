@@ -140,3 +140,12 @@ class PoolStats:
     exhausted_count: int = 0
     over_budget_count: int = 0
     wait_count: int = 0
+
+
+# The C type (hal_core.pool._native) has the same contract and is what the native fast
+# paths create; the class above stands in when the extension is not built.
+from ._fast_paths import native as _native  # noqa: E402
+
+if _native is not None:
+    Reservation = _native.Reservation  # type: ignore[misc]  # noqa: F811
+    _native.configure(AcquireResult.OK_FRESH, NO_INFO)

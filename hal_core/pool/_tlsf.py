@@ -29,6 +29,8 @@ Quick lists (deferred coalescing, the idea behind tcache/fastbins): a block of f
 for its exact size; an exact-size reserve takes it back without touching the bitmaps. The
 lists are bounded (4 blocks each) and flushed - freed and coalesced - before the pool
 would grow or report EXHAUSTED, and on ``trim``; so they never cause growth or failure.
+With the native extension the quick-list reserve and release run in C; the methods below
+are then the slow paths it falls back to (see ``_fast_paths``).
 
 Invariants (checked by ``check_invariants``, quick-listed blocks counting as live): each
 slab is covered exactly by its chain of physical blocks; no two physically adjacent blocks
@@ -42,6 +44,7 @@ from typing import Any
 
 from .._frontier import Frontier
 from .._status import HalError, InternalError, InvalidArgumentError, StatusCode
+from ._fast_paths import native, with_fast_paths
 from ._pool import Pool
 from ._reservation import (
     NO_INFO,
@@ -134,6 +137,7 @@ class TlsfPool(Pool):
         # pool would report EXHAUSTED or grow, and on trim/close.
         self._quick: list[list[int]] = [[] for _ in range(_QUICK_CLASSES)]
         self._quick_bytes = 0
+        self._quick_depth = _QUICK_DEPTH
         self._slabs: list[Slab | None] = []
         self._spare_slabs: list[int] = []
         self._bytes_committed = 0
@@ -257,6 +261,7 @@ class TlsfPool(Pool):
             or not 0 < size <= self.range_length
             or alignment
             or self.budget_limit
+            or self._closed
         ):
             return self._acquire_general(size, alignment, requester_frontier, flags)
         shift = self._shift
@@ -365,6 +370,7 @@ class TlsfPool(Pool):
             size.__class__ is not int
             or not 0 < size <= self.range_length
             or alignment > self.alignment
+            or self._closed
         ):
             self._check_request(size, alignment, self.range_length)
         elif alignment & (alignment - 1) or alignment < 0:
@@ -542,7 +548,7 @@ class TlsfPool(Pool):
             if death_frontier is None or not death_frontier._axes:
                 g = self._size[b]
                 quick = self._quick[g] if g < _QUICK_CLASSES else None
-                if quick is not None and len(quick) < _QUICK_DEPTH:
+                if quick is not None and len(quick) < self._quick_depth:
                     quick.append(b)
                     self._quick_bytes += length
                 else:
@@ -749,3 +755,7 @@ class TlsfPool(Pool):
                     if self._cls[b] != c:
                         raise InternalError(f"block {b} in list {c} but class {self._cls[b]}")
                     b = self._fnext[b]
+
+
+if native is not None:
+    TlsfPool = with_fast_paths(TlsfPool, native.TlsfCore)  # type: ignore[misc]
