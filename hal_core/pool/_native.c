@@ -348,8 +348,12 @@ static PyTypeObject FenceLockType = {
 /* State shared by the pool cores: the attributes of hal_core.pool.Pool they touch       */
 /*
  * Object attributes are object slots (T_OBJECT_EX), which CPython's attribute
- * specialisation handles as fast as instance attributes; the counters the fast paths
- * update are C integers (T_PYSSIZET) so an update allocates nothing and cannot fail.
+ * specialisation handles as fast as instance attributes. The counters the fast paths
+ * update are C integers (T_PYSSIZET): an update allocates nothing and cannot fail. The
+ * price is on the Python paths, which reach a C integer through the generic attribute
+ * machinery: TLSF's bitmap path (Python) costs ~10% (~0.4 us per reserve+release pair)
+ * more than in the pure-Python class, while the fast paths save ~0.07 us per pair (a
+ * third) against allocating int objects.
  */
 
 typedef struct {

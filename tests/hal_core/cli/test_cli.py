@@ -16,12 +16,13 @@ def test_info_json_lists_plugins_drivers_and_devices(capsys):
     assert drivers["local-sync"]["available"]
     profilers = {p["name"]: p for p in data["profilers"]}
     assert "op-histogram" in profilers  # the example third-party distribution
+    assert data["pool_fast_paths"].startswith(("native", "python ("))
 
 
 def test_info_text(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "local-task://" in out and "Plugins:" in out
+    assert "local-task://" in out and "Plugins:" in out and "Pool fast paths:" in out
 
 
 def test_bench_json_names_and_units(capsys):
