@@ -156,21 +156,15 @@ def _run_trace(pool, trace):
     return seen
 
 
-@pytest.mark.skipif(native is None, reason="the native variant is not built")
+@needs_native
+@pytest.mark.parametrize("cls", [FixedBlockPool, TlsfPool], ids=["fixed_block", "tlsf"])
 @settings(max_examples=60, deadline=None)
-@given(st.lists(_op, max_size=60))
-def test_native_and_python_fixed_block_agree(trace):
-    fast, slow = _fixed(), _fixed(FixedBlockPool._python_class)
+@given(trace=st.lists(_op, max_size=60))
+def test_native_and_python_variants_agree(cls, trace):
+    fast, slow = _make(cls), _make(_PYTHON[cls])
     assert _run_trace(fast, trace) == _run_trace(slow, trace)
-
-
-@pytest.mark.skipif(native is None, reason="the native variant is not built")
-@settings(max_examples=60, deadline=None)
-@given(st.lists(_op, max_size=60))
-def test_native_and_python_tlsf_agree(trace):
-    fast, slow = _tlsf(), _tlsf(TlsfPool._python_class)
-    assert _run_trace(fast, trace) == _run_trace(slow, trace)
-    fast.check_invariants()
+    if cls is TlsfPool:
+        fast.check_invariants()
 
 
 # -- bad input through the fast entry points ---------------------------------------------
