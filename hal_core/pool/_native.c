@@ -672,9 +672,11 @@ static PyMemberDef fixed_members[] = {
 static PyMethodDef fixed_methods[] = {
     {"acquire_reservation", (PyCFunction)(void (*)(void))fixed_acquire,
      METH_FASTCALL | METH_KEYWORDS,
+     "acquire_reservation($self, /, size, alignment=0, requester_frontier=None, flags=0)\n--\n\n"
      "Reserve a block (native fast path; see Pool.acquire_reservation)."},
     {"release_reservation", (PyCFunction)(void (*)(void))fixed_release,
      METH_FASTCALL | METH_KEYWORDS,
+     "release_reservation($self, /, reservation, death_frontier=None)\n--\n\n"
      "Give a block back (native fast path; see Pool.release_reservation)."},
     {NULL},
 };
@@ -829,9 +831,11 @@ static PyMemberDef tlsf_members[] = {
 static PyMethodDef tlsf_methods[] = {
     {"acquire_reservation", (PyCFunction)(void (*)(void))tlsf_acquire,
      METH_FASTCALL | METH_KEYWORDS,
+     "acquire_reservation($self, /, size, alignment=0, requester_frontier=None, flags=0)\n--\n\n"
      "Reserve (native fast path from the quick lists; see Pool.acquire_reservation)."},
     {"release_reservation", (PyCFunction)(void (*)(void))tlsf_release,
      METH_FASTCALL | METH_KEYWORDS,
+     "release_reservation($self, /, reservation, death_frontier=None)\n--\n\n"
      "Give back (native fast path into the quick lists; see Pool.release_reservation)."},
     {NULL},
 };
