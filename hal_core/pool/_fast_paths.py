@@ -43,11 +43,16 @@ def describe() -> str:
     return f"python ({unavailable_reason})"
 
 
+def _fence_lock(pool: Any) -> Any:
+    return native.FenceLock(pool)
+
+
 def with_fast_paths(cls: T, core: type) -> T:
     """``cls`` with ``core``'s native ``acquire_reservation`` / ``release_reservation`` in
     front of its own, which become the ``_acquire_slow`` / ``_release_slow`` the core
     falls back to. The lock becomes a ``FenceLock``: the fast paths run only while no
-    thread holds it, so every locked section of ``cls`` stays exclusive."""
+    thread holds it, so every locked section of ``cls`` stays exclusive, and acquiring it
+    folds the counts the fast paths kept in C into the pool's counters."""
     return type(cls)(
         cls.__name__,
         (core, cls),
@@ -55,7 +60,7 @@ def with_fast_paths(cls: T, core: type) -> T:
             "__module__": cls.__module__,
             "__qualname__": cls.__qualname__,
             "__doc__": cls.__doc__,
-            "_lock_type": native.FenceLock,
+            "_new_lock": _fence_lock,
             "_acquire_slow": cls.acquire_reservation,
             "_release_slow": cls.release_reservation,
             "_python_class": cls,

@@ -12,8 +12,9 @@
  * writing pool state, so to every other thread it is one atomic step. The pools' Python
  * code mutates that same state only while holding ``_lock``; a FenceLock records that it
  * is held, and a fast path that finds it held takes the slow path, which queues on the
- * lock. The state a fast path touches is plain Python objects (lists, ints) shared with
- * the Python code, so both implementations keep one set of books.
+ * lock. The lists a fast path pops and pushes are the Python code's own; its counts are
+ * kept in C and folded into the pool's counters when the lock is acquired (see CoreHead),
+ * so both implementations keep one set of books.
  *
  * The GIL is the premise: free-threaded builds must not compile this file (setup.py
  * skips it there, and the pools then use their Python paths).
@@ -213,16 +214,26 @@ static PyTypeObject ReservationType = {
 typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
-    char held; /* written only by the holder, with the GIL */
+    char held;       /* written only by the holder, with the GIL */
+    PyObject *owner; /* the pool whose counters it folds (borrowed; the pool clears it) */
 } FenceLock;
 
-static PyTypeObject FenceLockType;
+static PyTypeObject FenceLockType, FixedBlockCoreType, TlsfCoreType;
+static int core_fold(PyObject *owner);
 
 static PyObject *
 fence_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "FenceLock() takes no arguments");
+    static char *kwlist[] = {"owner", NULL};
+    PyObject *owner = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:FenceLock", kwlist, &owner))
+        return NULL;
+    if (owner == Py_None)
+        owner = NULL;
+    if (owner != NULL && !PyObject_TypeCheck(owner, &FixedBlockCoreType) &&
+        !PyObject_TypeCheck(owner, &TlsfCoreType)) {
+        PyErr_Format(PyExc_TypeError, "FenceLock owner must be a pool with native fast paths, "
+                     "not %.100s", Py_TYPE(owner)->tp_name);
         return NULL;
     }
     FenceLock *self = (FenceLock *)type->tp_alloc(type, 0);
@@ -234,6 +245,7 @@ fence_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
         return NULL;
     }
+    self->owner = owner;
     return (PyObject *)self;
 }
 
@@ -248,8 +260,10 @@ fence_dealloc(FenceLock *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* 1 acquired, 0 not (timeout or non-blocking). The GIL is dropped only while waiting, so
- * ``held`` becomes 1 before the holder runs any Python code. */
+/* 1 acquired, 0 not (timeout or non-blocking), -1 error (not held). The GIL is dropped
+ * only while waiting, so ``held`` becomes 1 before the holder runs any Python code; then
+ * the owner's pending fast-path counts are folded into its counters, so code under the
+ * lock reads exact values. */
 static int
 fence_acquire_impl(FenceLock *self, int blocking, PY_TIMEOUT_T timeout_us)
 {
@@ -264,6 +278,11 @@ fence_acquire_impl(FenceLock *self, int blocking, PY_TIMEOUT_T timeout_us)
             return 0;
     }
     self->held = 1;
+    if (self->owner != NULL && core_fold(self->owner) < 0) {
+        self->held = 0;
+        PyThread_release_lock(self->lock);
+        return -1;
+    }
     return 1;
 }
 
@@ -288,13 +307,15 @@ fence_acquire(FenceLock *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     PY_TIMEOUT_T us = timeout < 0 ? -1 : (PY_TIMEOUT_T)(timeout * 1e6);
-    return PyBool_FromLong(fence_acquire_impl(self, blocking, us));
+    int acquired = fence_acquire_impl(self, blocking, us);
+    return acquired < 0 ? NULL : PyBool_FromLong(acquired);
 }
 
 static PyObject *
 fence_enter(FenceLock *self, PyObject *unused)
 {
-    fence_acquire_impl(self, 1, -1);
+    if (fence_acquire_impl(self, 1, -1) < 0)
+        return NULL;
     Py_RETURN_TRUE;
 }
 
@@ -347,33 +368,32 @@ static PyTypeObject FenceLockType = {
 /* ------------------------------------------------------------------------------------ */
 /* State shared by the pool cores: the attributes of hal_core.pool.Pool they touch       */
 /*
- * Object attributes are object slots (T_OBJECT_EX), which CPython's attribute
- * specialisation handles as fast as instance attributes. The counters the fast paths
- * update are C integers (T_PYSSIZET): an update allocates nothing and cannot fail. The
- * price is on the Python paths, which reach a C integer through the generic attribute
- * machinery: TLSF's bitmap path (Python) costs ~10% (~0.4 us per reserve+release pair)
- * more than in the pure-Python class, while the fast paths save ~0.07 us per pair (a
- * third) against allocating int objects.
+ * Every attribute is an object slot (T_OBJECT_EX), which CPython's attribute
+ * specialisation handles as fast as an instance attribute, so the Python paths pay nothing
+ * for the extension. The fast paths do not update the counter ints (that would allocate
+ * an int per update); they count in C (``d_*``), and the pool's FenceLock folds those
+ * counts into the ints whenever it is acquired, before any code under the lock reads them.
+ * The one lock-free reader, ``bytes_reserved``, adds the pending count itself.
  */
 
 typedef struct {
     PyObject_HEAD
-    PyObject *lock;            /* _lock */
-    PyObject *notification;    /* notification */
-    PyObject *budget_limit;    /* budget_limit (0 = none) */
-    PyObject *closed;          /* _closed */
-    Py_ssize_t bytes_reserved; /* _bytes_reserved */
-    Py_ssize_t fresh_count;    /* _fresh_count */
-    Py_ssize_t release_count;  /* _release_count */
+    PyObject *lock;           /* _lock */
+    PyObject *notification;   /* notification */
+    PyObject *budget_limit;   /* budget_limit (0 = none) */
+    PyObject *closed;         /* _closed */
+    PyObject *bytes_reserved; /* _bytes_reserved */
+    PyObject *fresh_count;    /* _fresh_count */
+    PyObject *release_count;  /* _release_count */
+    Py_ssize_t d_bytes, d_fresh, d_release; /* counted by fast paths, not yet folded */
 } CoreHead;
 
 #define SLOT(name, T, field) {name, T_OBJECT_EX, offsetof(T, field), 0, NULL}
-#define COUNTER(name, T, field) {name, T_PYSSIZET, offsetof(T, field), 0, NULL}
 #define HEAD_MEMBERS(T)                                                                     \
     SLOT("_lock", T, h.lock), SLOT("notification", T, h.notification),                      \
     SLOT("budget_limit", T, h.budget_limit), SLOT("_closed", T, h.closed),                  \
-    COUNTER("_bytes_reserved", T, h.bytes_reserved),                                        \
-    COUNTER("_fresh_count", T, h.fresh_count), COUNTER("_release_count", T, h.release_count)
+    SLOT("_bytes_reserved", T, h.bytes_reserved), SLOT("_fresh_count", T, h.fresh_count),   \
+    SLOT("_release_count", T, h.release_count)
 
 /* The value of an int slot, or -1 when it is unset, not an exact int, or out of range
  * (every slot read this way holds a non-negative count, size or shift). */
@@ -556,11 +576,38 @@ head_traverse(CoreHead *h, visitproc visit, void *arg)
 static void
 head_clear(CoreHead *h)
 {
+    /* The lock may outlive the pool: it must not fold into freed memory. */
+    if (h->lock != NULL && Py_IS_TYPE(h->lock, &FenceLockType) &&
+        ((FenceLock *)h->lock)->owner == (PyObject *)h)
+        ((FenceLock *)h->lock)->owner = NULL;
     Py_CLEAR(h->lock);
     Py_CLEAR(h->notification);
     Py_CLEAR(h->budget_limit);
     Py_CLEAR(h->closed);
+    Py_CLEAR(h->bytes_reserved);
+    Py_CLEAR(h->fresh_count);
+    Py_CLEAR(h->release_count);
 }
+
+/* ``bytes_reserved``: a lock-free snapshot, pending fast-path counts included. */
+static PyObject *
+core_get_bytes_reserved(CoreHead *h, void *closure)
+{
+    Py_ssize_t v = ival(h->bytes_reserved);
+    if (v < 0) {
+        PyErr_SetString(PyExc_AttributeError, "bytes_reserved is not set yet");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(v + h->d_bytes);
+}
+
+static PyGetSetDef core_getset[] = {
+    {"bytes_reserved", (getter)core_get_bytes_reserved, NULL,
+     "Bytes held by live reservations: a lock-free snapshot (query_stats gives a "
+     "consistent set of counters).",
+     NULL},
+    {NULL},
+};
 
 /* Instances come from object.__new__ (with no arguments: the pool's __init__ takes them),
  * which also sets up the subclass's inline attribute values; PyType_GenericNew would leave
@@ -612,8 +659,8 @@ fixed_acquire(FixedBlockCore *self, PyObject *const *args, size_t nargsf, PyObje
         goto slow;
     }
     Py_ssize_t size = ival(self->block_size);
-    self->h.fresh_count++;
-    self->h.bytes_reserved += size;
+    self->h.d_fresh++;
+    self->h.d_bytes += size;
     PyObject *handle = list_pop_top(self->free);
     return result_fill(r, t, (PyObject *)self, index * size, size, handle, 0);
 slow:
@@ -631,8 +678,8 @@ fixed_release(FixedBlockCore *self, PyObject *const *args, size_t nargsf, PyObje
         if (PyList_Append(self->free, r->block_handle) < 0)
             return NULL;
         detach(r);
-        self->h.release_count++;
-        self->h.bytes_reserved -= r->length;
+        self->h.d_release++;
+        self->h.d_bytes -= r->length;
         return notify_release(&self->h);
     }
     return call_slow((PyObject *)self, s_release_slow, args, nargs, kwnames);
@@ -692,6 +739,7 @@ static PyTypeObject FixedBlockCoreType = {
     .tp_clear = (inquiry)fixed_clear,
     .tp_methods = fixed_methods,
     .tp_members = fixed_members,
+    .tp_getset = core_getset,
     .tp_new = core_new,
 };
 
@@ -704,10 +752,11 @@ typedef struct {
     PyObject *off;          /* _off: block offsets in granules */
     PyObject *size;         /* _size: block sizes in granules */
     PyObject *slab_of;      /* _slab_of: block slab indices */
-    Py_ssize_t quick_bytes; /* _quick_bytes */
+    PyObject *quick_bytes;  /* _quick_bytes */
     PyObject *quick_depth;  /* _quick_depth: blocks each quick list may hold */
     PyObject *shift;        /* _shift: log2 of the granule */
     PyObject *range_length; /* range_length */
+    Py_ssize_t d_quick;     /* quick-list bytes counted by fast paths, not yet folded */
 } TlsfCore;
 
 /* The quick-listed block a fast reserve takes, or -1 when the Python path must decide.
@@ -749,9 +798,9 @@ tlsf_acquire(TlsfCore *self, PyObject *const *args, size_t nargsf, PyObject *kwn
         goto slow;
     }
     Py_ssize_t shift = ival(self->shift), length = g << shift;
-    self->quick_bytes -= length;
-    self->h.fresh_count++;
-    self->h.bytes_reserved += length;
+    self->d_quick -= length;
+    self->h.d_fresh++;
+    self->h.d_bytes += length;
     PyObject *handle = list_pop_top(PyList_GET_ITEM(self->quick, g));
     return result_fill(r, t, (PyObject *)self, off << shift, length, handle, slab);
 slow:
@@ -774,9 +823,9 @@ tlsf_release(TlsfCore *self, PyObject *const *args, size_t nargsf, PyObject *kwn
             if (PyList_Append(list, r->block_handle) < 0)
                 return NULL;
             detach(r);
-            self->quick_bytes += r->length;
-            self->h.bytes_reserved -= r->length;
-            self->h.release_count++;
+            self->d_quick += r->length;
+            self->h.d_bytes -= r->length;
+            self->h.d_release++;
             return notify_release(&self->h);
         }
     }
@@ -803,6 +852,7 @@ tlsf_clear(TlsfCore *self)
     Py_CLEAR(self->quick_depth);
     Py_CLEAR(self->shift);
     Py_CLEAR(self->range_length);
+    Py_CLEAR(self->quick_bytes);
     head_clear(&self->h);
     return 0;
 }
@@ -821,7 +871,7 @@ static PyMemberDef tlsf_members[] = {
     SLOT("_off", TlsfCore, off),
     SLOT("_size", TlsfCore, size),
     SLOT("_slab_of", TlsfCore, slab_of),
-    COUNTER("_quick_bytes", TlsfCore, quick_bytes),
+    SLOT("_quick_bytes", TlsfCore, quick_bytes),
     SLOT("_quick_depth", TlsfCore, quick_depth),
     SLOT("_shift", TlsfCore, shift),
     SLOT("range_length", TlsfCore, range_length),
@@ -851,8 +901,49 @@ static PyTypeObject TlsfCoreType = {
     .tp_clear = (inquiry)tlsf_clear,
     .tp_methods = tlsf_methods,
     .tp_members = tlsf_members,
+    .tp_getset = core_getset,
     .tp_new = core_new,
 };
+
+/* ------------------------------------------------------------------------------------ */
+/* Folding fast-path counts (FenceLock acquire)                                          */
+
+/* Fold the pending fast-path counts of ``owner`` into its counter ints: all or nothing
+ * (the new ints are made first; an allocation failure leaves everything as it was). */
+static int
+core_fold(PyObject *owner)
+{
+    CoreHead *h = (CoreHead *)owner;
+    PyObject **slots[4] = {&h->bytes_reserved, &h->fresh_count, &h->release_count, NULL};
+    Py_ssize_t *deltas[4] = {&h->d_bytes, &h->d_fresh, &h->d_release, NULL};
+    int n = 3;
+    if (PyObject_TypeCheck(owner, &TlsfCoreType)) {
+        slots[3] = &((TlsfCore *)owner)->quick_bytes;
+        deltas[3] = &((TlsfCore *)owner)->d_quick;
+        n = 4;
+    }
+    PyObject *values[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < n; i++) {
+        if (*deltas[i] == 0)
+            continue;
+        PyObject *old = *slots[i];
+        Py_ssize_t v = old != NULL && PyLong_CheckExact(old) ? PyLong_AsSsize_t(old) : -1;
+        if (v == -1 && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "pool counters must be ints");
+        if (PyErr_Occurred() || (values[i] = PyLong_FromSsize_t(v + *deltas[i])) == NULL) {
+            for (int j = 0; j < i; j++)
+                Py_XDECREF(values[j]);
+            return -1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (values[i] != NULL) {
+            Py_SETREF(*slots[i], values[i]); /* the old value is an int: no code runs */
+            *deltas[i] = 0;
+        }
+    }
+    return 0;
+}
 
 /* ------------------------------------------------------------------------------------ */
 /* Module                                                                               */

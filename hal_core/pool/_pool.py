@@ -58,9 +58,6 @@ class Pool(abc.ABC):
     every slab back.
     """
 
-    _lock_type: Callable[[], Any] = threading.Lock
-    """What ``_lock`` is; pools with native fast paths use their ``FenceLock``."""
-
     def __init__(
         self,
         provider: SlabProvider,
@@ -79,7 +76,7 @@ class Pool(abc.ABC):
         self.budget_limit = budget_limit
         self.frontier_capacity = frontier_capacity
         self.trace_name = trace_name or type(self).__name__
-        self._lock = self._lock_type()
+        self._lock = self._new_lock()
         self._closed = False
         self._memory_type, self._usage = provider.query_properties()
         # Counters (mutated under _lock only).
@@ -91,6 +88,10 @@ class Pool(abc.ABC):
         self._exhausted_count = 0
         self._over_budget_count = 0
         self._wait_count = 0
+
+    def _new_lock(self) -> Any:
+        """The pool's lock (pools with native fast paths use their ``FenceLock``)."""
+        return threading.Lock()
 
     # -- shared checks -----------------------------------------------------------------
 

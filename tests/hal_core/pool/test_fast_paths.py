@@ -248,8 +248,41 @@ def test_fence_lock_behaves_as_a_lock():
     assert not lock.locked()
     with pytest.raises(ValueError):
         lock.acquire(False, 1.0)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="owner must be a pool"):
         native.FenceLock(1)
+
+
+@needs_native
+@pytest.mark.parametrize("cls", [FixedBlockPool, TlsfPool], ids=["fixed_block", "tlsf"])
+def test_counts_kept_in_c_are_exact_wherever_they_are_read(cls):
+    """The fast paths count in C; acquiring the lock folds those counts into the pool's
+    counters, and the lock-free ``bytes_reserved`` adds the pending ones."""
+    pool = _make(cls)
+    warm = pool.acquire_reservation(256)[1]
+    pool.release_reservation(warm)
+    held = [pool.acquire_reservation(256)[1] for _ in range(3)]
+    pool.release_reservation(held.pop())
+    assert pool.bytes_reserved == 2 * 256  # lock-free, pending counts included
+    stats = _stats(pool)  # under the lock: folded
+    assert (stats.bytes_reserved, stats.fresh_count, stats.release_count) == (512, 4, 2)
+    with pool._lock:
+        assert pool._bytes_reserved == 512 and pool._fresh_count == 4
+    for res in held:
+        pool.release_reservation(res)
+    assert pool.bytes_reserved == 0 and _stats(pool).reservation_count == 0
+
+
+@needs_native
+def test_a_lock_outliving_its_pool_still_works():
+    pool = _fixed()
+    pool.release_reservation(pool.acquire_reservation(256)[1])  # counts pending in C
+    lock = pool._lock
+    ref = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert ref() is None
+    with lock:  # must not fold into the freed pool
+        assert lock.locked()
 
 
 @needs_native
