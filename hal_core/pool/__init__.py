@@ -8,7 +8,8 @@ size. Everything above the provider is pure offset bookkeeping. Queue allocation
 (``Device.queue_alloca``) go through a device's default set or a pool passed explicitly;
 ``Device.query_queue_pool_backend`` hands out the ingredients for building one.
 
-This package only re-exports; implementations live in its private modules.
+This package only re-exports; implementations live in its private modules. The common
+frontier-free reserve/release cases run in a C extension when it is built (``_fast_paths``).
 """
 
 from ._fixed_block import FixedBlockPool
