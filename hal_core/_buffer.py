@@ -39,10 +39,16 @@ class HostStorage:
 
     __slots__ = ("host_array", "nbytes", "address", "_release_callback")
 
-    def __init__(self, array: np.ndarray, release_callback: Any = None) -> None:
+    def __init__(
+        self, array: np.ndarray, release_callback: Any = None, address: int | None = None
+    ) -> None:
+        """``address``: the array's first byte when the caller knows it (a view into
+        storage whose address is known); reading ``array.ctypes.data`` costs ~1.7 us."""
         self.host_array = array
         self.nbytes = int(array.nbytes)
-        self.address = int(array.ctypes.data) if array.nbytes else 0
+        if address is None:
+            address = int(array.ctypes.data) if array.nbytes else 0
+        self.address = address
         self._release_callback = release_callback
 
     @classmethod
@@ -100,12 +106,25 @@ class Buffer:
         self.byte_offset = 0
         self.byte_length = allocation_size
         self.allocation_size = allocation_size
-        self.memory_type = MemoryType(memory_type)
-        self.allowed_usage = BufferUsage(allowed_usage)
-        self.allowed_access = MemoryAccess(allowed_access)
+        # Already-typed flags are kept as they are (a flag enum call costs ~1 us).
+        self.memory_type = (
+            memory_type if memory_type.__class__ is MemoryType else MemoryType(memory_type)
+        )
+        self.allowed_usage = (
+            allowed_usage if allowed_usage.__class__ is BufferUsage else BufferUsage(allowed_usage)
+        )
+        self.allowed_access = (
+            allowed_access
+            if allowed_access.__class__ is MemoryAccess
+            else MemoryAccess(allowed_access)
+        )
         self.device = device
         self.queue_affinity = queue_affinity
-        self.placement_flags = PlacementFlags(placement_flags)
+        self.placement_flags = (
+            placement_flags
+            if placement_flags.__class__ is PlacementFlags
+            else PlacementFlags(placement_flags)
+        )
         self.pool_state: Any = None
 
     # -- identity ----------------------------------------------------------------------

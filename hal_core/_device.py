@@ -58,6 +58,18 @@ __all__ = ["Device"]
 _ANY = QueueAffinity.ANY
 _U64 = 1 << 64
 _BARRIER = int(QueueOpKind.BARRIER)
+# queue_alloca / queue_dealloca test flag bits on ints: ``enum & enum`` builds a new flag
+# member (about a microsecond each), and these run several times per call.
+_ALLOCATABLE = int(BufferCompatibility.ALLOCATABLE)
+_ALLOCA_USAGE = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE
+_PLACE_ASYNC = PlacementFlags.ASYNCHRONOUS
+_PLACE_ASYNC_INDETERMINATE = PlacementFlags.ASYNCHRONOUS | PlacementFlags.INDETERMINATE_LIFETIME
+_ASYNC = int(PlacementFlags.ASYNCHRONOUS)
+_INDETERMINATE = int(PlacementFlags.INDETERMINATE_LIFETIME)
+_ALLOCA_INDETERMINATE = int(AllocaFlags.INDETERMINATE_LIFETIME)
+_PREFER_ORIGIN = int(DeallocaFlags.PREFER_ORIGIN)
+_NO_ALLOCA_FLAGS = AllocaFlags(0)
+_NO_DEALLOCA_FLAGS = DeallocaFlags(0)
 
 
 def semaphore_list(items: SemaphoreList | None, what: str) -> tuple:
@@ -499,9 +511,9 @@ class Device:
             raise InvalidArgumentError(
                 f"allocation size must be an int >= 0, got {allocation_size!r}"
             )
-        params = params.with_usage(BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE)
+        params = params.with_usage(_ALLOCA_USAGE)
         compat, params, size = self.allocator.query_buffer_compatibility(params, allocation_size)
-        if not compat & BufferCompatibility.ALLOCATABLE:
+        if not int(compat) & _ALLOCATABLE:
             raise InvalidArgumentError(
                 f"no heap of this device can allocate {allocation_size} bytes with {params}"
             )
@@ -513,17 +525,16 @@ class Device:
             allocation_size=size,
             device=self,
             queue_affinity=1 << op.queue,
-            placement_flags=PlacementFlags.ASYNCHRONOUS
-            | (
-                PlacementFlags.INDETERMINATE_LIFETIME
-                if flags & AllocaFlags.INDETERMINATE_LIFETIME
-                else PlacementFlags.NONE
+            placement_flags=(
+                _PLACE_ASYNC_INDETERMINATE
+                if flags and int(flags) & _ALLOCA_INDETERMINATE
+                else _PLACE_ASYNC
             ),
         )
         op.target = buffer
         op.length = size
         op.extra = (pool, params)
-        op.flags = AllocaFlags(flags)
+        op.flags = AllocaFlags(flags) if flags else _NO_ALLOCA_FLAGS
         # Backends with pools reserve memory here (and may refuse with RESOURCE_EXHAUSTED).
         submit_alloca = getattr(self._backend, "submit_alloca", None)
         (submit_alloca or self._submit)(op)
@@ -565,17 +576,15 @@ class Device:
         ASYNCHRONOUS (or has INDETERMINATE_LIFETIME) makes this a barrier, as in IREE.
         PREFER_ORIGIN runs it on the queue the buffer was allocated on."""
         _check_buffer(buffer, "dealloca buffer")
-        if flags & DeallocaFlags.PREFER_ORIGIN and buffer.device is self:
+        if flags and int(flags) & _PREFER_ORIGIN and buffer.device is self:
             affinity = buffer.queue_affinity
         root = buffer._root
-        if not root.placement_flags & PlacementFlags.ASYNCHRONOUS or (
-            root.placement_flags & PlacementFlags.INDETERMINATE_LIFETIME
-        ):
+        if int(root.placement_flags) & (_ASYNC | _INDETERMINATE) != _ASYNC:
             self.queue_barrier(affinity, wait, signal)
             return
         op = self._op(QueueOpKind.DEALLOCA, affinity, wait, signal)
         op.target = root
-        op.flags = DeallocaFlags(flags)
+        op.flags = DeallocaFlags(flags) if flags else _NO_DEALLOCA_FLAGS
         self._submit(op)
 
     def _submit_in_group(self, op: QueueOp, buffer: Buffer, write: bool) -> None:

@@ -159,7 +159,16 @@ class Frontier:
     @classmethod
     def single(cls, axis: int, epoch: int, capacity: int = DEFAULT_FRONTIER_CAPACITY) -> "Frontier":
         """The one-entry frontier ``{axis: epoch}`` (the common queue case)."""
-        return cls(((axis, epoch),), capacity)
+        if (
+            axis.__class__ is int
+            and 0 <= axis < (1 << 64)
+            and epoch.__class__ is int
+            and epoch >= 1
+            and capacity.__class__ is int
+            and 1 <= capacity <= MAX_FRONTIER_CAPACITY
+        ):
+            return cls._trusted([axis], [epoch], capacity)  # checked here, in one pass
+        return cls(((axis, epoch),), capacity)  # explains what is wrong
 
     @classmethod
     def _trusted(cls, axes: list[int], epochs: list[int], capacity: int) -> "Frontier":

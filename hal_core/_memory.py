@@ -147,15 +147,26 @@ class QueueAffinity:
         return out
 
 
+# The converters run for every BufferParams made (queue_alloca makes some per call): a
+# value that is already a non-zero member of its enum is returned as is, because
+# constructing a flag enum costs about a microsecond.
+
+
 def _canon_usage(v: int) -> BufferUsage:
+    if v.__class__ is BufferUsage and v:
+        return v
     return BufferUsage(v) if v else BufferUsage.DEFAULT
 
 
 def _canon_access(v: int) -> MemoryAccess:
+    if v.__class__ is MemoryAccess and v:
+        return v
     return MemoryAccess(v) if v else MemoryAccess.ALL
 
 
 def _canon_type(v: int) -> MemoryType:
+    if v.__class__ is MemoryType and v:
+        return v
     return MemoryType(v) if v else MemoryType.OPTIMAL
 
 
@@ -182,7 +193,11 @@ class BufferParams:
     min_alignment: int = attrs.field(default=0, validator=_check_alignment)
 
     def with_usage(self, usage: int) -> "BufferParams":
-        return attrs.evolve(self, usage=BufferUsage(self.usage | usage))
+        """These params with ``usage`` bits added (``self`` when they are there already)."""
+        merged = int(self.usage) | int(usage)
+        if merged == self.usage:
+            return self
+        return attrs.evolve(self, usage=BufferUsage(merged))
 
 
 @attrs.frozen

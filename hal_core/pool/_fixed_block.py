@@ -35,7 +35,7 @@ from ._slab import Slab
 
 __all__ = ["FixedBlockPool"]
 
-_ALLOW_WAIT = ReserveFlags.ALLOW_WAIT_FRONTIER
+_ALLOW_WAIT = int(ReserveFlags.ALLOW_WAIT_FRONTIER)
 _OK = AcquireResult.OK
 _OK_FRESH = AcquireResult.OK_FRESH
 
@@ -60,9 +60,12 @@ class FixedBlockPool(Pool):
         self._tainted: set[int] = set()
 
     def query_capabilities(self) -> PoolCapabilities:
-        return PoolCapabilities(
-            self._memory_type, self._usage, 1, self.block_size, self._block_alignment
-        )
+        caps = self._capabilities
+        if caps is None:  # fixed at creation; made once (queue_alloca asks every call)
+            caps = self._capabilities = PoolCapabilities(
+                self._memory_type, self._usage, 1, self.block_size, self._block_alignment
+            )
+        return caps
 
     def acquire_reservation(
         self,
@@ -106,7 +109,7 @@ class FixedBlockPool(Pool):
                     waitable = index
             if dirty:
                 self._reuse_miss_count += 1
-            if waitable >= 0 and flags & _ALLOW_WAIT:
+            if waitable >= 0 and int(flags) & _ALLOW_WAIT:
                 frontier = dirty.pop(waitable)
                 self._wait_count += 1
                 return (

@@ -28,7 +28,12 @@ class PassthroughPool(Pool):
         self._bytes_committed = 0
 
     def query_capabilities(self) -> PoolCapabilities:
-        return PoolCapabilities(self._memory_type, self._usage, 1, 0, self.provider.slab_alignment)
+        caps = self._capabilities
+        if caps is None:  # fixed at creation; made once (queue_alloca asks every call)
+            caps = self._capabilities = PoolCapabilities(
+                self._memory_type, self._usage, 1, 0, self.provider.slab_alignment
+            )
+        return caps
 
     def acquire_reservation(
         self,

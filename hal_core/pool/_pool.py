@@ -77,6 +77,7 @@ class Pool(abc.ABC):
         self.frontier_capacity = frontier_capacity
         self.trace_name = trace_name or type(self).__name__
         self._lock = self._new_lock()
+        self._capabilities: PoolCapabilities | None = None
         self._closed = False
         self._memory_type, self._usage = provider.query_properties()
         # Counters (mutated under _lock only).

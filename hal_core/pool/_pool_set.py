@@ -27,7 +27,7 @@ DEFAULT_PRIORITY_TLSF = 10
 DEFAULT_PRIORITY_OVERSIZED = 0
 """Priority of the passthrough catch-all for requests too large for the TLSF slabs."""
 
-_HINTS = MemoryType.OPTIMAL
+_NOT_HINTS = ~int(MemoryType.OPTIMAL)
 
 
 class PoolSet:
@@ -60,12 +60,13 @@ class PoolSet:
 
     def select(self, params: BufferParams, size: int) -> Pool | None:
         """The first pool that can serve ``params`` and ``size``, or None."""
-        required_type = params.type & ~_HINTS
-        usage = params.usage
+        # Plain ints: ``flag & flag`` on the enums would build new members on every call.
+        required_type = int(params.type) & _NOT_HINTS
+        usage = int(params.usage)
         for _priority, _serial, pool, caps in self._entries:
-            if (caps.memory_type & required_type) != required_type:
+            if (int(caps.memory_type) & required_type) != required_type:
                 continue
-            if (caps.supported_usage & usage) != usage:
+            if (int(caps.supported_usage) & usage) != usage:
                 continue
             if size < caps.min_allocation_size:
                 continue

@@ -65,8 +65,10 @@ _OK_FRESH = AcquireResult.OK_FRESH
 _NEEDS_WAIT = AcquireResult.OK_NEEDS_WAIT
 _EXHAUSTED = AcquireResult.EXHAUSTED
 _OVER_BUDGET = AcquireResult.OVER_BUDGET
-_ALLOW_POOL_WAIT = AllocaFlags.ALLOW_POOL_WAIT_FRONTIER
-_ALLOW = ReserveFlags.ALLOW_WAIT_FRONTIER
+# Flag tests on ints: ``enum & enum`` builds a new flag member per call.
+_ALLOW_POOL_WAIT = int(AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
+_INDETERMINATE = int(PlacementFlags.INDETERMINATE_LIFETIME)
+_ALLOW = int(ReserveFlags.ALLOW_WAIT_FRONTIER)
 
 
 class TransientAllocation:
@@ -184,7 +186,7 @@ class QueueAllocaMachine(abc.ABC):
             if sem._failure is not None or sem._value < value:
                 return
         self._acquire(op, state)
-        if state.result == _NEEDS_WAIT and not op.flags & _ALLOW_POOL_WAIT:
+        if state.result == _NEEDS_WAIT and not int(op.flags) & _ALLOW_POOL_WAIT:
             # Hand the block back with its death frontier, then refuse the call.
             pool.release_reservation(state.reservation, state.info.wait_frontier)
             op.data = None
@@ -278,7 +280,7 @@ class QueueAllocaMachine(abc.ABC):
             return
         if result == _NEEDS_WAIT:
             frontier = state.info.wait_frontier
-            if op.flags & _ALLOW_POOL_WAIT:
+            if int(op.flags) & _ALLOW_POOL_WAIT:
                 self._wait_frontier(op, state, frontier, _hidden_wait_done)
             elif not retrying:
                 self._fail(
@@ -333,7 +335,7 @@ class QueueAllocaMachine(abc.ABC):
             return
         buffer.commit(storage)
         transient = TransientAllocation(pool, reservation)
-        if buffer.placement_flags & PlacementFlags.INDETERMINATE_LIFETIME:
+        if int(buffer.placement_flags) & _INDETERMINATE:
             # No dealloca will come: the memory goes back when the buffer is dropped.
             transient.finalizer = weakref.finalize(buffer, _release_dropped, pool, reservation)
         buffer.pool_state = transient

@@ -155,7 +155,12 @@ class CpuSlabProvider:
         length: int,
         release_callback: Callable[[], None] | None = None,
     ) -> HostStorage:
-        return HostStorage(slab.storage.host_array[offset : offset + length], release_callback)
+        storage = slab.storage
+        return HostStorage(
+            storage.host_array[offset : offset + length],
+            release_callback,
+            storage.address + offset if length else 0,
+        )
 
     def query_properties(self) -> tuple[MemoryType, BufferUsage]:
         return self._memory_type, self._usage

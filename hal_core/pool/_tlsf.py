@@ -65,7 +65,7 @@ _SKIP_BUDGET = 8
 _QUICK_CLASSES = 64  # exact granule counts 1..63 get a quick list
 _QUICK_DEPTH = 4  # blocks each quick list may hold
 _NONE = -1
-_DISALLOW_GROWTH = ReserveFlags.DISALLOW_GROWTH
+_DISALLOW_GROWTH = int(ReserveFlags.DISALLOW_GROWTH)
 _GROWTH_INFO = AcquireInfo(None, AcquireFlags.GROWTH_REQUIRED)
 _OK = AcquireResult.OK
 _OK_FRESH = AcquireResult.OK_FRESH
@@ -145,9 +145,12 @@ class TlsfPool(Pool):
     # -- capabilities ------------------------------------------------------------------
 
     def query_capabilities(self) -> PoolCapabilities:
-        return PoolCapabilities(
-            self._memory_type, self._usage, 1, self.range_length, self.provider.slab_alignment
-        )
+        caps = self._capabilities
+        if caps is None:  # fixed at creation; made once (queue_alloca asks every call)
+            caps = self._capabilities = PoolCapabilities(
+                self._memory_type, self._usage, 1, self.range_length, self.provider.slab_alignment
+            )
+        return caps
 
     # -- block table -------------------------------------------------------------------
 
@@ -390,14 +393,14 @@ class TlsfPool(Pool):
             if b < 0:
                 if b == -2:
                     self._reuse_miss_count += 1
-                if flags & _DISALLOW_GROWTH or (
+                if int(flags) & _DISALLOW_GROWTH or (
                     self.max_slabs and len(self._slabs) - len(self._spare_slabs) >= self.max_slabs
                 ):
                     self._exhausted_count += 1
                     return (
                         AcquireResult.EXHAUSTED,
                         None,
-                        _GROWTH_INFO if flags & _DISALLOW_GROWTH else NO_INFO,
+                        _GROWTH_INFO if int(flags) & _DISALLOW_GROWTH else NO_INFO,
                     )
         if b < 0:
             b = self._grow(need)

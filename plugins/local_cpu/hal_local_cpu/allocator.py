@@ -13,11 +13,24 @@ from hal_core.backend import HostStorage
 MAX_ALLOCATION_SIZE = 1 << 40
 
 _HEAP = host_heaps(MAX_ALLOCATION_SIZE)[0]
+_COMPATIBLE = (
+    BufferCompatibility.ALLOCATABLE
+    | BufferCompatibility.IMPORTABLE
+    | BufferCompatibility.EXPORTABLE
+    | BufferCompatibility.QUEUE_TRANSFER
+    | BufferCompatibility.QUEUE_DISPATCH
+)
+_MAPPABLE = BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT
 
 
 class HostAllocatorBackend:
     """All memory is host memory: every buffer is host-visible, mappable and usable by
     every queue, whatever type was asked for (an allocator may return more bits)."""
+
+    def __init__(self) -> None:
+        # params -> the params this allocator uses for them: every queue_alloca asks, with
+        # a handful of distinct params in practice (bounded in case a program varies them).
+        self._adjusted: dict[BufferParams, BufferParams] = {}
 
     def heaps(self) -> list[MemoryHeap]:
         return [_HEAP]
@@ -25,22 +38,17 @@ class HostAllocatorBackend:
     def query_buffer_compatibility(
         self, params: BufferParams, size: int
     ) -> tuple[BufferCompatibility, BufferParams, int]:
-        compat = (
-            BufferCompatibility.ALLOCATABLE
-            | BufferCompatibility.IMPORTABLE
-            | BufferCompatibility.EXPORTABLE
-            | BufferCompatibility.QUEUE_TRANSFER
-            | BufferCompatibility.QUEUE_DISPATCH
-        )
-        if size > MAX_ALLOCATION_SIZE:
-            compat = BufferCompatibility.NONE
-        adjusted = attrs.evolve(
-            params,
-            type=MemoryType(_HEAP.type | (params.type & ~MemoryType.OPTIMAL)),
-            usage=BufferUsage(
-                params.usage | BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT
-            ),
-        )
+        compat = _COMPATIBLE if size <= MAX_ALLOCATION_SIZE else BufferCompatibility.NONE
+        adjusted = self._adjusted.get(params)
+        if adjusted is None:
+            adjusted = attrs.evolve(
+                params,
+                type=MemoryType(_HEAP.type | (params.type & ~MemoryType.OPTIMAL)),
+                usage=BufferUsage(params.usage | _MAPPABLE),
+            )
+            if len(self._adjusted) >= 256:
+                self._adjusted.clear()
+            self._adjusted[params] = adjusted
         return compat, adjusted, size
 
     def allocate(self, params: BufferParams, size: int) -> tuple[Any, MemoryType]:

@@ -39,6 +39,7 @@ def test_cpu_slab_provider_alignment_and_stats():
     slab = p.acquire_slab(10_000)
     assert slab.length == 10_000 and slab.storage.address % 4096 == 0
     view = p.wrap(slab, 100, 50)
+    assert view.address == view.host_array.ctypes.data == slab.storage.address + 100
     view.host_array[:] = 7
     assert slab.storage.host_array[100:150].sum() == 7 * 50
     p.release_slab(slab)
