@@ -215,7 +215,7 @@ typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
     char held;       /* written only by the holder, with the GIL */
-    PyObject *owner; /* the pool whose counters it folds (borrowed; the pool clears it) */
+    PyObject *owner; /* weak reference to the pool whose counters it folds, or NULL */
 } FenceLock;
 
 static PyTypeObject FenceLockType, FixedBlockCoreType, TlsfCoreType;
@@ -245,7 +245,10 @@ fence_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_MemoryError, "cannot allocate a lock");
         return NULL;
     }
-    self->owner = owner;
+    if (owner != NULL && (self->owner = PyWeakref_NewRef(owner, NULL)) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -257,6 +260,7 @@ fence_dealloc(FenceLock *self)
             PyThread_release_lock(self->lock);
         PyThread_free_lock(self->lock);
     }
+    Py_XDECREF(self->owner);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -278,7 +282,9 @@ fence_acquire_impl(FenceLock *self, int blocking, PY_TIMEOUT_T timeout_us)
             return 0;
     }
     self->held = 1;
-    if (self->owner != NULL && core_fold(self->owner) < 0) {
+    /* A weak reference: a lock that outlives its pool folds nothing. */
+    PyObject *owner = self->owner != NULL ? PyWeakref_GetObject(self->owner) : NULL;
+    if (owner != NULL && owner != Py_None && core_fold(owner) < 0) {
         self->held = 0;
         PyThread_release_lock(self->lock);
         return -1;
@@ -576,10 +582,6 @@ head_traverse(CoreHead *h, visitproc visit, void *arg)
 static void
 head_clear(CoreHead *h)
 {
-    /* The lock may outlive the pool: it must not fold into freed memory. */
-    if (h->lock != NULL && Py_IS_TYPE(h->lock, &FenceLockType) &&
-        ((FenceLock *)h->lock)->owner == (PyObject *)h)
-        ((FenceLock *)h->lock)->owner = NULL;
     Py_CLEAR(h->lock);
     Py_CLEAR(h->notification);
     Py_CLEAR(h->budget_limit);

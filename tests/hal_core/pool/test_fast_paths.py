@@ -277,12 +277,14 @@ def test_a_lock_outliving_its_pool_still_works():
     pool = _fixed()
     pool.release_reservation(pool.acquire_reservation(256)[1])  # counts pending in C
     lock = pool._lock
+    stray = native.FenceLock(pool)  # another lock naming the same pool
     ref = weakref.ref(pool)
     del pool
     gc.collect()
     assert ref() is None
-    with lock:  # must not fold into the freed pool
-        assert lock.locked()
+    for held in (lock, stray):
+        with held:  # must not fold into the freed pool
+            assert held.locked()
 
 
 @needs_native
