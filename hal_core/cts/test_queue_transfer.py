@@ -495,7 +495,7 @@ def test_deallocated_buffer_fails_later_op(cts, op):
     try:
         submit()
     except hal_core.InvalidArgumentError:
-        pass
+        pass  # refused at enqueue: one of the two answers IREE allows
     else:
         with pytest.raises(hal_core.FailedPreconditionError) as info:
             sem.wait(1, TIMEOUT)

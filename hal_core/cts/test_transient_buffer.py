@@ -34,6 +34,25 @@ def _free(cts, buf, wait=()):
     cts.wait(sem, 1)
 
 
+def _one_block_pool(cts, block_size):
+    """A group around the device and a one-block pool on queue 0's pool backend (skips
+    backends without one). Close the group when done."""
+    group = hal_core.DeviceGroup.from_devices([cts.device], owns_devices=False)
+    try:
+        b = cts.device.query_queue_pool_backend(1)
+    except hal_core.UnimplementedError as exc:
+        group.close()
+        pytest.skip(f"{cts.driver} has no queue pool backend: {exc}")
+    pool = FixedBlockPool(
+        b.slab_provider,
+        block_size=block_size,
+        block_count=1,
+        notification=b.notification,
+        epoch_query=b.epoch_query,
+    )
+    return group, pool
+
+
 def test_fill_update_copy_on_transients(cts):
     size = 4096
     a, sa = _transient(cts, size)
@@ -84,19 +103,7 @@ def test_fill_barrier_copy_between_transients(cts):
 
 
 def test_work_on_parked_transient_runs_after_release(cts):
-    group = hal_core.DeviceGroup.from_devices([cts.device], owns_devices=False)
-    try:
-        b = cts.device.query_queue_pool_backend(1)
-    except hal_core.UnimplementedError as exc:
-        group.close()
-        pytest.skip(f"{cts.driver} has no queue pool backend: {exc}")
-    pool = FixedBlockPool(
-        b.slab_provider,
-        block_size=1024,
-        block_count=1,
-        notification=b.notification,
-        epoch_query=b.epoch_query,
-    )
+    group, pool = _one_block_pool(cts, 1024)
     first, s1 = _transient(cts, 1024, pool=pool)
     parked, s2 = _transient(cts, 1024, pool=pool)
     filled = cts.semaphore(0)
@@ -153,19 +160,7 @@ def test_static_ref_to_uncommitted_transient(cts):
 def test_indirect_ref_bound_to_parked_transient(cts):
     """An indirect reference bound (at submit) to a transient whose alloca is parked on an
     exhausted pool resolves to the committed memory once a release lets it commit."""
-    group = hal_core.DeviceGroup.from_devices([cts.device], owns_devices=False)
-    try:
-        b = cts.device.query_queue_pool_backend(1)
-    except hal_core.UnimplementedError as exc:
-        group.close()
-        pytest.skip(f"{cts.driver} has no queue pool backend: {exc}")
-    pool = FixedBlockPool(
-        b.slab_provider,
-        block_size=256,
-        block_count=1,
-        notification=b.notification,
-        epoch_query=b.epoch_query,
-    )
+    group, pool = _one_block_pool(cts, 256)
     first, s1 = _transient(cts, 256, pool=pool)
     cts.wait(s1, 1)
     parked, s2 = _transient(cts, 256, pool=pool)

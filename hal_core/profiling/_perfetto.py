@@ -42,6 +42,17 @@ def _lane_name(queue: int, lane: int) -> str:
     return f"queue {queue}" if lane == 0 else f"queue {queue} #{lane}"
 
 
+def _take_lane(ends: list, start: float, end: float) -> int:
+    """The first lane (of one queue) free by ``start``, now busy until ``end``; a new lane
+    when every one is still busy. ``ends`` holds each lane's last end time."""
+    for lane, last in enumerate(ends):
+        if last <= start:
+            ends[lane] = end
+            return lane
+    ends.append(end)
+    return len(ends) - 1
+
+
 def _op(t: int) -> str:
     try:
         return QueueOpKind(t).name.lower()
@@ -98,13 +109,7 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
         dev, qi = int(r["physical_device_ordinal"]), int(r["queue_ordinal"])
         start, end = int(r["start_host_time_ns"]), int(r["end_host_time_ns"])
         ends = lane_end.setdefault((dev, qi), [])
-        for lane, last in enumerate(ends):
-            if last <= start:
-                ends[lane] = end
-                break
-        else:
-            lane = len(ends)
-            ends.append(end)
+        lane = _take_lane(ends, start, end)
         lanes_used.add((dev, qi, lane))
         lane_of_submission[(dev, qi, int(r["submission_id"]))] = lane
         exec_start[(dev, qi, int(r["submission_id"]))] = (us(start), qi + 1 + lane * _LANE_STRIDE)
@@ -160,13 +165,7 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
         lane = lane_of_submission.get((dev, qi, int(r["submission_id"])))
         if lane is None:
             ends = dispatch_lane_end.setdefault((dev, qi), [])
-            for lane, last in enumerate(ends):
-                if last <= start:
-                    ends[lane] = end
-                    break
-            else:
-                lane = len(ends)
-                ends.append(end)
+            lane = _take_lane(ends, start, end)
             lane += _DISPATCH_LANES  # separate from operation lanes
         lanes_used.add((dev, qi, lane))
         events.append(
@@ -199,13 +198,7 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
             qi = int(r["queue_ordinal"])
             start, end = float(starts[k]), float(ends_ns[k])
             ends = dq_lane_end.setdefault((dev, qi), [])
-            for lane, last in enumerate(ends):
-                if last <= start:
-                    ends[lane] = end
-                    break
-            else:
-                lane = len(ends)
-                ends.append(end)
+            lane = _take_lane(ends, start, end)
             lane += _DEVICE_LANES
             lanes_used.add((dev, qi, lane))
             events.append(

@@ -1026,30 +1026,22 @@ class HostQueueSet:
             sub.program = program
             if kind == _K.EXECUTE:
                 sub.table = op.extra
-        elif kind == _K.FILL:
-            if not op.length:
-                pass  # nothing to write: a NOP carries the signals
-            else:
-                sub.blit = True  # encoded at admission (encode_blit)
-        elif kind == _K.UPDATE:
-            ref = BufferRef(op.target, op.target_offset, op.length)
-            if not op.length:
-                pass
-            elif op.length <= UPDATE_INLINE_LIMIT:
-                # Small updates ride inside the blit's kernargs.
+        elif kind == _K.FILL or kind == _K.COPY:
+            # Encoded at admission (encode_blit); with nothing to move, a NOP carries the
+            # signals.
+            if op.length:
                 sub.blit = True
-            else:
-                # Large ones are staged in host memory the GPU reads (kept until retired).
+        elif kind == _K.UPDATE:
+            if op.length > UPDATE_INLINE_LIMIT:
+                # Large updates are staged in host memory the GPU reads (kept until retired).
                 staging = self._staging_buffer(op.length)
                 staging.host_bytes()[:] = op.data
+                ref = BufferRef(op.target, op.target_offset, op.length)
                 sub.program = self._one_shot(
                     (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
                 sub.resources = [op.retained, staging]
-        elif kind == _K.COPY:
-            if op.length:
-                sub.blit = True
-        elif kind == _K.BARRIER:
-            pass
+            elif op.length:
+                sub.blit = True  # small ones ride inside the blit's kernargs
         elif kind == _K.HOST_CALL:
             sub.action = _HostCallAction(self, op)
             sub.signals = ()
@@ -1073,7 +1065,7 @@ class HostQueueSet:
         elif kind == _K.DEALLOCA:
             sub.action = _DeallocaAction(self, op)
             sub.signals = ()
-        else:
+        elif kind != _K.BARRIER:  # a barrier is a NOP that carries the signals
             raise UnimplementedError(
                 f"amdgpu does not implement queue operation {QueueOpKind(kind).name}")
         if sub.program is not None and sub.program.packet_count == 0:

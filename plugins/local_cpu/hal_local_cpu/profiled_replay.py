@@ -16,6 +16,7 @@ nothing here runs.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from hal_core.profiling import FunctionMetadata, host_time_ns
@@ -50,10 +51,8 @@ def _executable_of(program: LocalProgram, rec: Any) -> tuple[Any, int]:
 def _view(program: LocalProgram, segment: tuple) -> LocalProgram:
     view = object.__new__(LocalProgram)
     for name in LocalProgram.__slots__:
-        try:
+        with contextlib.suppress(AttributeError):  # a slot left unset for this program
             setattr(view, name, getattr(program, name))
-        except AttributeError:  # a slot the finalizer leaves unset for this program
-            pass
     view.segments = (segment,)
     return view
 
