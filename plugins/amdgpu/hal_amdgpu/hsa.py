@@ -626,7 +626,7 @@ def _resolved_path(path: str) -> str:
                 if parts and "libhsa-runtime64" in parts[-1]:
                     return f"{parts[-1]} (as {base})"
     except OSError:
-        pass
+        pass  # no /proc (not Linux): the name as given is the best we can report
     return path
 
 
