@@ -35,12 +35,14 @@ from hal_core import (
     Buffer,
     BufferRef,
     CommandBufferMode,
+    DispatchFlags,
     HalError,
     InvalidArgumentError,
     OutOfRangeError,
     PlacementFlags,
     StatusCode,
     UnavailableError,
+    UnimplementedError,
     error_for,
 )
 from hal_core._command_buffer import (
@@ -80,6 +82,11 @@ _OP_NAMES = {
 }
 
 _ASYNC = PlacementFlags.ASYNCHRONOUS
+_UNSUPPORTED_DISPATCH_FLAGS = int(
+    DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
+    | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
+    | DispatchFlags.STATIC_INDIRECT_ARGUMENTS
+)
 _UNRETAINED = int(CommandBufferMode.UNRETAINED)
 _I64 = np.int64
 
@@ -222,7 +229,14 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         if op == CMD_BARRIER:
             continue
         if op == CMD_DISPATCH:
-            _, exe, ordinal, cfg, consts, bindings, _flags = cmd
+            _, exe, ordinal, cfg, consts, bindings, flags = cmd
+            if flags and flags & _UNSUPPORTED_DISPATCH_FLAGS:
+                # Validation rejects these at record time; an UNVALIDATED recording
+                # reaches here, and must not run them as ordinary dispatches.
+                raise UnimplementedError(
+                    f"dispatch flags {DispatchFlags(flags & _UNSUPPORTED_DISPATCH_FLAGS)!r} "
+                    "are not implemented by the local CPU backend"
+                )
             if consts is not last_consts:
                 last_consts = consts
                 last_exe = _RESTART

@@ -23,11 +23,12 @@ FORMATS = {
 
 
 def prepare_executable(format: str, data: Any, params: dict[str, Any]) -> Any:
-    """Load ``data`` in ``format`` (NOT_FOUND for other formats; loaders raise
-    INVALID_ARGUMENT for bad data)."""
+    """Load ``data`` in ``format`` with ``params["constants"]`` (executable-level
+    constants). NOT_FOUND for other formats; loaders raise INVALID_ARGUMENT for bad data
+    and UNIMPLEMENTED for constants a format has no place for."""
     loader = FORMATS.get(format)
     if loader is None:
         raise NotFoundError(
             f"local CPU backend cannot prepare format {format!r}; it knows {sorted(FORMATS)}"
         )
-    return loader(data)
+    return loader(data, params.get("constants", ()))

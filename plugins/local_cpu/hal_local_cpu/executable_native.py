@@ -1,32 +1,31 @@
 """Native executables (format ``local-cpu-native``): shared libraries with the C ABI of
-``hal_cpu_abi.h``, loaded with cffi in ABI mode.
+``hal_cpu_abi.h``, validated and loaded by ``elf_loader`` and called through cffi.
 
-Also owns the cffi declarations of that ABI and of the replay loop (``replay.c``, compiled
-with the system C compiler at first use), and the slow but dependency-free per-workgroup
-call path used when no compiler is available. cffi releases the GIL around every C call,
-so workgroups run without it.
+Also owns the replay loop (``replay.c``, compiled with the system C compiler at first
+use). cffi releases the GIL around every C call, so workgroups run without it.
 
-A loaded library stays loaded while any ``NativeExecutable`` or finalized program refers
-to it (programs keep the executable's backend object): function pointers never dangle.
+A loaded library stays loaded while its ``NativeExecutable`` lives; finalized programs
+keep the executables they use, so function pointers never dangle. The library is closed
+(its mappings released) when the last reference goes.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
-
-import cffi
 
 from hal_core import (
     IncompatibleError,
     InvalidArgumentError,
     UnavailableError,
+    UnimplementedError,
 )
 from hal_core._executable import FunctionInfo, default_parameters
 
+from .abi_cdefs import ffi
+from .elf_loader import LoadedLibrary, load_library, read_executable_bytes
 from .native_build import build_shared_library, package_dir
 
 __all__ = [
@@ -40,89 +39,50 @@ __all__ = [
 FORMAT = "local-cpu-native"
 ABI_VERSION = 1
 MAX_BINDINGS = 64
-
-ffi = cffi.FFI()
-ffi.cdef(
-    """
-    typedef struct hal_cpu_dispatch_state_t {
-      uint32_t workgroup_count[3];
-      uint32_t workgroup_size[3];
-      uint32_t constant_count;
-      uint32_t binding_count;
-      const uint32_t* constants;
-      void* const* binding_ptrs;
-      const uint64_t* binding_lengths;
-    } hal_cpu_dispatch_state_t;
-    typedef int (*hal_cpu_workgroup_fn_t)(const hal_cpu_dispatch_state_t*, uint32_t,
-                                          uint32_t, uint32_t);
-    typedef struct hal_cpu_export_t {
-      const char* name;
-      hal_cpu_workgroup_fn_t fn;
-      uint32_t binding_count;
-      uint32_t constant_count;
-      uint32_t workgroup_size[3];
-      uint32_t flags;
-    } hal_cpu_export_t;
-    typedef struct hal_cpu_library_t {
-      uint32_t abi_version;
-      uint32_t export_count;
-      const hal_cpu_export_t* exports;
-    } hal_cpu_library_t;
-    const hal_cpu_library_t* hal_cpu_library_query(uint32_t abi_version);
-
-    int hal_replay_run(const int64_t* recs, int64_t begin, int64_t end,
-                       const int64_t* bases, const int64_t* base_lens,
-                       const int64_t* bind_base, const int64_t* bind_off,
-                       const int64_t* bind_len, int64_t* err);
-    int hal_replay_counts(const int64_t* rec, const int64_t* bases,
-                          const int64_t* base_lens, uint32_t* counts);
-    int hal_replay_dispatch_range(const int64_t* rec, const int64_t* bases,
-                                  const int64_t* base_lens, const int64_t* bind_base,
-                                  const int64_t* bind_off, const int64_t* bind_len,
-                                  const uint32_t* counts, int64_t begin, int64_t end);
-    """
-)
-
-_ELF_MAGIC = b"\x7fELF"
+MAX_EXPORTS = 1 << 16
+_QUERY = "hal_cpu_library_query"
 
 
 class NativeExecutable:
     """The backend side of a native executable: function infos, raw function pointers
     (``fn_ptrs``, for the replay loop) and cffi function objects (``fns``)."""
 
-    __slots__ = ("functions", "fn_ptrs", "fns", "_lib", "_table", "path", "__weakref__")
+    __slots__ = ("functions", "fn_ptrs", "fns", "library", "path", "__weakref__")
 
     is_native = True
 
-    def __init__(self, lib: Any, path: str) -> None:
-        self._lib = lib
+    def __init__(self, library: LoadedLibrary, path: str) -> None:
+        self.library = library
         self.path = path
-        try:
-            query = lib.hal_cpu_library_query
-        except AttributeError as exc:
-            raise InvalidArgumentError(
-                f"{path} is a shared library but does not export hal_cpu_library_query "
-                f"(see hal_local_cpu/hal_cpu_abi.h): {exc}"
-            ) from None
-        table = query(ABI_VERSION)
+        table = library.lib.hal_cpu_library_query(ABI_VERSION)
         if table == ffi.NULL:
             raise IncompatibleError(
                 f"{path}: hal_cpu_library_query({ABI_VERSION}) returned NULL; the library "
                 f"does not serve ABI version {ABI_VERSION}"
             )
+        # Everything the library hands back is checked to lie inside its image before it
+        # is read: a corrupt table must be an error, never a wild read.
+        _inside(library, table, ffi.sizeof("hal_cpu_library_t"), path, "the export table")
         if table.abi_version != ABI_VERSION:
             raise IncompatibleError(
                 f"{path} reports ABI version {table.abi_version}; this backend speaks {ABI_VERSION}"
             )
-        self._table = table
+        count = int(table.export_count)
+        if count > MAX_EXPORTS:
+            raise InvalidArgumentError(f"{path}: {count} exports (at most {MAX_EXPORTS})")
+        if count:
+            _inside(library, table.exports, count * ffi.sizeof("hal_cpu_export_t"), path, "exports")
         functions = []
         fn_ptrs = []
         fns = []
-        for i in range(table.export_count):
+        for i in range(count):
             e = table.exports[i]
+            fn_addr = int(ffi.cast("intptr_t", e.fn))
             if e.name == ffi.NULL or e.fn == ffi.NULL:
                 raise InvalidArgumentError(f"{path}: export {i} has a NULL name or function")
-            name = ffi.string(e.name).decode("utf-8", "replace")
+            name = library.string(int(ffi.cast("intptr_t", e.name)), f"{path}: export {i} name")
+            if not library.is_code(fn_addr):
+                raise InvalidArgumentError(f"{path}: export {name!r} does not point into code")
             if e.binding_count > MAX_BINDINGS:
                 raise InvalidArgumentError(
                     f"{path}: export {name!r} declares {e.binding_count} bindings; at most "
@@ -138,7 +98,7 @@ class NativeExecutable:
                     parameters=default_parameters(int(e.binding_count), int(e.constant_count)),
                 )
             )
-            fn_ptrs.append(int(ffi.cast("intptr_t", e.fn)))
+            fn_ptrs.append(fn_addr)
             fns.append(e.fn)
         names = [f.name for f in functions]
         if len(set(names)) != len(names):
@@ -146,6 +106,8 @@ class NativeExecutable:
         self.functions = tuple(functions)
         self.fn_ptrs = tuple(fn_ptrs)
         self.fns = tuple(fns)
+        # The library goes with its executable (the last program using it keeps it).
+        weakref.finalize(self, library.release)
 
     def workgroup_caller(
         self, ordinal: int, counts: tuple[int, int, int] = (1, 1, 1)
@@ -153,60 +115,38 @@ class NativeExecutable:
         """``(fn, state)`` such that ``fn(state, x, y, z)`` calls one workgroup of export
         ``ordinal`` directly through cffi, with no bindings and no constants (what a user
         without a HAL would write; the ``direct.loop`` benchmark peer). ``fn`` returns
-        the kernel's status."""
+        the kernel's status; it is valid while this executable is alive."""
         state = ffi.new("hal_cpu_dispatch_state_t*")
         state.workgroup_count = list(counts)
         state.workgroup_size = list(self.functions[ordinal].workgroup_size)
         return self.fns[ordinal], state
 
 
-def load_native_executable(data: Any) -> NativeExecutable:
-    """Load ``data``: the bytes of a shared library, or a path to one.
+def _inside(library: LoadedLibrary, ptr: Any, size: int, path: str, what: str) -> None:
+    if not library.contains(int(ffi.cast("intptr_t", ptr)), size):
+        raise InvalidArgumentError(f"{path}: {what} lies outside the library's image")
 
-    INVALID_ARGUMENT when it is not a loadable ELF shared library or lacks the query
-    symbol; INCOMPATIBLE for another ABI version.
+
+def load_native_executable(data: Any, constants: tuple = ()) -> NativeExecutable:
+    """Load ``data``: the bytes of a shared library, or a path to one (read once; the
+    library is loaded from a private copy).
+
+    INVALID_ARGUMENT when it is not a well-formed ELF shared library for this machine or
+    lacks the query symbol; INCOMPATIBLE for another ABI version or machine;
+    UNIMPLEMENTED for executable-level constants, which this ABI has no place for.
     """
-    if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        try:
-            with open(path, "rb") as f:
-                head = f.read(4)
-        except OSError as exc:
-            raise InvalidArgumentError(f"cannot read executable file {path!r}: {exc}") from None
-        if head != _ELF_MAGIC:
-            raise InvalidArgumentError(
-                f"{path!r} is not an ELF shared library (starts with {head!r}); build it "
-                "with `cc -shared -fPIC`"
-            )
-        return NativeExecutable(_dlopen(path), path)
-    try:
-        blob = bytes(memoryview(data).cast("B"))
-    except TypeError:
-        raise InvalidArgumentError(
-            f"native executable data must be bytes or a path, got {type(data).__name__}"
-        ) from None
-    if blob[:4] != _ELF_MAGIC:
-        raise InvalidArgumentError(
-            f"native executable data ({len(blob)} bytes starting {blob[:8]!r}) is not an ELF "
-            "shared library; pass the bytes of a library built with `cc -shared -fPIC`"
+    if constants:
+        raise UnimplementedError(
+            f"{FORMAT} executables take no executable-level constants (ABI version "
+            f"{ABI_VERSION} has no place for them); pass them as dispatch constants"
         )
-    # dlopen needs a file. Each load gets a fresh, uniquely named one: the dynamic
-    # loader returns an already-loaded library for a name it has seen (a reused
-    # /proc/self/fd/N path would hand back an earlier, different library).
-    fd, path = tempfile.mkstemp(prefix="hal-local-cpu-", suffix=".so")
+    blob, what = read_executable_bytes(data, "native executable")
+    library = load_library(blob, what, _QUERY)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        return NativeExecutable(_dlopen(path), "<memory library>")
-    finally:
-        os.unlink(path)
-
-
-def _dlopen(path: str) -> Any:
-    try:
-        return ffi.dlopen(path)
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot load {path} as a shared library: {exc}") from None
+        return NativeExecutable(library, what)
+    except BaseException:
+        library.release()
+        raise
 
 
 _replay_lock = threading.Lock()

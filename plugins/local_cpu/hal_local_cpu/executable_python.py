@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import attrs
 
-from hal_core import InvalidArgumentError
+from hal_core import InvalidArgumentError, UnimplementedError
 from hal_core._executable import FunctionInfo, default_parameters
 
 __all__ = ["FORMAT", "KernelSpec", "PythonExecutable", "kernel", "load_python_executable"]
@@ -97,9 +97,15 @@ class PythonExecutable:
         self.fns = tuple(fn for _spec, fn in exports)
 
 
-def load_python_executable(data: Any) -> PythonExecutable:
+def load_python_executable(data: Any, constants: tuple = ()) -> PythonExecutable:
     """INVALID_ARGUMENT when ``data`` holds no kernels, cannot be imported, or exports a
-    name twice."""
+    name twice; UNIMPLEMENTED for executable-level constants (kernels have no argument
+    for them: pass dispatch constants)."""
+    if constants:
+        raise UnimplementedError(
+            f"{FORMAT} executables take no executable-level constants; pass them as "
+            "dispatch constants"
+        )
     if isinstance(data, str):
         try:
             data = importlib.import_module(data)
@@ -112,7 +118,14 @@ def load_python_executable(data: Any) -> PythonExecutable:
     elif isinstance(data, types.ModuleType):
         items = list(vars(data).items())
     else:
-        items = [(n, getattr(data, n, None)) for n in sorted(dir(data))]
+        items = []
+        for n in sorted(dir(data)):
+            # Arbitrary objects compute attributes on access (properties, numpy views):
+            # one that raises is not a kernel, and must not turn into a non-HAL error.
+            try:
+                items.append((n, getattr(data, n, None)))
+            except Exception:
+                continue
     exports = []
     seen = set()
     for _attr, value in items:
