@@ -1,8 +1,14 @@
 """The plugin registry: entry points loaded lazily into a pluggy PluginManager.
 
 Importing ``hal_core`` loads nothing; the first registry use loads every entry point in
-group ``hal_core.plugins``. A plugin that fails to import or to register is recorded with
-its error and never stops the others. Environment:
+group ``hal_core.plugins``. One plugin never breaks another: a plugin that fails to import
+(``SystemExit`` and ``KeyboardInterrupt`` raised by its import included) or to register is
+recorded with its error; each hook result is checked item by item (``_plugin_checks``) and
+a rejected item, a hook that raises and a hook name no specification knows are recorded on
+the plugin's ``hook_errors`` while its valid items keep working; a driver factory whose
+``create()`` returns something that is not a driver backend fails that driver only. Hooks
+run once per load (their results are cached until a plugin is registered or removed).
+Environment:
 
 * ``HAL_PLUGINS=a,b``: load only these entry-point names.
 * ``HAL_DISABLE_PLUGINS=a,b``: skip these.
@@ -24,7 +30,8 @@ import pluggy
 from . import hookspecs
 from ._device import Device
 from ._driver import Driver
-from ._status import HalError, NotFoundError, UnavailableError, error_for
+from ._plugin_checks import check_driver_backend, check_hook_result, did_you_mean, unknown_hooks
+from ._status import HalError, InternalError, NotFoundError, UnavailableError, error_for
 from ._uri import DeviceUri
 
 try:  # the backport tracks the newest API; the stdlib module is the fallback
@@ -38,9 +45,25 @@ ENTRY_POINT_GROUP = "hal_core.plugins"
 DEFAULT_DEVICE_URI = "local-task://"
 
 
+#: The hooks plugins may implement (``hal_core.hookspecs``).
+HOOK_NAMES = ("hal_drivers", "hal_cts_backends", "hal_profilers")
+
+#: Exceptions a plugin's code may raise that the registry records instead of propagating:
+#: a plugin calling ``sys.exit()`` (or raising KeyboardInterrupt) while it imports or runs
+#: a hook must not end the program that merely looked up a driver.
+_PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
 @attrs.define
 class PluginRecord:
-    """What the registry knows of one plugin."""
+    """What the registry knows of one plugin.
+
+    ``loaded`` is False (with ``error`` saying why) when the plugin could not be imported
+    or registered. A loaded plugin may still have ``hook_errors``: what was rejected from
+    its hooks, keyed by hook name (``"registration"`` for hook names no specification
+    knows, ``"driver NAME"`` for a driver whose factory failed its contract); everything
+    else it provides works.
+    """
 
     name: str
     distribution: str | None = None
@@ -49,6 +72,20 @@ class PluginRecord:
     loaded: bool = False
     error: str | None = None
     disabled: bool = False
+    hook_errors: dict[str, list[str]] = attrs.field(factory=dict)
+
+    @property
+    def errors(self) -> list[str]:
+        """Every problem recorded on this plugin, one line each."""
+        out = [self.error] if self.error and not self.disabled else []
+        for hook, messages in self.hook_errors.items():
+            out.extend(f"{hook}: {m}" for m in messages)
+        return out
+
+    @property
+    def failed(self) -> bool:
+        """True when something of this plugin failed (disabled plugins have not)."""
+        return bool(self.errors)
 
 
 @attrs.define
@@ -77,7 +114,10 @@ class Registry:
         self._loaded = False
         self._plugins: list[PluginRecord] = []
         self._drivers: dict[str, DriverRecord] | None = None
-        self._driver_objects: dict[str, Driver] = {}
+        # name -> (the factory that made it, the driver): a driver whose factory no longer
+        # wins (a later plugin overrides it, or its plugin left) is made again.
+        self._driver_objects: dict[str, tuple[Any, Driver]] = {}
+        self._hook_cache: dict[str, list[tuple[str, Any]]] = {}
 
     # -- loading -----------------------------------------------------------------------
 
@@ -118,13 +158,10 @@ class Registry:
                 continue
             try:
                 module = ep.load()
-                self._pm.register(module, name=ep.name)
-            except BaseException as exc:  # noqa: BLE001 - any plugin failure is recorded
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                record.error = _describe(exc)
+            except _PLUGIN_FAILURES as exc:
+                record.error = f"import failed: {_describe(exc)}"
                 continue
-            record.loaded = True
+            self._register(record, module)
 
     def register_plugin(self, plugin: Any, name: str | None = None) -> PluginRecord:
         """Register a plugin object or module by hand (after any entry points). Its
@@ -134,23 +171,42 @@ class Registry:
             name = name or getattr(plugin, "__name__", None) or repr(plugin)
             record = PluginRecord(name=name, location=getattr(plugin, "__name__", None))
             self._plugins.append(record)
-            try:
-                self._pm.register(plugin, name=name)
-            except Exception as exc:
-                record.error = _describe(exc)
-                return record
-            record.loaded = True
-            self._drivers = None
+            self._register(record, plugin)
+            self._invalidate()
             return record
+
+    def _register(self, record: PluginRecord, plugin: Any) -> None:
+        """Register ``plugin`` under ``record.name``, recording failure on ``record``.
+        The caller holds ``self._lock``."""
+        try:
+            self._pm.register(plugin, name=record.name)
+        except _PLUGIN_FAILURES as exc:
+            record.error = f"registration failed: {_describe(exc)}"
+            # pluggy keeps the hooks it added before the failing one: take them back so a
+            # half-registered plugin contributes nothing.
+            if self._pm.get_plugin(record.name) is plugin:
+                self._pm.unregister(plugin, name=record.name)
+            return
+        record.loaded = True
+        unknown = unknown_hooks(self._pm, record.name, HOOK_NAMES)
+        if unknown:
+            record.hook_errors["registration"] = unknown
 
     def unregister_plugin(self, name: str) -> None:
         with self._lock:
-            self._pm.unregister(name=name)
+            if self._pm.get_plugin(name) is not None:
+                self._pm.unregister(name=name)
             self._plugins = [p for p in self._plugins if p.name != name]
-            self._drivers = None
-            self._driver_objects = {
-                k: v for k, v in self._driver_objects.items() if k in self._driver_records()
-            }
+            self._invalidate()
+
+    def _invalidate(self) -> None:
+        """Forget hook results after the set of plugins changed (hooks run again when
+        next needed). The caller holds ``self._lock``."""
+        self._hook_cache.clear()
+        self._drivers = None
+        for record in self._plugins:
+            for key in [k for k in record.hook_errors if k != "registration"]:
+                del record.hook_errors[key]
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -158,9 +214,16 @@ class Registry:
         return self._pm
 
     def plugins(self) -> list[PluginRecord]:
+        """Every plugin, with the errors of all its hooks recorded (each hook is run
+        once, so the records are complete)."""
         self._ensure_loaded()
-        self._driver_records()  # registration errors land on the records
+        for hook in HOOK_NAMES:
+            self.hook_results(hook)
         return list(self._plugins)
+
+    def failed_plugins(self) -> list[PluginRecord]:
+        """Plugins that failed to load or had something rejected (disabled ones excluded)."""
+        return [p for p in self.plugins() if p.failed]
 
     def _record(self, name: str) -> PluginRecord | None:
         for record in self._plugins:
@@ -191,23 +254,37 @@ class Registry:
             return drivers
 
     def hook_results(self, hook_name: str) -> list[tuple[str, Any]]:
-        """(plugin name, item) for every implementation of a list-returning hook, in
-        registration order. A failing implementation is skipped and its error recorded on
-        the plugin's record, so one broken plugin never hides the others."""
+        """(plugin name, item) for every valid item of a list-returning hook, in
+        registration order. Each implementation runs once (until the set of plugins
+        changes); one that raises, returns something that is not a list, or returns
+        items that fail the hook's check (``_plugin_checks``) has the problem recorded on
+        its plugin's ``hook_errors``, and everything valid is still returned, so one
+        broken plugin never hides the others."""
         self._ensure_loaded()
-        out: list[tuple[str, Any]] = []
-        # get_hookimpls() lists implementations in registration order.
-        for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
-            try:
-                items = list(impl.function() or ())
-            except Exception as exc:
-                record = self._record(impl.plugin_name)
-                if record is not None:
-                    record.error = _describe(exc)
-                    record.loaded = False
-                continue
-            out.extend((impl.plugin_name, item) for item in items)
-        return out
+        with self._lock:
+            cached = self._hook_cache.get(hook_name)
+            if cached is not None:
+                return list(cached)
+            out: list[tuple[str, Any]] = []
+            errors: dict[str, list[str]] = {}
+            # get_hookimpls() lists implementations in registration order.
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                try:
+                    result = impl.function()
+                except _PLUGIN_FAILURES as exc:
+                    errors.setdefault(impl.plugin_name, []).append(f"raised {_describe(exc)}")
+                    continue
+                items, problems = check_hook_result(hook_name, result)
+                if problems:
+                    errors.setdefault(impl.plugin_name, []).extend(problems)
+                out.extend((impl.plugin_name, item) for item in items)
+            for record in self._plugins:
+                if record.name in errors:
+                    record.hook_errors[hook_name] = errors[record.name]
+                else:
+                    record.hook_errors.pop(hook_name, None)
+            self._hook_cache[hook_name] = out
+            return list(out)
 
     def driver_names(self) -> list[str]:
         return sorted(self._driver_records())
@@ -217,29 +294,54 @@ class Registry:
 
     def driver(self, name: str) -> Driver:
         """The driver object for ``name`` (created once). NOT_FOUND lists the known
-        drivers; UNAVAILABLE when the driver cannot start here."""
+        drivers, suggests near-miss names and counts the plugins that failed to load;
+        UNAVAILABLE when the driver cannot start here; INTERNAL when its factory returns
+        something that is not a driver backend (recorded on its plugin too)."""
         with self._lock:
+            records = self._driver_records()
+            record = records.get(name)
             existing = self._driver_objects.get(name)
-            if existing is not None:
-                return existing
-            record = self._driver_records().get(name)
+            if existing is not None and record is not None and existing[0] is record.factory:
+                return existing[1]
             if record is None:
-                known = ", ".join(self.driver_names()) or "none"
-                raise NotFoundError(
-                    f"no HAL driver named {name!r} is registered (known: {known}); install "
-                    "the plugin that provides it, e.g. pip install 'hal-core[all]'"
-                )
+                raise NotFoundError(self._not_found_message(name, sorted(records)))
             try:
                 backend = record.factory.create()
             except HalError:
                 raise
-            except Exception as exc:
+            except _PLUGIN_FAILURES as exc:
                 raise UnavailableError(
                     f"driver {name!r} failed to start: {_describe(exc)}"
                 ) from exc
+            problem = check_driver_backend(name, backend)
+            if problem is not None:
+                message = f"driver {name!r} of plugin {record.plugin!r} is broken: {problem}"
+                plugin = self._record(record.plugin)
+                if plugin is not None:
+                    plugin.hook_errors[f"driver {name}"] = [problem]
+                raise InternalError(message)
             driver = Driver(record.name, record.full_name, backend)
-            self._driver_objects[name] = driver
+            # Devices made by a driver this replaces keep its backend alive.
+            self._driver_objects[name] = (record.factory, driver)
             return driver
+
+    def _not_found_message(self, name: str, known: list[str]) -> str:
+        """The caller holds ``self._lock``."""
+        message = (
+            f"no HAL driver named {name!r} is registered{did_you_mean(name, known)}; "
+            f"known: {', '.join(known) or 'none'}"
+        )
+        failed = [p.name for p in self.failed_plugins()]
+        if failed:
+            count = f"{len(failed)} plugin{'s' if len(failed) != 1 else ''}"
+            message += (
+                f"; {count} failed to load or had hook results rejected "
+                f"({', '.join(failed)}): run 'hal info' for the errors"
+            )
+        return message + (
+            "; to add a driver, install the distribution that provides it, e.g. from a "
+            "checkout 'pip install ./plugins/amdgpu' (docs/getting-started.md)"
+        )
 
     def create_device(self, uri: str | None = None) -> Device:
         """Create a device by URI (``local-task://`` when None)."""
@@ -255,7 +357,7 @@ class Registry:
 
     def close(self) -> None:
         with self._lock:
-            for driver in self._driver_objects.values():
+            for _factory, driver in self._driver_objects.values():
                 driver.close()
             self._driver_objects.clear()
 

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import attrs
 
-__all__ = ["CtsBackend", "KNOWN_TAGS"]
+__all__ = ["CtsBackend", "KNOWN_TAGS", "config_for_driver"]
 
 KNOWN_TAGS = frozenset(
     {"async_queue", "file_io", "host_calls", "mapping", "indirect", "dispatch", "events"}
@@ -14,10 +14,20 @@ KNOWN_TAGS = frozenset(
 
 
 def _frozen_tags(tags: Any) -> frozenset[str]:
+    """The tags as a frozenset; ValueError naming each unknown tag (with a near-miss
+    suggestion), since a misspelt tag would silently skip every test it gates. Raised
+    from a plugin's ``hal_cts_backends`` hook, the registry records it on the plugin."""
+    if isinstance(tags, str):
+        raise ValueError(f"CTS tags must be a collection of tag names, got the str {tags!r}")
     tags = frozenset(tags)
     unknown = tags - KNOWN_TAGS
     if unknown:
-        raise ValueError(f"unknown CTS tags {sorted(unknown)}; known: {sorted(KNOWN_TAGS)}")
+        from .._plugin_checks import did_you_mean
+
+        named = ", ".join(
+            f"{t!r}{did_you_mean(str(t), KNOWN_TAGS)}" for t in sorted(unknown, key=str)
+        )
+        raise ValueError(f"unknown CTS tags {named}; known: {sorted(KNOWN_TAGS)}")
     return tags
 
 
@@ -52,3 +62,35 @@ class CtsBackend:
     @property
     def device_uri(self) -> str:
         return self.uri or f"{self.driver}://"
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data for ``hal info``: the URI the CTS uses, tags, executable formats and
+        the exclusions with their reasons."""
+        return {
+            "uri": self.device_uri,
+            "tags": sorted(self.tags),
+            "executable_formats": sorted(self.executable_formats),
+            "unsupported": dict(self.unsupported),
+            "expected_failures": dict(self.expected_failures),
+        }
+
+
+def config_for_driver(driver: str) -> CtsBackend | str | None:
+    """The CTS configuration registered for ``driver`` (the last one wins), the error (a
+    str) when the plugin that provides ``driver`` had its ``hal_cts_backends`` result
+    rejected, or None when no plugin configures it."""
+    from .._registry import registry
+
+    reg = registry()
+    for _plugin, cfg in reversed(reg.hook_results("hal_cts_backends")):
+        if cfg.driver == driver:
+            return cfg
+    owner = next((r.plugin for r in reg.driver_records() if r.name == driver), None)
+    for plugin in reg.plugins():
+        problems = plugin.hook_errors.get("hal_cts_backends")
+        if plugin.name == owner and problems:
+            return (
+                f"the CTS configuration of plugin {owner!r} (which provides driver "
+                f"{driver!r}) was rejected: {'; '.join(problems)}"
+            )
+    return None

@@ -8,17 +8,26 @@ tag, ``unsupported`` and ``expected_failures`` handling below. One
 device per URI is created for the whole session. A backend that reports UNAVAILABLE skips;
 ``unsupported`` entries skip with their reason; ``expected_failures`` are xfail (strict with
 ``HAL_CTS_VERIFY_XFAILS=1``).
+
+Plugins are isolated: a plugin whose ``hal_cts_backends`` hook raises or returns garbage
+has that recorded on it (``hal info`` shows it) and every other backend's configuration
+still applies; the tests of a driver whose own plugin's CTS configuration was rejected
+fail with that error instead of running untagged (which would silently skip every tagged
+test). ``--hal-device`` values given on the command line replace those of the ini file's
+``addopts`` (so a run inside the checkout tests only the named devices), and a URI naming
+no registered driver is one usage error before collection.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import shlex
 from typing import Any
 
 import pytest
 
-from .config import KNOWN_TAGS, CtsBackend
+from .config import KNOWN_TAGS, CtsBackend, config_for_driver
 
 _DEVICES_KEY = pytest.StashKey[dict]()
 
@@ -41,25 +50,54 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_DEVICES_KEY] = {}
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    # After every pytest_configure (a conftest may register the plugin under test there),
+    # before any module is collected.
+    _check_device_uris(session.config)
+
+
 def _backend_configs() -> list[CtsBackend]:
     from .._registry import iter_hook_results
 
     return [cfg for _plugin, cfg in iter_hook_results("hal_cts_backends")]
 
 
-def _config_for(uri: str) -> CtsBackend:
+def _config_for(uri: str) -> CtsBackend | str:
+    """``config_for_driver`` of ``uri``'s driver; a bare configuration when no plugin
+    configures it."""
     from .._uri import DeviceUri
 
     driver = DeviceUri.parse(uri).scheme
-    for cfg in reversed(_backend_configs()):
-        if cfg.driver == driver:
-            return cfg
-    return CtsBackend(driver=driver)
+    found = config_for_driver(driver)
+    return CtsBackend(driver=driver) if found is None else found
+
+
+def _explicit_device_options(config: pytest.Config) -> list[str] | None:
+    """The ``--hal-device`` values given on the command line (or in PYTEST_ADDOPTS), or
+    None when there are none and the ini file's ``addopts`` decide."""
+    args = list(config.invocation_params.args)
+    args += shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    values: list[str] = []
+    found = False
+    for i, arg in enumerate(args):
+        if arg.startswith("--hal-device="):
+            found = True
+            values.append(arg.split("=", 1)[1])
+        elif arg == "--hal-device" and i + 1 < len(args):
+            found = True
+            values.append(args[i + 1])
+    return values if found else None
+
+
+def _device_options(config: pytest.Config) -> list[str]:
+    explicit = _explicit_device_options(config)
+    return explicit if explicit is not None else list(config.getoption("--hal-device") or [])
 
 
 def _selected_uris(config: pytest.Config) -> list[str]:
     uris: list[str] = []
-    for value in config.getoption("--hal-device") or []:
+    for value in _device_options(config):
         for uri in value.split(";"):
             uri = uri.strip()
             if not uri:
@@ -75,6 +113,29 @@ def _selected_uris(config: pytest.Config) -> list[str]:
     return seen
 
 
+def _check_device_uris(config: pytest.Config) -> None:
+    """One usage error, before collection, for a ``--hal-device`` given on the command
+    line that is not a URI or names no registered driver (with the registry's near-miss
+    suggestion). The ini file's defaults are not checked: a backend named there but not
+    installed fails its own tests only."""
+    if not _explicit_device_options(config):
+        return
+    from .._registry import registry
+    from .._status import HalError
+    from .._uri import DeviceUri
+
+    reg = registry()
+    known = reg.driver_names()
+    for uri in _selected_uris(config):
+        try:
+            scheme = DeviceUri.parse(uri).scheme
+        except HalError as exc:
+            raise pytest.UsageError(f"--hal-device={uri}: {exc.message}") from None
+        if scheme not in known:
+            try:
+                reg.driver(scheme)
+            except HalError as exc:
+                raise pytest.UsageError(f"--hal-device={uri}: {exc.message}") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -82,7 +143,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     uris = _selected_uris(metafunc.config)
     if not uris:
-        if metafunc.config.getoption("--hal-device"):
+        if _device_options(metafunc.config):
             reason = "CTS: --hal-device=all found no backend with a CTS configuration"
         else:
             reason = "CTS inactive: pass --hal-device=URI"
@@ -105,7 +166,7 @@ def _test_names(item: pytest.Item) -> list[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     verify = os.environ.get("HAL_CTS_VERIFY_XFAILS", "") in ("1", "true", "yes")
-    configs: dict[str, CtsBackend] = {}
+    configs: dict[str, CtsBackend | str] = {}
     # Every test parametrized by the ``cts`` fixture is a CTS item, whether it is one of
     # hal_core's suites or a backend's own suite written against the same fixture.
     for item in items:
@@ -114,9 +175,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         uri = item.callspec.params.get("cts")
         if uri is None:
             continue
-        cfg = configs.get(uri)
-        if cfg is None:
-            cfg = configs[uri] = _config_for(uri)
+        found = configs.get(uri)
+        if found is None:
+            found = configs[uri] = _config_for(uri)
+        if isinstance(found, str):
+            continue  # the ``cts`` fixture fails these tests with the error
+        cfg = found
         names = _test_names(item)
         for marker in item.iter_markers("hal_requires"):
             unknown = set(marker.args) - KNOWN_TAGS
@@ -169,8 +233,11 @@ def cts(request: pytest.FixtureRequest) -> Any:
     from .context import CtsContext
 
     uri = request.param
+    cfg = _config_for(uri)
+    if isinstance(cfg, str):
+        pytest.fail(f"CTS for {uri!r}: {cfg}", pytrace=False)
     device = _device_for(request.config, uri)
-    ctx = CtsContext(device, _config_for(uri))
+    ctx = CtsContext(device, cfg)
     yield ctx
     ctx.cleanup()
 
