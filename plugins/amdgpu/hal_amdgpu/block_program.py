@@ -35,10 +35,14 @@ vectors index ``binding_ptrs[slot]`` directly).
 
 How ``end()`` stays cheap (``build_programs``): the recording is read once into *facts*:
 the distinct lowered commands plus, per packet, which one it is, its command index and its
-barrier bit. A dispatch recorded again with the same executable, function, config,
-constants and bindings tuple objects (a recording keeps them alive, so identity is
-stable) reuses the first one's record, so a loop of identical dispatches costs a dict
-lookup each. Lowering then works on whole-program numpy arrays (records, packet rows and
+barrier bit. Dispatches naming the same executable, function, config object and flags
+share a *launch shape*, worked out once: the kernel descriptor and its checks, geometry,
+segment sizes, the kernarg image with the hidden arguments filled, and the packed packet
+and command-record bytes. A distinct dispatch then costs its own pointers and constants
+(one struct pack before the shape's image tail) and a reference check per binding; one
+recorded again with the same constants and bindings tuple objects (a recording keeps
+them alive, so identity is stable) reuses the first one's record, a dict lookup. Lowering
+then works on whole-program numpy arrays (records, packet rows and
 kernarg templates gathered from per-record tables, block-relative fields from cumulative
 sums) and blocks are slices of them. For a multi-GPU device the facts and the lowering are
 shared: another GPU whose kernel descriptors differ only in kernel objects gets copies with
@@ -297,6 +301,18 @@ class _PackCache(dict):
 _PACK_U64 = _PackCache()
 
 
+class _HeadPackCache(dict):
+    """``(binding count, constant bytes)`` -> a packer of the pointers and constants that
+    open a HAL kernarg image."""
+
+    def __missing__(self, key: tuple[int, int]) -> struct.Struct:
+        packer = self[key] = struct.Struct(f"<{key[0]}Q{key[1]}s")
+        return packer
+
+
+_PACK_HEAD = _HeadPackCache()
+
+
 # -- the program ----------------------------------------------------------------------------
 
 
@@ -385,13 +401,29 @@ class BlockProgram:
     range_error: str | None = None
 
 
-class _Rec:
-    """One distinct lowered command (builder-internal): identical dispatches recorded
-    again (same executable, function, config, constants, bindings tuple and flags) share
-    one ``_Rec``; ``resolve`` says how to find its kernel on another GPU."""
+class _Shape:
+    """What the records of one launch shape share (builder-internal). For dispatches: one
+    executable function under one config object with one set of flags, built once per
+    ``end()`` and shared by every dispatch naming them, however their bindings and
+    constants differ; for a blit, its own command. ``head`` packs a record's binding
+    pointers and constants and ``tail`` is the rest of its kernarg image (hidden arguments
+    filled); ``head`` is None when the image must be built in full per record (a hidden
+    argument overlapping the pointers or constants, an indirect dispatch, a value that does
+    not fit its field). ``resolve`` says how to find the kernel on another GPU; ``rows``
+    caches command record bytes by (strategy, source count, image length)."""
 
-    __slots__ = ("opcode", "strategy", "dispatch_flags", "desc", "grid", "wg", "image",
-                 "sources", "private", "group", "executable_id", "indirect", "resolve")
+    __slots__ = ("opcode", "dispatch_flags", "desc", "grid", "wg", "count", "lds", "private",
+                 "group", "executable_id", "indirect", "resolve", "head", "tail",
+                 "grid_error", "binding_count", "constant_bytes", "memo", "packet_row",
+                 "rows")
+
+
+class _Rec:
+    """One distinct lowered command (builder-internal): its shape plus what is its own.
+    Identical dispatches recorded again (same executable, function, config, constants,
+    bindings tuple and flags) share one ``_Rec``."""
+
+    __slots__ = ("shape", "strategy", "image", "sources")
 
 
 class _Facts:
@@ -412,6 +444,7 @@ _HEADER_BARRIER = header_setup_word(
     make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT, FenceScope.AGENT),
     DISPATCH_SETUP_3D)
 _COMMAND_QWORDS = COMMAND_DTYPE.itemsize // 8
+_HAL = KernargStrategy.HAL
 _SELF = -1  # source kind: a pointer into the command's own kernargs (UPDATE payload)
 _BAKED = int(BindingSourceFlags.NONE)
 _DYNAMIC = int(BindingSourceFlags.DYNAMIC)
@@ -485,31 +518,40 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
     executable_ids: dict[int, int] = {}
     range_errors: list[str] = []
     builtins = context.builtins
-    # Dispatch memo: a recording keeps every key object alive, so ids are stable here.
-    memo: dict[tuple, int] = {}
+    # A recording keeps every key object alive, so ids are stable for the whole build.
+    # Launch shapes by (executable, function, config, flags): what distinct dispatches of
+    # one kernel share is worked out once; each shape's memo maps (constants, bindings
+    # tuple) to the record of a dispatch recorded again.
+    shapes: dict[tuple, _Shape] = {}
+    # Device address of each buffer seen (HSA has one address space; asked once a build).
+    addresses: dict[int, int | None] = {}
     has_barrier = int(CommandFlags.HAS_BARRIER)
 
     def pointer_source(ref: Any, ordinal: int, length: int) -> tuple[int, int, int, int]:
         """(flags, slot, offset_or_pointer, ordinal) for a reference."""
-        if ref.buffer is None:
+        buf = ref.buffer
+        if buf is None:
             # Every referenced slot gets an entry (a whole-buffer reference reaches 0 known
             # bytes but still needs its pointer resolved at submit).
             end = ref.offset + length
             if end >= slot_extents.get(ref.slot, 0):
                 slot_extents[ref.slot] = end
             return (_DYNAMIC, ref.slot, ref.offset, ordinal)
-        buf = ref.buffer
-        retained.append(buf)
         if ref.offset + length > buf.byte_length and not range_errors:
             # Only reachable UNVALIDATED: fail the submission at execution, as IREE does.
             range_errors.append(
                 f"command {len(pids)}: range [{ref.offset}, {ref.offset + length}) exceeds "
                 f"its buffer of {buf.byte_length} bytes (recorded UNVALIDATED)")
-        addr = context.buffer_address(buf)
+        key = id(buf)
+        if key in addresses:
+            addr = addresses[key]
+        else:
+            retained.append(buf)
+            addr = addresses[key] = context.buffer_address(buf)
         if addr is None:
-            i = static_index.get(id(buf))
+            i = static_index.get(key)
             if i is None:
-                i = static_index[id(buf)] = len(static_buffers)
+                i = static_index[key] = len(static_buffers)
                 static_buffers.append(buf)
             return (_STATIC_BUFFER, i, ref.offset, ordinal)
         return (_BAKED, 0, addr + ref.offset, ordinal)
@@ -524,17 +566,24 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
     def blit(opcode: Opcode, kind: str, width: int, elements: int,
              sources: list, scalars: list[int], payload: bytes = b"") -> _Rec:
         desc = getattr(builtins, kind)[width]
-        r = _Rec()
-        r.opcode = opcode
-        r.desc = desc
-        r.resolve = (True, kind, width)
+        s = _Shape()
+        s.opcode = opcode
+        s.desc = desc
+        s.resolve = (True, kind, width)
         wg = builtins.workgroup_size
         groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
-        r.grid = (groups * wg, 1, 1)
-        r.wg = (wg, 1, 1)
-        baked = [s[2] if s[0] == _BAKED else 0 for s in sources]
+        s.grid = (groups * wg, 1, 1)
+        s.wg = (wg, 1, 1)
+        s.private = desc.private_segment_size
+        s.group = desc.group_segment_size
+        s.executable_id = 0
+        s.dispatch_flags = 0
+        s.indirect = None
+        s.packet_row = None
+        s.rows = {}
+        baked = [src[2] if src[0] == _BAKED else 0 for src in sources]
         words = np.asarray(scalars, dtype=np.uint64).tobytes()
-        image = _kernarg_image(desc, baked, words, (groups, 1, 1), r.wg)
+        image = _kernarg_image(desc, baked, words, (groups, 1, 1), s.wg)
         if payload:
             # The payload rides in the command's own kernargs after the kernel's segment;
             # its source pointer (ordinal 0) is the kernarg address + this offset.
@@ -543,16 +592,15 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
             padded = -(-len(payload) // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE
             image += payload
             image += bytes(padded - len(payload))
+        r = _Rec()
+        r.shape = s
         r.image = bytes(image)
-        r.sources = [s for s in sources if s[0] != _BAKED]
-        r.private = desc.private_segment_size
-        r.group = desc.group_segment_size
-        r.executable_id = 0
-        r.dispatch_flags = 0
-        r.indirect = None
+        r.sources = [src for src in sources if src[0] != _BAKED]
         return r
 
-    def lower_dispatch(index: int, cmd: tuple) -> _Rec:
+    def dispatch_shape(index: int, cmd: tuple) -> _Shape:
+        """The shape of dispatch ``cmd``; what is checked here holds for every dispatch
+        of the shape (the unsupported flags, the kernel lookup)."""
         executable, ordinal, config, constants, bindings, flags = cmd[1:7]
         if flags & _UNSUPPORTED_DISPATCH_FLAGS:
             raise UnimplementedError(
@@ -561,93 +609,151 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
             )
         desc = context.kernel_descriptor(executable, ordinal)
         retained.append(executable)
-        if len(bindings) != desc.binding_count:
-            raise InvalidArgumentError(
-                f"command {index}: dispatch of {desc.name or ordinal!r} got "
-                f"{len(bindings)} bindings, the kernel takes {desc.binding_count}"
-            )
-        if len(constants) != 4 * desc.constant_count:
-            raise InvalidArgumentError(
-                f"command {index}: dispatch of {desc.name or ordinal!r} got "
-                f"{len(constants)} constant bytes, the kernel takes "
-                f"{4 * desc.constant_count}"
-            )
         wg = config.workgroup_size if any(config.workgroup_size) else desc.workgroup_size
-        count = config.workgroup_count
-        # Bindings may be whole Buffers as well as BufferRefs (the recording API takes both).
-        bindings = [b if b.__class__ is BufferRef else BufferRef(b) for b in bindings]
-        sources = [pointer_source(b, i, ref_length(b)) for i, b in enumerate(bindings)]
-        baked = [s[2] if s[0] == _BAKED else 0 for s in sources]
-        r = _Rec()
-        r.opcode = Opcode.DISPATCH
-        r.desc = desc
-        r.resolve = (False, executable, ordinal)
-        r.wg = tuple(int(v) for v in wg)
-        r.grid = tuple(int(c) * int(w) for c, w in zip(count, r.wg))
-        if any(g >= 1 << 32 for g in r.grid):
+        s = _Shape()
+        s.opcode = Opcode.DISPATCH
+        s.desc = desc
+        s.resolve = (False, executable, ordinal)
+        s.count = count = config.workgroup_count
+        s.lds = lds = config.dynamic_workgroup_local_memory
+        s.wg = tuple(int(v) for v in wg)
+        s.grid = tuple(int(c) * int(w) for c, w in zip(count, s.wg))
+        s.grid_error = any(g >= 1 << 32 for g in s.grid)
+        s.private = desc.private_segment_size
+        s.group = desc.group_segment_size + lds
+        s.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
+        s.dispatch_flags = 0
+        s.indirect = None
+        s.packet_row = None
+        s.rows = {}
+        s.memo = {}
+        s.head = s.tail = None
+        n = s.binding_count = desc.binding_count
+        constant_bytes = s.constant_bytes = 4 * desc.constant_count
+        end = 8 * n + constant_bytes
+        if config.workgroup_count_ref is None and all(
+                _HIDDEN_FILL.get(kind) is None or offset >= end
+                for kind, offset, _size in desc.hidden_args):
+            try:
+                image = _kernarg_image(desc, [0] * n, bytes(constant_bytes), count, s.wg, lds)
+            except (OverflowError, ValueError):
+                pass  # each record builds (and fails) as a lone dispatch would
+            else:
+                s.head = _PACK_HEAD[n, constant_bytes]
+                s.tail = bytes(image[end:])
+        shapes[(id(executable), ordinal, id(config), flags)] = s
+        return s
+
+    def dispatch_record(index: int, cmd: tuple, s: _Shape) -> _Rec:
+        config, constants, bindings = cmd[3], cmd[4], cmd[5]
+        if len(bindings) != s.binding_count:
+            raise InvalidArgumentError(
+                f"command {index}: dispatch of {s.desc.name or cmd[2]!r} got "
+                f"{len(bindings)} bindings, the kernel takes {s.binding_count}"
+            )
+        if len(constants) != s.constant_bytes:
+            raise InvalidArgumentError(
+                f"command {index}: dispatch of {s.desc.name or cmd[2]!r} got "
+                f"{len(constants)} constant bytes, the kernel takes {s.constant_bytes}"
+            )
+        baked: list[int] = []
+        sources: list[tuple[int, int, int, int]] = []
+        for i, b in enumerate(bindings):
+            if b.__class__ is BufferRef:
+                buf = b.buffer
+                # The common case inline: an in-range reference to a buffer already seen
+                # (retained, address known) bakes its pointer.
+                if buf is not None and b.length != WHOLE_BUFFER:
+                    addr = addresses_get(id(buf))
+                    if addr is not None and b.offset + b.length <= buf.byte_length:
+                        baked.append(addr + b.offset)
+                        continue
+            else:
+                # Bindings may be whole Buffers as well as BufferRefs (the recording API
+                # takes both).
+                b = BufferRef(b)
+            src = pointer_source(b, i, ref_length(b))
+            if src[0] == _BAKED:
+                baked.append(src[2])
+            else:
+                baked.append(0)
+                sources.append(src)
+        if s.grid_error:
             raise OutOfRangeError(
-                f"command {index}: grid {r.grid} work-items exceeds the 32-bit AQL grid; "
+                f"command {index}: grid {s.grid} work-items exceeds the 32-bit AQL grid; "
                 "reduce the workgroup count"
             )
-        r.image = bytes(_kernarg_image(desc, baked, constants, count, r.wg,
-                                       config.dynamic_workgroup_local_memory))
-        r.sources = [s for s in sources if s[0] != _BAKED]
-        r.private = desc.private_segment_size
-        r.group = desc.group_segment_size + config.dynamic_workgroup_local_memory
-        r.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
-        r.dispatch_flags = 0
-        r.indirect = None
         ind = config.workgroup_count_ref
-        if ind is not None:
+        if ind is not None and s.indirect is None:
             # Counts are read on the host when the dispatch is reached (its block is
-            # gated on the completion of everything recorded before it).
+            # gated on the completion of everything recorded before it). Worked out after
+            # the first dispatch's bindings, so static buffers number in command order.
             kind, slot, ptr, _ = pointer_source(ind, 0, 12)
             counts_at = [-1, -1, -1]
-            for kind_name, offset, _size in desc.hidden_args:
+            for kind_name, offset, _size in s.desc.hidden_args:
                 fill = _HIDDEN_FILL.get(kind_name)
                 if fill is not None and fill[0] == "count":
                     counts_at[fill[1]] = offset
-            r.indirect = (kind, slot, ptr, r.wg, tuple(counts_at))
-            r.dispatch_flags = 1  # INDIRECT_PARAMETERS
+            s.indirect = (kind, slot, ptr, s.wg, tuple(counts_at))
+            s.dispatch_flags = 1  # INDIRECT_PARAMETERS
+        r = _Rec()
+        r.shape = s
+        head = s.head
+        if head is not None:
+            r.image = head.pack(*baked, constants) + s.tail
+        else:
+            r.image = bytes(_kernarg_image(s.desc, baked, constants, s.count, s.wg, s.lds))
+        r.sources = sources
+        if reusable:
+            choose_strategy(r)
+        else:
+            r.strategy = _HAL
         return r
 
     def choose_strategy(rec: _Rec) -> None:
+        shape = rec.shape
         dynamic = [s for s in rec.sources if s[0] == _DYNAMIC]
         late = [s for s in rec.sources if s[0] != _DYNAMIC]
         if not reusable:
             rec.strategy = KernargStrategy.HAL
-        elif rec.indirect is not None:
+        elif shape.indirect is not None:
             # Hidden block counts are patched per submission: queue kernargs.
             rec.strategy = (KernargStrategy.DYNAMIC_BINDINGS
-                            if dynamic and not late and len(dynamic) == rec.desc.binding_count
+                            if dynamic and not late
+                            and len(dynamic) == shape.desc.binding_count
                             else KernargStrategy.PATCHED_TEMPLATE)
         elif not rec.sources:
             rec.strategy = KernargStrategy.PREPUBLISHED
-        elif (rec.opcode == Opcode.DISPATCH and dynamic and not late
-              and len(dynamic) == rec.desc.binding_count):
+        elif (shape.opcode == Opcode.DISPATCH and dynamic and not late
+              and len(dynamic) == shape.desc.binding_count):
             rec.strategy = KernargStrategy.DYNAMIC_BINDINGS
-        elif rec.opcode == Opcode.UPDATE and not dynamic and len(late) == 1:
+        elif shape.opcode == Opcode.UPDATE and not dynamic and len(late) == 1:
             # Reusable update to a static buffer: the payload can be prepublished too,
             # with its source pointer baked once the storage address is known.
             rec.strategy = KernargStrategy.PREPUBLISHED
         else:
             rec.strategy = KernargStrategy.PATCHED_TEMPLATE
 
-    memo_get = memo.get
+    shapes_get = shapes.get
+    addresses_get = addresses.get
+    protos_append, pids_append = protos.append, pids.append
+    indices_append, barriers_append = indices.append, barriers.append
     for index, cmd in enumerate(commands):
         op = cmd[0]
         if op == CMD_DISPATCH:
-            # Fast path: the same dispatch recorded again lowers to the same record.
-            key = (id(cmd[1]), cmd[2], id(cmd[3]), cmd[4], id(cmd[5]), cmd[6])
-            pid = memo_get(key)
+            shape = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
+            if shape is None:
+                shape = dispatch_shape(index, cmd)
+            # The same dispatch recorded again lowers to the same record.
+            memo = shape.memo
+            key = (cmd[4], id(cmd[5]))
+            pid = memo.get(key)
             if pid is None:
-                rec = lower_dispatch(index, cmd)
-                choose_strategy(rec)
                 pid = memo[key] = len(protos)
-                protos.append(rec)
-            pids.append(pid)
-            indices.append(index)
-            barriers.append(pending_barrier)
+                protos_append(dispatch_record(index, cmd, shape))
+            pids_append(pid)
+            indices_append(index)
+            barriers_append(pending_barrier)
             pending_barrier = 0
             continue
         if op == CMD_BARRIER:
@@ -710,15 +816,20 @@ def _kernel_objects_if_compatible(facts: _Facts, first: ProgramContext,
     if (a.workgroup_size, a.max_workgroups) != (b.workgroup_size, b.max_workgroups):
         return None
     cache: dict[tuple, int | None] = {}
+    by_shape: dict[int, int | None] = {}
     objects: list[int] = []
     for rec in facts.protos:
-        builtin, x, y = rec.resolve
-        key = (builtin, id(x), y)
-        obj = cache.get(key, -1)
+        shape = rec.shape
+        obj = by_shape.get(id(shape), -1)
         if obj == -1:
-            desc = getattr(b, x)[y] if builtin else other.kernel_descriptor(x, y)
-            same = attrs.evolve(desc, kernel_object=rec.desc.kernel_object) == rec.desc
-            obj = cache[key] = desc.kernel_object if same else None
+            builtin, x, y = shape.resolve
+            key = (builtin, id(x), y)
+            obj = cache.get(key, -1)
+            if obj == -1:
+                desc = getattr(b, x)[y] if builtin else other.kernel_descriptor(x, y)
+                same = attrs.evolve(desc, kernel_object=shape.desc.kernel_object) == shape.desc
+                obj = cache[key] = desc.kernel_object if same else None
+            by_shape[id(shape)] = obj
         if obj is None:
             return None
         objects.append(obj)
@@ -730,40 +841,81 @@ def _is_user_resource(obj: Any) -> bool:
     return hasattr(obj, "byte_length") or hasattr(obj, "functions")
 
 
+# COMMAND_DTYPE and KERNEL_DISPATCH_DTYPE as struct layouts (padding packs as zeros).
+_COMMAND_ROW = struct.Struct("<BBHIBBBxIIHHIIIHHQ3I3HHIIII12x")
+_PACKET_ROW = struct.Struct("<HH3HH3IIIQQQQ")
+assert _COMMAND_ROW.size == COMMAND_DTYPE.itemsize
+assert _PACKET_ROW.size == KERNEL_DISPATCH_DTYPE.itemsize
+
+
+def _command_row(shape: _Shape, strategy: int, source_count: int, image_length: int) -> bytes:
+    """A command record with the per-packet fields (command/packet index, binding source
+    offset, kernarg offset, payload reference, flags) zero."""
+    desc = shape.desc
+    binding_count = desc.binding_count if shape.opcode == Opcode.DISPATCH else 0
+    try:
+        return _COMMAND_ROW.pack(
+            shape.opcode, 0, _COMMAND_QWORDS, 0, strategy, shape.dispatch_flags, 1, 0, 0,
+            binding_count, source_count, 0, image_length, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D,
+            desc.kernel_object, *shape.grid, *shape.wg, 0, shape.private, shape.group,
+            shape.executable_id, 0)
+    except struct.error:
+        # A value outside its field: the structured store says so as it always has.
+        record = np.zeros(1, COMMAND_DTYPE)
+        record[0] = (shape.opcode, 0, _COMMAND_QWORDS, 0, strategy, shape.dispatch_flags, 1,
+                     0, 0, binding_count, source_count, 0, image_length, 0, _NO_IMPLICIT,
+                     DISPATCH_SETUP_3D, desc.kernel_object, shape.grid, shape.wg, 0,
+                     shape.private, shape.group, shape.executable_id, 0)
+        return record.tobytes()
+
+
+def _packet_row(shape: _Shape) -> bytes:
+    """The packet body template: the header word stays INVALID until replay commits it;
+    kernarg address and completion signal are per program / per submission."""
+    try:
+        return _PACKET_ROW.pack(INVALID_HEADER_WORD, 0, *shape.wg, 0, *shape.grid,
+                                shape.private, shape.group, shape.desc.kernel_object, 0, 0, 0)
+    except struct.error:
+        packet = np.zeros(1, KERNEL_DISPATCH_DTYPE)
+        packet[0] = (INVALID_HEADER_WORD, 0, shape.wg, 0, shape.grid, shape.private,
+                     shape.group, shape.desc.kernel_object, 0, 0, 0)
+        return packet.tobytes()
+
+
 class _ProtoTables:
     """Per-proto records and columns (numpy), so per-packet arrays are one gather each.
-    Records are built from tuples in one conversion each (per-field stores into a
-    structured array cost a numpy call apiece)."""
+    Command records and packet rows are packed bytes, cached on the proto's shape (distinct
+    dispatches of one shape mostly share them), joined into one array each."""
 
     def __init__(self, protos: list[_Rec]) -> None:
         m = len(protos)
         dispatch = Opcode.DISPATCH
         self.images = images = [r.image for r in protos]
-        # COMMAND_DTYPE field order; per-packet fields (command/packet index, binding
-        # source offset, kernarg offset, payload reference, flags) are zero here.
-        # (Stored into zeros: building from tuples directly leaves padding uninitialised.)
-        self.cmd = cmd = np.zeros(m, COMMAND_DTYPE)
-        cmd[:] = [
-            (r.opcode, 0, _COMMAND_QWORDS, 0, r.strategy, r.dispatch_flags, 1, 0, 0,
-             r.desc.binding_count if r.opcode == dispatch else 0, len(r.sources), 0,
-             len(r.image), 0, _NO_IMPLICIT, DISPATCH_SETUP_3D, r.desc.kernel_object,
-             r.grid, r.wg, 0, r.private, r.group, r.executable_id, 0)
-            for r in protos]
+        command_rows: list[bytes] = []
+        packet_rows: list[bytes] = []
+        for r in protos:
+            shape = r.shape
+            key = (r.strategy, len(r.sources), len(r.image))
+            row = shape.rows.get(key)
+            if row is None:
+                row = shape.rows[key] = _command_row(shape, *key)
+            command_rows.append(row)
+            row = shape.packet_row
+            if row is None:
+                row = shape.packet_row = _packet_row(shape)
+            packet_rows.append(row)
+        # Read-only views: lowering gathers copies of them (``[pids]``), never writes here.
+        self.cmd = cmd = (np.frombuffer(b"".join(command_rows), COMMAND_DTYPE) if m
+                          else np.zeros(0, COMMAND_DTYPE))
         self.cmd_bytes = cmd.view(np.uint8).reshape(m, COMMAND_DTYPE.itemsize)
-        # KERNEL_DISPATCH_DTYPE order: the header word stays INVALID until replay commits
-        # it; kernarg address and completion signal are per program / per submission.
-        packets = np.zeros(m, KERNEL_DISPATCH_DTYPE)
-        packets[:] = [
-            (INVALID_HEADER_WORD, 0, r.wg, 0, r.grid, r.private, r.group,
-             r.desc.kernel_object, 0, 0, 0)
-            for r in protos]
-        self.rows = packets.view(np.uint8).reshape(m, 64)
+        self.rows = (np.frombuffer(b"".join(packet_rows), np.uint8).reshape(m, 64) if m
+                     else np.zeros((0, 64), np.uint8))
         self.sizes = cmd["kernarg_length"].astype(np.int64)
         # Recordings of one kernel shape (the common case) gather templates as one table.
         self.image_table = (np.frombuffer(b"".join(images), np.uint8).reshape(m, -1)
                             if m and len(set(map(len, images))) == 1 else None)
         self.prepublished = cmd["kernarg_strategy"] == KernargStrategy.PREPUBLISHED
-        self.indirect = [r.indirect for r in protos]
+        self.indirect = [r.shape.indirect for r in protos]
         self.any_indirect = any(i is not None for i in self.indirect)
         self.is_dispatch = cmd["opcode"] == dispatch
         # Sources, flattened: proto p owns entries [src_start[p], src_start[p] + src_count[p]).
