@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import attrs
@@ -21,9 +22,17 @@ from ._memory import (
     MemoryHeap,
     MemoryType,
 )
-from ._status import InvalidArgumentError, ResourceExhaustedError
+from ._ranges import as_index
+from ._status import (
+    FailedPreconditionError,
+    HalError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+)
 
-__all__ = ["Allocator", "AllocatorStatistics", "host_heaps", "check_host_size"]
+__all__ = ["Allocator", "AllocatorStatistics", "host_heaps", "check_host_size", "check_size"]
+
+_ALLOCATABLE = int(BufferCompatibility.ALLOCATABLE)
 
 
 @attrs.define
@@ -37,44 +46,91 @@ class AllocatorStatistics:
 
 
 class Allocator:
-    """Allocates buffers for one device. Thread-safe."""
+    """Allocates buffers for one device. Thread-safe.
+
+    ``close()`` (idempotent; the device's ``close`` calls it) makes every later
+    allocation or import FAILED_PRECONDITION. Statistics count an allocation when it is
+    made and its free when the buffer (with every subspan of it) is dropped, as IREE
+    counts frees when a buffer is destroyed; imported memory is not counted.
+    """
 
     def __init__(self, backend: Any, device: Any = None) -> None:
         self._backend = backend
         self._device = device
-        self._lock = threading.Lock()
+        # Re-entrant: a buffer dropped (freed) by a garbage collection that runs while
+        # this thread holds the lock accounts on the same thread.
+        self._lock = threading.RLock()
         self._stats = AllocatorStatistics()
+        self._closed = False
 
     @property
     def backend(self) -> Any:
         return self._backend
+
+    def close(self) -> None:
+        """Refuse further allocations and imports. Idempotent; buffers already made stay
+        valid (their memory is freed when they are dropped)."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or (self._device is not None and self._device._closed)
+
+    def _check_open(self) -> None:
+        if self._closed or (self._device is not None and self._device._closed):
+            owner = "its device" if not self._closed else "the allocator"
+            raise FailedPreconditionError(
+                f"allocator is closed ({owner} was closed); allocate from an open device"
+            )
 
     def query_memory_heaps(self) -> list[MemoryHeap]:
         """Heaps in preference order."""
         return list(self._backend.heaps())
 
     def query_statistics(self) -> AllocatorStatistics:
+        """Bytes allocated, freed and the peak live bytes, per host and device memory."""
         with self._lock:
             return attrs.evolve(self._stats)
 
     def query_buffer_compatibility(
-        self, params: BufferParams, allocation_size: int
+        self, params: BufferParams | None, allocation_size: int
     ) -> tuple[BufferCompatibility, BufferParams, int]:
         """What the allocator can do with these params: ALLOCATABLE, IMPORTABLE,
         QUEUE_TRANSFER, QUEUE_DISPATCH..., with the params and size it would use."""
         params = _as_params(params)
-        return self._backend.query_buffer_compatibility(params, int(allocation_size))
+        return self._backend.query_buffer_compatibility(params, check_size(allocation_size))
 
-    def allocate_buffer(self, params: BufferParams | None, allocation_size: int) -> Buffer:
-        """Allocate zero-filled memory now. Size 0 succeeds. INVALID_ARGUMENT when no heap
-        can satisfy the params; RESOURCE_EXHAUSTED when the memory is not there."""
-        params = _as_params(params)
-        size = _check_size(allocation_size)
-        compat, params, size = self._backend.query_buffer_compatibility(params, size)
-        if not compat & BufferCompatibility.ALLOCATABLE:
-            raise InvalidArgumentError(
-                f"no heap of this device can allocate {size} bytes with {params}"
+    def allocatable(self, params: BufferParams, size: int) -> tuple[BufferParams, int]:
+        """The params and size an allocation of ``size`` bytes would use (``params`` and
+        ``size`` already normalised). RESOURCE_EXHAUSTED when no heap can ever hold that
+        many bytes; INVALID_ARGUMENT when no heap serves the params at all."""
+        compat, adjusted, size = self._backend.query_buffer_compatibility(params, size)
+        if not int(compat) & _ALLOCATABLE:
+            raise self._refusal(params, size)
+        return adjusted, size
+
+    def _refusal(self, params: BufferParams, size: int) -> HalError:
+        # Asking again for an empty allocation tells whether the size alone is the reason.
+        if size and int(self._backend.query_buffer_compatibility(params, 0)[0]) & _ALLOCATABLE:
+            largest = max((h.max_allocation_size for h in self._backend.heaps()), default=0)
+            return ResourceExhaustedError(
+                f"no heap of this device can ever hold {size} bytes (the largest allocation "
+                f"any heap allows is {largest} bytes)"
             )
+        return InvalidArgumentError(
+            f"no heap of this device can allocate {size} bytes with {params}"
+        )
+
+    def allocate_buffer(
+        self, params: BufferParams | None = None, allocation_size: int = 0
+    ) -> Buffer:
+        """Allocate zero-filled memory now (``params`` None: the defaults). Size 0
+        succeeds. INVALID_ARGUMENT when no heap can satisfy the params;
+        RESOURCE_EXHAUSTED when the memory is not there (or a heap could never hold that
+        many bytes); FAILED_PRECONDITION after ``close()`` or the device's close."""
+        self._check_open()
+        params = _as_params(params)
+        params, size = self.allocatable(params, check_size(allocation_size))
         storage, memory_type = self._backend.allocate(params, size)
         buffer = Buffer(
             storage,
@@ -85,12 +141,19 @@ class Allocator:
             device=self._device,
             queue_affinity=params.queue_affinity,
         )
-        self._account(memory_type, size)
+        device_bytes = memory_type.has(MemoryType.DEVICE_LOCAL) and not memory_type.has(
+            MemoryType.HOST_LOCAL
+        )
+        self._account(device_bytes, size)
+        if size:
+            freed = weakref.finalize(buffer, self._account_free, device_bytes, size)
+            freed.atexit = False  # nothing to account for once the process exits
         return buffer
 
     def import_host_buffer(self, params: BufferParams | None, data: Any) -> Buffer:
         """Wrap host memory (any writable buffer-protocol object) without copying. The
         caller keeps ``data`` alive and unchanged in size while the buffer is in use."""
+        self._check_open()
         params = _as_params(params)
         try:
             view = memoryview(data)
@@ -117,12 +180,10 @@ class Allocator:
             queue_affinity=params.queue_affinity,
         )
 
-    def _account(self, memory_type: MemoryType, size: int) -> None:
+    def _account(self, device_bytes: bool, size: int) -> None:
         with self._lock:
             s = self._stats
-            if memory_type.has(MemoryType.DEVICE_LOCAL) and not memory_type.has(
-                MemoryType.HOST_LOCAL
-            ):
+            if device_bytes:
                 s.device_bytes_allocated += size
                 s.device_bytes_peak = max(
                     s.device_bytes_peak, s.device_bytes_allocated - s.device_bytes_freed
@@ -133,6 +194,14 @@ class Allocator:
                     s.host_bytes_peak, s.host_bytes_allocated - s.host_bytes_freed
                 )
 
+    def _account_free(self, device_bytes: bool, size: int) -> None:
+        """Finalizer of an allocated buffer: runs on whichever thread drops it."""
+        with self._lock:
+            if device_bytes:
+                self._stats.device_bytes_freed += size
+            else:
+                self._stats.host_bytes_freed += size
+
 
 def _as_params(params: Any) -> BufferParams:
     if params is None:
@@ -140,14 +209,21 @@ def _as_params(params: Any) -> BufferParams:
     if isinstance(params, BufferParams):
         return params
     if isinstance(params, dict):
-        return BufferParams(**params)
+        try:
+            return BufferParams(**params)
+        except TypeError as exc:  # unknown or missing keys
+            raise InvalidArgumentError(f"bad BufferParams fields {sorted(params)}: {exc}") from None
     raise InvalidArgumentError(f"expected BufferParams, got {type(params).__name__}")
 
 
-def _check_size(size: Any) -> int:
-    if not isinstance(size, (int, np.integer)) or size < 0:
-        raise InvalidArgumentError(f"allocation size must be an int >= 0, got {size!r}")
-    return int(size)
+def check_size(size: Any) -> int:
+    """An allocation size as a plain int >= 0 (numpy integers normalised);
+    INVALID_ARGUMENT otherwise."""
+    if size.__class__ is not int:
+        size = as_index(size, "allocation size")
+    if size < 0:
+        raise InvalidArgumentError(f"allocation size must be >= 0, got {size}")
+    return size
 
 
 def host_heaps(max_size: int) -> list[MemoryHeap]:
@@ -172,4 +248,3 @@ def check_host_size(size: int, max_size: int) -> None:
         raise ResourceExhaustedError(
             f"allocation of {size} bytes exceeds the heap's maximum of {max_size} bytes"
         )
-

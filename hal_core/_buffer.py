@@ -13,12 +13,12 @@ committed fails with FAILED_PRECONDITION.
 from __future__ import annotations
 
 import enum
-import operator
 from typing import Any
 
 import numpy as np
 
 from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, MemoryType, PlacementFlags
+from ._ranges import as_index, check_range
 from ._status import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -194,21 +194,8 @@ class Buffer:
     def resolve_range(self, offset: int, length: int) -> int:
         """Validate ``[offset, offset+length)`` against this buffer; resolves WHOLE_BUFFER
         and returns the length. OUT_OF_RANGE when it does not fit; INVALID_ARGUMENT when
-        either is not an integer."""
-        if offset.__class__ is not int or length.__class__ is not int:
-            _check_integers(offset, length)
-        if offset < 0 or offset > self.byte_length:
-            raise OutOfRangeError(
-                f"offset {offset} is outside the buffer of {self.byte_length} bytes"
-            )
-        if length == WHOLE_BUFFER:
-            return self.byte_length - offset
-        if length < 0 or offset + length > self.byte_length:
-            raise OutOfRangeError(
-                f"range [{offset}, {offset + length}) exceeds the buffer of "
-                f"{self.byte_length} bytes"
-            )
-        return length
+        either is not an integer (numpy integers are normalised, never wrapped)."""
+        return check_range(offset, length, self.byte_length, "buffer")
 
     def require_usage(self, usage: BufferUsage, what: str) -> None:
         if (self.allowed_usage & usage) != usage:
@@ -230,7 +217,9 @@ class Buffer:
 
     def subspan(self, offset: int, length: int = WHOLE_BUFFER) -> "Buffer":
         """A buffer over ``[offset, offset+length)`` of this one, sharing its storage."""
-        length = self.resolve_range(offset, length)
+        if offset.__class__ is not int:
+            offset = as_index(offset, "subspan offset")
+        length = check_range(offset, length, self.byte_length, "buffer")
         sub = Buffer.__new__(Buffer)
         sub._root = self._root
         sub._storage = None
@@ -269,7 +258,9 @@ class Buffer:
                 f"allows {self.allowed_usage!r}"
             )
         self.require_access(access, "mapping")
-        length = self.resolve_range(offset, length)
+        if offset.__class__ is not int:
+            offset = as_index(offset, "mapping offset")
+        length = check_range(offset, length, self.byte_length, "buffer")
         return BufferMapping(self, access, self.host_bytes(offset, length))
 
     def read(self, offset: int = 0, length: int = WHOLE_BUFFER) -> bytes:
@@ -279,21 +270,14 @@ class Buffer:
 
     def write(self, data: Any, offset: int = 0) -> None:
         """Copy host bytes in through a scoped mapping (``iree_hal_buffer_map_write``)."""
-        src = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-        with self.map(MemoryAccess.WRITE, offset, src.nbytes) as m:
-            m.contents[:] = src
-
-
-def _check_integers(offset: Any, length: Any) -> None:
-    """Slow path of ``resolve_range``: integer-like values (numpy ints) pass, anything
-    else (str, float, None) is INVALID_ARGUMENT rather than a stray TypeError."""
-    for name, value in (("offset", offset), ("length", length)):
         try:
-            operator.index(value)
+            src = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
         except TypeError:
             raise InvalidArgumentError(
-                f"buffer {name} must be an integer, got {value!r} ({type(value).__name__})"
+                f"buffer write needs a buffer-protocol object, got {type(data).__name__}"
             ) from None
+        with self.map(MemoryAccess.WRITE, offset, src.nbytes) as m:
+            m.contents[:] = src
 
 
 class BufferMapping:
@@ -398,10 +382,21 @@ class BufferView:
     def __init__(
         self, buffer: Buffer, shape: tuple[int, ...], element_type: ElementType, encoding: int = 0
     ) -> None:
-        shape = tuple(int(d) for d in shape)
+        if not isinstance(buffer, Buffer):
+            raise InvalidArgumentError(f"a buffer view needs a Buffer, got {type(buffer).__name__}")
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"shape must be a sequence of integers, got {shape!r}"
+            ) from None
+        shape = tuple(as_index(d, "shape dimension") for d in dims)
         if any(d < 0 for d in shape):
             raise InvalidArgumentError(f"shape dimensions must be >= 0, got {shape}")
-        element_type = ElementType(element_type)
+        try:
+            element_type = ElementType(element_type)
+        except ValueError:
+            raise InvalidArgumentError(f"{element_type!r} is not an ElementType") from None
         need = int(np.prod(shape, dtype=np.int64)) * element_type.byte_size
         if need > buffer.byte_length:
             raise OutOfRangeError(

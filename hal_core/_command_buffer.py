@@ -28,9 +28,12 @@ import enum
 from typing import Any, Iterable, Sequence
 
 import attrs
+import numpy as np
 
 from ._buffer import Buffer
 from ._memory import WHOLE_BUFFER, QueueAffinity
+from ._queue_checks import check_known_flags, fill_pattern_bytes
+from ._ranges import as_flags, as_index
 from ._status import FailedPreconditionError, InvalidArgumentError, OutOfRangeError
 
 __all__ = [
@@ -100,19 +103,28 @@ class ExecuteFlags(enum.IntFlag):
     BORROW_BINDING_TABLE_LIFETIME = 1 << 0
 
 
-def _check_u64(name: str) -> Any:
-    def check(_inst: object, _attr: object, value: int) -> None:
-        if value.__class__ is not int or value < 0 or value > WHOLE_BUFFER:
+def _u64(name: str) -> Any:
+    """An attrs converter: the value as a plain int in 0..2**64-1 (numpy integers
+    normalised), INVALID_ARGUMENT otherwise."""
+
+    def convert(value: Any) -> int:
+        if value.__class__ is not int:
+            value = as_index(value, name)
+        if value < 0 or value > WHOLE_BUFFER:
             raise InvalidArgumentError(f"{name} must be an int in 0..2**64-1, got {value!r}")
+        return value
 
-    return check
+    return convert
 
 
-def _check_slot(_inst: object, _attr: object, value: int) -> None:
-    if value.__class__ is not int or not 0 <= value < (1 << 24):
+def _slot(value: Any) -> int:
+    if value.__class__ is not int:
+        value = as_index(value, "binding-table slot")
+    if not 0 <= value < (1 << 24):
         raise InvalidArgumentError(
             f"binding-table slot must be an int in 0..{(1 << 24) - 1}, got {value!r}"
         )
+    return value
 
 
 @attrs.frozen(slots=True)
@@ -126,9 +138,9 @@ class BufferRef:
     """
 
     buffer: Buffer | None
-    offset: int = attrs.field(default=0, validator=_check_u64("offset"))
-    length: int = attrs.field(default=WHOLE_BUFFER, validator=_check_u64("length"))
-    slot: int = attrs.field(default=0, validator=_check_slot)
+    offset: int = attrs.field(default=0, converter=_u64("offset"))
+    length: int = attrs.field(default=WHOLE_BUFFER, converter=_u64("length"))
+    slot: int = attrs.field(default=0, converter=_slot)
 
     @classmethod
     def indirect(cls, slot: int, offset: int = 0, length: int = WHOLE_BUFFER) -> "BufferRef":
@@ -150,8 +162,8 @@ class BufferBinding:
     """One binding-table entry: a buffer range bound to a slot at submit."""
 
     buffer: Buffer | None
-    offset: int = attrs.field(default=0, validator=_check_u64("offset"))
-    length: int = attrs.field(default=WHOLE_BUFFER, validator=_check_u64("length"))
+    offset: int = attrs.field(default=0, converter=_u64("offset"))
+    length: int = attrs.field(default=WHOLE_BUFFER, converter=_u64("length"))
 
 
 class BindingTable:
@@ -231,12 +243,20 @@ def compose_range(
     return buffer, binding.offset + offset, length
 
 
-def _u32(name: str) -> Any:
-    def check(_inst: object, _attr: object, value: tuple) -> None:
-        if len(value) != 3 or any(v.__class__ is not int or not 0 <= v < (1 << 32) for v in value):
-            raise InvalidArgumentError(f"{name} must be three ints in 0..2**32-1, got {value!r}")
+def _u32x3(name: str) -> Any:
+    """An attrs converter: three plain ints in 0..2**32-1 (numpy integers normalised),
+    INVALID_ARGUMENT otherwise."""
 
-    return check
+    def convert(value: Any) -> tuple:
+        try:
+            out = tuple(v if v.__class__ is int else as_index(v, name) for v in value)
+        except (TypeError, InvalidArgumentError):
+            out = ()
+        if len(out) != 3 or not all(0 <= v < (1 << 32) for v in out):
+            raise InvalidArgumentError(f"{name} must be three ints in 0..2**32-1, got {value!r}")
+        return out
+
+    return convert
 
 
 @attrs.frozen(slots=True)
@@ -251,11 +271,11 @@ class DispatchConfig:
     """
 
     workgroup_count: tuple[int, int, int] = attrs.field(
-        default=(1, 1, 1), converter=tuple, validator=_u32("workgroup_count")
+        default=(1, 1, 1), converter=_u32x3("workgroup_count")
     )
     workgroup_count_ref: BufferRef | None = None
     workgroup_size: tuple[int, int, int] = attrs.field(
-        default=(0, 0, 0), converter=tuple, validator=_u32("workgroup_size")
+        default=(0, 0, 0), converter=_u32x3("workgroup_size")
     )
     dynamic_workgroup_local_memory: int = 0
 
@@ -456,8 +476,6 @@ class CommandBuffer:
             raise self._not_recording("fill_buffer()")
         self._busy = True
         try:
-            from ._device import fill_pattern_bytes
-
             ref = as_buffer_ref(target, "fill target")
             if ref.length == 0:
                 return
@@ -486,6 +504,8 @@ class CommandBuffer:
                 raise InvalidArgumentError(
                     f"update source must be a buffer-protocol object, got {type(source).__name__}"
                 ) from None
+            if source_offset.__class__ is not int:
+                source_offset = as_index(source_offset, "update source offset")
             length = ref.length
             if length == WHOLE_BUFFER:
                 if ref.buffer is None:
@@ -557,7 +577,9 @@ class CommandBuffer:
             if constants.__class__ is not bytes:
                 constants = constants_bytes(constants)
             if bindings.__class__ is not tuple:
-                bindings = tuple(bindings)
+                bindings = _bindings_tuple(bindings)
+            if flags:
+                flags = check_known_flags(flags, _DISPATCH_FLAGS, "dispatch flags")
             v = self._validation
             if v is not None:
                 v.validate_dispatch(self, executable, function, config, constants, bindings, flags)
@@ -588,22 +610,37 @@ _BARRIER = (CMD_BARRIER,)
 _DEBUG_END = (CMD_DEBUG_END,)
 
 
+_DISPATCH_FLAGS = sum(int(f) for f in DispatchFlags)
+
+
+def _bindings_tuple(bindings: Any) -> tuple:
+    try:
+        return tuple(bindings)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"dispatch bindings must be a sequence of Buffers or BufferRefs, got "
+            f"{type(bindings).__name__}"
+        ) from None
+
+
 def constants_bytes(constants: Any) -> bytes:
     """Dispatch constants as bytes: bytes-like objects are copied, int sequences become
-    little-endian uint32 words."""
+    little-endian uint32 words (each in 0..2**32-1; INVALID_ARGUMENT otherwise)."""
     if isinstance(constants, (bytes, bytearray, memoryview)):
         return bytes(constants)
+    if isinstance(constants, np.ndarray):
+        return constants.tobytes()
     try:
-        import numpy as np
-
-        if isinstance(constants, np.ndarray):
-            return constants.tobytes()
-        return np.asarray(list(constants), dtype=np.uint32).tobytes()
-    except (TypeError, ValueError, OverflowError):
+        words = [as_index(c, "dispatch constant") for c in constants]
+    except (TypeError, InvalidArgumentError):
         raise InvalidArgumentError(
-            f"dispatch constants must be bytes or a sequence of uint32 values, got "
-            f"{type(constants).__name__}"
+            f"dispatch constants must be bytes or a sequence of uint32 values, got {constants!r}"
         ) from None
+    if any(w < 0 or w >= (1 << 32) for w in words):
+        raise InvalidArgumentError(
+            f"dispatch constants must be uint32 values (0..2**32-1), got {words!r}"
+        )
+    return np.asarray(words, dtype=np.uint32).tobytes()
 
 
 def _refs_of(cmd: tuple) -> tuple:
@@ -627,7 +664,6 @@ def refs_of(cmd: tuple) -> tuple:
     return _refs_of(cmd)
 
 
-def check_queue_affinity(affinity: int) -> int:
-    if affinity.__class__ is not int or affinity < 0 or affinity > QueueAffinity.ANY:
-        raise InvalidArgumentError(f"queue affinity must be a 64-bit mask, got {affinity!r}")
-    return affinity or QueueAffinity.ANY
+def check_queue_affinity(affinity: Any) -> int:
+    """A queue affinity as a plain int 64-bit mask (0 means ANY); INVALID_ARGUMENT else."""
+    return as_flags(affinity, "queue affinity") or QueueAffinity.ANY

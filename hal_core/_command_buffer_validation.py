@@ -33,6 +33,7 @@ from ._command_buffer import (
     compose_range,
 )
 from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, MemoryType
+from ._queue_checks import check_owner
 from ._status import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -210,6 +211,8 @@ class ValidationState:
                     check_buffer(
                         b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, f"dispatch binding {i}"
                     )
+                    if b.device is not cb.device:
+                        check_owner(cb.device, b, f"dispatch binding {i}")
                 else:
                     self._check_ref(
                         cb,
@@ -259,8 +262,9 @@ class ValidationState:
                 self.binding_count = slot + 1
             return ref.length
         check_buffer(buffer, usage, access, what)
-        length = buffer.resolve_range(ref.offset, ref.length)
-        return length
+        if buffer.device is not cb.device:
+            check_owner(cb.device, buffer, what)
+        return buffer.resolve_range(ref.offset, ref.length)
 
 
 def _len_text(n: int) -> str:

@@ -28,6 +28,8 @@ from ._command_buffer_validation import (
     validate_submission,
 )
 from ._memory import BufferUsage, MemoryAccess
+from ._queue_checks import check_owner
+from ._ranges import as_flags, as_index
 from ._status import FailedPreconditionError, InvalidArgumentError, UnimplementedError
 
 __all__ = ["execute_affinity", "new_command_buffer", "prepare_dispatch", "prepare_execute"]
@@ -43,14 +45,14 @@ _MODES = (
 def new_command_buffer(
     device: Any, mode: int, categories: int, affinity: int, binding_capacity: int
 ) -> CommandBuffer:
-    if mode.__class__ is not int and not isinstance(mode, int):
-        raise InvalidArgumentError(f"mode must be CommandBufferMode bits, got {mode!r}")
+    mode = as_flags(mode, "command buffer mode")
     if mode & ~int(_MODES):
         raise InvalidArgumentError(
             f"unknown command buffer mode bits {mode & ~int(_MODES):#x}; known: {_MODES!r}"
         )
     mode = CommandBufferMode(mode)
-    if not isinstance(categories, int) or categories & ~int(CommandCategory.ANY):
+    categories = as_flags(categories, "command categories")
+    if categories & ~int(CommandCategory.ANY):
         raise InvalidArgumentError(f"categories must be CommandCategory bits, got {categories!r}")
     categories = CommandCategory(categories or CommandCategory.ANY)
     affinity = check_queue_affinity(affinity)
@@ -59,7 +61,8 @@ def new_command_buffer(
             f"queue affinity {affinity:#x} selects no queue of this device "
             f"({device.queue_count} queues)"
         )
-    if binding_capacity.__class__ is not int or not 0 <= binding_capacity < (1 << 24):
+    binding_capacity = as_index(binding_capacity, "binding_capacity")
+    if not 0 <= binding_capacity < (1 << 24):
         raise InvalidArgumentError(
             f"binding_capacity must be an int in 0..{(1 << 24) - 1}, got {binding_capacity!r}"
         )
@@ -78,6 +81,8 @@ def execute_affinity(affinity: int, cb: Any) -> int:
     """The queues a submission of ``cb`` may use: the requested affinity narrowed to the
     command buffer's (IREE: a command buffer may be submitted on a subset of its
     affinity). INVALID_ARGUMENT when they do not meet."""
+    if affinity.__class__ is not int:
+        affinity = as_flags(affinity, "queue affinity")
     if cb.__class__ is not CommandBuffer:
         return affinity
     narrowed = affinity & cb.queue_affinity
@@ -125,6 +130,12 @@ def prepare_execute(
             "semaphores; submit it with an empty wait list"
         )
     table = _capture_table(binding_table)
+    for i, binding in enumerate(table):
+        # Every mode, UNVALIDATED included: another device's memory may not be mapped
+        # for this one, and its faults would take the whole queue down.
+        if binding is not None and binding.buffer is not None:
+            if binding.buffer.device is not device:
+                check_owner(device, binding.buffer, f"binding-table slot {i}")
     validate_submission(cb, table)
     if mode & CommandBufferMode.ONE_SHOT:
         cb._submitted = True
@@ -163,6 +174,8 @@ def prepare_dispatch(
         check_buffer(
             ref.buffer, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, f"dispatch binding {i}"
         )
+        if ref.buffer.device is not device:
+            check_owner(device, ref.buffer, f"dispatch binding {i}")
         ref.buffer.resolve_range(ref.offset, ref.length)
     ind = config.workgroup_count_ref
     if ind is not None:
@@ -176,6 +189,8 @@ def prepare_dispatch(
             MemoryAccess.READ,
             "dispatch workgroup-count parameters",
         )
+        if ind.buffer.device is not device:
+            check_owner(device, ind.buffer, "dispatch workgroup-count parameters")
         ind.buffer.resolve_range(ind.offset, ind.length)
     finalize = getattr(device._backend, "finalize_command_buffer", None)
     if finalize is None:

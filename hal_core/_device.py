@@ -14,10 +14,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._allocator import Allocator
+from ._allocator import Allocator, check_size
 from ._allocator import _as_params as _params
 from ._buffer import Buffer
-from ._command_buffer import CommandBuffer, DispatchConfig
+from ._command_buffer import CommandBuffer, DispatchConfig, DispatchFlags, ExecuteFlags
 from ._command_submission import (
     execute_affinity,
     new_command_buffer,
@@ -42,10 +42,19 @@ from ._queue import (
     QueueOp,
     QueueOpKind,
 )
+from ._queue_checks import (
+    check_buffer,
+    check_distinct_signals,
+    check_known_flags,
+    check_owner,
+    check_signals,
+    fill_pattern_bytes,
+    semaphore_list,
+)
+from ._ranges import U64_MAX, as_flags, as_index, check_range
 from ._semaphore import MAX_VALUE, Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
 from ._status import (
     FailedPreconditionError,
-    HalError,
     InvalidArgumentError,
     NotFoundError,
     OutOfRangeError,
@@ -56,7 +65,12 @@ from .pool import Pool, QueuePoolBackend
 __all__ = ["Device"]
 
 _ANY = QueueAffinity.ANY
-_U64 = 1 << 64
+_HOST_CALL_FLAGS = int(
+    HostCallFlags.NON_BLOCKING | HostCallFlags.WAIT_ACTIVE | HostCallFlags.RELAXED
+)
+_EXECUTE_FLAGS = int(ExecuteFlags.BORROW_BINDING_TABLE_LIFETIME)
+_DISPATCH_FLAGS = sum(int(f) for f in DispatchFlags)
+_ALLOCA_FLAGS = int(AllocaFlags.INDETERMINATE_LIFETIME | AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
 _BARRIER = int(QueueOpKind.BARRIER)
 # queue_alloca / queue_dealloca test flag bits on ints: ``enum & enum`` builds a new flag
 # member (about a microsecond each), and these run several times per call.
@@ -70,43 +84,6 @@ _ALLOCA_INDETERMINATE = int(AllocaFlags.INDETERMINATE_LIFETIME)
 _PREFER_ORIGIN = int(DeallocaFlags.PREFER_ORIGIN)
 _NO_ALLOCA_FLAGS = AllocaFlags(0)
 _NO_DEALLOCA_FLAGS = DeallocaFlags(0)
-
-
-def semaphore_list(items: SemaphoreList | None, what: str) -> tuple:
-    """Validate a list of ``(Semaphore, value)`` pairs into a private tuple."""
-    if not items:
-        return ()
-    out = tuple(items)
-    try:
-        for sem, value in out:
-            if sem.__class__ is not Semaphore and not isinstance(sem, Semaphore):
-                raise InvalidArgumentError(
-                    f"{what} list holds a {type(sem).__name__}, expected a Semaphore"
-                )
-            if value.__class__ is not int and not isinstance(value, int):
-                raise InvalidArgumentError(
-                    f"{what} value must be an int, got {type(value).__name__}"
-                )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, InvalidArgumentError):
-            raise
-        raise InvalidArgumentError(
-            f"{what} list must hold (Semaphore, value) pairs, got {items!r}"
-        ) from None
-    return out
-
-
-def _check_signals(signals: tuple) -> None:
-    for sem, value in signals:
-        if value > MAX_VALUE:
-            raise InvalidArgumentError(
-                f"signal value {value} exceeds the semaphore maximum {MAX_VALUE}"
-            )
-        if value <= sem._value and sem._failure is None:
-            raise InvalidArgumentError(
-                f"signal value {value} does not advance the semaphore (already at "
-                f"{sem._value}); signal values must increase"
-            )
 
 
 class Device:
@@ -186,7 +163,13 @@ class Device:
         if self._closed:
             raise FailedPreconditionError(f"device {self.uri!r} is closed")
 
-    def _select_queue(self, affinity: int) -> int:
+    def _select_queue(self, affinity: Any) -> int:
+        """The first queue ``affinity`` selects; INVALID_ARGUMENT for an affinity that is
+        not a 64-bit mask or selects no queue of this device."""
+        if affinity.__class__ is not int:
+            affinity = as_flags(affinity, "queue affinity")
+        elif affinity < 0 or affinity > U64_MAX:
+            raise InvalidArgumentError(f"queue affinity {affinity} is not a 64-bit mask")
         a = affinity & self._queue_mask
         if not a:
             raise InvalidArgumentError(
@@ -195,26 +178,31 @@ class Device:
             )
         return (a & -a).bit_length() - 1
 
-    def _op(self, kind: int, affinity: int, wait: Any, signal: Any) -> QueueOp:
-        # Hot path: the common shape (tuples of (Semaphore, int) pairs) is checked in one
-        # pass; anything else takes the slow path, which normalises or raises.
+    def _op(self, kind: int, affinity: Any, wait: Any, signal: Any) -> QueueOp:
+        # Hot path: the common shape (tuples of (Semaphore, int) pairs, values in range,
+        # one entry per signalled semaphore) is checked in one pass; anything else takes
+        # the slow path, which normalises or raises with a clear message.
         if self._closed:
             self._check_open()
         waits = ()
         if wait:
-            waits = wait if wait.__class__ is tuple else tuple(wait)
+            try:
+                waits = wait if wait.__class__ is tuple else tuple(wait)
+            except TypeError:
+                waits = semaphore_list(wait, "wait")  # raises with a clear message
             try:
                 for sem, value in waits:
-                    if sem.__class__ is not Semaphore or value.__class__ is not int:
-                        waits = semaphore_list(wait, "wait")
+                    if sem.__class__ is not Semaphore or value.__class__ is not int or value < 0:
+                        waits = semaphore_list(waits, "wait")
                         break
-            except HalError:
-                raise
             except (TypeError, ValueError):
-                waits = semaphore_list(wait, "wait")  # raises with a clear message
+                waits = semaphore_list(waits, "wait")  # raises with a clear message
         signals = ()
         if signal:
-            signals = signal if signal.__class__ is tuple else tuple(signal)
+            try:
+                signals = signal if signal.__class__ is tuple else tuple(signal)
+            except TypeError:
+                signals = semaphore_list(signal, "signal")  # raises with a clear message
             try:
                 for sem, value in signals:
                     if (
@@ -222,28 +210,41 @@ class Device:
                         or value.__class__ is not int
                         or not sem._value < value <= MAX_VALUE
                     ):
-                        signals = semaphore_list(signal, "signal")
-                        _check_signals(signals)
+                        signals = semaphore_list(signals, "signal")
+                        check_signals(signals)
                         break
-            except HalError:
-                raise
+                else:
+                    if len(signals) > 1:
+                        check_distinct_signals(signals)
             except (TypeError, ValueError):
-                signals = semaphore_list(signal, "signal")  # raises with a clear message
-        q = self._single_queue.get(affinity)
+                signals = semaphore_list(signals, "signal")  # raises with a clear message
+                check_signals(signals)
+        q = self._single_queue.get(affinity) if affinity.__class__ is int else None
         if q is None:
             q = self._select_queue(affinity)
         return QueueOp(kind, q, waits, signals)
 
+    def _reachable(self, buffer: Buffer, what: str) -> bool:
+        """For a buffer of a device other than this one: True when it is another member
+        of this device's group (the caller routes through the group), False for a buffer
+        of no device (host memory: this device runs the op); INVALID_ARGUMENT for any
+        other device's buffer."""
+        check_owner(self, buffer, what)
+        return buffer.device is not None
+
     # -- queue operations ----------------------------------------------------------------
 
     def queue_barrier(
-        self, affinity: int = _ANY, wait: SemaphoreList = (), signal: SemaphoreList = (),
+        self,
+        affinity: int = _ANY,
+        wait: SemaphoreList = (),
+        signal: SemaphoreList = (),
         flags: int = 0,
     ) -> None:
         """Signal ``signal`` once every ``wait`` is reached (no work)."""
         op = self._op(_BARRIER, affinity, wait, signal)
         if flags:
-            op.flags = flags
+            op.flags = as_flags(flags, "barrier flags")
         self._submit(op)
 
     def queue_fill(
@@ -262,15 +263,18 @@ class Device:
         """Fill ``[target_offset, +length)`` of ``target`` with a 1-, 2- or 4-byte pattern.
 
         ``pattern`` is bytes, or an int with ``pattern_length``. INVALID_ARGUMENT for other
-        pattern sizes or an offset/length not a multiple of it; OUT_OF_RANGE for ranges
-        past the buffer; PERMISSION_DENIED without TRANSFER_TARGET usage.
+        pattern sizes, an offset/length not a multiple of it or a buffer of another device;
+        OUT_OF_RANGE for ranges past the buffer; PERMISSION_DENIED without TRANSFER_TARGET
+        usage.
         """
         op = self._op(QueueOpKind.FILL, affinity, wait, signal)
         data = fill_pattern_bytes(pattern, pattern_length)
-        _check_buffer(target, "fill target")
+        check_buffer(target, "fill target")
         target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_fill")
         target.require_access(MemoryAccess.WRITE, "queue_fill")
-        length = target.resolve_range(target_offset, length)
+        if target_offset.__class__ is not int:
+            target_offset = as_index(target_offset, "fill target offset")
+        length = check_range(target_offset, length, target.byte_length, "buffer")
         n = len(data)
         if target_offset % n or length % n:
             raise InvalidArgumentError(
@@ -281,8 +285,8 @@ class Device:
         op.target_offset = target_offset
         op.length = length
         op.data = data
-        op.flags = flags
-        if target.device is not self and self.topology_info is not None:
+        op.flags = as_flags(flags, "fill flags") if flags else 0
+        if target.device is not self and self._reachable(target, "fill target"):
             self._submit_in_group(op, target, True)
             return
         self._submit(op)
@@ -303,29 +307,27 @@ class Device:
         """Copy host bytes into ``target``. The bytes are captured now: the caller may
         change ``source`` as soon as this returns. Any length works."""
         op = self._op(QueueOpKind.UPDATE, affinity, wait, signal)
-        _check_buffer(target, "update target")
+        check_buffer(target, "update target")
         try:
             src = memoryview(source).cast("B")
         except TypeError:
             raise InvalidArgumentError(
                 f"update source must be a buffer-protocol object, got {type(source).__name__}"
             ) from None
-        if length == WHOLE_BUFFER:
-            length = len(src) - source_offset
-        if source_offset < 0 or length < 0 or source_offset + length > len(src):
-            raise OutOfRangeError(
-                f"update source range [{source_offset}, {source_offset + length}) exceeds "
-                f"the {len(src)} host bytes given"
-            )
+        if source_offset.__class__ is not int:
+            source_offset = as_index(source_offset, "update source offset")
+        length = check_range(source_offset, length, len(src), "update source (host bytes)")
         target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_update")
         target.require_access(MemoryAccess.WRITE, "queue_update")
-        target.resolve_range(target_offset, length)
+        if target_offset.__class__ is not int:
+            target_offset = as_index(target_offset, "update target offset")
+        check_range(target_offset, length, target.byte_length, "buffer")
         op.target = target
         op.target_offset = target_offset
         op.length = length
         op.data = np.frombuffer(bytes(src[source_offset : source_offset + length]), np.uint8)
-        op.flags = flags
-        if target.device is not self and self.topology_info is not None:
+        op.flags = as_flags(flags, "update flags") if flags else 0
+        if target.device is not self and self._reachable(target, "update target"):
             self._submit_in_group(op, target, True)
             return
         self._submit(op)
@@ -344,18 +346,25 @@ class Device:
         flags: int = 0,
     ) -> None:
         """Copy between buffers. INVALID_ARGUMENT for overlapping ranges of one
-        allocation; OUT_OF_RANGE past either end; PERMISSION_DENIED for missing usage."""
+        allocation or a buffer of another device; OUT_OF_RANGE past either end;
+        PERMISSION_DENIED for missing usage."""
         op = self._op(QueueOpKind.COPY, affinity, wait, signal)
-        _check_buffer(source, "copy source")
-        _check_buffer(target, "copy target")
+        check_buffer(source, "copy source")
+        check_buffer(target, "copy target")
         source.require_usage(BufferUsage.TRANSFER_SOURCE, "queue_copy source")
         source.require_access(MemoryAccess.READ, "queue_copy source")
         target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_copy target")
         target.require_access(MemoryAccess.WRITE, "queue_copy target")
+        if source_offset.__class__ is not int:
+            source_offset = as_index(source_offset, "copy source offset")
+        if target_offset.__class__ is not int:
+            target_offset = as_index(target_offset, "copy target offset")
+        if length.__class__ is not int:
+            length = as_index(length, "copy length")
         if length == WHOLE_BUFFER:
             length = min(source.byte_length - source_offset, target.byte_length - target_offset)
-        source.resolve_range(source_offset, length)
-        target.resolve_range(target_offset, length)
+        check_range(source_offset, length, source.byte_length, "source buffer")
+        check_range(target_offset, length, target.byte_length, "target buffer")
         if source._root is target._root and length:
             s = source.byte_offset + source_offset
             t = target.byte_offset + target_offset
@@ -364,14 +373,22 @@ class Device:
                     f"copy ranges overlap within one allocation: source [{s}, {s + length}) "
                     f"and target [{t}, {t + length})"
                 )
-        if (source.device is not self or target.device is not self) and (
-            self.topology_info is not None
+        flags = as_flags(flags, "copy flags") if flags else 0
+        if (source.device is not self and self._reachable(source, "copy source")) | (
+            target.device is not self and self._reachable(target, "copy target")
         ):
-            # A buffer of another device: the group picks native access, a peer copy or
+            # A buffer of another member: the group picks native access, a peer copy or
             # a copy staged through host memory from the topology (device groups).
             if self.topology_info.group.route_queue_copy(
-                self, affinity, wait, signal, source, source_offset, target,
-                target_offset, length,
+                self,
+                affinity,
+                wait,
+                signal,
+                source,
+                source_offset,
+                target,
+                target_offset,
+                length,
             ):
                 return
         op.source = source
@@ -395,23 +412,27 @@ class Device:
         *,
         flags: int = 0,
     ) -> None:
-        """Read ``length`` file bytes at ``source_offset`` into ``target``."""
+        """Read ``length`` file bytes at ``source_offset`` into ``target``.
+        FAILED_PRECONDITION for a closed file; a range past the end of the file fails
+        the signals with OUT_OF_RANGE when the read runs (a file may grow until then)."""
         op = self._op(QueueOpKind.READ, affinity, wait, signal)
         if not isinstance(source_file, File):
             raise InvalidArgumentError(f"expected a File, got {type(source_file).__name__}")
+        source_file.check_open()
         source_file.check_access(MemoryAccess.READ, "queue_read")
-        _check_buffer(target, "read target")
+        check_buffer(target, "read target")
         target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_read")
-        length = target.resolve_range(target_offset, length)
-        if source_offset < 0:
-            raise InvalidArgumentError(f"file offset must be >= 0, got {source_offset}")
+        if target_offset.__class__ is not int:
+            target_offset = as_index(target_offset, "read target offset")
+        length = check_range(target_offset, length, target.byte_length, "buffer")
+        source_offset = _file_offset(source_offset, length)
         op.source = source_file
         op.source_offset = source_offset
         op.target = target
         op.target_offset = target_offset
         op.length = length
-        op.flags = flags
-        if target.device is not self and self.topology_info is not None:
+        op.flags = as_flags(flags, "read flags") if flags else 0
+        if target.device is not self and self._reachable(target, "read target"):
             self._submit_in_group(op, target, True)
             return
         self._submit(op)
@@ -429,23 +450,26 @@ class Device:
         *,
         flags: int = 0,
     ) -> None:
-        """Write ``length`` bytes of ``source`` into the file at ``target_offset``."""
+        """Write ``length`` bytes of ``source`` into the file at ``target_offset``.
+        FAILED_PRECONDITION for a closed file."""
         op = self._op(QueueOpKind.WRITE, affinity, wait, signal)
         if not isinstance(target_file, File):
             raise InvalidArgumentError(f"expected a File, got {type(target_file).__name__}")
+        target_file.check_open()
         target_file.check_access(MemoryAccess.WRITE, "queue_write")
-        _check_buffer(source, "write source")
+        check_buffer(source, "write source")
         source.require_usage(BufferUsage.TRANSFER_SOURCE, "queue_write")
-        length = source.resolve_range(source_offset, length)
-        if target_offset < 0:
-            raise InvalidArgumentError(f"file offset must be >= 0, got {target_offset}")
+        if source_offset.__class__ is not int:
+            source_offset = as_index(source_offset, "write source offset")
+        length = check_range(source_offset, length, source.byte_length, "buffer")
+        target_offset = _file_offset(target_offset, length)
         op.source = source
         op.source_offset = source_offset
         op.target = target_file
         op.target_offset = target_offset
         op.length = length
-        op.flags = flags
-        if source.device is not self and self.topology_info is not None:
+        op.flags = as_flags(flags, "write flags") if flags else 0
+        if source.device is not self and self._reachable(source, "write source"):
             self._submit_in_group(op, source, False)
             return
         self._submit(op)
@@ -474,16 +498,16 @@ class Device:
         try:
             args = tuple(operator.index(a) for a in args)
         except TypeError:
-            raise InvalidArgumentError(
-                f"host call args must be 4 integers, got {args!r}"
-            ) from None
-        if len(args) != 4 or not all(0 <= a < _U64 for a in args):
+            raise InvalidArgumentError(f"host call args must be 4 integers, got {args!r}") from None
+        if len(args) != 4 or not all(0 <= a <= U64_MAX for a in args):
             raise InvalidArgumentError(
                 f"host call args must be exactly 4 integers in 0..2**64-1, got {args!r}"
             )
         op.data = fn
         op.extra = args
-        op.flags = HostCallFlags(flags)
+        op.flags = HostCallFlags(
+            check_known_flags(flags, _HOST_CALL_FLAGS, "host call flags") if flags else 0
+        )
         self._submit(op)
 
     def queue_alloca(
@@ -507,16 +531,11 @@ class Device:
                 "queue_alloca pool must be a hal_core.pool.Pool (None selects the device's "
                 f"default pool set), got {type(pool).__name__}"
             )
-        if not isinstance(allocation_size, int) or allocation_size < 0:
-            raise InvalidArgumentError(
-                f"allocation size must be an int >= 0, got {allocation_size!r}"
-            )
-        params = params.with_usage(_ALLOCA_USAGE)
-        compat, params, size = self.allocator.query_buffer_compatibility(params, allocation_size)
-        if not int(compat) & _ALLOCATABLE:
-            raise InvalidArgumentError(
-                f"no heap of this device can allocate {allocation_size} bytes with {params}"
-            )
+        size = check_size(allocation_size)
+        flags = check_known_flags(flags, _ALLOCA_FLAGS, "alloca flags") if flags else 0
+        # RESOURCE_EXHAUSTED now for a size no heap can ever hold: parking it on a pool
+        # would wait forever.
+        params, size = self.allocator.allocatable(params.with_usage(_ALLOCA_USAGE), size)
         buffer = Buffer(
             None,
             memory_type=params.type,
@@ -526,9 +545,7 @@ class Device:
             device=self,
             queue_affinity=1 << op.queue,
             placement_flags=(
-                _PLACE_ASYNC_INDETERMINATE
-                if flags and int(flags) & _ALLOCA_INDETERMINATE
-                else _PLACE_ASYNC
+                _PLACE_ASYNC_INDETERMINATE if flags & _ALLOCA_INDETERMINATE else _PLACE_ASYNC
             ),
         )
         op.target = buffer
@@ -575,8 +592,11 @@ class Device:
         """Release a ``queue_alloca`` buffer once the waits resolve. A buffer that is not
         ASYNCHRONOUS (or has INDETERMINATE_LIFETIME) makes this a barrier, as in IREE.
         PREFER_ORIGIN runs it on the queue the buffer was allocated on."""
-        _check_buffer(buffer, "dealloca buffer")
-        if flags and int(flags) & _PREFER_ORIGIN and buffer.device is self:
+        check_buffer(buffer, "dealloca buffer")
+        if buffer.device is not self:
+            check_owner(self, buffer, "dealloca buffer")
+        flags = check_known_flags(flags, _PREFER_ORIGIN, "dealloca flags") if flags else 0
+        if flags & _PREFER_ORIGIN and buffer.device is self:
             affinity = buffer.queue_affinity
         root = buffer._root
         if int(root.placement_flags) & (_ASYNC | _INDETERMINATE) != _ASYNC:
@@ -603,6 +623,7 @@ class Device:
     def queue_flush(self, affinity: int = _ANY) -> None:
         """Push out any locally batched work (a no-op for backends that do not batch)."""
         self._check_open()
+        affinity = as_flags(affinity, "queue affinity")
         flush = getattr(self._backend, "flush", None)
         if flush is not None:
             flush(affinity & self._queue_mask)
@@ -650,6 +671,8 @@ class Device:
         if command_buffer is None:
             self.queue_barrier(affinity, wait, signal, flags)
             return
+        if flags:
+            flags = check_known_flags(flags, _EXECUTE_FLAGS, "execute flags")
         affinity = execute_affinity(affinity, command_buffer)
         op = self._op(QueueOpKind.EXECUTE, affinity, wait, signal)
         op.data, op.extra, op.retained = prepare_execute(
@@ -676,6 +699,8 @@ class Device:
         retained until the signals publish. Same validation as ``CommandBuffer.dispatch``.
         """
         op = self._op(QueueOpKind.DISPATCH, affinity, wait, signal)
+        if flags:
+            flags = check_known_flags(flags, _DISPATCH_FLAGS, "dispatch flags")
         op.data, op.retained = prepare_dispatch(
             self, executable, function, config, constants, bindings, flags
         )
@@ -745,6 +770,7 @@ class Device:
             if self._closed:
                 return
             self._closed = True
+        self.allocator.close()
         self._backend.close(timeout)
         if self.__dict__.get("_profiling_session") is not None:
             self.profiling_end()  # a closing device ends its profiling session
@@ -760,34 +786,15 @@ class Device:
         self.close()
 
 
-def fill_pattern_bytes(pattern: Any, pattern_length: int | None) -> bytes:
-    """Normalise a fill pattern to 1, 2 or 4 little-endian bytes (INVALID_ARGUMENT else)."""
-    if isinstance(pattern, (bytes, bytearray, memoryview)):
-        data = bytes(pattern)
-        if pattern_length is not None and pattern_length != len(data):
-            raise InvalidArgumentError(
-                f"pattern_length {pattern_length} does not match the {len(data)}-byte pattern"
-            )
-    elif isinstance(pattern, (int, np.integer)):
-        if pattern_length not in (1, 2, 4):
-            raise InvalidArgumentError(
-                f"fill pattern length must be 1, 2 or 4 bytes, got {pattern_length}"
-            )
-        try:
-            data = int(pattern).to_bytes(pattern_length, "little", signed=int(pattern) < 0)
-        except OverflowError:
-            raise InvalidArgumentError(
-                f"fill pattern {pattern} does not fit in {pattern_length} bytes"
-            ) from None
-    else:
-        raise InvalidArgumentError(
-            f"fill pattern must be bytes or an int, got {type(pattern).__name__}"
+def _file_offset(offset: Any, length: int) -> int:
+    """A file offset as a plain int: INVALID_ARGUMENT when it is not an integer or is
+    negative, OUT_OF_RANGE when the range passes the 64-bit file size limit."""
+    if offset.__class__ is not int:
+        offset = as_index(offset, "file offset")
+    if offset < 0:
+        raise InvalidArgumentError(f"file offset must be >= 0, got {offset}")
+    if offset + length > U64_MAX:
+        raise OutOfRangeError(
+            f"file range [{offset}, {offset + length}) passes the 64-bit file size limit"
         )
-    if len(data) not in (1, 2, 4):
-        raise InvalidArgumentError(f"fill pattern length must be 1, 2 or 4 bytes, got {len(data)}")
-    return data
-
-
-def _check_buffer(buffer: Any, what: str) -> None:
-    if not isinstance(buffer, Buffer):
-        raise InvalidArgumentError(f"{what} must be a Buffer, got {type(buffer).__name__}")
+    return offset

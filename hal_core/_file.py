@@ -7,6 +7,7 @@ longer than one ``os.preadv``/``os.pwritev`` call.
 
 from __future__ import annotations
 
+import operator
 import os
 import weakref
 from typing import Any
@@ -14,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from ._memory import MemoryAccess
-from ._status import InvalidArgumentError, OutOfRangeError, PermissionDeniedError, error_for
+from ._status import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    error_for,
+)
 
 __all__ = ["File"]
 
@@ -34,6 +41,19 @@ def _fd_access(fd: int) -> MemoryAccess | None:
     if flags == os.O_WRONLY:
         return MemoryAccess.WRITE
     return MemoryAccess.READ | MemoryAccess.WRITE
+
+
+def _access(access: Any) -> MemoryAccess:
+    """``access`` as MemoryAccess bits with READ and/or WRITE (INVALID_ARGUMENT else)."""
+    try:
+        bits = MemoryAccess(operator.index(access))
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"file access must be MemoryAccess bits, got {access!r}"
+        ) from None
+    if not bits & (MemoryAccess.READ | MemoryAccess.WRITE):
+        raise InvalidArgumentError(f"file access {bits!r} allows neither READ nor WRITE")
+    return bits
 
 
 class File:
@@ -56,6 +76,7 @@ class File:
 
     @classmethod
     def from_memory(cls, data: Any, access: MemoryAccess = MemoryAccess.READ) -> "File":
+        access = _access(access)
         try:
             view = memoryview(data)
         except TypeError:
@@ -71,9 +92,14 @@ class File:
 
     @classmethod
     def from_fd(cls, fd: int | Any, access: MemoryAccess = MemoryAccess.READ) -> "File":
+        access = _access(access)
         if hasattr(fd, "fileno"):
             fd = fd.fileno()
-        if not isinstance(fd, int) or fd < 0:
+        try:
+            fd = operator.index(fd)
+        except TypeError:
+            raise InvalidArgumentError(f"expected a file descriptor, got {fd!r}") from None
+        if fd < 0:
             raise InvalidArgumentError(f"expected a file descriptor, got {fd!r}")
         try:
             dup = os.dup(fd)
@@ -102,9 +128,13 @@ class File:
             return int(self._memory.nbytes)
         return os.fstat(self._fd).st_size
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """FAILED_PRECONDITION once ``close()`` ran: queue operations check this at the
+        call, and reads and writes already queued fail their signals with it."""
         if self._closed:
-            raise InvalidArgumentError("file is closed")
+            raise FailedPreconditionError("file is closed; import it again to use it")
+
+    _check_open = check_open
 
     def check_access(self, access: MemoryAccess, what: str) -> None:
         if (self.access & access) != access:

@@ -8,6 +8,8 @@ Bit values are IREE's (``iree_hal_memory_type_t`` and friends), composite member
 from __future__ import annotations
 
 import enum
+import operator
+from typing import Any
 
 import attrs
 
@@ -155,30 +157,50 @@ class QueueAffinity:
 def _canon_usage(v: int) -> BufferUsage:
     if v.__class__ is BufferUsage and v:
         return v
-    return BufferUsage(v) if v else BufferUsage.DEFAULT
+    return _flag(BufferUsage, v, "usage") if v else BufferUsage.DEFAULT
 
 
 def _canon_access(v: int) -> MemoryAccess:
     if v.__class__ is MemoryAccess and v:
         return v
-    return MemoryAccess(v) if v else MemoryAccess.ALL
+    return _flag(MemoryAccess, v, "access") if v else MemoryAccess.ALL
 
 
 def _canon_type(v: int) -> MemoryType:
     if v.__class__ is MemoryType and v:
         return v
-    return MemoryType(v) if v else MemoryType.OPTIMAL
+    return _flag(MemoryType, v, "type") if v else MemoryType.OPTIMAL
 
 
 def _canon_affinity(v: int) -> int:
-    return int(v) if v else QueueAffinity.ANY
+    if not v:
+        return QueueAffinity.ANY
+    if v.__class__ is not int:
+        v = _flag(int, v, "queue_affinity")
+    if v < 0 or v > QueueAffinity.ANY:
+        raise InvalidArgumentError(f"BufferParams queue_affinity {v} is not a 64-bit mask")
+    return v
+
+
+def _flag(kind: type, v: object, field: str) -> Any:
+    """``kind(v)`` for a flag value given as a plain or numpy int; INVALID_ARGUMENT for
+    anything else (a str, a float, a negative mask)."""
+    try:
+        bits = operator.index(v)  # type: ignore[arg-type]
+        if bits < 0:
+            raise ValueError(bits)
+        return kind(bits)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"BufferParams {field} must be {getattr(kind, '__name__', kind)} bits, got {v!r}"
+        ) from None
 
 
 def _check_alignment(_inst: object, _attr: object, value: int) -> None:
+    if value.__class__ is not int:
+        value = _flag(int, value, "min_alignment")
     if value < 0 or (value & (value - 1)):
-        raise InvalidArgumentError(
-            f"min_alignment must be 0 or a power of two, got {value}"
-        )
+        raise InvalidArgumentError(f"min_alignment must be 0 or a power of two, got {value}")
 
 
 @attrs.frozen

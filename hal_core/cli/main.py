@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     info.add_parser(sub)
     bench.add_parser(sub)
     profile.add_parser(sub)
+    from . import replay  # hal replay run|bench|dump
+
+    replay.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 

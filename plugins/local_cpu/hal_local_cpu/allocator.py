@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import attrs
 
-from hal_core import BufferCompatibility, BufferParams, BufferUsage, MemoryHeap, MemoryType
+from hal_core import (
+    BufferCompatibility,
+    BufferParams,
+    BufferUsage,
+    MemoryHeap,
+    MemoryType,
+    ResourceExhaustedError,
+)
 from hal_core._allocator import check_host_size, host_heaps
 from hal_core.backend import HostStorage
 
-MAX_ALLOCATION_SIZE = 1 << 40
+
+def _physical_memory() -> int:
+    """Bytes of physical memory (0 where the OS cannot say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+MAX_ALLOCATION_SIZE = min(1 << 40, _physical_memory() or 1 << 40)
+"""The largest allocation the host heap admits: 1 TiB, or the machine's physical memory
+when that is less. A ``queue_alloca`` larger than this could never be satisfied (it would
+park on the pool forever), so it is refused at the call with RESOURCE_EXHAUSTED."""
 
 _HEAP = host_heaps(MAX_ALLOCATION_SIZE)[0]
 _COMPATIBLE = (
@@ -57,8 +77,6 @@ class HostAllocatorBackend:
         try:
             storage = HostStorage.allocate(size, alignment)
         except MemoryError:
-            from hal_core import ResourceExhaustedError
-
             raise ResourceExhaustedError(f"host allocation of {size} bytes failed") from None
         return storage, params.type
 

@@ -59,6 +59,8 @@ from hal_core.pool import (
     TlsfPool,
 )
 
+from .allocator import MAX_ALLOCATION_SIZE
+
 __all__ = ["QueuePools", "TransientAllocation", "DEFAULT_TLSF_SLAB_SIZE"]
 
 DEFAULT_TLSF_SLAB_SIZE = 16 << 20
@@ -86,7 +88,9 @@ class QueuePools(QueueAllocaMachine):
             timeline.bind_axis(self.tracker, axis)
         self._own_epochs = self.tracker.published_epochs
         self._group_epochs: dict[int, int] | None = None
-        self.provider = CpuSlabProvider()
+        # Slabs no larger than the host heap admits: a pool built on this provider
+        # refuses what the heap would.
+        self.provider = CpuSlabProvider(max_slab_size=MAX_ALLOCATION_SIZE)
         self.notification = Notification()
         epoch_query = self.query_epoch
         self.default_pools = PoolSet()

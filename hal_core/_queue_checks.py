@@ -1,0 +1,189 @@
+"""Argument checks shared by the queue operations and command buffers (the front door).
+
+``Device`` runs these before it builds a ``QueueOp``, and command-buffer recording and
+submission run the buffer ones, so every backend answers the same misuse with the same
+status code at the call and nothing is queued:
+
+* semaphore lists: ``(Semaphore, value)`` pairs; wait values in ``0..2**64-1``; signal
+  values that advance their semaphore, at most ``MAX_VALUE``, and **each semaphore at most
+  once per signal list** (as IREE: one op reaches one value per semaphore; a second entry
+  for the same semaphore, equal, larger or smaller, is INVALID_ARGUMENT);
+* buffers: a ``Buffer``, owned by the device the work runs on, by another member of its
+  device group, or by no device (host memory); a buffer of any other device is
+  INVALID_ARGUMENT;
+* fill patterns: 1, 2 or 4 bytes;
+* flag words: integers of 64 bits without bits the flag type does not define.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from ._buffer import Buffer
+from ._ranges import U64_MAX, as_flags
+from ._semaphore import MAX_VALUE, Semaphore
+from ._status import InvalidArgumentError
+
+__all__ = [
+    "check_buffer",
+    "check_distinct_signals",
+    "check_known_flags",
+    "check_owner",
+    "check_signals",
+    "fill_pattern_bytes",
+    "owner_is_reachable",
+    "semaphore_list",
+]
+
+
+def semaphore_list(items: Any, what: str) -> tuple:
+    """Validate a list of ``(Semaphore, value)`` pairs into a private tuple of pairs with
+    plain-int values (numpy integers normalised). INVALID_ARGUMENT for anything else,
+    and for a wait value outside ``0..2**64-1``."""
+    if not items:
+        return ()
+    try:
+        pairs = tuple(items)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{what} list must be a sequence of (Semaphore, value) pairs, got "
+            f"{type(items).__name__}"
+        ) from None
+    out = []
+    for pair in pairs:
+        try:
+            sem, value = pair
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"{what} list must hold (Semaphore, value) pairs, got {items!r}"
+            ) from None
+        if sem.__class__ is not Semaphore and not isinstance(sem, Semaphore):
+            raise InvalidArgumentError(
+                f"{what} list holds a {type(sem).__name__}, expected a Semaphore"
+            )
+        if value.__class__ is not int:
+            if isinstance(value, (bool, np.bool_)):
+                raise InvalidArgumentError(f"{what} value must be an int, got {value!r}")
+            try:
+                value = operator.index(value)
+            except TypeError:
+                raise InvalidArgumentError(
+                    f"{what} value must be an int, got {type(value).__name__}"
+                ) from None
+        if value < 0 or value > U64_MAX:
+            raise InvalidArgumentError(f"{what} value {value} is outside 0..2**64-1")
+        out.append((sem, value))
+    return tuple(out)
+
+
+def check_signals(signals: tuple) -> None:
+    """Signal values must advance their semaphore (unless it failed already: the op then
+    just fails too), stay within ``MAX_VALUE`` and name each semaphore once."""
+    for sem, value in signals:
+        if value > MAX_VALUE:
+            raise InvalidArgumentError(
+                f"signal value {value} exceeds the semaphore maximum {MAX_VALUE}"
+            )
+        if value <= sem._value and sem._failure is None:
+            raise InvalidArgumentError(
+                f"signal value {value} does not advance the semaphore (already at "
+                f"{sem._value}); signal values must increase"
+            )
+    if len(signals) > 1:
+        check_distinct_signals(signals)
+
+
+def check_distinct_signals(signals: tuple) -> None:
+    """INVALID_ARGUMENT when one semaphore appears twice in a signal list (whatever the
+    values: one op reaches one value per semaphore)."""
+    if len({id(sem) for sem, _value in signals}) == len(signals):
+        return
+    values: dict[int, list[int]] = {}
+    for sem, value in signals:
+        values.setdefault(id(sem), []).append(value)
+    repeated = next(v for v in values.values() if len(v) > 1)
+    raise InvalidArgumentError(
+        f"a signal list names one semaphore {len(repeated)} times (values {repeated}); "
+        "each semaphore may appear once per signal list: signal only the final value"
+    )
+
+
+def fill_pattern_bytes(pattern: Any, pattern_length: Any) -> bytes:
+    """Normalise a fill pattern to 1, 2 or 4 little-endian bytes (INVALID_ARGUMENT else)."""
+    if pattern_length is not None and pattern_length.__class__ is not int:
+        try:
+            pattern_length = operator.index(pattern_length)
+        except TypeError:
+            raise InvalidArgumentError(
+                f"pattern_length must be 1, 2 or 4, got {pattern_length!r}"
+            ) from None
+    if isinstance(pattern, (bytes, bytearray, memoryview)):
+        data = bytes(pattern)
+        if pattern_length is not None and pattern_length != len(data):
+            raise InvalidArgumentError(
+                f"pattern_length {pattern_length} does not match the {len(data)}-byte pattern"
+            )
+    elif isinstance(pattern, (int, np.integer)) and not isinstance(pattern, (bool, np.bool_)):
+        if pattern_length not in (1, 2, 4):
+            raise InvalidArgumentError(
+                f"fill pattern length must be 1, 2 or 4 bytes, got {pattern_length}"
+            )
+        value = int(pattern)
+        try:
+            data = value.to_bytes(pattern_length, "little", signed=value < 0)
+        except OverflowError:
+            raise InvalidArgumentError(
+                f"fill pattern {pattern} does not fit in {pattern_length} bytes"
+            ) from None
+    else:
+        raise InvalidArgumentError(
+            f"fill pattern must be bytes or an int, got {type(pattern).__name__}"
+        )
+    if len(data) not in (1, 2, 4):
+        raise InvalidArgumentError(f"fill pattern length must be 1, 2 or 4 bytes, got {len(data)}")
+    return data
+
+
+def check_buffer(buffer: Any, what: str) -> None:
+    """INVALID_ARGUMENT unless ``buffer`` is a ``Buffer``."""
+    if not isinstance(buffer, Buffer):
+        raise InvalidArgumentError(f"{what} must be a Buffer, got {type(buffer).__name__}")
+
+
+def owner_is_reachable(device: Any, owner: Any) -> bool:
+    """Whether work of ``device`` may use a buffer owned by ``owner``: its own, one of no
+    device (host memory), or one of another member of the same device group (the group
+    routes the access)."""
+    if owner is device or owner is None:
+        return True
+    info = device.topology_info
+    if info is None:
+        return False
+    other = getattr(owner, "topology_info", None)
+    return other is not None and other.group is info.group
+
+
+def check_owner(device: Any, buffer: Buffer, what: str) -> None:
+    """INVALID_ARGUMENT when ``buffer`` belongs to a device ``device`` cannot reach (see
+    ``owner_is_reachable``): another device's memory may not even be mapped for it."""
+    owner = buffer.device
+    if owner is device or owner is None or owner_is_reachable(device, owner):
+        return
+    raise InvalidArgumentError(
+        f"{what} belongs to another device ({getattr(owner, 'uri', owner)!r}) than the "
+        f"{device.uri!r} device running the work, and the two share no device group; use "
+        "a buffer of this device, put both devices in one DeviceGroup, or copy through "
+        "host memory"
+    )
+
+
+def check_known_flags(flags: Any, known: int, what: str) -> int:
+    """A flag word as a plain int (``as_flags``) with no bits outside ``known``."""
+    flags = as_flags(flags, what)
+    unknown = flags & ~known
+    if unknown:
+        raise InvalidArgumentError(f"{what} has unknown bits {unknown:#x}")
+    return flags
