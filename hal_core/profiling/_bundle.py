@@ -51,6 +51,7 @@ __all__ = [
     "ProfileBundle",
     "ProfileChunk",
     "read_profile_bundle",
+    "parse_profile_bundle",
 ]
 
 BUNDLE_MAGIC = b"HALPROF\0"
@@ -194,39 +195,63 @@ def read_profile_bundle(
     path: str | os.PathLike[str], *, allow_incomplete: bool = False
 ) -> ProfileBundle:
     """Read a bundle file. INVALID_ARGUMENT when it is not a bundle, INCOMPATIBLE for a
-    newer version, DATA_LOSS when truncated or unfinished (unless ``allow_incomplete``,
-    which returns the whole chunks that are present)."""
+    newer version, DATA_LOSS (naming the byte offset) when truncated, unfinished (unless
+    ``allow_incomplete``, which returns the whole chunks that are present) or corrupt: a
+    chunk whose lengths do not fit, a header shorter than its layout, a name that is not
+    UTF-8. Every chunk advances the reader by at least its header, so a corrupt file can
+    never loop."""
     with open(path, "rb") as f:
         data = f.read()
-    if len(data) < _FILE_HEADER.size or data[:8] != BUNDLE_MAGIC:
+    return parse_profile_bundle(data, os.fspath(path), allow_incomplete=allow_incomplete)
+
+
+def parse_profile_bundle(
+    data: bytes, source: str = "<bytes>", *, allow_incomplete: bool = False
+) -> ProfileBundle:
+    """``read_profile_bundle`` of bytes already in memory (``source`` names them in
+    errors)."""
+    if data[:8] != BUNDLE_MAGIC[: len(data)] or not data:
         raise InvalidArgumentError(
-            f"{os.fspath(path)!r} is not a HAL profile bundle (expected magic {BUNDLE_MAGIC!r}, "
+            f"{source!r} is not a HAL profile bundle (expected magic {BUNDLE_MAGIC!r}, "
             f"got {data[:8]!r}); write one with ProfileBundleSink or `hal profile --format bundle`"
+        )
+    if len(data) < _FILE_HEADER.size:
+        raise DataLossError(
+            f"profile bundle {source!r} is cut off at byte {len(data)}, inside its "
+            f"{_FILE_HEADER.size}-byte file header"
         )
     _magic, version, header_length, _flags, _res, file_length = _FILE_HEADER.unpack_from(data)
     if version > BUNDLE_VERSION:
         raise IncompatibleError(
-            f"profile bundle {os.fspath(path)!r} has version {version}; this reader knows up to "
+            f"profile bundle {source!r} has version {version}; this reader knows up to "
             f"{BUNDLE_VERSION}. Upgrade hal-core to read it"
+        )
+    if not _FILE_HEADER.size <= header_length <= len(data):
+        raise DataLossError(
+            f"profile bundle {source!r}: file header at byte 0 claims header_length "
+            f"{header_length}, outside [{_FILE_HEADER.size}, {len(data)}]"
         )
     complete = file_length != 0
     if complete and file_length != len(data):
         raise DataLossError(
-            f"profile bundle {os.fspath(path)!r} says {file_length} bytes but has {len(data)}; "
+            f"profile bundle {source!r} says {file_length} bytes but has {len(data)}; "
             "the file was truncated or appended to"
         )
     if not complete and not allow_incomplete:
         raise DataLossError(
-            f"profile bundle {os.fspath(path)!r} was never finished (the session did not end); "
+            f"profile bundle {source!r} was never finished (the session did not end); "
             "pass allow_incomplete=True to read the chunks written so far"
         )
+    # An unfinished file may end inside its last chunk (the writer was interrupted):
+    # stop there. Anything else that does not fit is corruption.
+    tolerate_tail = allow_incomplete and not complete
     chunks = []
     pos = header_length
     while pos < len(data):
         if pos + _CHUNK_HEADER.size > len(data):
-            if allow_incomplete and not complete:
+            if tolerate_tail:
                 break
-            raise DataLossError(f"profile bundle chunk header at byte {pos} is cut off")
+            raise DataLossError(f"profile bundle {source!r}: chunk header at byte {pos} is cut off")
         (
             rec_len,
             hdr_len,
@@ -244,17 +269,27 @@ def read_profile_bundle(
             payload_len,
         ) = _CHUNK_HEADER.unpack_from(data, pos)
         end = pos + rec_len
-        if rec_len < hdr_len + ct_len + name_len + payload_len or end > len(data):
-            if allow_incomplete and not complete:
+        if hdr_len < _CHUNK_HEADER.size:
+            raise DataLossError(
+                f"profile bundle {source!r}: chunk at byte {pos} has header_length {hdr_len}, "
+                f"shorter than the {_CHUNK_HEADER.size}-byte chunk header"
+            )
+        if rec_len < hdr_len + ct_len + name_len + payload_len:
+            raise DataLossError(
+                f"profile bundle {source!r}: chunk at byte {pos} has record_length {rec_len}, "
+                f"less than its parts ({hdr_len} + {ct_len} + {name_len} + {payload_len} bytes)"
+            )
+        if end > len(data):
+            if tolerate_tail:
                 break
             raise DataLossError(
-                f"profile bundle chunk at byte {pos} claims {rec_len} bytes; only "
-                f"{len(data) - pos} remain or its parts do not fit"
+                f"profile bundle {source!r}: chunk at byte {pos} claims {rec_len} bytes; only "
+                f"{len(data) - pos} remain"
             )
         p = pos + hdr_len
-        ct = data[p : p + ct_len].decode("utf-8")
+        ct = _utf8(data[p : p + ct_len], source, "content type", p)
         p += ct_len
-        name = data[p : p + name_len].decode("utf-8")
+        name = _utf8(data[p : p + name_len], source, "name", p)
         p += name_len
         payload = data[p : p + payload_len]
         meta = ChunkMetadata(
@@ -273,3 +308,13 @@ def read_profile_bundle(
         chunks.append(ProfileChunk(meta, payload))
         pos = end
     return ProfileBundle(version, tuple(chunks), complete)
+
+
+def _utf8(raw: bytes, source: str, what: str, offset: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataLossError(
+            f"profile bundle {source!r}: chunk {what} at byte {offset} is not UTF-8 "
+            f"(invalid byte at {offset + exc.start})"
+        ) from None

@@ -440,18 +440,32 @@ def pack_records(
     return b"".join(parts)
 
 
-def _decode_trailing(schema: RecordSchema, head: np.void, data: bytes) -> Any:
+_METRIC_DTYPE = np.dtype([("metric_id", "<u8"), ("value", "<i8")])
+
+
+def _decode_trailing(schema: RecordSchema, head: np.void, data: bytes, pos: int) -> Any:
+    """The trailing item of the record at payload byte ``pos``; DATA_LOSS when the
+    counts in its head claim more than the record holds."""
     t = schema.trailing
     if t == "name":
         return data.rstrip(b"\0").decode("utf-8", "replace")
-    if t == "u64":
+    if t in ("u64", "metric"):
+        dtype = np.dtype("<u8") if t == "u64" else _METRIC_DTYPE
         n = int(head["value_count"])
-        return np.frombuffer(data, dtype="<u8", count=n).copy()
-    if t == "metric":
-        n = int(head["value_count"])
-        return np.frombuffer(data, dtype=[("metric_id", "<u8"), ("value", "<i8")], count=n).copy()
+        if n * dtype.itemsize > len(data):
+            raise DataLossError(
+                f"{schema.kind} record at byte {pos} claims {n} values ({n * dtype.itemsize} "
+                f"bytes) but carries {len(data)} bytes; the file is truncated or corrupt"
+            )
+        return np.frombuffer(data, dtype=dtype, count=n).copy()
     if t == "bytes":
-        return data[: int(head["data_length"])]
+        n = int(head["data_length"])
+        if n > len(data):
+            raise DataLossError(
+                f"{schema.kind} record at byte {pos} claims {n} bytes of data but carries "
+                f"{len(data)}; the file is truncated or corrupt"
+            )
+        return data[:n]
     return None
 
 
@@ -469,11 +483,16 @@ def decode_records(
     buf = memoryview(payload).cast("B")
     if not len(buf):
         return np.zeros(0, dtype=dtype), ([] if schema.trailing else None)
+    if len(buf) < 4:
+        raise DataLossError(
+            f"{schema.kind} chunk payload of {len(buf)} bytes is shorter than a record's "
+            "4-byte record_length at byte 0; the file is truncated or corrupt"
+        )
     if schema.trailing is None:
         length = int(np.frombuffer(buf, "<u4", 1)[0])
         if length < dtype.itemsize or len(buf) % length:
             raise DataLossError(
-                f"{schema.kind} chunk: record_length {length} does not fit the "
+                f"{schema.kind} chunk: record_length {length} at byte 0 does not fit the "
                 f"{dtype.itemsize}-byte layout and {len(buf)}-byte payload; the file is "
                 "truncated or corrupt"
             )
@@ -503,7 +522,7 @@ def decode_records(
             )
         heads.append(head)
         tails.append(
-            _decode_trailing(schema, head, bytes(buf[pos + dtype.itemsize : pos + length]))
+            _decode_trailing(schema, head, bytes(buf[pos + dtype.itemsize : pos + length]), pos)
         )
         pos += length
     return np.array(heads, dtype=dtype), tails
