@@ -17,7 +17,15 @@ from typing import Any, Callable
 
 import attrs
 
-__all__ = ["Benchmark", "BenchContext", "BenchResult", "benchmark", "all_benchmarks", "MODULES"]
+__all__ = [
+    "Benchmark",
+    "BenchContext",
+    "BenchResult",
+    "BenchmarkSkipped",
+    "benchmark",
+    "all_benchmarks",
+    "MODULES",
+]
 
 MODULES = [
     "hal_core.bench.command_buffers",
@@ -27,7 +35,14 @@ MODULES = [
     "hal_core.bench.profiling",
     "hal_core.bench.semaphores",
     "hal_amdgpu.bench",  # plugin module: skipped when hal-amdgpu is not installed
+    "hal_core.bench.iree_peers",  # skip themselves when iree.runtime is not importable
 ]
+
+
+class BenchmarkSkipped(Exception):
+    """Raised by a benchmark that cannot run here (an optional peer not installed, a device
+    it has no counterpart for); the message says why. ``hal bench`` reports it and goes on;
+    a skip is not a failure."""
 
 
 @attrs.frozen

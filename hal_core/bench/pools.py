@@ -209,27 +209,28 @@ def firstfit_10000(ctx: BenchContext) -> float:
     return _firstfit(ctx, 10_000)
 
 
-_ALLOCAS = 256
+ALLOCAS = 256
+
+
+def alloca_chain(ctx: BenchContext) -> float:
+    """One sample of ``alloca.e2e``: us per queue_alloca + queue_dealloca pair."""
+    from .. import BufferParams
+
+    device = ctx.device
+    alloca, dealloca = device.queue_alloca, device.queue_dealloca
+    params = BufferParams()
+    sem = device.create_semaphore()
+    t0 = ctx.now()
+    for i in range(ALLOCAS):
+        v = 2 * i
+        buffer = alloca(1, ((sem, v),) if v else (), ((sem, v + 1),), params, 4096)
+        dealloca(1, ((sem, v + 1),), ((sem, v + 2),), buffer)
+    sem.wait(2 * ALLOCAS, 60.0)
+    return (ctx.now() - t0) / ALLOCAS * 1e6
 
 
 @benchmark("alloca.e2e", "us/pair")
 def alloca_e2e(ctx: BenchContext) -> float:
     """A chain of 256 queue_alloca (4 KiB, the device's default pool set) + queue_dealloca
     pairs on one queue, from the first submit until the host wait on the last returns."""
-    from .. import BufferParams
-
-    device = ctx.device
-    alloca, dealloca = device.queue_alloca, device.queue_dealloca
-    params = BufferParams()
-
-    def run_once() -> float:
-        sem = device.create_semaphore()
-        t0 = ctx.now()
-        for i in range(_ALLOCAS):
-            v = 2 * i
-            buffer = alloca(1, ((sem, v),) if v else (), ((sem, v + 1),), params, 4096)
-            dealloca(1, ((sem, v + 1),), ((sem, v + 2),), buffer)
-        sem.wait(2 * _ALLOCAS, 60.0)
-        return (ctx.now() - t0) / _ALLOCAS * 1e6
-
-    return ctx.median(run_once)
+    return ctx.median(lambda: alloca_chain(ctx))

@@ -10,7 +10,7 @@ from typing import Any
 
 from .._registry import DEFAULT_DEVICE_URI, create_device
 from .._status import HalError
-from ..bench import BenchContext, BenchResult, all_benchmarks
+from ..bench import BenchContext, BenchmarkSkipped, BenchResult, all_benchmarks
 
 
 def add_parser(sub: Any) -> None:
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     ctx = BenchContext(device, args.device, repeats=max(1, args.repeats))
     results: list[BenchResult] = []
+    skipped: list[tuple[str, str]] = []
     failed = 0
     try:
         for i, name in enumerate(names, 1):
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
             try:
                 value = bench.fn(ctx)
+            except BenchmarkSkipped as exc:
+                skipped.append((name, str(exc)))
+                print(f"hal bench: {name} skipped: {exc}", file=sys.stderr)
+                continue
             except HalError as exc:
                 failed += 1
                 print(f"hal bench: {name} failed: {exc}", file=sys.stderr)
@@ -69,10 +74,17 @@ def run(args: argparse.Namespace) -> int:
         if device is not None:
             device.close()
     if args.json:
-        payload = {"device": args.device, "results": [r.as_json() for r in results]}
+        payload: dict[str, Any] = {
+            "device": args.device,
+            "results": [r.as_json() for r in results],
+        }
+        if skipped:
+            payload["skipped"] = [{"name": n, "reason": why} for n, why in skipped]
         print(json.dumps(payload, indent=2))
     else:
         print(f"device: {args.device}")
         for r in results:
             print(f"  {r.name:<28} {r.value:>12.4f} {r.unit}")
+        for name, why in skipped:
+            print(f"  {name:<28} skipped: {why}")
     return 1 if failed else 0
