@@ -89,6 +89,7 @@ from ._semaphore import (
     wait_all,
     wait_any,
 )
+from ._stream import Stream, Timepoint
 from ._status import (
     AbortedError,
     AlreadyExistsError,
@@ -191,6 +192,7 @@ __all__ = [
     "InteropMode",
     "LinkClass",
     "MAX_GROUP_DEVICES",
+    "Timepoint",
     "Topology",
     "TopologyCapability",
     "TopologyEdge",
@@ -236,6 +238,7 @@ __all__ = [
     "ResourceExhaustedError",
     "Semaphore",
     "StatusCode",
+    "Stream",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",

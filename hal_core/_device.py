@@ -761,6 +761,16 @@ class Device:
         finally:
             self._submit = self._backend.submit  # taps removed: back to the plain path
 
+    def create_stream(self, affinity: int = _ANY) -> Any:
+        """An in-order ``hal_core.Stream`` over a new timeline semaphore, on the first
+        queue ``affinity`` selects (INVALID_ARGUMENT when it selects none)."""
+        from ._stream import Stream  # deferred: streams are a layer above Device
+
+        self._check_open()
+        if affinity.__class__ is not int and not isinstance(affinity, int):
+            raise InvalidArgumentError(f"stream affinity must be an int, got {affinity!r}")
+        return Stream(self, 1 << self._select_queue(affinity))
+
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self, timeout: float | None = 30.0) -> None:

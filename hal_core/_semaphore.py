@@ -400,6 +400,13 @@ class Semaphore:
         waiter.block(timeout, ((self, handle),), lambda: f"semaphore at {self._value} "
                      f"did not reach {value}")
 
+    def wait_async(self, value: int, timeout: float | None = None) -> Any:
+        """``wait`` for asyncio (``await sem.wait_async(v)``): a coroutine that parks on
+        a timepoint, blocking neither the event loop nor a thread."""
+        from ._async_wait import wait_async  # loads asyncio only for users of it
+
+        return wait_async(self, value, timeout)
+
     def __repr__(self) -> str:
         state = f"failed {self._failure.code.name}" if self._failure else f"value={self._value}"
         return f"<hal_core.Semaphore {state}>"

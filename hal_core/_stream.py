@@ -1,0 +1,607 @@
+"""Streams: an in-order queue over one timeline semaphore, and awaitable timepoints.
+
+A ``Stream`` (``Device.create_stream``) turns the explicit queue operations into the
+in-order model of CUDA, CuPy or PyOpenCL streams. Op ``n`` of a stream waits on the
+stream's semaphore at ``n - 1`` and signals it to ``n``, so every op runs after the one
+before, on one queue, and the semaphore value says how far the stream got. There is no
+second execution path: every op is one call of the public ``Device.queue_*`` method with
+the same validation, and errors found at the call raise there and leave the stream as it
+was.
+
+Invariants:
+
+* ``_value`` is the number of ops submitted. ``_last`` is the wait list that orders the
+  next op after everything before it: the previous op's own signal list
+  ``((semaphore, _value),)`` (``()`` before the first op), so each op builds one pair and
+  one 1-tuple, as a raw call does; or another stream's ``_last`` that is known to come
+  after ours (see ``_cover``).
+* ``_extra`` holds cross-stream waits (from ``wait``) not yet carried by an op; the next
+  op (or a barrier, when ``record``/``synchronize`` come first) takes them. They are
+  dropped only after that op was accepted.
+* ``_cover`` is the ``_last`` tuple of the stream this one last waited on: every op this
+  stream submits from then on runs after it. When stream B waits on A and A's ``_cover``
+  is B's current ``_last`` (A already waited on B's latest), B's next op may wait on A's
+  ``_last`` alone (compared by identity: a tuple object is one point in time).
+* ``_kinds[n & _RING_MASK]`` is the kind of op ``n``, for naming the failing op at
+  ``synchronize``. A failure is sticky on the semaphore and every later op waits on it, so
+  the failing op is the first one not reached: ``semaphore._value + 1``.
+* A stream is used by one thread at a time, like a command buffer being recorded (two
+  threads submitting at once would signal one value twice, which fails the stream).
+  ``record``, ``wait`` on another stream's timepoint, ``synchronize`` and awaiting are
+  the ways to coordinate.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Generator, Sequence
+
+import numpy as np
+
+from ._async_wait import wait_async
+from ._buffer import Buffer
+from ._command_buffer import DispatchConfig
+from ._memory import WHOLE_BUFFER, BufferParams, BufferUsage, MemoryAccess, MemoryType
+from ._semaphore import Semaphore
+from ._status import (
+    DeadlineExceededError,
+    HalError,
+    InvalidArgumentError,
+    StatusCode,
+    error_for,
+)
+from ._typed_constants import pack_constants
+
+__all__ = ["Stream", "Timepoint"]
+
+_RING_MASK = 4095
+# Op kinds as the stream names them in errors (index = the byte in ``_kinds``).
+_KIND_NAMES = (
+    "?",
+    "barrier",
+    "fill",
+    "update",
+    "copy",
+    "dispatch",
+    "execute",
+    "alloca",
+    "dealloca",
+    "host_call",
+    "upload",
+    "download",
+)
+(
+    _K_BARRIER,
+    _K_FILL,
+    _K_UPDATE,
+    _K_COPY,
+    _K_DISPATCH,
+    _K_EXECUTE,
+    _K_ALLOCA,
+    _K_DEALLOCA,
+    _K_HOST_CALL,
+    _K_UPLOAD,
+    _K_DOWNLOAD,
+) = range(1, 12)
+_MAPPABLE = int(BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT)
+_STAGING_PARAMS = BufferParams(
+    usage=BufferUsage.TRANSFER | BufferUsage.MAPPING_SCOPED, type=MemoryType.HOST_LOCAL
+)
+
+
+class Timepoint(tuple):
+    """A point on a semaphore's timeline: ``(semaphore, value)``.
+
+    A plain pair in every respect (unpack it, put it in any queue op's wait or signal
+    list), plus ``wait(timeout)``, ``reached`` and ``await timepoint``, which waits from
+    asyncio without a thread (the semaphore's own failure raises).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, semaphore: Semaphore, value: int) -> "Timepoint":
+        return tuple.__new__(cls, (semaphore, value))
+
+    @property
+    def semaphore(self) -> Semaphore:
+        return self[0]
+
+    @property
+    def value(self) -> int:
+        return self[1]
+
+    @property
+    def reached(self) -> bool:
+        """True once the semaphore reached the value (False when it failed)."""
+        sem = self[0]
+        return sem._failure is None and sem._value >= self[1]
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until reached; DEADLINE_EXCEEDED or the semaphore's failure raises."""
+        self[0].wait(self[1], timeout)
+
+    def wait_async(self, timeout: float | None = None) -> Any:
+        """A coroutine waiting without blocking the event loop (see ``await``)."""
+        return wait_async(self[0], self[1], timeout)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return wait_async(self[0], self[1]).__await__()
+
+    def __repr__(self) -> str:
+        return f"Timepoint({self[0]!r}, {self[1]})"
+
+
+@functools.lru_cache(maxsize=256)
+def _static_config(x: int, y: int, z: int) -> DispatchConfig:
+    return DispatchConfig((x, y, z))  # frozen: shared by every dispatch of that grid
+
+
+def _as_config(workgroups: Any) -> DispatchConfig:
+    if workgroups.__class__ is DispatchConfig:
+        return workgroups
+    if workgroups.__class__ is int:
+        return _static_config(workgroups, 1, 1)
+    if isinstance(workgroups, tuple) and 1 <= len(workgroups) <= 3:
+        return _static_config(*workgroups, *(1,) * (3 - len(workgroups)))
+    if isinstance(workgroups, DispatchConfig):
+        return workgroups
+    raise InvalidArgumentError(
+        f"workgroups must be an int, a tuple of 1 to 3 ints or a DispatchConfig, got {workgroups!r}"
+    )
+
+
+class Stream:
+    """An in-order queue over one timeline semaphore (``Device.create_stream``).
+
+    Ops run one after another on one queue of the device; each op is one public
+    ``Device.queue_*`` call, validated there (errors raise at the call and the op is not
+    queued). Errors found while executing fail the stream's semaphore, every later op
+    fails with it, and ``synchronize`` raises the error naming the op that failed
+    (``stream op 3 (fill) failed: ...``). ``with device.create_stream() as s:``
+    synchronizes on exit.
+
+    Not thread-safe: use a stream from one thread at a time (other threads and streams
+    coordinate through ``record()`` timepoints and ``wait``).
+    """
+
+    __slots__ = (
+        "device",
+        "affinity",
+        "semaphore",
+        "_value",
+        "_last",
+        "_extra",
+        "_kinds",
+        "_cover",
+        "_fill",
+        "_update",
+        "_copy",
+        "_barrier",
+        "_dispatch",
+        "__weakref__",
+    )
+
+    def __init__(self, device: Any, affinity: int) -> None:
+        """Called by ``Device.create_stream``, which validated ``affinity`` (one queue)."""
+        self.device = device
+        self.affinity = affinity
+        self.semaphore: Semaphore = device.create_semaphore(0)
+        self._value = 0
+        self._last: tuple = ()
+        self._extra: tuple = ()
+        self._kinds = bytearray(_RING_MASK + 1)
+        self._cover: tuple | None = None
+        # Bound once: a bound-method lookup per op would cost as much as the stream does.
+        self._fill = device.queue_fill
+        self._update = device.queue_update
+        self._copy = device.queue_copy
+        self._barrier = device.queue_barrier
+        self._dispatch = device.queue_dispatch
+
+    def __repr__(self) -> str:
+        return (
+            f"<hal_core.Stream queue={(self.affinity & -self.affinity).bit_length() - 1} "
+            f"ops={self._value} {self.semaphore!r}>"
+        )
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def value(self) -> int:
+        """How many ops were submitted (the semaphore reaches it when all are done)."""
+        return self._value
+
+    @property
+    def done(self) -> bool:
+        """True when every op submitted so far completed (False after a failure)."""
+        sem = self.semaphore
+        last = self._last
+        if self._extra or (last and last[0][0] is not sem):
+            return False
+        return sem._failure is None and sem._value >= self._value
+
+    def _waits(self) -> tuple:
+        return self._last + self._extra if self._extra else self._last
+
+    def _advance(self, signal: tuple, kind: int) -> None:
+        """Book-keeping after an op was accepted (its signal list is ``signal``)."""
+        value = signal[0][1]
+        self._value = value
+        self._last = signal
+        self._extra = ()
+        self._kinds[value & _RING_MASK] = kind
+
+    # -- transfers -----------------------------------------------------------------------
+
+    def fill(
+        self,
+        target: Buffer,
+        pattern: bytes | int | np.generic,
+        *,
+        offset: int = 0,
+        length: int = WHOLE_BUFFER,
+        pattern_length: int | None = None,
+        flags: int = 0,
+    ) -> None:
+        """Fill ``target`` (from ``offset``, ``length`` bytes: to the end by default) with
+        a 1-, 2- or 4-byte pattern: bytes, a numpy scalar (its bytes, e.g.
+        ``np.float32(1)``) or an int with ``pattern_length``."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        if pattern.__class__ is not bytes and isinstance(pattern, np.generic):
+            pattern = pattern.tobytes()
+        self._fill(
+            self.affinity,
+            self._last + self._extra if self._extra else self._last,
+            signal,
+            target,
+            offset,
+            length,
+            pattern,
+            pattern_length=pattern_length,
+            flags=flags,
+        )
+        self._value = value
+        self._last = signal
+        self._extra = ()
+        self._kinds[value & _RING_MASK] = _K_FILL
+
+    def update(
+        self,
+        target: Buffer,
+        data: Any,
+        *,
+        offset: int = 0,
+        source_offset: int = 0,
+        length: int = WHOLE_BUFFER,
+        flags: int = 0,
+    ) -> None:
+        """Copy host bytes (any buffer-protocol object, e.g. a numpy array) into
+        ``target`` at ``offset``. The bytes are captured now: change ``data`` freely
+        afterwards. ``length`` defaults to all of ``data`` from ``source_offset``."""
+        self._update_op(target, data, offset, source_offset, length, flags, _K_UPDATE)
+
+    def _update_op(
+        self,
+        target: Buffer,
+        data: Any,
+        offset: int,
+        source_offset: int,
+        length: int,
+        flags: int,
+        kind: int,
+    ) -> None:
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self._update(
+            self.affinity,
+            self._last + self._extra if self._extra else self._last,
+            signal,
+            data,
+            source_offset,
+            target,
+            offset,
+            length,
+            flags=flags,
+        )
+        self._value = value
+        self._last = signal
+        self._extra = ()
+        self._kinds[value & _RING_MASK] = kind
+
+    def copy(
+        self,
+        source: Buffer,
+        target: Buffer,
+        *,
+        source_offset: int = 0,
+        target_offset: int = 0,
+        length: int = WHOLE_BUFFER,
+        flags: int = 0,
+    ) -> None:
+        """Copy ``source`` into ``target``; ``length`` defaults to what fits in both from
+        the offsets."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self._copy(
+            self.affinity,
+            self._last + self._extra if self._extra else self._last,
+            signal,
+            source,
+            source_offset,
+            target,
+            target_offset,
+            length,
+            flags=flags,
+        )
+        self._value = value
+        self._last = signal
+        self._extra = ()
+        self._kinds[value & _RING_MASK] = _K_COPY
+
+    def upload(
+        self, array: Any, target: Buffer | None = None, *, params: BufferParams | None = None
+    ) -> Buffer:
+        """Copy a numpy array (or any buffer-protocol object) into a buffer, in stream
+        order. Without ``target`` a new buffer of ``array.nbytes`` is allocated now (with
+        ``params``; default ``BufferParams()``) and returned. The bytes are captured now."""
+        data = np.ascontiguousarray(array)
+        if target is None:
+            target = self.device.allocator.allocate_buffer(params, data.nbytes)
+        elif not isinstance(target, Buffer):
+            raise InvalidArgumentError(
+                f"upload target must be a Buffer or None, got {type(target).__name__}"
+            )
+        self._update_op(target, data, 0, 0, data.nbytes, 0, _K_UPLOAD)
+        return target
+
+    def download(
+        self,
+        buffer: Buffer,
+        dtype: Any = np.uint8,
+        shape: Any = None,
+        *,
+        offset: int = 0,
+        length: int = WHOLE_BUFFER,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """The contents of ``buffer`` (from ``offset``, ``length`` bytes) once every op
+        submitted before has run, as a new numpy array of ``dtype`` (and ``shape``).
+
+        Blocks like ``synchronize`` (and raises like it). A buffer the host cannot map
+        is copied through a host staging buffer in stream order first."""
+        if not isinstance(buffer, Buffer):
+            raise InvalidArgumentError(f"download needs a Buffer, got {type(buffer).__name__}")
+        length = buffer.resolve_range(offset, length)
+        dtype = np.dtype(dtype)
+        if length % dtype.itemsize:
+            raise InvalidArgumentError(
+                f"download of {length} bytes is not a whole number of {dtype} elements"
+            )
+        source, source_offset = buffer, offset
+        if not (
+            buffer.memory_type.has(MemoryType.HOST_VISIBLE)
+            and int(buffer.allowed_usage) & _MAPPABLE
+        ):
+            source = self.device.allocator.allocate_buffer(_STAGING_PARAMS, length)
+            source_offset = 0
+            value = self._value + 1
+            signal = ((self.semaphore, value),)
+            self._copy(self.affinity, self._waits(), signal, buffer, offset, source, 0, length)
+            self._advance(signal, _K_DOWNLOAD)
+        self.synchronize(timeout)
+        with source.map(MemoryAccess.READ, source_offset, length) as mapping:
+            out = mapping.contents.copy()
+        return out.view(dtype) if shape is None else out.view(dtype).reshape(shape)
+
+    # -- work ----------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        executable: Any,
+        function: int | str,
+        workgroups: int | tuple[int, ...] | DispatchConfig = 1,
+        bindings: Sequence[Any] = (),
+        constants: Any = b"",
+        *,
+        flags: int = 0,
+    ) -> None:
+        """Run ``function`` over ``workgroups`` (an int, an ``(x, y, z)`` tuple or a
+        ``DispatchConfig``) with direct ``bindings`` (buffers or ``BufferRef`` s).
+
+        ``constants``: bytes or uint32 values as ``queue_dispatch`` takes them, or typed
+        values (numpy scalars and arrays, Python floats and ints) in parameter order, or a
+        mapping ``{name: value}``; typed values are laid out by the function's reflected
+        parameters (see ``FunctionInfo.parameters``)."""
+        config = _as_config(workgroups)
+        if constants.__class__ is not bytes:
+            constants = pack_constants(executable, function, constants)
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self._dispatch(
+            self.affinity,
+            self._last + self._extra if self._extra else self._last,
+            signal,
+            executable,
+            function,
+            config,
+            constants,
+            bindings,
+            flags,
+        )
+        self._value = value
+        self._last = signal
+        self._extra = ()
+        self._kinds[value & _RING_MASK] = _K_DISPATCH
+
+    def execute(self, command_buffer: Any, binding_table: Any = None, *, flags: int = 0) -> None:
+        """Run a recorded command buffer (with its binding table) in stream order."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self.device.queue_execute(
+            self.affinity, self._waits(), signal, command_buffer, binding_table, flags
+        )
+        self._advance(signal, _K_EXECUTE)
+
+    def barrier(self) -> None:
+        """An op without work: it carries pending ``wait`` s into the stream's order."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self._barrier(
+            self.affinity, self._last + self._extra if self._extra else self._last, signal
+        )
+        self._value = value
+        self._last = signal
+        self._extra = ()
+        self._kinds[value & _RING_MASK] = _K_BARRIER
+
+    def host_call(
+        self, fn: Callable[..., Any], args: Sequence[int] = (0, 0, 0, 0), *, flags: int = 0
+    ) -> None:
+        """Call ``fn(args, context)`` on a host thread in stream order (see
+        ``Device.queue_host_call``: raising fails the stream, ``StatusCode.DEFERRED``
+        hands the signal to the callback)."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self.device.queue_host_call(self.affinity, self._waits(), signal, fn, args, flags=flags)
+        self._advance(signal, _K_HOST_CALL)
+
+    def alloca(
+        self, size: int, params: BufferParams | None = None, *, pool: Any = None, flags: int = 0
+    ) -> Buffer:
+        """A buffer whose memory is committed in stream order (``queue_alloca``): use it
+        in later ops of this stream (or after ``wait`` on this stream elsewhere)."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        buffer = self.device.queue_alloca(
+            self.affinity, self._waits(), signal, params, size, pool=pool, flags=flags
+        )
+        self._advance(signal, _K_ALLOCA)
+        return buffer
+
+    def dealloca(self, buffer: Buffer, *, flags: int = 0) -> None:
+        """Release an ``alloca`` buffer after the ops before it (``queue_dealloca``)."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self.device.queue_dealloca(self.affinity, self._waits(), signal, buffer, flags=flags)
+        self._advance(signal, _K_DEALLOCA)
+
+    # -- ordering between streams ------------------------------------------------------
+
+    def record(self) -> Timepoint:
+        """The timepoint that is reached when every op submitted so far (and every
+        ``wait`` so far) is done: hand it to another stream's ``wait``, a raw queue op's
+        wait list, ``Timepoint.wait`` or ``await``."""
+        self._flush()
+        return Timepoint(self.semaphore, self._value)
+
+    def wait(self, other: "Stream | Timepoint | tuple[Semaphore, int]") -> None:
+        """Make the next ops of this stream wait for ``other``: a stream (everything it
+        was given so far) or a timepoint / ``(semaphore, value)`` pair. Costs no op: the
+        wait rides on the next op (or a barrier before ``record``/``synchronize``)."""
+        if other.__class__ is Stream:
+            if other._extra:
+                other.barrier()  # its pending waits become part of what we wait for
+            last = other._last
+            if not last or other is self:
+                return  # nothing submitted there, or our own order
+            if other._cover is self._last and not self._extra:
+                # Its latest op is ordered after our latest (ping-pong between two
+                # streams): waiting on it alone keeps our own order, one wait per op.
+                self._cover = last
+                self._last = last
+                return
+            self._cover = last
+            pair = last[0]
+            sem = pair[0]
+            if sem._value >= pair[1] and sem._failure is None:
+                return
+        else:
+            try:
+                sem, value = other  # type: ignore[misc]
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(
+                    "stream wait needs a Stream, a Timepoint or a (Semaphore, value) pair, "
+                    f"got {other!r}"
+                ) from None
+            if not isinstance(sem, Semaphore) or value.__class__ is not int:
+                raise InvalidArgumentError(
+                    f"stream wait needs a (Semaphore, int) pair, got {other!r}"
+                )
+            if sem is self.semaphore or (sem._failure is None and sem._value >= value):
+                return  # already ordered (own timeline) or already reached
+            pair = (sem, value)
+        kept = []
+        for entry in self._extra:
+            if entry[0] is sem:
+                if entry[1] >= pair[1]:
+                    return
+            else:
+                kept.append(entry)
+        kept.append(pair)
+        self._extra = tuple(kept)
+
+    def _flush(self) -> None:
+        """Carry pending waits into the stream's own timeline (a barrier), so its
+        semaphore value covers them."""
+        last = self._last
+        if self._extra or (last and last[0][0] is not self.semaphore):
+            self.barrier()
+
+    # -- completion --------------------------------------------------------------------
+
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Block until every op submitted so far is done.
+
+        DEADLINE_EXCEEDED after ``timeout`` seconds (None: no limit); when an op failed,
+        its error with the op named (``stream op 3 (fill) failed: ...``; ``__cause__``
+        is the original failure). Releases nothing: the stream stays usable, and a
+        failed stream keeps failing."""
+        self._flush()
+        try:
+            self.semaphore.wait(self._value, timeout)
+        except DeadlineExceededError:
+            raise
+        except HalError:
+            raise self._named_failure() from self.semaphore.failure
+
+    async def synchronize_async(self, timeout: float | None = None) -> None:
+        """``synchronize`` for asyncio: waits without blocking the loop or a thread."""
+        self._flush()
+        try:
+            await wait_async(self.semaphore, self._value, timeout)
+        except DeadlineExceededError:
+            raise
+        except HalError:
+            raise self._named_failure() from self.semaphore.failure
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.synchronize_async().__await__()
+
+    def _named_failure(self) -> HalError:
+        sem = self.semaphore
+        failure = sem.failure
+        if failure is None:  # not reached through a failure: nothing to rename
+            return error_for(StatusCode.INTERNAL, "stream wait ended without a result")
+        n = sem._value + 1
+        if n > self._value:
+            return error_for(
+                failure.code, f"stream semaphore failed after op {self._value}: {failure.message}"
+            )
+        name = _KIND_NAMES[self._kinds[n & _RING_MASK]] if self._value - n <= _RING_MASK else "?"
+        what = f"stream op {n}" if name == "?" else f"stream op {n} ({name})"
+        return error_for(failure.code, f"{what} failed: {failure.message}")
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.synchronize()
+            return
+        # The body raised: still wait, so no op outlives the caller's buffers, but let
+        # the body's exception be the one that propagates.
+        try:
+            self.synchronize()
+        except HalError:
+            pass
