@@ -121,14 +121,17 @@ class Allocator:
             f"no heap of this device can allocate {size} bytes with {params}"
         )
 
-    def allocate_buffer(
-        self, params: BufferParams | None = None, allocation_size: int = 0
-    ) -> Buffer:
-        """Allocate zero-filled memory now (``params`` None: the defaults). Size 0
-        succeeds. INVALID_ARGUMENT when no heap can satisfy the params;
-        RESOURCE_EXHAUSTED when the memory is not there (or a heap could never hold that
-        many bytes); FAILED_PRECONDITION after ``close()`` or the device's close."""
+    def allocate_buffer(self, params: Any = None, allocation_size: Any = None) -> Buffer:
+        """Allocate zero-filled memory now: ``allocate_buffer(params, size)``, or
+        ``allocate_buffer(size)`` with the default params. Size 0 succeeds.
+        INVALID_ARGUMENT when no heap can satisfy the params; RESOURCE_EXHAUSTED when the
+        memory is not there (or no heap could ever hold that many bytes);
+        FAILED_PRECONDITION after ``close()`` or the device's close."""
         self._check_open()
+        if allocation_size is None:
+            if params is None or isinstance(params, (BufferParams, dict)):
+                raise InvalidArgumentError("allocate_buffer needs an allocation size")
+            params, allocation_size = None, params
         params = _as_params(params)
         params, size = self.allocatable(params, check_size(allocation_size))
         storage, memory_type = self._backend.allocate(params, size)

@@ -30,6 +30,7 @@ from .._status import (
     FailedPreconditionError,
     InvalidArgumentError,
     OutOfRangeError,
+    ResourceExhaustedError,
 )
 from ._reservation import (
     AcquireInfo,
@@ -120,6 +121,13 @@ class Pool(abc.ABC):
             raise FailedPreconditionError(
                 f"{self.trace_name}: pool is closed; keep a pool open while anything (queue "
                 "work included) may still reserve from it"
+            )
+        limit = self.budget_limit
+        if limit and size > limit:
+            # Parking it would wait forever: no release brings it under the budget.
+            raise ResourceExhaustedError(
+                f"{self.trace_name}: {size} bytes exceed the pool's whole budget of {limit} "
+                "bytes; no release can ever make room for them"
             )
 
     def _check_release(self, reservation: Any, death_frontier: Any) -> None:
