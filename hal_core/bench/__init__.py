@@ -33,6 +33,7 @@ MODULES = [
     "hal_core.bench.groups",
     "hal_core.bench.pools",
     "hal_core.bench.profiling",
+    "hal_core.bench.replay",
     "hal_core.bench.streams",
     "hal_core.bench.semaphores",
     "hal_amdgpu.bench",  # plugin module: skipped when hal-amdgpu is not installed
