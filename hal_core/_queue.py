@@ -22,7 +22,9 @@ __all__ = [
     "HostCallFlags",
     "HostCallContext",
     "TransferFlags",
+    "host_call_error",
     "host_call_outcome",
+    "run_host_call",
 ]
 
 
@@ -71,7 +73,8 @@ class HostCallContext:
 
     ``signals`` is the op's signal list for blocking calls (empty for NON_BLOCKING). A
     callback that returns ``StatusCode.DEFERRED`` owns it and must signal or fail every
-    entry later (``context.signal()`` / ``context.fail(error)`` do that).
+    entry later (``context.signal()`` / ``context.fail(error)`` do that, from any thread
+    holding no HAL lock).
     """
 
     __slots__ = ("device", "queue_affinity", "signals")
@@ -86,30 +89,90 @@ class HostCallContext:
             sem._signal_from_queue(value)
 
     def fail(self, error: Any) -> None:
+        """Fail every signal with ``error`` (a HalError or an error StatusCode; anything
+        else is INVALID_ARGUMENT, raised with no semaphore changed)."""
         for sem, _value in self.signals:
             sem.fail(error)
 
 
 HostCallFn = Callable[[tuple, HostCallContext], Any]
 
+_RETURNS = (
+    "a host call returns None or StatusCode.OK (success), StatusCode.DEFERRED (it signals "
+    "later through its context), or a HalError / error StatusCode (failure)"
+)
+
+
+def _describe(result: Any) -> str:
+    """The returned object's type and a short, safe repr (repr may raise or be huge)."""
+    try:
+        text = repr(result)
+    except Exception:
+        text = "<unrepresentable>"
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"a {type(result).__qualname__} ({text})"
+
 
 def host_call_outcome(result: Any) -> Any:
-    """What a blocking host call's return value means, for every backend: None (signal
-    the semaphores), ``StatusCode.DEFERRED`` (the callback owns them now), or the
-    ``HalError`` to fail them with (a returned HalError, an error ``StatusCode``, or
-    INVALID_ARGUMENT for a value that is no status at all)."""
-    if result is None or result == StatusCode.OK:
+    """What a blocking host call's return value means, the same on every backend.
+
+    * ``None`` or ``StatusCode.OK``: success, the signals are signalled (returns None).
+    * ``StatusCode.DEFERRED``: the callback owns the signals now (returns DEFERRED).
+    * a ``HalError`` or any other ``StatusCode``: the signals fail with it (returns the
+      HalError to fail them with).
+    * anything else (``True``, ``0``, a numpy array, an object whose ``==`` raises):
+      the signals fail INVALID_ARGUMENT naming what was returned.
+
+    Never compares ``result`` with ``==`` (only identity and exact types), so it cannot
+    raise or be fooled by the returned object. Never raises."""
+    if result is None:
         return None
-    if result == StatusCode.DEFERRED:
-        return StatusCode.DEFERRED
+    cls = result.__class__
+    if cls is StatusCode:
+        if result is StatusCode.OK:
+            return None
+        if result is StatusCode.DEFERRED:
+            return StatusCode.DEFERRED
+        return error_for(result, f"host call returned {result.name}")
     if isinstance(result, HalError):
+        if result.code is StatusCode.OK:
+            return error_for(
+                StatusCode.INVALID_ARGUMENT,
+                f"host call returned a HalError with code OK ({result.message!r}); {_RETURNS}",
+            )
         return result
+    return error_for(
+        StatusCode.INVALID_ARGUMENT, f"host call returned {_describe(result)}; {_RETURNS}"
+    )
+
+
+def host_call_error(exc: BaseException) -> HalError:
+    """The error a blocking host call's signals fail with when the call raised ``exc``.
+
+    A HalError keeps its code; any other exception (KeyboardInterrupt and SystemExit
+    included: they must not unwind a HAL thread) becomes UNKNOWN naming it, with ``exc``
+    as ``__cause__``. Never raises."""
+    if isinstance(exc, HalError) and exc.code is not StatusCode.OK:
+        return exc
     try:
-        return error_for(StatusCode(result), "host call returned an error status")
-    except ValueError:
-        return error_for(
-            StatusCode.INVALID_ARGUMENT, f"host call returned {result!r}, not a status"
-        )
+        text = str(exc)
+    except Exception:
+        text = "<unprintable>"
+    error = error_for(StatusCode.UNKNOWN, f"host call raised {type(exc).__qualname__}: {text}")
+    error.__cause__ = exc
+    return error
+
+
+def run_host_call(fn: HostCallFn, args: tuple, context: HostCallContext) -> Any:
+    """Call a blocking host call and interpret it: None (signal the signals),
+    ``StatusCode.DEFERRED`` (the callback owns them) or the ``HalError`` to fail them
+    with. Never raises, whatever ``fn`` does. The caller must hold no lock."""
+    try:
+        result = fn(args, context)
+    except BaseException as exc:
+        return host_call_error(exc)
+    return host_call_outcome(result)
 
 
 class QueueOp:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import attrs
 
 from ._buffer import HostStorage
+from ._callback_errors import report_callback_error
 from ._command_buffer import (
     CMD_BARRIER,
     CMD_COPY,
@@ -27,7 +28,14 @@ from ._command_buffer import (
 from ._executable import FunctionInfo, FunctionParameter, default_parameters
 from ._frontier_tracker import FrontierWaiter
 from ._memory import BufferCompatibility, BufferParams, MemoryHeap, MemoryType
-from ._queue import HostCallContext, QueueOp, QueueOpKind, host_call_outcome
+from ._queue import (
+    HostCallContext,
+    QueueOp,
+    QueueOpKind,
+    host_call_error,
+    host_call_outcome,
+    run_host_call,
+)
 from ._semaphore import dispatch_callbacks, run_on_trampoline
 from ._wait_resolution import resolve_waits
 from .hookspecs import hookimpl
@@ -69,6 +77,9 @@ __all__ = [
     "hookimpl",
     "resolve_waits",
     "run_on_trampoline",
+    "host_call_error",
+    "report_callback_error",
+    "run_host_call",
 ]
 
 

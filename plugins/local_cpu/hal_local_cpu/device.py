@@ -37,14 +37,15 @@ from hal_core._device_group import (
     TopologyCapability,
     TopologyEdge,
 )
-from hal_core._semaphore import _report_callback_error
 from hal_core._status import as_hal_error, error_for
 from hal_core.backend import (
     HostCallContext,
     QueueOp,
     QueueOpKind,
-    host_call_outcome,
+    report_callback_error,
     resolve_waits,
+    run_host_call,
+    run_on_trampoline,
 )
 from hal_core.profiling import MemoryEventType
 from hal_core.profiling import host_time_ns as _host_time_ns
@@ -66,6 +67,9 @@ _INLINE = 1  # execute on the readying thread
 _BY_SIZE = 2  # inline when small, else a worker
 _WORKER = 3  # always a worker
 _ALLOCA = 4  # reserve pool memory: commits now, after a frontier wait, or when parked work retries
+_TRAMPOLINE = 5  # execute on the readying thread, through its trampoline (user code)
+
+_NON_BLOCKING_CALL = "a NON_BLOCKING host call"
 
 _K = QueueOpKind
 
@@ -101,9 +105,15 @@ class LocalDeviceBackend:
                 route[kind] = _WORKER
             for kind in (_K.FILL, _K.UPDATE, _K.COPY, _K.READ, _K.WRITE):
                 route[kind] = _BY_SIZE
+        if self.workers is None:
+            # A host call may submit the next one: running it through the trampoline
+            # defers that submission until the running call returns, so chains of host
+            # calls of any length never nest on the stack.
+            route[_K.HOST_CALL] = _TRAMPOLINE
         self._route = route
         route[_K.ALLOCA] = _ALLOCA
         self._on_timepoint_cb = self._on_timepoint
+        self._execute_cb = self._execute_on_trampoline
         self._handlers = {
             _K.BARRIER: _run_barrier,
             _K.FILL: _run_fill,
@@ -196,8 +206,13 @@ class LocalDeviceBackend:
             self._execute(op)
         elif route == _ALLOCA:
             self.pools.start(op)
+        elif route == _TRAMPOLINE:
+            run_on_trampoline(self._execute_cb, op)
         else:
             self.workers.submit(self._execute, op)
+
+    def _execute_on_trampoline(self, op: QueueOp, _status: None) -> None:
+        self._execute(op)
 
     def _execute(self, op: QueueOp) -> None:
         kind = op.kind
@@ -213,9 +228,9 @@ class LocalDeviceBackend:
                 )
             handler(op)
         except BaseException as exc:  # execution errors travel through the semaphores
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
             self._finish(op, as_hal_error(exc))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise  # after failing the op: its waiters must not hang
             return
         self._finish(op, None)
 
@@ -249,6 +264,9 @@ class LocalDeviceBackend:
         return self.pools.query_queue_pool_backend(queue_index)
 
     def _run_host_call(self, op: QueueOp) -> None:
+        """Run a host call on this thread (a worker, or the readying thread on
+        local-sync). Nothing the callback does escapes: NON_BLOCKING errors are reported,
+        blocking ones fail the signals (``run_host_call``). No lock is held."""
         fn = op.data
         args = op.extra
         affinity = 1 << op.queue
@@ -258,21 +276,14 @@ class LocalDeviceBackend:
             try:
                 fn(args, HostCallContext(self.device, affinity, ()))
             except BaseException as exc:  # NON_BLOCKING errors are ignored by contract
-                _report_callback_error(exc)
+                report_callback_error(exc, _NON_BLOCKING_CALL, fn)
+            op.data = op.extra = None
             self.queues[op.queue].retire(op.epoch)
             return
-        context = HostCallContext(self.device, affinity, op.signals)
-        try:
-            result = fn(args, context)
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self._finish(op, as_hal_error(exc))
-            return
-        outcome = host_call_outcome(result)
+        outcome = run_host_call(fn, args, HostCallContext(self.device, affinity, op.signals))
         if outcome is StatusCode.DEFERRED:
             # The callback owns the signals now; the queue's part is done.
-            op.retained = None
+            op.retained = op.data = None
             self.queues[op.queue].retire(op.epoch)
         else:
             self._finish(op, outcome)
@@ -289,8 +300,13 @@ class LocalDeviceBackend:
     def profiling_families(self) -> int:
         from hal_core.profiling import ProfilingDataFamily as F
 
-        return (F.QUEUE_EVENTS | F.HOST_EXECUTION_EVENTS | F.DISPATCH_EVENTS
-                | F.MEMORY_EVENTS | F.EXECUTABLE_METADATA)
+        return (
+            F.QUEUE_EVENTS
+            | F.HOST_EXECUTION_EVENTS
+            | F.DISPATCH_EVENTS
+            | F.MEMORY_EVENTS
+            | F.EXECUTABLE_METADATA
+        )
 
     def profiling_begin(self, session: Any) -> None:
         self._profiled_ops = threading.local()
@@ -328,8 +344,9 @@ class LocalDeviceBackend:
         program = op.data
         cb_id = id(program) if op.kind == _K.EXECUTE else 0
         try:
-            run_program_profiled(p, program, op.extra, self.workers, op.queue, op.epoch,
-                                 cb_id, self._profiled_views)
+            run_program_profiled(
+                p, program, op.extra, self.workers, op.queue, op.epoch, cb_id, self._profiled_views
+            )
         except HalError as exc:
             raise exc.with_traceback(None) from None
         finally:
@@ -340,8 +357,15 @@ class LocalDeviceBackend:
         LocalDeviceBackend.submit(self, op)
         p = self.profiler
         if p is not None:
-            p.record_queue_event(op.kind, op.queue, op.epoch, len(op.waits), len(op.signals),
-                                 getattr(op, "length", 0) or 0, submit_host_time_ns=t)
+            p.record_queue_event(
+                op.kind,
+                op.queue,
+                op.epoch,
+                len(op.waits),
+                len(op.signals),
+                getattr(op, "length", 0) or 0,
+                submit_host_time_ns=t,
+            )
 
     def _execute_profiled(self, op: QueueOp) -> None:
         p = self.profiler
@@ -356,8 +380,16 @@ class LocalDeviceBackend:
             LocalDeviceBackend._execute(self, op)
         finally:
             running.op = None
-        p.record_host_execution(op.kind, op.queue, op.epoch, t0, _host_time_ns(),
-                                running.status, getattr(op, "length", 0) or 0, _thread_id())
+        p.record_host_execution(
+            op.kind,
+            op.queue,
+            op.epoch,
+            t0,
+            _host_time_ns(),
+            running.status,
+            getattr(op, "length", 0) or 0,
+            _thread_id(),
+        )
 
     def _finish_profiled(self, op: QueueOp, error: HalError | None) -> None:
         p = self.profiler
@@ -375,11 +407,21 @@ class LocalDeviceBackend:
             if error is None and (kind == _K.ALLOCA or kind == _K.DEALLOCA):
                 target = op.target
                 if kind == _K.ALLOCA:
-                    p.record_memory_event(_MEMORY_QUEUE_ALLOCA, op.queue, id(target),
-                                          op.length, submission_id=op.epoch)
+                    p.record_memory_event(
+                        _MEMORY_QUEUE_ALLOCA,
+                        op.queue,
+                        id(target),
+                        op.length,
+                        submission_id=op.epoch,
+                    )
                 else:
-                    p.record_memory_event(_MEMORY_QUEUE_DEALLOCA, op.queue, id(target),
-                                          target.allocation_size, submission_id=op.epoch)
+                    p.record_memory_event(
+                        _MEMORY_QUEUE_DEALLOCA,
+                        op.queue,
+                        id(target),
+                        target.allocation_size,
+                        submission_id=op.epoch,
+                    )
         LocalDeviceBackend._finish(self, op, error)
 
     # -- executables and command buffers ---------------------------------------------------

@@ -12,7 +12,7 @@ import queue
 import threading
 from typing import Any, Callable
 
-from hal_core._semaphore import _report_callback_error
+from hal_core.backend import report_callback_error
 
 _STOP = object()
 
@@ -41,7 +41,7 @@ class WorkerPool:
             try:
                 fn(arg)
             except BaseException as exc:  # work items report their own errors
-                _report_callback_error(exc)
+                report_callback_error(exc, "a local-task work item", fn)
 
     def parallel_for(self, count: int, body: Callable[[int], None]) -> None:
         """Run ``body(i)`` for i in range(count) on this thread and idle workers; returns
