@@ -34,6 +34,7 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
@@ -126,6 +127,9 @@ class Timepoint(tuple):
 
     def __await__(self) -> Generator[Any, None, None]:
         return wait_async(self[0], self[1]).__await__()
+
+    def __getnewargs__(self) -> tuple[Semaphore, int]:  # copy.copy and friends
+        return (self[0], self[1])
 
     def __repr__(self) -> str:
         return f"Timepoint({self[0]!r}, {self[1]})"
@@ -345,7 +349,16 @@ class Stream:
         """Copy a numpy array (or any buffer-protocol object) into a buffer, in stream
         order. Without ``target`` a new buffer of ``array.nbytes`` is allocated now (with
         ``params``; default ``BufferParams()``) and returned. The bytes are captured now."""
-        data = np.ascontiguousarray(array)
+        try:
+            if isinstance(array, (np.ndarray, np.generic)):
+                data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+            else:
+                data = np.frombuffer(array, np.uint8)
+        except (TypeError, ValueError, BufferError) as exc:
+            raise InvalidArgumentError(
+                "upload needs a numpy array or a contiguous buffer-protocol object, got "
+                f"{type(array).__name__} ({exc})"
+            ) from None
         if target is None:
             target = self.device.allocator.allocate_buffer(params, data.nbytes)
         elif not isinstance(target, Buffer):
@@ -524,7 +537,12 @@ class Stream:
                     "stream wait needs a Stream, a Timepoint or a (Semaphore, value) pair, "
                     f"got {other!r}"
                 ) from None
-            if not isinstance(sem, Semaphore) or value.__class__ is not int:
+            if value.__class__ is not int:
+                try:
+                    value = operator.index(value)  # numpy integers
+                except TypeError:
+                    value = None
+            if not isinstance(sem, Semaphore) or value is None:
                 raise InvalidArgumentError(
                     f"stream wait needs a (Semaphore, int) pair, got {other!r}"
                 )

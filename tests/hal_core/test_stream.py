@@ -355,3 +355,33 @@ def test_failed_semaphore_outside_any_op_is_reported(local):
     s.semaphore.fail(StatusCode.ABORTED, "by hand")
     with pytest.raises(hal.AbortedError, match="after op 1"):
         s.synchronize(TIMEOUT)
+
+
+def test_upload_takes_arrays_and_buffer_protocol_objects(local):
+    s = local.create_stream()
+    assert s.download(s.upload(b"abc")).tobytes() == b"abc"
+    assert s.download(s.upload(np.float32(1.5)), np.float32).tolist() == [1.5]
+    strided = np.arange(8, dtype=np.uint16)[::2]
+    assert s.download(s.upload(strided), np.uint16).tolist() == [0, 2, 4, 6]
+    assert s.download(s.upload(memoryview(np.arange(2, dtype=np.int32)))).size == 8
+    with pytest.raises(hal.InvalidArgumentError, match="upload needs"):
+        s.upload(np.array([object()]))
+    with pytest.raises(hal.InvalidArgumentError, match="upload needs"):
+        s.upload(memoryview(np.arange(8, dtype=np.uint8))[::2])
+    with pytest.raises(hal.InvalidArgumentError, match="upload needs"):
+        s.upload("text")  # type: ignore[arg-type]
+    assert s.value == 4  # the refused uploads queued nothing
+
+
+def test_timepoints_copy_and_take_numpy_values(local):
+    import copy
+
+    sem = local.create_semaphore()
+    tp = hal.Timepoint(sem, 2)
+    assert copy.copy(tp) == tp and type(copy.copy(tp)) is hal.Timepoint
+    s = local.create_stream()
+    s.wait((sem, np.int64(2)))
+    s.barrier()
+    sem.signal(2)
+    s.synchronize(TIMEOUT)
+    assert tp.reached and repr(tp).startswith("Timepoint(")
