@@ -106,7 +106,7 @@ class AqlRing:
             raise OutOfRangeError(
                 f"a submission needs {count} AQL packets but the queue ring holds "
                 f"{self.capacity}; split the work or create the device with a larger "
-                "AQL ring (host_queue aql_capacity)"
+                "AQL ring (device URI parameter aql_capacity=N, N up to 131072)"
             )
 
     def try_reserve(self, count: int) -> int:

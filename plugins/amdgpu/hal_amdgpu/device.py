@@ -2,8 +2,11 @@
 
 Owns, per GPU, the agent description, its memory pools and its nearest CPU's pools; an
 allocator over those pools; and the executable loader. Queue execution and command
-buffers go to ``hal_amdgpu.host_queue`` (AQL host queues, created on first use).
-``close()`` is idempotent, closes the queues and balances ``hsa_init``.
+buffers go to ``hal_amdgpu.queue_set`` (AQL host queues, created on first use, with the
+``HostQueueOptions`` read from the device URI at creation). Creation fails
+(INCOMPATIBLE) for a GPU whose target has no device library. ``close()`` is idempotent,
+closes the queues (freeing everything they loaded) and balances ``hsa_init``; it is safe
+from any thread, a host call of this device included.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from hal_core.backend import QueueOp
 
 from .agents import AgentDescription, SystemAgents
 from .allocator import HsaAllocatorBackend
+from .device_library import check_device_library
 from .executable import AmdgpuExecutable, load_executable
 from .hsa import HsaLibrary
 from .memory_pools import CpuPools, GpuPools, find_cpu_pools, find_gpu_pools
+from .queue_options import HostQueueOptions
 from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
 from .topology import AgentPoolEdge, query_edge
 
@@ -32,11 +37,14 @@ EXECUTABLE_FORMAT_HSACO = "hsaco"
 class AmdgpuDeviceBackend:
     """``DeviceBackend`` for ``amdgpu``. Thread-safe for allocation and loading."""
 
-    def __init__(self, hsa: HsaLibrary, system: SystemAgents, ordinals: list[int]) -> None:
+    def __init__(self, hsa: HsaLibrary, system: SystemAgents, ordinals: list[int],
+                 options: HostQueueOptions | None = None) -> None:
         self.hsa = hsa
         self.system = system
         self.ordinals = tuple(ordinals)
         self.gpus: tuple[AgentDescription, ...] = tuple(system.gpus[o] for o in ordinals)
+        check_device_library(self.gpus)  # INCOMPATIBLE now rather than at every queue op
+        self.queue_options = options or HostQueueOptions()
         self.cpus: tuple[AgentDescription, ...] = tuple(system.nearest_cpu(g) for g in self.gpus)
         self.gpu_pools: tuple[GpuPools, ...] = tuple(find_gpu_pools(hsa, g) for g in self.gpus)
         self.cpu_pools: tuple[CpuPools, ...] = tuple(find_cpu_pools(hsa, c) for c in self.cpus)
@@ -79,7 +87,8 @@ class AmdgpuDeviceBackend:
         return queues.finalize_command_buffer(commands, mode, binding_capacity)
 
     def _create_host_queues(self) -> Any:
-        from .host_queue import HostQueueOptions, HostQueueSet, load_device_library
+        from .device_library import load_device_library
+        from .queue_set import HostQueueSet
 
         with self._lock:
             if self._closed:
@@ -87,9 +96,10 @@ class AmdgpuDeviceBackend:
             if self._host_queue_set is None:
                 access = list(dict.fromkeys([g.handle for g in self.gpus]
                                             + [c.handle for c in self.cpus]))
+                # The queue set owns the library from here on and frees it at close.
                 qset = HostQueueSet(self.hsa, self.gpus, self.gpu_pools, self.cpu_pools,
                                     access, load_device_library(self.hsa, self.gpus),
-                                    HostQueueOptions(), QUEUES_PER_GPU, self.allocator)
+                                    self.queue_options, QUEUES_PER_GPU, self.allocator)
                 qset.device = self.device
                 self._host_queue_set = qset
             return self._host_queue_set
@@ -97,18 +107,19 @@ class AmdgpuDeviceBackend:
     # -- executables --------------------------------------------------------------------
 
     def executable_formats(self) -> list[str]:
-        formats = [EXECUTABLE_FORMAT_HSACO]
+        """Every format name this device prepares, each once, in a stable order."""
+        formats = {EXECUTABLE_FORMAT_HSACO: None}
         for gpu in self.gpus:
             for isa in gpu.isa_names:
-                target = gpu.target if isa == gpu.isa_names[0] else None
-                names = [isa, isa.removeprefix(HSA_ISA_PREFIX)]
-                if target is not None:
-                    names.append(target.processor)
-                    family = GENERIC_FAMILY.get(target.processor)
+                formats[isa] = None
+                formats[isa.removeprefix(HSA_ISA_PREFIX)] = None
+                if isa == gpu.isa_names[0]:
+                    formats[gpu.target.processor] = None
+                    family = GENERIC_FAMILY.get(gpu.target.processor)
                     if family:
-                        names += [family, HSA_ISA_PREFIX + family]
-                formats += [n for n in names if n not in formats]
-        return formats
+                        formats[family] = None
+                        formats[HSA_ISA_PREFIX + family] = None
+        return list(formats)
 
     def prepare_executable(self, format: str, data: Any, params: dict) -> AmdgpuExecutable:
         return load_executable(self.hsa, self.gpus, data, params.get("constants", ()))
@@ -176,11 +187,18 @@ class AmdgpuDeviceBackend:
             profiling.end()
 
     def close(self, timeout: float | None = None) -> None:
+        """Close the queues (freeing the device library, signals and rings), then balance
+        ``hsa_init``. From a completion thread of this device (a host call closing it),
+        ``hsa_shut_down`` waits until that thread ended and freed what it still reads."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             queues, self._host_queue_set = self._host_queue_set, None
-        if queues is not None:
+        if queues is None:
+            self.hsa.shut_down()
+            return
+        try:
             queues.close(timeout)
-        self.hsa.shut_down()
+        finally:
+            queues.at_thread_exit(self.hsa.shut_down)

@@ -4,8 +4,9 @@ The HSA implementation is chosen per device: the real ROCr library (default), or
 software HSA agent when the URI says ``hsa=soft`` or ``HAL_AMDGPU_HSA=soft`` is set (never
 silently). ``query_available_devices`` raises UNAVAILABLE with the real library's reason
 (library path or every path tried, HSA status text, likely fix) when ROCr cannot start.
-URI parameters: ``hsa=rocr|soft``, ``soft_gpus=gfx1100,gfx90a`` (soft agent only).
-Thread-safe.
+URI parameters: ``hsa=rocr|soft``, ``soft_gpus=gfx1100,gfx90a`` (soft agent only), and the
+host queue options ``aql_capacity``, ``kernarg_capacity``, ``notification_capacity``,
+``wait_barrier`` (``queue_options``), validated at device creation. Thread-safe.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from .agents import SystemAgents, discover_agents
 from .device import AmdgpuDeviceBackend
 from .device_selection import device_id_for, select_by_id, select_by_path
 from .hsa import HsaLibrary
+from .queue_options import QUEUE_PARAMS, HostQueueOptions
 from .system_info import query_system
 
 __all__ = ["AmdgpuDriverBackend", "HSA_ENV"]
 
 HSA_ENV = "HAL_AMDGPU_HSA"
-_KNOWN_PARAMS = {"hsa", "soft_gpus"}
+_KNOWN_PARAMS = {"hsa", "soft_gpus"} | QUEUE_PARAMS
 
 
 class AmdgpuDriverBackend:
@@ -113,17 +115,21 @@ class AmdgpuDriverBackend:
             hsa.shut_down()
 
     def create_device_by_id(self, device_id: int, params: dict[str, str]) -> AmdgpuDeviceBackend:
+        options = HostQueueOptions.from_params(params)  # before HSA starts: nothing to undo
         hsa, system = self._open(params)
         try:
-            return AmdgpuDeviceBackend(hsa, system, select_by_id(system.gpus, device_id))
+            return AmdgpuDeviceBackend(hsa, system, select_by_id(system.gpus, device_id),
+                                       options)
         except BaseException:
             hsa.shut_down()
             raise
 
     def create_device_by_path(self, path: str, params: dict[str, str]) -> AmdgpuDeviceBackend:
+        options = HostQueueOptions.from_params(params)  # before HSA starts: nothing to undo
         hsa, system = self._open(params)
         try:
-            return AmdgpuDeviceBackend(hsa, system, select_by_path(system.gpus, path))
+            return AmdgpuDeviceBackend(hsa, system, select_by_path(system.gpus, path),
+                                       options)
         except BaseException:
             hsa.shut_down()
             raise

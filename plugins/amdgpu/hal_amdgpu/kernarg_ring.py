@@ -69,7 +69,7 @@ class KernargRing:
             raise OutOfRangeError(
                 f"a submission needs {block_count * KERNARG_BLOCK_SIZE} bytes of kernargs "
                 f"but the kernarg ring holds {self.capacity * KERNARG_BLOCK_SIZE}; create "
-                "the device with a larger kernarg ring (host_queue kernarg_capacity)"
+                "the device with a larger kernarg ring (device URI parameter kernarg_capacity=N)"
             )
 
     def _start_for(self, block_count: int) -> int:

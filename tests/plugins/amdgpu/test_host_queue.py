@@ -8,12 +8,10 @@ import threading
 import numpy as np
 import pytest
 from hal_amdgpu import aql_packets as aql
+from hal_amdgpu.device_library import load_device_library
 from hal_amdgpu.driver import AmdgpuDriverBackend
-from hal_amdgpu.host_queue import (
-    HostQueueOptions,
-    HostQueueSet,
-    load_device_library,
-)
+from hal_amdgpu.queue_options import HostQueueOptions
+from hal_amdgpu.queue_set import HostQueueSet
 
 import hal_core as hal
 from hal_core import BufferUsage, MemoryAccess, MemoryType, Semaphore

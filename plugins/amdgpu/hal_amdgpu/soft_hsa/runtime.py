@@ -94,6 +94,7 @@ class SoftHsaRuntime:
         self._loaded: dict[int, SoftLoadedCodeObject] = {}
         self._faults: list[int] = []
         self._loader_callbacks: list[Any] = []
+        self._status_strings: dict[int, Any] = {}
         for agent in self.config.agents:
             handle = next(self._ids)
             self._agents[handle] = agent
@@ -133,8 +134,13 @@ class SoftHsaRuntime:
             name = HsaStatus(status).name
         except ValueError:
             return int(_S.ERROR_INVALID_ARGUMENT)
-        text = ffi.new("char[]", f"HSA_STATUS_{name} (soft HSA agent)".encode())
-        self._loader_callbacks.append(text)  # keep the string alive like ROCr's table
+        with self._cond:
+            text = self._status_strings.get(status)
+            if text is None:
+                # One string per status, kept alive like ROCr's static table (a fresh
+                # one per call would grow without bound on a long run of errors).
+                text = ffi.new("char[]", f"HSA_STATUS_{name} (soft HSA agent)".encode())
+                self._status_strings[status] = text
         out[0] = text
         return _OK
 

@@ -1,0 +1,358 @@
+"""A device's host queues and what they share: ``HostQueueSet``.
+
+``HostQueueSet`` owns a device's ``HostQueue``s (``host_queue``; ``queues_per_gpu`` per
+GPU), the shared last-signal table used for wait elision, the frontier tracker with one
+axis per queue, the device library (builtin blit kernels, closed with the set), the
+command-buffer finalizer (block programs, one per GPU on a multi-GPU device) and the
+queue pools of ``queue_alloca``. ``submit(op)`` turns a ``QueueOp`` into a submission for
+queue ``op.queue``: a single fill/copy/small update is encoded at admission
+(``encode_blit``: the transfer fast path), dispatches and command buffers replay a block
+program, host work (host calls, file I/O, deallocas) is a host action run by the
+queue's completion thread.
+
+``close`` is idempotent and safe from any thread, a completion thread of the set
+included (see ``HostQueue.close``). Thread-safe.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import attrs
+import numpy as np
+
+from hal_core import (
+    Buffer,
+    BufferParams,
+    BufferRef,
+    BufferUsage,
+    CommandBufferMode,
+    FrontierTracker,
+    InvalidArgumentError,
+    MemoryAccess,
+    MemoryType,
+    UnimplementedError,
+)
+from hal_core.backend import CMD_COPY, QueueOp, QueueOpKind
+
+from .aql_packets import emit_dispatches, new_staging
+from .block_program import (
+    BlockProgram,
+    BuiltinKernels,
+    KernelDescriptor,
+    build_programs,
+    hal_kernarg_image,
+)
+from .device_library import DeviceLibrary, kernel_descriptor
+from .host_actions import DeallocaAction, FileAction, HostCallAction
+from .host_queue import UPDATE_INLINE_LIMIT, HostQueue, _Blit, _Sub
+from .kernarg_ring import KERNARG_BLOCK_SIZE
+from .queue_options import HostQueueOptions, WaitBarrierStrategy
+from .queue_pools import AmdgpuQueuePools
+
+__all__ = ["GpuPrograms", "HostQueueSet"]
+
+_K = QueueOpKind
+
+
+@attrs.frozen(eq=False)
+class GpuPrograms:
+    """A recording finalized for every GPU of a multi-GPU device (index = GPU)."""
+
+    per_gpu: tuple
+
+    @property
+    def packet_count(self) -> int:
+        return self.per_gpu[0].packet_count
+
+
+class _ProgramContext:
+    """``ProgramContext`` for one GPU of a ``HostQueueSet``."""
+
+    def __init__(self, qset: "HostQueueSet", gpu_index: int, builtins: BuiltinKernels) -> None:
+        self.qset = qset
+        self.gpu_index = gpu_index
+        self.builtins = builtins
+
+    def kernel_descriptor(self, executable: Any, ordinal: int) -> KernelDescriptor:
+        backend = getattr(executable, "backend", executable)
+        # Per executable (weakly: a collected executable's id may be reused), per GPU.
+        per_exe = self.qset._descriptors.get(backend)
+        if per_exe is None:
+            if not hasattr(backend, "dispatch_info"):
+                raise InvalidArgumentError(
+                    f"executable {executable!r} was not prepared by the amdgpu driver")
+            per_exe = self.qset._descriptors[backend] = {}
+        key = (ordinal, self.gpu_index)
+        desc = per_exe.get(key)
+        if desc is None:
+            desc = per_exe[key] = kernel_descriptor(backend, self.gpu_index, ordinal)
+        return desc
+
+    def buffer_address(self, buffer: Any) -> int | None:
+        if not buffer.is_committed:
+            return None
+        return buffer.storage().address + buffer.byte_offset
+
+    def allocate_prepublished(self, byte_length: int) -> tuple[np.ndarray, int, Any]:
+        return self.qset.allocate_host_coherent(self.gpu_index, byte_length)
+
+
+class HostQueueSet:
+    """A device's host queues plus what they share (see module docstring).
+
+    ``gpus``/``gpu_pools``/``cpu_pools`` come from the device backend; ``library`` is the
+    loaded device library (``load_device_library``), which the set owns from here on and
+    closes with itself (a plain list of ``BuiltinKernels`` is borrowed). ``submit(op)``
+    routes a ``QueueOp`` to queue ``op.queue``.
+    """
+
+    def __init__(self, hsa: Any, gpus: tuple, gpu_pools: tuple, cpu_pools: tuple,
+                 access_handles: list[int], library: DeviceLibrary | list[BuiltinKernels],
+                 options: HostQueueOptions, queues_per_gpu: int,
+                 allocator: Any = None) -> None:
+        self.library = library if isinstance(library, DeviceLibrary) else None
+        builtins = list(library)
+        self.hsa = hsa
+        self.gpus = gpus
+        self.gpu_pools = gpu_pools
+        self.kernarg_pool = cpu_pools[0].kernarg
+        self.access_agents = hsa.ffi.new("hsa_agent_t[]", [[h] for h in access_handles])
+        self.access_count = len(access_handles)
+        self.allocator = allocator
+        self.options = options
+        self.last_signal: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.retire_listener: Callable[[int, int], None] | None = None
+        self._descriptors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: One frontier axis per queue (device index = GPU, queue index = HAL queue).
+        self.tracker = FrontierTracker(axis_capacity=max(256, queues_per_gpu * len(gpus)))
+        strategy = options.wait_barrier
+        if strategy == WaitBarrierStrategy.AUTO:
+            self.barrier_value_supported = all(_supports_barrier_value(g) for g in gpus)
+        else:
+            self.barrier_value_supported = strategy == WaitBarrierStrategy.BARRIER_VALUE
+        self.contexts = [_ProgramContext(self, i, b) for i, b in enumerate(builtins)]
+        self.queues: list[HostQueue] = []
+        self.pools: AmdgpuQueuePools | None = None
+        self._deferred_queue: HostQueue | None = None
+        try:
+            for g in range(len(gpus)):
+                for _ in range(queues_per_gpu):
+                    self.queues.append(HostQueue(self, g, len(self.queues), options))
+            if allocator is not None:
+                self.pools = AmdgpuQueuePools(self, allocator)
+        except BaseException:
+            self.close(0)
+            raise
+
+    # -- memory for programs ------------------------------------------------------------
+
+    def allocate_host_coherent(self, gpu_index: int, byte_length: int
+                               ) -> tuple[np.ndarray, int, Any]:
+        """Device-local, host-visible, host-coherent bytes (the GPU fine pool)."""
+        from .allocator import HsaStorage
+
+        hsa = self.hsa
+        ffi = hsa.ffi
+        pool = self.gpu_pools[gpu_index].fine
+        out = ffi.new("void**")
+        hsa.check(hsa.lib.hsa_amd_memory_pool_allocate(
+            ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0], pool.round_up(byte_length),
+            0, out), f"hsa_amd_memory_pool_allocate(prepublished kernargs, {byte_length} bytes)")
+        hsa.lib.hsa_amd_agents_allow_access(self.access_count, self.access_agents, ffi.NULL,
+                                            out[0])
+        address = int(ffi.cast("uintptr_t", out[0]))
+        storage = HsaStorage(hsa, address, byte_length, 1, True)
+        return storage.host_array, address, storage
+
+    # -- command buffers ----------------------------------------------------------------
+
+    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int
+                                ) -> Any:
+        """Build the block program of a recording: one ``BlockProgram`` on a single-GPU
+        device, a ``GpuPrograms`` (one per GPU: kernel objects and prepublished kernargs
+        are per agent) otherwise."""
+        # The recording is read once; GPUs share its facts and differ only in kernel
+        # objects and prepublished storage (block_program.build_programs).
+        programs = self._build(commands, mode, self.contexts)
+        if len(programs) == 1:
+            return programs[0]
+        return GpuPrograms(programs)
+
+    def _build(self, commands: list, mode: int, contexts: list) -> tuple:
+        # Blocks are sized to a quarter of the rings so replay always fits and a few
+        # blocks can be in flight at once.
+        options = self.options
+        return build_programs(commands, mode, contexts,
+                              block_packet_capacity=max(1, options.aql_capacity // 4),
+                              block_kernarg_capacity=options.kernarg_capacity // 4)
+
+    # -- submission ---------------------------------------------------------------------
+
+    def submit(self, op: QueueOp) -> None:
+        queue = self.queues[op.queue]
+        sub = _Sub(op)
+        kind = op.kind
+        sub.resources = op.retained
+        if kind == _K.EXECUTE or kind == _K.DISPATCH:
+            program = op.data
+            if program.__class__ is GpuPrograms:
+                program = program.per_gpu[queue.gpu_index]
+            if not isinstance(program, BlockProgram):
+                raise UnimplementedError(
+                    f"amdgpu cannot replay a {type(program).__name__}; command buffers must "
+                    "be finalized by the amdgpu device")
+            sub.program = program
+            if kind == _K.EXECUTE:
+                sub.table = op.extra
+        elif kind == _K.FILL or kind == _K.COPY:
+            # Encoded at admission (encode_blit); with nothing to move, a NOP carries the
+            # signals.
+            if op.length:
+                sub.blit = True
+        elif kind == _K.UPDATE:
+            if op.length > UPDATE_INLINE_LIMIT:
+                # Large updates are staged in host memory the GPU reads (kept until retired).
+                staging = self._staging_buffer(op.length)
+                staging.host_bytes()[:] = op.data
+                ref = BufferRef(op.target, op.target_offset, op.length)
+                sub.program = self._one_shot(
+                    (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
+                sub.resources = [op.retained, staging]
+            elif op.length:
+                sub.blit = True  # small ones ride inside the blit's kernargs
+        elif kind == _K.HOST_CALL:
+            sub.action = HostCallAction(self, op)
+            sub.signals = ()
+        elif kind == _K.READ or kind == _K.WRITE:
+            sub.action = FileAction(self, op)
+            sub.signals = ()
+        elif kind == _K.ALLOCA:
+            if self.pools is None:
+                raise UnimplementedError(
+                    "this amdgpu queue set has no allocator, so no pools for queue_alloca")
+            # Pool, size and alignment checks (and, with no pending waits, the reservation)
+            # happen now; the memory commits at admission (AmdgpuQueuePools.start) and a
+            # NOP carries the signals.
+            self.pools.prepare(op)
+            try:
+                queue.submit(sub)
+            except BaseException:
+                self.pools.abandon(op)
+                raise
+            return
+        elif kind == _K.DEALLOCA:
+            sub.action = DeallocaAction(self, op)
+            sub.signals = ()
+        elif kind != _K.BARRIER:  # a barrier is a NOP that carries the signals
+            raise UnimplementedError(
+                f"amdgpu does not implement queue operation {QueueOpKind(kind).name}")
+        if sub.program is not None and sub.program.packet_count == 0:
+            sub.program = None
+        queue.submit(sub)
+
+    def encode_blit(self, op: QueueOp, gpu_index: int) -> "_Blit":
+        """The packet body and kernargs of one queue_fill / queue_copy / small
+        queue_update (the transfer fast path: no block program per operation).
+        FAILED_PRECONDITION when a buffer is not (or no longer) committed."""
+        builtins = self.contexts[gpu_index].builtins
+        kind = op.kind
+        length = op.length
+        self_offset = -1
+        payload = b""
+        if kind == _K.FILL:
+            width = len(op.data)
+            desc = builtins.fill[width]
+            target = op.target.storage().address + op.target.byte_offset + op.target_offset
+            pointers = [target]
+            elements = length // width
+            scalars = [elements, int.from_bytes(op.data, "little")]
+        elif kind == _K.COPY:
+            src = op.source.storage().address + op.source.byte_offset + op.source_offset
+            dst = op.target.storage().address + op.target.byte_offset + op.target_offset
+            bits = src | dst | length
+            width = 16 if bits % 16 == 0 else 4 if bits % 4 == 0 else 1
+            desc = builtins.copy[width]
+            pointers = [src, dst]
+            elements = length // width
+            scalars = [elements]
+        else:  # UPDATE
+            desc = builtins.copy[1]
+            dst = op.target.storage().address + op.target.byte_offset + op.target_offset
+            pointers = [0, dst]
+            elements = length
+            scalars = [length]
+            payload = bytes(op.data)
+        wg = builtins.workgroup_size
+        groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
+        image = hal_kernarg_image(desc, pointers, np.asarray(scalars, np.uint64).tobytes(),
+                                  (groups, 1, 1), (wg, 1, 1))
+        if payload:
+            self_offset = image.shape[0]
+            padded = -(-len(payload) // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE
+            tail = np.zeros(padded, np.uint8)
+            tail[: len(payload)] = np.frombuffer(payload, np.uint8)
+            image = np.concatenate([image, tail])
+        row = new_staging(1)
+        emit_dispatches(row, kernel_object=desc.kernel_object, workgroup_size=(wg, 1, 1),
+                        grid_size=(groups * wg, 1, 1), kernarg_address=0,
+                        private_segment_size=desc.private_segment_size,
+                        group_segment_size=desc.group_segment_size)
+        return _Blit(image, row, self_offset)
+
+    def _staging_buffer(self, length: int) -> Any:
+        params = BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
+                              usage=BufferUsage.TRANSFER | BufferUsage.MAPPING)
+        storage, memory_type = self.allocator.allocate(params, length)
+        return Buffer(storage, memory_type=memory_type, allowed_usage=params.usage,
+                      allowed_access=MemoryAccess.ALL, allocation_size=length)
+
+    def _one_shot(self, command: tuple, queue: HostQueue) -> BlockProgram:
+        return self._build([command], CommandBufferMode.ONE_SHOT,
+                           [self.contexts[queue.gpu_index]])[0]
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Close every queue, then the pools, the tracker and the device library.
+        Idempotent. True when called from one of the queues' own completion threads
+        (a host call closing the device): that queue's last resources are freed when its
+        thread ends, and the caller defers ``hsa_shut_down`` with ``at_thread_exit``."""
+        errors = []
+        deferred = None
+        for q in self.queues:
+            try:
+                if q.close(timeout):
+                    deferred = q
+            except BaseException as exc:  # close every queue even if one fails
+                errors.append(exc)
+        self.queues = []
+        self._deferred_queue = deferred
+        if self.pools is not None:
+            # After the queues: in-flight deallocas have released; parked allocas cancel.
+            self.pools.close()
+        self.tracker.close()
+        library, self.library = self.library, None
+        if library is not None:
+            # No queue can run a builtin kernel any more.
+            library.close()
+        self._descriptors.clear()
+        if errors:
+            raise errors[0]
+        return deferred is not None
+
+    def at_thread_exit(self, fn: Callable[[], None]) -> None:
+        """After ``close`` returned True: run ``fn`` once the closing completion thread
+        ended (its queue's signals are destroyed first); otherwise run it now."""
+        queue = self._deferred_queue
+        if queue is None:
+            fn()
+        else:
+            queue._at_thread_exit(fn)
+
+
+def _supports_barrier_value(gpu: Any) -> bool:
+    """AMD barrier-value packets are validated on gfx90a and gfx94x (steppings 0-2)."""
+    t = gpu.target
+    major, minor, stepping = t.major, t.minor, t.stepping
+    return (major, minor, stepping) == (9, 0, 10) or (major == 9 and minor == 4
+                                                      and stepping <= 2)
