@@ -36,8 +36,9 @@ same counter are summed, and one counter sample per counter set is recorded (sco
 DISPATCH, linked to the dispatch event id, ticks from the dispatch's signal); a set whose
 counters the library did not report gets no sample (values are never invented). Packet
 memory is the GPU's host-coherent fine pool; packets are deleted when the queue's pool is
-destroyed. COUNTER_RANGES and EXECUTABLE_TRACES are UNIMPLEMENTED (after the library
-checks, so a missing library still answers UNAVAILABLE).
+destroyed. COUNTER_RANGES and EXECUTABLE_TRACES are not produced: they are absent from
+``AMDGPU_PROFILING_FAMILIES``, so ``profiling_begin`` answers UNIMPLEMENTED for them and
+lists only what the device produces.
 
 Threading: ``before_headers`` runs under the queue's submission lock; ``_on_retire`` on the
 queue's completion thread; the per-queue pending deque and signal free list are only
@@ -55,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from hal_core import HalError, OutOfRangeError, UnavailableError, UnimplementedError
+from hal_core import HalError, OutOfRangeError, UnavailableError
 from hal_core.backend import QueueOpKind
 from hal_core.profiling import (
     ClockDomain,
@@ -83,14 +84,10 @@ from .hsa import AgentInfo, SystemInfo
 
 __all__ = ["AMDGPU_PROFILING_FAMILIES", "AmdgpuProfiling", "QueueProfiler", "profiling_clock"]
 
-# Counter and trace families are accepted here so that ``begin`` can answer them
-# precisely: UNAVAILABLE naming every path tried when aqlprofile is missing; with it,
-# COUNTER_SAMPLES works and the other two are UNIMPLEMENTED.
-AQLPROFILE_FAMILIES = int(
-    ProfilingDataFamily.COUNTER_SAMPLES
-    | ProfilingDataFamily.COUNTER_RANGES
-    | ProfilingDataFamily.EXECUTABLE_TRACES
-)
+# Counter families that go through aqlprofile: ``begin`` answers UNAVAILABLE (naming every
+# path tried) when the library is missing. Only what is built is listed: a family listed
+# here is one the device produces.
+AQLPROFILE_FAMILIES = int(ProfilingDataFamily.COUNTER_SAMPLES)
 AMDGPU_PROFILING_FAMILIES = int(
     ProfilingDataFamily.QUEUE_EVENTS
     | ProfilingDataFamily.HOST_EXECUTION_EVENTS
@@ -555,7 +552,7 @@ class AmdgpuProfiling:
                         f"with COUNTER_SAMPLES each of a block's {n} dispatches takes 3 more "
                         f"AQL packets: the block needs up to {need} packets but the queue "
                         f"ring holds {capacity}; create the device with a larger AQL ring "
-                        "(host_queue aql_capacity) or split the command buffer")
+                        "(device URI parameter aql_capacity=N) or split the command buffer")
 
     def _on_retire(self, queue_index: int, completed: int) -> None:
         queues = self.queues
@@ -596,17 +593,6 @@ class AmdgpuProfiling:
         lib = None
         for agent in agents:
             lib = check_profiling_options(options, agent, libhsa_path=libhsa_path)
-        families = self.session.families
-        if families & ProfilingDataFamily.EXECUTABLE_TRACES:
-            raise UnimplementedError(
-                "aqlprofile is present, but ATT/SQTT thread traces (EXECUTABLE_TRACES) are "
-                "not built on amdgpu; request COUNTER_SAMPLES or DISPATCH_EVENTS instead"
-            )
-        if families & ProfilingDataFamily.COUNTER_RANGES:
-            raise UnimplementedError(
-                "COUNTER_RANGES (device-time-range counter samples) is not built on amdgpu; "
-                "request COUNTER_SAMPLES for per-dispatch counter samples instead"
-            )
         return lib, agents, resolve_counter_sets(options.counter_sets, agents[0])
 
     def _create_counter_pools(self, qset: Any, lib: Any, agents: list, resolved: list) -> None:

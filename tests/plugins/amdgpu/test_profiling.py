@@ -170,17 +170,41 @@ def test_counters_without_aqlprofile_are_unavailable_and_nothing_starts(monkeypa
 
     monkeypatch.delenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", raising=False)
     with hal_core.create_device("amdgpu://?hsa=soft") as device:
-        for family, extra in (
-            (F.COUNTER_SAMPLES, {"counter_sets": [CounterSet("s", ("SQ_WAVES",))]}),
-            (F.EXECUTABLE_TRACES, {}),
-        ):
-            with pytest.raises(hal_core.UnavailableError, match="aqlprofile.*Looked for"):
-                device.profiling_begin(
-                    ProfilingOptions(data_families=family, sinks=[StatisticsSink()], **extra)
-                )
+        with pytest.raises(hal_core.UnavailableError, match="aqlprofile.*Looked for"):
+            device.profiling_begin(ProfilingOptions(
+                data_families=F.COUNTER_SAMPLES, sinks=[StatisticsSink()],
+                counter_sets=[CounterSet("s", ("SQ_WAVES",))]))
+        # traces are not built at all: UNIMPLEMENTED whether or not the library is there
+        with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
+            device.profiling_begin(
+                ProfilingOptions(data_families=F.EXECUTABLE_TRACES, sinks=[StatisticsSink()]))
         # Nothing was left half-started: a supported session still begins and ends.
         session = device.profiling_begin(
             ProfilingOptions(data_families=F.QUEUE_EVENTS, sinks=[StatisticsSink()])
         )
         assert session is not None
         device.profiling_end()
+
+
+def test_begin_lists_only_the_families_amdgpu_produces():
+    """COUNTER_RANGES and EXECUTABLE_TRACES are not built: they are not advertised, and
+    the error for asking names what the device does produce, without them."""
+    from hal_core.profiling import supported_families
+
+    with hal_core.create_device("amdgpu://?hsa=soft") as device:
+        supported = supported_families(device)
+        assert not supported & (F.COUNTER_RANGES | F.EXECUTABLE_TRACES)
+        assert supported & F.COUNTER_SAMPLES and supported & F.DISPATCH_EVENTS
+        from hal_core.profiling import CounterSet
+
+        for family, extra in (
+            (F.COUNTER_RANGES, {"counter_sets": [CounterSet("s", ("SQ_WAVES",))]}),
+            (F.EXECUTABLE_TRACES, {}),
+        ):
+            with pytest.raises(hal_core.UnimplementedError) as info:
+                device.profiling_begin(
+                    ProfilingOptions(data_families=family, sinks=[StatisticsSink()], **extra))
+            text = str(info.value)
+            supports = text[text.index("it supports"):]
+            assert family.name in text
+            assert "COUNTER_RANGES" not in supports and "EXECUTABLE_TRACES" not in supports
