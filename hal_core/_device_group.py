@@ -340,7 +340,9 @@ class TopologyInfo:
     * ``can_wait_from``: devices whose semaphores this device waits on (wait mode not NONE);
     * ``can_signal_to``: devices that can wait on this device's signals;
     * ``can_import_from``: devices whose buffers this device reads natively or by import;
-    * ``can_p2p_with``: devices with a peer-copy path to or from this device.
+    * ``can_p2p_with``: devices with a peer-copy path to or from this device (a
+      ``P2P_COPY`` edge over memory one side reaches natively: a copy between them is one
+      peer or native ``queue_copy``, never staged).
     """
 
     index: int
@@ -888,7 +890,7 @@ def _make_infos(
                 signal_to |= _bit(o)
             if edges[o][d].buffer_read_mode <= InteropMode.IMPORT:
                 import_from |= _bit(o)
-            if (edges[o][d].capabilities | edges[d][o].capabilities) & TopologyCapability.P2P_COPY:
+            if _has_peer_path(edges, o, d):
                 p2p |= _bit(o)
         base_axis = axis_make_queue(session, machine, d, 0)
         for q in range(group._devices[d].queue_count):
@@ -909,6 +911,21 @@ def _make_infos(
             )
         )
     return infos
+
+
+def _has_peer_path(edges: Sequence[Sequence[TopologyEdge]], a: int, b: int) -> bool:
+    """Whether ``DeviceGroup.copy`` can copy between ``a`` and ``b`` (either way) with
+    one peer or native copy: an edge says P2P_COPY and one side reaches the other's
+    memory natively (as ``DeviceGroup._peer_runner`` requires). A P2P_COPY bit over
+    buffers that are only reached by copies would advertise a path no copy takes."""
+    if not (edges[a][b].capabilities | edges[b][a].capabilities) & TopologyCapability.P2P_COPY:
+        return False
+    return (
+        edges[a][b].can_read_natively
+        or edges[a][b].can_write_natively
+        or edges[b][a].can_read_natively
+        or edges[b][a].can_write_natively
+    )
 
 
 def _assign(device: Device, info: TopologyInfo | None) -> None:

@@ -5,13 +5,17 @@ same-driver edge refinement from HSA link info, and group-axis advancement.
   private to the HSA library instance and GPU set, so two devices over the same GPUs share
   it); semaphores are hal_core host timelines (host_semaphores); host memory of another
   device is reached by copies (the allocator grants pool access to this device's own agents
-  only, never to foreign host allocations); NUMA node of the nearest CPU; a peer copy path.
+  only, never to foreign host allocations); NUMA node of the nearest CPU; no peer copy
+  engine (``peer_copy`` False: copies between GPUs are not implemented device to device).
 * ``refine_topology_edge(other, edge)``: for two amdgpu devices over one HSA system, the
   worst physical edge (``topology.query_edge``) from any GPU of the consuming device to the
-  pools of any GPU of the producing one sets the link class, costs, NUMA distance and
-  capability bits. Buffer modes stay COPY across distinct GPUs (no cross-device pool
-  grants are made) and become NATIVE when both devices are the same GPUs. Devices over
-  different HSA systems (e.g. rocr and the soft agent) keep the capability-derived edge.
+  pools of any GPU of the producing one gives the NUMA distance and the LINK_* bits (the
+  physical link). Devices over the same GPUs share memory: SAME_DIE, NATIVE buffers,
+  unified memory. Distinct GPUs get what is done between them: buffers COPY (no
+  cross-device pool grants are made), a HOST_STAGED link class and costs, no P2P_COPY or
+  peer-access bits, since every copy between them stages through host memory. Devices
+  over different HSA systems (e.g. rocr and the soft agent) keep the capability-derived
+  edge.
 * ``assign_topology_info(info)``: each host queue's retired epochs also advance its axis
   ``info.queue_axis(q)`` in the group's tracker (through the queue set's retire listener,
   on the completion thread); ``None`` stops that. Blocking: may create the host queues.
@@ -25,7 +29,7 @@ import attrs
 
 from hal_core import DeviceCapabilities, InteropMode, LinkClass, TopologyCapability, TopologyEdge
 
-from .topology import AgentPoolEdge, LinkFlag, query_edge
+from .topology import LINK_COSTS, AgentPoolEdge, LinkFlag, query_edge
 
 __all__ = ["query_capabilities", "refine_topology_edge", "assign_topology_info",
            "hal_capabilities"]
@@ -62,7 +66,7 @@ def query_capabilities(backend: Any) -> DeviceCapabilities:
     numa = backend.cpus[0].node if backend.cpus else -1
     return DeviceCapabilities(memory_domain=_memory_domain(backend),
                               host_memory_access=InteropMode.COPY, host_semaphores=True,
-                              numa_node=int(numa), peer_copy=True)
+                              numa_node=int(numa), peer_copy=False)
 
 
 def _worst_edge(consumer: Any, producer: Any) -> AgentPoolEdge:
@@ -77,24 +81,36 @@ def _worst_edge(consumer: Any, producer: Any) -> AgentPoolEdge:
     return worst
 
 
+#: Capability bits that describe the physical link itself (kept on every refined edge).
+_LINK_CAPABILITIES = (TopologyCapability.LINK_PCIE | TopologyCapability.LINK_XGMI
+                      | TopologyCapability.LINK_HYPERTRANSPORT | TopologyCapability.LINK_QPI
+                      | TopologyCapability.LINK_INFINIBAND | TopologyCapability.LINK_OTHER)
+
+
 def refine_topology_edge(backend: Any, other: Any, edge: TopologyEdge) -> TopologyEdge:
     from .device import AmdgpuDeviceBackend
 
     if not isinstance(other, AmdgpuDeviceBackend) or other.hsa is not backend.hsa:
         return edge  # different HSA systems: no link info relates them
     phys = _worst_edge(backend, other)
-    same_gpus = set(backend.ordinals) == set(other.ordinals)
-    caps = (edge.capabilities & ~TopologyCapability.UNIFIED_MEMORY) | hal_capabilities(
-        phys.flags)
-    buffer_mode = InteropMode.COPY
-    if same_gpus:
-        caps |= TopologyCapability.UNIFIED_MEMORY
-        buffer_mode = InteropMode.NATIVE
-    link = phys.link_class if not same_gpus else LinkClass.SAME_DIE
-    return attrs.evolve(edge, link_class=link, buffer_read_mode=buffer_mode,
-                        buffer_write_mode=buffer_mode, capabilities=caps,
-                        copy_cost=phys.copy_cost if not same_gpus else 0,
-                        latency_class=phys.latency_class if not same_gpus else 0,
+    if set(backend.ordinals) == set(other.ordinals):
+        caps = (edge.capabilities | hal_capabilities(phys.flags)
+                | TopologyCapability.UNIFIED_MEMORY)
+        return attrs.evolve(edge, link_class=LinkClass.SAME_DIE,
+                            buffer_read_mode=InteropMode.NATIVE,
+                            buffer_write_mode=InteropMode.NATIVE, capabilities=caps,
+                            copy_cost=0, latency_class=0, numa_distance=phys.numa_distance)
+    # Distinct GPUs: no cross-device pool grants are made and no copy engine reaches the
+    # peer, so every transfer between them stages through host memory (DeviceGroup's
+    # STAGED copy). Advertise that path: HOST_STAGED costs and no peer-access bits; the
+    # LINK_* bits still name the physical link HSA reports.
+    caps = ((edge.capabilities & ~(TopologyCapability.UNIFIED_MEMORY
+                                   | TopologyCapability.P2P_COPY))
+            | (hal_capabilities(phys.flags) & _LINK_CAPABILITIES))
+    copy_cost, latency = LINK_COSTS[LinkClass.HOST_STAGED]
+    return attrs.evolve(edge, link_class=LinkClass.HOST_STAGED,
+                        buffer_read_mode=InteropMode.COPY, buffer_write_mode=InteropMode.COPY,
+                        capabilities=caps, copy_cost=copy_cost, latency_class=latency,
                         numa_distance=phys.numa_distance)
 
 

@@ -19,7 +19,7 @@ from hal_core import InteropMode, LinkClass
 from .hsa import AgentPoolInfo, HsaLibrary, LinkType, PoolAccess
 from .memory_pools import GpuPools
 
-__all__ = ["LinkClass", "LinkFlag", "InteropMode", "AgentPoolEdge", "query_edge"]
+__all__ = ["LinkClass", "LinkFlag", "InteropMode", "AgentPoolEdge", "LINK_COSTS", "query_edge"]
 
 
 class LinkFlag(enum.IntFlag):
@@ -38,7 +38,7 @@ class LinkFlag(enum.IntFlag):
 
 
 # link class -> (copy cost, latency class)
-_COSTS = {
+LINK_COSTS: dict[LinkClass, tuple[int, int]] = {
     LinkClass.SAME_DIE: (0, 0), LinkClass.NVLINK_IF: (3, 3), LinkClass.PCIE_SAME_ROOT: (7, 7),
     LinkClass.PCIE_CROSS_ROOT: (9, 9), LinkClass.FABRIC: (15, 14), LinkClass.OTHER: (11, 10),
     LinkClass.HOST_STAGED: (13, 11), LinkClass.ISOLATED: (15, 15),
@@ -80,7 +80,7 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> AgentPoolEdge:
     coarse_access = hsa.agent_pool_info(agent, coarse, AgentPoolInfo.ACCESS, "uint32_t")
     fine_access = hsa.agent_pool_info(agent, fine, AgentPoolInfo.ACCESS, "uint32_t")
     if src_agent == dst.coarse.agent:
-        cost, latency = _COSTS[LinkClass.SAME_DIE]
+        cost, latency = LINK_COSTS[LinkClass.SAME_DIE]
         return AgentPoolEdge(LinkClass.SAME_DIE, cost, latency, 0,
                             LinkFlag.PEER_COHERENT | LinkFlag.ATOMIC_DEVICE
                             | LinkFlag.ATOMIC_SYSTEM | LinkFlag.P2P_COPY,
@@ -98,7 +98,7 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> AgentPoolEdge:
     for i in range(hops):
         info = infos[i]
         link_class, flag = _BY_TYPE.get(info.link_type, (LinkClass.OTHER, LinkFlag.OTHER))
-        if _COSTS[link_class][0] > _COSTS[worst][0]:
+        if LINK_COSTS[link_class][0] > LINK_COSTS[worst][0]:
             worst = link_class
         flags |= flag
         numa = max(numa, _scale_numa(int(info.numa_distance)))
@@ -118,6 +118,6 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> AgentPoolEdge:
         worst = LinkClass.HOST_STAGED
     if PoolAccess.DISALLOWED_BY_DEFAULT in (coarse_access, fine_access):
         flags |= LinkFlag.PEER_ACCESS_REQUIRES_GRANT
-    cost, latency = _COSTS[worst]
+    cost, latency = LINK_COSTS[worst]
     return AgentPoolEdge(worst, cost, latency, numa, flags, _mode(coarse_access),
                         _mode(fine_access), int(hops))

@@ -2,6 +2,7 @@
 two amdgpu devices (one HSA system: a same-driver edge from HSA link info), fan-out/fan-in,
 failure propagation across devices, topology bitmaps, ``hal info --topology``."""
 
+import numpy as np
 import pytest
 
 import hal_core
@@ -20,16 +21,48 @@ def group():
 
 
 def test_same_driver_edge_from_hsa_links(group):
+    """Distinct GPUs of one HSA system: the physical link (xGMI on the soft agent) is in
+    the LINK_* bits, but the edge advertises what copies do: stage through host memory."""
     topo = group.topology
     e = topo.edge(1, 2)
-    assert e.link_class == LinkClass.NVLINK_IF  # soft agent GPUs: xGMI
-    assert e.capabilities & TopologyCapability.LINK_XGMI
-    assert e.capabilities & TopologyCapability.P2P_COPY
-    assert e.buffer_read_mode == InteropMode.COPY and e.copy_cost == 3
+    assert e.capabilities & TopologyCapability.LINK_XGMI  # soft agent GPUs: xGMI
+    assert e.link_class == LinkClass.HOST_STAGED
+    assert not e.capabilities & TopologyCapability.P2P_COPY
+    assert not e.capabilities & (TopologyCapability.PEER_COHERENT
+                                 | TopologyCapability.ATOMIC_DEVICE
+                                 | TopologyCapability.ATOMIC_SYSTEM)
+    assert e.buffer_read_mode == InteropMode.COPY and e.copy_cost == 13
     # local-task <-> amdgpu: capability-derived, staged through host memory
     assert topo.edge(0, 1).link_class == LinkClass.HOST_STAGED
     info = group.devices[1].topology_info
-    assert info.can_p2p_with & 0b100 and info.can_wait_from == 0b111
+    assert info.can_p2p_with == 0b010 and info.can_wait_from == 0b111
+
+
+def test_topology_advertises_the_copy_the_group_makes(group):
+    """For every ordered pair, ``can_p2p_with`` has the bit exactly when the group copies
+    between the two with one native or peer copy; the amdgpu pair really stages."""
+    devices = group.devices
+    bufs = [d.allocator.allocate_buffer(None, 256) for d in devices]
+    for s in range(3):
+        for t in range(3):
+            strategy = group.select_copy_strategy(devices[t], bufs[s], bufs[t])
+            direct = strategy != hal_core.CopyStrategy.STAGED
+            assert bool(devices[t].topology_info.can_p2p_with & (1 << s)) == direct, (s, t)
+    a, b = devices[1], devices[2]
+    src, dst = bufs[1], bufs[2]
+    sem = a.create_semaphore(0)
+    a.queue_fill(1, [], [(sem, 1)], src, 0, 256, b"\x5a")
+    done = b.create_semaphore(0)
+    used = group.copy(b, 1, [(sem, 1)], [(done, 1)], src, 0, dst, 0, 256)
+    done.wait(1, TIMEOUT)
+    assert used == hal_core.CopyStrategy.STAGED
+    assert group.last_copy.executing_devices == (1, 2)  # a write on one, a read on the other
+    out = b.create_semaphore(0)
+    host = np.zeros(256, np.uint8)
+    b.queue_write(1, [], [(out, 1)], dst, 0, b.import_file(host, hal_core.MemoryAccess.WRITE),
+                  0, 256)
+    out.wait(1, TIMEOUT)
+    assert host.tobytes() == b"\x5a" * 256
 
 
 def test_fan_out_fan_in(group):
@@ -89,9 +122,8 @@ def test_topology_bitmaps_one_to_three_devices(n):
             assert info.can_wait_from == full and info.can_signal_to == full
             # own memory natively; amdgpu buffers of the other GPU / host only by copies
             assert info.can_import_from == 1 << i
-            # amdgpu pairs have a peer-copy path (refined from HSA link info)
-            if i < 2 and n >= 2:
-                assert info.can_p2p_with & 0b11 == 0b11
+            # distinct GPUs copy through host memory: no peer-copy path to advertise
+            assert info.can_p2p_with == 1 << i
 
 
 def test_amdgpu_queue_axes_advance_in_the_group_tracker(group):
