@@ -162,7 +162,7 @@ class Stream:
     queued). Errors found while executing fail the stream's semaphore, every later op
     fails with it, and ``synchronize`` raises the error naming the op that failed
     (``stream op 3 (fill) failed: ...``). ``with device.create_stream() as s:``
-    synchronizes on exit.
+    synchronizes on exit (unless the block raised: its exception propagates at once).
 
     Not thread-safe: use a stream from one thread at a time (other threads and streams
     coordinate through ``record()`` timepoints and ``wait``).
@@ -614,12 +614,7 @@ class Stream:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # When the body raised, its exception propagates at once: waiting could block
+        # forever on whatever went wrong, and the ops keep what they use alive anyway.
         if exc_type is None:
             self.synchronize()
-            return
-        # The body raised: still wait, so no op outlives the caller's buffers, but let
-        # the body's exception be the one that propagates.
-        try:
-            self.synchronize()
-        except HalError:
-            pass

@@ -21,13 +21,13 @@ from ._status import InvalidArgumentError
 
 __all__ = ["pack_constants"]
 
-_INT_DTYPES = {
+_INT_DTYPES: dict[int, tuple[Any, Any]] = {
     1: (np.uint8, np.int8),
     2: (np.uint16, np.int16),
     4: (np.uint32, np.int32),
     8: (np.uint64, np.int64),
 }
-_FLOAT_DTYPES = {2: np.float16, 4: np.float32, 8: np.float64}
+_FLOAT_DTYPES: dict[int, Any] = {2: np.float16, 4: np.float32, 8: np.float64}
 
 
 def pack_constants(executable: Any, function: int | str, constants: Any) -> bytes:
@@ -95,10 +95,10 @@ def _value_bytes(value: Any, size: int | None, what: str) -> bytes:
             raise InvalidArgumentError(f"{what} value {value} does not fit in {n} bytes")
         return np.array(value, dtype).tobytes()
     if isinstance(value, float):
-        dtype = _FLOAT_DTYPES.get(n)
-        if dtype is None:
+        ftype = _FLOAT_DTYPES.get(n)
+        if ftype is None:
             raise InvalidArgumentError(f"{what} is {n} bytes: no float type of that size")
-        return np.array(value, dtype).tobytes()
+        return np.array(value, ftype).tobytes()
     raise InvalidArgumentError(
         f"{what} must be a numpy scalar or array, an int, a float or a bool, got "
         f"{type(value).__name__}"

@@ -289,11 +289,16 @@ def test_context_manager_synchronizes_and_lets_the_body_error_through(local):
             s.fill(buf, bytes([i]))
     assert s.done and buf.read(0, 4) == b"\x07" * 4
 
+    never = local.create_semaphore()
     with pytest.raises(KeyError):
         with local.create_stream() as s:
-            s.host_call(lambda a, c: (_ for _ in ()).throw(ValueError("x")))
-            raise KeyError("body")
-    assert s.semaphore.failure is not None  # waited: the op had run
+            s.wait((never, 1))
+            s.fill(buf, b"\x01")
+            raise KeyError("body")  # propagates without waiting for the blocked fill
+    assert not s.done
+    never.signal(1)
+    s.synchronize(TIMEOUT)
+    assert buf.read(0, 4) == b"\x01" * 4
 
 
 def test_create_stream_validates_affinity(local):
