@@ -217,12 +217,12 @@ class Stream:
 
     @property
     def done(self) -> bool:
-        """True when every op submitted so far completed (False after a failure)."""
-        sem = self.semaphore
-        last = self._last
-        if self._extra or (last and last[0][0] is not sem):
-            return False
-        return sem._failure is None and sem._value >= self._value
+        """True when every op and every ``wait`` given so far completed (False after a
+        failure)."""
+        for sem, value in ((self.semaphore, self._value), *self._last, *self._extra):
+            if sem._failure is not None or sem._value < value:
+                return False
+        return True
 
     def _waits(self) -> tuple:
         return self._last + self._extra if self._extra else self._last

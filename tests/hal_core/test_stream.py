@@ -390,3 +390,19 @@ def test_timepoints_copy_and_take_numpy_values(local):
     sem.signal(2)
     s.synchronize(TIMEOUT)
     assert tp.reached and repr(tp).startswith("Timepoint(")
+
+
+def test_done_follows_waits_carried_by_another_streams_op(local):
+    gate = local.create_semaphore()
+    a, b = local.create_stream(), local.create_stream()
+    a.wait((gate, 1))
+    a.barrier()
+    b.wait(a)
+    b.barrier()
+    a.wait(b)  # a's next op needs only b's last (which waited on a's)
+    assert not a.done and not b.done
+    gate.signal(1)
+    b.synchronize(TIMEOUT)
+    assert a.done and b.done
+    assert a.record() == (a.semaphore, 2)  # the wait became an op of a's own timeline
+    a.synchronize(TIMEOUT)
