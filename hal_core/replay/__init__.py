@@ -2,7 +2,8 @@
 
 ``ReplayFile`` reads and validates a capture; ``text_lines`` / ``json_records`` project it
 as text or JSON lines (comparable with ``iree-dump-replay``); ``Player`` re-executes it on
-a hal-core device and gives back the final contents of any buffer by object id.
+a hal-core device and gives back the final contents of any buffer by object id;
+``Recorder`` writes a hal-core program's HAL calls into a capture IREE's tools read.
 See ``docs/replay.md``.
 """
 
@@ -19,9 +20,12 @@ from ._format import (
 )
 from ._player import Player, ScopeTimer
 from ._reader import FileHeader, Record, ReplayFile
+from ._recorder import Recorder
 from ._substitution import Substitution, parse_substitution
+from ._writer import CaptureWriter
 
 __all__ = [
+    "CaptureWriter",
     "DigestType",
     "FileHeader",
     "FileReferenceType",
@@ -30,6 +34,7 @@ __all__ = [
     "OperationCode",
     "PayloadType",
     "Record",
+    "Recorder",
     "RecordFlags",
     "RecordType",
     "Player",

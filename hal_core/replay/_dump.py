@@ -154,6 +154,51 @@ def _plain(p: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in p.items() if not k.startswith("_")}
 
 
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return enum(value).name.lower()
+    except ValueError:
+        return "unknown"
+
+
+_SEM_COUNTS = ("wait_semaphore_count", "signal_semaphore_count")
+# Queue payloads: (scalar keys in IREE's order, buffer refs, (trailing part, JSON name)).
+_QUEUE_KEYS: dict[int, tuple[tuple[str, ...], tuple[str, ...], tuple[str, str] | None]] = {
+    PayloadType.DEVICE_QUEUE_FILL: (
+        ("queue_affinity", "flags", *_SEM_COUNTS, "pattern_length"),
+        ("target_ref",),
+        ("pattern", "pattern"),
+    ),
+    PayloadType.DEVICE_QUEUE_UPDATE: (
+        ("queue_affinity", "flags", "source_offset", *_SEM_COUNTS, "data_length"),
+        ("target_ref",),
+        ("data", "data"),
+    ),
+    PayloadType.DEVICE_QUEUE_COPY: (
+        ("queue_affinity", "flags", *_SEM_COUNTS),
+        ("source_ref", "target_ref"),
+        None,
+    ),
+    PayloadType.DEVICE_QUEUE_READ: (
+        (
+            "source_file_id",
+            "source_offset",
+            "queue_affinity",
+            "flags",
+            "captured_data_length",
+            *_SEM_COUNTS,
+        ),
+        ("target_ref",),
+        ("data", "captured_data"),
+    ),
+    PayloadType.DEVICE_QUEUE_WRITE: (
+        ("target_file_id", "target_offset", "queue_affinity", "flags", *_SEM_COUNTS),
+        ("source_ref",),
+        None,
+    ),
+}
+
+
 def project_payload(ptype: int, p: dict[str, Any]) -> dict[str, Any]:
     """A decoded payload in ``iree-dump-replay``'s JSON shape (bytes as file ranges)."""
     T = PayloadType
@@ -251,6 +296,59 @@ def project_payload(ptype: int, p: dict[str, Any]) -> dict[str, Any]:
             "source": _ref(p["source_ref"]),
             "target": _ref(p["target_ref"]),
         }
+    if ptype == T.ALLOCATOR_IMPORT_BUFFER:
+        alloc = p["allocation"]
+        keys = ("allocation_size", "queue_affinity", "min_alignment", "usage", "type", "access")
+        out = {k: alloc[k] for k in keys}
+        out.update(external_type=p["external_type"], external_flags=p["external_flags"])
+        return {**out, **_ranges(p, "data")}
+    if ptype == T.EVENT_OBJECT:
+        return {"queue_affinity": p["queue_affinity"], "flags": p["flags"]}
+    if ptype == T.FILE_OBJECT:
+        keys = (
+            "queue_affinity",
+            "file_length",
+            "file_device",
+            "file_inode",
+            "file_mtime_ns",
+            "reference_length",
+            "access",
+            "flags",
+            "handle_type",
+            "reference_type",
+        )
+        out = {k: p[k] for k in keys}
+        out["reference_type_name"] = _enum_name(F.FileReferenceType, p["reference_type"])
+        out["validation_type"] = p["validation_type"]
+        out["validation_type_name"] = _enum_name(F.FileValidationType, p["validation_type"])
+        out["digest_type"] = p["digest_type"]
+        out["digest_fnv1a64"] = f"0x{int.from_bytes(p['digest'][:8], 'little'):016x}"
+        return {**out, **_ranges(p, "reference")}
+    if ptype in _QUEUE_KEYS:
+        keys, refs, tail = _QUEUE_KEYS[ptype]
+        out = {k: p[k] for k in keys}
+        out.update({name: _ref(p[name]) for name in refs})
+        out.update(_semaphore_ranges(p))
+        if tail:
+            out[f"{tail[1]}_range"] = _range(*p["_ranges"][tail[0]])
+        return out
+    if ptype == T.COMMAND_BUFFER_FILL_BUFFER:
+        out = {"flags": p["flags"], "pattern_length": p["pattern_length"]}
+        return {**out, "target": _ref(p["target_ref"]), **_ranges(p, "pattern")}
+    if ptype == T.COMMAND_BUFFER_UPDATE_BUFFER:
+        keys = ("flags", "source_offset", "data_length")
+        return {**{k: p[k] for k in keys}, "target": _ref(p["target_ref"]), **_ranges(p, "data")}
+    if ptype == T.COMMAND_BUFFER_WAIT_EVENTS:
+        keys = (
+            "source_stage_mask",
+            "target_stage_mask",
+            "event_count",
+            "memory_barrier_count",
+            "buffer_barrier_count",
+        )
+        out = {k: p[k] for k in keys}
+        out["events_range"] = _range(*p["_ranges"]["event_ids"])
+        return {**out, **_ranges(p, "memory_barriers", "buffer_barriers")}
     # The remaining payloads: their scalar fields, refs as dicts, trailing parts as ranges.
     out = {}
     for k, v in _plain(p).items():

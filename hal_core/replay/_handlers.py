@@ -56,6 +56,14 @@ class RecordHandlers:
             raise DataLossError(f"device object {object_id} was never created by the capture")
         return obj
 
+    def _command_buffer(self, object_id: int) -> Any:
+        obj = self.objects.get(object_id)
+        if obj is None or not hasattr(obj, "dispatch"):
+            raise DataLossError(
+                f"command buffer object {object_id} was never created by the capture"
+            )
+        return obj
+
     def _buffer_id(self, buffer_id: int) -> Buffer:
         return self._get(buffer_id, Buffer, "buffer")
 
@@ -419,7 +427,7 @@ class RecordHandlers:
                 )
             device.queue_barrier(p["queue_affinity"], wait, signal, p["flags"])
         else:
-            cb = self._get(cb_id, _command_buffer_type(), "command buffer")
+            cb = self._command_buffer(cb_id)
             table = BindingTable(
                 None
                 if b["buffer_id"] == F.OBJECT_ID_NONE
@@ -435,7 +443,7 @@ class RecordHandlers:
     # -- handlers: command buffers ---------------------------------------------------------
 
     def _cb(self, rec: Record) -> Any:
-        return self._get(rec.object_id, _command_buffer_type(), "command buffer")
+        return self._command_buffer(rec.object_id)
 
     def _cb_begin(self, rec: Record, p: dict[str, Any]) -> None:
         self._cb(rec).begin()
@@ -519,12 +527,6 @@ class _Event:
 
 def skip(self: RecordHandlers, rec: Record, p: dict[str, Any]) -> None:
     """Operations with nothing to re-execute (queries, hints, markers)."""
-
-
-def _command_buffer_type() -> type:
-    from .._command_buffer import CommandBuffer
-
-    return CommandBuffer
 
 
 def _params(p: dict[str, Any]) -> BufferParams:
