@@ -57,6 +57,7 @@ queues may replay it concurrently (blocks of one program may view one shared arr
 from __future__ import annotations
 
 import enum
+import operator
 import struct
 from typing import Any, Protocol, Sequence
 
@@ -409,13 +410,14 @@ class _Shape:
     pointers and constants and ``tail`` is the rest of its kernarg image (hidden arguments
     filled); ``head`` is None when the image must be built in full per record (a hidden
     argument overlapping the pointers or constants, an indirect dispatch, a value that does
-    not fit its field). ``resolve`` says how to find the kernel on another GPU; ``rows``
-    caches command record bytes by (strategy, source count, image length)."""
+    not fit its field). ``resolve`` says how to find the kernel on another GPU;
+    ``command_row`` and ``packet_row`` are its packed command record (per-proto and
+    per-packet fields zero) and packet body template."""
 
     __slots__ = ("opcode", "dispatch_flags", "desc", "grid", "wg", "count", "lds", "private",
                  "group", "executable_id", "indirect", "resolve", "head", "tail",
-                 "grid_error", "binding_count", "constant_bytes", "memo", "packet_row",
-                 "rows")
+                 "grid_error", "binding_count", "constant_bytes", "memo", "command_row",
+                 "packet_row")
 
 
 class _Rec:
@@ -579,8 +581,8 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         s.executable_id = 0
         s.dispatch_flags = 0
         s.indirect = None
-        s.packet_row = None
-        s.rows = {}
+        s.command_row = _command_row(s)
+        s.packet_row = _packet_row(s)
         baked = [src[2] if src[0] == _BAKED else 0 for src in sources]
         words = np.asarray(scalars, dtype=np.uint64).tobytes()
         image = _kernarg_image(desc, baked, words, (groups, 1, 1), s.wg)
@@ -624,8 +626,9 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         s.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
         s.dispatch_flags = 0
         s.indirect = None
-        s.packet_row = None
-        s.rows = {}
+        # A grid past 32 bits fails each dispatch (OUT_OF_RANGE) before rows are needed.
+        s.command_row = None if s.grid_error else _command_row(s)
+        s.packet_row = None if s.grid_error else _packet_row(s)
         s.memo = {}
         s.head = s.tail = None
         n = s.binding_count = desc.binding_count
@@ -696,6 +699,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
                     counts_at[fill[1]] = offset
             s.indirect = (kind, slot, ptr, s.wg, tuple(counts_at))
             s.dispatch_flags = 1  # INDIRECT_PARAMETERS
+            s.command_row = _command_row(s)
         r = _Rec()
         r.shape = s
         head = s.head
@@ -846,26 +850,30 @@ _COMMAND_ROW = struct.Struct("<BBHIBBBxIIHHIIIHHQ3I3HHIIII12x")
 _PACKET_ROW = struct.Struct("<HH3HH3IIIQQQQ")
 assert _COMMAND_ROW.size == COMMAND_DTYPE.itemsize
 assert _PACKET_ROW.size == KERNEL_DISPATCH_DTYPE.itemsize
+_SHAPE_OF = operator.attrgetter("shape")
+_STRATEGY_OF = operator.attrgetter("strategy")
+_SOURCES_OF = operator.attrgetter("sources")
+_COMMAND_ROW_OF = operator.attrgetter("command_row")
+_PACKET_ROW_OF = operator.attrgetter("packet_row")
 
 
-def _command_row(shape: _Shape, strategy: int, source_count: int, image_length: int) -> bytes:
-    """A command record with the per-packet fields (command/packet index, binding source
-    offset, kernarg offset, payload reference, flags) zero."""
+def _command_row(shape: _Shape) -> bytes:
+    """A command record with the per-packet fields and the per-proto ones (strategy,
+    source count, kernarg length) zero."""
     desc = shape.desc
     binding_count = desc.binding_count if shape.opcode == Opcode.DISPATCH else 0
     try:
         return _COMMAND_ROW.pack(
-            shape.opcode, 0, _COMMAND_QWORDS, 0, strategy, shape.dispatch_flags, 1, 0, 0,
-            binding_count, source_count, 0, image_length, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D,
-            desc.kernel_object, *shape.grid, *shape.wg, 0, shape.private, shape.group,
-            shape.executable_id, 0)
+            shape.opcode, 0, _COMMAND_QWORDS, 0, 0, shape.dispatch_flags, 1, 0, 0,
+            binding_count, 0, 0, 0, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D, desc.kernel_object,
+            *shape.grid, *shape.wg, 0, shape.private, shape.group, shape.executable_id, 0)
     except struct.error:
         # A value outside its field: the structured store says so as it always has.
         record = np.zeros(1, COMMAND_DTYPE)
-        record[0] = (shape.opcode, 0, _COMMAND_QWORDS, 0, strategy, shape.dispatch_flags, 1,
-                     0, 0, binding_count, source_count, 0, image_length, 0, _NO_IMPLICIT,
-                     DISPATCH_SETUP_3D, desc.kernel_object, shape.grid, shape.wg, 0,
-                     shape.private, shape.group, shape.executable_id, 0)
+        record[0] = (shape.opcode, 0, _COMMAND_QWORDS, 0, 0, shape.dispatch_flags, 1, 0, 0,
+                     binding_count, 0, 0, 0, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D,
+                     desc.kernel_object, shape.grid, shape.wg, 0, shape.private,
+                     shape.group, shape.executable_id, 0)
         return record.tobytes()
 
 
@@ -884,32 +892,32 @@ def _packet_row(shape: _Shape) -> bytes:
 
 class _ProtoTables:
     """Per-proto records and columns (numpy), so per-packet arrays are one gather each.
-    Command records and packet rows are packed bytes, cached on the proto's shape (distinct
-    dispatches of one shape mostly share them), joined into one array each."""
+    Command records and packet rows are the shapes' packed bytes joined into one array
+    each, the per-proto record columns stored over them in one pass each."""
 
     def __init__(self, protos: list[_Rec]) -> None:
         m = len(protos)
         dispatch = Opcode.DISPATCH
         self.images = images = [r.image for r in protos]
-        command_rows: list[bytes] = []
-        packet_rows: list[bytes] = []
-        for r in protos:
-            shape = r.shape
-            key = (r.strategy, len(r.sources), len(r.image))
-            row = shape.rows.get(key)
-            if row is None:
-                row = shape.rows[key] = _command_row(shape, *key)
-            command_rows.append(row)
-            row = shape.packet_row
-            if row is None:
-                row = shape.packet_row = _packet_row(shape)
-            packet_rows.append(row)
-        # Read-only views: lowering gathers copies of them (``[pids]``), never writes here.
-        self.cmd = cmd = (np.frombuffer(b"".join(command_rows), COMMAND_DTYPE) if m
-                          else np.zeros(0, COMMAND_DTYPE))
+        shapes = list(map(_SHAPE_OF, protos))
+        # The shape's record with the per-proto columns (strategy, source count, image
+        # length) stored over it; per-packet fields (command/packet index, binding source
+        # offset, kernarg offset, payload reference, flags) stay zero here. The packet rows
+        # are read-only: lowering gathers copies of them (``[pids]``).
+        if m:
+            cmd = np.frombuffer(bytearray(b"".join(map(_COMMAND_ROW_OF, shapes))),
+                                COMMAND_DTYPE)
+            cmd["kernarg_strategy"] = np.fromiter(map(_STRATEGY_OF, protos), np.uint8, m)
+            cmd["patch_source_count"] = np.fromiter(map(len, map(_SOURCES_OF, protos)),
+                                                    np.uint16, m)
+            cmd["kernarg_length"] = np.fromiter(map(len, images), np.uint32, m)
+            self.rows = np.frombuffer(b"".join(map(_PACKET_ROW_OF, shapes)),
+                                      np.uint8).reshape(m, 64)
+        else:
+            cmd = np.zeros(0, COMMAND_DTYPE)
+            self.rows = np.zeros((0, 64), np.uint8)
+        self.cmd = cmd
         self.cmd_bytes = cmd.view(np.uint8).reshape(m, COMMAND_DTYPE.itemsize)
-        self.rows = (np.frombuffer(b"".join(packet_rows), np.uint8).reshape(m, 64) if m
-                     else np.zeros((0, 64), np.uint8))
         self.sizes = cmd["kernarg_length"].astype(np.int64)
         # Recordings of one kernel shape (the common case) gather templates as one table.
         self.image_table = (np.frombuffer(b"".join(images), np.uint8).reshape(m, -1)
