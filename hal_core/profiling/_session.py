@@ -27,7 +27,7 @@ from .._status import HalError, ResourceExhaustedError, StatusCode
 from . import _records as R
 from ._clock import host_time_ns
 from ._options import PRECISE_FAMILIES, ProfilingDataFamily, ProfilingOptions
-from ._sink import NO_ORDINAL, ChunkFlags, ChunkMetadata
+from ._sink import NO_ORDINAL, ChunkFlags, ChunkMetadata, SinkCalls
 
 __all__ = ["RecordRing", "ProfilingSession", "MetricDescriptor", "FunctionMetadata"]
 
@@ -569,10 +569,18 @@ class ProfilingSession:
         return self._meta(R.SESSION.content_type, name=self.device_name), payload
 
     def start(self) -> None:
-        """Call every sink's ``begin_session`` and queue the static metadata chunks."""
+        """Call every sink's ``begin_session`` and queue the static metadata chunks. When
+        one raises, the sinks that had begun get ``end_session`` (with the error's code)
+        and the first error is raised."""
         meta = self._meta(R.SESSION.content_type, name=self.device_name)
-        for sink in self.sinks:
-            sink.begin_session(meta)
+        calls = SinkCalls()
+        begun = [sink for sink in self.sinks if calls.call(sink.begin_session, meta)]
+        if calls.first is not None:
+            error = calls.first
+            status = int(error.code if isinstance(error, HalError) else StatusCode.UNKNOWN)
+            for sink in begun:
+                calls.call(sink.end_session, meta, status)
+            raise calls.first
         self._started = True
         self._add(
             R.DEVICES,
@@ -645,50 +653,50 @@ class ProfilingSession:
         """Hand everything captured so far to the sinks. Raises the session failure
         (RESOURCE_EXHAUSTED for an overflowed precise ring) after writing what exists."""
         with self._flush_lock:
-            chunks = self._collect()
-            for meta, payload in chunks:
+            calls = SinkCalls()
+            for meta, payload in self._collect():
+                parts = [payload] if payload else []
                 for sink in self.sinks:
-                    sink.write(meta, [payload] if payload else [])
+                    calls.call(sink.write, meta, parts)
+            if calls.first is not None:
+                raise calls.first
             if self._failed is not None:
                 raise self._failed.clone()
 
     def end(self) -> None:
         """Flush, then ``end_session`` on every sink (with the failure's code if any).
-        Every sink gets ``end_session`` even when an earlier one raised; the first error
-        is re-raised afterwards."""
+        Every sink gets every chunk and ``end_session`` even when others raised; the
+        first error is re-raised afterwards (later ones are reported, ``SinkCalls``)."""
         with self._flush_lock:
             if self.closed:
                 return
             self.closed = True
-            first: BaseException | None = None
+            calls = SinkCalls()
             with self._meta_lock:
                 callbacks, self._end_callbacks = self._end_callbacks, []
-            for fn in callbacks:
-                try:
-                    fn()
-                except BaseException as exc:  # detach everything, report the first
-                    first = first or exc
+            for fn in callbacks:  # detach everything whatever fails
+                calls.call(fn)
             try:
                 chunks = self._collect()
-                for m, p in chunks:
-                    for sink in self.sinks:
-                        sink.write(m, [p] if p else [])
             except BaseException as exc:  # still end every sink
-                first = exc
-            status = (
-                int(self._failed.code)
-                if self._failed is not None
-                else (int(getattr(first, "code", StatusCode.INTERNAL)) if first is not None else 0)
-            )
+                calls.add(exc)
+                chunks = []
+            for m, p in chunks:
+                parts = [p] if p else []
+                for sink in self.sinks:
+                    calls.call(sink.write, m, parts)
+            first = calls.first
+            if self._failed is not None:
+                status = int(self._failed.code)
+            elif first is not None:
+                status = int(first.code if isinstance(first, HalError) else StatusCode.INTERNAL)
+            else:
+                status = 0
             meta, payload = self._session_chunk(host_time_ns(), status)
             for sink in self.sinks:
-                try:
-                    sink.write(meta, [payload])
-                    sink.end_session(meta, status)
-                except BaseException as exc:
-                    if first is None:
-                        first = exc
-            if first is not None:
-                raise first
+                calls.call(sink.write, meta, [payload])
+                calls.call(sink.end_session, meta, status)
+            if calls.first is not None:
+                raise calls.first
             if self._failed is not None:
                 raise self._failed.clone()
