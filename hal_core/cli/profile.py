@@ -7,6 +7,9 @@
 WORKLOAD is a ``hal bench`` benchmark name or a Python file. A file runs with the globals
 ``device`` (the open device) and ``hal_core``; if it defines ``main(device)``, that is
 called after the module body.
+
+Options and the output path are checked before the workload runs (a mistake is one line
+and exit code 2). Ctrl-C ends the session, writes what was captured and exits 130.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import runpy
 import sys
+import traceback
 from typing import Any
 
 import attrs
@@ -33,6 +38,7 @@ from ..profiling import (
     parse_families,
     read_profile_bundle,
 )
+from ._common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, positive_int, rc_for
 
 F = ProfilingDataFamily
 
@@ -46,6 +52,8 @@ DEFAULT_FAMILIES = (
     | F.EXECUTABLE_METADATA
 )
 DEFAULT_OUTPUT = {"bundle": "profile.halprof", "perfetto": "profile.perfetto.json"}
+#: The range ``ProfilingOptions`` accepts for ``ring_capacity``.
+RING_CAPACITY_RANGE = (16, 1 << 26)
 
 
 def add_parser(sub: Any) -> None:
@@ -72,18 +80,62 @@ def add_parser(sub: Any) -> None:
         metavar="K=V",
         help="option for --profiler (repeatable)",
     )
-    p.add_argument("--repeats", type=int, default=1, help="timed repeats of a bench workload")
     p.add_argument(
-        "--ring-capacity", type=int, default=1 << 16, help="records per stream between flushes"
+        "--repeats",
+        type=positive_int,
+        default=1,
+        help="timed repeats of a bench workload (a positive integer)",
+    )
+    p.add_argument(
+        "--ring-capacity",
+        type=int,
+        default=1 << 16,
+        help=f"records per stream between flushes ({RING_CAPACITY_RANGE[0]} to "
+        f"{RING_CAPACITY_RANGE[1]})",
     )
     p.add_argument("--json", action="store_true", help="summary as JSON")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="-- WORKLOAD [ARGS] | summary FILE")
     p.set_defaults(run=run)
 
 
-def _fail(message: str) -> int:
-    print(f"hal profile: {message}", file=sys.stderr)
-    return 2
+def _fail(message: str, rc: int = EXIT_USAGE) -> int:
+    text = " ".join(message.split())
+    print(f"hal profile: {text}", file=sys.stderr)
+    return rc
+
+
+def _family_names(families: ProfilingDataFamily) -> str:
+    """Families as ``--families`` spells them (``queue-events,dispatch-events``)."""
+    return ",".join(m.name.lower().replace("_", "-") for m in F if m and m.name and families & m)
+
+
+def _cli_spellings(message: str) -> str:
+    """``message`` with each family member name followed by its ``--families`` spelling:
+    ``DISPATCH_EVENTS`` -> ``DISPATCH_EVENTS (dispatch-events)``."""
+
+    def spell(match: re.Match[str]) -> str:
+        name = match.group(0)
+        member = F.__members__.get(name)
+        if member is None or not member:
+            return name
+        return f"{name} ({name.lower().replace('_', '-')})"
+
+    return re.sub(r"\b[A-Z][A-Z_]+[A-Z]\b", spell, message)
+
+
+def check_output_path(path: str) -> str | None:
+    """Why ``path`` cannot be written (checked before a workload runs), or None."""
+    if os.path.isdir(path):
+        return f"output {path!r} is a directory; name a file"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"cannot write output {path!r}: directory {parent!r} does not exist"
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return f"cannot write output {path!r}: permission denied"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write output {path!r}: directory {parent!r} is not writable"
+    return None
 
 
 def _print_stats(stats: ProfileStatistics, as_json: bool) -> None:
@@ -93,13 +145,24 @@ def _print_stats(stats: ProfileStatistics, as_json: bool) -> None:
         print(stats.format_table())
 
 
+def _summary_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="hal profile summary", description="Statistics of a profile bundle file."
+    )
+    p.add_argument("file", metavar="FILE", help="a bundle written by hal profile --format bundle")
+    p.add_argument("--json", action="store_true", help="statistics as JSON")
+    return p
+
+
 def run_summary(path: str, as_json: bool) -> int:
     try:
         bundle = read_profile_bundle(path, allow_incomplete=True)
-    except (HalError, OSError) as exc:
-        return _fail(f"cannot read {path!r}: {exc}")
-    sink = StatisticsSink()
-    bundle.replay([sink])
+        sink = StatisticsSink()
+        bundle.replay([sink])
+    except HalError as exc:
+        return _fail(f"cannot read {path!r}: {exc}", rc_for(exc))
+    except OSError as exc:
+        return _fail(f"cannot read {path!r}: {exc.strerror or exc}", rc_for(exc))
     if not bundle.complete:
         print(
             f"hal profile: warning: {path} was never finished; showing what it holds",
@@ -154,13 +217,22 @@ def run(args: argparse.Namespace) -> int:
     if rest and rest[0] == "--":
         rest = rest[1:]
     if rest and rest[0] == "summary":
-        if len(rest) != 2:
-            return _fail("usage: hal profile summary FILE")
-        return run_summary(rest[1], args.json)
+        if len(rest) == 1:
+            return _fail("usage: hal profile summary FILE [--json]")
+        summary = _summary_parser().parse_args(rest[1:])
+        return run_summary(summary.file, args.json or summary.json)
     if not rest:
         return _fail(
             "no workload given: hal profile [options] -- WORKLOAD (a bench name or a .py file)"
         )
+    low, high = RING_CAPACITY_RANGE
+    if not low <= args.ring_capacity <= high:
+        return _fail(f"--ring-capacity must be in [{low}, {high}], got {args.ring_capacity}")
+    output = args.output or DEFAULT_OUTPUT.get(args.format)
+    if args.format != "summary" and output:
+        problem = check_output_path(output)
+        if problem:
+            return _fail(problem)
     try:
         workload = _workload(rest[0], rest[1:])
         families = parse_families(args.families) if args.families else None
@@ -175,7 +247,6 @@ def run(args: argparse.Namespace) -> int:
         if args.profiler:
             sink, extra = create_profiler(args.profiler, options)
             sinks.append(sink)
-        output = args.output or DEFAULT_OUTPUT.get(args.format)
         stats = None
         if args.format == "bundle":
             sinks.append(ProfileBundleSink(output))
@@ -186,9 +257,10 @@ def run(args: argparse.Namespace) -> int:
             sinks.append(stats)
         device = create_device(args.device)
     except HalError as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), rc_for(exc))
+    rc = 0
     try:
-        from ..profiling._control import supported_families
+        from ..profiling import supported_families
 
         if families is None:
             # What the device supports of the defaults; all of them when it supports none,
@@ -198,22 +270,32 @@ def run(args: argparse.Namespace) -> int:
         opts = ProfilingOptions(families, sinks=sinks, ring_capacity=args.ring_capacity)
         if device.profiling_begin(opts) is None:
             return _fail("no profiling data families requested; pass --families")
-        names = ",".join(m.name.lower() for m in F if m and m.name and families & m)
         print(
-            f"hal profile: running {rest[0]} on {args.device} ({names})",
+            f"hal profile: running {rest[0]} on {args.device} ({_family_names(families)})",
             file=sys.stderr,
             flush=True,
         )
         try:
-            workload(device, args.device, max(1, args.repeats))
+            workload(device, args.device, args.repeats)
+        except KeyboardInterrupt:
+            print("hal profile: interrupted; writing what was captured", file=sys.stderr)
+            rc = EXIT_INTERRUPTED
+        except HalError as exc:
+            rc = _fail(f"workload {rest[0]} failed: {exc}", EXIT_FAILURE)
+        except Exception:
+            # An error in the user's own workload file: its traceback is what they need.
+            traceback.print_exc()
+            rc = _fail(f"workload {rest[0]} raised; see the traceback above", EXIT_FAILURE)
         finally:
             device.profiling_end()
     except HalError as exc:
-        return _fail(str(exc))
+        # The device cannot do what the options ask: a usage mistake, said with the
+        # --families spelling next to each family's name.
+        return _fail(_cli_spellings(str(exc)))
     finally:
         device.close()
     if stats is not None:
         _print_stats(stats.statistics(), args.json)
     elif output:
         print(f"hal profile: wrote {output}", file=sys.stderr)
-    return 0
+    return rc
