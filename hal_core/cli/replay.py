@@ -3,6 +3,7 @@
     hal replay run FILE [--device URI] [--substitute SPEC ...] [--save-buffer ID=PATH ...]
                         [--save-buffers DIR] [--dtype DTYPE] [--file-remap OLD=NEW ...]
     hal replay bench FILE [--device URI] [--scope execute|all] [--iterations N] [--json]
+    hal replay profile FILE [--device URI] [--format bundle|perfetto|summary] [--output FILE]
     hal replay dump FILE [--json]
 
 ``run`` replays the capture once; ``--save-buffer ID=out.npy`` writes the final contents
@@ -12,7 +13,8 @@ bytes); ``--save-buffers DIR`` writes every buffer the captured program read bac
 microseconds per iteration of the named scope (IREE's recorder marks ``init``,
 ``execute`` and ``deinit``; ``all`` times the whole stream). ``dump`` prints the records
 (``--json``: one JSON object per line, as ``iree-dump-replay --format=jsonl``).
-``--substitute`` takes IREE's ``--replay_executable_substitution`` selectors
+``profile`` replays it once inside ``hal profile``'s profiling session (same formats,
+families and sinks). ``--substitute`` takes IREE's ``--replay_executable_substitution`` selectors
 (``ID=PATH``, ``ID@FORMAT=PATH``, ``all=PATH``, ``all@FORMAT=PATH``).
 
 Exit status: 0 success, 1 the replay failed, 2 bad arguments or an unreadable capture.
@@ -82,6 +84,18 @@ def add_parser(sub: Any) -> None:
     bench.add_argument("--iterations", type=int, default=10)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(run=_bench)
+
+    prof = actions.add_parser("profile", help="replay once under a profiling session")
+    prof.add_argument("file", help="the .ireereplay capture")
+    prof.add_argument(
+        "--device", default=DEFAULT_DEVICE_URI, help="device URI (default %(default)s)"
+    )
+    prof.add_argument("--format", choices=("bundle", "perfetto", "summary"), default="summary")
+    prof.add_argument("--output", "-o", default=None, help="output file (bundle/perfetto)")
+    prof.add_argument("--families", default=None, help="as hal profile --families")
+    prof.add_argument("--substitute", action="append", default=[], metavar="SPEC")
+    prof.add_argument("--json", action="store_true", help="summary as JSON")
+    prof.set_defaults(run=_profile)
 
     dump = actions.add_parser("dump", help="print the records")
     common(dump, device=False)
@@ -217,6 +231,26 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
 
     return _with_device(args, body)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    """Through ``hal profile`` (its sinks, families and messages), with the replay as the
+    workload."""
+    if not os.path.isfile(args.file):
+        return _fail(f"cannot read {args.file!r}: no such file", 2)
+    from ..replay import _profile_workload
+    from .main import main
+
+    argv = ["profile", "--device", args.device, "--format", args.format]
+    if args.output:
+        argv += ["--output", args.output]
+    if args.families:
+        argv += ["--families", args.families]
+    if args.json:
+        argv.append("--json")
+    argv += ["--", _profile_workload.__file__, args.file]
+    argv += [f"--substitute={s}" for s in args.substitute]
+    return main(argv)
 
 
 def _dump(args: argparse.Namespace) -> int:

@@ -84,3 +84,15 @@ def test_bench_json(capsys):
     assert result["scope"] == "execute" and result["median_us"] > 0
     assert main(["replay", "bench", MLP, "--iterations", "1", "--scope", "nope"]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_profile_writes_a_bundle_through_hal_profile(tmp_path, capsys):
+    if not _elf_loads():
+        pytest.skip("local-task cannot load IREE's embedded-elf-x86_64 executables yet")
+    out = tmp_path / "mlp.halprof"
+    assert main(["replay", "profile", MLP, "--format", "bundle", "--output", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert main(["profile", "summary", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats  # the replay's queue operations were profiled
+    assert main(["replay", "profile", str(tmp_path / "missing.ireereplay")]) == 2

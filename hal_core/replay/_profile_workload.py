@@ -1,0 +1,19 @@
+"""The workload ``hal replay profile`` hands to ``hal profile``: replay one capture.
+
+Run by ``hal profile`` as a workload file (``device`` is the profiled device) with
+``sys.argv`` = ``[this file, CAPTURE, --substitute=SPEC ...]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hal_core.replay import Player, parse_substitution
+
+
+def main(device: Any) -> None:
+    path, *options = sys.argv[1:]
+    prefix = "--substitute="
+    subs = [parse_substitution(o[len(prefix) :]) for o in options if o.startswith(prefix)]
+    Player(path, device, substitutions=subs).run()
