@@ -15,7 +15,14 @@ import hashlib
 import random
 
 import attrs
-from hal_amdgpu.block_program import KernelDescriptor, build_programs
+from hal_amdgpu.block_program import (
+    KernelDescriptor,
+    build_program,
+    build_programs,
+    hal_kernarg_image,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hal_core._command_buffer import (
     CMD_BARRIER,
@@ -28,7 +35,7 @@ from hal_core._command_buffer import (
     DispatchConfig,
 )
 
-from .test_block_program import _REPLAY_FIELDS, Arena, Buf, Ctx, OtherGpuCtx
+from .test_block_program import _REPLAY_FIELDS, Arena, Buf, Ctx, OtherGpuCtx, _assert_same_program
 
 #: sha256 of the corpus below as lowered before the per-shape lowering (see docstring).
 GOLDEN = "31edeb86173064b4e577b108f7648c68bbb20e60f595f3881f2989d7b8c4ca18"
@@ -223,3 +230,78 @@ def corpus_digest() -> str:
 
 def test_lowering_is_byte_identical_to_the_pinned_corpus():
     assert corpus_digest() == GOLDEN
+
+
+# -- distinct dispatches sharing a launch shape ----------------------------------------------
+
+#: Hidden arguments inside the constants' bytes: the image is built whole per dispatch (the
+#: hidden values land over the constants, as a lone dispatch's image has them).
+_OVERLAPPING = KernelDescriptor(
+    kernel_object=0xC0,
+    kernarg_size=64,
+    binding_count=1,
+    constant_count=2,
+    workgroup_size=(8, 1, 1),
+    hidden_args=(("hidden_block_count_x", 12, 4), ("hidden_grid_dims", 24, 2)),
+)
+
+
+class _ThreeKernels(_TwoKernels):
+    def kernel_descriptor(self, executable, ordinal):
+        return _OVERLAPPING if ordinal == 2 else super().kernel_descriptor(executable, ordinal)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.integers(0, 3),
+            st.integers(0, 63),
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 2),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_property_shared_shapes_lower_like_lone_dispatches(ops):
+    """Each dispatch's queue kernargs equal ``hal_kernarg_image`` of that dispatch alone,
+    and sharing config objects (one launch shape) or not (one shape each) changes no byte."""
+    arena = Arena(1 << 20)
+    ctx = _ThreeKernels(arena)
+    bufs = [Buf(arena, 4096) for _ in range(4)]
+    configs = [
+        DispatchConfig((1, 1, 1)),
+        DispatchConfig((4, 2, 1)),
+        DispatchConfig((3, 1, 1), workgroup_size=(16, 2, 1)),
+    ]
+    shared, fresh, expected = [], [], []
+    for ordinal, buf, offset, value, config_index, as_buffer in ops:
+        n, constant_count = ((2, 1), (3, 3), (1, 2))[ordinal]
+        refs = tuple(
+            bufs[(buf + k) % 4]
+            if as_buffer and k == 0
+            else BufferRef(bufs[(buf + k) % 4], 16 * (offset + k), 64)
+            for k in range(n)
+        )
+        constants = b"".join(
+            ((value + k) % 2**32).to_bytes(4, "little") for k in range(constant_count)
+        )
+        config = configs[config_index]
+        shared.append((CMD_DISPATCH, "exe", ordinal, config, constants, refs, 0))
+        fresh.append((CMD_DISPATCH, "exe", ordinal, attrs.evolve(config), constants, refs, 0))
+        desc = ctx.kernel_descriptor("exe", ordinal)
+        wg = config.workgroup_size if any(config.workgroup_size) else desc.workgroup_size
+        pointers = [
+            (r.address if r.__class__ is Buf else r.buffer.address + r.offset) for r in refs
+        ]
+        expected.append(
+            hal_kernarg_image(desc, pointers, constants, config.workgroup_count, wg).tobytes()
+        )
+    one = build_program(shared, CommandBufferMode.ONE_SHOT, ctx)
+    each = build_program(fresh, CommandBufferMode.ONE_SHOT, ctx)
+    _assert_same_program(one, each)
+    assert len(one.blocks) == 1
+    assert one.blocks[0].replay.kernarg_template.tobytes() == b"".join(expected)
