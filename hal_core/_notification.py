@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from ._semaphore import dispatch_callbacks
 from ._status import DeadlineExceededError, FailedPreconditionError
+from ._timeouts import as_timeout
 
 __all__ = ["Notification"]
 
@@ -138,9 +139,11 @@ class Notification:
     def wait_for_token(self, token: int, timeout: float | None = None) -> int:
         """Block until the epoch differs from ``token``; returns the new epoch.
 
-        ``timeout`` in seconds (None = forever, 0 = poll). DEADLINE_EXCEEDED when it does
-        not move in time. Call inside an observe scope.
+        ``timeout`` in seconds (None or ``inf`` = forever, 0 or less = poll; anything but
+        a real number is INVALID_ARGUMENT). DEADLINE_EXCEEDED when it does not move in
+        time. Call inside an observe scope.
         """
+        timeout = as_timeout(timeout)
         with self._cond:
             if self._epoch != token:
                 return self._epoch

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import numbers
 import operator
 import threading
 from heapq import heapify, heappop, heappush
@@ -40,6 +39,7 @@ from ._status import (
     StatusCode,
     error_for,
 )
+from ._timeouts import as_timeout
 
 __all__ = [
     "Semaphore",
@@ -61,9 +61,6 @@ _NEVER = 1 << 80
 # Registration order of timepoints (process-wide; ``next`` is atomic under the GIL).
 _next_seq = itertools.count().__next__
 _by_seq = operator.itemgetter(1)
-
-# A timeout at or above this waits forever (``Lock.acquire`` rejects larger ones).
-_TIMEOUT_MAX = threading.TIMEOUT_MAX
 
 TimepointFn = Callable[[Any, "HalError | None"], None]
 
@@ -610,23 +607,6 @@ def as_wait_value(value: Any, what: str) -> int:
     if not 0 <= value <= MAX_VALUE:
         raise InvalidArgumentError(f"semaphore {what} value must be in 0..{MAX_VALUE}, got {value}")
     return value
-
-
-def as_timeout(timeout: Any) -> float | None:
-    """A wait timeout in seconds: a real number (bool, NaN and non-numbers are
-    INVALID_ARGUMENT). Infinite or beyond the platform's maximum means forever (None)."""
-    if timeout.__class__ is not float:
-        if timeout.__class__ is bool or not isinstance(timeout, numbers.Real):
-            raise InvalidArgumentError(
-                f"timeout must be None or a number of seconds, got {_brief(timeout)}"
-            )
-        try:
-            timeout = float(timeout)
-        except OverflowError:  # an int too large for a float: forever
-            return None
-    if timeout != timeout:
-        raise InvalidArgumentError("timeout must be None or a number of seconds, got nan")
-    return None if timeout >= _TIMEOUT_MAX else timeout
 
 
 def _as_mask(value: Any, what: str) -> int:

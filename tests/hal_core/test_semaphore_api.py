@@ -259,3 +259,16 @@ def test_timed_out_waits_leave_nothing_parked():
             s.wait(1, 0.0001)
     assert s.pending_timepoints() == 0
     assert len(s._timepoints) <= 33
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e300, 10**400])
+def test_notification_waits_take_huge_timeouts(timeout):
+    n = hal.Notification()
+    threading.Timer(0.05, n.signal).start()
+    n.wait(timeout)  # OverflowError from the condition variable before
+
+
+@pytest.mark.parametrize("timeout", ["1", True, float("nan"), object()])
+def test_notification_timeout_wrong_type_is_invalid_argument(timeout):
+    with pytest.raises(hal.InvalidArgumentError, match="timeout"):
+        hal.Notification().wait(timeout)
