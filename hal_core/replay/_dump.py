@@ -221,7 +221,7 @@ def project_payload(ptype: int, p: dict[str, Any]) -> dict[str, Any]:
             "metadata_function_name_storage_length": sum(f["name_length"] for f in fns),
         }
     if ptype == T.DISPATCH:
-        keys = (
+        keys: tuple[str, ...] = (
             "executable_id",
             "queue_affinity",
             "function_ordinal",

@@ -546,7 +546,7 @@ def _fnv1a64(data: bytes) -> int:
     return h
 
 
-WHY_NOT = {
+WHY_NOT: dict[int, str] = {
     OperationCode.DEVICE_QUEUE_HOST_CALL: " (the host callback is not part of the capture)",
     OperationCode.COMMAND_BUFFER_COLLECTIVE: " (collectives are not implemented by hal-core)",
     OperationCode.DEVICE_CREATE_CHANNEL: " (collective channels are not implemented by hal-core)",

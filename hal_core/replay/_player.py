@@ -219,7 +219,7 @@ class Player(RecordHandlers):
     # -- plan ------------------------------------------------------------------------------
 
     def _build_plan(self) -> list[tuple[Handler, Record, dict[str, Any]]]:
-        plan = []
+        plan: list[tuple[Handler, Record, dict[str, Any]]] = []
         decode = self.file.decode
         for rec in self.file.records():
             rtype = rec.record_type

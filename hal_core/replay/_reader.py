@@ -21,7 +21,7 @@ import os
 import struct
 from typing import Any, Iterator
 
-from .._status import DataLossError, InvalidArgumentError, UnimplementedError
+from .._status import DataLossError, HalError, InvalidArgumentError, UnimplementedError
 from . import _format as F
 from ._format import Layout, PayloadType, RecordFlags, RecordType
 
@@ -101,7 +101,7 @@ class Record:
         return f"<Record #{self.sequence_ordinal} @{self.offset} {what} obj={self.object_id}>"
 
 
-def _data_loss(offset: int, message: str) -> DataLossError:
+def _data_loss(offset: int, message: str) -> HalError:
     return DataLossError(f"corrupt replay file at byte offset {offset}: {message}")
 
 
@@ -259,7 +259,7 @@ class _Cursor:
         self.pos = 0
         self.base = rec.payload_offset
 
-    def fail(self, message: str) -> DataLossError:
+    def fail(self, message: str) -> HalError:
         rec = self.rec
         if rec.operation_code:
             what = F.operation_name(rec.operation_code)
