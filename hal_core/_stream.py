@@ -145,7 +145,7 @@ def _as_config(workgroups: Any) -> DispatchConfig:
         return workgroups
     if workgroups.__class__ is int:
         return _static_config(workgroups, 1, 1)
-    if isinstance(workgroups, tuple) and 1 <= len(workgroups) <= 3:
+    if isinstance(workgroups, (tuple, list)) and 1 <= len(workgroups) <= 3:
         return _static_config(*workgroups, *(1,) * (3 - len(workgroups)))
     if isinstance(workgroups, DispatchConfig):
         return workgroups
