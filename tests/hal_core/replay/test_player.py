@@ -528,3 +528,42 @@ def test_more_captured_devices_than_given_is_invalid_argument(device):
     c.add(F.RecordType.OBJECT, object_type=F.ObjectType.DEVICE, obj=5)
     with pytest.raises(hal.InvalidArgumentError, match="device group"):
         Player(ReplayFile(c.data()), device).run()
+
+
+def test_a_two_device_capture_replays_on_a_device_group():
+    c = Capture()
+    c.device()
+    c.add(F.RecordType.OBJECT, object_type=F.ObjectType.DEVICE, obj=3)
+    c.add(F.RecordType.OBJECT, object_type=F.ObjectType.ALLOCATOR, device=3, obj=4)
+    c.semaphore(20)
+    c.buffer(10, 16)
+    alloc = payload(
+        P.ALLOCATOR_ALLOCATE_BUFFER,
+        allocation_size=16,
+        queue_affinity=ANY,
+        usage=0x0B000C03,
+        type=0x32,
+        access=7,
+    )
+    c.op(O.ALLOCATOR_ALLOCATE_BUFFER, alloc, P.ALLOCATOR_ALLOCATE_BUFFER, device=3, obj=4, rel=11)
+    sem = payload(P.SEMAPHORE_OBJECT, queue_affinity=ANY)
+    c.op(O.DEVICE_CREATE_SEMAPHORE, sem, P.SEMAPHORE_OBJECT, device=3, obj=3, rel=21)
+    for dev, buf, sem_id, byte in ((1, 10, 20, b"\x11"), (3, 11, 21, b"\x22")):
+        body = _queue(
+            P.DEVICE_QUEUE_FILL,
+            signals=[(sem_id, 1)],
+            tail=byte,
+            pattern_length=1,
+            **ref_fields("target_ref", buf, 0, 16),
+        )
+        c.op(O.DEVICE_QUEUE_FILL, body, P.DEVICE_QUEUE_FILL, device=dev, obj=dev)
+    group = hal.create_device_group(["local-task://", "local-sync://"])
+    try:
+        player = Player(ReplayFile(c.data()), group)
+        player.run()
+        assert player.buffer(10).device is group.devices[0]
+        assert player.buffer(11).device is group.devices[1]
+        assert player.buffer_contents(10) == b"\x11" * 16
+        assert player.buffer_contents(11) == b"\x22" * 16
+    finally:
+        group.close()

@@ -207,3 +207,30 @@ def test_an_unfinished_capture_reads_to_its_end(device, tmp_path):
     rec.close()
     with pytest.raises(hal.FailedPreconditionError):
         rec.writer.record(RecordType.SESSION)
+
+
+def test_recording_a_device_group_replays_on_a_group(tmp_path):
+    path = tmp_path / "group.ireereplay"
+    group = hal.create_device_group(["local-task://", "local-sync://"])
+    try:
+        with Recorder(group, path) as rec:
+            assert len(rec.devices) == 2
+            for dev, byte in zip(rec.devices, (b"\x31", b"\x32")):
+                buf = dev.allocator.allocate_buffer(None, 8)
+                s = dev.create_semaphore()
+                dev.queue_fill(ANY, [], [(s, 1)], buf, 0, 8, byte)
+                s.wait(1, timeout=10)
+                rec.read_buffer(buf)
+    finally:
+        group.close()
+    group = hal.create_device_group(["local-sync://", "local-task://"])
+    try:
+        player = Player(path, group)
+        player.run()
+        first, second = player.output_buffer_ids
+        assert player.buffer(first).device is group.devices[0]
+        assert player.buffer_contents(first) == b"\x31" * 8
+        assert player.buffer(second).device is group.devices[1]
+        assert player.buffer_contents(second) == b"\x32" * 8
+    finally:
+        group.close()
