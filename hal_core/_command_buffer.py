@@ -579,7 +579,7 @@ class CommandBuffer:
             if bindings.__class__ is not tuple:
                 bindings = _bindings_tuple(bindings)
             if flags:
-                flags = check_known_flags(flags, _DISPATCH_FLAGS, "dispatch flags")
+                flags = check_known_flags(flags, DISPATCH_FLAG_BITS, "dispatch flags")
             v = self._validation
             if v is not None:
                 v.validate_dispatch(self, executable, function, config, constants, bindings, flags)
@@ -610,7 +610,8 @@ _BARRIER = (CMD_BARRIER,)
 _DEBUG_END = (CMD_DEBUG_END,)
 
 
-_DISPATCH_FLAGS = sum(int(f) for f in DispatchFlags)
+DISPATCH_FLAG_BITS = sum(int(f) for f in DispatchFlags)
+"""Every bit ``DispatchFlags`` defines (other bits are INVALID_ARGUMENT)."""
 
 
 def _bindings_tuple(bindings: Any) -> tuple:

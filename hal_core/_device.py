@@ -1,9 +1,11 @@
 """The public ``Device``: object factories, queue operations and host waits.
 
-``Device`` is a thin final class. Every queue operation validates its arguments here
-(semaphore lists, ranges, usage and access bits, fill patterns), so all backends answer the
-same misuse with the same status code, then hands one ``QueueOp`` to the backend. Errors
-found at call time raise; errors found while executing fail the signal semaphores.
+``Device`` is a thin final class. Every queue operation validates its arguments here, at
+the front door (semaphore lists, integers and ranges, buffer owners, usage and access bits,
+fill patterns, flags; the shared checks are in ``_queue_checks`` and ``_ranges``), so all
+backends answer the same misuse with the same status code, then hands one ``QueueOp`` to
+the backend. Errors found at call time raise and queue nothing; errors found while
+executing fail the signal semaphores.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from ._allocator import Allocator, check_size
 from ._allocator import _as_params as _params
 from ._buffer import Buffer
-from ._command_buffer import CommandBuffer, DispatchConfig, DispatchFlags, ExecuteFlags
+from ._command_buffer import DISPATCH_FLAG_BITS, CommandBuffer, DispatchConfig, ExecuteFlags
 from ._command_submission import (
     execute_affinity,
     new_command_buffer,
@@ -28,7 +30,6 @@ from ._executable import Executable, ExecutableCache
 from ._file import File
 from ._memory import (
     WHOLE_BUFFER,
-    BufferCompatibility,
     BufferParams,
     BufferUsage,
     MemoryAccess,
@@ -44,20 +45,19 @@ from ._queue import (
 )
 from ._queue_checks import (
     check_buffer,
-    check_distinct_signals,
     check_known_flags,
     check_owner,
-    check_signals,
+    file_offset,
     fill_pattern_bytes,
-    semaphore_list,
+    queue_op,
+    select_queue,
 )
 from ._ranges import U64_MAX, as_flags, as_index, check_range
-from ._semaphore import MAX_VALUE, Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
+from ._semaphore import Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
 from ._status import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
-    OutOfRangeError,
     UnimplementedError,
 )
 from .pool import Pool, QueuePoolBackend
@@ -69,12 +69,10 @@ _HOST_CALL_FLAGS = int(
     HostCallFlags.NON_BLOCKING | HostCallFlags.WAIT_ACTIVE | HostCallFlags.RELAXED
 )
 _EXECUTE_FLAGS = int(ExecuteFlags.BORROW_BINDING_TABLE_LIFETIME)
-_DISPATCH_FLAGS = sum(int(f) for f in DispatchFlags)
 _ALLOCA_FLAGS = int(AllocaFlags.INDETERMINATE_LIFETIME | AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
 _BARRIER = int(QueueOpKind.BARRIER)
 # queue_alloca / queue_dealloca test flag bits on ints: ``enum & enum`` builds a new flag
 # member (about a microsecond each), and these run several times per call.
-_ALLOCATABLE = int(BufferCompatibility.ALLOCATABLE)
 _ALLOCA_USAGE = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE
 _PLACE_ASYNC = PlacementFlags.ASYNCHRONOUS
 _PLACE_ASYNC_INDETERMINATE = PlacementFlags.ASYNCHRONOUS | PlacementFlags.INDETERMINATE_LIFETIME
@@ -163,66 +161,10 @@ class Device:
         if self._closed:
             raise FailedPreconditionError(f"device {self.uri!r} is closed")
 
-    def _select_queue(self, affinity: Any) -> int:
-        """The first queue ``affinity`` selects; INVALID_ARGUMENT for an affinity that is
-        not a 64-bit mask or selects no queue of this device."""
-        if affinity.__class__ is not int:
-            affinity = as_flags(affinity, "queue affinity")
-        elif affinity < 0 or affinity > U64_MAX:
-            raise InvalidArgumentError(f"queue affinity {affinity} is not a 64-bit mask")
-        a = affinity & self._queue_mask
-        if not a:
-            raise InvalidArgumentError(
-                f"queue affinity {affinity:#x} selects no queue of this device "
-                f"({self.queue_count} queues, mask {self._queue_mask:#x})"
-            )
-        return (a & -a).bit_length() - 1
-
-    def _op(self, kind: int, affinity: Any, wait: Any, signal: Any) -> QueueOp:
-        # Hot path: the common shape (tuples of (Semaphore, int) pairs, values in range,
-        # one entry per signalled semaphore) is checked in one pass; anything else takes
-        # the slow path, which normalises or raises with a clear message.
-        if self._closed:
-            self._check_open()
-        waits = ()
-        if wait:
-            try:
-                waits = wait if wait.__class__ is tuple else tuple(wait)
-            except TypeError:
-                waits = semaphore_list(wait, "wait")  # raises with a clear message
-            try:
-                for sem, value in waits:
-                    if sem.__class__ is not Semaphore or value.__class__ is not int or value < 0:
-                        waits = semaphore_list(waits, "wait")
-                        break
-            except (TypeError, ValueError):
-                waits = semaphore_list(waits, "wait")  # raises with a clear message
-        signals = ()
-        if signal:
-            try:
-                signals = signal if signal.__class__ is tuple else tuple(signal)
-            except TypeError:
-                signals = semaphore_list(signal, "signal")  # raises with a clear message
-            try:
-                for sem, value in signals:
-                    if (
-                        sem.__class__ is not Semaphore
-                        or value.__class__ is not int
-                        or not sem._value < value <= MAX_VALUE
-                    ):
-                        signals = semaphore_list(signals, "signal")
-                        check_signals(signals)
-                        break
-                else:
-                    if len(signals) > 1:
-                        check_distinct_signals(signals)
-            except (TypeError, ValueError):
-                signals = semaphore_list(signals, "signal")  # raises with a clear message
-                check_signals(signals)
-        q = self._single_queue.get(affinity) if affinity.__class__ is int else None
-        if q is None:
-            q = self._select_queue(affinity)
-        return QueueOp(kind, q, waits, signals)
+    # Argument checking and op building live in _queue_checks (one place for every
+    # backend); bound here as methods so the hot path pays no extra call.
+    _select_queue = select_queue
+    _op = queue_op
 
     def _reachable(self, buffer: Buffer, what: str) -> bool:
         """For a buffer of a device other than this one: True when it is another member
@@ -425,7 +367,7 @@ class Device:
         if target_offset.__class__ is not int:
             target_offset = as_index(target_offset, "read target offset")
         length = check_range(target_offset, length, target.byte_length, "buffer")
-        source_offset = _file_offset(source_offset, length)
+        source_offset = file_offset(source_offset, length)
         op.source = source_file
         op.source_offset = source_offset
         op.target = target
@@ -462,7 +404,7 @@ class Device:
         if source_offset.__class__ is not int:
             source_offset = as_index(source_offset, "write source offset")
         length = check_range(source_offset, length, source.byte_length, "buffer")
-        target_offset = _file_offset(target_offset, length)
+        target_offset = file_offset(target_offset, length)
         op.source = source
         op.source_offset = source_offset
         op.target = target_file
@@ -700,7 +642,7 @@ class Device:
         """
         op = self._op(QueueOpKind.DISPATCH, affinity, wait, signal)
         if flags:
-            flags = check_known_flags(flags, _DISPATCH_FLAGS, "dispatch flags")
+            flags = check_known_flags(flags, DISPATCH_FLAG_BITS, "dispatch flags")
         op.data, op.retained = prepare_dispatch(
             self, executable, function, config, constants, bindings, flags
         )
@@ -794,17 +736,3 @@ class Device:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _file_offset(offset: Any, length: int) -> int:
-    """A file offset as a plain int: INVALID_ARGUMENT when it is not an integer or is
-    negative, OUT_OF_RANGE when the range passes the 64-bit file size limit."""
-    if offset.__class__ is not int:
-        offset = as_index(offset, "file offset")
-    if offset < 0:
-        raise InvalidArgumentError(f"file offset must be >= 0, got {offset}")
-    if offset + length > U64_MAX:
-        raise OutOfRangeError(
-            f"file range [{offset}, {offset + length}) passes the 64-bit file size limit"
-        )
-    return offset

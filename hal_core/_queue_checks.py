@@ -1,10 +1,11 @@
-"""Argument checks shared by the queue operations and command buffers (the front door).
+"""Argument checks shared by the queue operations and command buffers (the front door),
+and the building of a ``QueueOp`` from a call's affinity, wait and signal lists.
 
 ``Device`` runs these before it builds a ``QueueOp``, and command-buffer recording and
 submission run the buffer ones, so every backend answers the same misuse with the same
 status code at the call and nothing is queued:
 
-* semaphore lists: ``(Semaphore, value)`` pairs; wait values in ``0..2**64-1``; signal
+* semaphore lists: ``(Semaphore, value)`` pairs; wait values in ``0..MAX_VALUE``; signal
   values that advance their semaphore, at most ``MAX_VALUE``, and **each semaphore at most
   once per signal list** (as IREE: one op reaches one value per semaphore; a second entry
   for the same semaphore, equal, larger or smaller, is INVALID_ARGUMENT);
@@ -23,11 +24,15 @@ from typing import Any
 import numpy as np
 
 from ._buffer import Buffer
-from ._ranges import U64_MAX, as_flags
+from ._queue import QueueOp
+from ._ranges import U64_MAX, as_flags, as_index
 from ._semaphore import MAX_VALUE, Semaphore
-from ._status import InvalidArgumentError
+from ._status import HalError, InvalidArgumentError, OutOfRangeError
 
 __all__ = [
+    "file_offset",
+    "queue_op",
+    "select_queue",
     "check_buffer",
     "check_distinct_signals",
     "check_known_flags",
@@ -42,7 +47,7 @@ __all__ = [
 def semaphore_list(items: Any, what: str) -> tuple:
     """Validate a list of ``(Semaphore, value)`` pairs into a private tuple of pairs with
     plain-int values (numpy integers normalised). INVALID_ARGUMENT for anything else,
-    and for a wait value outside ``0..2**64-1``."""
+    and for a wait value outside the payload range ``0..MAX_VALUE``."""
     if not items:
         return ()
     try:
@@ -73,8 +78,13 @@ def semaphore_list(items: Any, what: str) -> tuple:
                 raise InvalidArgumentError(
                     f"{what} value must be an int, got {type(value).__name__}"
                 ) from None
-        if value < 0 or value > U64_MAX:
-            raise InvalidArgumentError(f"{what} value {value} is outside 0..2**64-1")
+        if value < 0 or value > MAX_VALUE:
+            # A payload past MAX_VALUE could never be reached (a signal past it is refused
+            # in check_signals with its own message).
+            if what == "wait" or value < 0:
+                raise InvalidArgumentError(
+                    f"{what} value {value} is outside the semaphore payload range 0..{MAX_VALUE}"
+                )
         out.append((sem, value))
     return tuple(out)
 
@@ -187,3 +197,91 @@ def check_known_flags(flags: Any, known: int, what: str) -> int:
     if unknown:
         raise InvalidArgumentError(f"{what} has unknown bits {unknown:#x}")
     return flags
+
+
+def select_queue(device: Any, affinity: Any) -> int:
+    """The first queue ``affinity`` selects; INVALID_ARGUMENT for an affinity that is
+    not a 64-bit mask or selects no queue of this device."""
+    if affinity.__class__ is not int:
+        affinity = as_flags(affinity, "queue affinity")
+    elif affinity < 0 or affinity > U64_MAX:
+        raise InvalidArgumentError(f"queue affinity {affinity} is not a 64-bit mask")
+    a = affinity & device._queue_mask
+    if not a:
+        raise InvalidArgumentError(
+            f"queue affinity {affinity:#x} selects no queue of this device "
+            f"({device.queue_count} queues, mask {device._queue_mask:#x})"
+        )
+    return (a & -a).bit_length() - 1
+
+
+def queue_op(device: Any, kind: int, affinity: Any, wait: Any, signal: Any) -> QueueOp:
+    """The ``QueueOp`` of one call of ``device``: the device is open, the wait and signal
+    lists are valid (see the module docstring) and the affinity selects a queue."""
+    # Hot path: the common shape (tuples of (Semaphore, int) pairs, values in range,
+    # one entry per signalled semaphore) is checked in one pass; anything else takes
+    # the slow path, which normalises or raises with a clear message.
+    if device._closed:
+        device._check_open()
+    waits = ()
+    if wait:
+        try:
+            waits = wait if wait.__class__ is tuple else tuple(wait)
+        except TypeError:
+            waits = semaphore_list(wait, "wait")  # raises with a clear message
+        try:
+            for sem, value in waits:
+                if (
+                    sem.__class__ is not Semaphore
+                    or value.__class__ is not int
+                    or not 0 <= value <= MAX_VALUE
+                ):
+                    waits = semaphore_list(waits, "wait")
+                    break
+        except HalError:
+            raise
+        except (TypeError, ValueError):
+            waits = semaphore_list(waits, "wait")  # raises with a clear message
+    signals = ()
+    if signal:
+        try:
+            signals = signal if signal.__class__ is tuple else tuple(signal)
+        except TypeError:
+            signals = semaphore_list(signal, "signal")  # raises with a clear message
+        try:
+            for sem, value in signals:
+                if (
+                    sem.__class__ is not Semaphore
+                    or value.__class__ is not int
+                    or not sem._value < value <= MAX_VALUE
+                ):
+                    signals = semaphore_list(signals, "signal")
+                    check_signals(signals)
+                    break
+            else:
+                n = len(signals)
+                if n > 1 and (n > 2 or signals[0][0] is signals[1][0]):
+                    check_distinct_signals(signals)
+        except HalError:
+            raise
+        except (TypeError, ValueError):
+            signals = semaphore_list(signals, "signal")  # raises with a clear message
+            check_signals(signals)
+    q = device._single_queue.get(affinity) if affinity.__class__ is int else None
+    if q is None:
+        q = select_queue(device, affinity)
+    return QueueOp(kind, q, waits, signals)
+
+
+def file_offset(offset: Any, length: int) -> int:
+    """A file offset as a plain int: INVALID_ARGUMENT when it is not an integer or is
+    negative, OUT_OF_RANGE when the range passes the 64-bit file size limit."""
+    if offset.__class__ is not int:
+        offset = as_index(offset, "file offset")
+    if offset < 0:
+        raise InvalidArgumentError(f"file offset must be >= 0, got {offset}")
+    if offset + length > U64_MAX:
+        raise OutOfRangeError(
+            f"file range [{offset}, {offset + length}) passes the 64-bit file size limit"
+        )
+    return offset

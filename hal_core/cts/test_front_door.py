@@ -264,7 +264,16 @@ def test_wrong_types_are_invalid_argument_at_the_call(cts):
     for affinity in ("0", 1.0, None, -1, 1 << 64):
         _refused(bad, q.queue_barrier, affinity, [], [(s, 1)])
         _refused(bad, q.queue_fill, affinity, [], [(s, 1)], buf, 0, 64, b"\1")
-    for waits in (5, [(s, -1)], [(s, 1.0)], [(s, None)], [(s,)], [s, 1], "ab"):
+    for waits in (
+        5,
+        [(s, -1)],
+        [(s, hal_core.MAX_VALUE + 1)],
+        [(s, 1.0)],
+        [(s, None)],
+        [(s,)],
+        [s, 1],
+        "ab",
+    ):
         _refused(bad, q.queue_barrier, ANY, waits, [(s, 1)])
     for flags in ("x", 1.5, -1):
         _refused(bad, q.queue_barrier, ANY, [], [(s, 1)], flags=flags)
