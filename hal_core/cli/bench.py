@@ -78,7 +78,7 @@ def _description(bench: Benchmark) -> str:
 
 
 def _list(known: dict[str, Benchmark], names: list[str], as_json: bool) -> int:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "unit": known[name].unit,

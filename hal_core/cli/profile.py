@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     low, high = RING_CAPACITY_RANGE
     if not low <= args.ring_capacity <= high:
         return _fail(f"--ring-capacity must be in [{low}, {high}], got {args.ring_capacity}")
-    output = args.output or DEFAULT_OUTPUT.get(args.format)
+    output: str = args.output or DEFAULT_OUTPUT.get(args.format, "")
     if args.format != "summary" and output:
         problem = check_output_path(output)
         if problem:

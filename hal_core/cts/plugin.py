@@ -157,7 +157,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("cts", uris, indirect=True, ids=uris, scope="function")
 
 
-def _test_names(item: pytest.Item) -> list[str]:
+def _test_names(item: pytest.Function) -> list[str]:
     module = item.module.__name__.rsplit(".", 1)[-1]
     suite = module[5:] if module.startswith("test_") else module
     name = getattr(item, "originalname", item.name)
@@ -170,10 +170,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Every test parametrized by the ``cts`` fixture is a CTS item, whether it is one of
     # hal_core's suites or a backend's own suite written against the same fixture.
     for item in items:
-        if not hasattr(item, "callspec"):
+        if not isinstance(item, pytest.Function) or not hasattr(item, "callspec"):
             continue
         uri = item.callspec.params.get("cts")
-        if uri is None:
+        if not isinstance(uri, str):
             continue
         found = configs.get(uri)
         if found is None:

@@ -16,7 +16,7 @@ Time domains: fields named ``*_host_time_ns`` / ``host_time_*`` are host nanosec
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -148,7 +148,7 @@ class RecordSchema:
 
     @property
     def body_fields(self) -> list[str]:
-        return [n for n in self.dtype.names if n != "record_length"]
+        return [n for n in self.dtype.names or () if n != "record_length"]
 
 
 def _dt(fields: list[tuple]) -> np.dtype:
@@ -497,11 +497,13 @@ def decode_records(
                 "truncated or corrupt"
             )
         if length != dtype.itemsize:
+            names = list(dtype.names or ())
+            fields: Mapping[str, Any] = dtype.fields or {}
             wide = np.dtype(
-                {
-                    "names": list(dtype.names),
-                    "formats": [dtype.fields[n][0] for n in dtype.names],
-                    "offsets": [dtype.fields[n][1] for n in dtype.names],
+                {  # type: ignore[call-overload]
+                    "names": names,
+                    "formats": [fields[n][0] for n in names],
+                    "offsets": [fields[n][1] for n in names],
                     "itemsize": length,
                 }
             )

@@ -262,3 +262,23 @@ def test_cts_in_the_checkout_runs_only_the_named_device() -> None:
     assert result.returncode == 0, result.stdout[-2000:]
     ids = [line for line in result.stdout.splitlines() if "::" in line]
     assert ids and all("[local-sync" in line for line in ids), ids[:5]
+
+
+def test_info_device_describes_one_device() -> None:
+    result = hal("info", "--device", "local-sync://", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["uri"] == "local-sync://" and data["driver"] == "local-sync"
+    with hal_core.create_device("local-sync://") as device:
+        assert data["queues"] == device.queue_count
+        assert len(data["heaps"]) == len(device.allocator.query_memory_heaps())
+        assert data["executable_formats"] == sorted(
+            set(device.create_executable_cache("t").formats())
+        )
+    assert data["heaps"][0]["max_allocation_size"] > 0
+    assert data["memory_types"] and "queue-events" in data["profiling_families"]
+    assert data["cts"]["uri"] == "local-sync://" and data["cts_error"] is None
+    text = hal("info", "--device", "local-sync://")
+    assert text.returncode == 0
+    for label in ("queues:", "heaps:", "memory types:", "executable formats:", "CTS:"):
+        assert label in text.stdout
