@@ -530,13 +530,18 @@ def skip(self: RecordHandlers, rec: Record, p: dict[str, Any]) -> None:
 
 
 def _params(p: dict[str, Any]) -> BufferParams:
-    return BufferParams(
-        usage=p["usage"],
-        access=p["access"],
-        type=p["type"],
-        queue_affinity=p["queue_affinity"],
-        min_alignment=p["min_alignment"],
-    )
+    """The captured allocation params, built once per record (the plan's payload dicts
+    live as long as the player, and every run asks again)."""
+    params = p.get("_params")
+    if params is None:
+        params = p["_params"] = BufferParams(
+            usage=p["usage"],
+            access=p["access"],
+            type=p["type"],
+            queue_affinity=p["queue_affinity"],
+            min_alignment=p["min_alignment"],
+        )
+    return params
 
 
 def _fnv1a64(data: bytes) -> int:
