@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, MemoryType, PlacementFlags
-from ._ranges import as_index, check_range
+from ._ranges import as_flags, as_index, check_range
 from ._status import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -257,6 +257,8 @@ class Buffer:
                 f"mapping needs MAPPING_SCOPED or MAPPING_PERSISTENT usage; the buffer "
                 f"allows {self.allowed_usage!r}"
             )
+        if access.__class__ is not MemoryAccess:
+            access = MemoryAccess(as_flags(access, "mapping access"))
         self.require_access(access, "mapping")
         if offset.__class__ is not int:
             offset = as_index(offset, "mapping offset")

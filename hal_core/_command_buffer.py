@@ -573,11 +573,11 @@ class CommandBuffer:
         self._busy = True
         try:
             if function.__class__ is not int:
-                function = executable.lookup_function(function)
+                function = function_ordinal(executable, function)
             if constants.__class__ is not bytes:
                 constants = constants_bytes(constants)
             if bindings.__class__ is not tuple:
-                bindings = _bindings_tuple(bindings)
+                bindings = bindings_tuple(bindings)
             if flags:
                 flags = check_known_flags(flags, DISPATCH_FLAG_BITS, "dispatch flags")
             v = self._validation
@@ -614,7 +614,20 @@ DISPATCH_FLAG_BITS = sum(int(f) for f in DispatchFlags)
 """Every bit ``DispatchFlags`` defines (other bits are INVALID_ARGUMENT)."""
 
 
-def _bindings_tuple(bindings: Any) -> tuple:
+def function_ordinal(executable: Any, function: Any) -> int:
+    """A dispatch's function as an ordinal: a name looked up in ``executable``, or an
+    integer (numpy integers normalised); INVALID_ARGUMENT for anything else."""
+    if isinstance(function, str):
+        lookup = getattr(executable, "lookup_function", None)
+        if lookup is None:
+            raise InvalidArgumentError(
+                f"dispatch needs an Executable, got {type(executable).__name__}"
+            )
+        return lookup(function)
+    return as_index(function, "dispatch function ordinal")
+
+
+def bindings_tuple(bindings: Any) -> tuple:
     try:
         return tuple(bindings)
     except TypeError:

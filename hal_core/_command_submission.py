@@ -18,8 +18,10 @@ from ._command_buffer import (
     CommandCategory,
     DispatchFlags,
     ExecuteFlags,
+    bindings_tuple,
     check_queue_affinity,
     constants_bytes,
+    function_ordinal,
 )
 from ._command_buffer_validation import (
     ValidationState,
@@ -99,7 +101,13 @@ def _capture_table(binding_table: Any) -> tuple:
         return ()
     if isinstance(binding_table, BindingTable):
         return binding_table.bindings
-    return BindingTable(binding_table).bindings
+    try:
+        return BindingTable(binding_table).bindings
+    except TypeError:  # not iterable
+        raise InvalidArgumentError(
+            "binding table must be a BindingTable or a sequence of bindings, got "
+            f"{type(binding_table).__name__}"
+        ) from None
 
 
 def prepare_execute(
@@ -157,14 +165,12 @@ def prepare_dispatch(
 ) -> tuple[Any, Any]:
     """Validate a ``queue_dispatch``; returns ``(program, retained)``."""
     if function.__class__ is not int:
-        if not hasattr(executable, "lookup_function"):
-            raise InvalidArgumentError(
-                f"dispatch needs an Executable, got {type(executable).__name__}"
-            )
-        function = executable.lookup_function(function)
+        function = function_ordinal(executable, function)
     if constants.__class__ is not bytes:
         constants = constants_bytes(constants)
-    refs = validate_dispatch_args(executable, function, config, constants, tuple(bindings), flags)
+    if bindings.__class__ is not tuple:
+        bindings = bindings_tuple(bindings)
+    refs = validate_dispatch_args(executable, function, config, constants, bindings, flags)
     for i, ref in enumerate(refs):
         if ref.buffer is None:
             raise InvalidArgumentError(

@@ -10,6 +10,7 @@ executing fail the signal semaphores.
 
 from __future__ import annotations
 
+import fnmatch
 import operator
 import threading
 from typing import Any, Callable, Sequence
@@ -129,8 +130,10 @@ class Device:
         """``sysconf``-like queries; NOT_FOUND for unknown keys. Stable for the device's
         lifetime. Known to every backend: ``hal.device :: concurrency`` (queue count),
         ``hal.device.id :: <glob>`` (1 if the device id matches)."""
-        import fnmatch
-
+        if category.__class__ is not str or key.__class__ is not str:
+            raise InvalidArgumentError(
+                f"query_i64 takes a category and a key as str, got {category!r}, {key!r}"
+            )
         if category == "hal.device.id":
             return int(fnmatch.fnmatchcase(self.driver_name, key))
         if category == "hal.device" and key == "concurrency":

@@ -314,9 +314,21 @@ def test_wrong_types_are_invalid_argument_at_the_call(cts):
     _refused(bad, cb.update_buffer, bytes(8), "0", BufferRef(buf, 0, 8))
     _refused(bad, cb.fill_buffer, "buffer", b"\1")
     _refused(bad, BufferRef, buf, "0")
+    config = hal_core.DispatchConfig()
+    _refused(bad, cb.dispatch, "not an executable", "main", config)
+    _refused(bad, cb.dispatch, "not an executable", 1.5, config)
     cb.end()
     for args in (("x", 3, ANY, 0), (0, "x", ANY, 0), (0, 3, "x", 0), (0, 3, ANY, "x")):
         _refused(bad, q.create_command_buffer, *args)
+    _refused(bad, q.queue_execute, ANY, [], [(s, 1)], cb, 5)
+    _refused(bad, q.queue_execute, ANY, [], [(s, 1)], cb, None, "x")
+    _refused(bad, q.queue_execute, "x", [], [(s, 1)], cb)
+    _refused(bad, q.queue_dispatch, ANY, [], [(s, 1)], "exe", "main", config)
+    _refused(bad, q.queue_dispatch, ANY, [], [(s, 1)], "exe", 0, config, b"", 5)
+    _refused(bad, q.queue_flush, "x")
+    _refused(bad, q.query_i64, "hal.device.id", 5)
+    if buf.memory_type.has(hal_core.MemoryType.HOST_VISIBLE):
+        _refused(bad, buf.map, "x")
     assert s.query() == 0 and s.failure is None
     _later_work_runs(cts)
 
