@@ -229,9 +229,7 @@ class DeviceCapabilities:
     """
 
     memory_domain: str
-    host_memory_access: InteropMode = attrs.field(
-        default=InteropMode.COPY, converter=InteropMode
-    )
+    host_memory_access: InteropMode = attrs.field(default=InteropMode.COPY, converter=InteropMode)
     host_semaphores: bool = True
     numa_node: int = -1
     peer_copy: bool = False
@@ -580,8 +578,18 @@ class DeviceGroup:
         submitting.active = True
         try:
             executed = self._submit_copy(
-                chosen, e, s, t, affinity, wait, signal, source, source_offset, target,
-                target_offset, length,
+                chosen,
+                e,
+                s,
+                t,
+                affinity,
+                wait,
+                signal,
+                source,
+                source_offset,
+                target,
+                target_offset,
+                length,
             )
         finally:
             submitting.active = False
@@ -589,9 +597,19 @@ class DeviceGroup:
         return chosen
 
     def _submit_copy(
-        self, chosen: CopyStrategy, e: int, s: int, t: int, affinity: int,
-        wait: SemaphoreList, signal: SemaphoreList, source: Buffer, source_offset: int,
-        target: Buffer, target_offset: int, length: int,
+        self,
+        chosen: CopyStrategy,
+        e: int,
+        s: int,
+        t: int,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        source: Buffer,
+        source_offset: int,
+        target: Buffer,
+        target_offset: int,
+        length: int,
     ) -> tuple[int, ...]:
         exec_dev = self._devices[e]
         if chosen == CopyStrategy.NATIVE:
@@ -609,8 +627,17 @@ class DeviceGroup:
             executed = (runner,)
         else:
             self._staged_copy(
-                e, s, t, affinity, wait, signal, source, source_offset, target,
-                target_offset, length,
+                e,
+                s,
+                t,
+                affinity,
+                wait,
+                signal,
+                source,
+                source_offset,
+                target,
+                target_offset,
+                length,
             )
             executed = (s, t)
         return executed
@@ -644,8 +671,16 @@ class DeviceGroup:
             self._copy_history.append(CopyRecord(chosen, s, t, (e,), length))
             return False
         self.copy(
-            device, affinity, wait, signal, source, source_offset, target, target_offset,
-            length, strategy=chosen,
+            device,
+            affinity,
+            wait,
+            signal,
+            source,
+            source_offset,
+            target,
+            target_offset,
+            length,
+            strategy=chosen,
         )
         return True
 
@@ -707,9 +742,12 @@ class DeviceGroup:
     def _select(self, e: int, s: int, t: int, forced: CopyStrategy | None) -> CopyStrategy:
         edges = self._topology._edges
         native = edges[s][e].can_read_natively and edges[t][e].can_write_natively
-        p2p = bool(
-            (edges[s][t].capabilities | edges[t][s].capabilities) & TopologyCapability.P2P_COPY
-        ) and self._peer_runner(s, t) is not None
+        p2p = (
+            bool(
+                (edges[s][t].capabilities | edges[t][s].capabilities) & TopologyCapability.P2P_COPY
+            )
+            and self._peer_runner(s, t) is not None
+        )
         isolated = edges[s][t].link_class == LinkClass.ISOLATED
         if forced is None:
             if native:
@@ -738,9 +776,18 @@ class DeviceGroup:
         )
 
     def _staged_copy(
-        self, e: int, s: int, t: int, affinity: int, wait: SemaphoreList,
-        signal: SemaphoreList, source: Buffer, source_offset: int, target: Buffer,
-        target_offset: int, length: int,
+        self,
+        e: int,
+        s: int,
+        t: int,
+        affinity: int,
+        wait: SemaphoreList,
+        signal: SemaphoreList,
+        source: Buffer,
+        source_offset: int,
+        target: Buffer,
+        target_offset: int,
+        length: int,
     ) -> None:
         # Stage through a host-memory file: every backend implements queue_write/queue_read
         # into files, so this works whatever the two devices' memories are.
@@ -753,9 +800,7 @@ class DeviceGroup:
         hop_list = ((hop, 1),)
         src_dev.queue_write(src_aff, wait, hop_list, source, source_offset, staging, 0, length)
         try:
-            dst_dev.queue_read(
-                dst_aff, hop_list, signal, staging, 0, target, target_offset, length
-            )
+            dst_dev.queue_read(dst_aff, hop_list, signal, staging, 0, target, target_offset, length)
         except HalError:
             # The first hop is already queued; fail the hop so it does nothing harmful
             # downstream, then report the argument error.
@@ -848,9 +893,7 @@ def _check_members(members: list[Any]) -> None:
             )
 
 
-def _build_edges(
-    members: list[Device], caps: list[DeviceCapabilities]
-) -> list[list[TopologyEdge]]:
+def _build_edges(members: list[Device], caps: list[DeviceCapabilities]) -> list[list[TopologyEdge]]:
     n = len(members)
     edges: list[list[TopologyEdge]] = [[None] * n for _ in range(n)]  # type: ignore[list-item]
     for s in range(n):
@@ -1026,9 +1069,12 @@ def format_topology(group: DeviceGroup) -> str:
                     edge.buffer_write_mode,
                 )
             )
-            flags = "|".join(
-                f.name for f in TopologyCapability if f and f.name and f in edge.capabilities
-            ) or "-"
+            flags = (
+                "|".join(
+                    f.name for f in TopologyCapability if f and f.name and f in edge.capabilities
+                )
+                or "-"
+            )
             lines.append(
                 f"  {s:>3} {d:>3}  {edge.link_class.name:<16} {modes:<8} {edge.copy_cost:>4} "
                 f"{edge.latency_class:>3} {edge.numa_distance:>4}  {flags}"

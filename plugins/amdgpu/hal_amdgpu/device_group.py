@@ -31,8 +31,7 @@ from hal_core import DeviceCapabilities, InteropMode, LinkClass, TopologyCapabil
 
 from .topology import LINK_COSTS, AgentPoolEdge, LinkFlag, query_edge
 
-__all__ = ["query_capabilities", "refine_topology_edge", "assign_topology_info",
-           "hal_capabilities"]
+__all__ = ["query_capabilities", "refine_topology_edge", "assign_topology_info", "hal_capabilities"]
 
 _FLAG_TO_CAPABILITY = (
     (LinkFlag.PCIE, TopologyCapability.LINK_PCIE),
@@ -64,9 +63,13 @@ def _memory_domain(backend: Any) -> str:
 
 def query_capabilities(backend: Any) -> DeviceCapabilities:
     numa = backend.cpus[0].node if backend.cpus else -1
-    return DeviceCapabilities(memory_domain=_memory_domain(backend),
-                              host_memory_access=InteropMode.COPY, host_semaphores=True,
-                              numa_node=int(numa), peer_copy=False)
+    return DeviceCapabilities(
+        memory_domain=_memory_domain(backend),
+        host_memory_access=InteropMode.COPY,
+        host_semaphores=True,
+        numa_node=int(numa),
+        peer_copy=False,
+    )
 
 
 def _worst_edge(consumer: Any, producer: Any) -> AgentPoolEdge:
@@ -74,17 +77,24 @@ def _worst_edge(consumer: Any, producer: Any) -> AgentPoolEdge:
     for gpu in consumer.gpus:
         for pools in producer.gpu_pools:
             e = query_edge(consumer.hsa, gpu.handle, pools)
-            if worst is None or (e.copy_cost, e.latency_class) > (worst.copy_cost,
-                                                                   worst.latency_class):
+            if worst is None or (e.copy_cost, e.latency_class) > (
+                worst.copy_cost,
+                worst.latency_class,
+            ):
                 worst = e
     assert worst is not None  # every amdgpu device has at least one GPU
     return worst
 
 
 #: Capability bits that describe the physical link itself (kept on every refined edge).
-_LINK_CAPABILITIES = (TopologyCapability.LINK_PCIE | TopologyCapability.LINK_XGMI
-                      | TopologyCapability.LINK_HYPERTRANSPORT | TopologyCapability.LINK_QPI
-                      | TopologyCapability.LINK_INFINIBAND | TopologyCapability.LINK_OTHER)
+_LINK_CAPABILITIES = (
+    TopologyCapability.LINK_PCIE
+    | TopologyCapability.LINK_XGMI
+    | TopologyCapability.LINK_HYPERTRANSPORT
+    | TopologyCapability.LINK_QPI
+    | TopologyCapability.LINK_INFINIBAND
+    | TopologyCapability.LINK_OTHER
+)
 
 
 def refine_topology_edge(backend: Any, other: Any, edge: TopologyEdge) -> TopologyEdge:
@@ -94,24 +104,35 @@ def refine_topology_edge(backend: Any, other: Any, edge: TopologyEdge) -> Topolo
         return edge  # different HSA systems: no link info relates them
     phys = _worst_edge(backend, other)
     if set(backend.ordinals) == set(other.ordinals):
-        caps = (edge.capabilities | hal_capabilities(phys.flags)
-                | TopologyCapability.UNIFIED_MEMORY)
-        return attrs.evolve(edge, link_class=LinkClass.SAME_DIE,
-                            buffer_read_mode=InteropMode.NATIVE,
-                            buffer_write_mode=InteropMode.NATIVE, capabilities=caps,
-                            copy_cost=0, latency_class=0, numa_distance=phys.numa_distance)
+        caps = edge.capabilities | hal_capabilities(phys.flags) | TopologyCapability.UNIFIED_MEMORY
+        return attrs.evolve(
+            edge,
+            link_class=LinkClass.SAME_DIE,
+            buffer_read_mode=InteropMode.NATIVE,
+            buffer_write_mode=InteropMode.NATIVE,
+            capabilities=caps,
+            copy_cost=0,
+            latency_class=0,
+            numa_distance=phys.numa_distance,
+        )
     # Distinct GPUs: no cross-device pool grants are made and no copy engine reaches the
     # peer, so every transfer between them stages through host memory (DeviceGroup's
     # STAGED copy). Advertise that path: HOST_STAGED costs and no peer-access bits; the
     # LINK_* bits still name the physical link HSA reports.
-    caps = ((edge.capabilities & ~(TopologyCapability.UNIFIED_MEMORY
-                                   | TopologyCapability.P2P_COPY))
-            | (hal_capabilities(phys.flags) & _LINK_CAPABILITIES))
+    caps = (
+        edge.capabilities & ~(TopologyCapability.UNIFIED_MEMORY | TopologyCapability.P2P_COPY)
+    ) | (hal_capabilities(phys.flags) & _LINK_CAPABILITIES)
     copy_cost, latency = LINK_COSTS[LinkClass.HOST_STAGED]
-    return attrs.evolve(edge, link_class=LinkClass.HOST_STAGED,
-                        buffer_read_mode=InteropMode.COPY, buffer_write_mode=InteropMode.COPY,
-                        capabilities=caps, copy_cost=copy_cost, latency_class=latency,
-                        numa_distance=phys.numa_distance)
+    return attrs.evolve(
+        edge,
+        link_class=LinkClass.HOST_STAGED,
+        buffer_read_mode=InteropMode.COPY,
+        buffer_write_mode=InteropMode.COPY,
+        capabilities=caps,
+        copy_cost=copy_cost,
+        latency_class=latency,
+        numa_distance=phys.numa_distance,
+    )
 
 
 class _GroupAxes:

@@ -40,19 +40,25 @@ KERNELS_DIR = pathlib.Path(__file__).parent / "kernels"
 _PREFIX = "blit--amdgcn-amd-amdhsa--"
 _SUFFIX = ".hsaco"
 
-_FILL_KERNELS = {1: "hal_amdgpu_buffer_fill_x1", 2: "hal_amdgpu_buffer_fill_x2",
-                 4: "hal_amdgpu_buffer_fill_x4", 8: "hal_amdgpu_buffer_fill_x8"}
-_COPY_KERNELS = {1: "hal_amdgpu_buffer_copy_x1", 4: "hal_amdgpu_buffer_copy_x4",
-                 16: "hal_amdgpu_buffer_copy_x16"}
+_FILL_KERNELS = {
+    1: "hal_amdgpu_buffer_fill_x1",
+    2: "hal_amdgpu_buffer_fill_x2",
+    4: "hal_amdgpu_buffer_fill_x4",
+    8: "hal_amdgpu_buffer_fill_x8",
+}
+_COPY_KERNELS = {
+    1: "hal_amdgpu_buffer_copy_x1",
+    4: "hal_amdgpu_buffer_copy_x4",
+    16: "hal_amdgpu_buffer_copy_x16",
+}
 
 
 def shipped_library_targets(root: pathlib.Path = KERNELS_DIR) -> list[str]:
     """The targets (processors or generic families) the device library ships, sorted."""
-    return sorted(p.name[len(_PREFIX):-len(_SUFFIX)] for p in root.glob(f"{_PREFIX}*{_SUFFIX}"))
+    return sorted(p.name[len(_PREFIX) : -len(_SUFFIX)] for p in root.glob(f"{_PREFIX}*{_SUFFIX}"))
 
 
-def device_library_path(processor: str, root: pathlib.Path = KERNELS_DIR
-                        ) -> pathlib.Path | None:
+def device_library_path(processor: str, root: pathlib.Path = KERNELS_DIR) -> pathlib.Path | None:
     """The code object a GPU of ``processor`` uses: the exact one, else its generic
     family's; None when neither ships."""
     for target in (processor, GENERIC_FAMILY.get(processor)):
@@ -67,11 +73,13 @@ def device_library_path(processor: str, root: pathlib.Path = KERNELS_DIR
 def check_device_library(gpus: Sequence[Any], root: pathlib.Path = KERNELS_DIR) -> None:
     """INCOMPATIBLE, naming the target and the targets that ship, when a GPU has no usable
     device-library code object (called at device creation)."""
-    missing = sorted({g.target.processor for g in gpus
-                      if device_library_path(g.target.processor, root) is None})
+    missing = sorted(
+        {g.target.processor for g in gpus if device_library_path(g.target.processor, root) is None}
+    )
     if missing:
-        family = [f"{p} (family {GENERIC_FAMILY[p]})" if p in GENERIC_FAMILY else p
-                  for p in missing]
+        family = [
+            f"{p} (family {GENERIC_FAMILY[p]})" if p in GENERIC_FAMILY else p for p in missing
+        ]
         raise IncompatibleError(
             f"no amdgpu device library (builtin blit kernels) for GPU target "
             f"{', '.join(family)}; the device library ships {shipped_library_targets(root)}. "
@@ -100,17 +108,19 @@ def kernel_descriptor(executable: Any, gpu_index: int, ordinal: int) -> KernelDe
     )
 
 
-def builtin_kernels_from_executable(executable: Any, gpu_index: int, wavefront_size: int,
-                                    compute_units: int) -> BuiltinKernels:
+def builtin_kernels_from_executable(
+    executable: Any, gpu_index: int, wavefront_size: int, compute_units: int
+) -> BuiltinKernels:
     """The blit kernels of the device library loaded as ``executable``; NOT_FOUND naming
     the missing kernel if the library lacks one."""
     names = {k.name: i for i, k in enumerate(executable.kernels)}
 
     def get(name: str) -> KernelDescriptor:
         if name not in names:
-            raise error_for(StatusCode.NOT_FOUND,
-                            f"the amdgpu device library has no builtin kernel {name!r}; "
-                            f"it has {sorted(names)}")
+            raise error_for(
+                StatusCode.NOT_FOUND,
+                f"the amdgpu device library has no builtin kernel {name!r}; it has {sorted(names)}",
+            )
         return kernel_descriptor(executable, gpu_index, names[name])
 
     return BuiltinKernels(
@@ -164,8 +174,9 @@ def load_device_library(hsa: Any, gpus: tuple) -> DeviceLibrary:
             exe = load_executable(hsa, members, path.read_bytes())
             library.executables.append(exe)
             for row, i in enumerate(indices):
-                out[i] = builtin_kernels_from_executable(exe, row, gpus[i].wavefront_size,
-                                                         gpus[i].compute_unit_count)
+                out[i] = builtin_kernels_from_executable(
+                    exe, row, gpus[i].wavefront_size, gpus[i].compute_unit_count
+                )
     except BaseException:
         library.close()
         raise

@@ -77,8 +77,11 @@ class AmdgpuDriverBackend:
             hsa = self._soft.get(spec)
             if hsa is None:
                 config = SoftSystemConfig.from_isas(spec) if spec else SoftSystemConfig.default()
-                hsa = HsaLibrary(SoftHsaRuntime(config), "hal_amdgpu.soft_hsa "
-                                 f"({spec or 'default: gfx1100,gfx1100'})", "soft")
+                hsa = HsaLibrary(
+                    SoftHsaRuntime(config),
+                    f"hal_amdgpu.soft_hsa ({spec or 'default: gfx1100,gfx1100'})",
+                    "soft",
+                )
                 self._soft[spec] = hsa
             return hsa
 
@@ -89,12 +92,22 @@ class AmdgpuDriverBackend:
         try:
             gpus = system.gpus
             nodes = ", ".join(str(g.node) for g in gpus)
-            infos = [DeviceInfo(0, "", f"ROCR_VISIBLE_DEVICES: {len(gpus)} Visible GPU Agents "
-                                       f"(Nodes {nodes}) [{hsa.implementation} HSA]")]
+            infos = [
+                DeviceInfo(
+                    0,
+                    "",
+                    f"ROCR_VISIBLE_DEVICES: {len(gpus)} Visible GPU Agents "
+                    f"(Nodes {nodes}) [{hsa.implementation} HSA]",
+                )
+            ]
             for i, gpu in enumerate(gpus):
-                infos.append(DeviceInfo(device_id_for(i), gpu.uuid,
-                                        f"{(gpu.product_name or gpu.name).strip()} "
-                                        f"(Node {gpu.node})"))
+                infos.append(
+                    DeviceInfo(
+                        device_id_for(i),
+                        gpu.uuid,
+                        f"{(gpu.product_name or gpu.name).strip()} (Node {gpu.node})",
+                    )
+                )
             return infos
         finally:
             hsa.shut_down()
@@ -118,8 +131,7 @@ class AmdgpuDriverBackend:
         options = HostQueueOptions.from_params(params)  # before HSA starts: nothing to undo
         hsa, system = self._open(params)
         try:
-            return AmdgpuDeviceBackend(hsa, system, select_by_id(system.gpus, device_id),
-                                       options)
+            return AmdgpuDeviceBackend(hsa, system, select_by_id(system.gpus, device_id), options)
         except BaseException:
             hsa.shut_down()
             raise
@@ -128,8 +140,7 @@ class AmdgpuDriverBackend:
         options = HostQueueOptions.from_params(params)  # before HSA starts: nothing to undo
         hsa, system = self._open(params)
         try:
-            return AmdgpuDeviceBackend(hsa, system, select_by_path(system.gpus, path),
-                                       options)
+            return AmdgpuDeviceBackend(hsa, system, select_by_path(system.gpus, path), options)
         except BaseException:
             hsa.shut_down()
             raise

@@ -143,8 +143,10 @@ class FileAction(RunAction):
             tmp = np.empty(op.length, np.uint8)
             op.source.read_into(op.source_offset, tmp)
             dst = storage.address + buf.byte_offset + op.target_offset
-            hsa.check(hsa.lib.hsa_memory_copy(ffi.cast("void*", dst), ffi.from_buffer(tmp),
-                                              op.length), "hsa_memory_copy(queue_read)")
+            hsa.check(
+                hsa.lib.hsa_memory_copy(ffi.cast("void*", dst), ffi.from_buffer(tmp), op.length),
+                "hsa_memory_copy(queue_read)",
+            )
         else:
             buf = op.source
             storage = buf.storage()
@@ -153,8 +155,10 @@ class FileAction(RunAction):
                 return
             tmp = np.empty(op.length, np.uint8)
             src = storage.address + buf.byte_offset + op.source_offset
-            hsa.check(hsa.lib.hsa_memory_copy(ffi.from_buffer(tmp), ffi.cast("void*", src),
-                                              op.length), "hsa_memory_copy(queue_write)")
+            hsa.check(
+                hsa.lib.hsa_memory_copy(ffi.from_buffer(tmp), ffi.cast("void*", src), op.length),
+                "hsa_memory_copy(queue_write)",
+            )
             op.target.write_from(op.target_offset, tmp)
 
 

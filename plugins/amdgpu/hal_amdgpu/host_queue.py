@@ -135,8 +135,21 @@ _NO_ROOM, _MORE, _DONE = 0, 1, 2
 class _Sub:
     """One submission in flight through resolution, parking and publication."""
 
-    __slots__ = ("op", "program", "block", "binding_ptrs", "static_ptrs", "barriers",
-                 "action", "resources", "signals", "acquire", "table", "counts", "blit")
+    __slots__ = (
+        "op",
+        "program",
+        "block",
+        "binding_ptrs",
+        "static_ptrs",
+        "barriers",
+        "action",
+        "resources",
+        "signals",
+        "acquire",
+        "table",
+        "counts",
+        "blit",
+    )
 
     def __init__(self, op: QueueOp) -> None:
         self.op = op
@@ -156,13 +169,16 @@ class _Sub:
 
 
 _NOP_WORD_SYSTEM = header_setup_word(
-    make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM))
+    make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM)
+)
 _BLIT_WORD = header_setup_word(
     make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.SYSTEM, FenceScope.SYSTEM),
-    DISPATCH_SETUP_3D)
+    DISPATCH_SETUP_3D,
+)
 _BARRIER_VALUE_WORD = vendor_header_word(
     make_header(PacketType.VENDOR_SPECIFIC, True, FenceScope.SYSTEM, FenceScope.NONE),
-    AmdFormat.BARRIER_VALUE)
+    AmdFormat.BARRIER_VALUE,
+)
 
 
 class HostQueue(QueueCompletion):
@@ -171,8 +187,9 @@ class HostQueue(QueueCompletion):
     #: hal_amdgpu.profiling: set on the instance for a profiling session only.
     profiler: Any = None
 
-    def __init__(self, qset: "HostQueueSet", gpu_index: int, queue_index: int,
-                 options: HostQueueOptions) -> None:
+    def __init__(
+        self, qset: "HostQueueSet", gpu_index: int, queue_index: int, options: HostQueueOptions
+    ) -> None:
         hsa = qset.hsa
         ffi = hsa.ffi
         lib = hsa.lib
@@ -189,41 +206,51 @@ class HostQueue(QueueCompletion):
         self._closed = False
         self._parked: collections.deque[_Sub] = collections.deque()
         self._deferred: dict[_Sub, bool] = {}
-        self._action_epochs: collections.deque[tuple[int, Callable[[], None]]] = (
-            collections.deque())
+        self._action_epochs: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
         #: Retired epochs not yet run by ``_drain`` (completion thread only).
         self._batches: collections.deque[tuple[DrainResult, Callable[[], None] | None]] = (
-            collections.deque())
+            collections.deque()
+        )
         #: Teardown deferred to the completion thread's end; None once it ended.
         self._exit_lock = threading.Lock()
         self._exit_hooks: list[Callable[[], None]] | None = []
         self.frontier: dict[int, int] = {}
         self.published_epoch = 0
         self.completed_epoch = 0
-        self.axis = axis_make_queue(qset.tracker.session_epoch, qset.tracker.machine_index,
-                                    gpu_index, queue_index)
+        self.axis = axis_make_queue(
+            qset.tracker.session_epoch, qset.tracker.machine_index, gpu_index, queue_index
+        )
         qset.tracker.register_axis(self.axis)
         agent = qset.gpus[gpu_index].hsa_handle(hsa)
         self._agent = agent
 
         # Signals first so that every later failure path can destroy them.
         sig = ffi.new("hsa_signal_t*")
-        hsa.check(lib.hsa_amd_signal_create(EPOCH_INITIAL_VALUE, 0, ffi.NULL, 0, sig),
-                  "hsa_amd_signal_create(epoch)")
+        hsa.check(
+            lib.hsa_amd_signal_create(EPOCH_INITIAL_VALUE, 0, ffi.NULL, 0, sig),
+            "hsa_amd_signal_create(epoch)",
+        )
         self.epoch_signal = ffi.new("hsa_signal_t*", [sig[0].handle])[0]
         self.epoch_handle = int(sig[0].handle)
         stop = ffi.new("hsa_signal_t*")
-        hsa.check(lib.hsa_amd_signal_create(0, 0, ffi.NULL, 0, stop),
-                  "hsa_amd_signal_create(stop)")
+        hsa.check(lib.hsa_amd_signal_create(0, 0, ffi.NULL, 0, stop), "hsa_amd_signal_create(stop)")
         self.stop_signal = ffi.new("hsa_signal_t*", [stop[0].handle])[0]
 
         # The HSA queue and its error callback (kept alive with the queue).
-        self._error_callback = ffi.callback("void(hsa_status_t, hsa_queue_t*, void*)",
-                                            self._on_queue_error)
+        self._error_callback = ffi.callback(
+            "void(hsa_status_t, hsa_queue_t*, void*)", self._on_queue_error
+        )
         queue_ptr = ffi.new("hsa_queue_t**")
-        status = lib.hsa_queue_create(agent, options.aql_capacity, _QUEUE_TYPE_MULTI,
-                                      self._error_callback, ffi.NULL, _UINT32_MAX, _UINT32_MAX,
-                                      queue_ptr)
+        status = lib.hsa_queue_create(
+            agent,
+            options.aql_capacity,
+            _QUEUE_TYPE_MULTI,
+            self._error_callback,
+            ffi.NULL,
+            _UINT32_MAX,
+            _UINT32_MAX,
+            queue_ptr,
+        )
         if status != 0:
             self._destroy_signals()
             hsa.check(status, f"hsa_queue_create({options.aql_capacity} packets)")
@@ -250,31 +277,41 @@ class HostQueue(QueueCompletion):
         pool = qset.kernarg_pool
         status = lib.hsa_amd_memory_pool_allocate(
             ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0],
-            pool.round_up(options.kernarg_capacity), 0, out)
+            pool.round_up(options.kernarg_capacity),
+            0,
+            out,
+        )
         if status != 0:
             self._destroy_hsa_queue()
             self._destroy_signals()
-            hsa.check(status, f"hsa_amd_memory_pool_allocate(kernarg ring, "
-                              f"{options.kernarg_capacity} bytes)")
+            hsa.check(
+                status,
+                f"hsa_amd_memory_pool_allocate(kernarg ring, {options.kernarg_capacity} bytes)",
+            )
         self._kernarg_ptr = out[0]
         lib.hsa_amd_agents_allow_access(qset.access_count, qset.access_agents, ffi.NULL, out[0])
         address = int(ffi.cast("uintptr_t", out[0]))
-        memory = np.frombuffer(ffi.buffer(ffi.cast("uint8_t*", out[0]),
-                                          options.kernarg_capacity), np.uint8)
+        memory = np.frombuffer(
+            ffi.buffer(ffi.cast("uint8_t*", out[0]), options.kernarg_capacity), np.uint8
+        )
         self.kernargs = KernargRing(memory, address)
         self.processor = BlockProcessor(self.ring, self.kernargs)
-        self.notifications = NotificationRing(options.notification_capacity,
-                                              options.notification_capacity)
+        self.notifications = NotificationRing(
+            options.notification_capacity, options.notification_capacity
+        )
         self._drain_result = DrainResult()
 
         # Completion thread.
-        self._wait_signals = ffi.new("hsa_signal_t[2]", [[self.epoch_handle],
-                                                         [int(self.stop_signal.handle)]])
+        self._wait_signals = ffi.new(
+            "hsa_signal_t[2]", [[self.epoch_handle], [int(self.stop_signal.handle)]]
+        )
         self._wait_conds = ffi.new("uint32_t[2]", [SignalCondition.NE, SignalCondition.NE])
         self._wait_values = ffi.new("int64_t[2]", [EPOCH_INITIAL_VALUE, 0])
         self._thread = threading.Thread(
             target=self._completion_main,
-            name=f"hal-amdgpu-gpu{gpu_index}q{queue_index}-complete", daemon=True)
+            name=f"hal-amdgpu-gpu{gpu_index}q{queue_index}-complete",
+            daemon=True,
+        )
         self._thread.start()
 
     # -- submission ----------------------------------------------------------------------
@@ -287,14 +324,14 @@ class HostQueue(QueueCompletion):
             return
         if self._closing:
             raise FailedPreconditionError(
-                f"amdgpu queue {self.index} is closing; submit before closing the device")
+                f"amdgpu queue {self.index} is closing; submit before closing the device"
+            )
         deferred = self._resolve_waits(sub)
         if deferred is None:
             return  # failed
         if deferred:
             self._deferred[sub] = True
-            resolve_waits(sub, tuple(deferred), self._on_deferred_ready,
-                          self._on_deferred_failed)
+            resolve_waits(sub, tuple(deferred), self._on_deferred_ready, self._on_deferred_failed)
             return
         self._admit(sub)
 
@@ -393,8 +430,7 @@ class HostQueue(QueueCompletion):
             return barriers + 1, 0
         # Every block must fit, not only the first: a later block that could never be
         # admitted would park the replay forever.
-        return (barriers + max(1, program.max_block_packets),
-                program.max_block_kernarg_blocks)
+        return (barriers + max(1, program.max_block_packets), program.max_block_kernarg_blocks)
 
     def _try_publish(self, sub: _Sub) -> bool:
         """Publish ``sub`` from its current block on, as far as the rings allow; under
@@ -453,15 +489,26 @@ class HostQueue(QueueCompletion):
         if nbar:
             staging = new_staging(nbar)
             handles = np.fromiter((p.epoch_handle for p, _ in sub.barriers), np.uint64, nbar)
-            values = np.fromiter((EPOCH_INITIAL_VALUE - e + 1 for _, e in sub.barriers),
-                                 np.int64, nbar)
-            emit_barrier_value(staging, signal=handles, value=values,
-                               condition=SignalCondition.LT, mask=_INT64_MAX)
+            values = np.fromiter(
+                (EPOCH_INITIAL_VALUE - e + 1 for _, e in sub.barriers), np.int64, nbar
+            )
+            emit_barrier_value(
+                staging, signal=handles, value=values, condition=SignalCondition.LT, mask=_INT64_MAX
+            )
             ring.write_bodies(first, staging)
         if block is not None and payload:
             headers = self.processor.process_block(
-                block, first + nbar, kstart, sub.binding_ptrs, sub.static_ptrs,
-                self.epoch_handle, FenceScope.SYSTEM, sub.acquire, bool(nbar), sub.counts)
+                block,
+                first + nbar,
+                kstart,
+                sub.binding_ptrs,
+                sub.static_ptrs,
+                self.epoch_handle,
+                FenceScope.SYSTEM,
+                sub.acquire,
+                bool(nbar),
+                sub.counts,
+            )
         elif blit is not None:
             headers = None
             kernargs = self.kernargs
@@ -483,8 +530,9 @@ class HostQueue(QueueCompletion):
             ring.write_bodies(first + nbar, nop)
             headers = None
         if prof is not None:
-            spread = prof.before_headers(self, sub, first + nbar, max(1, payload),
-                                         total - nbar, headers, epoch, final_block)
+            spread = prof.before_headers(
+                self, sub, first + nbar, max(1, payload), total - nbar, headers, epoch, final_block
+            )
             if spread is not None:
                 headers = spread
         # Commit signals and bookkeeping before the headers: the completion thread can
@@ -530,8 +578,9 @@ class HostQueue(QueueCompletion):
     def _resume(self, sub: _Sub) -> None:
         """Continue a gated replay (its indirect counts are in ``sub.counts``)."""
         if self.error is not None or self._closing:
-            self._fail_sub(sub, self.error or CancelledError(
-                "device closed during a command-buffer replay"))
+            self._fail_sub(
+                sub, self.error or CancelledError("device closed during a command-buffer replay")
+            )
             return
         with self._lock:
             if self._parked or not self._try_publish(sub):
@@ -578,8 +627,8 @@ def _binding_pointers(table: tuple, extents: dict) -> np.ndarray:
     for slot, extent in extents.items():
         if slot >= n:
             raise OutOfRangeError(
-                f"the command buffer uses binding-table slot {slot} but the table has {n} "
-                "entries")
+                f"the command buffer uses binding-table slot {slot} but the table has {n} entries"
+            )
         binding = table[slot]
         if binding is None or binding.buffer is None:
             raise InvalidArgumentError(f"binding-table slot {slot} holds no buffer")
@@ -589,7 +638,8 @@ def _binding_pointers(table: tuple, extents: dict) -> np.ndarray:
         if extent > length or binding.offset + length > binding.buffer.byte_length:
             raise OutOfRangeError(
                 f"the command buffer reaches byte {extent} of binding-table slot {slot}, "
-                f"which binds {length} bytes")
+                f"which binds {length} bytes"
+            )
     ptrs = np.zeros(max(1, n), np.uint64)
     for slot, binding in enumerate(table):
         if binding is None or binding.buffer is None:
@@ -632,8 +682,10 @@ def _read_counts(qset: "HostQueueSet", indirect: tuple, sub: _Sub) -> tuple[int,
     hsa = qset.hsa
     ffi = hsa.ffi
     out = np.zeros(3, np.uint32)
-    hsa.check(hsa.lib.hsa_memory_copy(ffi.from_buffer(out), ffi.cast("void*", address), 12),
-              "hsa_memory_copy(indirect dispatch parameters)")
+    hsa.check(
+        hsa.lib.hsa_memory_copy(ffi.from_buffer(out), ffi.cast("void*", address), 12),
+        "hsa_memory_copy(indirect dispatch parameters)",
+    )
     return int(out[0]), int(out[1]), int(out[2])
 
 
@@ -648,9 +700,9 @@ class _IndirectGate:
 
     def __call__(self) -> None:
         try:
-            self.sub.counts = _read_counts(self.queue.qset,
-                                           self.sub.program.blocks[self.sub.block].replay.indirect,
-                                           self.sub)
+            self.sub.counts = _read_counts(
+                self.queue.qset, self.sub.program.blocks[self.sub.block].replay.indirect, self.sub
+            )
         except HalError as exc:
             self.queue._fail_sub(self.sub, exc)
             return

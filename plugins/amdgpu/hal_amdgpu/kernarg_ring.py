@@ -37,8 +37,15 @@ def blocks_for(byte_length: int) -> int:
 class KernargRing:
     """Bump allocator of 64-byte kernarg blocks (see module docstring)."""
 
-    __slots__ = ("memory", "blocks", "device_address", "capacity", "mask",
-                 "write_position", "read_position")
+    __slots__ = (
+        "memory",
+        "blocks",
+        "device_address",
+        "capacity",
+        "mask",
+        "write_position",
+        "read_position",
+    )
 
     def __init__(self, memory: np.ndarray, device_address: int) -> None:
         if memory.dtype != np.uint8 or memory.ndim != 1:

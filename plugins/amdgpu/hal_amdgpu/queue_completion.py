@@ -71,8 +71,9 @@ class QueueCompletion:
         stop = self.stop_signal
         try:
             while True:
-                lib.hsa_amd_signal_wait_any(2, sigs, conds, vals, _UINT64_MAX, _WAIT_BLOCKED,
-                                            self.hsa.ffi.NULL)
+                lib.hsa_amd_signal_wait_any(
+                    2, sigs, conds, vals, _UINT64_MAX, _WAIT_BLOCKED, self.hsa.ffi.NULL
+                )
                 try:
                     self._drain()
                 except BaseException as exc:  # never let the thread die
@@ -130,8 +131,7 @@ class QueueCompletion:
                 try:
                     sem._signal_from_queue(value)
                 except BaseException as exc:  # a failing callback must not drop the rest
-                    report_callback_error(exc, "signalling a semaphore on an amdgpu queue",
-                                          sem)
+                    report_callback_error(exc, "signalling a semaphore on an amdgpu queue", sem)
             if result.kernarg_position >= 0:
                 kernarg_position = result.kernarg_position
             result.resources.clear()
@@ -177,7 +177,8 @@ class QueueCompletion:
                 peer.error = error_for(
                     error.code,
                     f"AMD GPU queue {peer.index} waits on queue {self.index}, which failed: "
-                    f"{error}")
+                    f"{error}",
+                )
                 self.hsa.lib.hsa_signal_store_screlease(peer.stop_signal, 1)
 
     def _fail_pending(self, error: HalError) -> None:
@@ -207,8 +208,9 @@ class QueueCompletion:
                 try:
                     fail(error)
                 except BaseException as exc:
-                    report_callback_error(exc, "cancelling a host action on an amdgpu queue",
-                                          action)
+                    report_callback_error(
+                        exc, "cancelling a host action on an amdgpu queue", action
+                    )
         for sub in parked:
             self._fail_sub(sub, error)
         for sub in list(self._deferred):
@@ -227,7 +229,8 @@ class QueueCompletion:
 
     def _is_idle(self) -> bool:
         return self.error is not None or (
-            self.completed_epoch >= self.published_epoch and not self._parked)
+            self.completed_epoch >= self.published_epoch and not self._parked
+        )
 
     def _drain_inline(self, timeout: float) -> None:
         """``wait_idle`` for the completion thread itself (a host call closing the device):
@@ -239,9 +242,12 @@ class QueueCompletion:
             if remaining <= 0:
                 return
             lib.hsa_signal_wait_scacquire(
-                self.epoch_signal, SignalCondition.NE,
-                EPOCH_INITIAL_VALUE - self.completed_epoch, int(remaining * 1e9),
-                _WAIT_BLOCKED)
+                self.epoch_signal,
+                SignalCondition.NE,
+                EPOCH_INITIAL_VALUE - self.completed_epoch,
+                int(remaining * 1e9),
+                _WAIT_BLOCKED,
+            )
             self._drain()
 
     def close(self, timeout: float | None = None) -> bool:
@@ -270,8 +276,9 @@ class QueueCompletion:
             self._thread.join()
         self._destroy_hsa_queue()
         self._drain()
-        self._fail_pending(self.error or CancelledError(
-            "device closed with work in flight on the GPU queue"))
+        self._fail_pending(
+            self.error or CancelledError("device closed with work in flight on the GPU queue")
+        )
         self._closed = True
         if own:
             self._at_thread_exit(self._free)

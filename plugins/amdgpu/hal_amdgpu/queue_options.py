@@ -66,12 +66,13 @@ class HostQueueOptions:
     """
 
     aql_capacity: int = attrs.field(default=1024, validator=_in_range("aql_capacity"))
-    kernarg_capacity: int = attrs.field(default=1 << 20,
-                                        validator=_in_range("kernarg_capacity"))
-    notification_capacity: int = attrs.field(default=1024,
-                                             validator=_in_range("notification_capacity"))
-    wait_barrier: WaitBarrierStrategy = attrs.field(default=WaitBarrierStrategy.AUTO,
-                                                    converter=WaitBarrierStrategy)
+    kernarg_capacity: int = attrs.field(default=1 << 20, validator=_in_range("kernarg_capacity"))
+    notification_capacity: int = attrs.field(
+        default=1024, validator=_in_range("notification_capacity")
+    )
+    wait_barrier: WaitBarrierStrategy = attrs.field(
+        default=WaitBarrierStrategy.AUTO, converter=WaitBarrierStrategy
+    )
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "HostQueueOptions":

@@ -82,7 +82,8 @@ class _ProgramContext:
         if per_exe is None:
             if not hasattr(backend, "dispatch_info"):
                 raise InvalidArgumentError(
-                    f"executable {executable!r} was not prepared by the amdgpu driver")
+                    f"executable {executable!r} was not prepared by the amdgpu driver"
+                )
             per_exe = self.qset._descriptors[backend] = {}
         key = (ordinal, self.gpu_index)
         desc = per_exe.get(key)
@@ -108,10 +109,18 @@ class HostQueueSet:
     routes a ``QueueOp`` to queue ``op.queue``.
     """
 
-    def __init__(self, hsa: Any, gpus: tuple, gpu_pools: tuple, cpu_pools: tuple,
-                 access_handles: list[int], library: DeviceLibrary | list[BuiltinKernels],
-                 options: HostQueueOptions, queues_per_gpu: int,
-                 allocator: Any = None) -> None:
+    def __init__(
+        self,
+        hsa: Any,
+        gpus: tuple,
+        gpu_pools: tuple,
+        cpu_pools: tuple,
+        access_handles: list[int],
+        library: DeviceLibrary | list[BuiltinKernels],
+        options: HostQueueOptions,
+        queues_per_gpu: int,
+        allocator: Any = None,
+    ) -> None:
         self.library = library if isinstance(library, DeviceLibrary) else None
         builtins = list(library)
         self.hsa = hsa
@@ -148,8 +157,9 @@ class HostQueueSet:
 
     # -- memory for programs ------------------------------------------------------------
 
-    def allocate_host_coherent(self, gpu_index: int, byte_length: int
-                               ) -> tuple[np.ndarray, int, Any]:
+    def allocate_host_coherent(
+        self, gpu_index: int, byte_length: int
+    ) -> tuple[np.ndarray, int, Any]:
         """Device-local, host-visible, host-coherent bytes (the GPU fine pool)."""
         from .allocator import HsaStorage
 
@@ -157,19 +167,23 @@ class HostQueueSet:
         ffi = hsa.ffi
         pool = self.gpu_pools[gpu_index].fine
         out = ffi.new("void**")
-        hsa.check(hsa.lib.hsa_amd_memory_pool_allocate(
-            ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0], pool.round_up(byte_length),
-            0, out), f"hsa_amd_memory_pool_allocate(prepublished kernargs, {byte_length} bytes)")
-        hsa.lib.hsa_amd_agents_allow_access(self.access_count, self.access_agents, ffi.NULL,
-                                            out[0])
+        hsa.check(
+            hsa.lib.hsa_amd_memory_pool_allocate(
+                ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0],
+                pool.round_up(byte_length),
+                0,
+                out,
+            ),
+            f"hsa_amd_memory_pool_allocate(prepublished kernargs, {byte_length} bytes)",
+        )
+        hsa.lib.hsa_amd_agents_allow_access(self.access_count, self.access_agents, ffi.NULL, out[0])
         address = int(ffi.cast("uintptr_t", out[0]))
         storage = HsaStorage(hsa, address, byte_length, 1, True)
         return storage.host_array, address, storage
 
     # -- command buffers ----------------------------------------------------------------
 
-    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int
-                                ) -> Any:
+    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
         """Build the block program of a recording: one ``BlockProgram`` on a single-GPU
         device, a ``GpuPrograms`` (one per GPU: kernel objects and prepublished kernargs
         are per agent) otherwise."""
@@ -184,9 +198,13 @@ class HostQueueSet:
         # Blocks are sized to a quarter of the rings so replay always fits and a few
         # blocks can be in flight at once.
         options = self.options
-        return build_programs(commands, mode, contexts,
-                              block_packet_capacity=max(1, options.aql_capacity // 4),
-                              block_kernarg_capacity=options.kernarg_capacity // 4)
+        return build_programs(
+            commands,
+            mode,
+            contexts,
+            block_packet_capacity=max(1, options.aql_capacity // 4),
+            block_kernarg_capacity=options.kernarg_capacity // 4,
+        )
 
     # -- submission ---------------------------------------------------------------------
 
@@ -202,7 +220,8 @@ class HostQueueSet:
             if not isinstance(program, BlockProgram):
                 raise UnimplementedError(
                     f"amdgpu cannot replay a {type(program).__name__}; command buffers must "
-                    "be finalized by the amdgpu device")
+                    "be finalized by the amdgpu device"
+                )
             sub.program = program
             if kind == _K.EXECUTE:
                 sub.table = op.extra
@@ -218,7 +237,8 @@ class HostQueueSet:
                 staging.host_bytes()[:] = op.data
                 ref = BufferRef(op.target, op.target_offset, op.length)
                 sub.program = self._one_shot(
-                    (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
+                    (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue
+                )
                 sub.resources = [op.retained, staging]
             elif op.length:
                 sub.blit = True  # small ones ride inside the blit's kernargs
@@ -231,7 +251,8 @@ class HostQueueSet:
         elif kind == _K.ALLOCA:
             if self.pools is None:
                 raise UnimplementedError(
-                    "this amdgpu queue set has no allocator, so no pools for queue_alloca")
+                    "this amdgpu queue set has no allocator, so no pools for queue_alloca"
+                )
             # Pool, size and alignment checks (and, with no pending waits, the reservation)
             # happen now; the memory commits at admission (AmdgpuQueuePools.start) and a
             # NOP carries the signals.
@@ -247,7 +268,8 @@ class HostQueueSet:
             sub.signals = ()
         elif kind != _K.BARRIER:  # a barrier is a NOP that carries the signals
             raise UnimplementedError(
-                f"amdgpu does not implement queue operation {QueueOpKind(kind).name}")
+                f"amdgpu does not implement queue operation {QueueOpKind(kind).name}"
+            )
         if sub.program is not None and sub.program.packet_count == 0:
             sub.program = None
         queue.submit(sub)
@@ -286,8 +308,9 @@ class HostQueueSet:
             payload = bytes(op.data)
         wg = builtins.workgroup_size
         groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
-        image = hal_kernarg_image(desc, pointers, np.asarray(scalars, np.uint64).tobytes(),
-                                  (groups, 1, 1), (wg, 1, 1))
+        image = hal_kernarg_image(
+            desc, pointers, np.asarray(scalars, np.uint64).tobytes(), (groups, 1, 1), (wg, 1, 1)
+        )
         if payload:
             self_offset = image.shape[0]
             padded = -(-len(payload) // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE
@@ -295,22 +318,35 @@ class HostQueueSet:
             tail[: len(payload)] = np.frombuffer(payload, np.uint8)
             image = np.concatenate([image, tail])
         row = new_staging(1)
-        emit_dispatches(row, kernel_object=desc.kernel_object, workgroup_size=(wg, 1, 1),
-                        grid_size=(groups * wg, 1, 1), kernarg_address=0,
-                        private_segment_size=desc.private_segment_size,
-                        group_segment_size=desc.group_segment_size)
+        emit_dispatches(
+            row,
+            kernel_object=desc.kernel_object,
+            workgroup_size=(wg, 1, 1),
+            grid_size=(groups * wg, 1, 1),
+            kernarg_address=0,
+            private_segment_size=desc.private_segment_size,
+            group_segment_size=desc.group_segment_size,
+        )
         return _Blit(image, row, self_offset)
 
     def _staging_buffer(self, length: int) -> Any:
-        params = BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
-                              usage=BufferUsage.TRANSFER | BufferUsage.MAPPING)
+        params = BufferParams(
+            type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
+            usage=BufferUsage.TRANSFER | BufferUsage.MAPPING,
+        )
         storage, memory_type = self.allocator.allocate(params, length)
-        return Buffer(storage, memory_type=memory_type, allowed_usage=params.usage,
-                      allowed_access=MemoryAccess.ALL, allocation_size=length)
+        return Buffer(
+            storage,
+            memory_type=memory_type,
+            allowed_usage=params.usage,
+            allowed_access=MemoryAccess.ALL,
+            allocation_size=length,
+        )
 
     def _one_shot(self, command: tuple, queue: HostQueue) -> BlockProgram:
-        return self._build([command], CommandBufferMode.ONE_SHOT,
-                           [self.contexts[queue.gpu_index]])[0]
+        return self._build([command], CommandBufferMode.ONE_SHOT, [self.contexts[queue.gpu_index]])[
+            0
+        ]
 
     def close(self, timeout: float | None = None) -> bool:
         """Close every queue, then the pools, the tracker and the device library.
@@ -354,5 +390,4 @@ def _supports_barrier_value(gpu: Any) -> bool:
     """AMD barrier-value packets are validated on gfx90a and gfx94x (steppings 0-2)."""
     t = gpu.target
     major, minor, stepping = t.major, t.minor, t.stepping
-    return (major, minor, stepping) == (9, 0, 10) or (major == 9 and minor == 4
-                                                      and stepping <= 2)
+    return (major, minor, stepping) == (9, 0, 10) or (major == 9 and minor == 4 and stepping <= 2)

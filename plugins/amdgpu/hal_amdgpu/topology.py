@@ -39,9 +39,14 @@ class LinkFlag(enum.IntFlag):
 
 # link class -> (copy cost, latency class)
 LINK_COSTS: dict[LinkClass, tuple[int, int]] = {
-    LinkClass.SAME_DIE: (0, 0), LinkClass.NVLINK_IF: (3, 3), LinkClass.PCIE_SAME_ROOT: (7, 7),
-    LinkClass.PCIE_CROSS_ROOT: (9, 9), LinkClass.FABRIC: (15, 14), LinkClass.OTHER: (11, 10),
-    LinkClass.HOST_STAGED: (13, 11), LinkClass.ISOLATED: (15, 15),
+    LinkClass.SAME_DIE: (0, 0),
+    LinkClass.NVLINK_IF: (3, 3),
+    LinkClass.PCIE_SAME_ROOT: (7, 7),
+    LinkClass.PCIE_CROSS_ROOT: (9, 9),
+    LinkClass.FABRIC: (15, 14),
+    LinkClass.OTHER: (11, 10),
+    LinkClass.HOST_STAGED: (13, 11),
+    LinkClass.ISOLATED: (15, 15),
 }
 _BY_TYPE = {
     LinkType.XGMI: (LinkClass.NVLINK_IF, LinkFlag.XGMI),
@@ -81,16 +86,28 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> AgentPoolEdge:
     fine_access = hsa.agent_pool_info(agent, fine, AgentPoolInfo.ACCESS, "uint32_t")
     if src_agent == dst.coarse.agent:
         cost, latency = LINK_COSTS[LinkClass.SAME_DIE]
-        return AgentPoolEdge(LinkClass.SAME_DIE, cost, latency, 0,
-                            LinkFlag.PEER_COHERENT | LinkFlag.ATOMIC_DEVICE
-                            | LinkFlag.ATOMIC_SYSTEM | LinkFlag.P2P_COPY,
-                            InteropMode.NATIVE, InteropMode.NATIVE, 0)
+        return AgentPoolEdge(
+            LinkClass.SAME_DIE,
+            cost,
+            latency,
+            0,
+            LinkFlag.PEER_COHERENT
+            | LinkFlag.ATOMIC_DEVICE
+            | LinkFlag.ATOMIC_SYSTEM
+            | LinkFlag.P2P_COPY,
+            InteropMode.NATIVE,
+            InteropMode.NATIVE,
+            0,
+        )
     hops = hsa.agent_pool_info(agent, coarse, AgentPoolInfo.NUM_LINK_HOPS, "uint32_t")
     infos = ffi.new("hsa_amd_memory_pool_link_info_t[]", max(1, hops))
     if hops:
-        hsa.check(hsa.lib.hsa_amd_agent_memory_pool_get_info(agent, coarse,
-                                                             AgentPoolInfo.LINK_INFO, infos),
-                  "hsa_amd_agent_memory_pool_get_info(LINK_INFO)")
+        hsa.check(
+            hsa.lib.hsa_amd_agent_memory_pool_get_info(
+                agent, coarse, AgentPoolInfo.LINK_INFO, infos
+            ),
+            "hsa_amd_agent_memory_pool_get_info(LINK_INFO)",
+        )
     worst = LinkClass.SAME_DIE
     flags = LinkFlag.NONE
     numa = 0
@@ -119,5 +136,6 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> AgentPoolEdge:
     if PoolAccess.DISALLOWED_BY_DEFAULT in (coarse_access, fine_access):
         flags |= LinkFlag.PEER_ACCESS_REQUIRES_GRANT
     cost, latency = LINK_COSTS[worst]
-    return AgentPoolEdge(worst, cost, latency, numa, flags, _mode(coarse_access),
-                        _mode(fine_access), int(hops))
+    return AgentPoolEdge(
+        worst, cost, latency, numa, flags, _mode(coarse_access), _mode(fine_access), int(hops)
+    )

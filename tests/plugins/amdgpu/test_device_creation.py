@@ -30,8 +30,10 @@ def _run_some_work(device) -> None:
 
 
 def test_ring_capacities_and_wait_strategy_from_the_uri():
-    uri = (f"{BASE}&aql_capacity=32&kernarg_capacity=0x2000&notification_capacity=16"
-           "&wait_barrier=barrier_value")
+    uri = (
+        f"{BASE}&aql_capacity=32&kernarg_capacity=0x2000&notification_capacity=16"
+        "&wait_barrier=barrier_value"
+    )
     with hal_core.create_device(uri) as device:
         options = device.backend.queue_options
         assert options == HostQueueOptions(32, 8192, 16, WaitBarrierStrategy.BARRIER_VALUE)
@@ -51,16 +53,19 @@ def test_defaults_without_parameters():
         assert device.backend.queue_options == HostQueueOptions()
 
 
-@pytest.mark.parametrize("param, value, match", [
-    ("aql_capacity", "8", r"aql_capacity=8 \(packets\) must be a power of two in 16\.\.131072"),
-    ("aql_capacity", "1000", r"aql_capacity=1000 .*power of two"),
-    ("aql_capacity", str(1 << 18), r"aql_capacity=262144"),
-    ("kernarg_capacity", "1024", r"kernarg_capacity=1024 \(bytes\) .* 4096\.\.1073741824"),
-    ("kernarg_capacity", "lots", r"kernarg_capacity='lots' is not an integer"),
-    ("notification_capacity", "4", r"notification_capacity=4 \(entries\) .* 8\.\.1048576"),
-    ("notification_capacity", "-16", r"notification_capacity=-16"),
-    ("wait_barrier", "sometimes", r"wait_barrier='sometimes'; use wait_barrier=auto"),
-])
+@pytest.mark.parametrize(
+    "param, value, match",
+    [
+        ("aql_capacity", "8", r"aql_capacity=8 \(packets\) must be a power of two in 16\.\.131072"),
+        ("aql_capacity", "1000", r"aql_capacity=1000 .*power of two"),
+        ("aql_capacity", str(1 << 18), r"aql_capacity=262144"),
+        ("kernarg_capacity", "1024", r"kernarg_capacity=1024 \(bytes\) .* 4096\.\.1073741824"),
+        ("kernarg_capacity", "lots", r"kernarg_capacity='lots' is not an integer"),
+        ("notification_capacity", "4", r"notification_capacity=4 \(entries\) .* 8\.\.1048576"),
+        ("notification_capacity", "-16", r"notification_capacity=-16"),
+        ("wait_barrier", "sometimes", r"wait_barrier='sometimes'; use wait_barrier=auto"),
+    ],
+)
 def test_bad_queue_parameters_fail_device_creation(param, value, match):
     with pytest.raises(hal_core.InvalidArgumentError, match=match):
         hal_core.create_device(f"{BASE}&{param}={value}")
@@ -92,8 +97,9 @@ def test_a_multi_gpu_device_names_the_unshipped_target():
         _run_some_work(device)
 
 
-@pytest.mark.parametrize("uri", [BASE, "amdgpu://0,1?hsa=soft",
-                                 "amdgpu://0?hsa=soft&soft_gpus=gfx90a"])
+@pytest.mark.parametrize(
+    "uri", [BASE, "amdgpu://0,1?hsa=soft", "amdgpu://0?hsa=soft&soft_gpus=gfx90a"]
+)
 def test_executable_formats_are_listed_once(uri):
     with hal_core.create_device(uri) as device:
         formats = device.create_executable_cache().formats()

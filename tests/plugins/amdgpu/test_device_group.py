@@ -28,9 +28,11 @@ def test_same_driver_edge_from_hsa_links(group):
     assert e.capabilities & TopologyCapability.LINK_XGMI  # soft agent GPUs: xGMI
     assert e.link_class == LinkClass.HOST_STAGED
     assert not e.capabilities & TopologyCapability.P2P_COPY
-    assert not e.capabilities & (TopologyCapability.PEER_COHERENT
-                                 | TopologyCapability.ATOMIC_DEVICE
-                                 | TopologyCapability.ATOMIC_SYSTEM)
+    assert not e.capabilities & (
+        TopologyCapability.PEER_COHERENT
+        | TopologyCapability.ATOMIC_DEVICE
+        | TopologyCapability.ATOMIC_SYSTEM
+    )
     assert e.buffer_read_mode == InteropMode.COPY and e.copy_cost == 13
     # local-task <-> amdgpu: capability-derived, staged through host memory
     assert topo.edge(0, 1).link_class == LinkClass.HOST_STAGED
@@ -59,8 +61,9 @@ def test_topology_advertises_the_copy_the_group_makes(group):
     assert group.last_copy.executing_devices == (1, 2)  # a write on one, a read on the other
     out = b.create_semaphore(0)
     host = np.zeros(256, np.uint8)
-    b.queue_write(1, [], [(out, 1)], dst, 0, b.import_file(host, hal_core.MemoryAccess.WRITE),
-                  0, 256)
+    b.queue_write(
+        1, [], [(out, 1)], dst, 0, b.import_file(host, hal_core.MemoryAccess.WRITE), 0, 256
+    )
     out.wait(1, TIMEOUT)
     assert host.tobytes() == b"\x5a" * 256
 

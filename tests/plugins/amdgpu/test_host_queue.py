@@ -41,17 +41,33 @@ class Env:
         self.backend = AmdgpuDriverBackend().create_device_by_path("", params)
         be = self.backend
         access = list(dict.fromkeys([g.handle for g in be.gpus] + [c.handle for c in be.cpus]))
-        self.qs = HostQueueSet(be.hsa, be.gpus, be.gpu_pools, be.cpu_pools, access,
-                               load_device_library(be.hsa, be.gpus),
-                               HostQueueOptions(**opts), 2, be.allocator)
+        self.qs = HostQueueSet(
+            be.hsa,
+            be.gpus,
+            be.gpu_pools,
+            be.cpu_pools,
+            access,
+            load_device_library(be.hsa, be.gpus),
+            HostQueueOptions(**opts),
+            2,
+            be.allocator,
+        )
         self.runtime = be.hsa.lib
 
     def buffer(self, n, data=None):
         st, mt = self.backend.allocator.allocate(
-            BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
-                         usage=BufferUsage.DEFAULT), n)
-        b = Buffer(st, memory_type=mt, allowed_usage=BufferUsage.TRANSFER | BufferUsage.DISPATCH
-                   | BufferUsage.MAPPING, allowed_access=MemoryAccess.ALL, allocation_size=n)
+            BufferParams(
+                type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE, usage=BufferUsage.DEFAULT
+            ),
+            n,
+        )
+        b = Buffer(
+            st,
+            memory_type=mt,
+            allowed_usage=BufferUsage.TRANSFER | BufferUsage.DISPATCH | BufferUsage.MAPPING,
+            allowed_access=MemoryAccess.ALL,
+            allocation_size=n,
+        )
         if data is not None:
             b.host_bytes()[:] = np.frombuffer(bytes(data), np.uint8)
         return b
@@ -65,12 +81,29 @@ class Env:
 
     def fill(self, q, buf, value, waits=(), signals=(), offset=0, length=None, width=1):
         length = buf.byte_length - offset if length is None else length
-        return self.op(K.FILL, q, waits, signals, target=buf, target_offset=offset,
-                       length=length, data=int(value).to_bytes(width, "little"))
+        return self.op(
+            K.FILL,
+            q,
+            waits,
+            signals,
+            target=buf,
+            target_offset=offset,
+            length=length,
+            data=int(value).to_bytes(width, "little"),
+        )
 
     def copy(self, q, src, dst, waits=(), signals=(), length=None):
-        return self.op(K.COPY, q, waits, signals, source=src, source_offset=0, target=dst,
-                       target_offset=0, length=length or src.byte_length)
+        return self.op(
+            K.COPY,
+            q,
+            waits,
+            signals,
+            source=src,
+            source_offset=0,
+            target=dst,
+            target_offset=0,
+            length=length or src.byte_length,
+        )
 
     def block(self, q):
         """Publish a raw barrier-AND packet waiting on a fresh HSA signal (test-only):
@@ -86,13 +119,15 @@ class Env:
             rows = aql.new_staging(1)
             aql.emit_barrier_and(rows, dep_signals=np.array([sig[0].handle], np.uint64))
             queue.ring.write_bodies(first, rows)
-            queue.ring.commit_header(first, aql.header_setup_word(
-                aql.encode_header(aql.PacketType.BARRIER_AND)))
+            queue.ring.commit_header(
+                first, aql.header_setup_word(aql.encode_header(aql.PacketType.BARRIER_AND))
+            )
             queue.ring.ring_doorbell(first)
         handle = sig[0]
 
         def release():
             hsa.lib.hsa_signal_store_screlease(handle, 0)
+
         return release
 
     def close(self, timeout=None):
@@ -112,8 +147,16 @@ def test_fill_copy_update_barrier_across_queues(env):
     s = Semaphore(0)
     env.fill(0, a, 0x11223344, signals=[(s, 1)], width=4)
     env.copy(1, a, b, waits=[(s, 1)], signals=[(s, 2)], length=512)
-    env.op(K.UPDATE, 0, [(s, 2)], [(s, 3)], target=b, target_offset=512, length=4,
-           data=np.frombuffer(b"\1\2\3\4", np.uint8))
+    env.op(
+        K.UPDATE,
+        0,
+        [(s, 2)],
+        [(s, 3)],
+        target=b,
+        target_offset=512,
+        length=4,
+        data=np.frombuffer(b"\1\2\3\4", np.uint8),
+    )
     env.op(K.BARRIER, 1, [(s, 3)], [(s, 4)])
     s.wait(4, T)
     q0 = env.qs.queues[0]
@@ -130,8 +173,15 @@ def test_ring_wrap_thousands_of_submissions():
         s = Semaphore(0)
         n = 2000
         for i in range(1, n + 1):
-            env.fill(i % 2, buf, i & 0xFF, waits=[(s, i - 1)] if i > 1 else (),
-                     signals=[(s, i)], offset=(i % 4) * 64, length=64)
+            env.fill(
+                i % 2,
+                buf,
+                i & 0xFF,
+                waits=[(s, i - 1)] if i > 1 else (),
+                signals=[(s, i)],
+                offset=(i % 4) * 64,
+                length=64,
+            )
         s.wait(n, T * 3)
         for slot in range(4):
             last = max(i for i in range(n - 3, n + 1) if i % 4 == slot)
@@ -167,8 +217,8 @@ def test_two_queues_wait_on_each_other(strategy):
         release = env.block(0)
         a, b, c = env.buffer(256), env.buffer(256), env.buffer(256)
         s0, s1 = Semaphore(0), Semaphore(0)
-        env.fill(0, a, 7, signals=[(s0, 1)])                     # q0 epoch 1 (stalled)
-        env.copy(1, a, b, waits=[(s0, 1)], signals=[(s1, 1)])    # q1 waits on q0
+        env.fill(0, a, 7, signals=[(s0, 1)])  # q0 epoch 1 (stalled)
+        env.copy(1, a, b, waits=[(s0, 1)], signals=[(s1, 1)])  # q1 waits on q0
         env.fill(1, c, 1, waits=[(s1, 1)], signals=[(s1, 2)])
         env.copy(0, b, c, waits=[(s1, 1)], signals=[(s0, 2)], length=128)  # q0 waits on q1
         q0, q1 = qs.queues[:2]
@@ -231,8 +281,16 @@ def test_out_of_range_submission_sizes(env):
     prog = env.qs.finalize_command_buffer(fills, CommandBufferMode.DEFAULT, 0)
     assert len(prog.per_gpu[0].blocks) == 13
     # queue_update larger than the inline limit is staged, not refused.
-    env.op(K.UPDATE, 1, (), [(s, 1)], target=buf, target_offset=0, length=1 << 17,
-           data=np.full(1 << 17, 3, np.uint8))
+    env.op(
+        K.UPDATE,
+        1,
+        (),
+        [(s, 1)],
+        target=buf,
+        target_offset=0,
+        length=1 << 17,
+        data=np.full(1 << 17, 3, np.uint8),
+    )
     s.wait(1, T)
     env.op(K.EXECUTE, 0, [(s, 1)], [(s, 2)], data=prog, extra=())
     s.wait(2, T)  # the queue still works after the refusals
@@ -248,20 +306,28 @@ def test_host_call_alloca_dealloca(env):
     def call(args, ctx):
         seen.append(args)
         ran.set()
+
     env.op(K.HOST_CALL, 0, (), [(s, 1)], data=call, extra=(1, 2, 3, 4), flags=0)
     s.wait(1, T)
     assert ran.is_set() and seen == [(1, 2, 3, 4)]
 
     def failing(args, ctx):
         raise hal.AbortedError("no")
+
     f = Semaphore(0)
     env.op(K.HOST_CALL, 1, (), [(f, 1)], data=failing, extra=(0, 0, 0, 0), flags=0)
     with pytest.raises(hal.AbortedError):
         f.wait(1, T)
-    params = BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
-                          usage=BufferUsage.DEFAULT)
-    pending = Buffer(None, memory_type=params.type, allowed_usage=BufferUsage.TRANSFER,
-                     allowed_access=MemoryAccess.ALL, allocation_size=128)
+    params = BufferParams(
+        type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE, usage=BufferUsage.DEFAULT
+    )
+    pending = Buffer(
+        None,
+        memory_type=params.type,
+        allowed_usage=BufferUsage.TRANSFER,
+        allowed_access=MemoryAccess.ALL,
+        allocation_size=128,
+    )
     env.op(K.ALLOCA, 0, [(s, 1)], [(s, 2)], target=pending, length=128, extra=(None, params))
     env.fill(0, pending, 5, waits=[(s, 2)], signals=[(s, 3)])  # elided: same queue
     env.op(K.DEALLOCA, 0, [(s, 3)], [(s, 4)], target=pending)
@@ -272,8 +338,13 @@ def test_host_call_alloca_dealloca(env):
         s.wait(5, T)
     # An explicit pool (the hal_core.pool substrate over the host-local heap) serves it.
     pool = PassthroughPool(env.qs.pools.providers[2], notification=env.qs.pools.notification)
-    explicit = Buffer(None, memory_type=params.type, allowed_usage=BufferUsage.TRANSFER,
-                      allowed_access=MemoryAccess.ALL, allocation_size=128)
+    explicit = Buffer(
+        None,
+        memory_type=params.type,
+        allowed_usage=BufferUsage.TRANSFER,
+        allowed_access=MemoryAccess.ALL,
+        allocation_size=128,
+    )
     e = Semaphore(0)
     env.op(K.ALLOCA, 0, (), [(e, 1)], target=explicit, length=128, extra=(pool, params))
     e.wait(1, T)
@@ -286,17 +357,25 @@ def test_host_call_alloca_dealloca(env):
 
 def test_execute_block_program_with_binding_table(env):
     a, b = env.buffer(256), env.buffer(256)
-    cmds = [(CMD_FILL, BufferRef.indirect(0, 0, 256), b"\x2a"),
-            (CMD_BARRIER,),
-            (CMD_COPY, BufferRef.indirect(0, 0, 128), BufferRef.indirect(1, 128, 128)),
-            (CMD_UPDATE, b"hello", BufferRef(b, 0, 5))]
+    cmds = [
+        (CMD_FILL, BufferRef.indirect(0, 0, 256), b"\x2a"),
+        (CMD_BARRIER,),
+        (CMD_COPY, BufferRef.indirect(0, 0, 128), BufferRef.indirect(1, 128, 128)),
+        (CMD_UPDATE, b"hello", BufferRef(b, 0, 5)),
+    ]
     prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 2)
     assert prog.per_gpu[1].strategy_counts == prog.per_gpu[0].strategy_counts
     assert prog.per_gpu[0].strategy_counts == {"PATCHED_TEMPLATE": 2, "PREPUBLISHED": 1}
     s = Semaphore(0)
     for i in range(3):
-        env.op(K.EXECUTE, (0, 1, 3)[i], [(s, i)] if i else (), [(s, i + 1)], data=prog,
-               extra=(BufferBinding(a), BufferBinding(b)))
+        env.op(
+            K.EXECUTE,
+            (0, 1, 3)[i],
+            [(s, i)] if i else (),
+            [(s, i + 1)],
+            data=prog,
+            extra=(BufferBinding(a), BufferBinding(b)),
+        )
     s.wait(3, T)
     assert (a.host_bytes() == 42).all()
     assert bytes(b.host_bytes()[:5]) == b"hello" and (b.host_bytes()[128:] == 42).all()
@@ -323,8 +402,9 @@ def _kernels(env, name):
     import hal_amdgpu
 
     root = Path(hal_amdgpu.__file__).parent / "kernels"
-    return env.backend.load_executable((root / f"{name}--amdgcn-amd-amdhsa--gfx1100.hsaco")
-                                       .read_bytes())
+    return env.backend.load_executable(
+        (root / f"{name}--amdgcn-amd-amdhsa--gfx1100.hsaco").read_bytes()
+    )
 
 
 @pytest.mark.parametrize("mode", [CommandBufferMode.DEFAULT, CommandBufferMode.ONE_SHOT])
@@ -341,10 +421,26 @@ def test_dispatch_real_kernels_on_every_gpu(env, mode, dynamic):
     else:
         refs = (BufferRef(src, 0, 1024), BufferRef(dst, 0, 1024))
     consts = np.array([2.0, 1.0], np.float32).tobytes() + (256).to_bytes(4, "little")
-    cmds = [(CMD_DISPATCH, exe, 0, DispatchConfig((4, 1, 1), workgroup_size=(64, 1, 1)),
-             consts, refs, 0),
-            (CMD_DISPATCH, iota, 0, DispatchConfig((3, 1, 1), workgroup_size=(32, 1, 1)),
-             (1000).to_bytes(4, "little"), (BufferRef(out, 0, 1024),), 0)]
+    cmds = [
+        (
+            CMD_DISPATCH,
+            exe,
+            0,
+            DispatchConfig((4, 1, 1), workgroup_size=(64, 1, 1)),
+            consts,
+            refs,
+            0,
+        ),
+        (
+            CMD_DISPATCH,
+            iota,
+            0,
+            DispatchConfig((3, 1, 1), workgroup_size=(32, 1, 1)),
+            (1000).to_bytes(4, "little"),
+            (BufferRef(out, 0, 1024),),
+            0,
+        ),
+    ]
     prog = env.qs.finalize_command_buffer(cmds, mode, 2)
     counts = prog.per_gpu[0].strategy_counts
     if mode == CommandBufferMode.ONE_SHOT:
@@ -400,13 +496,19 @@ def test_indirect_dispatch_parameters_read_when_reached(env, dynamic_params):
         # Written by the command buffer itself, read only when the next dispatch is reached.
         (CMD_UPDATE, np.array([5, 1, 1], np.uint32).tobytes(), BufferRef(params, 0, 12)),
         (CMD_BARRIER,),
-        (CMD_DISPATCH, iota, 0, cfg, (500).to_bytes(4, "little"),
-         (BufferRef(out, 2048, 2048),), 0),
+        (CMD_DISPATCH, iota, 0, cfg, (500).to_bytes(4, "little"), (BufferRef(out, 2048, 2048),), 0),
         (CMD_BARRIER,),
         (CMD_FILL, BufferRef(params, 0, 12), b"\0"),
         (CMD_BARRIER,),
-        (CMD_DISPATCH, iota, 0, cfg, (900).to_bytes(4, "little"),
-         (BufferRef(out, 0, 4096),), 0),  # zero counts: a NOP
+        (
+            CMD_DISPATCH,
+            iota,
+            0,
+            cfg,
+            (900).to_bytes(4, "little"),
+            (BufferRef(out, 0, 4096),),
+            0,
+        ),  # zero counts: a NOP
     ]
     prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 1)
     p0 = prog.per_gpu[0]
@@ -426,17 +528,31 @@ def test_many_block_replays_park_and_resume_in_order():
     env = Env(aql_capacity=16, kernarg_capacity=1 << 13, notification_capacity=8)
     try:
         buf = env.buffer(4 * 1200)
-        cmds = [(CMD_FILL, BufferRef.indirect(0, 4 * i, 4), (i + 1).to_bytes(4, "little"))
-                for i in range(1200)]
+        cmds = [
+            (CMD_FILL, BufferRef.indirect(0, 4 * i, 4), (i + 1).to_bytes(4, "little"))
+            for i in range(1200)
+        ]
         prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 1)
         assert len(prog.per_gpu[0].blocks) == 300  # 4 packets per block on a 16-slot ring
         s0, s1 = Semaphore(0), Semaphore(0)
         other = env.buffer(4 * 1200)
         for i in range(1, 4):  # three replays per queue, interleaved on two queues
-            env.op(K.EXECUTE, 0, [(s0, i - 1)] if i > 1 else (), [(s0, i)], data=prog,
-                   extra=(BufferBinding(buf),))
-            env.op(K.EXECUTE, 1, [(s1, i - 1)] if i > 1 else (), [(s1, i)], data=prog,
-                   extra=(BufferBinding(other),))
+            env.op(
+                K.EXECUTE,
+                0,
+                [(s0, i - 1)] if i > 1 else (),
+                [(s0, i)],
+                data=prog,
+                extra=(BufferBinding(buf),),
+            )
+            env.op(
+                K.EXECUTE,
+                1,
+                [(s1, i - 1)] if i > 1 else (),
+                [(s1, i)],
+                data=prog,
+                extra=(BufferBinding(other),),
+            )
         s0.wait(3, T * 3)
         s1.wait(3, T * 3)
         expect = np.arange(1, 1201, dtype=np.uint32)
@@ -451,10 +567,16 @@ def test_unvalidated_out_of_range_fails_at_execution(env):
     s = Semaphore(0)
     cases = [
         ([(CMD_FILL, BufferRef(buf, 8, 64), b"\1")], (), "exceeds its buffer"),
-        ([(CMD_FILL, BufferRef.indirect(0, 8, 64), b"\1")], (BufferBinding(buf),),
-         "binds 16 bytes"),
-        ([(CMD_FILL, BufferRef.indirect(3, 0, 4), b"\1")], (BufferBinding(buf),),
-         "table has 1 entries"),
+        (
+            [(CMD_FILL, BufferRef.indirect(0, 8, 64), b"\1")],
+            (BufferBinding(buf),),
+            "binds 16 bytes",
+        ),
+        (
+            [(CMD_FILL, BufferRef.indirect(3, 0, 4), b"\1")],
+            (BufferBinding(buf),),
+            "table has 1 entries",
+        ),
     ]
     for cmds, table, message in cases:
         sem = Semaphore(0)
@@ -495,10 +617,19 @@ def test_fault_propagates_to_a_peer_stuck_behind_a_device_barrier():
 
 
 def test_alloca_alignment_beyond_the_heap_is_invalid_at_submit(env):
-    params = BufferParams(type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
-                          usage=BufferUsage.DEFAULT, min_alignment=1 << 20)
-    pending = Buffer(None, memory_type=params.type, allowed_usage=BufferUsage.TRANSFER,
-                     allowed_access=MemoryAccess.ALL, allocation_size=64)
+    params = BufferParams(
+        type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
+        usage=BufferUsage.DEFAULT,
+        min_alignment=1 << 20,
+    )
+    pending = Buffer(
+        None,
+        memory_type=params.type,
+        allowed_usage=BufferUsage.TRANSFER,
+        allowed_access=MemoryAccess.ALL,
+        allocation_size=64,
+    )
     with pytest.raises(hal.InvalidArgumentError, match="alignment"):
-        env.op(K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=64,
-               extra=(None, params))
+        env.op(
+            K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=64, extra=(None, params)
+        )

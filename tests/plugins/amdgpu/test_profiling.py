@@ -14,8 +14,13 @@ from hal_core.profiling import ProfilingOptions, StatisticsSink, supported_famil
 
 URI = "amdgpu://?hsa=soft"
 TIMEOUT = 10
-FAMILIES = (F.QUEUE_EVENTS | F.DISPATCH_EVENTS | F.MEMORY_EVENTS | F.EXECUTABLE_METADATA
-            | F.HOST_EXECUTION_EVENTS)
+FAMILIES = (
+    F.QUEUE_EVENTS
+    | F.DISPATCH_EVENTS
+    | F.MEMORY_EVENTS
+    | F.EXECUTABLE_METADATA
+    | F.HOST_EXECUTION_EVENTS
+)
 
 
 @pytest.fixture
@@ -62,7 +67,8 @@ def test_dispatch_ticks_from_completion_signals(device):
     assert starts == sorted(starts)
     q = cap.records("queue-events")
     assert len(q) == 8 and {int(r["submission_id"]) for r in q} == {
-        int(r["submission_id"]) for r in d}
+        int(r["submission_id"]) for r in d
+    }
     assert len(cap.records("clock-correlations")) >= 2
     fns = stats.statistics().functions
     assert sum(f.dispatch_count for f in fns) == 8
@@ -139,7 +145,8 @@ def test_command_buffer_dispatches_each_get_ticks(device):
     for sub in {int(r["submission_id"]) for r in d}:
         rows = [r for r in d if int(r["submission_id"]) == sub]
         assert [int(r["command_index"]) for r in rows] == sorted(
-            int(r["command_index"]) for r in rows)
+            int(r["command_index"]) for r in rows
+        )
         # the copy after the barrier starts after both fills ended
         assert int(rows[2]["start_tick"]) >= max(int(r["end_tick"]) for r in rows[:2])
 
@@ -147,16 +154,18 @@ def test_command_buffer_dispatches_each_get_ticks(device):
 def test_unsupported_family_fails_at_begin_and_nothing_is_installed(device):
     qset = device.backend._host_queue_set or device.backend._create_host_queues()
     with pytest.raises(hal_core.UnimplementedError, match="DEVICE_QUEUE_EVENTS"):
-        device.profiling_begin(ProfilingOptions(F.DISPATCH_EVENTS | F.DEVICE_QUEUE_EVENTS,
-                                                sinks=[StatisticsSink()]))
+        device.profiling_begin(
+            ProfilingOptions(F.DISPATCH_EVENTS | F.DEVICE_QUEUE_EVENTS, sinks=[StatisticsSink()])
+        )
     assert "submit" not in vars(qset) and all(q.profiler is None for q in qset.queues)
     assert device.backend.hsa.lib.queue_for(qset.queues[0]._queue).profiling_enabled is False
 
 
 def test_hal_profile_perfetto_tracks_and_dispatch_slices(tmp_path, capsys):
     out = tmp_path / "amd.json"
-    rc = main(["profile", "--device", URI, "--format", "perfetto", "-o", str(out), "--",
-               "edge.fill4"])
+    rc = main(
+        ["profile", "--device", URI, "--format", "perfetto", "-o", str(out), "--", "edge.fill4"]
+    )
     assert rc == 0, capsys.readouterr().err
     ev = json.loads(out.read_text())["traceEvents"]
     tracks = {e["args"]["name"] for e in ev if e.get("name") == "thread_name"}
@@ -171,13 +180,18 @@ def test_counters_without_aqlprofile_are_unavailable_and_nothing_starts(monkeypa
     monkeypatch.delenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", raising=False)
     with hal_core.create_device("amdgpu://?hsa=soft") as device:
         with pytest.raises(hal_core.UnavailableError, match="aqlprofile.*Looked for"):
-            device.profiling_begin(ProfilingOptions(
-                data_families=F.COUNTER_SAMPLES, sinks=[StatisticsSink()],
-                counter_sets=[CounterSet("s", ("SQ_WAVES",))]))
+            device.profiling_begin(
+                ProfilingOptions(
+                    data_families=F.COUNTER_SAMPLES,
+                    sinks=[StatisticsSink()],
+                    counter_sets=[CounterSet("s", ("SQ_WAVES",))],
+                )
+            )
         # traces are not built at all: UNIMPLEMENTED whether or not the library is there
         with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
             device.profiling_begin(
-                ProfilingOptions(data_families=F.EXECUTABLE_TRACES, sinks=[StatisticsSink()]))
+                ProfilingOptions(data_families=F.EXECUTABLE_TRACES, sinks=[StatisticsSink()])
+            )
         # Nothing was left half-started: a supported session still begins and ends.
         session = device.profiling_begin(
             ProfilingOptions(data_families=F.QUEUE_EVENTS, sinks=[StatisticsSink()])
@@ -203,8 +217,9 @@ def test_begin_lists_only_the_families_amdgpu_produces():
         ):
             with pytest.raises(hal_core.UnimplementedError) as info:
                 device.profiling_begin(
-                    ProfilingOptions(data_families=family, sinks=[StatisticsSink()], **extra))
+                    ProfilingOptions(data_families=family, sinks=[StatisticsSink()], **extra)
+                )
             text = str(info.value)
-            supports = text[text.index("it supports"):]
+            supports = text[text.index("it supports") :]
             assert family.name in text
             assert "COUNTER_RANGES" not in supports and "EXECUTABLE_TRACES" not in supports

@@ -67,8 +67,9 @@ class _Retired:
     def wait_all(self):
         targets = {q.index: q.published_epoch for q in self.qset.queues}
         with self.cond:
-            assert self.cond.wait_for(lambda: all(
-                self.completed.get(i, 0) >= e for i, e in targets.items() if e), TIMEOUT)
+            assert self.cond.wait_for(
+                lambda: all(self.completed.get(i, 0) >= e for i, e in targets.items() if e), TIMEOUT
+            )
 
 
 def _counter_options(*sets, families=F.COUNTER_SAMPLES | F.DISPATCH_EVENTS):
@@ -103,19 +104,26 @@ def test_command_buffer_yields_one_sample_per_dispatch_with_the_fake_values(devi
     bufs = [device.allocator.allocate_buffer(None, 256) for _ in range(4)]
     cb = _cb(device, bufs)
     stats = StatisticsSink()
-    sets = [CounterSet("waves", ("SQ_WAVES",)),
-            CounterSet("busy", ("SQ_BUSY_CYCLES", "SQ_WAVES"))]
-    _run_profiled(device, ProfilingOptions(F.COUNTER_SAMPLES | F.DISPATCH_EVENTS,
-                                           sinks=[stats], counter_sets=sets), cb, bufs[3])
+    sets = [CounterSet("waves", ("SQ_WAVES",)), CounterSet("busy", ("SQ_BUSY_CYCLES", "SQ_WAVES"))]
+    _run_profiled(
+        device,
+        ProfilingOptions(F.COUNTER_SAMPLES | F.DISPATCH_EVENTS, sinks=[stats], counter_sets=sets),
+        cb,
+        bufs[3],
+    )
     cap = stats.capture
     d = cap.records("dispatch-events")
     assert len(d) == 7  # 3 per replay, twice, plus the fill
     set_rows = cap.records("counter-sets")
     assert [(int(r["counter_set_id"]), int(r["counter_count"])) for r in set_rows] == [
-        (1, 1), (2, 2)]
+        (1, 1),
+        (2, 2),
+    ]
     counters = cap.records("counters")
-    assert [(int(r["counter_set_id"]), int(r["counter_index"]), int(r["block"]),
-             int(r["event"])) for r in counters] == [(1, 0, 6, 4), (2, 0, 6, 3), (2, 1, 6, 4)]
+    assert [
+        (int(r["counter_set_id"]), int(r["counter_index"]), int(r["block"]), int(r["event"]))
+        for r in counters
+    ] == [(1, 0, 6, 4), (2, 0, 6, 3), (2, 1, 6, 4)]
     samples = cap.counter_samples
     # one sample per counter set per dispatch, each linked to its dispatch event
     assert len(samples) == 2 * len(d)
@@ -129,8 +137,11 @@ def test_command_buffer_yields_one_sample_per_dispatch_with_the_fake_values(devi
         assert int(rec["end_tick"]) == int(ev["end_tick"]) >= int(ev["start_tick"])
         assert int(rec["command_index"]) == int(ev["command_index"])
         assert int(rec["command_buffer_id"]) == int(ev["command_buffer_id"])
-        expect = ([FAKE_VALUES["SQ_WAVES"]] if int(rec["counter_set_id"]) == 1
-                  else [FAKE_VALUES["SQ_BUSY_CYCLES"], FAKE_VALUES["SQ_WAVES"]])
+        expect = (
+            [FAKE_VALUES["SQ_WAVES"]]
+            if int(rec["counter_set_id"]) == 1
+            else [FAKE_VALUES["SQ_BUSY_CYCLES"], FAKE_VALUES["SQ_WAVES"]]
+        )
         assert [int(v) for v in values] == expect
     # the work itself ran correctly around the counter packets
     assert _bytes(device, bufs[2]) == b"\x11" * 256
@@ -157,8 +168,11 @@ def test_unknown_counter_fails_begin_and_nothing_starts(device):
     # later work and a later session still run
     stats = StatisticsSink()
     retired = _Retired(device)
-    device.profiling_begin(ProfilingOptions(F.COUNTER_SAMPLES, sinks=[stats],
-                                            counter_sets=[CounterSet("s", ("SQ_WAVES",))]))
+    device.profiling_begin(
+        ProfilingOptions(
+            F.COUNTER_SAMPLES, sinks=[stats], counter_sets=[CounterSet("s", ("SQ_WAVES",))]
+        )
+    )
     buf = device.allocator.allocate_buffer(None, 256)
     sem = device.create_semaphore(0)
     device.queue_fill(1, [], [(sem, 1)], buf, 0, 256, b"\x44")
@@ -173,8 +187,9 @@ def test_traces_and_ranges_are_unimplemented_with_the_library(device):
     with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
         device.profiling_begin(_counter_options(families=F.EXECUTABLE_TRACES))
     with pytest.raises(hal_core.UnimplementedError, match="COUNTER_RANGES"):
-        device.profiling_begin(_counter_options(CounterSet("s", ("SQ_WAVES",)),
-                                                families=F.COUNTER_RANGES))
+        device.profiling_begin(
+            _counter_options(CounterSet("s", ("SQ_WAVES",)), families=F.COUNTER_RANGES)
+        )
     qset = device.backend._host_queue_set
     assert qset is None or all(q.profiler is None for q in qset.queues)
 
@@ -182,8 +197,9 @@ def test_traces_and_ranges_are_unimplemented_with_the_library(device):
 def test_traces_with_att_symbols_are_unimplemented(fake_library, tmp_path, monkeypatch):
     cc = shutil.which("cc") or shutil.which("gcc")
     lib = tmp_path / "libhsa-amd-aqlprofile64.so.1"
-    subprocess.run([cc, "-shared", "-fPIC", "-O0", "-DWITH_ATT", "-o", str(lib), FAKE_C],
-                   check=True)
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-O0", "-DWITH_ATT", "-o", str(lib), FAKE_C], check=True
+    )
     monkeypatch.setenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", str(lib))
     with hal_core.create_device(URI) as device:
         with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
@@ -243,9 +259,13 @@ def test_stress_ring_wraps_with_counter_packets(fake_library, monkeypatch):
         cb = _fills_cb(device, buf, n)
         stats = StatisticsSink()
         retired = _Retired(device)
-        device.profiling_begin(ProfilingOptions(
-            F.COUNTER_SAMPLES | F.DISPATCH_EVENTS, sinks=[stats],
-            counter_sets=[CounterSet("s", ("SQ_WAVES",))]))
+        device.profiling_begin(
+            ProfilingOptions(
+                F.COUNTER_SAMPLES | F.DISPATCH_EVENTS,
+                sinks=[stats],
+                counter_sets=[CounterSet("s", ("SQ_WAVES",))],
+            )
+        )
         sem = device.create_semaphore(0)
         for v in range(1, replays + 1):
             device.queue_execute(1, [], [(sem, v)], cb)
@@ -255,8 +275,7 @@ def test_stress_ring_wraps_with_counter_packets(fake_library, monkeypatch):
         d = stats.capture.records("dispatch-events")
         samples = stats.capture.counter_samples
         assert len(d) == n * replays and len(samples) == n * replays
-        assert [int(r["dispatch_event_id"]) for r, _ in samples] == [
-            int(r["event_id"]) for r in d]
+        assert [int(r["dispatch_event_id"]) for r, _ in samples] == [int(r["event_id"]) for r in d]
         assert all([int(v) for v in vals] == [1004] for _, vals in samples)
         for sub in {int(r["submission_id"]) for r in d}:
             rows = [int(r["command_index"]) for r in d if int(r["submission_id"]) == sub]
@@ -270,7 +289,8 @@ def test_stress_ring_wraps_with_counter_packets(fake_library, monkeypatch):
 
 
 def test_block_too_large_for_counting_is_out_of_range_and_later_work_runs(
-        fake_library, monkeypatch):
+    fake_library, monkeypatch
+):
     monkeypatch.setenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", fake_library)
     with hal_core.create_device(URI) as device:
         buf = device.allocator.allocate_buffer(None, 64 * 256)
@@ -278,8 +298,11 @@ def test_block_too_large_for_counting_is_out_of_range_and_later_work_runs(
         small = _fills_cb(device, buf, 4)
         stats = StatisticsSink()
         retired = _Retired(device)
-        device.profiling_begin(ProfilingOptions(
-            F.COUNTER_SAMPLES, sinks=[stats], counter_sets=[CounterSet("s", ("SQ_WAVES",))]))
+        device.profiling_begin(
+            ProfilingOptions(
+                F.COUNTER_SAMPLES, sinks=[stats], counter_sets=[CounterSet("s", ("SQ_WAVES",))]
+            )
+        )
         sem = device.create_semaphore(0)
         with pytest.raises(hal_core.OutOfRangeError, match="ring holds 1024.*aql_capacity"):
             device.queue_execute(1, [], [(sem, 1)], big)
@@ -294,8 +317,7 @@ def test_block_too_large_for_counting_is_out_of_range_and_later_work_runs(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=12), st.integers(0, 63),
-       st.integers(0, 2))
+@given(st.lists(st.booleans(), min_size=1, max_size=12), st.integers(0, 63), st.integers(0, 2))
 def test_spread_layout_property(is_dispatch, start, nops_left):
     """``_spread`` against a model: every payload packet keeps its body and header in
     order, each counted dispatch gets the barrier bit and sits between start and read+stop
@@ -321,8 +343,12 @@ def test_spread_layout_property(is_dispatch, start, nops_left):
     for i in range(count):
         if is_dispatch[i]:
             expect_rows += [201, i + 1, 202, 203]
-            expect_words += [P._PM4_IB_WORD, 0x1000 + i | P._BARRIER, P._PM4_IB_WORD,
-                             P._PM4_IB_WORD]
+            expect_words += [
+                P._PM4_IB_WORD,
+                0x1000 + i | P._BARRIER,
+                P._PM4_IB_WORD,
+                P._PM4_IB_WORD,
+            ]
         else:
             expect_rows.append(i + 1)
             expect_words.append(0x1000 + i)

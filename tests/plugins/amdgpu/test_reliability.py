@@ -103,8 +103,9 @@ def _close_from_inside(device, how: str) -> threading.Event:
     if how == "blocking":
         device.queue_host_call(1, [], [(sem, 1)], close, (0, 0, 0, 0))
     elif how == "non_blocking":
-        device.queue_host_call(2, [], [(sem, 1)], close, (0, 0, 0, 0),
-                               flags=HostCallFlags.NON_BLOCKING)
+        device.queue_host_call(
+            2, [], [(sem, 1)], close, (0, 0, 0, 0), flags=HostCallFlags.NON_BLOCKING
+        )
     else:  # a semaphore callback run by the completion thread that signals it
         sem.add_timepoint(1, lambda arg, status: close(), None)
         device.queue_barrier(1, [], [(sem, 1)])
@@ -161,8 +162,9 @@ def _fill_every_queue(device) -> None:
         sem.wait(1, TIMEOUT)
     host = np.zeros(MIB, np.uint8)
     done = device.create_semaphore(0)
-    device.queue_write(1, [], [(done, 1)], buf, 0,
-                       device.import_file(host, hal_core.MemoryAccess.WRITE), 0, MIB)
+    device.queue_write(
+        1, [], [(done, 1)], buf, 0, device.import_file(host, hal_core.MemoryAccess.WRITE), 0, MIB
+    )
     done.wait(1, TIMEOUT)
     assert host[0] == device.queue_count and host[-1] == device.queue_count
 
@@ -187,8 +189,9 @@ def test_completion_thread_survives_every_user_callback(default_hooks, capfd):
             aff = 1 << q
             sem = device.create_semaphore(0)
             later = device.create_semaphore(0)
-            device.queue_host_call(aff, [], [(sem, 1)], _raise, (0, 0, 0, 0),
-                                   flags=HostCallFlags.NON_BLOCKING)
+            device.queue_host_call(
+                aff, [], [(sem, 1)], _raise, (0, 0, 0, 0), flags=HostCallFlags.NON_BLOCKING
+            )
             # a raising callback and a good one on one semaphore, and another semaphore
             # signalled by the same drain
             ran = threading.Event()
