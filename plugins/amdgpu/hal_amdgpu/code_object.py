@@ -11,6 +11,7 @@ implicit-argument block. Pure functions over bytes; thread-safe.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import attrs
@@ -29,6 +30,7 @@ __all__ = [
     "CodeObject",
     "parse_hsaco",
     "parse_metadata",
+    "metadata_processor",
     "reflect_hal_layout",
     "EM_AMDGPU",
     "NT_AMDGPU_METADATA",
@@ -153,8 +155,8 @@ def _parse(blob: bytes) -> CodeObject:
     if raw is None:
         raise _bad("no NT_AMDGPU_METADATA note named 'AMDGPU' in any PT_NOTE segment")
     metadata_target, kernels = parse_metadata(raw)
-    meta_processor = metadata_target.removeprefix("amdgcn-amd-amdhsa--").split(":")[0]
-    if meta_processor.lower() != target.processor:
+    meta_processor = metadata_processor(metadata_target)
+    if meta_processor != target.processor:
         raise _bad(
             f"metadata target {metadata_target!r} disagrees with e_flags ({target.processor})"
         )
@@ -173,13 +175,45 @@ def _parse(blob: bytes) -> CodeObject:
     return CodeObject(target, metadata_target, abi_version, resolved)
 
 
+_ARCH_VERSION = re.compile(r"^amdgpu([0-9]+)\.[0-9a-z]+$")
+
+
+def metadata_processor(target: str) -> str:
+    """The processor an ``amdhsa.target`` string names, in either LLVM spelling:
+    ``amdgcn-amd-amdhsa--gfx1100[:features]`` (older LLVM) or
+    ``amdgpu11.00-amd-amdhsa-unknown-gfx1100[:features]`` (current LLVM: the arch carries
+    the ISA version, the environment is spelled out). INVALID_ARGUMENT for anything else,
+    or for an arch version whose major disagrees with the processor's."""
+    parts = target.split("-", 4)  # generic processors (gfx11-generic) keep their dashes
+    if (
+        len(parts) != 5
+        or parts[1] != "amd"
+        or parts[2] != "amdhsa"
+        or not parts[0].startswith(("amdgcn", "amdgpu"))
+    ):
+        raise _bad(f"metadata target {target!r} is not an AMDGPU HSA target triple")
+    processor = parts[4].split(":")[0].lower()
+    version = _ARCH_VERSION.match(parts[0])
+    if version is not None:
+        exact = re.match(r"^gfx([0-9]{1,2})[0-9][0-9a-f]$", processor)
+        generic = re.match(r"^gfx([0-9]{1,2})(?:-[0-9])?-generic$", processor)
+        named = exact or generic
+        if named is not None and int(named.group(1)) != int(version.group(1)):
+            raise _bad(
+                f"metadata target {target!r}: arch version {parts[0]!r} is not that of {processor}"
+            )
+    return processor
+
+
 def _metadata_note(elf: ELFFile) -> bytes | None:
     for segment in elf.iter_segments():
         if segment["p_type"] != "PT_NOTE":
             continue
         for note in segment.iter_notes():
-            if note["n_name"] == "AMDGPU" and note["n_type"] in (NT_AMDGPU_METADATA,
-                                                                 "NT_AMDGPU_METADATA"):
+            if note["n_name"] == "AMDGPU" and note["n_type"] in (
+                NT_AMDGPU_METADATA,
+                "NT_AMDGPU_METADATA",
+            ):
                 desc = note.get("n_descdata", note.get("n_desc"))
                 if not isinstance(desc, (bytes, bytearray)):
                     raise _bad("metadata note has no raw descriptor bytes")
@@ -218,7 +252,10 @@ def parse_metadata(raw: bytes) -> tuple[str, list[KernelInfo]]:
         raise _bad(f"metadata note is {len(raw)} bytes; at most {MAX_METADATA_BYTES}")
     try:
         doc = msgpack.unpackb(
-            raw, raw=False, strict_map_key=False, object_pairs_hook=_pairs_no_duplicates,
+            raw,
+            raw=False,
+            strict_map_key=False,
+            object_pairs_hook=_pairs_no_duplicates,
         )
     except HalError:
         raise
@@ -234,8 +271,9 @@ def parse_metadata(raw: bytes) -> tuple[str, list[KernelInfo]]:
 _MISSING = object()
 
 
-def _get(doc: dict, key: str, kind: type | tuple[type, ...], where: str,
-         default: Any = _MISSING) -> Any:
+def _get(
+    doc: dict, key: str, kind: type | tuple[type, ...], where: str, default: Any = _MISSING
+) -> Any:
     value = doc.get(key, _MISSING)
     if value is _MISSING:
         if default is not _MISSING:
@@ -246,8 +284,10 @@ def _get(doc: dict, key: str, kind: type | tuple[type, ...], where: str,
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise _bad(f"{where}: {key!r} is a {type(value).__name__} ({value!r:.40}), "
-                   f"expected {getattr(kind, '__name__', kind)}")
+        raise _bad(
+            f"{where}: {key!r} is a {type(value).__name__} ({value!r:.40}), "
+            f"expected {getattr(kind, '__name__', kind)}"
+        )
     return value
 
 
@@ -272,8 +312,9 @@ def _kernel(doc: Any, index: int) -> KernelInfo:
         raise _bad(f"{where}: .kernarg_segment_align {align} is not a power of two")
     reqd = _get(doc, ".reqd_workgroup_size", list, where, None)
     if reqd is not None:
-        if len(reqd) != 3 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                     and 1 <= v <= 1024 for v in reqd):
+        if len(reqd) != 3 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024 for v in reqd
+        ):
             raise _bad(f"{where}: .reqd_workgroup_size {reqd!r} is not three ints in 1..1024")
         reqd = (reqd[0], reqd[1], reqd[2])
     wavefront = _uint(doc, ".wavefront_size", where, None)
@@ -299,10 +340,11 @@ def _arg(doc: Any, where: str, kernarg_size: int) -> KernelArg:
     size = _uint(doc, ".size", where)
     kind = _get(doc, ".value_kind", str, where)
     if offset + size > kernarg_size:
-        raise _bad(f"{where}: [{offset}, {offset + size}) exceeds the kernarg segment of "
-                   f"{kernarg_size} bytes")
-    access = _get(doc, ".actual_access", str, where, None) or _get(doc, ".access", str,
-                                                                    where, None)
+        raise _bad(
+            f"{where}: [{offset}, {offset + size}) exceeds the kernarg segment of "
+            f"{kernarg_size} bytes"
+        )
+    access = _get(doc, ".actual_access", str, where, None) or _get(doc, ".access", str, where, None)
     return KernelArg(
         name=_get(doc, ".name", str, where, ""),
         offset=offset,
@@ -367,5 +409,6 @@ def reflect_hal_layout(kernel: KernelInfo) -> HalKernelLayout:
         reserve = max(kernel.kernarg_segment_size, explicit + IMPLICIT_ARGS_SIZE)
     else:
         reserve = max(kernel.kernarg_segment_size, explicit)
-    return HalKernelLayout(bindings, constants, explicit, implicit, reserve,
-                           max(16, kernel.kernarg_segment_align))
+    return HalKernelLayout(
+        bindings, constants, explicit, implicit, reserve, max(16, kernel.kernarg_segment_align)
+    )

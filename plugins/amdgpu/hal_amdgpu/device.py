@@ -22,6 +22,7 @@ from .allocator import HsaAllocatorBackend
 from .device_library import check_device_library
 from .executable import AmdgpuExecutable, load_executable
 from .hsa import HsaLibrary
+from .iree_container import FORMAT_ROCM_HSACO_FB
 from .memory_pools import CpuPools, GpuPools, find_cpu_pools, find_gpu_pools
 from .queue_options import HostQueueOptions
 from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
@@ -31,14 +32,21 @@ __all__ = ["AmdgpuDeviceBackend", "QUEUES_PER_GPU", "EXECUTABLE_FORMAT_HSACO"]
 
 QUEUES_PER_GPU = 2
 EXECUTABLE_FORMAT_HSACO = "hsaco"
-"""Format name accepting any HSACO (the target is read from its ELF e_flags)."""
+"""Format name accepting any HSACO (the target is read from its ELF e_flags). Every
+format this device lists also accepts IREE's ``rocm-hsaco-fb`` containers, and
+``rocm-hsaco-fb`` (IREE's name) accepts raw HSACO, as IREE's drivers do."""
 
 
 class AmdgpuDeviceBackend:
     """``DeviceBackend`` for ``amdgpu``. Thread-safe for allocation and loading."""
 
-    def __init__(self, hsa: HsaLibrary, system: SystemAgents, ordinals: list[int],
-                 options: HostQueueOptions | None = None) -> None:
+    def __init__(
+        self,
+        hsa: HsaLibrary,
+        system: SystemAgents,
+        ordinals: list[int],
+        options: HostQueueOptions | None = None,
+    ) -> None:
         self.hsa = hsa
         self.system = system
         self.ordinals = tuple(ordinals)
@@ -50,10 +58,10 @@ class AmdgpuDeviceBackend:
         self.cpu_pools: tuple[CpuPools, ...] = tuple(find_cpu_pools(hsa, c) for c in self.cpus)
         self.queue_count = QUEUES_PER_GPU * len(self.gpus)
         # Grant to the selected GPUs and their nearest CPUs, never to every agent.
-        access = list(dict.fromkeys([g.handle for g in self.gpus]
-                                    + [c.handle for c in self.cpus]))
-        self.allocator = HsaAllocatorBackend(hsa, list(self.gpu_pools),
-                                             self.cpu_pools[0].fine, access)
+        access = list(dict.fromkeys([g.handle for g in self.gpus] + [c.handle for c in self.cpus]))
+        self.allocator = HsaAllocatorBackend(
+            hsa, list(self.gpu_pools), self.cpu_pools[0].fine, access
+        )
         self.device: Any = None
         self._closed = False
         self._lock = threading.Lock()
@@ -94,12 +102,21 @@ class AmdgpuDeviceBackend:
             if self._closed:
                 raise FailedPreconditionError("the amdgpu device is closed")
             if self._host_queue_set is None:
-                access = list(dict.fromkeys([g.handle for g in self.gpus]
-                                            + [c.handle for c in self.cpus]))
+                access = list(
+                    dict.fromkeys([g.handle for g in self.gpus] + [c.handle for c in self.cpus])
+                )
                 # The queue set owns the library from here on and frees it at close.
-                qset = HostQueueSet(self.hsa, self.gpus, self.gpu_pools, self.cpu_pools,
-                                    access, load_device_library(self.hsa, self.gpus),
-                                    self.queue_options, QUEUES_PER_GPU, self.allocator)
+                qset = HostQueueSet(
+                    self.hsa,
+                    self.gpus,
+                    self.gpu_pools,
+                    self.cpu_pools,
+                    access,
+                    load_device_library(self.hsa, self.gpus),
+                    self.queue_options,
+                    QUEUES_PER_GPU,
+                    self.allocator,
+                )
                 qset.device = self.device
                 self._host_queue_set = qset
             return self._host_queue_set
@@ -108,7 +125,7 @@ class AmdgpuDeviceBackend:
 
     def executable_formats(self) -> list[str]:
         """Every format name this device prepares, each once, in a stable order."""
-        formats = {EXECUTABLE_FORMAT_HSACO: None}
+        formats = {EXECUTABLE_FORMAT_HSACO: None, FORMAT_ROCM_HSACO_FB: None}
         for gpu in self.gpus:
             for isa in gpu.isa_names:
                 formats[isa] = None

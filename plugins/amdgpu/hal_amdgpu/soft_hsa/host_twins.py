@@ -21,22 +21,47 @@ __all__ = ["HostTwinContext", "HostTwin", "KernelTrap", "BUILTIN_TWINS"]
 
 
 class HostTwinContext:
-    """What a twin sees of one dispatch. ``args`` maps argument names (explicit and
-    hidden) to ints; ``grid_size``/``workgroup_size`` are the packet's, in work-items."""
+    """What a twin sees of one dispatch. ``args`` maps argument names to ints (hidden
+    arguments without a name by their value kind); ``by_offset`` maps the kernarg offset
+    of every argument, named or not, to its value: the only way to reach arguments a
+    compiler left nameless (IREE's bindings and constants). ``grid_size`` /
+    ``workgroup_size`` are the packet's, in work-items."""
 
-    __slots__ = ("kernel", "args", "grid_size", "workgroup_size", "agent", "_memory",
-                 "kernarg_address")
+    __slots__ = (
+        "kernel",
+        "args",
+        "by_offset",
+        "grid_size",
+        "workgroup_size",
+        "agent",
+        "_memory",
+        "kernarg_address",
+    )
 
-    def __init__(self, kernel: KernelInfo, args: dict[str, Any], grid_size: tuple[int, ...],
-                 workgroup_size: tuple[int, ...], agent: int, memory: SoftMemory,
-                 kernarg_address: int) -> None:
+    def __init__(
+        self,
+        kernel: KernelInfo,
+        args: dict[str, Any],
+        grid_size: tuple[int, ...],
+        workgroup_size: tuple[int, ...],
+        agent: int,
+        memory: SoftMemory,
+        kernarg_address: int,
+        by_offset: dict[int, Any] | None = None,
+    ) -> None:
         self.kernel = kernel
         self.args = args
+        self.by_offset = by_offset if by_offset is not None else {}
         self.grid_size = grid_size
         self.workgroup_size = workgroup_size
         self.agent = agent
         self._memory = memory
         self.kernarg_address = kernarg_address
+
+    def explicit_args(self) -> list[Any]:
+        """The explicit (non-hidden) argument values in kernarg order: for HAL-ABI
+        kernels, the binding pointers then the 32-bit constants."""
+        return [self.by_offset[a.offset] for a in self.kernel.args if not a.hidden]
 
     @property
     def workgroup_count(self) -> tuple[int, ...]:

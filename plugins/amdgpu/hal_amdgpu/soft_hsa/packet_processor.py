@@ -50,8 +50,15 @@ _INVALID_HEADER = int(PacketType.INVALID)
 class SoftQueue:
     """An ``amd_queue_t``-shaped descriptor, its ring, doorbell signal and thread."""
 
-    def __init__(self, runtime: "SoftHsaRuntime", agent: int, size: int, callback: Any,
-                 data: Any, queue_id: int) -> None:
+    def __init__(
+        self,
+        runtime: "SoftHsaRuntime",
+        agent: int,
+        size: int,
+        callback: Any,
+        data: Any,
+        queue_id: int,
+    ) -> None:
         self.runtime = runtime
         self.agent = agent
         self.size = size
@@ -72,7 +79,7 @@ class SoftQueue:
         q.hsa_queue.id = queue_id
         q.read_dispatch_id_field_base_byte_offset = 128
         self._ids = self.descriptor.array.view(np.uint64)
-        self._headers = self.ring.array.view(np.uint16)[:: 32]
+        self._headers = self.ring.array.view(np.uint16)[::32]
         self._headers[:] = _INVALID_HEADER
         self._dispatch = self.ring.array.view(KERNEL_DISPATCH_DTYPE)
         self._barrier = self.ring.array.view(BARRIER_DTYPE)
@@ -114,8 +121,9 @@ class SoftQueue:
         cond = self.runtime.signals.cond
         while True:
             with cond:
-                while (not self._stop
-                       and self._headers[self.read_index & self.mask] == _INVALID_HEADER):
+                while (
+                    not self._stop and self._headers[self.read_index & self.mask] == _INVALID_HEADER
+                ):
                     cond.wait()
                 if self._stop:
                     return
@@ -164,8 +172,12 @@ class SoftQueue:
                 return HsaStatus.SUCCESS  # see the module doc: no PM4 on the soft agent
             if amd_format != AmdFormat.BARRIER_VALUE:
                 return HsaStatus.ERROR_INVALID_PACKET_FORMAT
-            return self._wait_value(int(packet["signal"]), int(packet["value"]),
-                                    int(packet["mask"]), int(packet["cond"]))
+            return self._wait_value(
+                int(packet["signal"]),
+                int(packet["value"]),
+                int(packet["mask"]),
+                int(packet["cond"]),
+            )
         return HsaStatus.ERROR_INVALID_PACKET_FORMAT
 
     def _wait_until(self, predicate: Any) -> bool:
@@ -193,9 +205,7 @@ class SoftQueue:
         if not signals.is_valid(handle) or condition > 3:
             return HsaStatus.ERROR_INVALID_PACKET_FORMAT
         words = signals.words(handle)
-        ok = self._wait_until(
-            lambda: signals.satisfied(int(words[1]) & mask, condition, value)
-        )
+        ok = self._wait_until(lambda: signals.satisfied(int(words[1]) & mask, condition, value))
         return HsaStatus.SUCCESS if ok else None
 
     def _kernel_dispatch(self, slot: int) -> int:
@@ -213,11 +223,16 @@ class SoftQueue:
             return HsaStatus.ERROR_INVALID_CODE_OBJECT
         kernarg_address = int(packet["kernarg_address"])
         try:
-            args = _decode_kernargs(rt, kernel, kernarg_address, self.agent)
+            args, by_offset = _decode_kernargs(rt, kernel, kernarg_address, self.agent)
             ctx = HostTwinContext(
-                kernel, args, tuple(int(v) for v in packet["grid_size"]),
-                tuple(max(1, int(v)) for v in packet["workgroup_size"]), self.agent,
-                rt.memory, kernarg_address,
+                kernel,
+                args,
+                tuple(int(v) for v in packet["grid_size"]),
+                tuple(max(1, int(v)) for v in packet["workgroup_size"]),
+                self.agent,
+                rt.memory,
+                kernarg_address,
+                by_offset,
             )
             twin(ctx)
         except SoftMemoryFault:
@@ -227,11 +242,23 @@ class SoftQueue:
         return HsaStatus.SUCCESS
 
 
-def _decode_kernargs(rt: "SoftHsaRuntime", kernel: Any, address: int, agent: int) -> dict:
+def _decode_kernargs(
+    rt: "SoftHsaRuntime", kernel: Any, address: int, agent: int
+) -> tuple[dict[str, Any], dict[int, Any]]:
+    """The kernargs as ``(by name, by offset)``. Every argument is in the offset map;
+    named ones are also under their name, nameless hidden ones under their value kind
+    (unique per kernel). Nameless explicit arguments (compilers such as IREE's emit no
+    names) are only reachable by offset: keying them by value kind would collapse every
+    ``global_buffer`` into one entry."""
     raw = rt.memory.view(address, max(1, kernel.kernarg_segment_size), agent)
-    out: dict[str, Any] = {}
+    by_name: dict[str, Any] = {}
+    by_offset: dict[int, Any] = {}
     for arg in kernel.args:
-        chunk = bytes(raw[arg.offset:arg.offset + arg.size])
+        chunk = bytes(raw[arg.offset : arg.offset + arg.size])
         value: Any = int.from_bytes(chunk, "little") if arg.size in (1, 2, 4, 8) else chunk
-        out[arg.name or arg.value_kind] = value
-    return out
+        by_offset[arg.offset] = value
+        if arg.name:
+            by_name[arg.name] = value
+        elif arg.hidden:
+            by_name[arg.value_kind] = value
+    return by_name, by_offset
