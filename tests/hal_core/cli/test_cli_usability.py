@@ -282,3 +282,35 @@ def test_info_device_describes_one_device() -> None:
     assert text.returncode == 0
     for label in ("queues:", "heaps:", "memory types:", "executable formats:", "CTS:"):
         assert label in text.stdout
+
+
+def test_profile_interrupted_workload_writes_what_was_captured(tmp_path: Path) -> None:
+    workload = tmp_path / "work.py"
+    workload.write_text(
+        "import hal_core\n"
+        "def main(device):\n"
+        "    sem = device.create_semaphore(0)\n"
+        "    device.queue_barrier(hal_core.QueueAffinity.ANY, [], [(sem, 1)])\n"
+        "    sem.wait(1, 20)\n"
+        "    raise KeyboardInterrupt  # as Ctrl-C would, mid-workload\n"
+    )
+    bundle = tmp_path / "p.halprof"
+    result = hal(
+        "profile", "--device", "local-sync://", "--families", "queue-events",
+        "--format", "bundle", "-o", str(bundle), "--", str(workload),
+    )  # fmt: skip
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    from hal_core.profiling import read_profile_bundle
+
+    assert len(read_profile_bundle(bundle).records("queue-events")) == 1
+
+
+def test_profile_failing_workload_exits_1(tmp_path: Path) -> None:
+    workload = tmp_path / "work.py"
+    workload.write_text("def main(device):\n    raise ValueError('my bug')\n")
+    result = hal("profile", "--device", "local-sync://", "--", str(workload))
+    assert result.returncode == 1
+    # The user's own error keeps its traceback (it is their code), then one summary line.
+    assert "ValueError: my bug" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("hal profile: workload")
