@@ -84,7 +84,8 @@ def _size3(value: Any) -> tuple[int, int, int]:
 @attrs.frozen
 class FunctionInfo:
     """What a function needs: ``binding_count`` buffers, ``constant_count`` 32-bit
-    constants, its ``workgroup_size``, and reflected ``parameters``."""
+    constants, its ``workgroup_size``, reflected ``parameters``, and the bytes of
+    workgroup-local memory the backend supplies each workgroup (``local_memory_size``)."""
 
     name: str
     binding_count: int
@@ -92,6 +93,7 @@ class FunctionInfo:
     workgroup_size: tuple[int, int, int] = attrs.field(default=(1, 1, 1), converter=_size3)
     flags: FunctionFlags = FunctionFlags.NONE
     parameters: tuple[FunctionParameter, ...] = ()
+    local_memory_size: int = 0
 
     @property
     def parameter_count(self) -> int:

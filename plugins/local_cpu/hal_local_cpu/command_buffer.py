@@ -45,41 +45,33 @@ from hal_core import (
     UnimplementedError,
     error_for,
 )
-from hal_core._command_buffer import (
+from hal_core.backend import (
     CMD_BARRIER,
     CMD_COPY,
     CMD_DISPATCH,
     CMD_FILL,
     CMD_UPDATE,
 )
-from hal_core._status import as_hal_error
 
 from .executable_native import ffi, replay_library
+from .interpreter import interpret
+from .program_records import (  # re-exported: the record layout
+    OP_COPY,
+    OP_DISPATCH,
+    OP_FILL,
+    OP_IREE_DISPATCH,
+    OP_NAMES,
+    OP_PYDISPATCH,
+    OP_UPDATE,
+    PARALLEL_MIN_WORKGROUPS,
+    REC,
+    SEG_NATIVE,
+    SEG_PARALLEL,
+    SEG_PYTHON,
+    command_index,
+)
 
 __all__ = ["LocalProgram", "execute_program", "finalize"]
-
-REC = 16
-OP_DISPATCH = 1
-OP_FILL = 2
-OP_COPY = 3
-OP_UPDATE = 4
-OP_PYDISPATCH = 5
-
-SEG_NATIVE = 0
-SEG_PARALLEL = 1
-SEG_PYTHON = 2
-
-PARALLEL_MIN_WORKGROUPS = 8
-"""Static dispatches with fewer workgroups run inline: handing work to other threads
-costs more than a few small workgroups."""
-
-_OP_NAMES = {
-    OP_DISPATCH: "dispatch",
-    OP_FILL: "fill",
-    OP_COPY: "copy",
-    OP_UPDATE: "update",
-    OP_PYDISPATCH: "dispatch",
-}
 
 _ASYNC = PlacementFlags.ASYNCHRONOUS
 _UNSUPPORTED_DISPATCH_FLAGS = int(
@@ -485,15 +477,18 @@ def _dispatch_template(
     ws = cfg.workgroup_size
     if ws == (0, 0, 0):
         ws = info.workgroup_size
-    if be.is_native:
-        code = OP_DISPATCH
-        fn = be.fn_ptrs[ordinal]
-    else:
+    code = be.record_op
+    word14 = ordinal
+    if code == OP_PYDISPATCH:
         # One entry per (function) decode; several records may share it.
-        code = OP_PYDISPATCH
         fn = len(py_fns)
         py_fns.append((be.fns[ordinal], be.functions[ordinal].name))
+    else:
+        fn = be.fn_ptrs[ordinal]
+        if code == OP_IREE_DISPATCH:
+            word14 = be.export_ptrs[ordinal]
     cx, cy, cz, ib, io = facts
+    # Word 14: the ordinal (IREE dispatches: the export's hal_iree_export_t).
     # Word 15: the bindings the function needs, checked per record by the replay loop.
     return (
         code,
@@ -510,7 +505,7 @@ def _dispatch_template(
         ws[0],
         ws[1],
         ws[2],
-        ordinal,
+        word14,
         info.binding_count,
     )
 
@@ -568,7 +563,7 @@ def _leaves_native_loop(record: tuple, parallel: bool) -> bool:
         return True
     return (
         parallel
-        and op == OP_DISPATCH
+        and (op == OP_DISPATCH or op == OP_IREE_DISPATCH)
         and (record[5] >= 0 or record[2] * record[3] * record[4] >= PARALLEL_MIN_WORKGROUPS)
     )
 
@@ -579,7 +574,8 @@ def _special(recs: np.ndarray, parallel: bool) -> np.ndarray:
     special = ops == OP_PYDISPATCH
     if parallel:
         counts = recs[:, 2] * recs[:, 3] * recs[:, 4]
-        special |= (ops == OP_DISPATCH) & ((recs[:, 5] >= 0) | (counts >= PARALLEL_MIN_WORKGROUPS))
+        dispatch = (ops == OP_DISPATCH) | (ops == OP_IREE_DISPATCH)
+        special |= dispatch & ((recs[:, 5] >= 0) | (counts >= PARALLEL_MIN_WORKGROUPS))
     return special
 
 
@@ -615,7 +611,7 @@ def execute_program(program: LocalProgram, table: tuple, workers: Any) -> None:
         elif kind == SEG_PARALLEL:
             _run_parallel(program, lib, begin, bptr, lptr, workers)
         else:
-            _interpret(program, begin, bases, lens)
+            interpret(program, begin, bases, lens)
 
 
 def _fill_slots(program: LocalProgram, table: tuple, bases: np.ndarray, lens: np.ndarray) -> None:
@@ -694,159 +690,32 @@ def _run_parallel(
 def _record_error(program: LocalProgram, i: int, rc: int) -> HalError:
     rec = program.records[i]
     op = int(rec[0])
-    what = _OP_NAMES.get(op, "command")
-    if op == OP_DISPATCH:
+    what = OP_NAMES.get(op, "command")
+    why = "a kernel returned it, or a range exceeded its buffer"
+    if op == OP_DISPATCH or op == OP_IREE_DISPATCH:
         name = _function_name(program, int(rec[1]), int(rec[14]))
         what = f"dispatch of {name!r}"
+        if op == OP_IREE_DISPATCH:
+            why = (
+                "INTERNAL: the IREE function returned non-zero; INVALID_ARGUMENT: a binding "
+                "is not 64-byte aligned, a z dimension exceeds 65535, or bindings are "
+                "missing; OUT_OF_RANGE: a range exceeded its buffer"
+            )
     code = rc if 1 <= rc <= 18 else StatusCode.UNKNOWN
     return error_for(
         code,
-        f"command {_command_index(program, i)} ({what}) failed with status {StatusCode(code).name} "
-        f"({rc}): a kernel returned it, or a range exceeded its buffer",
+        f"command {command_index(program, i)} ({what}) failed with status {StatusCode(code).name} "
+        f"({rc}): {why}",
     )
 
 
-def _command_index(program: LocalProgram, record: int) -> int:
-    """The index of the command that produced ``record`` (error paths only)."""
-    seen = -1
-    for index, cmd in enumerate(program.command_ops):
-        op = cmd if cmd.__class__ is int else cmd[0]
-        if op in _RECORDED:
-            seen += 1
-            if seen == record:
-                return index
-    return record
-
-
-_RECORDED = frozenset((CMD_FILL, CMD_UPDATE, CMD_COPY, CMD_DISPATCH))
-
-
-def _function_name(program: LocalProgram, fn_ptr: int, ordinal: int) -> str:
+def _function_name(program: LocalProgram, fn_ptr: int, word14: int) -> str:
+    """The name of a native or IREE record's function (``word14``: its record word 14)."""
     for be in program.executables:
-        if be.is_native and ordinal < len(be.fn_ptrs) and be.fn_ptrs[ordinal] == fn_ptr:
-            return be.functions[ordinal].name
-    return f"function {ordinal}"
-
-
-# -- the Python interpreter (Python kernels; every record when no compiler exists) ---------
-
-
-def _view(bases: np.ndarray, lens: np.ndarray, b: int, off: int, n: int) -> np.ndarray:
-    blen = int(lens[b])
-    if n < 0:
-        n = blen - off
-    if off < 0 or n < 0 or off > blen or n > blen - off:
-        raise OutOfRangeError(f"range [{off}, {off + n}) exceeds the {blen} bytes bound to it")
-    if n == 0:
-        return np.zeros(0, np.uint8)
-    return np.frombuffer(ffi.buffer(ffi.cast("char*", int(bases[b]) + off), n), np.uint8)
-
-
-def _interpret(program: LocalProgram, i: int, bases: np.ndarray, lens: np.ndarray) -> None:
-    rec = program.records[i].tolist()
-    op = rec[0]
-    try:
-        if op == OP_FILL:
-            dst = _view(bases, lens, rec[1], rec[2], rec[3])
-            plen = rec[5]
-            if plen == 1:
-                dst.fill(rec[4] & 0xFF)
-            else:
-                reps = -(-len(dst) // plen)
-                pat = np.frombuffer(rec[4].to_bytes(plen, "little") * reps, np.uint8)
-                dst[:] = pat[: len(dst)]
-        elif op == OP_COPY:
-            src = _view(bases, lens, rec[1], rec[2], rec[5])
-            dst = _view(bases, lens, rec[3], rec[4], len(src))
-            dst[:] = src
-        elif op == OP_UPDATE:
-            dst = _view(bases, lens, rec[2], rec[3], rec[4])
-            dst[:] = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[1]), rec[4]), np.uint8)
-        else:
-            _interpret_dispatch(program, rec, bases, lens)
-    except HalError as exc:
-        where = _command_index(program, i)
-        raise error_for(
-            exc.code, f"command {where} ({_OP_NAMES.get(op)}) failed: {exc.message}"
-        ) from None
-
-
-def _interpret_dispatch(
-    program: LocalProgram, rec: list, bases: np.ndarray, lens: np.ndarray
-) -> None:
-    if rec[5] >= 0:
-        counts = tuple(int(v) for v in _view(bases, lens, rec[5], rec[6], 12).view(np.uint32))
-    else:
-        counts = (rec[2], rec[3], rec[4])
-    total = counts[0] * counts[1] * counts[2]
-    if total == 0:
-        return
-    first, n = rec[9], rec[10]
-    if n < rec[15]:
-        raise error_for(
-            StatusCode.INVALID_ARGUMENT,
-            f"dispatch passes {n} bindings; the function needs {rec[15]}",
-        )
-    views = [
-        _view(
-            bases,
-            lens,
-            int(program.bind_base[k]),
-            int(program.bind_off[k]),
-            int(program.bind_len[k]),
-        )
-        for k in range(first, first + n)
-    ]
-    nc = rec[8]
-    if nc:
-        consts = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[7]), 4 * nc), np.uint32).copy()
-    else:
-        consts = np.zeros(0, np.uint32)
-    consts.flags.writeable = False
-    if rec[0] == OP_PYDISPATCH:
-        fn, name = program.py_fns[rec[1]]
-        for z in range(counts[2]):
-            for y in range(counts[1]):
-                for x in range(counts[0]):
-                    try:
-                        rc = fn(views, consts, (x, y, z), counts)
-                    except BaseException as exc:
-                        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                            raise
-                        err = as_hal_error(exc)
-                        raise error_for(
-                            err.code,
-                            f"Python kernel {name!r} raised at workgroup {(x, y, z)}: "
-                            f"{err.message}",
-                        ) from None
-                    if rc:
-                        raise error_for(
-                            rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
-                            f"Python kernel {name!r} returned status {rc} at workgroup {(x, y, z)}",
-                        )
-        return
-    # A native dispatch without the compiled replay loop: call each workgroup via cffi.
-    state = ffi.new("hal_cpu_dispatch_state_t*")
-    ptrs = ffi.new("void*[]", max(1, n))
-    blens = ffi.new("uint64_t[]", max(1, n))
-    for k, v in enumerate(views):
-        ptrs[k] = ffi.cast("void*", v.ctypes.data) if len(v) else ffi.NULL
-        blens[k] = len(v)
-    cbuf = ffi.from_buffer("uint32_t[]", consts) if nc else ffi.NULL
-    state.workgroup_count = list(counts)
-    state.workgroup_size = [rec[11], rec[12], rec[13]]
-    state.constant_count = nc
-    state.binding_count = n
-    state.constants = cbuf
-    state.binding_ptrs = ptrs
-    state.binding_lengths = blens
-    fn = ffi.cast("hal_cpu_workgroup_fn_t", rec[1])
-    for z in range(counts[2]):
-        for y in range(counts[1]):
-            for x in range(counts[0]):
-                rc = fn(state, x, y, z)
-                if rc:
-                    raise error_for(
-                        rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
-                        f"native kernel returned status {rc} at workgroup {(x, y, z)}",
-                    )
+        if be.record_op == OP_IREE_DISPATCH:
+            name = be.function_name(word14)
+            if name is not None:
+                return name
+        elif be.is_native and word14 < len(be.fn_ptrs) and be.fn_ptrs[word14] == fn_ptr:
+            return be.functions[word14].name
+    return f"function {word14}"

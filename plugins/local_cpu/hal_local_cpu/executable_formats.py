@@ -4,6 +4,8 @@
   path), see ``executable_native``.
 * ``local-cpu-python``: numpy kernels (a module, module name, mapping or object), see
   ``executable_python``.
+* ``embedded-elf-x86_64`` and ``system-elf-x86_64`` (x86-64 hosts only): IREE's llvm-cpu
+  output, see ``iree_elf``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 
 from hal_core import NotFoundError
 
-from . import executable_native, executable_python
+from . import executable_native, executable_python, iree_elf
+from .elf_validation import EM_X86_64, host_machine
 
 __all__ = ["FORMATS", "prepare_executable"]
 
@@ -20,6 +23,9 @@ FORMATS = {
     executable_native.FORMAT: executable_native.load_native_executable,
     executable_python.FORMAT: executable_python.load_python_executable,
 }
+if host_machine() == EM_X86_64:
+    FORMATS[iree_elf.EMBEDDED_FORMAT] = iree_elf.load_embedded_elf
+    FORMATS[iree_elf.SYSTEM_FORMAT] = iree_elf.load_system_elf
 
 
 def prepare_executable(format: str, data: Any, params: dict[str, Any]) -> Any:

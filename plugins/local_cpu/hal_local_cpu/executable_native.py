@@ -22,7 +22,7 @@ from hal_core import (
     UnavailableError,
     UnimplementedError,
 )
-from hal_core._executable import FunctionInfo, default_parameters
+from hal_core.backend import FunctionInfo, default_parameters
 
 from .abi_cdefs import ffi
 from .elf_loader import LoadedLibrary, load_library, read_executable_bytes
@@ -50,6 +50,7 @@ class NativeExecutable:
     __slots__ = ("functions", "fn_ptrs", "fns", "library", "path", "__weakref__")
 
     is_native = True
+    record_op = 1  # command_buffer.OP_DISPATCH
 
     def __init__(self, library: LoadedLibrary, path: str) -> None:
         self.library = library

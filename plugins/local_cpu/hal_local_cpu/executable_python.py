@@ -28,7 +28,7 @@ from typing import Any, Callable
 import attrs
 
 from hal_core import InvalidArgumentError, UnimplementedError
-from hal_core._executable import FunctionInfo, default_parameters
+from hal_core.backend import FunctionInfo, default_parameters
 
 __all__ = ["FORMAT", "KernelSpec", "PythonExecutable", "kernel", "load_python_executable"]
 
@@ -77,6 +77,7 @@ class PythonExecutable:
     __slots__ = ("functions", "fns", "__weakref__")
 
     is_native = False
+    record_op = 5  # command_buffer.OP_PYDISPATCH
 
     def __init__(self, exports: list[tuple[KernelSpec, Callable[..., Any]]]) -> None:
         self.functions = tuple(

@@ -23,10 +23,11 @@ from hal_core.profiling import FunctionMetadata, host_time_ns
 
 from .command_buffer import (
     OP_DISPATCH,
+    OP_IREE_DISPATCH,
     OP_PYDISPATCH,
     SEG_NATIVE,
     LocalProgram,
-    _command_index,
+    command_index,
     execute_program,
 )
 
@@ -35,6 +36,12 @@ __all__ = ["ProgramViews", "run_program_profiled"]
 
 def _executable_of(program: LocalProgram, rec: Any) -> tuple[Any, int]:
     ordinal = int(rec[14])
+    if int(rec[0]) == OP_IREE_DISPATCH:
+        # Word 14 is the export's hal_iree_export_t.
+        for be in program.executables:
+            if be.record_op == OP_IREE_DISPATCH and ordinal in be.export_ptrs:
+                return be, be.export_ptrs.index(ordinal)
+        return None, 0
     if int(rec[0]) == OP_DISPATCH:
         ptr = int(rec[1])
         for be in program.executables:
@@ -78,7 +85,11 @@ class ProgramViews:
             for b, e in ranges:
                 facts = None
                 rec = program.records[b]
-                if queue_ok and e == b + 1 and int(rec[0]) in (OP_DISPATCH, OP_PYDISPATCH):
+                if (
+                    queue_ok
+                    and e == b + 1
+                    and int(rec[0]) in (OP_DISPATCH, OP_PYDISPATCH, OP_IREE_DISPATCH)
+                ):
                     facts = self._facts(program, session, b, rec, command_buffer_id)
                 steps.append((_view(program, (kind, b, e)), facts))
         self.steps = tuple(steps)
@@ -89,9 +100,9 @@ class ProgramViews:
         if be is None:
             return None
         info = be.functions[ordinal]
-        command_index = _command_index(program, index)
+        command = command_index(program, index)
         flt = session.capture_filter
-        if not (flt.matches_function(info.name) and flt.matches_command(cb_id, command_index)):
+        if not (flt.matches_function(info.name) and flt.matches_command(cb_id, command)):
             return None
         exe_id = id(be)
         session.record_executable(
@@ -106,7 +117,7 @@ class ProgramViews:
         )
         # Indirect workgroup counts live in a buffer read at run time: recorded as 0.
         counts = (0, 0, 0) if int(rec[5]) >= 0 else (int(rec[2]), int(rec[3]), int(rec[4]))
-        return (exe_id, command_index, ordinal, counts, (int(rec[11]), int(rec[12]), int(rec[13])))
+        return (exe_id, command, ordinal, counts, (int(rec[11]), int(rec[12]), int(rec[13])))
 
 
 def run_program_profiled(
@@ -135,13 +146,13 @@ def run_program_profiled(
         t0 = host_time_ns()
         execute_program(view, table, workers)
         t1 = host_time_ns()
-        exe_id, command_index, ordinal, counts, size = facts
+        exe_id, command, ordinal, counts, size = facts
         record(
             queue,
             submission_id,
             command_buffer_id,
             exe_id,
-            command_index,
+            command,
             ordinal,
             counts,
             size,

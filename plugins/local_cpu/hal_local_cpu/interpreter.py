@@ -1,0 +1,158 @@
+"""The Python interpreter of finalized local CPU programs: runs Python-kernel dispatches,
+and every record when no C compiler built the replay loop (through cffi: slower, same
+results as ``replay.c``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hal_core import HalError, OutOfRangeError, StatusCode, error_for
+
+from . import iree_elf
+from .abi_cdefs import ffi
+from .program_records import (
+    OP_COPY,
+    OP_FILL,
+    OP_IREE_DISPATCH,
+    OP_NAMES,
+    OP_PYDISPATCH,
+    OP_UPDATE,
+    command_index,
+)
+
+__all__ = ["interpret"]
+
+
+def _view(bases: np.ndarray, lens: np.ndarray, b: int, off: int, n: int) -> np.ndarray:
+    blen = int(lens[b])
+    if n < 0:
+        n = blen - off
+    if off < 0 or n < 0 or off > blen or n > blen - off:
+        raise OutOfRangeError(f"range [{off}, {off + n}) exceeds the {blen} bytes bound to it")
+    if n == 0:
+        return np.zeros(0, np.uint8)
+    return np.frombuffer(ffi.buffer(ffi.cast("char*", int(bases[b]) + off), n), np.uint8)
+
+
+def interpret(program: Any, i: int, bases: np.ndarray, lens: np.ndarray) -> None:
+    rec = program.records[i].tolist()
+    op = rec[0]
+    try:
+        if op == OP_FILL:
+            dst = _view(bases, lens, rec[1], rec[2], rec[3])
+            plen = rec[5]
+            if plen == 1:
+                dst.fill(rec[4] & 0xFF)
+            else:
+                reps = -(-len(dst) // plen)
+                pat = np.frombuffer(rec[4].to_bytes(plen, "little") * reps, np.uint8)
+                dst[:] = pat[: len(dst)]
+        elif op == OP_COPY:
+            src = _view(bases, lens, rec[1], rec[2], rec[5])
+            dst = _view(bases, lens, rec[3], rec[4], len(src))
+            dst[:] = src
+        elif op == OP_UPDATE:
+            dst = _view(bases, lens, rec[2], rec[3], rec[4])
+            dst[:] = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[1]), rec[4]), np.uint8)
+        else:
+            _interpret_dispatch(program, rec, bases, lens)
+    except HalError as exc:
+        where = command_index(program, i)
+        raise error_for(
+            exc.code, f"command {where} ({OP_NAMES.get(op)}) failed: {exc.message}"
+        ) from None
+
+
+def _interpret_dispatch(program: Any, rec: list, bases: np.ndarray, lens: np.ndarray) -> None:
+    if rec[5] >= 0:
+        counts = tuple(int(v) for v in _view(bases, lens, rec[5], rec[6], 12).view(np.uint32))
+    else:
+        counts = (rec[2], rec[3], rec[4])
+    total = counts[0] * counts[1] * counts[2]
+    if total == 0:
+        return
+    first, n = rec[9], rec[10]
+    if n < rec[15]:
+        raise error_for(
+            StatusCode.INVALID_ARGUMENT,
+            f"dispatch passes {n} bindings; the function needs {rec[15]}",
+        )
+    views = [
+        _view(
+            bases,
+            lens,
+            int(program.bind_base[k]),
+            int(program.bind_off[k]),
+            int(program.bind_len[k]),
+        )
+        for k in range(first, first + n)
+    ]
+    nc = rec[8]
+    if nc:
+        consts = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[7]), 4 * nc), np.uint32).copy()
+    else:
+        consts = np.zeros(0, np.uint32)
+    consts.flags.writeable = False
+    if rec[0] == OP_PYDISPATCH:
+        fn, name = program.py_fns[rec[1]]
+        for z in range(counts[2]):
+            for y in range(counts[1]):
+                for x in range(counts[0]):
+                    try:
+                        rc = fn(views, consts, (x, y, z), counts)
+                    except BaseException as exc:
+                        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                            raise
+                        err = exc if isinstance(exc, HalError) else None
+                        if err is None:
+                            err = error_for(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+                        raise error_for(
+                            err.code,
+                            f"Python kernel {name!r} raised at workgroup {(x, y, z)}: "
+                            f"{err.message}",
+                        ) from None
+                    if rc:
+                        raise error_for(
+                            rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
+                            f"Python kernel {name!r} returned status {rc} at workgroup {(x, y, z)}",
+                        )
+        return
+    if rec[0] == OP_IREE_DISPATCH:
+        iree_elf.call_workgroups(
+            rec[1],
+            rec[14],
+            counts,
+            (rec[11], rec[12], rec[13]),
+            ffi.cast("const uint32_t*", rec[7]),
+            nc,
+            [int(v.ctypes.data) if len(v) else 0 for v in views],
+            [len(v) for v in views],
+        )
+        return
+    # A native dispatch without the compiled replay loop: call each workgroup via cffi.
+    state = ffi.new("hal_cpu_dispatch_state_t*")
+    ptrs = ffi.new("void*[]", max(1, n))
+    blens = ffi.new("uint64_t[]", max(1, n))
+    for k, v in enumerate(views):
+        ptrs[k] = ffi.cast("void*", v.ctypes.data) if len(v) else ffi.NULL
+        blens[k] = len(v)
+    cbuf = ffi.from_buffer("uint32_t[]", consts) if nc else ffi.NULL
+    state.workgroup_count = list(counts)
+    state.workgroup_size = [rec[11], rec[12], rec[13]]
+    state.constant_count = nc
+    state.binding_count = n
+    state.constants = cbuf
+    state.binding_ptrs = ptrs
+    state.binding_lengths = blens
+    fn = ffi.cast("hal_cpu_workgroup_fn_t", rec[1])
+    for z in range(counts[2]):
+        for y in range(counts[1]):
+            for x in range(counts[0]):
+                rc = fn(state, x, y, z)
+                if rc:
+                    raise error_for(
+                        rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
+                        f"native kernel returned status {rc} at workgroup {(x, y, z)}",
+                    )
