@@ -15,7 +15,9 @@ For each program ``NAME.mlir`` below:
    for the program's inputs, ``out`` for its result, ``tmpN`` for transients), and the
    SHA-256 of IREE's own result bytes (the tests require bit-identical results).
 
-Run from anywhere: ``python tests/plugins/local_cpu/iree_executables/generate.py``.
+Run from anywhere: ``python tests/plugins/local_cpu/iree_executables/generate.py``, then
+``git add -f tests/plugins/local_cpu/iree_executables/*.so`` (the repository ignores
+``*.so`` build outputs; these are test data).
 """
 
 from __future__ import annotations
