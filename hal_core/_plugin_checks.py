@@ -17,6 +17,7 @@ __all__ = [
     "check_hook_result",
     "check_driver_backend",
     "unknown_hooks",
+    "unmarked_hooks",
     "close_matches",
     "describe_value",
     "did_you_mean",
@@ -166,4 +167,19 @@ def unknown_hooks(pm: pluggy.PluginManager, plugin_name: str, known: Iterable[st
                     f"unknown hook {caller.name!r}{did_you_mean(caller.name, known)} "
                     f"(hooks: {', '.join(known)})"
                 )
+    return messages
+
+
+def unmarked_hooks(pm: pluggy.PluginManager, plugin: Any, known: Iterable[str]) -> list[str]:
+    """Messages for functions of ``plugin`` named like a hook but not marked with
+    ``hal_core.hookimpl`` (pluggy ignores them silently, so the plugin would provide
+    nothing without saying why)."""
+    messages = []
+    for name in known:
+        try:
+            attr = getattr(plugin, name, None)
+        except Exception:  # a plugin's failing __getattr__: nothing to report here
+            continue
+        if callable(attr) and pm.parse_hookimpl_opts(plugin, name) is None:
+            messages.append(f"{name} is not marked with @hal_core.hookimpl, so it is ignored")
     return messages

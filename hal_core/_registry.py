@@ -30,7 +30,13 @@ import pluggy
 from . import hookspecs
 from ._device import Device
 from ._driver import Driver
-from ._plugin_checks import check_driver_backend, check_hook_result, did_you_mean, unknown_hooks
+from ._plugin_checks import (
+    check_driver_backend,
+    check_hook_result,
+    did_you_mean,
+    unknown_hooks,
+    unmarked_hooks,
+)
 from ._status import HalError, InternalError, NotFoundError, UnavailableError, error_for
 from ._uri import DeviceUri
 
@@ -112,6 +118,7 @@ class Registry:
             autoload = os.environ.get("HAL_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes")
         self._autoload = autoload
         self._loaded = False
+        self._loading = False
         self._plugins: list[PluginRecord] = []
         self._drivers: dict[str, DriverRecord] | None = None
         # name -> (the factory that made it, the driver): a driver whose factory no longer
@@ -125,11 +132,18 @@ class Registry:
         if self._loaded:
             return
         with self._lock:
-            if self._loaded:
+            # A plugin that uses the registry while it is imported re-enters here on the
+            # loading thread (the lock is reentrant): it sees the plugins loaded so far.
+            if self._loaded or self._loading:
                 return
-            if self._autoload:
-                self._load_entry_points()
-            self._loaded = True
+            self._loading = True
+            try:
+                if self._autoload:
+                    self._load_entry_points()
+            finally:
+                self._loading = False
+                self._loaded = True
+                self._invalidate()  # drop what a re-entering plugin computed early
 
     def _load_entry_points(self) -> None:
         allow = _env_list("HAL_PLUGINS")
@@ -188,9 +202,10 @@ class Registry:
                 self._pm.unregister(plugin, name=record.name)
             return
         record.loaded = True
-        unknown = unknown_hooks(self._pm, record.name, HOOK_NAMES)
-        if unknown:
-            record.hook_errors["registration"] = unknown
+        problems = unknown_hooks(self._pm, record.name, HOOK_NAMES)
+        problems += unmarked_hooks(self._pm, plugin, HOOK_NAMES)
+        if problems:
+            record.hook_errors["registration"] = problems
 
     def unregister_plugin(self, name: str) -> None:
         with self._lock:

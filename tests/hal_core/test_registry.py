@@ -356,3 +356,46 @@ def test_not_found_without_failures_says_nothing_about_plugins():
     with pytest.raises(hal.NotFoundError) as info:
         reg.driver("zzz")
     assert "failed to load" not in str(info.value) and "did you mean" not in str(info.value)
+
+
+def test_hook_function_without_the_marker_is_recorded():
+    mod = types.ModuleType("unmarked_plugin")
+
+    def hal_drivers():
+        return [DriverFactory("unmarked", "U", lambda: _FakeDriver("u"))]
+
+    mod.hal_drivers = hal_drivers
+    reg = _registry_with(("unmarked", mod))
+    assert reg.driver_names() == ["fine"]
+    (error,) = _errors(reg, "unmarked")
+    assert "hal_drivers is not marked with @hal_core.hookimpl" in error
+
+
+def test_plugin_using_the_registry_while_imported_does_not_reload(fake_entry_points, monkeypatch):
+    seen = []
+    reentrant = types.ModuleType("hal_test_reentrant_plugin")
+    monkeypatch.setitem(sys.modules, "hal_test_reentrant_plugin", reentrant)
+    later = types.ModuleType("hal_test_later_plugin")
+    later.hal_drivers = _plugin("later", "later").hal_drivers
+    monkeypatch.setitem(sys.modules, "hal_test_later_plugin", later)
+    reg = _registry.Registry(autoload=True)
+
+    class _Reentrant(_EP):
+        def load(self):
+            seen.append(reg.driver_names())  # re-enters the registry while loading
+            return reentrant
+
+    monkeypatch.setattr(
+        _registry._metadata,
+        "entry_points",
+        lambda group: [
+            *fake_entry_points,
+            _Reentrant("reentrant", "hal_test_reentrant_plugin"),
+            _EP("zz-later", "hal_test_later_plugin"),
+        ],
+    )
+    records = {p.name: p for p in reg.plugins()}
+    assert records["reentrant"].loaded and len(seen) == 1
+    assert seen[0] == ["good"]  # what was loaded when it looked
+    # Plugins loaded after the re-entry are not hidden by what it computed.
+    assert reg.driver_names() == ["good", "later"]
