@@ -17,7 +17,7 @@ shipped files apart from the HSA loading; thread-safe.
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from hal_core import IncompatibleError, StatusCode, error_for
 
@@ -147,6 +147,9 @@ class DeviceLibrary:
 
     def __getitem__(self, gpu_index: int) -> BuiltinKernels:
         return self.builtins[gpu_index]
+
+    def __iter__(self) -> Iterator[BuiltinKernels]:
+        return iter(self.builtins)
 
     def close(self) -> None:
         executables, self.executables = self.executables, []

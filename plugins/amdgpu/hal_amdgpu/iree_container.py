@@ -30,7 +30,7 @@ import struct
 
 import attrs
 
-from hal_core import InvalidArgumentError
+from hal_core import HalError, InvalidArgumentError
 
 __all__ = [
     "BINDING_READ_ONLY",
@@ -82,7 +82,7 @@ class IreeExecutableDef:
     modules: tuple[bytes, ...]
 
 
-def _bad(msg: str) -> InvalidArgumentError:
+def _bad(msg: str) -> HalError:
     return InvalidArgumentError(f"malformed IREE rocm-hsaco-fb executable: {msg}")
 
 

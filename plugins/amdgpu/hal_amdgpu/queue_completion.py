@@ -29,6 +29,7 @@ signalled or user callbacks run.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Any, Callable
@@ -37,6 +38,8 @@ from hal_core import CancelledError, HalError, error_for
 from hal_core.backend import report_callback_error
 
 from .aql_packets import SignalCondition
+from .kernarg_ring import KernargRing
+from .notification_ring import DrainResult, NotificationRing
 
 __all__ = ["CLOSE_DRAIN_TIMEOUT", "EPOCH_INITIAL_VALUE", "QueueCompletion", "fail_signals"]
 
@@ -60,7 +63,42 @@ def fail_signals(signals: Any, error: HalError) -> None:
 
 class QueueCompletion:
     """Completion, failure and close of a ``HostQueue`` (whose ``__init__`` sets every
-    attribute used here). See the module docstring."""
+    attribute declared here). See the module docstring."""
+
+    qset: Any
+    hsa: Any
+    index: int
+    axis: int
+    error: HalError | None
+    published_epoch: int
+    completed_epoch: int
+    epoch_signal: Any
+    stop_signal: Any
+    notifications: NotificationRing
+    kernargs: KernargRing
+    _lock: threading.Lock
+    _drain_lock: threading.Lock
+    _idle: threading.Condition
+    _exit_lock: threading.Lock
+    _exit_hooks: list[Callable[[], None]] | None
+    _closing: bool
+    _closed: bool
+    _parked: collections.deque[Any]
+    _deferred: dict[Any, bool]
+    _action_epochs: collections.deque[tuple[int, Callable[[], None]]]
+    _batches: collections.deque[tuple[DrainResult, Callable[[], None] | None]]
+    _wait_signals: Any
+    _wait_conds: Any
+    _wait_values: Any
+    _kernarg_ptr: Any
+    _queue: Any
+    _thread: threading.Thread
+
+    def _retry_parked(self) -> None:
+        raise NotImplementedError  # HostQueue's: the submission side
+
+    def _fail_sub(self, sub: Any, error: HalError) -> None:
+        raise NotImplementedError  # HostQueue's: the submission side
 
     def _completion_main(self) -> None:
         """The completion thread. Nothing raised by user code or by reporting it ends the
@@ -126,7 +164,7 @@ class QueueCompletion:
             completed = self.completed_epoch
         kernarg_position = -1
         while batches:
-            result, action = batches.popleft()
+            result, run = batches.popleft()
             for sem, value in result.signals:
                 try:
                     sem._signal_from_queue(value)
@@ -135,11 +173,11 @@ class QueueCompletion:
             if result.kernarg_position >= 0:
                 kernarg_position = result.kernarg_position
             result.resources.clear()
-            if action is not None:
+            if run is not None:
                 try:
-                    action()
+                    run()
                 except BaseException as exc:
-                    report_callback_error(exc, "a host action on an amdgpu queue", action)
+                    report_callback_error(exc, "a host action on an amdgpu queue", run)
         with self._lock:
             if kernarg_position >= 0:
                 self.kernargs.reclaim(kernarg_position)

@@ -145,6 +145,8 @@ class HostQueueSet:
         self.queues: list[HostQueue] = []
         self.pools: AmdgpuQueuePools | None = None
         self._deferred_queue: HostQueue | None = None
+        #: The hal_core Device (set by the device backend; host calls receive it).
+        self.device: Any = None
         try:
             for g in range(len(gpus)):
                 for _ in range(queues_per_gpu):
