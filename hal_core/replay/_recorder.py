@@ -10,8 +10,8 @@ recorded, pay nothing for it.
 What is captured so the capture replays hermetically:
 
 * buffers from ``allocator.allocate_buffer`` / ``queue_alloca``; the bytes of a
-  host-visible buffer are captured the first time a queue operation reads it (the usual
-  "upload, then use" order). Host writes to a buffer after that first use are only seen
+  host-visible buffer are captured when a queue operation first names it, as source or
+  target (the usual "upload, then use" order). Host writes to it after that are only seen
   when they go through ``recorder.write_buffer``; ``recorder.read_buffer`` reads results
   back and marks the buffer as a program output (a mapped read, as IREE records it).
 * executables: format, bytes (``data`` given as bytes or a path; other objects, such as
@@ -32,7 +32,7 @@ import contextlib
 import itertools
 import os
 import weakref
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from .._buffer import Buffer
 from .._command_buffer import BufferRef
@@ -131,9 +131,13 @@ class Recorder:
 
     # -- host bytes ------------------------------------------------------------------------
 
-    def _capture_contents(self, buffers: Iterator[Any]) -> None:
-        """Record the bytes of each host-visible buffer a queue operation is about to read
-        for the first time."""
+    def _capture_contents(self, buffers: Iterable[Any]) -> None:
+        """Record the bytes of each host-visible buffer that no queue operation has named
+        yet, in any role. Called before each recorded queue operation with every buffer it
+        names: until then only the host can have written the buffer, so its bytes now are
+        the program's input. (Taken at a later first *read*, the snapshot could race with
+        an earlier, still-running device write to it, and the replay would then write
+        stale bytes over that result.)"""
         for buf in buffers:
             if not isinstance(buf, Buffer):
                 continue

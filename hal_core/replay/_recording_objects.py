@@ -248,6 +248,7 @@ class RecordingDevice:
     ) -> None:
         from .._device import fill_pattern_bytes
 
+        self.rec._capture_contents((target,))
         data = fill_pattern_bytes(pattern, pattern_length)
         wc, sc, lists = self._lists(wait, signal)
         ref = self._ref_values(target, target_offset, length)
@@ -282,6 +283,7 @@ class RecordingDevice:
         *,
         flags: int = 0,
     ) -> None:
+        self.rec._capture_contents((target,))
         src = memoryview(source).cast("B")
         n = len(src) - source_offset if length == WHOLE_BUFFER else length
         data = bytes(src[source_offset : source_offset + n])
@@ -327,7 +329,7 @@ class RecordingDevice:
         *,
         flags: int = 0,
     ) -> None:
-        self.rec._capture_contents(iter((source,)))
+        self.rec._capture_contents((source, target))
         wc, sc, lists = self._lists(wait, signal)
         n = source.byte_length - source_offset if length == WHOLE_BUFFER else length
         body = (
@@ -368,6 +370,7 @@ class RecordingDevice:
         *,
         flags: int = 0,
     ) -> None:
+        self.rec._capture_contents((target,))
         wc, sc, lists = self._lists(wait, signal)
         fid = self.rec._id_of(source_file, "file")
         ref = self._ref_values(target, target_offset, length)
@@ -403,7 +406,7 @@ class RecordingDevice:
         *,
         flags: int = 0,
     ) -> None:
-        self.rec._capture_contents(iter((source,)))
+        self.rec._capture_contents((source,))
         wc, sc, lists = self._lists(wait, signal)
         fid = self.rec._id_of(target_file, "file")
         ref = self._ref_values(source, source_offset, length)
@@ -479,7 +482,7 @@ class RecordingDevice:
         if command_buffer is not None:
             real_cb = getattr(command_buffer, "real", command_buffer)
             cb_id = self.rec._id_of(real_cb, "command buffer")
-            self.rec._capture_contents(iter(getattr(command_buffer, "direct_buffers", ())))
+            self.rec._capture_contents(getattr(command_buffer, "direct_buffers", ()))
         self.rec._capture_contents(b.buffer for b in table.bindings if b is not None)
         wc, sc, lists = self._lists(wait, signal)
         body = (

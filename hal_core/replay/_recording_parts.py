@@ -181,8 +181,8 @@ def dispatch_payload(
 
 class RecordingCommandBuffer:
     """Stands in for a command buffer: every command is recorded, then recorded on the
-    real one. ``direct_buffers``: buffers named directly, whose host bytes are captured
-    at the first submission."""
+    real one. ``direct_buffers``: buffers named directly (any role), whose host bytes are
+    captured at the first submission naming them."""
 
     def __init__(self, device: Any, real: Any, args: tuple[int, int, int, int]) -> None:
         self.device = device
@@ -247,6 +247,7 @@ class RecordingCommandBuffer:
         from .._device import fill_pattern_bytes
 
         self.real.fill_buffer(target, pattern, pattern_length, flags)
+        self._direct(target)
         data = fill_pattern_bytes(pattern, pattern_length)
         ref = struct.unpack("<QQQII", self.device.rec._ref(target))
         self._op(
@@ -257,6 +258,7 @@ class RecordingCommandBuffer:
 
     def update_buffer(self, source: Any, source_offset: int, target: Any, flags: int = 0) -> None:
         self.real.update_buffer(source, source_offset, target, flags)
+        self._direct(target)
         ref = target if isinstance(target, BufferRef) else BufferRef(target)
         src = memoryview(source).cast("B")
         n = ref.length
@@ -273,7 +275,7 @@ class RecordingCommandBuffer:
 
     def copy_buffer(self, source: Any, target: Any, flags: int = 0) -> None:
         self.real.copy_buffer(source, target, flags)
-        self._direct(source)
+        self._direct(source, target)
         rec = self.device.rec
         src = struct.unpack("<QQQII", rec._ref(source))
         dst = struct.unpack("<QQQII", rec._ref(target))

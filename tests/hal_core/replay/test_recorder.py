@@ -234,3 +234,34 @@ def test_recording_a_device_group_replays_on_a_group(tmp_path):
         assert player.buffer_contents(second) == b"\x32" * 8
     finally:
         group.close()
+
+
+def test_bytes_are_captured_before_the_device_writes_them(device, tmp_path):
+    """A buffer first written by a queue_fill and read by a copy submitted while the fill
+    still waits: its bytes must be captured at the fill, not at the copy (that snapshot
+    would hold the pre-fill bytes, and the replay would write them over the fill)."""
+    import time
+
+    from hal_local_cpu.executable_python import kernel
+
+    @kernel(bindings=1, constants=0, name="slow")
+    def slow(bindings, constants, workgroup_id, workgroup_count):
+        time.sleep(0.2)  # a long kernel: the fill waits on it while the copy is submitted
+
+    path = tmp_path / "race.ireereplay"
+    with Recorder(device, path) as rec:
+        dev = rec.device
+        exe = dev.create_executable_cache().prepare("local-cpu-python", {"slow": slow})
+        other = dev.allocator.allocate_buffer(None, 16)
+        tmp = dev.allocator.allocate_buffer(None, 16)
+        dst = dev.allocator.allocate_buffer(None, 16)
+        s = dev.create_semaphore()
+        dev.queue_dispatch(ANY, [], [(s, 1)], exe, 0, DispatchConfig.static(1), b"", [other])
+        dev.queue_fill(ANY, [(s, 1)], [(s, 2)], tmp, 0, 16, b"\x01")
+        dev.queue_copy(ANY, [(s, 2)], [(s, 3)], tmp, 0, dst, 0, 16)
+        s.wait(3, timeout=10)
+        assert rec.read_buffer(dst) == b"\x01" * 16
+    sub = Substitution({"slow": slow}, None, "local-cpu-python")
+    player = Player(path, device, substitutions=[sub])
+    player.run()
+    assert player.buffer_contents(player.output_buffer_ids[-1]) == b"\x01" * 16
