@@ -119,10 +119,6 @@ def run_on_trampoline(fn: Callable[[Any, Any], None], arg: Any) -> None:
     dispatch_callbacks(((fn, arg, None),))
 
 
-# The name plugins used before ``hal_core.backend.report_callback_error`` existed.
-_report_callback_error = report_callback_error
-
-
 # --------------------------------------------------------------------------- semaphore
 
 
