@@ -2,9 +2,10 @@
 
 ``sem.release.N`` parks N queue barriers on one semaphore, barrier i waiting for value i+1
 (and signalling value i+1 of a second one), then releases them with N host signals
-(1, 2, ..., N), one op per signal. The figure is microseconds per released op, signal included. A signal
-must cost O(log N + released), so the two sizes should report about the same figure; a
-per-signal scan of every parked timepoint shows up as the larger size costing N times more.
+(1, 2, ..., N), one op per signal. The figure is microseconds per released op, signal
+included. A signal must cost O(log N + released), so the two sizes should report about the
+same figure; a per-signal scan of every parked timepoint shows up as the larger size costing
+N times more.
 """
 
 from __future__ import annotations
