@@ -32,6 +32,7 @@ from .._memory import BufferParams, BufferUsage, MemoryAccess, MemoryType
 from .._status import (
     DataLossError,
     HalError,
+    InternalError,
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
@@ -165,6 +166,14 @@ class Player(RecordHandlers):
                 exc.code,
                 f"replaying record #{rec.sequence_ordinal} ({_describe(rec)}) at byte offset "
                 f"{rec.offset}: {exc.message}",
+            ) from exc
+        except Exception as exc:
+            # A backend that raised something other than a HalError has a bug; say where
+            # the capture took it (the original stays chained as the cause).
+            rec = self.plan[done][1]
+            raise InternalError(
+                f"replaying record #{rec.sequence_ordinal} ({_describe(rec)}) at byte offset "
+                f"{rec.offset}: the device raised {type(exc).__name__}: {exc}"
             ) from exc
         if progress is not None:
             progress(total, total)

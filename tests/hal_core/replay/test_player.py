@@ -567,3 +567,21 @@ def test_a_two_device_capture_replays_on_a_device_group():
         assert player.buffer_contents(11) == b"\x22" * 16
     finally:
         group.close()
+
+
+def test_a_backend_raising_a_non_hal_error_is_internal_naming_the_record(device):
+    class Faulty:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def queue_flush(self, affinity=ANY):
+            raise OverflowError("backend bug")
+
+    c = Capture()
+    c.device()
+    c.op(O.DEVICE_QUEUE_FLUSH, device=1, obj=1)
+    with pytest.raises(hal.InternalError, match=r"device.queue_flush.*OverflowError: backend bug"):
+        Player(ReplayFile(c.data()), Faulty(device)).run()
