@@ -219,7 +219,8 @@ class RecordHandlers:
                 path = new + path[len(old) :]
                 break
         try:
-            data = open(path, "rb").read()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as exc:
             raise NotFoundError(
                 f"external file {path!r} referenced by the capture cannot be read ({exc}); "

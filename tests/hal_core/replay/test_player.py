@@ -585,3 +585,70 @@ def test_a_backend_raising_a_non_hal_error_is_internal_naming_the_record(device)
     c.op(O.DEVICE_QUEUE_FLUSH, device=1, obj=1)
     with pytest.raises(hal.InternalError, match=r"device.queue_flush.*OverflowError: backend bug"):
         Player(ReplayFile(c.data()), Faulty(device)).run()
+
+
+def _fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _file_capture(
+    kind: int, reference: bytes, length: int, *, digest: bytes = b"", read_tail: bytes = b""
+) -> bytes:
+    c = Capture()
+    c.device()
+    c.semaphore(20)
+    c.buffer(10, 16)
+    fobj = (
+        payload(
+            P.FILE_OBJECT,
+            queue_affinity=ANY,
+            file_length=length,
+            reference_length=len(reference),
+            access=1,
+            reference_type=kind,
+            validation_type=F.FileValidationType.CONTENT_DIGEST if digest else 0,
+            digest_type=1 if digest else 0,
+            digest=digest,
+        )
+        + reference
+    )
+    c.op(O.DEVICE_IMPORT_FILE, fobj, P.FILE_OBJECT, device=1, obj=1, rel=30)
+    read = _queue(
+        P.DEVICE_QUEUE_READ,
+        [],
+        [(20, 1)],
+        tail=read_tail,
+        source_file_id=30,
+        source_offset=2,
+        captured_data_length=len(read_tail),
+        **ref_fields("target_ref", 10, 0, 8),
+    )
+    c.op(O.DEVICE_QUEUE_READ, read, P.DEVICE_QUEUE_READ, device=1, obj=1)
+    return c.data()
+
+
+def test_external_files_are_remapped_and_checked(device, tmp_path):
+    content = bytes(range(50, 82))
+    (tmp_path / "weights.bin").write_bytes(content)
+    digest = _fnv1a64(content).to_bytes(8, "little") + bytes(24)
+    data = _file_capture(
+        F.FileReferenceType.EXTERNAL_PATH, b"/captured/root/weights.bin", 32, digest=digest
+    )
+    with pytest.raises(hal.NotFoundError, match="--file-remap"):
+        Player(ReplayFile(data), device).run()
+    player = Player(ReplayFile(data), device, file_remap=[("/captured/root", str(tmp_path))])
+    player.run()
+    assert player.buffer_contents(10)[:8] == content[2:10]
+    (tmp_path / "weights.bin").write_bytes(bytes(32))
+    with pytest.raises(hal.DataLossError, match="digest"):
+        player.run()
+
+
+def test_captured_file_ranges_come_from_the_reads(device):
+    data = _file_capture(F.FileReferenceType.CAPTURED_RANGES, b"", 32, read_tail=b"ABCDEFGH")
+    player = Player(ReplayFile(data), device)
+    player.run()
+    assert player.buffer_contents(10)[:8] == b"ABCDEFGH"
