@@ -321,7 +321,7 @@ def _check_dynamic(blob: bytes, mem: _Memory, off: int, size: int) -> dict[str, 
         name = string(st_name, f"the name of symbol {i}")
         values.append(value if shndx != _SHN_UNDEF else -1)
         if shndx not in (_SHN_UNDEF, _SHN_ABS) and (st_info & 0xF) != _STT_TLS:
-            mem.mapped(value, max(1, min(sym_size, 1 << 20)), f"symbol {name!r}")
+            mem.mapped(value, min(sym_size, 1 << 20), f"symbol {name!r}")
             if name:
                 symbols[name] = value
 

@@ -67,7 +67,8 @@ def interpret(program: Any, i: int, bases: np.ndarray, lens: np.ndarray) -> None
 
 def _interpret_dispatch(program: Any, rec: list, bases: np.ndarray, lens: np.ndarray) -> None:
     if rec[5] >= 0:
-        counts = tuple(int(v) for v in _view(bases, lens, rec[5], rec[6], 12).view(np.uint32))
+        cx, cy, cz = (int(v) for v in _view(bases, lens, rec[5], rec[6], 12).view(np.uint32))
+        counts: tuple[int, int, int] = (cx, cy, cz)
     else:
         counts = (rec[2], rec[3], rec[4])
     total = counts[0] * counts[1] * counts[2]
