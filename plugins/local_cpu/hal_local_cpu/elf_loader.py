@@ -58,6 +58,8 @@ class LoadedLibrary:
         self.image = image
         self.base = base
         self._finalizer = weakref.finalize(self, _close, lib)
+        # Never at interpreter exit: a daemon thread may still be running its code.
+        self._finalizer.atexit = False
 
     def release(self) -> None:
         self._finalizer()

@@ -108,7 +108,7 @@ class NativeExecutable:
         self.fn_ptrs = tuple(fn_ptrs)
         self.fns = tuple(fns)
         # The library goes with its executable (the last program using it keeps it).
-        weakref.finalize(self, library.release)
+        weakref.finalize(self, library.release).atexit = False
 
     def workgroup_caller(
         self, ordinal: int, counts: tuple[int, int, int] = (1, 1, 1)

@@ -306,7 +306,7 @@ class IreeExecutable:
         self.fn_ptrs = tuple(fn_ptrs)
         self.export_ptrs = tuple(export_ptrs)
         self._keep = keep
-        weakref.finalize(self, library.release)
+        weakref.finalize(self, library.release).atexit = False
 
     def _check(self, ptr: Any, size: int, what: str, part: str) -> None:
         if ptr == ffi.NULL or not self.library.contains(_addr(ptr), size):
