@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from .._status import StatusCode
+from .._status import StatusCode, UnimplementedError
 from . import _format as F
 from ._format import OperationCode, PayloadType, RecordType
 from ._reader import Record, ReplayFile
@@ -135,7 +135,13 @@ def record_json(file: ReplayFile, rec: Record) -> dict[str, Any]:
         RecordType.OBJECT,
         RecordType.OPERATION,
     ):
-        out["payload"] = project_payload(rec.payload_type, file.decode(rec))
+        try:
+            payload = file.decode(rec)
+        except UnimplementedError:
+            if not rec.optional:
+                raise
+        else:  # an optional record of a newer payload type is shown without its payload
+            out["payload"] = project_payload(rec.payload_type, payload)
     return out
 
 

@@ -229,46 +229,55 @@ class Player(RecordHandlers):
 
     def _build_plan(self) -> list[tuple[Handler, Record, dict[str, Any]]]:
         plan: list[tuple[Handler, Record, dict[str, Any]]] = []
-        decode = self.file.decode
         for rec in self.file.records():
-            rtype = rec.record_type
-            if rtype == RecordType.OBJECT:
-                check_known(rec)
-                if rec.object_type in (ObjectType.DEVICE, ObjectType.ALLOCATOR):
-                    plan.append((self._object, rec, decode(rec)))
-                else:
-                    decode(rec)  # validated now, used by the operation that made it
-            elif rtype == RecordType.OPERATION:
-                check_known(rec)
-                payload = decode(rec)
-                if rec.status_code != 0:
-                    continue  # the call failed at capture time: nothing to re-create
-                if (
-                    rec.operation_code == OperationCode.BUFFER_MAP_RANGE
-                    and payload["memory_access"] & MemoryAccess.READ
-                    and rec.object_id not in self.output_buffer_ids
-                ):
-                    self.output_buffer_ids.append(rec.object_id)
-                handler = HANDLERS.get(rec.operation_code)
-                if handler is None:
-                    raise UnimplementedError(
-                        f"replay record #{rec.sequence_ordinal} at byte offset {rec.offset}: "
-                        f"operation {rec.operation_name} cannot be replayed by hal-core"
-                        + WHY_NOT.get(rec.operation_code, "")
-                    )
-                if handler is not skip:
-                    plan.append((handler.__get__(self), rec, payload))
-            elif rtype == RecordType.UNSUPPORTED:
-                if rec.status_code == 0:
-                    raise UnimplementedError(
-                        f"replay record #{rec.sequence_ordinal} at byte offset {rec.offset}: the "
-                        f"capture could not record {rec.operation_name} faithfully (an "
-                        "'unsupported' record), so it cannot be replayed"
-                    )
-            elif rtype in (RecordType.SESSION, RecordType.BLOB):
-                decode(rec) if rec.payload_type else None
-            # Optional records of unknown types never reach here (the reader skips them).
+            try:
+                self._plan_record(rec, plan)
+            except UnimplementedError:
+                if not rec.optional:
+                    raise
+                # An optional record this reader cannot use: the format lets it be skipped.
         return plan
+
+    def _plan_record(self, rec: Record, plan: list[tuple[Handler, Record, dict[str, Any]]]) -> None:
+        """Validate ``rec`` and append its handler to ``plan`` (if it has work to do)."""
+        decode = self.file.decode
+        rtype = rec.record_type
+        if rtype == RecordType.OBJECT:
+            check_known(rec)
+            if rec.object_type in (ObjectType.DEVICE, ObjectType.ALLOCATOR):
+                plan.append((self._object, rec, decode(rec)))
+            else:
+                decode(rec)  # validated now, used by the operation that made it
+        elif rtype == RecordType.OPERATION:
+            check_known(rec)
+            payload = decode(rec)
+            if rec.status_code != 0:
+                return  # the call failed at capture time: nothing to re-create
+            if (
+                rec.operation_code == OperationCode.BUFFER_MAP_RANGE
+                and payload["memory_access"] & MemoryAccess.READ
+                and rec.object_id not in self.output_buffer_ids
+            ):
+                self.output_buffer_ids.append(rec.object_id)
+            handler = HANDLERS.get(rec.operation_code)
+            if handler is None:
+                raise UnimplementedError(
+                    f"replay record #{rec.sequence_ordinal} at byte offset {rec.offset}: "
+                    f"operation {rec.operation_name} cannot be replayed by hal-core"
+                    + WHY_NOT.get(rec.operation_code, "")
+                )
+            if handler is not skip:
+                plan.append((handler.__get__(self), rec, payload))
+        elif rtype == RecordType.UNSUPPORTED:
+            if rec.status_code == 0:
+                raise UnimplementedError(
+                    f"replay record #{rec.sequence_ordinal} at byte offset {rec.offset}: the "
+                    f"capture could not record {rec.operation_name} faithfully (an "
+                    "'unsupported' record), so it cannot be replayed"
+                )
+        elif rtype in (RecordType.SESSION, RecordType.BLOB) and rec.payload_type:
+            decode(rec)
+        # Optional records of unknown types never reach here (the reader skips them).
 
 
 def _describe(rec: Record) -> str:

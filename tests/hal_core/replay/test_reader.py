@@ -257,3 +257,23 @@ def test_fuzzed_captures_fail_cleanly(edits, cut):
         Player(ReplayFile(bytes(data)), _NoDevice())
     except ALLOWED:
         pass
+
+
+def test_optional_records_of_unknown_operations_or_payloads_are_skipped():
+    c = Capture()
+    c.device()
+    c.op(999, flags=RecordFlags.OPTIONAL)
+    c.op(OperationCode.DEVICE_QUEUE_FLUSH, b"\x00" * 8, 99, flags=RecordFlags.OPTIONAL)
+    data = c.data()
+    plan = Player(ReplayFile(data), _NoDevice()).plan
+    assert [r.record_type for _, r, _ in plan] == [RecordType.OBJECT, RecordType.OBJECT]
+    from hal_core.replay import json_records
+
+    lines = list(json_records(ReplayFile(data)))
+    assert lines[-1]["operation_code"] == OperationCode.DEVICE_QUEUE_FLUSH
+    assert "payload" not in lines[-1]
+    c = Capture()
+    c.device()
+    c.op(OperationCode.DEVICE_QUEUE_FLUSH, b"\x00" * 8, 99)
+    with pytest.raises(hal.UnimplementedError, match="unknown payload type 99"):
+        list(json_records(ReplayFile(c.data())))
