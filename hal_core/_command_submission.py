@@ -198,7 +198,7 @@ def prepare_dispatch(
         if ind.buffer.device is not device:
             check_owner(device, ind.buffer, "dispatch workgroup-count parameters")
         ind.buffer.resolve_range(ind.offset, ind.length)
-    finalize = getattr(device._backend, "finalize_command_buffer", None)
+    finalize = device._finalize
     if finalize is None:
         raise UnimplementedError(f"{device.uri} does not implement dispatch")
     command = (CMD_DISPATCH, executable, function, config, constants, refs, flags)

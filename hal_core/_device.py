@@ -105,6 +105,9 @@ class Device:
         self._single_queue[_ANY] = 0
         self.allocator = Allocator(backend.allocator, self)
         self._submit = backend.submit
+        # Optional backend entry points, looked up once (queue calls must not probe).
+        self._submit_alloca = getattr(backend, "submit_alloca", None)
+        self._finalize = getattr(backend, "finalize_command_buffer", None)
         self._closed = False
         self._close_lock = threading.Lock()
         self.topology_info: Any = None
@@ -498,8 +501,7 @@ class Device:
         op.extra = (pool, params)
         op.flags = AllocaFlags(flags) if flags else _NO_ALLOCA_FLAGS
         # Backends with pools reserve memory here (and may refuse with RESOURCE_EXHAUSTED).
-        submit_alloca = getattr(self._backend, "submit_alloca", None)
-        (submit_alloca or self._submit)(op)
+        (self._submit_alloca or self._submit)(op)
         return buffer
 
     def query_queue_pool_backend(self, affinity: int) -> QueuePoolBackend:
