@@ -89,7 +89,6 @@ from ._semaphore import (
     wait_all,
     wait_any,
 )
-from ._stream import Stream, Timepoint
 from ._status import (
     AbortedError,
     AlreadyExistsError,
@@ -113,6 +112,8 @@ from ._status import (
     UnknownError,
     error_for,
 )
+from ._stream import Stream
+from ._timepoint import Timepoint
 from ._uri import DeviceUri
 from .hookspecs import hookimpl
 from .pool import (

@@ -51,6 +51,7 @@ from ._status import (
     StatusCode,
     error_for,
 )
+from ._timepoint import Timepoint
 from ._typed_constants import pack_constants
 
 __all__ = ["Stream", "Timepoint"]
@@ -70,6 +71,8 @@ _KIND_NAMES = (
     "host_call",
     "upload",
     "download",
+    "read",
+    "write",
 )
 (
     _K_BARRIER,
@@ -83,56 +86,13 @@ _KIND_NAMES = (
     _K_HOST_CALL,
     _K_UPLOAD,
     _K_DOWNLOAD,
-) = range(1, 12)
+    _K_READ,
+    _K_WRITE,
+) = range(1, 14)
 _MAPPABLE = int(BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT)
 _STAGING_PARAMS = BufferParams(
     usage=BufferUsage.TRANSFER | BufferUsage.MAPPING_SCOPED, type=MemoryType.HOST_LOCAL
 )
-
-
-class Timepoint(tuple):
-    """A point on a semaphore's timeline: ``(semaphore, value)``.
-
-    A plain pair in every respect (unpack it, put it in any queue op's wait or signal
-    list), plus ``wait(timeout)``, ``reached`` and ``await timepoint``, which waits from
-    asyncio without a thread (the semaphore's own failure raises).
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, semaphore: Semaphore, value: int) -> "Timepoint":
-        return tuple.__new__(cls, (semaphore, value))
-
-    @property
-    def semaphore(self) -> Semaphore:
-        return self[0]
-
-    @property
-    def value(self) -> int:
-        return self[1]
-
-    @property
-    def reached(self) -> bool:
-        """True once the semaphore reached the value (False when it failed)."""
-        sem = self[0]
-        return sem._failure is None and sem._value >= self[1]
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until reached; DEADLINE_EXCEEDED or the semaphore's failure raises."""
-        self[0].wait(self[1], timeout)
-
-    def wait_async(self, timeout: float | None = None) -> Any:
-        """A coroutine waiting without blocking the event loop (see ``await``)."""
-        return wait_async(self[0], self[1], timeout)
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return wait_async(self[0], self[1]).__await__()
-
-    def __getnewargs__(self) -> tuple[Semaphore, int]:  # copy.copy and friends
-        return (self[0], self[1])
-
-    def __repr__(self) -> str:
-        return f"Timepoint({self[0]!r}, {self[1]})"
 
 
 @functools.lru_cache(maxsize=256)
@@ -406,6 +366,60 @@ class Stream:
         with source.map(MemoryAccess.READ, source_offset, length) as mapping:
             out = mapping.contents.copy()
         return out.view(dtype) if shape is None else out.view(dtype).reshape(shape)
+
+    def read(
+        self,
+        file: Any,
+        target: Buffer,
+        *,
+        file_offset: int = 0,
+        offset: int = 0,
+        length: int = WHOLE_BUFFER,
+        flags: int = 0,
+    ) -> None:
+        """Read file bytes from ``file_offset`` into ``target`` at ``offset``
+        (``queue_read``); ``length`` defaults to the rest of the buffer."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self.device.queue_read(
+            self.affinity,
+            self._waits(),
+            signal,
+            file,
+            file_offset,
+            target,
+            offset,
+            length,
+            flags=flags,
+        )
+        self._advance(signal, _K_READ)
+
+    def write(
+        self,
+        source: Buffer,
+        file: Any,
+        *,
+        offset: int = 0,
+        file_offset: int = 0,
+        length: int = WHOLE_BUFFER,
+        flags: int = 0,
+    ) -> None:
+        """Write ``source`` bytes from ``offset`` into ``file`` at ``file_offset``
+        (``queue_write``); ``length`` defaults to the rest of the buffer."""
+        value = self._value + 1
+        signal = ((self.semaphore, value),)
+        self.device.queue_write(
+            self.affinity,
+            self._waits(),
+            signal,
+            source,
+            offset,
+            file,
+            file_offset,
+            length,
+            flags=flags,
+        )
+        self._advance(signal, _K_WRITE)
 
     # -- work ----------------------------------------------------------------------------
 

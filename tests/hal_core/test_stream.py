@@ -14,6 +14,7 @@ from hal_core import BufferParams, BufferUsage, MemoryType, StatusCode
 from hal_core.cts.plugin import _config_for
 
 ANY = hal.QueueAffinity.ANY
+RW = hal.MemoryAccess.READ | hal.MemoryAccess.WRITE
 TIMEOUT = 10.0
 DEVICES = ["local-task://", "local-sync://", "amdgpu://0?hsa=soft"]
 HOST = BufferParams(
@@ -96,8 +97,11 @@ def test_stream_matches_raw_queue_ops(device):
     e = device.allocator.allocate_buffer(None, 32)
     s.execute(_record_cb(device, e))
     s.host_call(lambda args, ctx: calls_stream.append(tuple(args)), (1, 2, 3, 4))
+    f_stream = device.import_file(bytearray(range(64)), RW)
+    s.write(b, f_stream, offset=8, file_offset=4, length=16)
+    s.read(f_stream, e, offset=24)
     got = [s.download(x) for x in (a, b, c, e)]
-    assert s.value >= 11 and s.done  # (downloads of unmappable buffers add copies)
+    assert s.value >= 13 and s.done  # (downloads of unmappable buffers add copies)
 
     # Raw program.
     r = _Raw(device)
@@ -125,6 +129,9 @@ def test_stream_matches_raw_queue_ops(device):
     re_ = q.allocator.allocate_buffer(None, 32)
     q.queue_execute(ANY, *r.next(), _record_cb(device, re_))
     q.queue_host_call(ANY, *r.next(), lambda args, ctx: calls_raw.append(tuple(args)), (1, 2, 3, 4))
+    f_raw = device.import_file(bytearray(range(64)), RW)
+    q.queue_write(ANY, *r.next(), rb, 8, f_raw, 4, 16)
+    q.queue_read(ANY, *r.next(), f_raw, 0, re_, 24, 8)
     want = [r.read(x) for x in (ra, rb, rc, re_)]
 
     assert [g.tobytes() for g in got] == want
@@ -133,6 +140,8 @@ def test_stream_matches_raw_queue_ops(device):
     c_f32 = np.frombuffer(want[2], np.float32)
     assert c_f32[:10].tolist() == (-src[:10]).tolist()
     assert np.frombuffer(want[1], np.uint16)[16:].tolist() == [0xBEEF] * 16
+    # The file got b[8:24] at 4, and e[24:32] was read back from the file's start.
+    assert want[3][24:32] == bytes(range(4)) + want[1][8:12]
 
 
 def test_typed_constants_match_raw_bytes(device):
