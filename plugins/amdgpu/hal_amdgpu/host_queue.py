@@ -19,7 +19,11 @@ Flow of one operation (``HostQueueSet.submit`` -> ``HostQueue.submit``):
    peer queue becomes a *device barrier* (an AMD barrier-value packet on the peer's epoch
    signal) where the target supports it; anything else (host-signalled values,
    wait-before-signal, failed semaphores) is *deferred in software* with semaphore
-   timepoints and resubmitted from the signalling thread.
+   timepoints and resubmitted from the signalling thread. The peer-queue tiers apply only
+   when the op signals no semaphore another queue still has to signal on the host:
+   otherwise this queue's completion thread could signal a higher value before the peer's
+   thread signals a lower one (which fails the semaphore), so the wait is deferred.
+   Pointers are resolved at admission (``admission_pointers``).
 2. Admission under the submission lock: the notification ring, the kernarg ring and the AQL
    ring (``try_reserve``, last because it changes state) must all have room; otherwise the
    submission is *parked* (FIFO) and retried after the next drain. Sizes that could never
@@ -57,11 +61,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from hal_core import (
-    WHOLE_BUFFER,
     CancelledError,
     FailedPreconditionError,
     HalError,
-    InvalidArgumentError,
     OutOfRangeError,
     UnimplementedError,
     axis_make_queue,
@@ -72,6 +74,7 @@ from hal_core.backend import (
     resolve_waits,
 )
 
+from .admission_pointers import binding_pointers, read_indirect_counts, static_pointers
 from .aql_packets import (
     DISPATCH_SETUP_3D,
     HOST_IS_TSO,
@@ -217,6 +220,8 @@ class HostQueue(QueueCompletion):
         self.frontier: dict[int, int] = {}
         self.published_epoch = 0
         self.completed_epoch = 0
+        #: Epochs whose semaphores the completion thread has signalled on the host.
+        self.signalled_epoch = 0
         self.axis = axis_make_queue(
             qset.tracker.session_epoch, qset.tracker.machine_index, gpu_index, queue_index
         )
@@ -339,6 +344,7 @@ class HostQueue(QueueCompletion):
         deferred: list = []
         last_signal = self.qset.last_signal
         barrier_ok = self.qset.barrier_value_supported
+        racy: bool | None = None  # computed on the first wait a peer queue produces
         for sem, value in sub.op.waits:
             failure = sem._failure
             if failure is not None:
@@ -352,16 +358,33 @@ class HostQueue(QueueCompletion):
                 producer, epoch = entry[0], entry[1]
                 if producer is self:
                     continue  # in-order queue: already behind the producer
-                if self.frontier.get(producer.index, 0) >= epoch:
-                    continue  # a previous device barrier covers it
-                if producer.completed_epoch >= epoch:
-                    sub.acquire = FenceScope.SYSTEM
-                    continue
-                if barrier_ok and producer.qset is self.qset and producer.error is None:
-                    sub.barriers.append((producer, epoch))
-                    continue
+                if racy is None:
+                    racy = self._signals_race_peers(sub)
+                # Elided or device-ordered, this op could finish and be signalled by this
+                # queue's thread before the producer's thread signalled a semaphore both
+                # signal (a lower value after a higher one fails the semaphore): wait in
+                # software for the producer's host signal instead.
+                if not racy:
+                    if self.frontier.get(producer.index, 0) >= epoch:
+                        continue  # a previous device barrier covers it
+                    if producer.completed_epoch >= epoch:
+                        sub.acquire = FenceScope.SYSTEM
+                        continue
+                    if barrier_ok and producer.qset is self.qset and producer.error is None:
+                        sub.barriers.append((producer, epoch))
+                        continue
             deferred.append((sem, value))
         return deferred
+
+    def _signals_race_peers(self, sub: _Sub) -> bool:
+        """Whether a semaphore ``sub`` signals was last published by another queue whose
+        completion thread has not signalled it yet (its host-side order is not settled)."""
+        last_signal = self.qset.last_signal
+        for sem, _value in sub.op.signals:
+            entry = last_signal.get(sem)
+            if entry is not None and entry[0] is not self and entry[0].signalled_epoch < entry[1]:
+                return True
+        return False
 
     def _on_deferred_ready(self, sub: _Sub) -> None:
         if self._deferred.pop(sub, None) is None:
@@ -402,12 +425,14 @@ class HostQueue(QueueCompletion):
                 if program.range_error is not None:
                     raise OutOfRangeError(program.range_error)
                 if program.slot_extents:
-                    sub.binding_ptrs = _binding_pointers(sub.table, program.slot_extents)
+                    sub.binding_ptrs = binding_pointers(sub.table, program.slot_extents)
                 if program.static_buffers:
-                    sub.static_ptrs = _static_pointers(program.static_buffers)
+                    sub.static_ptrs = static_pointers(program.static_buffers)
                 indirect = program.blocks[0].replay.indirect
                 if indirect is not None:
-                    sub.counts = _read_counts(self.qset, indirect, sub)
+                    sub.counts = read_indirect_counts(
+                        self.hsa, indirect, sub.binding_ptrs, sub.static_ptrs
+                    )
         except HalError as exc:
             self._fail_sub(sub, exc)
             return
@@ -619,43 +644,6 @@ class HostQueue(QueueCompletion):
         sub.resources = None
 
 
-def _binding_pointers(table: tuple, extents: dict) -> np.ndarray:
-    """Device address of every binding-table slot (binding offset included), after checking
-    that each slot the program uses exists and covers the bytes it reaches (the checks
-    an UNVALIDATED recording skipped; failures fail the submission at execution)."""
-    n = len(table)
-    for slot, extent in extents.items():
-        if slot >= n:
-            raise OutOfRangeError(
-                f"the command buffer uses binding-table slot {slot} but the table has {n} entries"
-            )
-        binding = table[slot]
-        if binding is None or binding.buffer is None:
-            raise InvalidArgumentError(f"binding-table slot {slot} holds no buffer")
-        length = binding.length
-        if length == WHOLE_BUFFER:
-            length = binding.buffer.byte_length - binding.offset
-        if extent > length or binding.offset + length > binding.buffer.byte_length:
-            raise OutOfRangeError(
-                f"the command buffer reaches byte {extent} of binding-table slot {slot}, "
-                f"which binds {length} bytes"
-            )
-    ptrs = np.zeros(max(1, n), np.uint64)
-    for slot, binding in enumerate(table):
-        if binding is None or binding.buffer is None:
-            continue
-        buf = binding.buffer
-        ptrs[slot] = buf.storage().address + buf.byte_offset + binding.offset
-    return ptrs
-
-
-def _static_pointers(buffers: tuple) -> np.ndarray:
-    ptrs = np.zeros(len(buffers), np.uint64)
-    for i, buf in enumerate(buffers):
-        ptrs[i] = buf.storage().address + buf.byte_offset  # FAILED_PRECONDITION if decommitted
-    return ptrs
-
-
 class _Blit:
     """An encoded single-transfer packet: kernarg image, staged body, self-pointer slot."""
 
@@ -665,28 +653,6 @@ class _Blit:
         self.image = image
         self.row = row
         self.self_offset = self_offset
-
-
-def _read_counts(qset: "HostQueueSet", indirect: tuple, sub: _Sub) -> tuple[int, int, int]:
-    """Read the three uint32 workgroup counts of an indirect dispatch (any memory kind,
-    through ``hsa_memory_copy``)."""
-    from .block_program import BindingSourceFlags
-
-    kind, slot, ptr = indirect[0], indirect[1], indirect[2]
-    if kind == BindingSourceFlags.DYNAMIC:
-        address = int(sub.binding_ptrs[slot]) + ptr  # type: ignore[index]
-    elif kind == BindingSourceFlags.STATIC_BUFFER:
-        address = int(sub.static_ptrs[slot]) + ptr  # type: ignore[index]
-    else:
-        address = ptr
-    hsa = qset.hsa
-    ffi = hsa.ffi
-    out = np.zeros(3, np.uint32)
-    hsa.check(
-        hsa.lib.hsa_memory_copy(ffi.from_buffer(out), ffi.cast("void*", address), 12),
-        "hsa_memory_copy(indirect dispatch parameters)",
-    )
-    return int(out[0]), int(out[1]), int(out[2])
 
 
 class _IndirectGate:
@@ -700,8 +666,12 @@ class _IndirectGate:
 
     def __call__(self) -> None:
         try:
-            self.sub.counts = _read_counts(
-                self.queue.qset, self.sub.program.blocks[self.sub.block].replay.indirect, self.sub
+            sub = self.sub
+            sub.counts = read_indirect_counts(
+                self.queue.hsa,
+                sub.program.blocks[sub.block].replay.indirect,  # type: ignore[union-attr]
+                sub.binding_ptrs,
+                sub.static_ptrs,
             )
         except HalError as exc:
             self.queue._fail_sub(self.sub, exc)

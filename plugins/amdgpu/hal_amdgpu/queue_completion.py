@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable
 
 from hal_core import CancelledError, HalError, error_for
-from hal_core.backend import report_callback_error
+from hal_core.backend import report_callback_error, run_on_trampoline
 
 from .aql_packets import SignalCondition
 from .kernarg_ring import KernargRing
@@ -61,6 +61,15 @@ def fail_signals(signals: Any, error: HalError) -> None:
             report_callback_error(exc, "failing a semaphore on an amdgpu queue", sem)
 
 
+def _signal_all(signals: list, _status: Any) -> None:
+    """Signal each ``(semaphore, value)`` of a drained batch (a trampoline callback)."""
+    for sem, value in signals:
+        try:
+            sem._signal_from_queue(value)
+        except BaseException as exc:  # a failing callback must not drop the rest
+            report_callback_error(exc, "signalling a semaphore on an amdgpu queue", sem)
+
+
 class QueueCompletion:
     """Completion, failure and close of a ``HostQueue`` (whose ``__init__`` sets every
     attribute declared here). See the module docstring."""
@@ -72,6 +81,7 @@ class QueueCompletion:
     error: HalError | None
     published_epoch: int
     completed_epoch: int
+    signalled_epoch: int
     epoch_signal: Any
     stop_signal: Any
     notifications: NotificationRing
@@ -165,11 +175,11 @@ class QueueCompletion:
         kernarg_position = -1
         while batches:
             result, run = batches.popleft()
-            for sem, value in result.signals:
-                try:
-                    sem._signal_from_queue(value)
-                except BaseException as exc:  # a failing callback must not drop the rest
-                    report_callback_error(exc, "signalling a semaphore on an amdgpu queue", sem)
+            if result.signals:
+                # Through the thread's trampoline: every semaphore of the batch reaches its
+                # value before any callback it releases runs (work admitted by one of them
+                # cannot finish and signal a semaphore of this batch first).
+                run_on_trampoline(_signal_all, result.signals)
             if result.kernarg_position >= 0:
                 kernarg_position = result.kernarg_position
             result.resources.clear()
@@ -178,6 +188,8 @@ class QueueCompletion:
                     run()
                 except BaseException as exc:
                     report_callback_error(exc, "a host action on an amdgpu queue", run)
+        if completed > self.signalled_epoch:
+            self.signalled_epoch = completed
         with self._lock:
             if kernarg_position >= 0:
                 self.kernargs.reclaim(kernarg_position)

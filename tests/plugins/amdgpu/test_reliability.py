@@ -225,3 +225,37 @@ def test_a_hundred_thousand_op_chain_on_one_timeline():
         sem.signal(1)
         sem.wait(n + 1, 300)
         assert sem.query() == n + 1
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "amdgpu://0?hsa=soft&soft_gpus=gfx90a",  # barrier-value packets by default
+        "amdgpu://0?hsa=soft&wait_barrier=barrier_value",
+        "amdgpu://0?hsa=soft",  # software deferral
+    ],
+)
+def test_a_chain_alternating_queues_signals_in_order(uri):
+    """Each op waits on the previous value of one semaphore (produced by the other
+    queue) and signals the next. Device-ordered on the GPU, the two completion threads
+    used to signal out of order on the host (a higher value first), failing the
+    semaphore with INVALID_ARGUMENT."""
+    n = 3000
+    with hal_core.create_device(uri) as device:
+        sem = device.create_semaphore(0)
+        for i in range(n):
+            device.queue_barrier(1 << (i & 1), [(sem, i)] if i else [], [(sem, i + 1)])
+        sem.wait(n, 120)
+
+
+def test_one_ops_semaphores_all_land_before_work_they_release_signals():
+    """An op signals S and T; the next op, on the other queue, waits on S and signals a
+    higher T. The first op's T must land before the second op can signal, so all of a
+    drained batch's semaphores are signalled before any callback they release runs (the
+    window is narrow: this repeats the pattern rather than forcing the interleaving)."""
+    with hal_core.create_device(URI) as device:
+        for _ in range(200):
+            s, t = device.create_semaphore(0), device.create_semaphore(0)
+            device.queue_barrier(1, [], [(s, 1), (t, 1)])
+            device.queue_barrier(2, [(s, 1)], [(t, 2)])
+            t.wait(2, TIMEOUT)
