@@ -38,7 +38,15 @@ from ..profiling import (
     parse_families,
     read_profile_bundle,
 )
-from ._common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, positive_int, rc_for
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Interrupts,
+    OneLineParser,
+    positive_int,
+    rc_for,
+)
 
 F = ProfilingDataFamily
 
@@ -275,11 +283,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        interrupts = Interrupts()
         try:
-            workload(device, args.device, args.repeats)
+            with interrupts:
+                workload(device, args.device, args.repeats)
         except KeyboardInterrupt:
-            print("hal profile: interrupted; writing what was captured", file=sys.stderr)
-            rc = EXIT_INTERRUPTED
+            interrupts.seen = True
         except HalError as exc:
             rc = _fail(f"workload {rest[0]} failed: {exc}", EXIT_FAILURE)
         except Exception:
@@ -287,7 +296,13 @@ def run(args: argparse.Namespace) -> int:
             traceback.print_exc()
             rc = _fail(f"workload {rest[0]} raised; see the traceback above", EXIT_FAILURE)
         finally:
-            device.profiling_end()
+            try:
+                device.profiling_end()
+            except HalError as exc:  # a sink failing to write: the capture is incomplete
+                rc = _fail(f"ending the profiling session failed: {exc}", EXIT_FAILURE)
+        if interrupts.seen:
+            print("hal profile: interrupted; wrote what was captured", file=sys.stderr)
+            rc = EXIT_INTERRUPTED
     except HalError as exc:
         # The device cannot do what the options ask: a usage mistake, said with the
         # --families spelling next to each family's name.
