@@ -103,18 +103,24 @@ class ExecuteFlags(enum.IntFlag):
     BORROW_BINDING_TABLE_LIFETIME = 1 << 0
 
 
-def _u64(name: str) -> Any:
-    """An attrs converter: the value as a plain int in 0..2**64-1 (numpy integers
-    normalised), INVALID_ARGUMENT otherwise."""
+def _u64(value: Any, name: str) -> int:
+    """The value as a plain int in 0..2**64-1 (numpy integers normalised),
+    INVALID_ARGUMENT otherwise."""
+    if value.__class__ is not int:
+        value = as_index(value, name)
+    if value < 0 or value > WHOLE_BUFFER:
+        raise InvalidArgumentError(f"{name} must be an int in 0..2**64-1, got {value!r}")
+    return value
 
-    def convert(value: Any) -> int:
-        if value.__class__ is not int:
-            value = as_index(value, name)
-        if value < 0 or value > WHOLE_BUFFER:
-            raise InvalidArgumentError(f"{name} must be an int in 0..2**64-1, got {value!r}")
-        return value
 
-    return convert
+def _offset(value: Any) -> int:
+    """attrs converter of ``offset`` fields."""
+    return value if value.__class__ is int and 0 <= value <= WHOLE_BUFFER else _u64(value, "offset")
+
+
+def _length(value: Any) -> int:
+    """attrs converter of ``length`` fields."""
+    return value if value.__class__ is int and 0 <= value <= WHOLE_BUFFER else _u64(value, "length")
 
 
 def _slot(value: Any) -> int:
@@ -138,8 +144,8 @@ class BufferRef:
     """
 
     buffer: Buffer | None
-    offset: int = attrs.field(default=0, converter=_u64("offset"))
-    length: int = attrs.field(default=WHOLE_BUFFER, converter=_u64("length"))
+    offset: int = attrs.field(default=0, converter=_offset)
+    length: int = attrs.field(default=WHOLE_BUFFER, converter=_length)
     slot: int = attrs.field(default=0, converter=_slot)
 
     @classmethod
@@ -162,8 +168,8 @@ class BufferBinding:
     """One binding-table entry: a buffer range bound to a slot at submit."""
 
     buffer: Buffer | None
-    offset: int = attrs.field(default=0, converter=_u64("offset"))
-    length: int = attrs.field(default=WHOLE_BUFFER, converter=_u64("length"))
+    offset: int = attrs.field(default=0, converter=_offset)
+    length: int = attrs.field(default=WHOLE_BUFFER, converter=_length)
 
 
 class BindingTable:
@@ -243,20 +249,26 @@ def compose_range(
     return buffer, binding.offset + offset, length
 
 
-def _u32x3(name: str) -> Any:
-    """An attrs converter: three plain ints in 0..2**32-1 (numpy integers normalised),
-    INVALID_ARGUMENT otherwise."""
+def _u32x3(value: Any, name: str) -> tuple[int, int, int]:
+    """Three plain ints in 0..2**32-1 (numpy integers normalised), INVALID_ARGUMENT
+    otherwise."""
+    try:
+        out = tuple(v if v.__class__ is int else as_index(v, name) for v in value)
+    except (TypeError, InvalidArgumentError):
+        out = ()
+    if len(out) != 3 or not all(0 <= v < (1 << 32) for v in out):
+        raise InvalidArgumentError(f"{name} must be three ints in 0..2**32-1, got {value!r}")
+    return out  # type: ignore[return-value]
 
-    def convert(value: Any) -> tuple:
-        try:
-            out = tuple(v if v.__class__ is int else as_index(v, name) for v in value)
-        except (TypeError, InvalidArgumentError):
-            out = ()
-        if len(out) != 3 or not all(0 <= v < (1 << 32) for v in out):
-            raise InvalidArgumentError(f"{name} must be three ints in 0..2**32-1, got {value!r}")
-        return out
 
-    return convert
+def _workgroup_count(value: Any) -> tuple[int, int, int]:
+    """attrs converter of ``DispatchConfig.workgroup_count``."""
+    return _u32x3(value, "workgroup_count")
+
+
+def _workgroup_size(value: Any) -> tuple[int, int, int]:
+    """attrs converter of ``DispatchConfig.workgroup_size``."""
+    return _u32x3(value, "workgroup_size")
 
 
 @attrs.frozen(slots=True)
@@ -271,12 +283,10 @@ class DispatchConfig:
     """
 
     workgroup_count: tuple[int, int, int] = attrs.field(
-        default=(1, 1, 1), converter=_u32x3("workgroup_count")
+        default=(1, 1, 1), converter=_workgroup_count
     )
     workgroup_count_ref: BufferRef | None = None
-    workgroup_size: tuple[int, int, int] = attrs.field(
-        default=(0, 0, 0), converter=_u32x3("workgroup_size")
-    )
+    workgroup_size: tuple[int, int, int] = attrs.field(default=(0, 0, 0), converter=_workgroup_size)
     dynamic_workgroup_local_memory: int = 0
 
     @classmethod

@@ -215,7 +215,7 @@ def select_queue(device: Any, affinity: Any) -> int:
     return (a & -a).bit_length() - 1
 
 
-def queue_op(device: Any, kind: int, affinity: Any, wait: Any, signal: Any) -> QueueOp:
+def queue_op(device: Any, kind: Any, affinity: Any, wait: Any, signal: Any) -> QueueOp:
     """The ``QueueOp`` of one call of ``device``: the device is open, the wait and signal
     lists are valid (see the module docstring) and the affinity selects a queue."""
     # Hot path: the common shape (tuples of (Semaphore, int) pairs, values in range,
@@ -223,7 +223,7 @@ def queue_op(device: Any, kind: int, affinity: Any, wait: Any, signal: Any) -> Q
     # the slow path, which normalises or raises with a clear message.
     if device._closed:
         device._check_open()
-    waits = ()
+    waits: tuple[Any, ...] = ()
     if wait:
         try:
             waits = wait if wait.__class__ is tuple else tuple(wait)
@@ -242,7 +242,7 @@ def queue_op(device: Any, kind: int, affinity: Any, wait: Any, signal: Any) -> Q
             raise
         except (TypeError, ValueError):
             waits = semaphore_list(waits, "wait")  # raises with a clear message
-    signals = ()
+    signals: tuple[Any, ...] = ()
     if signal:
         try:
             signals = signal if signal.__class__ is tuple else tuple(signal)
