@@ -28,7 +28,7 @@ EM_AARCH64 = 183
 
 _MACHINE_NAMES = {EM_X86_64: "x86-64", EM_AARCH64: "aarch64"}
 
-_PT_LOAD, _PT_DYNAMIC, _PT_INTERP, _PT_NOTE, _PT_PHDR, _PT_TLS = 1, 2, 3, 4, 6, 7
+_PT_LOAD, _PT_DYNAMIC, _PT_NOTE, _PT_PHDR, _PT_TLS = 1, 2, 4, 6, 7
 _PT_GNU_RELRO = 0x6474E552
 _PT_GNU_PROPERTY = 0x6474E553
 _PF_X, _PF_W = 1, 2
@@ -39,7 +39,8 @@ _DT_RELA, _DT_RELASZ, _DT_RELAENT, _DT_STRSZ, _DT_SYMENT = 7, 8, 9, 10, 11
 _DT_INIT, _DT_FINI, _DT_SONAME, _DT_RPATH, _DT_REL, _DT_RELSZ = 12, 13, 14, 15, 17, 18
 _DT_PLTREL, _DT_TEXTREL, _DT_JMPREL = 20, 22, 23
 _DT_INIT_ARRAY, _DT_FINI_ARRAY, _DT_INIT_ARRAYSZ, _DT_FINI_ARRAYSZ = 25, 26, 27, 28
-_DT_RUNPATH, _DT_PREINIT_ARRAY, _DT_PREINIT_ARRAYSZ, _DT_RELR = 29, 32, 33, 36
+_DT_RUNPATH, _DT_PREINIT_ARRAY, _DT_PREINIT_ARRAYSZ = 29, 32, 33
+_DT_RELRSZ, _DT_RELR, _DT_RELRENT = 35, 36, 37
 _DT_GNU_HASH = 0x6FFFFEF5
 _DT_VERSYM, _DT_VERDEF, _DT_VERDEFNUM = 0x6FFFFFF0, 0x6FFFFFFC, 0x6FFFFFFD
 _DT_VERNEED, _DT_VERNEEDNUM = 0x6FFFFFFE, 0x6FFFFFFF
@@ -47,7 +48,7 @@ _DT_STRING_TAGS = (_DT_NEEDED, _DT_SONAME, _DT_RPATH, _DT_RUNPATH)
 
 # x86-64 relocation types the loader applies for position-independent libraries.
 _R_NONE, _R_64, _R_GLOB_DAT, _R_JUMP_SLOT, _R_RELATIVE = 0, 1, 6, 7, 8
-_R_DTPMOD64, _R_DTPOFF64, _R_TPOFF64, _R_IRELATIVE = 16, 17, 18, 37
+_R_DTPMOD64, _R_DTPOFF64, _R_TPOFF64, _R_TLSDESC, _R_IRELATIVE = 16, 17, 18, 36, 37
 _R_X86_64_ALLOWED = frozenset(
     (
         _R_NONE,
@@ -58,6 +59,7 @@ _R_X86_64_ALLOWED = frozenset(
         _R_DTPMOD64,
         _R_DTPOFF64,
         _R_TPOFF64,
+        _R_TLSDESC,
         _R_IRELATIVE,
     )
 )
@@ -188,8 +190,6 @@ def _validate(blob: bytes, machine: int | None) -> ElfImage:
         p_type, p_flags, off, vaddr, _pa, filesz, memsz, align = struct.unpack_from(
             "<IIQQQQQQ", blob, phoff + 56 * i
         )
-        if p_type == _PT_INTERP:
-            raise _Bad("it has an interpreter (PT_INTERP): an executable, not a library")
         if filesz:
             _within(n, off, filesz, f"segment {i} (type {p_type:#x})")
         if filesz > memsz and p_type in (_PT_LOAD, _PT_TLS):
@@ -288,9 +288,10 @@ def _check_dynamic(blob: bytes, mem: _Memory, off: int, size: int) -> dict[str, 
         raise _Bad("the dynamic table has no terminating DT_NULL entry")
     if _DT_TEXTREL in tags:
         raise _Bad("it needs text relocations (DT_TEXTREL); build with -fPIC")
-    for t in (_DT_REL, _DT_RELR):
-        if t in tags:
-            raise _Bad(f"relocation table kind {t:#x} is not supported on this path (use RELA)")
+    if _DT_REL in tags:
+        raise _Bad("REL relocations are not used on this machine (RELA is)")
+    if tags.get(_DT_RELRENT, 8) != 8:
+        raise _Bad("packed relative relocation entries are not 8 bytes")
     if _DT_STRTAB not in tags or _DT_SYMTAB not in tags:
         raise _Bad("the dynamic table lacks a string or symbol table")
     if tags.get(_DT_SYMENT, 24) != 24 or tags.get(_DT_RELAENT, 24) != 24:
@@ -328,6 +329,9 @@ def _check_dynamic(blob: bytes, mem: _Memory, off: int, size: int) -> dict[str, 
     for table, size_tag in ((_DT_RELA, _DT_RELASZ), (_DT_JMPREL, _DT_PLTRELSZ)):
         if table in tags:
             _check_relocations(blob, mem, tags[table], tags.get(size_tag, 0), nsyms, values)
+
+    for _slot, target in _relr_slots(blob, mem, tags):
+        mem.mapped(target, 0, "a packed relative relocation's target")
 
     for addr_tag in (_DT_INIT, _DT_FINI):
         if addr_tag in tags and not mem.is_code(tags[addr_tag]):
@@ -434,11 +438,42 @@ def _check_relocations(
             raise _Bad("an indirect relocation's resolver is not in code")
 
 
+def _relr_slots(blob: bytes, mem: _Memory, tags: dict[int, int]) -> Iterator[tuple[int, int]]:
+    """``(slot, target)`` of every packed relative relocation (DT_RELR: an address word,
+    then bitmap words each covering the next 63 slots); each slot must be writable and
+    file-backed, as its target is read from the file."""
+    if _DT_RELR not in tags:
+        return
+    size = tags.get(_DT_RELRSZ, 0)
+    if size % 8:
+        raise _Bad("the packed relative relocation table size is not a multiple of 8")
+    off = mem.file_range(tags[_DT_RELR], size, "the packed relative relocation table")
+    where = None
+    for k in range(size // 8):
+        (entry,) = struct.unpack_from("<Q", blob, off + 8 * k)
+        if entry & 1 == 0:
+            slots = [entry]
+            where = entry + 8
+        elif where is None:
+            raise _Bad("a packed relative relocation bitmap comes before any address")
+        else:
+            slots = [where + 8 * i for i in range(63) if entry >> (i + 1) & 1]
+            where += 63 * 8
+        for slot in slots:
+            seg = mem.segment(slot, 8, "a packed relative relocation")
+            if not seg.flags & _PF_W:
+                raise _Bad(f"a relocation writes to read-only address {slot:#x}")
+            (target,) = struct.unpack_from(
+                "<Q", blob, mem.file_range(slot, 8, "a packed relative relocation")
+            )
+            yield slot, target
+
+
 def _relocation_targets(
     blob: bytes, mem: _Memory, tags: dict[int, int], values: list[int]
 ) -> dict[int, int]:
     """slot address -> the address the loader stores there (RELATIVE and local 64-bit)."""
-    out: dict[int, int] = {}
+    out: dict[int, int] = dict(_relr_slots(blob, mem, tags))
     for table, size_tag in ((_DT_RELA, _DT_RELASZ), (_DT_JMPREL, _DT_PLTRELSZ)):
         if table not in tags:
             continue

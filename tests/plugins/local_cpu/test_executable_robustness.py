@@ -7,6 +7,8 @@ executables."""
 from __future__ import annotations
 
 import gc
+import glob
+import platform
 import struct
 from pathlib import Path
 
@@ -263,3 +265,21 @@ def test_non_executable_objects_are_invalid_argument(value):
             device.create_executable_cache("t").prepare("local-cpu-native", value)
     finally:
         device.close()
+
+
+def test_validator_accepts_the_systems_libraries():
+    """No false rejections: the host's own shared libraries (packed relative relocations,
+    TLS descriptors, interpreters in libc, version tables) pass validation."""
+    if platform.machine() != "x86_64":
+        pytest.skip("checks x86-64 system libraries")
+    paths = sorted(glob.glob("/usr/lib/x86_64-linux-gnu/lib*.so.*"))[:300]
+    if not paths:
+        pytest.skip("no system libraries at /usr/lib/x86_64-linux-gnu")
+    checked = 0
+    for path in paths:
+        blob = Path(path).read_bytes()
+        if blob[:4] != b"\x7fELF":
+            continue  # a linker script
+        validate_elf(blob, path)
+        checked += 1
+    assert checked
