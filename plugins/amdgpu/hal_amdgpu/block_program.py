@@ -57,6 +57,7 @@ queues may replay it concurrently (blocks of one program may view one shared arr
 from __future__ import annotations
 
 import enum
+import itertools
 import operator
 import struct
 from typing import Any, Protocol, Sequence
@@ -302,16 +303,16 @@ class _PackCache(dict):
 _PACK_U64 = _PackCache()
 
 
-class _HeadPackCache(dict):
-    """``(binding count, constant bytes)`` -> a packer of the pointers and constants that
-    open a HAL kernarg image."""
+class _ImagePackCache(dict):
+    """``(binding count, constant bytes, tail bytes)`` -> a packer of a whole HAL kernarg
+    image: the pointers, the constants, then the shape's tail (hidden arguments)."""
 
-    def __missing__(self, key: tuple[int, int]) -> struct.Struct:
-        packer = self[key] = struct.Struct(f"<{key[0]}Q{key[1]}s")
+    def __missing__(self, key: tuple[int, int, int]) -> struct.Struct:
+        packer = self[key] = struct.Struct(f"<{key[0]}Q{key[1]}s{key[2]}s")
         return packer
 
 
-_PACK_HEAD = _HeadPackCache()
+_PACK_IMAGE = _ImagePackCache()
 
 
 # -- the program ----------------------------------------------------------------------------
@@ -447,6 +448,7 @@ _HEADER_BARRIER = header_setup_word(
     DISPATCH_SETUP_3D)
 _COMMAND_QWORDS = COMMAND_DTYPE.itemsize // 8
 _HAL = KernargStrategy.HAL
+_NO_OBJECT = object()  # names no recorded object
 _SELF = -1  # source kind: a pointer into the command's own kernargs (UPDATE payload)
 _BAKED = int(BindingSourceFlags.NONE)
 _DYNAMIC = int(BindingSourceFlags.DYNAMIC)
@@ -642,8 +644,8 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
             except (OverflowError, ValueError):
                 pass  # each record builds (and fails) as a lone dispatch would
             else:
-                s.head = _PACK_HEAD[n, constant_bytes]
-                s.tail = bytes(image[end:])
+                s.tail = tail = bytes(image[end:])
+                s.head = _PACK_IMAGE[n, constant_bytes, len(tail)]
         shapes[(id(executable), ordinal, id(config), flags)] = s
         return s
 
@@ -704,7 +706,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         r.shape = s
         head = s.head
         if head is not None:
-            r.image = head.pack(*baked, constants) + s.tail
+            r.image = head.pack(*baked, constants, s.tail)
         else:
             r.image = bytes(_kernarg_image(s.desc, baked, constants, s.count, s.wg, s.lds))
         r.sources = sources
@@ -741,13 +743,21 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
     shapes_get = shapes.get
     addresses_get = addresses.get
     protos_append, pids_append = protos.append, pids.append
+    last_executable = last_config = _NO_OBJECT
+    last_ordinal = last_flags = -1
+    shape = None
     indices_append, barriers_append = indices.append, barriers.append
     for index, cmd in enumerate(commands):
         op = cmd[0]
         if op == CMD_DISPATCH:
-            shape = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
-            if shape is None:
-                shape = dispatch_shape(index, cmd)
+            # Runs of dispatches naming the last shape's objects skip the lookup.
+            if (cmd[3] is not last_config or cmd[1] is not last_executable
+                    or cmd[2] != last_ordinal or cmd[6] != last_flags):
+                shape = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
+                if shape is None:
+                    shape = dispatch_shape(index, cmd)
+                last_executable, last_ordinal = cmd[1], cmd[2]
+                last_config, last_flags = cmd[3], cmd[6]
             # The same dispatch recorded again lowers to the same record.
             memo = shape.memo
             key = (cmd[4], id(cmd[5]))
@@ -820,24 +830,20 @@ def _kernel_objects_if_compatible(facts: _Facts, first: ProgramContext,
     if (a.workgroup_size, a.max_workgroups) != (b.workgroup_size, b.max_workgroups):
         return None
     cache: dict[tuple, int | None] = {}
+    shapes = list(map(_SHAPE_OF, facts.protos))
     by_shape: dict[int, int | None] = {}
-    objects: list[int] = []
-    for rec in facts.protos:
-        shape = rec.shape
-        obj = by_shape.get(id(shape), -1)
+    for shape in {id(shape): shape for shape in shapes}.values():
+        builtin, x, y = shape.resolve
+        key = (builtin, id(x), y)
+        obj = cache.get(key, -1)
         if obj == -1:
-            builtin, x, y = shape.resolve
-            key = (builtin, id(x), y)
-            obj = cache.get(key, -1)
-            if obj == -1:
-                desc = getattr(b, x)[y] if builtin else other.kernel_descriptor(x, y)
-                same = attrs.evolve(desc, kernel_object=shape.desc.kernel_object) == shape.desc
-                obj = cache[key] = desc.kernel_object if same else None
-            by_shape[id(shape)] = obj
+            desc = getattr(b, x)[y] if builtin else other.kernel_descriptor(x, y)
+            same = attrs.evolve(desc, kernel_object=shape.desc.kernel_object) == shape.desc
+            obj = cache[key] = desc.kernel_object if same else None
         if obj is None:
             return None
-        objects.append(obj)
-    return objects
+        by_shape[id(shape)] = obj
+    return list(map(by_shape.__getitem__, map(id, shapes)))
 
 
 def _is_user_resource(obj: Any) -> bool:
@@ -851,6 +857,8 @@ _PACKET_ROW = struct.Struct("<HH3HH3IIIQQQQ")
 assert _COMMAND_ROW.size == COMMAND_DTYPE.itemsize
 assert _PACKET_ROW.size == KERNEL_DISPATCH_DTYPE.itemsize
 _SHAPE_OF = operator.attrgetter("shape")
+_IMAGE_OF = operator.attrgetter("image")
+_INDIRECT_OF = operator.attrgetter("indirect")
 _STRATEGY_OF = operator.attrgetter("strategy")
 _SOURCES_OF = operator.attrgetter("sources")
 _COMMAND_ROW_OF = operator.attrgetter("command_row")
@@ -898,7 +906,7 @@ class _ProtoTables:
     def __init__(self, protos: list[_Rec]) -> None:
         m = len(protos)
         dispatch = Opcode.DISPATCH
-        self.images = images = [r.image for r in protos]
+        self.images = images = list(map(_IMAGE_OF, protos))
         shapes = list(map(_SHAPE_OF, protos))
         # The shape's record with the per-proto columns (strategy, source count, image
         # length) stored over it; per-packet fields (command/packet index, binding source
@@ -923,11 +931,11 @@ class _ProtoTables:
         self.image_table = (np.frombuffer(b"".join(images), np.uint8).reshape(m, -1)
                             if m and len(set(map(len, images))) == 1 else None)
         self.prepublished = cmd["kernarg_strategy"] == KernargStrategy.PREPUBLISHED
-        self.indirect = [r.shape.indirect for r in protos]
-        self.any_indirect = any(i is not None for i in self.indirect)
+        self.indirect = list(map(_INDIRECT_OF, shapes))
+        self.any_indirect = self.indirect.count(None) != m
         self.is_dispatch = cmd["opcode"] == dispatch
         # Sources, flattened: proto p owns entries [src_start[p], src_start[p] + src_count[p]).
-        flat = [s for r in protos for s in r.sources]
+        flat = list(itertools.chain.from_iterable(map(_SOURCES_OF, protos)))
         self.src_count = cmd["patch_source_count"].astype(np.int64)
         self.src_start = _exclusive_cumsum(self.src_count)
         self.src_kind = np.fromiter((s[0] for s in flat), np.int64, len(flat))
