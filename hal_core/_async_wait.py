@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._semaphore import as_payload
 from ._status import DeadlineExceededError, HalError
+from ._timeouts import as_timeout
 
 if TYPE_CHECKING:
     import asyncio
@@ -56,6 +58,9 @@ async def wait_async(semaphore: Any, value: int, timeout: float | None = None) -
     ``HalError``), or DEADLINE_EXCEEDED after ``timeout`` seconds (None: no limit).
     Cancelling the awaiting task removes the timepoint.
     """
+    if value.__class__ is not int:
+        value = as_payload(value, "wait")
+    timeout = as_timeout(timeout)
     failure = semaphore._failure
     if failure is not None:
         raise failure.clone()

@@ -115,3 +115,17 @@ def test_a_closed_loop_is_no_error_on_the_signalling_thread(device, capfd):
     assert sem.value == 1
     assert "Traceback" not in capfd.readouterr().err
     del task
+
+
+def test_await_checks_value_and_timeout(device):
+    sem = device.create_semaphore(1)
+
+    async def main() -> None:
+        await sem.wait_async(np.uint8(1))
+        with pytest.raises(hal.InvalidArgumentError):
+            await sem.wait_async("1")
+        with pytest.raises(hal.InvalidArgumentError):
+            await sem.wait_async(2, timeout="soon")
+        await sem.wait_async(1, timeout=float("inf"))
+
+    asyncio.run(main())
