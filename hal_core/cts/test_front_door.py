@@ -18,9 +18,21 @@ import hal_core
 from hal_core import (
     BufferParams,
     BufferRef,
+    DispatchConfig,
     MemoryAccess,
     QueueAffinity,
     StatusCode,
+)
+
+from .context import TIMEOUT
+from .dispatch_support import (  # noqa: F401 - pytest_generate_tests parametrizes exe_format
+    DISPATCH_USAGE,
+    count_constant,
+    dbuffer,
+    executable,
+    f32,
+    pytest_generate_tests,
+    read_f32,
 )
 
 ANY = QueueAffinity.ANY
@@ -181,6 +193,41 @@ def test_another_devices_buffer_is_refused_by_every_queue_op(cts, other_device):
     cts.wait(sem, 1)
     assert cts.read_bytes(own, 0, 64) == b"\1" * 64
     _later_work_runs(cts)
+
+
+@pytest.mark.hal_requires("dispatch")
+def test_another_devices_buffer_is_refused_by_dispatches(cts, other_device, exe_format):
+    exe = executable(cts, exe_format)
+    own = dbuffer(cts, 16, f32([1, 2, 3, 4]))
+    foreign = other_device.allocator.allocate_buffer(BufferParams(usage=DISPATCH_USAGE), 16)
+    sem = cts.semaphore(0)
+    one = DispatchConfig.static(np.int64(1))
+    count = count_constant(4)
+    bad = StatusCode.INVALID_ARGUMENT
+    q = cts.device
+    _refused(bad, q.queue_dispatch, ANY, [], [(sem, 1)], exe, "negate", one, count, [own, foreign])
+    _refused(
+        bad,
+        q.queue_dispatch,
+        ANY,
+        [],
+        [(sem, 1)],
+        exe,
+        "negate",
+        one,
+        count,
+        [BufferRef(foreign, 0, 16), own],
+    )
+    cb = q.create_command_buffer()
+    cb.begin()
+    _refused(bad, cb.dispatch, exe, "negate", one, count, (own, foreign))
+    cb.dispatch(exe, "negate", one, np.frombuffer(count, np.uint32).tolist(), (own, own))
+    cb.end()
+    assert sem.query() == 0 and sem.failure is None
+    q.queue_dispatch(ANY, [], [(sem, 1)], exe, "negate", one, count, [own, own])
+    q.queue_execute(ANY, [(sem, 1)], [(sem, 2)], cb)
+    sem.wait(2, TIMEOUT)
+    assert read_f32(cts, own) == [1, 2, 3, 4]  # negated twice
 
 
 # ------------------------------------------------------------ impossible allocations
