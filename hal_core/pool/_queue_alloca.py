@@ -18,7 +18,8 @@ backends:
 
 The rules:
 
-* ``prepare`` (at the call): pick the pool, check size and alignment; with no pending
+* ``prepare`` (at the call): pick the pool, check size (RESOURCE_EXHAUSTED past the pool's
+  whole budget, which no release could ever make room for) and alignment; with no pending
   waits reserve at once, so a refusal (OK_NEEDS_WAIT without ``ALLOW_POOL_WAIT_FRONTIER``)
   raises RESOURCE_EXHAUSTED with nothing queued.
 * ``begin`` (waits reached): reserve unless prepared, then commit now (OK / OK_FRESH),
@@ -173,6 +174,13 @@ class QueueAllocaMachine(abc.ABC):
                 f"alloca of {op.length} bytes exceeds the pool's largest reservation "
                 f"({caps.max_allocation_size} bytes); pass pool=None to route it through "
                 "the device's default pool set"
+            )
+        limit = pool.budget_limit
+        if limit and op.length > limit:
+            # No release can ever bring it under the budget: parking would be forever.
+            raise ResourceExhaustedError(
+                f"alloca of {op.length} bytes exceeds the whole budget of {pool.trace_name} "
+                f"({limit} bytes)"
             )
         alignment = op.extra[1].min_alignment
         if alignment > caps.max_alignment:

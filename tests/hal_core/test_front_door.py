@@ -22,7 +22,7 @@ from hal_core import (
 )
 from hal_core._command_buffer import constants_bytes
 from hal_core._ranges import as_flags, as_index, as_u64, check_range
-from hal_core.pool import CpuSlabProvider, PassthroughPool
+from hal_core.pool import CpuSlabProvider, PassthroughPool, TlsfPool
 
 ANY = QueueAffinity.ANY
 T = 10.0
@@ -172,24 +172,31 @@ def test_a_reservation_larger_than_the_whole_budget_is_resource_exhausted():
         pool.release_reservation(res)
 
 
-def test_queue_alloca_from_a_pool_too_small_for_it_fails_instead_of_parking():
+def test_queue_alloca_past_its_pools_whole_budget_fails_at_the_call():
     with hal.create_device("local-task://") as device:
         DeviceGroup.from_devices([device], owns_devices=False)
         backend = device.query_queue_pool_backend(ANY)
-        pool = PassthroughPool(
-            backend.slab_provider,
-            notification=backend.notification,
-            epoch_query=backend.epoch_query,
-            budget_limit=4096,
-        )
+        common = {
+            "notification": backend.notification,
+            "epoch_query": backend.epoch_query,
+            "budget_limit": 4096,
+        }
+        pools = [
+            PassthroughPool(backend.slab_provider, **common),
+            TlsfPool(backend.slab_provider, range_length=1 << 16, **common),
+        ]
         s = device.create_semaphore()
-        with pytest.raises(hal.ResourceExhaustedError):
-            device.queue_alloca(ANY, [], [(s, 1)], None, 8192, pool=pool)
-        device.queue_alloca(ANY, [(s, 1)], [(s, 2)], None, 8192, pool=pool)
-        s.signal(1)  # the waits resolve: the alloca fails instead of parking forever
-        with pytest.raises(hal.ResourceExhaustedError):
+        for pool in pools:
+            for waits in ([], [(s, 1)]):  # parked forever before, waits or not
+                with pytest.raises(hal.ResourceExhaustedError, match="budget"):
+                    device.queue_alloca(ANY, waits, [(s, 2)], None, 8192, pool=pool)
+            buffer = device.queue_alloca(ANY, [], [(s, 1)], None, 4096, pool=pool)
+            s.wait(1, T)
+            device.queue_dealloca(ANY, [(s, 1)], [(s, 2)], buffer)
             s.wait(2, T)
-        pool.close()
+            s = device.create_semaphore()
+        for pool in pools:
+            pool.close()
 
 
 # ------------------------------------------------------------------------ device groups
