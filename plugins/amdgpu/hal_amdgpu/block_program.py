@@ -832,7 +832,7 @@ def _kernel_objects_if_compatible(facts: _Facts, first: ProgramContext,
     cache: dict[tuple, int | None] = {}
     shapes = list(map(_SHAPE_OF, facts.protos))
     by_shape: dict[int, int | None] = {}
-    for shape in {id(shape): shape for shape in shapes}.values():
+    for shape in dict(zip(map(id, shapes), shapes)).values():
         builtin, x, y = shape.resolve
         key = (builtin, id(x), y)
         obj = cache.get(key, -1)
