@@ -77,7 +77,6 @@ def test_signal_of_an_already_reached_value_fails_the_semaphore(device) -> None:
 def test_non_blocking_host_call_error_is_reported_and_the_worker_survives(
     device, monkeypatch
 ) -> None:
-    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
     reported: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", reported.append)
 
