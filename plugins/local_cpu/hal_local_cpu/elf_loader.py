@@ -110,6 +110,8 @@ def load_library(blob: bytes, what: str, symbol: str, machine: int | None = None
             f"{what} is a shared library but does not export {symbol}; exports "
             f"{sorted(image.symbols)[:8]}"
         )
+    if image.functions is not None and value not in image.functions:
+        raise InvalidArgumentError(f"{what}: {symbol} does not start a function")
     # The loader returns an already-loaded library for a name it has seen, so each load
     # gets a fresh, uniquely named file (a reused /proc/self/fd/N name would hand back an
     # earlier, different library).

@@ -31,7 +31,7 @@ _MACHINE_NAMES = {EM_X86_64: "x86-64", EM_AARCH64: "aarch64"}
 _PT_LOAD, _PT_DYNAMIC, _PT_NOTE, _PT_PHDR, _PT_TLS = 1, 2, 4, 6, 7
 _PT_GNU_RELRO = 0x6474E552
 _PT_GNU_PROPERTY = 0x6474E553
-_PF_X, _PF_W = 1, 2
+_PF_X, _PF_W, _PF_R = 1, 2, 4
 
 # Dynamic tags read here (see the System V gABI and the GNU extensions).
 _DT_NULL, _DT_NEEDED, _DT_PLTRELSZ, _DT_HASH, _DT_STRTAB, _DT_SYMTAB = 0, 1, 2, 4, 5, 6
@@ -44,6 +44,7 @@ _DT_RELRSZ, _DT_RELR, _DT_RELRENT = 35, 36, 37
 _DT_GNU_HASH = 0x6FFFFEF5
 _DT_VERSYM, _DT_VERDEF, _DT_VERDEFNUM = 0x6FFFFFF0, 0x6FFFFFFC, 0x6FFFFFFD
 _DT_VERNEED, _DT_VERNEEDNUM = 0x6FFFFFFE, 0x6FFFFFFF
+_DT_RELACOUNT = 0x6FFFFFF9
 _DT_STRING_TAGS = (_DT_NEEDED, _DT_SONAME, _DT_RPATH, _DT_RUNPATH)
 
 # x86-64 relocation types the loader applies for position-independent libraries.
@@ -65,6 +66,23 @@ _R_X86_64_ALLOWED = frozenset(
 )
 
 _SHN_UNDEF, _SHN_ABS = 0, 0xFFF1
+_STT_FUNC = 2
+_SHT_SYMTAB = 2
+
+# Tags the loader reads whenever the first is present (it dereferences or asserts on
+# them without checking that they exist).
+_COMPANIONS = {
+    _DT_RELA: (_DT_RELASZ, _DT_RELAENT),
+    _DT_JMPREL: (_DT_PLTRELSZ, _DT_PLTREL),
+    _DT_RELR: (_DT_RELRSZ, _DT_RELRENT),
+    _DT_INIT_ARRAY: (_DT_INIT_ARRAYSZ,),
+    _DT_FINI_ARRAY: (_DT_FINI_ARRAYSZ,),
+    _DT_PREINIT_ARRAY: (_DT_PREINIT_ARRAYSZ,),
+    _DT_VERNEED: (_DT_VERNEEDNUM,),
+    _DT_VERDEF: (_DT_VERDEFNUM,),
+    _DT_STRTAB: (_DT_STRSZ,),
+    _DT_SYMTAB: (_DT_SYMENT,),
+}
 _STT_TLS = 6
 
 _MAX_IMAGE = 1 << 30
@@ -106,12 +124,20 @@ class ElfImage:
     the loader placed it at (``base``). Immutable.
     """
 
-    __slots__ = ("segments", "symbols", "span")
+    __slots__ = ("segments", "symbols", "span", "functions")
 
-    def __init__(self, segments: list[Segment], symbols: dict[str, int], span: int) -> None:
+    def __init__(
+        self,
+        segments: list[Segment],
+        symbols: dict[str, int],
+        span: int,
+        functions: set[int] | None,
+    ) -> None:
         self.segments = tuple(segments)
         self.symbols = symbols
         self.span = span
+        # Function start addresses from the full symbol table (None when stripped).
+        self.functions = frozenset(functions) if functions is not None else None
 
     def region(self, base: int, ptr: int) -> tuple[int, Segment] | None:
         """``(bytes left in its segment, segment)`` for an address inside the image."""
@@ -169,6 +195,7 @@ def _validate(blob: bytes, machine: int | None) -> ElfImage:
     if phnum == 0 or phentsize != 56 or phnum == 0xFFFF:
         raise _Bad(f"{phnum} program headers of {phentsize} bytes (expected 56-byte headers)")
     _within(n, phoff, phnum * 56, "the program headers")
+    functions: set[int] | None = None  # from the full symbol table, when not stripped
     if shoff:
         if shentsize != 64:
             raise _Bad(f"section headers of {shentsize} bytes (expected 64)")
@@ -181,6 +208,8 @@ def _validate(blob: bytes, machine: int | None) -> ElfImage:
             )
             if sh_type not in (0, 8):  # SHT_NULL, SHT_NOBITS occupy no file bytes
                 _within(n, sh_off, sh_size, f"section {i}")
+            if sh_type == _SHT_SYMTAB:
+                functions = (functions or set()) | _function_starts(blob, sh_off, sh_size)
     elif shnum:
         raise _Bad(f"{shnum} section headers at offset 0")
 
@@ -197,6 +226,9 @@ def _validate(blob: bytes, machine: int | None) -> ElfImage:
         if vaddr + memsz > _MAX_IMAGE:
             raise _Bad(f"segment {i} ends at address {vaddr + memsz:#x}, past {_MAX_IMAGE:#x}")
         if p_type == _PT_LOAD:
+            if not p_flags & _PF_R:
+                # The loader (and export reflection) reads every loadable segment.
+                raise _Bad(f"loadable segment {i} is not readable")
             if align > 1 and (align & (align - 1) or (off - vaddr) % align):
                 raise _Bad(f"segment {i} alignment {align:#x} does not fit offset/address")
             if loads and vaddr < loads[-1].vaddr + loads[-1].memsz:
@@ -211,20 +243,27 @@ def _validate(blob: bytes, machine: int | None) -> ElfImage:
     dynamic = None
     for i, p_type, off, vaddr, filesz, memsz in others:
         if p_type in (_PT_DYNAMIC, _PT_PHDR, _PT_GNU_RELRO, _PT_TLS, _PT_NOTE, _PT_GNU_PROPERTY):
-            if p_type == _PT_GNU_RELRO or p_type == _PT_TLS:
-                mem.mapped(vaddr, memsz, f"segment {i} (type {p_type:#x})")
-            elif filesz:
-                mem.file_range(vaddr, filesz, f"segment {i} (type {p_type:#x})")
+            what = f"segment {i} (type {p_type:#x})"
+            mem.mapped(vaddr, memsz, what)
+            # The loader reads these at their address, validation reads them at their
+            # file offset: the two must be the same bytes.
+            if filesz and mem.file_range(vaddr, filesz, what) != off:
+                raise _Bad(f"{what} has address {vaddr:#x} but file offset {off:#x}")
+        if p_type == _PT_PHDR and off != phoff:
+            raise _Bad("the program header segment does not describe the program headers")
         if p_type in (_PT_NOTE, _PT_GNU_PROPERTY):
             _check_notes(blob, off, filesz, i)
         if p_type == _PT_DYNAMIC:
             if dynamic is not None:
                 raise _Bad("two dynamic segments")
             dynamic = (off, filesz)
+            # The loader keeps pointing into the dynamic table after relocating (it
+            # reads destructors from it at close): no relocation may write there.
+            mem.protected = (vaddr, vaddr + memsz)
     if dynamic is None:
         raise _Bad("no dynamic segment (PT_DYNAMIC)")
-    symbols = _check_dynamic(blob, mem, *dynamic)
-    return ElfImage(loads, symbols, span)
+    symbols = _check_dynamic(blob, mem, *dynamic, functions)
+    return ElfImage(loads, symbols, span, functions)
 
 
 def _within(n: int, off: int, size: int, what: str) -> None:
@@ -238,6 +277,16 @@ class _Memory:
     def __init__(self, blob: bytes, loads: list[Segment]) -> None:
         self.blob = blob
         self.loads = loads
+        self.protected = (0, 0)
+
+    def writable(self, vaddr: int, what: str) -> None:
+        """``[vaddr, vaddr + 8)`` may be written by a relocation."""
+        seg = self.segment(vaddr, 8, what)
+        if not seg.flags & _PF_W:
+            raise _Bad(f"a relocation writes to read-only address {vaddr:#x}")
+        lo, hi = self.protected
+        if vaddr < hi and vaddr + 8 > lo:
+            raise _Bad(f"a relocation writes into the dynamic table at {vaddr:#x}")
 
     def segment(self, vaddr: int, size: int, what: str) -> Segment:
         for s in self.loads:
@@ -272,7 +321,18 @@ def _check_notes(blob: bytes, off: int, size: int, index: int) -> None:
         p += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
 
 
-def _check_dynamic(blob: bytes, mem: _Memory, off: int, size: int) -> dict[str, int]:
+def _function_starts(blob: bytes, off: int, size: int) -> set[int]:
+    out = set()
+    for k in range(size // 24):
+        _name, info, _other, shndx, value, _size = struct.unpack_from("<IBBHQQ", blob, off + 24 * k)
+        if info & 0xF == _STT_FUNC and shndx != _SHN_UNDEF:
+            out.add(value)
+    return out
+
+
+def _check_dynamic(
+    blob: bytes, mem: _Memory, off: int, size: int, functions: set[int] | None
+) -> dict[str, int]:
     tags: dict[int, int] = {}
     strings: list[int] = []
     for k in range(size // 16):
@@ -288,6 +348,9 @@ def _check_dynamic(blob: bytes, mem: _Memory, off: int, size: int) -> dict[str, 
         raise _Bad("the dynamic table has no terminating DT_NULL entry")
     if _DT_TEXTREL in tags:
         raise _Bad("it needs text relocations (DT_TEXTREL); build with -fPIC")
+    for tag, companions in _COMPANIONS.items():
+        if tag in tags and any(c not in tags for c in companions):
+            raise _Bad(f"dynamic tag {tag:#x} comes without {[hex(c) for c in companions]}")
     if _DT_REL in tags:
         raise _Bad("REL relocations are not used on this machine (RELA is)")
     if tags.get(_DT_RELRENT, 8) != 8:
@@ -329,13 +392,27 @@ def _check_dynamic(blob: bytes, mem: _Memory, off: int, size: int) -> dict[str, 
     for table, size_tag in ((_DT_RELA, _DT_RELASZ), (_DT_JMPREL, _DT_PLTRELSZ)):
         if table in tags:
             _check_relocations(blob, mem, tags[table], tags.get(size_tag, 0), nsyms, values)
+    if _DT_RELACOUNT in tags:
+        # The loader applies the first DT_RELACOUNT entries as relative relocations
+        # without looking at their type (it asserts, aborting the process).
+        count = tags[_DT_RELACOUNT]
+        relas = _relocations(blob, mem, tags.get(_DT_RELA, 0), tags.get(_DT_RELASZ, 0))
+        types = [r_type for _o, r_type, _s, _a in relas]
+        if count > len(types) or any(t != _R_RELATIVE for t in types[:count]):
+            raise _Bad(f"DT_RELACOUNT {count} does not count leading relative relocations")
 
     for _slot, target in _relr_slots(blob, mem, tags):
         mem.mapped(target, 0, "a packed relative relocation's target")
 
+    # Constructors and destructors are called by the loader: each must be code (a
+    # function's first instruction, when the library keeps its symbol table), and no
+    # relocation may write across an array slot.
+    def callable_entry(addr: int) -> bool:
+        return mem.is_code(addr) and (functions is None or addr in functions)
+
     for addr_tag in (_DT_INIT, _DT_FINI):
-        if addr_tag in tags and not mem.is_code(tags[addr_tag]):
-            raise _Bad(f"constructor/destructor entry {tags[addr_tag]:#x} is not in code")
+        if addr_tag in tags and not callable_entry(tags[addr_tag]):
+            raise _Bad(f"constructor/destructor entry {tags[addr_tag]:#x} is not a function")
     relocs = None
     for arr_tag, size_tag in (
         (_DT_INIT_ARRAY, _DT_INIT_ARRAYSZ),
@@ -344,17 +421,20 @@ def _check_dynamic(blob: bytes, mem: _Memory, off: int, size: int) -> dict[str, 
     ):
         if arr_tag not in tags:
             continue
-        count = tags.get(size_tag, 0)
+        count = tags[size_tag]
         if count % 8:
             raise _Bad("a constructor/destructor array size is not a multiple of 8")
         base = tags[arr_tag]
         mem.file_range(base, count, "a constructor/destructor array")
         if relocs is None:
             relocs = _relocation_targets(blob, mem, tags, values)
+        for where in relocs.writes:
+            if base - 8 < where < base + count and (where - base) % 8:
+                raise _Bad(f"a relocation at {where:#x} writes across a constructor slot")
         for slot in range(base, base + count, 8):
             target = relocs.get(slot)
-            if target is None or not mem.is_code(target):
-                raise _Bad(f"constructor/destructor slot {slot:#x} does not point into code")
+            if target is None or not callable_entry(target):
+                raise _Bad(f"constructor/destructor slot {slot:#x} does not point to a function")
     _check_versions(blob, mem, tags, nsyms, string)
     return symbols
 
@@ -427,9 +507,7 @@ def _check_relocations(
             raise _Bad(f"relocation type {r_type} is not one a position-independent library uses")
         if r_type == _R_NONE:
             continue
-        seg = mem.segment(r_offset, 8, "a relocation target")
-        if not seg.flags & _PF_W:
-            raise _Bad(f"a relocation writes to read-only address {r_offset:#x}")
+        mem.writable(r_offset, "a relocation target")
         if sym >= nsyms:
             raise _Bad(f"a relocation names symbol {sym} of {nsyms}")
         if r_type == _R_RELATIVE:
@@ -460,30 +538,40 @@ def _relr_slots(blob: bytes, mem: _Memory, tags: dict[int, int]) -> Iterator[tup
             slots = [where + 8 * i for i in range(63) if entry >> (i + 1) & 1]
             where += 63 * 8
         for slot in slots:
-            seg = mem.segment(slot, 8, "a packed relative relocation")
-            if not seg.flags & _PF_W:
-                raise _Bad(f"a relocation writes to read-only address {slot:#x}")
+            mem.writable(slot, "a packed relative relocation")
             (target,) = struct.unpack_from(
                 "<Q", blob, mem.file_range(slot, 8, "a packed relative relocation")
             )
             yield slot, target
 
 
+class _Targets(dict):
+    """slot address -> the address the loader stores there (RELATIVE and local 64-bit
+    relocations), plus ``writes``: every address any relocation writes 8 bytes at."""
+
+    writes: list[int]
+
+
 def _relocation_targets(
     blob: bytes, mem: _Memory, tags: dict[int, int], values: list[int]
-) -> dict[int, int]:
-    """slot address -> the address the loader stores there (RELATIVE and local 64-bit)."""
-    out: dict[int, int] = dict(_relr_slots(blob, mem, tags))
+) -> _Targets:
+    out = _Targets(_relr_slots(blob, mem, tags))
+    out.writes = list(out)
     for table, size_tag in ((_DT_RELA, _DT_RELASZ), (_DT_JMPREL, _DT_PLTRELSZ)):
         if table not in tags:
             continue
         for r_offset, r_type, sym, addend in _relocations(
             blob, mem, tags[table], tags.get(size_tag, 0)
         ):
+            if r_type == _R_NONE:
+                continue
+            out.writes.append(r_offset)
             if r_type == _R_RELATIVE:
                 out[r_offset] = addend
             elif r_type == _R_64 and sym < len(values) and values[sym] >= 0:
                 out[r_offset] = values[sym] + addend
+            else:
+                out.pop(r_offset, None)  # a later write the slot's value cannot be known
     return out
 
 
