@@ -30,6 +30,7 @@ from hal_core import (
     UnimplementedError,
 )
 from hal_core.backend import (
+    AllocatorBackend,
     HostCallContext,
     QueueOp,
     report_callback_error,
@@ -95,7 +96,7 @@ class ExampleDeviceBackend:
 
     def __init__(self, queue_count: int) -> None:
         self.queue_count = queue_count
-        self.allocator = ExampleAllocatorBackend()
+        self.allocator: AllocatorBackend = ExampleAllocatorBackend()
         # The public Device: hal_core sets this attribute when it exists. Host calls
         # hand it to the user's callback in their HostCallContext.
         self.device: Any = None
