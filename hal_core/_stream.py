@@ -212,11 +212,12 @@ class Stream:
         ``np.float32(1)``) or an int with ``pattern_length``."""
         value = self._value + 1
         signal = ((self.semaphore, value),)
+        extra = self._extra
         if pattern.__class__ is not bytes and isinstance(pattern, np.generic):
             pattern = pattern.tobytes()
         self._fill(
             self.affinity,
-            self._last + self._extra if self._extra else self._last,
+            self._last + extra if extra else self._last,
             signal,
             target,
             offset,
@@ -227,7 +228,8 @@ class Stream:
         )
         self._value = value
         self._last = signal
-        self._extra = ()
+        if extra:
+            self._extra = ()
         self._kinds[value & _RING_MASK] = _K_FILL
 
     def update(
@@ -257,9 +259,10 @@ class Stream:
     ) -> None:
         value = self._value + 1
         signal = ((self.semaphore, value),)
+        extra = self._extra
         self._update(
             self.affinity,
-            self._last + self._extra if self._extra else self._last,
+            self._last + extra if extra else self._last,
             signal,
             data,
             source_offset,
@@ -287,9 +290,10 @@ class Stream:
         the offsets."""
         value = self._value + 1
         signal = ((self.semaphore, value),)
+        extra = self._extra
         self._copy(
             self.affinity,
-            self._last + self._extra if self._extra else self._last,
+            self._last + extra if extra else self._last,
             signal,
             source,
             source_offset,
@@ -300,7 +304,8 @@ class Stream:
         )
         self._value = value
         self._last = signal
-        self._extra = ()
+        if extra:
+            self._extra = ()
         self._kinds[value & _RING_MASK] = _K_COPY
 
     def upload(
@@ -445,9 +450,10 @@ class Stream:
             constants = pack_constants(executable, function, constants)
         value = self._value + 1
         signal = ((self.semaphore, value),)
+        extra = self._extra
         self._dispatch(
             self.affinity,
-            self._last + self._extra if self._extra else self._last,
+            self._last + extra if extra else self._last,
             signal,
             executable,
             function,
@@ -458,7 +464,8 @@ class Stream:
         )
         self._value = value
         self._last = signal
-        self._extra = ()
+        if extra:
+            self._extra = ()
         self._kinds[value & _RING_MASK] = _K_DISPATCH
 
     def execute(self, command_buffer: Any, binding_table: Any = None, *, flags: int = 0) -> None:
@@ -474,12 +481,12 @@ class Stream:
         """An op without work: it carries pending ``wait`` s into the stream's order."""
         value = self._value + 1
         signal = ((self.semaphore, value),)
-        self._barrier(
-            self.affinity, self._last + self._extra if self._extra else self._last, signal
-        )
+        extra = self._extra
+        self._barrier(self.affinity, self._last + extra if extra else self._last, signal)
         self._value = value
         self._last = signal
-        self._extra = ()
+        if extra:
+            self._extra = ()
         self._kinds[value & _RING_MASK] = _K_BARRIER
 
     def host_call(
@@ -527,17 +534,20 @@ class Stream:
         was given so far) or a timepoint / ``(semaphore, value)`` pair. Costs no op: the
         wait rides on the next op (or a barrier before ``record``/``synchronize``)."""
         if other.__class__ is Stream:
-            if other._extra:
-                other.barrier()  # its pending waits become part of what we wait for
             last = other._last
-            if not last or other is self:
-                return  # nothing submitted there, or our own order
-            if other._cover is self._last and not self._extra:
+            if other._cover is self._last and last and not other._extra and not self._extra:
                 # Its latest op is ordered after our latest (ping-pong between two
                 # streams): waiting on it alone keeps our own order, one wait per op.
                 self._cover = last
                 self._last = last
                 return
+            if other is self:
+                return  # our own order
+            if other._extra:
+                other.barrier()  # its pending waits become part of what we wait for
+                last = other._last
+            if not last:
+                return  # nothing submitted there
             self._cover = last
             pair = last[0]
             sem = pair[0]
