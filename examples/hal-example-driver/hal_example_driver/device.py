@@ -112,7 +112,7 @@ class ExampleDeviceBackend:
         """Queue ``op``; raises (queuing nothing) only for what it refuses outright."""
         if self._closing:
             raise FailedPreconditionError("the example device is closed")
-        if op.kind == _ALLOCA and op.extra[0] is not None:
+        if op.kind == _ALLOCA and op.pool is not None:
             raise UnimplementedError(
                 "the example driver allocates from its own heap only; pass pool=None to "
                 "queue_alloca"
@@ -121,6 +121,9 @@ class ExampleDeviceBackend:
             self._ready(op)
             return
         self._waiting[op] = True
+        if self._closing and self._waiting.pop(op, None) is not None:
+            # ``close`` started after the check above and may have missed this op.
+            raise FailedPreconditionError("the example device is closed")
         resolve_waits(op, op.waits, self._on_ready, self._on_wait_failed)
 
     def _on_ready(self, op: QueueOp) -> None:
@@ -156,12 +159,12 @@ class ExampleDeviceBackend:
         self._complete(op, None)
 
     def _run_host_call(self, op: QueueOp) -> None:
-        """``op.data(op.extra, context)`` on this worker.
+        """``op.callback(op.args, context)`` on this worker.
 
         Blocking: ``run_host_call`` gives the outcome (signal, DEFERRED or the error) and
         never raises. NON_BLOCKING: nobody waits for the call, so the signals go first and
         whatever it raises is reported through ``sys.unraisablehook``, never re-raised."""
-        fn, args = op.data, op.extra
+        fn, args = op.callback, op.args
         affinity = 1 << op.queue
         if op.flags & _NON_BLOCKING:
             self._complete(op, None)
@@ -172,14 +175,14 @@ class ExampleDeviceBackend:
             return
         outcome = run_host_call(fn, args, HostCallContext(self.device, affinity, op.signals))
         if outcome is StatusCode.DEFERRED:
-            op.retained = op.data = op.extra = None  # the callback owns the signals now
+            op.retained = op.callback = op.args = None  # the callback owns the signals now
         else:
             self._complete(op, outcome)
 
     def _complete(self, op: QueueOp, error: HalError | None) -> None:
         """Release what the op holds, then publish. The caller holds no lock."""
         # Dropped before the signals publish, so a waiter that wakes sees them released.
-        op.retained = op.data = op.extra = None
+        op.retained = op.callback = op.args = None
         if error is None:
             signal_all(op.signals)
         else:
