@@ -56,8 +56,10 @@ from ._typed_constants import pack_constants
 
 __all__ = ["Stream", "Timepoint"]
 
-_RING_MASK = 4095
-# Op kinds as the stream names them in errors (index = the byte in ``_kinds``).
+# A list, not a bytearray: CPython specializes list item stores (a bytearray store costs
+# several times more, on every op).
+_RING_MASK = 1023
+# Op kinds as the stream names them in errors (index = the entry in ``_kinds``).
 _KIND_NAMES = (
     "?",
     "barrier",
@@ -153,7 +155,7 @@ class Stream:
         self._value = 0
         self._last: tuple = ()
         self._extra: tuple = ()
-        self._kinds = bytearray(_RING_MASK + 1)
+        self._kinds = [0] * (_RING_MASK + 1)
         self._cover: tuple | None = None
         # Bound once: a bound-method lookup per op would cost as much as the stream does.
         self._fill = device.queue_fill

@@ -415,3 +415,21 @@ def test_done_follows_waits_carried_by_another_streams_op(local):
     assert a.done and b.done
     assert a.record() == (a.semaphore, 2)  # the wait became an op of a's own timeline
     a.synchronize(TIMEOUT)
+
+
+def test_failing_op_far_behind_is_named_by_number(local):
+    """Op kinds are kept for the last 1024 ops; an older failing op keeps its number."""
+    s = local.create_stream()
+    s.barrier()
+    s.host_call(lambda args, ctx: (_ for _ in ()).throw(ValueError("old")))
+    for _ in range(1500):
+        s.barrier()
+    with pytest.raises(hal.UnknownError) as info:
+        s.synchronize(TIMEOUT)
+    assert "stream op 2 failed: " in str(info.value) and "old" in str(info.value)
+    s2 = local.create_stream()
+    s2.host_call(lambda args, ctx: (_ for _ in ()).throw(ValueError("recent")))
+    for _ in range(1000):
+        s2.barrier()
+    with pytest.raises(hal.UnknownError, match=r"stream op 1 \(host_call\) failed"):
+        s2.synchronize(TIMEOUT)
