@@ -1,20 +1,9 @@
 """TLSF: a two-level segregated-fit suballocator over growable slabs.
 
-Sizes are counted in *granules* (the pool alignment, a power of two >= 16). A free block
-of ``g`` granules lives in size class ``(fl, sl)``:
-
-* ``g < 16``: ``fl = 0, sl = g`` (exact small classes);
-* otherwise with ``b = g.bit_length() - 1``: ``fl = b - 3`` and ``sl`` the next four bits
-  below the leading one, so class ``(fl, sl)`` holds ``[(16 + sl) << (b-4), (17 + sl) << (b-4))``.
-
-A first-level bitmap says which ``fl`` rows have any free block and one second-level
-bitmap per row says which classes do; finding a class that is guaranteed to fit is two
-masked lowest-set-bit operations (``x & -x``), so reserve and release are O(1) whatever
-the number of live reservations.
-
-Blocks are indices into parallel preallocated lists (offset, size, slab, physical
-neighbours, free-list links, class, death frontier, taint); free block indices are
-recycled through a stack, so steady-state reserve/release allocates only the returned
+Sizes are counted in *granules* (the pool alignment, a power of two >= 16). Free blocks
+sit in segregated size classes with two levels of bitmaps (``_tlsf_blocks`` holds the block
+table, the class lists and the invariants), so reserve and release are O(1) whatever the
+number of live reservations; steady-state reserve/release allocates only the returned
 ``Reservation``.
 
 Death frontiers: a released block keeps its frontier; neighbours coalesce at once and the
@@ -31,11 +20,6 @@ lists are bounded (4 blocks each) and flushed - freed and coalesced - before the
 would grow or report EXHAUSTED, and on ``trim``; so they never cause growth or failure.
 With the native extension the quick-list reserve and release run in C; the methods below
 are then the slow paths it falls back to (see ``_fast_paths``).
-
-Invariants (checked by ``check_invariants``, quick-listed blocks counting as live): each
-slab is covered exactly by its chain of physical blocks; no two physically adjacent blocks
-are both free; every free block is in exactly the free list of its class and its class bit
-is set iff that list is non-empty.
 """
 
 from __future__ import annotations
@@ -56,22 +40,21 @@ from ._reservation import (
     ReserveFlags,
 )
 from ._slab import Slab
+from ._tlsf_blocks import NONE as _NONE
+from ._tlsf_blocks import TlsfBlockTable
 
 __all__ = ["TlsfPool"]
 
-_SL_LOG2 = 4
-_SL_COUNT = 1 << _SL_LOG2
 _SKIP_BUDGET = 8
 _QUICK_CLASSES = 64  # exact granule counts 1..63 get a quick list
 _QUICK_DEPTH = 4  # blocks each quick list may hold
-_NONE = -1
 _DISALLOW_GROWTH = int(ReserveFlags.DISALLOW_GROWTH)
 _GROWTH_INFO = AcquireInfo(None, AcquireFlags.GROWTH_REQUIRED)
 _OK = AcquireResult.OK
 _OK_FRESH = AcquireResult.OK_FRESH
 
 
-class TlsfPool(Pool):
+class TlsfPool(TlsfBlockTable, Pool):
     """A TLSF pool (see ``Pool`` for the contract).
 
     ``range_length`` is the slab size and the largest reservation; ``alignment`` (a power
@@ -113,24 +96,7 @@ class TlsfPool(Pool):
         self.max_slabs = max_slabs
         self._shift = alignment.bit_length() - 1
         self._granule_mask = alignment - 1
-        max_granules = range_length >> self._shift
-        self._fl_count = max(1, max_granules.bit_length() - 3) + 1
-        self._heads = [_NONE] * (self._fl_count * _SL_COUNT)
-        self._fl_map = 0
-        self._sl_maps = [0] * self._fl_count
-        # Block table (parallel lists, grown by doubling).
-        cap = max(8, initial_block_capacity)
-        self._off = [0] * cap  # granules from the slab start
-        self._size = [0] * cap  # granules
-        self._slab_of = [0] * cap
-        self._prev = [_NONE] * cap  # physical neighbours
-        self._next = [_NONE] * cap
-        self._fprev = [_NONE] * cap  # free-list links
-        self._fnext = [_NONE] * cap
-        self._cls = [_NONE] * cap  # class index when free, -1 when live
-        self._front: list[Frontier | None] = [None] * cap
-        self._taint = [False] * cap
-        self._spare = list(range(cap - 1, -1, -1))
+        self._init_block_table(range_length >> self._shift, initial_block_capacity)
         # Quick lists (deferred coalescing, as tcache/fastbins do): small blocks released
         # with no death frontier wait here, still marked live, for an exact-size reserve
         # to take back in O(1) without splitting; flushed (freed and coalesced) before the
@@ -153,99 +119,6 @@ class TlsfPool(Pool):
         return caps
 
     # -- block table -------------------------------------------------------------------
-
-    def _new_block(self) -> int:
-        spare = self._spare
-        if not spare:
-            n = len(self._off)
-            for lst, fill in (
-                (self._off, 0),
-                (self._size, 0),
-                (self._slab_of, 0),
-                (self._prev, _NONE),
-                (self._next, _NONE),
-                (self._fprev, _NONE),
-                (self._fnext, _NONE),
-                (self._cls, _NONE),
-                (self._front, None),
-                (self._taint, False),
-            ):
-                lst.extend([fill] * n)
-            spare.extend(range(2 * n - 1, n - 1, -1))
-        return spare.pop()
-
-    def _insert_free(self, b: int) -> None:
-        g = self._size[b]
-        if g < _SL_COUNT:
-            fl = 0
-            sl = g
-        else:
-            s = g.bit_length() - 5
-            fl = s + 1
-            sl = (g >> s) & 15
-        c = fl * _SL_COUNT + sl
-        heads = self._heads
-        head = heads[c]
-        self._fnext[b] = head
-        self._fprev[b] = _NONE
-        if head != _NONE:
-            self._fprev[head] = b
-        heads[c] = b
-        self._cls[b] = c
-        self._sl_maps[fl] |= 1 << sl
-        self._fl_map |= 1 << fl
-
-    def _remove_free(self, b: int) -> None:
-        c = self._cls[b]
-        p = self._fprev[b]
-        n = self._fnext[b]
-        if p != _NONE:
-            self._fnext[p] = n
-        else:
-            self._heads[c] = n
-            if n == _NONE:
-                fl = c >> _SL_LOG2
-                m = self._sl_maps[fl] & ~(1 << (c & 15))
-                self._sl_maps[fl] = m
-                if not m:
-                    self._fl_map &= ~(1 << fl)
-        if n != _NONE:
-            self._fprev[n] = p
-        self._cls[b] = _NONE
-
-    def _first_class_at_least(self, g: int) -> int:
-        """Class index of the first non-empty class whose blocks all hold >= g granules,
-        or -1."""
-        if g < _SL_COUNT:
-            fl = 0
-            sl = g
-        else:
-            s = g.bit_length() - 5
-            g += (1 << s) - 1  # round up so every block of the class fits
-            s = g.bit_length() - 5
-            fl = s + 1
-            sl = (g >> s) & 15
-            if fl >= self._fl_count:
-                return _NONE
-        m = self._sl_maps[fl] & (-1 << sl)
-        if not m:
-            f = self._fl_map & (-1 << (fl + 1))
-            if not f:
-                return _NONE
-            fl = (f & -f).bit_length() - 1
-            m = self._sl_maps[fl]
-        return fl * _SL_COUNT + (m & -m).bit_length() - 1
-
-    def _next_class_after(self, c: int) -> int:
-        fl = c >> _SL_LOG2
-        m = self._sl_maps[fl] & (-1 << ((c & 15) + 1))
-        if not m:
-            f = self._fl_map & (-1 << (fl + 1))
-            if not f:
-                return _NONE
-            fl = (f & -f).bit_length() - 1
-            m = self._sl_maps[fl]
-        return fl * _SL_COUNT + (m & -m).bit_length() - 1
 
     # -- reserve -----------------------------------------------------------------------
 
@@ -337,23 +210,7 @@ class TlsfPool(Pool):
                             self._next[b] = r
                             size_of[b] = g
                             # File the remainder (front None, untainted like its parent).
-                            if rest < 16:
-                                fl = 0
-                                sl = rest
-                            else:
-                                s = rest.bit_length() - 5
-                                fl = s + 1
-                                sl = (rest >> s) & 15
-                            c = (fl << 4) + sl
-                            head = heads[c]
-                            fnext[r] = head
-                            fprev[r] = _NONE
-                            if head != _NONE:
-                                fprev[head] = r
-                            heads[c] = r
-                            cls[r] = c
-                            sl_maps[fl] |= 1 << sl
-                            self._fl_map |= 1 << fl
+                            self._insert_free(r)
                         length = g << shift
                         self._fresh_count += 1
                         self._bytes_reserved += length
@@ -493,14 +350,6 @@ class TlsfPool(Pool):
             self._reuse_count += 1
             result = _OK
         return result, Reservation(self, off[b] << shift, length, b, self._slab_of[b]), NO_INFO
-
-    def _link_before(self, p: int, b: int) -> None:
-        prv = self._prev[b]
-        self._prev[p] = prv
-        self._next[p] = b
-        if prv != _NONE:
-            self._next[prv] = p
-        self._prev[b] = p
 
     def _grow(self, need: int) -> int:
         """Acquire one more slab (outside the lock) and file it as a free block."""
@@ -712,52 +561,6 @@ class TlsfPool(Pool):
             self._slabs = []
         for slab in slabs:
             self.provider.release_slab(slab)
-
-    # -- verification ------------------------------------------------------------------
-
-    def check_invariants(self) -> None:
-        """INTERNAL when the block structure is inconsistent (used by tests)."""
-        with self._lock:
-            shift = self._shift
-            whole = self.range_length >> shift
-            spare = set(self._spare)
-            live_blocks = [b for b in range(len(self._off)) if b not in spare]
-            firsts = [b for b in live_blocks if self._prev[b] == _NONE]
-            free_total = 0
-            seen = set()
-            for first in firsts:
-                pos = 0
-                b = first
-                last_free = False
-                while b != _NONE:
-                    if self._off[b] != pos:
-                        raise InternalError(f"block {b} at {self._off[b]}, expected {pos}")
-                    is_free = self._cls[b] != _NONE
-                    if is_free and last_free:
-                        raise InternalError(f"adjacent free blocks ending at {b}")
-                    if is_free:
-                        free_total += self._size[b]
-                    last_free = is_free
-                    pos += self._size[b]
-                    seen.add(b)
-                    b = self._next[b]
-                if pos != whole:
-                    raise InternalError(f"slab chain covers {pos} of {whole} granules")
-            if seen != set(live_blocks):
-                raise InternalError("blocks outside any slab chain")
-            accounted = self._bytes_committed - self._bytes_reserved - self._quick_bytes
-            if free_total << shift != accounted:
-                raise InternalError(f"free bytes {free_total << shift} != accounted {accounted}")
-            for c, head in enumerate(self._heads):
-                fl, sl = divmod(c, _SL_COUNT)
-                has_bit = bool(self._sl_maps[fl] >> sl & 1)
-                if has_bit != (head != _NONE):
-                    raise InternalError(f"class {c} bitmap disagrees with its list")
-                b = head
-                while b != _NONE:
-                    if self._cls[b] != c:
-                        raise InternalError(f"block {b} in list {c} but class {self._cls[b]}")
-                    b = self._fnext[b]
 
 
 if native is not None:
