@@ -19,22 +19,7 @@ from ._command_buffer import (
     ExecuteFlags,
 )
 from ._device import Device
-from ._device_group import (
-    MAX_GROUP_DEVICES,
-    CopyRecord,
-    CopyStrategy,
-    DeviceCapabilities,
-    DeviceGroup,
-    InteropMode,
-    LinkClass,
-    Topology,
-    TopologyCapability,
-    TopologyEdge,
-    TopologyInfo,
-    create_device_group,
-    edge_from_capabilities,
-    format_topology,
-)
+from ._device_group import MAX_GROUP_DEVICES, DeviceGroup, create_device_group
 from ._driver import DEVICE_ID_DEFAULT, DeviceInfo, Driver
 from ._executable import (
     CachingMode,
@@ -61,6 +46,7 @@ from ._frontier import (
     axis_session,
 )
 from ._frontier_tracker import FrontierTracker, FrontierWaiter
+from ._group_copy import CopyRecord, CopyStrategy
 from ._memory import (
     WHOLE_BUFFER,
     BufferCompatibility,
@@ -114,6 +100,17 @@ from ._status import (
 )
 from ._stream import Stream
 from ._timepoint import Timepoint
+from ._topology import (
+    DeviceCapabilities,
+    InteropMode,
+    LinkClass,
+    Topology,
+    TopologyCapability,
+    TopologyEdge,
+    TopologyInfo,
+    edge_from_capabilities,
+    format_topology,
+)
 from ._uri import DeviceUri
 from .hookspecs import hookimpl
 from .pool import (

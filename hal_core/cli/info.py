@@ -232,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_topology(uris: list[str], as_json: bool = False) -> int:
     """``hal info --topology``: open the devices as one group and print its matrix."""
-    from .._device_group import create_device_group, format_topology, topology_as_dict
+    from .._device_group import create_device_group
+    from .._topology import format_topology, topology_as_dict
 
     try:
         with create_device_group(uris) as group:

@@ -16,19 +16,17 @@ from hypothesis import strategies as st
 
 import hal_core as hal
 from hal_core import QueueAffinity
-from hal_core._device_group import (
-    MAX_GROUP_DEVICES,
-    CopyStrategy,
+from hal_core._device_group import MAX_GROUP_DEVICES, DeviceGroup, create_device_group
+from hal_core._frontier import Frontier, axis_device_index, axis_queue_index
+from hal_core._group_copy import CopyStrategy
+from hal_core._topology import (
     DeviceCapabilities,
-    DeviceGroup,
     InteropMode,
     LinkClass,
     TopologyEdge,
-    create_device_group,
     edge_from_capabilities,
     format_topology,
 )
-from hal_core._frontier import Frontier, axis_device_index, axis_queue_index
 
 ANY = QueueAffinity.ANY
 T = 10.0  # generous timeout for host waits (never a sleep)
@@ -663,8 +661,9 @@ def test_copy_strategy_is_visible_in_each_devices_profile():
         dst = b.allocator.allocate_buffer(hal.BufferParams(), 128)
         done = b.create_semaphore()
         group.copy(b, ANY, [], [(done, 1)], src, 0, dst, 0, 128)  # NATIVE: one COPY on b
-        group.copy(b, ANY, [(done, 1)], [(done, 2)], src, 0, dst, 0, 128,
-                   strategy=CopyStrategy.STAGED)  # a writes host memory, b reads it
+        group.copy(
+            b, ANY, [(done, 1)], [(done, 2)], src, 0, dst, 0, 128, strategy=CopyStrategy.STAGED
+        )  # a writes host memory, b reads it
         done.wait(2, T)
         for device in (a, b):
             device.profiling_end()

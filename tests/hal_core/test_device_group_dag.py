@@ -19,13 +19,9 @@ from hal_local_cpu.device import LocalDeviceBackend
 
 import hal_core as hal
 from hal_core import Frontier
-from hal_core._device_group import (
-    CopyStrategy,
-    DeviceCapabilities,
-    DeviceGroup,
-    InteropMode,
-    create_device_group,
-)
+from hal_core._device_group import DeviceGroup, create_device_group
+from hal_core._group_copy import CopyStrategy
+from hal_core._topology import DeviceCapabilities, InteropMode
 
 T = 30.0
 OPS = 300
@@ -104,9 +100,7 @@ def _run_dag(group: DeviceGroup, seed: int) -> set[CopyStrategy]:
     assert all(s.value == 0 for s in sems)  # nothing ran before the head
     head.signal(1)
     hal.wait_all([(s, 1) for s in sems], T)
-    got = [
-        int.from_bytes(cells[where[i]].read(4 * i, 4), "little") for i in range(OPS)
-    ]
+    got = [int.from_bytes(cells[where[i]].read(4 * i, 4), "little") for i in range(OPS)]
     assert not violations
     assert got == reference
     return strategies
