@@ -386,7 +386,9 @@ def _check_dynamic(
         values.append(value if shndx != _SHN_UNDEF else -1)
         if shndx not in (_SHN_UNDEF, _SHN_ABS) and (st_info & 0xF) != _STT_TLS:
             mem.mapped(value, min(sym_size, 1 << 20), f"symbol {name!r}")
-            if name:
+            # Plain symbols only: looking up an indirect function (STT_GNU_IFUNC) calls
+            # its resolver, and the caller would then call whatever that returned.
+            if name and (st_info & 0xF) <= _STT_FUNC:
                 symbols[name] = value
 
     for table, size_tag in ((_DT_RELA, _DT_RELASZ), (_DT_JMPREL, _DT_PLTRELSZ)):

@@ -128,6 +128,21 @@ def query_symbol_shifted(e: Elf) -> bytes:
         k += 1
 
 
+def query_symbol_made_indirect(e: Elf) -> bytes:
+    """The query symbol retyped STT_GNU_IFUNC: the loader would call it as a resolver."""
+    symtab = e.file_offset(e.dyn[6][1])
+    strtab = e.file_offset(e.dyn[5][1])
+    k = 1
+    while True:
+        at = symtab + 24 * k
+        name = struct.unpack_from("<I", e.blob, at)[0]
+        end = e.blob.index(0, strtab + name)
+        if bytes(e.blob[strtab + name : end]).endswith(b"_library_query"):
+            info = e.blob[at + 4]
+            return e.put("<B", at + 4, (info & 0xF0) | 10)
+        k += 1
+
+
 IREE_CASES: list[Callable[[Elf], bytes]] = [
     relacount_too_large,
     relaent_missing,
@@ -135,6 +150,7 @@ IREE_CASES: list[Callable[[Elf], bytes]] = [
     first_load_unreadable,
     relocation_into_dynamic,
     query_symbol_shifted,
+    query_symbol_made_indirect,
 ]
 NATIVE_CASES: list[Callable[[Elf], bytes]] = [
     relaent_missing,
@@ -144,6 +160,7 @@ NATIVE_CASES: list[Callable[[Elf], bytes]] = [
     relocation_across_fini_slot,
     fini_target_inside_a_function,
     query_symbol_shifted,
+    query_symbol_made_indirect,
 ]
 
 
