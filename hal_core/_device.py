@@ -71,7 +71,7 @@ _HOST_CALL_FLAGS = int(
 )
 _EXECUTE_FLAGS = int(ExecuteFlags.BORROW_BINDING_TABLE_LIFETIME)
 _ALLOCA_FLAGS = int(AllocaFlags.INDETERMINATE_LIFETIME | AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
-_BARRIER = int(QueueOpKind.BARRIER)
+_BARRIER = QueueOpKind.BARRIER
 # queue_alloca / queue_dealloca test flag bits on ints: ``enum & enum`` builds a new flag
 # member (about a microsecond each), and these run several times per call.
 _ALLOCA_USAGE = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE
@@ -232,7 +232,7 @@ class Device:
         op.target = target
         op.target_offset = target_offset
         op.length = length
-        op.data = data
+        op.pattern = data
         op.flags = as_flags(flags, "fill flags") if flags else 0
         if target.device is not self and self._reachable(target, "fill target"):
             self._submit_in_group(op, target, True)
@@ -273,7 +273,7 @@ class Device:
         op.target = target
         op.target_offset = target_offset
         op.length = length
-        op.data = np.frombuffer(bytes(src[source_offset : source_offset + length]), np.uint8)
+        op.payload = np.frombuffer(bytes(src[source_offset : source_offset + length]), np.uint8)
         op.flags = as_flags(flags, "update flags") if flags else 0
         if target.device is not self and self._reachable(target, "update target"):
             self._submit_in_group(op, target, True)
@@ -451,8 +451,8 @@ class Device:
             raise InvalidArgumentError(
                 f"host call args must be exactly 4 integers in 0..2**64-1, got {args!r}"
             )
-        op.data = fn
-        op.extra = args
+        op.callback = fn
+        op.args = args
         op.flags = HostCallFlags(
             check_known_flags(flags, _HOST_CALL_FLAGS, "host call flags") if flags else 0
         )
@@ -498,7 +498,9 @@ class Device:
         )
         op.target = buffer
         op.length = size
-        op.extra = (pool, params)
+        op.pool = pool
+        op.params = params
+        op.alloca_state = None
         op.flags = AllocaFlags(flags) if flags else _NO_ALLOCA_FLAGS
         # Backends with pools reserve memory here (and may refuse with RESOURCE_EXHAUSTED).
         (self._submit_alloca or self._submit)(op)
@@ -622,7 +624,7 @@ class Device:
             flags = check_known_flags(flags, _EXECUTE_FLAGS, "execute flags")
         affinity = execute_affinity(affinity, command_buffer)
         op = self._op(QueueOpKind.EXECUTE, affinity, wait, signal)
-        op.data, op.extra, op.retained = prepare_execute(
+        op.program, op.bindings, op.retained = prepare_execute(
             self, op, command_buffer, binding_table, flags
         )
         op.flags = flags
@@ -648,10 +650,10 @@ class Device:
         op = self._op(QueueOpKind.DISPATCH, affinity, wait, signal)
         if flags:
             flags = check_known_flags(flags, DISPATCH_FLAG_BITS, "dispatch flags")
-        op.data, op.retained = prepare_dispatch(
+        op.program, op.retained = prepare_dispatch(
             self, executable, function, config, constants, bindings, flags
         )
-        op.extra = ()
+        op.bindings = ()
         op.flags = flags
         self._backend.submit(op)
 

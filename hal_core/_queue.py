@@ -176,20 +176,31 @@ def run_host_call(fn: HostCallFn, args: tuple, context: HostCallContext) -> Any:
 
 
 class QueueOp:
-    """One validated queue operation. Fields beyond the first four are set per kind:
+    """One validated queue operation, as ``Device.queue_*`` hands it to ``submit``.
 
-    * FILL: ``target, target_offset, length, data`` (pattern bytes)
-    * UPDATE: ``target, target_offset, length, data`` (a private copy of the host bytes)
-    * COPY: ``source, source_offset, target, target_offset, length``
-    * READ: ``source`` (File), ``source_offset, target, target_offset, length``
-    * WRITE: ``source, source_offset, target`` (File), ``target_offset, length``
-    * HOST_CALL: ``data`` (callable), ``extra`` (4 args)
-    * ALLOCA: ``target`` (the pending buffer), ``extra`` (pool, params, size)
-    * DEALLOCA: ``target`` (the buffer)
-    * DISPATCH / EXECUTE: ``data``/``extra`` defined by the command-buffer layer
+    Every op has ``kind`` (always a ``QueueOpKind``), ``queue`` (the queue index),
+    ``waits`` and ``signals`` (tuples of ``(Semaphore, value)``), ``flags`` (a plain int or
+    the kind's flag enum), ``retained`` (references kept alive until the signals publish,
+    or None) and ``epoch`` (the backend's: set by its ``submit``). The other fields are set
+    only for the kinds that use them; reading one another kind does not set raises
+    ``AttributeError``:
 
-    ``retained`` holds references kept alive until the op's signals publish; ``epoch`` belongs
-    to the backend.
+    * FILL: ``target, target_offset, length``, ``pattern`` (1, 2 or 4 bytes)
+    * UPDATE: ``target, target_offset, length``, ``payload`` (a private uint8 copy of the
+      host bytes, taken at the call)
+    * COPY: ``source, source_offset, target, target_offset, length`` (buffers)
+    * READ: ``source`` (a ``File``), ``source_offset, target, target_offset, length``
+    * WRITE: ``source, source_offset``, ``target`` (a ``File``), ``target_offset, length``
+    * HOST_CALL: ``callback`` (called as ``callback(args, context)``), ``args`` (4 ints)
+    * ALLOCA: ``target`` (the pending buffer, placement ASYNCHRONOUS), ``length`` (its
+      allocation size), ``pool`` (the ``Pool`` asked for, or None for the device's default
+      pool set), ``params`` (the resolved ``BufferParams``), ``alloca_state`` (the pool
+      machine's per-op progress while it is in flight, else None)
+    * DEALLOCA: ``target`` (the root buffer to release)
+    * EXECUTE / DISPATCH: ``program`` (what the backend's ``finalize_command_buffer``
+      returned, or the raw command list without one), ``bindings`` (the binding table
+      captured at submit: a tuple of ``BufferBinding`` or None entries; empty for DISPATCH)
+    * BARRIER: nothing more
     """
 
     __slots__ = (
@@ -198,17 +209,46 @@ class QueueOp:
         "waits",
         "signals",
         "flags",
+        "retained",
+        "epoch",
         "source",
         "source_offset",
         "target",
         "target_offset",
         "length",
-        "data",
-        "extra",
-        "retained",
-        "epoch",
+        "pattern",
+        "payload",
+        "callback",
+        "args",
+        "pool",
+        "params",
+        "alloca_state",
+        "program",
+        "bindings",
         "__weakref__",
     )
+
+    kind: QueueOpKind
+    queue: int
+    waits: tuple[tuple[Semaphore, int], ...]
+    signals: tuple[tuple[Semaphore, int], ...]
+    flags: int
+    retained: Any
+    epoch: int
+    source: Any  # Buffer (COPY, WRITE) or File (READ)
+    source_offset: int
+    target: Any  # Buffer (FILL, UPDATE, COPY, READ, ALLOCA, DEALLOCA) or File (WRITE)
+    target_offset: int
+    length: int
+    pattern: bytes
+    payload: Any  # numpy.ndarray of uint8
+    callback: HostCallFn | None  # None once the queue's part of the call is done
+    args: tuple[int, int, int, int] | None
+    pool: Any  # hal_core.pool.Pool or None
+    params: Any  # BufferParams
+    alloca_state: Any  # hal_core.pool.AllocaState or None
+    program: Any
+    bindings: tuple[Any, ...]
 
     def __init__(
         self,
@@ -217,7 +257,9 @@ class QueueOp:
         waits: tuple[tuple[Semaphore, int], ...],
         signals: tuple[tuple[Semaphore, int], ...],
     ) -> None:
-        self.kind = kind
+        # One identity test keeps ``kind`` an enum member for every reader (profilers
+        # print its name) at no cost to the front door, which passes members.
+        self.kind = kind if kind.__class__ is QueueOpKind else QueueOpKind(kind)
         self.queue = queue
         self.waits = waits
         self.signals = signals

@@ -140,8 +140,8 @@ class CommandBufferBackend(Protocol):
 
     ``finalize_command_buffer(commands, mode, binding_capacity)`` runs once at
     ``CommandBuffer.end()`` (and per ``queue_dispatch`` with a one-command list); whatever
-    it returns is ``QueueOp.data`` of every EXECUTE / DISPATCH op, with the captured
-    binding table (a tuple of ``BufferBinding`` or None) in ``QueueOp.extra``. Command
+    it returns is ``QueueOp.program`` of every EXECUTE / DISPATCH op, with the captured
+    binding table (a tuple of ``BufferBinding`` or None) in ``QueueOp.bindings``. Command
     tuples are described in ``hal_core._command_buffer`` (``CMD_*``).
     """
 

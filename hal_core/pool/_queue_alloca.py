@@ -86,7 +86,7 @@ class TransientAllocation:
 
 
 class AllocaState:
-    """Per-op progress of an alloca (``op.data`` while it is in flight). A backend that
+    """Per-op progress of an alloca (``op.alloca_state`` while it is in flight). A backend that
     needs more per-op context subclasses it (adding slots) and names the subclass in
     ``QueueAllocaMachine._state_type``."""
 
@@ -154,9 +154,9 @@ class QueueAllocaMachine(abc.ABC):
     # -- alloca ------------------------------------------------------------------------------
 
     def _select(self, op: Any) -> Pool:
-        pool, params = op.extra
+        pool = op.pool
         if pool is None:
-            return self.default_pools.select_or_raise(params, op.length)
+            return self.default_pools.select_or_raise(op.params, op.length)
         return pool
 
     def prepare(self, op: Any) -> None:
@@ -165,7 +165,7 @@ class QueueAllocaMachine(abc.ABC):
         RESOURCE_EXHAUSTED to the caller with nothing queued."""
         if op.length == 0:
             # Nothing to reserve: the buffer commits to empty storage when ready.
-            op.data = self._state_type(None)
+            op.alloca_state = self._state_type(None)
             return
         pool = self._select(op)
         caps = pool.query_capabilities()
@@ -182,14 +182,14 @@ class QueueAllocaMachine(abc.ABC):
                 f"alloca of {op.length} bytes exceeds the whole budget of {pool.trace_name} "
                 f"({limit} bytes)"
             )
-        alignment = op.extra[1].min_alignment
+        alignment = op.params.min_alignment
         if alignment > caps.max_alignment:
             raise InvalidArgumentError(
                 f"alloca alignment {alignment} exceeds what the pool guarantees "
                 f"({caps.max_alignment} bytes); request at most {caps.max_alignment}"
             )
         state = self._state_type(pool)
-        op.data = state
+        op.alloca_state = state
         for sem, value in op.waits:
             if sem._failure is not None or sem._value < value:
                 return
@@ -197,7 +197,7 @@ class QueueAllocaMachine(abc.ABC):
         if state.result == _NEEDS_WAIT and not int(op.flags) & _ALLOW_POOL_WAIT:
             # Hand the block back with its death frontier, then refuse the call.
             pool.release_reservation(state.reservation, state.info.wait_frontier)
-            op.data = None
+            op.alloca_state = None
             raise ResourceExhaustedError(
                 f"{pool.trace_name}: the only free memory is still in use by other queue "
                 "work (death frontier not reached); pass "
@@ -206,11 +206,11 @@ class QueueAllocaMachine(abc.ABC):
 
     def abandon(self, op: Any) -> None:
         """Undo ``prepare`` when queueing the op failed after it (nothing was queued)."""
-        state = op.data
+        state = op.alloca_state
         if isinstance(state, AllocaState) and state.reservation is not None:
             frontier = state.info.wait_frontier if state.result == _NEEDS_WAIT else None
             state.pool.release_reservation(state.reservation, frontier)
-        op.data = None
+        op.alloca_state = None
 
     def _acquire(self, op: Any, state: AllocaState) -> None:
         requester = state.requester
@@ -224,19 +224,18 @@ class QueueAllocaMachine(abc.ABC):
                 requester.merge(own)
         # The pool may always answer OK_NEEDS_WAIT; the alloca flag decides what the
         # queue does with it (_decide), as IREE's local-task does.
-        params = op.extra[1]
         state.result, state.reservation, state.info = state.pool.acquire_reservation(
-            op.length, params.min_alignment, requester, _ALLOW
+            op.length, op.params.min_alignment, requester, _ALLOW
         )
 
     def started_state(self, op: Any) -> AllocaState:
-        """``op.data`` as prepared, or a fresh state for an op queued without
+        """``op.alloca_state`` as prepared, or a fresh state for an op queued without
         ``prepare`` (a front end that does not call ``submit_alloca``); raises the pool
         selection's HalError."""
-        state = getattr(op, "data", None)  # a slot: unset unless prepare() ran
+        state = op.alloca_state  # None unless prepare() ran
         if state.__class__ is not self._state_type:
             state = self._state_type(self._select(op) if op.length else None)
-            op.data = state
+            op.alloca_state = state
         return state
 
     def begin(self, op: Any, state: AllocaState) -> None:
@@ -245,7 +244,7 @@ class QueueAllocaMachine(abc.ABC):
         hidden frontier wait, or after parking on the pool notification."""
         if op.length == 0:
             op.target.commit(self._empty_storage())
-            op.data = None
+            op.alloca_state = None
             self._complete(op, state, None)
             return
         if self._closed:
@@ -347,7 +346,7 @@ class QueueAllocaMachine(abc.ABC):
             # No dealloca will come: the memory goes back when the buffer is dropped.
             transient.finalizer = weakref.finalize(buffer, _release_dropped, pool, reservation)
         buffer.pool_state = transient
-        op.data = None
+        op.alloca_state = None
         self._complete(op, state, None)
 
     def _fail(self, op: Any, state: AllocaState, error: HalError) -> None:
@@ -355,7 +354,7 @@ class QueueAllocaMachine(abc.ABC):
             frontier = state.info.wait_frontier if state.result == _NEEDS_WAIT else None
             state.pool.release_reservation(state.reservation, frontier)
             state.reservation = None
-        op.data = None
+        op.alloca_state = None
         self._complete(op, state, error)
 
     # -- dealloca ----------------------------------------------------------------------------

@@ -37,12 +37,12 @@ def fill(target: np.ndarray, pattern: bytes) -> None:
 
 
 def run_fill(op: QueueOp) -> None:
-    fill(op.target.host_bytes(op.target_offset, op.length), op.data)
+    fill(op.target.host_bytes(op.target_offset, op.length), op.pattern)
 
 
 def run_update(op: QueueOp) -> None:
-    # ``op.data`` is hal_core's private copy of the caller's bytes, taken at the call.
-    op.target.host_bytes(op.target_offset, op.length)[:] = op.data
+    # ``op.payload`` is hal_core's private copy of the caller's bytes, taken at the call.
+    op.target.host_bytes(op.target_offset, op.length)[:] = op.payload
 
 
 def run_copy(op: QueueOp) -> None:
@@ -64,7 +64,7 @@ def run_alloca(op: QueueOp) -> None:
     """Commit fresh memory to the pending buffer ``queue_alloca`` returned. Only the
     default allocation (``pool=None``) reaches here: the device refuses explicit pools at
     submit."""
-    _pool, params = op.extra
+    params = op.params
     op.target.commit(allocate_storage(op.length, params.min_alignment))
 
 
@@ -81,8 +81,8 @@ def run_barrier(op: QueueOp) -> None:
 
 
 # -- command buffers ------------------------------------------------------------------------
-# Without ``finalize_command_buffer`` an EXECUTE op carries the raw recording: ``op.data``
-# is the command list and ``op.extra`` the binding table captured at submit (a tuple of
+# Without ``finalize_command_buffer`` an EXECUTE op carries the raw recording: ``op.program``
+# is the command list and ``op.bindings`` the binding table captured at submit (a tuple of
 # ``BufferBinding`` or None). Commands run in order, so barriers have nothing to do.
 
 
@@ -110,8 +110,8 @@ def _view(ref: Any, table: tuple) -> np.ndarray:
 
 
 def run_execute(op: QueueOp) -> None:
-    table = op.extra or ()
-    for cmd in op.data:
+    table = op.bindings or ()
+    for cmd in op.program:
         code = cmd[0]
         if code == CMD_FILL:
             fill(_view(cmd[1], table), cmd[2])

@@ -98,18 +98,18 @@ class HostCallAction(Action):
 
     def __call__(self) -> None:
         op = self.op
-        fn = op.data
+        fn = op.callback
         device = getattr(self.qset, "device", None)
         affinity = 1 << op.queue
         if op.flags & HostCallFlags.NON_BLOCKING:
             self.signal()
             try:
-                fn(op.extra, HostCallContext(device, affinity, ()))
+                fn(op.args, HostCallContext(device, affinity, ()))
             except BaseException as exc:  # NON_BLOCKING errors are only reported
                 report_callback_error(exc, "a NON_BLOCKING amdgpu host call", fn)
             return
         try:
-            result = fn(op.extra, HostCallContext(device, affinity, op.signals))
+            result = fn(op.args, HostCallContext(device, affinity, op.signals))
             outcome = host_call_outcome(result)
         except BaseException as exc:
             self.fail(as_error(exc))

@@ -313,7 +313,7 @@ class QueueProfiler:
             sub.action = _TimedAction(sub.action, self.session, op, submission_id)
         if items:
             kind = op.kind
-            cb_id = id(op.data) if kind == _K.EXECUTE else 0
+            cb_id = id(op.program) if kind == _K.EXECUTE else 0
             self.pending.append((epoch, kind, submission_id, cb_id, items))
         return words
 
@@ -513,9 +513,9 @@ class AmdgpuProfiling:
         t = host_time_ns()
         kind = op.kind
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
-            self._register_program(op.data)
+            self._register_program(op.program)
             if self.counter_pools:
-                self._check_counted_fit(op.data)
+                self._check_counted_fit(op.program)
         submission_id = self._next_submission()
         self.submission_ids[id(op)] = submission_id
         try:
@@ -527,7 +527,7 @@ class AmdgpuProfiling:
         length = getattr(op, "length", 0) or 0
         session.record_queue_event(kind, op.queue, submission_id, len(op.waits),
                                    len(op.signals),
-                                   length, id(op.data) if kind == _K.EXECUTE else 0,
+                                   length, id(op.program) if kind == _K.EXECUTE else 0,
                                    submit_host_time_ns=t)
         if kind == _K.ALLOCA:
             session.record_memory_event(_QUEUE_ALLOCA, op.queue, id(op.target), length,

@@ -216,7 +216,7 @@ class HostQueueSet:
         kind = op.kind
         sub.resources = op.retained
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
-            program = op.data
+            program = op.program
             if program.__class__ is GpuPrograms:
                 program = program.per_gpu[queue.gpu_index]
             if not isinstance(program, BlockProgram):
@@ -226,7 +226,7 @@ class HostQueueSet:
                 )
             sub.program = program
             if kind == _K.EXECUTE:
-                sub.table = op.extra
+                sub.table = op.bindings
         elif kind == _K.FILL or kind == _K.COPY:
             # Encoded at admission (encode_blit); with nothing to move, a NOP carries the
             # signals.
@@ -236,7 +236,7 @@ class HostQueueSet:
             if op.length > UPDATE_INLINE_LIMIT:
                 # Large updates are staged in host memory the GPU reads (kept until retired).
                 staging = self._staging_buffer(op.length)
-                staging.host_bytes()[:] = op.data
+                staging.host_bytes()[:] = op.payload
                 ref = BufferRef(op.target, op.target_offset, op.length)
                 sub.program = self._one_shot(
                     (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue
@@ -286,12 +286,12 @@ class HostQueueSet:
         self_offset = -1
         payload = b""
         if kind == _K.FILL:
-            width = len(op.data)
+            width = len(op.pattern)
             desc = builtins.fill[width]
             target = op.target.storage().address + op.target.byte_offset + op.target_offset
             pointers = [target]
             elements = length // width
-            scalars = [elements, int.from_bytes(op.data, "little")]
+            scalars = [elements, int.from_bytes(op.pattern, "little")]
         elif kind == _K.COPY:
             src = op.source.storage().address + op.source.byte_offset + op.source_offset
             dst = op.target.storage().address + op.target.byte_offset + op.target_offset
@@ -307,7 +307,7 @@ class HostQueueSet:
             pointers = [0, dst]
             elements = length
             scalars = [length]
-            payload = bytes(op.data)
+            payload = bytes(op.payload)
         wg = builtins.workgroup_size
         groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
         image = hal_kernarg_image(

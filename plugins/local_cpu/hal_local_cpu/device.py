@@ -242,7 +242,6 @@ class LocalDeviceBackend:
             for sem, _value in op.signals:
                 sem.fail(error)
         op.retained = None
-        op.data = None
         self.queues[op.queue].retire(op.epoch)
 
     # -- operations that need the device -----------------------------------------------
@@ -267,8 +266,8 @@ class LocalDeviceBackend:
         """Run a host call on this thread (a worker, or the readying thread on
         local-sync). Nothing the callback does escapes: NON_BLOCKING errors are reported,
         blocking ones fail the signals (``run_host_call``). No lock is held."""
-        fn = op.data
-        args = op.extra
+        fn = op.callback
+        args = op.args
         affinity = 1 << op.queue
         if op.flags & HostCallFlags.NON_BLOCKING:
             for sem, value in op.signals:
@@ -277,13 +276,13 @@ class LocalDeviceBackend:
                 fn(args, HostCallContext(self.device, affinity, ()))
             except BaseException as exc:  # NON_BLOCKING errors are ignored by contract
                 report_callback_error(exc, _NON_BLOCKING_CALL, fn)
-            op.data = op.extra = None
+            op.callback = op.args = None  # drop what the closure holds before retiring
             self.queues[op.queue].retire(op.epoch)
             return
         outcome = run_host_call(fn, args, HostCallContext(self.device, affinity, op.signals))
         if outcome is StatusCode.DEFERRED:
             # The callback owns the signals now; the queue's part is done.
-            op.retained = op.data = None
+            op.retained = op.callback = None
             self.queues[op.queue].retire(op.epoch)
         else:
             self._finish(op, outcome)
@@ -341,16 +340,16 @@ class LocalDeviceBackend:
         if p is None:
             LocalDeviceBackend._run_program(self, op)
             return
-        program = op.data
+        program = op.program
         cb_id = id(program) if op.kind == _K.EXECUTE else 0
         try:
             run_program_profiled(
-                p, program, op.extra, self.workers, op.queue, op.epoch, cb_id, self._profiled_views
+                p, program, op.bindings, self.workers, op.queue, op.epoch, cb_id, self._profiled_views
             )
         except HalError as exc:
             raise exc.with_traceback(None) from None
         finally:
-            op.retained = op.extra = op.data = None
+            op.retained = op.bindings = op.program = None
 
     def _submit_profiled(self, op: QueueOp) -> None:
         t = _host_time_ns()
@@ -436,16 +435,16 @@ class LocalDeviceBackend:
         return finalize_program(commands, mode, binding_capacity, self.workers is not None)
 
     def _run_program(self, op: QueueOp) -> None:
-        """EXECUTE and DISPATCH: replay ``op.data`` against binding table ``op.extra``."""
+        """EXECUTE and DISPATCH: replay ``op.program`` against binding table ``op.bindings``."""
         try:
-            execute_program(op.data, op.extra, self.workers)
+            execute_program(op.program, op.bindings, self.workers)
         except HalError as exc:
             # Failed semaphores keep their error: drop its frames (and their buffers).
             raise exc.with_traceback(None) from None
         finally:
             # The work is done: release what the submission retained *before* its
             # signals publish, so a waiter that wakes observes the release.
-            op.retained = op.extra = op.data = None
+            op.retained = op.bindings = op.program = None
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -473,7 +472,7 @@ def _run_fill(op: QueueOp) -> None:
     if not op.length:
         return
     dst = op.target.host_bytes(op.target_offset, op.length)
-    data = op.data
+    data = op.pattern
     if len(data) == 1:
         dst.fill(data[0])
     else:
@@ -482,7 +481,7 @@ def _run_fill(op: QueueOp) -> None:
 
 def _run_update(op: QueueOp) -> None:
     if op.length:
-        op.target.host_bytes(op.target_offset, op.length)[:] = op.data
+        op.target.host_bytes(op.target_offset, op.length)[:] = op.payload
 
 
 def _run_copy(op: QueueOp) -> None:

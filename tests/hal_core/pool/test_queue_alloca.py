@@ -99,7 +99,9 @@ def _op(m: _Machine, length: int = BLOCK, flags: int = 0, *, lifetime=PlacementF
         placement_flags=PlacementFlags.ASYNCHRONOUS | lifetime,
     )
     op.length = length
-    op.extra = (m.pool, BufferParams())
+    op.pool = m.pool
+    op.params = BufferParams()
+    op.alloca_state = None
     op.flags = AllocaFlags(flags)
     return op
 
@@ -129,7 +131,7 @@ def test_commit_then_dealloca_then_reuse_on_the_same_queue():
     first = _op(m)
     _run(m, first)
     assert m.done == [(first, None)]
-    assert first.target.is_committed and first.data is None
+    assert first.target.is_committed and first.alloca_state is None
     assert first.target.pool_state.__class__ is TransientAllocation
     m.retired[0] = 1
     _dealloca(m, first.target)
@@ -159,10 +161,10 @@ def test_needs_wait_without_the_flag_raises_at_the_call_and_keeps_the_block():
     refused = _op(m)
     with pytest.raises(hal_core.ResourceExhaustedError, match="ALLOW_POOL_WAIT_FRONTIER"):
         m.prepare(refused)
-    assert refused.data is None and m.pool.query_stats().reservation_count == 0
+    assert refused.alloca_state is None and m.pool.query_stats().reservation_count == 0
     # Queued without waits and without the flag, the op fails (and still completes once).
     failed = _op(m)
-    failed.data = None
+    failed.alloca_state = None
     m.begin(failed, m.started_state(failed))
     assert m.done[-1][0] is failed
     assert isinstance(m.done[-1][1], hal_core.ResourceExhaustedError)
@@ -242,7 +244,7 @@ def test_bad_requests_raise_before_anything_is_reserved():
     with pytest.raises(hal_core.OutOfRangeError, match="pool=None"):
         m.prepare(too_big)
     misaligned = _op(m)
-    misaligned.extra = (m.pool, BufferParams(min_alignment=4096))
+    misaligned.params = BufferParams(min_alignment=4096)
     with pytest.raises(hal_core.InvalidArgumentError, match="request at most"):
         m.prepare(misaligned)
     assert m.pool.query_stats().reservation_count == 0
@@ -260,7 +262,7 @@ def test_abandon_gives_the_prepared_reservation_back():
     m.prepare(op)
     assert m.pool.query_stats().reservation_count == 1
     m.abandon(op)
-    assert op.data is None and m.pool.query_stats().reservation_count == 0
+    assert op.alloca_state is None and m.pool.query_stats().reservation_count == 0
     assert m.pool.acquire_reservation(BLOCK)[0] in (AcquireResult.OK, AcquireResult.OK_FRESH)
 
 

@@ -89,7 +89,7 @@ class Env:
             target=buf,
             target_offset=offset,
             length=length,
-            data=int(value).to_bytes(width, "little"),
+            pattern=int(value).to_bytes(width, "little"),
         )
 
     def copy(self, q, src, dst, waits=(), signals=(), length=None):
@@ -155,7 +155,7 @@ def test_fill_copy_update_barrier_across_queues(env):
         target=b,
         target_offset=512,
         length=4,
-        data=np.frombuffer(b"\1\2\3\4", np.uint8),
+        payload=np.frombuffer(b"\1\2\3\4", np.uint8),
     )
     env.op(K.BARRIER, 1, [(s, 3)], [(s, 4)])
     s.wait(4, T)
@@ -266,13 +266,13 @@ def test_out_of_range_submission_sizes(env):
     big_update = [(CMD_UPDATE, bytes(1 << 16), BufferRef(buf, 0, 1 << 16))]
     prog = env.qs.finalize_command_buffer(big_update, CommandBufferMode.ONE_SHOT, 0)
     with pytest.raises(hal.OutOfRangeError, match="kernarg ring holds 65536"):
-        env.op(K.EXECUTE, 0, (), [(s, 1)], data=prog, extra=())
+        env.op(K.EXECUTE, 0, (), [(s, 1)], program=prog, bindings=())
     # A later block too large for the ring is refused at submit too (not parked forever).
     late_big = [(CMD_FILL, BufferRef(buf, 0, 64), b"\1")] + big_update
     prog = env.qs.finalize_command_buffer(late_big, CommandBufferMode.ONE_SHOT, 0)
     assert len(prog.per_gpu[0].blocks) == 2
     with pytest.raises(hal.OutOfRangeError, match="kernarg ring holds 65536"):
-        env.op(K.EXECUTE, 0, (), [(s, 1)], data=prog, extra=())
+        env.op(K.EXECUTE, 0, (), [(s, 1)], program=prog, bindings=())
     many = [(Semaphore(0), 1) for _ in range(2000)]
     with pytest.raises(hal.OutOfRangeError, match="notification ring holds 1024"):
         env.fill(0, buf, 1, signals=many, length=64)
@@ -289,10 +289,10 @@ def test_out_of_range_submission_sizes(env):
         target=buf,
         target_offset=0,
         length=1 << 17,
-        data=np.full(1 << 17, 3, np.uint8),
+        payload=np.full(1 << 17, 3, np.uint8),
     )
     s.wait(1, T)
-    env.op(K.EXECUTE, 0, [(s, 1)], [(s, 2)], data=prog, extra=())
+    env.op(K.EXECUTE, 0, [(s, 1)], [(s, 2)], program=prog, bindings=())
     s.wait(2, T)  # the queue still works after the refusals
     assert list(buf.host_bytes()[: 64 * 200 : 64]) == list(range(200))
     assert (buf.host_bytes()[64 * 200 :] == 3).all()
@@ -307,7 +307,7 @@ def test_host_call_alloca_dealloca(env):
         seen.append(args)
         ran.set()
 
-    env.op(K.HOST_CALL, 0, (), [(s, 1)], data=call, extra=(1, 2, 3, 4), flags=0)
+    env.op(K.HOST_CALL, 0, (), [(s, 1)], callback=call, args=(1, 2, 3, 4), flags=0)
     s.wait(1, T)
     assert ran.is_set() and seen == [(1, 2, 3, 4)]
 
@@ -315,7 +315,7 @@ def test_host_call_alloca_dealloca(env):
         raise hal.AbortedError("no")
 
     f = Semaphore(0)
-    env.op(K.HOST_CALL, 1, (), [(f, 1)], data=failing, extra=(0, 0, 0, 0), flags=0)
+    env.op(K.HOST_CALL, 1, (), [(f, 1)], callback=failing, args=(0, 0, 0, 0), flags=0)
     with pytest.raises(hal.AbortedError):
         f.wait(1, T)
     params = BufferParams(
@@ -328,7 +328,17 @@ def test_host_call_alloca_dealloca(env):
         allowed_access=MemoryAccess.ALL,
         allocation_size=128,
     )
-    env.op(K.ALLOCA, 0, [(s, 1)], [(s, 2)], target=pending, length=128, extra=(None, params))
+    env.op(
+        K.ALLOCA,
+        0,
+        [(s, 1)],
+        [(s, 2)],
+        target=pending,
+        length=128,
+        pool=None,
+        params=params,
+        alloca_state=None,
+    )
     env.fill(0, pending, 5, waits=[(s, 2)], signals=[(s, 3)])  # elided: same queue
     env.op(K.DEALLOCA, 0, [(s, 3)], [(s, 4)], target=pending)
     s.wait(4, T)
@@ -346,7 +356,17 @@ def test_host_call_alloca_dealloca(env):
         allocation_size=128,
     )
     e = Semaphore(0)
-    env.op(K.ALLOCA, 0, (), [(e, 1)], target=explicit, length=128, extra=(pool, params))
+    env.op(
+        K.ALLOCA,
+        0,
+        (),
+        [(e, 1)],
+        target=explicit,
+        length=128,
+        pool=pool,
+        params=params,
+        alloca_state=None,
+    )
     e.wait(1, T)
     assert explicit.is_committed and pool.query_stats().reservation_count == 1
     env.op(K.DEALLOCA, 0, [(e, 1)], [(e, 2)], target=explicit)
@@ -373,8 +393,8 @@ def test_execute_block_program_with_binding_table(env):
             (0, 1, 3)[i],
             [(s, i)] if i else (),
             [(s, i + 1)],
-            data=prog,
-            extra=(BufferBinding(a), BufferBinding(b)),
+            program=prog,
+            bindings=(BufferBinding(a), BufferBinding(b)),
         )
     s.wait(3, T)
     assert (a.host_bytes() == 42).all()
@@ -453,7 +473,7 @@ def test_dispatch_real_kernels_on_every_gpu(env, mode, dynamic):
     s = Semaphore(0)
     runs = 1 if mode == CommandBufferMode.ONE_SHOT else 2
     for i, queue in enumerate((0, 2)[:runs]):  # GPU 0 and GPU 1
-        env.op(K.EXECUTE, queue, [(s, i)] if i else (), [(s, i + 1)], data=prog, extra=table)
+        env.op(K.EXECUTE, queue, [(s, i)] if i else (), [(s, i + 1)], program=prog, bindings=table)
     s.wait(runs, T)
     assert np.allclose(dst.host_bytes().view(np.float32), np.arange(256) * 2.0 + 1.0)
     # indirect_iota sizes itself from the hidden block count / group size we filled in.
@@ -471,7 +491,7 @@ def test_dropping_user_references_after_submit_keeps_results(env):
     cmds = [(CMD_COPY, BufferRef(src, 0, 4096), BufferRef(a, 0, 4096))]
     prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.ONE_SHOT, 0)
     op = QueueOp(K.EXECUTE, 0, (), ((s, 1),))
-    op.data, op.extra, op.retained = prog, (), (prog,)
+    op.program, op.bindings, op.retained = prog, (), (prog,)
     env.qs.submit(op)
     del src, prog, op, cmds
     gc.collect()
@@ -515,7 +535,7 @@ def test_indirect_dispatch_parameters_read_when_reached(env, dynamic_params):
     assert [b.replay.indirect is not None for b in p0.blocks] == [True, True, True]
     assert p0.blocks[1].header["indirect_dispatch_count"] == 1
     s = Semaphore(0)
-    env.op(K.EXECUTE, 0, (), [(s, 1)], data=prog, extra=(BufferBinding(params),))
+    env.op(K.EXECUTE, 0, (), [(s, 1)], program=prog, bindings=(BufferBinding(params),))
     s.wait(1, T)
     words = out.host_bytes().view(np.uint32)
     assert list(words[:32]) == list(range(32))
@@ -542,16 +562,16 @@ def test_many_block_replays_park_and_resume_in_order():
                 0,
                 [(s0, i - 1)] if i > 1 else (),
                 [(s0, i)],
-                data=prog,
-                extra=(BufferBinding(buf),),
+                program=prog,
+                bindings=(BufferBinding(buf),),
             )
             env.op(
                 K.EXECUTE,
                 1,
                 [(s1, i - 1)] if i > 1 else (),
                 [(s1, i)],
-                data=prog,
-                extra=(BufferBinding(other),),
+                program=prog,
+                bindings=(BufferBinding(other),),
             )
         s0.wait(3, T * 3)
         s1.wait(3, T * 3)
@@ -581,7 +601,7 @@ def test_unvalidated_out_of_range_fails_at_execution(env):
     for cmds, table, message in cases:
         sem = Semaphore(0)
         prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.UNVALIDATED, 1)
-        env.op(K.EXECUTE, 0, (), [(sem, 1)], data=prog, extra=table)
+        env.op(K.EXECUTE, 0, (), [(sem, 1)], program=prog, bindings=table)
         with pytest.raises(hal.OutOfRangeError, match=message):
             sem.wait(1, T)
     assert bytes(buf.host_bytes()) == bytes(16)  # nothing ran
@@ -631,5 +651,5 @@ def test_alloca_alignment_beyond_the_heap_is_invalid_at_submit(env):
     )
     with pytest.raises(hal.InvalidArgumentError, match="alignment"):
         env.op(
-            K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=64, extra=(None, params)
+            K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=64, pool=None, params=params, alloca_state=None
         )
