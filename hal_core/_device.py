@@ -48,6 +48,8 @@ from ._queue_checks import (
     check_buffer,
     check_known_flags,
     check_owner,
+    check_transfer_source,
+    check_transfer_target,
     file_offset,
     fill_pattern_bytes,
     queue_op,
@@ -218,8 +220,7 @@ class Device:
         op = self._op(QueueOpKind.FILL, affinity, wait, signal)
         data = fill_pattern_bytes(pattern, pattern_length)
         check_buffer(target, "fill target")
-        target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_fill")
-        target.require_access(MemoryAccess.WRITE, "queue_fill")
+        check_transfer_target(target, "queue_fill")
         if target_offset.__class__ is not int:
             target_offset = as_index(target_offset, "fill target offset")
         length = check_range(target_offset, length, target.byte_length, "buffer")
@@ -265,8 +266,7 @@ class Device:
         if source_offset.__class__ is not int:
             source_offset = as_index(source_offset, "update source offset")
         length = check_range(source_offset, length, len(src), "update source (host bytes)")
-        target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_update")
-        target.require_access(MemoryAccess.WRITE, "queue_update")
+        check_transfer_target(target, "queue_update")
         if target_offset.__class__ is not int:
             target_offset = as_index(target_offset, "update target offset")
         check_range(target_offset, length, target.byte_length, "buffer")
@@ -299,10 +299,8 @@ class Device:
         op = self._op(QueueOpKind.COPY, affinity, wait, signal)
         check_buffer(source, "copy source")
         check_buffer(target, "copy target")
-        source.require_usage(BufferUsage.TRANSFER_SOURCE, "queue_copy source")
-        source.require_access(MemoryAccess.READ, "queue_copy source")
-        target.require_usage(BufferUsage.TRANSFER_TARGET, "queue_copy target")
-        target.require_access(MemoryAccess.WRITE, "queue_copy target")
+        check_transfer_source(source, "queue_copy source")
+        check_transfer_target(target, "queue_copy target")
         if source_offset.__class__ is not int:
             source_offset = as_index(source_offset, "copy source offset")
         if target_offset.__class__ is not int:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._buffer import Buffer
+from ._memory import BufferUsage, MemoryAccess
 from ._queue import QueueOp
 from ._ranges import U64_MAX, as_flags, as_index
 from ._semaphore import MAX_VALUE, Semaphore
@@ -123,6 +124,11 @@ def check_distinct_signals(signals: tuple) -> None:
 
 def fill_pattern_bytes(pattern: Any, pattern_length: Any) -> bytes:
     """Normalise a fill pattern to 1, 2 or 4 little-endian bytes (INVALID_ARGUMENT else)."""
+    if pattern.__class__ is bytes and pattern_length is None:
+        # The common call (a bytes pattern) skips the isinstance ladder below.
+        n = len(pattern)
+        if n == 4 or n == 1 or n == 2:
+            return pattern
     if pattern_length is not None and pattern_length.__class__ is not int:
         try:
             pattern_length = operator.index(pattern_length)
@@ -155,6 +161,38 @@ def fill_pattern_bytes(pattern: Any, pattern_length: Any) -> bytes:
     if len(data) not in (1, 2, 4):
         raise InvalidArgumentError(f"fill pattern length must be 1, 2 or 4 bytes, got {len(data)}")
     return data
+
+
+# Usage and access bits as plain ints: ``IntFlag & IntFlag`` builds a flag member (about
+# half a microsecond each), and a transfer checks two or three per buffer.
+_USAGE_TARGET = int(BufferUsage.TRANSFER_TARGET)
+_USAGE_SOURCE = int(BufferUsage.TRANSFER_SOURCE)
+_ACCESS_ANY = int(MemoryAccess.ANY)
+_ACCESS_WRITE = int(MemoryAccess.WRITE)
+_ACCESS_READ = int(MemoryAccess.READ)
+
+
+def check_transfer_target(buffer: Buffer, what: str) -> None:
+    """PERMISSION_DENIED unless ``buffer`` allows TRANSFER_TARGET usage and WRITE access
+    (``Buffer.require_usage`` / ``require_access``, tested on the plain int values; the
+    Buffer methods raise with their messages)."""
+    access = buffer.allowed_access._value_
+    if (buffer.allowed_usage._value_ & _USAGE_TARGET) != _USAGE_TARGET or (
+        not access & _ACCESS_ANY and (access & _ACCESS_WRITE) != _ACCESS_WRITE
+    ):
+        buffer.require_usage(BufferUsage.TRANSFER_TARGET, what)
+        buffer.require_access(MemoryAccess.WRITE, what)
+
+
+def check_transfer_source(buffer: Buffer, what: str) -> None:
+    """PERMISSION_DENIED unless ``buffer`` allows TRANSFER_SOURCE usage and READ access
+    (as ``check_transfer_target``)."""
+    access = buffer.allowed_access._value_
+    if (buffer.allowed_usage._value_ & _USAGE_SOURCE) != _USAGE_SOURCE or (
+        not access & _ACCESS_ANY and (access & _ACCESS_READ) != _ACCESS_READ
+    ):
+        buffer.require_usage(BufferUsage.TRANSFER_SOURCE, what)
+        buffer.require_access(MemoryAccess.READ, what)
 
 
 def check_buffer(buffer: Any, what: str) -> None:

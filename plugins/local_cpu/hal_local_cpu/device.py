@@ -466,13 +466,25 @@ def _run_barrier(op: QueueOp) -> None:
 
 
 _FILL_DTYPES = {2: np.uint16, 4: np.uint32}
+# Fills up to this many bytes store the repeated pattern through one memoryview slice
+# assignment: a numpy view plus a dtype reinterpretation and ``fill`` costs several times
+# more for a few bytes. Larger fills use numpy (no repeated-bytes temporary).
+SMALL_FILL_BYTES = 256
 
 
 def _run_fill(op: QueueOp) -> None:
-    if not op.length:
+    length = op.length
+    if not length:
         return
-    dst = op.target.host_bytes(op.target_offset, op.length)
     data = op.pattern
+    if length <= SMALL_FILL_BYTES:
+        target = op.target
+        host = target.storage().host_array
+        if host is not None:
+            start = target.byte_offset + op.target_offset
+            host.data[start : start + length] = data * (length // len(data))
+            return
+    dst = op.target.host_bytes(op.target_offset, length)
     if len(data) == 1:
         dst.fill(data[0])
     else:
