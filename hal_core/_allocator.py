@@ -247,6 +247,8 @@ def host_heaps(max_size: int) -> list[MemoryHeap]:
 
 
 def check_host_size(size: int, max_size: int) -> None:
+    """RESOURCE_EXHAUSTED when an allocation of ``size`` bytes exceeds a host heap's
+    ``max_size`` (for backends whose storage is host memory)."""
     if size > max_size:
         raise ResourceExhaustedError(
             f"allocation of {size} bytes exceeds the heap's maximum of {max_size} bytes"

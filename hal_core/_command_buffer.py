@@ -427,7 +427,7 @@ class CommandBuffer:
             v.validate_end()
         self._busy = True
         try:
-            finalize = getattr(self.device._backend, "finalize_command_buffer", None)
+            finalize = self.device._finalize
             if finalize is None:
                 self.program = self.commands
             else:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ._allocator import Allocator, check_size
 from ._allocator import _as_params as _params
+from ._backend_contract import bind_device
 from ._buffer import Buffer
 from ._command_buffer import DISPATCH_FLAG_BITS, CommandBuffer, DispatchConfig, ExecuteFlags
 from ._command_submission import (
@@ -100,21 +101,22 @@ class Device:
         self.driver_name = driver_name
         self.uri = uri
         self.info = info
-        self.queue_count: int = backend.queue_count
+        # The backend contract, resolved once (queue calls must not probe the backend).
+        contract = self._contract = bind_device(backend, f"driver {driver_name!r}")
+        self.queue_count: int = contract.queue_count
         self._queue_mask = (1 << self.queue_count) - 1
         # Affinity -> queue for the common exact cases (ANY, one bit); others hash below.
         self._single_queue = {1 << i: i for i in range(self.queue_count)}
         self._single_queue[_ANY] = 0
-        self.allocator = Allocator(backend.allocator, self)
-        self._submit = backend.submit
-        # Optional backend entry points, looked up once (queue calls must not probe).
-        self._submit_alloca = getattr(backend, "submit_alloca", None)
-        self._finalize = getattr(backend, "finalize_command_buffer", None)
+        self.allocator = Allocator(contract.allocator, self)
+        self._submit = contract.submit
+        self._submit_alloca = contract.submit_alloca
+        self._finalize = contract.finalize_command_buffer
+        self._flush = contract.flush
         self._closed = False
         self._close_lock = threading.Lock()
         self.topology_info: Any = None
-        if hasattr(backend, "device"):
-            backend.device = self
+        contract.attach(self)
 
     # -- identity ----------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class Device:
             return int(fnmatch.fnmatchcase(self.driver_name, key))
         if category == "hal.device" and key == "concurrency":
             return self.queue_count
-        query = getattr(self._backend, "query_i64", None)
+        query = self._contract.query_i64
         if query is not None:
             return query(category, key)
         raise NotFoundError(f"unknown device query {category} :: {key}")
@@ -511,7 +513,7 @@ class Device:
         has no pool substrate; FAILED_PRECONDITION outside a device group."""
         self._check_open()
         queue = self._select_queue(affinity)
-        query = getattr(self._backend, "query_queue_pool_backend", None)
+        query = self._contract.query_queue_pool_backend
         if query is None:
             raise UnimplementedError(
                 f"{self.driver_name} does not expose queue pool backends; pass pool=None "
@@ -571,7 +573,7 @@ class Device:
         """Push out any locally batched work (a no-op for backends that do not batch)."""
         self._check_open()
         affinity = as_flags(affinity, "queue affinity")
-        flush = getattr(self._backend, "flush", None)
+        flush = self._flush
         if flush is not None:
             flush(affinity & self._queue_mask)
 

@@ -296,7 +296,7 @@ def _check_members(members: list[Any]) -> None:
 
 
 def _assign(device: Device, info: TopologyInfo | None) -> None:
-    hook = getattr(device.backend, "assign_topology_info", None)
+    hook = device._contract.assign_topology_info
     if hook is not None:
         hook(info)
     device.topology_info = info

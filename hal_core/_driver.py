@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from ._backend_contract import bind_driver
 from ._device import Device
 from ._status import HalError, InvalidArgumentError, OutOfRangeError, error_for
 from ._uri import DeviceUri
@@ -34,6 +35,8 @@ class Driver:
         self.name = name
         self.full_name = full_name
         self._backend = backend
+        # The driver contract, resolved once: mandatory entries and optional ones or None.
+        self._contract = bind_driver(backend, name)
 
     def __repr__(self) -> str:
         return f"<hal_core.Driver {self.name!r}>"
@@ -45,10 +48,11 @@ class Driver:
     def query_available_devices(self) -> list[DeviceInfo]:
         """Devices this driver can create now (UNAVAILABLE when its library or hardware
         is missing)."""
-        return list(self._backend.query_available_devices())
+        return list(self._contract.query_available_devices())
 
     def dump_device_info(self, device_id: int) -> str:
-        dump = getattr(self._backend, "dump_device_info", None)
+        """Human-readable details of one device ("" when the driver gives none)."""
+        dump = self._contract.dump_device_info
         return dump(device_id) if dump is not None else ""
 
     def create_device_by_id(
@@ -62,7 +66,7 @@ class Driver:
                     path = info.path
                     break
             uri = f"{self.name}://{path}"
-        backend = self._annotate(uri, self._backend.create_device_by_id, device_id, params or {})
+        backend = self._annotate(uri, self._contract.create_device_by_id, device_id, params or {})
         return Device(backend, driver_name=self.name, uri=uri)
 
     def create_device_by_ordinal(
@@ -78,7 +82,7 @@ class Driver:
 
     def create_device_by_path(self, path: str = "", params: dict[str, str] | None = None) -> Device:
         uri = f"{self.name}://{path}"
-        backend = self._annotate(uri, self._backend.create_device_by_path, path, params or {})
+        backend = self._annotate(uri, self._contract.create_device_by_path, path, params or {})
         return Device(backend, driver_name=self.name, uri=uri)
 
     def create_device_by_uri(self, uri: str) -> Device:
@@ -88,7 +92,7 @@ class Driver:
                 f"device URI {uri!r} names driver {parsed.scheme!r}, not {self.name!r}"
             )
         backend = self._annotate(
-            uri, self._backend.create_device_by_path, parsed.path, parsed.param_dict()
+            uri, self._contract.create_device_by_path, parsed.path, parsed.param_dict()
         )
         return Device(backend, driver_name=self.name, uri=uri)
 
@@ -103,6 +107,6 @@ class Driver:
             raise error_for(exc.code, f"creating device {uri!r}: {exc.message}") from exc
 
     def close(self) -> None:
-        close = getattr(self._backend, "close", None)
+        close = self._contract.close
         if close is not None:
             close()

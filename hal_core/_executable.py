@@ -203,7 +203,7 @@ class ExecutableCache:
 
     def formats(self) -> tuple[str, ...]:
         """The formats the device can prepare."""
-        fn = getattr(self.device._backend, "executable_formats", None)
+        fn = self.device._contract.executable_formats
         return tuple(fn()) if fn is not None else ()
 
     def can_prepare(self, format: str, caching_mode: int = 0) -> bool:
@@ -236,7 +236,7 @@ class ExecutableCache:
                 f"available: {list(self.formats())}"
             )
         params = {"caching_mode": CachingMode(caching_mode), "constants": tuple(constants)}
-        backend = self.device._backend.prepare_executable(format, data, params)
+        backend = self.device._contract.prepare_executable(format, data, params)
         return Executable(format, backend)
 
     def close(self) -> None:

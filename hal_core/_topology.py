@@ -199,7 +199,7 @@ def query_device_capabilities(device: Device) -> DeviceCapabilities:
     """The device's capabilities: its backend's ``query_capabilities()`` if it has one,
     otherwise a conservative default (a private memory domain reached by copies through
     host memory; host semaphores). INVALID_ARGUMENT when a backend returns another type."""
-    query = getattr(device.backend, "query_capabilities", None)
+    query = device._contract.query_capabilities
     if query is None:
         return DeviceCapabilities(memory_domain=f"private:{id(device):x}")
     caps = query()
@@ -336,7 +336,7 @@ def build_edges(members: list[Device], caps: list[DeviceCapabilities]) -> list[l
                 continue
             edge = edge_from_capabilities(caps[s], caps[d])
             if members[s].driver_name == members[d].driver_name:
-                refine = getattr(members[d].backend, "refine_topology_edge", None)
+                refine = members[d]._contract.refine_topology_edge
                 if refine is not None:
                     refined = refine(members[s].backend, edge)
                     if not isinstance(refined, TopologyEdge):

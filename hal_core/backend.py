@@ -9,10 +9,31 @@ argument checks and hands each queue operation to ``DeviceBackend.submit`` as on
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Callable
 
 import attrs
 
+from ._allocator import check_host_size, host_heaps
+from ._backend_contract import (
+    MANDATORY_OP_KINDS,
+    OPTIONAL_OP_KINDS,
+    AllocaSubmitSupport,
+    AllocationPoolSupport,
+    AllocatorBackend,
+    ClosableDriverBackend,
+    CommandBufferSupport,
+    DeviceAware,
+    DeviceBackend,
+    DeviceQuerySupport,
+    DriverBackend,
+    DriverInfoBackend,
+    ExecutableBackend,
+    ExecutableSupport,
+    ProfilingSupport,
+    QueueFlushSupport,
+    TopologySupport,
+    signature_mismatches,
+)
 from ._buffer import HostStorage
 from ._callback_errors import report_callback_error
 from ._command_buffer import (
@@ -25,9 +46,9 @@ from ._command_buffer import (
     CMD_UPDATE,
     refs_of,
 )
+from ._completion import buffer_root, fail_all, op_error, signal_all, wait_reached
 from ._executable import FunctionInfo, FunctionParameter, default_parameters
 from ._frontier_tracker import FrontierWaiter
-from ._memory import BufferCompatibility, BufferParams, MemoryHeap, MemoryType
 from ._queue import (
     HostCallContext,
     QueueOp,
@@ -37,12 +58,37 @@ from ._queue import (
     run_host_call,
 )
 from ._semaphore import dispatch_callbacks, run_on_trampoline
+from ._topology import (
+    DeviceCapabilities,
+    InteropMode,
+    LinkClass,
+    Topology,
+    TopologyCapability,
+    TopologyEdge,
+    TopologyInfo,
+    edge_from_capabilities,
+)
 from ._wait_resolution import resolve_waits
 from .hookspecs import hookimpl
 from .pool import QueuePoolBackend, Slab, SlabProvider, SlabProviderStats
 from .pool._queue_alloca import AllocaState, QueueAllocaMachine, TransientAllocation
 
 __all__ = [
+    "DeviceCapabilities",
+    "InteropMode",
+    "LinkClass",
+    "Topology",
+    "TopologyCapability",
+    "TopologyEdge",
+    "TopologyInfo",
+    "edge_from_capabilities",
+    "buffer_root",
+    "check_host_size",
+    "fail_all",
+    "host_heaps",
+    "op_error",
+    "signal_all",
+    "wait_reached",
     "CMD_BARRIER",
     "CMD_COPY",
     "CMD_DEBUG_BEGIN",
@@ -52,7 +98,20 @@ __all__ = [
     "CMD_UPDATE",
     "AllocaState",
     "AllocatorBackend",
-    "CommandBufferBackend",
+    "CommandBufferSupport",
+    "AllocaSubmitSupport",
+    "AllocationPoolSupport",
+    "ClosableDriverBackend",
+    "DeviceAware",
+    "DeviceQuerySupport",
+    "DriverInfoBackend",
+    "ExecutableSupport",
+    "MANDATORY_OP_KINDS",
+    "OPTIONAL_OP_KINDS",
+    "ProfilingSupport",
+    "QueueFlushSupport",
+    "TopologySupport",
+    "signature_mismatches",
     "ExecutableBackend",
     "FunctionInfo",
     "FunctionParameter",
@@ -92,76 +151,3 @@ class DriverFactory:
     name: str
     full_name: str
     create: Callable[[], "DriverBackend"]
-
-
-@runtime_checkable
-class AllocatorBackend(Protocol):
-    def heaps(self) -> list[MemoryHeap]:
-        """Heaps in preference order."""
-
-    def query_buffer_compatibility(
-        self, params: BufferParams, size: int
-    ) -> tuple[BufferCompatibility, BufferParams, int]:
-        """Compatibility bits plus the params (``type`` set to the exact memory type a
-        buffer would get) and the size that would be allocated."""
-
-    def allocate(self, params: BufferParams, size: int) -> tuple[Any, MemoryType]:
-        """Storage (see ``hal_core.backend.HostStorage``) and its memory type."""
-
-    def import_host(self, params: BufferParams, array: Any) -> tuple[Any, MemoryType]:
-        """Wrap a host uint8 array as storage without copying."""
-
-
-@runtime_checkable
-class DeviceBackend(Protocol):
-    queue_count: int
-    allocator: AllocatorBackend
-
-    def submit(self, op: QueueOp) -> None:
-        """Run ``op`` once its waits are reached; signal its signals on success, fail them
-        with the error otherwise. Must not block on semaphores."""
-
-    def close(self, timeout: float | None) -> None:
-        """Fail waiting work with CANCELLED, finish running work, release resources."""
-
-
-@runtime_checkable
-class ExecutableBackend(Protocol):
-    """What ``prepare_executable`` returns: its functions, in ordinal order."""
-
-    functions: tuple[FunctionInfo, ...]
-
-
-@runtime_checkable
-class CommandBufferBackend(Protocol):
-    """Optional ``DeviceBackend`` methods for executables and command buffers. A backend
-    without them prepares no executables and executes the raw recording (its EXECUTE
-    handler receives ``CommandBuffer.commands``).
-
-    ``finalize_command_buffer(commands, mode, binding_capacity)`` runs once at
-    ``CommandBuffer.end()`` (and per ``queue_dispatch`` with a one-command list); whatever
-    it returns is ``QueueOp.program`` of every EXECUTE / DISPATCH op, with the captured
-    binding table (a tuple of ``BufferBinding`` or None) in ``QueueOp.bindings``. Command
-    tuples are described in ``hal_core._command_buffer`` (``CMD_*``).
-    """
-
-    def executable_formats(self) -> tuple[str, ...]:
-        """Format strings ``prepare_executable`` accepts. Must not raise."""
-
-    def prepare_executable(self, format: str, data: Any, params: dict[str, Any]) -> Any:
-        """An ``ExecutableBackend``; INVALID_ARGUMENT for data that is not valid."""
-
-    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
-        """The backend's replay form of a recording."""
-
-
-@runtime_checkable
-class DriverBackend(Protocol):
-    def query_available_devices(self) -> list[Any]:
-        """``DeviceInfo`` records."""
-
-    def create_device_by_id(self, device_id: int, params: dict[str, str]) -> DeviceBackend:
-        ...
-
-    def create_device_by_path(self, path: str, params: dict[str, str]) -> DeviceBackend:
-        """Every driver accepts the empty path; an unknown path is NOT_FOUND."""

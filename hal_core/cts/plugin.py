@@ -7,7 +7,10 @@ fixture, which is parametrized over the chosen devices, and every such test gets
 tag, ``unsupported`` and ``expected_failures`` handling below. One
 device per URI is created for the whole session. A backend that reports UNAVAILABLE skips;
 ``unsupported`` entries skip with their reason; ``expected_failures`` are xfail (strict with
-``HAL_CTS_VERIFY_XFAILS=1``).
+``HAL_CTS_VERIFY_XFAILS=1``). A test that ends in UNIMPLEMENTED (the backend does not
+implement an optional op kind or feature, raised at the call or failing a semaphore) is a
+skip naming the reason, never a failure; each tag gates the suites listed in
+``config.KNOWN_TAGS``.
 
 Plugins are isolated: a plugin whose ``hal_cts_backends`` hook raises or returns garbage
 has that recorded on it (``hal info`` shows it) and every other backend's configuration
@@ -240,6 +243,31 @@ def cts(request: pytest.FixtureRequest) -> Any:
     ctx = CtsContext(device, cfg)
     yield ctx
     ctx.cleanup()
+
+
+def _cts_uri(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    uri = callspec.params.get("cts") if callspec is not None else None
+    return uri if isinstance(uri, str) else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """A CTS test that fails with UNIMPLEMENTED becomes a skip naming what is missing:
+    optional op kinds and features are the backend's choice, not a conformance failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call" or call.excinfo is None or not report.failed:
+        return
+    uri = _cts_uri(item)
+    if uri is None:
+        return
+    from .._status import UnimplementedError
+
+    if call.excinfo.errisinstance(UnimplementedError):
+        path, line, _name = item.location
+        report.outcome = "skipped"
+        report.longrepr = (path, (line or 0) + 1, f"UNIMPLEMENTED on {uri}: {call.excinfo.value}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

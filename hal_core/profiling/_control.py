@@ -1,6 +1,7 @@
 """Begin/flush/end of a device's profiling session (behind ``Device.profiling_*``).
 
-Backend contract (all optional; a backend without them supports no family):
+Backend contract: ``hal_core.backend.ProfilingSupport``, bound once per device (a backend
+without it supports no family of its own; hal_core still records QUEUE_EVENTS for it):
 
 * ``profiling_families``: the ``ProfilingDataFamily`` flags it can produce.
 * ``profiling_clock``: ``(ClockDomain, tick_frequency_hz)`` of its ``*_tick`` fields
@@ -41,11 +42,15 @@ def _lock(device: Any) -> threading.Lock:
 
 
 def _backend_families(device: Any) -> ProfilingDataFamily:
-    return ProfilingDataFamily(int(getattr(device.backend, "profiling_families", 0)))
+    """The families the backend produces itself (its ``ProfilingSupport``)."""
+    profiling = device._contract.profiling
+    return ProfilingDataFamily(int(profiling.profiling_families) if profiling else 0)
 
 
-def _can_tap_submit(backend: Any) -> bool:
-    return callable(getattr(backend, "submit", None)) and hasattr(backend, "__dict__")
+def _can_tap_submit(device: Any) -> bool:
+    """Whether hal_core's generic tap can shadow the backend's ``submit`` (an instance
+    attribute needs an instance ``__dict__``)."""
+    return bool(device._contract.instance_dict)
 
 
 def supported_families(device: Any) -> ProfilingDataFamily:
@@ -53,7 +58,7 @@ def supported_families(device: Any) -> ProfilingDataFamily:
     hal_core records itself at submit for any backend that does not (see
     ``_GenericQueueTap``). NONE when it profiles nothing."""
     families = _backend_families(device)
-    if not families & ProfilingDataFamily.QUEUE_EVENTS and _can_tap_submit(device.backend):
+    if not families & ProfilingDataFamily.QUEUE_EVENTS and _can_tap_submit(device):
         families |= ProfilingDataFamily.QUEUE_EVENTS
     return families
 
@@ -127,7 +132,12 @@ def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession 
                 f"supports {_names(supported) or 'no profiling data'}. Drop those families"
             )
         backend = device.backend
-        domain, freq = getattr(backend, "profiling_clock", (ClockDomain.HOST_NS, 1_000_000_000))
+        contract = device._contract
+        domain, freq = (
+            contract.profiling.profiling_clock
+            if contract.has_profiling_clock
+            else (ClockDomain.HOST_NS, 1_000_000_000)
+        )
         session = ProfilingSession(
             options,
             families,
@@ -137,7 +147,7 @@ def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession 
             clock_domain=domain,
             tick_frequency_hz=freq,
         )
-        attach = getattr(backend, "profiling_begin", None)
+        attach = contract.profiling_begin
         if attach is not None:
             attach(session)  # UNAVAILABLE etc. propagate; nothing was started
         tap = None
@@ -155,7 +165,7 @@ def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession 
         except BaseException:
             if tap is not None:
                 tap.remove()
-            detach = getattr(backend, "profiling_end", None)
+            detach = contract.profiling_end
             if detach is not None:
                 detach(session)
             raise
@@ -176,7 +186,7 @@ def _active(device: Any, what: str) -> ProfilingSession:
 def profiling_flush(device: Any) -> None:
     with _lock(device):
         session = _active(device, "profiling_flush")
-        hook = getattr(device.backend, "profiling_flush", None)
+        hook = device._contract.profiling_flush
         if hook is not None:
             hook(session)
         session.flush()
@@ -189,14 +199,14 @@ def profiling_end(device: Any) -> None:
         session = _active(device, "profiling_end")
         device.__dict__["_profiling_session"] = None
         first: BaseException | None = None
-        backend = device.backend
+        contract = device._contract
         try:
-            hook = getattr(backend, "profiling_flush", None)
+            hook = contract.profiling_flush
             if hook is not None:
                 hook(session)
         except BaseException as exc:
             first = exc
-        detach = getattr(backend, "profiling_end", None)
+        detach = contract.profiling_end
         if detach is not None:
             try:
                 detach(session)

@@ -234,7 +234,7 @@ def test_factory_create_raising_system_exit_is_unavailable():
 def test_cts_hook_garbage_is_recorded_and_other_configs_kept():
     from hal_core.cts.config import CtsBackend
 
-    good = _hook_plugin("hal_cts_backends", [CtsBackend(driver="fine", tags={"mapping"})])
+    good = _hook_plugin("hal_cts_backends", [CtsBackend(driver="fine", tags={"file_io"})])
     reg = _registry_with(
         ("good-cts", good),
         (

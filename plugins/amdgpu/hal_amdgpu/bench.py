@@ -22,13 +22,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from hal_core._command_buffer import (
-    CMD_BARRIER,
-    CMD_DISPATCH,
-    BufferRef,
-    CommandBufferMode,
-    DispatchConfig,
-)
+from hal_core import BufferRef, CommandBufferMode, DispatchConfig
+from hal_core.backend import CMD_BARRIER, CMD_DISPATCH
 from hal_core.bench import BenchContext, benchmark
 
 from .aql_packets import (

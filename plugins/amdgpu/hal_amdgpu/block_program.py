@@ -71,7 +71,8 @@ from hal_core import (
     OutOfRangeError,
     UnimplementedError,
 )
-from hal_core._command_buffer import (
+from hal_core import WHOLE_BUFFER, CommandBufferMode, DispatchFlags
+from hal_core.backend import (
     CMD_BARRIER,
     CMD_COPY,
     CMD_DEBUG_BEGIN,
@@ -79,10 +80,7 @@ from hal_core._command_buffer import (
     CMD_DISPATCH,
     CMD_FILL,
     CMD_UPDATE,
-    CommandBufferMode,
-    DispatchFlags,
 )
-from hal_core._memory import WHOLE_BUFFER
 
 from .aql_packets import (
     DISPATCH_SETUP_3D,

@@ -22,8 +22,11 @@ from hal_core.backend import (
     HostCallContext,
     QueueOp,
     QueueOpKind,
-    host_call_outcome,
+    fail_all,
+    op_error,
     report_callback_error,
+    run_host_call,
+    signal_all,
 )
 
 __all__ = [
@@ -39,10 +42,9 @@ _K = QueueOpKind
 
 
 def as_error(exc: BaseException) -> HalError:
-    """The ``HalError`` an op fails with when its host work raised ``exc``."""
-    if isinstance(exc, HalError):
-        return exc
-    return error_for(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+    """The ``HalError`` an op fails with when its host work raised ``exc`` (any other
+    exception becomes UNKNOWN with ``exc`` as ``__cause__``: ``hal_core.backend.op_error``)."""
+    return op_error(exc)
 
 
 class Action:
@@ -57,19 +59,11 @@ class Action:
         self.op = op
 
     def signal(self) -> None:
-        for sem, value in self.op.signals:
-            try:
-                sem._signal_from_queue(value)
-            except BaseException as exc:
-                report_callback_error(exc, "signalling a semaphore on an amdgpu queue", sem)
+        signal_all(self.op.signals, "signalling a semaphore on an amdgpu queue")
         self.op.retained = None
 
     def fail(self, error: HalError) -> None:
-        for sem, _value in self.op.signals:
-            try:
-                sem.fail(error.clone())
-            except BaseException as exc:
-                report_callback_error(exc, "failing a semaphore on an amdgpu queue", sem)
+        fail_all(self.op.signals, error, "failing a semaphore on an amdgpu queue")
         self.op.retained = None
 
 
@@ -108,12 +102,9 @@ class HostCallAction(Action):
             except BaseException as exc:  # NON_BLOCKING errors are only reported
                 report_callback_error(exc, "a NON_BLOCKING amdgpu host call", fn)
             return
-        try:
-            result = fn(op.args, HostCallContext(device, affinity, op.signals))
-            outcome = host_call_outcome(result)
-        except BaseException as exc:
-            self.fail(as_error(exc))
-            return
+        # The host-call semantics (outcomes, exceptions kept as ``__cause__``) are
+        # hal_core's, the same on every backend.
+        outcome = run_host_call(fn, op.args, HostCallContext(device, affinity, op.signals))
         if outcome is None:
             self.signal()
         elif outcome is StatusCode.DEFERRED:

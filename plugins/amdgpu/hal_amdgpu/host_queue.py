@@ -72,6 +72,7 @@ from hal_core.backend import (
     QueueOp,
     QueueOpKind,
     resolve_waits,
+    wait_reached,
 )
 
 from .admission_pointers import binding_pointers, read_indirect_counts, static_pointers
@@ -346,11 +347,11 @@ class HostQueue(QueueCompletion):
         barrier_ok = self.qset.barrier_value_supported
         racy: bool | None = None  # computed on the first wait a peer queue produces
         for sem, value in sub.op.waits:
-            failure = sem._failure
+            failure = sem.failure
             if failure is not None:
                 self._fail_sub(sub, failure.clone())
                 return None
-            if sem._value >= value:
+            if wait_reached(sem, value):
                 sub.acquire = FenceScope.SYSTEM
                 continue
             entry = last_signal.get(sem)

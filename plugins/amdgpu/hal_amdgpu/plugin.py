@@ -41,7 +41,7 @@ def hal_cts_backends():
         CtsBackend(
             driver="amdgpu",
             uri="amdgpu://?hsa=soft",
-            tags={"async_queue", "file_io", "host_calls", "mapping", "indirect", "dispatch"},
+            tags={"async_queue", "file_io", "indirect", "dispatch"},
             executable_formats={"hsaco": _cts_hsaco},
             unsupported={
                 "dispatch.test_kernel_error_status_fails_signals": (

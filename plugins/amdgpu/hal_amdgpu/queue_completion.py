@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable
 
 from hal_core import CancelledError, HalError, error_for
-from hal_core.backend import report_callback_error, run_on_trampoline
+from hal_core.backend import fail_all, run_on_trampoline, signal_all
 
 from .aql_packets import SignalCondition
 from .kernarg_ring import KernargRing
@@ -52,22 +52,14 @@ _WAIT_BLOCKED = 0
 
 
 def fail_signals(signals: Any, error: HalError) -> None:
-    """Fail each ``(semaphore, value)`` with a clone of ``error``; a semaphore callback
-    that raises is reported and the rest still fail."""
-    for sem, _value in signals:
-        try:
-            sem.fail(error.clone())
-        except BaseException as exc:
-            report_callback_error(exc, "failing a semaphore on an amdgpu queue", sem)
+    """Fail each ``(semaphore, value)`` with ``error``; a semaphore callback that raises
+    is reported and the rest still fail."""
+    fail_all(signals, error, "failing a semaphore on an amdgpu queue")
 
 
 def _signal_all(signals: list, _status: Any) -> None:
     """Signal each ``(semaphore, value)`` of a drained batch (a trampoline callback)."""
-    for sem, value in signals:
-        try:
-            sem._signal_from_queue(value)
-        except BaseException as exc:  # a failing callback must not drop the rest
-            report_callback_error(exc, "signalling a semaphore on an amdgpu queue", sem)
+    signal_all(signals, "signalling a semaphore on an amdgpu queue")
 
 
 class QueueCompletion:

@@ -15,8 +15,7 @@ from hal_core import (
     MemoryType,
     ResourceExhaustedError,
 )
-from hal_core._allocator import check_host_size, host_heaps
-from hal_core.backend import HostStorage
+from hal_core.backend import HostStorage, check_host_size, host_heaps
 
 
 def _physical_memory() -> int:

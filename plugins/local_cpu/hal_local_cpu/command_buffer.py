@@ -51,6 +51,7 @@ from hal_core.backend import (
     CMD_DISPATCH,
     CMD_FILL,
     CMD_UPDATE,
+    buffer_root,
 )
 
 from .executable_native import ffi, replay_library
@@ -405,7 +406,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     static_bases = np.zeros(cap + nd, dtype=_I64)
     static_lens = np.zeros(cap + nd, dtype=_I64)
     for k, b in enumerate(direct):
-        root = b._root
+        root = buffer_root(b)
         if unretained or root.placement_flags & _ASYNC or not b.is_committed:
             dynamic.append(k)
         else:

@@ -31,14 +31,16 @@ from hal_core import (
     HostCallFlags,
     StatusCode,
 )
-from hal_core._device_group import (
+from hal_core import error_for
+from hal_core.backend import (
     DeviceCapabilities,
     InteropMode,
     TopologyCapability,
     TopologyEdge,
-)
-from hal_core._status import as_hal_error, error_for
-from hal_core.backend import (
+    fail_all,
+    op_error,
+    signal_all,
+    wait_reached,
     HostCallContext,
     QueueOp,
     QueueOpKind,
@@ -166,7 +168,7 @@ class LocalDeviceBackend:
         if waits:
             if len(waits) == 1:
                 sem, value = waits[0]
-                if sem._failure is not None or sem._value < value:
+                if not wait_reached(sem, value):
                     # Park: the timepoint fires on the thread that signals (or fails) it.
                     self._waiting[op] = True
                     sem.add_timepoint(value, self._on_timepoint_cb, op)
@@ -228,7 +230,7 @@ class LocalDeviceBackend:
                 )
             handler(op)
         except BaseException as exc:  # execution errors travel through the semaphores
-            self._finish(op, as_hal_error(exc))
+            self._finish(op, op_error(exc))
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise  # after failing the op: its waiters must not hang
             return
@@ -236,11 +238,9 @@ class LocalDeviceBackend:
 
     def _finish(self, op: QueueOp, error: HalError | None) -> None:
         if error is None:
-            for sem, value in op.signals:
-                sem._signal_from_queue(value)
+            signal_all(op.signals)
         else:
-            for sem, _value in op.signals:
-                sem.fail(error)
+            fail_all(op.signals, error)
         op.retained = None
         self.queues[op.queue].retire(op.epoch)
 
@@ -270,8 +270,7 @@ class LocalDeviceBackend:
         args = op.args
         affinity = 1 << op.queue
         if op.flags & HostCallFlags.NON_BLOCKING:
-            for sem, value in op.signals:
-                sem._signal_from_queue(value)
+            signal_all(op.signals)
             try:
                 fn(args, HostCallContext(self.device, affinity, ()))
             except BaseException as exc:  # NON_BLOCKING errors are ignored by contract

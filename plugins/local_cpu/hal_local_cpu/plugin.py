@@ -29,7 +29,7 @@ def hal_cts_backends():
 
     from .kernels import cts_executable_formats
 
-    tags = {"async_queue", "file_io", "host_calls", "mapping", "indirect", "dispatch"}
+    tags = {"async_queue", "file_io", "indirect", "dispatch"}
     formats = cts_executable_formats()
     return [
         CtsBackend(driver="local-task", tags=tags, executable_formats=formats),

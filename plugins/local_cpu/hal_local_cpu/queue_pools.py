@@ -40,8 +40,8 @@ from hal_core import (
     Notification,
     StatusCode,
     axis_make_queue,
+    error_for,
 )
-from hal_core._status import error_for
 from hal_core.backend import (
     AllocaState,
     HostStorage,
