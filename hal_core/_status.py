@@ -93,34 +93,79 @@ class HalError(Exception):
         return error_for(self.code, self.message)
 
 
-def _subclass(name: str, code: StatusCode, *bases: type) -> type[HalError]:
-    return type(name, (HalError, *bases), {"code": code, "__module__": __name__})
+# Declared as classes (not built with type()) so type checkers see each one and its
+# built-in base.
+class CancelledError(HalError):
+    code = StatusCode.CANCELLED
 
 
-CancelledError = _subclass("CancelledError", StatusCode.CANCELLED)
-UnknownError = _subclass("UnknownError", StatusCode.UNKNOWN)
-InvalidArgumentError = _subclass("InvalidArgumentError", StatusCode.INVALID_ARGUMENT, ValueError)
-DeadlineExceededError = _subclass(
-    "DeadlineExceededError", StatusCode.DEADLINE_EXCEEDED, TimeoutError
-)
-NotFoundError = _subclass("NotFoundError", StatusCode.NOT_FOUND, LookupError)
-AlreadyExistsError = _subclass("AlreadyExistsError", StatusCode.ALREADY_EXISTS)
-PermissionDeniedError = _subclass(
-    "PermissionDeniedError", StatusCode.PERMISSION_DENIED, PermissionError
-)
-ResourceExhaustedError = _subclass("ResourceExhaustedError", StatusCode.RESOURCE_EXHAUSTED)
-FailedPreconditionError = _subclass(
-    "FailedPreconditionError", StatusCode.FAILED_PRECONDITION, RuntimeError
-)
-AbortedError = _subclass("AbortedError", StatusCode.ABORTED)
-OutOfRangeError = _subclass("OutOfRangeError", StatusCode.OUT_OF_RANGE, IndexError)
-UnimplementedError = _subclass("UnimplementedError", StatusCode.UNIMPLEMENTED, NotImplementedError)
-InternalError = _subclass("InternalError", StatusCode.INTERNAL, RuntimeError)
-UnavailableError = _subclass("UnavailableError", StatusCode.UNAVAILABLE)
-DataLossError = _subclass("DataLossError", StatusCode.DATA_LOSS)
-UnauthenticatedError = _subclass("UnauthenticatedError", StatusCode.UNAUTHENTICATED)
-DeferredError = _subclass("DeferredError", StatusCode.DEFERRED)
-IncompatibleError = _subclass("IncompatibleError", StatusCode.INCOMPATIBLE)
+class UnknownError(HalError):
+    code = StatusCode.UNKNOWN
+
+
+class InvalidArgumentError(HalError, ValueError):
+    code = StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceededError(HalError, TimeoutError):
+    code = StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFoundError(HalError, LookupError):
+    code = StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(HalError):
+    code = StatusCode.ALREADY_EXISTS
+
+
+class PermissionDeniedError(HalError, PermissionError):
+    code = StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhaustedError(HalError):
+    code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPreconditionError(HalError, RuntimeError):
+    code = StatusCode.FAILED_PRECONDITION
+
+
+class AbortedError(HalError):
+    code = StatusCode.ABORTED
+
+
+class OutOfRangeError(HalError, IndexError):
+    code = StatusCode.OUT_OF_RANGE
+
+
+class UnimplementedError(HalError, NotImplementedError):
+    code = StatusCode.UNIMPLEMENTED
+
+
+class InternalError(HalError, RuntimeError):
+    code = StatusCode.INTERNAL
+
+
+class UnavailableError(HalError):
+    code = StatusCode.UNAVAILABLE
+
+
+class DataLossError(HalError):
+    code = StatusCode.DATA_LOSS
+
+
+class UnauthenticatedError(HalError):
+    code = StatusCode.UNAUTHENTICATED
+
+
+class DeferredError(HalError):
+    code = StatusCode.DEFERRED
+
+
+class IncompatibleError(HalError):
+    code = StatusCode.INCOMPATIBLE
+
 
 _BY_CODE: dict[StatusCode, type[HalError]] = {
     c.code: c
