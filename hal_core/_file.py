@@ -156,7 +156,7 @@ class File:
             out[:] = self._memory[offset : offset + n]
             return
         done = 0
-        view = memoryview(out)
+        view = out.data  # the array's memoryview (not a copy)
         while done < n:
             try:
                 got = os.preadv(self._fd, [view[done:]], offset + done)
@@ -183,7 +183,7 @@ class File:
             self._memory[offset : offset + n] = data
             return
         done = 0
-        view = memoryview(np.ascontiguousarray(data))
+        view = np.ascontiguousarray(data).data
         while done < n:
             try:
                 done += os.pwritev(self._fd, [view[done:]], offset + done)

@@ -177,7 +177,7 @@ class FrontierTracker:
         with self._lock:
             state = self._axes.get(axis)
             if state is None:
-                self._get(axis)
+                state = self._get(axis)  # raises NOT_FOUND
             if state.failure is not None or epoch <= state.epoch:
                 return 0
             state.epoch = epoch

@@ -27,8 +27,9 @@ class _AlternatingDevices:
         self.create_semaphore = first.create_semaphore
         self.allocator = first.allocator
         any_queue = QueueAffinity.ANY
-        barriers = (None, first.queue_barrier, second.queue_barrier)
-        fills = (None, first.queue_fill, second.queue_fill)
+        # Indexed by affinity bit: 1 -> member 0, 2 -> member 1 (0 is never passed).
+        barriers: tuple[Any, ...] = (None, first.queue_barrier, second.queue_barrier)
+        fills: tuple[Any, ...] = (None, first.queue_fill, second.queue_fill)
 
         def queue_barrier(affinity: int, wait: Any, signal: Any) -> None:
             barriers[affinity](any_queue, wait, signal)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import bisect
 import random
 
-from ..pool import CpuSlabProvider, FixedBlockPool, TlsfPool
+from .._status import ResourceExhaustedError
+from ..pool import CpuSlabProvider, FixedBlockPool, Slab, TlsfPool
 from . import BenchContext, benchmark
 
 _PAIRS = 20_000
@@ -29,9 +30,7 @@ _SLAB = 1 << 26
 class _Provider(CpuSlabProvider):
     """Slabs without memory behind them: the benchmarks measure bookkeeping only."""
 
-    def acquire_slab(self, min_length: int):  # type: ignore[override]
-        from ..pool import Slab
-
+    def acquire_slab(self, min_length: int) -> Slab:
         return Slab(None, min_length)
 
 
@@ -134,7 +133,11 @@ def tlsf_fragmentation(ctx: BenchContext) -> float:
         else:
             # Mostly small, sometimes large (log-uniform 16 B .. 256 KiB).
             size = int(2 ** rng.uniform(4, 18))
-            res = pool.acquire_reservation(size)[1]
+            result, res, _info = pool.acquire_reservation(size)
+            if res is None:
+                raise ResourceExhaustedError(
+                    f"the fragmentation trace could not reserve {size} bytes ({result.name})"
+                )
             live.append(res)
             live_bytes += res.length
             peak_live = max(peak_live, live_bytes)

@@ -50,7 +50,9 @@ class CapturedProfile:
         ct = metadata.content_type
         if ct not in R.SCHEMAS:
             return  # a newer producer's kind: ignored, not an error (forward compatible)
-        recs, tails = R.decode_records(ct, payload)
+        recs, trailing = R.decode_records(ct, payload)
+        # Every kind read with its trailing items below declares them (a list, never None).
+        tails: list[Any] = trailing if trailing is not None else []
         kind = R.SCHEMAS[ct].kind
         if kind == "session":
             for r in recs:

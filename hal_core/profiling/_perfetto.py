@@ -42,7 +42,7 @@ def _lane_name(queue: int, lane: int) -> str:
     return f"queue {queue}" if lane == 0 else f"queue {queue} #{lane}"
 
 
-def _take_lane(ends: list, start: float, end: float) -> int:
+def _take_lane(ends: list[float], start: float, end: float) -> int:
     """The first lane (of one queue) free by ``start``, now busy until ``end``; a new lane
     when every one is still busy. ``ends`` holds each lane's last end time."""
     for lane, last in enumerate(ends):
@@ -102,8 +102,10 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
     # Host-execution slices, greedily laned per queue so slices of a lane never overlap.
     lane_of_submission: dict[tuple[int, int, int], int] = {}
     order = np.argsort(h["start_host_time_ns"], kind="stable")
-    lane_end: dict[tuple[int, int], list[int]] = {}
+    lane_end: dict[tuple[int, int], list[float]] = {}
     exec_start: dict[tuple[int, int, int], tuple[float, int]] = {}
+    start: float  # host nanoseconds: integers here, clock-converted floats below
+    end: float
     for i in order:
         r = h[i]
         dev, qi = int(r["physical_device_ordinal"]), int(r["queue_ordinal"])
@@ -162,11 +164,13 @@ def perfetto_trace(cap: CapturedProfile) -> dict[str, Any]:
         r = d[i]
         dev, qi = int(r["physical_device_ordinal"]), int(r["queue_ordinal"])
         start, end = float(dstart[i]), float(dend[i])
-        lane = lane_of_submission.get((dev, qi, int(r["submission_id"])))
-        if lane is None:
+        submission_lane = lane_of_submission.get((dev, qi, int(r["submission_id"])))
+        if submission_lane is None:
             ends = dispatch_lane_end.setdefault((dev, qi), [])
             lane = _take_lane(ends, start, end)
             lane += _DISPATCH_LANES  # separate from operation lanes
+        else:
+            lane = submission_lane
         lanes_used.add((dev, qi, lane))
         events.append(
             {

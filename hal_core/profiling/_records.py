@@ -500,7 +500,7 @@ def decode_records(
             names = list(dtype.names or ())
             fields: Mapping[str, Any] = dtype.fields or {}
             wide = np.dtype(
-                {  # type: ignore[call-overload]
+                {
                     "names": names,
                     "formats": [fields[n][0] for n in names],
                     "offsets": [fields[n][1] for n in names],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -74,7 +74,9 @@ class RecordRing:
         self._slots: list[Any] = [None] * capacity
         self._count = 0
         self.dropped = 0
-        self._row_dtype = np.dtype([(n, schema.dtype.fields[n][0]) for n in self.row_fields])
+        # A schema's dtype is structured, so ``fields`` is never None.
+        fields: Mapping[str, Any] = schema.dtype.fields or {}
+        self._row_dtype = np.dtype([(n, fields[n][0]) for n in self.row_fields])
 
     def append(self, row: tuple) -> bool:
         # Explicit acquire/release: cheaper than ``with`` here, and nothing between them
@@ -600,7 +602,7 @@ class ProfilingSession:
         """Complete ring records: device ordinal, stream ids and (except dispatches,
         which got theirs when recorded) session-unique event ids in record order."""
         records["physical_device_ordinal"] = self.device_ordinal
-        names = records.dtype.names
+        names = records.dtype.names or ()
         if "stream_id" in names:
             records["stream_id"] = (self.device_ordinal << 16) | records["queue_ordinal"].astype(
                 np.uint64
