@@ -18,6 +18,7 @@ import attrs
 import msgpack
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import NoteSegment
 
 from hal_core import HalError, InvalidArgumentError
 
@@ -207,7 +208,7 @@ def metadata_processor(target: str) -> str:
 
 def _metadata_note(elf: ELFFile) -> bytes | None:
     for segment in elf.iter_segments():
-        if segment["p_type"] != "PT_NOTE":
+        if not isinstance(segment, NoteSegment):  # what pyelftools makes of each PT_NOTE
             continue
         for note in segment.iter_notes():
             if note["n_name"] == "AMDGPU" and note["n_type"] in (

@@ -12,7 +12,7 @@ from any thread, a host call of this device included.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hal_core import FailedPreconditionError, NotFoundError, UnimplementedError
 from hal_core.backend import QueueOp
@@ -27,6 +27,9 @@ from .memory_pools import CpuPools, GpuPools, find_cpu_pools, find_gpu_pools
 from .queue_options import HostQueueOptions
 from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
 from .topology import AgentPoolEdge, query_edge
+
+if TYPE_CHECKING:
+    from .profiling import AmdgpuProfiling
 
 __all__ = ["AmdgpuDeviceBackend", "QUEUES_PER_GPU", "EXECUTABLE_FORMAT_HSACO"]
 
@@ -66,6 +69,7 @@ class AmdgpuDeviceBackend:
         self._closed = False
         self._lock = threading.Lock()
         self._host_queue_set: Any = None
+        self._profiling: AmdgpuProfiling | None = None  # while a profiling session runs
 
     @property
     def hsa_implementation(self) -> str:
@@ -199,7 +203,7 @@ class AmdgpuDeviceBackend:
         self._profiling = profiling
 
     def profiling_end(self, session: Any) -> None:
-        profiling, self._profiling = getattr(self, "_profiling", None), None
+        profiling, self._profiling = self._profiling, None
         if profiling is not None:
             profiling.end()
 

@@ -64,6 +64,7 @@ from hal_core import (
     CancelledError,
     FailedPreconditionError,
     HalError,
+    InternalError,
     OutOfRangeError,
     UnimplementedError,
     axis_make_queue,
@@ -587,7 +588,7 @@ class HostQueue(QueueCompletion):
         else:
             ring.commit_header(first + nbar, _NOP_WORD_SYSTEM)
         ring.ring_doorbell(first + total - 1)
-        if not final_block:
+        if not final_block and program is not None:  # (final_block when program is None)
             # Chain the next block as its own submission (no waits, no signals).
             sub.block += 1
             sub.barriers = []
@@ -668,9 +669,13 @@ class _IndirectGate:
     def __call__(self) -> None:
         try:
             sub = self.sub
+            program = sub.program
+            indirect = None if program is None else program.blocks[sub.block].replay.indirect
+            if indirect is None:
+                raise InternalError("an indirect-dispatch gate ran for a block without one")
             sub.counts = read_indirect_counts(
                 self.queue.hsa,
-                sub.program.blocks[sub.block].replay.indirect,  # type: ignore[union-attr]
+                indirect,
                 sub.binding_ptrs,
                 sub.static_ptrs,
             )

@@ -32,7 +32,7 @@ and closes the default pools.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from hal_core import Frontier, HalError, Notification
 from hal_core.backend import AllocaState, QueueAllocaMachine, TransientAllocation
@@ -152,7 +152,8 @@ class AmdgpuQueuePools(QueueAllocaMachine):
         Ends in ``queue.alloca_done``."""
         op = sub.op
         try:
-            state = self.started_state(op)
+            # started_state builds this machine's _state_type.
+            state = cast(_AmdgpuAllocaState, self.started_state(op))
         except HalError as exc:
             queue.alloca_done(sub, exc)
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import threading
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import attrs
 from cffi import FFI
@@ -249,7 +249,7 @@ class AqlProfileLibrary:
                 f"{path} lacks the aqlprofile v2 functions {', '.join(missing)}; install a "
                 "ROCm release whose aqlprofile has the v2 SDK API (ROCm >= 6.2)"
             )
-        v = _ffi.new("aqlprofile_version_t*")
+        v: Any = _ffi.new("aqlprofile_version_t*")  # cffi's stubs give cdata no fields
         self._check(lib.aqlprofile_get_version(v), "aqlprofile_get_version")
         self.version = (v.major, v.minor, v.patch)
         if v.major != SUPPORTED_MAJOR:
@@ -269,7 +269,8 @@ class AqlProfileLibrary:
             if _has(self._lib, "hsa_ven_amd_aqlprofile_error_string"):
                 s = _ffi.new("const char**")
                 if self._lib.hsa_ven_amd_aqlprofile_error_string(s) == 0 and s[0] != _ffi.NULL:
-                    detail = ": " + _ffi.string(s[0]).decode("utf-8", "replace")
+                    message = cast(bytes, _ffi.string(s[0]))  # a char* reads as bytes
+                    detail = ": " + message.decode("utf-8", "replace")
             raise InternalError(f"{what} failed with HSA status {status:#x}{detail}")
 
     def register_agent(self, agent: AgentInfo) -> int:
@@ -290,7 +291,7 @@ class AqlProfileLibrary:
                     "location_id": agent.location_id,
                 },
             )
-            out = _ffi.new("aqlprofile_agent_handle_t*")
+            out: Any = _ffi.new("aqlprofile_agent_handle_t*")
             self._check(
                 self._lib.aqlprofile_register_agent_info(out, info, AGENT_VERSION_V1),
                 "aqlprofile_register_agent_info",
@@ -359,8 +360,8 @@ class AqlProfileLibrary:
             _ffi.memmove(dst, src, size)
             return 0
 
-        out_handle = _ffi.new("aqlprofile_handle_t*")
-        packets = _ffi.new("aqlprofile_pmc_aql_packets_t*")
+        out_handle: Any = _ffi.new("aqlprofile_handle_t*")
+        packets: Any = _ffi.new("aqlprofile_pmc_aql_packets_t*")
         self._check(
             self._lib.aqlprofile_pmc_create_packets(
                 out_handle, packets, profile, on_alloc, on_free, on_copy, _ffi.NULL
