@@ -209,3 +209,35 @@ def test_host_call_deferred_signals_later(device) -> None:
     assert sem.value == 0
     kept[0].signal()
     sem.wait(1, TIMEOUT)
+
+
+def test_a_completed_op_holds_nothing_once_its_signals_publish(monkeypatch) -> None:
+    # The worker may still hold the op object after signalling: everything the op kept
+    # alive (command buffer, binding table, update bytes) must be gone by then.
+    from hal_example_driver.device import ExampleDeviceBackend
+
+    seen: list[Any] = []
+    submit = ExampleDeviceBackend.submit
+
+    def keep(self: ExampleDeviceBackend, op: Any) -> None:
+        seen.append(op)
+        submit(self, op)
+
+    monkeypatch.setattr(ExampleDeviceBackend, "submit", keep)
+    with hal_core.create_device("example://") as device:
+        src = device.allocator.allocate_buffer(16)
+        dst = device.allocator.allocate_buffer(16)
+        cb = device.create_command_buffer(0, hal_core.CommandCategory.TRANSFER, ANY, 2)
+        cb.begin()
+        cb.copy_buffer(hal_core.BufferRef.indirect(0, 0, 16), hal_core.BufferRef.indirect(1, 0, 16))
+        cb.end()
+        gate, executed, updated = (device.create_semaphore() for _ in range(3))
+        device.queue_execute(ANY, [(gate, 1)], [(executed, 1)], cb, [src, dst])
+        device.queue_update(ANY, [(gate, 1)], [(updated, 1)], b"\x05" * 16, 0, src, 0, 16)
+        gate.signal(1)
+        executed.wait(1, TIMEOUT)
+        updated.wait(1, TIMEOUT)
+    assert [op.kind for op in seen] == [QueueOpKind.EXECUTE, QueueOpKind.UPDATE]
+    for op in seen:
+        assert op.retained is None and op.program is None and op.bindings == ()
+        assert op.payload is None

@@ -181,8 +181,10 @@ class ExampleDeviceBackend:
 
     def _complete(self, op: QueueOp, error: HalError | None) -> None:
         """Release what the op holds, then publish. The caller holds no lock."""
-        # Dropped before the signals publish, so a waiter that wakes sees them released.
-        op.retained = op.callback = op.args = None
+        # Dropped before the signals publish, so a waiter that wakes sees them released
+        # (the command buffer, its binding table, a host call's callable, update bytes).
+        op.retained = op.program = op.callback = op.args = op.payload = None
+        op.bindings = ()
         if error is None:
             signal_all(op.signals)
         else:
