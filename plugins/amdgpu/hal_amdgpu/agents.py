@@ -8,11 +8,12 @@ thread-safe.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
-from .hsa import AgentInfo, DeviceType, HsaLibrary, IsaInfo
+from .hsa import HsaLibrary
+from .hsa_enums import AgentInfo, DeviceType, IsaInfo
 from .target_id import TargetId
 
 __all__ = ["AgentDescription", "SystemAgents", "discover_agents"]
@@ -88,7 +89,7 @@ def _describe(hsa: HsaLibrary, agent: Any) -> AgentDescription:
         buf = hsa.ffi.new(f"char[{max(1, length[0])}]")
         hsa.check(hsa.lib.hsa_isa_get_info_alt(isa, IsaInfo.NAME, buf),
                   "hsa_isa_get_info_alt(NAME)")
-        isas.append(hsa.ffi.string(buf).decode())
+        isas.append(cast(bytes, hsa.ffi.string(buf)).decode())  # a char array reads as bytes
         size = hsa.ffi.new("uint32_t*")
         if hsa.lib.hsa_isa_get_info_alt(isa, IsaInfo.WORKGROUP_MAX_SIZE, size) == 0:
             max_size = max_size or int(size[0])
@@ -104,7 +105,7 @@ def _describe(hsa: HsaLibrary, agent: Any) -> AgentDescription:
     uuid = ""
     buf = hsa.ffi.new("char[64]")
     if hsa.lib.hsa_agent_get_info(agent, AgentInfo.AMD_UUID, buf) == 0:
-        uuid = hsa.ffi.string(buf).decode("utf-8", "replace")
+        uuid = cast(bytes, hsa.ffi.string(buf)).decode("utf-8", "replace")
     return AgentDescription(
         handle=int(agent.handle),
         device_type=device_type,

@@ -30,7 +30,8 @@ from hal_core import (
     ResourceExhaustedError,
 )
 
-from .hsa import HSA_AMD_MEMORY_POOL_STANDARD_FLAG, HsaLibrary
+from .hsa import HsaLibrary
+from .hsa_enums import HSA_AMD_MEMORY_POOL_STANDARD_FLAG
 from .memory_pools import PoolDescription
 
 __all__ = ["HsaStorage", "HsaAllocatorBackend", "HEAP_TYPES"]

@@ -46,7 +46,8 @@ from .code_object import (
     parse_hsaco,
     reflect_hal_layout,
 )
-from .hsa import HsaLibrary, SymbolInfo
+from .hsa import HsaLibrary
+from .hsa_enums import SymbolInfo
 from .iree_container import IreeExecutableDef, is_container, parse_container
 from .target_id import check_compatible
 

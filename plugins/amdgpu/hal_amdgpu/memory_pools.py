@@ -13,7 +13,8 @@ import attrs
 from hal_core import FailedPreconditionError
 
 from .agents import AgentDescription
-from .hsa import HsaLibrary, PoolGlobalFlag, PoolInfo, PoolSegment
+from .hsa import HsaLibrary
+from .hsa_enums import PoolGlobalFlag, PoolInfo, PoolSegment
 
 __all__ = ["PoolDescription", "CpuPools", "GpuPools", "find_cpu_pools", "find_gpu_pools",
            "list_pools"]

@@ -12,7 +12,8 @@ import attrs
 
 from hal_core import IncompatibleError
 
-from .hsa import HSA_EXTENSION_AMD_LOADER, HsaLibrary, SystemInfo
+from .hsa import HsaLibrary
+from .hsa_enums import HSA_EXTENSION_AMD_LOADER, SystemInfo
 
 __all__ = ["HsaSystemInfo", "query_system"]
 
@@ -27,7 +28,7 @@ class HsaSystemInfo:
     loader_minor_version: int
 
 
-def _get(hsa: HsaLibrary, attribute: SystemInfo, ctype: str, default: object = None) -> object:
+def _get(hsa: HsaLibrary, attribute: SystemInfo, ctype: str, default: int | None = None) -> int:
     out = hsa.ffi.new(ctype + "*")
     status = hsa.lib.hsa_system_get_info(attribute, out)
     if status != 0:
@@ -38,12 +39,12 @@ def _get(hsa: HsaLibrary, attribute: SystemInfo, ctype: str, default: object = N
 
 
 def query_system(hsa: HsaLibrary) -> HsaSystemInfo:
-    major = int(_get(hsa, SystemInfo.VERSION_MAJOR, "uint16_t"))  # type: ignore[arg-type]
+    major = int(_get(hsa, SystemInfo.VERSION_MAJOR, "uint16_t"))
     if major != 1:
         raise IncompatibleError(f"HSA runtime {hsa.path} reports HSA {major}.x; 1.x is required")
-    if int(_get(hsa, SystemInfo.ENDIANNESS, "uint32_t")) != 0:  # type: ignore[arg-type]
+    if int(_get(hsa, SystemInfo.ENDIANNESS, "uint32_t")) != 0:
         raise IncompatibleError(f"HSA runtime {hsa.path} is not little endian")
-    if int(_get(hsa, SystemInfo.MACHINE_MODEL, "uint32_t")) != 1:  # type: ignore[arg-type]
+    if int(_get(hsa, SystemInfo.MACHINE_MODEL, "uint32_t")) != 1:
         raise IncompatibleError(f"HSA runtime {hsa.path} does not use the large machine model")
     minor = hsa.ffi.new("uint16_t*")
     supported = hsa.ffi.new("bool*")
@@ -57,8 +58,8 @@ def query_system(hsa: HsaLibrary) -> HsaSystemInfo:
         )
     return HsaSystemInfo(
         version_major=major,
-        version_minor=int(_get(hsa, SystemInfo.VERSION_MINOR, "uint16_t")),  # type: ignore[arg-type]
-        timestamp_frequency=int(_get(hsa, SystemInfo.TIMESTAMP_FREQUENCY, "uint64_t")),  # type: ignore[arg-type]
+        version_minor=int(_get(hsa, SystemInfo.VERSION_MINOR, "uint16_t")),
+        timestamp_frequency=int(_get(hsa, SystemInfo.TIMESTAMP_FREQUENCY, "uint64_t")),
         svm_supported=bool(_get(hsa, SystemInfo.AMD_SVM_SUPPORTED, "bool", False)),
         xnack_enabled=bool(_get(hsa, SystemInfo.AMD_XNACK_ENABLED, "bool", False)),
         loader_minor_version=int(minor[0]),

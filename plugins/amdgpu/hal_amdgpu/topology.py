@@ -16,7 +16,8 @@ import attrs
 # One definition of link classes and interop modes: hal_core's (IREE's values).
 from hal_core import InteropMode, LinkClass
 
-from .hsa import AgentPoolInfo, HsaLibrary, LinkType, PoolAccess
+from .hsa import HsaLibrary
+from .hsa_enums import AgentPoolInfo, LinkType, PoolAccess
 from .memory_pools import GpuPools
 
 __all__ = ["LinkClass", "LinkFlag", "InteropMode", "AgentPoolEdge", "LINK_COSTS", "query_edge"]

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from hal_amdgpu.aql_packets import BARRIER_DTYPE, BARRIER_VALUE_DTYPE, KERNEL_DISPATCH_DTYPE
-from hal_amdgpu.hsa import ffi
+from hal_amdgpu.hsa_cdef import ffi
 
 HEADERS = "/usr/include/hsa/hsa.h"
 COMPILER = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-15")

@@ -246,7 +246,8 @@ def test_system_requirements(soft_hsa):
 
 
 def test_loader_extension_table_reports_loaded_code_objects(device):
-    from hal_amdgpu.hsa import HSA_EXTENSION_AMD_LOADER, LoadedCodeObjectInfo, ffi
+    from hal_amdgpu.hsa_cdef import ffi
+    from hal_amdgpu.hsa_enums import HSA_EXTENSION_AMD_LOADER, LoadedCodeObjectInfo
 
     hsa = device.backend.hsa
     exe = device.backend.load_executable(code_object_path("multi_entry", "gfx1100"))

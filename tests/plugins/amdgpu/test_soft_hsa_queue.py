@@ -16,7 +16,8 @@ from hal_amdgpu.aql_packets import (
     make_header,
 )
 from hal_amdgpu.executable import load_executable
-from hal_amdgpu.hsa import UINT64_MAX, HsaStatus, SignalCondition, ffi
+from hal_amdgpu.hsa_cdef import ffi
+from hal_amdgpu.hsa_enums import UINT64_MAX, HsaStatus, SignalCondition
 from hal_amdgpu.kernels import code_object_path
 from hal_amdgpu.memory_pools import find_cpu_pools, find_gpu_pools
 

@@ -11,7 +11,7 @@ import attrs
 
 from hal_core import InvalidArgumentError
 
-from ..hsa import LinkType, PoolGlobalFlag
+from ..hsa_enums import LinkType, PoolGlobalFlag
 from ..target_id import HSA_ISA_PREFIX, TargetId
 
 __all__ = ["SoftPoolConfig", "SoftAgentConfig", "SoftSystemConfig", "SOFT_GPUS_ENV"]

@@ -17,7 +17,7 @@ import threading
 import attrs
 import numpy as np
 
-from ..hsa import ffi
+from ..hsa_cdef import ffi
 
 __all__ = ["SoftAllocation", "SoftMemory", "SoftMemoryFault"]
 
@@ -63,7 +63,8 @@ class SoftMemory:
 
     def register_host(self, address: int, size: int, agents: set[int]) -> SoftAllocation:
         """Track caller-owned host memory (``hsa_amd_memory_lock``)."""
-        array = np.frombuffer(ffi.buffer(ffi.cast("uint8_t*", address), max(1, size)),
+        # cffi's stubs do not declare its buffer objects as supporting the buffer protocol.
+        array = np.frombuffer(ffi.buffer(ffi.cast("uint8_t*", address), max(1, size)),  # type: ignore[call-overload]
                               dtype=np.uint8)
         alloc = SoftAllocation(address, size, array, 0, locked_host=True,
                                allowed_agents=set(agents))

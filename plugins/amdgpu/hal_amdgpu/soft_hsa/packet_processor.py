@@ -33,7 +33,8 @@ from ..aql_packets import (
     AmdFormat,
     PacketType,
 )
-from ..hsa import HsaStatus, ffi
+from ..hsa_cdef import ffi
+from ..hsa_enums import HsaStatus
 from .host_twins import HostTwinContext
 from .memory import SoftAllocation, SoftMemoryFault
 
@@ -70,7 +71,7 @@ class SoftQueue:
         self.ring: SoftAllocation = mem.allocate(size * 64, 64)
         self.doorbell = runtime.signals.create(0)
         self.address = self.descriptor.address
-        q = ffi.cast("amd_queue_t*", self.address)
+        q: Any = ffi.cast("amd_queue_t*", self.address)  # cffi's stubs give cdata no fields
         q.hsa_queue.type = 0
         q.hsa_queue.features = 1
         q.hsa_queue.base_address = ffi.cast("void*", self.ring.address)
@@ -189,11 +190,12 @@ class SoftQueue:
 
     def _wait_deps(self, deps: list[int], all_of: bool) -> int | None:
         signals = self.runtime.signals
-        if any(not signals.is_valid(h) for h in deps):
+        found = [signals.words(h) for h in deps]
+        words = [w for w in found if w is not None]
+        if len(words) != len(found):
             return HsaStatus.ERROR_INVALID_SIGNAL
         if not deps:
             return HsaStatus.SUCCESS
-        words = [signals.words(h) for h in deps]
         if all_of:
             ok = self._wait_until(lambda: all(int(w[1]) == 0 for w in words))
         else:
@@ -202,9 +204,9 @@ class SoftQueue:
 
     def _wait_value(self, handle: int, value: int, mask: int, condition: int) -> int | None:
         signals = self.runtime.signals
-        if not signals.is_valid(handle) or condition > 3:
-            return HsaStatus.ERROR_INVALID_PACKET_FORMAT
         words = signals.words(handle)
+        if words is None or condition > 3:
+            return HsaStatus.ERROR_INVALID_PACKET_FORMAT
         ok = self._wait_until(lambda: signals.satisfied(int(words[1]) & mask, condition, value))
         return HsaStatus.SUCCESS if ok else None
 

@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from ..code_object import HalError, parse_hsaco
-from ..hsa import (
+from ..hsa_cdef import ffi
+from ..hsa_enums import (
     HSA_EXTENSION_AMD_LOADER,
     UINT64_MAX,
     AgentInfo,
@@ -35,7 +36,6 @@ from ..hsa import (
     SymbolInfo,
     SymbolKind,
     SystemInfo,
-    ffi,
 )
 from ..target_id import TargetId, compatibility_problem
 from .config import SoftAgentConfig, SoftPoolConfig, SoftSystemConfig
