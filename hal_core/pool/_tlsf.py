@@ -179,7 +179,16 @@ class TlsfPool(TlsfBlockTable, Pool):
                     c = (fl << 4) + (m & -m).bit_length() - 1
                     heads = self._heads
                     b = heads[c]
-                    if self._front[b] is None:
+                    death = self._front[b]
+                    # Fresh space, or a block whose death frontier the requester already
+                    # dominates (the same-queue reuse every queue_alloca chain makes):
+                    # both are what ``_find`` would pick first, split as ``_take`` does.
+                    if death is None or (
+                        requester_frontier is not None
+                        and not self._taint[b]
+                        and requester_frontier.__class__ is Frontier
+                        and requester_frontier.dominates(death)
+                    ):
                         fprev = self._fprev
                         fnext = self._fnext
                         n = fnext[b]
@@ -209,13 +218,24 @@ class TlsfPool(TlsfBlockTable, Pool):
                                 self._prev[nxt] = r
                             self._next[b] = r
                             size_of[b] = g
-                            # File the remainder (front None, untainted like its parent).
+                            if death is not None:
+                                # The remainder keeps its parent's frontier (untainted).
+                                self._front[r] = death
+                                self._front[b] = None
+                            # File the remainder (untainted like its parent).
                             self._insert_free(r)
+                        elif death is not None:
+                            self._front[b] = None
                         length = g << shift
-                        self._fresh_count += 1
                         self._bytes_reserved += length
+                        if death is None:
+                            self._fresh_count += 1
+                            result = _OK_FRESH
+                        else:
+                            self._reuse_count += 1
+                            result = _OK
                         return (
-                            _OK_FRESH,
+                            result,
                             Reservation(self, off[b] << shift, length, b, slab),
                             NO_INFO,
                         )
@@ -504,6 +524,10 @@ class TlsfPool(TlsfBlockTable, Pool):
         if fb is not None:
             if fa is None:
                 self._front[a] = fb
+            elif fa.dominates(fb):
+                pass  # the merge is ``fa`` itself: no copy
+            elif fb.dominates(fa):
+                self._front[a] = fb  # stored frontiers are never changed in place
             else:
                 merged = (
                     fa.copy(self.frontier_capacity) if len(fa) <= self.frontier_capacity else None
