@@ -108,6 +108,26 @@ class LocalProgram:
         "_ptrs",
         "_static_ptrs",
     )
+    records: np.ndarray
+    bind_base: np.ndarray
+    bind_off: np.ndarray
+    bind_len: np.ndarray
+    capacity: int
+    #: Direct buffers, or weak references to them when ``direct_weak``.
+    direct: list[Any]
+    direct_weak: bool
+    dynamic_direct: list[int]
+    static_bases: np.ndarray
+    static_lens: np.ndarray
+    segments: tuple[tuple[int, int, int], ...]
+    pools: list[Any]
+    executables: tuple[Any, ...]
+    py_fns: list[Any]
+    command_ops: list[Any]
+    slot_count: int
+    native: bool
+    _ptrs: tuple[Any, Any, Any, Any]
+    _static_ptrs: tuple[Any, Any]
 
     def base_count(self) -> int:
         return self.capacity + len(self.direct)
@@ -236,11 +256,13 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                 nc = len(consts) >> 2
                 coff = -1
                 if nc:
-                    coff = const_offsets.get(id(consts))
-                    if coff is None:
+                    known = const_offsets.get(id(consts))
+                    if known is None:
                         coff = const_offsets[id(consts)] = const_total
                         const_chunks.append(consts)
                         const_total += len(consts)
+                    else:
+                        coff = known
             # (executable, function, config, constant count) repeat in chains: decode
             # them into a record template once, and open a new run only on a change.
             if exe is not last_exe or ordinal != last_ord or cfg is not last_cfg or nc != last_nc:
@@ -441,8 +463,7 @@ def _run_lengths(starts: list[int], n: int) -> Any:
         ends = starts[1:]
         ends.append(n)
         return [e - b for b, e in zip(starts, ends)]
-    ends = np.fromiter(starts, np.intp, len(starts))
-    return np.diff(ends, append=n)
+    return np.diff(np.fromiter(starts, np.intp, len(starts)), append=n)
 
 
 def _dispatch_template(
@@ -529,7 +550,8 @@ def _ref_len(ref: Any) -> int:
 
 def _p64(arr: np.ndarray) -> Any:
     # from_buffer keeps ``arr`` alive and is far cheaper than ``arr.ctypes``.
-    return ffi.from_buffer("int64_t[]", arr)
+    # numpy's stubs give ndarray the buffer protocol (``__buffer__``) only from Python 3.12.
+    return ffi.from_buffer("int64_t[]", arr)  # type: ignore[call-overload]
 
 
 def _segments(recs: np.ndarray, any_special: bool, native: bool, parallel: bool) -> tuple:
@@ -602,7 +624,8 @@ def execute_program(program: LocalProgram, table: tuple, workers: Any) -> None:
         bptr = _p64(bases)
         lptr = _p64(lens)
     rptr, bbp, bop, blp = program._ptrs
-    lib = replay_library() if program.native else None
+    # Native segments exist only in a native program, so ``lib`` is set wherever it is used.
+    lib: Any = replay_library() if program.native else None
     for kind, begin, end in segments:
         if kind == SEG_NATIVE:
             err = ffi.new("int64_t[1]")

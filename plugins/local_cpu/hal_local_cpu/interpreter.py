@@ -33,7 +33,8 @@ def _view(bases: np.ndarray, lens: np.ndarray, b: int, off: int, n: int) -> np.n
         raise OutOfRangeError(f"range [{off}, {off + n}) exceeds the {blen} bytes bound to it")
     if n == 0:
         return np.zeros(0, np.uint8)
-    return np.frombuffer(ffi.buffer(ffi.cast("char*", int(bases[b]) + off), n), np.uint8)
+    # numpy's stubs accept only a fixed list of buffer types before Python 3.12.
+    return np.frombuffer(ffi.buffer(ffi.cast("char*", int(bases[b]) + off), n), np.uint8)  # type: ignore[call-overload]
 
 
 def interpret(program: Any, i: int, bases: np.ndarray, lens: np.ndarray) -> None:
@@ -55,7 +56,8 @@ def interpret(program: Any, i: int, bases: np.ndarray, lens: np.ndarray) -> None
             dst[:] = src
         elif op == OP_UPDATE:
             dst = _view(bases, lens, rec[2], rec[3], rec[4])
-            dst[:] = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[1]), rec[4]), np.uint8)
+            data = ffi.buffer(ffi.cast("char*", rec[1]), rec[4])
+            dst[:] = np.frombuffer(data, np.uint8)  # type: ignore[call-overload]  # (as in _view)
         else:
             _interpret_dispatch(program, rec, bases, lens)
     except HalError as exc:
@@ -92,7 +94,8 @@ def _interpret_dispatch(program: Any, rec: list, bases: np.ndarray, lens: np.nda
     ]
     nc = rec[8]
     if nc:
-        consts = np.frombuffer(ffi.buffer(ffi.cast("char*", rec[7]), 4 * nc), np.uint32).copy()
+        words = ffi.buffer(ffi.cast("char*", rec[7]), 4 * nc)
+        consts = np.frombuffer(words, np.uint32).copy()  # type: ignore[call-overload]  # (as in _view)
     else:
         consts = np.zeros(0, np.uint32)
     consts.flags.writeable = False
@@ -133,7 +136,7 @@ def _interpret_dispatch(program: Any, rec: list, bases: np.ndarray, lens: np.nda
         )
         return
     # A native dispatch without the compiled replay loop: call each workgroup via cffi.
-    state = ffi.new("hal_cpu_dispatch_state_t*")
+    state: Any = ffi.new("hal_cpu_dispatch_state_t*")  # cffi's stubs give cdata no fields
     ptrs = ffi.new("void*[]", max(1, n))
     blens = ffi.new("uint64_t[]", max(1, n))
     for k, v in enumerate(views):
