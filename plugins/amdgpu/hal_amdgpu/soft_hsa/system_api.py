@@ -1,0 +1,278 @@
+"""The soft HSA runtime's system, agent and ISA queries (``hsa_init``, ``hsa_system_*``,
+``hsa_agent_*``, ``hsa_isa_*``) and the loader extension table; a base class of
+``SoftHsaRuntime``, whose docstring describes the conventions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from ..hsa_cdef import ffi
+from ..hsa_enums import (
+    HSA_EXTENSION_AMD_LOADER,
+    UINT64_MAX,
+    AgentInfo,
+    HsaStatus,
+    IsaInfo,
+    LoadedCodeObjectInfo,
+    SystemInfo,
+)
+from ..target_id import TargetId
+from .config import SoftAgentConfig
+from .loader import SoftExecutable, SoftLoadedCodeObject
+from .memory import SoftMemory
+from .packet_processor import SoftQueue
+
+__all__ = ["SoftSystemApi"]
+
+_S = HsaStatus
+_OK = int(HsaStatus.SUCCESS)
+_UUID_BYTES = 21
+_NAME_BYTES = 64
+
+
+class SoftSystemApi:
+    """System, agent and ISA functions of ``SoftHsaRuntime``."""
+
+    # Set by SoftHsaRuntime.__init__.
+    memory: SoftMemory
+    init_count: int
+    _cond: threading.Condition
+    _agents: dict[int, SoftAgentConfig]
+    _agent_order: list[int]
+    _isas: dict[int, tuple[int, TargetId, str]]
+    _agent_isa: dict[int, int]
+    _queues: dict[int, SoftQueue]
+    _executables: dict[int, SoftExecutable]
+    _loaded: dict[int, SoftLoadedCodeObject]
+    _loader_callbacks: list[Any]
+    _status_strings: dict[int, Any]
+    _require_init: Callable[[], bool]
+
+    # -- runtime --------------------------------------------------------------------------
+
+    def hsa_status_string(self, status: int, out: Any) -> int:
+        try:
+            name = HsaStatus(status).name
+        except ValueError:
+            return int(_S.ERROR_INVALID_ARGUMENT)
+        with self._cond:
+            text = self._status_strings.get(status)
+            if text is None:
+                # One string per status, kept alive like ROCr's static table (a fresh
+                # one per call would grow without bound on a long run of errors).
+                text = ffi.new("char[]", f"HSA_STATUS_{name} (soft HSA agent)".encode())
+                self._status_strings[status] = text
+        out[0] = text
+        return _OK
+
+    def hsa_init(self) -> int:
+        with self._cond:
+            self.init_count += 1
+        return _OK
+
+    def hsa_shut_down(self) -> int:
+        with self._cond:
+            if self.init_count == 0:
+                return int(_S.ERROR_NOT_INITIALIZED)
+            self.init_count -= 1
+            last = self.init_count == 0
+        if last:
+            for queue in list(self._queues.values()):
+                queue.destroy()
+            self._queues.clear()
+        return _OK
+
+    def hsa_system_get_info(self, attribute: int, value: Any) -> int:
+        if not self._require_init():
+            return int(_S.ERROR_NOT_INITIALIZED)
+        table = {
+            SystemInfo.VERSION_MAJOR: ("uint16_t*", 1),
+            SystemInfo.VERSION_MINOR: ("uint16_t*", 1),
+            SystemInfo.TIMESTAMP: ("uint64_t*", time.monotonic_ns()),
+            SystemInfo.TIMESTAMP_FREQUENCY: ("uint64_t*", 1_000_000_000),
+            SystemInfo.SIGNAL_MAX_WAIT: ("uint64_t*", UINT64_MAX),
+            SystemInfo.ENDIANNESS: ("uint32_t*", 0),
+            SystemInfo.MACHINE_MODEL: ("uint32_t*", 1),
+            SystemInfo.AMD_SVM_SUPPORTED: ("bool*", True),
+            SystemInfo.AMD_SVM_ACCESSIBLE_BY_DEFAULT: ("bool*", False),
+            SystemInfo.AMD_DMABUF_SUPPORTED: ("bool*", False),
+            SystemInfo.AMD_VIRTUAL_MEM_API_SUPPORTED: ("bool*", True),
+            SystemInfo.AMD_XNACK_ENABLED: ("bool*", False),
+        }
+        entry = table.get(attribute)
+        if entry is None:
+            return int(_S.ERROR_INVALID_ARGUMENT)
+        ffi.cast(entry[0], value)[0] = entry[1]
+        return _OK
+
+    def hsa_system_major_extension_supported(
+        self, extension: int, major: int, minor: Any, result: Any
+    ) -> int:
+        supported = extension == HSA_EXTENSION_AMD_LOADER and major == 1
+        minor[0] = 3 if supported else 0
+        result[0] = supported
+        return _OK
+
+    def hsa_system_get_major_extension_table(
+        self, extension: int, major: int, length: int, table: Any
+    ) -> int:
+        if extension != HSA_EXTENSION_AMD_LOADER or major != 1:
+            return int(_S.ERROR_INVALID_ARGUMENT)
+        pfn = ffi.new("hsa_ven_amd_loader_1_03_pfn_t*")
+
+        @ffi.callback(
+            "hsa_status_t(hsa_executable_t, hsa_status_t(*)(hsa_executable_t, "
+            "hsa_loaded_code_object_t, void*), void*)"
+        )
+        def iterate_loaded(executable: Any, callback: Any, data: Any) -> int:
+            exe = self._executables.get(executable.handle)
+            if exe is None:
+                return int(_S.ERROR_INVALID_EXECUTABLE)
+            for loaded in list(exe.loaded):
+                handle = ffi.new("hsa_loaded_code_object_t*", [loaded.handle])[0]
+                status = callback(executable, handle, data)
+                if status != _OK:
+                    return _OK if status == _S.INFO_BREAK else status
+            return _OK
+
+        @ffi.callback("hsa_status_t(hsa_loaded_code_object_t, uint32_t, void*)")
+        def loaded_info(loaded: Any, attribute: int, value: Any) -> int:
+            lco = self._loaded.get(loaded.handle)
+            if lco is None:
+                return int(_S.ERROR_INVALID_ARGUMENT)
+            if attribute == LoadedCodeObjectInfo.AGENT:
+                ffi.cast("hsa_agent_t*", value)[0].handle = lco.agent
+            elif attribute == LoadedCodeObjectInfo.LOAD_DELTA:
+                ffi.cast("int64_t*", value)[0] = lco.image.address
+            elif attribute == LoadedCodeObjectInfo.LOAD_BASE:
+                ffi.cast("uint64_t*", value)[0] = lco.image.address
+            elif attribute == LoadedCodeObjectInfo.LOAD_SIZE:
+                ffi.cast("uint64_t*", value)[0] = lco.image.size
+            else:
+                return int(_S.ERROR_INVALID_ARGUMENT)
+            return _OK
+
+        @ffi.callback("hsa_status_t(const void*, const void**)")
+        def query_host_address(device_address: Any, host_address: Any) -> int:
+            # Device and host addresses are the same memory on the soft agent.
+            if self.memory.find(int(ffi.cast("uintptr_t", device_address))) is None:
+                return int(_S.ERROR_INVALID_ARGUMENT)
+            host_address[0] = device_address
+            return _OK
+
+        self._loader_callbacks.extend([iterate_loaded, loaded_info, query_host_address])
+        pfn.hsa_ven_amd_loader_query_host_address = query_host_address
+        pfn.hsa_ven_amd_loader_executable_iterate_loaded_code_objects = iterate_loaded
+        pfn.hsa_ven_amd_loader_loaded_code_object_get_info = loaded_info
+        ffi.memmove(table, pfn, min(int(length), ffi.sizeof(pfn[0])))
+        return _OK
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def _agent_handle(self, agent: Any) -> int:
+        return int(agent.handle)
+
+    def hsa_iterate_agents(self, callback: Any, data: Any) -> int:
+        if not self._require_init():
+            return int(_S.ERROR_NOT_INITIALIZED)
+        for handle in self._agent_order:
+            status = callback(ffi.new("hsa_agent_t*", [handle])[0], data)
+            if status == _S.INFO_BREAK:
+                return _OK
+            if status != _OK:
+                return status
+        return _OK
+
+    def hsa_agent_get_info(self, agent: Any, attribute: int, value: Any) -> int:
+        cfg = self._agents.get(self._agent_handle(agent))
+        if cfg is None:
+            return int(_S.ERROR_INVALID_AGENT)
+
+        def put(ctype: str, v: Any) -> int:
+            ffi.cast(ctype, value)[0] = v
+            return _OK
+
+        def put_str(text: str, size: int) -> int:
+            raw = text.encode()[: size - 1]
+            ffi.memmove(value, raw + b"\0" * (size - len(raw)), size)
+            return _OK
+
+        a = AgentInfo
+        if attribute == a.NAME:
+            return put_str(cfg.name, _NAME_BYTES)
+        if attribute == a.VENDOR_NAME:
+            return put_str("AMD" if cfg.is_gpu else "CPU", _NAME_BYTES)
+        if attribute == a.AMD_PRODUCT_NAME:
+            return put_str(cfg.product_name or cfg.name, _NAME_BYTES)
+        if attribute == a.AMD_UUID:
+            return put_str(cfg.uuid or "CPU-XX", _UUID_BYTES)
+        if attribute == a.DEVICE:
+            return put("uint32_t*", 1 if cfg.is_gpu else 0)
+        if attribute == a.NODE:
+            return put("uint32_t*", cfg.node)
+        if attribute == a.PROFILE:
+            return put("uint32_t*", 0)
+        if attribute == a.DEFAULT_FLOAT_ROUNDING_MODE:
+            return put("uint32_t*", 1)
+        if attribute == a.WAVEFRONT_SIZE:
+            return put("uint32_t*", cfg.wavefront_size)
+        if attribute == a.FEATURE:
+            return put("uint32_t*", 1 if cfg.is_gpu else 0)
+        if attribute == a.AMD_CHIP_ID:
+            return put("uint32_t*", cfg.chip_id)
+        if attribute == a.AMD_COMPUTE_UNIT_COUNT:
+            return put("uint32_t*", cfg.compute_units)
+        if attribute == a.AMD_BDFID:
+            return put("uint32_t*", cfg.bdf_id)
+        if attribute == a.AMD_DOMAIN:
+            return put("uint32_t*", 0)
+        if attribute in (a.AMD_NUM_SHADER_ENGINES, a.AMD_NUM_XCC):
+            return put("uint32_t*", 1)
+        if attribute == a.AMD_NUM_SHADER_ARRAYS_PER_SE:
+            return put("uint32_t*", 2)
+        if attribute == a.AMD_DRIVER_UID:
+            return put("uint32_t*", 0x1000 + cfg.node)
+        if attribute == a.AMD_SVM_DIRECT_HOST_ACCESS:
+            return put("bool*", True)
+        if attribute == a.AMD_HDP_FLUSH:
+            flush = ffi.cast("hsa_amd_hdp_flush_t*", value)
+            flush.HDP_MEM_FLUSH_CNTL = ffi.NULL
+            flush.HDP_REG_FLUSH_CNTL = ffi.NULL
+            return _OK
+        if attribute == a.AMD_NEAREST_CPU:
+            cpu = next(h for h in self._agent_order if not self._agents[h].is_gpu)
+            ffi.cast("hsa_agent_t*", value)[0].handle = cpu
+            return _OK
+        return int(_S.ERROR_INVALID_ARGUMENT)
+
+    def hsa_agent_iterate_isas(self, agent: Any, callback: Any, data: Any) -> int:
+        handle = self._agent_handle(agent)
+        if handle not in self._agents:
+            return int(_S.ERROR_INVALID_AGENT)
+        isa = self._agent_isa.get(handle)
+        if isa is not None:
+            status = callback(ffi.new("hsa_isa_t*", [isa])[0], data)
+            if status not in (_OK, _S.INFO_BREAK):
+                return status
+        return _OK
+
+    def hsa_isa_get_info_alt(self, isa: Any, attribute: int, value: Any) -> int:
+        entry = self._isas.get(int(isa.handle))
+        if entry is None:
+            return int(_S.ERROR_INVALID_ISA)
+        name = entry[2].encode()
+        if attribute == IsaInfo.NAME_LENGTH:
+            ffi.cast("uint32_t*", value)[0] = len(name) + 1
+        elif attribute == IsaInfo.NAME:
+            ffi.memmove(value, name + b"\0", len(name) + 1)
+        elif attribute == IsaInfo.WORKGROUP_MAX_DIM:
+            dims = ffi.cast("uint16_t*", value)
+            dims[0], dims[1], dims[2] = 1024, 1024, 1024
+        elif attribute == IsaInfo.WORKGROUP_MAX_SIZE:
+            ffi.cast("uint32_t*", value)[0] = 1024
+        else:
+            return int(_S.ERROR_INVALID_ARGUMENT)
+        return _OK
