@@ -34,6 +34,7 @@ from ._profilers import (
     create_profiler,
     describe_profilers,
 )
+from ._record_ring import RecordRing
 from ._records import (
     CONTENT_TYPE_PREFIX,
     PRODUCER_METRIC_BASE,
@@ -52,7 +53,7 @@ from ._records import (
     pack_records,
     schema_for,
 )
-from ._session import FunctionMetadata, MetricDescriptor, ProfilingSession, RecordRing
+from ._session import FunctionMetadata, MetricDescriptor, ProfilingSession
 from ._sink import NO_ORDINAL, ChunkFlags, ChunkMetadata, ProfileSink
 from ._statistics import FunctionStatistics, ProfileStatistics, QueueStatistics, StatisticsSink
 
