@@ -32,7 +32,7 @@ from hal_core import (
 
 from .hsa import HsaLibrary
 from .hsa_enums import HSA_AMD_MEMORY_POOL_STANDARD_FLAG
-from .memory_pools import PoolDescription
+from .hsa_memory import MemoryPoolDescription
 
 __all__ = ["HsaStorage", "HsaAllocatorBackend", "HEAP_TYPES"]
 
@@ -85,7 +85,7 @@ class HsaStorage:
 
 
 class HsaAllocatorBackend:
-    def __init__(self, hsa: HsaLibrary, gpu_pools: list[Any], cpu_fine: PoolDescription,
+    def __init__(self, hsa: HsaLibrary, gpu_pools: list[Any], cpu_fine: MemoryPoolDescription,
                  access_agents: list[int]) -> None:
         self._hsa = hsa
         first = gpu_pools[0]

@@ -22,8 +22,8 @@ from .allocator import HsaAllocatorBackend
 from .device_library import check_device_library
 from .executable import AmdgpuExecutable, load_executable
 from .hsa import HsaLibrary
+from .hsa_memory import CpuMemoryPools, GpuMemoryPools, find_cpu_memory_pools, find_gpu_memory_pools
 from .iree_container import FORMAT_ROCM_HSACO_FB
-from .memory_pools import CpuPools, GpuPools, find_cpu_pools, find_gpu_pools
 from .queue_options import HostQueueOptions
 from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
 from .topology import AgentPoolEdge, query_edge
@@ -57,8 +57,12 @@ class AmdgpuDeviceBackend:
         check_device_library(self.gpus)  # INCOMPATIBLE now rather than at every queue op
         self.queue_options = options or HostQueueOptions()
         self.cpus: tuple[AgentDescription, ...] = tuple(system.nearest_cpu(g) for g in self.gpus)
-        self.gpu_pools: tuple[GpuPools, ...] = tuple(find_gpu_pools(hsa, g) for g in self.gpus)
-        self.cpu_pools: tuple[CpuPools, ...] = tuple(find_cpu_pools(hsa, c) for c in self.cpus)
+        self.gpu_pools: tuple[GpuMemoryPools, ...] = tuple(
+            find_gpu_memory_pools(hsa, g) for g in self.gpus
+        )
+        self.cpu_pools: tuple[CpuMemoryPools, ...] = tuple(
+            find_cpu_memory_pools(hsa, c) for c in self.cpus
+        )
         self.queue_count = QUEUES_PER_GPU * len(self.gpus)
         # Grant to the selected GPUs and their nearest CPUs, never to every agent.
         access = list(dict.fromkeys([g.handle for g in self.gpus] + [c.handle for c in self.cpus]))

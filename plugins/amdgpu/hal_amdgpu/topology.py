@@ -18,7 +18,7 @@ from hal_core import InteropMode, LinkClass
 
 from .hsa import HsaLibrary
 from .hsa_enums import AgentPoolInfo, LinkType, PoolAccess
-from .memory_pools import GpuPools
+from .hsa_memory import GpuMemoryPools
 
 __all__ = ["LinkClass", "LinkFlag", "InteropMode", "AgentPoolEdge", "LINK_COSTS", "query_edge"]
 
@@ -78,7 +78,7 @@ def _mode(access: int) -> InteropMode:
     return InteropMode.NATIVE if access == PoolAccess.ALLOWED_BY_DEFAULT else InteropMode.COPY
 
 
-def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuPools) -> AgentPoolEdge:
+def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuMemoryPools) -> AgentPoolEdge:
     ffi = hsa.ffi
     agent = ffi.new("hsa_agent_t*", [src_agent])[0]
     coarse = ffi.new("hsa_amd_memory_pool_t*", [dst.coarse.handle])[0]

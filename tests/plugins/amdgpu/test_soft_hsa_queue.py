@@ -18,8 +18,8 @@ from hal_amdgpu.aql_packets import (
 from hal_amdgpu.executable import load_executable
 from hal_amdgpu.hsa_cdef import ffi
 from hal_amdgpu.hsa_enums import UINT64_MAX, HsaStatus, SignalCondition
+from hal_amdgpu.hsa_memory import find_cpu_memory_pools, find_gpu_memory_pools
 from hal_amdgpu.kernels import code_object_path
-from hal_amdgpu.memory_pools import find_cpu_pools, find_gpu_pools
 
 TIMEOUT_NS = 10_000_000_000
 
@@ -30,8 +30,8 @@ class Harness:
         self.lib = hsa.lib
         self.system = discover_agents(hsa)
         self.gpu = self.system.gpus[0]
-        self.cpu_pools = find_cpu_pools(hsa, self.system.cpus[0])
-        self.gpu_pools = find_gpu_pools(hsa, self.gpu)
+        self.cpu_pools = find_cpu_memory_pools(hsa, self.system.cpus[0])
+        self.gpu_pools = find_gpu_memory_pools(hsa, self.gpu)
         self.errors = []
         self.error_event = threading.Event()
 
