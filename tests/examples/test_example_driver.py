@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 import hal_core
+import hal_core.backend
 from hal_core import HostCallFlags, QueueOpKind, StatusCode
 
 pytest.importorskip(
@@ -70,7 +71,7 @@ def test_signal_of_an_already_reached_value_fails_the_semaphore(device) -> None:
     device.queue_barrier(1, [(gate, 1)], [(sem, 3)])
     sem.signal(5)  # another producer passes the value before the barrier runs
     gate.signal(1)
-    with pytest.raises(hal_core.InvalidArgumentError, match="current 5, requested 3"):
+    with pytest.raises(hal_core.InvalidArgumentError, match="already at 5"):
         sem.wait(6, TIMEOUT)
 
 
@@ -157,7 +158,7 @@ def test_long_chains_do_not_recurse(device) -> None:
 
 
 def test_explicit_pool_is_unimplemented_at_the_call(device) -> None:
-    pool = hal_core.PassthroughPool(hal_core.CpuSlabProvider())
+    pool = hal_core.PassthroughPool(hal_core.backend.CpuSlabProvider())
     sem = device.create_semaphore()
     with pytest.raises(hal_core.UnimplementedError, match="pool=None"):
         device.queue_alloca(ANY, (), [(sem, 1)], None, 64, pool=pool)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from hal_core import (
     CancelledError,
@@ -33,13 +33,15 @@ from hal_core.backend import (
     AllocatorBackend,
     HostCallContext,
     QueueOp,
+    fail_all,
+    op_error,
     report_callback_error,
     resolve_waits,
     run_host_call,
+    signal_all,
 )
 
 from .allocator import ExampleAllocatorBackend
-from .completion import error_from, fail_all, signal_all
 from .operations import HANDLERS
 
 _BARRIER = QueueOpKind.BARRIER
@@ -154,7 +156,7 @@ class ExampleDeviceBackend:
                 raise UnimplementedError(f"the example driver does not run {op.kind.name} ops")
             handler(op)
         except BaseException as exc:  # execution errors travel through the semaphores
-            self._complete(op, error_from(exc))
+            self._complete(op, op_error(exc))
             return
         self._complete(op, None)
 
@@ -164,7 +166,9 @@ class ExampleDeviceBackend:
         Blocking: ``run_host_call`` gives the outcome (signal, DEFERRED or the error) and
         never raises. NON_BLOCKING: nobody waits for the call, so the signals go first and
         whatever it raises is reported through ``sys.unraisablehook``, never re-raised."""
-        fn, args = op.callback, op.args
+        # Both are set for every HOST_CALL op (None only once the call is done).
+        fn = cast(Callable[[tuple, HostCallContext], Any], op.callback)
+        args = cast(tuple, op.args)
         affinity = 1 << op.queue
         if op.flags & _NON_BLOCKING:
             self._complete(op, None)
