@@ -100,28 +100,7 @@ def _interpret_dispatch(program: Any, rec: list, bases: np.ndarray, lens: np.nda
         consts = np.zeros(0, np.uint32)
     consts.flags.writeable = False
     if rec[0] == OP_PYDISPATCH:
-        fn, name = program.py_fns[rec[1]]
-        for z in range(counts[2]):
-            for y in range(counts[1]):
-                for x in range(counts[0]):
-                    try:
-                        rc = fn(views, consts, (x, y, z), counts)
-                    except BaseException as exc:
-                        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                            raise
-                        err = exc if isinstance(exc, HalError) else None
-                        if err is None:
-                            err = error_for(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
-                        raise error_for(
-                            err.code,
-                            f"Python kernel {name!r} raised at workgroup {(x, y, z)}: "
-                            f"{err.message}",
-                        ) from None
-                    if rc:
-                        raise error_for(
-                            rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
-                            f"Python kernel {name!r} returned status {rc} at workgroup {(x, y, z)}",
-                        )
+        _run_python_kernel(program.py_fns[rec[1]], views, consts, counts)
         return
     if rec[0] == OP_IREE_DISPATCH:
         iree_elf.call_workgroups(
@@ -136,17 +115,52 @@ def _interpret_dispatch(program: Any, rec: list, bases: np.ndarray, lens: np.nda
         )
         return
     # A native dispatch without the compiled replay loop: call each workgroup via cffi.
+    _run_native_workgroups(rec, views, consts, counts)
+
+
+def _run_python_kernel(
+    kernel: tuple[Any, str], views: list, consts: np.ndarray, counts: tuple[int, int, int]
+) -> None:
+    """Call a Python kernel once per workgroup; whatever it raises or returns as a status
+    becomes a ``HalError`` naming the kernel and the workgroup."""
+    fn, name = kernel
+    for z in range(counts[2]):
+        for y in range(counts[1]):
+            for x in range(counts[0]):
+                try:
+                    rc = fn(views, consts, (x, y, z), counts)
+                except BaseException as exc:
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    err = exc if isinstance(exc, HalError) else None
+                    if err is None:
+                        err = error_for(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+                    raise error_for(
+                        err.code,
+                        f"Python kernel {name!r} raised at workgroup {(x, y, z)}: {err.message}",
+                    ) from None
+                if rc:
+                    raise error_for(
+                        rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
+                        f"Python kernel {name!r} returned status {rc} at workgroup {(x, y, z)}",
+                    )
+
+
+def _run_native_workgroups(
+    rec: list, views: list, consts: np.ndarray, counts: tuple[int, int, int]
+) -> None:
+    """Call a native workgroup function (``rec[1]``) once per workgroup through cffi."""
     state: Any = ffi.new("hal_cpu_dispatch_state_t*")  # cffi's stubs give cdata no fields
-    ptrs = ffi.new("void*[]", max(1, n))
-    blens = ffi.new("uint64_t[]", max(1, n))
+    ptrs = ffi.new("void*[]", max(1, len(views)))
+    blens = ffi.new("uint64_t[]", max(1, len(views)))
     for k, v in enumerate(views):
         ptrs[k] = ffi.cast("void*", v.ctypes.data) if len(v) else ffi.NULL
         blens[k] = len(v)
-    cbuf = ffi.from_buffer("uint32_t[]", consts) if nc else ffi.NULL
+    cbuf = ffi.from_buffer("uint32_t[]", consts) if len(consts) else ffi.NULL
     state.workgroup_count = list(counts)
     state.workgroup_size = [rec[11], rec[12], rec[13]]
-    state.constant_count = nc
-    state.binding_count = n
+    state.constant_count = len(consts)
+    state.binding_count = len(views)
     state.constants = cbuf
     state.binding_ptrs = ptrs
     state.binding_lengths = blens
