@@ -303,7 +303,7 @@ class BufferMapping:
 
     @property
     def memoryview(self) -> memoryview:
-        return memoryview(self.contents)
+        return self.contents.data  # the mapped array's memoryview
 
     def unmap(self) -> None:
         self._open = False
@@ -353,8 +353,10 @@ class ElementType(enum.IntEnum):
     FLOAT_64 = _element(NumericalType.FLOAT_IEEE, 64)
     BFLOAT_16 = _element(NumericalType.FLOAT_BRAIN, 16)
 
+    # IREE's name for the element width; as a property it shadows int.bit_count(), which
+    # mypy reports as an incompatible override.
     @property
-    def bit_count(self) -> int:
+    def bit_count(self) -> int:  # type: ignore[override]
         return int(self) & 0xFF
 
     @property

@@ -258,7 +258,7 @@ def _u32x3(value: Any, name: str) -> tuple[int, int, int]:
         out = ()
     if len(out) != 3 or not all(0 <= v < (1 << 32) for v in out):
         raise InvalidArgumentError(f"{name} must be three ints in 0..2**32-1, got {value!r}")
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _workgroup_count(value: Any) -> tuple[int, int, int]:

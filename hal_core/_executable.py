@@ -78,7 +78,7 @@ def _size3(value: Any) -> tuple[int, int, int]:
     t = tuple(int(v) for v in value)
     if len(t) != 3 or any(v < 1 for v in t):
         raise InvalidArgumentError(f"workgroup size must be three ints >= 1, got {value!r}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 @attrs.frozen
@@ -164,11 +164,11 @@ class Executable:
                 raise InvalidArgumentError(
                     f"function must be an ordinal or a name, got {type(function).__name__}"
                 )
-        if not 0 <= function < len(self.functions):  # type: ignore[operator]
+        if not 0 <= function < len(self.functions):
             raise OutOfRangeError(
                 f"function ordinal {function} is outside 0..{len(self.functions) - 1}"
             )
-        return self.functions[function]  # type: ignore[index]
+        return self.functions[function]
 
     def function_parameters(self, function: int | str) -> tuple[FunctionParameter, ...]:
         return self.function_info(function).parameters

@@ -13,11 +13,14 @@ cases are several times faster with it (``hal bench 'pool.*'`` measures both in 
 from __future__ import annotations
 
 import os
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._pool import Pool
 
 __all__ = ["native", "unavailable_reason", "describe", "with_fast_paths"]
 
-T = TypeVar("T", bound=type)
+T = TypeVar("T", bound="type[Pool]")
 
 
 def _load() -> tuple[Any, str | None]:
@@ -53,7 +56,8 @@ def with_fast_paths(cls: T, core: type) -> T:
     falls back to. The lock becomes a ``FenceLock``: the fast paths run only while no
     thread holds it, so every locked section of ``cls`` stays exclusive, and acquiring it
     folds the counts the fast paths kept in C into the pool's counters."""
-    return type(cls)(
+    # Built with the policy's own metaclass (ABCMeta); mypy cannot call type(cls).
+    return type(cls)(  # type: ignore[misc]
         cls.__name__,
         (core, cls),
         {

@@ -162,8 +162,8 @@ class FixedBlockPool(Pool):
         with self._lock:
             self._tainted.add(reservation.block_handle)
 
-    def _slab_for(self, reservation: Reservation) -> Slab:
-        return self._slab
+    def _slab_for(self, reservation: Reservation) -> Slab | None:
+        return self._slab  # None once the pool is closed
 
     def _bytes_free_committed(self) -> tuple[int, int, int]:
         total = self.block_size * self.block_count

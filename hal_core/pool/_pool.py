@@ -387,7 +387,7 @@ def allocate_buffer(
             result, reservation, _info = pool.acquire_reservation(
                 size, alignment, requester_frontier, 0
             )
-            if result == _OK or result == _OK_FRESH:
+            if reservation is not None:  # OK or OK_FRESH
                 return pool.materialize_reservation(
                     params, reservation, size, transfer_ownership=True, device=device
                 )

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import abc
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from .._frontier import Frontier
 from .._memory import PlacementFlags
@@ -93,7 +93,9 @@ class AllocaState:
     __slots__ = ("pool", "result", "reservation", "info", "handle", "requester")
 
     def __init__(self, pool: Pool | None) -> None:
-        self.pool = pool
+        # None only for a zero-length alloca, which commits without touching a pool; every
+        # path that reaches the pool has one, so the attribute is typed as always set.
+        self.pool: Pool = cast(Pool, pool)
         self.result: AcquireResult | None = None
         self.reservation: Any = None
         self.info: Any = None

@@ -572,7 +572,9 @@ class TlsfPool(TlsfBlockTable, Pool):
                     self._front[b] = None
                     self._taint[b] = False
                     self._spare.append(b)
-                    released.append(self._slabs[index])
+                    slab = self._slabs[index]
+                    if slab is not None:  # always: a free block's slab is not trimmed yet
+                        released.append(slab)
                     self._slabs[index] = None
                     self._spare_slabs.append(index)
                     self._bytes_committed -= self.range_length

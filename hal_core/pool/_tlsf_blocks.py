@@ -74,7 +74,7 @@ class TlsfBlockTable:
         spare = self._spare
         if not spare:
             n = len(self._off)
-            for lst, fill in (
+            columns: tuple[tuple[list[Any], Any], ...] = (
                 (self._off, 0),
                 (self._size, 0),
                 (self._slab_of, 0),
@@ -85,7 +85,8 @@ class TlsfBlockTable:
                 (self._cls, NONE),
                 (self._front, None),
                 (self._taint, False),
-            ):
+            )
+            for lst, fill in columns:
                 lst.extend([fill] * n)
             spare.extend(range(2 * n - 1, n - 1, -1))
         return spare.pop()
