@@ -9,7 +9,7 @@ the plain class code plus the one ``profiler is None`` check in ``_publish_block
 
 Dispatch timestamps: while profiled, every submission publishes one extra packet, a
 trailing NOP barrier that carries the queue's epoch signal; every kernel-dispatch packet of
-the submission gets its own *profiling completion signal* from a per-queue pool (the epoch
+the submission gets its own *profiling completion signal* from a per-queue free list (the epoch
 signal it may have carried moves to the trailer). The command processor writes the
 packet's ``start_ts``/``end_ts`` into that signal (the 64-byte ``amd_signal_t``, bytes
 32/40; the software agent from its own clock). When the epoch retires (the queue set's
@@ -29,13 +29,13 @@ aqlprofile packets: *start* before it, *read* then *stop* after it, all with the
 (and the dispatch too), so the counters cover exactly that dispatch. The host queue
 reserves the extra slots in the same ring admission as the dispatch (``extra_slots``),
 the payload is spread out in place and the counter packets are written between. Each
-in-flight dispatch owns one packet set (its own result memory) from a per-queue pool that
+in-flight dispatch owns one packet set (its own result memory) from a per-queue stock that
 grows under the submission lock, before any ring slot is reserved. When the epoch
 retires, ``aqlprofile_pmc_iterate_data`` is read for every dispatch, instances of the
 same counter are summed, and one counter sample per counter set is recorded (scope
 DISPATCH, linked to the dispatch event id, ticks from the dispatch's signal); a set whose
 counters the library did not report gets no sample (values are never invented). Packet
-memory is the GPU's host-coherent fine pool; packets are deleted when the queue's pool is
+memory is the GPU's host-coherent fine memory pool; packets are deleted when the queue's profiler is
 destroyed. COUNTER_RANGES and EXECUTABLE_TRACES are not produced: they are absent from
 ``AMDGPU_PROFILING_FAMILIES``, so ``profiling_begin`` answers UNIMPLEMENTED for them and
 lists only what the device produces.
@@ -161,7 +161,7 @@ class _TimedAction:
             fail(error)
 
 
-class CounterPool:
+class CounterPacketSets:
     """One queue's aqlprofile packet sets, one per in-flight profiled dispatch (each has its
     own counter result memory), and the memory aqlprofile allocated for them.
 
@@ -182,7 +182,7 @@ class CounterPool:
         self._memory: list[Any] = []
 
     def _alloc(self, size: int, _flags: int) -> tuple[int, Any]:
-        # Every aqlprofile buffer goes to the host-coherent fine pool, which the GPU and
+        # Every aqlprofile buffer goes to the host-coherent fine memory pool, which the GPU and
         # the host both reach, whatever the library's flags ask for.
         _host, address, storage = self._allocate(size)
         self._memory.append(storage)
@@ -209,7 +209,8 @@ class CounterPool:
 
 
 class QueueProfiler:
-    """Per-queue tap state: the profiling signal pool and the epochs awaiting ticks."""
+    """Per-queue tap state: the profiling completion signals (a free list) and the epochs
+    awaiting ticks."""
 
     def __init__(self, owner: "AmdgpuProfiling", queue: Any) -> None:
         self.owner = owner
@@ -222,7 +223,7 @@ class QueueProfiler:
         self.packets = as_dispatch(queue.ring.rows)
         self.rows = queue.ring.rows
         #: aqlprofile packet sets while COUNTER_SAMPLES is on, else None
-        self.pmc: CounterPool | None = owner.counter_pools.get(queue.index)
+        self.pmc: CounterPacketSets | None = owner.counter_packets.get(queue.index)
         self.mask = queue.ring.mask
         trailer = new_staging(1)
         emit_nops(trailer)
@@ -234,9 +235,9 @@ class QueueProfiler:
         self.free: collections.deque = collections.deque()
         self.all_signals: list[Any] = []
         self.time = hsa.ffi.new("hsa_amd_profiling_dispatch_time_t*")
-        # Serialises retiring (completion thread) against ``end`` destroying the signal
-        # pool: an entry popped from ``pending`` is still being read until its signal is
-        # back in ``free``, so "pending is empty" alone does not mean the pool is unused.
+        # Serialises retiring (completion thread) against ``end`` destroying the signals:
+        # an entry popped from ``pending`` is still being read until its signal is back in
+        # ``free``, so "pending is empty" alone does not mean the signals are unused.
         self.retire_lock = threading.Lock()
         self.retired = False
 
@@ -255,16 +256,16 @@ class QueueProfiler:
     def extra_slots(self, block: Any, blit: Any) -> int:
         """Slots ``_publish_block`` reserves beyond the payload (under the queue lock, before
         reserving): the trailer, plus start/read/stop per dispatch while counting. Grows
-        the counter pool first, so a failing library raises before any state changes."""
-        pool = self.pmc
-        if pool is None:
+        the counter packet sets first, so a failing library raises before any state changes."""
+        sets = self.pmc
+        if sets is None:
             return 1
         if block is not None:
             n = int(np.count_nonzero((block.replay.header_words & 0xFF) == _DISPATCH_TYPE))
         else:
             n = 1 if blit is not None else 0
         if n:
-            pool.grow(n)
+            sets.grow(n)
         return 1 + 3 * n
 
     def before_headers(self, queue: Any, sub: Any, start: int, count: int, span: int,
@@ -286,8 +287,8 @@ class QueueProfiler:
             idx = []
         items = []
         completion = packets["completion_signal"]
-        pool = self.pmc
-        pmc_free = pool.free if pool is not None else None
+        sets = self.pmc
+        pmc_free = sets.free if sets is not None else None
         for i in idx:
             slot = (start + i) & mask
             handle, sig = self._acquire()
@@ -410,7 +411,8 @@ class QueueProfiler:
                     start_tick=start_tick, end_tick=end_tick)
 
     def destroy(self) -> None:
-        """Destroy the pool once no published packet can still complete into it."""
+        """Destroy the signals and packet sets once no published packet can still complete
+        into them."""
         if self.retired:
             return
         self.retired = True
@@ -441,8 +443,8 @@ class AmdgpuProfiling:
         #: tap until the op's final block is published.
         self.submission_ids: dict[int, int] = {}
         self._next_submission = itertools.count(1).__next__
-        #: queue index -> CounterPool while COUNTER_SAMPLES is on
-        self.counter_pools: dict[int, CounterPool] = {}
+        #: queue index -> CounterPacketSets while COUNTER_SAMPLES is on
+        self.counter_packets: dict[int, CounterPacketSets] = {}
         #: (counter set id, [(block, event)] in sample-value order) per requested set
         self.counter_layout: list[tuple[int, list[tuple[int, int]]]] = []
 
@@ -459,7 +461,7 @@ class AmdgpuProfiling:
         enabled = []
         try:
             if counting is not None:
-                self._create_counter_pools(qset, *counting)
+                self._create_counter_packets(qset, *counting)
             for q in qset.queues:
                 hsa.check(hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 1),
                           f"hsa_amd_profiling_set_profiler_enabled(queue {q.index})")
@@ -467,9 +469,9 @@ class AmdgpuProfiling:
         except BaseException:
             for q in enabled:
                 hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 0)
-            for pool in self.counter_pools.values():
-                pool.close()
-            self.counter_pools = {}
+            for sets in self.counter_packets.values():
+                sets.close()
+            self.counter_packets = {}
             raise
         self._register_builtins(qset)
         self.queues = [QueueProfiler(self, q) for q in qset.queues]
@@ -498,7 +500,7 @@ class AmdgpuProfiling:
                 q.__dict__.pop("profiler", None)
             self.hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 0)
         # Epochs still in flight keep their signals (and the retire listener) until they
-        # retire; a failed queue never retires them, so its pool goes now.
+        # retire; a failed queue never retires them, so its signals go now.
         for q, qp in zip(qset.queues, self.queues):
             with qp.retire_lock:
                 if not qp.pending or q.error is not None or q._closed:
@@ -514,7 +516,7 @@ class AmdgpuProfiling:
         kind = op.kind
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
             self._register_program(op.program)
-            if self.counter_pools:
+            if self.counter_packets:
                 self._check_counted_fit(op.program)
         submission_id = self._next_submission()
         self.submission_ids[id(op)] = submission_id
@@ -595,7 +597,7 @@ class AmdgpuProfiling:
             lib = check_profiling_options(options, agent, libhsa_path=libhsa_path)
         return lib, agents, resolve_counter_sets(options.counter_sets, agents[0])
 
-    def _create_counter_pools(self, qset: Any, lib: Any, agents: list, resolved: list) -> None:
+    def _create_counter_packets(self, qset: Any, lib: Any, agents: list, resolved: list) -> None:
         """One packet set per queue now (a library that cannot create them fails begin),
         the union of all sets' counters in one aqlprofile profile, and the set records."""
         specs: list[Any] = []
@@ -605,10 +607,10 @@ class AmdgpuProfiling:
                     specs.append(spec)
         for q in qset.queues:
             gpu_index = q.gpu_index
-            pool = CounterPool(lib, agents[gpu_index], specs,
-                               lambda size, g=gpu_index: qset.allocate_host_coherent(g, size))
-            self.counter_pools[q.index] = pool
-            pool.grow(1)
+            sets = CounterPacketSets(lib, agents[gpu_index], specs,
+                                     lambda size, g=gpu_index: qset.allocate_host_coherent(g, size))
+            self.counter_packets[q.index] = sets
+            sets.grow(1)
         layout = []
         for set_id, (cs, set_specs) in enumerate(resolved, 1):
             self.session.record_counter_set(
