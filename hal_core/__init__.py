@@ -1,7 +1,10 @@
 """hal_core: a hardware abstraction layer for accelerators, in the shape of IREE's HAL.
 
-This module only re-exports; implementations live in private modules. Backend authors use
-``hal_core.backend`` and ``hal_core.hookspecs``.
+This module only re-exports the user tier (devices, semaphores, buffers, command buffers,
+executables, files, device groups, pools, streams, profiling hooks, errors and flags);
+implementations live in private modules. What only backend authors and tools need (the
+backend contract, frontier axes and trackers, slab providers, topology records, registry
+internals) is the backend tier, ``hal_core.backend``; replay is ``hal_core.replay``.
 """
 
 from ._allocator import Allocator, AllocatorStatistics
@@ -31,21 +34,6 @@ from ._executable import (
     ParameterType,
 )
 from ._file import File
-from ._frontier import (
-    DEFAULT_FRONTIER_CAPACITY,
-    AxisDomain,
-    Frontier,
-    FrontierComparison,
-    axis_device_index,
-    axis_domain,
-    axis_machine,
-    axis_make,
-    axis_make_queue,
-    axis_ordinal,
-    axis_queue_index,
-    axis_session,
-)
-from ._frontier_tracker import FrontierTracker, FrontierWaiter
 from ._group_copy import CopyRecord, CopyStrategy
 from ._memory import (
     WHOLE_BUFFER,
@@ -58,7 +46,6 @@ from ._memory import (
     PlacementFlags,
     QueueAffinity,
 )
-from ._notification import Notification
 from ._queue import (
     AllocaFlags,
     DeallocaFlags,
@@ -66,7 +53,7 @@ from ._queue import (
     HostCallFlags,
     QueueOpKind,
 )
-from ._registry import PluginRecord, Registry, create_device, registry
+from ._registry import create_device, registry
 from ._semaphore import (
     FAILURE_VALUE,
     MAX_VALUE,
@@ -101,30 +88,20 @@ from ._status import (
 from ._stream import Stream
 from ._timepoint import Timepoint
 from ._topology import (
-    DeviceCapabilities,
-    InteropMode,
-    LinkClass,
     Topology,
-    TopologyCapability,
-    TopologyEdge,
-    TopologyInfo,
-    edge_from_capabilities,
     format_topology,
 )
 from ._uri import DeviceUri
 from .hookspecs import hookimpl
 from .pool import (
     AcquireResult,
-    CpuSlabProvider,
     FixedBlockPool,
     PassthroughPool,
     Pool,
     PoolSet,
     PoolStats,
-    QueuePoolBackend,
     Reservation,
     ReserveFlags,
-    SlabCache,
     TlsfPool,
 )
 
@@ -132,32 +109,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AcquireResult",
-    "CpuSlabProvider",
     "FixedBlockPool",
     "PassthroughPool",
     "Pool",
     "PoolSet",
     "PoolStats",
-    "QueuePoolBackend",
     "Reservation",
     "ReserveFlags",
-    "SlabCache",
     "TlsfPool",
-    "DEFAULT_FRONTIER_CAPACITY",
-    "AxisDomain",
-    "Frontier",
-    "FrontierComparison",
-    "axis_device_index",
-    "axis_domain",
-    "axis_machine",
-    "axis_make",
-    "axis_make_queue",
-    "axis_ordinal",
-    "axis_queue_index",
-    "axis_session",
-    "FrontierTracker",
-    "FrontierWaiter",
-    "Notification",
     "AbortedError",
     "AllocaFlags",
     "Allocator",
@@ -185,18 +144,11 @@ __all__ = [
     "Device",
     "CopyRecord",
     "CopyStrategy",
-    "DeviceCapabilities",
     "DeviceGroup",
-    "InteropMode",
-    "LinkClass",
     "MAX_GROUP_DEVICES",
     "Timepoint",
     "Topology",
-    "TopologyCapability",
-    "TopologyEdge",
-    "TopologyInfo",
     "create_device_group",
-    "edge_from_capabilities",
     "format_topology",
     "DeviceInfo",
     "DeviceUri",
@@ -229,10 +181,8 @@ __all__ = [
     "ParameterType",
     "PermissionDeniedError",
     "PlacementFlags",
-    "PluginRecord",
     "QueueAffinity",
     "QueueOpKind",
-    "Registry",
     "ResourceExhaustedError",
     "Semaphore",
     "StatusCode",

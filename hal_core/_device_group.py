@@ -48,7 +48,7 @@ from ._status import (
 )
 
 # The local_cpu plugin still imports these topology records from this module (they are
-# public as ``hal_core.TopologyEdge`` etc., where plugins should take them from).
+# public as ``hal_core.backend.TopologyEdge`` etc., where plugins should take them from).
 from ._topology import (  # noqa: F401, E402
     DeviceCapabilities,
     InteropMode,

@@ -164,4 +164,4 @@ class Notification:
             self.end_observe()
 
     def __repr__(self) -> str:
-        return f"<hal_core.Notification epoch={self._epoch} observers={self._observers}>"
+        return f"<hal_core.backend.Notification epoch={self._epoch} observers={self._observers}>"

@@ -206,7 +206,7 @@ def query_device_capabilities(device: Device) -> DeviceCapabilities:
     if not isinstance(caps, DeviceCapabilities):
         raise InvalidArgumentError(
             f"backend of {device.uri!r} returned {type(caps).__name__} from "
-            "query_capabilities(); it must return hal_core.DeviceCapabilities"
+            "query_capabilities(); it must return hal_core.backend.DeviceCapabilities"
         )
     return caps
 

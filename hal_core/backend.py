@@ -48,7 +48,22 @@ from ._command_buffer import (
 )
 from ._completion import buffer_root, fail_all, op_error, signal_all, wait_reached
 from ._executable import FunctionInfo, FunctionParameter, default_parameters
-from ._frontier_tracker import FrontierWaiter
+from ._frontier import (
+    DEFAULT_FRONTIER_CAPACITY,
+    AxisDomain,
+    Frontier,
+    FrontierComparison,
+    axis_device_index,
+    axis_domain,
+    axis_machine,
+    axis_make,
+    axis_make_queue,
+    axis_ordinal,
+    axis_queue_index,
+    axis_session,
+)
+from ._frontier_tracker import FrontierTracker, FrontierWaiter
+from ._notification import Notification
 from ._queue import (
     HostCallContext,
     QueueOp,
@@ -57,6 +72,7 @@ from ._queue import (
     host_call_outcome,
     run_host_call,
 )
+from ._registry import PluginRecord, Registry
 from ._semaphore import dispatch_callbacks, run_on_trampoline
 from ._topology import (
     DeviceCapabilities,
@@ -70,10 +86,35 @@ from ._topology import (
 )
 from ._wait_resolution import resolve_waits
 from .hookspecs import hookimpl
-from .pool import QueuePoolBackend, Slab, SlabProvider, SlabProviderStats
+from .pool import (
+    CpuSlabProvider,
+    QueuePoolBackend,
+    Slab,
+    SlabCache,
+    SlabProvider,
+    SlabProviderStats,
+)
 from .pool._queue_alloca import AllocaState, QueueAllocaMachine, TransientAllocation
 
 __all__ = [
+    "DEFAULT_FRONTIER_CAPACITY",
+    "AxisDomain",
+    "Frontier",
+    "FrontierComparison",
+    "axis_device_index",
+    "axis_domain",
+    "axis_machine",
+    "axis_make",
+    "axis_make_queue",
+    "axis_ordinal",
+    "axis_queue_index",
+    "axis_session",
+    "FrontierTracker",
+    "Notification",
+    "PluginRecord",
+    "Registry",
+    "CpuSlabProvider",
+    "SlabCache",
     "DeviceCapabilities",
     "InteropMode",
     "LinkClass",

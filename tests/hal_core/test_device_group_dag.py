@@ -18,10 +18,10 @@ import pytest
 from hal_local_cpu.device import LocalDeviceBackend
 
 import hal_core as hal
-from hal_core import Frontier
 from hal_core._device_group import DeviceGroup, create_device_group
 from hal_core._group_copy import CopyStrategy
 from hal_core._topology import DeviceCapabilities, InteropMode
+from hal_core.backend import Frontier
 
 T = 30.0
 OPS = 300

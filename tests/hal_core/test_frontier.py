@@ -7,11 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core
-from hal_core import (
+from hal_core import InvalidArgumentError
+from hal_core.backend import (
     AxisDomain,
     Frontier,
     FrontierComparison,
-    InvalidArgumentError,
     axis_device_index,
     axis_domain,
     axis_machine,

@@ -11,11 +11,10 @@ from hal_core import (
     AlreadyExistsError,
     CancelledError,
     DataLossError,
-    Frontier,
-    FrontierTracker,
     NotFoundError,
     ResourceExhaustedError,
 )
+from hal_core.backend import Frontier, FrontierTracker
 
 
 def _recorder():

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from hal_core import DeadlineExceededError, FailedPreconditionError, Notification
+from hal_core import DeadlineExceededError, FailedPreconditionError
+from hal_core.backend import Notification
 
 
 def test_token_protocol_basics():

@@ -27,7 +27,13 @@ from typing import Any
 
 import attrs
 
-from hal_core import DeviceCapabilities, InteropMode, LinkClass, TopologyCapability, TopologyEdge
+from hal_core.backend import (
+    DeviceCapabilities,
+    InteropMode,
+    LinkClass,
+    TopologyCapability,
+    TopologyEdge,
+)
 
 from .topology import LINK_COSTS, AgentPoolEdge, LinkFlag, query_edge
 

@@ -67,11 +67,11 @@ from hal_core import (
     InternalError,
     OutOfRangeError,
     UnimplementedError,
-    axis_make_queue,
 )
 from hal_core.backend import (
     QueueOp,
     QueueOpKind,
+    axis_make_queue,
     resolve_waits,
     wait_reached,
 )

@@ -34,8 +34,14 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from hal_core import Frontier, HalError, Notification
-from hal_core.backend import AllocaState, QueueAllocaMachine, TransientAllocation
+from hal_core import HalError
+from hal_core.backend import (
+    AllocaState,
+    Frontier,
+    Notification,
+    QueueAllocaMachine,
+    TransientAllocation,
+)
 from hal_core.pool import (
     DEFAULT_PRIORITY_OVERSIZED,
     DEFAULT_PRIORITY_TLSF,

@@ -28,13 +28,12 @@ from hal_core import (
     BufferRef,
     BufferUsage,
     CommandBufferMode,
-    FrontierTracker,
     InvalidArgumentError,
     MemoryAccess,
     MemoryType,
     UnimplementedError,
 )
-from hal_core.backend import CMD_COPY, QueueOp, QueueOpKind
+from hal_core.backend import CMD_COPY, FrontierTracker, QueueOp, QueueOpKind
 
 from .aql_packets import emit_dispatches, new_staging
 from .block_program import (

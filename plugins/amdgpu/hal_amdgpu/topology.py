@@ -14,7 +14,7 @@ import enum
 import attrs
 
 # One definition of link classes and interop modes: hal_core's (IREE's values).
-from hal_core import InteropMode, LinkClass
+from hal_core.backend import InteropMode, LinkClass
 
 from .hsa import HsaLibrary
 from .hsa_enums import AgentPoolInfo, LinkType, PoolAccess

@@ -30,24 +30,24 @@ from hal_core import (
     HalError,
     HostCallFlags,
     StatusCode,
+    error_for,
 )
-from hal_core import error_for
 from hal_core.backend import (
     DeviceCapabilities,
+    HostCallContext,
     InteropMode,
+    QueueOp,
+    QueueOpKind,
     TopologyCapability,
     TopologyEdge,
     fail_all,
     op_error,
-    signal_all,
-    wait_reached,
-    HostCallContext,
-    QueueOp,
-    QueueOpKind,
     report_callback_error,
     resolve_waits,
     run_host_call,
     run_on_trampoline,
+    signal_all,
+    wait_reached,
 )
 from hal_core.profiling import MemoryEventType
 from hal_core.profiling import host_time_ns as _host_time_ns

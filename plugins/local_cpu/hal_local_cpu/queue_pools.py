@@ -33,21 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from hal_core import (
-    Frontier,
-    FrontierTracker,
-    HalError,
-    Notification,
-    StatusCode,
-    axis_make_queue,
-    error_for,
-)
+from hal_core import HalError, StatusCode, error_for
 from hal_core.backend import (
     AllocaState,
+    Frontier,
+    FrontierTracker,
     HostStorage,
+    Notification,
     QueueAllocaMachine,
     QueueOp,
     TransientAllocation,
+    axis_make_queue,
 )
 from hal_core.pool import (
     DEFAULT_PRIORITY_OVERSIZED,

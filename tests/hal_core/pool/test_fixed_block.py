@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hal_core import FailedPreconditionError, Frontier, InvalidArgumentError, OutOfRangeError
+from hal_core import FailedPreconditionError, InvalidArgumentError, OutOfRangeError
+from hal_core.backend import Frontier
 from hal_core.pool import AcquireResult, CpuSlabProvider, FixedBlockPool, ReserveFlags
 
 R = AcquireResult

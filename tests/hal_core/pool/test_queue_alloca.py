@@ -12,24 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core
-from hal_core import (
-    AllocaFlags,
-    BufferParams,
-    FrontierTracker,
-    MemoryAccess,
-    MemoryType,
-    Notification,
-    PlacementFlags,
-    axis_make_queue,
-)
+from hal_core import AllocaFlags, BufferParams, MemoryAccess, MemoryType, PlacementFlags
 from hal_core._buffer import Buffer
 from hal_core.backend import (
     AllocaState,
+    FrontierTracker,
     HostStorage,
+    Notification,
     QueueAllocaMachine,
     QueueOp,
     QueueOpKind,
     TransientAllocation,
+    axis_make_queue,
 )
 from hal_core.pool import AcquireResult, CpuSlabProvider, FixedBlockPool, PoolSet
 

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hal_core import Frontier
+from hal_core.backend import Frontier
 from hal_core.pool import CpuSlabProvider, TlsfPool
 
 SLAB = 1 << 14

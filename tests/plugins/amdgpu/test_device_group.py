@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import hal_core
-from hal_core import InteropMode, LinkClass, TopologyCapability
+import hal_core.backend
+from hal_core.backend import InteropMode, LinkClass, TopologyCapability
 from hal_core.cli.main import main
 
 URIS = ["local-task://", "amdgpu://0?hsa=soft", "amdgpu://1?hsa=soft"]
@@ -138,7 +139,7 @@ def test_amdgpu_queue_axes_advance_in_the_group_tracker(group):
             sem.wait(q + 1, TIMEOUT)
             axis = group.queue_axis(d, q)
             # the frontier semaphore of "this queue's first epoch" is reached
-            group.semaphore_for_frontier(hal_core.Frontier.single(axis, 1)).wait(1, TIMEOUT)
+            group.semaphore_for_frontier(hal_core.backend.Frontier.single(axis, 1)).wait(1, TIMEOUT)
             assert group.tracker.current_epoch(axis) >= 1
 
 
@@ -178,13 +179,13 @@ def test_group_and_profiling_listeners_chain():
         device.queue_fill(1, [], [(sem, 1)], buf, 0, 64, b"\x05")
         sem.wait(1, TIMEOUT)
         axis = g.queue_axis(0, 0)
-        g.semaphore_for_frontier(hal_core.Frontier.single(axis, 1)).wait(1, TIMEOUT)
+        g.semaphore_for_frontier(hal_core.backend.Frontier.single(axis, 1)).wait(1, TIMEOUT)
         device.profiling_end()
         assert len(stats.capture.records("dispatch-events")) == 1
         # the group's listener still advances the axis after profiling unhooked
         device.queue_fill(1, [], [(sem, 2)], buf, 0, 64, b"\x06")
         sem.wait(2, TIMEOUT)
-        g.semaphore_for_frontier(hal_core.Frontier.single(axis, 2)).wait(1, TIMEOUT)
+        g.semaphore_for_frontier(hal_core.backend.Frontier.single(axis, 2)).wait(1, TIMEOUT)
         backend = device.backend
     # leaving the group (close) unhooks the axes listener
     assert backend._group_axes is None

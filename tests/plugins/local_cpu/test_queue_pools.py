@@ -7,7 +7,8 @@ import threading
 import pytest
 
 import hal_core
-from hal_core import BufferParams, Frontier
+from hal_core import BufferParams
+from hal_core.backend import Frontier
 from hal_core.pool import AcquireResult, CpuSlabProvider, FixedBlockPool, TlsfPool
 
 T = 10.0
