@@ -87,7 +87,8 @@ class CtsContext:
             BufferParams(usage=usage | BufferUsage.TRANSFER, type=memory_type), size
         )
         if data is not None:
-            payload = np.frombuffer(memoryview(data).cast("B"), np.uint8)
+            # numpy's stubs give ndarray the buffer protocol only from Python 3.12.
+            payload = np.frombuffer(memoryview(data).cast("B"), np.uint8)  # type: ignore[arg-type]
             sem = self.semaphore()
             self.device.queue_update(
                 hal_core.QueueAffinity.ANY, (), [(sem, 1)], payload, 0, buffer, 0, payload.nbytes

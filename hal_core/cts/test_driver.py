@@ -101,9 +101,9 @@ def test_create_by_unknown_path_is_not_found(driver, params):
     assert info.value.code == StatusCode.NOT_FOUND
     assert path in info.value.message
     garbage = "no-such-device-9f3c"
-    with pytest.raises((hal_core.NotFoundError, hal_core.InvalidArgumentError)) as info:
+    with pytest.raises((hal_core.NotFoundError, hal_core.InvalidArgumentError)) as garbage_info:
         driver.create_device_by_path(garbage, params)
-    assert garbage in info.value.message
+    assert garbage in garbage_info.value.message
     with driver.create_device_by_path("", params) as device:  # the driver still works
         _works(device)
 

@@ -98,7 +98,7 @@ def test_unsupported_families_fail_at_begin(cts):
     family = candidates[0]
     with pytest.raises((hal_core.UnimplementedError, hal_core.UnavailableError)) as info:
         cts.device.profiling_begin(ProfilingOptions(family, sinks=[StatisticsSink()]))
-    assert family.name in str(info.value)
+    assert family.name is not None and family.name in str(info.value)
     # nothing started: a supported session still begins
     if supported:
         with session(cts, F(supported & -supported), StatisticsSink()):

@@ -200,7 +200,7 @@ def test_update_captures_source_at_call_time(cts, source_kind):
     buf = cts.buffer(1024)
     gate, done = cts.semaphore(0), cts.semaphore(0)
     cts.device.queue_update(ANY, [(gate, 1)], [(done, 1)], source, 0, buf, 0, 1024)
-    if source_kind == "bytearray":
+    if isinstance(source, bytearray):  # source_kind == "bytearray"
         source[:] = b"\xee" * 1024
     else:
         source[:] = 0xEE
@@ -522,8 +522,10 @@ def test_failed_wait_skips_the_transfer(cts):
 try:  # hypothesis is a test extra; the CTS still runs without it
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
+
+    _HAVE_HYPOTHESIS = True
 except ImportError:  # pragma: no cover
-    given = None
+    _HAVE_HYPOTHESIS = False
 
 _SIZE = 96
 
@@ -590,7 +592,7 @@ def _model_and_submit(cts, ops, buffers, model, sem):
     return value
 
 
-if given is not None:
+if _HAVE_HYPOTHESIS:
 
     @settings(
         max_examples=20,

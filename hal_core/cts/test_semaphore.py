@@ -225,7 +225,7 @@ def test_wait_lists_with_a_failed_semaphore(cts):
 def test_wait_list_rejects_non_semaphores(cts):
     sem = cts.semaphore(0)
     with pytest.raises(hal_core.InvalidArgumentError, match="Semaphore"):
-        wait_all([(object(), 1)], 0)
+        wait_all([(object(), 1)], 0)  # type: ignore[list-item]  # the wrong type on purpose
     with pytest.raises(hal_core.InvalidArgumentError):
         wait_any([sem], 0)
     sem.signal(1)
