@@ -11,7 +11,7 @@ import hal_core
 pytest_plugins = ["pytester"]
 
 CONFTEST = textwrap.dedent(
-    '''
+    """
     import hal_core
     from hal_core.backend import DriverFactory
     from hal_local_cpu.driver import LocalDriverBackend
@@ -41,11 +41,11 @@ CONFTEST = textwrap.dedent(
 
     def pytest_unconfigure(config):
         hal_core.registry().unregister_plugin(PLUGIN_NAME)
-    '''
+    """
 )
 
 SUITE = textwrap.dedent(
-    '''
+    """
     from hal_core.cts.dispatch_support import pytest_generate_tests  # noqa: F401
 
 
@@ -55,7 +55,7 @@ SUITE = textwrap.dedent(
 
     def test_plain(cts):
         pass
-    '''
+    """
 )
 
 
