@@ -8,7 +8,7 @@ kernel name). The driver uses it only when asked: URI parameter ``hsa=soft``
 (``amdgpu://?hsa=soft``) or ``HAL_AMDGPU_HSA=soft``.
 """
 
-from .config import SOFT_GPUS_ENV, SoftAgentConfig, SoftPoolConfig, SoftSystemConfig
+from .config import SOFT_GPUS_ENV, SoftAgentConfig, SoftMemoryPoolConfig, SoftSystemConfig
 from .host_twins import BUILTIN_TWINS, HostTwin, HostTwinContext
 from .memory import SoftMemoryFault
 from .runtime import SoftHsaRuntime
@@ -21,6 +21,6 @@ __all__ = [
     "SoftAgentConfig",
     "SoftHsaRuntime",
     "SoftMemoryFault",
-    "SoftPoolConfig",
+    "SoftMemoryPoolConfig",
     "SoftSystemConfig",
 ]

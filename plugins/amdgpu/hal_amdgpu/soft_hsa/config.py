@@ -14,14 +14,14 @@ from hal_core import InvalidArgumentError
 from ..hsa_enums import LinkType, PoolGlobalFlag
 from ..target_id import HSA_ISA_PREFIX, TargetId
 
-__all__ = ["SoftPoolConfig", "SoftAgentConfig", "SoftSystemConfig", "SOFT_GPUS_ENV"]
+__all__ = ["SoftMemoryPoolConfig", "SoftAgentConfig", "SoftSystemConfig", "SOFT_GPUS_ENV"]
 
 SOFT_GPUS_ENV = "HAL_AMDGPU_SOFT_GPUS"
 MAX_SOFT_GPUS = 64
 
 
 @attrs.frozen
-class SoftPoolConfig:
+class SoftMemoryPoolConfig:
     """One GLOBAL-segment memory pool of an agent."""
 
     flags: PoolGlobalFlag
@@ -32,19 +32,19 @@ class SoftPoolConfig:
     alloc_max_size: int = 1 << 32
 
 
-def _cpu_pools() -> tuple[SoftPoolConfig, ...]:
+def _cpu_pools() -> tuple[SoftMemoryPoolConfig, ...]:
     return (
-        SoftPoolConfig(PoolGlobalFlag.FINE_GRAINED | PoolGlobalFlag.KERNARG_INIT,
+        SoftMemoryPoolConfig(PoolGlobalFlag.FINE_GRAINED | PoolGlobalFlag.KERNARG_INIT,
                        accessible_by_all=True),
-        SoftPoolConfig(PoolGlobalFlag.FINE_GRAINED, accessible_by_all=True),
-        SoftPoolConfig(PoolGlobalFlag.COARSE_GRAINED, accessible_by_all=True),
+        SoftMemoryPoolConfig(PoolGlobalFlag.FINE_GRAINED, accessible_by_all=True),
+        SoftMemoryPoolConfig(PoolGlobalFlag.COARSE_GRAINED, accessible_by_all=True),
     )
 
 
-def _gpu_pools() -> tuple[SoftPoolConfig, ...]:
+def _gpu_pools() -> tuple[SoftMemoryPoolConfig, ...]:
     return (
-        SoftPoolConfig(PoolGlobalFlag.COARSE_GRAINED),
-        SoftPoolConfig(PoolGlobalFlag.FINE_GRAINED),
+        SoftMemoryPoolConfig(PoolGlobalFlag.COARSE_GRAINED),
+        SoftMemoryPoolConfig(PoolGlobalFlag.FINE_GRAINED),
     )
 
 
@@ -66,7 +66,7 @@ class SoftAgentConfig:
     wavefront_size: int = 64
     bdf_id: int = 0
     product_name: str = ""
-    pools: tuple[SoftPoolConfig, ...] = ()
+    pools: tuple[SoftMemoryPoolConfig, ...] = ()
 
     @property
     def is_gpu(self) -> bool:

@@ -18,21 +18,21 @@ from ..hsa_enums import (
     PoolSegment,
     RegionInfo,
 )
-from .config import SoftAgentConfig, SoftPoolConfig, SoftSystemConfig
+from .config import SoftAgentConfig, SoftMemoryPoolConfig, SoftSystemConfig
 from .memory import SoftMemory
 
-__all__ = ["SoftMemoryApi", "SoftPool"]
+__all__ = ["SoftMemoryApi", "SoftMemoryPool"]
 
 _S = HsaStatus
 _OK = int(HsaStatus.SUCCESS)
 
 
-class SoftPool:
+class SoftMemoryPool:
     """One HSA memory pool of a soft agent: its handle, owning agent and configuration."""
 
     __slots__ = ("handle", "agent", "config")
 
-    def __init__(self, handle: int, agent: int, config: SoftPoolConfig) -> None:
+    def __init__(self, handle: int, agent: int, config: SoftMemoryPoolConfig) -> None:
         self.handle = handle
         self.agent = agent
         self.config = config
@@ -45,7 +45,7 @@ class SoftMemoryApi:
     config: SoftSystemConfig
     memory: SoftMemory
     _agents: dict[int, SoftAgentConfig]
-    _pools: dict[int, SoftPool]
+    _pools: dict[int, SoftMemoryPool]
     _agent_pools: dict[int, list[int]]
     _allocations: dict[int, int]
     _agent_handle: Callable[[Any], int]
@@ -86,7 +86,7 @@ class SoftMemoryApi:
         ffi.cast(entry[0], value)[0] = entry[1]
         return _OK
 
-    def _access(self, agent: int, pool: SoftPool) -> PoolAccess:
+    def _access(self, agent: int, pool: SoftMemoryPool) -> PoolAccess:
         if pool.agent == agent or pool.config.accessible_by_all:
             if (
                 not self._agents[pool.agent].is_gpu
@@ -98,7 +98,7 @@ class SoftMemoryApi:
             return PoolAccess.ALLOWED_BY_DEFAULT
         return PoolAccess.DISALLOWED_BY_DEFAULT
 
-    def _links(self, agent: int, pool: SoftPool) -> list[tuple[int, int, bool]]:
+    def _links(self, agent: int, pool: SoftMemoryPool) -> list[tuple[int, int, bool]]:
         """(link type, numa distance, coherent) per hop from ``agent`` to ``pool``."""
         if pool.agent == agent:
             return []

@@ -32,7 +32,7 @@ from .executable_api import SoftExecutableApi
 from .host_twins import BUILTIN_TWINS, HostTwin
 from .loader import SoftExecutable, SoftKernelObject, SoftLoadedCodeObject, SoftReader
 from .memory import SoftMemory
-from .memory_api import SoftMemoryApi, SoftPool
+from .memory_api import SoftMemoryApi, SoftMemoryPool
 from .packet_processor import SoftQueue
 from .signals import SoftSignals
 from .system_api import SoftSystemApi
@@ -64,7 +64,7 @@ class SoftHsaRuntime(SoftSystemApi, SoftMemoryApi, SoftExecutableApi):
         self._ids = itertools.count(1)
         self._agents: dict[int, SoftAgentConfig] = {}
         self._agent_order: list[int] = []
-        self._pools: dict[int, SoftPool] = {}
+        self._pools: dict[int, SoftMemoryPool] = {}
         self._agent_pools: dict[int, list[int]] = {}
         self._isas: dict[int, tuple[int, TargetId, str]] = {}
         self._agent_isa: dict[int, int] = {}
@@ -83,7 +83,7 @@ class SoftHsaRuntime(SoftSystemApi, SoftMemoryApi, SoftExecutableApi):
             pools = []
             for pool_cfg in agent.pools:
                 ph = next(self._ids)
-                self._pools[ph] = SoftPool(ph, handle, pool_cfg)
+                self._pools[ph] = SoftMemoryPool(ph, handle, pool_cfg)
                 pools.append(ph)
             self._agent_pools[handle] = pools
             if agent.is_gpu:
