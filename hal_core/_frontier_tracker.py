@@ -246,7 +246,7 @@ class FrontierTracker:
         otherwise returns the waiter for ``cancel_wait``. NOT_FOUND (raised, nothing
         registered) when an axis of ``frontier`` is not registered.
         """
-        failure = None
+        failure: HalError | None = None
         pending: list[tuple[_AxisState, int, int]] = []
         epochs = self._epochs
         with self._lock:

@@ -156,7 +156,8 @@ def _run_native_workgroups(
     for k, v in enumerate(views):
         ptrs[k] = ffi.cast("void*", v.ctypes.data) if len(v) else ffi.NULL
         blens[k] = len(v)
-    cbuf = ffi.from_buffer("uint32_t[]", consts) if len(consts) else ffi.NULL
+    # (numpy's stubs give ndarray the buffer protocol only from Python 3.12)
+    cbuf = ffi.from_buffer("uint32_t[]", consts) if len(consts) else ffi.NULL  # type: ignore[call-overload]
     state.workgroup_count = list(counts)
     state.workgroup_size = [rec[11], rec[12], rec[13]]
     state.constant_count = len(consts)
