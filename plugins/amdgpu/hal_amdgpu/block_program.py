@@ -417,6 +417,27 @@ class _Shape:
                  "group", "executable_id", "indirect", "resolve", "head", "tail",
                  "grid_error", "binding_count", "constant_bytes", "memo", "command_row",
                  "packet_row")
+    opcode: int
+    dispatch_flags: int
+    desc: KernelDescriptor
+    grid: tuple[int, ...]
+    wg: tuple[int, ...]
+    count: tuple[int, int, int]  # dispatches only
+    lds: int  # dispatches only
+    private: int
+    group: int
+    executable_id: int
+    indirect: tuple | None
+    #: (True, blit kind, width) for a blit, (False, executable, ordinal) for a dispatch
+    resolve: tuple[Any, Any, Any]
+    head: Any  # a struct.Struct, or None (dispatches only)
+    tail: bytes | None  # dispatches only
+    grid_error: bool  # dispatches only
+    binding_count: int  # dispatches only
+    constant_bytes: int  # dispatches only
+    memo: dict  # dispatches only
+    command_row: bytes | None
+    packet_row: bytes | None
 
 
 class _Rec:
@@ -425,6 +446,10 @@ class _Rec:
     bindings tuple and flags) share one ``_Rec``."""
 
     __slots__ = ("shape", "strategy", "image", "sources")
+    shape: _Shape
+    strategy: KernargStrategy
+    image: bytes
+    sources: list[tuple]
 
 
 class _Facts:
@@ -435,6 +460,15 @@ class _Facts:
 
     __slots__ = ("protos", "pids", "indices", "barriers", "mode", "slot_extents",
                  "static_buffers", "retained", "range_error")
+    protos: list[_Rec]
+    pids: list[int]
+    indices: list[int]
+    barriers: list[int]
+    mode: int
+    slot_extents: dict
+    static_buffers: tuple
+    retained: list[Any]
+    range_error: str | None
 
 
 _SCOPE_FLAGS = (int(FenceScope.AGENT) << 2) | (int(FenceScope.AGENT) << 4)
@@ -743,7 +777,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
     protos_append, pids_append = protos.append, pids.append
     last_executable = last_config = _NO_OBJECT
     last_ordinal = last_flags = -1
-    shape = None
+    shape: _Shape  # set by the first dispatch (nothing matches _NO_OBJECT)
     indices_append, barriers_append = indices.append, barriers.append
     for index, cmd in enumerate(commands):
         op = cmd[0]
@@ -751,9 +785,8 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
             # Runs of dispatches naming the last shape's objects skip the lookup.
             if (cmd[3] is not last_config or cmd[1] is not last_executable
                     or cmd[2] != last_ordinal or cmd[6] != last_flags):
-                shape = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
-                if shape is None:
-                    shape = dispatch_shape(index, cmd)
+                known = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
+                shape = dispatch_shape(index, cmd) if known is None else known
                 last_executable, last_ordinal = cmd[1], cmd[2]
                 last_config, last_flags = cmd[3], cmd[6]
             # The same dispatch recorded again lowers to the same record.
@@ -829,7 +862,7 @@ def _kernel_objects_if_compatible(facts: _Facts, first: ProgramContext,
         return None
     cache: dict[tuple, int | None] = {}
     shapes = list(map(_SHAPE_OF, facts.protos))
-    by_shape: dict[int, int | None] = {}
+    by_shape: dict[int, int] = {}
     for shape in dict(zip(map(id, shapes), shapes)).values():
         builtin, x, y = shape.resolve
         key = (builtin, id(x), y)
@@ -978,6 +1011,15 @@ class _Lowered:
 
     __slots__ = ("pids", "bounds", "rows", "pre_positions", "pre_offsets", "pre_view",
                  "pre_total", "self_qwords", "self_values")
+    pids: np.ndarray
+    bounds: list[tuple[int, int]]
+    rows: np.ndarray
+    pre_positions: np.ndarray  # these five only when the program prepublishes kernargs
+    pre_offsets: np.ndarray
+    pre_view: np.ndarray
+    self_qwords: list[int]
+    self_values: list[int]
+    pre_total: int
 
 
 def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity: int,
@@ -1249,7 +1291,8 @@ def _terminator(opcode: Opcode) -> np.ndarray:
 
 
 _TERMINATORS = {True: _terminator(Opcode.RETURN), False: _terminator(Opcode.BRANCH)}
-_TARGET_AT = COMMAND_DTYPE.fields["target_block_ordinal"][1]
+# numpy types dtype.fields as optional; a structured dtype's is always set.
+_TARGET_AT = COMMAND_DTYPE.fields["target_block_ordinal"][1]  # type: ignore[index]
 
 
 def _encode_binary(ordinal: int, body: np.ndarray, sources: np.ndarray, rodata: np.ndarray,
