@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from hal_core import InvalidArgumentError
 
@@ -79,7 +79,7 @@ class LoadedLibrary:
         region = self.image.region(self.base, ptr)
         if region is None:
             raise InvalidArgumentError(f"{what} points outside the library ({ptr:#x})")
-        raw = ffi.string(ffi.cast("char*", ptr), min(limit, region[0]))
+        raw = cast(bytes, ffi.string(ffi.cast("char*", ptr), min(limit, region[0])))  # char*
         if len(raw) >= min(limit, region[0]):
             raise InvalidArgumentError(f"{what} is not a NUL-terminated string")
         return raw.decode("utf-8", "replace")

@@ -434,8 +434,8 @@ def _check_dynamic(
             if base - 8 < where < base + count and (where - base) % 8:
                 raise _Bad(f"a relocation at {where:#x} writes across a constructor slot")
         for slot in range(base, base + count, 8):
-            target = relocs.get(slot)
-            if target is None or not callable_entry(target):
+            entry = relocs.get(slot)
+            if entry is None or not callable_entry(entry):
                 raise _Bad(f"constructor/destructor slot {slot:#x} does not point to a function")
     _check_versions(blob, mem, tags, nsyms, string)
     return symbols

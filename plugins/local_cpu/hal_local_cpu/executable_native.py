@@ -117,7 +117,7 @@ class NativeExecutable:
         ``ordinal`` directly through cffi, with no bindings and no constants (what a user
         without a HAL would write; the ``direct.loop`` benchmark peer). ``fn`` returns
         the kernel's status; it is valid while this executable is alive."""
-        state = ffi.new("hal_cpu_dispatch_state_t*")
+        state: Any = ffi.new("hal_cpu_dispatch_state_t*")  # cffi's stubs give cdata no fields
         state.workgroup_count = list(counts)
         state.workgroup_size = list(self.functions[ordinal].workgroup_size)
         return self.fns[ordinal], state

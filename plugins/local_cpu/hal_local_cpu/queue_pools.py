@@ -132,8 +132,8 @@ class QueuePools(QueueAllocaMachine):
     def _tracker_for(self, frontier: Frontier) -> FrontierTracker:
         group = self._group
         if group is not None:
-            known = self._group_epochs
-            if all(axis in known for axis, _epoch in frontier):
+            known = self._group_epochs  # None if the group is being unbound meanwhile
+            if known is not None and all(axis in known for axis, _epoch in frontier):
                 return group.tracker
         return self.tracker
 
