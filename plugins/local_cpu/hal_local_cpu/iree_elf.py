@@ -174,7 +174,8 @@ class IreeExecutable:
     def __init__(self, library: LoadedLibrary, what: str, constants: tuple) -> None:
         self.library = library
         keep: list[Any] = []
-        env = ffi.new("hal_iree_environment_t*")
+        # cffi's stubs give cdata no fields: the structs below are annotated Any.
+        env: Any = ffi.new("hal_iree_environment_t*")
         keep.append(env)
         env.import_thunk = _import_thunk()
         env.processor.data = list(processor_data())
@@ -184,7 +185,7 @@ class IreeExecutable:
                 f"{what}: the library does not serve IREE executable library version "
                 f"{LIBRARY_VERSION} (IREE 3.x llvm-cpu output)"
             )
-        lib_t = ffi.cast("hal_iree_library_t*", header_pp)
+        lib_t: Any = ffi.cast("hal_iree_library_t*", header_pp)
         self._check(lib_t, ffi.sizeof("hal_iree_library_t"), what, "the library structure")
         header = lib_t.header
         self._check(header, ffi.sizeof("hal_iree_library_header_t"), what, "the library header")
@@ -292,7 +293,7 @@ class IreeExecutable:
                     local_memory_size=local_bytes,
                 )
             )
-            ex = ffi.new("hal_iree_export_t*")
+            ex: Any = ffi.new("hal_iree_export_t*")
             ex.environment = env
             ex.local_memory_size = local_bytes
             ex.max_concurrency = concurrency
@@ -413,14 +414,14 @@ def call_workgroups(
         )
     if counts[2] > 0xFFFF or size[2] > 0xFFFF:
         raise error_for(StatusCode.INVALID_ARGUMENT, "workgroup z dimension exceeds 65535")
-    ex = ffi.cast("hal_iree_export_t*", export_ptr)
+    ex: Any = ffi.cast("hal_iree_export_t*", export_ptr)  # (cffi's stubs: no fields)
     n = len(ptrs)
     bptrs = ffi.new("void*[]", max(1, n))
     blens = ffi.new("size_t[]", max(1, n))
     for k in range(n):
         bptrs[k] = ffi.cast("void*", ptrs[k])
         blens[k] = lens[k]
-    ds = ffi.new("hal_iree_dispatch_state_t*")
+    ds: Any = ffi.new("hal_iree_dispatch_state_t*")
     ds.workgroup_size_x, ds.workgroup_size_y, ds.workgroup_size_z = size
     ds.constant_count = constant_count
     ds.workgroup_count_x, ds.workgroup_count_y, ds.workgroup_count_z = counts
@@ -429,7 +430,7 @@ def call_workgroups(
     ds.constants = constants
     ds.binding_ptrs = bptrs
     ds.binding_lengths = blens
-    ws = ffi.new("hal_iree_workgroup_state_t*")
+    ws: Any = ffi.new("hal_iree_workgroup_state_t*")
     local = None
     if ex.local_memory_size:
         local = ffi.new("char[]", ex.local_memory_size + 64)
