@@ -215,34 +215,14 @@ class HostQueueSet:
         kind = op.kind
         sub.resources = op.retained
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
-            program = op.program
-            if program.__class__ is GpuPrograms:
-                program = program.per_gpu[queue.gpu_index]
-            if not isinstance(program, BlockProgram):
-                raise UnimplementedError(
-                    f"amdgpu cannot replay a {type(program).__name__}; command buffers must "
-                    "be finalized by the amdgpu device"
-                )
-            sub.program = program
-            if kind == _K.EXECUTE:
-                sub.table = op.bindings
+            self._attach_program(sub, op, queue)
         elif kind == _K.FILL or kind == _K.COPY:
             # Encoded at admission (encode_blit); with nothing to move, a NOP carries the
             # signals.
             if op.length:
                 sub.blit = True
         elif kind == _K.UPDATE:
-            if op.length > UPDATE_INLINE_LIMIT:
-                # Large updates are staged in host memory the GPU reads (kept until retired).
-                staging = self._staging_buffer(op.length)
-                staging.host_bytes()[:] = op.payload
-                ref = BufferRef(op.target, op.target_offset, op.length)
-                sub.program = self._one_shot(
-                    (CMD_COPY, BufferRef(staging, 0, op.length), ref), queue
-                )
-                sub.resources = [op.retained, staging]
-            elif op.length:
-                sub.blit = True  # small ones ride inside the blit's kernargs
+            self._prepare_update(sub, op, queue)
         elif kind == _K.HOST_CALL:
             sub.action = HostCallAction(self, op)
             sub.signals = ()
@@ -250,19 +230,7 @@ class HostQueueSet:
             sub.action = FileAction(self, op)
             sub.signals = ()
         elif kind == _K.ALLOCA:
-            if self.pools is None:
-                raise UnimplementedError(
-                    "this amdgpu queue set has no allocator, so no pools for queue_alloca"
-                )
-            # Pool, size and alignment checks (and, with no pending waits, the reservation)
-            # happen now; the memory commits at admission (AmdgpuQueuePools.start) and a
-            # NOP carries the signals.
-            self.pools.prepare(op)
-            try:
-                queue.submit(sub)
-            except BaseException:
-                self.pools.abandon(op)
-                raise
+            self._submit_alloca(sub, op, queue)
             return
         elif kind == _K.DEALLOCA:
             sub.action = DeallocaAction(self, op)
@@ -274,6 +242,47 @@ class HostQueueSet:
         if sub.program is not None and sub.program.packet_count == 0:
             sub.program = None
         queue.submit(sub)
+
+    def _attach_program(self, sub: "_Sub", op: QueueOp, queue: Any) -> None:
+        """An EXECUTE or DISPATCH op's block program for ``queue``'s GPU (and, for EXECUTE,
+        its binding table); UNIMPLEMENTED for a program another device finalized."""
+        program = op.program
+        if program.__class__ is GpuPrograms:
+            program = program.per_gpu[queue.gpu_index]
+        if not isinstance(program, BlockProgram):
+            raise UnimplementedError(
+                f"amdgpu cannot replay a {type(program).__name__}; command buffers must "
+                "be finalized by the amdgpu device"
+            )
+        sub.program = program
+        if op.kind == _K.EXECUTE:
+            sub.table = op.bindings
+
+    def _prepare_update(self, sub: "_Sub", op: QueueOp, queue: Any) -> None:
+        if op.length > UPDATE_INLINE_LIMIT:
+            # Large updates are staged in host memory the GPU reads (kept until retired).
+            staging = self._staging_buffer(op.length)
+            staging.host_bytes()[:] = op.payload
+            ref = BufferRef(op.target, op.target_offset, op.length)
+            sub.program = self._one_shot((CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
+            sub.resources = [op.retained, staging]
+        elif op.length:
+            sub.blit = True  # small ones ride inside the blit's kernargs
+
+    def _submit_alloca(self, sub: "_Sub", op: QueueOp, queue: Any) -> None:
+        if self.pools is None:
+            raise UnimplementedError(
+                "this amdgpu queue set has no allocator, so no pools for queue_alloca"
+            )
+        # Pool, size and alignment checks (and, with no pending waits, the reservation)
+        # happen now; the memory commits at admission (AmdgpuQueuePools.start) and a
+        # NOP carries the signals.
+        self.pools.prepare(op)
+        try:
+            queue.submit(sub)
+        except BaseException:
+            self.pools.abandon(op)
+            raise
 
     def encode_blit(self, op: QueueOp, gpu_index: int) -> "_Blit":
         """The packet body and kernargs of one queue_fill / queue_copy / small
