@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable
 
 from hal_core import CancelledError, HalError, error_for
-from hal_core.backend import fail_all, run_on_trampoline, signal_all
+from hal_core.backend import fail_all, report_callback_error, run_on_trampoline, signal_all
 
 from .aql_packets import SignalCondition
 from .kernarg_ring import KernargRing
