@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
+from typing import Any, final
 
 import attrs
 import numpy as np
 
 from ._buffer import Buffer
+from ._construction import require_internal, sealed
 from ._memory import (
     BufferCompatibility,
     BufferParams,
@@ -45,8 +46,11 @@ class AllocatorStatistics:
     device_bytes_peak: int = 0
 
 
+@final
+@sealed
 class Allocator:
-    """Allocates buffers for one device. Thread-safe.
+    """Allocates buffers for one device (``Device.allocator``; no public constructor).
+    Final. Thread-safe.
 
     ``close()`` (idempotent; the device's ``close`` calls it) makes every later
     allocation or import FAILED_PRECONDITION. Statistics count an allocation when it is
@@ -54,7 +58,9 @@ class Allocator:
     counts frees when a buffer is destroyed; imported memory is not counted.
     """
 
-    def __init__(self, backend: Any, device: Any = None) -> None:
+    def __init__(self, backend: Any, device: Any = None, *, _token: object = None) -> None:
+        """Internal: its ``Device`` passes ``_token=INTERNAL``."""
+        require_internal(_token, "Allocator", "Device.allocator")
         self._backend = backend
         self._device = device
         # Re-entrant: a buffer dropped (freed) by a garbage collection that runs while

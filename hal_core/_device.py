@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import operator
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, final
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from ._command_submission import (
     prepare_dispatch,
     prepare_execute,
 )
+from ._construction import INTERNAL, require_internal, sealed
 from ._executable import Executable, ExecutableCache
 from ._file import File
 from ._memory import (
@@ -53,9 +54,9 @@ from ._queue_checks import (
     check_transfer_target,
     file_offset,
     fill_pattern_bytes,
-    queue_op,
     select_queue,
 )
+from ._queue_fast_paths import queue_op_method
 from ._ranges import U64_MAX, as_flags, as_index, check_range
 from ._semaphore import Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
 from ._status import (
@@ -66,7 +67,7 @@ from ._status import (
 )
 from .pool import Pool, QueuePoolBackend
 
-__all__ = ["Device"]
+__all__ = ["Device", "device_from_backend"]
 
 _ANY = QueueAffinity.ANY
 _HOST_CALL_FLAGS = int(
@@ -88,15 +89,29 @@ _NO_ALLOCA_FLAGS = AllocaFlags(0)
 _NO_DEALLOCA_FLAGS = DeallocaFlags(0)
 
 
+@final
+@sealed
 class Device:
     """A HAL device: queues, memory and object factories over a backend.
 
-    Created by ``hal_core.create_device(uri)`` or a ``Driver``. Thread-safe. Use as a
+    Created by ``hal_core.create_device(uri)`` or a ``Driver`` (no public constructor;
+    ``hal_core.backend.device_from_backend`` wraps a bare backend for tests and tools).
+    Final. Thread-safe. Use as a
     context manager or call ``close()`` (idempotent): closing fails work still waiting on
     semaphores with CANCELLED, lets running work finish, and releases the backend.
     """
 
-    def __init__(self, backend: Any, *, driver_name: str, uri: str, info: Any = None) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        driver_name: str,
+        uri: str,
+        info: Any = None,
+        _token: object = None,
+    ) -> None:
+        """Internal: hal_core passes ``_token=INTERNAL``."""
+        require_internal(_token, "Device", "hal_core.create_device(uri) or a Driver")
         self._backend = backend
         self.driver_name = driver_name
         self.uri = uri
@@ -108,7 +123,7 @@ class Device:
         # Affinity -> queue for the common exact cases (ANY, one bit); others hash below.
         self._single_queue = {1 << i: i for i in range(self.queue_count)}
         self._single_queue[_ANY] = 0
-        self.allocator = Allocator(contract.allocator, self)
+        self.allocator = Allocator(contract.allocator, self, _token=INTERNAL)
         self._submit = contract.submit
         self._submit_alloca = contract.submit_alloca
         self._finalize = contract.finalize_command_buffer
@@ -174,7 +189,9 @@ class Device:
     # Argument checking and op building live in _queue_checks (one place for every
     # backend); bound here as methods so the hot path pays no extra call.
     _select_queue = select_queue
-    _op = queue_op
+    # The front door builds each QueueOp: natively for the common shape when the
+    # extension is built (``_queue_fast_paths``), else the Python reference.
+    _op = queue_op_method
 
     def _reachable(self, buffer: Buffer, what: str) -> bool:
         """For a buffer of a device other than this one: True when it is another member
@@ -597,7 +614,7 @@ class Device:
     def create_executable_cache(self, identifier: str = "") -> ExecutableCache:
         """An executable cache preparing executables for this device."""
         self._check_open()
-        return ExecutableCache(self, str(identifier))
+        return ExecutableCache(self, str(identifier), _token=INTERNAL)
 
     def queue_execute(
         self,
@@ -743,3 +760,10 @@ class Device:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def device_from_backend(backend: Any, *, driver_name: str, uri: str, info: Any = None) -> Device:
+    """A public ``Device`` over ``backend`` (a ``hal_core.backend.DeviceBackend``) made
+    outside any driver: for backend tests and tools. INVALID_ARGUMENT naming what is
+    missing when ``backend`` lacks a mandatory member."""
+    return Device(backend, driver_name=driver_name, uri=uri, info=info, _token=INTERNAL)

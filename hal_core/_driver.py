@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, final
 
 import attrs
 
 from ._backend_contract import bind_driver
+from ._construction import INTERNAL, require_internal, sealed
 from ._device import Device
 from ._status import HalError, InvalidArgumentError, OutOfRangeError, error_for
 from ._uri import DeviceUri
@@ -27,11 +28,18 @@ class DeviceInfo:
     name: str
 
 
+@final
+@sealed
 class Driver:
     """One driver (e.g. ``local-task``). Created once per registry and reused: drivers can
-    be expensive. Thread-safe."""
+    be expensive (``hal_core.registry().driver(name)``; no public constructor). Final.
+    Thread-safe."""
 
-    def __init__(self, name: str, full_name: str, backend: Any) -> None:
+    __slots__ = ("name", "full_name", "_backend", "_contract")
+
+    def __init__(self, name: str, full_name: str, backend: Any, *, _token: object = None) -> None:
+        """Internal: the registry passes ``_token=INTERNAL``."""
+        require_internal(_token, "Driver", "hal_core.registry().driver(name)")
         self.name = name
         self.full_name = full_name
         self._backend = backend
@@ -67,7 +75,7 @@ class Driver:
                     break
             uri = f"{self.name}://{path}"
         backend = self._annotate(uri, self._contract.create_device_by_id, device_id, params or {})
-        return Device(backend, driver_name=self.name, uri=uri)
+        return Device(backend, driver_name=self.name, uri=uri, _token=INTERNAL)
 
     def create_device_by_ordinal(
         self, ordinal: int, params: dict[str, str] | None = None
@@ -83,7 +91,7 @@ class Driver:
     def create_device_by_path(self, path: str = "", params: dict[str, str] | None = None) -> Device:
         uri = f"{self.name}://{path}"
         backend = self._annotate(uri, self._contract.create_device_by_path, path, params or {})
-        return Device(backend, driver_name=self.name, uri=uri)
+        return Device(backend, driver_name=self.name, uri=uri, _token=INTERNAL)
 
     def create_device_by_uri(self, uri: str) -> Device:
         parsed = DeviceUri.parse(uri)
@@ -94,7 +102,7 @@ class Driver:
         backend = self._annotate(
             uri, self._contract.create_device_by_path, parsed.path, parsed.param_dict()
         )
-        return Device(backend, driver_name=self.name, uri=uri)
+        return Device(backend, driver_name=self.name, uri=uri, _token=INTERNAL)
 
     def create_default_device(self) -> Device:
         return self.create_device_by_id(DEVICE_ID_DEFAULT)

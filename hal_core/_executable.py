@@ -14,10 +14,11 @@ Functions are addressed by ordinal (an int, fast, not stable across loads) or by
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, final
 
 import attrs
 
+from ._construction import INTERNAL, require_internal, sealed
 from ._status import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -117,17 +118,21 @@ def default_parameters(
     return tuple(out)
 
 
+@final
+@sealed
 class Executable:
     """A prepared executable: functions by ordinal or name, with reflection.
 
-    Created by ``ExecutableCache.prepare``. Immutable and thread-safe. ``close()``
+    Created by ``ExecutableCache.prepare`` (no public constructor). Final. Immutable and thread-safe. ``close()``
     (idempotent) forbids new dispatches; command buffers and submissions that already use
     it keep its code loaded until they are released.
     """
 
     __slots__ = ("format", "backend", "functions", "_by_name", "_closed", "__weakref__")
 
-    def __init__(self, format: str, backend: Any) -> None:
+    def __init__(self, format: str, backend: Any, *, _token: object = None) -> None:
+        """Internal: ``ExecutableCache.prepare`` passes ``_token=INTERNAL``."""
+        require_internal(_token, "Executable", "ExecutableCache.prepare(format, data)")
         self.format = format
         self.backend = backend
         self.functions: tuple[FunctionInfo, ...] = tuple(backend.functions)
@@ -187,8 +192,11 @@ class Executable:
         self.close()
 
 
+@final
+@sealed
 class ExecutableCache:
-    """Prepares executables for one device (``Device.create_executable_cache``).
+    """Prepares executables for one device (``Device.create_executable_cache``; no public
+    constructor). Final.
 
     Thread-safe; ``prepare`` blocks while the backend loads or compiles. ``identifier``
     partitions caches (e.g. one per program).
@@ -196,7 +204,9 @@ class ExecutableCache:
 
     __slots__ = ("device", "identifier", "_closed")
 
-    def __init__(self, device: Any, identifier: str) -> None:
+    def __init__(self, device: Any, identifier: str, *, _token: object = None) -> None:
+        """Internal: ``Device.create_executable_cache`` passes ``_token=INTERNAL``."""
+        require_internal(_token, "ExecutableCache", "Device.create_executable_cache()")
         self.device = device
         self.identifier = identifier
         self._closed = False
@@ -237,7 +247,7 @@ class ExecutableCache:
             )
         params = {"caching_mode": CachingMode(caching_mode), "constants": tuple(constants)}
         backend = self.device._contract.prepare_executable(format, data, params)
-        return Executable(format, backend)
+        return Executable(format, backend, _token=INTERNAL)
 
     def close(self) -> None:
         self._closed = True

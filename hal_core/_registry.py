@@ -28,6 +28,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
+from ._construction import INTERNAL
 from ._device import Device
 from ._driver import Driver
 from ._plugin_checks import (
@@ -335,7 +336,7 @@ class Registry:
                 if plugin is not None:
                     plugin.hook_errors[f"driver {name}"] = [problem]
                 raise InternalError(message)
-            driver = Driver(record.name, record.full_name, backend)
+            driver = Driver(record.name, record.full_name, backend, _token=INTERNAL)
             # Devices made by a driver this replaces keep its backend alive.
             self._driver_objects[name] = (record.factory, driver)
             return driver

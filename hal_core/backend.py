@@ -47,6 +47,7 @@ from ._command_buffer import (
     refs_of,
 )
 from ._completion import buffer_root, fail_all, op_error, signal_all, wait_reached
+from ._device import device_from_backend
 from ._executable import FunctionInfo, FunctionParameter, default_parameters
 from ._frontier import (
     DEFAULT_FRONTIER_CAPACITY,
@@ -97,6 +98,7 @@ from .pool import (
 from .pool._queue_alloca import AllocaState, QueueAllocaMachine, TransientAllocation
 
 __all__ = [
+    "device_from_backend",
     "DEFAULT_FRONTIER_CAPACITY",
     "AxisDomain",
     "Frontier",

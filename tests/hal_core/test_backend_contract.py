@@ -28,6 +28,7 @@ from hal_core.backend import (
     QueueFlushSupport,
     QueueOpKind,
     TopologySupport,
+    device_from_backend,
     signature_mismatches,
 )
 
@@ -157,7 +158,7 @@ class _Minimal:
 
 
 def test_a_minimal_backend_has_every_optional_entry_unbound() -> None:
-    device = hal_core.Device(_Minimal(), driver_name="minimal", uri="minimal://")
+    device = device_from_backend(_Minimal(), driver_name="minimal", uri="minimal://")
     try:
         assert isinstance(device.backend, DeviceBackend)
         assert not any(isinstance(device.backend, p) for p in OPTIONAL)
@@ -180,7 +181,7 @@ def test_a_backend_lacking_a_mandatory_member_is_refused_naming_it() -> None:
     backend.submit = None  # type: ignore[assignment]
     del backend.allocator
     with pytest.raises(InvalidArgumentError, match="lacks allocator"):
-        hal_core.Device(backend, driver_name="broken", uri="broken://")
+        device_from_backend(backend, driver_name="broken", uri="broken://")
 
 
 def test_signature_mismatches_names_a_wrong_arity() -> None:

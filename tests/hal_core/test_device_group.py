@@ -27,6 +27,7 @@ from hal_core._topology import (
     edge_from_capabilities,
     format_topology,
 )
+from hal_core.backend import device_from_backend
 
 ANY = QueueAffinity.ANY
 T = 10.0  # generous timeout for host waits (never a sleep)
@@ -87,7 +88,7 @@ class _FailingAssignBackend(LocalDeviceBackend):
 
 
 def _sim_device(backend, name="sim://") -> hal.Device:
-    return hal.Device(backend, driver_name=backend.name, uri=name)
+    return device_from_backend(backend, driver_name=backend.name, uri=name)
 
 
 def _open(uris):

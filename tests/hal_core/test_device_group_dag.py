@@ -21,7 +21,7 @@ import hal_core as hal
 from hal_core._device_group import DeviceGroup, create_device_group
 from hal_core._group_copy import CopyStrategy
 from hal_core._topology import DeviceCapabilities, InteropMode
-from hal_core.backend import Frontier
+from hal_core.backend import Frontier, device_from_backend
 
 T = 30.0
 OPS = 300
@@ -125,7 +125,7 @@ def test_random_dag_over_every_queue_matches_the_sequential_reference(uris, seed
 
 def test_random_dag_with_a_discrete_device_uses_staged_copies():
     cpu = hal.create_device("local-task://")
-    gpu = hal.Device(_DiscreteBackend(), driver_name="sim-discrete", uri="sim-gpu://0")
+    gpu = device_from_backend(_DiscreteBackend(), driver_name="sim-discrete", uri="sim-gpu://0")
     sync = hal.create_device("local-sync://")
     with DeviceGroup.from_devices([cpu, gpu, sync]) as group:
         strategies = _run_dag(group, seed=3)

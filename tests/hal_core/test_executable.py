@@ -6,7 +6,8 @@ import pytest
 
 import hal_core as hal
 from hal_core import FunctionInfo, FunctionParameter, ParameterType
-from hal_core._executable import Executable, ExecutableCache, default_parameters
+from hal_core._executable import default_parameters
+from hal_core.backend import device_from_backend
 
 
 class FakeBackendExecutable:
@@ -18,7 +19,20 @@ class FakeBackendExecutable:
     )
 
 
-class FakeDeviceBackend:
+class BareDeviceBackend:
+    """The mandatory DeviceBackend members only (no executables)."""
+
+    queue_count = 1
+    allocator = None
+
+    def submit(self, op):
+        raise hal.UnimplementedError("no queue work in these tests")
+
+    def close(self, timeout):
+        pass
+
+
+class FakeDeviceBackend(BareDeviceBackend):
     def __init__(self, formats=("fake-v1",), fail=False):
         self._formats = formats
         self._fail = fail
@@ -36,11 +50,9 @@ class FakeDeviceBackend:
         return FakeBackendExecutable()
 
 
-class FakeDevice:
-    uri = "fake://"
-
-    def __init__(self, backend):
-        self._backend = backend
+def FakeDevice(backend):
+    """A public Device over a fake backend (made outside any driver)."""
+    return device_from_backend(backend, driver_name="fake", uri="fake://")
 
 
 def test_function_info_and_parameters():
@@ -54,7 +66,7 @@ def test_function_info_and_parameters():
 
 
 def test_executable_lookup():
-    exe = Executable("fake-v1", FakeBackendExecutable())
+    exe = FakeDevice(FakeDeviceBackend()).create_executable_cache().prepare("fake-v1", b"x")
     assert exe.function_count == 2
     assert exe.lookup_function("b") == 1
     assert exe.function_info("a").workgroup_size == (4, 1, 1)
@@ -78,7 +90,7 @@ def test_executable_lookup():
 
 def test_cache_formats_and_prepare():
     backend = FakeDeviceBackend()
-    cache = ExecutableCache(FakeDevice(backend), "id")
+    cache = FakeDevice(backend).create_executable_cache("id")
     assert cache.formats() == ("fake-v1",)
     assert cache.can_prepare("fake-v1") and not cache.can_prepare("other")
     exe = cache.prepare("fake-v1", b"data", caching_mode=hal.CachingMode.ALIAS_PROVIDED_DATA)
@@ -98,6 +110,6 @@ def test_cache_formats_and_prepare():
 
 
 def test_can_prepare_never_raises():
-    assert ExecutableCache(FakeDevice(FakeDeviceBackend(fail=True)), "").can_prepare("x") is False
-    assert ExecutableCache(FakeDevice(object()), "").formats() == ()
-    assert ExecutableCache(FakeDevice(object()), "").can_prepare("x") is False
+    assert FakeDevice(FakeDeviceBackend(fail=True)).create_executable_cache().can_prepare("x") is False
+    assert FakeDevice(BareDeviceBackend()).create_executable_cache().formats() == ()
+    assert FakeDevice(BareDeviceBackend()).create_executable_cache().can_prepare("x") is False

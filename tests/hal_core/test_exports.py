@@ -107,6 +107,7 @@ USER_TIER = {
 }
 
 BACKEND_TIER = {
+    "device_from_backend",
     "AllocaState",
     "AllocaSubmitSupport",
     "AllocationPoolSupport",

@@ -15,7 +15,6 @@ from hal_core import (
     MemoryType,
     NotFoundError,
 )
-from hal_core._executable import ExecutableCache
 
 
 @pytest.fixture
@@ -112,7 +111,7 @@ def test_import_host(device):
 
 @pytest.mark.parametrize("source", CTS_SOURCES)
 def test_loads_cts_executables_on_two_gpus(device, source):
-    cache = ExecutableCache(device, "cts")
+    cache = device.create_executable_cache("cts")
     assert "hsaco" in cache.formats() and "gfx1100" in cache.formats()
     exe = cache.prepare("hsaco", code_object_path(source, "gfx1100"))
     assert exe.function_count >= 1
@@ -124,11 +123,11 @@ def test_loads_cts_executables_on_two_gpus(device, source):
 
 
 def test_function_reflection(device):
-    exe = ExecutableCache(device, "cts").prepare(
+    exe = device.create_executable_cache("cts").prepare(
         "hsaco", code_object_path("scale_and_offset", "gfx1100"))
     info = exe.function_info("scale_and_offset")
     assert (info.binding_count, info.constant_count) == (2, 3)
-    wg = ExecutableCache(device, "cts").prepare(
+    wg = device.create_executable_cache("cts").prepare(
         "hsaco", code_object_path("workgroup_ids", "gfx1100").read_bytes())
     assert wg.function_info("write_workgroup_ids").workgroup_size == (64, 1, 1)
     with pytest.raises(NotFoundError):
@@ -147,7 +146,7 @@ def test_malformed_executable_is_invalid_argument(device):
     with pytest.raises(InvalidArgumentError):
         device.backend.load_executable(b"\x7fELF" + b"\0" * 100)
     with pytest.raises(hal_core.UnimplementedError):
-        ExecutableCache(device, "x").prepare(
+        device.create_executable_cache("x").prepare(
             "hsaco", code_object_path("multi_entry", "gfx1100"), constants=[1])
 
 
