@@ -89,8 +89,11 @@ class HalError(Exception):
         return (error_for, (self.code, self.message))
 
     def clone(self) -> "HalError":
-        """A fresh exception with the same code and message (safe to raise again)."""
-        return error_for(self.code, self.message)
+        """A fresh exception with the same code, message and ``__cause__`` (safe to raise
+        again; the cause, e.g. a Python kernel's own exception, keeps its traceback)."""
+        clone = error_for(self.code, self.message)
+        clone.__cause__ = self.__cause__
+        return clone
 
 
 # Declared as classes (not built with type()) so type checkers see each one and its

@@ -20,7 +20,7 @@ semaphore callbacks run.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable, cast
 
 import attrs
 import numpy as np
@@ -210,8 +210,8 @@ class LocalDeviceBackend:
             self.pools.start(op)
         elif route == _TRAMPOLINE:
             run_on_trampoline(self._execute_cb, op)
-        else:
-            self.workers.submit(self._execute, op)
+        else:  # _WORKER and large _BY_SIZE routes: they exist only with a worker pool
+            cast(WorkerPool, self.workers).submit(self._execute, op)
 
     def _execute_on_trampoline(self, op: QueueOp, _status: None) -> None:
         self._execute(op)
@@ -266,8 +266,9 @@ class LocalDeviceBackend:
         """Run a host call on this thread (a worker, or the readying thread on
         local-sync). Nothing the callback does escapes: NON_BLOCKING errors are reported,
         blocking ones fail the signals (``run_host_call``). No lock is held."""
-        fn = op.callback
-        args = op.args
+        # Both are set for every HOST_CALL op (None only once the call is done).
+        fn = cast(Callable[[tuple, HostCallContext], Any], op.callback)
+        args = cast(tuple, op.args)
         affinity = 1 << op.queue
         if op.flags & HostCallFlags.NON_BLOCKING:
             signal_all(op.signals)
@@ -346,9 +347,10 @@ class LocalDeviceBackend:
                 p, program, op.bindings, self.workers, op.queue, op.epoch, cb_id, self._profiled_views
             )
         except HalError as exc:
-            raise exc.with_traceback(None) from None
+            raise exc.with_traceback(None) from exc.__cause__
         finally:
-            op.retained = op.bindings = op.program = None
+            op.retained = op.program = None
+            op.bindings = ()
 
     def _submit_profiled(self, op: QueueOp) -> None:
         t = _host_time_ns()
@@ -438,12 +440,14 @@ class LocalDeviceBackend:
         try:
             execute_program(op.program, op.bindings, self.workers)
         except HalError as exc:
-            # Failed semaphores keep their error: drop its frames (and their buffers).
-            raise exc.with_traceback(None) from None
+            # Failed semaphores keep their error: drop its frames (and their buffers); a
+            # Python kernel's exception stays chained (it holds no frames).
+            raise exc.with_traceback(None) from exc.__cause__
         finally:
             # The work is done: release what the submission retained *before* its
             # signals publish, so a waiter that wakes observes the release.
-            op.retained = op.bindings = op.program = None
+            op.retained = op.program = None
+            op.bindings = ()
 
     # -- lifetime ----------------------------------------------------------------------
 

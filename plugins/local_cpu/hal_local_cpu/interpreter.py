@@ -4,6 +4,7 @@ results as ``replay.c``)."""
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import numpy as np
@@ -62,9 +63,34 @@ def interpret(program: Any, i: int, bases: np.ndarray, lens: np.ndarray) -> None
             _interpret_dispatch(program, rec, bases, lens)
     except HalError as exc:
         where = command_index(program, i)
-        raise error_for(
-            exc.code, f"command {where} ({OP_NAMES.get(op)}) failed: {exc.message}"
-        ) from None
+        failure = error_for(exc.code, f"command {where} ({OP_NAMES.get(op)}) failed: {exc.message}")
+        failure.__cause__ = exc.__cause__  # a Python kernel's own exception stays chained
+    else:
+        return
+    # Raised outside the handler so that ``exc``, whose traceback holds this program's
+    # frames (its binding table, its buffers), does not become the failure's __context__:
+    # a failed semaphore keeps its failure as long as it lives.
+    raise failure
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """``exc`` made fit to live as long as the failed semaphore that keeps it: its
+    traceback (the kernel's frames, not this interpreter's) becomes a note, printed
+    under it, and the frames themselves are dropped. Frames would keep every caller's
+    locals alive (the op's binding table, its buffers and, where the queue runs on the
+    submitting thread, the submitter's own locals) for as long as the failure lives."""
+    tb = exc.__traceback__
+    frames = traceback.extract_tb(tb.tb_next if tb is not None else None)
+    if frames:
+        note = "Python kernel traceback (most recent call last):\n" + "".join(
+            traceback.format_list(frames)
+        ).rstrip("\n")
+        add_note = getattr(exc, "add_note", None)  # Python 3.11+ prints notes
+        if add_note is not None:
+            add_note(note)
+        else:
+            exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
+    return exc.with_traceback(None)
 
 
 def _interpret_dispatch(program: Any, rec: list, bases: np.ndarray, lens: np.ndarray) -> None:
@@ -135,10 +161,12 @@ def _run_python_kernel(
                     err = exc if isinstance(exc, HalError) else None
                     if err is None:
                         err = error_for(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+                    # Chained so the kernel's exception and where it was raised survive in
+                    # the semaphore's failure.
                     raise error_for(
                         err.code,
                         f"Python kernel {name!r} raised at workgroup {(x, y, z)}: {err.message}",
-                    ) from None
+                    ) from _detached(exc)
                 if rc:
                     raise error_for(
                         rc if 1 <= rc <= 18 else StatusCode.UNKNOWN,
