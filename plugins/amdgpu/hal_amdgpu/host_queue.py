@@ -536,25 +536,8 @@ class HostQueue(QueueCompletion):
                 bool(nbar),
                 sub.counts,
             )
-        elif blit is not None:
-            headers = None
-            kernargs = self.kernargs
-            address = kernargs.address(kstart)
-            image = blit.image
-            if blit.self_offset >= 0:  # UPDATE: the payload follows the copy's kernargs
-                image[:8].view("<u8")[0] = address + blit.self_offset
-            kernargs.view(kstart, kblocks)[:] = image
-            row = blit.row
-            row.view("<u8")[0, 5] = address  # kernarg_address (byte 40)
-            row.view("<u8")[0, 7] = self.epoch_handle  # completion_signal (byte 56)
-            ring.write_bodies(first + nbar, row)
         else:
-            # A payload-free submission (barrier, host action, empty program): one NOP
-            # barrier packet carries the epoch signal.
-            nop = new_staging(1)
-            emit_nops(nop)
-            nop.view("<u8")[0, 7] = self.epoch_handle
-            ring.write_bodies(first + nbar, nop)
+            self._write_transfer_body(blit, first + nbar, kstart, kblocks)
             headers = None
         if prof is not None:
             spread = prof.before_headers(
@@ -574,33 +557,70 @@ class HostQueue(QueueCompletion):
             ls = self.qset.last_signal
             for sem, value in signals:
                 ls[sem] = (self, epoch, value)
-        for producer, e in sub.barriers:
-            if self.frontier.get(producer.index, 0) < e:
-                self.frontier[producer.index] = e
+        if sub.barriers:
+            self._advance_frontier(sub.barriers)
         # Headers in packet order, then one doorbell.
-        if nbar:
-            for i in range(nbar):
-                ring.commit_header(first + i, _BARRIER_VALUE_WORD)
+        self._commit_headers(first, nbar, headers, blit)
+        ring.ring_doorbell(first + total - 1)
+        if not final_block and program is not None:  # (final_block when program is None)
+            return self._chain_next_block(sub, program, epoch)
+        return _DONE
+
+    def _chain_next_block(self, sub: _Sub, program: Any, epoch: int) -> int:
+        """Make the next block of ``sub`` its own submission (no waits, no signals): _MORE
+        to publish it now, _DONE when it is gated on ``epoch``. Called under ``_lock``."""
+        sub.block += 1
+        sub.barriers = []
+        sub.acquire = 0
+        sub.counts = None
+        if program.blocks[sub.block].replay.indirect is not None:
+            # An indirect dispatch reads its counts once everything before it is done:
+            # resume from the completion thread when this epoch retires.
+            self._action_epochs.append((epoch, _IndirectGate(self, sub)))
+            return _DONE
+        return _MORE
+
+    def _write_transfer_body(self, blit: Any, at: int, kstart: int, kblocks: int) -> None:
+        """Write the packet body of a blit (its kernargs too) or, with no blit, of the NOP
+        barrier packet that carries the epoch signal of a payload-free submission (barrier,
+        host action, empty program). Called under ``_lock`` with the slots reserved."""
+        ring = self.ring
+        if blit is not None:
+            kernargs = self.kernargs
+            address = kernargs.address(kstart)
+            image = blit.image
+            if blit.self_offset >= 0:  # UPDATE: the payload follows the copy's kernargs
+                image[:8].view("<u8")[0] = address + blit.self_offset
+            kernargs.view(kstart, kblocks)[:] = image
+            row = blit.row
+            row.view("<u8")[0, 5] = address  # kernarg_address (byte 40)
+            row.view("<u8")[0, 7] = self.epoch_handle  # completion_signal (byte 56)
+            ring.write_bodies(at, row)
+        else:
+            nop = new_staging(1)
+            emit_nops(nop)
+            nop.view("<u8")[0, 7] = self.epoch_handle
+            ring.write_bodies(at, nop)
+
+    def _advance_frontier(self, barriers: list) -> None:
+        """Note the peer epochs this queue now waits behind. Called under ``_lock``."""
+        frontier = self.frontier
+        for producer, e in barriers:
+            if frontier.get(producer.index, 0) < e:
+                frontier[producer.index] = e
+
+    def _commit_headers(self, first: int, nbar: int, headers: Any, blit: Any) -> None:
+        """Publish the headers of one admission in packet order: the wait barriers, then
+        the payload (a block's headers, a blit or the NOP). Called under ``_lock``."""
+        ring = self.ring
+        for i in range(nbar):
+            ring.commit_header(first + i, _BARRIER_VALUE_WORD)
         if headers is not None:
             ring.commit_headers(first + nbar, headers)
         elif blit is not None:
             ring.commit_header(first + nbar, _BLIT_WORD)
         else:
             ring.commit_header(first + nbar, _NOP_WORD_SYSTEM)
-        ring.ring_doorbell(first + total - 1)
-        if not final_block and program is not None:  # (final_block when program is None)
-            # Chain the next block as its own submission (no waits, no signals).
-            sub.block += 1
-            sub.barriers = []
-            sub.acquire = 0
-            sub.counts = None
-            if program.blocks[sub.block].replay.indirect is not None:
-                # An indirect dispatch reads its counts once everything before it is done:
-                # resume from the completion thread when this epoch retires.
-                self._action_epochs.append((epoch, _IndirectGate(self, sub)))
-                return _DONE
-            return _MORE
-        return _DONE
 
     def _resume(self, sub: _Sub) -> None:
         """Continue a gated replay (its indirect counts are in ``sub.counts``)."""
