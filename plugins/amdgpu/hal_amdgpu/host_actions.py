@@ -13,15 +13,17 @@ callers of these functions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, cast
 
 import numpy as np
 
-from hal_core import HalError, HostCallFlags, StatusCode, UnimplementedError, error_for
+from hal_core import HalError, HostCallFlags, StatusCode, UnimplementedError
 from hal_core.backend import (
     HostCallContext,
     QueueOp,
     QueueOpKind,
+    buffer_host_bytes,
+    buffer_storage,
     fail_all,
     op_error,
     report_callback_error,
@@ -92,19 +94,21 @@ class HostCallAction(Action):
 
     def __call__(self) -> None:
         op = self.op
-        fn = op.callback
+        # Both are set for every HOST_CALL op (None only once the call is done).
+        fn = cast(Callable[[tuple, HostCallContext], Any], op.callback)
+        args = cast(tuple, op.args)
         device = getattr(self.qset, "device", None)
         affinity = 1 << op.queue
         if op.flags & HostCallFlags.NON_BLOCKING:
             self.signal()
             try:
-                fn(op.args, HostCallContext(device, affinity, ()))
+                fn(args, HostCallContext(device, affinity, ()))
             except BaseException as exc:  # NON_BLOCKING errors are only reported
                 report_callback_error(exc, "a NON_BLOCKING amdgpu host call", fn)
             return
         # The host-call semantics (outcomes, exceptions kept as ``__cause__``) are
         # hal_core's, the same on every backend.
-        outcome = run_host_call(fn, op.args, HostCallContext(device, affinity, op.signals))
+        outcome = run_host_call(fn, args, HostCallContext(device, affinity, op.signals))
         if outcome is None:
             self.signal()
         elif outcome is StatusCode.DEFERRED:
@@ -127,9 +131,9 @@ class FileAction(RunAction):
         ffi = hsa.ffi
         if op.kind == _K.READ:
             buf = op.target
-            storage = buf.storage()
+            storage = buffer_storage(buf)
             if storage.host_array is not None:
-                op.source.read_into(op.source_offset, buf.host_bytes(op.target_offset, op.length))
+                op.source.read_into(op.source_offset, buffer_host_bytes(buf, op.target_offset, op.length))
                 return
             tmp = np.empty(op.length, np.uint8)
             op.source.read_into(op.source_offset, tmp)
@@ -140,9 +144,9 @@ class FileAction(RunAction):
             )
         else:
             buf = op.source
-            storage = buf.storage()
+            storage = buffer_storage(buf)
             if storage.host_array is not None:
-                op.target.write_from(op.target_offset, buf.host_bytes(op.source_offset, op.length))
+                op.target.write_from(op.target_offset, buffer_host_bytes(buf, op.source_offset, op.length))
                 return
             tmp = np.empty(op.length, np.uint8)
             src = storage.address + buf.byte_offset + op.source_offset
