@@ -26,7 +26,7 @@ from .hsa_memory import CpuMemoryPools, GpuMemoryPools, find_cpu_memory_pools, f
 from .iree_container import FORMAT_ROCM_HSACO_FB
 from .queue_options import HostQueueOptions
 from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
-from .topology import AgentPoolEdge, query_edge
+from .topology import AgentMemoryEdge, query_edge
 
 if TYPE_CHECKING:
     from .profiling import AmdgpuProfiling
@@ -155,7 +155,7 @@ class AmdgpuDeviceBackend:
 
     # -- topology -----------------------------------------------------------------------
 
-    def topology_edge(self, src_gpu: int, dst_gpu: int) -> AgentPoolEdge:
+    def topology_edge(self, src_gpu: int, dst_gpu: int) -> AgentMemoryEdge:
         """Edge from GPU ``src_gpu`` of this device to the memory of GPU ``dst_gpu``."""
         return query_edge(self.hsa, self.gpus[src_gpu].handle, self.gpu_pools[dst_gpu])
 

@@ -35,7 +35,7 @@ from hal_core.backend import (
     TopologyEdge,
 )
 
-from .topology import LINK_COSTS, AgentPoolEdge, LinkFlag, query_edge
+from .topology import LINK_COSTS, AgentMemoryEdge, LinkFlag, query_edge
 
 __all__ = ["query_capabilities", "refine_topology_edge", "assign_topology_info", "hal_capabilities"]
 
@@ -78,8 +78,8 @@ def query_capabilities(backend: Any) -> DeviceCapabilities:
     )
 
 
-def _worst_edge(consumer: Any, producer: Any) -> AgentPoolEdge:
-    worst: AgentPoolEdge | None = None
+def _worst_edge(consumer: Any, producer: Any) -> AgentMemoryEdge:
+    worst: AgentMemoryEdge | None = None
     for gpu in consumer.gpus:
         for pools in producer.gpu_pools:
             e = query_edge(consumer.hsa, gpu.handle, pools)

@@ -1,10 +1,10 @@
-"""Topology edges between physical agents from HSA link info (reference section 9).
+"""Topology edges between physical agents from HSA link info.
 
 ``query_edge(hsa, src, dst_pools)`` asks from the source agent about the destination's
-coarse and fine pools: access, hop count and per-hop link info, and folds them into a
-frozen ``AgentPoolEdge`` keeping the worst hop: link class and costs, NUMA distance scaled to
-0..15, coherence and atomics only if every hop has them, interop modes from the access
-level. Blocking HSA queries; thread-safe.
+coarse and fine HSA memory pools: access, hop count and per-hop link info, and folds them
+into a frozen ``AgentMemoryEdge`` keeping the worst hop: link class and costs, NUMA
+distance scaled to 0..15, coherence and atomics only if every hop has them, interop modes
+from the access level. Blocking HSA queries; thread-safe.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .hsa import HsaLibrary
 from .hsa_enums import AgentPoolInfo, LinkType, PoolAccess
 from .hsa_memory import GpuMemoryPools
 
-__all__ = ["LinkClass", "LinkFlag", "InteropMode", "AgentPoolEdge", "LINK_COSTS", "query_edge"]
+__all__ = ["LinkClass", "LinkFlag", "InteropMode", "AgentMemoryEdge", "LINK_COSTS", "query_edge"]
 
 
 class LinkFlag(enum.IntFlag):
@@ -59,7 +59,7 @@ _BY_TYPE = {
 
 
 @attrs.frozen
-class AgentPoolEdge:
+class AgentMemoryEdge:
     link_class: LinkClass
     copy_cost: int
     latency_class: int
@@ -78,7 +78,7 @@ def _mode(access: int) -> InteropMode:
     return InteropMode.NATIVE if access == PoolAccess.ALLOWED_BY_DEFAULT else InteropMode.COPY
 
 
-def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuMemoryPools) -> AgentPoolEdge:
+def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuMemoryPools) -> AgentMemoryEdge:
     ffi = hsa.ffi
     agent = ffi.new("hsa_agent_t*", [src_agent])[0]
     coarse = ffi.new("hsa_amd_memory_pool_t*", [dst.coarse.handle])[0]
@@ -87,7 +87,7 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuMemoryPools) -> AgentPoo
     fine_access = hsa.agent_pool_info(agent, fine, AgentPoolInfo.ACCESS, "uint32_t")
     if src_agent == dst.coarse.agent:
         cost, latency = LINK_COSTS[LinkClass.SAME_DIE]
-        return AgentPoolEdge(
+        return AgentMemoryEdge(
             LinkClass.SAME_DIE,
             cost,
             latency,
@@ -137,6 +137,6 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuMemoryPools) -> AgentPoo
     if PoolAccess.DISALLOWED_BY_DEFAULT in (coarse_access, fine_access):
         flags |= LinkFlag.PEER_ACCESS_REQUIRES_GRANT
     cost, latency = LINK_COSTS[worst]
-    return AgentPoolEdge(
+    return AgentMemoryEdge(
         worst, cost, latency, numa, flags, _mode(coarse_access), _mode(fine_access), int(hops)
     )
