@@ -37,7 +37,6 @@ from .hsa_enums import (
     HsaStatus,
     PoolInfo,
     SymbolInfo,
-    SystemInfo,  # noqa: F401  (the amdgpu profiler imports it from here)
     status_to_code,
 )
 

@@ -80,7 +80,7 @@ from .aql_packets import (
     new_staging,
     vendor_header_word,
 )
-from .hsa import AgentInfo, SystemInfo
+from .hsa_enums import AgentInfo, SystemInfo
 
 __all__ = ["AMDGPU_PROFILING_FAMILIES", "AmdgpuProfiling", "QueueProfiler", "profiling_clock"]
 
