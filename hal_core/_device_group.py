@@ -46,15 +46,9 @@ from ._status import (
     NotFoundError,
     ResourceExhaustedError,
 )
-
-# The local_cpu plugin still imports these topology records from this module (they are
-# public as ``hal_core.backend.TopologyEdge`` etc., where plugins should take them from).
-from ._topology import (  # noqa: F401, E402
+from ._topology import (
     DeviceCapabilities,
-    InteropMode,
     Topology,
-    TopologyCapability,
-    TopologyEdge,
     TopologyInfo,
     build_edges,
     make_infos,
