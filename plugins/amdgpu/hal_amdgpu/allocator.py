@@ -75,7 +75,8 @@ class HsaStorage:
             self.host_array = imported
         elif host_visible and nbytes:
             buf = hsa.ffi.buffer(hsa.ffi.cast("uint8_t*", address), nbytes)
-            self.host_array = np.frombuffer(buf, dtype=np.uint8)
+            # numpy's stubs accept only a fixed list of buffer types before Python 3.12.
+            self.host_array = np.frombuffer(buf, dtype=np.uint8)  # type: ignore[call-overload]
         # Imported memory is unlocked by its host address; pool memory freed by its own.
         free_address = int(imported.ctypes.data) if imported is not None else address
         self._finalizer = weakref.finalize(self, _free, hsa, free_address, imported is not None)
