@@ -169,6 +169,7 @@ def profiling_begin(device: Any, options: ProfilingOptions) -> ProfilingSession 
             if detach is not None:
                 detach(session)
             raise
+        session.bind_device(device)  # so that leaving ``with session:`` ends it
         device.__dict__["_profiling_session"] = session
         return session
 

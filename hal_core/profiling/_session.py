@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from typing import Any, Callable, Sequence
 
 import attrs
 import numpy as np
 
+from .._callback_errors import report_callback_error
 from .._status import HalError, ResourceExhaustedError, StatusCode
 from . import _records as R
 from ._clock import host_time_ns
@@ -318,8 +320,12 @@ class ProfilingSession:
     def record_executable(
         self, executable_id: int, name: str, functions: Sequence[FunctionMetadata]
     ) -> None:
-        """Executable and function metadata (once per executable per session)."""
-        if not self.families & F.EXECUTABLE_METADATA:
+        """Executable and function metadata (once per executable per session).
+
+        Written when EXECUTABLE_METADATA or DISPATCH_EVENTS is captured: dispatch events
+        refer to functions by (executable id, ordinal), and without these records a
+        profile could name its kernels only by number."""
+        if not self.families & (F.EXECUTABLE_METADATA | F.DISPATCH_EVENTS):
             return
         with self._meta_lock:
             if executable_id in self._executables_seen:
@@ -451,6 +457,42 @@ class ProfilingSession:
         with self._meta_lock:
             self._metric_sources.append(source)
         self._sample_metrics()
+
+    # -- context manager -----------------------------------------------------------------
+
+    def bind_device(self, device: Any) -> None:
+        """Remember (weakly) the device this session profiles, so that leaving a ``with``
+        block can end it through ``device.profiling_end()``. Called by
+        ``Device.profiling_begin``; no lock needed."""
+        self._device_ref = weakref.ref(device)
+
+    def __enter__(self) -> "ProfilingSession":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        """End the session (``device.profiling_end()``) if it is still the device's
+        active one, also when the block raised. The block's exception wins: an error
+        ending the session after it is reported through ``sys.unraisablehook``; without
+        one, that error is raised here."""
+        ref = self.__dict__.get("_device_ref")
+        device = ref() if ref is not None else None
+        if device is None or device.__dict__.get("_profiling_session") is not self:
+            return False  # already ended (explicitly, or by closing the device)
+        if exc_type is None:
+            device.profiling_end()
+            return False
+        try:
+            device.profiling_end()
+        except Exception as end_error:
+            report_callback_error(end_error, "ending a profiling session after its block raised")
+        return False
+
+    def __repr__(self) -> str:
+        state = "ended" if self.closed else ("failed" if self._failed is not None else "active")
+        names = "|".join(m.name or "" for m in F if m and self.families & m)
+        if len(names) > 48:
+            names = f"{bin(int(self.families)).count('1')} families"
+        return f"<ProfilingSession {self.session_id} {names} on {self.device_name} {state}>"
 
     def add_end_callback(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` when the session ends, before the final flush (taps detach)."""
