@@ -1,8 +1,10 @@
-"""Build configuration beyond pyproject.toml: the pool fast paths (a C extension).
+"""Build configuration beyond pyproject.toml: the pool fast paths and the queue front door
+(C extensions).
 
-The extension is optional: without a C compiler or the Python headers the install
-succeeds and the pools run their Python paths (``hal info`` says which is in use). It
-relies on the GIL for atomicity, so free-threaded builds of Python skip it.
+The extensions are optional: without a C compiler or the Python headers the install
+succeeds and the pools and the front door run their Python paths (``hal info`` says which
+pool path is in use). They rely on the GIL for atomicity, so free-threaded builds of Python
+skip them.
 """
 
 import sysconfig
@@ -13,6 +15,9 @@ extensions = []
 if not sysconfig.get_config_var("Py_GIL_DISABLED"):
     extensions.append(
         Extension("hal_core.pool._native", ["hal_core/pool/_native.c"], optional=True)
+    )
+    extensions.append(
+        Extension("hal_core._native_queue", ["hal_core/_native_queue.c"], optional=True)
     )
 
 setup(ext_modules=extensions)

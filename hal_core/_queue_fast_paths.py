@@ -1,0 +1,51 @@
+"""The native queue front door: loading ``hal_core._native_queue`` and binding it.
+
+``_native_queue`` is a C extension built when ``hal-core`` is installed (``setup.py``;
+optional, like the pool fast paths). Its ``queue_op`` builds the ``QueueOp`` of a call of
+the common shape (see ``_native_queue.c``) and calls the Python reference,
+``_queue_checks.queue_op``, for everything else, so behaviour is the same with or without
+it. ``HAL_QUEUE_NATIVE=0`` turns it off; ``describe()`` says which is in use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ._queue import QueueOp, QueueOpKind
+from ._queue_checks import queue_op as queue_op_reference
+from ._semaphore import MAX_VALUE, Semaphore
+
+__all__ = ["describe", "native", "queue_op", "queue_op_method", "unavailable_reason"]
+
+
+def _load() -> tuple[Any, str | None]:
+    if os.environ.get("HAL_QUEUE_NATIVE", "") == "0":
+        return None, "turned off by HAL_QUEUE_NATIVE=0"
+    try:
+        from . import _native_queue  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return None, (
+            f"hal_core._native_queue is not built ({exc}); reinstall hal-core with a C "
+            "compiler and the Python headers present"
+        )
+    _native_queue.init(QueueOp, Semaphore, QueueOpKind, queue_op_reference, MAX_VALUE)
+    return _native_queue, None
+
+
+native, unavailable_reason = _load()
+
+#: ``queue_op(device, kind, affinity, wait, signal)``: the native front door, or the
+#: reference without the extension.
+queue_op: Callable[..., QueueOp] = native.queue_op if native is not None else queue_op_reference
+#: The same, as a class attribute that binds like a method (``Device._op``).
+queue_op_method: Any = (
+    native.instance_method(native.queue_op) if native is not None else queue_op_reference
+)
+
+
+def describe() -> str:
+    """One line: which queue front door is in use."""
+    if native is not None:
+        return "native (hal_core._native_queue)"
+    return f"python ({unavailable_reason})"
