@@ -70,7 +70,7 @@ class HsaStorage:
         self.address = address
         self.nbytes = nbytes
         self.heap = heap
-        self.host_array = None
+        self.host_array: np.ndarray | None = None
         if imported is not None:
             self.host_array = imported
         elif host_visible and nbytes:
