@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from hal_core import (
     HalError,
@@ -156,7 +156,7 @@ class HsaLibrary:
         except Exception:  # the status table itself failed: fall back to our names
             rc = 1
         if rc == 0 and out[0] != ffi.NULL:
-            return ffi.string(out[0]).decode("utf-8", "replace")
+            return cast(bytes, ffi.string(out[0])).decode("utf-8", "replace")  # a char*
         try:
             return f"HSA_STATUS_{HsaStatus(status).name}"
         except ValueError:
@@ -221,7 +221,7 @@ class HsaLibrary:
             self.lib.hsa_agent_get_info(agent, attribute, buf),
             f"hsa_agent_get_info({_attr_name(AgentInfo, attribute)})",
         )
-        return ffi.string(buf).decode("utf-8", "replace").strip()
+        return cast(bytes, ffi.string(buf)).decode("utf-8", "replace").strip()
 
     def pool_info(self, pool: Any, attribute: int, ctype: str) -> Any:
         out = ffi.new(ctype + "*")

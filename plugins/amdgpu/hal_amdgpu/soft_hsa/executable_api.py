@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from ..code_object import HalError, parse_hsaco
 from ..hsa_cdef import ffi
@@ -128,7 +128,7 @@ class SoftExecutableApi:
         if exe is None:
             return int(_S.ERROR_INVALID_EXECUTABLE)
         # cffi passes Python bytes for ``const char*`` straight to C; accept both forms.
-        raw = name if isinstance(name, bytes) else ffi.string(name)
+        raw = name if isinstance(name, bytes) else cast(bytes, ffi.string(name))  # char*
         text = raw.decode("utf-8", "replace")
         want_agent = int(agent[0].handle) if agent != ffi.NULL else 0
         for lco in exe.loaded:
@@ -155,7 +155,7 @@ class SoftExecutableApi:
             return int(_S.ERROR_INVALID_EXECUTABLE_SYMBOL)
         kernel, _agent, kobj = entry
         s = SymbolInfo
-        ints = {
+        ints: dict[int, tuple[str, int]] = {
             s.TYPE: ("uint32_t*", int(SymbolKind.KERNEL)),
             s.NAME_LENGTH: ("uint32_t*", len(kernel.symbol)),
             s.KERNEL_KERNARG_SEGMENT_SIZE: ("uint32_t*", kernel.kernarg_segment_size),

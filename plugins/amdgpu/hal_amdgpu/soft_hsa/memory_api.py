@@ -69,7 +69,7 @@ class SoftMemoryApi:
         if p is None:
             return int(_S.ERROR_INVALID_ARGUMENT)
         c = p.config
-        table = {
+        table: dict[int, tuple[str, Any]] = {
             PoolInfo.SEGMENT: ("uint32_t*", int(PoolSegment.GLOBAL)),
             PoolInfo.GLOBAL_FLAGS: ("uint32_t*", int(c.flags)),
             PoolInfo.SIZE: ("size_t*", c.size),

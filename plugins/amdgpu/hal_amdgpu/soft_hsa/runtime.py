@@ -197,16 +197,21 @@ class SoftHsaRuntime(SoftSystemApi, SoftMemoryApi, SoftExecutableApi):
         q.destroy()
         return _OK
 
+    def _known_queue(self, queue: Any) -> SoftQueue:
+        """The queue behind an ``hsa_queue_t*`` for the calls that return no status (HSA
+        leaves an unknown queue undefined; here it raises KeyError)."""
+        return self._queues[int(ffi.cast("uintptr_t", queue))]
+
     def hsa_queue_add_write_index_scacq_screl(self, queue: Any, value: int) -> int:
-        q = self.queue_for(queue)
+        q = self._known_queue(queue)
         with self._cond:
-            amd = ffi.cast("amd_queue_t*", q.address)
+            amd: Any = ffi.cast("amd_queue_t*", q.address)  # cffi's stubs: cdata has no fields
             old = int(amd.write_dispatch_id)
             amd.write_dispatch_id = old + int(value)
         return old
 
     def hsa_queue_load_read_index_scacquire(self, queue: Any) -> int:
-        return self.queue_for(queue).read_index
+        return self._known_queue(queue).read_index
 
     def hsa_amd_profiling_set_profiler_enabled(self, queue: Any, enable: int) -> int:
         q = self.queue_for(queue)

@@ -88,7 +88,7 @@ class SoftSystemApi:
     def hsa_system_get_info(self, attribute: int, value: Any) -> int:
         if not self._require_init():
             return int(_S.ERROR_NOT_INITIALIZED)
-        table = {
+        table: dict[int, tuple[str, Any]] = {
             SystemInfo.VERSION_MAJOR: ("uint16_t*", 1),
             SystemInfo.VERSION_MINOR: ("uint16_t*", 1),
             SystemInfo.TIMESTAMP: ("uint64_t*", time.monotonic_ns()),
@@ -121,7 +121,7 @@ class SoftSystemApi:
     ) -> int:
         if extension != HSA_EXTENSION_AMD_LOADER or major != 1:
             return int(_S.ERROR_INVALID_ARGUMENT)
-        pfn = ffi.new("hsa_ven_amd_loader_1_03_pfn_t*")
+        pfn: Any = ffi.new("hsa_ven_amd_loader_1_03_pfn_t*")  # cffi's stubs: cdata has no fields
 
         @ffi.callback(
             "hsa_status_t(hsa_executable_t, hsa_status_t(*)(hsa_executable_t, "
@@ -238,7 +238,7 @@ class SoftSystemApi:
         if attribute == a.AMD_SVM_DIRECT_HOST_ACCESS:
             return put("bool*", True)
         if attribute == a.AMD_HDP_FLUSH:
-            flush = ffi.cast("hsa_amd_hdp_flush_t*", value)
+            flush: Any = ffi.cast("hsa_amd_hdp_flush_t*", value)
             flush.HDP_MEM_FLUSH_CNTL = ffi.NULL
             flush.HDP_REG_FLUSH_CNTL = ffi.NULL
             return _OK
