@@ -384,6 +384,10 @@ def _check_dynamic(
         )
         name = string(st_name, f"the name of symbol {i}")
         values.append(value if shndx != _SHN_UNDEF else -1)
+        if i and shndx == _SHN_UNDEF and _other & 3:
+            # An undefined symbol that is not visible outside the library can only bind
+            # to itself: the loader would resolve it to the library's base address.
+            raise _Bad(f"undefined symbol {name!r} has non-default visibility")
         if shndx not in (_SHN_UNDEF, _SHN_ABS) and (st_info & 0xF) != _STT_TLS:
             mem.mapped(value, min(sym_size, 1 << 20), f"symbol {name!r}")
             # Plain symbols only: looking up an indirect function (STT_GNU_IFUNC) calls

@@ -143,6 +143,18 @@ def query_symbol_made_indirect(e: Elf) -> bytes:
         k += 1
 
 
+def undefined_symbol_made_hidden(e: Elf) -> bytes:
+    """A weak undefined symbol (``__gmon_start__``) made hidden: the loader binds it to
+    the library's base, and the library's _init calls it."""
+    symtab = e.file_offset(e.dyn[6][1])
+    k = 1
+    while True:
+        at = symtab + 24 * k
+        if struct.unpack_from("<H", e.blob, at + 6)[0] == 0:  # undefined
+            return e.put("<B", at + 5, 2)
+        k += 1
+
+
 IREE_CASES: list[Callable[[Elf], bytes]] = [
     relacount_too_large,
     relaent_missing,
@@ -161,6 +173,7 @@ NATIVE_CASES: list[Callable[[Elf], bytes]] = [
     fini_target_inside_a_function,
     query_symbol_shifted,
     query_symbol_made_indirect,
+    undefined_symbol_made_hidden,
 ]
 
 
