@@ -154,48 +154,7 @@ class Buffer:
 
     # -- backend tier ------------------------------------------------------------------
 
-    def storage(self) -> Any:
-        """The committed storage of the root allocation, or FAILED_PRECONDITION."""
-        root = self._root
-        if root._state != _COMMITTED:
-            raise FailedPreconditionError(
-                "buffer was deallocated (queue_dealloca completed)"
-                if root._state == _DECOMMITTED
-                else "buffer memory is not committed yet: wait for its queue_alloca signal"
-            )
-        return root._storage
-
-    def host_bytes(self, offset: int = 0, length: int = WHOLE_BUFFER) -> np.ndarray:
-        """A uint8 numpy view of ``[offset, offset+length)`` of this buffer (backend tier:
-        no usage checks)."""
-        storage = self.storage()
-        arr = storage.host_array
-        if arr is None:
-            raise PermissionDeniedError("buffer storage is not host accessible")
-        if length == WHOLE_BUFFER:
-            length = self.byte_length - offset
-        start = self.byte_offset + offset
-        return arr[start : start + length]
-
-    def commit(self, storage: Any) -> None:
-        """Attach storage to a pending root (used by queue_alloca)."""
-        self._root._storage = storage
-        self._root._state = _COMMITTED
-
-    def decommit(self) -> Any:
-        """Detach and return the root's storage; later use fails FAILED_PRECONDITION."""
-        root = self._root
-        storage, root._storage = root._storage, None
-        root._state = _DECOMMITTED
-        return storage
-
     # -- validation helpers (shared by every backend through hal_core) ------------------
-
-    def resolve_range(self, offset: int, length: int) -> int:
-        """Validate ``[offset, offset+length)`` against this buffer; resolves WHOLE_BUFFER
-        and returns the length. OUT_OF_RANGE when it does not fit; INVALID_ARGUMENT when
-        either is not an integer (numpy integers are normalised, never wrapped)."""
-        return check_range(offset, length, self.byte_length, "buffer")
 
     def require_usage(self, usage: BufferUsage, what: str) -> None:
         if (self.allowed_usage & usage) != usage:
@@ -263,7 +222,7 @@ class Buffer:
         if offset.__class__ is not int:
             offset = as_index(offset, "mapping offset")
         length = check_range(offset, length, self.byte_length, "buffer")
-        return BufferMapping(self, access, self.host_bytes(offset, length))
+        return BufferMapping(self, access, buffer_host_bytes(self, offset, length))
 
     def read(self, offset: int = 0, length: int = WHOLE_BUFFER) -> bytes:
         """Copy a range out through a scoped mapping (``iree_hal_buffer_map_read``)."""
@@ -280,6 +239,55 @@ class Buffer:
             ) from None
         with self.map(MemoryAccess.WRITE, offset, src.nbytes) as m:
             m.contents[:] = src
+
+
+# -- backend tier: storage, commit state and ranges (``hal_core.backend``) ----------------
+
+
+def buffer_storage(buffer: Buffer) -> Any:
+    """The committed storage of ``buffer``'s root allocation, or FAILED_PRECONDITION."""
+    root = buffer._root
+    if root._state != _COMMITTED:
+        raise FailedPreconditionError(
+            "buffer was deallocated (queue_dealloca completed)"
+            if root._state == _DECOMMITTED
+            else "buffer memory is not committed yet: wait for its queue_alloca signal"
+        )
+    return root._storage
+
+
+def buffer_host_bytes(buffer: Buffer, offset: int = 0, length: int = WHOLE_BUFFER) -> np.ndarray:
+    """A uint8 numpy view of ``[offset, offset+length)`` of ``buffer`` (no usage checks);
+    PERMISSION_DENIED when its storage is not host accessible."""
+    arr = buffer_storage(buffer).host_array
+    if arr is None:
+        raise PermissionDeniedError("buffer storage is not host accessible")
+    if length == WHOLE_BUFFER:
+        length = buffer.byte_length - offset
+    start = buffer.byte_offset + offset
+    return arr[start : start + length]
+
+
+def commit_buffer(buffer: Buffer, storage: Any) -> None:
+    """Attach ``storage`` to a pending root (queue_alloca completing)."""
+    root = buffer._root
+    root._storage = storage
+    root._state = _COMMITTED
+
+
+def decommit_buffer(buffer: Buffer) -> Any:
+    """Detach and return the root's storage; later use is FAILED_PRECONDITION."""
+    root = buffer._root
+    storage, root._storage = root._storage, None
+    root._state = _DECOMMITTED
+    return storage
+
+
+def resolve_range(buffer: Buffer, offset: int, length: int) -> int:
+    """Validate ``[offset, offset+length)`` against ``buffer``; resolves WHOLE_BUFFER and
+    returns the length. OUT_OF_RANGE when it does not fit; INVALID_ARGUMENT when either is
+    not an integer (numpy integers are normalised, never wrapped)."""
+    return check_range(offset, length, buffer.byte_length, "buffer")
 
 
 class BufferMapping:

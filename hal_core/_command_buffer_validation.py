@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._buffer import Buffer
+from ._buffer import Buffer, resolve_range
 from ._command_buffer import (
     MAX_UPDATE_SIZE,
     BufferBinding,
@@ -264,7 +264,7 @@ class ValidationState:
         check_buffer(buffer, usage, access, what)
         if buffer.device is not cb.device:
             check_owner(cb.device, buffer, what)
-        return buffer.resolve_range(ref.offset, ref.length)
+        return resolve_range(buffer, ref.offset, ref.length)
 
 
 def _len_text(n: int) -> str:

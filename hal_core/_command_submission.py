@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._buffer import resolve_range
 from ._command_buffer import (
     CMD_DISPATCH,
     BindingTable,
@@ -182,7 +183,7 @@ def prepare_dispatch(
         )
         if ref.buffer.device is not device:
             check_owner(device, ref.buffer, f"dispatch binding {i}")
-        ref.buffer.resolve_range(ref.offset, ref.length)
+        resolve_range(ref.buffer, ref.offset, ref.length)
     ind = config.workgroup_count_ref
     if ind is not None:
         if ind.buffer is None:
@@ -197,7 +198,7 @@ def prepare_dispatch(
         )
         if ind.buffer.device is not device:
             check_owner(device, ind.buffer, "dispatch workgroup-count parameters")
-        ind.buffer.resolve_range(ind.offset, ind.length)
+        resolve_range(ind.buffer, ind.offset, ind.length)
     finalize = device._finalize
     if finalize is None:
         raise UnimplementedError(f"{device.uri} does not implement dispatch")

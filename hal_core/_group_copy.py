@@ -19,7 +19,7 @@ from typing import Any, Callable
 import attrs
 import numpy as np
 
-from ._buffer import Buffer
+from ._buffer import Buffer, resolve_range
 from ._device import Device
 from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, QueueAffinity
 from ._semaphore import SemaphoreList
@@ -118,8 +118,8 @@ class CopyRouting:
         source.require_access(MemoryAccess.READ, "group copy source")
         target.require_usage(BufferUsage.TRANSFER_TARGET, "group copy target")
         target.require_access(MemoryAccess.WRITE, "group copy target")
-        source.resolve_range(source_offset, length)
-        target.resolve_range(target_offset, length)
+        resolve_range(source, source_offset, length)
+        resolve_range(target, target_offset, length)
         chosen = self._select(e, s, t, strategy)
         submitting = self._submitting
         submitting.active = True

@@ -40,7 +40,7 @@ from typing import Any, Callable, Generator, Sequence
 import numpy as np
 
 from ._async_wait import wait_async
-from ._buffer import Buffer
+from ._buffer import Buffer, resolve_range
 from ._command_buffer import DispatchConfig
 from ._memory import WHOLE_BUFFER, BufferParams, BufferUsage, MemoryAccess, MemoryType
 from ._semaphore import Semaphore
@@ -352,7 +352,7 @@ class Stream:
         is copied through a host staging buffer in stream order first."""
         if not isinstance(buffer, Buffer):
             raise InvalidArgumentError(f"download needs a Buffer, got {type(buffer).__name__}")
-        length = buffer.resolve_range(offset, length)
+        length = resolve_range(buffer, offset, length)
         dtype = np.dtype(dtype)
         if length % dtype.itemsize:
             raise InvalidArgumentError(

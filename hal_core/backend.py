@@ -34,7 +34,14 @@ from ._backend_contract import (
     TopologySupport,
     signature_mismatches,
 )
-from ._buffer import HostStorage
+from ._buffer import (
+    HostStorage,
+    buffer_host_bytes,
+    buffer_storage,
+    commit_buffer,
+    decommit_buffer,
+    resolve_range,
+)
 from ._callback_errors import report_callback_error
 from ._command_buffer import (
     CMD_BARRIER,
@@ -98,6 +105,11 @@ from .pool import (
 from .pool._queue_alloca import AllocaState, QueueAllocaMachine, TransientAllocation
 
 __all__ = [
+    "buffer_host_bytes",
+    "buffer_storage",
+    "commit_buffer",
+    "decommit_buffer",
+    "resolve_range",
     "device_from_backend",
     "DEFAULT_FRONTIER_CAPACITY",
     "AxisDomain",

@@ -21,7 +21,7 @@ import threading
 import weakref
 from typing import Any, Callable
 
-from .._buffer import Buffer
+from .._buffer import Buffer, decommit_buffer
 from .._frontier import DEFAULT_FRONTIER_CAPACITY, Frontier
 from .._memory import BufferParams, BufferUsage
 from .._notification import Notification
@@ -355,7 +355,7 @@ def release_buffer(buffer: Buffer, death_frontier: Frontier | None = None) -> No
         )
     buffer._root.pool_state = None
     owned.finalizer.detach()
-    buffer.decommit()
+    decommit_buffer(buffer)
     owned.pool.release_reservation(owned.reservation, death_frontier)
 
 

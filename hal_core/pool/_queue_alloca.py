@@ -45,6 +45,7 @@ import abc
 import weakref
 from typing import Any, cast
 
+from .._buffer import commit_buffer, decommit_buffer
 from .._frontier import Frontier
 from .._memory import PlacementFlags
 from .._queue import AllocaFlags
@@ -245,7 +246,7 @@ class QueueAllocaMachine(abc.ABC):
         context attached): reserve (unless ``prepare`` did), then commit now, after a
         hidden frontier wait, or after parking on the pool notification."""
         if op.length == 0:
-            op.target.commit(self._empty_storage())
+            commit_buffer(op.target, self._empty_storage())
             op.alloca_state = None
             self._complete(op, state, None)
             return
@@ -342,7 +343,7 @@ class QueueAllocaMachine(abc.ABC):
                 ),
             )
             return
-        buffer.commit(storage)
+        commit_buffer(buffer, storage)
         transient = TransientAllocation(pool, reservation)
         if int(buffer.placement_flags) & _INDETERMINATE:
             # No dealloca will come: the memory goes back when the buffer is dropped.
@@ -374,7 +375,7 @@ class QueueAllocaMachine(abc.ABC):
                 "has not completed, or it was deallocated already)"
             )
         transient = buffer.pool_state
-        storage = buffer.decommit()
+        storage = decommit_buffer(buffer)
         if transient.__class__ is TransientAllocation:
             buffer.pool_state = None
             if transient.finalizer is not None:

@@ -63,3 +63,8 @@ def test_device_from_backend_wraps_a_bare_backend(device: Device) -> None:
     bare = device_from_backend(Bare(), driver_name="bare", uri="bare://")
     assert bare.uri == "bare://" and bare.queue_count == 1
     bare.close()
+
+
+def test_backend_tier_buffer_methods_left_the_user_class() -> None:
+    for name in ("commit", "decommit", "host_bytes", "storage", "resolve_range"):
+        assert not hasattr(hal_core.Buffer, name), name

@@ -107,6 +107,11 @@ USER_TIER = {
 }
 
 BACKEND_TIER = {
+    "buffer_host_bytes",
+    "buffer_storage",
+    "commit_buffer",
+    "decommit_buffer",
+    "resolve_range",
     "device_from_backend",
     "AllocaState",
     "AllocaSubmitSupport",

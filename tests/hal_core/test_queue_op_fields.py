@@ -13,7 +13,7 @@ import pytest
 
 import hal_core
 from hal_core import BufferParams, HostCallFlags
-from hal_core.backend import QueueOp, QueueOpKind
+from hal_core.backend import QueueOp, QueueOpKind, buffer_host_bytes
 
 
 @pytest.fixture
@@ -63,8 +63,8 @@ def test_every_front_door_kind_is_an_enum_member(captured: Any) -> None:
     assert update.payload.dtype == np.uint8 and bytes(update.payload) == b"abcd"
     assert (copy.source, copy.source_offset, copy.target_offset) == (buf, 0, 32)
     assert host.args == (1, 2, 3, 4) and host.flags == HostCallFlags.NONE
-    assert bytes(buf.host_bytes(0, 20)) == b"\x01\x02\x03\x04" * 4 + b"abcd"
-    assert bytes(buf.host_bytes(32, 16)) == bytes(buf.host_bytes(0, 16))
+    assert bytes(buffer_host_bytes(buf, 0, 20)) == b"\x01\x02\x03\x04" * 4 + b"abcd"
+    assert bytes(buffer_host_bytes(buf, 32, 16)) == bytes(buffer_host_bytes(buf, 0, 16))
 
 
 def test_alloca_names_its_pool_params_and_state(captured: Any) -> None:

@@ -20,7 +20,16 @@ from hal_core import (
     QueueOpKind,
     UnimplementedError,
 )
-from hal_core.backend import CMD_COPY, CMD_DISPATCH, CMD_FILL, CMD_UPDATE, QueueOp
+from hal_core.backend import (
+    CMD_COPY,
+    CMD_DISPATCH,
+    CMD_FILL,
+    CMD_UPDATE,
+    QueueOp,
+    buffer_host_bytes,
+    commit_buffer,
+    decommit_buffer,
+)
 
 from .allocator import allocate_storage
 
@@ -37,27 +46,29 @@ def fill(target: np.ndarray, pattern: bytes) -> None:
 
 
 def run_fill(op: QueueOp) -> None:
-    fill(op.target.host_bytes(op.target_offset, op.length), op.pattern)
+    fill(buffer_host_bytes(op.target, op.target_offset, op.length), op.pattern)
 
 
 def run_update(op: QueueOp) -> None:
     # ``op.payload`` is hal_core's private copy of the caller's bytes, taken at the call.
-    op.target.host_bytes(op.target_offset, op.length)[:] = op.payload
+    buffer_host_bytes(op.target, op.target_offset, op.length)[:] = op.payload
 
 
 def run_copy(op: QueueOp) -> None:
-    source = op.source.host_bytes(op.source_offset, op.length)
-    op.target.host_bytes(op.target_offset, op.length)[:] = source
+    source = buffer_host_bytes(op.source, op.source_offset, op.length)
+    buffer_host_bytes(op.target, op.target_offset, op.length)[:] = source
 
 
 def run_read(op: QueueOp) -> None:
     """File -> buffer."""
-    op.source.read_into(op.source_offset, op.target.host_bytes(op.target_offset, op.length))
+    op.source.read_into(op.source_offset, buffer_host_bytes(op.target, op.target_offset, op.length))
 
 
 def run_write(op: QueueOp) -> None:
     """Buffer -> file."""
-    op.target.write_from(op.target_offset, op.source.host_bytes(op.source_offset, op.length))
+    op.target.write_from(
+        op.target_offset, buffer_host_bytes(op.source, op.source_offset, op.length)
+    )
 
 
 def run_alloca(op: QueueOp) -> None:
@@ -65,13 +76,13 @@ def run_alloca(op: QueueOp) -> None:
     default allocation (``pool=None``) reaches here: the device refuses explicit pools at
     submit."""
     params = op.params
-    op.target.commit(allocate_storage(op.length, params.min_alignment))
+    commit_buffer(op.target, allocate_storage(op.length, params.min_alignment))
 
 
 def run_dealloca(op: QueueOp) -> None:
     """Take the storage away from the buffer (later use is FAILED_PRECONDITION) and
     free it."""
-    storage = op.target.decommit()
+    storage = decommit_buffer(op.target)
     if storage is not None:
         storage.release()
 
@@ -90,9 +101,9 @@ def _view(ref: Any, table: tuple) -> np.ndarray:
     """The bytes a command's buffer reference names: a direct ``BufferRef``, or an
     indirect one composed with its binding-table slot."""
     if ref.__class__ is not BufferRef:  # a whole Buffer
-        return ref.host_bytes()
+        return buffer_host_bytes(ref)
     if ref.buffer is not None:
-        return ref.buffer.host_bytes(ref.offset, ref.resolved_length())
+        return buffer_host_bytes(ref.buffer, ref.offset, ref.resolved_length())
     binding: BufferBinding | None = table[ref.slot] if ref.slot < len(table) else None
     if binding is None or binding.buffer is None:
         raise OutOfRangeError(f"binding-table slot {ref.slot} is empty")
@@ -106,7 +117,7 @@ def _view(ref: Any, table: tuple) -> np.ndarray:
             f"binding-table slot {ref.slot}: range [{ref.offset}, {ref.offset + length}) "
             f"does not fit the {bound} bytes bound"
         )
-    return buffer.host_bytes(binding.offset + ref.offset, length)
+    return buffer_host_bytes(buffer, binding.offset + ref.offset, length)
 
 
 def run_execute(op: QueueOp) -> None:

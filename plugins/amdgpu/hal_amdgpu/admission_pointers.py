@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hal_core import WHOLE_BUFFER, InvalidArgumentError, OutOfRangeError
+from hal_core.backend import buffer_storage
 
 from .block_program import BindingSourceFlags
 
@@ -47,7 +48,7 @@ def binding_pointers(table: tuple, extents: dict) -> np.ndarray:
         if binding is None or binding.buffer is None:
             continue
         buf = binding.buffer
-        ptrs[slot] = buf.storage().address + buf.byte_offset + binding.offset
+        ptrs[slot] = buffer_storage(buf).address + buf.byte_offset + binding.offset
     return ptrs
 
 
@@ -55,7 +56,9 @@ def static_pointers(buffers: tuple) -> np.ndarray:
     """Device address of every static buffer a program references."""
     ptrs = np.zeros(len(buffers), np.uint64)
     for i, buf in enumerate(buffers):
-        ptrs[i] = buf.storage().address + buf.byte_offset  # FAILED_PRECONDITION if decommitted
+        ptrs[i] = (
+            buffer_storage(buf).address + buf.byte_offset
+        )  # FAILED_PRECONDITION if decommitted
     return ptrs
 
 

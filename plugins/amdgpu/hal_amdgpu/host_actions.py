@@ -133,7 +133,8 @@ class FileAction(RunAction):
             buf = op.target
             storage = buffer_storage(buf)
             if storage.host_array is not None:
-                op.source.read_into(op.source_offset, buffer_host_bytes(buf, op.target_offset, op.length))
+                view = buffer_host_bytes(buf, op.target_offset, op.length)
+                op.source.read_into(op.source_offset, view)
                 return
             tmp = np.empty(op.length, np.uint8)
             op.source.read_into(op.source_offset, tmp)
@@ -146,7 +147,8 @@ class FileAction(RunAction):
             buf = op.source
             storage = buffer_storage(buf)
             if storage.host_array is not None:
-                op.target.write_from(op.target_offset, buffer_host_bytes(buf, op.source_offset, op.length))
+                view = buffer_host_bytes(buf, op.source_offset, op.length)
+                op.target.write_from(op.target_offset, view)
                 return
             tmp = np.empty(op.length, np.uint8)
             src = storage.address + buf.byte_offset + op.source_offset

@@ -33,7 +33,14 @@ from hal_core import (
     MemoryType,
     UnimplementedError,
 )
-from hal_core.backend import CMD_COPY, FrontierTracker, QueueOp, QueueOpKind
+from hal_core.backend import (
+    CMD_COPY,
+    FrontierTracker,
+    QueueOp,
+    QueueOpKind,
+    buffer_host_bytes,
+    buffer_storage,
+)
 
 from .aql_packets import emit_dispatches, new_staging
 from .block_program import (
@@ -93,7 +100,7 @@ class _ProgramContext:
     def buffer_address(self, buffer: Any) -> int | None:
         if not buffer.is_committed:
             return None
-        return buffer.storage().address + buffer.byte_offset
+        return buffer_storage(buffer).address + buffer.byte_offset
 
     def allocate_prepublished(self, byte_length: int) -> tuple[np.ndarray, int, Any]:
         return self.qset.allocate_host_coherent(self.gpu_index, byte_length)
@@ -262,7 +269,7 @@ class HostQueueSet:
         if op.length > UPDATE_INLINE_LIMIT:
             # Large updates are staged in host memory the GPU reads (kept until retired).
             staging = self._staging_buffer(op.length)
-            staging.host_bytes()[:] = op.payload
+            buffer_host_bytes(staging)[:] = op.payload
             ref = BufferRef(op.target, op.target_offset, op.length)
             sub.program = self._one_shot((CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
             sub.resources = [op.retained, staging]
@@ -296,13 +303,13 @@ class HostQueueSet:
         if kind == _K.FILL:
             width = len(op.pattern)
             desc = builtins.fill[width]
-            target = op.target.storage().address + op.target.byte_offset + op.target_offset
+            target = buffer_storage(op.target).address + op.target.byte_offset + op.target_offset
             pointers = [target]
             elements = length // width
             scalars = [elements, int.from_bytes(op.pattern, "little")]
         elif kind == _K.COPY:
-            src = op.source.storage().address + op.source.byte_offset + op.source_offset
-            dst = op.target.storage().address + op.target.byte_offset + op.target_offset
+            src = buffer_storage(op.source).address + op.source.byte_offset + op.source_offset
+            dst = buffer_storage(op.target).address + op.target.byte_offset + op.target_offset
             bits = src | dst | length
             width = 16 if bits % 16 == 0 else 4 if bits % 4 == 0 else 1
             desc = builtins.copy[width]
@@ -311,7 +318,7 @@ class HostQueueSet:
             scalars = [elements]
         else:  # UPDATE
             desc = builtins.copy[1]
-            dst = op.target.storage().address + op.target.byte_offset + op.target_offset
+            dst = buffer_storage(op.target).address + op.target.byte_offset + op.target_offset
             pointers = [0, dst]
             elements = length
             scalars = [length]

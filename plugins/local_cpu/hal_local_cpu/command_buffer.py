@@ -52,6 +52,7 @@ from hal_core.backend import (
     CMD_FILL,
     CMD_UPDATE,
     buffer_root,
+    buffer_storage,
 )
 
 from .executable_native import ffi, replay_library
@@ -432,7 +433,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         if unretained or root.placement_flags & _ASYNC or not b.is_committed:
             dynamic.append(k)
         else:
-            static_bases[cap + k] = b.storage().address + b.byte_offset
+            static_bases[cap + k] = buffer_storage(b).address + b.byte_offset
             static_lens[cap + k] = b.byte_length
     p.direct_weak = unretained
     p.direct = [weakref.ref(b) for b in direct] if unretained else direct
@@ -658,7 +659,7 @@ def _fill_slots(program: LocalProgram, table: tuple, bases: np.ndarray, lens: np
                 f"binding-table slot {s} range [{binding.offset}, {binding.offset + blen}) "
                 f"exceeds its buffer of {buffer.byte_length} bytes"
             )
-        bases[s] = buffer.storage().address + buffer.byte_offset + binding.offset
+        bases[s] = buffer_storage(buffer).address + buffer.byte_offset + binding.offset
         lens[s] = blen
 
 
@@ -675,7 +676,7 @@ def _fill_dynamic(program: LocalProgram, bases: np.ndarray, lens: np.ndarray) ->
                     "a buffer recorded in an UNRETAINED command buffer was released before "
                     "the command buffer ran; keep it alive until the submission completes",
                 )
-        bases[cap + k] = b.storage().address + b.byte_offset
+        bases[cap + k] = buffer_storage(b).address + b.byte_offset
         lens[cap + k] = b.byte_length
 
 

@@ -40,6 +40,8 @@ from hal_core.backend import (
     QueueOpKind,
     TopologyCapability,
     TopologyEdge,
+    buffer_host_bytes,
+    buffer_storage,
     fail_all,
     op_error,
     report_callback_error,
@@ -482,12 +484,12 @@ def _run_fill(op: QueueOp) -> None:
     data = op.pattern
     if length <= SMALL_FILL_BYTES:
         target = op.target
-        host = target.storage().host_array
+        host = buffer_storage(target).host_array
         if host is not None:
             start = target.byte_offset + op.target_offset
             host.data[start : start + length] = data * (length // len(data))
             return
-    dst = op.target.host_bytes(op.target_offset, length)
+    dst = buffer_host_bytes(op.target, op.target_offset, length)
     if len(data) == 1:
         dst.fill(data[0])
     else:
@@ -496,20 +498,22 @@ def _run_fill(op: QueueOp) -> None:
 
 def _run_update(op: QueueOp) -> None:
     if op.length:
-        op.target.host_bytes(op.target_offset, op.length)[:] = op.payload
+        buffer_host_bytes(op.target, op.target_offset, op.length)[:] = op.payload
 
 
 def _run_copy(op: QueueOp) -> None:
     if op.length:
-        src = op.source.host_bytes(op.source_offset, op.length)
-        op.target.host_bytes(op.target_offset, op.length)[:] = src
+        src = buffer_host_bytes(op.source, op.source_offset, op.length)
+        buffer_host_bytes(op.target, op.target_offset, op.length)[:] = src
 
 
 def _run_read(op: QueueOp) -> None:
     if op.length:
-        op.source.read_into(op.source_offset, op.target.host_bytes(op.target_offset, op.length))
+        view = buffer_host_bytes(op.target, op.target_offset, op.length)
+        op.source.read_into(op.source_offset, view)
 
 
 def _run_write(op: QueueOp) -> None:
     if op.length:
-        op.target.write_from(op.target_offset, op.source.host_bytes(op.source_offset, op.length))
+        view = buffer_host_bytes(op.source, op.source_offset, op.length)
+        op.target.write_from(op.target_offset, view)

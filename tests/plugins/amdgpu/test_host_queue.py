@@ -26,7 +26,7 @@ from hal_core._command_buffer import (
     CommandBufferMode,
 )
 from hal_core._memory import BufferParams
-from hal_core.backend import QueueOp
+from hal_core.backend import QueueOp, buffer_host_bytes
 from hal_core.backend import QueueOpKind as K
 from hal_core.pool import PassthroughPool
 
@@ -69,7 +69,7 @@ class Env:
             allocation_size=n,
         )
         if data is not None:
-            b.host_bytes()[:] = np.frombuffer(bytes(data), np.uint8)
+            buffer_host_bytes(b)[:] = np.frombuffer(bytes(data), np.uint8)
         return b
 
     def op(self, kind, queue, waits=(), signals=(), **fields):
@@ -162,8 +162,9 @@ def test_fill_copy_update_barrier_across_queues(env):
     q0 = env.qs.queues[0]
     q0.wait_idle(T)
     assert env.qs.tracker.query_epoch(q0.axis, 2)  # the queue's frontier axis advanced
-    assert (a.host_bytes().view(np.uint32) == 0x11223344).all()
-    assert bytes(b.host_bytes()[508:520]) == bytes([0x44, 0x33, 0x22, 0x11, 1, 2, 3, 4, 0, 0, 0, 0])
+    assert (buffer_host_bytes(a).view(np.uint32) == 0x11223344).all()
+    expected = bytes([0x44, 0x33, 0x22, 0x11, 1, 2, 3, 4, 0, 0, 0, 0])
+    assert bytes(buffer_host_bytes(b)[508:520]) == expected
 
 
 def test_ring_wrap_thousands_of_submissions():
@@ -185,7 +186,7 @@ def test_ring_wrap_thousands_of_submissions():
         s.wait(n, T * 3)
         for slot in range(4):
             last = max(i for i in range(n - 3, n + 1) if i % 4 == slot)
-            assert (buf.host_bytes()[slot * 64 : slot * 64 + 64] == last & 0xFF).all()
+            assert (buffer_host_bytes(buf)[slot * 64 : slot * 64 + 64] == last & 0xFF).all()
         q0 = env.qs.queues[0]
         assert q0.ring.write_index > 16 * 10 and q0.kernargs.write_position > 64 * 10
     finally:
@@ -203,7 +204,7 @@ def test_parking_when_full_then_drains_in_order(env):
     assert s.value == 0
     release()
     s.wait(200, T)
-    assert (buf.host_bytes() == 200).all()
+    assert (buffer_host_bytes(buf) == 200).all()
     assert not q._parked
 
 
@@ -230,10 +231,10 @@ def test_two_queues_wait_on_each_other(strategy):
         release()
         s0.wait(2, T)
         s1.wait(2, T)
-        assert (b.host_bytes() == 7).all()
+        assert (buffer_host_bytes(b) == 7).all()
         # c: fill(1) and the copy of b's first 128 bytes both wait only on s1 >= 1.
-        assert set(np.unique(c.host_bytes()[:128])) <= {1, 7}
-        assert (c.host_bytes()[128:] == 1).all()
+        assert set(np.unique(buffer_host_bytes(c)[:128])) <= {1, 7}
+        assert (buffer_host_bytes(c)[128:] == 1).all()
     finally:
         env.close()
 
@@ -257,7 +258,7 @@ def test_fault_mid_stream_fails_exactly_affected_semaphores(env):
     assert not tracker.query_epoch(q0.axis, 1)  # the failed queue's axis is failed
     assert tracker.query_epoch(q1.axis, 1)
     assert ok.value == 1 and other.value == 1
-    assert (buf.host_bytes() == 4).all()
+    assert (buffer_host_bytes(buf) == 4).all()
 
 
 def test_out_of_range_submission_sizes(env):
@@ -294,8 +295,8 @@ def test_out_of_range_submission_sizes(env):
     s.wait(1, T)
     env.op(K.EXECUTE, 0, [(s, 1)], [(s, 2)], program=prog, bindings=())
     s.wait(2, T)  # the queue still works after the refusals
-    assert list(buf.host_bytes()[: 64 * 200 : 64]) == list(range(200))
-    assert (buf.host_bytes()[64 * 200 :] == 3).all()
+    assert list(buffer_host_bytes(buf)[: 64 * 200 : 64]) == list(range(200))
+    assert (buffer_host_bytes(buf)[64 * 200 :] == 3).all()
 
 
 def test_host_call_alloca_dealloca(env):
@@ -397,8 +398,8 @@ def test_execute_block_program_with_binding_table(env):
             bindings=(BufferBinding(a), BufferBinding(b)),
         )
     s.wait(3, T)
-    assert (a.host_bytes() == 42).all()
-    assert bytes(b.host_bytes()[:5]) == b"hello" and (b.host_bytes()[128:] == 42).all()
+    assert (buffer_host_bytes(a) == 42).all()
+    assert bytes(buffer_host_bytes(b)[:5]) == b"hello" and (buffer_host_bytes(b)[128:] == 42).all()
 
 
 def test_teardown_with_work_in_flight_does_not_hang():
@@ -475,10 +476,10 @@ def test_dispatch_real_kernels_on_every_gpu(env, mode, dynamic):
     for i, queue in enumerate((0, 2)[:runs]):  # GPU 0 and GPU 1
         env.op(K.EXECUTE, queue, [(s, i)] if i else (), [(s, i + 1)], program=prog, bindings=table)
     s.wait(runs, T)
-    assert np.allclose(dst.host_bytes().view(np.float32), np.arange(256) * 2.0 + 1.0)
+    assert np.allclose(buffer_host_bytes(dst).view(np.float32), np.arange(256) * 2.0 + 1.0)
     # indirect_iota sizes itself from the hidden block count / group size we filled in.
-    assert list(out.host_bytes().view(np.uint32)[:96]) == list(range(1000, 1096))
-    assert (out.host_bytes().view(np.uint32)[96:] == 0).all()
+    assert list(buffer_host_bytes(out).view(np.uint32)[:96]) == list(range(1000, 1096))
+    assert (buffer_host_bytes(out).view(np.uint32)[96:] == 0).all()
 
 
 def test_dropping_user_references_after_submit_keeps_results(env):
@@ -497,7 +498,7 @@ def test_dropping_user_references_after_submit_keeps_results(env):
     gc.collect()
     release()
     s.wait(1, T)
-    assert bytes(a.host_bytes()[:256]) == bytes(range(256))
+    assert bytes(buffer_host_bytes(a)[:256]) == bytes(range(256))
 
 
 @pytest.mark.parametrize("dynamic_params", [False, True])
@@ -537,7 +538,7 @@ def test_indirect_dispatch_parameters_read_when_reached(env, dynamic_params):
     s = Semaphore(0)
     env.op(K.EXECUTE, 0, (), [(s, 1)], program=prog, bindings=(BufferBinding(params),))
     s.wait(1, T)
-    words = out.host_bytes().view(np.uint32)
+    words = buffer_host_bytes(out).view(np.uint32)
     assert list(words[:32]) == list(range(32))
     assert (words[32:512] == 0).all()
     assert list(words[512 : 512 + 160]) == list(range(500, 660))
@@ -576,8 +577,8 @@ def test_many_block_replays_park_and_resume_in_order():
         s0.wait(3, T * 3)
         s1.wait(3, T * 3)
         expect = np.arange(1, 1201, dtype=np.uint32)
-        assert (buf.host_bytes().view(np.uint32) == expect).all()
-        assert (other.host_bytes().view(np.uint32) == expect).all()
+        assert (buffer_host_bytes(buf).view(np.uint32) == expect).all()
+        assert (buffer_host_bytes(other).view(np.uint32) == expect).all()
     finally:
         env.close()
 
@@ -604,10 +605,10 @@ def test_unvalidated_out_of_range_fails_at_execution(env):
         env.op(K.EXECUTE, 0, (), [(sem, 1)], program=prog, bindings=table)
         with pytest.raises(hal.OutOfRangeError, match=message):
             sem.wait(1, T)
-    assert bytes(buf.host_bytes()) == bytes(16)  # nothing ran
+    assert bytes(buffer_host_bytes(buf)) == bytes(16)  # nothing ran
     env.fill(0, buf, 2, signals=[(s, 1)])  # later work runs
     s.wait(1, T)
-    assert bytes(buf.host_bytes()) == b"\2" * 16
+    assert bytes(buffer_host_bytes(buf)) == b"\2" * 16
 
 
 def test_fault_propagates_to_a_peer_stuck_behind_a_device_barrier():
@@ -628,7 +629,7 @@ def test_fault_propagates_to_a_peer_stuck_behind_a_device_barrier():
             s0.wait(1, T)
         with pytest.raises(hal.HalError, match="waits on queue 0, which failed"):
             s1.wait(1, T)
-        assert early.value == 1 and (b.host_bytes() == 3).all()
+        assert early.value == 1 and (buffer_host_bytes(b) == 3).all()
         late = Semaphore(0)
         env.fill(2, b, 5, signals=[(late, 1)])  # the other GPU's queues still work
         late.wait(1, T)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import hal_core
 from hal_core import BufferParams, BufferUsage, DispatchConfig, MemoryType
+from hal_core.backend import buffer_storage
 
 HERE = pathlib.Path(__file__).parent / "iree_code_objects"
 KINDS = ("hsaco", "hip1", "amd1")
@@ -316,7 +317,7 @@ def test_nameless_arguments_reach_twins_by_offset(twin_device):
     finally:
         runtime.register_host_twin("add_dispatch_0_elementwise_64_f32", _twin_add)
     ((by_name, by_offset, explicit),) = seen
-    addresses = [b.storage().address + b.byte_offset for b in bufs]
+    addresses = [buffer_storage(b).address + b.byte_offset for b in bufs]
     assert by_offset == {0: addresses[0], 8: addresses[1], 16: addresses[2]}
     assert explicit == addresses
     assert "global_buffer" not in by_name

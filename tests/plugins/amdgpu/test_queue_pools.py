@@ -10,6 +10,7 @@ from hal_amdgpu.slab_provider import HsaSlabProvider
 
 import hal_core
 from hal_core import BufferParams, BufferUsage, MemoryType, QueueAffinity
+from hal_core.backend import buffer_storage
 from hal_core.pool import FixedBlockPool, TlsfPool
 
 TIMEOUT = 10.0
@@ -86,7 +87,7 @@ def test_oversized_goes_to_passthrough_and_memory_is_reused(device):
     for i in range(3):
         buf = device.queue_alloca(1, [(sem, 2 + 2 * i)], [(sem, 3 + 2 * i)], params, 4096)
         sem.wait(3 + 2 * i, TIMEOUT)
-        addresses.append(buf.storage().address)
+        addresses.append(buffer_storage(buf).address)
         device.queue_dealloca(1, [(sem, 3 + 2 * i)], [(sem, 4 + 2 * i)], buf)
         sem.wait(4 + 2 * i, TIMEOUT)
     assert len(set(addresses)) == 1

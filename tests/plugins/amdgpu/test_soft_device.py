@@ -15,6 +15,7 @@ from hal_core import (
     MemoryType,
     NotFoundError,
 )
+from hal_core.backend import buffer_host_bytes, buffer_storage
 
 
 @pytest.fixture
@@ -64,31 +65,31 @@ def test_allocate_and_map(device):
         BufferParams(type=MemoryType.HOST_LOCAL, usage=BufferUsage.DEFAULT | BufferUsage.MAPPING),
         4096)
     assert host.memory_type.has(MemoryType.HOST_LOCAL)
-    view = host.host_bytes()
+    view = buffer_host_bytes(host)
     view[:4] = [1, 2, 3, 4]
-    assert bytes(host.host_bytes()[:4]) == b"\x01\x02\x03\x04"
+    assert bytes(buffer_host_bytes(host)[:4]) == b"\x01\x02\x03\x04"
     fine = device.allocator.allocate_buffer(
         BufferParams(type=MemoryType.HOST_VISIBLE | MemoryType.DEVICE_LOCAL,
                      usage=BufferUsage.DEFAULT | BufferUsage.MAPPING), 100)
     assert fine.memory_type.has(MemoryType.DEVICE_LOCAL | MemoryType.HOST_VISIBLE)
-    assert not fine.host_bytes().any()
+    assert not buffer_host_bytes(fine).any()
     dev_local = device.allocator.allocate_buffer(BufferParams(), 256)
     assert dev_local.memory_type == MemoryType.DEVICE_LOCAL
     with pytest.raises(hal_core.PermissionDeniedError):
-        dev_local.host_bytes()
+        buffer_host_bytes(dev_local)
 
 
 def test_allocations_granted_to_device_agents_only():
     dev = hal_core.create_device("amdgpu://0?hsa=soft&soft_gpus=gfx1100,gfx1100")
     rt = dev.backend.hsa.lib
     buf = dev.allocator.allocate_buffer(BufferParams(), 64)
-    alloc = rt.memory.find(buf.storage().address)
+    alloc = rt.memory.find(buffer_storage(buf).address)
     gpu0, gpu1 = (g.handle for g in dev.backend.system.gpus)
     assert gpu0 in alloc.allowed_agents and gpu1 not in alloc.allowed_agents
     assert dev.backend.cpus[0].handle in alloc.allowed_agents
     live = rt.memory.live_count()
-    buf.storage().release()
-    buf.storage().release()  # idempotent
+    buffer_storage(buf).release()
+    buffer_storage(buf).release()  # idempotent
     assert rt.memory.live_count() == live - 1
     dev.close()
 
@@ -106,7 +107,7 @@ def test_mapping_device_local_needs_optional(device):
 def test_import_host(device):
     data = np.arange(64, dtype=np.uint8)
     buf = device.allocator.import_host_buffer(BufferParams(), data)
-    assert bytes(buf.host_bytes()[:3]) == b"\x00\x01\x02"
+    assert bytes(buffer_host_bytes(buf)[:3]) == b"\x00\x01\x02"
 
 
 @pytest.mark.parametrize("source", CTS_SOURCES)
@@ -201,7 +202,7 @@ def test_device_local_memory_is_zero_filled_through_hsa(device):
     finally:
         del rt.hsa_amd_memory_fill
     assert calls == [(0, 4096 // 4)]  # the whole granule-rounded allocation
-    assert not rt.memory.view(buf.storage().address, 100).any()
+    assert not rt.memory.view(buffer_storage(buf).address, 100).any()
 
 
 def test_bad_soft_gpu_list_is_invalid_argument():
@@ -286,7 +287,7 @@ def test_concurrent_allocation_stress(device):
             for i in range(40):
                 buf = device.allocator.allocate_buffer(
                     BufferParams(type=MemoryType.HOST_LOCAL), 64 + i)
-                buf.storage().release()
+                buffer_storage(buf).release()
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
