@@ -207,23 +207,7 @@ class TlsfPool(TlsfBlockTable, Pool):
                         slab = self._slab_of[b]
                         rest = size_of[b] - g
                         if rest > 0:
-                            r = self._spare.pop() if self._spare else self._new_block()
-                            off[r] = off[b] + g
-                            size_of[r] = rest
-                            self._slab_of[r] = slab
-                            nxt = self._next[b]
-                            self._next[r] = nxt
-                            self._prev[r] = b
-                            if nxt != _NONE:
-                                self._prev[nxt] = r
-                            self._next[b] = r
-                            size_of[b] = g
-                            if death is not None:
-                                # The remainder keeps its parent's frontier (untainted).
-                                self._front[r] = death
-                                self._front[b] = None
-                            # File the remainder (untainted like its parent).
-                            self._insert_free(r)
+                            self._split_tail(b, g, rest, death)
                         elif death is not None:
                             self._front[b] = None
                         length = g << shift

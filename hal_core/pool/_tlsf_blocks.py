@@ -164,6 +164,27 @@ class TlsfBlockTable:
             m = self._sl_maps[fl]
         return fl * SL_COUNT + (m & -m).bit_length() - 1
 
+    def _split_tail(self, b: int, g: int, rest: int, death: Frontier | None) -> None:
+        """Cut live block ``b`` to ``g`` granules and file its last ``rest`` granules as a
+        free block after it; the remainder keeps ``death`` (untainted, like its parent)
+        and ``b`` loses it."""
+        off = self._off
+        r = self._spare.pop() if self._spare else self._new_block()
+        off[r] = off[b] + g
+        self._size[r] = rest
+        self._slab_of[r] = self._slab_of[b]
+        nxt = self._next[b]
+        self._next[r] = nxt
+        self._prev[r] = b
+        if nxt != NONE:
+            self._prev[nxt] = r
+        self._next[b] = r
+        self._size[b] = g
+        if death is not None:
+            self._front[r] = death
+            self._front[b] = None
+        self._insert_free(r)
+
     def _link_before(self, p: int, b: int) -> None:
         prv = self._prev[b]
         self._prev[p] = prv
