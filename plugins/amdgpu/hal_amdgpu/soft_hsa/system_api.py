@@ -33,6 +33,32 @@ _UUID_BYTES = 21
 _NAME_BYTES = 64
 
 
+# Agent attributes answered from the agent's configuration: strings (getter, field bytes)
+# and uint32 values.
+_STRING_INFO: dict[int, tuple[Callable[[SoftAgentConfig], str], int]] = {
+    AgentInfo.NAME: (lambda c: c.name, _NAME_BYTES),
+    AgentInfo.VENDOR_NAME: (lambda c: "AMD" if c.is_gpu else "CPU", _NAME_BYTES),
+    AgentInfo.AMD_PRODUCT_NAME: (lambda c: c.product_name or c.name, _NAME_BYTES),
+    AgentInfo.AMD_UUID: (lambda c: c.uuid or "CPU-XX", _UUID_BYTES),
+}
+_U32_INFO: dict[int, Callable[[SoftAgentConfig], int]] = {
+    AgentInfo.DEVICE: lambda c: 1 if c.is_gpu else 0,
+    AgentInfo.NODE: lambda c: c.node,
+    AgentInfo.PROFILE: lambda c: 0,
+    AgentInfo.DEFAULT_FLOAT_ROUNDING_MODE: lambda c: 1,
+    AgentInfo.WAVEFRONT_SIZE: lambda c: c.wavefront_size,
+    AgentInfo.FEATURE: lambda c: 1 if c.is_gpu else 0,
+    AgentInfo.AMD_CHIP_ID: lambda c: c.chip_id,
+    AgentInfo.AMD_COMPUTE_UNIT_COUNT: lambda c: c.compute_units,
+    AgentInfo.AMD_BDFID: lambda c: c.bdf_id,
+    AgentInfo.AMD_DOMAIN: lambda c: 0,
+    AgentInfo.AMD_NUM_SHADER_ENGINES: lambda c: 1,
+    AgentInfo.AMD_NUM_XCC: lambda c: 1,
+    AgentInfo.AMD_NUM_SHADER_ARRAYS_PER_SE: lambda c: 2,
+    AgentInfo.AMD_DRIVER_UID: lambda c: 0x1000 + c.node,
+}
+
+
 class SoftSystemApi:
     """System, agent and ISA functions of ``SoftHsaRuntime``."""
 
@@ -200,49 +226,20 @@ class SoftSystemApi:
             ffi.memmove(value, raw + b"\0" * (size - len(raw)), size)
             return _OK
 
-        a = AgentInfo
-        if attribute == a.NAME:
-            return put_str(cfg.name, _NAME_BYTES)
-        if attribute == a.VENDOR_NAME:
-            return put_str("AMD" if cfg.is_gpu else "CPU", _NAME_BYTES)
-        if attribute == a.AMD_PRODUCT_NAME:
-            return put_str(cfg.product_name or cfg.name, _NAME_BYTES)
-        if attribute == a.AMD_UUID:
-            return put_str(cfg.uuid or "CPU-XX", _UUID_BYTES)
-        if attribute == a.DEVICE:
-            return put("uint32_t*", 1 if cfg.is_gpu else 0)
-        if attribute == a.NODE:
-            return put("uint32_t*", cfg.node)
-        if attribute == a.PROFILE:
-            return put("uint32_t*", 0)
-        if attribute == a.DEFAULT_FLOAT_ROUNDING_MODE:
-            return put("uint32_t*", 1)
-        if attribute == a.WAVEFRONT_SIZE:
-            return put("uint32_t*", cfg.wavefront_size)
-        if attribute == a.FEATURE:
-            return put("uint32_t*", 1 if cfg.is_gpu else 0)
-        if attribute == a.AMD_CHIP_ID:
-            return put("uint32_t*", cfg.chip_id)
-        if attribute == a.AMD_COMPUTE_UNIT_COUNT:
-            return put("uint32_t*", cfg.compute_units)
-        if attribute == a.AMD_BDFID:
-            return put("uint32_t*", cfg.bdf_id)
-        if attribute == a.AMD_DOMAIN:
-            return put("uint32_t*", 0)
-        if attribute in (a.AMD_NUM_SHADER_ENGINES, a.AMD_NUM_XCC):
-            return put("uint32_t*", 1)
-        if attribute == a.AMD_NUM_SHADER_ARRAYS_PER_SE:
-            return put("uint32_t*", 2)
-        if attribute == a.AMD_DRIVER_UID:
-            return put("uint32_t*", 0x1000 + cfg.node)
-        if attribute == a.AMD_SVM_DIRECT_HOST_ACCESS:
+        text = _STRING_INFO.get(attribute)
+        if text is not None:
+            return put_str(text[0](cfg), text[1])
+        number = _U32_INFO.get(attribute)
+        if number is not None:
+            return put("uint32_t*", number(cfg))
+        if attribute == AgentInfo.AMD_SVM_DIRECT_HOST_ACCESS:
             return put("bool*", True)
-        if attribute == a.AMD_HDP_FLUSH:
+        if attribute == AgentInfo.AMD_HDP_FLUSH:
             flush: Any = ffi.cast("hsa_amd_hdp_flush_t*", value)
             flush.HDP_MEM_FLUSH_CNTL = ffi.NULL
             flush.HDP_REG_FLUSH_CNTL = ffi.NULL
             return _OK
-        if attribute == a.AMD_NEAREST_CPU:
+        if attribute == AgentInfo.AMD_NEAREST_CPU:
             cpu = next(h for h in self._agent_order if not self._agents[h].is_gpu)
             ffi.cast("hsa_agent_t*", value)[0].handle = cpu
             return _OK
