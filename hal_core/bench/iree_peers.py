@@ -2,7 +2,7 @@
 
 ``iree.edge.submit``, ``iree.edge.e2e``, ``iree.edge.fill4`` and ``iree.alloca.e2e`` run the
 chains of ``edge.*`` (``edges.py``) and ``alloca.e2e`` (``pools.py``) through
-``iree.runtime`` (the ``hal-core[iree]`` extra, ``iree-base-runtime``) on IREE's driver of
+``iree.runtime`` (``iree-base-runtime``, the ``iree`` extra of hal-core) on IREE's driver of
 the same name as the device under test (``local-task`` or ``local-sync``): same chain
 lengths, same units, same warm-up, GC handling and repeats (``BenchContext.median``).
 ``iree.<name>.ratio`` reports hal-core / IREE for each pair from medians taken in one
@@ -52,7 +52,7 @@ def iree_runtime() -> Any:
     except ImportError as exc:
         raise BenchmarkSkipped(
             f"iree.runtime is not importable ({exc}); install the peer with "
-            "pip install 'hal-core[iree]'"
+            "pip install iree-base-runtime==3.13.0 (or, from a checkout, pip install '.[iree]')"
         ) from None
     return rt
 

@@ -577,7 +577,8 @@ class AmdgpuProfiling:
         except ImportError:
             raise UnavailableError(
                 "counter and trace profiling on amdgpu needs the hal-profilers plugin "
-                "(pip install hal-profilers) and libhsa-amd-aqlprofile64"
+                "(not on PyPI: from a checkout, pip install ./plugins/profilers) and "
+                "libhsa-amd-aqlprofile64"
             ) from None
         agents = [
             AqlAgentInfo(
