@@ -119,7 +119,13 @@ class DeviceBackend(Protocol):
     """The mandatory device contract."""
 
     queue_count: int
-    allocator: AllocatorBackend
+
+    # Read-only to the HAL: as a property, a backend's own allocator class satisfies it
+    # (a plain protocol attribute would have to be declared exactly AllocatorBackend).
+    @property
+    def allocator(self) -> AllocatorBackend:
+        """The device's memory (see ``AllocatorBackend``)."""
+        ...
 
     def submit(self, op: QueueOp) -> None:
         """Run ``op`` once its waits are reached; signal its signals on success, fail them

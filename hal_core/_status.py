@@ -85,7 +85,7 @@ class HalError(Exception):
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}" if self.message else self.code.name
 
-    def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) working
+    def __reduce__(self) -> tuple[object, tuple[StatusCode, str]]:  # keep pickling working
         return (error_for, (self.code, self.message))
 
     def clone(self) -> "HalError":

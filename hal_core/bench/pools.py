@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from typing import Any, Callable
 
 from .._status import ResourceExhaustedError
 from ..pool import CpuSlabProvider, FixedBlockPool, Slab, TlsfPool
@@ -34,7 +35,9 @@ class _Provider(CpuSlabProvider):
         return Slab(None, min_length)
 
 
-def _fragmented(reserve, release, live: int) -> None:
+def _fragmented(
+    reserve: Callable[[int], Any], release: Callable[[Any], object], live: int
+) -> None:
     """``live`` reservations of 256..4096 bytes separated by 32-byte holes: the holes are
     too small for the timed 256-byte request, so a first-fit walk visits all of them."""
     rng = random.Random(1)
@@ -46,7 +49,12 @@ def _fragmented(reserve, release, live: int) -> None:
         release(hole)
 
 
-def _time_pairs(ctx: BenchContext, acquire, release, size: int) -> float:
+def _time_pairs(
+    ctx: BenchContext,
+    acquire: Callable[[int], tuple[Any, Any, Any]],
+    release: Callable[[Any], object],
+    size: int,
+) -> float:
     def run_once() -> float:
         t0 = ctx.now()
         for _ in range(_PAIRS):

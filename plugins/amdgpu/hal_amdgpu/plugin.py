@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from hal_core.backend import DriverFactory, hookimpl
 
+if TYPE_CHECKING:
+    from hal_core.cts.config import CtsBackend
 
-def _create():
+    from .driver import AmdgpuDriverBackend
+
+
+def _create() -> AmdgpuDriverBackend:
     from .driver import AmdgpuDriverBackend
 
     return AmdgpuDriverBackend()
@@ -32,7 +38,7 @@ def _cts_hsaco(library: str) -> bytes:
 
 
 @hookimpl
-def hal_cts_backends():
+def hal_cts_backends() -> list[CtsBackend]:
     # The CTS runs the amdgpu driver over the software HSA agent (hsa=soft) so it runs on
     # every machine; on ROCr hosts select ``--hal-device=amdgpu://0`` explicitly.
     from hal_core.cts.config import CtsBackend

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hal_core.backend import DriverFactory, hookimpl
+
+if TYPE_CHECKING:
+    from hal_core.cts.config import CtsBackend
 
 from .driver import LocalDriverBackend
 
@@ -24,7 +29,7 @@ def hal_drivers() -> list[DriverFactory]:
 
 
 @hookimpl
-def hal_cts_backends():
+def hal_cts_backends() -> list[CtsBackend]:
     from hal_core.cts.config import CtsBackend
 
     from .kernels import cts_executable_formats

@@ -4,14 +4,17 @@ bounded by the explicit ``count`` constant clamped to the binding lengths)."""
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import numpy as np
 
 from hal_local_cpu.executable_python import kernel
 
 TILE = 64
+Grid = tuple[int, int, int]
 
 
-def _count(count: int, *arrays) -> int:
+def _count(count: int, *arrays: np.ndarray) -> int:
     return min(int(count), *(len(a) for a in arrays))
 
 
@@ -25,7 +28,9 @@ def _tile(n: int, x: int) -> slice:
     binding_names=("input", "output"),
     constant_names=("scale", "offset", "count"),
 )
-def scale_and_offset(bindings, constants, workgroup_id, workgroup_count):
+def scale_and_offset(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> None:
     src = bindings[0].view(np.float32)
     dst = bindings[1].view(np.float32)
     scale, offset = constants[:2].view(np.float32)
@@ -34,7 +39,9 @@ def scale_and_offset(bindings, constants, workgroup_id, workgroup_count):
 
 
 @kernel(bindings=2, constants=1, constant_names=("count",))
-def negate(bindings, constants, workgroup_id, workgroup_count):
+def negate(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> None:
     src = bindings[0].view(np.float32)
     dst = bindings[1].view(np.float32)
     t = _tile(_count(constants[0], src, dst), workgroup_id[0])
@@ -42,7 +49,9 @@ def negate(bindings, constants, workgroup_id, workgroup_count):
 
 
 @kernel(bindings=2, constants=1, constant_names=("count",), name="double")
-def double_values(bindings, constants, workgroup_id, workgroup_count):
+def double_values(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> None:
     src = bindings[0].view(np.float32)
     dst = bindings[1].view(np.float32)
     t = _tile(_count(constants[0], src, dst), workgroup_id[0])
@@ -50,7 +59,9 @@ def double_values(bindings, constants, workgroup_id, workgroup_count):
 
 
 @kernel(bindings=1)
-def write_workgroup_ids(bindings, constants, workgroup_id, workgroup_count):
+def write_workgroup_ids(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> int | None:
     x, y, z = workgroup_id
     cx, cy, _ = workgroup_count
     i = x + y * cx + z * cx * cy
@@ -62,23 +73,31 @@ def write_workgroup_ids(bindings, constants, workgroup_id, workgroup_count):
 
 
 @kernel(bindings=1, constants=3)
-def write_workgroup_count(bindings, constants, workgroup_id, workgroup_count):
+def write_workgroup_count(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> None:
     bindings[0].view(np.uint32)[:3] = constants[:3]
 
 
 @kernel
-def noop(bindings, constants, workgroup_id, workgroup_count):
+def noop(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> None:
     return None
 
 
 @kernel(constants=2)
-def fail_status(bindings, constants, workgroup_id, workgroup_count):
+def fail_status(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> int:
     x, y, z = workgroup_id
     cx, cy, _ = workgroup_count
     return int(constants[0]) if x + y * cx + z * cx * cy == constants[1] else 0
 
 
 @kernel(constants=0)
-def raise_error(bindings, constants, workgroup_id, workgroup_count):
+def raise_error(
+    bindings: list[np.ndarray], constants: np.ndarray, workgroup_id: Grid, workgroup_count: Grid
+) -> NoReturn:
     """Python only: raises, to test that kernel exceptions fail the signal semaphores."""
     raise ZeroDivisionError("raise_error kernel was asked to fail")
