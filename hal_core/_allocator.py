@@ -73,6 +73,15 @@ class Allocator:
     def backend(self) -> Any:
         return self._backend
 
+    def __repr__(self) -> str:
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            state = " closed" if self._closed else ""
+            return f"<hal_core.Allocator of {R.device_name(self._device)}{state}>"
+        except Exception:
+            return "<hal_core.Allocator>"
+
     def close(self) -> None:
         """Refuse further allocations and imports. Idempotent; buffers already made stay
         valid (their memory is freed when they are dropped)."""

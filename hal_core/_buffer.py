@@ -146,11 +146,20 @@ class Buffer:
         return self.byte_length
 
     def __repr__(self) -> str:
-        state = ("pending", "committed", "decommitted")[self._root._state]
-        return (
-            f"<hal_core.Buffer {self.byte_length} bytes @{self.byte_offset} {state} "
-            f"type={self.memory_type!r}>"
-        )
+        """``<hal_core.Buffer 256 B DEVICE_LOCAL|HOST_VISIBLE on local-task://>``; a subspan
+        shows its offset, a buffer not committed its state."""
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            state = ("pending", "committed", "decommitted")[self._root._state]
+            at = f" @{self.byte_offset}" if self.byte_offset else ""
+            tail = "" if state == "committed" else f" {state}"
+            return (
+                f"<hal_core.Buffer {R.size(self.byte_length)}{at} "
+                f"{R.memory_type(self.memory_type)} on {R.device_name(self.device)}{tail}>"
+            )
+        except Exception:
+            return "<hal_core.Buffer>"
 
     # -- backend tier ------------------------------------------------------------------
 
@@ -316,6 +325,19 @@ class BufferMapping:
     def unmap(self) -> None:
         self._open = False
 
+    def __repr__(self) -> str:
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            state = "" if self._open else " unmapped"
+            return (
+                f"<hal_core.BufferMapping {R.size(len(self.contents))} "
+                f"{self.access.name or int(self.access)} of a "
+                f"{R.size(self.buffer.byte_length)} buffer{state}>"
+            )
+        except Exception:
+            return "<hal_core.BufferMapping>"
+
     def __enter__(self) -> "BufferMapping":
         return self
 
@@ -419,6 +441,20 @@ class BufferView:
         self.shape = shape
         self.element_type = element_type
         self.encoding = encoding
+
+    def __repr__(self) -> str:
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            dims = "x".join(str(d) for d in self.shape) or "scalar"
+            if len(dims) > 40:
+                dims = f"rank {len(self.shape)}"
+            return (
+                f"<hal_core.BufferView {dims} {self.element_type.name} in "
+                f"{R.size(self.buffer.byte_length)} on {R.device_name(self.buffer.device)}>"
+            )
+        except Exception:
+            return "<hal_core.BufferView>"
 
     @property
     def rank(self) -> int:

@@ -365,8 +365,12 @@ class CommandBuffer:
         self._unretained_binding_count = -1
 
     def __repr__(self) -> str:
-        state = ("new", "recording", "ended")[self._state]
-        return f"<hal_core.CommandBuffer {state} mode={self.mode!r} commands={len(self.commands)}>"
+        try:
+            state = ("new", "recording", "ended")[self._state]
+            mode = self.mode.name or "DEFAULT"
+            return f"<hal_core.CommandBuffer {state} {mode} commands={len(self.commands)}>"
+        except Exception:
+            return "<hal_core.CommandBuffer>"
 
     # -- state ---------------------------------------------------------------------------
 

@@ -146,7 +146,11 @@ class Device:
         return self._backend
 
     def __repr__(self) -> str:
-        return f"<hal_core.Device {self.uri!r} queues={self.queue_count}>"
+        try:
+            state = " closed" if self._closed else ""
+            return f"<hal_core.Device {self.uri!r} queues={self.queue_count}{state}>"
+        except Exception:  # a repr never raises (a half-built or broken device)
+            return "<hal_core.Device>"
 
     def query_i64(self, category: str, key: str) -> int:
         """``sysconf``-like queries; NOT_FOUND for unknown keys. Stable for the device's

@@ -244,8 +244,14 @@ class DeviceGroup(CopyRouting):
         self.close()
 
     def __repr__(self) -> str:
-        uris = ", ".join(d.uri for d in self._devices)
-        return f"<hal_core.DeviceGroup [{uris}]>"
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            state = " closed" if self.closed else ""
+            uris = R.names((d.uri for d in self._devices), limit=72)
+            return f"<hal_core.DeviceGroup [{uris}]{state}>"
+        except Exception:
+            return "<hal_core.DeviceGroup>"
 
 
 def _settle_frontier_semaphore(sem: Semaphore, error: HalError | None) -> None:

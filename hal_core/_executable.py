@@ -140,8 +140,14 @@ class Executable:
         self._closed = False
 
     def __repr__(self) -> str:
-        names = ", ".join(f.name for f in self.functions)
-        return f"<hal_core.Executable {self.format!r} [{names}]>"
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            state = " closed" if self._closed else ""
+            names = R.names(f.name for f in self.functions)
+            return f"<hal_core.Executable {self.format!r} [{names}]{state}>"
+        except Exception:
+            return "<hal_core.Executable>"
 
     @property
     def function_count(self) -> int:
@@ -251,6 +257,16 @@ class ExecutableCache:
 
     def close(self) -> None:
         self._closed = True
+
+    def __repr__(self) -> str:
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            state = " closed" if self._closed else ""
+            ident = self.identifier if len(self.identifier) <= 32 else self.identifier[:29] + "..."
+            return f"<hal_core.ExecutableCache {ident!r} on {R.device_name(self.device)}{state}>"
+        except Exception:
+            return "<hal_core.ExecutableCache>"
 
     def __enter__(self) -> "ExecutableCache":
         return self

@@ -199,6 +199,20 @@ class File:
             self._fd = -1
         self._memory = None
 
+    def __repr__(self) -> str:
+        from . import _reprs as R  # (not a hot path)
+
+        try:
+            if self._closed:
+                backing = "closed"
+            elif self._memory is not None:
+                backing = f"memory {R.size(len(self._memory))}"
+            else:
+                backing = f"fd {self._fd}"
+            return f"<hal_core.File {backing} {self.access.name or int(self.access)}>"
+        except Exception:
+            return "<hal_core.File>"
+
     def __enter__(self) -> "File":
         return self
 

@@ -113,6 +113,14 @@ class QueueAffinity:
     ANY = (1 << 64) - 1
 
     @staticmethod
+    def describe(affinity: int) -> str:
+        """Short text for an affinity value (which is a plain int, so its repr is a
+        number): ``ANY``, ``none``, ``queue 2``, ``queues 0,1,3``."""
+        from ._reprs import affinity as text  # (_reprs imports this module)
+
+        return text(affinity)
+
+    @staticmethod
     def is_any(affinity: int) -> bool:
         return affinity == QueueAffinity.ANY
 

@@ -469,7 +469,7 @@ class ProfilingSession:
     def __enter__(self) -> "ProfilingSession":
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         """End the session (``device.profiling_end()``) if it is still the device's
         active one, also when the block raised. The block's exception wins: an error
         ending the session after it is reported through ``sys.unraisablehook``; without
@@ -477,15 +477,14 @@ class ProfilingSession:
         ref = self.__dict__.get("_device_ref")
         device = ref() if ref is not None else None
         if device is None or device.__dict__.get("_profiling_session") is not self:
-            return False  # already ended (explicitly, or by closing the device)
+            return  # already ended (explicitly, or by closing the device)
         if exc_type is None:
             device.profiling_end()
-            return False
+            return
         try:
             device.profiling_end()
         except Exception as end_error:
             report_callback_error(end_error, "ending a profiling session after its block raised")
-        return False
 
     def __repr__(self) -> str:
         state = "ended" if self.closed else ("failed" if self._failed is not None else "active")
