@@ -12,7 +12,10 @@ It is called once per workgroup with ``bindings`` (a list of writable uint8 nump
 the bound ranges), ``constants`` (a read-only uint32 numpy array), ``workgroup_id`` and
 ``workgroup_count`` (3-tuples). Returning None or 0 is success; returning a non-zero IREE
 status code or raising fails the submission's signal semaphores with that code (UNKNOWN
-for non-HAL exceptions). Kernels run with the GIL held, one workgroup at a time.
+for non-HAL exceptions). The HalError they fail with names the kernel and the workgroup and
+has the kernel's own exception as ``__cause__``, its traceback kept as a note printed
+under it (frames are not kept: a failed semaphore must not keep the submission's buffers
+or its caller's locals alive). Kernels run with the GIL held, one workgroup at a time.
 
 The executable data is a module, an importable module name, a mapping of name -> kernel,
 or any object whose attributes include kernels. Exports are its marked functions, in
