@@ -105,3 +105,20 @@ def test_stream_surfaces_the_cause(device):
         stream.synchronize(TIMEOUT)
     assert "stream op" in info.value.message
     _assert_chained(info.value.__cause__)
+
+
+@pytest.mark.parametrize("submit", [_submit_dispatch, _submit_command_buffer])
+def test_profiled_execution_chains_the_cause_too(device, submit):
+    """While dispatch events are captured, programs run one record at a time through
+    another path; the kernel's exception is chained there as well."""
+    from hal_core.profiling import ProfilingDataFamily, ProfilingOptions, StatisticsSink
+
+    options = ProfilingOptions(ProfilingDataFamily.DISPATCH_EVENTS, sinks=[StatisticsSink()])
+    with device.profiling_begin(options):
+        exe = _exe(device)
+        buf = device.allocator.allocate_buffer(None, 64)
+        sem = device.create_semaphore()
+        submit(device, exe, buf, sem)
+        with pytest.raises(hal.HalError) as info:
+            sem.wait(1, TIMEOUT)
+    _assert_chained(info.value)
