@@ -66,12 +66,14 @@ import attrs
 import numpy as np
 
 from hal_core import (
+    WHOLE_BUFFER,
     BufferRef,
+    CommandBufferMode,
+    DispatchFlags,
     InvalidArgumentError,
     OutOfRangeError,
     UnimplementedError,
 )
-from hal_core import WHOLE_BUFFER, CommandBufferMode, DispatchFlags
 from hal_core.backend import (
     CMD_BARRIER,
     CMD_COPY,
