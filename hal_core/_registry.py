@@ -44,7 +44,7 @@ from ._uri import DeviceUri
 try:  # the backport tracks the newest API; the stdlib module is the fallback
     import importlib_metadata as _metadata
 except ImportError:  # pragma: no cover
-    import importlib.metadata as _metadata  # type: ignore[no-redef]
+    import importlib.metadata as _metadata  # type: ignore[no-redef]  # the same API
 
 __all__ = ["PluginRecord", "DriverRecord", "Registry", "registry", "create_device"]
 

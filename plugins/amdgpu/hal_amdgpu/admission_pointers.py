@@ -68,6 +68,8 @@ def read_indirect_counts(
     """Read the three uint32 workgroup counts of an indirect dispatch (any memory kind,
     through ``hsa_memory_copy``) from where ``indirect`` (source kind, slot, offset) says."""
     kind, slot, ptr = indirect[0], indirect[1], indirect[2]
+    # A DYNAMIC source implies a binding table, a STATIC_BUFFER one a static table (mypy
+    # cannot tie an optional argument to the source kind).
     if kind == BindingSourceFlags.DYNAMIC:
         address = int(binding_ptrs[slot]) + ptr  # type: ignore[index]
     elif kind == BindingSourceFlags.STATIC_BUFFER:

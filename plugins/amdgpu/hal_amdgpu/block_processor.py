@@ -83,6 +83,8 @@ class BlockProcessor:
             off = (kernarg_start & ka.mask) * 64
             ka.memory[off : off + nbytes] = rp.kernarg_template
             words = self._kernarg_words
+            # Patch slots imply a binding table, static slots a static table (the tables
+            # are optional arguments; mypy cannot tie them to the slots).
             if rp.patch_qwords.shape[0]:
                 words[first_q + rp.patch_qwords] = (
                     binding_ptrs[rp.patch_slots] + rp.patch_offsets  # type: ignore[index]

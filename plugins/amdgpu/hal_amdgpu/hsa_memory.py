@@ -100,10 +100,13 @@ def find_cpu_memory_pools(hsa: HsaLibrary, agent: AgentDescription) -> CpuMemory
         None,
     )
     fine = fine or next((p for p in pools if p.flags & PoolGlobalFlag.FINE_GRAINED), None)
-    for value, what in ((coarse, "coarse-grained"), (kernarg, "kernarg"), (fine, "fine-grained")):
-        if value is None:
-            raise _missing(agent, what, pools)
-    return CpuMemoryPools(coarse, fine, kernarg)  # type: ignore[arg-type]
+    if coarse is None:
+        raise _missing(agent, "coarse-grained", pools)
+    if kernarg is None:
+        raise _missing(agent, "kernarg", pools)
+    if fine is None:
+        raise _missing(agent, "fine-grained", pools)
+    return CpuMemoryPools(coarse, fine, kernarg)
 
 
 def find_gpu_memory_pools(hsa: HsaLibrary, agent: AgentDescription) -> GpuMemoryPools:

@@ -211,8 +211,8 @@ class _Table:
         if pos is None:
             return None
         r = self.r
-        dims = tuple(r.u32(pos + 4 * i, f"{self.what}.{name}") for i in range(3))
-        return dims  # type: ignore[return-value]
+        what = f"{self.what}.{name}"
+        return (r.u32(pos, what), r.u32(pos + 4, what), r.u32(pos + 8, what))
 
     def u64_vector(self, index: int, name: str) -> tuple[int, ...]:
         pos = self.field(index)

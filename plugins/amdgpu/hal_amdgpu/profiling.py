@@ -371,11 +371,11 @@ class QueueProfiler:
         while pending and pending[0][0] <= completed:
             _epoch, _kind, submission_id, cb_id, items = pending.popleft()
             for handle, sig, ko, counts, wg, index, pmc in items:
-                if keep:
+                if keep and session is not None:  # (keep implies a session)
                     lib.hsa_amd_profiling_get_dispatch_time(self.agent, sig, t)
                     exe_id, ordinal, name = kernels.get(ko, _UNKNOWN_KERNEL)
                     if flt.matches_function(name) and flt.matches_command(cb_id, index):
-                        event_id = session.record_dispatch(  # type: ignore[union-attr]
+                        event_id = session.record_dispatch(
                             queue_index, submission_id, cb_id, exe_id, index, ordinal,
                             counts, wg, int(t.start), int(t.end))
                         if pmc is not None:
@@ -384,6 +384,7 @@ class QueueProfiler:
                 lib.hsa_signal_store_relaxed(sig, 1)
                 self.free.append((handle, sig))
                 if pmc is not None:
+                    # A dispatch carries counter packets only when the queue has packet sets.
                     self.pmc.free.append(pmc)  # type: ignore[union-attr]
         if self.owner.ended and not pending:
             self.destroy()
@@ -394,6 +395,7 @@ class QueueProfiler:
         Instances of a counter (per SE/XCC) are summed; a set the library reported
         incompletely gets no sample rather than an invented value."""
         try:
+            # Called only for a dispatch with counter packets: the queue has packet sets.
             values = self.pmc.lib.read_pmc(packets)  # type: ignore[union-attr]
         except HalError:
             return  # the dispatch event stands; its counters are lost with the library error

@@ -61,10 +61,12 @@ def kernel(
     """Mark ``fn`` as a kernel export (usable bare or with arguments)."""
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        # A marker attribute on the function object (functions declare no attributes).
         f.__hal_kernel__ = KernelSpec(  # type: ignore[attr-defined]
             name or f.__name__,
             int(bindings),
             int(constants),
+            # Element-wise int(): the length is the caller's 3 (mypy sees tuple[int, ...]).
             tuple(int(v) for v in workgroup_size),  # type: ignore[arg-type]
             tuple(binding_names),
             tuple(constant_names),
