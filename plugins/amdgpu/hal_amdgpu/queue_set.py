@@ -17,7 +17,7 @@ included (see ``HostQueue.close``). Thread-safe.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import attrs
 import numpy as np
@@ -187,7 +187,8 @@ class HostQueueSet:
         hsa.lib.hsa_amd_agents_allow_access(self.access_count, self.access_agents, ffi.NULL, out[0])
         address = int(ffi.cast("uintptr_t", out[0]))
         storage = HsaStorage(hsa, address, byte_length, 1, True)
-        return storage.host_array, address, storage
+        # Host-visible memory of a nonzero length always has its host view.
+        return cast(np.ndarray, storage.host_array), address, storage
 
     # -- command buffers ----------------------------------------------------------------
 
