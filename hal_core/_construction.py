@@ -52,5 +52,6 @@ def sealed(cls: _T) -> _T:
             "Protocols instead of subclassing it"
         )
 
+    # Replaced after class creation, which mypy does not model for a class's methods.
     cls.__init_subclass__ = classmethod(__init_subclass__)  # type: ignore[assignment]
     return cls

@@ -194,6 +194,7 @@ def _flag(kind: type, v: object, field: str) -> Any:
     """``kind(v)`` for a flag value given as a plain or numpy int; INVALID_ARGUMENT for
     anything else (a str, a float, a negative mask)."""
     try:
+        # Any object: one without __index__ raises TypeError, caught below.
         bits = operator.index(v)  # type: ignore[arg-type]
         if bits < 0:
             raise ValueError(bits)

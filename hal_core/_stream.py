@@ -557,6 +557,8 @@ class Stream:
                 return
         else:
             try:
+                # ``other`` is a (semaphore, value) pair or timepoint here; anything else
+                # fails the unpacking below (mypy sees the Stream branch's type too).
                 sem, value = other  # type: ignore[misc]
             except (TypeError, ValueError):
                 raise InvalidArgumentError(

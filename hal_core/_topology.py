@@ -328,6 +328,7 @@ def _bit(i: int) -> int:
 
 def build_edges(members: list[Device], caps: list[DeviceCapabilities]) -> list[list[TopologyEdge]]:
     n = len(members)
+    # Every cell is filled below before the table is returned (None only meanwhile).
     edges: list[list[TopologyEdge]] = [[None] * n for _ in range(n)]  # type: ignore[list-item]
     for s in range(n):
         for d in range(n):

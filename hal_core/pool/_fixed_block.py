@@ -177,5 +177,6 @@ class FixedBlockPool(Pool):
             self.provider.release_slab(slab)
 
 
+# Rebinding the class name to its fast-path subclass (as TlsfPool): not typeable.
 if native is not None:
     FixedBlockPool = with_fast_paths(FixedBlockPool, native.FixedBlockCore)  # type: ignore[misc]

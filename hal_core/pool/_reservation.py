@@ -147,5 +147,7 @@ class PoolStats:
 from ._fast_paths import native as _native  # noqa: E402
 
 if _native is not None:
+    # The C type replaces the Python class of the same shape: a class rebinding mypy
+    # cannot type.
     Reservation = _native.Reservation  # type: ignore[misc]  # noqa: F811
     _native.configure(AcquireResult.OK_FRESH, NO_INFO)

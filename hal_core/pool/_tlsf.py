@@ -573,5 +573,7 @@ class TlsfPool(TlsfBlockTable, Pool):
             self.provider.release_slab(slab)
 
 
+# Rebinding the class name to its fast-path subclass: mypy cannot type a class that
+# becomes another class.
 if native is not None:
     TlsfPool = with_fast_paths(TlsfPool, native.TlsfCore)  # type: ignore[misc]

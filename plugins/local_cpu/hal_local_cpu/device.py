@@ -324,6 +324,8 @@ class LocalDeviceBackend:
 
             for _priority, pool in self.pools.default_pools.pools:
                 record_pool_events(session, pool)
+        # Instance attributes shadow the methods for the session (deleted at its end):
+        # deliberate method assignment, which mypy reports.
         self.submit = self._submit_profiled  # type: ignore[method-assign]
         self._execute = self._execute_profiled  # type: ignore[method-assign]
         self._finish = self._finish_profiled  # type: ignore[method-assign]
