@@ -159,6 +159,7 @@ class BufferRef:
     def resolved_length(self) -> int:
         """The length of a direct reference, WHOLE_BUFFER resolved."""
         if self.length == WHOLE_BUFFER:
+            # Called for direct references only (``buffer`` set), which mypy cannot see.
             return self.buffer.byte_length - self.offset  # type: ignore[union-attr]
         return self.length
 

@@ -89,6 +89,7 @@ def _detached(exc: BaseException) -> BaseException:
         if add_note is not None:
             add_note(note)
         else:
+            # Python 3.10 (the checked version) declares no __notes__ on exceptions.
             exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
     return exc.with_traceback(None)
 
