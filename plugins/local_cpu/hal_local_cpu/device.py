@@ -348,7 +348,14 @@ class LocalDeviceBackend:
         cb_id = id(program) if op.kind == _K.EXECUTE else 0
         try:
             run_program_profiled(
-                p, program, op.bindings, self.workers, op.queue, op.epoch, cb_id, self._profiled_views
+                p,
+                program,
+                op.bindings,
+                self.workers,
+                op.queue,
+                op.epoch,
+                cb_id,
+                self._profiled_views,
             )
         except HalError as exc:
             raise exc.with_traceback(None) from exc.__cause__
