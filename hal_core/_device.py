@@ -744,16 +744,21 @@ class Device:
     # -- lifetime --------------------------------------------------------------------------
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Fail queued work that is still waiting (CANCELLED), let running work finish
-        (up to ``timeout`` seconds), then release the backend. Idempotent."""
+        """End a profiling session still open, fail queued work that is still waiting
+        (CANCELLED), let running work finish (up to ``timeout`` seconds), then release the
+        backend. Idempotent.
+
+        The session ends first because a backend's profiling end reads device state
+        (dispatch timestamps, counter buffers) that the backend's close releases; work that
+        completes while the device closes is therefore not in the session."""
         with self._close_lock:
             if self._closed:
                 return
             self._closed = True
         self.allocator.close()
-        self._backend.close(timeout)
         if self.__dict__.get("_profiling_session") is not None:
-            self.profiling_end()  # a closing device ends its profiling session
+            self.profiling_end()
+        self._backend.close(timeout)
 
     @property
     def closed(self) -> bool:

@@ -166,3 +166,21 @@ def test_amdgpu_soft_dispatch_events_name_builtin_kernels():
             sem.wait(1, TIMEOUT)
     names = [f.name for f in stats.statistics().functions]
     assert names and all(not n.startswith("executable") for n in names), names
+
+
+@pytest.mark.parametrize("uri", ["local-task://", "local-sync://", "amdgpu://0?hsa=soft"])
+def test_closing_a_device_ends_its_open_session(uri):
+    # The backend's profiling end reads device state that its close releases (on amdgpu
+    # the HSA runtime itself): closing a device with a session open ends the session
+    # first, and the session's records reach its sink.
+    stats = StatisticsSink()
+    device = hal.create_device(uri)
+    device.profiling_begin(ProfilingOptions(F.QUEUE_EVENTS, sinks=[stats]))
+    sem = device.create_semaphore(0)
+    buf = device.allocator.allocate_buffer(4096)
+    device.queue_fill(ANY, [], [(sem, 1)], buf, 0, 4096, b"\x01")
+    sem.wait(1, TIMEOUT)
+    device.close()
+    assert device.closed
+    counts = [q.op_counts for q in stats.statistics().queues]
+    assert any(c.get("FILL") for c in counts), counts
