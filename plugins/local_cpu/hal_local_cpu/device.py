@@ -55,11 +55,11 @@ from hal_core.profiling import MemoryEventType
 from hal_core.profiling import host_time_ns as _host_time_ns
 
 from .allocator import HostAllocatorBackend
-from .command_buffer import execute_program
 from .command_buffer import finalize as finalize_program
 from .executable_formats import FORMATS as EXECUTABLE_FORMATS
 from .executable_formats import prepare_executable
 from .profiled_replay import run_program_profiled
+from .program_execution import execute_program
 from .queue_pools import QueuePools
 from .queue_timeline import QueueTimeline
 from .worker_pool import WorkerPool

@@ -21,14 +21,14 @@ from typing import Any
 
 from hal_core.profiling import FunctionMetadata, host_time_ns
 
-from .command_buffer import (
+from .command_buffer import LocalProgram
+from .program_execution import execute_program
+from .program_records import (
     OP_DISPATCH,
     OP_IREE_DISPATCH,
     OP_PYDISPATCH,
     SEG_NATIVE,
-    LocalProgram,
     command_index,
-    execute_program,
 )
 
 __all__ = ["ProgramViews", "run_program_profiled"]
