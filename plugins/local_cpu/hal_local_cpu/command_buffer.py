@@ -3,7 +3,7 @@
 ``finalize`` turns a recording (``hal_core.CommandBuffer.commands``) into a ``LocalProgram``
 once, at ``end()``: an int64 array of 16-word records (one per fill/copy/update/dispatch;
 barriers and debug groups vanish because commands run in order), three binding arrays,
-pools for constants and update bytes, and a short list of *segments*. Every buffer is
+arenas for constants and update bytes, and a short list of *segments*. Every buffer is
 named by an index into a per-submission address table: slots ``0..capacity-1`` are the
 binding-table slots, then one entry per distinct direct buffer. Records never change, so
 one finalized program can run concurrently for several submissions.
@@ -11,7 +11,7 @@ one finalized program can run concurrently for several submissions.
 Segments: a run of native records executes in ONE call into the compiled replay loop
 (``replay.c``), so a reusable command buffer of N native dispatches costs one Python->C
 transition per submission, not N Python objects. A dispatch with many workgroups on
-local-task gets its own segment spread over the worker pool; a Python-kernel dispatch gets
+local-task gets its own segment spread over the worker threads; a Python-kernel dispatch gets
 its own segment run in Python. Without a C compiler, records are interpreted in Python
 through cffi (slower, same results).
 
@@ -94,7 +94,7 @@ class LocalProgram:
         "static_bases",
         "static_lens",
         "segments",
-        "pools",
+        "arenas",
         "executables",
         "py_fns",
         "command_ops",
@@ -115,7 +115,8 @@ class LocalProgram:
     static_bases: np.ndarray
     static_lens: np.ndarray
     segments: tuple[tuple[int, int, int], ...]
-    pools: list[Any]
+    #: Arrays the records point into (update bytes, constants, bindings), kept alive.
+    arenas: list[Any]
     executables: tuple[Any, ...]
     py_fns: list[Any]
     command_ops: list[Any]
@@ -160,7 +161,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     # * a *template* per decoded command (dispatch facts: executable, function, config,
     #   constant count; or a whole transfer record);
     # * *runs* of records sharing a template and a constants object: (first record,
-    #   template, constant-pool offset or -1), appended only when either changes;
+    #   template, constant-arena offset or -1), appended only when either changes;
     # * one binding-span index per record (the only per-dispatch column).
     templates: list[tuple] = []
     run_starts: list[int] = []
@@ -175,7 +176,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     const_offsets: dict[int, int] = {}
     const_total = 0
     update_chunks: list[bytes] = []
-    update_templates: list[int] = []  # templates whose word 1 is an update-pool offset
+    update_templates: list[int] = []  # templates whose word 1 is an update-arena offset
     update_total = 0
     executables: dict[int, Any] = {}
     py_fns: list[Any] = []
@@ -366,21 +367,21 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         # barriers and debug groups need no record: commands already run in order.
 
     p = LocalProgram()
-    pools: list[Any] = []
+    arenas: list[Any] = []
     n = len(col_span)
     if n:
         table = np.array(templates, dtype=_I64)
         if update_chunks:
-            upool = np.frombuffer(b"".join(update_chunks), dtype=np.uint8).copy()
-            table[update_templates, 1] += upool.ctypes.data
-            pools.append(upool)
+            update_arena = np.frombuffer(b"".join(update_chunks), dtype=np.uint8).copy()
+            table[update_templates, 1] += update_arena.ctypes.data
+            arenas.append(update_arena)
         nr = len(run_templates)
         run_table = table.take(
             run_templates if nr <= _FEW else np.fromiter(run_templates, np.intp, nr), axis=0
         )
         if const_chunks:
-            cpool = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
-            base = cpool.ctypes.data
+            const_arena = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
+            base = const_arena.ctypes.data
             if nr <= _FEW:
                 for i, c in enumerate(run_coffs):
                     if c >= 0:
@@ -389,7 +390,7 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
                 coffs = np.fromiter(run_coffs, _I64, nr)
                 has = coffs >= 0
                 run_table[has, 7] = coffs[has] + base
-            pools.append(cpool)
+            arenas.append(const_arena)
         recs = np.repeat(run_table, _run_lengths(run_starts, n), axis=0)
         if len(spans) > 1:
             col = np.fromiter(col_span, np.intp, n)
@@ -400,9 +401,9 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     p.bind_base = _as_i64(bind_base)
     p.bind_off = _as_i64(bind_off)
     p.bind_len = _as_i64(bind_len)
-    pools.extend((bind_base, bind_off, bind_len))
+    arenas.extend((bind_base, bind_off, bind_len))
     p.capacity = cap
-    p.pools = pools
+    p.arenas = arenas
     p.executables = tuple(executables.values())
     p.py_fns = py_fns
     # Error messages name the failing *command*; records skip barriers and debug groups,
