@@ -17,7 +17,7 @@ import numpy as np
 from hal_core import WHOLE_BUFFER, InvalidArgumentError, OutOfRangeError
 from hal_core.backend import buffer_storage
 
-from .block_program import BindingSourceFlags
+from .block_format import BindingSourceFlags
 
 __all__ = ["binding_pointers", "read_indirect_counts", "static_pointers"]
 

@@ -37,8 +37,9 @@ from .aql_packets import (
 )
 from .aql_ring import READ_INDEX_WORD, AqlRing
 from .block_processor import BlockProcessor
-from .block_program import BuiltinKernels, KernelDescriptor, build_program, build_programs
+from .block_program import build_program, build_programs
 from .kernarg_ring import KernargRing
+from .kernel_descriptors import BuiltinKernels, KernelDescriptor
 
 DISPATCHES = 512
 _BASE = 0x7F0000000000

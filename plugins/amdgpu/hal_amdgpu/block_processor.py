@@ -24,7 +24,7 @@ import numpy as np
 
 from .aql_packets import HEADER_BARRIER_BIT, PacketType, as_dispatch
 from .aql_ring import AqlRing
-from .block_program import Block
+from .block_format import Block
 from .kernarg_ring import KernargRing
 
 __all__ = ["BlockProcessor"]

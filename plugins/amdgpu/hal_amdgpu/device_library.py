@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 from hal_core import IncompatibleError, StatusCode, error_for
 
-from .block_program import BuiltinKernels, KernelDescriptor
+from .kernel_descriptors import BuiltinKernels, KernelDescriptor
 from .target_id import GENERIC_FAMILY
 
 __all__ = [

@@ -92,10 +92,8 @@ from .aql_packets import (
     vendor_header_word,
 )
 from .aql_ring import AqlRing
+from .block_format import BlockProgram
 from .block_processor import BlockProcessor
-from .block_program import (
-    BlockProgram,
-)
 from .device_library import (
     builtin_kernels_from_executable,
     kernel_descriptor,

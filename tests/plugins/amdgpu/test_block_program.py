@@ -9,18 +9,11 @@ import numpy as np
 import pytest
 from hal_amdgpu import aql_packets as aql
 from hal_amdgpu.aql_ring import READ_INDEX_WORD, AqlRing
+from hal_amdgpu.block_format import BINDING_SOURCE_DTYPE, BLOCK_MAGIC, CommandFlags, Opcode
 from hal_amdgpu.block_processor import BlockProcessor
-from hal_amdgpu.block_program import (
-    BINDING_SOURCE_DTYPE,
-    BLOCK_MAGIC,
-    BuiltinKernels,
-    CommandFlags,
-    KernelDescriptor,
-    Opcode,
-    build_program,
-    build_programs,
-)
+from hal_amdgpu.block_program import build_program, build_programs
 from hal_amdgpu.kernarg_ring import KernargRing
+from hal_amdgpu.kernel_descriptors import BuiltinKernels, KernelDescriptor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

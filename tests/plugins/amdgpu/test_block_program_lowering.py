@@ -15,12 +15,8 @@ import hashlib
 import random
 
 import attrs
-from hal_amdgpu.block_program import (
-    KernelDescriptor,
-    build_program,
-    build_programs,
-    hal_kernarg_image,
-)
+from hal_amdgpu.block_program import build_program, build_programs
+from hal_amdgpu.kernel_descriptors import KernelDescriptor, hal_kernarg_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

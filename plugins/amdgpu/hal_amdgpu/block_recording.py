@@ -1,0 +1,552 @@
+"""Reading a recording into block-program *facts* (``_record_facts``): the distinct lowered
+commands (``_Rec``, sharing a launch ``_Shape`` per executable function, config and flags)
+and, per AQL packet, which one it is, its command index and its barrier bit. The facts are
+independent of the GPU they are lowered for (kernel objects aside); ``block_lowering``
+turns them into blocks. ``block_program`` describes the whole build.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from typing import Any, Protocol, Sequence
+
+import attrs
+import numpy as np
+
+from hal_core import (
+    WHOLE_BUFFER,
+    BufferRef,
+    CommandBufferMode,
+    DispatchFlags,
+    InvalidArgumentError,
+    OutOfRangeError,
+    UnimplementedError,
+)
+from hal_core.backend import (
+    CMD_BARRIER,
+    CMD_COPY,
+    CMD_DEBUG_BEGIN,
+    CMD_DEBUG_END,
+    CMD_DISPATCH,
+    CMD_FILL,
+    CMD_UPDATE,
+)
+
+from .aql_packets import (
+    DISPATCH_SETUP_3D,
+    INVALID_HEADER_WORD,
+    KERNEL_DISPATCH_DTYPE,
+    FenceScope,
+    PacketType,
+    header_setup_word,
+    make_header,
+)
+from .block_format import COMMAND_DTYPE, BindingSourceFlags, CommandFlags, KernargStrategy, Opcode
+from .kernarg_ring import KERNARG_BLOCK_SIZE
+from .kernel_descriptors import (
+    _HIDDEN_FILL,
+    _NO_IMPLICIT,
+    _PACK_IMAGE,
+    BuiltinKernels,
+    KernelDescriptor,
+    _kernarg_image,
+)
+
+__all__ = [
+    "ProgramContext",
+]
+
+class ProgramContext(Protocol):
+    """What the builder asks of the device (kept small on purpose)."""
+
+    builtins: BuiltinKernels
+
+    def kernel_descriptor(self, executable: Any, ordinal: int) -> KernelDescriptor: ...
+
+    def buffer_address(self, buffer: Any) -> int | None:
+        """Device address of byte 0 of ``buffer``, or None while its memory is not yet
+        committed (queue_alloca): then it is resolved at every submit."""
+
+    def allocate_prepublished(self, byte_length: int) -> tuple[np.ndarray, int, Any]:
+        """Host-coherent, device-visible kernarg storage: (bytes view, device address,
+        owner kept alive by the program)."""
+
+
+
+class _Shape:
+    """What the records of one launch shape share (builder-internal). For dispatches: one
+    executable function under one config object with one set of flags, built once per
+    ``end()`` and shared by every dispatch naming them, however their bindings and
+    constants differ; for a blit, its own command. ``head`` packs a record's binding
+    pointers and constants and ``tail`` is the rest of its kernarg image (hidden arguments
+    filled); ``head`` is None when the image must be built in full per record (a hidden
+    argument overlapping the pointers or constants, an indirect dispatch, a value that does
+    not fit its field). ``resolve`` says how to find the kernel on another GPU;
+    ``command_row`` and ``packet_row`` are its packed command record (per-proto and
+    per-packet fields zero) and packet body template."""
+
+    __slots__ = ("opcode", "dispatch_flags", "desc", "grid", "wg", "count", "lds", "private",
+                 "group", "executable_id", "indirect", "resolve", "head", "tail",
+                 "grid_error", "binding_count", "constant_bytes", "memo", "command_row",
+                 "packet_row")
+    opcode: int
+    dispatch_flags: int
+    desc: KernelDescriptor
+    grid: tuple[int, ...]
+    wg: tuple[int, ...]
+    count: tuple[int, int, int]  # dispatches only
+    lds: int  # dispatches only
+    private: int
+    group: int
+    executable_id: int
+    indirect: tuple | None
+    #: (True, blit kind, width) for a blit, (False, executable, ordinal) for a dispatch
+    resolve: tuple[Any, Any, Any]
+    head: Any  # a struct.Struct, or None (dispatches only)
+    tail: bytes | None  # dispatches only
+    grid_error: bool  # dispatches only
+    binding_count: int  # dispatches only
+    constant_bytes: int  # dispatches only
+    memo: dict  # dispatches only
+    command_row: bytes | None
+    packet_row: bytes | None
+
+
+class _Rec:
+    """One distinct lowered command (builder-internal): its shape plus what is its own.
+    Identical dispatches recorded again (same executable, function, config, constants,
+    bindings tuple and flags) share one ``_Rec``."""
+
+    __slots__ = ("shape", "strategy", "image", "sources")
+    shape: _Shape
+    strategy: KernargStrategy
+    image: bytes
+    sources: list[tuple]
+
+
+class _Facts:
+    """What a recording says, independent of where it is lowered: the distinct commands
+    (``protos``) and, per AQL packet, which proto it is, its command index and whether a
+    barrier precedes it. Built once per ``end()`` and shared by every GPU whose kernel
+    descriptors agree (kernel objects aside)."""
+
+    __slots__ = ("protos", "pids", "indices", "barriers", "mode", "slot_extents",
+                 "static_buffers", "retained", "range_error")
+    protos: list[_Rec]
+    pids: list[int]
+    indices: list[int]
+    barriers: list[int]
+    mode: int
+    slot_extents: dict
+    static_buffers: tuple
+    retained: list[Any]
+    range_error: str | None
+
+
+_SCOPE_FLAGS = (int(FenceScope.AGENT) << 2) | (int(FenceScope.AGENT) << 4)
+_HEADER_PLAIN = header_setup_word(
+    make_header(PacketType.KERNEL_DISPATCH, False, FenceScope.AGENT, FenceScope.AGENT),
+    DISPATCH_SETUP_3D)
+_HEADER_BARRIER = header_setup_word(
+    make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT, FenceScope.AGENT),
+    DISPATCH_SETUP_3D)
+_COMMAND_QWORDS = COMMAND_DTYPE.itemsize // 8
+_HAL = KernargStrategy.HAL
+_NO_OBJECT = object()  # names no recorded object
+_SELF = -1  # source kind: a pointer into the command's own kernargs (UPDATE payload)
+_BAKED = int(BindingSourceFlags.NONE)
+_DYNAMIC = int(BindingSourceFlags.DYNAMIC)
+_STATIC_BUFFER = int(BindingSourceFlags.STATIC_BUFFER)
+_UNSUPPORTED_DISPATCH_FLAGS = int(DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
+                                  | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
+                                  | DispatchFlags.STATIC_INDIRECT_ARGUMENTS)
+
+
+def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext) -> _Facts:
+    reusable = not (mode & CommandBufferMode.ONE_SHOT)
+    protos: list[_Rec] = []
+    pids: list[int] = []
+    indices: list[int] = []
+    barriers: list[int] = []
+    slot_extents: dict[int, int] = {}
+    static_buffers: list[Any] = []
+    static_index: dict[int, int] = {}
+    retained: list[Any] = []
+    pending_barrier = 0
+    executable_ids: dict[int, int] = {}
+    range_errors: list[str] = []
+    builtins = context.builtins
+    # A recording keeps every key object alive, so ids are stable for the whole build.
+    # Launch shapes by (executable, function, config, flags): what distinct dispatches of
+    # one kernel share is worked out once; each shape's memo maps (constants, bindings
+    # tuple) to the record of a dispatch recorded again.
+    shapes: dict[tuple, _Shape] = {}
+    # Device address of each buffer seen (HSA has one address space; asked once a build).
+    addresses: dict[int, int | None] = {}
+    has_barrier = int(CommandFlags.HAS_BARRIER)
+
+    def pointer_source(ref: Any, ordinal: int, length: int) -> tuple[int, int, int, int]:
+        """(flags, slot, offset_or_pointer, ordinal) for a reference."""
+        buf = ref.buffer
+        if buf is None:
+            # Every referenced slot gets an entry (a whole-buffer reference reaches 0 known
+            # bytes but still needs its pointer resolved at submit).
+            end = ref.offset + length
+            if end >= slot_extents.get(ref.slot, 0):
+                slot_extents[ref.slot] = end
+            return (_DYNAMIC, ref.slot, ref.offset, ordinal)
+        if ref.offset + length > buf.byte_length and not range_errors:
+            # Only reachable UNVALIDATED: fail the submission at execution, as IREE does.
+            range_errors.append(
+                f"command {len(pids)}: range [{ref.offset}, {ref.offset + length}) exceeds "
+                f"its buffer of {buf.byte_length} bytes (recorded UNVALIDATED)")
+        key = id(buf)
+        if key in addresses:
+            addr = addresses[key]
+        else:
+            retained.append(buf)
+            addr = addresses[key] = context.buffer_address(buf)
+        if addr is None:
+            i = static_index.get(key)
+            if i is None:
+                i = static_index[key] = len(static_buffers)
+                static_buffers.append(buf)
+            return (_STATIC_BUFFER, i, ref.offset, ordinal)
+        return (_BAKED, 0, addr + ref.offset, ordinal)
+
+    def ref_length(ref: Any) -> int:
+        if ref.length != WHOLE_BUFFER:
+            return ref.length
+        if ref.buffer is not None:
+            return ref.buffer.byte_length - ref.offset
+        return 0
+
+    def blit(opcode: Opcode, kind: str, width: int, elements: int,
+             sources: list, scalars: list[int], payload: bytes = b"") -> _Rec:
+        desc = getattr(builtins, kind)[width]
+        s = _Shape()
+        s.opcode = opcode
+        s.desc = desc
+        s.resolve = (True, kind, width)
+        wg = builtins.workgroup_size
+        groups = max(1, min(builtins.max_workgroups, -(-elements // wg)))
+        s.grid = (groups * wg, 1, 1)
+        s.wg = (wg, 1, 1)
+        s.private = desc.private_segment_size
+        s.group = desc.group_segment_size
+        s.executable_id = 0
+        s.dispatch_flags = 0
+        s.indirect = None
+        s.command_row = _command_row(s)
+        s.packet_row = _packet_row(s)
+        baked = [src[2] if src[0] == _BAKED else 0 for src in sources]
+        words = np.asarray(scalars, dtype=np.uint64).tobytes()
+        image = _kernarg_image(desc, baked, words, (groups, 1, 1), s.wg)
+        if payload:
+            # The payload rides in the command's own kernargs after the kernel's segment;
+            # its source pointer (ordinal 0) is the kernarg address + this offset.
+            payload_at = len(image)
+            sources = [(_SELF, 0, payload_at, 0)] + sources[1:]
+            padded = -(-len(payload) // KERNARG_BLOCK_SIZE) * KERNARG_BLOCK_SIZE
+            image += payload
+            image += bytes(padded - len(payload))
+        r = _Rec()
+        r.shape = s
+        r.image = bytes(image)
+        r.sources = [src for src in sources if src[0] != _BAKED]
+        return r
+
+    def dispatch_shape(index: int, cmd: tuple) -> _Shape:
+        """The shape of dispatch ``cmd``; what is checked here holds for every dispatch
+        of the shape (the unsupported flags, the kernel lookup)."""
+        executable, ordinal, config, constants, bindings, flags = cmd[1:7]
+        if flags & _UNSUPPORTED_DISPATCH_FLAGS:
+            raise UnimplementedError(
+                f"command {index}: dispatch flags {DispatchFlags(flags)!r} (custom or "
+                "indirect arguments) are not implemented by the amdgpu driver"
+            )
+        desc = context.kernel_descriptor(executable, ordinal)
+        retained.append(executable)
+        wg = config.workgroup_size if any(config.workgroup_size) else desc.workgroup_size
+        s = _Shape()
+        s.opcode = Opcode.DISPATCH
+        s.desc = desc
+        s.resolve = (False, executable, ordinal)
+        s.count = count = config.workgroup_count
+        s.lds = lds = config.dynamic_workgroup_local_memory
+        s.wg = tuple(int(v) for v in wg)
+        s.grid = tuple(int(c) * int(w) for c, w in zip(count, s.wg))
+        s.grid_error = any(g >= 1 << 32 for g in s.grid)
+        s.private = desc.private_segment_size
+        s.group = desc.group_segment_size + lds
+        s.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
+        s.dispatch_flags = 0
+        s.indirect = None
+        # A grid past 32 bits fails each dispatch (OUT_OF_RANGE) before rows are needed.
+        s.command_row = None if s.grid_error else _command_row(s)
+        s.packet_row = None if s.grid_error else _packet_row(s)
+        s.memo = {}
+        s.head = s.tail = None
+        n = s.binding_count = desc.binding_count
+        constant_bytes = s.constant_bytes = 4 * desc.constant_count
+        end = 8 * n + constant_bytes
+        if config.workgroup_count_ref is None and all(
+                _HIDDEN_FILL.get(kind) is None or offset >= end
+                for kind, offset, _size in desc.hidden_args):
+            try:
+                image = _kernarg_image(desc, [0] * n, bytes(constant_bytes), count, s.wg, lds)
+            except (OverflowError, ValueError):
+                pass  # each record builds (and fails) as a lone dispatch would
+            else:
+                s.tail = tail = bytes(image[end:])
+                s.head = _PACK_IMAGE[n, constant_bytes, len(tail)]
+        shapes[(id(executable), ordinal, id(config), flags)] = s
+        return s
+
+    def dispatch_record(index: int, cmd: tuple, s: _Shape) -> _Rec:
+        config, constants, bindings = cmd[3], cmd[4], cmd[5]
+        if len(bindings) != s.binding_count:
+            raise InvalidArgumentError(
+                f"command {index}: dispatch of {s.desc.name or cmd[2]!r} got "
+                f"{len(bindings)} bindings, the kernel takes {s.binding_count}"
+            )
+        if len(constants) != s.constant_bytes:
+            raise InvalidArgumentError(
+                f"command {index}: dispatch of {s.desc.name or cmd[2]!r} got "
+                f"{len(constants)} constant bytes, the kernel takes {s.constant_bytes}"
+            )
+        baked: list[int] = []
+        sources: list[tuple[int, int, int, int]] = []
+        for i, b in enumerate(bindings):
+            if b.__class__ is BufferRef:
+                buf = b.buffer
+                # The common case inline: an in-range reference to a buffer already seen
+                # (retained, address known) bakes its pointer.
+                if buf is not None and b.length != WHOLE_BUFFER:
+                    addr = addresses_get(id(buf))
+                    if addr is not None and b.offset + b.length <= buf.byte_length:
+                        baked.append(addr + b.offset)
+                        continue
+            else:
+                # Bindings may be whole Buffers as well as BufferRefs (the recording API
+                # takes both).
+                b = BufferRef(b)
+            src = pointer_source(b, i, ref_length(b))
+            if src[0] == _BAKED:
+                baked.append(src[2])
+            else:
+                baked.append(0)
+                sources.append(src)
+        if s.grid_error:
+            raise OutOfRangeError(
+                f"command {index}: grid {s.grid} work-items exceeds the 32-bit AQL grid; "
+                "reduce the workgroup count"
+            )
+        ind = config.workgroup_count_ref
+        if ind is not None and s.indirect is None:
+            # Counts are read on the host when the dispatch is reached (its block is
+            # gated on the completion of everything recorded before it). Worked out after
+            # the first dispatch's bindings, so static buffers number in command order.
+            kind, slot, ptr, _ = pointer_source(ind, 0, 12)
+            counts_at = [-1, -1, -1]
+            for kind_name, offset, _size in s.desc.hidden_args:
+                fill = _HIDDEN_FILL.get(kind_name)
+                if fill is not None and fill[0] == "count":
+                    counts_at[fill[1]] = offset
+            s.indirect = (kind, slot, ptr, s.wg, tuple(counts_at))
+            s.dispatch_flags = 1  # INDIRECT_PARAMETERS
+            s.command_row = _command_row(s)
+        r = _Rec()
+        r.shape = s
+        head = s.head
+        if head is not None:
+            r.image = head.pack(*baked, constants, s.tail)
+        else:
+            r.image = bytes(_kernarg_image(s.desc, baked, constants, s.count, s.wg, s.lds))
+        r.sources = sources
+        if reusable:
+            choose_strategy(r)
+        else:
+            r.strategy = _HAL
+        return r
+
+    def choose_strategy(rec: _Rec) -> None:
+        shape = rec.shape
+        dynamic = [s for s in rec.sources if s[0] == _DYNAMIC]
+        late = [s for s in rec.sources if s[0] != _DYNAMIC]
+        if not reusable:
+            rec.strategy = KernargStrategy.HAL
+        elif shape.indirect is not None:
+            # Hidden block counts are patched per submission: queue kernargs.
+            rec.strategy = (KernargStrategy.DYNAMIC_BINDINGS
+                            if dynamic and not late
+                            and len(dynamic) == shape.desc.binding_count
+                            else KernargStrategy.PATCHED_TEMPLATE)
+        elif not rec.sources:
+            rec.strategy = KernargStrategy.PREPUBLISHED
+        elif (shape.opcode == Opcode.DISPATCH and dynamic and not late
+              and len(dynamic) == shape.desc.binding_count):
+            rec.strategy = KernargStrategy.DYNAMIC_BINDINGS
+        elif shape.opcode == Opcode.UPDATE and not dynamic and len(late) == 1:
+            # Reusable update to a static buffer: the payload can be prepublished too,
+            # with its source pointer baked once the storage address is known.
+            rec.strategy = KernargStrategy.PREPUBLISHED
+        else:
+            rec.strategy = KernargStrategy.PATCHED_TEMPLATE
+
+    shapes_get = shapes.get
+    addresses_get = addresses.get
+    protos_append, pids_append = protos.append, pids.append
+    last_executable = last_config = _NO_OBJECT
+    last_ordinal = last_flags = -1
+    shape: _Shape  # set by the first dispatch (nothing matches _NO_OBJECT)
+    indices_append, barriers_append = indices.append, barriers.append
+    for index, cmd in enumerate(commands):
+        op = cmd[0]
+        if op == CMD_DISPATCH:
+            # Runs of dispatches naming the last shape's objects skip the lookup.
+            if (cmd[3] is not last_config or cmd[1] is not last_executable
+                    or cmd[2] != last_ordinal or cmd[6] != last_flags):
+                known = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
+                shape = dispatch_shape(index, cmd) if known is None else known
+                last_executable, last_ordinal = cmd[1], cmd[2]
+                last_config, last_flags = cmd[3], cmd[6]
+            # The same dispatch recorded again lowers to the same record.
+            memo = shape.memo
+            key = (cmd[4], id(cmd[5]))
+            pid = memo.get(key)
+            if pid is None:
+                pid = memo[key] = len(protos)
+                protos_append(dispatch_record(index, cmd, shape))
+            pids_append(pid)
+            indices_append(index)
+            barriers_append(pending_barrier)
+            pending_barrier = 0
+            continue
+        if op == CMD_BARRIER:
+            pending_barrier = has_barrier
+            continue
+        if op == CMD_DEBUG_BEGIN or op == CMD_DEBUG_END:
+            continue
+        if op == CMD_FILL:
+            ref, pattern = cmd[1], cmd[2]
+            length = ref_length(ref)
+            plen = len(pattern)
+            pattern_value = int.from_bytes(pattern, "little")
+            src = pointer_source(ref, 0, length)
+            rec = blit(Opcode.FILL, "fill", plen, length // plen, [src],
+                       [length // plen, pattern_value])
+        elif op == CMD_COPY:
+            s_ref, d_ref = cmd[1], cmd[2]
+            length = ref_length(s_ref)
+            width = 4 if (length % 4 == 0 and s_ref.offset % 4 == 0
+                          and d_ref.offset % 4 == 0) else 1
+            srcs = [pointer_source(s_ref, 0, length), pointer_source(d_ref, 1, length)]
+            rec = blit(Opcode.COPY, "copy", width, length // width, srcs, [length // width])
+        elif op == CMD_UPDATE:
+            data, ref = cmd[1], cmd[2]
+            length = len(data)
+            srcs = [(_SELF, 0, 0, 0), pointer_source(ref, 1, length)]
+            rec = blit(Opcode.UPDATE, "copy", 1, length, srcs, [length],
+                       payload=bytes(data))
+        else:
+            raise InvalidArgumentError(f"command {index}: unknown command opcode {op!r}")
+        choose_strategy(rec)
+        pids.append(len(protos))
+        protos.append(rec)
+        indices.append(index)
+        barriers.append(pending_barrier)
+        pending_barrier = 0
+
+    facts = _Facts()
+    facts.protos = protos
+    facts.pids = pids
+    facts.indices = indices
+    facts.barriers = barriers
+    facts.mode = int(mode)
+    facts.slot_extents = slot_extents
+    facts.static_buffers = tuple(static_buffers)
+    if mode & CommandBufferMode.UNRETAINED:
+        # The caller keeps buffers and executables alive; keep only what we own.
+        retained = [r for r in retained if not _is_user_resource(r)]
+    facts.retained = retained
+    facts.range_error = range_errors[0] if range_errors else None
+    return facts
+
+
+def _kernel_objects_if_compatible(facts: _Facts, first: ProgramContext,
+                                  other: ProgramContext) -> list[int] | None:
+    """Per proto, ``other``'s kernel object, or None when any descriptor (or the blit
+    geometry) differs in more than its kernel object (then ``other`` needs its own
+    facts)."""
+    a, b = first.builtins, other.builtins
+    if (a.workgroup_size, a.max_workgroups) != (b.workgroup_size, b.max_workgroups):
+        return None
+    cache: dict[tuple, int | None] = {}
+    shapes = list(map(_SHAPE_OF, facts.protos))
+    by_shape: dict[int, int] = {}
+    for shape in dict(zip(map(id, shapes), shapes)).values():
+        builtin, x, y = shape.resolve
+        key = (builtin, id(x), y)
+        obj = cache.get(key, -1)
+        if obj == -1:
+            desc = getattr(b, x)[y] if builtin else other.kernel_descriptor(x, y)
+            same = attrs.evolve(desc, kernel_object=shape.desc.kernel_object) == shape.desc
+            obj = cache[key] = desc.kernel_object if same else None
+        if obj is None:
+            return None
+        by_shape[id(shape)] = obj
+    return list(map(by_shape.__getitem__, map(id, shapes)))
+
+
+def _is_user_resource(obj: Any) -> bool:
+    # Buffers and executables come from the recording; prepublished storage is ours.
+    return hasattr(obj, "byte_length") or hasattr(obj, "functions")
+
+
+# COMMAND_DTYPE and KERNEL_DISPATCH_DTYPE as struct layouts (padding packs as zeros).
+_COMMAND_ROW = struct.Struct("<BBHIBBBxIIHHIIIHHQ3I3HHIIII12x")
+_PACKET_ROW = struct.Struct("<HH3HH3IIIQQQQ")
+assert _COMMAND_ROW.size == COMMAND_DTYPE.itemsize
+assert _PACKET_ROW.size == KERNEL_DISPATCH_DTYPE.itemsize
+_SHAPE_OF = operator.attrgetter("shape")
+_IMAGE_OF = operator.attrgetter("image")
+_INDIRECT_OF = operator.attrgetter("indirect")
+_STRATEGY_OF = operator.attrgetter("strategy")
+_SOURCES_OF = operator.attrgetter("sources")
+_COMMAND_ROW_OF = operator.attrgetter("command_row")
+_PACKET_ROW_OF = operator.attrgetter("packet_row")
+
+
+def _command_row(shape: _Shape) -> bytes:
+    """A command record with the per-packet fields and the per-proto ones (strategy,
+    source count, kernarg length) zero."""
+    desc = shape.desc
+    binding_count = desc.binding_count if shape.opcode == Opcode.DISPATCH else 0
+    try:
+        return _COMMAND_ROW.pack(
+            shape.opcode, 0, _COMMAND_QWORDS, 0, 0, shape.dispatch_flags, 1, 0, 0,
+            binding_count, 0, 0, 0, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D, desc.kernel_object,
+            *shape.grid, *shape.wg, 0, shape.private, shape.group, shape.executable_id, 0)
+    except struct.error:
+        # A value outside its field: the structured store says so as it always has.
+        record = np.zeros(1, COMMAND_DTYPE)
+        record[0] = (shape.opcode, 0, _COMMAND_QWORDS, 0, 0, shape.dispatch_flags, 1, 0, 0,
+                     binding_count, 0, 0, 0, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D,
+                     desc.kernel_object, shape.grid, shape.wg, 0, shape.private,
+                     shape.group, shape.executable_id, 0)
+        return record.tobytes()
+
+
+def _packet_row(shape: _Shape) -> bytes:
+    """The packet body template: the header word stays INVALID until replay commits it;
+    kernarg address and completion signal are per program / per submission."""
+    try:
+        return _PACKET_ROW.pack(INVALID_HEADER_WORD, 0, *shape.wg, 0, *shape.grid,
+                                shape.private, shape.group, shape.desc.kernel_object, 0, 0, 0)
+    except struct.error:
+        packet = np.zeros(1, KERNEL_DISPATCH_DTYPE)
+        packet[0] = (INVALID_HEADER_WORD, 0, shape.wg, 0, shape.grid, shape.private,
+                     shape.group, shape.desc.kernel_object, 0, 0, 0)
+        return packet.tobytes()
