@@ -69,7 +69,6 @@ from hal_core import (
     UnimplementedError,
 )
 from hal_core.backend import (
-    QueueOp,
     QueueOpKind,
     axis_make_queue,
     resolve_waits,
@@ -92,7 +91,6 @@ from .aql_packets import (
     vendor_header_word,
 )
 from .aql_ring import AqlRing
-from .block_format import BlockProgram
 from .block_processor import BlockProcessor
 from .device_library import (
     builtin_kernels_from_executable,
@@ -108,6 +106,7 @@ from .queue_completion import (
     fail_signals,
 )
 from .queue_options import HostQueueOptions, WaitBarrierStrategy
+from .queue_submission import _Blit, _Sub
 
 if TYPE_CHECKING:
     from .queue_set import HostQueueSet
@@ -133,42 +132,6 @@ UPDATE_INLINE_LIMIT = 16 * 1024
 
 _K = QueueOpKind
 _NO_ROOM, _MORE, _DONE = 0, 1, 2
-
-
-class _Sub:
-    """One submission in flight through resolution, parking and publication."""
-
-    __slots__ = (
-        "op",
-        "program",
-        "block",
-        "binding_ptrs",
-        "static_ptrs",
-        "barriers",
-        "action",
-        "resources",
-        "signals",
-        "acquire",
-        "table",
-        "counts",
-        "blit",
-    )
-
-    def __init__(self, op: QueueOp) -> None:
-        self.op = op
-        self.program: BlockProgram | None = None
-        self.block = 0
-        self.binding_ptrs: np.ndarray | None = None
-        self.static_ptrs: np.ndarray | None = None
-        self.barriers: list[tuple["HostQueue", int]] = []
-        self.action: Callable[[], None] | None = None
-        self.resources: Any = None
-        self.signals: tuple = op.signals
-        self.acquire = 0
-        self.table: tuple = ()
-        self.counts: tuple[int, int, int] | None = None
-        #: Single transfer fast path: ``_Blit`` once pointers are resolved at admission.
-        self.blit: Any = None
 
 
 _NOP_WORD_SYSTEM = header_setup_word(
@@ -662,17 +625,6 @@ class HostQueue(QueueCompletion):
         fail_signals(sub.op.signals, error)
         sub.op.retained = None
         sub.resources = None
-
-
-class _Blit:
-    """An encoded single-transfer packet: kernarg image, staged body, self-pointer slot."""
-
-    __slots__ = ("image", "row", "self_offset")
-
-    def __init__(self, image: np.ndarray, row: np.ndarray, self_offset: int) -> None:
-        self.image = image
-        self.row = row
-        self.self_offset = self_offset
 
 
 class _IndirectGate:

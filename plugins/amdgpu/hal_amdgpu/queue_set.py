@@ -47,11 +47,12 @@ from .block_format import BlockProgram
 from .block_program import build_programs
 from .device_library import DeviceLibrary, kernel_descriptor
 from .host_actions import DeallocaAction, FileAction, HostCallAction
-from .host_queue import UPDATE_INLINE_LIMIT, HostQueue, _Blit, _Sub
+from .host_queue import UPDATE_INLINE_LIMIT, HostQueue
 from .kernarg_ring import KERNARG_BLOCK_SIZE
 from .kernel_descriptors import BuiltinKernels, KernelDescriptor, hal_kernarg_image
 from .queue_options import HostQueueOptions, WaitBarrierStrategy
 from .queue_pools import AmdgpuQueuePools
+from .queue_submission import _Blit, _Sub
 
 __all__ = ["GpuPrograms", "HostQueueSet"]
 
