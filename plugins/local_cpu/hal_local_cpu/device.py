@@ -8,7 +8,7 @@ How an operation runs:
 2. When the op is ready it runs *inline* on the thread that made it ready (the submitter,
    or the thread that signalled its last wait, through the semaphore trampoline) if it is
    cheap: barriers, transfers up to ``INLINE_TRANSFER_BYTES``, and everything on
-   local-sync. Other work goes to the worker pool (local-task).
+   local-sync. Other work goes to the worker threads (local-task).
 3. Completion signals the op's semaphores (or fails them with the error), drops what the op
    retained, and retires its epoch on its queue in order.
 
@@ -62,7 +62,7 @@ from .profiled_replay import run_program_profiled
 from .program_execution import execute_program
 from .queue_pools import QueuePools
 from .queue_timeline import QueueTimeline
-from .worker_pool import WorkerPool
+from .worker_threads import WorkerThreads
 
 INLINE_TRANSFER_BYTES = 64 * 1024
 
@@ -97,7 +97,7 @@ class LocalDeviceBackend:
         self.queue_count = queue_count
         self.allocator = HostAllocatorBackend()
         self.queues = [QueueTimeline(i) for i in range(queue_count)]
-        self.workers = WorkerPool(worker_count, name) if worker_count else None
+        self.workers = WorkerThreads(worker_count, name) if worker_count else None
         self._epochs = [q._next for q in self.queues]
         self._waiting: dict[QueueOp, bool] = {}
         self._closing = False
@@ -212,8 +212,8 @@ class LocalDeviceBackend:
             self.pools.start(op)
         elif route == _TRAMPOLINE:
             run_on_trampoline(self._execute_cb, op)
-        else:  # _WORKER and large _BY_SIZE routes: they exist only with a worker pool
-            cast(WorkerPool, self.workers).submit(self._execute, op)
+        else:  # _WORKER and large _BY_SIZE routes: they exist only with worker threads
+            cast(WorkerThreads, self.workers).submit(self._execute, op)
 
     def _execute_on_trampoline(self, op: QueueOp, _status: None) -> None:
         self._execute(op)

@@ -17,7 +17,7 @@ def hal_drivers() -> list[DriverFactory]:
     return [
         DriverFactory(
             name="local-task",
-            full_name="Local CPU (task worker pool)",
+            full_name="Local CPU (task worker threads)",
             create=lambda: LocalDriverBackend("local-task", synchronous=False),
         ),
         DriverFactory(

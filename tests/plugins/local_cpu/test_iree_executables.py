@@ -146,7 +146,7 @@ def test_reflection(device):
 @needs_cc
 def test_dispatches_run_in_the_native_loop(device):
     """Several IREE dispatches replay in one native segment; a dispatch of many
-    workgroups on local-task gets a parallel segment over the worker pool."""
+    workgroups on local-task gets a parallel segment over the worker threads."""
     exe = _prepare(device, "mlp2", "embedded-elf-x86_64")
     program = _record(device, exe, "mlp2", None).program
     assert program.segments == ((lcb.SEG_NATIVE, 0, 2),)

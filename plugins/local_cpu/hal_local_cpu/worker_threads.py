@@ -1,4 +1,4 @@
-"""The local-task worker pool: a few threads that run queued work items.
+"""The local-task worker threads: a few threads that run queued work items.
 
 Threads sleep on a ``SimpleQueue`` and wake only when work arrives. ``parallel_for`` lets
 the calling thread take part, so a worker that fans out never deadlocks waiting for
@@ -17,7 +17,7 @@ from hal_core.backend import report_callback_error
 _STOP = object()
 
 
-class WorkerPool:
+class WorkerThreads:
     def __init__(self, count: int, name: str) -> None:
         self.count = count
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
