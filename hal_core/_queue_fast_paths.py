@@ -23,7 +23,7 @@ def _load() -> tuple[Any, str | None]:
     if os.environ.get("HAL_QUEUE_NATIVE", "") == "0":
         return None, "turned off by HAL_QUEUE_NATIVE=0"
     try:
-        from . import _native_queue  # type: ignore[attr-defined]
+        from . import _native_queue
     except ImportError as exc:
         return None, (
             f"hal_core._native_queue is not built ({exc}); reinstall hal-core with a C "

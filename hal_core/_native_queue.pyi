@@ -1,0 +1,15 @@
+"""Types of the C extension built from ``_native_queue.c`` (type checkers cannot read a
+compiled module). ``_queue_fast_paths`` loads and binds it."""
+
+from typing import Any, Callable
+
+def init(
+    queue_op_type: type,
+    semaphore_type: type,
+    kind_type: type,
+    reference: Callable[..., Any],
+    max_value: int,
+    /,
+) -> None: ...
+def queue_op(device: Any, kind: Any, affinity: int, wait: Any, signal: Any, /) -> Any: ...
+def instance_method(fn: Callable[..., Any], /) -> Any: ...
