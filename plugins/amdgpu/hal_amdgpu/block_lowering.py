@@ -8,7 +8,6 @@ kernel objects. ``block_program`` describes the whole build.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import attrs
 import numpy as np
@@ -51,6 +50,7 @@ from .block_recording import (
 
 __all__: list[str] = []
 
+
 class _ProtoTables:
     """Per-proto records and columns (numpy), so per-packet arrays are one gather each.
     Command records and packet rows are the shapes' packed bytes joined into one array
@@ -66,14 +66,15 @@ class _ProtoTables:
         # offset, kernarg offset, payload reference, flags) stay zero here. The packet rows
         # are read-only: lowering gathers copies of them (``[pids]``).
         if m:
-            cmd = np.frombuffer(bytearray(b"".join(map(_COMMAND_ROW_OF, shapes))),
-                                COMMAND_DTYPE)
+            cmd = np.frombuffer(bytearray(b"".join(map(_COMMAND_ROW_OF, shapes))), COMMAND_DTYPE)
             cmd["kernarg_strategy"] = np.fromiter(map(_STRATEGY_OF, protos), np.uint8, m)
-            cmd["patch_source_count"] = np.fromiter(map(len, map(_SOURCES_OF, protos)),
-                                                    np.uint16, m)
+            cmd["patch_source_count"] = np.fromiter(
+                map(len, map(_SOURCES_OF, protos)), np.uint16, m
+            )
             cmd["kernarg_length"] = np.fromiter(map(len, images), np.uint32, m)
-            self.rows = np.frombuffer(b"".join(map(_PACKET_ROW_OF, shapes)),
-                                      np.uint8).reshape(m, 64)
+            self.rows = np.frombuffer(b"".join(map(_PACKET_ROW_OF, shapes)), np.uint8).reshape(
+                m, 64
+            )
         else:
             cmd = np.zeros(0, COMMAND_DTYPE)
             self.rows = np.zeros((0, 64), np.uint8)
@@ -81,8 +82,11 @@ class _ProtoTables:
         self.cmd_bytes = cmd.view(np.uint8).reshape(m, COMMAND_DTYPE.itemsize)
         self.sizes = cmd["kernarg_length"].astype(np.int64)
         # Recordings of one kernel shape (the common case) gather templates as one table.
-        self.image_table = (np.frombuffer(b"".join(images), np.uint8).reshape(m, -1)
-                            if m and len(set(map(len, images))) == 1 else None)
+        self.image_table = (
+            np.frombuffer(b"".join(images), np.uint8).reshape(m, -1)
+            if m and len(set(map(len, images))) == 1
+            else None
+        )
         self.prepublished = cmd["kernarg_strategy"] == KernargStrategy.PREPUBLISHED
         self.indirect = list(map(_INDIRECT_OF, shapes))
         self.any_indirect = self.indirect.count(None) != m
@@ -131,8 +135,17 @@ class _Lowered:
     GPU: the packet -> proto map, block bounds, the program-wide packet rows, and the
     prepublished image (with the UPDATE payload pointers that depend on its address)."""
 
-    __slots__ = ("pids", "bounds", "rows", "pre_positions", "pre_offsets", "pre_view",
-                 "pre_total", "self_qwords", "self_values")
+    __slots__ = (
+        "pids",
+        "bounds",
+        "rows",
+        "pre_positions",
+        "pre_offsets",
+        "pre_view",
+        "pre_total",
+        "self_qwords",
+        "self_values",
+    )
     pids: np.ndarray
     bounds: list[tuple[int, int]]
     rows: np.ndarray
@@ -144,8 +157,9 @@ class _Lowered:
     pre_total: int
 
 
-def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity: int,
-                   block_kernarg_capacity: int) -> tuple[BlockProgram, _Lowered]:
+def _lower_program(
+    facts: _Facts, context: ProgramContext, block_packet_capacity: int, block_kernarg_capacity: int
+) -> tuple[BlockProgram, _Lowered]:
     """Lower ``facts`` for one GPU. Every per-packet array is computed once for the whole
     program (a handful of numpy operations); blocks are then slices of it."""
     tables = _ProtoTables(facts.protos)
@@ -158,11 +172,18 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
     lowered.pre_total = 0
     if not n_total:
         program = BlockProgram(
-            blocks=(_encode_block(0, [], True, 0, None, 0),), mode=facts.mode,
-            strategy_counts={}, dispatch_count=0, packet_count=0, max_block_packets=0,
-            max_block_kernarg_blocks=0, slot_extents=facts.slot_extents,
-            static_buffers=facts.static_buffers, retained=tuple(retained),
-            range_error=facts.range_error)
+            blocks=(_encode_block(0, [], True),),
+            mode=facts.mode,
+            strategy_counts={},
+            dispatch_count=0,
+            packet_count=0,
+            max_block_packets=0,
+            max_block_kernarg_blocks=0,
+            slot_extents=facts.slot_extents,
+            static_buffers=facts.static_buffers,
+            retained=tuple(retained),
+            range_error=facts.range_error,
+        )
         return program, lowered
     prepub = tables.prepublished[pids]
     qk = ~prepub
@@ -184,7 +205,8 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
         pre_offsets_of[pre_positions] = pre_offsets
         images = tables.images
         pre_view[:pre_total] = np.frombuffer(
-            b"".join([images[p] for p in pids[pre_positions].tolist()]), np.uint8)
+            b"".join([images[p] for p in pids[pre_positions].tolist()]), np.uint8
+        )
         self_qwords: list[int] = []
         self_values: list[int] = []
         flat, owner_idx = _gather_sources(tables, pids[pre_positions])
@@ -194,8 +216,9 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
             self_qwords = (at + 8 * tables.src_ord[flat[self_]]).tolist()
             self_values = (at.astype(np.uint64) + tables.src_off[flat[self_]]).tolist()
             _store_qwords(pre_view, self_qwords, self_values, pre_address)
-        as_dispatch(rows)["kernarg_address"][pre_positions] = (
-            np.uint64(pre_address) + pre_offsets.astype(np.uint64))
+        as_dispatch(rows)["kernarg_address"][pre_positions] = np.uint64(
+            pre_address
+        ) + pre_offsets.astype(np.uint64)
         lowered.pre_positions = pre_positions
         lowered.pre_offsets = pre_offsets
         lowered.pre_view = pre_view
@@ -203,8 +226,7 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
         lowered.self_qwords = self_qwords
         lowered.self_values = self_values
 
-    bounds = _split_blocks(tables, pids, qk_sizes, block_packet_capacity,
-                           block_kernarg_capacity)
+    bounds = _split_blocks(tables, pids, qk_sizes, block_packet_capacity, block_kernarg_capacity)
     lowered.bounds = bounds
     starts = np.fromiter((b[0] for b in bounds), np.intp, len(bounds))
     ends = np.fromiter((b[1] for b in bounds), np.intp, len(bounds))
@@ -224,7 +246,8 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
     records["kernarg_offset"] = offsets
     records["payload_reference"] = offsets
     records["flags"] = barrier | np.where(
-        qk, _SCOPE_FLAGS | int(CommandFlags.USES_QUEUE_KERNARGS), _SCOPE_FLAGS).astype(np.uint8)
+        qk, _SCOPE_FLAGS | int(CommandFlags.USES_QUEUE_KERNARGS), _SCOPE_FLAGS
+    ).astype(np.uint8)
     headers = np.where(barrier != 0, np.uint32(_HEADER_BARRIER), np.uint32(_HEADER_PLAIN))
     headers[starts] = _HEADER_BARRIER  # every block opens with a barrier packet
 
@@ -261,8 +284,7 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
     last_ordinal = len(bounds) - 1
     for ordinal, (start, end) in enumerate(bounds):
         a, b = qk_lo[ordinal], qk_hi[ordinal]
-        template = (tables.template(qk_pid_array[a:b], qk_pids[a:b] or [0])
-                    if b > a else _EMPTY_U8)
+        template = tables.template(qk_pid_array[a:b], qk_pids[a:b] or [0]) if b > a else _EMPTY_U8
         if src_total and src_hi[ordinal] > src_lo[ordinal]:
             lo, hi = src_lo[ordinal], src_hi[ordinal]
             k = kind[lo:hi]
@@ -296,14 +318,21 @@ def _lower_program(facts: _Facts, context: ProgramContext, block_packet_capacity
             indirect=indirect,
         )
         dispatches = int(dispatch_cum[end - 1]) - (int(dispatch_cum[start - 1]) if start else 0)
-        data = _encode_binary(ordinal, record_bytes[start:end], block_sources, template,
-                              ordinal == last_ordinal, end - start, template.shape[0],
-                              dispatches, int(indirect is not None))
+        data = _encode_binary(
+            ordinal,
+            record_bytes[start:end],
+            block_sources,
+            template,
+            ordinal == last_ordinal,
+            end - start,
+            template.shape[0],
+            dispatches,
+            int(indirect is not None),
+        )
         blocks.append(Block(data, replay))
 
     counts = np.bincount(tables.cmd["kernarg_strategy"][pids], minlength=len(KernargStrategy))
-    strategy_counts = {KernargStrategy(v).name: c
-                       for v, c in enumerate(counts.tolist()) if c}
+    strategy_counts = {KernargStrategy(v).name: c for v, c in enumerate(counts.tolist()) if c}
     return BlockProgram(
         blocks=tuple(blocks),
         mode=facts.mode,
@@ -332,8 +361,13 @@ def _store_qwords(view: np.ndarray, qwords: list[int], values: list[int], base: 
         view[q : q + 8] = np.frombuffer((base + v).to_bytes(8, "little"), np.uint8)
 
 
-def _retarget(first: BlockProgram, lowered: _Lowered, facts: _Facts, objects: np.ndarray,
-              context: ProgramContext) -> BlockProgram:
+def _retarget(
+    first: BlockProgram,
+    lowered: _Lowered,
+    facts: _Facts,
+    objects: np.ndarray,
+    context: ProgramContext,
+) -> BlockProgram:
     """``first`` for another GPU whose descriptors differ only in kernel objects
     (``objects[proto]``): copies of the packet rows and binary blocks with the kernel
     objects patched, and its own prepublished storage (same image, rebased UPDATE payload
@@ -351,27 +385,33 @@ def _retarget(first: BlockProgram, lowered: _Lowered, facts: _Facts, objects: np
         retained.append(owner)
         view[: lowered.pre_total] = lowered.pre_view[: lowered.pre_total]
         _store_qwords(view, lowered.self_qwords, lowered.self_values, pre_address)
-        packets["kernarg_address"][lowered.pre_positions] = (
-            np.uint64(pre_address) + lowered.pre_offsets.astype(np.uint64))
+        packets["kernarg_address"][lowered.pre_positions] = np.uint64(
+            pre_address
+        ) + lowered.pre_offsets.astype(np.uint64)
     blocks = []
     for block, (start, end) in zip(first.blocks, lowered.bounds):
         data = block.data.copy()
         data[64 : 64 + COMMAND_DTYPE.itemsize * (end - start)].view(COMMAND_DTYPE)[
-            "kernel_object"] = kernel_objects[start:end]
+            "kernel_object"
+        ] = kernel_objects[start:end]
         blocks.append(Block(data, attrs.evolve(block.replay, packets=rows[start:end])))
     return attrs.evolve(first, blocks=tuple(blocks), retained=tuple(retained))
 
 
-def _split_blocks(tables: _ProtoTables, pids: np.ndarray, qk_sizes: np.ndarray,
-                  packet_capacity: int, kernarg_capacity: int) -> list[tuple[int, int]]:
+def _split_blocks(
+    tables: _ProtoTables,
+    pids: np.ndarray,
+    qk_sizes: np.ndarray,
+    packet_capacity: int,
+    kernarg_capacity: int,
+) -> list[tuple[int, int]]:
     """Block bounds: at most ``packet_capacity`` packets and ``kernarg_capacity``
     queue-kernarg bytes each (so every block fits the queue's rings; a single command
     larger than that stays alone and fails admission with OUT_OF_RANGE); an indirect
     dispatch opens its own (gated) block."""
     n = pids.shape[0]
     starts = list(range(0, n, packet_capacity))
-    if not tables.any_indirect and int(
-            np.add.reduceat(qk_sizes, starts).max()) <= kernarg_capacity:
+    if not tables.any_indirect and int(np.add.reduceat(qk_sizes, starts).max()) <= kernarg_capacity:
         return [(s, min(s + packet_capacity, n)) for s in starts]
     indirect = [tables.indirect[p] is not None for p in pids.tolist()]
     sizes = qk_sizes.tolist()
@@ -393,16 +433,38 @@ def _split_blocks(tables: _ProtoTables, pids: np.ndarray, qk_sizes: np.ndarray,
     return bounds
 
 
-def _encode_block(ordinal: int, recs: list, last: bool, _k: int, _v: Any, _c: int) -> Block:
+def _encode_block(ordinal: int, recs: list, last: bool) -> Block:
     """An empty program: one RETURN block with no packets."""
     empty_i = np.zeros(0, np.intp)
     empty_u = np.zeros(0, np.uint64)
-    replay = BlockReplay(new_staging(0), np.zeros(0, np.uint32), empty_i, empty_u,
-                         np.zeros(0, np.uint8), empty_i, empty_i, empty_u, empty_i, empty_i,
-                         empty_u, empty_i, empty_u)
-    return Block(_encode_binary(ordinal, np.zeros((0, COMMAND_DTYPE.itemsize), np.uint8),
-                                np.zeros(0, BINDING_SOURCE_DTYPE), np.zeros(0, np.uint8),
-                                True, 0, 0, 0), replay)
+    replay = BlockReplay(
+        new_staging(0),
+        np.zeros(0, np.uint32),
+        empty_i,
+        empty_u,
+        np.zeros(0, np.uint8),
+        empty_i,
+        empty_i,
+        empty_u,
+        empty_i,
+        empty_i,
+        empty_u,
+        empty_i,
+        empty_u,
+    )
+    return Block(
+        _encode_binary(
+            ordinal,
+            np.zeros((0, COMMAND_DTYPE.itemsize), np.uint8),
+            np.zeros(0, BINDING_SOURCE_DTYPE),
+            np.zeros(0, np.uint8),
+            True,
+            0,
+            0,
+            0,
+        ),
+        replay,
+    )
 
 
 def _terminator(opcode: Opcode) -> np.ndarray:
@@ -417,9 +479,17 @@ _TERMINATORS = {True: _terminator(Opcode.RETURN), False: _terminator(Opcode.BRAN
 _TARGET_AT = COMMAND_DTYPE.fields["target_block_ordinal"][1]  # type: ignore[index]
 
 
-def _encode_binary(ordinal: int, body: np.ndarray, sources: np.ndarray, rodata: np.ndarray,
-                   last: bool, packet_count: int, kernarg_length: int,
-                   dispatch_count: int, indirect_count: int = 0) -> np.ndarray:
+def _encode_binary(
+    ordinal: int,
+    body: np.ndarray,
+    sources: np.ndarray,
+    rodata: np.ndarray,
+    last: bool,
+    packet_count: int,
+    kernarg_length: int,
+    dispatch_count: int,
+    indirect_count: int = 0,
+) -> np.ndarray:
     """The binary block: header, ``body`` (``(n, 96)`` command record bytes) plus the
     terminator, rodata, binding sources."""
     record = COMMAND_DTYPE.itemsize
@@ -434,10 +504,28 @@ def _encode_binary(ordinal: int, body: np.ndarray, sources: np.ndarray, rodata: 
     terminator_opcode = Opcode.RETURN if last else Opcode.BRANCH
     # One structured store, fields in BLOCK_HEADER_DTYPE order.
     data[:64].view(BLOCK_HEADER_DTYPE)[0] = (
-        BLOCK_MAGIC, BLOCK_VERSION, 64, ordinal, target, total, command_offset,
-        command_length, source_offset, body.shape[0] + 1, count, packet_count,
-        kernarg_length, 0, rodata_offset, rodata.shape[0], dispatch_count, indirect_count,
-        0, terminator_opcode, 0)
+        BLOCK_MAGIC,
+        BLOCK_VERSION,
+        64,
+        ordinal,
+        target,
+        total,
+        command_offset,
+        command_length,
+        source_offset,
+        body.shape[0] + 1,
+        count,
+        packet_count,
+        kernarg_length,
+        0,
+        rodata_offset,
+        rodata.shape[0],
+        dispatch_count,
+        indirect_count,
+        0,
+        terminator_opcode,
+        0,
+    )
     term_at = rodata_offset - record
     data[command_offset:term_at] = body.reshape(-1)
     data[term_at:rodata_offset] = _TERMINATORS[last]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import struct
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import attrs
 import numpy as np
@@ -57,6 +57,7 @@ __all__ = [
     "ProgramContext",
 ]
 
+
 class ProgramContext(Protocol):
     """What the builder asks of the device (kept small on purpose)."""
 
@@ -73,7 +74,6 @@ class ProgramContext(Protocol):
         owner kept alive by the program)."""
 
 
-
 class _Shape:
     """What the records of one launch shape share (builder-internal). For dispatches: one
     executable function under one config object with one set of flags, built once per
@@ -86,10 +86,28 @@ class _Shape:
     ``command_row`` and ``packet_row`` are its packed command record (per-proto and
     per-packet fields zero) and packet body template."""
 
-    __slots__ = ("opcode", "dispatch_flags", "desc", "grid", "wg", "count", "lds", "private",
-                 "group", "executable_id", "indirect", "resolve", "head", "tail",
-                 "grid_error", "binding_count", "constant_bytes", "memo", "command_row",
-                 "packet_row")
+    __slots__ = (
+        "opcode",
+        "dispatch_flags",
+        "desc",
+        "grid",
+        "wg",
+        "count",
+        "lds",
+        "private",
+        "group",
+        "executable_id",
+        "indirect",
+        "resolve",
+        "head",
+        "tail",
+        "grid_error",
+        "binding_count",
+        "constant_bytes",
+        "memo",
+        "command_row",
+        "packet_row",
+    )
     opcode: int
     dispatch_flags: int
     desc: KernelDescriptor
@@ -131,8 +149,17 @@ class _Facts:
     barrier precedes it. Built once per ``end()`` and shared by every GPU whose kernel
     descriptors agree (kernel objects aside)."""
 
-    __slots__ = ("protos", "pids", "indices", "barriers", "mode", "slot_extents",
-                 "static_buffers", "retained", "range_error")
+    __slots__ = (
+        "protos",
+        "pids",
+        "indices",
+        "barriers",
+        "mode",
+        "slot_extents",
+        "static_buffers",
+        "retained",
+        "range_error",
+    )
     protos: list[_Rec]
     pids: list[int]
     indices: list[int]
@@ -147,10 +174,12 @@ class _Facts:
 _SCOPE_FLAGS = (int(FenceScope.AGENT) << 2) | (int(FenceScope.AGENT) << 4)
 _HEADER_PLAIN = header_setup_word(
     make_header(PacketType.KERNEL_DISPATCH, False, FenceScope.AGENT, FenceScope.AGENT),
-    DISPATCH_SETUP_3D)
+    DISPATCH_SETUP_3D,
+)
 _HEADER_BARRIER = header_setup_word(
     make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT, FenceScope.AGENT),
-    DISPATCH_SETUP_3D)
+    DISPATCH_SETUP_3D,
+)
 _COMMAND_QWORDS = COMMAND_DTYPE.itemsize // 8
 _HAL = KernargStrategy.HAL
 _NO_OBJECT = object()  # names no recorded object
@@ -158,72 +187,203 @@ _SELF = -1  # source kind: a pointer into the command's own kernargs (UPDATE pay
 _BAKED = int(BindingSourceFlags.NONE)
 _DYNAMIC = int(BindingSourceFlags.DYNAMIC)
 _STATIC_BUFFER = int(BindingSourceFlags.STATIC_BUFFER)
-_UNSUPPORTED_DISPATCH_FLAGS = int(DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
-                                  | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
-                                  | DispatchFlags.STATIC_INDIRECT_ARGUMENTS)
+_UNSUPPORTED_DISPATCH_FLAGS = int(
+    DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
+    | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
+    | DispatchFlags.STATIC_INDIRECT_ARGUMENTS
+)
 
 
 def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext) -> _Facts:
-    reusable = not (mode & CommandBufferMode.ONE_SHOT)
-    protos: list[_Rec] = []
-    pids: list[int] = []
-    indices: list[int] = []
-    barriers: list[int] = []
-    slot_extents: dict[int, int] = {}
-    static_buffers: list[Any] = []
-    static_index: dict[int, int] = {}
-    retained: list[Any] = []
-    pending_barrier = 0
-    executable_ids: dict[int, int] = {}
-    range_errors: list[str] = []
-    builtins = context.builtins
-    # A recording keeps every key object alive, so ids are stable for the whole build.
-    # Launch shapes by (executable, function, config, flags): what distinct dispatches of
-    # one kernel share is worked out once; each shape's memo maps (constants, bindings
-    # tuple) to the record of a dispatch recorded again.
-    shapes: dict[tuple, _Shape] = {}
-    # Device address of each buffer seen (HSA has one address space; asked once a build).
-    addresses: dict[int, int | None] = {}
-    has_barrier = int(CommandFlags.HAS_BARRIER)
+    return _FactsBuilder(mode, context).run(commands)
 
-    def pointer_source(ref: Any, ordinal: int, length: int) -> tuple[int, int, int, int]:
+
+class _FactsBuilder:
+    """The state of one ``_record_facts`` call, its work split per command kind: the
+    dispatch path stays inline in ``run`` (the hot loop), blits go through ``_BLITS``."""
+
+    __slots__ = (
+        "mode",
+        "reusable",
+        "context",
+        "builtins",
+        "protos",
+        "pids",
+        "indices",
+        "barriers",
+        "slot_extents",
+        "static_buffers",
+        "static_index",
+        "retained",
+        "executable_ids",
+        "range_errors",
+        "shapes",
+        "addresses",
+    )
+
+    def __init__(self, mode: int, context: ProgramContext) -> None:
+        self.mode = mode
+        self.reusable = not (mode & CommandBufferMode.ONE_SHOT)
+        self.context = context
+        self.builtins = context.builtins
+        self.protos: list[_Rec] = []
+        self.pids: list[int] = []
+        self.indices: list[int] = []
+        self.barriers: list[int] = []
+        self.slot_extents: dict[int, int] = {}
+        self.static_buffers: list[Any] = []
+        self.static_index: dict[int, int] = {}
+        self.retained: list[Any] = []
+        self.executable_ids: dict[int, int] = {}
+        self.range_errors: list[str] = []
+        # A recording keeps every key object alive, so ids are stable for the whole build.
+        # Launch shapes by (executable, function, config, flags): what distinct dispatches
+        # of one kernel share is worked out once; each shape's memo maps (constants,
+        # bindings tuple) to the record of a dispatch recorded again.
+        self.shapes: dict[tuple, _Shape] = {}
+        # Device address of each buffer seen (HSA has one address space; asked once a
+        # build).
+        self.addresses: dict[int, int | None] = {}
+
+    def run(self, commands: Sequence[tuple]) -> _Facts:
+        protos, pids = self.protos, self.pids
+        shapes_get = self.shapes.get
+        protos_append, pids_append = protos.append, pids.append
+        indices_append, barriers_append = self.indices.append, self.barriers.append
+        dispatch_shape, dispatch_record = self._dispatch_shape, self._dispatch_record
+        blits = _BLITS
+        has_barrier = int(CommandFlags.HAS_BARRIER)
+        pending_barrier = 0
+        last_executable = last_config = _NO_OBJECT
+        last_ordinal = last_flags = -1
+        shape: _Shape  # set by the first dispatch (nothing matches _NO_OBJECT)
+        for index, cmd in enumerate(commands):
+            op = cmd[0]
+            if op == CMD_DISPATCH:
+                # Runs of dispatches naming the last shape's objects skip the lookup.
+                if (
+                    cmd[3] is not last_config
+                    or cmd[1] is not last_executable
+                    or cmd[2] != last_ordinal
+                    or cmd[6] != last_flags
+                ):
+                    known = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
+                    shape = dispatch_shape(index, cmd) if known is None else known
+                    last_executable, last_ordinal = cmd[1], cmd[2]
+                    last_config, last_flags = cmd[3], cmd[6]
+                # The same dispatch recorded again lowers to the same record.
+                memo = shape.memo
+                key = (cmd[4], id(cmd[5]))
+                pid = memo.get(key)
+                if pid is None:
+                    pid = memo[key] = len(protos)
+                    protos_append(dispatch_record(index, cmd, shape))
+                pids_append(pid)
+                indices_append(index)
+                barriers_append(pending_barrier)
+                pending_barrier = 0
+                continue
+            if op == CMD_BARRIER:
+                pending_barrier = has_barrier
+                continue
+            if op == CMD_DEBUG_BEGIN or op == CMD_DEBUG_END:
+                continue
+            lower = blits.get(op)
+            if lower is None:
+                raise InvalidArgumentError(f"command {index}: unknown command opcode {op!r}")
+            rec = lower(self, cmd)
+            self._choose_strategy(rec)
+            pids_append(len(protos))
+            protos_append(rec)
+            indices_append(index)
+            barriers_append(pending_barrier)
+            pending_barrier = 0
+        return self._facts()
+
+    def _facts(self) -> _Facts:
+        mode = self.mode
+        facts = _Facts()
+        facts.protos = self.protos
+        facts.pids = self.pids
+        facts.indices = self.indices
+        facts.barriers = self.barriers
+        facts.mode = int(mode)
+        facts.slot_extents = self.slot_extents
+        facts.static_buffers = tuple(self.static_buffers)
+        retained = self.retained
+        if mode & CommandBufferMode.UNRETAINED:
+            # The caller keeps buffers and executables alive; keep only what we own.
+            retained = [r for r in retained if not _is_user_resource(r)]
+        facts.retained = retained
+        facts.range_error = self.range_errors[0] if self.range_errors else None
+        return facts
+
+    def _pointer_source(self, ref: Any, ordinal: int, length: int) -> tuple[int, int, int, int]:
         """(flags, slot, offset_or_pointer, ordinal) for a reference."""
         buf = ref.buffer
         if buf is None:
             # Every referenced slot gets an entry (a whole-buffer reference reaches 0 known
             # bytes but still needs its pointer resolved at submit).
+            slot_extents = self.slot_extents
             end = ref.offset + length
             if end >= slot_extents.get(ref.slot, 0):
                 slot_extents[ref.slot] = end
             return (_DYNAMIC, ref.slot, ref.offset, ordinal)
-        if ref.offset + length > buf.byte_length and not range_errors:
+        if ref.offset + length > buf.byte_length and not self.range_errors:
             # Only reachable UNVALIDATED: fail the submission at execution, as IREE does.
-            range_errors.append(
-                f"command {len(pids)}: range [{ref.offset}, {ref.offset + length}) exceeds "
-                f"its buffer of {buf.byte_length} bytes (recorded UNVALIDATED)")
+            self.range_errors.append(
+                f"command {len(self.pids)}: range [{ref.offset}, {ref.offset + length}) "
+                f"exceeds its buffer of {buf.byte_length} bytes (recorded UNVALIDATED)"
+            )
         key = id(buf)
+        addresses = self.addresses
         if key in addresses:
             addr = addresses[key]
         else:
-            retained.append(buf)
-            addr = addresses[key] = context.buffer_address(buf)
+            self.retained.append(buf)
+            addr = addresses[key] = self.context.buffer_address(buf)
         if addr is None:
-            i = static_index.get(key)
+            i = self.static_index.get(key)
             if i is None:
-                i = static_index[key] = len(static_buffers)
-                static_buffers.append(buf)
+                i = self.static_index[key] = len(self.static_buffers)
+                self.static_buffers.append(buf)
             return (_STATIC_BUFFER, i, ref.offset, ordinal)
         return (_BAKED, 0, addr + ref.offset, ordinal)
 
-    def ref_length(ref: Any) -> int:
-        if ref.length != WHOLE_BUFFER:
-            return ref.length
-        if ref.buffer is not None:
-            return ref.buffer.byte_length - ref.offset
-        return 0
+    def _fill(self, cmd: tuple) -> _Rec:
+        ref, pattern = cmd[1], cmd[2]
+        length = _ref_length(ref)
+        plen = len(pattern)
+        pattern_value = int.from_bytes(pattern, "little")
+        src = self._pointer_source(ref, 0, length)
+        return self._blit(
+            Opcode.FILL, "fill", plen, length // plen, [src], [length // plen, pattern_value]
+        )
 
-    def blit(opcode: Opcode, kind: str, width: int, elements: int,
-             sources: list, scalars: list[int], payload: bytes = b"") -> _Rec:
+    def _copy(self, cmd: tuple) -> _Rec:
+        s_ref, d_ref = cmd[1], cmd[2]
+        length = _ref_length(s_ref)
+        width = 4 if (length % 4 == 0 and s_ref.offset % 4 == 0 and d_ref.offset % 4 == 0) else 1
+        srcs = [self._pointer_source(s_ref, 0, length), self._pointer_source(d_ref, 1, length)]
+        return self._blit(Opcode.COPY, "copy", width, length // width, srcs, [length // width])
+
+    def _update(self, cmd: tuple) -> _Rec:
+        data, ref = cmd[1], cmd[2]
+        length = len(data)
+        srcs = [(_SELF, 0, 0, 0), self._pointer_source(ref, 1, length)]
+        return self._blit(Opcode.UPDATE, "copy", 1, length, srcs, [length], payload=bytes(data))
+
+    def _blit(
+        self,
+        opcode: Opcode,
+        kind: str,
+        width: int,
+        elements: int,
+        sources: list,
+        scalars: list[int],
+        payload: bytes = b"",
+    ) -> _Rec:
+        builtins = self.builtins
         desc = getattr(builtins, kind)[width]
         s = _Shape()
         s.opcode = opcode
@@ -257,7 +417,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         r.sources = [src for src in sources if src[0] != _BAKED]
         return r
 
-    def dispatch_shape(index: int, cmd: tuple) -> _Shape:
+    def _dispatch_shape(self, index: int, cmd: tuple) -> _Shape:
         """The shape of dispatch ``cmd``; what is checked here holds for every dispatch
         of the shape (the unsupported flags, the kernel lookup)."""
         executable, ordinal, config, constants, bindings, flags = cmd[1:7]
@@ -266,8 +426,8 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
                 f"command {index}: dispatch flags {DispatchFlags(flags)!r} (custom or "
                 "indirect arguments) are not implemented by the amdgpu driver"
             )
-        desc = context.kernel_descriptor(executable, ordinal)
-        retained.append(executable)
+        desc = self.context.kernel_descriptor(executable, ordinal)
+        self.retained.append(executable)
         wg = config.workgroup_size if any(config.workgroup_size) else desc.workgroup_size
         s = _Shape()
         s.opcode = Opcode.DISPATCH
@@ -280,6 +440,7 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         s.grid_error = any(g >= 1 << 32 for g in s.grid)
         s.private = desc.private_segment_size
         s.group = desc.group_segment_size + lds
+        executable_ids = self.executable_ids
         s.executable_id = executable_ids.setdefault(id(executable), len(executable_ids))
         s.dispatch_flags = 0
         s.indirect = None
@@ -292,8 +453,9 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         constant_bytes = s.constant_bytes = 4 * desc.constant_count
         end = 8 * n + constant_bytes
         if config.workgroup_count_ref is None and all(
-                _HIDDEN_FILL.get(kind) is None or offset >= end
-                for kind, offset, _size in desc.hidden_args):
+            _HIDDEN_FILL.get(kind) is None or offset >= end
+            for kind, offset, _size in desc.hidden_args
+        ):
             try:
                 image = _kernarg_image(desc, [0] * n, bytes(constant_bytes), count, s.wg, lds)
             except (OverflowError, ValueError):
@@ -301,10 +463,10 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
             else:
                 s.tail = tail = bytes(image[end:])
                 s.head = _PACK_IMAGE[n, constant_bytes, len(tail)]
-        shapes[(id(executable), ordinal, id(config), flags)] = s
+        self.shapes[(id(executable), ordinal, id(config), flags)] = s
         return s
 
-    def dispatch_record(index: int, cmd: tuple, s: _Shape) -> _Rec:
+    def _dispatch_record(self, index: int, cmd: tuple, s: _Shape) -> _Rec:
         config, constants, bindings = cmd[3], cmd[4], cmd[5]
         if len(bindings) != s.binding_count:
             raise InvalidArgumentError(
@@ -316,6 +478,34 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
                 f"command {index}: dispatch of {s.desc.name or cmd[2]!r} got "
                 f"{len(constants)} constant bytes, the kernel takes {s.constant_bytes}"
             )
+        baked, sources = self._binding_pointers(bindings)
+        if s.grid_error:
+            raise OutOfRangeError(
+                f"command {index}: grid {s.grid} work-items exceeds the 32-bit AQL grid; "
+                "reduce the workgroup count"
+            )
+        if config.workgroup_count_ref is not None and s.indirect is None:
+            self._set_indirect(s, config.workgroup_count_ref)
+        r = _Rec()
+        r.shape = s
+        head = s.head
+        if head is not None:
+            r.image = head.pack(*baked, constants, s.tail)
+        else:
+            r.image = bytes(_kernarg_image(s.desc, baked, constants, s.count, s.wg, s.lds))
+        r.sources = sources
+        if self.reusable:
+            self._choose_strategy(r)
+        else:
+            r.strategy = _HAL
+        return r
+
+    def _binding_pointers(
+        self, bindings: Sequence[Any]
+    ) -> tuple[list[int], list[tuple[int, int, int, int]]]:
+        """Per binding its baked pointer (0 where resolved later), and the sources of
+        those resolved later."""
+        addresses_get = self.addresses.get
         baked: list[int] = []
         sources: list[tuple[int, int, int, int]] = []
         for i, b in enumerate(bindings):
@@ -332,61 +522,49 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
                 # Bindings may be whole Buffers as well as BufferRefs (the recording API
                 # takes both).
                 b = BufferRef(b)
-            src = pointer_source(b, i, ref_length(b))
+            src = self._pointer_source(b, i, _ref_length(b))
             if src[0] == _BAKED:
                 baked.append(src[2])
             else:
                 baked.append(0)
                 sources.append(src)
-        if s.grid_error:
-            raise OutOfRangeError(
-                f"command {index}: grid {s.grid} work-items exceeds the 32-bit AQL grid; "
-                "reduce the workgroup count"
-            )
-        ind = config.workgroup_count_ref
-        if ind is not None and s.indirect is None:
-            # Counts are read on the host when the dispatch is reached (its block is
-            # gated on the completion of everything recorded before it). Worked out after
-            # the first dispatch's bindings, so static buffers number in command order.
-            kind, slot, ptr, _ = pointer_source(ind, 0, 12)
-            counts_at = [-1, -1, -1]
-            for kind_name, offset, _size in s.desc.hidden_args:
-                fill = _HIDDEN_FILL.get(kind_name)
-                if fill is not None and fill[0] == "count":
-                    counts_at[fill[1]] = offset
-            s.indirect = (kind, slot, ptr, s.wg, tuple(counts_at))
-            s.dispatch_flags = 1  # INDIRECT_PARAMETERS
-            s.command_row = _command_row(s)
-        r = _Rec()
-        r.shape = s
-        head = s.head
-        if head is not None:
-            r.image = head.pack(*baked, constants, s.tail)
-        else:
-            r.image = bytes(_kernarg_image(s.desc, baked, constants, s.count, s.wg, s.lds))
-        r.sources = sources
-        if reusable:
-            choose_strategy(r)
-        else:
-            r.strategy = _HAL
-        return r
+        return baked, sources
 
-    def choose_strategy(rec: _Rec) -> None:
+    def _set_indirect(self, s: _Shape, ind: Any) -> None:
+        # Counts are read on the host when the dispatch is reached (its block is gated on
+        # the completion of everything recorded before it). Worked out after the first
+        # dispatch's bindings, so static buffers number in command order.
+        kind, slot, ptr, _ = self._pointer_source(ind, 0, 12)
+        counts_at = [-1, -1, -1]
+        for kind_name, offset, _size in s.desc.hidden_args:
+            fill = _HIDDEN_FILL.get(kind_name)
+            if fill is not None and fill[0] == "count":
+                counts_at[fill[1]] = offset
+        s.indirect = (kind, slot, ptr, s.wg, tuple(counts_at))
+        s.dispatch_flags = 1  # INDIRECT_PARAMETERS
+        s.command_row = _command_row(s)
+
+    def _choose_strategy(self, rec: _Rec) -> None:
         shape = rec.shape
         dynamic = [s for s in rec.sources if s[0] == _DYNAMIC]
         late = [s for s in rec.sources if s[0] != _DYNAMIC]
-        if not reusable:
+        if not self.reusable:
             rec.strategy = KernargStrategy.HAL
         elif shape.indirect is not None:
             # Hidden block counts are patched per submission: queue kernargs.
-            rec.strategy = (KernargStrategy.DYNAMIC_BINDINGS
-                            if dynamic and not late
-                            and len(dynamic) == shape.desc.binding_count
-                            else KernargStrategy.PATCHED_TEMPLATE)
+            rec.strategy = (
+                KernargStrategy.DYNAMIC_BINDINGS
+                if dynamic and not late and len(dynamic) == shape.desc.binding_count
+                else KernargStrategy.PATCHED_TEMPLATE
+            )
         elif not rec.sources:
             rec.strategy = KernargStrategy.PREPUBLISHED
-        elif (shape.opcode == Opcode.DISPATCH and dynamic and not late
-              and len(dynamic) == shape.desc.binding_count):
+        elif (
+            shape.opcode == Opcode.DISPATCH
+            and dynamic
+            and not late
+            and len(dynamic) == shape.desc.binding_count
+        ):
             rec.strategy = KernargStrategy.DYNAMIC_BINDINGS
         elif shape.opcode == Opcode.UPDATE and not dynamic and len(late) == 1:
             # Reusable update to a static buffer: the payload can be prepublished too,
@@ -395,88 +573,26 @@ def _record_facts(commands: Sequence[tuple], mode: int, context: ProgramContext)
         else:
             rec.strategy = KernargStrategy.PATCHED_TEMPLATE
 
-    shapes_get = shapes.get
-    addresses_get = addresses.get
-    protos_append, pids_append = protos.append, pids.append
-    last_executable = last_config = _NO_OBJECT
-    last_ordinal = last_flags = -1
-    shape: _Shape  # set by the first dispatch (nothing matches _NO_OBJECT)
-    indices_append, barriers_append = indices.append, barriers.append
-    for index, cmd in enumerate(commands):
-        op = cmd[0]
-        if op == CMD_DISPATCH:
-            # Runs of dispatches naming the last shape's objects skip the lookup.
-            if (cmd[3] is not last_config or cmd[1] is not last_executable
-                    or cmd[2] != last_ordinal or cmd[6] != last_flags):
-                known = shapes_get((id(cmd[1]), cmd[2], id(cmd[3]), cmd[6]))
-                shape = dispatch_shape(index, cmd) if known is None else known
-                last_executable, last_ordinal = cmd[1], cmd[2]
-                last_config, last_flags = cmd[3], cmd[6]
-            # The same dispatch recorded again lowers to the same record.
-            memo = shape.memo
-            key = (cmd[4], id(cmd[5]))
-            pid = memo.get(key)
-            if pid is None:
-                pid = memo[key] = len(protos)
-                protos_append(dispatch_record(index, cmd, shape))
-            pids_append(pid)
-            indices_append(index)
-            barriers_append(pending_barrier)
-            pending_barrier = 0
-            continue
-        if op == CMD_BARRIER:
-            pending_barrier = has_barrier
-            continue
-        if op == CMD_DEBUG_BEGIN or op == CMD_DEBUG_END:
-            continue
-        if op == CMD_FILL:
-            ref, pattern = cmd[1], cmd[2]
-            length = ref_length(ref)
-            plen = len(pattern)
-            pattern_value = int.from_bytes(pattern, "little")
-            src = pointer_source(ref, 0, length)
-            rec = blit(Opcode.FILL, "fill", plen, length // plen, [src],
-                       [length // plen, pattern_value])
-        elif op == CMD_COPY:
-            s_ref, d_ref = cmd[1], cmd[2]
-            length = ref_length(s_ref)
-            width = 4 if (length % 4 == 0 and s_ref.offset % 4 == 0
-                          and d_ref.offset % 4 == 0) else 1
-            srcs = [pointer_source(s_ref, 0, length), pointer_source(d_ref, 1, length)]
-            rec = blit(Opcode.COPY, "copy", width, length // width, srcs, [length // width])
-        elif op == CMD_UPDATE:
-            data, ref = cmd[1], cmd[2]
-            length = len(data)
-            srcs = [(_SELF, 0, 0, 0), pointer_source(ref, 1, length)]
-            rec = blit(Opcode.UPDATE, "copy", 1, length, srcs, [length],
-                       payload=bytes(data))
-        else:
-            raise InvalidArgumentError(f"command {index}: unknown command opcode {op!r}")
-        choose_strategy(rec)
-        pids.append(len(protos))
-        protos.append(rec)
-        indices.append(index)
-        barriers.append(pending_barrier)
-        pending_barrier = 0
 
-    facts = _Facts()
-    facts.protos = protos
-    facts.pids = pids
-    facts.indices = indices
-    facts.barriers = barriers
-    facts.mode = int(mode)
-    facts.slot_extents = slot_extents
-    facts.static_buffers = tuple(static_buffers)
-    if mode & CommandBufferMode.UNRETAINED:
-        # The caller keeps buffers and executables alive; keep only what we own.
-        retained = [r for r in retained if not _is_user_resource(r)]
-    facts.retained = retained
-    facts.range_error = range_errors[0] if range_errors else None
-    return facts
+# How each blit command kind lowers to its record (dispatches are inline in ``run``).
+_BLITS: dict[Any, Callable[[_FactsBuilder, tuple], _Rec]] = {
+    CMD_FILL: _FactsBuilder._fill,
+    CMD_COPY: _FactsBuilder._copy,
+    CMD_UPDATE: _FactsBuilder._update,
+}
 
 
-def _kernel_objects_if_compatible(facts: _Facts, first: ProgramContext,
-                                  other: ProgramContext) -> list[int] | None:
+def _ref_length(ref: Any) -> int:
+    if ref.length != WHOLE_BUFFER:
+        return ref.length
+    if ref.buffer is not None:
+        return ref.buffer.byte_length - ref.offset
+    return 0
+
+
+def _kernel_objects_if_compatible(
+    facts: _Facts, first: ProgramContext, other: ProgramContext
+) -> list[int] | None:
     """Per proto, ``other``'s kernel object, or None when any descriptor (or the blit
     geometry) differs in more than its kernel object (then ``other`` needs its own
     facts)."""
@@ -526,16 +642,60 @@ def _command_row(shape: _Shape) -> bytes:
     binding_count = desc.binding_count if shape.opcode == Opcode.DISPATCH else 0
     try:
         return _COMMAND_ROW.pack(
-            shape.opcode, 0, _COMMAND_QWORDS, 0, 0, shape.dispatch_flags, 1, 0, 0,
-            binding_count, 0, 0, 0, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D, desc.kernel_object,
-            *shape.grid, *shape.wg, 0, shape.private, shape.group, shape.executable_id, 0)
+            shape.opcode,
+            0,
+            _COMMAND_QWORDS,
+            0,
+            0,
+            shape.dispatch_flags,
+            1,
+            0,
+            0,
+            binding_count,
+            0,
+            0,
+            0,
+            0,
+            _NO_IMPLICIT,
+            DISPATCH_SETUP_3D,
+            desc.kernel_object,
+            *shape.grid,
+            *shape.wg,
+            0,
+            shape.private,
+            shape.group,
+            shape.executable_id,
+            0,
+        )
     except struct.error:
         # A value outside its field: the structured store says so as it always has.
         record = np.zeros(1, COMMAND_DTYPE)
-        record[0] = (shape.opcode, 0, _COMMAND_QWORDS, 0, 0, shape.dispatch_flags, 1, 0, 0,
-                     binding_count, 0, 0, 0, 0, _NO_IMPLICIT, DISPATCH_SETUP_3D,
-                     desc.kernel_object, shape.grid, shape.wg, 0, shape.private,
-                     shape.group, shape.executable_id, 0)
+        record[0] = (
+            shape.opcode,
+            0,
+            _COMMAND_QWORDS,
+            0,
+            0,
+            shape.dispatch_flags,
+            1,
+            0,
+            0,
+            binding_count,
+            0,
+            0,
+            0,
+            0,
+            _NO_IMPLICIT,
+            DISPATCH_SETUP_3D,
+            desc.kernel_object,
+            shape.grid,
+            shape.wg,
+            0,
+            shape.private,
+            shape.group,
+            shape.executable_id,
+            0,
+        )
         return record.tobytes()
 
 
@@ -543,10 +703,32 @@ def _packet_row(shape: _Shape) -> bytes:
     """The packet body template: the header word stays INVALID until replay commits it;
     kernarg address and completion signal are per program / per submission."""
     try:
-        return _PACKET_ROW.pack(INVALID_HEADER_WORD, 0, *shape.wg, 0, *shape.grid,
-                                shape.private, shape.group, shape.desc.kernel_object, 0, 0, 0)
+        return _PACKET_ROW.pack(
+            INVALID_HEADER_WORD,
+            0,
+            *shape.wg,
+            0,
+            *shape.grid,
+            shape.private,
+            shape.group,
+            shape.desc.kernel_object,
+            0,
+            0,
+            0,
+        )
     except struct.error:
         packet = np.zeros(1, KERNEL_DISPATCH_DTYPE)
-        packet[0] = (INVALID_HEADER_WORD, 0, shape.wg, 0, shape.grid, shape.private,
-                     shape.group, shape.desc.kernel_object, 0, 0, 0)
+        packet[0] = (
+            INVALID_HEADER_WORD,
+            0,
+            shape.wg,
+            0,
+            shape.grid,
+            shape.private,
+            shape.group,
+            shape.desc.kernel_object,
+            0,
+            0,
+            0,
+        )
         return packet.tobytes()
