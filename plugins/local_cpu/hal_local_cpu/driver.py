@@ -39,12 +39,12 @@ class LocalDriverBackend:
     def dump_device_info(self, device_id: int) -> str:
         return f"{self.name}: {os.cpu_count()} host CPUs"
 
-    def create_device_by_id(self, device_id: int, params: dict[str, str]):
+    def create_device_by_id(self, device_id: int, params: dict[str, str]) -> LocalDeviceBackend:
         if device_id not in (0, 1):
             raise NotFoundError(f"{self.name} has no device with id {device_id}")
         return self._create(params)
 
-    def create_device_by_path(self, path: str, params: dict[str, str]):
+    def create_device_by_path(self, path: str, params: dict[str, str]) -> LocalDeviceBackend:
         if path not in ("", "0"):
             raise NotFoundError(
                 f"{self.name} has one device, path '' (or '0'); got path {path!r}"
