@@ -154,296 +154,311 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         lib = replay_library()
     except UnavailableError:
         lib = None
-    index_of: dict[int, int] = {}
-    direct: list[Any] = []
-    # Records are assembled by numpy from what varies how often, so that the per-command
-    # Python work is the least possible:
-    # * a *template* per decoded command (dispatch facts: executable, function, config,
-    #   constant count; or a whole transfer record);
-    # * *runs* of records sharing a template and a constants object: (first record,
-    #   template, constant-arena offset or -1), appended only when either changes;
-    # * one binding-span index per record (the only per-dispatch column).
-    templates: list[tuple] = []
-    run_starts: list[int] = []
-    run_templates: list[int] = []
-    run_coffs: list[int] = []
-    col_span: list[int] = []
-    spans: list[tuple[int, int]] = [(0, 0)]  # span 0: no bindings (transfers)
-    bind_base = array("q")
-    bind_off = array("q")
-    bind_len = array("q")
-    const_chunks: list[bytes] = []
-    const_offsets: dict[int, int] = {}
-    const_total = 0
-    update_chunks: list[bytes] = []
-    update_templates: list[int] = []  # templates whose word 1 is an update-arena offset
-    update_total = 0
-    executables: dict[int, Any] = {}
-    py_fns: list[Any] = []
-    slot_hi = [0]
-    # Facts recorded once per distinct (immutable) object: ids stay valid because
-    # ``commands`` keeps every object alive while this runs.
-    config_facts: dict[int, tuple] = {}
-    binding_spans: dict[int, int] = {}
+    b = _ProgramBuilder(cap, parallel)
+    b.record(commands)
+    p = LocalProgram()
+    b.fill_records(p)
+    b.fill_direct(p, commands, mode)
+    p.capacity = cap
+    p.native = lib is not None
+    p.segments = _segments(p.records, b.any_special, lib is not None, parallel)
+    return p
 
-    def base_of(ref: Any) -> int:
+
+class _ProgramBuilder:
+    """Assembles one ``LocalProgram`` from a recording; used once, by ``_finalize``.
+
+    Records are assembled by numpy from what varies how often, so that the per-command
+    Python work is the least possible:
+    * a *template* per decoded command (dispatch facts: executable, function, config,
+      constant count; or a whole transfer record);
+    * *runs* of records sharing a template and a constants object: (first record,
+      template, constant-arena offset or -1), appended only when either changes;
+    * one binding-span index per record (the only per-dispatch column).
+    """
+
+    def __init__(self, cap: int, parallel: bool) -> None:
+        self.cap = cap
+        self.parallel = parallel
+        self.index_of: dict[int, int] = {}
+        self.direct: list[Any] = []
+        self.templates: list[tuple] = []
+        self.run_starts: list[int] = []
+        self.run_templates: list[int] = []
+        self.run_coffs: list[int] = []
+        self.col_span: list[int] = []
+        self.spans: list[tuple[int, int]] = [(0, 0)]  # span 0: no bindings (transfers)
+        self.bind_base = array("q")
+        self.bind_off = array("q")
+        self.bind_len = array("q")
+        self.const_chunks: list[bytes] = []
+        self.const_offsets: dict[int, int] = {}
+        self.const_total = 0
+        self.update_chunks: list[bytes] = []
+        self.update_templates: list[int] = []  # templates whose word 1 is an update offset
+        self.update_total = 0
+        self.executables: dict[int, Any] = {}
+        self.py_fns: list[Any] = []
+        self.slot_hi = 0
+        # Facts recorded once per distinct (immutable) object: ids stay valid because
+        # ``commands`` keeps every object alive while this runs.
+        self.config_facts: dict[int, tuple] = {}
+        self.binding_spans: dict[int, int] = {}
+        # ``last_*``: the facts of the open run (``last_exe`` is _RESTART when a transfer or
+        # a change of constants closed it); ``dec_*``: the facts ``tidx`` was decoded from.
+        self.last_exe: Any = None
+        self.last_ord = -1
+        self.last_cfg: Any = None
+        self.last_nc = -1
+        self.last_consts: Any = _RESTART
+        self.dec_exe: Any = None
+        self.dec_ord = -1
+        self.dec_nc = -1
+        self.dec_cfg: Any = None
+        self.tidx = -1
+        self.nc = 0
+        self.coff = -1
+        self.any_special = False
+
+    def base_of(self, ref: Any) -> int:
         if ref.__class__ is BufferRef:
             b = ref.buffer
             if b is None:
-                s = ref.slot
-                if s >= cap:
-                    raise OutOfRangeError(
-                        f"binding-table slot {s} is past the command buffer's "
-                        f"binding_capacity {cap}"
-                    )
-                if s >= slot_hi[0]:
-                    slot_hi[0] = s + 1
-                return s
+                return self._slot(ref.slot)
         elif isinstance(ref, Buffer):
             b = ref
         else:
             raise InvalidArgumentError(
                 f"a command references a {type(ref).__name__}; expected a Buffer or BufferRef"
             )
-        i = index_of.get(id(b))
+        i = self.index_of.get(id(b))
         if i is None:
-            i = index_of[id(b)] = cap + len(direct)
-            direct.append(b)
+            i = self.index_of[id(b)] = self.cap + len(self.direct)
+            self.direct.append(b)
         return i
 
-    def transfer(record: tuple) -> None:
-        run_starts.append(len(col_span))
-        run_templates.append(len(templates))
-        run_coffs.append(-1)
-        templates.append(record)
-        col_span.append(0)
+    def _slot(self, s: int) -> int:
+        if s >= self.cap:
+            raise OutOfRangeError(
+                f"binding-table slot {s} is past the command buffer's binding_capacity {self.cap}"
+            )
+        if s >= self.slot_hi:
+            self.slot_hi = s + 1
+        return s
 
-    add_span = col_span.append
-    # ``last_*``: the facts of the open run (``last_exe`` is _RESTART when a transfer or a
-    # change of constants closed it); ``dec_*``: the facts ``tidx`` was decoded from.
-    last_exe: Any = None
-    last_ord = -1
-    last_cfg: Any = None
-    last_nc = -1
-    last_consts: Any = _RESTART
-    dec_exe: Any = None
-    dec_ord = dec_nc = -1
-    dec_cfg: Any = None
-    tidx = -1
-    nc = 0
-    coff = -1
-    any_special = False
-    for cmd in commands:
-        op = cmd[0]
-        if op == CMD_BARRIER:
-            continue
-        if op == CMD_DISPATCH:
-            _, exe, ordinal, cfg, consts, bindings, flags = cmd
-            if flags and flags & _UNSUPPORTED_DISPATCH_FLAGS:
-                # Validation rejects these at record time; an UNVALIDATED recording
-                # reaches here, and must not run them as ordinary dispatches.
-                raise UnimplementedError(
-                    f"dispatch flags {DispatchFlags(flags & _UNSUPPORTED_DISPATCH_FLAGS)!r} "
-                    "are not implemented by the local CPU backend"
-                )
-            if consts is not last_consts:
-                last_consts = consts
-                last_exe = _RESTART
-                nc = len(consts) >> 2
-                coff = -1
-                if nc:
-                    known = const_offsets.get(id(consts))
-                    if known is None:
-                        coff = const_offsets[id(consts)] = const_total
-                        const_chunks.append(consts)
-                        const_total += len(consts)
-                    else:
-                        coff = known
-            # (executable, function, config, constant count) repeat in chains: decode
-            # them into a record template once, and open a new run only on a change.
-            if exe is not last_exe or ordinal != last_ord or cfg is not last_cfg or nc != last_nc:
-                last_exe, last_ord, last_cfg, last_nc = exe, ordinal, cfg, nc
-                if exe is not dec_exe or ordinal != dec_ord or cfg is not dec_cfg or nc != dec_nc:
-                    dec_exe, dec_ord, dec_cfg, dec_nc = exe, ordinal, cfg, nc
-                    tidx = len(templates)
-                    t = _dispatch_template(
-                        exe, ordinal, cfg, nc, base_of, config_facts, executables, py_fns
-                    )
-                    templates.append(t)
-                    # Decided once per template: does any record leave the native loop?
-                    if not any_special and _leaves_native_loop(t, parallel):
-                        any_special = True
-                run_starts.append(len(col_span))
-                run_templates.append(tidx)
-                run_coffs.append(coff)
-            span = binding_spans.get(id(bindings))
-            if span is None:
-                bstart = len(bind_base)
-                for ref in bindings:
-                    bind_base.append(base_of(ref))
-                    if ref.__class__ is BufferRef:
-                        bind_off.append(ref.offset)
-                        n = ref.length
-                        bind_len.append(-1 if n == WHOLE_BUFFER else n)
-                    else:
-                        bind_off.append(0)
-                        bind_len.append(-1)
-                span = binding_spans[id(bindings)] = len(spans)
-                spans.append((bstart, len(bindings)))
-            add_span(span)
-            continue
-        # A transfer is a run of its own: the next dispatch reopens its template's run.
-        last_exe = _RESTART
-        if op == CMD_FILL:
-            ref, data = cmd[1], cmd[2]
-            pattern = int.from_bytes(data, "little")
-            transfer(
-                (
-                    OP_FILL,
-                    base_of(ref),
-                    ref.offset,
-                    _ref_len(ref),
-                    pattern,
-                    len(data),
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ),
-            )
-        elif op == CMD_COPY:
-            src, dst = cmd[1], cmd[2]
-            transfer(
-                (
-                    OP_COPY,
-                    base_of(src),
-                    src.offset,
-                    base_of(dst),
-                    dst.offset,
-                    _ref_len(src),
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ),
-            )
-        elif op == CMD_UPDATE:
-            data, ref = cmd[1], cmd[2]
-            update_templates.append(len(templates))
-            update_chunks.append(data)
-            transfer(
-                (
-                    OP_UPDATE,
-                    update_total,
-                    base_of(ref),
-                    ref.offset,
-                    len(data),
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                ),
-            )
-            update_total += len(data)
-        # barriers and debug groups need no record: commands already run in order.
+    def record(self, commands: list) -> None:
+        for cmd in commands:
+            op = cmd[0]
+            if op == CMD_BARRIER:
+                continue
+            if op == CMD_DISPATCH:
+                self.dispatch(cmd)
+                continue
+            # A transfer is a run of its own: the next dispatch reopens its template's run.
+            self.last_exe = _RESTART
+            if op == CMD_FILL:
+                self.fill(cmd)
+            elif op == CMD_COPY:
+                self.copy(cmd)
+            elif op == CMD_UPDATE:
+                self.update(cmd)
+            # barriers and debug groups need no record: commands already run in order.
 
-    p = LocalProgram()
-    arenas: list[Any] = []
-    n = len(col_span)
-    if n:
-        table = np.array(templates, dtype=_I64)
-        if update_chunks:
-            update_arena = np.frombuffer(b"".join(update_chunks), dtype=np.uint8).copy()
-            table[update_templates, 1] += update_arena.ctypes.data
+    def dispatch(self, cmd: tuple) -> None:
+        _, exe, ordinal, cfg, consts, bindings, flags = cmd
+        if flags and flags & _UNSUPPORTED_DISPATCH_FLAGS:
+            # Validation rejects these at record time; an UNVALIDATED recording
+            # reaches here, and must not run them as ordinary dispatches.
+            raise UnimplementedError(
+                f"dispatch flags {DispatchFlags(flags & _UNSUPPORTED_DISPATCH_FLAGS)!r} "
+                "are not implemented by the local CPU backend"
+            )
+        if consts is not self.last_consts:
+            self._constants(consts)
+        # (executable, function, config, constant count) repeat in chains: decode
+        # them into a record template once, and open a new run only on a change.
+        nc = self.nc
+        if (
+            exe is not self.last_exe
+            or ordinal != self.last_ord
+            or cfg is not self.last_cfg
+            or nc != self.last_nc
+        ):
+            self._open_run(exe, ordinal, cfg, nc)
+        span = self.binding_spans.get(id(bindings))
+        if span is None:
+            span = self._add_span(bindings)
+        self.col_span.append(span)
+
+    def _constants(self, consts: Any) -> None:
+        self.last_consts = consts
+        self.last_exe = _RESTART
+        nc = self.nc = len(consts) >> 2
+        self.coff = -1
+        if nc:
+            known = self.const_offsets.get(id(consts))
+            if known is None:
+                self.coff = self.const_offsets[id(consts)] = self.const_total
+                self.const_chunks.append(consts)
+                self.const_total += len(consts)
+            else:
+                self.coff = known
+
+    def _open_run(self, exe: Any, ordinal: int, cfg: Any, nc: int) -> None:
+        self.last_exe, self.last_ord, self.last_cfg, self.last_nc = exe, ordinal, cfg, nc
+        if (
+            exe is not self.dec_exe
+            or ordinal != self.dec_ord
+            or cfg is not self.dec_cfg
+            or nc != self.dec_nc
+        ):
+            self.dec_exe, self.dec_ord, self.dec_cfg, self.dec_nc = exe, ordinal, cfg, nc
+            self.tidx = len(self.templates)
+            t = _dispatch_template(
+                exe,
+                ordinal,
+                cfg,
+                nc,
+                self.base_of,
+                self.config_facts,
+                self.executables,
+                self.py_fns,
+            )
+            self.templates.append(t)
+            # Decided once per template: does any record leave the native loop?
+            if not self.any_special and _leaves_native_loop(t, self.parallel):
+                self.any_special = True
+        self.run_starts.append(len(self.col_span))
+        self.run_templates.append(self.tidx)
+        self.run_coffs.append(self.coff)
+
+    def _add_span(self, bindings: Any) -> int:
+        bstart = len(self.bind_base)
+        for ref in bindings:
+            self.bind_base.append(self.base_of(ref))
+            if ref.__class__ is BufferRef:
+                self.bind_off.append(ref.offset)
+                n = ref.length
+                self.bind_len.append(-1 if n == WHOLE_BUFFER else n)
+            else:
+                self.bind_off.append(0)
+                self.bind_len.append(-1)
+        span = self.binding_spans[id(bindings)] = len(self.spans)
+        self.spans.append((bstart, len(bindings)))
+        return span
+
+    def _transfer(self, record: tuple) -> None:
+        self.run_starts.append(len(self.col_span))
+        self.run_templates.append(len(self.templates))
+        self.run_coffs.append(-1)
+        self.templates.append(record)
+        self.col_span.append(0)
+
+    def fill(self, cmd: tuple) -> None:
+        ref, data = cmd[1], cmd[2]
+        pattern = int.from_bytes(data, "little")
+        base = self.base_of(ref)
+        self._transfer((OP_FILL, base, ref.offset, _ref_len(ref), pattern, len(data)) + _ZEROS10)
+
+    def copy(self, cmd: tuple) -> None:
+        src, dst = cmd[1], cmd[2]
+        sbase = self.base_of(src)
+        soff = src.offset
+        dbase = self.base_of(dst)
+        self._transfer((OP_COPY, sbase, soff, dbase, dst.offset, _ref_len(src)) + _ZEROS10)
+
+    def update(self, cmd: tuple) -> None:
+        data, ref = cmd[1], cmd[2]
+        self.update_templates.append(len(self.templates))
+        self.update_chunks.append(data)
+        base = self.base_of(ref)
+        self._transfer((OP_UPDATE, self.update_total, base, ref.offset, len(data)) + _ZEROS11)
+        self.update_total += len(data)
+
+    def fill_records(self, p: LocalProgram) -> None:
+        arenas: list[Any] = []
+        n = len(self.col_span)
+        if n:
+            recs = self._records(n, arenas)
+        else:
+            recs = np.zeros((0, REC), _I64)
+        p.records = recs
+        p.bind_base = _as_i64(self.bind_base)
+        p.bind_off = _as_i64(self.bind_off)
+        p.bind_len = _as_i64(self.bind_len)
+        arenas.extend((self.bind_base, self.bind_off, self.bind_len))
+        p.arenas = arenas
+        p.executables = tuple(self.executables.values())
+        p.py_fns = self.py_fns
+        p.slot_count = self.slot_hi
+        p._ptrs = (_p64(recs), _p64(p.bind_base), _p64(p.bind_off), _p64(p.bind_len))
+
+    def _records(self, n: int, arenas: list[Any]) -> np.ndarray:
+        table = np.array(self.templates, dtype=_I64)
+        if self.update_chunks:
+            update_arena = np.frombuffer(b"".join(self.update_chunks), dtype=np.uint8).copy()
+            table[self.update_templates, 1] += update_arena.ctypes.data
             arenas.append(update_arena)
+        run_templates = self.run_templates
         nr = len(run_templates)
         run_table = table.take(
             run_templates if nr <= _FEW else np.fromiter(run_templates, np.intp, nr), axis=0
         )
-        if const_chunks:
-            const_arena = np.frombuffer(b"".join(const_chunks), dtype=np.uint8).copy()
-            base = const_arena.ctypes.data
-            if nr <= _FEW:
-                for i, c in enumerate(run_coffs):
-                    if c >= 0:
-                        run_table[i, 7] = c + base
-            else:
-                coffs = np.fromiter(run_coffs, _I64, nr)
-                has = coffs >= 0
-                run_table[has, 7] = coffs[has] + base
+        if self.const_chunks:
+            const_arena = np.frombuffer(b"".join(self.const_chunks), dtype=np.uint8).copy()
+            _place_constants(run_table, self.run_coffs, const_arena.ctypes.data)
             arenas.append(const_arena)
-        recs = np.repeat(run_table, _run_lengths(run_starts, n), axis=0)
-        if len(spans) > 1:
-            col = np.fromiter(col_span, np.intp, n)
-            recs[:, 9:11] = np.array(spans, dtype=_I64).take(col, axis=0)
-    else:
-        run_table = recs = np.zeros((0, REC), _I64)
-    p.records = recs
-    p.bind_base = _as_i64(bind_base)
-    p.bind_off = _as_i64(bind_off)
-    p.bind_len = _as_i64(bind_len)
-    arenas.extend((bind_base, bind_off, bind_len))
-    p.capacity = cap
-    p.arenas = arenas
-    p.executables = tuple(executables.values())
-    p.py_fns = py_fns
-    # Error messages name the failing *command*; records skip barriers and debug groups,
-    # so keep what maps one to the other (op codes only when the caller's objects must
-    # not be retained).
-    unretained = bool(int(mode) & _UNRETAINED)
-    if unretained:
-        p.command_ops = [c[0] for c in commands]
-    else:
-        p.command_ops = commands
-    p.slot_count = slot_hi[0]
-    p.native = lib is not None
+        recs = np.repeat(run_table, _run_lengths(self.run_starts, n), axis=0)
+        if len(self.spans) > 1:
+            col = np.fromiter(self.col_span, np.intp, n)
+            recs[:, 9:11] = np.array(self.spans, dtype=_I64).take(col, axis=0)
+        return recs
 
-    # Direct buffers: strong references retain them (the command buffer's retention),
-    # weak ones honour UNRETAINED (the caller keeps them alive).
-    dynamic = []
-    nd = len(direct)
-    static_bases = np.zeros(cap + nd, dtype=_I64)
-    static_lens = np.zeros(cap + nd, dtype=_I64)
-    for k, b in enumerate(direct):
-        root = buffer_root(b)
-        if unretained or root.placement_flags & _ASYNC or not b.is_committed:
-            dynamic.append(k)
+    def fill_direct(self, p: LocalProgram, commands: list, mode: int) -> None:
+        cap = self.cap
+        direct = self.direct
+        # Error messages name the failing *command*; records skip barriers and debug groups,
+        # so keep what maps one to the other (op codes only when the caller's objects must
+        # not be retained).
+        unretained = bool(int(mode) & _UNRETAINED)
+        if unretained:
+            p.command_ops = [c[0] for c in commands]
         else:
-            static_bases[cap + k] = buffer_storage(b).address + b.byte_offset
-            static_lens[cap + k] = b.byte_length
-    p.direct_weak = unretained
-    p.direct = [weakref.ref(b) for b in direct] if unretained else direct
-    p.dynamic_direct = dynamic
-    p.static_bases = static_bases
-    p.static_lens = static_lens
-    p._ptrs = (
-        _p64(recs),
-        _p64(p.bind_base),
-        _p64(p.bind_off),
-        _p64(p.bind_len),
-    )
-    p._static_ptrs = (_p64(static_bases), _p64(static_lens))
-    p.segments = _segments(recs, any_special, lib is not None, parallel)
-    return p
+            p.command_ops = commands
+        # Direct buffers: strong references retain them (the command buffer's retention),
+        # weak ones honour UNRETAINED (the caller keeps them alive).
+        dynamic = []
+        nd = len(direct)
+        static_bases = np.zeros(cap + nd, dtype=_I64)
+        static_lens = np.zeros(cap + nd, dtype=_I64)
+        for k, b in enumerate(direct):
+            root = buffer_root(b)
+            if unretained or root.placement_flags & _ASYNC or not b.is_committed:
+                dynamic.append(k)
+            else:
+                static_bases[cap + k] = buffer_storage(b).address + b.byte_offset
+                static_lens[cap + k] = b.byte_length
+        p.direct_weak = unretained
+        p.direct = [weakref.ref(b) for b in direct] if unretained else direct
+        p.dynamic_direct = dynamic
+        p.static_bases = static_bases
+        p.static_lens = static_lens
+        p._static_ptrs = (_p64(static_bases), _p64(static_lens))
+
+
+def _place_constants(run_table: np.ndarray, run_coffs: list[int], base: int) -> None:
+    if len(run_coffs) <= _FEW:
+        for i, c in enumerate(run_coffs):
+            if c >= 0:
+                run_table[i, 7] = c + base
+    else:
+        coffs = np.fromiter(run_coffs, _I64, len(run_coffs))
+        has = coffs >= 0
+        run_table[has, 7] = coffs[has] + base
+
+
+_ZEROS10 = (0,) * 10
+_ZEROS11 = (0,) * 11
 
 
 _RESTART = object()
