@@ -139,7 +139,6 @@ class Semaphore:
         "_timepoints",
         "_min_pending",
         "_cancelled",
-        "_frontier",
         "device",
         "queue_affinity",
         "flags",
@@ -170,7 +169,6 @@ class Semaphore:
         self._timepoints: list[list[Any]] = []
         self._min_pending = _NEVER
         self._cancelled = 0
-        self._frontier: Any = None
         self.device = device
         self.queue_affinity = queue_affinity
         self.flags = flags
@@ -250,78 +248,6 @@ class Semaphore:
             lock.release()
         if ready:
             dispatch_callbacks(ready)
-
-    # -- causal frontier (backend tier) -----------------------------------------------
-    #
-    # ``_frontier`` stays None until the first frontier arrives, so frontier-less
-    # semaphores pay nothing. Once set it is a ``_CausalState``: the accumulated frontier
-    # (component-wise max of every frontier signalled or merged) and ``taint_from``, the
-    # first value from which the frontier is only a lower bound (a merge overflowed).
-
-    def _signal_with_frontier(self, value: int, frontier: Any) -> None:
-        """``_signal_from_queue`` that also merges ``frontier`` (the producer's causal
-        past) into this semaphore's frontier. An overflowing merge taints ``value`` and
-        every later value."""
-        ready = None
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._failure is not None:
-                return
-            if value <= self._value:
-                ready = self._fail_locked(
-                    error_for(
-                        StatusCode.INVALID_ARGUMENT,
-                        f"queue signalled value {value} but the semaphore is already at "
-                        f"{self._value}; each value must be signalled once, increasing",
-                    )
-                )
-            else:
-                self._merge_frontier_locked(frontier, value)
-                self._value = value
-                if value >= self._min_pending:
-                    ready = self._take_ready(value)
-        finally:
-            lock.release()
-        if ready:
-            dispatch_callbacks(ready)
-
-    def _merge_frontier_locked(self, frontier: Any, taint_value: int) -> bool:
-        state = self._frontier
-        if state is None:
-            from ._frontier import DEFAULT_FRONTIER_CAPACITY, Frontier
-
-            if len(frontier) <= DEFAULT_FRONTIER_CAPACITY:
-                self._frontier = _CausalState(frontier.copy(DEFAULT_FRONTIER_CAPACITY), None)
-                return True
-            self._frontier = _CausalState(Frontier((), DEFAULT_FRONTIER_CAPACITY), taint_value)
-            return False
-        if state.frontier.merge(frontier):
-            return True
-        if state.taint_from is None or state.taint_from > taint_value:
-            state.taint_from = taint_value
-        return False
-
-    def merge_frontier(self, frontier: Any) -> bool:
-        """Merge ``frontier`` into this semaphore's causal frontier (record what a pending
-        signal will depend on). Returns False on capacity overflow: the frontier stays a
-        valid lower bound and every value above the current one is marked tainted."""
-        with self._lock:
-            return self._merge_frontier_locked(frontier, self._value + 1)
-
-    def query_frontier(self) -> Any:
-        """A copy of the accumulated causal frontier (empty when none was signalled)."""
-        from ._frontier import Frontier
-
-        with self._lock:
-            state = self._frontier
-            return Frontier() if state is None else state.frontier.copy()
-
-    def is_value_tainted(self, value: int) -> bool:
-        """True when the frontier does not fully describe the causal past of ``value``
-        (a frontier merge overflowed at or below it)."""
-        state = self._frontier
-        return state is not None and state.taint_from is not None and value >= state.taint_from
 
     def _take_ready(self, value: int) -> Any:
         """Pop the timepoints ``value`` releases (at least the top one: the caller checked
@@ -502,16 +428,6 @@ class Semaphore:
     def __repr__(self) -> str:
         state = f"failed {self._failure.code.name}" if self._failure else f"value={self._value}"
         return f"<hal_core.Semaphore {state}>"
-
-
-class _CausalState:
-    """A semaphore's accumulated frontier and taint watermark (see ``Semaphore``)."""
-
-    __slots__ = ("frontier", "taint_from")
-
-    def __init__(self, frontier: Any, taint_from: int | None) -> None:
-        self.frontier = frontier
-        self.taint_from = taint_from
 
 
 class _Waiter:

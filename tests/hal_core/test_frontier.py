@@ -1,4 +1,4 @@
-"""Frontiers: axis encoding, vector-clock algebra, validation, semaphore frontiers."""
+"""Frontiers: axis encoding, vector-clock algebra, validation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import hal_core
 from hal_core import InvalidArgumentError
 from hal_core.backend import (
     AxisDomain,
@@ -145,32 +144,3 @@ def test_compare_consistent_with_merge(x, y):
     if cmp == C.CONCURRENT:
         assert j != a and j != b
     assert (a.find_undominated(b) == []) == a.dominates(b)
-
-
-# -- semaphores accumulate frontiers ------------------------------------------------------
-
-
-def test_semaphore_accumulates_frontiers_and_taints_after_overflow():
-    sem = hal_core.Semaphore(0)
-    assert sem.query_frontier() == Frontier()
-    assert not sem.is_value_tainted(1)
-    sem._signal_with_frontier(1, Frontier([(1, 1)]))
-    sem._signal_with_frontier(2, Frontier([(1, 3), (2, 1)]))
-    assert sem.value == 2
-    assert sem.query_frontier().entries == ((1, 3), (2, 1))
-    wide = Frontier([(100 + i, 1) for i in range(20)], capacity=64)
-    sem._signal_with_frontier(3, wide)  # overflows the default capacity of 16
-    assert sem.value == 3
-    assert not sem.is_value_tainted(2)
-    assert sem.is_value_tainted(3) and sem.is_value_tainted(9)
-    assert sem.query_frontier().entries == ((1, 3), (2, 1))  # still a valid lower bound
-    # A non-increasing queue signal fails the semaphore rather than raising.
-    sem._signal_with_frontier(3, Frontier([(1, 9)]))
-    assert sem.failure is not None and sem.failure.code == hal_core.StatusCode.INVALID_ARGUMENT
-
-
-def test_merge_frontier_marks_values_above_current_tainted():
-    sem = hal_core.Semaphore(5)
-    assert sem.merge_frontier(Frontier([(1, 1)]))
-    assert not sem.merge_frontier(Frontier([(10 + i, 1) for i in range(16)], capacity=32))
-    assert not sem.is_value_tainted(5) and sem.is_value_tainted(6)
