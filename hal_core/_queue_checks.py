@@ -253,6 +253,15 @@ def select_queue(device: Any, affinity: Any) -> int:
     return (a & -a).bit_length() - 1
 
 
+def _as_tuple(items: Any, what: str) -> tuple[Any, ...]:
+    """``items`` (a wait or signal list that is not a tuple) as a tuple; kept out of
+    ``queue_op`` so the common tuple case pays nothing for it."""
+    try:
+        return tuple(items)
+    except TypeError:
+        return semaphore_list(items, what)  # raises with a clear message
+
+
 def queue_op(device: Any, kind: Any, affinity: Any, wait: Any, signal: Any) -> QueueOp:
     """The ``QueueOp`` of one call of ``device``: the device is open, the wait and signal
     lists are valid (see the module docstring) and the affinity selects a queue."""
@@ -263,10 +272,7 @@ def queue_op(device: Any, kind: Any, affinity: Any, wait: Any, signal: Any) -> Q
         device._check_open()
     waits: tuple[Any, ...] = ()
     if wait:
-        try:
-            waits = wait if wait.__class__ is tuple else tuple(wait)
-        except TypeError:
-            waits = semaphore_list(wait, "wait")  # raises with a clear message
+        waits = wait if wait.__class__ is tuple else _as_tuple(wait, "wait")
         try:
             for sem, value in waits:
                 if (
@@ -282,10 +288,7 @@ def queue_op(device: Any, kind: Any, affinity: Any, wait: Any, signal: Any) -> Q
             waits = semaphore_list(waits, "wait")  # raises with a clear message
     signals: tuple[Any, ...] = ()
     if signal:
-        try:
-            signals = signal if signal.__class__ is tuple else tuple(signal)
-        except TypeError:
-            signals = semaphore_list(signal, "signal")  # raises with a clear message
+        signals = signal if signal.__class__ is tuple else _as_tuple(signal, "signal")
         try:
             for sem, value in signals:
                 if (
