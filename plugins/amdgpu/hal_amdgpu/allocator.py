@@ -1,4 +1,4 @@
-"""The amdgpu allocator backend: HAL heaps over HSA memory pools (reference section 7).
+"""The amdgpu allocator backend: HAL heaps over HSA memory pools.
 
 | heap | memory type                                  | pool                    |
 | 0    | DEVICE_LOCAL                                 | GPU coarse-grained      |
@@ -41,13 +41,26 @@ HEAP_TYPES = (
     MemoryType.DEVICE_LOCAL | MemoryType.HOST_VISIBLE | MemoryType.HOST_COHERENT,
     MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE,
 )
-_HOST_USAGE = (BufferUsage.TRANSFER | BufferUsage.DISPATCH | BufferUsage.MAPPING
-               | BufferUsage.MAPPING_PERSISTENT | BufferUsage.MAPPING_OPTIONAL
-               | BufferUsage.SHARING_CONCURRENT)
-_DEVICE_USAGE = (BufferUsage.TRANSFER | BufferUsage.DISPATCH | BufferUsage.MAPPING_OPTIONAL
-                 | BufferUsage.SHARING_CONCURRENT)
-_MAPPING_BITS = (BufferUsage.MAPPING_SCOPED | BufferUsage.MAPPING_PERSISTENT
-                 | BufferUsage.MAPPING_ACCESS_RANDOM | BufferUsage.MAPPING_ACCESS_SEQUENTIAL_WRITE)
+_HOST_USAGE = (
+    BufferUsage.TRANSFER
+    | BufferUsage.DISPATCH
+    | BufferUsage.MAPPING
+    | BufferUsage.MAPPING_PERSISTENT
+    | BufferUsage.MAPPING_OPTIONAL
+    | BufferUsage.SHARING_CONCURRENT
+)
+_DEVICE_USAGE = (
+    BufferUsage.TRANSFER
+    | BufferUsage.DISPATCH
+    | BufferUsage.MAPPING_OPTIONAL
+    | BufferUsage.SHARING_CONCURRENT
+)
+_MAPPING_BITS = (
+    BufferUsage.MAPPING_SCOPED
+    | BufferUsage.MAPPING_PERSISTENT
+    | BufferUsage.MAPPING_ACCESS_RANDOM
+    | BufferUsage.MAPPING_ACCESS_SEQUENTIAL_WRITE
+)
 
 
 def _free(hsa: HsaLibrary, address: int, unlock: bool) -> None:
@@ -65,8 +78,16 @@ class HsaStorage:
 
     __slots__ = ("address", "nbytes", "host_array", "heap", "_finalizer", "__weakref__")
 
-    def __init__(self, hsa: HsaLibrary, address: int, nbytes: int, heap: int,
-                 host_visible: bool, *, imported: Any = None) -> None:
+    def __init__(
+        self,
+        hsa: HsaLibrary,
+        address: int,
+        nbytes: int,
+        heap: int,
+        host_visible: bool,
+        *,
+        imported: Any = None,
+    ) -> None:
         self.address = address
         self.nbytes = nbytes
         self.heap = heap
@@ -86,18 +107,25 @@ class HsaStorage:
 
 
 class HsaAllocatorBackend:
-    def __init__(self, hsa: HsaLibrary, gpu_pools: list[Any], cpu_fine: MemoryPoolDescription,
-                 access_agents: list[int]) -> None:
+    def __init__(
+        self,
+        hsa: HsaLibrary,
+        gpu_pools: list[Any],
+        cpu_fine: MemoryPoolDescription,
+        access_agents: list[int],
+    ) -> None:
         self._hsa = hsa
         first = gpu_pools[0]
         self._pools = (first.coarse, first.fine, cpu_fine)
         self._access = hsa.ffi.new("hsa_agent_t[]", [[h] for h in access_agents])
         self._access_count = len(access_agents)
         self._heaps = [
-            MemoryHeap(type=HEAP_TYPES[i],
-                       allowed_usage=_DEVICE_USAGE if i == 0 else _HOST_USAGE,
-                       max_allocation_size=pool.alloc_max_size,
-                       min_alignment=max(64, pool.alignment))
+            MemoryHeap(
+                type=HEAP_TYPES[i],
+                allowed_usage=_DEVICE_USAGE if i == 0 else _HOST_USAGE,
+                max_allocation_size=pool.alloc_max_size,
+                min_alignment=max(64, pool.alignment),
+            )
             for i, pool in enumerate(self._pools)
         ]
 
@@ -113,11 +141,16 @@ class HsaAllocatorBackend:
             return 1
         return 0
 
-    def query_buffer_compatibility(self, params: BufferParams, size: int
-                                   ) -> tuple[BufferCompatibility, BufferParams, int]:
+    def query_buffer_compatibility(
+        self, params: BufferParams, size: int
+    ) -> tuple[BufferCompatibility, BufferParams, int]:
         heap = self.select_heap(params.type)
-        compat = (BufferCompatibility.ALLOCATABLE | BufferCompatibility.IMPORTABLE
-                  | BufferCompatibility.QUEUE_TRANSFER | BufferCompatibility.QUEUE_DISPATCH)
+        compat = (
+            BufferCompatibility.ALLOCATABLE
+            | BufferCompatibility.IMPORTABLE
+            | BufferCompatibility.QUEUE_TRANSFER
+            | BufferCompatibility.QUEUE_DISPATCH
+        )
         usage = params.usage
         if heap == 0 and usage & _MAPPING_BITS and not usage & BufferUsage.MAPPING_OPTIONAL:
             compat = BufferCompatibility.IMPORTABLE  # device-local memory cannot be mapped
@@ -146,11 +179,13 @@ class HsaAllocatorBackend:
         out = ffi.new("void**")
         handle = ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0]
         status = hsa.lib.hsa_amd_memory_pool_allocate(
-            handle, pool.round_up(size), HSA_AMD_MEMORY_POOL_STANDARD_FLAG, out)
+            handle, pool.round_up(size), HSA_AMD_MEMORY_POOL_STANDARD_FLAG, out
+        )
         hsa.check(status, f"hsa_amd_memory_pool_allocate({size} bytes, heap {heap})")
         address = int(ffi.cast("uintptr_t", out[0]))
-        status = hsa.lib.hsa_amd_agents_allow_access(self._access_count, self._access,
-                                                     ffi.NULL, out[0])
+        status = hsa.lib.hsa_amd_agents_allow_access(
+            self._access_count, self._access, ffi.NULL, out[0]
+        )
         if status != 0:
             hsa.lib.hsa_amd_memory_pool_free(out[0])
             hsa.check(status, "hsa_amd_agents_allow_access")
@@ -172,9 +207,11 @@ class HsaAllocatorBackend:
         ffi = hsa.ffi
         address = int(array.ctypes.data)
         out = ffi.new("void**")
-        status = hsa.lib.hsa_amd_memory_lock(ffi.cast("void*", address), array.nbytes,
-                                             self._access, self._access_count, out)
+        status = hsa.lib.hsa_amd_memory_lock(
+            ffi.cast("void*", address), array.nbytes, self._access, self._access_count, out
+        )
         hsa.check(status, f"hsa_amd_memory_lock({array.nbytes} bytes)")
-        storage = HsaStorage(hsa, int(ffi.cast("uintptr_t", out[0])), int(array.nbytes), 2,
-                             True, imported=array)
+        storage = HsaStorage(
+            hsa, int(ffi.cast("uintptr_t", out[0])), int(array.nbytes), 2, True, imported=array
+        )
         return storage, HEAP_TYPES[2]

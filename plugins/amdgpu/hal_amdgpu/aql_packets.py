@@ -34,7 +34,7 @@ processor is a Python thread and every GIL hand-off is a full memory barrier.
 Thread-safety: the functions are pure over the arrays they are given; callers serialise
 writes to one ring (the host queue's submission lock).
 
-Owner: issue 6 (host queue). ``KERNEL_DISPATCH_DTYPE``, ``BARRIER_DTYPE``,
+The host queue owns these layouts. ``KERNEL_DISPATCH_DTYPE``, ``BARRIER_DTYPE``,
 ``BARRIER_VALUE_DTYPE``, ``make_header`` and ``header_type`` are the names the software
 agent's packet processor imports; keep them.
 """
@@ -141,53 +141,123 @@ PM4_INDIRECT_BUFFER = 0x3F
 PM4_IB_DW_CNT_REMAIN = 0xA
 
 #: ``hsa_kernel_dispatch_packet_t``; ``workgroup_size``/``grid_size`` are the x/y/z members.
-KERNEL_DISPATCH_DTYPE = np.dtype({
-    "names": ["header", "setup", "workgroup_size", "reserved0", "grid_size",
-              "private_segment_size", "group_segment_size", "kernel_object",
-              "kernarg_address", "reserved2", "completion_signal"],
-    "formats": ["<u2", "<u2", ("<u2", 3), "<u2", ("<u4", 3), "<u4", "<u4", "<u8", "<u8",
-                "<u8", "<u8"],
-    "offsets": [0, 2, 4, 10, 12, 24, 28, 32, 40, 48, 56],
-    "itemsize": PACKET_SIZE,
-})
+KERNEL_DISPATCH_DTYPE = np.dtype(
+    {
+        "names": [
+            "header",
+            "setup",
+            "workgroup_size",
+            "reserved0",
+            "grid_size",
+            "private_segment_size",
+            "group_segment_size",
+            "kernel_object",
+            "kernarg_address",
+            "reserved2",
+            "completion_signal",
+        ],
+        "formats": [
+            "<u2",
+            "<u2",
+            ("<u2", 3),
+            "<u2",
+            ("<u4", 3),
+            "<u4",
+            "<u4",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+        ],
+        "offsets": [0, 2, 4, 10, 12, 24, 28, 32, 40, 48, 56],
+        "itemsize": PACKET_SIZE,
+    }
+)
 
 #: ``hsa_barrier_and_packet_t`` and ``hsa_barrier_or_packet_t`` (one layout; the header type
 #: differs). A barrier-AND with no dependencies is the canonical NOP.
-BARRIER_DTYPE = np.dtype({
-    "names": ["header", "reserved0", "reserved1", "dep_signal", "reserved2",
-              "completion_signal"],
-    "formats": ["<u2", "<u2", "<u4", ("<u8", 5), "<u8", "<u8"],
-    "offsets": [0, 2, 4, 8, 48, 56],
-    "itemsize": PACKET_SIZE,
-})
+BARRIER_DTYPE = np.dtype(
+    {
+        "names": [
+            "header",
+            "reserved0",
+            "reserved1",
+            "dep_signal",
+            "reserved2",
+            "completion_signal",
+        ],
+        "formats": ["<u2", "<u2", "<u4", ("<u8", 5), "<u8", "<u8"],
+        "offsets": [0, 2, 4, 8, 48, 56],
+        "itemsize": PACKET_SIZE,
+    }
+)
 BARRIER_AND_DTYPE = BARRIER_DTYPE
 BARRIER_OR_DTYPE = BARRIER_DTYPE
 
 #: ``hsa_amd_barrier_value_packet_t``: waits until ``(load(signal) & mask) cond value``.
-BARRIER_VALUE_DTYPE = np.dtype({
-    "names": ["header", "amd_format", "reserved", "reserved0", "signal", "value", "mask",
-              "cond", "reserved1", "reserved2", "reserved3", "completion_signal"],
-    "formats": ["<u2", "u1", "u1", "<u4", "<u8", "<i8", "<i8", "<u4", "<u4", "<u8", "<u8",
-                "<u8"],
-    "offsets": [0, 2, 3, 4, 8, 16, 24, 32, 36, 40, 48, 56],
-    "itemsize": PACKET_SIZE,
-})
+BARRIER_VALUE_DTYPE = np.dtype(
+    {
+        "names": [
+            "header",
+            "amd_format",
+            "reserved",
+            "reserved0",
+            "signal",
+            "value",
+            "mask",
+            "cond",
+            "reserved1",
+            "reserved2",
+            "reserved3",
+            "completion_signal",
+        ],
+        "formats": [
+            "<u2",
+            "u1",
+            "u1",
+            "<u4",
+            "<u8",
+            "<i8",
+            "<i8",
+            "<u4",
+            "<u4",
+            "<u8",
+            "<u8",
+            "<u8",
+        ],
+        "offsets": [0, 2, 3, 4, 8, 16, 24, 32, 36, 40, 48, 56],
+        "itemsize": PACKET_SIZE,
+    }
+)
 
 #: AMD PM4 indirect-buffer packet (the aqlprofile header's ``hsa_ext_amd_aql_pm4_packet_t``
 #: names the same 64 bytes ``header`` + ``pm4_command[27]`` + ``completion_signal``).
-PM4_IB_DTYPE = np.dtype({
-    "names": ["header", "amd_format", "reserved", "ib_jump_cmd", "dw_cnt_remain",
-              "reserved_tail", "completion_signal"],
-    "formats": ["<u2", "u1", "u1", ("<u4", 4), "<u4", ("<u4", 8), "<u8"],
-    "offsets": [0, 2, 3, 4, 20, 24, 56],
-    "itemsize": PACKET_SIZE,
-})
+PM4_IB_DTYPE = np.dtype(
+    {
+        "names": [
+            "header",
+            "amd_format",
+            "reserved",
+            "ib_jump_cmd",
+            "dw_cnt_remain",
+            "reserved_tail",
+            "completion_signal",
+        ],
+        "formats": ["<u2", "u1", "u1", ("<u4", 4), "<u4", ("<u4", 8), "<u8"],
+        "offsets": [0, 2, 3, 4, 20, 24, 56],
+        "itemsize": PACKET_SIZE,
+    }
+)
 
 
 def make_header(packet_type: int, barrier: bool, acquire: int, release: int) -> int:
     """The 16-bit header: ``type | barrier << 8 | acquire << 9 | release << 11``."""
-    return (int(packet_type) | (HEADER_BARRIER_BIT if barrier else 0)
-            | (int(acquire) << _ACQUIRE_SHIFT) | (int(release) << _RELEASE_SHIFT))
+    return (
+        int(packet_type)
+        | (HEADER_BARRIER_BIT if barrier else 0)
+        | (int(acquire) << _ACQUIRE_SHIFT)
+        | (int(release) << _RELEASE_SHIFT)
+    )
 
 
 def encode_header(
@@ -341,8 +411,12 @@ def pm4_indirect_buffer_jump(ib_address: int, dword_count: int) -> tuple[int, in
     IB address lo/hi, and ``dword_count | valid bit 23``."""
     ndw = 4
     header = (3 << 30) | (PM4_INDIRECT_BUFFER << 8) | ((ndw - 2) << 16)
-    return (header, ib_address & 0xFFFFFFFF, (ib_address >> 32) & 0xFFFFFFFF,
-            (dword_count & 0xFFFFF) | (1 << 23))
+    return (
+        header,
+        ib_address & 0xFFFFFFFF,
+        (ib_address >> 32) & 0xFFFFFFFF,
+        (dword_count & 0xFFFFF) | (1 << 23),
+    )
 
 
 def emit_pm4_ib(

@@ -3,7 +3,7 @@ kernel descriptors (``.kd`` symbols) and the HAL kernarg ABI reflected from each
 
 ``parse_hsaco(data)`` never raises anything but INVALID_ARGUMENT for malformed input,
 whatever the bytes are: every failure of the ELF or msgpack readers is caught here and
-reported with what was wrong. The HAL kernarg ABI (reference section 6) is ``uint64_t
+reported with what was wrong. The HAL kernarg ABI is ``uint64_t
 bindings[]`` then ``uint32_t constants[]``, padded to 8 bytes, optionally followed by the
 implicit-argument block. Pure functions over bytes; thread-safe.
 """

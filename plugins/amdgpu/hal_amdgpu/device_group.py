@@ -1,4 +1,4 @@
-"""The amdgpu device as a member of a hal_core ``DeviceGroup`` (issue 8): capabilities,
+"""The amdgpu device as a member of a hal_core ``DeviceGroup``: capabilities,
 same-driver edge refinement from HSA link info, and group-axis advancement.
 
 * ``query_capabilities``: buffers live in this HSA system's GPU pools (a memory domain

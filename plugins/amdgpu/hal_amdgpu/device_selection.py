@@ -1,4 +1,4 @@
-"""Which GPUs a device URI or device ID selects (reference section 1).
+"""Which GPUs a device URI or device ID selects.
 
 Paths: empty or ``*`` = every visible GPU compatible with the first; a comma list of
 ordinals (``0,1``) and/or UUIDs (``GPU-<hex>``, case-insensitive) = one logical device over
@@ -83,9 +83,7 @@ def select_by_id(gpus: tuple[AgentDescription, ...], device_id: int) -> list[int
         return _defaults(gpus)
     _require_gpus(gpus)
     if device_id < 0 or device_id >> len(gpus):
-        raise NotFoundError(
-            f"device id {device_id:#x} selects GPUs beyond the {len(gpus)} visible"
-        )
+        raise NotFoundError(f"device id {device_id:#x} selects GPUs beyond the {len(gpus)} visible")
     ordinals = [i for i in range(len(gpus)) if device_id >> i & 1]
     return _check_group(gpus, ordinals, f"device id {device_id:#x}")
 

@@ -43,9 +43,10 @@ the host action on the completion thread before any later signal. A block opened
 indirect dispatch is published only once the blocks before it retired, after the host
 read its workgroup counts (no device-side patch kernel is shipped).
 
-Not implemented (absent or UNIMPLEMENTED, never faked): the PM4 ``WAIT_REG_MEM64`` wait
-barrier (targets without barrier-value packets defer in software), queue_alloca from an
-explicit pool (the pool substrate), profiling taps.
+queue_alloca from an explicit pool goes through the device's pool layer like any other
+alloca, and profiling taps record through ``profiler`` (set by ``hal_amdgpu.profiling`` for
+a profiling session only). Not implemented (absent or UNIMPLEMENTED, never faked): the PM4
+``WAIT_REG_MEM64`` wait barrier (targets without barrier-value packets defer in software).
 
 Locks: ``_lock`` (submission: rings, epochs, parking, frontier) and the completion side's
 locks (``queue_completion``). No lock is held while semaphores are signalled or user

@@ -1,4 +1,4 @@
-"""Profiling taps of the amdgpu device (issue 7): queue, host-execution, dispatch and memory
+"""Profiling taps of the amdgpu device: queue, host-execution, dispatch and memory
 events, executable metadata, and device-tick clock correlations.
 
 Lifecycle: ``AmdgpuProfiling.begin()`` (from the backend's ``profiling_begin(session)``)
@@ -88,26 +88,32 @@ __all__ = ["AMDGPU_PROFILING_FAMILIES", "AmdgpuProfiling", "QueueProfiler", "pro
 # path tried) when the library is missing. Only what is built is listed: a family listed
 # here is one the device produces.
 AQLPROFILE_FAMILIES = int(ProfilingDataFamily.COUNTER_SAMPLES)
-AMDGPU_PROFILING_FAMILIES = int(
-    ProfilingDataFamily.QUEUE_EVENTS
-    | ProfilingDataFamily.HOST_EXECUTION_EVENTS
-    | ProfilingDataFamily.DISPATCH_EVENTS
-    | ProfilingDataFamily.MEMORY_EVENTS
-    | ProfilingDataFamily.EXECUTABLE_METADATA
-) | AQLPROFILE_FAMILIES
+AMDGPU_PROFILING_FAMILIES = (
+    int(
+        ProfilingDataFamily.QUEUE_EVENTS
+        | ProfilingDataFamily.HOST_EXECUTION_EVENTS
+        | ProfilingDataFamily.DISPATCH_EVENTS
+        | ProfilingDataFamily.MEMORY_EVENTS
+        | ProfilingDataFamily.EXECUTABLE_METADATA
+    )
+    | AQLPROFILE_FAMILIES
+)
 
 _K = QueueOpKind
 _DISPATCH_TYPE = int(PacketType.KERNEL_DISPATCH)
 _TRAILER_WORD = header_setup_word(
-    make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM))
+    make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM)
+)
 #: aqlprofile's start/read/stop packets: PM4-IB vendor packets ordered with their neighbours
 _PM4_IB_WORD = vendor_header_word(
     make_header(PacketType.VENDOR_SPECIFIC, True, FenceScope.SYSTEM, FenceScope.SYSTEM),
-    AmdFormat.PM4_IB)
+    AmdFormat.PM4_IB,
+)
 #: the blit dispatch's header word (host_queue._BLIT_WORD): a barrier kernel dispatch
 _BLIT_HEADER = header_setup_word(
     make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.SYSTEM, FenceScope.SYSTEM),
-    DISPATCH_SETUP_3D)
+    DISPATCH_SETUP_3D,
+)
 _BARRIER = HEADER_BARRIER_BIT
 _DISPATCH_SCOPE = int(CounterSampleScope.DISPATCH)
 _QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
@@ -118,8 +124,10 @@ _UNKNOWN_KERNEL = (0, 0xFFFFFFFF, "unknown")
 
 def _system_u64(hsa: Any, attribute: int) -> int:
     out = hsa.ffi.new("uint64_t*")
-    hsa.check(hsa.lib.hsa_system_get_info(attribute, out),
-              f"hsa_system_get_info({SystemInfo(attribute).name})")
+    hsa.check(
+        hsa.lib.hsa_system_get_info(attribute, out),
+        f"hsa_system_get_info({SystemInfo(attribute).name})",
+    )
     return int(out[0])
 
 
@@ -151,9 +159,16 @@ class _TimedAction:
             status = int(exc.code)
             raise
         finally:
-            self.session.record_host_execution(self.kind, self.queue, self.submission_id, t0,
-                                               host_time_ns(), status, self.length,
-                                               threading.get_native_id())
+            self.session.record_host_execution(
+                self.kind,
+                self.queue,
+                self.submission_id,
+                t0,
+                host_time_ns(),
+                status,
+                self.length,
+                threading.get_native_id(),
+            )
 
     def fail(self, error: HalError) -> None:
         fail = getattr(self.inner, "fail", None)
@@ -193,8 +208,11 @@ class CounterPacketSets:
         while len(free) < count:
             packets = self.lib.create_pmc_packets(self.agent, self.specs, self._alloc)
             self._created.append(packets)
-            rows = np.frombuffer(packets.start + packets.read + packets.stop,
-                                 np.uint8).reshape(3, 64).copy()
+            rows = (
+                np.frombuffer(packets.start + packets.read + packets.stop, np.uint8)
+                .reshape(3, 64)
+                .copy()
+            )
             rows[:, 56:] = 0  # the queue owns completion signals
             free.append((packets, rows))
 
@@ -246,8 +264,10 @@ class QueueProfiler:
         if free:
             return free.popleft()
         out = self.ffi.new("hsa_signal_t*")
-        self.owner.hsa.check(self.lib.hsa_amd_signal_create(1, 0, self.ffi.NULL, 0, out),
-                             "hsa_amd_signal_create(profiling completion signal)")
+        self.owner.hsa.check(
+            self.lib.hsa_amd_signal_create(1, 0, self.ffi.NULL, 0, out),
+            "hsa_amd_signal_create(profiling completion signal)",
+        )
         sig = self.ffi.new("hsa_signal_t*", [out[0].handle])[0]
         entry = (int(out[0].handle), sig)
         self.all_signals.append(entry)
@@ -268,8 +288,17 @@ class QueueProfiler:
             sets.grow(n)
         return 1 + 3 * n
 
-    def before_headers(self, queue: Any, sub: Any, start: int, count: int, span: int,
-                       headers: Any, epoch: int, final_block: bool) -> Any:
+    def before_headers(
+        self,
+        queue: Any,
+        sub: Any,
+        start: int,
+        count: int,
+        span: int,
+        headers: Any,
+        epoch: int,
+        final_block: bool,
+    ) -> Any:
         """Called by ``HostQueue._publish_block`` under the queue lock after the payload
         bodies of ``sub`` were written at packet ids ``start..start+count-1`` and before
         any header is committed; ``span`` slots from ``start`` are reserved (``count`` +
@@ -296,8 +325,7 @@ class QueueProfiler:
             grid = packets["grid_size"][slot]
             counts = tuple(-(-int(g) // w) for g, w in zip(grid, wg))
             pmc = pmc_free.popleft() if pmc_free is not None else None
-            items.append((handle, sig, int(packets["kernel_object"][slot]), counts, wg, i,
-                          pmc))
+            items.append((handle, sig, int(packets["kernel_object"][slot]), counts, wg, i, pmc))
             completion[slot] = handle
         last = (start + count - 1) & mask
         if not idx or idx[-1] != count - 1:
@@ -318,8 +346,7 @@ class QueueProfiler:
             self.pending.append((epoch, kind, submission_id, cb_id, items))
         return words
 
-    def _spread(self, start: int, count: int, body: int, headers: Any,
-                items: list) -> np.ndarray:
+    def _spread(self, start: int, count: int, body: int, headers: Any, items: list) -> np.ndarray:
         """Move the payload apart in place so that each counted dispatch sits between its
         start packet and its read+stop packets; reserved slots left over (an indirect
         dispatch that became a NOP) are NOPs. Walks from the back: a packet only moves to
@@ -376,11 +403,21 @@ class QueueProfiler:
                     exe_id, ordinal, name = kernels.get(ko, _UNKNOWN_KERNEL)
                     if flt.matches_function(name) and flt.matches_command(cb_id, index):
                         event_id = session.record_dispatch(
-                            queue_index, submission_id, cb_id, exe_id, index, ordinal,
-                            counts, wg, int(t.start), int(t.end))
+                            queue_index,
+                            submission_id,
+                            cb_id,
+                            exe_id,
+                            index,
+                            ordinal,
+                            counts,
+                            wg,
+                            int(t.start),
+                            int(t.end),
+                        )
                         if pmc is not None:
-                            self._record_counters(pmc[0], event_id, cb_id, index,
-                                                  int(t.start), int(t.end))
+                            self._record_counters(
+                                pmc[0], event_id, cb_id, index, int(t.start), int(t.end)
+                            )
                 lib.hsa_signal_store_relaxed(sig, 1)
                 self.free.append((handle, sig))
                 if pmc is not None:
@@ -389,8 +426,9 @@ class QueueProfiler:
         if self.owner.ended and not pending:
             self.destroy()
 
-    def _record_counters(self, packets: Any, event_id: int, cb_id: int, index: int,
-                         start_tick: int, end_tick: int) -> None:
+    def _record_counters(
+        self, packets: Any, event_id: int, cb_id: int, index: int, start_tick: int, end_tick: int
+    ) -> None:
         """One sample per counter set from the dispatch's read packet (completion thread).
         Instances of a counter (per SE/XCC) are summed; a set the library reported
         incompletely gets no sample rather than an invented value."""
@@ -408,9 +446,16 @@ class QueueProfiler:
         for set_id, keys in self.owner.counter_layout:
             if all(k in sums for k in keys):
                 session.record_counter_sample(
-                    _DISPATCH_SCOPE, set_id, [sums[k] for k in keys], queue=queue_index,
-                    dispatch_event_id=event_id, command_buffer_id=cb_id, command_index=index,
-                    start_tick=start_tick, end_tick=end_tick)
+                    _DISPATCH_SCOPE,
+                    set_id,
+                    [sums[k] for k in keys],
+                    queue=queue_index,
+                    dispatch_event_id=event_id,
+                    command_buffer_id=cb_id,
+                    command_index=index,
+                    start_tick=start_tick,
+                    end_tick=end_tick,
+                )
 
     def destroy(self) -> None:
         """Destroy the signals and packet sets once no published packet can still complete
@@ -465,8 +510,10 @@ class AmdgpuProfiling:
             if counting is not None:
                 self._create_counter_packets(qset, *counting)
             for q in qset.queues:
-                hsa.check(hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 1),
-                          f"hsa_amd_profiling_set_profiler_enabled(queue {q.index})")
+                hsa.check(
+                    hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 1),
+                    f"hsa_amd_profiling_set_profiler_enabled(queue {q.index})",
+                )
                 enabled.append(q)
         except BaseException:
             for q in enabled:
@@ -529,17 +576,28 @@ class AmdgpuProfiling:
             raise
         session = self.session
         length = getattr(op, "length", 0) or 0
-        session.record_queue_event(kind, op.queue, submission_id, len(op.waits),
-                                   len(op.signals),
-                                   length, id(op.program) if kind == _K.EXECUTE else 0,
-                                   submit_host_time_ns=t)
+        session.record_queue_event(
+            kind,
+            op.queue,
+            submission_id,
+            len(op.waits),
+            len(op.signals),
+            length,
+            id(op.program) if kind == _K.EXECUTE else 0,
+            submit_host_time_ns=t,
+        )
         if kind == _K.ALLOCA:
-            session.record_memory_event(_QUEUE_ALLOCA, op.queue, id(op.target), length,
-                                        submission_id=submission_id)
+            session.record_memory_event(
+                _QUEUE_ALLOCA, op.queue, id(op.target), length, submission_id=submission_id
+            )
         elif kind == _K.DEALLOCA:
-            session.record_memory_event(_QUEUE_DEALLOCA, op.queue, id(op.target),
-                                        getattr(op.target, "allocation_size", 0),
-                                        submission_id=submission_id)
+            session.record_memory_event(
+                _QUEUE_DEALLOCA,
+                op.queue,
+                id(op.target),
+                getattr(op.target, "allocation_size", 0),
+                submission_id=submission_id,
+            )
 
     def _check_counted_fit(self, program: Any) -> None:
         """OUT_OF_RANGE before anything is submitted when a block, spread out around its
@@ -556,7 +614,8 @@ class AmdgpuProfiling:
                         f"with COUNTER_SAMPLES each of a block's {n} dispatches takes 3 more "
                         f"AQL packets: the block needs up to {need} packets but the queue "
                         f"ring holds {capacity}; create the device with a larger AQL ring "
-                        "(device URI parameter aql_capacity=N) or split the command buffer")
+                        "(device URI parameter aql_capacity=N) or split the command buffer"
+                    )
 
     def _on_retire(self, queue_index: int, completed: int) -> None:
         queues = self.queues
@@ -610,14 +669,19 @@ class AmdgpuProfiling:
                     specs.append(spec)
         for q in qset.queues:
             gpu_index = q.gpu_index
-            sets = CounterPacketSets(lib, agents[gpu_index], specs,
-                                     lambda size, g=gpu_index: qset.allocate_host_coherent(g, size))
+            sets = CounterPacketSets(
+                lib,
+                agents[gpu_index],
+                specs,
+                lambda size, g=gpu_index: qset.allocate_host_coherent(g, size),
+            )
             self.counter_packets[q.index] = sets
             sets.grow(1)
         layout = []
         for set_id, (cs, set_specs) in enumerate(resolved, 1):
             self.session.record_counter_set(
-                set_id, cs.name, [(sp.name, sp.block, sp.event) for sp in set_specs])
+                set_id, cs.name, [(sp.name, sp.block, sp.event) for sp in set_specs]
+            )
             layout.append((set_id, [(sp.block, sp.event) for sp in set_specs]))
         self.counter_layout = layout
 
@@ -628,10 +692,20 @@ class AmdgpuProfiling:
             exe_id = id(b)
             for ordinal, d in enumerate(descriptors):
                 self.kernels[int(d.kernel_object)] = (exe_id, ordinal, d.name or "builtin")
-            self.session.record_executable(exe_id, "hal_amdgpu device library", [
-                FunctionMetadata(i, d.name or f"builtin{i}", d.binding_count, d.constant_count,
-                                 tuple(d.workgroup_size))
-                for i, d in enumerate(descriptors)])
+            self.session.record_executable(
+                exe_id,
+                "hal_amdgpu device library",
+                [
+                    FunctionMetadata(
+                        i,
+                        d.name or f"builtin{i}",
+                        d.binding_count,
+                        d.constant_count,
+                        tuple(d.workgroup_size),
+                    )
+                    for i, d in enumerate(descriptors)
+                ],
+            )
 
     def _register_program(self, program: Any) -> None:
         programs = getattr(program, "per_gpu", None) or (program,)
@@ -644,12 +718,21 @@ class AmdgpuProfiling:
                 self._executables.add(id(r))
                 for rows in info:
                     for ordinal, d in enumerate(rows):
-                        self.kernels[int(d.kernel_object)] = (id(r), ordinal,
-                                                              functions[ordinal].name)
-                self.session.record_executable(id(r), r.code_object.__class__.__name__, [
-                    FunctionMetadata(i, f.name, f.binding_count, f.constant_count,
-                                     tuple(f.workgroup_size))
-                    for i, f in enumerate(functions)])
+                        self.kernels[int(d.kernel_object)] = (
+                            id(r),
+                            ordinal,
+                            functions[ordinal].name,
+                        )
+                self.session.record_executable(
+                    id(r),
+                    r.code_object.__class__.__name__,
+                    [
+                        FunctionMetadata(
+                            i, f.name, f.binding_count, f.constant_count, tuple(f.workgroup_size)
+                        )
+                        for i, f in enumerate(functions)
+                    ],
+                )
 
     # -- clocks -------------------------------------------------------------------------
 

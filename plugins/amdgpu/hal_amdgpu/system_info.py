@@ -1,4 +1,4 @@
-"""HSA system properties and the driver's requirements on them (reference section 2.2).
+"""HSA system properties and the driver's requirements on them.
 
 ``query_system(hsa)`` reads the runtime version, timestamp frequency, endianness, machine
 model, SVM/XNACK state and whether the AMD loader extension v1 is present, and raises
@@ -48,9 +48,10 @@ def query_system(hsa: HsaLibrary) -> HsaSystemInfo:
         raise IncompatibleError(f"HSA runtime {hsa.path} does not use the large machine model")
     minor = hsa.ffi.new("uint16_t*")
     supported = hsa.ffi.new("bool*")
-    hsa.check(hsa.lib.hsa_system_major_extension_supported(HSA_EXTENSION_AMD_LOADER, 1, minor,
-                                                           supported),
-              "hsa_system_major_extension_supported(AMD_LOADER)")
+    hsa.check(
+        hsa.lib.hsa_system_major_extension_supported(HSA_EXTENSION_AMD_LOADER, 1, minor, supported),
+        "hsa_system_major_extension_supported(AMD_LOADER)",
+    )
     if not supported[0]:
         raise IncompatibleError(
             f"HSA runtime {hsa.path} lacks the AMD loader extension v1 the driver needs; "
