@@ -123,9 +123,9 @@ def default_parameters(
 class Executable:
     """A prepared executable: functions by ordinal or name, with reflection.
 
-    Created by ``ExecutableCache.prepare`` (no public constructor). Final. Immutable and thread-safe. ``close()``
-    (idempotent) forbids new dispatches; command buffers and submissions that already use
-    it keep its code loaded until they are released.
+    Created by ``ExecutableCache.prepare`` (no public constructor). Final. Immutable and
+    thread-safe. ``close()`` (idempotent) forbids new dispatches; command buffers and
+    submissions that already use it keep its code loaded until they are released.
     """
 
     __slots__ = ("format", "backend", "functions", "_by_name", "_closed", "__weakref__")

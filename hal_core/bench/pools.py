@@ -35,9 +35,7 @@ class _Provider(CpuSlabProvider):
         return Slab(None, min_length)
 
 
-def _fragmented(
-    reserve: Callable[[int], Any], release: Callable[[Any], object], live: int
-) -> None:
+def _fragmented(reserve: Callable[[int], Any], release: Callable[[Any], object], live: int) -> None:
     """``live`` reservations of 256..4096 bytes separated by 32-byte holes: the holes are
     too small for the timed 256-byte request, so a first-fit walk visits all of them."""
     rng = random.Random(1)

@@ -182,9 +182,7 @@ def test_error_fails_every_signal(cts, with_wait, how):
     gate = cts.semaphore(0)
     signals = [cts.semaphore(0), cts.semaphore(3), cts.semaphore(0)]
     waits = [(gate, 1)] if with_wait else []
-    cts.device.queue_host_call(
-        ANY, waits, [(signals[0], 1), (signals[1], 4), (signals[2], 1)], fn
-    )
+    cts.device.queue_host_call(ANY, waits, [(signals[0], 1), (signals[1], 4), (signals[2], 1)], fn)
     if with_wait:
         gate.signal(1)
     with pytest.raises(hal_core.PermissionDeniedError):

@@ -73,9 +73,7 @@ def test_fill_int_pattern_with_length(cts, pattern_length):
     value = int.from_bytes(PATTERNS[pattern_length], "little")
     buf = cts.buffer(64)
     sem = cts.semaphore(0)
-    cts.device.queue_fill(
-        ANY, [], [(sem, 1)], buf, 0, 64, value, pattern_length=pattern_length
-    )
+    cts.device.queue_fill(ANY, [], [(sem, 1)], buf, 0, 64, value, pattern_length=pattern_length)
     cts.wait(sem, 1)
     assert cts.read_bytes(buf) == PATTERNS[pattern_length] * (64 // pattern_length)
 
@@ -194,9 +192,11 @@ def test_update_captures_source_at_call_time(cts, source_kind):
     """The host bytes are copied when queue_update returns: overwriting them before the
     wait resolves does not change what lands."""
     original = deterministic_bytes(1024, seed=8)
-    source = bytearray(original) if source_kind == "bytearray" else np.frombuffer(
-        original, np.uint8
-    ).copy()
+    source = (
+        bytearray(original)
+        if source_kind == "bytearray"
+        else np.frombuffer(original, np.uint8).copy()
+    )
     buf = cts.buffer(1024)
     gate, done = cts.semaphore(0), cts.semaphore(0)
     cts.device.queue_update(ANY, [(gate, 1)], [(done, 1)], source, 0, buf, 0, 1024)
@@ -269,8 +269,14 @@ def test_copy_burst_into_disjoint_slices(cts):
     for i in range(slices):
         sem = cts.semaphore(0)
         cts.device.queue_copy(
-            affinities[i % len(affinities)], [], [(sem, 1)],
-            src, i * width, dst, (slices - 1 - i) * width, width,
+            affinities[i % len(affinities)],
+            [],
+            [(sem, 1)],
+            src,
+            i * width,
+            dst,
+            (slices - 1 - i) * width,
+            width,
         )
         sems.append((sem, 1))
     hal_core.wait_all(sems, TIMEOUT)
@@ -546,9 +552,7 @@ def _transfer_ops():
         st.binary(min_size=4, max_size=4),
     )
     updates = st.builds(lambda o, data: ("update", o, data), offset, st.binary(max_size=_SIZE))
-    copies = st.builds(
-        lambda s, t, n: ("copy", s, t, n), offset, offset, st.integers(0, _SIZE)
-    )
+    copies = st.builds(lambda s, t, n: ("copy", s, t, n), offset, offset, st.integers(0, _SIZE))
     return st.lists(st.one_of(fills, updates, copies), min_size=1, max_size=12)
 
 

@@ -55,25 +55,49 @@ def record_pool_events(session: ProfilingSession, pool: Any, pool_id: int | None
         result = cls.acquire_reservation(pool, size, alignment, requester_frontier, flags)
         code, reservation, _info = result
         if reservation is not None:
-            record(_WAIT if code == _OK_NEEDS_WAIT else _RESERVE, allocation_id=id(reservation),
-                   length=reservation.length, pool_id=pid, offset=reservation.offset,
-                   alignment=alignment, pool_bytes_reserved=pool.bytes_reserved,
-                   flags=int(code))
+            record(
+                _WAIT if code == _OK_NEEDS_WAIT else _RESERVE,
+                allocation_id=id(reservation),
+                length=reservation.length,
+                pool_id=pid,
+                offset=reservation.offset,
+                alignment=alignment,
+                pool_bytes_reserved=pool.bytes_reserved,
+                flags=int(code),
+            )
         elif code >= _EXHAUSTED:
-            record(_RESERVE, length=0, pool_id=pid, alignment=alignment,
-                   pool_bytes_reserved=pool.bytes_reserved, flags=int(code))
+            record(
+                _RESERVE,
+                length=0,
+                pool_id=pid,
+                alignment=alignment,
+                pool_bytes_reserved=pool.bytes_reserved,
+                flags=int(code),
+            )
         return result
 
     def release_reservation(reservation: Any, death_frontier: Any = None) -> None:
         offset, length = reservation.offset, reservation.length
         cls.release_reservation(pool, reservation, death_frontier)
-        record(_RELEASE, allocation_id=id(reservation), length=length, pool_id=pid,
-               offset=offset, pool_bytes_reserved=pool.bytes_reserved)
+        record(
+            _RELEASE,
+            allocation_id=id(reservation),
+            length=length,
+            pool_id=pid,
+            offset=offset,
+            pool_bytes_reserved=pool.bytes_reserved,
+        )
 
     def materialize_reservation(params: Any, reservation: Any, size: Any = None, **kw: Any) -> Any:
         buffer = cls.materialize_reservation(pool, params, reservation, size, **kw)
-        record(_MATERIALIZE, allocation_id=id(reservation), length=buffer.byte_length,
-               pool_id=pid, offset=reservation.offset, pool_bytes_reserved=pool.bytes_reserved)
+        record(
+            _MATERIALIZE,
+            allocation_id=id(reservation),
+            length=buffer.byte_length,
+            pool_id=pid,
+            offset=reservation.offset,
+            pool_bytes_reserved=pool.bytes_reserved,
+        )
         return buffer
 
     pool.acquire_reservation = acquire_reservation

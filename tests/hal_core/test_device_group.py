@@ -238,7 +238,9 @@ def test_edge_fields_are_validated():
         TopologyEdge(LinkClass.OTHER, 0, 0, 0, 0, copy_cost=16)
     with pytest.raises(ValueError):
         TopologyEdge(9, 0, 0, 0, 0)
-    with pytest.raises(hal.InvalidArgumentError, match="must return hal_core.backend.DeviceCapabilities"):
+    with pytest.raises(
+        hal.InvalidArgumentError, match="must return hal_core.backend.DeviceCapabilities"
+    ):
 
         class _Bad(LocalDeviceBackend):
             def query_capabilities(self):

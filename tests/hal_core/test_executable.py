@@ -110,6 +110,8 @@ def test_cache_formats_and_prepare():
 
 
 def test_can_prepare_never_raises():
-    assert FakeDevice(FakeDeviceBackend(fail=True)).create_executable_cache().can_prepare("x") is False
+    assert (
+        FakeDevice(FakeDeviceBackend(fail=True)).create_executable_cache().can_prepare("x") is False
+    )
     assert FakeDevice(BareDeviceBackend()).create_executable_cache().formats() == ()
     assert FakeDevice(BareDeviceBackend()).create_executable_cache().can_prepare("x") is False

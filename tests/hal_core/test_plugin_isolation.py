@@ -178,7 +178,9 @@ def test_other_drivers_keep_working(broken_site: Path) -> None:
             buf = device.allocator.allocate_buffer(
                 hal.BufferParams(usage=hal.BufferUsage.DEFAULT | hal.BufferUsage.TRANSFER), 64
             )
-            device.queue_fill(hal.QueueAffinity.ANY, [], [(sem, 1)], buf, 0, 64, 7, pattern_length=1)
+            device.queue_fill(
+                hal.QueueAffinity.ANY, [], [(sem, 1)], buf, 0, 64, 7, pattern_length=1
+            )
             sem.wait(1, 10)
             assert buf.read(0, 64) == bytes([7]) * 64
         for uri, expected in [

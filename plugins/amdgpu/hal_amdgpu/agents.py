@@ -84,11 +84,14 @@ def _describe(hsa: HsaLibrary, agent: Any) -> AgentDescription:
     max_size = 0
     for isa in hsa.iterate("hsa_agent_iterate_isas", "hsa_isa_t", agent):
         length = hsa.ffi.new("uint32_t*")
-        hsa.check(hsa.lib.hsa_isa_get_info_alt(isa, IsaInfo.NAME_LENGTH, length),
-                  "hsa_isa_get_info_alt(NAME_LENGTH)")
+        hsa.check(
+            hsa.lib.hsa_isa_get_info_alt(isa, IsaInfo.NAME_LENGTH, length),
+            "hsa_isa_get_info_alt(NAME_LENGTH)",
+        )
         buf = hsa.ffi.new(f"char[{max(1, length[0])}]")
-        hsa.check(hsa.lib.hsa_isa_get_info_alt(isa, IsaInfo.NAME, buf),
-                  "hsa_isa_get_info_alt(NAME)")
+        hsa.check(
+            hsa.lib.hsa_isa_get_info_alt(isa, IsaInfo.NAME, buf), "hsa_isa_get_info_alt(NAME)"
+        )
         isas.append(cast(bytes, hsa.ffi.string(buf)).decode())  # a char array reads as bytes
         size = hsa.ffi.new("uint32_t*")
         if hsa.lib.hsa_isa_get_info_alt(isa, IsaInfo.WORKGROUP_MAX_SIZE, size) == 0:
@@ -111,8 +114,11 @@ def _describe(hsa: HsaLibrary, agent: Any) -> AgentDescription:
         device_type=device_type,
         name=hsa.agent_info_string(agent, AgentInfo.NAME),
         vendor=hsa.agent_info_string(agent, AgentInfo.VENDOR_NAME),
-        product_name=(hsa.agent_info_string(agent, AgentInfo.AMD_PRODUCT_NAME)
-                      if device_type == DeviceType.GPU else ""),
+        product_name=(
+            hsa.agent_info_string(agent, AgentInfo.AMD_PRODUCT_NAME)
+            if device_type == DeviceType.GPU
+            else ""
+        ),
         isa_names=tuple(isas),
         node=int(hsa.agent_info(agent, AgentInfo.NODE, "uint32_t")),
         uuid=uuid,

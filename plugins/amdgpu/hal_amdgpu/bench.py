@@ -64,10 +64,17 @@ def _stand_in(address: int, length: int) -> Buffer:
 class _Context:
     def __init__(self) -> None:
         self.kernel = KernelDescriptor(
-            kernel_object=0x1000, kernarg_size=16 + 8 + 256, binding_count=2,
-            constant_count=1, workgroup_size=(64, 1, 1),
-            hidden_args=(("hidden_block_count_x", 24, 4), ("hidden_group_size_x", 36, 2),
-                         ("hidden_grid_dims", 88, 2)))
+            kernel_object=0x1000,
+            kernarg_size=16 + 8 + 256,
+            binding_count=2,
+            constant_count=1,
+            workgroup_size=(64, 1, 1),
+            hidden_args=(
+                ("hidden_block_count_x", 24, 4),
+                ("hidden_group_size_x", 36, 2),
+                ("hidden_grid_dims", 88, 2),
+            ),
+        )
         self.builtins = BuiltinKernels(fill={}, copy={})
         self.storage: list[np.ndarray] = []
 
@@ -97,8 +104,17 @@ class _Rig:
                 refs = (BufferRef.indirect(0, 64 * i, 64), BufferRef(b, 64 * i, 64))
             else:
                 refs = (BufferRef.indirect(0, 64 * i, 64), BufferRef.indirect(1, 64 * i, 64))
-            commands.append((CMD_DISPATCH, None, 0, DispatchConfig((1, 1, 1)),
-                             (i).to_bytes(4, "little"), refs, 0))
+            commands.append(
+                (
+                    CMD_DISPATCH,
+                    None,
+                    0,
+                    DispatchConfig((1, 1, 1)),
+                    (i).to_bytes(4, "little"),
+                    refs,
+                    0,
+                )
+            )
         self.program = build_program(commands, CommandBufferMode.DEFAULT, ctx)
         self.context = ctx
         self.rows = new_staging(1024)
@@ -118,8 +134,9 @@ class _Rig:
             rp = block.replay
             first = ring.try_reserve(rp.packet_count)
             start = kernargs.allocate(rp.kernarg_block_count)
-            headers = self.processor.process_block(block, first, start, self.binding_ptrs,
-                                                   None, 0x5151, FenceScope.SYSTEM)
+            headers = self.processor.process_block(
+                block, first, start, self.binding_ptrs, None, 0x5151, FenceScope.SYSTEM
+            )
             ring.commit_headers(first, headers)
             ring.ring_doorbell(first + rp.packet_count - 1)
 
@@ -171,11 +188,21 @@ def replay_naive_loop(ctx: BenchContext) -> float:
     ring_packets = as_dispatch(rig.rows)
     words = rig.ring.words
     mask = rig.ring.mask
-    fields = [(f, template[f]) for f in ("workgroup_size", "grid_size", "private_segment_size",
-                                         "group_segment_size", "kernel_object",
-                                         "kernarg_address")]
-    word = header_setup_word(make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT,
-                                         FenceScope.AGENT), DISPATCH_SETUP_3D)
+    fields = [
+        (f, template[f])
+        for f in (
+            "workgroup_size",
+            "grid_size",
+            "private_segment_size",
+            "group_segment_size",
+            "kernel_object",
+            "kernarg_address",
+        )
+    ]
+    word = header_setup_word(
+        make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT, FenceScope.AGENT),
+        DISPATCH_SETUP_3D,
+    )
     n = rp.packet_count
 
     def naive() -> None:
@@ -204,8 +231,10 @@ def _finalize(ctx: BenchContext, repeated: bool) -> float:
     contexts = (_Context(), _SecondGpu())
     a, b = _stand_in(_BASE, 1 << 20), _stand_in(_BASE + (1 << 20), 1 << 20)
     config = DispatchConfig((1, 1, 1))
-    shared = ((BufferRef(a, 0, 64), BufferRef(b, 0, 64)), (BufferRef(b, 0, 64),
-                                                           BufferRef(a, 0, 64)))
+    shared = (
+        (BufferRef(a, 0, 64), BufferRef(b, 0, 64)),
+        (BufferRef(b, 0, 64), BufferRef(a, 0, 64)),
+    )
     commands: list[tuple] = []
     for i in range(DISPATCHES):
         if repeated:

@@ -103,8 +103,9 @@ class BlockProcessor:
         headers = rp.header_words.copy()
         if rp.indirect is not None and indirect_counts is not None:
             self._patch_indirect(rp, first_id & mask, kernarg_start, indirect_counts, headers)
-        headers[-1] = (int(headers[-1]) & ~_RELEASE_MASK) | HEADER_BARRIER_BIT | (
-            release_scope << 11)
+        headers[-1] = (
+            (int(headers[-1]) & ~_RELEASE_MASK) | HEADER_BARRIER_BIT | (release_scope << 11)
+        )
         if first_has_wait or acquire_scope:
             h0 = int(headers[0]) | HEADER_BARRIER_BIT
             if acquire_scope > (h0 >> 9) & 3:
@@ -112,8 +113,14 @@ class BlockProcessor:
             headers[0] = h0
         return headers
 
-    def _patch_indirect(self, rp: Any, slot: int, kernarg_start: int,
-                        counts: tuple[int, int, int], headers: np.ndarray) -> None:
+    def _patch_indirect(
+        self,
+        rp: Any,
+        slot: int,
+        kernarg_start: int,
+        counts: tuple[int, int, int],
+        headers: np.ndarray,
+    ) -> None:
         _kind, _slot, _ptr, wg, counts_at = rp.indirect
         packet = self._ring_packets[slot]
         if 0 in counts:
@@ -132,4 +139,5 @@ class BlockProcessor:
         for axis, offset in enumerate(counts_at):
             if offset >= 0:
                 memory[base + offset : base + offset + 4] = np.frombuffer(
-                    int(counts[axis]).to_bytes(4, "little"), np.uint8)
+                    int(counts[axis]).to_bytes(4, "little"), np.uint8
+                )

@@ -66,6 +66,7 @@ from .block_recording import ProgramContext, _Facts, _kernel_objects_if_compatib
 
 __all__ = ["build_program", "build_programs"]
 
+
 def build_program(
     commands: Sequence[tuple],
     mode: int,
@@ -77,9 +78,13 @@ def build_program(
     """Lower a recording to a block program. INVALID_ARGUMENT for shapes the AQL path
     cannot express (naming the command); UNIMPLEMENTED for dispatch forms no backend
     implements yet (indirect or custom arguments)."""
-    return build_programs(commands, mode, (context,),
-                          block_packet_capacity=block_packet_capacity,
-                          block_kernarg_capacity=block_kernarg_capacity)[0]
+    return build_programs(
+        commands,
+        mode,
+        (context,),
+        block_packet_capacity=block_packet_capacity,
+        block_kernarg_capacity=block_kernarg_capacity,
+    )[0]
 
 
 def build_programs(
@@ -101,18 +106,18 @@ def build_programs(
     plans: list[tuple[Any, Any]] = []
     for context in contexts[1:]:
         objects = _kernel_objects_if_compatible(facts, contexts[0], context)
-        plans.append((context, objects if objects is not None
-                      else _record_facts(commands, mode, context)))
-    first, lowered = _lower_program(facts, contexts[0], block_packet_capacity,
-                                    block_kernarg_capacity)
+        plans.append(
+            (context, objects if objects is not None else _record_facts(commands, mode, context))
+        )
+    first, lowered = _lower_program(
+        facts, contexts[0], block_packet_capacity, block_kernarg_capacity
+    )
     programs = [first]
     for context, plan in plans:
         if plan.__class__ is _Facts:
-            programs.append(_lower_program(plan, context, block_packet_capacity,
-                                           block_kernarg_capacity)[0])
+            programs.append(
+                _lower_program(plan, context, block_packet_capacity, block_kernarg_capacity)[0]
+            )
         else:
-            programs.append(_retarget(first, lowered, facts, np.asarray(plan, np.uint64),
-                                      context))
+            programs.append(_retarget(first, lowered, facts, np.asarray(plan, np.uint64), context))
     return tuple(programs)
-
-

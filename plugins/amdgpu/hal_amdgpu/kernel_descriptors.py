@@ -68,19 +68,31 @@ class BuiltinKernels:
     max_workgroups: int = 1024
 
 
-def hal_kernarg_image(desc: KernelDescriptor, pointers: Sequence[int], constants: bytes,
-                      workgroup_count: Sequence[int], workgroup_size: Sequence[int],
-                      dynamic_lds: int = 0) -> np.ndarray:
+def hal_kernarg_image(
+    desc: KernelDescriptor,
+    pointers: Sequence[int],
+    constants: bytes,
+    workgroup_count: Sequence[int],
+    workgroup_size: Sequence[int],
+    dynamic_lds: int = 0,
+) -> np.ndarray:
     """The HAL kernarg ABI image for one dispatch: ``u64 bindings[]``, ``u32 constants[]``
     padded to 8, then the hidden arguments at their metadata offsets. Length is a whole
     number of 64-byte blocks."""
-    return np.frombuffer(_kernarg_image(desc, pointers, constants, workgroup_count,
-                                        workgroup_size, dynamic_lds), np.uint8)
+    return np.frombuffer(
+        _kernarg_image(desc, pointers, constants, workgroup_count, workgroup_size, dynamic_lds),
+        np.uint8,
+    )
 
 
-def _kernarg_image(desc: KernelDescriptor, pointers: Sequence[int], constants: bytes,
-                   workgroup_count: Sequence[int], workgroup_size: Sequence[int],
-                   dynamic_lds: int = 0) -> bytearray:
+def _kernarg_image(
+    desc: KernelDescriptor,
+    pointers: Sequence[int],
+    constants: bytes,
+    workgroup_count: Sequence[int],
+    workgroup_size: Sequence[int],
+    dynamic_lds: int = 0,
+) -> bytearray:
     # Built in a bytearray: a handful of slice stores, no numpy call per record.
     n = len(pointers)
     size = max(desc.kernarg_size, 8 * n + len(constants))

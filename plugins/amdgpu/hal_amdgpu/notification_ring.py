@@ -48,10 +48,22 @@ class DrainResult:
 class NotificationRing:
     """Epoch -> signals + retained resources (see module docstring)."""
 
-    __slots__ = ("signal_capacity", "epoch_capacity", "_smask", "_emask",
-                 "_sems", "_values", "_epochs", "_shead", "_stail",
-                 "_resources", "_kernarg", "_actions", "last_pushed_epoch",
-                 "last_drained_epoch")
+    __slots__ = (
+        "signal_capacity",
+        "epoch_capacity",
+        "_smask",
+        "_emask",
+        "_sems",
+        "_values",
+        "_epochs",
+        "_shead",
+        "_stail",
+        "_resources",
+        "_kernarg",
+        "_actions",
+        "last_pushed_epoch",
+        "last_drained_epoch",
+    )
 
     def __init__(self, signal_capacity: int = 1024, epoch_capacity: int = 1024) -> None:
         for name, cap in (("signal", signal_capacity), ("epoch", epoch_capacity)):

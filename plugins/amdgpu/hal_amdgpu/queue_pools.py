@@ -76,8 +76,9 @@ class AmdgpuQueuePools(QueueAllocaMachine):
     """Default pool set, frontier queries and alloca state machine of one host queue set.
     Thread-safe. ``close`` is idempotent."""
 
-    def __init__(self, qset: Any, allocator: Any, *,
-                 tlsf_slab_size: int = DEFAULT_TLSF_SLAB_SIZE) -> None:
+    def __init__(
+        self, qset: Any, allocator: Any, *, tlsf_slab_size: int = DEFAULT_TLSF_SLAB_SIZE
+    ) -> None:
         self.qset = qset
         self.tracker = qset.tracker
         self._own_epochs = self.tracker.published_epochs
@@ -88,15 +89,27 @@ class AmdgpuQueuePools(QueueAllocaMachine):
         epoch_query = self.query_epoch
         self.default_pools = PoolSet()
         for provider in self.providers:
-            self.default_pools.register(DEFAULT_PRIORITY_TLSF, TlsfPool(
-                provider, range_length=tlsf_slab_size,
-                alignment=min(DEFAULT_POOL_ALIGNMENT, provider.slab_alignment),
-                notification=qset_notification, epoch_query=epoch_query,
-                trace_name=f"amdgpu heap {provider.heap} default TLSF"))
+            self.default_pools.register(
+                DEFAULT_PRIORITY_TLSF,
+                TlsfPool(
+                    provider,
+                    range_length=tlsf_slab_size,
+                    alignment=min(DEFAULT_POOL_ALIGNMENT, provider.slab_alignment),
+                    notification=qset_notification,
+                    epoch_query=epoch_query,
+                    trace_name=f"amdgpu heap {provider.heap} default TLSF",
+                ),
+            )
         for provider in self.providers:
-            self.default_pools.register(DEFAULT_PRIORITY_OVERSIZED, PassthroughPool(
-                provider, notification=qset_notification, epoch_query=epoch_query,
-                trace_name=f"amdgpu heap {provider.heap} oversized passthrough"))
+            self.default_pools.register(
+                DEFAULT_PRIORITY_OVERSIZED,
+                PassthroughPool(
+                    provider,
+                    notification=qset_notification,
+                    epoch_query=epoch_query,
+                    trace_name=f"amdgpu heap {provider.heap} oversized passthrough",
+                ),
+            )
         super().__init__()
 
     # -- frontiers -------------------------------------------------------------------------
@@ -126,9 +139,13 @@ class AmdgpuQueuePools(QueueAllocaMachine):
         """What a user pool serving queue ``queue_index`` needs (hal_core checks the
         device-group precondition before calling this)."""
         provider = self.providers[0]
-        return QueuePoolBackend(slab_provider=provider, notification=self.notification,
-                                epoch_query=self.query_epoch,
-                                axis=self.queue_axis(queue_index), queue_index=queue_index)
+        return QueuePoolBackend(
+            slab_provider=provider,
+            notification=self.notification,
+            epoch_query=self.query_epoch,
+            axis=self.queue_axis(queue_index),
+            queue_index=queue_index,
+        )
 
     # -- QueueAllocaMachine hooks ---------------------------------------------------------
 

@@ -32,8 +32,14 @@ class HsaSlabStorage:
 
     __slots__ = ("address", "nbytes", "host_array", "heap", "_release_callback")
 
-    def __init__(self, address: int, nbytes: int, host_array: Any, heap: int,
-                 release_callback: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        address: int,
+        nbytes: int,
+        host_array: Any,
+        heap: int,
+        release_callback: Callable[[], None] | None = None,
+    ) -> None:
         self.address = address
         self.nbytes = nbytes
         self.host_array = host_array
@@ -68,8 +74,9 @@ class HsaSlabProvider:
         self._memory_type = MemoryType(HEAP_TYPES[heap])
         self._usage = BufferUsage(info.allowed_usage)
         # Mapping bits would make the allocator refuse heap 0; slabs need none of them.
-        self._params = BufferParams(type=self._memory_type,
-                                    usage=BufferUsage.TRANSFER | BufferUsage.DISPATCH)
+        self._params = BufferParams(
+            type=self._memory_type, usage=BufferUsage.TRANSFER | BufferUsage.DISPATCH
+        )
         self._lock = threading.Lock()
         self._acquired = 0
         self._released = 0
@@ -94,11 +101,16 @@ class HsaSlabProvider:
             self._released += 1
             self._bytes_released += slab.length
 
-    def wrap(self, slab: Slab, offset: int, length: int,
-             release_callback: Callable[[], None] | None = None) -> HsaSlabStorage:
+    def wrap(
+        self,
+        slab: Slab,
+        offset: int,
+        length: int,
+        release_callback: Callable[[], None] | None = None,
+    ) -> HsaSlabStorage:
         base = slab.storage
         host = base.host_array
-        view = host[offset:offset + length] if host is not None else None
+        view = host[offset : offset + length] if host is not None else None
         return HsaSlabStorage(base.address + offset, length, view, self.heap, release_callback)
 
     def query_properties(self) -> tuple[MemoryType, BufferUsage]:
@@ -106,8 +118,9 @@ class HsaSlabProvider:
 
     def query_stats(self) -> SlabProviderStats:
         with self._lock:
-            return SlabProviderStats(self._acquired, self._released, self._bytes_acquired,
-                                     self._bytes_released)
+            return SlabProviderStats(
+                self._acquired, self._released, self._bytes_acquired, self._bytes_released
+            )
 
     def trim(self) -> None:
         return None

@@ -71,7 +71,7 @@ class TargetId:
             raise InvalidArgumentError(f"target ID must be a str, got {type(text).__name__}")
         body = text.strip()
         if body.startswith(HSA_ISA_PREFIX):
-            body = body[len(HSA_ISA_PREFIX):]
+            body = body[len(HSA_ISA_PREFIX) :]
         elif body.startswith("amdgcn-"):
             raise InvalidArgumentError(
                 f"target ID {text!r} has an unknown triple; expected {HSA_ISA_PREFIX!r} "
@@ -101,13 +101,28 @@ class TargetId:
                 xnack = state
         m = _EXACT.match(processor)
         if m:
-            return cls(TargetKind.EXACT, processor, int(m.group(1)), int(m.group(2)),
-                       int(m.group(3), 16), sramecc, xnack)
+            return cls(
+                TargetKind.EXACT,
+                processor,
+                int(m.group(1)),
+                int(m.group(2)),
+                int(m.group(3), 16),
+                sramecc,
+                xnack,
+            )
         m = _GENERIC.match(processor)
         if m:
             minor = int(m.group(2)) if m.group(2) is not None else None
-            return cls(TargetKind.GENERIC, processor, int(m.group(1)), minor, None,
-                       sramecc, xnack, generic_version=1)
+            return cls(
+                TargetKind.GENERIC,
+                processor,
+                int(m.group(1)),
+                minor,
+                None,
+                sramecc,
+                xnack,
+                generic_version=1,
+            )
         raise InvalidArgumentError(
             f"target ID {text!r}: processor {processor!r} is neither an exact gfx name "
             "(gfx90a, gfx942, gfx1100) nor a generic family (gfx11-generic, gfx9-4-generic)"
@@ -134,24 +149,55 @@ class TargetId:
 
 # EF_AMDGPU_MACH values (LLVM's ELF.h); generic targets are 0x51 and up.
 ELF_MACH_TO_PROCESSOR: dict[int, str] = {
-    0x2C: "gfx900", 0x2D: "gfx902", 0x2E: "gfx904", 0x2F: "gfx906", 0x30: "gfx908",
-    0x31: "gfx909", 0x32: "gfx90c", 0x3F: "gfx90a", 0x40: "gfx940", 0x4B: "gfx941",
-    0x4C: "gfx942", 0x4F: "gfx950",
-    0x33: "gfx1010", 0x34: "gfx1011", 0x35: "gfx1012", 0x42: "gfx1013",
-    0x36: "gfx1030", 0x37: "gfx1031", 0x38: "gfx1032", 0x39: "gfx1033", 0x3E: "gfx1034",
-    0x3D: "gfx1035", 0x45: "gfx1036",
-    0x41: "gfx1100", 0x46: "gfx1101", 0x47: "gfx1102", 0x44: "gfx1103",
-    0x43: "gfx1150", 0x4A: "gfx1151", 0x55: "gfx1152",
-    0x48: "gfx1200", 0x4E: "gfx1201",
-    0x51: "gfx9-generic", 0x52: "gfx10-1-generic", 0x53: "gfx10-3-generic",
-    0x54: "gfx11-generic", 0x59: "gfx12-generic", 0x5F: "gfx9-4-generic",
+    0x2C: "gfx900",
+    0x2D: "gfx902",
+    0x2E: "gfx904",
+    0x2F: "gfx906",
+    0x30: "gfx908",
+    0x31: "gfx909",
+    0x32: "gfx90c",
+    0x3F: "gfx90a",
+    0x40: "gfx940",
+    0x4B: "gfx941",
+    0x4C: "gfx942",
+    0x4F: "gfx950",
+    0x33: "gfx1010",
+    0x34: "gfx1011",
+    0x35: "gfx1012",
+    0x42: "gfx1013",
+    0x36: "gfx1030",
+    0x37: "gfx1031",
+    0x38: "gfx1032",
+    0x39: "gfx1033",
+    0x3E: "gfx1034",
+    0x3D: "gfx1035",
+    0x45: "gfx1036",
+    0x41: "gfx1100",
+    0x46: "gfx1101",
+    0x47: "gfx1102",
+    0x44: "gfx1103",
+    0x43: "gfx1150",
+    0x4A: "gfx1151",
+    0x55: "gfx1152",
+    0x48: "gfx1200",
+    0x4E: "gfx1201",
+    0x51: "gfx9-generic",
+    0x52: "gfx10-1-generic",
+    0x53: "gfx10-3-generic",
+    0x54: "gfx11-generic",
+    0x59: "gfx12-generic",
+    0x5F: "gfx9-4-generic",
 }
 
 EF_AMDGPU_MACH_MASK = 0xFF
 _XNACK_V4_MASK = 0x300
 _SRAMECC_V4_MASK = 0xC00
-_V4_FEATURE = {0x000: Feature.UNSUPPORTED, 0x100: Feature.ANY, 0x200: Feature.OFF,
-               0x300: Feature.ON}
+_V4_FEATURE = {
+    0x000: Feature.UNSUPPORTED,
+    0x100: Feature.ANY,
+    0x200: Feature.OFF,
+    0x300: Feature.ON,
+}
 _XNACK_V3 = 0x100
 _SRAMECC_V3 = 0x200
 # ELF EI_ABIVERSION for ELFOSABI_AMDGPU_HSA: 1 = code object v3, 2 = v4, 3 = v5, 4 = v6.
@@ -163,10 +209,14 @@ GENERIC_FAMILY: dict[str, str] = {
     **{p: "gfx9-generic" for p in ("gfx900", "gfx902", "gfx904", "gfx906", "gfx909", "gfx90c")},
     **{p: "gfx9-4-generic" for p in ("gfx940", "gfx941", "gfx942", "gfx950")},
     **{p: "gfx10-1-generic" for p in ("gfx1010", "gfx1011", "gfx1012", "gfx1013")},
-    **{p: "gfx10-3-generic" for p in ("gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034",
-                                      "gfx1035", "gfx1036")},
-    **{p: "gfx11-generic" for p in ("gfx1100", "gfx1101", "gfx1102", "gfx1103", "gfx1150",
-                                    "gfx1151", "gfx1152")},
+    **{
+        p: "gfx10-3-generic"
+        for p in ("gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036")
+    },
+    **{
+        p: "gfx11-generic"
+        for p in ("gfx1100", "gfx1101", "gfx1102", "gfx1103", "gfx1150", "gfx1151", "gfx1152")
+    },
     **{p: "gfx12-generic" for p in ("gfx1200", "gfx1201")},
 }
 
@@ -214,12 +264,16 @@ def compatibility_problem(code: TargetId, agent: TargetId) -> str | None:
         family = GENERIC_FAMILY.get(agent.processor)
         if family is not None:
             if family != code.processor:
-                return (f"generic family {code.processor} does not cover {agent.processor} "
-                        f"(its family is {family})")
+                return (
+                    f"generic family {code.processor} does not cover {agent.processor} "
+                    f"(its family is {family})"
+                )
         elif code.major != agent.major or (code.minor is not None and code.minor != agent.minor):
             return f"generic family {code.processor} does not cover {agent.processor}"
-    for name, c, a in (("sramecc", code.sramecc, agent.sramecc),
-                       ("xnack", code.xnack, agent.xnack)):
+    for name, c, a in (
+        ("sramecc", code.sramecc, agent.sramecc),
+        ("xnack", code.xnack, agent.xnack),
+    ):
         problem = _feature_problem(name, c, a)
         if problem:
             return problem

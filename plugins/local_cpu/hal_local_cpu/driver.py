@@ -46,9 +46,7 @@ class LocalDriverBackend:
 
     def create_device_by_path(self, path: str, params: dict[str, str]) -> LocalDeviceBackend:
         if path not in ("", "0"):
-            raise NotFoundError(
-                f"{self.name} has one device, path '' (or '0'); got path {path!r}"
-            )
+            raise NotFoundError(f"{self.name} has one device, path '' (or '0'); got path {path!r}")
         return self._create(params)
 
     def _create(self, params: dict[str, str]) -> LocalDeviceBackend:

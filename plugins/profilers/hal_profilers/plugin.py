@@ -15,7 +15,6 @@ def hal_profilers() -> list[ProfilerFactory]:
             name="metrics-log",
             create=create_metrics_log,
             data_families=ProfilingDataFamily.DEVICE_METRICS,
-            description="device metrics (sysfs clocks, temperatures, power, activity, VRAM) "
-            "as CSV",
+            description="device metrics (sysfs clocks, temperatures, power, activity, VRAM) as CSV",
         )
     ]

@@ -17,7 +17,7 @@ import hal_core
 pytest_plugins = ["pytester"]
 
 CONFTEST = textwrap.dedent(
-    '''
+    """
     import hal_core
     from hal_core.backend import DriverFactory
     from hal_core.cts.config import CtsBackend
@@ -61,11 +61,11 @@ CONFTEST = textwrap.dedent(
 
     def pytest_unconfigure(config):
         hal_core.registry().unregister_plugin(PLUGIN_NAME)
-    '''
+    """
 )
 
 SUITE = textwrap.dedent(
-    '''
+    """
     import pytest
 
 
@@ -112,7 +112,7 @@ SUITE = textwrap.dedent(
     def test_device_shared_b(cts):
         # One device per backend for the whole session.
         assert _first_device[cts.driver] is cts.device
-    '''
+    """
 )
 
 
@@ -219,10 +219,18 @@ def test_pyargs_from_outside_the_repo(pytester):
     project's own run, this test checks the mechanism."""
     pytester.makeini("[pytest]\n")
     result = pytester.runpytest_subprocess(
-        "-c", str(pytester.path / "tox.ini"), "-p", "no:cacheprovider", "-q",
-        "--pyargs", "hal_core.cts", "--hal-device=local-sync",
-        "-k", " or ".join(FOUNDATION_SUITES),
-        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "-c",
+        str(pytester.path / "tox.ini"),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--pyargs",
+        "hal_core.cts",
+        "--hal-device=local-sync",
+        "-k",
+        " or ".join(FOUNDATION_SUITES),
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
         timeout=120,
     )
     assert result.ret == 0, result.stdout.str()[-3000:]

@@ -26,8 +26,9 @@ def test_perfetto_file_for_amdgpu_soft(soft_available, tmp_path, capsys):
     with hal_core.create_device(URI) as device:
         assert supported_families(device) & F.QUEUE_EVENTS
     out = tmp_path / "amd.json"
-    rc = main(["profile", "--device", URI, "--format", "perfetto", "-o", str(out), "--",
-               "edge.fill4"])
+    rc = main(
+        ["profile", "--device", URI, "--format", "perfetto", "-o", str(out), "--", "edge.fill4"]
+    )
     assert rc == 0, capsys.readouterr().err
     ev = json.loads(out.read_text())["traceEvents"]
     submits = [e for e in ev if e.get("cat") == "submit"]

@@ -164,8 +164,12 @@ def test_device_queue_events_use_the_clock_correlations():
     from hal_core.profiling import ClockDomain
 
     stats = StatisticsSink()
-    s = make_session(F.DEVICE_QUEUE_EVENTS, [stats], clock_domain=ClockDomain.DEVICE_TICKS,
-                     tick_frequency_hz=100_000_000)
+    s = make_session(
+        F.DEVICE_QUEUE_EVENTS,
+        [stats],
+        clock_domain=ClockDomain.DEVICE_TICKS,
+        tick_frequency_hz=100_000_000,
+    )
     s.record_clock_correlation(1_000, 5_000_000, 5_000_000)  # tick 1000 at host 5 ms
     s.record_clock_correlation(101_000, 6_000_000, 6_000_000)  # 100_000 ticks = 1 ms
     s.record_device_queue_event(4, 1, 7, 11_000, 21_000)  # a fill: 10_000 ticks = 100 us

@@ -14,26 +14,51 @@ HSA_INCLUDE = "/usr/include/hsa"
 
 # (numpy dtype, C type, fields (numpy name -> C member expression))
 _LAYOUTS = [
-    (aql.KERNEL_DISPATCH_DTYPE, "hsa_kernel_dispatch_packet_t", {
-        n: {"workgroup_size": "workgroup_size_x", "grid_size": "grid_size_x"}.get(n, n)
-        for n in aql.KERNEL_DISPATCH_DTYPE.names}),
-    (aql.BARRIER_AND_DTYPE, "hsa_barrier_and_packet_t", {
-        n: n for n in aql.BARRIER_AND_DTYPE.names}),
-    (aql.BARRIER_OR_DTYPE, "hsa_barrier_or_packet_t", {
-        n: n for n in aql.BARRIER_OR_DTYPE.names}),
-    (aql.BARRIER_VALUE_DTYPE, "hsa_amd_barrier_value_packet_t", {
-        "header": "header.header", "amd_format": "header.AmdFormat",
-        "reserved": "header.reserved", **{n: n for n in aql.BARRIER_VALUE_DTYPE.names
-                                          if n not in ("header", "amd_format", "reserved")}}),
-    (aql.PM4_IB_DTYPE, "hsa_ext_amd_aql_pm4_packet_t", {
-        "header": "header", "completion_signal": "completion_signal"}),
+    (
+        aql.KERNEL_DISPATCH_DTYPE,
+        "hsa_kernel_dispatch_packet_t",
+        {
+            n: {"workgroup_size": "workgroup_size_x", "grid_size": "grid_size_x"}.get(n, n)
+            for n in aql.KERNEL_DISPATCH_DTYPE.names
+        },
+    ),
+    (
+        aql.BARRIER_AND_DTYPE,
+        "hsa_barrier_and_packet_t",
+        {n: n for n in aql.BARRIER_AND_DTYPE.names},
+    ),
+    (aql.BARRIER_OR_DTYPE, "hsa_barrier_or_packet_t", {n: n for n in aql.BARRIER_OR_DTYPE.names}),
+    (
+        aql.BARRIER_VALUE_DTYPE,
+        "hsa_amd_barrier_value_packet_t",
+        {
+            "header": "header.header",
+            "amd_format": "header.AmdFormat",
+            "reserved": "header.reserved",
+            **{
+                n: n
+                for n in aql.BARRIER_VALUE_DTYPE.names
+                if n not in ("header", "amd_format", "reserved")
+            },
+        },
+    ),
+    (
+        aql.PM4_IB_DTYPE,
+        "hsa_ext_amd_aql_pm4_packet_t",
+        {"header": "header", "completion_signal": "completion_signal"},
+    ),
 ]
 
 
 def _probe_source() -> str:
-    lines = ["#include <stdio.h>", "#include <stddef.h>", '#include "hsa.h"',
-             '#include "hsa_ext_amd.h"', '#include "hsa_ven_amd_aqlprofile.h"',
-             "int main(void) {"]
+    lines = [
+        "#include <stdio.h>",
+        "#include <stddef.h>",
+        '#include "hsa.h"',
+        '#include "hsa_ext_amd.h"',
+        '#include "hsa_ven_amd_aqlprofile.h"',
+        "int main(void) {",
+    ]
     for _, ctype, fields in _LAYOUTS:
         lines.append(f'printf("{ctype} sizeof %zu\\n", sizeof({ctype}));')
         for name, member in fields.items():
@@ -53,8 +78,11 @@ def c_layouts(tmp_path_factory) -> dict[str, int]:
     src = d / "probe.c"
     src.write_text(_probe_source())
     exe = d / "probe"
-    subprocess.run([cc, "-I", HSA_INCLUDE, "-DAMD_INTERNAL_BUILD", str(src), "-o", str(exe)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [cc, "-I", HSA_INCLUDE, "-DAMD_INTERNAL_BUILD", str(src), "-o", str(exe)],
+        check=True,
+        capture_output=True,
+    )
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     result = {}
     for line in out.splitlines():
@@ -82,13 +110,21 @@ def test_pm4_layout_offsets_from_reference():
 
 
 def test_header_encoding_round_trip():
-    h = aql.encode_header(aql.PacketType.KERNEL_DISPATCH, barrier=True,
-                          acquire=aql.FenceScope.AGENT, release=aql.FenceScope.SYSTEM)
+    h = aql.encode_header(
+        aql.PacketType.KERNEL_DISPATCH,
+        barrier=True,
+        acquire=aql.FenceScope.AGENT,
+        release=aql.FenceScope.SYSTEM,
+    )
     assert h == 2 | (1 << 8) | (1 << 9) | (2 << 11)
     word = aql.header_setup_word(h, aql.DISPATCH_SETUP_3D)
     assert word >> 16 == 3
-    assert aql.decode_header(word) == (aql.PacketType.KERNEL_DISPATCH, True,
-                                       aql.FenceScope.AGENT, aql.FenceScope.SYSTEM)
+    assert aql.decode_header(word) == (
+        aql.PacketType.KERNEL_DISPATCH,
+        True,
+        aql.FenceScope.AGENT,
+        aql.FenceScope.SYSTEM,
+    )
     assert aql.vendor_header_word(0, aql.AmdFormat.BARRIER_VALUE) == 2 << 16
 
 
@@ -100,8 +136,14 @@ def test_emit_dispatches_vectorised():
     wg = np.tile([64, 1, 1], (n, 1))
     grid = np.stack([np.arange(1, n + 1) * 64, np.ones(n), np.ones(n)], axis=1)
     ka = 0x1000 + np.arange(n, dtype=np.uint64) * 64
-    aql.emit_dispatches(rows, kernel_object=0xDEAD0000, workgroup_size=wg, grid_size=grid,
-                        kernarg_address=ka, group_segment_size=128)
+    aql.emit_dispatches(
+        rows,
+        kernel_object=0xDEAD0000,
+        workgroup_size=wg,
+        grid_size=grid,
+        kernarg_address=ka,
+        group_segment_size=128,
+    )
     pk = aql.as_dispatch(rows)
     assert list(pk["grid_size"][:, 0]) == [64 * (i + 1) for i in range(n)]
     assert (pk["kernarg_address"] == ka).all()
@@ -114,8 +156,12 @@ def test_emit_barrier_value_and_barrier_and():
     rows = aql.new_staging(2)
     aql.emit_barrier_value(rows[:1], signal=0x5000, value=41, completion_signal=9)
     bv = aql.as_barrier_value(rows[:1])[0]
-    assert (bv["signal"], bv["value"], bv["mask"], bv["cond"]) == (0x5000, 41, (1 << 63) - 1,
-                                                                    aql.SignalCondition.LT)
+    assert (bv["signal"], bv["value"], bv["mask"], bv["cond"]) == (
+        0x5000,
+        41,
+        (1 << 63) - 1,
+        aql.SignalCondition.LT,
+    )
     aql.emit_barrier_and(rows[1:], dep_signals=np.array([1, 2, 3]))
     assert list(aql.as_barrier(rows[1:])[0]["dep_signal"]) == [1, 2, 3, 0, 0]
     with pytest.raises(ValueError):

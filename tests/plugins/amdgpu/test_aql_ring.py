@@ -37,8 +37,13 @@ class FakeQueue:
 
 def _publish(q: FakeQueue, first: int, tags: list[int]) -> None:
     staging = aql.new_staging(len(tags))
-    aql.emit_dispatches(staging, kernel_object=np.array(tags, dtype=np.uint64),
-                        workgroup_size=(1, 1, 1), grid_size=(1, 1, 1), kernarg_address=0)
+    aql.emit_dispatches(
+        staging,
+        kernel_object=np.array(tags, dtype=np.uint64),
+        workgroup_size=(1, 1, 1),
+        grid_size=(1, 1, 1),
+        kernarg_address=0,
+    )
     q.ring.write_bodies(first, staging)
     word = aql.header_setup_word(aql.encode_header(aql.PacketType.KERNEL_DISPATCH), 3)
     q.ring.commit_headers(first, np.full(len(tags), word, dtype=np.uint32))

@@ -38,9 +38,14 @@ AXPY = 0xA0
 
 
 def _desc(obj, nb, nc, size=None, hidden=()):
-    return KernelDescriptor(kernel_object=obj, kernarg_size=size or 8 * nb + 8 * nc,
-                            binding_count=nb, constant_count=nc, workgroup_size=(64, 1, 1),
-                            hidden_args=hidden)
+    return KernelDescriptor(
+        kernel_object=obj,
+        kernarg_size=size or 8 * nb + 8 * nc,
+        binding_count=nb,
+        constant_count=nc,
+        workgroup_size=(64, 1, 1),
+        hidden_args=hidden,
+    )
 
 
 class Arena:
@@ -75,9 +80,15 @@ class Ctx:
         self.arena = arena
         self.builtins = BuiltinKernels(
             fill={w: _desc(FILL[w], 1, 4) for w in FILL},
-            copy={w: _desc(COPY[w], 2, 2) for w in COPY})
-        self.axpy = _desc(AXPY, 2, 1, size=64, hidden=(("hidden_block_count_x", 24, 4),
-                                                       ("hidden_grid_dims", 32, 2)))
+            copy={w: _desc(COPY[w], 2, 2) for w in COPY},
+        )
+        self.axpy = _desc(
+            AXPY,
+            2,
+            1,
+            size=64,
+            hidden=(("hidden_block_count_x", 24, 4), ("hidden_grid_dims", 32, 2)),
+        )
 
     def kernel_descriptor(self, executable, ordinal):
         return self.axpy
@@ -152,8 +163,9 @@ class Machine:
                 self.run()
                 self.ka.reclaim(self.ka.write_position)
                 start = self.ka.allocate(rp.kernarg_block_count)
-            headers = self.proc.process_block(block, first, start, binding_ptrs, static_ptrs,
-                                              signal, aql.FenceScope.SYSTEM)
+            headers = self.proc.process_block(
+                block, first, start, binding_ptrs, static_ptrs, signal, aql.FenceScope.SYSTEM
+            )
             self.ring.commit_headers(first, headers)
             self.ring.ring_doorbell(first + rp.packet_count - 1)
             self.run()
@@ -168,13 +180,23 @@ def env():
 
 def _record(arena, dynamic=False, committed=True):
     a, b, c = Buf(arena, 256, committed), Buf(arena, 256, committed), Buf(arena, 256, committed)
-    ref = (lambda buf, slot, off=0, n=256: BufferRef.indirect(slot, off, n)) if dynamic else (
-        lambda buf, slot, off=0, n=256: BufferRef(buf, off, n))
+    ref = (
+        (lambda buf, slot, off=0, n=256: BufferRef.indirect(slot, off, n))
+        if dynamic
+        else (lambda buf, slot, off=0, n=256: BufferRef(buf, off, n))
+    )
     cmds = [
         (CMD_FILL, ref(a, 0), (7).to_bytes(4, "little")),
         (CMD_BARRIER,),
-        (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), (5).to_bytes(4, "little"),
-         (ref(a, 0), ref(b, 1)), 0),
+        (
+            CMD_DISPATCH,
+            "exe",
+            0,
+            DispatchConfig((1, 1, 1)),
+            (5).to_bytes(4, "little"),
+            (ref(a, 0), ref(b, 1)),
+            0,
+        ),
         (CMD_BARRIER,),
         (CMD_COPY, ref(b, 1, 0, 128), ref(c, 2, 128, 128)),
         (CMD_UPDATE, bytes(range(16)), ref(c, 2, 0, 16)),
@@ -201,8 +223,13 @@ def test_reusable_static_program_is_prepublished_and_replays(env):
     assert h["magic"] == BLOCK_MAGIC and h["aql_packet_count"] == 4
     assert h["terminator_opcode"] == Opcode.RETURN and h["dispatch_count"] == 1
     cmds_rec = blk.commands
-    assert list(cmds_rec["opcode"]) == [Opcode.FILL, Opcode.DISPATCH, Opcode.COPY,
-                                       Opcode.UPDATE, Opcode.RETURN]
+    assert list(cmds_rec["opcode"]) == [
+        Opcode.FILL,
+        Opcode.DISPATCH,
+        Opcode.COPY,
+        Opcode.UPDATE,
+        Opcode.RETURN,
+    ]
     assert cmds_rec["flags"][1] & CommandFlags.HAS_BARRIER
     for _ in range(3):  # replays reuse the same prepublished kernargs
         arena.mem[bufs[0].offset : bufs[2].offset + 256] = 0
@@ -246,7 +273,8 @@ def test_long_recording_chains_blocks_with_branch(env):
     prog = build_program(cmds, CommandBufferMode.DEFAULT, ctx, block_packet_capacity=64)
     assert len(prog.blocks) == 5 and prog.packet_count == 300
     assert [b.header["terminator_opcode"] for b in prog.blocks] == [Opcode.BRANCH] * 4 + [
-        Opcode.RETURN]
+        Opcode.RETURN
+    ]
     assert prog.blocks[0].header["terminator_target_block_ordinal"] == 1
     m.submit(prog)
     assert list(arena.view(buf.address, 300, np.uint32)) == list(range(300))
@@ -258,33 +286,62 @@ def test_header_overlay_final_release_and_first_wait(env):
     prog = build_program(cmds, CommandBufferMode.DEFAULT, ctx)
     blk = prog.blocks[0]
     first = m.ring.try_reserve(blk.replay.packet_count)
-    headers = m.proc.process_block(blk, first, 0, None, None, 0x99, aql.FenceScope.SYSTEM,
-                                   acquire_scope=aql.FenceScope.SYSTEM, first_has_wait=True)
+    headers = m.proc.process_block(
+        blk,
+        first,
+        0,
+        None,
+        None,
+        0x99,
+        aql.FenceScope.SYSTEM,
+        acquire_scope=aql.FenceScope.SYSTEM,
+        first_has_wait=True,
+    )
     t0, b0, acq0, _ = aql.decode_header(int(headers[0]))
     assert b0 and acq0 == aql.FenceScope.SYSTEM
     t, b, _, rel = aql.decode_header(int(headers[-1]))
     assert b and rel == aql.FenceScope.SYSTEM
-    assert (blk.replay.header_words[-1] != headers[-1])  # template untouched
+    assert blk.replay.header_words[-1] != headers[-1]  # template untouched
     assert int(aql.as_dispatch(m.rows)[(first + 3) & m.ring.mask]["completion_signal"]) == 0x99
 
 
 def test_unimplemented_and_bad_dispatches(env):
     arena, ctx, _ = env
     a = Buf(arena, 256)
-    bad_flags = [(CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"\0" * 4,
-                  (BufferRef(a), BufferRef(a)), int(DispatchFlags.CUSTOM_DIRECT_ARGUMENTS))]
+    bad_flags = [
+        (
+            CMD_DISPATCH,
+            "exe",
+            0,
+            DispatchConfig((1, 1, 1)),
+            b"\0" * 4,
+            (BufferRef(a), BufferRef(a)),
+            int(DispatchFlags.CUSTOM_DIRECT_ARGUMENTS),
+        )
+    ]
     with pytest.raises(hal.UnimplementedError, match="custom or indirect arguments"):
         build_program(bad_flags, 0, ctx)
-    wrong_bindings = [(CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"\0" * 4,
-                       (BufferRef(a),), 0)]
+    wrong_bindings = [
+        (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"\0" * 4, (BufferRef(a),), 0)
+    ]
     with pytest.raises(hal.InvalidArgumentError, match="got 1 bindings, the kernel takes 2"):
         build_program(wrong_bindings, 0, ctx)
-    wrong_consts = [(CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"",
-                     (BufferRef(a), BufferRef(a)), 0)]
+    wrong_consts = [
+        (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"", (BufferRef(a), BufferRef(a)), 0)
+    ]
     with pytest.raises(hal.InvalidArgumentError, match="constant bytes"):
         build_program(wrong_consts, 0, ctx)
-    huge = [(CMD_DISPATCH, "exe", 0, DispatchConfig((1 << 30, 1, 1)), b"\0" * 4,
-             (BufferRef(a), BufferRef(a)), 0)]
+    huge = [
+        (
+            CMD_DISPATCH,
+            "exe",
+            0,
+            DispatchConfig((1 << 30, 1, 1)),
+            b"\0" * 4,
+            (BufferRef(a), BufferRef(a)),
+            0,
+        )
+    ]
     with pytest.raises(hal.OutOfRangeError, match="32-bit AQL grid"):
         build_program(huge, 0, ctx)
 
@@ -308,8 +365,12 @@ def test_empty_program(env):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 255), st.booleans()),
-                min_size=1, max_size=40), st.sampled_from([4, 8, 16]))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 15), st.integers(0, 255), st.booleans()), min_size=1, max_size=40
+    ),
+    st.sampled_from([4, 8, 16]),
+)
 def test_property_fills_replay_like_a_reference(ops, cap):
     arena = Arena(1 << 18)
     ctx = Ctx(arena)
@@ -337,11 +398,14 @@ class OtherGpuCtx(Ctx):
         super().__init__(arena)
 
         def moved(d):
-            return attrs.evolve(d, kernel_object=d.kernel_object + 0x1000,
-                                private_segment_size=private)
+            return attrs.evolve(
+                d, kernel_object=d.kernel_object + 0x1000, private_segment_size=private
+            )
 
-        self.builtins = BuiltinKernels(fill={w: moved(d) for w, d in self.builtins.fill.items()},
-                                       copy={w: moved(d) for w, d in self.builtins.copy.items()})
+        self.builtins = BuiltinKernels(
+            fill={w: moved(d) for w, d in self.builtins.fill.items()},
+            copy={w: moved(d) for w, d in self.builtins.copy.items()},
+        )
         self.axpy = moved(self.axpy)
 
 
@@ -355,16 +419,34 @@ class CountingCtx(Ctx):
         return super().allocate_prepublished(n)
 
 
-_REPLAY_FIELDS = ("packets", "header_words", "queue_kernarg_packets", "queue_kernarg_offsets",
-                  "kernarg_template", "patch_qwords", "patch_slots", "patch_offsets",
-                  "static_qwords", "static_slots", "static_offsets", "self_qwords",
-                  "self_offsets")
+_REPLAY_FIELDS = (
+    "packets",
+    "header_words",
+    "queue_kernarg_packets",
+    "queue_kernarg_offsets",
+    "kernarg_template",
+    "patch_qwords",
+    "patch_slots",
+    "patch_offsets",
+    "static_qwords",
+    "static_slots",
+    "static_offsets",
+    "self_qwords",
+    "self_offsets",
+)
 
 
 def _assert_same_program(a, b):
-    for field in ("mode", "strategy_counts", "dispatch_count", "packet_count",
-                  "max_block_packets", "max_block_kernarg_blocks", "slot_extents",
-                  "range_error"):
+    for field in (
+        "mode",
+        "strategy_counts",
+        "dispatch_count",
+        "packet_count",
+        "max_block_packets",
+        "max_block_kernarg_blocks",
+        "slot_extents",
+        "range_error",
+    ):
         assert getattr(a, field) == getattr(b, field), field
     assert len(a.static_buffers) == len(b.static_buffers)
     assert len(a.blocks) == len(b.blocks)
@@ -384,8 +466,9 @@ def _both_ways(make_cmds, mode, private=0, **caps):
     shared = build_programs(cmds1, mode, (Ctx(arena1), OtherGpuCtx(arena1, private)), **caps)
     arena2 = Arena()
     cmds2 = make_cmds(arena2)
-    separate = tuple(build_program(cmds2, mode, c, **caps)
-                     for c in (Ctx(arena2), OtherGpuCtx(arena2, private)))
+    separate = tuple(
+        build_program(cmds2, mode, c, **caps) for c in (Ctx(arena2), OtherGpuCtx(arena2, private))
+    )
     return shared, separate, arena1, arena2
 
 
@@ -402,8 +485,9 @@ def test_build_programs_equals_a_build_per_gpu(mode, dynamic, private):
     # Same prepublished storage contents at the same addresses (the UPDATE payload pointer
     # of the second GPU's program points into its own storage).
     assert (arena1.mem == arena2.mem).all()
-    objects = [int(aql.as_dispatch(shared[g].blocks[0].replay.packets)["kernel_object"][0])
-               for g in (0, 1)]
+    objects = [
+        int(aql.as_dispatch(shared[g].blocks[0].replay.packets)["kernel_object"][0]) for g in (0, 1)
+    ]
     assert objects[1] == objects[0] + 0x1000
     if mode == CommandBufferMode.DEFAULT and not dynamic:
         pre = [aql.as_dispatch(p.blocks[0].replay.packets)["kernarg_address"] for p in shared]
@@ -434,6 +518,7 @@ def test_repeated_dispatches_share_one_record_and_lower_identically():
                 consts = (5 if i % 3 else 6).to_bytes(4, "little")
                 cmds += [(CMD_DISPATCH, "exe", 0, config, consts, refs, 0), (CMD_BARRIER,)]
             return cmds
+
         return build
 
     a1, a2 = Arena(), Arena()
@@ -450,10 +535,16 @@ def test_repeated_dispatches_share_one_record_and_lower_identically():
 def test_build_programs_errors_allocate_nothing_and_leave_contexts_usable():
     arena = Arena()
     a = Buf(arena, 256)
-    good = (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"\0" * 4,
-            (BufferRef(a), BufferRef(a)), 0)
-    bad = (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"",
-           (BufferRef(a), BufferRef(a)), 0)
+    good = (
+        CMD_DISPATCH,
+        "exe",
+        0,
+        DispatchConfig((1, 1, 1)),
+        b"\0" * 4,
+        (BufferRef(a), BufferRef(a)),
+        0,
+    )
+    bad = (CMD_DISPATCH, "exe", 0, DispatchConfig((1, 1, 1)), b"", (BufferRef(a), BufferRef(a)), 0)
     first, second = CountingCtx(arena), CountingCtx(arena)
     with pytest.raises(hal.InvalidArgumentError, match="command 1: .* constant bytes"):
         build_programs([good, bad], 0, (first, second))
@@ -471,14 +562,25 @@ def test_build_programs_errors_allocate_nothing_and_leave_contexts_usable():
     assert first.allocations == second.allocations == 1
 
 
-_OPS = st.lists(st.tuples(st.sampled_from(["fill", "copy", "update", "dispatch", "barrier"]),
-                          st.integers(0, 3), st.booleans()), max_size=30)
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["fill", "copy", "update", "dispatch", "barrier"]),
+        st.integers(0, 3),
+        st.booleans(),
+    ),
+    max_size=30,
+)
 
 
 @settings(max_examples=20, deadline=None)
-@given(_OPS, st.sampled_from([CommandBufferMode.DEFAULT, CommandBufferMode.ONE_SHOT,
-                              CommandBufferMode.UNVALIDATED]),
-       st.sampled_from([3, 8, 1024]), st.sampled_from([0, 16]))
+@given(
+    _OPS,
+    st.sampled_from(
+        [CommandBufferMode.DEFAULT, CommandBufferMode.ONE_SHOT, CommandBufferMode.UNVALIDATED]
+    ),
+    st.sampled_from([3, 8, 1024]),
+    st.sampled_from([0, 16]),
+)
 def test_property_build_programs_matches_per_gpu_builds(ops, mode, cap, private):
     def make(arena):
         bufs = [Buf(arena, 256, committed=i != 3) for i in range(4)]
@@ -493,14 +595,22 @@ def test_property_build_programs_matches_per_gpu_builds(ops, mode, cap, private)
             elif op == "update":
                 cmds.append((CMD_UPDATE, bytes(range(8 * k + 1)), ref))
             elif op == "dispatch":
-                cmds.append((CMD_DISPATCH, "exe", 0, DispatchConfig((k + 1, 1, 1)),
-                             (k).to_bytes(4, "little"), bindings if dynamic else (ref, ref), 0))
+                cmds.append(
+                    (
+                        CMD_DISPATCH,
+                        "exe",
+                        0,
+                        DispatchConfig((k + 1, 1, 1)),
+                        (k).to_bytes(4, "little"),
+                        bindings if dynamic else (ref, ref),
+                        0,
+                    )
+                )
             else:
                 cmds.append((CMD_BARRIER,))
         return cmds
 
-    shared, separate, arena1, arena2 = _both_ways(make, mode, private,
-                                                  block_packet_capacity=cap)
+    shared, separate, arena1, arena2 = _both_ways(make, mode, private, block_packet_capacity=cap)
     for a, b in zip(shared, separate):
         _assert_same_program(a, b)
     assert (arena1.mem == arena2.mem).all()
@@ -513,22 +623,30 @@ def test_device_programs_carry_each_gpus_kernel_objects():
     dev = hal.create_device("amdgpu://?hsa=soft")
     try:
         backend = dev.backend
-        exe = backend.load_executable(code_object_path("scale_and_offset", "gfx1100")
-                                      .read_bytes())
+        exe = backend.load_executable(code_object_path("scale_and_offset", "gfx1100").read_bytes())
         qs = backend._create_host_queues()
-        params = hal.BufferParams(type=hal.MemoryType.HOST_LOCAL | hal.MemoryType.DEVICE_VISIBLE,
-                                  usage=hal.BufferUsage.DEFAULT)
+        params = hal.BufferParams(
+            type=hal.MemoryType.HOST_LOCAL | hal.MemoryType.DEVICE_VISIBLE,
+            usage=hal.BufferUsage.DEFAULT,
+        )
         buffers = []
         for _ in range(2):
             storage, memory_type = backend.allocator.allocate(params, 1024)
-            buffers.append(Buffer(storage, memory_type=memory_type,
-                                  allowed_usage=params.usage,
-                                  allowed_access=hal.MemoryAccess.ALL,
-                                  allocation_size=1024))
+            buffers.append(
+                Buffer(
+                    storage,
+                    memory_type=memory_type,
+                    allowed_usage=params.usage,
+                    allowed_access=hal.MemoryAccess.ALL,
+                    allocation_size=1024,
+                )
+            )
         refs = (BufferRef(buffers[0], 0, 1024), BufferRef(buffers[1], 0, 1024))
         consts = np.array([2.0, 1.0], np.float32).tobytes() + (256).to_bytes(4, "little")
-        cmds = [(CMD_DISPATCH, exe, 0, DispatchConfig((4, 1, 1)), consts, refs, 0),
-                (CMD_BARRIER,)] * 3
+        cmds = [
+            (CMD_DISPATCH, exe, 0, DispatchConfig((4, 1, 1)), consts, refs, 0),
+            (CMD_BARRIER,),
+        ] * 3
         prog = qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 0)
         assert len(prog.per_gpu) == 2
         for g, program in enumerate(prog.per_gpu):
@@ -536,8 +654,9 @@ def test_device_programs_carry_each_gpus_kernel_objects():
             expected = kernel_descriptor(exe, g, 0).kernel_object
             assert (packets["kernel_object"] == expected).all()
             assert (program.blocks[0].commands["kernel_object"][:-1] == expected).all()
-        addresses = [aql.as_dispatch(p.blocks[0].replay.packets)["kernarg_address"]
-                     for p in prog.per_gpu]
+        addresses = [
+            aql.as_dispatch(p.blocks[0].replay.packets)["kernarg_address"] for p in prog.per_gpu
+        ]
         assert not set(addresses[0].tolist()) & set(addresses[1].tolist())
     finally:
         dev.close()

@@ -45,29 +45,48 @@ def test_reqd_workgroup_size_and_implicit_args():
 
 
 def _doc(**kernel):
-    base = {".name": "k", ".symbol": "k.kd", ".kernarg_segment_size": 16,
-            ".kernarg_segment_align": 8, ".args": []}
+    base = {
+        ".name": "k",
+        ".symbol": "k.kd",
+        ".kernarg_segment_size": 16,
+        ".kernarg_segment_align": 8,
+        ".args": [],
+    }
     base.update(kernel)
-    return msgpack.packb({"amdhsa.target": "amdgcn-amd-amdhsa--gfx1100",
-                          "amdhsa.kernels": [base]})
+    return msgpack.packb({"amdhsa.target": "amdgcn-amd-amdhsa--gfx1100", "amdhsa.kernels": [base]})
 
 
-@pytest.mark.parametrize("raw", [
-    b"\xc1", b"", msgpack.packb([1, 2]), msgpack.packb({"amdhsa.kernels": []}),
-    _doc(**{".kernarg_segment_align": 3}), _doc(**{".symbol": "k"}),
-    _doc(**{".args": [{".offset": 12, ".size": 8, ".value_kind": "by_value"}]}),
-    _doc(**{".reqd_workgroup_size": [0, 1, 1]}), _doc(**{".kernarg_segment_size": "x"}),
-    b"\x82\xadamdhsa.target\x01\xadamdhsa.target\x02",  # duplicate key
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xc1",
+        b"",
+        msgpack.packb([1, 2]),
+        msgpack.packb({"amdhsa.kernels": []}),
+        _doc(**{".kernarg_segment_align": 3}),
+        _doc(**{".symbol": "k"}),
+        _doc(**{".args": [{".offset": 12, ".size": 8, ".value_kind": "by_value"}]}),
+        _doc(**{".reqd_workgroup_size": [0, 1, 1]}),
+        _doc(**{".kernarg_segment_size": "x"}),
+        b"\x82\xadamdhsa.target\x01\xadamdhsa.target\x02",  # duplicate key
+    ],
+)
 def test_bad_metadata(raw):
     with pytest.raises(InvalidArgumentError):
         parse_metadata(raw)
 
 
 def test_non_hal_abi_kernel_rejected():
-    target, kernels = parse_metadata(_doc(**{".args": [
-        {".offset": 0, ".size": 4, ".value_kind": "by_value"},
-        {".offset": 8, ".size": 8, ".value_kind": "global_buffer"}]}))
+    target, kernels = parse_metadata(
+        _doc(
+            **{
+                ".args": [
+                    {".offset": 0, ".size": 4, ".value_kind": "by_value"},
+                    {".offset": 8, ".size": 8, ".value_kind": "global_buffer"},
+                ]
+            }
+        )
+    )
     with pytest.raises(InvalidArgumentError, match="before constants"):
         reflect_hal_layout(kernels[0])
 
@@ -93,11 +112,13 @@ def test_fuzz_random_msgpack(raw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-                    | st.text(max_size=8),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c,
-                                                                          max_size=4),
-                    max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
+        max_leaves=12,
+    )
+)
 def test_fuzz_structured_msgpack(value):
     doc = {"amdhsa.target": "gfx1100", "amdhsa.kernels": [value]}
     with contextlib.suppress(InvalidArgumentError):  # the one error allowed

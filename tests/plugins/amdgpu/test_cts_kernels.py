@@ -89,7 +89,13 @@ def test_workgroup_ids_are_linear_over_three_axes(device):
     out = _buffer(device, b"\xff" * 4 * 13)
     sem = device.create_semaphore(0)
     device.queue_dispatch(
-        ANY, (), [(sem, 1)], exe, "write_workgroup_ids", DispatchConfig.static(2, 3, 2), b"",
+        ANY,
+        (),
+        [(sem, 1)],
+        exe,
+        "write_workgroup_ids",
+        DispatchConfig.static(2, 3, 2),
+        b"",
         [out],
     )
     sem.wait(1, TIMEOUT)
@@ -102,8 +108,14 @@ def test_fail_status_traps_as_a_queue_fault(device):
     exe = _exe(device)
     sem = device.create_semaphore(0)
     device.queue_dispatch(
-        1, (), [(sem, 1)], exe, "fail_status", DispatchConfig.static(4),
-        np.array([7, 2], np.uint32).tobytes(), [],
+        1,
+        (),
+        [(sem, 1)],
+        exe,
+        "fail_status",
+        DispatchConfig.static(4),
+        np.array([7, 2], np.uint32).tobytes(),
+        [],
     )
     with pytest.raises(hal_core.HalError) as info:
         sem.wait(1, TIMEOUT)

@@ -9,8 +9,9 @@ from hal_core import IncompatibleError, InvalidArgumentError, NotFoundError
 
 @pytest.fixture
 def gpus():
-    hsa = HsaLibrary(SoftHsaRuntime(SoftSystemConfig.from_isas("gfx1100,gfx1100,gfx90a")),
-                     "soft", "soft")
+    hsa = HsaLibrary(
+        SoftHsaRuntime(SoftSystemConfig.from_isas("gfx1100,gfx1100,gfx90a")), "soft", "soft"
+    )
     hsa.init()
     yield discover_agents(hsa).gpus
     hsa.shut_down()
@@ -26,10 +27,17 @@ def test_paths(gpus):
     assert select_by_path(gpus, f"{gpus[0].uuid},1") == [0, 1]
 
 
-@pytest.mark.parametrize("path,error", [
-    ("7", NotFoundError), ("GPU-ffff", NotFoundError), ("zero", InvalidArgumentError),
-    ("0,,1", InvalidArgumentError), ("0,0", InvalidArgumentError), ("0,2", IncompatibleError),
-])
+@pytest.mark.parametrize(
+    "path,error",
+    [
+        ("7", NotFoundError),
+        ("GPU-ffff", NotFoundError),
+        ("zero", InvalidArgumentError),
+        ("0,,1", InvalidArgumentError),
+        ("0,0", InvalidArgumentError),
+        ("0,2", IncompatibleError),
+    ],
+)
 def test_bad_paths(gpus, path, error):
     with pytest.raises(error):
         select_by_path(gpus, path)

@@ -652,5 +652,13 @@ def test_alloca_alignment_beyond_the_heap_is_invalid_at_submit(env):
     )
     with pytest.raises(hal.InvalidArgumentError, match="alignment"):
         env.op(
-            K.ALLOCA, 0, (), [(Semaphore(0), 1)], target=pending, length=64, pool=None, params=params, alloca_state=None
+            K.ALLOCA,
+            0,
+            (),
+            [(Semaphore(0), 1)],
+            target=pending,
+            length=64,
+            pool=None,
+            params=params,
+            alloca_state=None,
         )

@@ -79,8 +79,9 @@ def test_thousands_of_epochs_wrap():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 3), max_size=3), min_size=1, max_size=40),
-       st.integers(1, 5))
+@given(
+    st.lists(st.lists(st.integers(0, 3), max_size=3), min_size=1, max_size=40), st.integers(1, 5)
+)
 def test_property_drained_values_equal_max_pushed(submissions, drain_every):
     ring = NotificationRing(64, 64)
     sems = [Sem(str(i)) for i in range(4)]

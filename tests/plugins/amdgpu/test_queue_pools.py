@@ -38,7 +38,8 @@ def test_slab_provider_wraps_real_hsa_memory(device):
     view.host_array[:] = 7  # host-visible heap: the view is the slab's memory
     assert bytes(slab.storage.host_array[4096:4100]) == b"\x07" * 4
     assert host.query_properties()[0] == MemoryType.DEVICE_LOCAL | MemoryType.HOST_VISIBLE | (
-        MemoryType.HOST_COHERENT)
+        MemoryType.HOST_COHERENT
+    )
     released = []
     host.wrap(slab, 0, 64, lambda: released.append(1)).release()
     host.release_slab(slab)
@@ -95,8 +96,9 @@ def test_oversized_goes_to_passthrough_and_memory_is_reused(device):
 
 def test_bad_alignment_is_invalid_argument_at_call_and_nothing_leaks(device):
     sem = device.create_semaphore(0)
-    params = BufferParams(type=MemoryType.HOST_VISIBLE, usage=BufferUsage.DEFAULT,
-                          min_alignment=1 << 20)
+    params = BufferParams(
+        type=MemoryType.HOST_VISIBLE, usage=BufferUsage.DEFAULT, min_alignment=1 << 20
+    )
     with pytest.raises(hal_core.InvalidArgumentError, match="alignment"):
         device.queue_alloca(1, (), [(sem, 1)], params, 64)
     assert sem.query() == 0
@@ -108,8 +110,9 @@ def test_bad_alignment_is_invalid_argument_at_call_and_nothing_leaks(device):
 def test_close_with_a_parked_alloca_cancels_it(device):
     with hal_core.DeviceGroup.from_devices([device], owns_devices=False):
         backend = device.query_queue_pool_backend(1)
-        pool = FixedBlockPool(backend.slab_provider, block_size=4096, block_count=1,
-                              notification=backend.notification)
+        pool = FixedBlockPool(
+            backend.slab_provider, block_size=4096, block_count=1, notification=backend.notification
+        )
         sem = device.create_semaphore(0)
         first = device.queue_alloca(1, (), [(sem, 1)], BufferParams(), 4096, pool=pool)
         sem.wait(1, TIMEOUT)
@@ -130,17 +133,29 @@ def test_tlsf_pool_chains_over_two_queues(device):
     small TLSF pool: every fill reads back intact."""
     with hal_core.DeviceGroup.from_devices([device], owns_devices=False):
         backend = device.query_queue_pool_backend(1)
-        pool = TlsfPool(backend.slab_provider, range_length=1 << 14,
-                        notification=backend.notification, epoch_query=backend.epoch_query)
+        pool = TlsfPool(
+            backend.slab_provider,
+            range_length=1 << 14,
+            notification=backend.notification,
+            epoch_query=backend.epoch_query,
+        )
         params = BufferParams(usage=BufferUsage.DEFAULT)
         for i in range(24):
             q = 1 << (i & 1)
             sem = device.create_semaphore(0)
-            buf = device.queue_alloca(q, (), [(sem, 1)], params, 4096, pool=pool,
-                                      flags=hal_core.AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
+            buf = device.queue_alloca(
+                q,
+                (),
+                [(sem, 1)],
+                params,
+                4096,
+                pool=pool,
+                flags=hal_core.AllocaFlags.ALLOW_POOL_WAIT_FRONTIER,
+            )
             device.queue_fill(q, [(sem, 1)], [(sem, 2)], buf, 0, 4096, bytes([i]))
             out = device.allocator.allocate_buffer(
-                BufferParams(type=MemoryType.HOST_LOCAL, usage=_READABLE), 4096)
+                BufferParams(type=MemoryType.HOST_LOCAL, usage=_READABLE), 4096
+            )
             device.queue_copy(q, [(sem, 2)], [(sem, 3)], buf, 0, out, 0, 4096)
             device.queue_dealloca(q, [(sem, 3)], [(sem, 4)], buf)
             sem.wait(4, TIMEOUT)

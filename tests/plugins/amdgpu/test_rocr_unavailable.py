@@ -9,8 +9,10 @@ import hal_core
 from hal_core import StatusCode, UnavailableError
 
 needs_rocr = pytest.mark.skipif(
-    not any(os.path.exists(os.path.join(d, "libhsa-runtime64.so.1"))
-            for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/opt/rocm/lib")),
+    not any(
+        os.path.exists(os.path.join(d, "libhsa-runtime64.so.1"))
+        for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/opt/rocm/lib")
+    ),
     reason="libhsa-runtime64-1 is not installed (apt-get install libhsa-runtime64-1)",
 )
 no_kfd = pytest.mark.skipif(os.path.exists("/dev/kfd"), reason="this machine has /dev/kfd")

@@ -63,14 +63,19 @@ def test_allocate_and_map(device):
     assert [h.type for h in heaps][0] == MemoryType.DEVICE_LOCAL
     host = device.allocator.allocate_buffer(
         BufferParams(type=MemoryType.HOST_LOCAL, usage=BufferUsage.DEFAULT | BufferUsage.MAPPING),
-        4096)
+        4096,
+    )
     assert host.memory_type.has(MemoryType.HOST_LOCAL)
     view = buffer_host_bytes(host)
     view[:4] = [1, 2, 3, 4]
     assert bytes(buffer_host_bytes(host)[:4]) == b"\x01\x02\x03\x04"
     fine = device.allocator.allocate_buffer(
-        BufferParams(type=MemoryType.HOST_VISIBLE | MemoryType.DEVICE_LOCAL,
-                     usage=BufferUsage.DEFAULT | BufferUsage.MAPPING), 100)
+        BufferParams(
+            type=MemoryType.HOST_VISIBLE | MemoryType.DEVICE_LOCAL,
+            usage=BufferUsage.DEFAULT | BufferUsage.MAPPING,
+        ),
+        100,
+    )
     assert fine.memory_type.has(MemoryType.DEVICE_LOCAL | MemoryType.HOST_VISIBLE)
     assert not buffer_host_bytes(fine).any()
     dev_local = device.allocator.allocate_buffer(BufferParams(), 256)
@@ -96,11 +101,15 @@ def test_allocations_granted_to_device_agents_only():
 
 def test_mapping_device_local_needs_optional(device):
     with pytest.raises(InvalidArgumentError):
-        device.allocator.allocate_buffer(BufferParams(usage=BufferUsage.DEFAULT
-                                                      | BufferUsage.MAPPING), 64)
+        device.allocator.allocate_buffer(
+            BufferParams(usage=BufferUsage.DEFAULT | BufferUsage.MAPPING), 64
+        )
     buf = device.allocator.allocate_buffer(
-        BufferParams(usage=BufferUsage.DEFAULT | BufferUsage.MAPPING
-                     | BufferUsage.MAPPING_OPTIONAL), 64)
+        BufferParams(
+            usage=BufferUsage.DEFAULT | BufferUsage.MAPPING | BufferUsage.MAPPING_OPTIONAL
+        ),
+        64,
+    )
     assert buf.memory_type == MemoryType.DEVICE_LOCAL
 
 
@@ -125,11 +134,13 @@ def test_loads_cts_executables_on_two_gpus(device, source):
 
 def test_function_reflection(device):
     exe = device.create_executable_cache("cts").prepare(
-        "hsaco", code_object_path("scale_and_offset", "gfx1100"))
+        "hsaco", code_object_path("scale_and_offset", "gfx1100")
+    )
     info = exe.function_info("scale_and_offset")
     assert (info.binding_count, info.constant_count) == (2, 3)
     wg = device.create_executable_cache("cts").prepare(
-        "hsaco", code_object_path("workgroup_ids", "gfx1100").read_bytes())
+        "hsaco", code_object_path("workgroup_ids", "gfx1100").read_bytes()
+    )
     assert wg.function_info("write_workgroup_ids").workgroup_size == (64, 1, 1)
     with pytest.raises(NotFoundError):
         exe.lookup_function("nope")
@@ -148,7 +159,8 @@ def test_malformed_executable_is_invalid_argument(device):
         device.backend.load_executable(b"\x7fELF" + b"\0" * 100)
     with pytest.raises(hal_core.UnimplementedError):
         device.create_executable_cache("x").prepare(
-            "hsaco", code_object_path("multi_entry", "gfx1100"), constants=[1])
+            "hsaco", code_object_path("multi_entry", "gfx1100"), constants=[1]
+        )
 
 
 def test_topology_edges(device):
@@ -237,7 +249,8 @@ def test_system_requirements(soft_hsa):
     assert info.loader_minor_version == 3
     rt = soft_hsa.lib
     rt.hsa_system_major_extension_supported = lambda ext, major, minor, result: (
-        result.__setitem__(0, False) or 0)
+        result.__setitem__(0, False) or 0
+    )
     try:
         with pytest.raises(IncompatibleError, match="loader extension"):
             query_system(soft_hsa)
@@ -252,24 +265,32 @@ def test_loader_extension_table_reports_loaded_code_objects(device):
     hsa = device.backend.hsa
     exe = device.backend.load_executable(code_object_path("multi_entry", "gfx1100"))
     table = ffi.new("hsa_ven_amd_loader_1_03_pfn_t*")
-    hsa.check(hsa.lib.hsa_system_get_major_extension_table(
-        HSA_EXTENSION_AMD_LOADER, 1, ffi.sizeof(table[0]), table), "table")
+    hsa.check(
+        hsa.lib.hsa_system_get_major_extension_table(
+            HSA_EXTENSION_AMD_LOADER, 1, ffi.sizeof(table[0]), table
+        ),
+        "table",
+    )
     found = []
 
     @ffi.callback("hsa_status_t(hsa_executable_t, hsa_loaded_code_object_t, void*)")
     def visit(executable, loaded, data):
         agent = ffi.new("hsa_agent_t*")
         size = ffi.new("uint64_t*")
-        table.hsa_ven_amd_loader_loaded_code_object_get_info(loaded, LoadedCodeObjectInfo.AGENT,
-                                                             agent)
         table.hsa_ven_amd_loader_loaded_code_object_get_info(
-            loaded, LoadedCodeObjectInfo.LOAD_SIZE, size)
+            loaded, LoadedCodeObjectInfo.AGENT, agent
+        )
+        table.hsa_ven_amd_loader_loaded_code_object_get_info(
+            loaded, LoadedCodeObjectInfo.LOAD_SIZE, size
+        )
         found.append((agent[0].handle, size[0]))
         return 0
 
     handle = ffi.new("hsa_executable_t*", [exe.handle])[0]
-    assert table.hsa_ven_amd_loader_executable_iterate_loaded_code_objects(
-        handle, visit, ffi.NULL) == 0
+    assert (
+        table.hsa_ven_amd_loader_executable_iterate_loaded_code_objects(handle, visit, ffi.NULL)
+        == 0
+    )
     assert [a for a, _ in found] == [g.handle for g in device.backend.gpus]
     assert all(size > 0 for _, size in found)
     exe.close()
@@ -286,7 +307,8 @@ def test_concurrent_allocation_stress(device):
         try:
             for i in range(40):
                 buf = device.allocator.allocate_buffer(
-                    BufferParams(type=MemoryType.HOST_LOCAL), 64 + i)
+                    BufferParams(type=MemoryType.HOST_LOCAL), 64 + i
+                )
                 buffer_storage(buf).release()
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)

@@ -42,9 +42,12 @@ class Harness:
 
         self._on_error = on_error
         out = ffi.new("hsa_queue_t**")
-        hsa.check(self.lib.hsa_queue_create(self.gpu.hsa_handle(hsa), 64, 0, on_error,
-                                            ffi.NULL, 0xFFFFFFFF, 0xFFFFFFFF, out),
-                  "hsa_queue_create")
+        hsa.check(
+            self.lib.hsa_queue_create(
+                self.gpu.hsa_handle(hsa), 64, 0, on_error, ffi.NULL, 0xFFFFFFFF, 0xFFFFFFFF, out
+            ),
+            "hsa_queue_create",
+        )
         self.queue = out[0]
         self.amd = ffi.cast("amd_queue_t*", self.queue)
         ring = ffi.buffer(self.queue.base_address, 64 * self.queue.size)
@@ -70,7 +73,7 @@ class Harness:
     def reserve(self):
         index = self.lib.hsa_queue_add_write_index_scacq_screl(self.queue, 1)
         slot = index & (self.queue.size - 1)
-        return index, self.raw[slot * 64:(slot + 1) * 64]
+        return index, self.raw[slot * 64 : (slot + 1) * 64]
 
     def publish(self, index, slot_bytes, header, setup=0):
         # Header and setup go out last as one 32-bit store, then the doorbell.
@@ -103,8 +106,9 @@ def test_barrier_and_waits_for_dependencies(h):
     pkt = slot.view(BARRIER_DTYPE)[0]
     pkt["dep_signal"][0] = dep.handle
     pkt["completion_signal"] = done.handle
-    h.publish(index, slot, make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM,
-                                       FenceScope.SYSTEM))
+    h.publish(
+        index, slot, make_header(PacketType.BARRIER_AND, True, FenceScope.SYSTEM, FenceScope.SYSTEM)
+    )
     assert h.lib.hsa_signal_wait_scacquire(done, SignalCondition.EQ, 0, 1_000_000, 0) == 1
     h.lib.hsa_signal_store_screlease(dep, 0)
     h.wait(done, 0)
@@ -127,8 +131,12 @@ def test_barrier_or_and_barrier_value(h):
     value_pkt["mask"] = 0xFF
     value_pkt["cond"] = SignalCondition.GTE
     value_pkt["completion_signal"] = done.handle
-    h.publish(index2, slot2, make_header(PacketType.VENDOR_SPECIFIC, True, 0, 0),
-              setup=int(AmdFormat.BARRIER_VALUE))
+    h.publish(
+        index2,
+        slot2,
+        make_header(PacketType.VENDOR_SPECIFIC, True, 0, 0),
+        setup=int(AmdFormat.BARRIER_VALUE),
+    )
     h.lib.hsa_signal_store_screlease(b, 0)  # OR satisfied by b
     h.wait(done, 1)
     h.lib.hsa_signal_store_screlease(a, 0x105)  # masked value 5 >= 5
@@ -144,8 +152,12 @@ def _dispatch(h, kernel_object, kernarg, grid, wg, done):
     pkt["kernel_object"] = kernel_object
     pkt["kernarg_address"] = kernarg
     pkt["completion_signal"] = done.handle
-    h.publish(index, slot, make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT,
-                                       FenceScope.SYSTEM), DISPATCH_SETUP_3D)
+    h.publish(
+        index,
+        slot,
+        make_header(PacketType.KERNEL_DISPATCH, True, FenceScope.AGENT, FenceScope.SYSTEM),
+        DISPATCH_SETUP_3D,
+    )
 
 
 def test_kernel_dispatch_runs_host_twin(h):
@@ -176,9 +188,9 @@ def test_implicit_args_reach_the_twin(h):
     raw = h.host(kernarg, layout.kernarg_size, np.uint8)
     raw[:8].view(np.uint64)[0] = out
     raw[8:12].view(np.uint32)[0] = 1000
-    implicit = raw[layout.implicit_args_offset:]
-    implicit[:12].view(np.uint32)[:] = [4, 1, 1]      # block_count
-    implicit[12:18].view(np.uint16)[:] = [32, 1, 1]   # group_size
+    implicit = raw[layout.implicit_args_offset :]
+    implicit[:12].view(np.uint32)[:] = [4, 1, 1]  # block_count
+    implicit[12:18].view(np.uint16)[:] = [32, 1, 1]  # group_size
     done = h.signal(1)
     _dispatch(h, exe.dispatch_info[0][0].kernel_object, kernarg, (128, 1, 1), (32, 1, 1), done)
     h.wait(done, 0)
@@ -189,8 +201,14 @@ def test_missing_twin_goes_through_error_callback(h):
     exe = load_executable(h.hsa, [h.gpu], code_object_path("multi_entry", "gfx1100"))
     del h.lib.host_twins["negate"]
     done = h.signal(1)
-    _dispatch(h, exe.dispatch_info[0][0].kernel_object, h.alloc(h.cpu_pools.kernarg, 64),
-              (1, 1, 1), (1, 1, 1), done)
+    _dispatch(
+        h,
+        exe.dispatch_info[0][0].kernel_object,
+        h.alloc(h.cpu_pools.kernarg, 64),
+        (1, 1, 1),
+        (1, 1, 1),
+        done,
+    )
     assert h.error_event.wait(10)
     assert h.errors == [HsaStatus.ERROR_INVALID_CODE_OBJECT]
     assert h.lib.hsa_signal_load_scacquire(done) == 1  # never completed
@@ -200,16 +218,23 @@ def test_injected_fault_and_memory_fault(soft_hsa):
     h = Harness(soft_hsa)
     exe = load_executable(h.hsa, [h.gpu], code_object_path("workgroup_ids", "gfx1100"))
     soft_hsa.lib.inject_fault(HsaStatus.AMD_ERROR_MEMORY_FAULT)
-    _dispatch(h, exe.dispatch_info[0][0].kernel_object, h.alloc(h.cpu_pools.kernarg, 64),
-              (64, 1, 1), (64, 1, 1), h.signal(1))
+    _dispatch(
+        h,
+        exe.dispatch_info[0][0].kernel_object,
+        h.alloc(h.cpu_pools.kernarg, 64),
+        (64, 1, 1),
+        (64, 1, 1),
+        h.signal(1),
+    )
     assert h.error_event.wait(10) and h.errors == [HsaStatus.AMD_ERROR_MEMORY_FAULT]
     soft_hsa.lib.hsa_queue_destroy(h.queue)
 
     h2 = Harness(soft_hsa)
     kernarg = h2.alloc(h2.cpu_pools.kernarg, 64)
     h2.host(kernarg, 1, np.uint64)[0] = 0x10  # a wild pointer
-    _dispatch(h2, exe.dispatch_info[0][0].kernel_object, kernarg, (64, 1, 1), (64, 1, 1),
-              h2.signal(1))
+    _dispatch(
+        h2, exe.dispatch_info[0][0].kernel_object, kernarg, (64, 1, 1), (64, 1, 1), h2.signal(1)
+    )
     assert h2.error_event.wait(10)
     assert h2.errors == [HsaStatus.AMD_ERROR_MEMORY_APERTURE_VIOLATION]
     soft_hsa.lib.hsa_queue_destroy(h2.queue)
@@ -236,7 +261,6 @@ def test_stress_many_packets_in_order(h):
         pkt["completion_signal"] = done.handle
         h.publish(index, slot, make_header(PacketType.BARRIER_AND, True, 0, 0))
         # Keep at most the ring's size in flight, waiting on the completion count.
-        h.lib.hsa_signal_wait_scacquire(done, SignalCondition.LT, 200 - index + 32,
-                                        TIMEOUT_NS, 0)
+        h.lib.hsa_signal_wait_scacquire(done, SignalCondition.LT, 200 - index + 32, TIMEOUT_NS, 0)
     h.wait(done, 0)
     assert h.amd.read_dispatch_id == 200

@@ -15,15 +15,18 @@ from hypothesis import strategies as st
 from hal_core import IncompatibleError, InvalidArgumentError
 
 
-@pytest.mark.parametrize("text,kind,version,fmt", [
-    ("gfx1100", TargetKind.EXACT, (11, 0, 0), "gfx1100"),
-    ("amdgcn-amd-amdhsa--gfx90a", TargetKind.EXACT, (9, 0, 10), "gfx90a"),
-    ("gfx942:sramecc+:xnack-", TargetKind.EXACT, (9, 4, 2), "gfx942:sramecc+:xnack-"),
-    ("gfx90c", TargetKind.EXACT, (9, 0, 12), "gfx90c"),
-    ("gfx1030", TargetKind.EXACT, (10, 3, 0), "gfx1030"),
-    ("gfx11-generic", TargetKind.GENERIC, (11, None, None), "gfx11-generic"),
-    ("gfx9-4-generic:xnack+", TargetKind.GENERIC, (9, 4, None), "gfx9-4-generic:xnack+"),
-])
+@pytest.mark.parametrize(
+    "text,kind,version,fmt",
+    [
+        ("gfx1100", TargetKind.EXACT, (11, 0, 0), "gfx1100"),
+        ("amdgcn-amd-amdhsa--gfx90a", TargetKind.EXACT, (9, 0, 10), "gfx90a"),
+        ("gfx942:sramecc+:xnack-", TargetKind.EXACT, (9, 4, 2), "gfx942:sramecc+:xnack-"),
+        ("gfx90c", TargetKind.EXACT, (9, 0, 12), "gfx90c"),
+        ("gfx1030", TargetKind.EXACT, (10, 3, 0), "gfx1030"),
+        ("gfx11-generic", TargetKind.GENERIC, (11, None, None), "gfx11-generic"),
+        ("gfx9-4-generic:xnack+", TargetKind.GENERIC, (9, 4, None), "gfx9-4-generic:xnack+"),
+    ],
+)
 def test_parse_and_format(text, kind, version, fmt):
     t = TargetId.parse(text)
     assert t.kind is kind
@@ -32,8 +35,19 @@ def test_parse_and_format(text, kind, version, fmt):
     assert TargetId.parse(t.hsa_isa_name) == t
 
 
-@pytest.mark.parametrize("bad", ["", "gfx", "gfxzz", "sm_80", "gfx1100:foo+", "gfx1100:xnack",
-                                 "gfx1100:xnack+:xnack-", "amdgcn-amd-unknown--gfx1100"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "gfx",
+        "gfxzz",
+        "sm_80",
+        "gfx1100:foo+",
+        "gfx1100:xnack",
+        "gfx1100:xnack+:xnack-",
+        "amdgcn-amd-unknown--gfx1100",
+    ],
+)
 def test_parse_rejects(bad):
     with pytest.raises(InvalidArgumentError):
         TargetId.parse(bad)
@@ -51,15 +65,18 @@ def test_e_flags():
         target_from_e_flags(0x01, 3)
 
 
-@pytest.mark.parametrize("code,agent,ok", [
-    ("gfx1100", "gfx1100", True),
-    ("gfx1100", "gfx1101", False),
-    ("gfx11-generic", "gfx1103", True),
-    ("gfx11-generic", "gfx1030", False),
-    ("gfx9-4-generic", "gfx942:sramecc+:xnack-", True),
-    ("gfx90a:xnack+", "gfx90a:xnack-", False),
-    ("gfx90a", "gfx90a:xnack-", True),
-])
+@pytest.mark.parametrize(
+    "code,agent,ok",
+    [
+        ("gfx1100", "gfx1100", True),
+        ("gfx1100", "gfx1101", False),
+        ("gfx11-generic", "gfx1103", True),
+        ("gfx11-generic", "gfx1030", False),
+        ("gfx9-4-generic", "gfx942:sramecc+:xnack-", True),
+        ("gfx90a:xnack+", "gfx90a:xnack-", False),
+        ("gfx90a", "gfx90a:xnack-", True),
+    ],
+)
 def test_compatibility(code, agent, ok):
     c = TargetId.parse(code)
     a = TargetId.parse(agent)

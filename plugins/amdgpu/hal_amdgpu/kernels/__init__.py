@@ -22,7 +22,7 @@ BUILTIN_SOURCE = "blit"
 
 def available_targets(source: str) -> list[str]:
     prefix = f"{source}--{HSA_ISA_PREFIX}"
-    return sorted(p.name[len(prefix):-len(".hsaco")] for p in KERNEL_DIR.glob(f"{prefix}*.hsaco"))
+    return sorted(p.name[len(prefix) : -len(".hsaco")] for p in KERNEL_DIR.glob(f"{prefix}*.hsaco"))
 
 
 def code_object_path(source: str, isa: str) -> Path:

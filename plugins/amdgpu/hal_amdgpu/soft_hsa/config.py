@@ -34,8 +34,9 @@ class SoftMemoryPoolConfig:
 
 def _cpu_pools() -> tuple[SoftMemoryPoolConfig, ...]:
     return (
-        SoftMemoryPoolConfig(PoolGlobalFlag.FINE_GRAINED | PoolGlobalFlag.KERNARG_INIT,
-                       accessible_by_all=True),
+        SoftMemoryPoolConfig(
+            PoolGlobalFlag.FINE_GRAINED | PoolGlobalFlag.KERNARG_INIT, accessible_by_all=True
+        ),
         SoftMemoryPoolConfig(PoolGlobalFlag.FINE_GRAINED, accessible_by_all=True),
         SoftMemoryPoolConfig(PoolGlobalFlag.COARSE_GRAINED, accessible_by_all=True),
     )
@@ -96,21 +97,26 @@ class SoftSystemConfig:
             )
         if len(isas) > MAX_SOFT_GPUS:
             raise InvalidArgumentError(f"soft HSA supports at most {MAX_SOFT_GPUS} GPUs")
-        agents = [SoftAgentConfig(name="soft-cpu", node=0, wavefront_size=0,
-                                  compute_units=4, pools=_cpu_pools())]
+        agents = [
+            SoftAgentConfig(
+                name="soft-cpu", node=0, wavefront_size=0, compute_units=4, pools=_cpu_pools()
+            )
+        ]
         for index, isa in enumerate(isas):
             target = TargetId.parse(isa)
             wave = 32 if target.major >= 10 else 64
-            agents.append(SoftAgentConfig(
-                name=target.processor,
-                isa=HSA_ISA_PREFIX + target.format(),
-                uuid=f"GPU-{0x50F7A0000000 + index:016x}",
-                node=index + 1,
-                chip_id=0x7440 + (target.major << 4) + (target.minor or 0),
-                compute_units=16,
-                wavefront_size=wave,
-                bdf_id=((0x10 + index) << 8),
-                product_name=f"Soft HSA GPU {index} ({target.processor})",
-                pools=_gpu_pools(),
-            ))
+            agents.append(
+                SoftAgentConfig(
+                    name=target.processor,
+                    isa=HSA_ISA_PREFIX + target.format(),
+                    uuid=f"GPU-{0x50F7A0000000 + index:016x}",
+                    node=index + 1,
+                    chip_id=0x7440 + (target.major << 4) + (target.minor or 0),
+                    compute_units=16,
+                    wavefront_size=wave,
+                    bdf_id=((0x10 + index) << 8),
+                    product_name=f"Soft HSA GPU {index} ({target.processor})",
+                    pools=_gpu_pools(),
+                )
+            )
         return cls(tuple(agents))

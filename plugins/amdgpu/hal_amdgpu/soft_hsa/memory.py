@@ -46,16 +46,29 @@ class SoftMemory:
         self._starts: list[int] = []
         self._by_start: dict[int, SoftAllocation] = {}
 
-    def allocate(self, size: int, alignment: int = 64, *, owner_agent: int = 0, pool: int = 0,
-                 accessible_by_all: bool = False) -> SoftAllocation:
+    def allocate(
+        self,
+        size: int,
+        alignment: int = 64,
+        *,
+        owner_agent: int = 0,
+        pool: int = 0,
+        accessible_by_all: bool = False,
+    ) -> SoftAllocation:
         """Zero-filled memory whose address is ``alignment``-aligned (size 0 gets 1 byte so
         every allocation has a distinct address)."""
         nbytes = max(1, int(size))
         raw = np.zeros(nbytes + alignment, dtype=np.uint8)
         start = (-raw.ctypes.data) % alignment
-        array = raw[start:start + nbytes]
-        alloc = SoftAllocation(int(array.ctypes.data), int(size), array, owner_agent, pool,
-                               accessible_by_all=accessible_by_all)
+        array = raw[start : start + nbytes]
+        alloc = SoftAllocation(
+            int(array.ctypes.data),
+            int(size),
+            array,
+            owner_agent,
+            pool,
+            accessible_by_all=accessible_by_all,
+        )
         if owner_agent:
             alloc.allowed_agents.add(owner_agent)
         self._insert(alloc)
@@ -64,10 +77,13 @@ class SoftMemory:
     def register_host(self, address: int, size: int, agents: set[int]) -> SoftAllocation:
         """Track caller-owned host memory (``hsa_amd_memory_lock``)."""
         # cffi's stubs do not declare its buffer objects as supporting the buffer protocol.
-        array = np.frombuffer(ffi.buffer(ffi.cast("uint8_t*", address), max(1, size)),  # type: ignore[call-overload]
-                              dtype=np.uint8)
-        alloc = SoftAllocation(address, size, array, 0, locked_host=True,
-                               allowed_agents=set(agents))
+        array = np.frombuffer(
+            ffi.buffer(ffi.cast("uint8_t*", address), max(1, size)),  # type: ignore[call-overload]
+            dtype=np.uint8,
+        )
+        alloc = SoftAllocation(
+            address, size, array, 0, locked_host=True, allowed_agents=set(agents)
+        )
         self._insert(alloc)
         return alloc
 
@@ -108,7 +124,7 @@ class SoftMemory:
                 f"{alloc.size} bytes) without being granted access"
             )
         offset = address - alloc.address
-        return alloc.array[offset:offset + size]
+        return alloc.array[offset : offset + size]
 
     def live_count(self) -> int:
         with self._lock:

@@ -78,8 +78,9 @@ class SoftSignals:
             return value < compare
         return value >= compare
 
-    def wait_any(self, handles: list[int], conditions: list[int], compares: list[int],
-                 timeout_ns: int | None) -> tuple[int, int]:
+    def wait_any(
+        self, handles: list[int], conditions: list[int], compares: list[int], timeout_ns: int | None
+    ) -> tuple[int, int]:
         """``(index, value)`` of the first satisfied signal, or ``(-1, value of the
         first)`` at timeout. Blocks on the condition variable."""
         deadline = None if timeout_ns is None else time.monotonic() + timeout_ns / 1e9
