@@ -29,7 +29,7 @@ from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
 from .topology import AgentMemoryEdge, query_edge
 
 if TYPE_CHECKING:
-    from .profiling import AmdgpuProfiling
+    from .profiling_session import AmdgpuProfiling
 
 __all__ = ["AmdgpuDeviceBackend", "QUEUES_PER_GPU", "EXECUTABLE_FORMAT_HSACO"]
 
@@ -200,7 +200,7 @@ class AmdgpuDeviceBackend:
         return profiling_clock(self.hsa)
 
     def profiling_begin(self, session: Any) -> None:
-        from .profiling import AmdgpuProfiling
+        from .profiling_session import AmdgpuProfiling
 
         profiling = AmdgpuProfiling(self, session)
         profiling.begin()
