@@ -8,7 +8,6 @@ turns them into blocks. ``block_program`` describes the whole build.
 from __future__ import annotations
 
 import operator
-import struct
 from typing import Any, Callable, Protocol, Sequence
 
 import attrs
@@ -35,8 +34,6 @@ from hal_core.backend import (
 
 from .aql_packets import (
     DISPATCH_SETUP_3D,
-    INVALID_HEADER_WORD,
-    KERNEL_DISPATCH_DTYPE,
     FenceScope,
     PacketType,
     header_setup_word,
@@ -46,12 +43,12 @@ from .block_format import COMMAND_DTYPE, BindingSourceFlags, CommandFlags, Kerna
 from .kernarg_ring import KERNARG_BLOCK_SIZE
 from .kernel_descriptors import (
     _HIDDEN_FILL,
-    _NO_IMPLICIT,
     _PACK_IMAGE,
     BuiltinKernels,
     KernelDescriptor,
     _kernarg_image,
 )
+from .launch_rows import _command_row, _packet_row
 
 __all__ = [
     "ProgramContext",
@@ -622,10 +619,6 @@ def _is_user_resource(obj: Any) -> bool:
 
 
 # COMMAND_DTYPE and KERNEL_DISPATCH_DTYPE as struct layouts (padding packs as zeros).
-_COMMAND_ROW = struct.Struct("<BBHIBBBxIIHHIIIHHQ3I3HHIIII12x")
-_PACKET_ROW = struct.Struct("<HH3HH3IIIQQQQ")
-assert _COMMAND_ROW.size == COMMAND_DTYPE.itemsize
-assert _PACKET_ROW.size == KERNEL_DISPATCH_DTYPE.itemsize
 _SHAPE_OF = operator.attrgetter("shape")
 _IMAGE_OF = operator.attrgetter("image")
 _INDIRECT_OF = operator.attrgetter("indirect")
@@ -633,102 +626,3 @@ _STRATEGY_OF = operator.attrgetter("strategy")
 _SOURCES_OF = operator.attrgetter("sources")
 _COMMAND_ROW_OF = operator.attrgetter("command_row")
 _PACKET_ROW_OF = operator.attrgetter("packet_row")
-
-
-def _command_row(shape: _Shape) -> bytes:
-    """A command record with the per-packet fields and the per-proto ones (strategy,
-    source count, kernarg length) zero."""
-    desc = shape.desc
-    binding_count = desc.binding_count if shape.opcode == Opcode.DISPATCH else 0
-    try:
-        return _COMMAND_ROW.pack(
-            shape.opcode,
-            0,
-            _COMMAND_QWORDS,
-            0,
-            0,
-            shape.dispatch_flags,
-            1,
-            0,
-            0,
-            binding_count,
-            0,
-            0,
-            0,
-            0,
-            _NO_IMPLICIT,
-            DISPATCH_SETUP_3D,
-            desc.kernel_object,
-            *shape.grid,
-            *shape.wg,
-            0,
-            shape.private,
-            shape.group,
-            shape.executable_id,
-            0,
-        )
-    except struct.error:
-        # A value outside its field: the structured store says so as it always has.
-        record = np.zeros(1, COMMAND_DTYPE)
-        record[0] = (
-            shape.opcode,
-            0,
-            _COMMAND_QWORDS,
-            0,
-            0,
-            shape.dispatch_flags,
-            1,
-            0,
-            0,
-            binding_count,
-            0,
-            0,
-            0,
-            0,
-            _NO_IMPLICIT,
-            DISPATCH_SETUP_3D,
-            desc.kernel_object,
-            shape.grid,
-            shape.wg,
-            0,
-            shape.private,
-            shape.group,
-            shape.executable_id,
-            0,
-        )
-        return record.tobytes()
-
-
-def _packet_row(shape: _Shape) -> bytes:
-    """The packet body template: the header word stays INVALID until replay commits it;
-    kernarg address and completion signal are per program / per submission."""
-    try:
-        return _PACKET_ROW.pack(
-            INVALID_HEADER_WORD,
-            0,
-            *shape.wg,
-            0,
-            *shape.grid,
-            shape.private,
-            shape.group,
-            shape.desc.kernel_object,
-            0,
-            0,
-            0,
-        )
-    except struct.error:
-        packet = np.zeros(1, KERNEL_DISPATCH_DTYPE)
-        packet[0] = (
-            INVALID_HEADER_WORD,
-            0,
-            shape.wg,
-            0,
-            shape.grid,
-            shape.private,
-            shape.group,
-            shape.desc.kernel_object,
-            0,
-            0,
-            0,
-        )
-        return packet.tobytes()
