@@ -166,7 +166,7 @@ class Device(DeviceCommands):
     def create_semaphore(self, initial_value: int = 0, *, flags: int = 0) -> Semaphore:
         """A timeline semaphore starting at ``initial_value``."""
         self._check_open()
-        return Semaphore(initial_value, device=self, flags=flags)
+        return Semaphore(initial_value, device=self, flags=flags, _token=INTERNAL)
 
     def import_file(self, source: Any, access: MemoryAccess = MemoryAccess.READ) -> File:
         """A file over host memory (a buffer-protocol object, used without copying) or an

@@ -29,9 +29,10 @@ import itertools
 import operator
 import threading
 from heapq import heapify, heappop, heappush
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, final
 
 from ._callback_errors import report_callback_error
+from ._construction import require_internal, sealed
 from ._status import (
     DeadlineExceededError,
     HalError,
@@ -122,11 +123,14 @@ def run_on_trampoline(fn: Callable[[Any, Any], None], arg: Any) -> None:
 # --------------------------------------------------------------------------- semaphore
 
 
+@final
+@sealed
 class Semaphore:
     """A timeline semaphore: a payload in ``0..MAX_VALUE`` (2**31 - 2, IREE's
     Vulkan-compatible bound) that only increases, or a sticky failure.
 
-    Created by ``Device.create_semaphore``. Thread-safe. ``wait`` blocks the calling
+    Created by ``Device.create_semaphore`` (the constructor is internal: it takes
+    ``_token=INTERNAL``, see ``_construction``); final, with fixed state. Thread-safe. ``wait`` blocks the calling
     thread (never while holding internal locks); everything else is non-blocking.
     Payloads are Python ints or integer-likes (numpy integers, anything with
     ``__index__``; not bool); anything else, or a value out of range, is INVALID_ARGUMENT.
@@ -152,7 +156,10 @@ class Semaphore:
         device: Any = None,
         queue_affinity: int = (1 << 64) - 1,
         flags: int = 0,
+        _token: object = None,
     ) -> None:
+        """Internal: ``Device.create_semaphore`` passes ``_token=INTERNAL``."""
+        require_internal(_token, "Semaphore", "Device.create_semaphore(initial_value)")
         if initial_value.__class__ is not int:
             initial_value = as_payload(initial_value, "initial")
         if not 0 <= initial_value <= MAX_VALUE:

@@ -23,7 +23,7 @@ def test_close_fails_waiting_work_with_cancelled_and_never_hangs(uri):
     # The gate may still be signalled by its owner; nothing runs on the closed device.
     gate.signal(1)
     with pytest.raises(hal.FailedPreconditionError, match="closed"):
-        device.queue_barrier(ANY, [], [(hal.Semaphore(), 1)])
+        device.queue_barrier(ANY, [], [(gate, 2)])
     device.close()  # idempotent
 
 

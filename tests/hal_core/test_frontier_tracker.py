@@ -14,6 +14,7 @@ from hal_core import (
     NotFoundError,
     ResourceExhaustedError,
 )
+from hal_core._construction import INTERNAL
 from hal_core.backend import Frontier, FrontierTracker
 
 
@@ -118,7 +119,7 @@ def test_retire_axis_cancels_and_close_cancels_pending():
 
 
 def test_bridge_semaphore_follows_axis():
-    sem = hal_core.Semaphore(0)
+    sem = hal_core.Semaphore(0, _token=INTERNAL)  # a bridge needs no device
     t = FrontierTracker()
     t.register_axis(1, bridge_semaphore=sem)
     t.advance(1, 3)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import hal_core as hal
-from hal_core import HostCallFlags, Semaphore, StatusCode
+from hal_core import HostCallFlags, StatusCode
+from hal_core._construction import INTERNAL
 from hal_core.backend import (
     dispatch_callbacks,
     host_call_error,
@@ -19,6 +20,13 @@ from hal_core.backend import (
     report_callback_error,
     run_host_call,
 )
+
+
+def Semaphore(initial_value: int = 0) -> hal.Semaphore:
+    """A semaphore of no device (the constructor is internal; tests of the semaphore
+    itself need no device)."""
+    return hal.Semaphore(initial_value, _token=INTERNAL)
+
 
 ANY = hal.QueueAffinity.ANY
 TIMEOUT = 30

@@ -10,7 +10,15 @@ import pytest
 
 import hal_core as hal
 import hal_core.backend as hal_backend
-from hal_core import MAX_VALUE, Semaphore, StatusCode
+from hal_core import MAX_VALUE, StatusCode
+from hal_core._construction import INTERNAL
+
+
+def Semaphore(initial_value: int = 0) -> hal.Semaphore:
+    """A semaphore of no device (the constructor is internal; tests of the semaphore
+    itself need no device)."""
+    return hal.Semaphore(initial_value, _token=INTERNAL)
+
 
 BAD_PAYLOADS = [1.0, "1", None, b"1", [1], True, object(), np.float64(2.0)]
 
