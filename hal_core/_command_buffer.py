@@ -11,12 +11,15 @@ thread entering a recording method while another is inside one raises
 FAILED_PRECONDITION (a conflict detector, not a lock). Once ended, a command buffer is
 immutable and may be submitted from any thread.
 
-Command tuple layouts (``CMD_*`` is element 0; refs are ``BufferRef``):
+Command tuple layouts (``COMMAND_LAYOUTS`` names every field). One rule: a command tuple
+is ``(kind, target, source, ...)`` -- element 1 is the range the command writes and element
+2 what it writes there; commands without a single target (dispatch, barriers, debug groups)
+follow the kind with their arguments in call order. Refs are ``BufferRef``:
 
 * ``(CMD_BARRIER,)``
 * ``(CMD_FILL, target_ref, pattern_bytes)``
-* ``(CMD_UPDATE, data_bytes, target_ref)`` (host bytes copied at record time)
-* ``(CMD_COPY, source_ref, target_ref)``
+* ``(CMD_UPDATE, target_ref, data_bytes)`` (host bytes copied at record time)
+* ``(CMD_COPY, target_ref, source_ref)``
 * ``(CMD_DISPATCH, executable, function_ordinal, config, constants_bytes, bindings, flags)``
   where ``bindings`` is a tuple of ``BufferRef`` or ``Buffer`` (a whole buffer)
 * ``(CMD_DEBUG_BEGIN, label)`` / ``(CMD_DEBUG_END,)``
@@ -25,12 +28,18 @@ Command tuple layouts (``CMD_*`` is element 0; refs are ``BufferRef``):
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import attrs
 import numpy as np
 
 from ._buffer import Buffer
+from ._buffer_ref import (
+    BindingTable,
+    BufferBinding,
+    BufferRef,
+    as_buffer_ref,
+)
 from ._memory import WHOLE_BUFFER, QueueAffinity
 from ._queue_checks import check_known_flags, fill_pattern_bytes
 from ._ranges import as_flags, as_index
@@ -59,6 +68,18 @@ CMD_COPY = 3
 CMD_DISPATCH = 4
 CMD_DEBUG_BEGIN = 5
 CMD_DEBUG_END = 6
+
+COMMAND_LAYOUTS: dict[int, tuple[str, ...]] = {
+    CMD_BARRIER: ("kind",),
+    CMD_FILL: ("kind", "target", "pattern"),
+    CMD_UPDATE: ("kind", "target", "data"),
+    CMD_COPY: ("kind", "target", "source"),
+    CMD_DISPATCH: ("kind", "executable", "function", "config", "constants", "bindings", "flags"),
+    CMD_DEBUG_BEGIN: ("kind", "label"),
+    CMD_DEBUG_END: ("kind",),
+}
+"""The field names of every command tuple, by kind (element 0): what a backend's
+``finalize_command_buffer`` reads at each index."""
 
 _NEW = 0
 _RECORDING = 1
@@ -101,153 +122,6 @@ class DispatchFlags(enum.IntFlag):
 class ExecuteFlags(enum.IntFlag):
     NONE = 0
     BORROW_BINDING_TABLE_LIFETIME = 1 << 0
-
-
-def _u64(value: Any, name: str) -> int:
-    """The value as a plain int in 0..2**64-1 (numpy integers normalised),
-    INVALID_ARGUMENT otherwise."""
-    if value.__class__ is not int:
-        value = as_index(value, name)
-    if value < 0 or value > WHOLE_BUFFER:
-        raise InvalidArgumentError(f"{name} must be an int in 0..2**64-1, got {value!r}")
-    return value
-
-
-def _offset(value: Any) -> int:
-    """attrs converter of ``offset`` fields."""
-    return value if value.__class__ is int and 0 <= value <= WHOLE_BUFFER else _u64(value, "offset")
-
-
-def _length(value: Any) -> int:
-    """attrs converter of ``length`` fields."""
-    return value if value.__class__ is int and 0 <= value <= WHOLE_BUFFER else _u64(value, "length")
-
-
-def _slot(value: Any) -> int:
-    if value.__class__ is not int:
-        value = as_index(value, "binding-table slot")
-    if not 0 <= value < (1 << 24):
-        raise InvalidArgumentError(
-            f"binding-table slot must be an int in 0..{(1 << 24) - 1}, got {value!r}"
-        )
-    return value
-
-
-@attrs.frozen(slots=True)
-class BufferRef:
-    """A range of a buffer used by a command.
-
-    Direct: ``BufferRef(buffer, offset, length)`` names the buffer now. Indirect:
-    ``BufferRef.indirect(slot, offset, length)`` names a binding-table slot resolved at
-    submit; its range composes with the binding's (``binding.offset + offset``, clamped by
-    the binding's length). ``length`` WHOLE_BUFFER means "to the end".
-    """
-
-    buffer: Buffer | None
-    offset: int = attrs.field(default=0, converter=_offset)
-    length: int = attrs.field(default=WHOLE_BUFFER, converter=_length)
-    slot: int = attrs.field(default=0, converter=_slot)
-
-    @classmethod
-    def indirect(cls, slot: int, offset: int = 0, length: int = WHOLE_BUFFER) -> "BufferRef":
-        return cls(None, offset, length, slot)
-
-    @property
-    def is_indirect(self) -> bool:
-        return self.buffer is None
-
-    def resolved_length(self) -> int:
-        """The length of a direct reference, WHOLE_BUFFER resolved."""
-        if self.length == WHOLE_BUFFER:
-            # Called for direct references only (``buffer`` set), which mypy cannot see.
-            return self.buffer.byte_length - self.offset  # type: ignore[union-attr]
-        return self.length
-
-
-@attrs.frozen(slots=True)
-class BufferBinding:
-    """One binding-table entry: a buffer range bound to a slot at submit."""
-
-    buffer: Buffer | None
-    offset: int = attrs.field(default=0, converter=_offset)
-    length: int = attrs.field(default=WHOLE_BUFFER, converter=_length)
-
-
-class BindingTable:
-    """The buffers indirect references resolve against, copied at ``queue_execute``.
-
-    Built from a sequence whose items are ``BufferBinding``, ``Buffer`` (whole buffer),
-    ``(buffer, offset, length)`` tuples or None (an unused slot). Immutable once built.
-    """
-
-    __slots__ = ("bindings",)
-
-    def __init__(self, bindings: Iterable[Any] = ()) -> None:
-        out = []
-        for i, item in enumerate(bindings):
-            if item is None or item.__class__ is BufferBinding:
-                out.append(item)
-            elif isinstance(item, Buffer):
-                out.append(BufferBinding(item))
-            elif isinstance(item, tuple) and 1 <= len(item) <= 3:
-                out.append(BufferBinding(*item))
-            else:
-                raise InvalidArgumentError(
-                    f"binding table entry {i} is a {type(item).__name__}; expected a "
-                    "BufferBinding, a Buffer, a (buffer, offset, length) tuple or None"
-                )
-            if out[-1] is not None and not isinstance(out[-1].buffer, (Buffer, type(None))):
-                raise InvalidArgumentError(
-                    f"binding table entry {i} holds a {type(out[-1].buffer).__name__}, "
-                    "expected a Buffer"
-                )
-        self.bindings: tuple[BufferBinding | None, ...] = tuple(out)
-
-    def __len__(self) -> int:
-        return len(self.bindings)
-
-    def __getitem__(self, i: int) -> BufferBinding | None:
-        return self.bindings[i]
-
-    def resolve(self, ref: BufferRef) -> tuple[Buffer, int, int]:
-        """``(buffer, offset, length)`` of an indirect ``ref`` in this table, ranges
-        composed as IREE does. OUT_OF_RANGE for a slot past the table or a range past the
-        binding; INVALID_ARGUMENT for an empty slot."""
-        if ref.buffer is not None:
-            return ref.buffer, ref.offset, ref.resolved_length()
-        slot = ref.slot
-        if slot >= len(self.bindings):
-            raise OutOfRangeError(
-                f"binding-table slot {slot} is past the table of {len(self.bindings)} entries"
-            )
-        binding = self.bindings[slot]
-        if binding is None or binding.buffer is None:
-            raise InvalidArgumentError(f"binding-table slot {slot} holds no buffer")
-        return compose_range(binding, ref.offset, ref.length, slot)
-
-
-def compose_range(
-    binding: BufferBinding, offset: int, length: int, slot: int
-) -> tuple[Buffer, int, int]:
-    """Compose a reference range with its binding's range; OUT_OF_RANGE past either."""
-    buffer = binding.buffer
-    assert buffer is not None  # callers check for empty slots first
-    blen = binding.length
-    if blen == WHOLE_BUFFER:
-        blen = buffer.byte_length - binding.offset
-    if binding.offset + blen > buffer.byte_length or blen < 0:
-        raise OutOfRangeError(
-            f"binding-table slot {slot} range [{binding.offset}, {binding.offset + blen}) "
-            f"exceeds its buffer of {buffer.byte_length} bytes"
-        )
-    if length == WHOLE_BUFFER:
-        length = blen - offset
-    if offset > blen or offset + length > blen:
-        raise OutOfRangeError(
-            f"reference [{offset}, {offset + length}) exceeds binding-table slot {slot}, "
-            f"which binds {blen} bytes; shrink the reference or bind a larger range"
-        )
-    return buffer, binding.offset + offset, length
 
 
 def _u32x3(value: Any, name: str) -> tuple[int, int, int]:
@@ -299,17 +173,6 @@ class DispatchConfig:
         if isinstance(ref, Buffer):
             ref = BufferRef(ref, offset, 12)
         return cls((0, 0, 0), ref)
-
-
-def as_buffer_ref(value: Any, what: str) -> BufferRef:
-    """A ``BufferRef`` from a ref or a whole ``Buffer``; INVALID_ARGUMENT otherwise."""
-    if value.__class__ is BufferRef:
-        return value
-    if isinstance(value, Buffer):
-        return BufferRef(value)
-    raise InvalidArgumentError(
-        f"{what} must be a Buffer or a BufferRef, got {type(value).__name__}"
-    )
 
 
 class CommandBuffer:
@@ -539,7 +402,7 @@ class CommandBuffer:
             if v is not None:
                 v.validate_update(self, ref, length)
             data = bytes(src[source_offset : source_offset + length])
-            self.commands.append((CMD_UPDATE, data, ref))
+            self.commands.append((CMD_UPDATE, ref, data))
         finally:
             self._busy = False
 
@@ -563,7 +426,7 @@ class CommandBuffer:
             v = self._validation
             if v is not None:
                 v.validate_copy(self, src, dst)
-            self.commands.append((CMD_COPY, src, dst))
+            self.commands.append((CMD_COPY, dst, src))
         finally:
             self._busy = False
 
@@ -679,10 +542,8 @@ def _refs_of(cmd: tuple) -> tuple:
         if cfg.workgroup_count_ref is not None:
             return cmd[5] + (cfg.workgroup_count_ref,)
         return cmd[5]
-    if op == CMD_FILL:
+    if op == CMD_FILL or op == CMD_UPDATE:
         return (cmd[1],)
-    if op == CMD_UPDATE:
-        return (cmd[2],)
     if op == CMD_COPY:
         return (cmd[1], cmd[2])
     return ()

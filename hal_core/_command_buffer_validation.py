@@ -21,16 +21,13 @@ from __future__ import annotations
 from typing import Any
 
 from ._buffer import Buffer, resolve_range
+from ._buffer_ref import MAX_RANGE_END, BufferBinding, BufferRef, as_buffer_ref, bound_range
 from ._command_buffer import (
     MAX_UPDATE_SIZE,
-    BufferBinding,
-    BufferRef,
     CommandBuffer,
     CommandCategory,
     DispatchConfig,
     DispatchFlags,
-    as_buffer_ref,
-    compose_range,
 )
 from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, MemoryType
 from ._queue_checks import check_owner
@@ -254,6 +251,13 @@ class ValidationState:
                 end = ref.offset + ref.length
             else:
                 end = ref.offset
+            if end > MAX_RANGE_END:
+                # No buffer can be this large: refuse now, as a direct reference would be,
+                # rather than let a backend's 64-bit program tables overflow at end().
+                raise OutOfRangeError(
+                    f"{what} range [{ref.offset}, {end}) of binding-table slot {slot} "
+                    f"reaches past byte {MAX_RANGE_END}, beyond any buffer"
+                )
             if end > req.max_byte_end:
                 req.max_byte_end = end
             if alignment > req.min_alignment:
@@ -398,7 +402,7 @@ def validate_submission(cb: CommandBuffer, table: tuple) -> None:
             )
         buffer = binding.buffer
         check_buffer(buffer, req.usage, req.access, f"binding-table slot {slot}")
-        _buffer, offset, length = compose_range(binding, 0, WHOLE_BUFFER, slot)
+        _buffer, offset, length = bound_range(table, slot)
         if req.max_byte_end > length:
             raise OutOfRangeError(
                 f"binding-table slot {slot} binds {length} bytes but the recording uses "

@@ -42,6 +42,7 @@ from ._buffer import (
     decommit_buffer,
     resolve_range,
 )
+from ._buffer_ref import MAX_RANGE_END, bound_range, resolve_binding
 from ._callback_errors import report_callback_error
 from ._command_buffer import (
     CMD_BARRIER,
@@ -51,6 +52,7 @@ from ._command_buffer import (
     CMD_DISPATCH,
     CMD_FILL,
     CMD_UPDATE,
+    COMMAND_LAYOUTS,
     refs_of,
 )
 from ._completion import buffer_root, fail_all, op_error, signal_all, wait_reached
@@ -151,6 +153,7 @@ __all__ = [
     "CMD_DISPATCH",
     "CMD_FILL",
     "CMD_UPDATE",
+    "COMMAND_LAYOUTS",
     "AllocaState",
     "AllocatorBackend",
     "CommandBufferSupport",
@@ -172,6 +175,9 @@ __all__ = [
     "FunctionParameter",
     "default_parameters",
     "refs_of",
+    "MAX_RANGE_END",
+    "bound_range",
+    "resolve_binding",
     "DeviceBackend",
     "DriverBackend",
     "DriverFactory",

@@ -435,6 +435,46 @@ def test_unvalidated_errors_fail_semaphores(cts):
     assert cts.read_bytes(target) == b"\x02" * 16
 
 
+@pytest.mark.parametrize(
+    "offset, length",
+    [(1 << 63, 4), (4, 1 << 63), ((1 << 64) - 8, 4)],
+    ids=["offset", "length", "wrap"],
+)
+@pytest.mark.parametrize(
+    "mode", [0, CommandBufferMode.UNVALIDATED], ids=["validated", "unvalidated"]
+)
+def test_indirect_range_past_any_buffer(cts, offset, length, mode):
+    """An indirect reference reaching past byte 2**63-1 fits no buffer: OUT_OF_RANGE at
+    record time as for a direct one (validated), and never an escaped OverflowError from
+    a backend's 64-bit program tables (unvalidated: at end() or at execution)."""
+    if not cts.has_tag("indirect"):
+        pytest.skip("needs the indirect tag")
+    target = cts.buffer(16)
+    ref = BufferRef.indirect(0, offset, length)
+    cb = _new(cts, mode, capacity=1)
+    cb.begin()
+    if not mode:
+        with pytest.raises(hal.OutOfRangeError, match="beyond any buffer"):
+            cb.fill_buffer(ref, b"\x01")
+        with pytest.raises(hal.OutOfRangeError, match="beyond any buffer"):
+            cb.copy_buffer(ref, BufferRef(target, 0, 4))
+        with pytest.raises(hal.OutOfRangeError):  # the host bytes or the slot range
+            cb.update_buffer(bytes(4), 0, ref)
+        cb.end()  # the refused commands left the recording usable
+        return
+    cb.fill_buffer(ref, b"\x01")
+    try:
+        cb.end()
+    except hal.OutOfRangeError:
+        pass  # refused when the backend built its replay form
+    else:
+        sem = cts.semaphore()
+        cts.device.queue_execute(ANY, (), [(sem, 1)], cb, [target])
+        with pytest.raises(hal.OutOfRangeError):
+            sem.wait(1, TIMEOUT)
+    assert cts.read_bytes(target) == bytes(16)
+
+
 # -- stress ---------------------------------------------------------------------------------
 
 

@@ -23,7 +23,8 @@ from hal_core import (
     DispatchConfig,
     QueueAffinity,
 )
-from hal_core._command_buffer import compose_range, constants_bytes
+from hal_core._command_buffer import constants_bytes
+from hal_core.backend import bound_range, resolve_binding
 
 ANY = QueueAffinity.ANY
 TIMEOUT = 20.0
@@ -85,7 +86,7 @@ def test_binding_table_entries(device):
     roff=st.integers(0, 80),
     rlen=st.one_of(st.just(WHOLE_BUFFER), st.integers(0, 80)),
 )
-def test_compose_range_matches_model(device, size, boff, blen, roff, rlen):
+def test_resolve_binding_matches_model(device, size, boff, blen, roff, rlen):
     """Composition equals the model: slice the buffer by the binding, then by the ref."""
     b = _buf(device, size)
     model_blen = size - boff if blen == WHOLE_BUFFER else blen
@@ -94,12 +95,30 @@ def test_compose_range_matches_model(device, size, boff, blen, roff, rlen):
     ok_ref = (
         ok_binding and roff <= model_blen and 0 <= model_rlen and roff + model_rlen <= model_blen
     )
+    table = (BufferBinding(b, boff, blen),)
+    ref = BufferRef.indirect(0, roff, rlen)
     if not ok_ref:
         with pytest.raises(hal.OutOfRangeError):
-            compose_range(BufferBinding(b, boff, blen), roff, rlen, 0)
+            resolve_binding(ref, table)
         return
-    buffer, off, length = compose_range(BufferBinding(b, boff, blen), roff, rlen, 0)
+    buffer, off, length = resolve_binding(ref, table)
     assert buffer is b and off == boff + roff and length == model_rlen
+    assert bound_range(table, 0) == (b, boff, model_blen)
+    # The same range named directly on the bound slice's buffer resolves alike.
+    assert resolve_binding(BufferRef(b, boff + roff, length)) == (b, boff + roff, length)
+
+
+def test_resolve_binding_refuses_bad_slots(device):
+    b = _buf(device, 16)
+    with pytest.raises(hal.OutOfRangeError, match="past the table of 1 entries"):
+        resolve_binding(BufferRef.indirect(1), (BufferBinding(b),))
+    with pytest.raises(hal.InvalidArgumentError, match="holds no buffer"):
+        resolve_binding(BufferRef.indirect(0), (None,))
+    with pytest.raises(hal.OutOfRangeError, match="exceeds its buffer"):
+        resolve_binding(BufferRef(b, 8, 16))
+    with pytest.raises(hal.InvalidArgumentError, match="expected a Buffer or BufferRef"):
+        resolve_binding(b"bytes", ())  # type: ignore[arg-type]
+    assert resolve_binding(b) == (b, 0, 16)
 
 
 def test_dispatch_config_validation(device):

@@ -12,14 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hal_core import (
-    WHOLE_BUFFER,
-    BufferBinding,
-    BufferRef,
-    OutOfRangeError,
-    QueueOpKind,
-    UnimplementedError,
-)
+from hal_core import QueueOpKind, UnimplementedError
 from hal_core.backend import (
     CMD_COPY,
     CMD_DISPATCH,
@@ -29,6 +22,7 @@ from hal_core.backend import (
     buffer_host_bytes,
     commit_buffer,
     decommit_buffer,
+    resolve_binding,
 )
 
 from .allocator import allocate_storage
@@ -98,38 +92,24 @@ def run_barrier(op: QueueOp) -> None:
 
 
 def _view(ref: Any, table: tuple) -> np.ndarray:
-    """The bytes a command's buffer reference names: a direct ``BufferRef``, or an
-    indirect one composed with its binding-table slot."""
-    if ref.__class__ is not BufferRef:  # a whole Buffer
-        return buffer_host_bytes(ref)
-    if ref.buffer is not None:
-        return buffer_host_bytes(ref.buffer, ref.offset, ref.resolved_length())
-    binding: BufferBinding | None = table[ref.slot] if ref.slot < len(table) else None
-    if binding is None or binding.buffer is None:
-        raise OutOfRangeError(f"binding-table slot {ref.slot} is empty")
-    buffer = binding.buffer
-    bound = binding.length
-    if bound == WHOLE_BUFFER:
-        bound = buffer.byte_length - binding.offset
-    length = bound - ref.offset if ref.length == WHOLE_BUFFER else ref.length
-    if ref.offset + length > bound or binding.offset + bound > buffer.byte_length:
-        raise OutOfRangeError(
-            f"binding-table slot {ref.slot}: range [{ref.offset}, {ref.offset + length}) "
-            f"does not fit the {bound} bytes bound"
-        )
-    return buffer_host_bytes(buffer, binding.offset + ref.offset, length)
+    """The bytes a command's buffer reference names: a whole ``Buffer``, a direct
+    ``BufferRef``, or an indirect one composed with its binding-table slot
+    (``resolve_binding`` checks every range and slot)."""
+    buffer, offset, length = resolve_binding(ref, table)
+    return buffer_host_bytes(buffer, offset, length)
 
 
 def run_execute(op: QueueOp) -> None:
     table = op.bindings or ()
     for cmd in op.program:
         code = cmd[0]
+        # Every transfer is (kind, target ref, source): the pattern, host bytes or ref.
         if code == CMD_FILL:
             fill(_view(cmd[1], table), cmd[2])
         elif code == CMD_UPDATE:
-            _view(cmd[2], table)[:] = np.frombuffer(cmd[1], np.uint8)
+            _view(cmd[1], table)[:] = np.frombuffer(cmd[2], np.uint8)
         elif code == CMD_COPY:
-            _view(cmd[2], table)[:] = _view(cmd[1], table)
+            _view(cmd[1], table)[:] = _view(cmd[2], table)
         elif code == CMD_DISPATCH:
             # Unreachable through the public API (this driver prepares no executables),
             # but a recording is data: say so rather than skip the command.

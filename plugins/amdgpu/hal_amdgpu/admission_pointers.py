@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from hal_core import WHOLE_BUFFER, InvalidArgumentError, OutOfRangeError
-from hal_core.backend import buffer_storage
+from hal_core import OutOfRangeError
+from hal_core.backend import bound_range, buffer_storage
 
 from .block_format import BindingSourceFlags
 
@@ -28,17 +28,8 @@ def binding_pointers(table: tuple, extents: dict) -> np.ndarray:
     an UNVALIDATED recording skipped; failures fail the submission at execution)."""
     n = len(table)
     for slot, extent in extents.items():
-        if slot >= n:
-            raise OutOfRangeError(
-                f"the command buffer uses binding-table slot {slot} but the table has {n} entries"
-            )
-        binding = table[slot]
-        if binding is None or binding.buffer is None:
-            raise InvalidArgumentError(f"binding-table slot {slot} holds no buffer")
-        length = binding.length
-        if length == WHOLE_BUFFER:
-            length = binding.buffer.byte_length - binding.offset
-        if extent > length or binding.offset + length > binding.buffer.byte_length:
+        _buffer, _offset, length = bound_range(table, slot)
+        if extent > length:
             raise OutOfRangeError(
                 f"the command buffer reaches byte {extent} of binding-table slot {slot}, "
                 f"which binds {length} bytes"

@@ -358,14 +358,14 @@ class _FactsBuilder:
         )
 
     def _copy(self, cmd: tuple) -> _Rec:
-        s_ref, d_ref = cmd[1], cmd[2]
+        d_ref, s_ref = cmd[1], cmd[2]
         length = _ref_length(s_ref)
         width = 4 if (length % 4 == 0 and s_ref.offset % 4 == 0 and d_ref.offset % 4 == 0) else 1
         srcs = [self._pointer_source(s_ref, 0, length), self._pointer_source(d_ref, 1, length)]
         return self._blit(Opcode.COPY, "copy", width, length // width, srcs, [length // width])
 
     def _update(self, cmd: tuple) -> _Rec:
-        data, ref = cmd[1], cmd[2]
+        ref, data = cmd[1], cmd[2]
         length = len(data)
         srcs = [(_SELF, 0, 0, 0), self._pointer_source(ref, 1, length)]
         return self._blit(Opcode.UPDATE, "copy", 1, length, srcs, [length], payload=bytes(data))

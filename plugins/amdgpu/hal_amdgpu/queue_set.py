@@ -269,7 +269,7 @@ class HostQueueSet:
             staging = self._staging_buffer(op.length)
             buffer_host_bytes(staging)[:] = op.payload
             ref = BufferRef(op.target, op.target_offset, op.length)
-            sub.program = self._one_shot((CMD_COPY, BufferRef(staging, 0, op.length), ref), queue)
+            sub.program = self._one_shot((CMD_COPY, ref, BufferRef(staging, 0, op.length)), queue)
             sub.resources = [op.retained, staging]
         elif op.length:
             sub.blit = True  # small ones ride inside the blit's kernargs

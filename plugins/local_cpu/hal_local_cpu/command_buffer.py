@@ -48,6 +48,7 @@ from hal_core.backend import (
     CMD_DISPATCH,
     CMD_FILL,
     CMD_UPDATE,
+    MAX_RANGE_END,
     buffer_root,
     buffer_storage,
 )
@@ -138,10 +139,17 @@ def finalize(
     """Build the replay form of ``commands`` (see the module docstring).
 
     INVALID_ARGUMENT for malformed commands an UNVALIDATED recording let through;
-    OUT_OF_RANGE for a slot past ``binding_capacity``.
+    OUT_OF_RANGE for a slot past ``binding_capacity`` or an offset or length that no
+    record can hold (past ``MAX_RANGE_END``: no buffer is that large).
     """
     try:
         return _finalize(commands, mode, binding_capacity, parallel)
+    except OverflowError:
+        # Records are int64: an UNVALIDATED recording may carry a range validation refuses.
+        raise OutOfRangeError(
+            f"a command's offset or length reaches past byte {MAX_RANGE_END}, beyond any "
+            "buffer; record without UNVALIDATED to find which call passed it"
+        ) from None
     except (AttributeError, TypeError, IndexError, KeyError) as exc:
         raise InvalidArgumentError(
             f"the command buffer holds a malformed command ({type(exc).__name__}: {exc}); "
@@ -361,14 +369,14 @@ class _ProgramBuilder:
         self._transfer((OP_FILL, base, ref.offset, _ref_len(ref), pattern, len(data)) + _ZEROS10)
 
     def copy(self, cmd: tuple) -> None:
-        src, dst = cmd[1], cmd[2]
+        dst, src = cmd[1], cmd[2]
         sbase = self.base_of(src)
         soff = src.offset
         dbase = self.base_of(dst)
         self._transfer((OP_COPY, sbase, soff, dbase, dst.offset, _ref_len(src)) + _ZEROS10)
 
     def update(self, cmd: tuple) -> None:
-        data, ref = cmd[1], cmd[2]
+        ref, data = cmd[1], cmd[2]
         self.update_templates.append(len(self.templates))
         self.update_chunks.append(data)
         base = self.base_of(ref)

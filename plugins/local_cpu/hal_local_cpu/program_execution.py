@@ -13,15 +13,12 @@ from typing import Any
 import numpy as np
 
 from hal_core import (
-    WHOLE_BUFFER,
     HalError,
     OutOfRangeError,
     StatusCode,
     error_for,
 )
-from hal_core.backend import (
-    buffer_storage,
-)
+from hal_core.backend import bound_range, buffer_storage
 
 from .command_buffer import LocalProgram, _p64
 from .executable_native import ffi, replay_library
@@ -84,16 +81,8 @@ def _fill_slots(program: LocalProgram, table: tuple, bases: np.ndarray, lens: np
         binding = table[s]
         if binding is None or binding.buffer is None:
             continue
-        buffer = binding.buffer
-        blen = binding.length
-        if blen == WHOLE_BUFFER:
-            blen = buffer.byte_length - binding.offset
-        if binding.offset + blen > buffer.byte_length:
-            raise OutOfRangeError(
-                f"binding-table slot {s} range [{binding.offset}, {binding.offset + blen}) "
-                f"exceeds its buffer of {buffer.byte_length} bytes"
-            )
-        bases[s] = buffer_storage(buffer).address + buffer.byte_offset + binding.offset
+        buffer, offset, blen = bound_range(table, s)
+        bases[s] = buffer_storage(buffer).address + buffer.byte_offset + offset
         lens[s] = blen
 
 

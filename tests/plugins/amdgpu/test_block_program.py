@@ -198,8 +198,8 @@ def _record(arena, dynamic=False, committed=True):
             0,
         ),
         (CMD_BARRIER,),
-        (CMD_COPY, ref(b, 1, 0, 128), ref(c, 2, 128, 128)),
-        (CMD_UPDATE, bytes(range(16)), ref(c, 2, 0, 16)),
+        (CMD_COPY, ref(c, 2, 128, 128), ref(b, 1, 0, 128)),
+        (CMD_UPDATE, ref(c, 2, 0, 16), bytes(range(16))),
     ]
     return (a, b, c), cmds
 
@@ -591,9 +591,9 @@ def test_property_build_programs_matches_per_gpu_builds(ops, mode, cap, private)
             if op == "fill":
                 cmds.append((CMD_FILL, ref, bytes([k + 1]) * (1 << (k % 3))))
             elif op == "copy":
-                cmds.append((CMD_COPY, BufferRef(bufs[(k + 1) % 4], 0, 64), ref))
+                cmds.append((CMD_COPY, ref, BufferRef(bufs[(k + 1) % 4], 0, 64)))
             elif op == "update":
-                cmds.append((CMD_UPDATE, bytes(range(8 * k + 1)), ref))
+                cmds.append((CMD_UPDATE, ref, bytes(range(8 * k + 1))))
             elif op == "dispatch":
                 cmds.append(
                     (

@@ -147,15 +147,11 @@ def _recording(rng: random.Random, arena: Arena) -> list[tuple]:
             width = rng.choice((1, 2, 4, 8))
             cmds.append((CMD_FILL, ref(), bytes(rng.randrange(256) for _ in range(width))))
         elif op < 0.92:
-            cmds.append((CMD_COPY, ref(), ref()))
+            source = ref()
+            cmds.append((CMD_COPY, ref(), source))
         else:
-            cmds.append(
-                (
-                    CMD_UPDATE,
-                    bytes(rng.randrange(256) for _ in range(rng.randrange(1, 100))),
-                    ref(128),
-                )
-            )
+            data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 100)))
+            cmds.append((CMD_UPDATE, ref(128), data))
     return cmds
 
 

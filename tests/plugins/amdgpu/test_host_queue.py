@@ -264,7 +264,7 @@ def test_fault_mid_stream_fails_exactly_affected_semaphores(env):
 def test_out_of_range_submission_sizes(env):
     buf = env.buffer(1 << 17)
     s = Semaphore(0)
-    big_update = [(CMD_UPDATE, bytes(1 << 16), BufferRef(buf, 0, 1 << 16))]
+    big_update = [(CMD_UPDATE, BufferRef(buf, 0, 1 << 16), bytes(1 << 16))]
     prog = env.qs.finalize_command_buffer(big_update, CommandBufferMode.ONE_SHOT, 0)
     with pytest.raises(hal.OutOfRangeError, match="kernarg ring holds 65536"):
         env.op(K.EXECUTE, 0, (), [(s, 1)], program=prog, bindings=())
@@ -381,8 +381,8 @@ def test_execute_block_program_with_binding_table(env):
     cmds = [
         (CMD_FILL, BufferRef.indirect(0, 0, 256), b"\x2a"),
         (CMD_BARRIER,),
-        (CMD_COPY, BufferRef.indirect(0, 0, 128), BufferRef.indirect(1, 128, 128)),
-        (CMD_UPDATE, b"hello", BufferRef(b, 0, 5)),
+        (CMD_COPY, BufferRef.indirect(1, 128, 128), BufferRef.indirect(0, 0, 128)),
+        (CMD_UPDATE, BufferRef(b, 0, 5), b"hello"),
     ]
     prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.DEFAULT, 2)
     assert prog.per_gpu[1].strategy_counts == prog.per_gpu[0].strategy_counts
@@ -489,7 +489,7 @@ def test_dropping_user_references_after_submit_keeps_results(env):
     s = Semaphore(0)
     release = env.block(0)
     src = env.buffer(4096, bytes(range(256)) * 16)
-    cmds = [(CMD_COPY, BufferRef(src, 0, 4096), BufferRef(a, 0, 4096))]
+    cmds = [(CMD_COPY, BufferRef(a, 0, 4096), BufferRef(src, 0, 4096))]
     prog = env.qs.finalize_command_buffer(cmds, CommandBufferMode.ONE_SHOT, 0)
     op = QueueOp(K.EXECUTE, 0, (), ((s, 1),))
     op.program, op.bindings, op.retained = prog, (), (prog,)
@@ -515,7 +515,7 @@ def test_indirect_dispatch_parameters_read_when_reached(env, dynamic_params):
         (CMD_DISPATCH, iota, 0, cfg, (0).to_bytes(4, "little"), (BufferRef(out, 0, 4096),), 0),
         (CMD_BARRIER,),
         # Written by the command buffer itself, read only when the next dispatch is reached.
-        (CMD_UPDATE, np.array([5, 1, 1], np.uint32).tobytes(), BufferRef(params, 0, 12)),
+        (CMD_UPDATE, BufferRef(params, 0, 12), np.array([5, 1, 1], np.uint32).tobytes()),
         (CMD_BARRIER,),
         (CMD_DISPATCH, iota, 0, cfg, (500).to_bytes(4, "little"), (BufferRef(out, 2048, 2048),), 0),
         (CMD_BARRIER,),
@@ -596,7 +596,7 @@ def test_unvalidated_out_of_range_fails_at_execution(env):
         (
             [(CMD_FILL, BufferRef.indirect(3, 0, 4), b"\1")],
             (BufferBinding(buf),),
-            "table has 1 entries",
+            "past the table of 1 entries",
         ),
     ]
     for cmds, table, message in cases:
