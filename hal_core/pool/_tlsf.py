@@ -18,6 +18,13 @@ Quick lists (deferred coalescing, the idea behind tcache/fastbins): a block of f
 for its exact size; an exact-size reserve takes it back without touching the bitmaps. The
 lists are bounded (4 blocks each) and flushed - freed and coalesced - before the pool
 would grow or report EXHAUSTED, and on ``trim``; so they never cause growth or failure.
+
+Recycle lists do the same for blocks released *with* a death frontier (what every
+``queue_dealloca`` releases): up to ``_RECYCLE_LIMIT`` such blocks, of any size, wait still
+marked live and keep their frontier; a reserve of exactly that size whose requester
+dominates the frontier (a queue reusing what it released itself) takes one back without
+splitting, searching or coalescing. They are flushed with the quick lists, so they never
+cause growth or failure either, and count as free bytes in the statistics.
 With the native extension the quick-list reserve and release run in C; the methods below
 are then the slow paths it falls back to (see ``_fast_paths``).
 """
@@ -48,6 +55,7 @@ __all__ = ["TlsfPool"]
 _SKIP_BUDGET = 8
 _QUICK_CLASSES = 64  # exact granule counts 1..63 get a quick list
 _QUICK_DEPTH = 4  # blocks each quick list may hold
+_RECYCLE_LIMIT = 8  # blocks the recycle lists may hold, all sizes together
 _DISALLOW_GROWTH = int(ReserveFlags.DISALLOW_GROWTH)
 _GROWTH_INFO = AcquireInfo(None, AcquireFlags.GROWTH_REQUIRED)
 _OK = AcquireResult.OK
@@ -104,6 +112,11 @@ class TlsfPool(TlsfBlockTable, Pool):
         self._quick: list[list[int]] = [[] for _ in range(_QUICK_CLASSES)]
         self._quick_bytes = 0
         self._quick_depth = _QUICK_DEPTH
+        # Recycle lists: granule count -> blocks released with a frontier (see the module
+        # docstring); their bytes count in ``_quick_bytes`` as the quick lists' do.
+        self._recycle: dict[int, list[int]] = {}
+        self._recycle_count = 0
+        self._recycle_limit = _RECYCLE_LIMIT
         self._slabs: list[Slab | None] = []
         self._spare_slabs: list[int] = []
         self._bytes_committed = 0
@@ -167,6 +180,23 @@ class TlsfPool(TlsfBlockTable, Pool):
                         Reservation(self, self._off[b] << shift, length, b, self._slab_of[b]),
                         NO_INFO,
                     )
+            if self._recycle_count and requester_frontier.__class__ is Frontier:
+                recycled = self._recycle.get(g)
+                if recycled:
+                    b = recycled[-1]
+                    if requester_frontier.dominates(self._front[b]):  # type: ignore[union-attr]
+                        recycled.pop()
+                        self._recycle_count -= 1
+                        self._front[b] = None
+                        length = g << shift
+                        self._quick_bytes -= length
+                        self._reuse_count += 1
+                        self._bytes_reserved += length
+                        return (
+                            _OK,
+                            Reservation(self, self._off[b] << shift, length, b, self._slab_of[b]),
+                            NO_INFO,
+                        )
             if fl < self._fl_count:
                 sl_maps = self._sl_maps
                 m = sl_maps[fl] & (-1 << sl)
@@ -411,8 +441,18 @@ class TlsfPool(TlsfBlockTable, Pool):
                     self._free_block_locked(b)
             else:
                 self._front[b] = death_frontier
-                self._taint[b] = len(death_frontier._axes) > self.frontier_capacity
-                self._free_block_locked(b)
+                taint = self._taint[b] = len(death_frontier._axes) > self.frontier_capacity
+                if not taint and self._recycle_count < self._recycle_limit:
+                    # Stays live with its frontier for an exact-size reserve to take back.
+                    g = self._size[b]
+                    recycled = self._recycle.get(g)
+                    if recycled is None:
+                        recycled = self._recycle[g] = []
+                    recycled.append(b)
+                    self._recycle_count += 1
+                    self._quick_bytes += length
+                else:
+                    self._free_block_locked(b)
         finally:
             lock.release()
         if self.notification._observers:
@@ -420,10 +460,17 @@ class TlsfPool(TlsfBlockTable, Pool):
             self.notification.signal_if_observed()
 
     def _flush_quick_locked(self) -> None:
-        """Free and coalesce every block parked in the quick lists."""
+        """Free and coalesce every block parked in the quick and recycle lists (recycled
+        blocks keep their death frontiers)."""
         for quick in self._quick:
             while quick:
                 self._free_block_locked(quick.pop())
+        if self._recycle_count:
+            for recycled in self._recycle.values():
+                while recycled:
+                    self._free_block_locked(recycled.pop())
+            self._recycle.clear()
+            self._recycle_count = 0
         self._quick_bytes = 0
 
     def _free_block_locked(self, b: int) -> None:

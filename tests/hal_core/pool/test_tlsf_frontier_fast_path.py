@@ -2,8 +2,8 @@
 dominates, and coalescing keeps a dominating frontier without copying it. Both must
 behave exactly as the general path (``_acquire_general``: ``_find`` + ``_take``) and the
 full merge do: a pool driven through the fast paths and a twin that always takes the
-general path agree on every result, offset, length and statistic (quick lists, a
-separate fast path with its own tests, are turned off in both)."""
+general path agree on every result, offset, length and statistic (quick and recycle
+lists, separate fast paths with their own tests, are turned off in both)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,10 @@ def _stats(pool: TlsfPool) -> tuple:
 def test_fast_paths_agree_with_the_general_path(ops: list) -> None:
     fast = TlsfPool(CpuSlabProvider(), range_length=SLAB)
     ref = _GeneralOnly(CpuSlabProvider(), range_length=SLAB)
-    # Quick lists are a separate fast path (the reference skips it): off in both.
+    # Quick and recycle lists are separate fast paths (the reference skips them; see
+    # test_tlsf_recycle.py): off in both.
     fast._quick_depth = ref._quick_depth = 0
+    fast._recycle_limit = ref._recycle_limit = 0
     live: list[tuple[Any, Any]] = []
     for kind, arg, entries in ops:
         frontier = _frontier(entries)
