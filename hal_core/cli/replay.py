@@ -15,7 +15,9 @@ microseconds per iteration of the named scope (IREE's recorder marks ``init``,
 (``--json``: one JSON object per line, as ``iree-dump-replay --format=jsonl``).
 ``profile`` replays it once inside ``hal profile``'s profiling session (same formats,
 families and sinks). ``--substitute`` takes IREE's ``--replay_executable_substitution`` selectors
-(``ID=PATH``, ``ID@FORMAT=PATH``, ``all=PATH``, ``all@FORMAT=PATH``).
+(``ID=PATH``, ``ID@FORMAT=PATH``, ``all=PATH``, ``all@FORMAT=PATH``);
+``--workgroup-count FUNCTION=X,Y,Z`` gives a substitute build's workgroup count for one of
+its functions (a build for another target tiles differently from the captured one).
 
 Exit status: 0 success, 1 the replay failed, 2 bad arguments or an unreadable capture.
 """
@@ -33,7 +35,14 @@ from typing import Any
 
 from .._registry import DEFAULT_DEVICE_URI, create_device
 from .._status import DataLossError, HalError, InvalidArgumentError, UnimplementedError
-from ..replay import Player, ReplayFile, json_records, parse_substitution, text_lines
+from ..replay import (
+    Player,
+    ReplayFile,
+    json_records,
+    parse_substitution,
+    text_lines,
+    with_workgroup_counts,
+)
 
 # Captures with more records than this show progress on stderr.
 PROGRESS_THRESHOLD = 2000
@@ -60,6 +69,14 @@ def add_parser(sub: Any) -> None:
                 default=[],
                 metavar="SPEC",
                 help="replace executables: ID=PATH, ID@FORMAT=PATH, all=PATH, all@FORMAT=PATH",
+            )
+            q.add_argument(
+                "--workgroup-count",
+                action="append",
+                default=[],
+                metavar="FUNCTION=X,Y,Z",
+                help="dispatch a substituted executable's FUNCTION with this workgroup count "
+                "(its build's) instead of the captured one",
             )
             q.add_argument(
                 "--file-remap",
@@ -95,6 +112,7 @@ def add_parser(sub: Any) -> None:
     prof.add_argument("--output", "-o", default=None, help="output file (bundle/perfetto)")
     prof.add_argument("--families", default=None, help="as hal profile --families")
     prof.add_argument("--substitute", action="append", default=[], metavar="SPEC")
+    prof.add_argument("--workgroup-count", action="append", default=[], metavar="FUNCTION=X,Y,Z")
     prof.add_argument("--json", action="store_true", help="summary as JSON")
     prof.set_defaults(run=_profile)
 
@@ -122,7 +140,9 @@ def _progress(done: int, total: int) -> None:
 
 
 def _player(args: argparse.Namespace, device: Any) -> Player:
-    subs = [parse_substitution(s) for s in args.substitute]
+    subs = with_workgroup_counts(
+        [parse_substitution(s) for s in args.substitute], args.workgroup_count
+    )
     remap = []
     for item in args.file_remap:
         old, sep, new = item.partition("=")
@@ -257,6 +277,7 @@ def _profile(args: argparse.Namespace) -> int:
         argv.append("--json")
     argv += ["--", _profile_workload.__file__, args.file]
     argv += [f"--substitute={s}" for s in args.substitute]
+    argv += [f"--workgroup-count={c}" for c in args.workgroup_count]
     return main(argv)
 
 

@@ -21,7 +21,12 @@ from ._format import (
 from ._player import Player, ScopeTimer
 from ._reader import FileHeader, Record, ReplayFile
 from ._recorder import Recorder
-from ._substitution import Substitution, parse_substitution
+from ._substitution import (
+    Substitution,
+    parse_substitution,
+    parse_workgroup_count,
+    with_workgroup_counts,
+)
 from ._writer import CaptureWriter
 
 __all__ = [
@@ -43,6 +48,8 @@ __all__ = [
     "Substitution",
     "json_records",
     "parse_substitution",
+    "parse_workgroup_count",
     "summary",
     "text_lines",
+    "with_workgroup_counts",
 ]

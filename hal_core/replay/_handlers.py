@@ -7,6 +7,7 @@ nothing to re-execute). See ``_player.py`` for the replay contract.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Callable
 
 from .._buffer import Buffer
@@ -16,7 +17,7 @@ from .._status import DataLossError, InvalidArgumentError, NotFoundError, Unimpl
 from . import _format as F
 from ._format import ObjectType, OperationCode, PayloadType
 from ._reader import Record
-from ._substitution import Substitution, pick_substitution
+from ._substitution import Substitution, WorkgroupCount, pick_substitution
 
 __all__ = ["HANDLERS", "WHY_NOT", "RecordHandlers", "skip"]
 
@@ -41,6 +42,13 @@ class RecordHandlers:
     _device_order: list[int]
     _executable_cache: dict[tuple[int, int], tuple[Any, list[int]]]
     _on_scope: Callable[[str, bool], None] | None
+
+    @cached_property
+    def workgroup_counts(self) -> dict[int, list[WorkgroupCount | None]]:
+        """Executable id -> per captured function, the substitute build's workgroup count
+        (None: the captured count); only executables whose substitution gives counts have
+        an entry. Prepared executables are cached across runs, and so are their counts."""
+        return {}
 
     # -- object lookup ---------------------------------------------------------------------
 
@@ -135,7 +143,21 @@ class RecordHandlers:
         if hit is None:
             hit = self._load_executable(rec, p, cache)
             self._executable_cache[key] = hit
-        self.objects[rec.related_object_id], self.functions[rec.related_object_id] = hit
+        exe_id = rec.related_object_id
+        self.objects[exe_id], self.functions[exe_id] = hit
+        counts = self._substitute_counts(exe_id, p)
+        if counts is not None:
+            self.workgroup_counts[exe_id] = counts
+        else:
+            self.workgroup_counts.pop(exe_id, None)
+
+    def _substitute_counts(
+        self, exe_id: int, p: dict[str, Any]
+    ) -> list[WorkgroupCount | None] | None:
+        sub = pick_substitution(self.substitutions, exe_id)
+        if sub is None:
+            return None
+        return sub.dispatch_counts([fn["name"] for fn in p["functions"]])
 
     def _load_executable(self, rec: Record, p: dict[str, Any], cache: Any) -> tuple[Any, list[int]]:
         sub = pick_substitution(self.substitutions, rec.related_object_id)
@@ -505,8 +527,12 @@ class RecordHandlers:
         count_ref = None
         if p["flags"] & _INDIRECT_PARAMETERS:
             count_ref = self._ref(p["workgroup_count_ref"])
+        workgroups = tuple(p["workgroup_count"])
+        counts = self.workgroup_counts.get(exe_id)
+        if counts is not None and counts[ordinal] is not None:
+            workgroups = counts[ordinal]
         config = DispatchConfig(
-            tuple(p["workgroup_count"]),
+            workgroups,
             count_ref,
             tuple(p["workgroup_size"]),
             p["dynamic_workgroup_local_memory"],
