@@ -6,18 +6,39 @@ by argument name (pointers and integers exactly as the driver wrote them), the d
 geometry from the AQL packet, and ``array()`` to get numpy views of memory the dispatching
 agent may access. Twins compute the whole grid at once (vectorised), so one call is one
 dispatch. ``BUILTIN_TWINS`` covers every kernel shipped in ``hal_amdgpu/kernels``.
+
+Twins of other kernels (a compiler's output, e.g. IREE's) come from the caller:
+``SoftHsaRuntime.register_host_twin``, or ``HAL_AMDGPU_SOFT_TWINS`` naming modules (a
+dotted name or a ``.py`` path, ``os.pathsep``-separated) whose ``HOST_TWINS`` dicts every
+new soft runtime starts with, so a separate process (``hal replay run``) has them too.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from hal_core import InvalidArgumentError
+
 from ..code_object import KernelInfo
 from .memory import SoftMemory
 
-__all__ = ["HostTwinContext", "HostTwin", "KernelTrap", "BUILTIN_TWINS"]
+__all__ = [
+    "HostTwinContext",
+    "HostTwin",
+    "KernelTrap",
+    "BUILTIN_TWINS",
+    "TWINS_ENV",
+    "initial_host_twins",
+]
+
+TWINS_ENV = "HAL_AMDGPU_SOFT_TWINS"
 
 
 class HostTwinContext:
@@ -185,3 +206,49 @@ BUILTIN_TWINS: dict[str, HostTwin] = {
     "hal_amdgpu_buffer_copy_x4": _copy(np.uint32),
     "hal_amdgpu_buffer_copy_x16": _copy(np.uint32, 4),
 }
+
+
+def _twin_module(spec: str) -> Any:
+    """Import ``spec``: a ``.py`` path (loaded once per process) or a dotted module name."""
+    if spec.endswith(".py") or os.sep in spec:
+        path = Path(spec).resolve()
+        name = f"_hal_amdgpu_soft_twins_{abs(hash(str(path))):x}"
+        module = sys.modules.get(name)
+        if module is not None:
+            return module
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        if loader_spec is None or loader_spec.loader is None or not path.is_file():
+            raise ImportError(f"no Python file at {str(path)!r}")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+    return importlib.import_module(spec)
+
+
+def initial_host_twins() -> dict[str, HostTwin]:
+    """The twins a new soft runtime starts with: ``BUILTIN_TWINS`` plus the ``HOST_TWINS``
+    of every module ``HAL_AMDGPU_SOFT_TWINS`` names (later entries win). INVALID_ARGUMENT
+    naming the variable when a module does not import or has no ``HOST_TWINS`` dict of
+    callables."""
+    twins = dict(BUILTIN_TWINS)
+    for spec in filter(None, os.environ.get(TWINS_ENV, "").split(os.pathsep)):
+        try:
+            module = _twin_module(spec)
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"{TWINS_ENV}: cannot import host twins from {spec!r}: {exc}"
+            ) from exc
+        extra = getattr(module, "HOST_TWINS", None)
+        if not isinstance(extra, dict) or not all(
+            isinstance(k, str) and callable(v) for k, v in extra.items()
+        ):
+            raise InvalidArgumentError(
+                f"{TWINS_ENV}: {spec!r} has no HOST_TWINS dict of kernel name -> twin"
+            )
+        twins.update(extra)
+    return twins

@@ -29,7 +29,7 @@ from ..hsa_enums import (
 from ..target_id import TargetId
 from .config import SoftAgentConfig, SoftSystemConfig
 from .executable_api import SoftExecutableApi
-from .host_twins import BUILTIN_TWINS, HostTwin
+from .host_twins import HostTwin, initial_host_twins
 from .loader import SoftExecutable, SoftKernelObject, SoftLoadedCodeObject, SoftReader
 from .memory import SoftMemory
 from .memory_api import SoftMemoryApi, SoftMemoryPool
@@ -58,7 +58,7 @@ class SoftHsaRuntime(SoftSystemApi, SoftMemoryApi, SoftExecutableApi):
         self.memory = SoftMemory()
         self._cond = threading.Condition()
         self.signals = SoftSignals(self.memory, self._cond)
-        self.host_twins: dict[str, HostTwin] = dict(BUILTIN_TWINS)
+        self.host_twins: dict[str, HostTwin] = initial_host_twins()
         self.kernel_objects: dict[int, SoftKernelObject] = {}
         self.init_count = 0
         self._ids = itertools.count(1)
