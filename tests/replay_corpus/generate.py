@@ -11,20 +11,34 @@ iree-base-runtime==3.13.0``). For each program below it writes, next to this scr
 The compiled modules themselves are not kept (the captures embed the executables). The
 target CPU is ``generic`` so the captured ``embedded-elf-x86_64`` code runs on any x86-64.
 
-Usage: ``python tests/replay_corpus/generate.py [NAME ...]`` (default: every program).
+Each program is also compiled for the AMD gfx1100 GPU (``rocm-hsaco-fb``), into ``gfx1100/``:
+
+* ``gfx1100/NAME.hip1``        the executable as the ``.vmfb`` stores it (IREE's ``HIP1``
+  container): what ``--substitute all@rocm-hsaco-fb=...`` replays the capture with
+* ``gfx1100/manifest.json``    the compiler, its flags, and per program the functions in
+  export order with the workgroup count the gfx1100 build dispatches each with (read from
+  the compiled host code: a GPU build tiles differently from the captured CPU build, so
+  the capture's counts are not this build's)
+
+Usage: ``python tests/replay_corpus/generate.py [--gfx1100-only] [NAME ...]`` (default:
+every program; ``--gfx1100-only`` leaves the captures, inputs and outputs as they are).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+GFX1100_DIR = HERE / "gfx1100"
 CHAIN_LENGTH = 256
 
 COMPILE_FLAGS = [
@@ -32,6 +46,8 @@ COMPILE_FLAGS = [
     "--iree-hal-local-target-device-backends=llvm-cpu",
     "--iree-llvmcpu-target-cpu=generic",
 ]
+# IREE 3.13 spells the GPU target flag --iree-rocm-target (--iree-hip-target before).
+GFX1100_FLAGS = ["--iree-hal-target-device=hip", "--iree-rocm-target=gfx1100"]
 
 
 def chain_source(n: int = CHAIN_LENGTH) -> str:
@@ -109,14 +125,89 @@ def generate(name: str) -> None:
     print(f"{name}: {(HERE / f'{name}.ireereplay').stat().st_size} bytes captured")
 
 
+_LOOKUP = re.compile(
+    r"(%[\w.]+) = hal\.executable\.lookup\.function .*function\(@[\w.]+::@[\w.]+::@(\w+)\)"
+)
+_DISPATCH = re.compile(
+    r"hal\.command_buffer\.dispatch<.*?\[(%[\w.]+)\] workgroups\(\[(%[\w.]+), (%[\w.]+), "
+    r"(%[\w.]+)\]\)"
+)
+_INDEX_CONSTANT = re.compile(r"(%[\w.]+) = arith\.constant (\d+) : index")
+
+
+def workgroup_counts(hal_ir: str) -> dict[str, list[int]]:
+    """Function name -> the workgroup count its dispatch sites use in the compiled host
+    code (``--compile-to=hal``). Every site of a function must use the same constant
+    count: a count computed at run time (a dynamic shape) cannot be one manifest entry."""
+    counts: dict[str, list[int]] = {}
+    for func in hal_ir.split("util.func ")[1:]:
+        names = dict(_LOOKUP.findall(func))
+        constants = {k: int(v) for k, v in _INDEX_CONSTANT.findall(func)}
+        for handle, *xyz in _DISPATCH.findall(func):
+            name = names[handle]
+            if any(v not in constants for v in xyz):
+                raise SystemExit(f"{name}: workgroup count {xyz} is not constant in the build")
+            count = [constants[v] for v in xyz]
+            if counts.setdefault(name, count) != count:
+                raise SystemExit(f"{name}: dispatched with {counts[name]} and {count}")
+    return counts
+
+
+def generate_gfx1100(name: str) -> dict[str, Any]:
+    """Compile ``name`` for gfx1100; write its HIP1 container; return its manifest entry."""
+    source = HERE / f"{name}.mlir"
+    GFX1100_DIR.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        vmfb = Path(tmp) / f"{name}.vmfb"
+        hal_ir = Path(tmp) / f"{name}.hal.mlir"
+        subprocess.run(["iree-compile", str(source), *GFX1100_FLAGS, "-o", str(vmfb)], check=True)
+        subprocess.run(
+            ["iree-compile", str(source), *GFX1100_FLAGS, "--compile-to=hal", "-o", str(hal_ir)],
+            check=True,
+        )
+        with zipfile.ZipFile(vmfb) as archive:
+            entries = [n for n in archive.namelist() if n.endswith("_rocm_hsaco_fb.fb")]
+            if len(entries) != 1:
+                raise SystemExit(f"{name}: expected one gfx1100 executable, found {entries}")
+            container = archive.read(entries[0])
+        counts = workgroup_counts(hal_ir.read_text())
+    (GFX1100_DIR / f"{name}.hip1").write_bytes(container)
+    print(f"{name}: gfx1100 executable {len(container)} bytes")
+    return {
+        "executable": f"{name}.hip1",
+        "format": "rocm-hsaco-fb",
+        "workgroup_counts": counts,
+    }
+
+
+def write_gfx1100_manifest(entries: dict[str, dict[str, Any]]) -> None:
+    """Merge ``entries`` into ``gfx1100/manifest.json`` (programs not rebuilt are kept)."""
+    path = GFX1100_DIR / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"programs": {}}
+    version = subprocess.run(
+        ["iree-compile", "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    manifest = {
+        "compiler": version.strip().splitlines(),
+        "flags": GFX1100_FLAGS,
+        "programs": dict(sorted({**manifest["programs"], **entries}.items())),
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def main(argv: list[str]) -> int:
-    names = argv or list(PROGRAMS)
+    gfx1100_only = "--gfx1100-only" in argv
+    names = [a for a in argv if a != "--gfx1100-only"] or list(PROGRAMS)
     unknown = [n for n in names if n not in PROGRAMS]
     if unknown:
         print(f"unknown program(s) {unknown}; known: {list(PROGRAMS)}", file=sys.stderr)
         return 2
+    entries = {}
     for name in names:
-        generate(name)
+        if not gfx1100_only:
+            generate(name)
+        entries[name] = generate_gfx1100(name)
+    write_gfx1100_manifest(entries)
     return 0
 
 
