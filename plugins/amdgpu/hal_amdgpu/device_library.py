@@ -1,11 +1,13 @@
 """The device library: the builtin blit kernels every amdgpu device loads for its queues.
 
-Code objects ship in ``hal_amdgpu/kernels`` as ``blit--amdgcn-amd-amdhsa--<target>.hsaco``.
-A GPU uses the code object of its exact processor when one ships, otherwise that of its
-LLVM generic family (``gfx11-generic`` for gfx1101, ...), as IREE selects device
-libraries. ``check_device_library`` runs at device creation, so a GPU with no usable code
-object fails there (INCOMPATIBLE naming its target and every target that ships) instead
-of failing every queue operation later.
+Code objects ship in ``hal_amdgpu/kernels`` as ``blit--amdgcn-amd-amdhsa--<target>.hsaco``:
+LLVM generic families (``gfx9-generic``, ``gfx10-3-generic``, ``gfx11-generic``,
+``gfx12-generic``) plus the exact processors no buildable generic family covers. A GPU
+uses the most specific one that ships (``target_id.library_candidates``: its full target
+ID, its processor, then its generic family), as IREE selects device libraries.
+``check_device_library`` runs at device creation, so a GPU with no usable code object
+fails there (INCOMPATIBLE naming its target and every target that ships) instead of
+failing every queue operation later.
 
 ``load_device_library`` loads one executable per distinct code object onto the GPUs that
 use it and returns a ``DeviceLibrary``: the per-GPU ``BuiltinKernels`` plus the
@@ -22,7 +24,7 @@ from typing import Any, Iterator, Sequence
 from hal_core import IncompatibleError, StatusCode, error_for
 
 from .kernel_descriptors import BuiltinKernels, KernelDescriptor
-from .target_id import GENERIC_FAMILY
+from .target_id import GENERIC_FAMILY, TargetId, library_candidates
 
 __all__ = [
     "DeviceLibrary",
@@ -58,13 +60,15 @@ def shipped_library_targets(root: pathlib.Path = KERNELS_DIR) -> list[str]:
     return sorted(p.name[len(_PREFIX) : -len(_SUFFIX)] for p in root.glob(f"{_PREFIX}*{_SUFFIX}"))
 
 
-def device_library_path(processor: str, root: pathlib.Path = KERNELS_DIR) -> pathlib.Path | None:
-    """The code object a GPU of ``processor`` uses: the exact one, else its generic
-    family's; None when neither ships."""
-    for target in (processor, GENERIC_FAMILY.get(processor)):
-        if target is None:
-            continue
-        path = root / f"{_PREFIX}{target}{_SUFFIX}"
+def device_library_path(
+    target: TargetId | str, root: pathlib.Path = KERNELS_DIR
+) -> pathlib.Path | None:
+    """The code object a GPU whose ISA is ``target`` uses: the first of
+    ``library_candidates`` that ships (exact target ID, processor, then its generic
+    family); None when none does."""
+    agent = TargetId.parse(target) if isinstance(target, str) else target
+    for name in library_candidates(agent):
+        path = root / f"{_PREFIX}{name}{_SUFFIX}"
         if path.is_file():
             return path
     return None
@@ -74,15 +78,16 @@ def check_device_library(gpus: Sequence[Any], root: pathlib.Path = KERNELS_DIR) 
     """INCOMPATIBLE, naming the target and the targets that ship, when a GPU has no usable
     device-library code object (called at device creation)."""
     missing = sorted(
-        {g.target.processor for g in gpus if device_library_path(g.target.processor, root) is None}
+        {g.target.format() for g in gpus if device_library_path(g.target, root) is None}
     )
     if missing:
-        family = [
-            f"{p} (family {GENERIC_FAMILY[p]})" if p in GENERIC_FAMILY else p for p in missing
-        ]
+        named = []
+        for name in missing:
+            family = GENERIC_FAMILY.get(TargetId.parse(name).processor)
+            named.append(f"{name} (generic family {family})" if family else name)
         raise IncompatibleError(
             f"no amdgpu device library (builtin blit kernels) for GPU target "
-            f"{', '.join(family)}; the device library ships {shipped_library_targets(root)}. "
+            f"{', '.join(named)}; the device library ships {shipped_library_targets(root)}. "
             "Use a GPU of a shipped target or rebuild the library for it with "
             "plugins/amdgpu/tools/build_kernels.sh"
         )
@@ -166,7 +171,7 @@ def load_device_library(hsa: Any, gpus: tuple) -> DeviceLibrary:
     check_device_library(gpus)
     by_path: dict[pathlib.Path, list[int]] = {}
     for i, gpu in enumerate(gpus):
-        path = device_library_path(gpu.target.processor)
+        path = device_library_path(gpu.target)
         assert path is not None  # check_device_library passed
         by_path.setdefault(path, []).append(i)
     out: list[Any] = [None] * len(gpus)

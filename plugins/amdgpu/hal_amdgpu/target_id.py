@@ -23,6 +23,7 @@ __all__ = [
     "HSA_ISA_PREFIX",
     "ELF_MACH_TO_PROCESSOR",
     "GENERIC_FAMILY",
+    "library_candidates",
     "target_from_e_flags",
     "compatibility_problem",
     "check_compatible",
@@ -219,6 +220,19 @@ GENERIC_FAMILY: dict[str, str] = {
     },
     **{p: "gfx12-generic" for p in ("gfx1200", "gfx1201")},
 }
+
+
+def library_candidates(agent: TargetId) -> tuple[str, ...]:
+    """The target names a prebuilt library is looked up under for a GPU whose ISA is
+    ``agent``, most specific first, as IREE selects device libraries: the full target ID
+    (``gfx942:sramecc+:xnack-``), the bare processor, then its LLVM generic family with the
+    same features and bare (``gfx11-generic``). A concrete code object beats a generic one
+    when both ship. Duplicates are dropped."""
+    names = [agent.format(), agent.processor]
+    family = GENERIC_FAMILY.get(agent.processor)
+    if family is not None:
+        names += [attrs.evolve(agent, processor=family).format(), family]
+    return tuple(dict.fromkeys(names))
 
 
 def target_from_e_flags(e_flags: int, abi_version: int) -> TargetId:

@@ -1,8 +1,9 @@
 """The code objects shipped with hal-amdgpu (built by ``tools/build_kernels.sh``).
 
-Files are named ``<source>--amdgcn-amd-amdhsa--<processor>.hsaco``. ``code_object_path``
-finds the file for a source and an agent ISA, trying the exact processor then its generic
-family, as IREE's device-library selection does.
+Files are named ``<source>--amdgcn-amd-amdhsa--<target>.hsaco``, where the target is an
+exact processor or an LLVM generic family. ``code_object_path`` finds the file for a
+source and an agent ISA, trying the full target ID, the processor, then its generic
+family (``target_id.library_candidates``), as IREE's device-library selection does.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from hal_core import IncompatibleError, NotFoundError
 
-from ..target_id import GENERIC_FAMILY, HSA_ISA_PREFIX, TargetId
+from ..target_id import HSA_ISA_PREFIX, TargetId, library_candidates
 
 __all__ = ["KERNEL_DIR", "CTS_SOURCES", "BUILTIN_SOURCE", "available_targets", "code_object_path"]
 
@@ -30,8 +31,8 @@ def code_object_path(source: str, isa: str) -> Path:
     if not targets:
         raise NotFoundError(f"no code objects named {source!r} ship with hal-amdgpu")
     target = TargetId.parse(isa)
-    for candidate in (target.format(), target.processor, GENERIC_FAMILY.get(target.processor)):
-        if candidate and candidate in targets:
+    for candidate in library_candidates(target):
+        if candidate in targets:
             return KERNEL_DIR / f"{source}--{HSA_ISA_PREFIX}{candidate}.hsaco"
     raise IncompatibleError(
         f"hal-amdgpu ships {source!r} for {targets}, none of which runs on {isa}; add the "

@@ -12,7 +12,7 @@ import attrs
 from hal_core import InvalidArgumentError
 
 from ..hsa_enums import LinkType, PoolGlobalFlag
-from ..target_id import HSA_ISA_PREFIX, TargetId
+from ..target_id import HSA_ISA_PREFIX, TargetId, TargetKind
 
 __all__ = ["SoftMemoryPoolConfig", "SoftAgentConfig", "SoftSystemConfig", "SOFT_GPUS_ENV"]
 
@@ -89,7 +89,10 @@ class SoftSystemConfig:
     @classmethod
     def from_isas(cls, text: str) -> "SoftSystemConfig":
         """One CPU agent plus one GPU per comma-separated ISA (``gfx1100``,
-        ``gfx942:sramecc+:xnack-``, ...)."""
+        ``gfx942:sramecc+:xnack-``, ...): any exact processor, so the soft agent can
+        present every target the device library serves. RDNA parts (gfx10 and later) run
+        wave32, GCN/CDNA parts wave64. INVALID_ARGUMENT for an empty list, a malformed
+        ISA or a generic family."""
         isas = [part.strip() for part in str(text).split(",") if part.strip()]
         if not isas:
             raise InvalidArgumentError(
@@ -104,6 +107,12 @@ class SoftSystemConfig:
         ]
         for index, isa in enumerate(isas):
             target = TargetId.parse(isa)
+            if target.kind is not TargetKind.EXACT:
+                # A GPU reports an exact processor; a generic family names code objects.
+                raise InvalidArgumentError(
+                    f"soft HSA GPU {isa!r} is an LLVM generic code-object target, not a "
+                    "processor a GPU can be; give an exact one such as gfx1101"
+                )
             wave = 32 if target.major >= 10 else 64
             agents.append(
                 SoftAgentConfig(
