@@ -42,6 +42,7 @@ from . import _format as F
 from ._format import ObjectType, OperationCode, RecordType
 from ._handlers import HANDLERS, WHY_NOT, RecordHandlers, skip
 from ._reader import Record, ReplayFile, check_known
+from ._steps import Step, StepBinder
 from ._substitution import Substitution
 
 __all__ = ["Player", "ScopeTimer"]
@@ -127,7 +128,7 @@ class Player(RecordHandlers):
         self._executable_cache: dict[tuple[int, int], tuple[Any, list[int]]] = {}
         # Buffers the captured program mapped for reading: where its results came from.
         self.output_buffer_ids: list[int] = []
-        self.plan: list[tuple[Handler, Record, dict[str, Any]]] = self._build_plan()
+        self.plan: list[tuple[Step, Record, dict[str, Any]]] = self._build_plan()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -155,8 +156,8 @@ class Player(RecordHandlers):
         progress = self.progress
         done = 0
         try:
-            for handler, rec, payload in self.plan:
-                handler(rec, payload)
+            for step, _rec, _payload in self.plan:
+                step()
                 done += 1
                 if progress is not None and done % 256 == 0:
                     progress(done, total)
@@ -227,16 +228,19 @@ class Player(RecordHandlers):
 
     # -- plan ------------------------------------------------------------------------------
 
-    def _build_plan(self) -> list[tuple[Handler, Record, dict[str, Any]]]:
-        plan: list[tuple[Handler, Record, dict[str, Any]]] = []
+    def _build_plan(self) -> list[tuple[Step, Record, dict[str, Any]]]:
+        records: list[tuple[Handler, Record, dict[str, Any]]] = []
         for rec in self.file.records():
             try:
-                self._plan_record(rec, plan)
+                self._plan_record(rec, records)
             except UnimplementedError:
                 if not rec.optional:
                     raise
                 # An optional record this reader cannot use: the format lets it be skipped.
-        return plan
+        # Each record becomes a zero-argument step with its payload read now, so a run
+        # (and every benchmark iteration) pays only for the calls it replays.
+        bind = StepBinder(self).bind
+        return [(bind(handler, rec, payload), rec, payload) for handler, rec, payload in records]
 
     def _plan_record(self, rec: Record, plan: list[tuple[Handler, Record, dict[str, Any]]]) -> None:
         """Validate ``rec`` and append its handler to ``plan`` (if it has work to do)."""
