@@ -14,8 +14,9 @@ What each twin reproduces of its kernel:
 * the workgroup tiling of the gfx1100 build (``lowering_config`` ``workgroup`` tile sizes):
   workgroup x enumerates the output tiles row-major, the last tiled dimension fastest, and
   writes only its tile. A dispatch with fewer workgroups than tiles leaves the other tiles
-  unwritten, as the GPU would; workgroups past the last tile write nothing (their stores
-  fall outside the binding's buffer resource, which the GPU drops);
+  unwritten, as the GPU would; workgroups past the last tile change nothing (on the GPU
+  their stores fall outside the binding's buffer resource and are dropped, or, where the
+  build has a single tile and ignores the workgroup id, repeat its values);
 * the arithmetic order of the corpus' reference outputs (IREE on ``local-task``): every
   sum runs sequentially over its reduction dimensions (matmul: k; convolution: kh, kw, c;
   the dynamic program: i), each product and sum rounded to f32. That is what makes the
