@@ -1,0 +1,124 @@
+"""The completion thread of one GPU: waits for stream work and completes its ops.
+
+Invariants: every op whose work was put on a stream is handed here exactly once, with
+the event recorded after its work; the thread blocks in ``cuEventSynchronize`` on the
+events in the order they were handed over (events are created with
+``CU_EVENT_BLOCKING_SYNC``, so the thread sleeps in the driver instead of spinning, and
+no sleep loop or poll exists). Waiting in hand-over order never deadlocks: stream work
+never waits on the host, so every recorded event is reached without help. An op's
+completion (``finish``) runs on this thread holding no lock; it signals semaphores, which
+may run waiters' callbacks that queue more work (never a blocking wait). A failing
+``cuEventSynchronize`` (a kernel fault, sticky in CUDA) fails that op with the fault;
+later ops see the same sticky error from the driver and fail with it too.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable
+
+from hal_core import HalError
+from hal_core.backend import op_error, report_callback_error
+
+from .cuda_api import CudaContext, check, cuda_error
+
+CU_EVENT_BLOCKING_SYNC = 0x1
+CU_EVENT_DISABLE_TIMING = 0x2
+
+Finish = Callable[[Any, "HalError | None"], None]
+
+
+class EventPool:
+    """Reusable events of one context (blocking-sync, no timing). ``get``/``put`` are
+    thread-safe (list ``pop``/``append`` are atomic)."""
+
+    def __init__(self, ctx: CudaContext) -> None:
+        self.ctx = ctx
+        self._free: list[Any] = []
+        self._all: list[Any] = []
+
+    def get(self) -> Any:
+        try:
+            return self._free.pop()
+        except IndexError:
+            pass
+        api = self.ctx.api
+        event = check(
+            api.cuEventCreate(CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING), "cuEventCreate"
+        )
+        self._all.append(event)
+        return event
+
+    def put(self, event: Any) -> None:
+        self._free.append(event)
+
+    def destroy(self) -> None:
+        """Destroy every event (the completion thread has stopped)."""
+        api = self.ctx.api
+        for event in self._all:
+            api.cuEventDestroy(event)
+        self._all.clear()
+        self._free.clear()
+
+
+class CompletionThread:
+    """Completes stream work in hand-over order. ``put`` is thread-safe; after ``stop``
+    it refuses (returns False)."""
+
+    def __init__(self, ctx: CudaContext, events: EventPool, name: str) -> None:
+        self.ctx = ctx
+        self.events = events
+        self._inbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def put(self, event: Any, op: Any, error: HalError | None, finish: Finish) -> bool:
+        """Complete ``op`` with ``finish(op, error)`` once ``event`` is reached (a fault
+        reported by the wait replaces ``error``)."""
+        with self._lock:
+            if self._stopped:
+                return False
+            self._inbox.put((event, op, error, finish))
+        return True
+
+    def _run(self) -> None:
+        get = self._inbox.get
+        sync = self.ctx.api.cuEventSynchronize
+        put_event = self.events.put
+        try:
+            self.ctx.make_current()
+        except BaseException as exc:  # the context is gone: fail whatever arrives
+            report_callback_error(exc, "making the CUDA context current", self._run)
+        while True:
+            item = get()
+            if item is None:
+                return
+            event, op, error, finish = item
+            item = None
+            try:
+                err = sync(event)[0]
+                if err:
+                    error = cuda_error(err, "stream work (cuEventSynchronize)")
+                else:
+                    put_event(event)
+            except BaseException as exc:
+                error = op_error(exc)
+            try:
+                finish(op, error)
+            except BaseException as exc:  # finish never raises; never let it kill us
+                report_callback_error(exc, "completing a CUDA queue operation", finish)
+            del event, op, error, finish
+
+    def stop(self, timeout: float | None) -> None:
+        """Complete what was handed over, then end the thread (joined unless called from
+        it)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._inbox.put(None)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout)

@@ -1,0 +1,184 @@
+"""``CudaDriverBackend``: the NVIDIA GPUs the CUDA driver reports, and device creation.
+
+Device paths (``cuda://PATH``): ``""`` (every GPU), ``"0"`` (an ordinal), ``"GPU-<uuid>"``
+(the UUID ``nvidia-smi -L`` prints), or a comma list of those. A logical device spanning
+several GPUs is not built yet: such a path is UNIMPLEMENTED naming the single-GPU paths,
+and on a one-GPU machine ``cuda://`` is that GPU. URI parameter ``queues=N`` (1..16,
+default 2): the streams (queues) of the device.
+
+Each GPU's primary context is retained once per process and kept (``_contexts``):
+devices come and go, but memory a closed device's buffers still hold is freed through
+that context, and a context released and re-created could hand the same addresses to a
+new device while the old buffers' frees are pending.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import attrs
+
+from hal_core import DeviceInfo, InvalidArgumentError, NotFoundError, UnimplementedError
+
+from .cuda_api import CudaContext, check, driver_api
+from .device import CudaDeviceBackend
+
+DEFAULT_QUEUES = 2
+MAX_QUEUES = 16
+
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
+CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
+CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
+CU_DEVICE_ATTRIBUTE_PCI_BUS_ID = 33
+
+_contexts: dict[int, CudaContext] = {}
+_contexts_lock = threading.Lock()
+
+
+@attrs.frozen
+class GpuInfo:
+    """What the driver reports about one GPU."""
+
+    ordinal: int
+    name: str
+    uuid: str
+    compute_capability: tuple[int, int]
+    memory_bytes: int
+    multiprocessors: int
+
+    def describe(self) -> str:
+        major, minor = self.compute_capability
+        return (
+            f"{self.name} (sm_{major}{minor}, compute capability {major}.{minor}, "
+            f"{self.memory_bytes / 2**30:.1f} GiB, {self.uuid})"
+        )
+
+
+def _format_uuid(raw: bytes) -> str:
+    h = raw.hex()
+    return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def query_gpu(api: Any, ordinal: int) -> GpuInfo:
+    dev = check(api.cuDeviceGet(ordinal), f"cuDeviceGet({ordinal})")
+    raw_name = check(api.cuDeviceGetName(256, dev), "cuDeviceGetName")
+    name = raw_name.split(b"\0", 1)[0].decode(errors="replace")
+    uuid = check(api.cuDeviceGetUuid(dev), "cuDeviceGetUuid")
+    raw_uuid = bytes(uuid.bytes) if not isinstance(uuid.bytes, str) else uuid.bytes.encode()
+
+    def attribute(attr: int) -> int:
+        value = api.cuDeviceGetAttribute(api.CUdevice_attribute(attr), dev)
+        return int(check(value, "cuDeviceGetAttribute"))
+
+    return GpuInfo(
+        ordinal=ordinal,
+        name=name,
+        uuid=_format_uuid(raw_uuid[:16]),
+        compute_capability=(
+            attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+            attribute(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+        ),
+        memory_bytes=int(check(api.cuDeviceTotalMem(dev), "cuDeviceTotalMem")),
+        multiprocessors=attribute(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+    )
+
+
+def context_for(api: Any, ordinal: int) -> CudaContext:
+    """The process-wide retained primary context of GPU ``ordinal``."""
+    with _contexts_lock:
+        ctx = _contexts.get(ordinal)
+        if ctx is None:
+            ctx = CudaContext(api, ordinal)
+            _contexts[ordinal] = ctx
+        return ctx
+
+
+class CudaDriverBackend:
+    """``DriverBackend`` of the ``cuda`` driver. Creating it loads the CUDA driver:
+    UNAVAILABLE (naming what was looked for and how to fix it) without one."""
+
+    def __init__(self) -> None:
+        self.api = driver_api()
+        count = int(check(self.api.cuDeviceGetCount(), "cuDeviceGetCount"))
+        self.gpus = [query_gpu(self.api, i) for i in range(count)]
+
+    def query_available_devices(self) -> list[DeviceInfo]:
+        return [
+            DeviceInfo(device_id=g.ordinal + 1, path=str(g.ordinal), name=g.describe())
+            for g in self.gpus
+        ]
+
+    def dump_device_info(self, device_id: int) -> str:
+        gpus = self.gpus if device_id == 0 else self._select(str(device_id - 1))
+        lines = []
+        for g in gpus:
+            major, minor = g.compute_capability
+            lines += [
+                f"cuda://{g.ordinal}: {g.name}",
+                f"  uuid: {g.uuid}",
+                f"  compute capability: {major}.{minor} (sm_{major}{minor})",
+                f"  memory: {g.memory_bytes} bytes ({g.memory_bytes / 2**30:.1f} GiB)",
+                f"  multiprocessors: {g.multiprocessors}",
+            ]
+        return "\n".join(lines)
+
+    def _select(self, path: str) -> list[GpuInfo]:
+        if path == "":
+            if not self.gpus:
+                raise NotFoundError("the CUDA driver reports no GPU")
+            return list(self.gpus)
+        out: list[GpuInfo] = []
+        for part in path.split(","):
+            part = part.strip()
+            gpu: GpuInfo | None = None
+            if part.isdigit():
+                index = int(part)
+                gpu = self.gpus[index] if index < len(self.gpus) else None
+            elif part.upper().startswith("GPU-"):
+                gpu = next((g for g in self.gpus if g.uuid.lower() == part.lower()), None)
+            if gpu is None:
+                known = ", ".join(f"{g.ordinal} / {g.uuid}" for g in self.gpus) or "none"
+                raise NotFoundError(
+                    f"cuda has no GPU {part!r}; paths are an ordinal or a GPU-<uuid> "
+                    f"(known: {known})"
+                )
+            if gpu not in out:
+                out.append(gpu)
+        return out
+
+    def create_device_by_id(self, device_id: int, params: dict[str, str]) -> CudaDeviceBackend:
+        if device_id == 0:
+            return self.create_device_by_path("", params)
+        if not 1 <= device_id <= len(self.gpus):
+            raise NotFoundError(f"cuda has no device id {device_id} (ids 1..{len(self.gpus)})")
+        return self.create_device_by_path(str(device_id - 1), params)
+
+    def create_device_by_path(self, path: str, params: dict[str, str]) -> CudaDeviceBackend:
+        queues = _queue_count(params)
+        gpus = self._select(path)
+        if len(gpus) > 1:
+            raise UnimplementedError(
+                f"cuda://{path} names {len(gpus)} GPUs; a logical device over several GPUs is "
+                "not built yet: create one device per GPU (cuda://0, cuda://1, ...) and join "
+                "them in a DeviceGroup"
+            )
+        gpu = gpus[0]
+        ctx = context_for(self.api, gpu.ordinal)
+        return CudaDeviceBackend(ctx, queues, gpu.memory_bytes, gpu.describe())
+
+
+def _queue_count(params: dict[str, str]) -> int:
+    unknown = sorted(set(params) - {"queues"})
+    if unknown:
+        raise InvalidArgumentError(f"cuda does not know device parameters {unknown}; known: queues")
+    raw = params.get("queues", "")
+    if raw == "":
+        return DEFAULT_QUEUES
+    try:
+        queues = int(raw)
+    except ValueError:
+        raise InvalidArgumentError(f"device parameter queues={raw!r} is not an integer") from None
+    if not 1 <= queues <= MAX_QUEUES:
+        raise InvalidArgumentError(f"device parameter queues={queues} is outside 1..{MAX_QUEUES}")
+    return queues

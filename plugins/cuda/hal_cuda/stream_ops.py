@@ -1,0 +1,223 @@
+"""Queue operations and command-buffer programs as work on a CUDA stream.
+
+Each ``enqueue_*`` puts one validated ``QueueOp``'s work on a stream and returns without
+waiting for it; the device records an event after it and completes the op when the
+event is reached (``completion.py``). Buffers are addressed as ``storage.address +
+byte_offset + offset``: device memory by its device pointer, pinned or registered host
+memory by its device alias, so one set of calls (``cuMemcpyAsync`` under unified
+addressing, ``cuMemsetD*Async``) serves every memory type.
+
+A command buffer's program (``CudaProgram``, built once at ``end()``) replays as stream
+launches in recording order: commands on one stream run in order, so barriers need no
+work. Dispatches whose workgroup count is read from a buffer need the count on the host
+before the launch: such programs run on the queue's worker thread, which synchronises
+the stream before reading the count (``needs_host_sync``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from hal_core.backend import (
+    CMD_COPY,
+    CMD_DISPATCH,
+    CMD_FILL,
+    CMD_UPDATE,
+    QueueOp,
+    buffer_storage,
+    resolve_binding,
+)
+
+from .cuda_api import check
+from .executable import CudaExecutable, LaunchArgs, check_launch
+
+STEP_FILL = 0
+STEP_UPDATE = 1
+STEP_COPY = 2
+STEP_DISPATCH = 3
+
+
+def address_of(buffer: Any, offset: int) -> int:
+    """The device address of byte ``offset`` of ``buffer`` (FAILED_PRECONDITION when its
+    memory is not committed)."""
+    return buffer_storage(buffer).address + buffer.byte_offset + offset
+
+
+def resolve(ref: Any, table: tuple) -> tuple[int, int]:
+    """``(address, length)`` of a command's buffer reference: a whole ``Buffer``, a direct
+    ``BufferRef`` or an indirect one composed with its binding-table slot (hal_core's
+    ``resolve_binding``: OUT_OF_RANGE for a range that does not fit, INVALID_ARGUMENT for
+    an empty slot; recordings made UNVALIDATED reach here unchecked)."""
+    buffer, offset, length = resolve_binding(ref, table)
+    return address_of(buffer, offset), length
+
+
+def fill(api: Any, address: int, length: int, pattern: bytes, stream: Any) -> None:
+    """Repeat a 1-, 2- or 4-byte ``pattern`` over ``length`` bytes at ``address``.
+
+    ``cuMemsetD16/D32`` need an address aligned to the pattern; imported host memory may
+    not be, and then each byte of the pattern is written as a column of a 2-D byte
+    memset with the pattern's size as pitch (exact, and only on this rare path)."""
+    if length == 0:
+        return
+    size = len(pattern)
+    if size == 1:
+        check(api.cuMemsetD8Async(address, pattern[0], length, stream), "cuMemsetD8Async")
+    elif address % size == 0:
+        value = int.from_bytes(pattern, "little")
+        if size == 2:
+            check(api.cuMemsetD16Async(address, value, length >> 1, stream), "cuMemsetD16Async")
+        else:
+            check(api.cuMemsetD32Async(address, value, length >> 2, stream), "cuMemsetD32Async")
+    else:
+        rows = length // size
+        for k in range(size):
+            check(
+                api.cuMemsetD2D8Async(address + k, size, pattern[k], 1, rows, stream),
+                "cuMemsetD2D8Async",
+            )
+
+
+def copy(api: Any, target: int, source: int, length: int, stream: Any) -> None:
+    if length:
+        check(api.cuMemcpyAsync(target, source, length, stream), "cuMemcpyAsync")
+
+
+def update(api: Any, target: int, payload: np.ndarray, stream: Any) -> None:
+    """Host bytes to ``target``. The payload is pageable host memory: CUDA copies it to
+    its own staging memory before the call returns, so it need not outlive the call."""
+    n = payload.nbytes
+    if n:
+        check(api.cuMemcpyHtoDAsync(target, payload.ctypes.data, n, stream), "cuMemcpyHtoDAsync")
+
+
+def enqueue_fill(api: Any, op: QueueOp, stream: Any) -> None:
+    fill(api, address_of(op.target, op.target_offset), op.length, op.pattern, stream)
+
+
+def enqueue_update(api: Any, op: QueueOp, stream: Any) -> None:
+    update(api, address_of(op.target, op.target_offset), op.payload, stream)
+
+
+def enqueue_copy(api: Any, op: QueueOp, stream: Any) -> None:
+    source = address_of(op.source, op.source_offset)
+    copy(api, address_of(op.target, op.target_offset), source, op.length, stream)
+
+
+def enqueue_program(api: Any, op: QueueOp, stream: Any) -> None:
+    op.program.run(api, op.bindings or (), stream)
+
+
+class Launch:
+    """One recorded dispatch: the function, its grid (or where to read it) and the
+    kernel-parameter array with the constants already in place."""
+
+    __slots__ = ("function", "grid", "block", "count_ref", "refs", "args", "shared")
+
+    def __init__(self, command: tuple) -> None:
+        _, executable, ordinal, config, constants, refs, _flags = command
+        backend: CudaExecutable = executable.backend
+        function = backend.kernels[ordinal]
+        self.function = function.handle
+        size = tuple(config.workgroup_size)
+        self.block = size if size != (0, 0, 0) else (function.block or (1, 1, 1))
+        self.count_ref = config.workgroup_count_ref
+        self.grid = tuple(config.workgroup_count)
+        check_launch(self.block, (0, 0, 0) if self.count_ref else self.grid, function.name)
+        # hal_core admits more bindings and constants than the function takes; the kernel
+        # receives exactly its own (the parameter layout is fixed by the ABI).
+        self.refs = tuple(refs)[: function.binding_count]
+        self.args = LaunchArgs(function.binding_count, constants[: 4 * function.constant_count])
+        self.shared = function.shared_memory + int(config.dynamic_workgroup_local_memory)
+
+
+class CudaProgram:
+    """The replay form of a recording: steps in recording order, run as stream launches.
+
+    ``run`` may be called from several threads at once (a command buffer submitted
+    twice): the lock serialises writes to the shared kernel-parameter arrays."""
+
+    __slots__ = ("steps", "needs_host_sync", "_lock")
+
+    def __init__(self, commands: list) -> None:
+        steps: list[tuple] = []
+        needs_sync = False
+        for cmd in commands:
+            code = cmd[0]
+            if code == CMD_FILL:
+                steps.append((STEP_FILL, cmd[1], bytes(cmd[2])))
+            elif code == CMD_UPDATE:  # (kind, target, data)
+                payload = np.frombuffer(bytes(cmd[2]), np.uint8)
+                steps.append((STEP_UPDATE, cmd[1], payload))
+            elif code == CMD_COPY:  # (kind, target, source)
+                steps.append((STEP_COPY, cmd[1], cmd[2]))
+            elif code == CMD_DISPATCH:
+                launch = Launch(cmd)
+                needs_sync = needs_sync or launch.count_ref is not None
+                steps.append((STEP_DISPATCH, launch))
+            # CMD_BARRIER and debug labels: a stream runs its work in order.
+        self.steps = steps
+        self.needs_host_sync = needs_sync
+        self._lock = threading.Lock()
+
+    def run(self, api: Any, table: tuple, stream: Any) -> None:
+        """Put every step on ``stream``. Raises on the first step the driver refuses
+        (the device still waits for what was already queued before it fails the op)."""
+        for step in self.steps:
+            kind = step[0]
+            if kind == STEP_DISPATCH:
+                self._launch(api, step[1], table, stream)
+            elif kind == STEP_FILL:
+                address, length = resolve(step[1], table)
+                fill(api, address, length, step[2], stream)
+            elif kind == STEP_COPY:
+                target, length = resolve(step[1], table)
+                source, _ = resolve(step[2], table)
+                copy(api, target, source, length, stream)
+            else:
+                target, _ = resolve(step[1], table)
+                update(api, target, step[2], stream)
+
+    def _launch(self, api: Any, launch: Launch, table: tuple, stream: Any) -> None:
+        if launch.count_ref is not None:
+            grid = _read_counts(api, launch.count_ref, table, stream)
+            check_launch(launch.block, grid, "indirect dispatch")
+        else:
+            grid = launch.grid
+        if grid[0] == 0 or grid[1] == 0 or grid[2] == 0:
+            return  # an empty grid dispatches nothing (CUDA refuses a zero dimension)
+        args = launch.args
+        bx, by, bz = launch.block
+        with self._lock:
+            values = args.values
+            for i, ref in enumerate(launch.refs):
+                values[i] = resolve(ref, table)[0]
+            check(
+                api.cuLaunchKernel(
+                    launch.function,
+                    grid[0],
+                    grid[1],
+                    grid[2],
+                    bx,
+                    by,
+                    bz,
+                    launch.shared,
+                    stream,
+                    args.address,
+                    0,
+                ),
+                "cuLaunchKernel",
+            )
+
+
+def _read_counts(api: Any, ref: Any, table: tuple, stream: Any) -> tuple[int, int, int]:
+    """The three uint32 workgroup counts at ``ref``, once the stream's earlier work (which
+    may have written them) is done. Runs on a worker thread only."""
+    address, _ = resolve(ref, table)
+    check(api.cuStreamSynchronize(stream), "cuStreamSynchronize")
+    counts = np.zeros(3, np.uint32)
+    check(api.cuMemcpyDtoH(counts.ctypes.data, address, 12), "cuMemcpyDtoH")
+    return int(counts[0]), int(counts[1]), int(counts[2])
