@@ -225,6 +225,8 @@ class Player(RecordHandlers):
         """Drop every replayed object (devices are the caller's)."""
         self.objects.clear()
         self._executable_cache.clear()
+        for recorded in self._recordings:
+            recorded[0] = None
 
     # -- plan ------------------------------------------------------------------------------
 
@@ -239,8 +241,11 @@ class Player(RecordHandlers):
                 # An optional record this reader cannot use: the format lets it be skipped.
         # Each record becomes a zero-argument step with its payload read now, so a run
         # (and every benchmark iteration) pays only for the calls it replays.
-        bind = StepBinder(self).bind
-        return [(bind(handler, rec, payload), rec, payload) for handler, rec, payload in records]
+        binder = StepBinder(self)
+        plan = [(binder.bind(h, rec, payload), rec, payload) for h, rec, payload in records]
+        binder.reuse_recordings(plan)
+        self._recordings = binder.recordings
+        return plan
 
     def _plan_record(self, rec: Record, plan: list[tuple[Handler, Record, dict[str, Any]]]) -> None:
         """Validate ``rec`` and append its handler to ``plan`` (if it has work to do)."""

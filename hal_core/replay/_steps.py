@@ -13,6 +13,15 @@ records that create objects (in capture order, which is the run order), and a re
 whose ids name an object of the kind it needs gets a step that indexes the table
 directly. A record naming an object the capture never made (or one of another kind) gets
 the generic handler, which raises DATA_LOSS naming the id when it runs, as before.
+
+Reusable recordings: a command buffer created without ONE_SHOT, recorded once (one
+begin, commands, one end) outside every scope but ``init`` (the program's setup, which
+IREE's recorder leaves unscoped), whose commands name buffers only through binding-table
+slots, is recorded by the player's first run and re-executed by its later runs with each
+run's binding table, as executables are prepared once per player. Such a recording holds
+only executables (the same objects every run) and slot numbers, so a later run executes
+exactly what a fresh recording would. Work inside the other scopes (``execute``: what
+``iree-benchmark-replay --replay_scope`` times) is replayed in full on every run.
 """
 
 from __future__ import annotations
@@ -56,6 +65,38 @@ _CREATES: dict[int, str] = {
 }
 
 
+_ONE_SHOT = 0x1
+_INDIRECT_PARAMETERS = 0x1 | 0x2  # dispatch flags that make workgroup_count_ref meaningful
+_CB_COMMANDS = frozenset(
+    {
+        O.COMMAND_BUFFER_BEGIN,
+        O.COMMAND_BUFFER_END,
+        O.COMMAND_BUFFER_EXECUTION_BARRIER,
+        O.COMMAND_BUFFER_SIGNAL_EVENT,
+        O.COMMAND_BUFFER_RESET_EVENT,
+        O.COMMAND_BUFFER_WAIT_EVENTS,
+        O.COMMAND_BUFFER_FILL_BUFFER,
+        O.COMMAND_BUFFER_UPDATE_BUFFER,
+        O.COMMAND_BUFFER_COPY_BUFFER,
+        O.COMMAND_BUFFER_DISPATCH,
+        O.COMMAND_BUFFER_COLLECTIVE,
+        O.COMMAND_BUFFER_BEGIN_DEBUG_GROUP,
+        O.COMMAND_BUFFER_END_DEBUG_GROUP,
+        O.COMMAND_BUFFER_ADVISE_BUFFER,
+    }
+)
+# Commands a reused recording may hold (events name objects of the run: not these).
+_SLOT_ONLY_COMMANDS = frozenset(
+    {
+        O.COMMAND_BUFFER_EXECUTION_BARRIER,
+        O.COMMAND_BUFFER_FILL_BUFFER,
+        O.COMMAND_BUFFER_UPDATE_BUFFER,
+        O.COMMAND_BUFFER_COPY_BUFFER,
+        O.COMMAND_BUFFER_DISPATCH,
+    }
+)
+
+
 def _nothing() -> None:
     """A record with no work this run (a read-only unmap)."""
 
@@ -68,6 +109,8 @@ class StepBinder:
         self.player = player
         self.objects: dict[int, Any] = player.objects
         self.kinds: dict[int, str] = {}
+        # The reused recordings' holders (``close`` empties them).
+        self.recordings: list[list[Any]] = []
         self._binders: dict[int, Callable[[Record, dict[str, Any]], Step | None]] = {
             O.REPLAY_SCOPE_BEGIN: self._scope,
             O.REPLAY_SCOPE_END: self._scope,
@@ -349,6 +392,124 @@ class StepBinder:
             objs[cid].fill_buffer(_buffer_ref(objs, dst), pattern, flags=flags)
 
         return fill_buffer
+
+    # -- reusable recordings ---------------------------------------------------------------
+
+    def reuse_recordings(self, plan: list[tuple[Step, Record, dict[str, Any]]]) -> None:
+        """Rebind, in ``plan``, the records of every reusable recording (see the module
+        docstring) so that later runs take the first run's command buffer."""
+        setup = [set(s) <= {"init"} for s in self._scopes_at(plan)]
+        by_cb: dict[int, list[int]] = {}
+        for i, (_, rec, _) in enumerate(plan):
+            if rec.record_type == RecordType.OPERATION and (
+                rec.operation_code in _CB_COMMANDS
+                or rec.operation_code == O.DEVICE_CREATE_COMMAND_BUFFER
+            ):
+                cid = (
+                    rec.related_object_id
+                    if rec.operation_code == O.DEVICE_CREATE_COMMAND_BUFFER
+                    else rec.object_id
+                )
+                by_cb.setdefault(cid, []).append(i)
+        for cid, rows in by_cb.items():
+            if self._reusable(plan, rows, setup):
+                self._rebind(plan, cid, rows)
+
+    def _scopes_at(self, plan: list[tuple[Step, Record, dict[str, Any]]]) -> list[list[str]]:
+        open_scopes: list[str] = []
+        out = []
+        for _, rec, p in plan:
+            if rec.record_type == RecordType.OPERATION:
+                if rec.operation_code == O.REPLAY_SCOPE_BEGIN:
+                    open_scopes.append(p["name"])
+                elif rec.operation_code == O.REPLAY_SCOPE_END and p["name"] in open_scopes:
+                    open_scopes.reverse()
+                    open_scopes.remove(p["name"])
+                    open_scopes.reverse()
+            out.append(list(open_scopes))
+        return out
+
+    @staticmethod
+    def _reusable(
+        plan: list[tuple[Step, Record, dict[str, Any]]], rows: list[int], setup: list[bool]
+    ) -> bool:
+        ops = [plan[i][1].operation_code for i in rows]
+        if (
+            len(ops) < 3
+            or ops[0] != O.DEVICE_CREATE_COMMAND_BUFFER
+            or ops[1] != O.COMMAND_BUFFER_BEGIN
+            or ops[-1] != O.COMMAND_BUFFER_END
+            or ops.count(O.COMMAND_BUFFER_BEGIN) != 1
+            or ops.count(O.COMMAND_BUFFER_END) != 1
+            or plan[rows[0]][2]["mode"] & _ONE_SHOT
+            or not all(setup[i] for i in rows)
+        ):
+            return False
+        # (A record with a bad id still raises on the first run, which then keeps nothing.)
+        for i in rows[2:-1]:  # the commands between begin and end
+            rec, p = plan[i][1], plan[i][2]
+            if rec.operation_code not in _SLOT_ONLY_COMMANDS or not _slots_only(p):
+                return False
+        return True
+
+    def _rebind(
+        self, plan: list[tuple[Step, Record, dict[str, Any]]], cid: int, rows: list[int]
+    ) -> None:
+        objs = self.objects
+        did = plan[rows[0]][1].object_id
+        recorded: list[Any] = [None]  # the command buffer the first run recorded
+        reused = [False]  # this run took it: its begin, commands and end do nothing
+        create = plan[rows[0]][0]
+
+        def create_or_reuse() -> None:
+            cb = recorded[0]
+            if cb is not None and cb.device is objs[did]:
+                objs[cid] = cb
+                reused[0] = True
+                return
+            reused[0] = False
+            create()
+
+        def skipped_when_reused(step: Step) -> Step:
+            def record() -> None:
+                if not reused[0]:
+                    step()
+
+            return record
+
+        end = plan[rows[-1]][0]
+
+        def end_and_keep() -> None:
+            if reused[0]:
+                return
+            end()
+            recorded[0] = objs[cid]
+
+        for k, i in enumerate(rows):
+            _, rec, p = plan[i]
+            if k == 0:
+                step: Step = create_or_reuse
+            elif k == len(rows) - 1:
+                step = end_and_keep
+            else:
+                step = skipped_when_reused(plan[i][0])
+            plan[i] = (step, rec, p)
+        self.recordings.append(recorded)
+
+
+def _slots_only(p: dict[str, Any]) -> bool:
+    """True when no buffer reference of a command payload names a buffer directly."""
+    for key in ("target_ref", "source_ref"):
+        ref = p.get(key)
+        if ref is not None and ref["buffer_id"] != F.OBJECT_ID_NONE:
+            return False
+    for b in p.get("bindings", ()):
+        if b["buffer_id"] != F.OBJECT_ID_NONE:
+            return False
+    if p.get("flags", 0) & _INDIRECT_PARAMETERS and "workgroup_count_ref" in p:
+        if p["workgroup_count_ref"]["buffer_id"] != F.OBJECT_ID_NONE:
+            return False
+    return not p.get("buffer_barriers")
 
 
 def _buffer_ref(objs: dict[int, Any], ref: tuple[int, int, int, int]) -> BufferRef:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _replay_capture import CORPUS, CORPUS_NAMES, Capture, payload
+from _replay_capture import CORPUS, CORPUS_NAMES, Capture, payload, ref, ref_fields, timepoints
 
 import hal_core as hal
 from hal_core.bench import BenchContext
@@ -109,3 +109,110 @@ def test_an_upload_into_a_read_only_buffer_is_refused_as_a_mapping_is(device):
     with pytest.raises(hal.PermissionDeniedError, match="memory access") as info:
         player.run()
     assert "buffer.unmap_range" in str(info.value) and "byte offset" in str(info.value)
+
+
+# -- reusable recordings ---------------------------------------------------------------
+
+ANY = (1 << 64) - 1
+P = PayloadType
+O = OperationCode  # noqa: E741
+
+
+def _recording_capture(where: str, *, mode: int = 0, direct: bool = False) -> bytes:
+    """Command buffer 40 (fill slot 0 with 0x5A5A, copy slot 0 to slot 1) recorded ``where``
+    ("setup": unscoped, "init" or "execute"), then executed in ``execute`` with buffers 10
+    and 11 bound; ``direct``: the fill names buffer 12 (allocated in the setup) instead."""
+    c = Capture()
+    c.device()
+    c.buffer(12, 64)
+    scoped = where in ("init", "execute")
+    if scoped:
+        c.scope(where, True)
+    c.op(
+        O.DEVICE_CREATE_COMMAND_BUFFER,
+        payload(
+            P.COMMAND_BUFFER_OBJECT,
+            mode=mode,
+            command_categories=3,
+            queue_affinity=ANY,
+            binding_capacity=2,
+        ),
+        P.COMMAND_BUFFER_OBJECT,
+        device=1,
+        obj=1,
+        rel=40,
+    )
+    cb = {"device": 1, "obj": 40}
+    c.op(O.COMMAND_BUFFER_BEGIN, **cb)
+    target = ref_fields("target_ref", 12, 0, 64) if direct else ref_fields("target_ref", 0, 0, 64)
+    c.op(
+        O.COMMAND_BUFFER_FILL_BUFFER,
+        payload(P.COMMAND_BUFFER_FILL_BUFFER, pattern_length=2, **target) + b"\x5a\x5a",
+        P.COMMAND_BUFFER_FILL_BUFFER,
+        **cb,
+    )
+    c.op(
+        O.COMMAND_BUFFER_EXECUTION_BARRIER,
+        payload(
+            P.COMMAND_BUFFER_EXECUTION_BARRIER,
+            source_stage_mask=28,
+            target_stage_mask=13,
+            memory_barrier_count=1,
+        )
+        + b"\x00" * 8,
+        P.COMMAND_BUFFER_EXECUTION_BARRIER,
+        **cb,
+    )
+    c.op(
+        O.COMMAND_BUFFER_COPY_BUFFER,
+        payload(
+            P.COMMAND_BUFFER_COPY_BUFFER,
+            **ref_fields("source_ref", 12 if direct else 0, 0, 64),
+            **ref_fields("target_ref", 0, 0, 64, slot=1),
+        ),
+        P.COMMAND_BUFFER_COPY_BUFFER,
+        **cb,
+    )
+    c.op(O.COMMAND_BUFFER_END, **cb)
+    if scoped and where != "execute":
+        c.scope(where, False)
+    if where != "execute":
+        c.scope("execute", True)
+    c.semaphore(20)
+    c.buffer(10, 64)
+    c.buffer(11, 64)
+    body = payload(
+        P.DEVICE_QUEUE_EXECUTE,
+        queue_affinity=ANY,
+        signal_semaphore_count=1,
+        command_buffer_id=40,
+        binding_count=2,
+    )
+    body += timepoints((20, 1)) + ref(10, 0, 64) + ref(11, 0, 64)
+    c.op(O.DEVICE_QUEUE_EXECUTE, body, P.DEVICE_QUEUE_EXECUTE, device=1, obj=1, rel=40)
+    c.read_back(11, 64)
+    c.scope("execute", False)
+    return c.data()
+
+
+@pytest.mark.parametrize(
+    "where, mode, direct, reused",
+    [
+        ("setup", 0, False, True),
+        ("init", 0, False, True),
+        ("execute", 0, False, False),  # what the benchmark times is replayed in full
+        ("setup", 1, False, False),  # ONE_SHOT
+        ("setup", 0, True, False),  # names a buffer of the run directly
+    ],
+)
+def test_setup_recordings_through_slots_are_recorded_once(device, where, mode, direct, reused):
+    player = Player(ReplayFile(_recording_capture(where, mode=mode, direct=direct)), device)
+    seen = []
+    for _ in range(3):
+        assert player.run("execute") > 0
+        assert player.buffer_contents(11) == b"\x5a" * 64
+        seen.append(player.objects[40])
+    assert len({id(s) for s in seen}) == (1 if reused else 3)
+    player.close()
+    player.run("execute")
+    assert player.objects[40] is not seen[0]  # close() dropped the recording
