@@ -17,7 +17,7 @@ from ._callback_errors import report_callback_error
 from ._semaphore import Semaphore
 from ._status import HalError, StatusCode, error_for
 
-__all__ = ["buffer_root", "fail_all", "op_error", "signal_all", "wait_reached"]
+__all__ = ["buffer_root", "complete_op", "fail_all", "op_error", "signal_all", "wait_reached"]
 
 _SIGNALLING = "signalling a semaphore from a queue"
 _FAILING = "failing a semaphore from a queue"
@@ -53,6 +53,17 @@ def signal_all(signals: Iterable[tuple[Semaphore, int]], what: str = _SIGNALLING
             sem._signal_from_queue(value)
         except BaseException as exc:
             report_callback_error(exc, what, sem)
+
+
+def complete_op(op: Any, timeline: Any) -> None:
+    """Finish a successful op: signal its signals (``signal_all``), drop what it retained,
+    then retire its epoch on ``timeline`` (its queue's ``QueueTimeline``). The Python
+    reference of the native ``complete_op`` (``_queue_fast_paths``), which does the same
+    in one call when no timepoint is released and no lock is contended. Never raises
+    (unless ``timeline.retire`` does). The caller must hold no lock."""
+    signal_all(op.signals)
+    op.retained = None
+    timeline.retire(op.epoch)
 
 
 def fail_all(

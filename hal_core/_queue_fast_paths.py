@@ -4,7 +4,9 @@
 optional, like the pool fast paths). Its ``queue_op`` builds the ``QueueOp`` of a call of
 the common shape (see ``_native_queue.c``) and calls the Python reference,
 ``_queue_checks.queue_op``, for everything else, so behaviour is the same with or without
-it. ``HAL_QUEUE_NATIVE=0`` turns it off; ``describe()`` says which is in use.
+it. Its ``complete_op`` finishes a successful op (signals, retained, retire) with
+``_completion.complete_op`` as the reference in the same way. ``HAL_QUEUE_NATIVE=0`` turns
+it off; ``describe()`` says which is in use.
 """
 
 from __future__ import annotations
@@ -12,11 +14,22 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ._completion import complete_op as complete_op_reference
+from ._completion import signal_all
+from ._frontier_tracker import _AxisState
 from ._queue import QueueOp, QueueOpKind
 from ._queue_checks import queue_op as queue_op_reference
+from ._queue_timeline import QueueTimeline
 from ._semaphore import MAX_VALUE, Semaphore
 
-__all__ = ["describe", "native", "queue_op", "queue_op_method", "unavailable_reason"]
+__all__ = [
+    "complete_op",
+    "describe",
+    "native",
+    "queue_op",
+    "queue_op_method",
+    "unavailable_reason",
+]
 
 
 def _load() -> tuple[Any, str | None]:
@@ -30,6 +43,7 @@ def _load() -> tuple[Any, str | None]:
             "compiler and the Python headers present"
         )
     _native_queue.init(QueueOp, Semaphore, QueueOpKind, queue_op_reference, MAX_VALUE)
+    _native_queue.init_completion(QueueOp, Semaphore, QueueTimeline, _AxisState, signal_all)
     return _native_queue, None
 
 
@@ -41,6 +55,12 @@ queue_op: Callable[..., QueueOp] = native.queue_op if native is not None else qu
 #: The same, as a class attribute that binds like a method (``Device._op``).
 queue_op_method: Any = (
     native.instance_method(native.queue_op) if native is not None else queue_op_reference
+)
+
+
+#: ``complete_op(op, timeline)``: native, or ``_completion.complete_op`` without it.
+complete_op: Callable[[Any, Any], None] = (
+    native.complete_op if native is not None else complete_op_reference
 )
 
 
