@@ -122,6 +122,8 @@ class QueueAllocaMachine(abc.ABC):
     def __init__(self) -> None:
         self._pending: dict[Any, AllocaState] = {}
         self._closed = False
+        # The last default-pool selection: (params, length, the pool set's entries, pool).
+        self._selected: tuple[Any, int, Any, Pool] | None = None
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -158,18 +160,37 @@ class QueueAllocaMachine(abc.ABC):
 
     def _select(self, op: Any) -> Pool:
         pool = op.pool
-        if pool is None:
-            return self.default_pools.select_or_raise(op.params, op.length)
+        if pool is not None:
+            return pool
+        # A chain of allocas asks again and again with the same params object and size:
+        # remember the last answer (valid while the pool set's entries are the same tuple).
+        params = op.params
+        length = op.length
+        entries = self.default_pools._entries
+        selected = self._selected
+        if (
+            selected is not None
+            and selected[0] is params
+            and selected[1] == length
+            and selected[2] is entries
+        ):
+            return selected[3]
+        pool = self.default_pools.select_or_raise(params, length)
+        self._selected = (params, length, entries, pool)
         return pool
 
-    def prepare(self, op: Any) -> None:
+    def prepare(self, op: Any) -> bool:
         """At the call, before the op is queued: pick the pool (errors raise now) and,
         when the op has nothing to wait for, reserve at once so a refusal raises
-        RESOURCE_EXHAUSTED to the caller with nothing queued."""
+        RESOURCE_EXHAUSTED to the caller with nothing queued.
+
+        True when the reservation succeeded (OK or OK_FRESH) and nothing is waited on: the
+        backend may then take the op's epoch and call ``commit_prepared`` at once instead
+        of queueing it (what ``begin`` would do when it ran)."""
         if op.length == 0:
             # Nothing to reserve: the buffer commits to empty storage when ready.
             op.alloca_state = self._state_type(None)
-            return
+            return False
         pool = self._select(op)
         caps = pool.query_capabilities()
         if caps.max_allocation_size and op.length > caps.max_allocation_size:
@@ -195,9 +216,12 @@ class QueueAllocaMachine(abc.ABC):
         op.alloca_state = state
         for sem, value in op.waits:
             if sem._failure is not None or sem._value < value:
-                return
+                return False
         self._acquire(op, state)
-        if state.result == _NEEDS_WAIT and not int(op.flags) & _ALLOW_POOL_WAIT:
+        result = state.result
+        if result == _OK or result == _OK_FRESH:
+            return not self._closed
+        if result == _NEEDS_WAIT and not int(op.flags) & _ALLOW_POOL_WAIT:
             # Hand the block back with its death frontier, then refuse the call.
             pool.release_reservation(state.reservation, state.info.wait_frontier)
             op.alloca_state = None
@@ -206,6 +230,12 @@ class QueueAllocaMachine(abc.ABC):
                 "work (death frontier not reached); pass "
                 "AllocaFlags.ALLOW_POOL_WAIT_FRONTIER to let the queue wait for it"
             )
+        return False
+
+    def commit_prepared(self, op: Any) -> None:
+        """Commit an op ``prepare`` returned True for and complete it (``_complete``), as
+        ``begin`` would once the op is queued; the backend has given it its epoch."""
+        self._commit(op, op.alloca_state)
 
     def abandon(self, op: Any) -> None:
         """Undo ``prepare`` when queueing the op failed after it (nothing was queued)."""
