@@ -15,13 +15,15 @@ and no CUDA toolkit); the tests that use the outputs need neither. For each ``NA
 ``plugins/cuda/tools/iree_cuda_peer.sh`` runs this module there), and ``manifest.json``:
 the compiler version, the flags and, per program, its artifacts and exports (name,
 workgroup size, constant count, binding flags) as the compiler's dump of the configured
-executables declares them. Usage:
+executables declares them, with the workgroup count the program's host code dispatches
+each with (``null`` where it is computed at run time, from a dynamic shape). Usage:
 
     python tests/plugins/cuda/iree_executables/generate.py
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 import re
@@ -29,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 import zipfile
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -43,6 +46,17 @@ _WORKGROUP = re.compile(r"workgroup_size = \[(\d+), (\d+), (\d+)\]")
 _CONSTANTS = re.compile(r"#hal\.pipeline\.layout<constants = (\d+)")
 _BINDING = re.compile(r'#hal\.pipeline\.binding<storage_buffer(?:, "?([\w|]+)"?)?>')
 _FLAG_BITS = {"ReadOnly": 1, "Indirect": 2}
+
+
+def _corpus_generator() -> types.ModuleType:
+    """tests/replay_corpus/generate.py, loaded by path (its name clashes with this one's):
+    its ``workgroup_counts`` reads the counts a build dispatches with from its host code."""
+    path = HERE.parents[2] / "replay_corpus" / "generate.py"
+    spec = importlib.util.spec_from_file_location("replay_corpus_generate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def chain_source(n: int = CHAIN_LENGTH) -> str:
@@ -112,6 +126,16 @@ def _compile(source: pathlib.Path, work: pathlib.Path) -> dict[str, object]:
         check=True,
         cwd=HERE,
     )
+    hal_ir = work / f"{stem}.hal.mlir"
+    subprocess.run(
+        ["iree-compile", source.name, *FLAGS, "--compile-to=hal", "-o", str(hal_ir)],
+        check=True,
+        cwd=HERE,
+    )
+    try:
+        counts = _corpus_generator().workgroup_counts(hal_ir.read_text())
+    except SystemExit:  # a count computed at run time (a dynamic shape)
+        counts = {}
     subprocess.run(
         [
             "iree-compile",
@@ -137,7 +161,10 @@ def _compile(source: pathlib.Path, work: pathlib.Path) -> dict[str, object]:
     if stem in KEEP_VMFB:
         shutil.copyfile(vmfb, HERE / f"{stem}.vmfb")
         artifacts.append(f"{stem}.vmfb")
-    return {"artifacts": artifacts, "exports": _exports_from_configurations(configured)}
+    exports = _exports_from_configurations(configured)
+    for export in exports:
+        export["workgroup_count"] = counts.get(str(export["name"]))
+    return {"artifacts": artifacts, "exports": exports}
 
 
 def main() -> int:
