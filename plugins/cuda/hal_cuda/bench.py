@@ -395,14 +395,13 @@ def _chain512_capture(iree_device: str) -> Path:
 @benchmark("replay.chain512", "us/dispatch")
 def replay_chain512(ctx: BenchContext) -> float:
     """hal-core replays IREE's CUDA capture of the 512-dispatch chain (execute scope)."""
+    from hal_core.bench.replay import median_execute_us
     from hal_core.replay import Player
 
     _require_cuda_device(ctx)
-    path = _chain512_capture(_iree_device(ctx.uri))
-    player = Player(path, ctx.device)
-    player.run("execute")  # warm-up: executables prepared once, pools primed
-    try:
-        return ctx.median(lambda: player.run("execute") / 1e3) / DISPATCHES
+    player = Player(_chain512_capture(_iree_device(ctx.uri)), ctx.device)
+    try:  # one warm-up run, then the median of whole runs, as replay.chain measures
+        return median_execute_us(ctx, player) / DISPATCHES
     finally:
         player.close()
 
