@@ -184,7 +184,8 @@ class TlsfPool(TlsfBlockTable, Pool):
                 recycled = self._recycle.get(g)
                 if recycled:
                     b = recycled[-1]
-                    if requester_frontier.dominates(self._front[b]):  # type: ignore[union-attr]
+                    death = self._front[b]  # set for every recycled block
+                    if death is not None and requester_frontier.dominates(death):
                         recycled.pop()
                         self._recycle_count -= 1
                         self._front[b] = None
