@@ -14,7 +14,7 @@ import attrs
 import numpy as np
 
 from ._buffer import Buffer
-from ._construction import require_internal, sealed
+from ._construction import INTERNAL, require_internal, sealed
 from ._memory import (
     BufferCompatibility,
     BufferParams,
@@ -158,6 +158,7 @@ class Allocator:
             allocation_size=size,
             device=self._device,
             queue_affinity=params.queue_affinity,
+            _token=INTERNAL,
         )
         device_bytes = memory_type.has(MemoryType.DEVICE_LOCAL) and not memory_type.has(
             MemoryType.HOST_LOCAL
@@ -196,6 +197,7 @@ class Allocator:
             allocation_size=array.nbytes,
             device=self._device,
             queue_affinity=params.queue_affinity,
+            _token=INTERNAL,
         )
 
     def _account(self, device_bytes: bool, size: int) -> None:

@@ -13,10 +13,11 @@ committed fails with FAILED_PRECONDITION.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 
+from ._construction import INTERNAL, require_internal, sealed
 from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, MemoryType, PlacementFlags
 from ._ranges import as_flags, as_index, check_range
 from ._status import (
@@ -26,7 +27,7 @@ from ._status import (
     PermissionDeniedError,
 )
 
-__all__ = ["Buffer", "BufferMapping", "BufferView", "ElementType", "HostStorage"]
+__all__ = ["Buffer", "BufferMapping", "BufferView", "ElementType", "HostStorage", "new_buffer"]
 
 _PENDING = 0
 _COMMITTED = 1
@@ -64,9 +65,12 @@ class HostStorage:
             cb()
 
 
+@final
+@sealed
 class Buffer:
     """A range of device-accessible memory. Created by an allocator, ``queue_alloca``,
-    ``import_buffer`` or ``subspan``; never constructed by users.
+    ``import_buffer`` or ``subspan``; never constructed by users (backends that make
+    buffers of their own storage use ``hal_core.backend.new_buffer``).
 
     Thread-safe for reads of metadata; contents are ordered only by semaphores.
     """
@@ -99,7 +103,11 @@ class Buffer:
         device: Any = None,
         queue_affinity: int = (1 << 64) - 1,
         placement_flags: PlacementFlags = PlacementFlags.NONE,
+        _token: object = None,
     ) -> None:
+        """Internal: hal_core passes ``_token=INTERNAL`` (``new_buffer`` for backends)."""
+        if _token is not INTERNAL:
+            require_internal(_token, "Buffer", _BUFFER_FACTORIES)
         self._root = self
         self._storage = storage
         self._state = _PENDING if storage is None else _COMMITTED
@@ -297,6 +305,40 @@ def resolve_range(buffer: Buffer, offset: int, length: int) -> int:
     returns the length. OUT_OF_RANGE when it does not fit; INVALID_ARGUMENT when either is
     not an integer (numpy integers are normalised, never wrapped)."""
     return check_range(offset, length, buffer.byte_length, "buffer")
+
+
+_BUFFER_FACTORIES = (
+    "Device.allocator.allocate_buffer(...), Device.queue_alloca(...), "
+    "Device.allocator.import_host_buffer(...) or Buffer.subspan(...) "
+    "(backends: hal_core.backend.new_buffer)"
+)
+
+
+def new_buffer(
+    storage: Any,
+    *,
+    memory_type: MemoryType,
+    allowed_usage: BufferUsage,
+    allowed_access: MemoryAccess,
+    allocation_size: int,
+    device: Any = None,
+    queue_affinity: int = (1 << 64) - 1,
+    placement_flags: PlacementFlags = PlacementFlags.NONE,
+) -> Buffer:
+    """A root ``Buffer`` over backend ``storage`` (None: pending, committed later with
+    ``commit_buffer``): how a backend wraps memory it allocated itself (staging buffers,
+    test fixtures). Users get buffers from their device's allocator instead."""
+    return Buffer(
+        storage,
+        memory_type=memory_type,
+        allowed_usage=allowed_usage,
+        allowed_access=allowed_access,
+        allocation_size=allocation_size,
+        device=device,
+        queue_affinity=queue_affinity,
+        placement_flags=placement_flags,
+        _token=INTERNAL,
+    )
 
 
 class BufferMapping:

@@ -28,7 +28,7 @@ follow the kind with their arguments in call order. Refs are ``BufferRef``:
 from __future__ import annotations
 
 import enum
-from typing import Any, Sequence
+from typing import Any, Sequence, final
 
 import attrs
 import numpy as np
@@ -40,6 +40,7 @@ from ._buffer_ref import (
     BufferRef,
     as_buffer_ref,
 )
+from ._construction import INTERNAL, require_internal, sealed
 from ._memory import WHOLE_BUFFER, QueueAffinity
 from ._queue_checks import check_known_flags, fill_pattern_bytes
 from ._ranges import as_flags, as_index
@@ -175,17 +176,19 @@ class DispatchConfig:
         return cls((0, 0, 0), ref)
 
 
+@final
+@sealed
 class CommandBuffer:
     """A recorded sequence of transfer and dispatch commands.
 
-    Created by ``Device.create_command_buffer``. Record between ``begin()`` and ``end()``
-    once; submit with ``Device.queue_execute`` (once for ONE_SHOT, any number of times
-    otherwise). Retains the buffers and executables it references until it is closed or
-    collected, unless recorded UNRETAINED (the caller then keeps them alive until every
-    submission completes). Errors known while recording raise at once with IREE's codes
-    (FAILED_PRECONDITION, PERMISSION_DENIED, OUT_OF_RANGE, INVALID_ARGUMENT); UNVALIDATED
-    skips those checks except the begin/end state. Not thread-safe while recording
-    (concurrent use raises); immutable and shareable once ended.
+    Created by ``Device.create_command_buffer`` (the constructor is internal). Record
+    between ``begin()`` and ``end()`` once; submit with ``Device.queue_execute`` (once for
+    ONE_SHOT, any number of times otherwise). Retains the buffers and executables it
+    references until it is closed or collected, unless recorded UNRETAINED (the caller then
+    keeps them alive until every submission completes). Errors known while recording raise
+    at once with IREE's codes (FAILED_PRECONDITION, PERMISSION_DENIED, OUT_OF_RANGE,
+    INVALID_ARGUMENT); UNVALIDATED skips those checks except the begin/end state. Not
+    thread-safe while recording (concurrent use raises); immutable and shareable once ended.
     """
 
     __slots__ = (
@@ -213,7 +216,12 @@ class CommandBuffer:
         queue_affinity: int,
         binding_capacity: int,
         validation: Any,
+        *,
+        _token: object = None,
     ) -> None:
+        """Internal: ``Device.create_command_buffer`` passes ``_token=INTERNAL``."""
+        if _token is not INTERNAL:
+            require_internal(_token, "CommandBuffer", "Device.create_command_buffer(...)")
         self.device = device
         self.mode = mode
         self.categories = categories

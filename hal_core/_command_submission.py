@@ -30,6 +30,7 @@ from ._command_buffer_validation import (
     validate_dispatch_args,
     validate_submission,
 )
+from ._construction import INTERNAL
 from ._memory import BufferUsage, MemoryAccess
 from ._queue_checks import check_owner
 from ._ranges import as_flags, as_index
@@ -77,7 +78,9 @@ def new_command_buffer(
                 f"binding_capacity {binding_capacity}"
             )
     validation = None if mode & CommandBufferMode.UNVALIDATED else ValidationState(categories)
-    return CommandBuffer(device, mode, categories, affinity, binding_capacity, validation)
+    return CommandBuffer(
+        device, mode, categories, affinity, binding_capacity, validation, _token=INTERNAL
+    )
 
 
 def execute_affinity(affinity: int, cb: Any) -> int:

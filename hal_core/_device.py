@@ -508,6 +508,7 @@ class Device(DeviceCommands):
             placement_flags=(
                 _PLACE_ASYNC_INDETERMINATE if flags & _ALLOCA_INDETERMINATE else _PLACE_ASYNC
             ),
+            _token=INTERNAL,
         )
         op.target = buffer
         op.length = size

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, final
 
+from ._construction import require_internal, sealed
 from ._device import Device
 from ._frontier import Frontier
 from ._frontier_tracker import FrontierTracker
@@ -65,6 +66,8 @@ MAX_GROUP_DEVICES = 32
 _MEMBERSHIP_LOCK = threading.Lock()
 
 
+@final
+@sealed
 class DeviceGroup(CopyRouting):
     """Devices of any backends under one topology and one frontier tracker.
 
@@ -74,7 +77,22 @@ class DeviceGroup(CopyRouting):
     Context manager; ``close()`` is idempotent.
     """
 
-    # Set once by ``_build`` (the group is made with ``object.__new__``).
+    # Set once by ``_build`` (the group is made with ``object.__new__``); the copy-routing
+    # state of the base class lives in these slots too.
+    __slots__ = (
+        "_devices",
+        "_owns",
+        "_tracker",
+        "_lock",
+        "_closed",
+        "_copy_history",
+        "_index",
+        "_submitting",
+        "_capabilities",
+        "_topology",
+        "_infos",
+        "__weakref__",
+    )
     _owns: bool
     _tracker: FrontierTracker
     _lock: threading.Lock
@@ -83,9 +101,11 @@ class DeviceGroup(CopyRouting):
     _infos: tuple[TopologyInfo, ...]
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        raise TypeError(
-            "DeviceGroup is built by hal_core.create_device_group(uris) or "
-            "DeviceGroup.from_devices(devices)"
+        """Never succeeds: groups are built by ``from_devices``, which bypasses it."""
+        require_internal(
+            None,
+            "DeviceGroup",
+            "hal_core.create_device_group(uris) or DeviceGroup.from_devices(devices)",
         )
 
     # -- construction ----------------------------------------------------------------------

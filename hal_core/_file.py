@@ -1,8 +1,9 @@
 """Files for ``queue_read`` / ``queue_write``: memory-backed and file-descriptor-backed.
 
-A ``File`` is created by ``Device.import_file``. Backends move bytes with ``read_into`` and
-``write_from``, which take numpy uint8 arrays and never hold the GIL-free part of a copy
-longer than one ``os.preadv``/``os.pwritev`` call.
+A ``File`` is created by ``Device.import_file`` or its classmethods ``File.from_memory`` /
+``File.from_fd`` (the constructor is internal; the class is final). Backends move bytes
+with ``read_into`` and ``write_from``, which take numpy uint8 arrays and never hold the
+GIL-free part of a copy longer than one ``os.preadv``/``os.pwritev`` call.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import operator
 import os
 import weakref
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 
+from ._construction import INTERNAL, require_internal, sealed
 from ._memory import MemoryAccess
 from ._status import (
     FailedPreconditionError,
@@ -56,6 +58,8 @@ def _access(access: Any) -> MemoryAccess:
     return bits
 
 
+@final
+@sealed
 class File:
     """A byte range on the host that queue_read/queue_write move data through.
 
@@ -66,7 +70,13 @@ class File:
 
     __slots__ = ("access", "_memory", "_fd", "_closed", "_finalizer", "__weakref__")
 
-    def __init__(self, access: MemoryAccess, memory: np.ndarray | None, fd: int) -> None:
+    def __init__(
+        self, access: MemoryAccess, memory: np.ndarray | None, fd: int, *, _token: object = None
+    ) -> None:
+        """Internal: ``from_memory`` / ``from_fd`` pass ``_token=INTERNAL``."""
+        require_internal(
+            _token, "File", "Device.import_file(source), File.from_memory(data) or File.from_fd(fd)"
+        )
         self.access = MemoryAccess(access)
         self._memory = memory
         self._fd = fd
@@ -88,7 +98,7 @@ class File:
         array = np.frombuffer(view.cast("B"), dtype=np.uint8)
         if view.readonly:
             array = array.view()
-        return cls(access, array, -1)
+        return cls(access, array, -1, _token=INTERNAL)
 
     @classmethod
     def from_fd(cls, fd: int | Any, access: MemoryAccess = MemoryAccess.READ) -> "File":
@@ -115,7 +125,7 @@ class File:
                 f"file descriptor {fd} was opened for {mode!r} but {MemoryAccess(access)!r} "
                 "was requested; reopen it with a matching mode (e.g. os.O_RDWR)"
             )
-        return cls(access, None, dup)
+        return cls(access, None, dup, _token=INTERNAL)
 
     @property
     def is_memory(self) -> bool:

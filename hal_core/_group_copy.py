@@ -57,6 +57,9 @@ class CopyRouting:
     submission of each strategy, and the decision history. Thread-safe: reads only the
     group's immutable topology and membership; the history ring is a ``deque``."""
 
+    # The slots are DeviceGroup's (the state it builds), so neither class has a __dict__.
+    __slots__ = ()
+
     # Set by DeviceGroup when it is built.
     _devices: tuple[Device, ...]
     _index: dict[int, int]

@@ -40,6 +40,7 @@ from ._buffer import (
     buffer_storage,
     commit_buffer,
     decommit_buffer,
+    new_buffer,
     resolve_range,
 )
 from ._buffer_ref import MAX_RANGE_END, bound_range, resolve_binding
@@ -111,6 +112,7 @@ __all__ = [
     "buffer_storage",
     "commit_buffer",
     "decommit_buffer",
+    "new_buffer",
     "resolve_range",
     "device_from_backend",
     "DEFAULT_FRONTIER_CAPACITY",

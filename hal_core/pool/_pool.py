@@ -22,6 +22,7 @@ import weakref
 from typing import Any, Callable
 
 from .._buffer import Buffer, decommit_buffer
+from .._construction import INTERNAL
 from .._frontier import DEFAULT_FRONTIER_CAPACITY, Frontier
 from .._memory import BufferParams, BufferUsage
 from .._notification import Notification
@@ -297,6 +298,7 @@ class Pool(abc.ABC):
             allocation_size=length,
             device=device,
             queue_affinity=params.queue_affinity,
+            _token=INTERNAL,
         )
         if transfer_ownership:
             # Safety net only: release_buffer is the explicit path.

@@ -157,7 +157,7 @@ def test_unknown_uri_closes_devices_opened_so_far():
 
 
 def test_direct_construction_is_refused():
-    with pytest.raises(TypeError, match="create_device_group"):
+    with pytest.raises(hal.InvalidArgumentError, match="create_device_group"):
         DeviceGroup()
 
 

@@ -111,6 +111,7 @@ BACKEND_TIER = {
     "buffer_storage",
     "commit_buffer",
     "decommit_buffer",
+    "new_buffer",
     "resolve_range",
     "device_from_backend",
     "AllocaState",

@@ -23,7 +23,6 @@ import attrs
 import numpy as np
 
 from hal_core import (
-    Buffer,
     BufferParams,
     BufferRef,
     BufferUsage,
@@ -40,6 +39,7 @@ from hal_core.backend import (
     QueueOpKind,
     buffer_host_bytes,
     buffer_storage,
+    new_buffer,
 )
 
 from .aql_packets import emit_dispatches, new_staging
@@ -350,7 +350,7 @@ class HostQueueSet:
             usage=BufferUsage.TRANSFER | BufferUsage.MAPPING,
         )
         storage, memory_type = self.allocator.allocate(params, length)
-        return Buffer(
+        return new_buffer(
             storage,
             memory_type=memory_type,
             allowed_usage=params.usage,

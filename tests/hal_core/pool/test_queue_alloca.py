@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core
-from hal_core import AllocaFlags, BufferParams, MemoryAccess, MemoryType, PlacementFlags
-from hal_core._buffer import Buffer
+from hal_core import AllocaFlags, Buffer, BufferParams, MemoryAccess, MemoryType, PlacementFlags
 from hal_core.backend import (
     AllocaState,
     FrontierTracker,
@@ -24,6 +23,7 @@ from hal_core.backend import (
     QueueOpKind,
     TransientAllocation,
     axis_make_queue,
+    new_buffer,
 )
 from hal_core.pool import AcquireResult, CpuSlabProvider, FixedBlockPool, PoolSet
 
@@ -84,7 +84,7 @@ class _Machine(QueueAllocaMachine):
 
 def _op(m: _Machine, length: int = BLOCK, flags: int = 0, *, lifetime=PlacementFlags.NONE):
     op = QueueOp(QueueOpKind.ALLOCA, 0, (), ())
-    op.target = Buffer(
+    op.target = new_buffer(
         None,
         memory_type=MemoryType.HOST_LOCAL,
         allowed_usage=BufferParams().usage,

@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core as hal
-from hal_core._buffer import Buffer
 from hal_core._command_buffer import (
     CMD_BARRIER,
     CMD_COPY,
@@ -30,6 +29,7 @@ from hal_core._command_buffer import (
     DispatchConfig,
     DispatchFlags,
 )
+from hal_core.backend import new_buffer
 
 BASE = 0x100000
 FILL = {1: 0xF1, 2: 0xF2, 4: 0xF4, 8: 0xF8}
@@ -633,7 +633,7 @@ def test_device_programs_carry_each_gpus_kernel_objects():
         for _ in range(2):
             storage, memory_type = backend.allocator.allocate(params, 1024)
             buffers.append(
-                Buffer(
+                new_buffer(
                     storage,
                     memory_type=memory_type,
                     allowed_usage=params.usage,

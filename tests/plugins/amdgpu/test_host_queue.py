@@ -15,7 +15,6 @@ from hal_amdgpu.queue_set import HostQueueSet
 
 import hal_core as hal
 from hal_core import BufferUsage, MemoryAccess, MemoryType, Semaphore
-from hal_core._buffer import Buffer
 from hal_core._command_buffer import (
     CMD_BARRIER,
     CMD_COPY,
@@ -26,7 +25,7 @@ from hal_core._command_buffer import (
     CommandBufferMode,
 )
 from hal_core._memory import BufferParams
-from hal_core.backend import QueueOp, buffer_host_bytes
+from hal_core.backend import QueueOp, buffer_host_bytes, new_buffer
 from hal_core.backend import QueueOpKind as K
 from hal_core.pool import PassthroughPool
 
@@ -61,7 +60,7 @@ class Env:
             ),
             n,
         )
-        b = Buffer(
+        b = new_buffer(
             st,
             memory_type=mt,
             allowed_usage=BufferUsage.TRANSFER | BufferUsage.DISPATCH | BufferUsage.MAPPING,
@@ -322,7 +321,7 @@ def test_host_call_alloca_dealloca(env):
     params = BufferParams(
         type=MemoryType.HOST_LOCAL | MemoryType.DEVICE_VISIBLE, usage=BufferUsage.DEFAULT
     )
-    pending = Buffer(
+    pending = new_buffer(
         None,
         memory_type=params.type,
         allowed_usage=BufferUsage.TRANSFER,
@@ -349,7 +348,7 @@ def test_host_call_alloca_dealloca(env):
         s.wait(5, T)
     # An explicit pool (the hal_core.pool substrate over the host-local heap) serves it.
     pool = PassthroughPool(env.qs.pools.providers[2], notification=env.qs.pools.notification)
-    explicit = Buffer(
+    explicit = new_buffer(
         None,
         memory_type=params.type,
         allowed_usage=BufferUsage.TRANSFER,
@@ -643,7 +642,7 @@ def test_alloca_alignment_beyond_the_heap_is_invalid_at_submit(env):
         usage=BufferUsage.DEFAULT,
         min_alignment=1 << 20,
     )
-    pending = Buffer(
+    pending = new_buffer(
         None,
         memory_type=params.type,
         allowed_usage=BufferUsage.TRANSFER,

@@ -21,14 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hal_core
-from hal_core import BufferParams, BufferUsage, MemoryAccess
-from hal_core._buffer import Buffer
+from hal_core import Buffer, BufferParams, BufferUsage, MemoryAccess
 from hal_core._queue_checks import (
     check_transfer_source,
     check_transfer_target,
     fill_pattern_bytes,
 )
-from hal_core.backend import buffer_host_bytes
+from hal_core.backend import buffer_host_bytes, new_buffer
 
 SIZE = 1024
 
@@ -111,7 +110,7 @@ def test_int_flag_checks_agree_with_the_buffer_methods(usage: list, access: list
     a = MemoryAccess(0)
     for bit in access:
         a |= bit
-    buffer = Buffer(
+    buffer = new_buffer(
         None,
         memory_type=hal_core.MemoryType.HOST_LOCAL,
         allowed_usage=u,
