@@ -14,6 +14,9 @@ TAG_GATES: dict[str, str] = {
     "file_io": "queue_read / queue_write (the file suite)",
     "indirect": "binding-table (indirect) references in command buffers",
     "dispatch": "DISPATCH and EXECUTE of recordings that dispatch (needs executable formats)",
+    "allocation_pools": "explicit allocation pools for queue_alloca (query_queue_pool_backend: "
+    "passthrough, TLSF and fixed-block pools, transients parked on an exhausted pool); "
+    "queue_alloca with the default allocation is mandatory",
 }
 """Each CTS tag and what it gates. Host calls, mapping and semaphores are mandatory for
 every backend, so no tag gates them."""

@@ -2,7 +2,8 @@
 
 Default pool: basic alloca, deferred commit behind a wait, metadata valid at once, use
 after dealloca, dealloca whose wait failed, chains without host waits, PREFER_ORIGIN, zero
-access flags, zero size, oversized requests. Explicit pools built from
+access flags, zero size, oversized requests. Explicit pools (optional: the
+``allocation_pools`` tag gates them) built from
 ``Device.query_queue_pool_backend`` (the device joins a device group for these, as IREE
 requires): passthrough, TLSF in a transfer chain, a one-block fixed-block pool across two
 queues with and without ALLOW_POOL_WAIT_FRONTIER (hidden frontier wait, ``wait_count``
@@ -33,6 +34,10 @@ from .context import TIMEOUT
 
 ANY = QueueAffinity.ANY
 ALLOW = AllocaFlags.ALLOW_POOL_WAIT_FRONTIER
+
+
+POOLS = pytest.mark.hal_requires("allocation_pools")
+"""Explicit pools are optional: tests of them need the ``allocation_pools`` tag."""
 
 
 def _alloca(cts, size, *, affinity=ANY, wait=(), pool=None, flags=0, params=None):
@@ -190,6 +195,7 @@ def test_oversized_alloca_routes_to_passthrough(cts):
 # -- explicit pools --------------------------------------------------------------------------
 
 
+@POOLS
 def test_query_queue_pool_backend_needs_a_group(cts):
     try:
         cts.device.query_queue_pool_backend(1)
@@ -206,6 +212,7 @@ def test_query_queue_pool_backend_needs_a_group(cts):
             cts.device.query_queue_pool_backend(1 << 63)
 
 
+@POOLS
 def test_passthrough_pool_alloca(cts, grouped):
     b = _backend(cts)
     pool = PassthroughPool(b.slab_provider, notification=b.notification, epoch_query=b.epoch_query)
@@ -218,6 +225,7 @@ def test_passthrough_pool_alloca(cts, grouped):
     pool.close()
 
 
+@POOLS
 def test_tlsf_pool_transfer_chain(cts, grouped):
     b = _backend(cts)
     pool = TlsfPool(
@@ -251,6 +259,7 @@ def _one_block_pool(cts, epoch_query=None):
     )
 
 
+@POOLS
 def test_fixed_block_across_queues_with_hidden_frontier_wait(cts, grouped):
     q0, q1 = _two_queues(cts)
     pool = _one_block_pool(cts)  # NULL epoch query: only dominance or a wait reuses
@@ -266,6 +275,7 @@ def test_fixed_block_across_queues_with_hidden_frontier_wait(cts, grouped):
     pool.close()
 
 
+@POOLS
 def test_fixed_block_across_queues_without_flag_is_resource_exhausted(cts, grouped):
     q0, q1 = _two_queues(cts)
     pool = _one_block_pool(cts)
@@ -283,6 +293,7 @@ def test_fixed_block_across_queues_without_flag_is_resource_exhausted(cts, group
     pool.close()
 
 
+@POOLS
 def test_pending_dealloca_leaves_next_alloca_usable(cts, grouped):
     pool = _one_block_pool(cts)
     first, s1 = _alloca(cts, 512, pool=pool)
@@ -296,6 +307,7 @@ def test_pending_dealloca_leaves_next_alloca_usable(cts, grouped):
     pool.close()
 
 
+@POOLS
 def test_tlsf_skips_stale_cross_queue_block_and_grows(cts, grouped):
     q0, q1 = _two_queues(cts)
     b = _backend(cts)
@@ -313,6 +325,7 @@ def test_tlsf_skips_stale_cross_queue_block_and_grows(cts, grouped):
     pool.close()
 
 
+@POOLS
 def test_exhaustion_completes_after_dealloca_releases(cts, grouped):
     pool = _one_block_pool(cts, epoch_query=_backend(cts).epoch_query)
     first, s1 = _alloca(cts, 4096, pool=pool)
@@ -328,6 +341,7 @@ def test_exhaustion_completes_after_dealloca_releases(cts, grouped):
     pool.close()
 
 
+@POOLS
 def test_bad_pool_arguments(cts, grouped):
     sem = cts.semaphore(0)
     with pytest.raises(hal_core.InvalidArgumentError, match="Pool"):
@@ -351,6 +365,7 @@ def test_zero_size_alloca(cts):
     cts.wait(_dealloca(cts, buf), 1)
 
 
+@POOLS
 def test_indeterminate_lifetime_released_when_dropped(cts, grouped):
     import gc
 
@@ -367,6 +382,7 @@ def test_indeterminate_lifetime_released_when_dropped(cts, grouped):
     pool.close()
 
 
+@POOLS
 def test_stress_many_chains_through_a_small_pool(cts, grouped):
     """200 alloca -> fill -> dealloca chains over every queue through a 4-block pool: most
     allocas park on the notification and complete as deallocas release. Every fill lands

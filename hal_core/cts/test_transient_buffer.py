@@ -102,6 +102,7 @@ def test_fill_barrier_copy_between_transients(cts):
     _free(cts, b)
 
 
+@pytest.mark.hal_requires("allocation_pools")
 def test_work_on_parked_transient_runs_after_release(cts):
     group, pool = _one_block_pool(cts, 1024)
     first, s1 = _transient(cts, 1024, pool=pool)
@@ -157,6 +158,7 @@ def test_static_ref_to_uncommitted_transient(cts):
     _free(cts, buf)
 
 
+@pytest.mark.hal_requires("allocation_pools")
 def test_indirect_ref_bound_to_parked_transient(cts):
     """An indirect reference bound (at submit) to a transient whose alloca is parked on an
     exhausted pool resolves to the committed memory once a release lets it commit."""

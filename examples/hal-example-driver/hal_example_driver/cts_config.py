@@ -3,7 +3,9 @@
 Tags: ``async_queue`` (ops wait on semaphores signalled later, from other threads),
 ``file_io`` (``queue_read``/``queue_write``) and ``indirect`` (command buffers with
 binding-table slots). Not ``dispatch``: the driver prepares no executables, so it lists
-no executable formats either.
+no executable formats either. Not ``allocation_pools``: it has no
+``query_queue_pool_backend``, so ``queue_alloca`` takes the default allocation only (its
+heap) and the explicit-pool tests are skipped.
 
 ``unsupported`` names, by glob on ``<suite>.<test>`` (the suite is the CTS module without
 ``test_``), the tests of optional capabilities the driver does not have; each is skipped
@@ -14,20 +16,9 @@ from __future__ import annotations
 
 from hal_core.cts.config import CtsBackend
 
-_NO_POOLS = "no allocation pools (no query_queue_pool_backend): queue_alloca uses the driver's heap"
 _NO_PROFILING = "no profiling taps of its own: only hal_core's generic QUEUE_EVENTS"
 
 UNSUPPORTED = {
-    "queue_alloca.test_query_queue_pool_backend_needs_a_group": _NO_POOLS,
-    "queue_alloca.test_passthrough_pool_alloca": _NO_POOLS,
-    "queue_alloca.test_tlsf_*": _NO_POOLS,
-    "queue_alloca.test_fixed_block_*": _NO_POOLS,
-    "queue_alloca.test_pending_dealloca_leaves_next_alloca_usable": _NO_POOLS,
-    "queue_alloca.test_exhaustion_completes_after_dealloca_releases": _NO_POOLS,
-    "queue_alloca.test_bad_pool_arguments": _NO_POOLS,
-    "queue_alloca.test_indeterminate_lifetime_released_when_dropped": _NO_POOLS,
-    "queue_alloca.test_stress_many_chains_through_a_small_pool": _NO_POOLS,
-    "transient_buffer.test_*_parked_transient*": _NO_POOLS,
     "profiling.test_host_execution_spans_are_ordered": _NO_PROFILING,
     "profiling.test_memory_events_for_queue_alloca": _NO_PROFILING,
 }

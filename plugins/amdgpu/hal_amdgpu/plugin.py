@@ -47,7 +47,7 @@ def hal_cts_backends() -> list[CtsBackend]:
         CtsBackend(
             driver="amdgpu",
             uri="amdgpu://?hsa=soft",
-            tags={"async_queue", "file_io", "indirect", "dispatch"},
+            tags={"async_queue", "file_io", "indirect", "dispatch", "allocation_pools"},
             executable_formats={"hsaco": _cts_hsaco},
             unsupported={
                 "dispatch.test_kernel_error_status_fails_signals": (

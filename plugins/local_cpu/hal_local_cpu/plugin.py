@@ -34,7 +34,7 @@ def hal_cts_backends() -> list[CtsBackend]:
 
     from .kernels import cts_executable_formats
 
-    tags = {"async_queue", "file_io", "indirect", "dispatch"}
+    tags = {"async_queue", "file_io", "indirect", "dispatch", "allocation_pools"}
     formats = cts_executable_formats()
     return [
         CtsBackend(driver="local-task", tags=tags, executable_formats=formats),
