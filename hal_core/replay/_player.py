@@ -128,6 +128,7 @@ class Player(RecordHandlers):
         self._executable_cache: dict[tuple[int, int], tuple[Any, list[int]]] = {}
         # Buffers the captured program mapped for reading: where its results came from.
         self.output_buffer_ids: list[int] = []
+        self._timed_scope: str | None = None  # the scope the current run times
         self.plan: list[tuple[Step, Record, dict[str, Any]]] = self._build_plan()
 
     # -- public ----------------------------------------------------------------------------
@@ -142,6 +143,7 @@ class Player(RecordHandlers):
         self._file_images.clear()
         self._device_order.clear()
         timer = ScopeTimer(scope) if scope else None
+        self._timed_scope = scope or None
         user_cb = self.scope_callback
         if timer is not None and user_cb is not None:
 

@@ -14,14 +14,15 @@ whose ids name an object of the kind it needs gets a step that indexes the table
 directly. A record naming an object the capture never made (or one of another kind) gets
 the generic handler, which raises DATA_LOSS naming the id when it runs, as before.
 
-Reusable recordings: a command buffer created without ONE_SHOT, recorded once (one
-begin, commands, one end) outside every scope but ``init`` (the program's setup, which
-IREE's recorder leaves unscoped), whose commands name buffers only through binding-table
-slots, is recorded by the player's first run and re-executed by its later runs with each
-run's binding table, as executables are prepared once per player. Such a recording holds
-only executables (the same objects every run) and slot numbers, so a later run executes
-exactly what a fresh recording would. Work inside the other scopes (``execute``: what
-``iree-benchmark-replay --replay_scope`` times) is replayed in full on every run.
+Reusable recordings: a command buffer created without ONE_SHOT and recorded once (one
+begin, commands, one end), whose commands name buffers only through binding-table slots,
+holds nothing of a run but executables (prepared once per player: the same objects every
+run) and slot numbers. In a run that times a scope (``run(scope)``, as ``hal bench`` and
+``iree-benchmark-replay --replay_scope`` do) such a recording made outside that scope is
+taken from the player's previous run instead of being recorded again, and re-executed with
+this run's binding table: exactly what a fresh recording would execute. Everything inside
+the timed scope, and every record of a run that times nothing (where the whole stream is
+the measure), is replayed in full.
 """
 
 from __future__ import annotations
@@ -398,7 +399,7 @@ class StepBinder:
     def reuse_recordings(self, plan: list[tuple[Step, Record, dict[str, Any]]]) -> None:
         """Rebind, in ``plan``, the records of every reusable recording (see the module
         docstring) so that later runs take the first run's command buffer."""
-        setup = [set(s) <= {"init"} for s in self._scopes_at(plan)]
+        scopes = self._scopes_at(plan)
         by_cb: dict[int, list[int]] = {}
         for i, (_, rec, _) in enumerate(plan):
             if rec.record_type == RecordType.OPERATION and (
@@ -412,8 +413,9 @@ class StepBinder:
                 )
                 by_cb.setdefault(cid, []).append(i)
         for cid, rows in by_cb.items():
-            if self._reusable(plan, rows, setup):
-                self._rebind(plan, cid, rows)
+            if self._reusable(plan, rows):
+                enclosing = frozenset(name for i in rows for name in scopes[i])
+                self._rebind(plan, cid, rows, enclosing)
 
     def _scopes_at(self, plan: list[tuple[Step, Record, dict[str, Any]]]) -> list[list[str]]:
         open_scopes: list[str] = []
@@ -430,9 +432,7 @@ class StepBinder:
         return out
 
     @staticmethod
-    def _reusable(
-        plan: list[tuple[Step, Record, dict[str, Any]]], rows: list[int], setup: list[bool]
-    ) -> bool:
+    def _reusable(plan: list[tuple[Step, Record, dict[str, Any]]], rows: list[int]) -> bool:
         ops = [plan[i][1].operation_code for i in rows]
         if (
             len(ops) < 3
@@ -442,7 +442,6 @@ class StepBinder:
             or ops.count(O.COMMAND_BUFFER_BEGIN) != 1
             or ops.count(O.COMMAND_BUFFER_END) != 1
             or plan[rows[0]][2]["mode"] & _ONE_SHOT
-            or not all(setup[i] for i in rows)
         ):
             return False
         # (A record with a bad id still raises on the first run, which then keeps nothing.)
@@ -453,9 +452,15 @@ class StepBinder:
         return True
 
     def _rebind(
-        self, plan: list[tuple[Step, Record, dict[str, Any]]], cid: int, rows: list[int]
+        self,
+        plan: list[tuple[Step, Record, dict[str, Any]]],
+        cid: int,
+        rows: list[int],
+        enclosing: frozenset[str],
     ) -> None:
-        objs = self.objects
+        """``enclosing``: the scopes around the recording; a run timing one of them (or
+        timing nothing) records it afresh."""
+        player, objs = self.player, self.objects
         did = plan[rows[0]][1].object_id
         recorded: list[Any] = [None]  # the command buffer the first run recorded
         reused = [False]  # this run took it: its begin, commands and end do nothing
@@ -463,7 +468,13 @@ class StepBinder:
 
         def create_or_reuse() -> None:
             cb = recorded[0]
-            if cb is not None and cb.device is objs[did]:
+            timed = player._timed_scope
+            if (
+                cb is not None
+                and timed is not None
+                and timed not in enclosing
+                and cb.device is objs[did]
+            ):
                 objs[cid] = cb
                 reused[0] = True
                 return

@@ -196,23 +196,27 @@ def _recording_capture(where: str, *, mode: int = 0, direct: bool = False) -> by
 
 
 @pytest.mark.parametrize(
-    "where, mode, direct, reused",
+    "where, mode, direct, timed, reused",
     [
-        ("setup", 0, False, True),
-        ("init", 0, False, True),
-        ("execute", 0, False, False),  # what the benchmark times is replayed in full
-        ("setup", 1, False, False),  # ONE_SHOT
-        ("setup", 0, True, False),  # names a buffer of the run directly
+        ("setup", 0, False, "execute", True),
+        ("init", 0, False, "execute", True),
+        ("init", 0, False, "init", False),  # the timed scope is replayed in full
+        ("execute", 0, False, "execute", False),
+        ("setup", 0, False, None, False),  # timing the whole stream: all of it, every run
+        ("setup", 1, False, "execute", False),  # ONE_SHOT
+        ("setup", 0, True, "execute", False),  # names a buffer of the run directly
     ],
 )
-def test_setup_recordings_through_slots_are_recorded_once(device, where, mode, direct, reused):
+def test_recordings_outside_the_timed_scope_are_recorded_once(
+    device, where, mode, direct, timed, reused
+):
     player = Player(ReplayFile(_recording_capture(where, mode=mode, direct=direct)), device)
     seen = []
     for _ in range(3):
-        assert player.run("execute") > 0
+        player.run(timed)
         assert player.buffer_contents(11) == b"\x5a" * 64
         seen.append(player.objects[40])
     assert len({id(s) for s in seen}) == (1 if reused else 3)
     player.close()
-    player.run("execute")
+    player.run(timed)
     assert player.objects[40] is not seen[0]  # close() dropped the recording
