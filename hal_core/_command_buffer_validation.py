@@ -29,6 +29,7 @@ from ._command_buffer import (
     DispatchConfig,
     DispatchFlags,
 )
+from ._executable import Executable
 from ._memory import WHOLE_BUFFER, BufferUsage, MemoryAccess, MemoryType
 from ._queue_checks import check_owner
 from ._status import (
@@ -299,8 +300,6 @@ def check_buffer(buffer: Any, usage: BufferUsage, access: MemoryAccess, what: st
 def validate_function(executable: Any, function: int) -> Any:
     """The ``FunctionInfo`` of a dispatchable function (INVALID_ARGUMENT, OUT_OF_RANGE,
     FAILED_PRECONDITION for a closed executable)."""
-    from ._executable import Executable
-
     if not isinstance(executable, Executable):
         raise InvalidArgumentError(f"dispatch needs an Executable, got {type(executable).__name__}")
     if executable.closed:
