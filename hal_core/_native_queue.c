@@ -20,7 +20,14 @@
    never released between those checks and the stores, and a free lock means no Python
    critical section over that state is in progress, so the stores are what the locked
    Python code would do. Anything else calls the reference for that semaphore
-   (``signal_all``) or the timeline (``retire``). */
+   (``signal_all``) or the timeline (``retire``).
+
+   ``add_timepoint(sem, value, fn, arg)`` is ``Semaphore.add_timepoint`` (bound to the class
+   by ``_semaphore.bind_native``): when ``value`` is an int above the payload, the semaphore
+   has not failed and its lock is free, it parks the timepoint here (the reference's heap
+   entry, pushed with ``heapq.heappush``); anything else calls the reference
+   (``Semaphore._add_timepoint``). Its entry is allocated before the state is read: an
+   allocation may collect garbage and run finalizers, which may let other threads run. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,6 +50,10 @@ static Py_ssize_t off_epoch, off_sem_failure, off_sem_min_pending, off_sem_lock,
     off_tl_tracker, off_tl_more, off_as_min_pending;
 
 static PyObject *str_closed, *str_single_queue, *zero, *str_locked, *str_retire, *str_advance;
+
+/* add_timepoint: bound by init_timepoints. */
+static PyObject *timepoint_ref, *heappush_fn, *next_seq_fn;
+static Py_ssize_t off_sem_timepoints;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -502,6 +513,94 @@ complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* init_timepoints(reference, heappush, next_seq): the Python add_timepoint, heapq's push and
+   the registration-order counter. Needs init_completion first (the Semaphore slots). */
+static PyObject *
+init_timepoints(PyObject *mod, PyObject *args)
+{
+    PyObject *ref, *push, *seq;
+    if (!PyArg_ParseTuple(args, "OOO", &ref, &push, &seq)) {
+        return NULL;
+    }
+    if (SemaphoreType == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "init_completion must be called first");
+        return NULL;
+    }
+    Py_ssize_t tp;
+    if (slot_offset(SemaphoreType, "_timepoints", &tp) < 0) {
+        return NULL;
+    }
+    Py_INCREF(ref);
+    Py_INCREF(push);
+    Py_INCREF(seq);
+    Py_XSETREF(timepoint_ref, ref);
+    Py_XSETREF(heappush_fn, push);
+    Py_XSETREF(next_seq_fn, seq);
+    off_sem_timepoints = tp;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+add_timepoint(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (timepoint_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_timepoints was not called");
+        return NULL;
+    }
+    if (nargs != 4 || Py_TYPE(args[0]) != SemaphoreType || !PyLong_CheckExact(args[1]) ||
+        !PyCallable_Check(args[2])) {
+        return PyObject_Vectorcall(timepoint_ref, args, nargs, NULL);
+    }
+    PyObject *sem = args[0], *value = args[1];
+    /* Allocate first (see the module docstring), then read and write with no allocation. */
+    PyObject *seq = PyObject_CallNoArgs(next_seq_fn);
+    if (seq == NULL) {
+        return NULL;
+    }
+    PyObject *tp = PyList_New(4);
+    if (tp == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_INCREF(value);
+    PyList_SET_ITEM(tp, 0, value);
+    PyList_SET_ITEM(tp, 1, seq);
+    Py_INCREF(args[2]);
+    PyList_SET_ITEM(tp, 2, args[2]);
+    Py_INCREF(args[3]);
+    PyList_SET_ITEM(tp, 3, args[3]);
+    PyObject *current = SLOT(sem, off_sem_value), *heap = SLOT(sem, off_sem_timepoints),
+             *min_pending = SLOT(sem, off_sem_min_pending);
+    if (SLOT(sem, off_sem_failure) != Py_None || current == NULL || heap == NULL ||
+        min_pending == NULL || !PyList_CheckExact(heap) || int_below(current, value) != 1) {
+        goto reference;
+    }
+    int free = lock_free(SLOT(sem, off_sem_lock));
+    if (free < 0) {
+        Py_DECREF(tp);
+        return NULL;
+    }
+    if (!free) {
+        goto reference;
+    }
+    /* heappush compares entries by (value, seq): ints, and seq is unique. */
+    PyObject *res = PyObject_CallFunctionObjArgs(heappush_fn, heap, tp, NULL);
+    if (res == NULL) {
+        Py_DECREF(tp);
+        return NULL;
+    }
+    Py_DECREF(res);
+    if (int_below(value, min_pending) == 1) {
+        Py_INCREF(value);
+        Py_SETREF(SLOT(sem, off_sem_min_pending), value);
+    }
+    return tp;
+
+reference:
+    Py_DECREF(tp);
+    return PyObject_Vectorcall(timepoint_ref, args, nargs, NULL);
+}
+
 static PyObject *
 instance_method(PyObject *mod, PyObject *fn)
 {
@@ -521,6 +620,11 @@ static PyMethodDef methods[] = {
     {"complete_op", (PyCFunction)(void (*)(void))complete_op, METH_FASTCALL,
      "complete_op(op, timeline): signal op's semaphores, drop op.retained, retire op.epoch "
      "(see the module docstring)."},
+    {"init_timepoints", init_timepoints, METH_VARARGS,
+     "init_timepoints(reference, heappush, next_seq): bind add_timepoint's reference."},
+    {"add_timepoint", (PyCFunction)(void (*)(void))add_timepoint, METH_FASTCALL,
+     "add_timepoint(sem, value, fn, arg): Semaphore.add_timepoint (see the module "
+     "docstring)."},
     {"instance_method", instance_method, METH_O,
      "instance_method(fn): fn bound as a method when read from an instance."},
     {NULL, NULL, 0, NULL},

@@ -5,8 +5,9 @@ optional, like the pool fast paths). Its ``queue_op`` builds the ``QueueOp`` of 
 the common shape (see ``_native_queue.c``) and calls the Python reference,
 ``_queue_checks.queue_op``, for everything else, so behaviour is the same with or without
 it. Its ``complete_op`` finishes a successful op (signals, retained, retire) with
-``_completion.complete_op`` as the reference in the same way. ``HAL_QUEUE_NATIVE=0`` turns
-it off; ``describe()`` says which is in use.
+``_completion.complete_op`` as the reference in the same way, and its ``add_timepoint``
+becomes ``Semaphore.add_timepoint`` (``Semaphore._add_timepoint`` is the reference).
+``HAL_QUEUE_NATIVE=0`` turns it off; ``describe()`` says which is in use.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ._frontier_tracker import _AxisState
 from ._queue import QueueOp, QueueOpKind
 from ._queue_checks import queue_op as queue_op_reference
 from ._queue_timeline import QueueTimeline
-from ._semaphore import MAX_VALUE, Semaphore
+from ._semaphore import MAX_VALUE, Semaphore, bind_native_timepoints
 
 __all__ = [
     "complete_op",
@@ -44,6 +45,7 @@ def _load() -> tuple[Any, str | None]:
         )
     _native_queue.init(QueueOp, Semaphore, QueueOpKind, queue_op_reference, MAX_VALUE)
     _native_queue.init_completion(QueueOp, Semaphore, QueueTimeline, _AxisState, signal_all)
+    bind_native_timepoints(_native_queue)
     return _native_queue, None
 
 

@@ -130,8 +130,9 @@ class Semaphore:
     Vulkan-compatible bound) that only increases, or a sticky failure.
 
     Created by ``Device.create_semaphore`` (the constructor is internal: it takes
-    ``_token=INTERNAL``, see ``_construction``); final, with fixed state. Thread-safe. ``wait`` blocks the calling
-    thread (never while holding internal locks); everything else is non-blocking.
+    ``_token=INTERNAL``, see ``_construction``); final, with fixed state. Thread-safe.
+    ``wait`` blocks the calling thread (never while holding internal locks); everything
+    else is non-blocking.
     Payloads are Python ints or integer-likes (numpy integers, anything with
     ``__index__``; not bool); anything else, or a value out of range, is INVALID_ARGUMENT.
     """
@@ -367,6 +368,10 @@ class Semaphore:
         dispatch_callbacks(((fn, arg, failure),))
         return None
 
+    # The Python reference of ``add_timepoint``: the native one (``bind_native_timepoints``)
+    # falls back to it for anything but the common case.
+    _add_timepoint = add_timepoint
+
     def cancel_timepoint(self, handle: list[Any]) -> bool:
         """Remove a pending timepoint; True iff its callback will not run (False when it
         already ran, is running, or was cancelled before). Amortised O(log N)."""
@@ -435,6 +440,16 @@ class Semaphore:
     def __repr__(self) -> str:
         state = f"failed {self._failure.code.name}" if self._failure else f"value={self._value}"
         return f"<hal_core.Semaphore {state}>"
+
+
+def bind_native_timepoints(native: Any) -> None:
+    """Make ``Semaphore.add_timepoint`` the native one of ``hal_core._native_queue``: it
+    parks the common case (an int value above the payload, no failure, lock free) in C and
+    calls the method above, kept as ``_add_timepoint``, for everything else. Called once
+    by ``_queue_fast_paths`` when the extension loads; one class, one behaviour."""
+    native.init_timepoints(Semaphore._add_timepoint, heappush, _next_seq)
+    # A native function bound like the method it replaces (mypy sees a method assign).
+    Semaphore.add_timepoint = native.instance_method(native.add_timepoint)  # type: ignore[method-assign]
 
 
 class _Waiter:
