@@ -1,10 +1,13 @@
-"""Host queue options: ring capacities and the wait-barrier strategy, from device URIs.
+"""Host queue options: ring capacities, the wait-barrier strategy and the file staging
+chunk, from device URIs.
 
-``HostQueueOptions`` holds the capacities of each host queue's three rings and how a wait
-on a peer queue is expressed. ``HostQueueOptions.from_params`` reads them from device URI
-parameters (``amdgpu://0?aql_capacity=4096&wait_barrier=defer``); the driver calls it at
-device creation, so a bad value is INVALID_ARGUMENT there, naming the parameter as it is
-spelled in the URI and its allowed range. Frozen values; thread-safe.
+``HostQueueOptions`` holds the capacities of each host queue's three rings, how a wait
+on a peer queue is expressed and the chunk size file transfers stage through.
+``HostQueueOptions.from_params`` reads them from device URI parameters
+(``amdgpu://0?aql_capacity=4096&wait_barrier=defer``); the driver calls it at device
+creation, so a bad value is INVALID_ARGUMENT there, naming the parameter as it is spelled
+in the URI and its allowed range. Defaults are IREE's ring sizes. Frozen values;
+thread-safe.
 """
 
 from __future__ import annotations
@@ -16,7 +19,21 @@ import attrs
 
 from hal_core import InvalidArgumentError
 
-__all__ = ["QUEUE_PARAMS", "HostQueueOptions", "WaitBarrierStrategy"]
+__all__ = [
+    "DEFAULT_AQL_CAPACITY",
+    "DEFAULT_FILE_CHUNK_SIZE",
+    "DEFAULT_KERNARG_CAPACITY",
+    "QUEUE_PARAMS",
+    "HostQueueOptions",
+    "WaitBarrierStrategy",
+]
+
+# IREE's host queue sizes: a 64 Ki-packet AQL ring (4 MiB) and a 16 MiB kernarg ring per
+# queue, so deep pipelines of dispatches (each with its kernargs) never stall on ring
+# space in the common case. The memory is committed lazily by the OS until the rings wrap.
+DEFAULT_AQL_CAPACITY = 1 << 16
+DEFAULT_KERNARG_CAPACITY = 16 << 20
+DEFAULT_FILE_CHUNK_SIZE = 1 << 20
 
 
 class WaitBarrierStrategy(enum.IntEnum):
@@ -35,6 +52,8 @@ _RANGES: dict[str, tuple[int, int, str]] = {
     # At least one page of 64-byte blocks; at most 1 GiB of host kernarg memory.
     "kernarg_capacity": (4096, 1 << 30, "bytes"),
     "notification_capacity": (8, 1 << 20, "entries"),
+    # One staging chunk of file reads/writes to memory the host cannot map.
+    "file_chunk_size": (4096, 1 << 30, "bytes"),
 }
 #: Every URI parameter ``from_params`` reads.
 QUEUE_PARAMS = frozenset(_RANGES) | {"wait_barrier"}
@@ -62,22 +81,31 @@ class HostQueueOptions:
     """Ring capacities (powers of two, ranges in ``_RANGES``) and the wait strategy.
 
     ``aql_capacity`` in packets; ``kernarg_capacity`` in bytes (64-byte blocks);
-    ``notification_capacity`` in signal entries and in epochs.
+    ``notification_capacity`` in signal entries and in epochs; ``file_chunk_size`` in
+    bytes, the staging chunk of file reads and writes to memory the host cannot map.
     """
 
-    aql_capacity: int = attrs.field(default=1024, validator=_in_range("aql_capacity"))
-    kernarg_capacity: int = attrs.field(default=1 << 20, validator=_in_range("kernarg_capacity"))
+    aql_capacity: int = attrs.field(
+        default=DEFAULT_AQL_CAPACITY, validator=_in_range("aql_capacity")
+    )
+    kernarg_capacity: int = attrs.field(
+        default=DEFAULT_KERNARG_CAPACITY, validator=_in_range("kernarg_capacity")
+    )
     notification_capacity: int = attrs.field(
         default=1024, validator=_in_range("notification_capacity")
     )
     wait_barrier: WaitBarrierStrategy = attrs.field(
         default=WaitBarrierStrategy.AUTO, converter=WaitBarrierStrategy
     )
+    file_chunk_size: int = attrs.field(
+        default=DEFAULT_FILE_CHUNK_SIZE, validator=_in_range("file_chunk_size")
+    )
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "HostQueueOptions":
         """From device URI parameters ``aql_capacity``, ``kernarg_capacity``,
-        ``notification_capacity`` (integers, ``0x`` accepted) and ``wait_barrier``
+        ``notification_capacity``, ``file_chunk_size`` (integers, ``0x`` accepted) and
+        ``wait_barrier``
         (``auto``, ``barrier_value`` or ``defer``); others are ignored here.
         INVALID_ARGUMENT naming the parameter for anything else or out of range."""
         kw: dict[str, Any] = {}

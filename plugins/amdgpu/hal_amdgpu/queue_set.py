@@ -46,7 +46,7 @@ from .aql_packets import emit_dispatches, new_staging
 from .block_format import BlockProgram
 from .block_program import build_programs
 from .device_library import DeviceLibrary, kernel_descriptor
-from .host_actions import DeallocaAction, FileAction, HostCallAction
+from .host_actions import DeallocaAction, FileAction, FileStaging, HostCallAction
 from .host_queue import UPDATE_INLINE_LIMIT, HostQueue
 from .kernarg_ring import KERNARG_BLOCK_SIZE
 from .kernel_descriptors import BuiltinKernels, KernelDescriptor, hal_kernarg_image
@@ -134,6 +134,9 @@ class HostQueueSet:
         self.access_count = len(access_handles)
         self.allocator = allocator
         self.options = options
+        self.file_staging = FileStaging(
+            hsa, self.kernarg_pool, self.access_agents, self.access_count, options.file_chunk_size
+        )
         self.last_signal: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.retire_listener: Callable[[int, int], None] | None = None
         self._descriptors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -382,6 +385,7 @@ class HostQueueSet:
             # After the queues: in-flight deallocas have released; parked allocas cancel.
             self.pools.close()
         self.tracker.close()
+        self.file_staging.close()  # a transfer still running frees its chunk at release
         library, self.library = self.library, None
         if library is not None:
             # No queue can run a builtin kernel any more.

@@ -292,7 +292,8 @@ def test_block_too_large_for_counting_is_out_of_range_and_later_work_runs(
     fake_library, monkeypatch
 ):
     monkeypatch.setenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", fake_library)
-    with hal_core.create_device(URI) as device:
+    # A 1024-packet ring (the default is 64 Ki) so that one block overflows it.
+    with hal_core.create_device(f"{URI}&aql_capacity=1024") as device:
         buf = device.allocator.allocate_buffer(None, 64 * 256)
         big = _fills_cb(device, buf, 256)  # one block of 256 dispatches: 1028 > 1024
         small = _fills_cb(device, buf, 4)
