@@ -29,7 +29,7 @@ class QueueTimeline:
     __slots__ = (
         "index",
         "retired",
-        "_next",
+        "begin",
         "_done",
         "_lock",
         "on_retire",
@@ -43,7 +43,9 @@ class QueueTimeline:
     def __init__(self, index: int) -> None:
         self.index = index
         self.retired = 0
-        self._next = itertools.count(1)
+        # ``begin()`` reserves the next epoch: a bound ``itertools.count.__next__`` (one C
+        # call, atomic under the GIL) that submitters may also keep and call directly.
+        self.begin: Callable[[], int] = itertools.count(1).__next__
         self._done: set[int] = set()
         self._lock = threading.Lock()
         self.on_retire: Callable[[int], None] | None = None
@@ -71,10 +73,6 @@ class QueueTimeline:
         """Stop publishing to ``tracker`` (a secondary binding)."""
         with self._lock:
             self._more = tuple(e for e in self._more if e[3] is not tracker)
-
-    def begin(self) -> int:
-        """Reserve the next epoch (atomic under the GIL)."""
-        return next(self._next)
 
     def retire(self, epoch: int) -> None:
         """Mark ``epoch`` complete and advance the in-order watermark."""

@@ -83,6 +83,8 @@ from ._queue import (
     host_call_outcome,
     run_host_call,
 )
+from ._queue_fast_paths import complete_op
+from ._queue_timeline import QueueTimeline
 from ._registry import PluginRecord, Registry
 from ._semaphore import dispatch_callbacks, run_on_trampoline
 from ._topology import (
@@ -148,6 +150,8 @@ __all__ = [
     "op_error",
     "signal_all",
     "wait_reached",
+    "complete_op",
+    "QueueTimeline",
     "CMD_BARRIER",
     "CMD_COPY",
     "CMD_DEBUG_BEGIN",

@@ -38,10 +38,12 @@ from hal_core.backend import (
     InteropMode,
     QueueOp,
     QueueOpKind,
+    QueueTimeline,
     TopologyCapability,
     TopologyEdge,
     buffer_host_bytes,
     buffer_storage,
+    complete_op,
     fail_all,
     op_error,
     report_callback_error,
@@ -61,7 +63,6 @@ from .executable_formats import prepare_executable
 from .profiled_replay import run_program_profiled
 from .program_execution import execute_program
 from .queue_pools import QueuePools
-from .queue_timeline import QueueTimeline
 from .worker_threads import WorkerThreads
 
 INLINE_TRANSFER_BYTES = 64 * 1024
@@ -98,7 +99,7 @@ class LocalDeviceBackend:
         self.allocator = HostAllocatorBackend()
         self.queues = [QueueTimeline(i) for i in range(queue_count)]
         self.workers = WorkerThreads(worker_count, name) if worker_count else None
-        self._epochs = [q._next for q in self.queues]
+        self._epochs = [q.begin for q in self.queues]
         self._waiting: dict[QueueOp, bool] = {}
         self._closing = False
         # How each op kind runs once ready (indexed by QueueOpKind).
@@ -165,7 +166,7 @@ class LocalDeviceBackend:
     def submit(self, op: QueueOp) -> None:
         if self._closing:
             raise error_for(StatusCode.FAILED_PRECONDITION, f"device {self.name} is closing")
-        op.epoch = next(self._epochs[op.queue])
+        op.epoch = self._epochs[op.queue]()
         waits = op.waits
         if waits:
             if len(waits) == 1:
@@ -179,6 +180,25 @@ class LocalDeviceBackend:
                 self._waiting[op] = True
                 resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
                 return
+        if self.profiler is None:
+            # Ready at submit, unprofiled: the inline routes of ``_dispatch`` and
+            # ``_execute`` without their frames (the common case of a dependent chain).
+            route = self._route[op.kind]
+            if route == _INLINE_DONE:
+                complete_op(op, self.queues[op.queue])
+                return
+            if route == _INLINE or (route == _BY_SIZE and op.length <= INLINE_TRANSFER_BYTES):
+                handler = self._handlers.get(op.kind)  # None: host calls, unimplemented
+                if handler is not None:
+                    try:
+                        handler(op)
+                    except BaseException as exc:  # travels through the semaphores
+                        self._finish(op, op_error(exc))
+                        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                            raise  # after failing the op: its waiters must not hang
+                        return
+                    complete_op(op, self.queues[op.queue])
+                    return
         self._dispatch(op)
 
     # An op is decided exactly once: whoever pops it from ``_waiting`` (a single atomic
@@ -240,9 +260,11 @@ class LocalDeviceBackend:
 
     def _finish(self, op: QueueOp, error: HalError | None) -> None:
         if error is None:
-            signal_all(op.signals)
-        else:
-            fail_all(op.signals, error)
+            # Signal, drop what the op retained, retire its epoch: one native call when
+            # the extension is built (``hal_core.backend.complete_op``).
+            complete_op(op, self.queues[op.queue])
+            return
+        fail_all(op.signals, error)
         op.retained = None
         self.queues[op.queue].retire(op.epoch)
 
@@ -251,11 +273,18 @@ class LocalDeviceBackend:
     def submit_alloca(self, op: QueueOp) -> None:
         """``submit`` for ALLOCA: pick the pool and, when nothing is waited on, reserve
         now (RESOURCE_EXHAUSTED raises with nothing queued); see ``queue_pools``."""
-        self.pools.prepare(op)
+        pools = self.pools
+        if pools.prepare(op) and not self._closing and self.profiler is None:
+            # Reserved with nothing to wait on: commit and complete now, which is what
+            # submit + dispatch + start would do on this thread (profiled sessions take
+            # that path so their taps see the op).
+            op.epoch = self._epochs[op.queue]()
+            pools.commit_prepared(op)
+            return
         try:
             self.submit(op)
         except BaseException:
-            self.pools.abandon(op)
+            pools.abandon(op)
             raise
 
     def _run_dealloca(self, op: QueueOp) -> None:
