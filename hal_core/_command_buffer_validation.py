@@ -79,6 +79,7 @@ class ValidationState:
         "_last_info",
         "_last_config",
         "_checked_bindings",
+        "_checked_buffers",
     )
 
     def __init__(self, categories: int = CommandCategory.ANY) -> None:
@@ -91,6 +92,11 @@ class ValidationState:
         self._last_info: Any = None
         self._last_config: Any = None
         self._checked_bindings: dict[int, tuple] = {}
+        # (id(buffer), use) -> buffer, for buffers whose usage, access, memory type and
+        # device were checked for that use (``what`` names one usage/access pair). Those
+        # facts never change, so a command over an already-checked buffer checks only its
+        # range; holding the buffer keeps its id unique while the entry exists.
+        self._checked_buffers: dict[tuple[int, str], Buffer] = {}
 
     # -- state ---------------------------------------------------------------------------
 
@@ -100,6 +106,10 @@ class ValidationState:
                 f"end() with {self.debug_depth} debug group(s) still open; call "
                 "end_debug_group() for each begin_debug_group()"
             )
+        # The memos serve recording only; dropping them here keeps the state from
+        # retaining what an UNRETAINED recording must not keep alive.
+        self._checked_bindings.clear()
+        self._checked_buffers.clear()
 
     def validate_end_debug_group(self) -> None:
         if self.debug_depth <= 0:
@@ -266,9 +276,15 @@ class ValidationState:
             if slot + 1 > self.binding_count:
                 self.binding_count = slot + 1
             return ref.length
-        check_buffer(buffer, usage, access, what)
-        if buffer.device is not cb.device:
-            check_owner(cb.device, buffer, what)
+        key = (id(buffer), what)
+        checked = self._checked_buffers
+        if checked.get(key) is not buffer:
+            check_buffer(buffer, usage, access, what)
+            if buffer.device is not cb.device:
+                # Another device's buffer is checked every time: its group may close.
+                check_owner(cb.device, buffer, what)
+            else:
+                checked[key] = buffer
         return resolve_range(buffer, ref.offset, ref.length)
 
 

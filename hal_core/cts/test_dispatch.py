@@ -6,6 +6,9 @@ Kernels are the backend's ``cts_kernels`` library in each executable format it p
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -344,6 +347,19 @@ def test_unretained_command_buffer(cts, exe_format):
     assert cb.commands == []  # the recording does not hold the caller's buffers
     submit_and_wait(cts, cb)
     assert read_f32(cts, dst) == [-1, -2, -3, -4]
+    # Nor does anything else the command buffer keeps (its validation state included):
+    # buffers the caller drops are gone at once.
+    pair = [dbuffer(cts, 16), dbuffer(cts, 16)]
+    kept = record(
+        cts,
+        lambda cb: cb.dispatch(exe, "negate", ONE, COUNT_4, list(pair)),
+        mode=CommandBufferMode.UNRETAINED,
+    )
+    watch = [weakref.ref(buffer) for buffer in pair]
+    pair.clear()
+    gc.collect()
+    assert [w() for w in watch] == [None, None]
+    kept.close()
 
 
 # -- bad input ---------------------------------------------------------------------------------

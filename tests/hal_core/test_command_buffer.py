@@ -260,3 +260,39 @@ def test_queue_execute_rejects_foreign_objects(device):
             device.queue_execute(ANY, (), [(sem, 1)], cb)
     finally:
         other.close()
+
+
+def test_buffer_checks_are_remembered_per_use_only(device):
+    """A buffer checked for one use (fill target) is still checked for another (copy
+    source), and a refused command leaves no memory of the buffer behind."""
+    target_only = device.allocator.allocate_buffer(
+        hal.BufferParams(usage=hal.BufferUsage.TRANSFER_TARGET), 16
+    )
+    full = _buf(device, 16)
+    cb = device.create_command_buffer()
+    cb.begin()
+    cb.fill_buffer(target_only, b"\x01")
+    cb.fill_buffer(BufferRef(target_only, 4, 4), b"\x02")  # remembered: range still checked
+    with pytest.raises(hal.OutOfRangeError):
+        cb.fill_buffer(BufferRef(target_only, 12, 8), b"\x02")
+    for _ in range(2):  # refused every time, not only the first
+        with pytest.raises(hal.PermissionDeniedError, match="TRANSFER_SOURCE"):
+            cb.copy_buffer(target_only, full)
+    cb.copy_buffer(full, target_only)
+    cb.end()
+    assert len(cb.commands) == 3
+
+
+def test_unretained_recording_does_not_keep_checked_buffers(device):
+    """The validation layer's memos of checked buffers and bindings end with recording:
+    an UNRETAINED command buffer keeps none of the caller's buffers alive."""
+    a, b = _buf(device, 16), _buf(device, 16)
+    cb = device.create_command_buffer(CommandBufferMode.UNRETAINED)
+    cb.begin()
+    cb.fill_buffer(a, b"\x05")
+    cb.copy_buffer(a, b)
+    cb.end()
+    watch = [weakref.ref(a), weakref.ref(b)]
+    del a, b
+    gc.collect()
+    assert [w() for w in watch] == [None, None]
