@@ -40,6 +40,10 @@ destroyed. COUNTER_RANGES and EXECUTABLE_TRACES are not produced: they are absen
 ``AMDGPU_PROFILING_FAMILIES``, so ``profiling_begin`` answers UNIMPLEMENTED for them and
 lists only what the device produces.
 
+Device metrics (DEVICE_METRICS): one metric source per GPU over its PCI sysfs directory
+(``device_metrics``), registered with the session at ``begin`` and sampled by the session
+at begin, flush and end.
+
 Threading: ``before_headers`` runs under the queue's submission lock; ``_on_retire`` on the
 queue's completion thread; the per-queue pending deque and signal free list are only
 appended/popped (thread-safe deque operations) from those two sides. Nothing here calls a
@@ -95,6 +99,7 @@ AMDGPU_PROFILING_FAMILIES = (
         | ProfilingDataFamily.DISPATCH_EVENTS
         | ProfilingDataFamily.MEMORY_EVENTS
         | ProfilingDataFamily.EXECUTABLE_METADATA
+        | ProfilingDataFamily.DEVICE_METRICS
     )
     | AQLPROFILE_FAMILIES
 )

@@ -15,9 +15,11 @@ import numpy as np
 from hal_core import HalError, OutOfRangeError, UnavailableError
 from hal_core.profiling import (
     FunctionMetadata,
+    ProfilingDataFamily,
     host_time_ns,
 )
 
+from .device_metrics import metric_sources
 from .hsa_enums import AgentInfo, SystemInfo
 
 __all__ = ["AmdgpuProfiling"]
@@ -65,6 +67,10 @@ class AmdgpuProfiling:
         counting = None
         if self.session.families & AQLPROFILE_FAMILIES:
             counting = self._check_aqlprofile()
+        metrics: list[Any] = []
+        if self.session.families & ProfilingDataFamily.DEVICE_METRICS:
+            # Before anything is installed: a GPU without sysfs metrics fails begin here.
+            metrics = metric_sources(backend)
         qset = backend._host_queue_set or backend._create_host_queues()
         self.qset = qset
         hsa = self.hsa
@@ -96,6 +102,8 @@ class AmdgpuProfiling:
                 q.profiler = qp
         self._open_kfd()
         self.correlate()
+        for source in metrics:
+            self.session.add_metric_source(source)
 
     def end(self) -> None:
         qset = self.qset

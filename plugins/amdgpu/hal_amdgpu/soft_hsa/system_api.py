@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from ..hsa_enums import (
     HsaStatus,
     IsaInfo,
     LoadedCodeObjectInfo,
+    PoolGlobalFlag,
     SystemInfo,
 )
 from ..target_id import TargetId
@@ -24,6 +26,7 @@ from .config import SoftAgentConfig
 from .loader import SoftExecutable, SoftLoadedCodeObject
 from .memory import SoftMemory
 from .packet_processor import SoftQueue
+from .sysfs import SoftSysfs
 
 __all__ = ["SoftSystemApi"]
 
@@ -76,6 +79,9 @@ class SoftSystemApi:
     _loader_callbacks: list[Any]
     _status_strings: dict[int, Any]
     _require_init: Callable[[], bool]
+    _pools: dict[int, Any]
+    _agent_pools: dict[int, list[int]]
+    _sysfs: SoftSysfs | None = None
 
     # -- runtime --------------------------------------------------------------------------
 
@@ -109,7 +115,54 @@ class SoftSystemApi:
             for queue in list(self._queues.values()):
                 queue.destroy()
             self._queues.clear()
+            with self._cond:
+                sysfs, self._sysfs = self._sysfs, None
+            if sysfs is not None:
+                sysfs.remove()
         return _OK
+
+    # -- sysfs (device metrics; not an HSA function) -------------------------------------
+
+    def soft_sysfs_root(self) -> str:
+        """The root of the sysfs tree standing in for ``/sys`` for this runtime's GPUs
+        (``soft_hsa.sysfs``): a temporary directory made on first call, with current
+        values, and removed at the last ``hsa_shut_down``."""
+        with self._cond:
+            if self._sysfs is None:
+                gpus = []
+                for handle in self._agent_order:
+                    agent = self._agents[handle]
+                    if agent.is_gpu:
+                        total = sum(
+                            self._pools[p].config.size
+                            for p in self._agent_pools[handle]
+                            if self._pools[p].config.flags & PoolGlobalFlag.COARSE_GRAINED
+                        )
+                        gpus.append((0, agent.bdf_id, total))
+                self._sysfs = SoftSysfs(tempfile.mkdtemp(prefix="soft-hsa-sysfs-"), gpus)
+            sysfs = self._sysfs
+        self.refresh_soft_sysfs()
+        return sysfs.root
+
+    def refresh_soft_sysfs(self) -> None:
+        """Rewrite the sysfs files from the runtime's state now (VRAM used: the bytes live
+        in each GPU's pools). Nothing to do before ``soft_sysfs_root`` was called."""
+        with self._cond:
+            sysfs = self._sysfs
+            if sysfs is None:
+                return
+            owners = {
+                p: i
+                for i, handle in enumerate(h for h in self._agent_order if self._agents[h].is_gpu)
+                for p in self._agent_pools[handle]
+            }
+            used = [0] * len(sysfs.dirs)
+            with self.memory._lock:
+                for alloc in self.memory._by_start.values():
+                    i = owners.get(alloc.pool)
+                    if i is not None:
+                        used[i] += alloc.size
+        sysfs.refresh(used)  # file writes outside the runtime's lock (the tree has its own)
 
     def hsa_system_get_info(self, attribute: int, value: Any) -> int:
         if not self._require_init():
