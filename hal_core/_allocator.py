@@ -34,6 +34,7 @@ from ._status import (
 __all__ = ["Allocator", "AllocatorStatistics", "host_heaps", "check_host_size", "check_size"]
 
 _ALLOCATABLE = int(BufferCompatibility.ALLOCATABLE)
+_UNSET: Any = object()  # an argument not given (None is a value: the default params)
 
 
 @attrs.define
@@ -136,17 +137,17 @@ class Allocator:
             f"no heap of this device can allocate {size} bytes with {params}"
         )
 
-    def allocate_buffer(self, params: Any = None, allocation_size: Any = None) -> Buffer:
-        """Allocate zero-filled memory now: ``allocate_buffer(params, size)``, or
-        ``allocate_buffer(size)`` with the default params. Size 0 succeeds.
-        INVALID_ARGUMENT when no heap can satisfy the params; RESOURCE_EXHAUSTED when the
-        memory is not there (or no heap could ever hold that many bytes);
-        FAILED_PRECONDITION after ``close()`` or the device's close."""
+    def allocate_buffer(
+        self, *args: Any, params: Any = _UNSET, allocation_size: Any = _UNSET
+    ) -> Buffer:
+        """Allocate zero-filled memory now: ``allocate_buffer(size, params=None)``, or in
+        IREE's order ``allocate_buffer(params, size)`` (``None`` params: the defaults).
+        Size 0 succeeds. INVALID_ARGUMENT for a missing size or params given twice, and
+        when no heap can satisfy the params; RESOURCE_EXHAUSTED when the memory is not
+        there (or no heap could ever hold that many bytes); FAILED_PRECONDITION after
+        ``close()`` or the device's close."""
         self._check_open()
-        if allocation_size is None:
-            if params is None or isinstance(params, (BufferParams, dict)):
-                raise InvalidArgumentError("allocate_buffer needs an allocation size")
-            params, allocation_size = None, params
+        params, allocation_size = _allocation_args(args, params, allocation_size)
         params = _as_params(params)
         params, size = self.allocatable(params, check_size(allocation_size))
         storage, memory_type = self._backend.allocate(params, size)
@@ -221,6 +222,38 @@ class Allocator:
                 self._stats.device_bytes_freed += size
             else:
                 self._stats.host_bytes_freed += size
+
+
+def _allocation_args(args: tuple, params: Any, size: Any) -> tuple[Any, Any]:
+    """``(params, size)`` from ``allocate_buffer``'s arguments: ``(size)`` or
+    ``(params, size)`` positionally, either also as the keywords ``params=`` and
+    ``allocation_size=``. INVALID_ARGUMENT when the size is missing or a value is given
+    twice."""
+    if len(args) > 2:
+        raise InvalidArgumentError(
+            f"allocate_buffer takes (size, params=None) or (params, size), got {len(args)} "
+            "positional arguments"
+        )
+    if len(args) == 2:
+        if params is not _UNSET or size is not _UNSET:
+            raise InvalidArgumentError(
+                "allocate_buffer got params and size positionally and again as keywords"
+            )
+        return args
+    if args:
+        first = args[0]
+        if size is _UNSET:  # (size) or (size, params=...)
+            if first is None or isinstance(first, (BufferParams, dict)):
+                raise InvalidArgumentError("allocate_buffer needs an allocation size")
+            return (None if params is _UNSET else params), first
+        if params is not _UNSET:
+            raise InvalidArgumentError(
+                "allocate_buffer got params positionally and as params= (give the size first)"
+            )
+        return first, size  # (params, allocation_size=...)
+    if size is _UNSET:
+        raise InvalidArgumentError("allocate_buffer needs an allocation size")
+    return (None if params is _UNSET else params), size
 
 
 def _as_params(params: Any) -> BufferParams:
