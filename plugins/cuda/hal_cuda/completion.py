@@ -1,15 +1,16 @@
 """The completion thread of one GPU: waits for stream work and completes its ops.
 
 Invariants: every op whose work was put on a stream is handed here exactly once, with
-the event recorded after its work; the thread blocks in ``cuEventSynchronize`` on the
-events in the order they were handed over (events are created with
-``CU_EVENT_BLOCKING_SYNC``, so the thread sleeps in the driver instead of spinning, and
-no sleep loop or poll exists). Waiting in hand-over order never deadlocks: stream work
-never waits on the host, so every recorded event is reached without help. An op's
-completion (``finish``) runs on this thread holding no lock; it signals semaphores, which
-may run waiters' callbacks that queue more work (never a blocking wait). A failing
-``cuEventSynchronize`` (a kernel fault, sticky in CUDA) fails that op with the fault;
-later ops see the same sticky error from the driver and fail with it too.
+the event recorded after its work. The thread takes the events in hand-over order, asks
+``cuEventQuery`` whether each is reached and, when it is not, blocks in
+``cuEventSynchronize`` (events are created with ``CU_EVENT_BLOCKING_SYNC``, so the thread
+sleeps in the driver instead of spinning; no sleep loop or poll exists). Querying first
+means a burst of finished work costs one wake-up, not one per op. Waiting in hand-over
+order never deadlocks: stream work never waits on the host, so every recorded event is
+reached without help. An op's completion (``finish``) runs on this thread holding no
+lock; it signals semaphores, which may run waiters' callbacks that queue more work (never
+a blocking wait). A failing wait (a kernel fault, sticky in CUDA) fails that op with the
+fault; later ops see the same sticky error from the driver and fail with it too.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from .cuda_api import CudaContext, check, cuda_error
 
 CU_EVENT_BLOCKING_SYNC = 0x1
 CU_EVENT_DISABLE_TIMING = 0x2
+CUDA_ERROR_NOT_READY = 600
 
-Finish = Callable[[Any, "HalError | None"], None]
+Finish = Callable[[Any, Any, "HalError | None"], None]
+"""``finish(op, payload, fault)``: ``fault`` is the error waiting for the event reported
+(a kernel fault), else None."""
 
 
 class EventPool:
@@ -75,18 +79,18 @@ class CompletionThread:
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
-    def put(self, event: Any, op: Any, error: HalError | None, finish: Finish) -> bool:
-        """Complete ``op`` with ``finish(op, error)`` once ``event`` is reached (a fault
-        reported by the wait replaces ``error``)."""
+    def put(self, event: Any, op: Any, payload: Any, finish: Finish) -> bool:
+        """Complete ``op`` with ``finish(op, payload, fault)`` once ``event`` is reached."""
         with self._lock:
             if self._stopped:
                 return False
-            self._inbox.put((event, op, error, finish))
+            self._inbox.put((event, op, payload, finish))
         return True
 
     def _run(self) -> None:
         get = self._inbox.get
         sync = self.ctx.api.cuEventSynchronize
+        query = self.ctx.api.cuEventQuery
         put_event = self.events.put
         try:
             self.ctx.make_current()
@@ -96,21 +100,26 @@ class CompletionThread:
             item = get()
             if item is None:
                 return
-            event, op, error, finish = item
+            event, op, payload, finish = item
             item = None
+            fault: HalError | None = None
             try:
-                err = sync(event)[0]
+                # Work that is already done costs no sleep: only block (in the driver,
+                # woken by the GPU) on work still running.
+                err = query(event)[0]
+                if err == CUDA_ERROR_NOT_READY:
+                    err = sync(event)[0]
                 if err:
-                    error = cuda_error(err, "stream work (cuEventSynchronize)")
+                    fault = cuda_error(err, "stream work (cuEventSynchronize)")
                 else:
                     put_event(event)
             except BaseException as exc:
-                error = op_error(exc)
+                fault = op_error(exc)
             try:
-                finish(op, error)
+                finish(op, payload, fault)
             except BaseException as exc:  # finish never raises; never let it kill us
                 report_callback_error(exc, "completing a CUDA queue operation", finish)
-            del event, op, error, finish
+            del event, op, payload, finish, fault
 
     def stop(self, timeout: float | None) -> None:
         """Complete what was handed over, then end the thread (joined unless called from

@@ -1,19 +1,15 @@
 """The cuda driver's CTS configuration: what it advertises and what it does not do.
 
-Tags: ``async_queue``, ``file_io``, ``indirect`` and ``dispatch``; the CTS kernels are the
-committed PTX (``kernels/cts_kernels.ptx``). ``unsupported`` names, by glob on
-``<suite>.<test>``, the tests of what a CUDA kernel cannot do or what this driver has not
-built yet, each with its reason.
+Tags: ``async_queue``, ``file_io``, ``indirect``, ``dispatch`` and ``allocation_pools``;
+the CTS kernels are the committed PTX (``kernels/cts_kernels.ptx``). ``unsupported``
+names, by glob on ``<suite>.<test>``, the tests of what a CUDA kernel cannot do or what
+this driver has not built yet, each with its reason.
 """
 
 from __future__ import annotations
 
 from hal_core.cts.config import CtsBackend
 
-_NO_POOLS = (
-    "no allocation pools yet (no query_queue_pool_backend): queue_alloca allocates with "
-    "cuMemAlloc / cuMemHostAlloc when its waits are reached"
-)
 _NO_PROFILING = "no profiling taps of its own yet: only hal_core's generic QUEUE_EVENTS"
 _NO_STATUS = (
     "a CUDA kernel cannot return a status: a kernel that fails traps, which CUDA reports "
@@ -22,16 +18,6 @@ _NO_STATUS = (
 )
 
 UNSUPPORTED = {
-    "queue_alloca.test_query_queue_pool_backend_needs_a_group": _NO_POOLS,
-    "queue_alloca.test_passthrough_pool_alloca": _NO_POOLS,
-    "queue_alloca.test_tlsf_*": _NO_POOLS,
-    "queue_alloca.test_fixed_block_*": _NO_POOLS,
-    "queue_alloca.test_pending_dealloca_leaves_next_alloca_usable": _NO_POOLS,
-    "queue_alloca.test_exhaustion_completes_after_dealloca_releases": _NO_POOLS,
-    "queue_alloca.test_bad_pool_arguments": _NO_POOLS,
-    "queue_alloca.test_indeterminate_lifetime_released_when_dropped": _NO_POOLS,
-    "queue_alloca.test_stress_many_chains_through_a_small_pool": _NO_POOLS,
-    "transient_buffer.test_*_parked_transient*": _NO_POOLS,
     "profiling.test_host_execution_spans_are_ordered": _NO_PROFILING,
     "profiling.test_memory_events_for_queue_alloca": _NO_PROFILING,
     "dispatch.test_kernel_error_status_fails_signals": _NO_STATUS,
@@ -54,7 +40,7 @@ def cts_backend() -> CtsBackend:
     return CtsBackend(
         driver="cuda",
         uri="cuda://0",
-        tags={"async_queue", "file_io", "indirect", "dispatch"},
+        tags={"async_queue", "file_io", "indirect", "dispatch", "allocation_pools"},
         executable_formats={"ptx": _cts_ptx},
         unsupported=UNSUPPORTED,
     )

@@ -2,16 +2,19 @@
 
 How a queue operation runs:
 
-1. ``submit`` receives one validated ``QueueOp``. An op with waits not yet reached parks
-   in ``_waiting``; ``resolve_waits`` calls back on whichever thread signals its last
-   wait (or fails one). No thread blocks on a semaphore: waits are resolved on the host
-   (host deferral), and the op's work is put on the GPU once they are reached.
+1. ``submit`` receives one validated ``QueueOp``. A wait on a value that this device's
+   stream work in flight will signal becomes a device-side wait (``cuStreamWaitEvent``
+   on that work's event) when the op's own work is stream work; the op then fails at
+   completion if that semaphore failed. Other waits not yet reached park the op in
+   ``_waiting``; ``resolve_waits`` calls back on whichever thread signals its last wait
+   (or fails one): host deferral. No thread blocks on a semaphore.
 2. A ready op whose work is stream work (fill, update, copy, dispatch, execute) is put
    on its queue's stream at once, on the readying thread (enqueueing never blocks), an
    event is recorded after it, and the completion thread (``completion.py``) completes
    it when the event is reached. Barriers complete at once. Host calls, file reads and
-   writes, alloca/dealloca and programs that read a workgroup count from a buffer go to
-   the queue's worker thread, which may block.
+   writes and programs that read a workgroup count from a buffer go to the queue's
+   worker thread, which may block. Alloca and dealloca run through the pools
+   (``queue_pools.py``) on the readying thread: reserving never blocks.
 3. Completing drops what the op holds, then signals its semaphores or fails them.
    Nothing escapes a HAL thread: errors become the op's failure, and a user callback's
    exception is reported through ``sys.unraisablehook``.
@@ -31,6 +34,7 @@ import numpy as np
 
 from hal_core import (
     CancelledError,
+    CommandBufferMode,
     FailedPreconditionError,
     HalError,
     HostCallFlags,
@@ -39,23 +43,26 @@ from hal_core import (
     UnimplementedError,
 )
 from hal_core.backend import (
+    DeviceCapabilities,
     HostCallContext,
+    InteropMode,
     QueueOp,
     buffer_storage,
-    commit_buffer,
-    decommit_buffer,
     fail_all,
     op_error,
     report_callback_error,
     resolve_waits,
     run_host_call,
     signal_all,
+    wait_reached,
 )
 
 from . import executable as executables
+from . import graphs
 from .completion import CompletionThread, EventPool
 from .cuda_api import CudaContext, check, cuda_error
-from .memory import CudaAllocatorBackend, CudaStorage, allocate_device, allocate_host
+from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
+from .queue_pools import CudaQueuePools
 from .stream_ops import (
     CudaProgram,
     address_of,
@@ -72,9 +79,12 @@ STAGING_BYTES = 8 << 20
 _BARRIER = QueueOpKind.BARRIER
 _HOST_CALL = QueueOpKind.HOST_CALL
 _ALLOCA = QueueOpKind.ALLOCA
+_DEALLOCA = QueueOpKind.DEALLOCA
 _EXECUTE = QueueOpKind.EXECUTE
 _DISPATCH = QueueOpKind.DISPATCH
 _NON_BLOCKING = int(HostCallFlags.NON_BLOCKING)
+_ONE_SHOT = int(CommandBufferMode.ONE_SHOT)
+
 
 _STREAM_WORK: dict[int, Callable[[Any, QueueOp, Any], None]] = {
     QueueOpKind.FILL: enqueue_fill,
@@ -83,6 +93,20 @@ _STREAM_WORK: dict[int, Callable[[Any, QueueOp, Any], None]] = {
     QueueOpKind.DISPATCH: enqueue_program,
     QueueOpKind.EXECUTE: enqueue_program,
 }
+
+
+_DEVICE_WAITABLE = frozenset(
+    {
+        QueueOpKind.FILL,
+        QueueOpKind.UPDATE,
+        QueueOpKind.COPY,
+        QueueOpKind.DISPATCH,
+        QueueOpKind.EXECUTE,
+    }
+)
+"""Op kinds whose work is stream work, so their waits can be device-side. Barriers are
+not: they have no work, and completing one on the host as soon as its waits are reached
+is cheaper than a round trip through the GPU."""
 
 
 class QueueWorker:
@@ -136,6 +160,11 @@ class CudaDeviceBackend:
         # The public Device: hal_core sets it; host calls hand it to their callbacks.
         self.device: Any = None
         self._waiting: dict[QueueOp, bool] = {}
+        # Values stream work will signal when its event is reached: semaphore ->
+        # (value, event), the latest enqueued per semaphore; removed at completion.
+        self._inflight: dict[Any, tuple[int, Any]] = {}
+        # Device-side waits of ops not yet completed: op -> [(semaphore, event)].
+        self._device_waits: dict[QueueOp, list[tuple[Any, Any]]] = {}
         self._closing = False
         self._closed = False
         ctx.make_current()
@@ -143,6 +172,9 @@ class CudaDeviceBackend:
             check(self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate")
             for _ in range(queue_count)
         ]
+        self._capture_stream = check(
+            self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate"
+        )
         self.events = EventPool(ctx)
         self.completion = CompletionThread(ctx, self.events, f"cuda{ctx.ordinal}-completion")
         self._staging: list[CudaStorage | None] = [None] * queue_count
@@ -150,6 +182,9 @@ class CudaDeviceBackend:
             QueueWorker(f"cuda{ctx.ordinal}-queue{i}", self._execute_on_worker)
             for i in range(queue_count)
         ]
+        # Queue axes, retirement watermarks, default pools and the alloca state machine.
+        self.pools = CudaQueuePools(ctx, queue_count, device_memory, name, self._complete)
+        self._watermarks = self.pools.watermarks
 
     # -- capabilities -------------------------------------------------------------------
 
@@ -160,9 +195,13 @@ class CudaDeviceBackend:
         return executables.prepare(self.ctx, format, data, params)
 
     def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
-        """The stream-replay program of a recording (launch limits checked here, at the
-        call)."""
-        return CudaProgram(commands)
+        """The replay form of a recording (launch limits checked here, at the call): stream
+        launches, and for a reusable command buffer that qualifies a CUDA graph
+        (``graphs.py``) captured now."""
+        program = CudaProgram(commands)
+        if not mode & _ONE_SHOT:
+            program.graph = graphs.capture(self.ctx, program, self._capture_stream)
+        return program
 
     def flush(self, queue_mask: int) -> None:
         """Nothing is batched: stream work is submitted to the GPU when enqueued."""
@@ -170,21 +209,82 @@ class CudaDeviceBackend:
     # -- submission -------------------------------------------------------------------
 
     def submit(self, op: QueueOp) -> None:
-        """Queue ``op``; raises (queuing nothing) only for what it refuses outright."""
+        """Queue ``op``; raises (queuing nothing) only for what it refuses outright.
+
+        A wait on a value that stream work of this device will signal (``_inflight``)
+        becomes a device-side wait (``cuStreamWaitEvent`` on that work's event) for ops
+        whose work is stream work; every other wait is resolved on the host."""
         if self._closing:
             raise FailedPreconditionError("the cuda device is closed")
-        if op.kind == _ALLOCA and op.pool is not None:
-            raise UnimplementedError(
-                "the cuda driver allocates queue_alloca memory with cuMemAlloc only; "
-                "allocation pools are not built yet: pass pool=None"
-            )
-        if not op.waits:
+        op.epoch = self._watermarks[op.queue].next_epoch()
+        waits = op.waits
+        if not waits:
             self._ready(op)
             return
+        if op.kind in _DEVICE_WAITABLE and self._inflight:
+            waits = self._split_waits(op, waits)
+            if not waits:
+                self._ready(op)
+                return
         self._waiting[op] = True
         if self._closing and self._waiting.pop(op, None) is not None:
+            self._device_waits.pop(op, None)
             raise FailedPreconditionError("the cuda device is closed")
-        resolve_waits(op, op.waits, self._on_ready, self._on_wait_failed)
+        resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
+
+    def _split_waits(self, op: QueueOp, waits: tuple) -> tuple:
+        """The waits left for the host; those this device's in-flight stream work will
+        signal are recorded in ``_device_waits[op]`` as (semaphore, event)."""
+        inflight = self._inflight
+        host: list[tuple[Any, int]] = []
+        device: list[tuple[Any, Any]] = []
+        for sem, value in waits:
+            if wait_reached(sem, value):
+                continue
+            entry = inflight.get(sem)
+            if entry is not None and entry[0] >= value:
+                device.append((sem, entry[1]))
+            else:
+                host.append((sem, value))
+        if device:
+            if op.kind == _DISPATCH or op.kind == _EXECUTE:
+                if op.program.needs_host_sync:
+                    return waits  # runs on a worker: the host resolves every wait
+            self._device_waits[op] = device
+        return tuple(host)
+
+    def submit_alloca(self, op: QueueOp) -> None:
+        """``submit`` for ALLOCA: pick the pool and, when nothing is waited on, reserve
+        now (RESOURCE_EXHAUSTED raises with nothing queued); see ``queue_pools``."""
+        self.pools.prepare(op)
+        try:
+            self.submit(op)
+        except BaseException:
+            self.pools.abandon(op)
+            raise
+
+    def query_queue_pool_backend(self, queue_index: int) -> Any:
+        return self.pools.query_queue_pool_backend(queue_index)
+
+    # -- device groups ------------------------------------------------------------------
+
+    def query_capabilities(self) -> DeviceCapabilities:
+        """Buffers live in this GPU's memory (a domain of its own: other devices reach it
+        by copies through the host); host timeline semaphores are waited on the host."""
+        return DeviceCapabilities(
+            memory_domain=f"cuda:{self.ctx.ordinal}",
+            host_memory_access=InteropMode.COPY,
+            host_semaphores=True,
+        )
+
+    def refine_topology_edge(self, other: Any, edge: Any) -> Any:
+        """Edges keep hal_core's conservative defaults: peer access between GPUs
+        (``cuDeviceCanAccessPeer``) is not used yet."""
+        return edge
+
+    def assign_topology_info(self, info: Any) -> None:
+        """Join (or leave, ``None``) a device group: pool frontiers name its axes."""
+        self.pools.assign_topology_info(info)
 
     def _on_ready(self, op: QueueOp) -> None:
         if self._waiting.pop(op, None) is not None:
@@ -192,12 +292,16 @@ class CudaDeviceBackend:
 
     def _on_wait_failed(self, op: QueueOp, error: HalError) -> None:
         if self._waiting.pop(op, None) is not None:
+            self._device_waits.pop(op, None)
             self._complete(op, error.clone())
 
     def _ready(self, op: QueueOp) -> None:
         kind = op.kind
         if kind == _BARRIER:
             self._complete(op, None)
+            return
+        if kind == _ALLOCA or kind == _DEALLOCA:
+            self._run_pool_op(op)
             return
         work = _STREAM_WORK.get(kind)
         if work is not None and not (
@@ -208,27 +312,79 @@ class CudaDeviceBackend:
             self._complete(op, CancelledError("the cuda device closed before the op ran"))
 
     def _enqueue(self, op: QueueOp, work: Callable[[Any, QueueOp, Any], None]) -> None:
-        """Put ``op``'s work on its stream and hand it to the completion thread. Never
-        raises: an error fails the op (after the work already queued is done)."""
+        """Put ``op``'s work on its stream (after its device-side waits), record an event
+        after it, note its signals as in flight, and hand it to the completion thread.
+        Never raises: an error fails the op (after the work already queued is done)."""
         error: HalError | None = None
         api = self.api
+        stream = self.streams[op.queue]
         try:
             self.ctx.make_current()
-            stream = self.streams[op.queue]
+            device_waits = self._device_waits.get(op)
+            if device_waits is not None:
+                for _sem, waited in device_waits:
+                    check(api.cuStreamWaitEvent(stream, waited, 0), "cuStreamWaitEvent")
             work(api, op, stream)
         except BaseException as exc:
             error = op_error(exc)
-            stream = self.streams[op.queue]
         try:
             event = self.events.get()
             err = api.cuEventRecord(event, stream)[0]
         except BaseException as exc:
-            self._complete(op, error or op_error(exc))
+            self._complete_stream(op, error or op_error(exc))
             return
         if err:
-            self._complete(op, error or cuda_error(err, "cuEventRecord"))
-        elif not self.completion.put(event, op, error, self._complete):
-            self._complete(op, CancelledError("the cuda device closed before the op ran"))
+            self._complete_stream(op, error or cuda_error(err, "cuEventRecord"))
+            return
+        entries = []
+        inflight = self._inflight
+        for sem, value in op.signals:
+            entry = (value, event)
+            inflight[sem] = entry
+            entries.append((sem, entry))
+        if not self.completion.put(event, op, (error, entries), self._finish_stream):
+            self._finish_stream(op, (CancelledError("the cuda device closed"), entries), None)
+
+    def _finish_stream(self, op: QueueOp, outcome: Any, fault: HalError | None) -> None:
+        """Completion of stream work (completion thread): forget its in-flight signals,
+        then complete it (a fault the event wait reported fails it)."""
+        error, entries = outcome
+        if fault is not None:
+            error = fault
+        inflight = self._inflight
+        for sem, entry in entries:
+            if inflight.get(sem) is entry:
+                try:
+                    del inflight[sem]
+                except KeyError:
+                    pass
+        self._complete_stream(op, error)
+
+    def _complete_stream(self, op: QueueOp, error: HalError | None) -> None:
+        """Complete an op that may have waited on the device: if a semaphore it waited
+        on there failed, the op fails with that failure (its work ran regardless)."""
+        device_waits = self._device_waits.pop(op, None)
+        if device_waits is not None and error is None:
+            for sem, _event in device_waits:
+                failure = sem.failure
+                if failure is not None:
+                    error = failure.clone()
+                    break
+        self._complete(op, error)
+
+    def _run_pool_op(self, op: QueueOp) -> None:
+        """ALLOCA / DEALLOCA through the pools, on the readying thread (reservations never
+        block: an alloca that must wait parks on the pool's notification or tracker)."""
+        try:
+            self.ctx.make_current()  # a fresh slab is allocated on this thread
+            if op.kind == _ALLOCA:
+                self.pools.start(op)  # completes the op itself, now or later
+                return
+            self.pools.dealloca(op)
+        except BaseException as exc:
+            self._complete(op, op_error(exc))
+            return
+        self._complete(op, None)
 
     # -- host-side ops (on the queue's worker thread) ----------------------------------
 
@@ -251,17 +407,6 @@ class CudaDeviceBackend:
             self._read_file(op)
         elif kind == QueueOpKind.WRITE:
             self._write_file(op)
-        elif kind == _ALLOCA:
-            params = op.params
-            if self.allocator.wants_host(params):
-                storage = allocate_host(self.ctx, op.length)
-            else:
-                storage = allocate_device(self.ctx, op.length, zero=False)
-            commit_buffer(op.target, storage)
-        elif kind == QueueOpKind.DEALLOCA:
-            storage = decommit_buffer(op.target)
-            if storage is not None:
-                storage.release()
         elif kind == _EXECUTE or kind == _DISPATCH:
             stream = self.streams[op.queue]
             op.program.run(self.api, op.bindings or (), stream)
@@ -325,14 +470,18 @@ class CudaDeviceBackend:
             return
         outcome = run_host_call(fn, args, HostCallContext(self.device, affinity, op.signals))
         if outcome is StatusCode.DEFERRED:
+            # The callback owns the signals now; the op's own part is done.
             op.retained = op.callback = op.args = None
+            self._watermarks[op.queue].retire(op.epoch)
         else:
             self._complete(op, outcome)
 
     def _complete(self, op: QueueOp, error: HalError | None) -> None:
-        """Release what the op holds, then publish. The caller holds no lock."""
+        """Release what the op holds, retire its epoch, then publish. The caller holds no
+        lock."""
         op.retained = op.program = op.callback = op.args = op.payload = None
         op.bindings = ()
+        self._watermarks[op.queue].retire(op.epoch)
         if error is None:
             signal_all(op.signals)
         else:
@@ -347,10 +496,12 @@ class CudaDeviceBackend:
         self._closing = True
         for op in list(self._waiting):
             if self._waiting.pop(op, None) is not None:
+                self._device_waits.pop(op, None)
                 self._complete(op, CancelledError("the cuda device closed while the op waited"))
         for worker in self._workers:
             worker.stop(timeout)
         self.completion.stop(timeout)
+        self.pools.close()  # parked allocas fail CANCELLED; default pools give slabs back
         if self._closed:
             return
         self._closed = True
@@ -358,7 +509,7 @@ class CudaDeviceBackend:
             return  # work still running past the timeout: leave the streams to it
         try:
             self.ctx.make_current()
-            for stream in self.streams:
+            for stream in [*self.streams, self._capture_stream]:
                 self.api.cuStreamDestroy(stream)
             self.events.destroy()
         except HalError:

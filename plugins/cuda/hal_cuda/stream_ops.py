@@ -140,7 +140,7 @@ class CudaProgram:
     ``run`` may be called from several threads at once (a command buffer submitted
     twice): the lock serialises writes to the shared kernel-parameter arrays."""
 
-    __slots__ = ("steps", "needs_host_sync", "_lock")
+    __slots__ = ("steps", "needs_host_sync", "graph", "_lock")
 
     def __init__(self, commands: list) -> None:
         steps: list[tuple] = []
@@ -161,11 +161,19 @@ class CudaProgram:
             # CMD_BARRIER and debug labels: a stream runs its work in order.
         self.steps = steps
         self.needs_host_sync = needs_sync
+        # A CapturedGraph (graphs.py) when the device turned the program into a graph.
+        self.graph: Any = None
         self._lock = threading.Lock()
 
     def run(self, api: Any, table: tuple, stream: Any) -> None:
         """Put every step on ``stream``. Raises on the first step the driver refuses
-        (the device still waits for what was already queued before it fails the op)."""
+        (the device still waits for what was already queued before it fails the op).
+        A program captured as a graph is one graph launch while its buffers keep the
+        memory it was captured with."""
+        graph = self.graph
+        if graph is not None and not table and graph.still_valid():
+            check(api.cuGraphLaunch(graph.graph_exec, stream), "cuGraphLaunch")
+            return
         for step in self.steps:
             kind = step[0]
             if kind == STEP_DISPATCH:

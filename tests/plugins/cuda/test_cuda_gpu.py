@@ -452,3 +452,77 @@ def test_concurrent_submitters(dev: Any) -> None:
     assert np.frombuffer(read(dev, buf), np.uint8).tolist() == [
         k for k in range(8) for _ in range(4)
     ]
+
+
+# -- device-side waits and graphs -------------------------------------------------------------
+
+
+def test_device_side_waits_chain_and_propagate_failures(dev: Any) -> None:
+    buf = device_buffer(dev, 64)
+    s = sem(dev)
+    # A chain across both queues: each op waits on stream work still in flight, so the
+    # waits are device-side (cuStreamWaitEvent) and nothing waits on the host.
+    for i in range(64):
+        dev.queue_fill(1 << (i % 2), [(s, i)] if i else (), [(s, i + 1)], buf, i, 1, bytes([i]))
+    s.wait(64, TIMEOUT)
+    assert read(dev, buf) == bytes(range(64))
+    # A producer failing at execution fails a consumer that waited on it on the device.
+    t_sem = sem(dev)
+    gone = dev.queue_alloca(ANY, (), [(t_sem, 1)], BufferParams(usage=USAGE), 64)
+    dev.queue_dealloca(ANY, [(t_sem, 1)], [(t_sem, 2)], gone)
+    t_sem.wait(2, TIMEOUT)
+    p, c = sem(dev), sem(dev)
+    big = device_buffer(dev, 64 << 20)
+    dev.queue_fill(1, (), [(p, 1)], big, 0, 64 << 20, b"\x09")  # still in flight next
+    dev.queue_fill(2, [(p, 1)], [(p, 2)], gone, 0, 4, b"\x01")  # fails when it runs
+    dev.queue_fill(1, [(p, 2)], [(c, 1)], buf, 0, 4, b"\x07")
+    with pytest.raises(hal_core.FailedPreconditionError):
+        c.wait(1, TIMEOUT)
+    with pytest.raises(hal_core.FailedPreconditionError):
+        p.wait(2, TIMEOUT)
+
+
+def test_reusable_command_buffer_replays_as_a_graph(dev: Any) -> None:
+    exe = ptx_executable(dev, "cts_kernels")
+    a = device_buffer(dev, 16, np.full(4, 2.0, np.float32).tobytes())
+    b = device_buffer(dev, 16)
+    cb = dev.create_command_buffer(0, CommandCategory.ANY)
+    cb.begin()
+    cb.fill_buffer(b, b"\x00\x00\x00\x00")
+    cb.dispatch(exe, "negate", DispatchConfig.static(1), np.uint32([4]).tobytes(), [a, b])
+    cb.copy_buffer(hal_core.BufferRef(a, 0, 4), hal_core.BufferRef(b, 12, 4))
+    cb.end()
+    assert cb.program.graph is not None, "a reusable direct command buffer becomes a graph"
+    for k in (2.0, 5.0):
+        s = sem(dev)
+        dev.queue_update(ANY, (), [(s, 1)], np.full(4, k, np.float32).view(np.uint8), 0, a, 0, 16)
+        dev.queue_execute(ANY, [(s, 1)], [(s, 2)], cb)
+        s.wait(2, TIMEOUT)
+        assert np.frombuffer(read(dev, b), np.float32).tolist() == [-k, -k, -k, k]
+
+
+# -- DLPack ---------------------------------------------------------------------------------
+
+
+def test_dlpack_torch_tensor_as_buffer_and_buffer_as_tensor(dev: Any) -> None:
+    torch = pytest.importorskip("torch")
+    from hal_cuda.dlpack import export_dlpack, import_dlpack
+
+    tensor = torch.arange(16, dtype=torch.float32, device="cuda:0")
+    torch.cuda.synchronize()
+    buf = import_dlpack(dev, tensor)
+    assert buf.byte_length == 64
+    s = sem(dev)
+    dev.queue_fill(ANY, (), [(s, 1)], buf, 0, 16, np.float32(-1.0).tobytes())
+    s.wait(1, TIMEOUT)
+    assert tensor.tolist() == [-1.0] * 4 + list(range(4, 16))  # the same memory, no copy
+
+    out = device_buffer(dev, 8, bytes(range(8)))
+    view = torch.from_dlpack(export_dlpack(out))
+    assert view.dtype == torch.uint8 and view.device.type == "cuda"
+    assert view.tolist() == list(range(8))
+    view.add_(1)
+    torch.cuda.synchronize()
+    assert read(dev, out) == bytes(range(1, 9))
+    with pytest.raises(hal_core.InvalidArgumentError):
+        import_dlpack(dev, torch.zeros(4, dtype=torch.float32))  # host tensor
