@@ -433,3 +433,20 @@ def test_failing_op_far_behind_is_named_by_number(local):
         s2.barrier()
     with pytest.raises(hal.UnknownError, match=r"stream op 1 \(host_call\) failed"):
         s2.synchronize(TIMEOUT)
+
+
+def test_transfer_defaults_infer_offsets_and_lengths(local):
+    """copy(src, dst) copies what fits in both from the offsets; fill and update default to
+    the rest of the buffer and all of the data."""
+    with local.create_stream() as s:
+        small = s.upload(np.arange(16, dtype=np.uint8))
+        big = local.allocator.allocate_buffer(64)
+        s.copy(small, big)  # 16 bytes: all of the smaller source
+        assert s.download(big)[:20].tolist() == list(range(16)) + [0] * 4
+        s.copy(big, small, source_offset=4)  # 16 bytes: all the smaller target takes
+        assert s.download(small).tolist() == list(range(4, 16)) + [0] * 4
+        s.copy(small, big, source_offset=8, target_offset=60)  # 4: the room left in big
+        assert s.download(big)[56:].tolist() == [0, 0, 0, 0, 12, 13, 14, 15]
+        s.fill(big, b"\x07", offset=62)  # to the end
+        s.update(big, np.array([9, 9], np.uint8), offset=0)  # all of the data
+        assert s.download(big)[[0, 1, 2, 61, 62, 63]].tolist() == [9, 9, 2, 13, 7, 7]
