@@ -274,10 +274,10 @@ class LocalDeviceBackend:
         """``submit`` for ALLOCA: pick the pool and, when nothing is waited on, reserve
         now (RESOURCE_EXHAUSTED raises with nothing queued); see ``queue_pools``."""
         pools = self.pools
-        if pools.prepare(op) and not self._closing and self.profiler is None:
+        if pools.prepare(op) and not self._closing and "submit" not in self.__dict__:
             # Reserved with nothing to wait on: commit and complete now, which is what
-            # submit + dispatch + start would do on this thread (profiled sessions take
-            # that path so their taps see the op).
+            # submit + dispatch + start would do on this thread. Unless ``submit`` is
+            # shadowed on this instance (profiling taps, a recorder): it then sees the op.
             op.epoch = self._epochs[op.queue]()
             pools.commit_prepared(op)
             return
