@@ -62,6 +62,7 @@ from . import graphs
 from .completion import CompletionThread, EventPool
 from .cuda_api import CudaContext, check, cuda_error
 from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
+from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, TimingEvents, profiling_clock
 from .queue_pools import CudaQueuePools
 from .stream_ops import (
     CudaProgram,
@@ -176,6 +177,8 @@ class CudaDeviceBackend:
             self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate"
         )
         self.events = EventPool(ctx)
+        self._timing_events = TimingEvents(ctx)
+        self._profiling: CudaProfiling | None = None
         self.completion = CompletionThread(ctx, self.events, f"cuda{ctx.ordinal}-completion")
         self._staging: list[CudaStorage | None] = [None] * queue_count
         self._workers = [
@@ -318,13 +321,19 @@ class CudaDeviceBackend:
         error: HalError | None = None
         api = self.api
         stream = self.streams[op.queue]
+        timer = None
         try:
             self.ctx.make_current()
             device_waits = self._device_waits.get(op)
             if device_waits is not None:
                 for _sem, waited in device_waits:
                     check(api.cuStreamWaitEvent(stream, waited, 0), "cuStreamWaitEvent")
-            work(api, op, stream)
+            profiling = self._profiling
+            if profiling is not None and profiling.dispatch and work is enqueue_program:
+                timer = profiling.timer()
+                op.program.run(api, op.bindings or (), stream, timer)
+            else:
+                work(api, op, stream)
         except BaseException as exc:
             error = op_error(exc)
         try:
@@ -342,15 +351,19 @@ class CudaDeviceBackend:
             entry = (value, event)
             inflight[sem] = entry
             entries.append((sem, entry))
-        if not self.completion.put(event, op, (error, entries), self._finish_stream):
-            self._finish_stream(op, (CancelledError("the cuda device closed"), entries), None)
+        payload = (error, entries, timer, self._profiling)
+        if not self.completion.put(event, op, payload, self._finish_stream):
+            closed = CancelledError("the cuda device closed")
+            self._finish_stream(op, (closed, entries, timer, self._profiling), None)
 
     def _finish_stream(self, op: QueueOp, outcome: Any, fault: HalError | None) -> None:
         """Completion of stream work (completion thread): forget its in-flight signals,
         then complete it (a fault the event wait reported fails it)."""
-        error, entries = outcome
+        error, entries, timer, profiling = outcome
         if fault is not None:
             error = fault
+        if timer is not None:
+            profiling.record(op, timer, error is not None)
         inflight = self._inflight
         for sem, entry in entries:
             if inflight.get(sem) is entry:
@@ -487,6 +500,30 @@ class CudaDeviceBackend:
         else:
             fail_all(op.signals, error)
 
+    # -- profiling ----------------------------------------------------------------------
+
+    @property
+    def profiling_families(self) -> int:
+        return CUDA_PROFILING_FAMILIES
+
+    @property
+    def profiling_clock(self) -> tuple:
+        return profiling_clock()
+
+    def profiling_begin(self, session: Any) -> None:
+        """Dispatch timing from now on (``profiling.py``); taps on the default pools."""
+        profiling = CudaProfiling(self.ctx, session, self._timing_events, self.streams[0])
+        if session.memory_events is not None:
+            from hal_core.profiling import record_pool_events
+
+            for _priority, pool in self.pools.default_pools.pools:
+                record_pool_events(session, pool)
+        self._profiling = profiling
+
+    def profiling_end(self, session: Any) -> None:
+        """Stop timing; ops in flight record nothing once the session has closed."""
+        self._profiling = None
+
     # -- lifetime -----------------------------------------------------------------------
 
     def close(self, timeout: float | None) -> None:
@@ -512,6 +549,7 @@ class CudaDeviceBackend:
             for stream in [*self.streams, self._capture_stream]:
                 self.api.cuStreamDestroy(stream)
             self.events.destroy()
+            self._timing_events.destroy()
         except HalError:
             pass
         for staging in self._staging:

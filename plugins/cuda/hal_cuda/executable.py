@@ -16,10 +16,10 @@ else the function is WORKGROUP_SIZE_DYNAMIC and each dispatch config names the s
 
 from __future__ import annotations
 
+import ctypes
+import struct
 import weakref
 from typing import Any
-
-import numpy as np
 
 from hal_core import FunctionFlags, InvalidArgumentError, OutOfRangeError, UnimplementedError
 from hal_core.backend import FunctionInfo, default_parameters
@@ -266,17 +266,19 @@ class LaunchArgs:
     pointers to them that ``cuLaunchKernel`` reads. Constants are written once, here;
     each launch writes only the binding addresses. ``cuLaunchKernel`` copies the
     parameters during the call, so one instance serves every launch; the caller
-    serialises launches of one instance (the program's lock)."""
+    serialises launches of one instance (the program's lock). ctypes arrays: building one
+    costs less than numpy's (whose address lookup alone is about 1.7 us)."""
 
     __slots__ = ("values", "pointers", "address", "binding_count")
 
     def __init__(self, binding_count: int, constants: bytes) -> None:
-        n = binding_count + len(constants) // 4
+        n = max(binding_count + len(constants) // 4, 1)
         self.binding_count = binding_count
-        self.values = np.zeros(max(n, 1), np.uint64)
+        values = (ctypes.c_uint64 * n)()
         if constants:
-            words = np.frombuffer(constants, np.uint32)
-            self.values[binding_count : binding_count + len(words)] = words
-        base = int(self.values.ctypes.data)
-        self.pointers = np.arange(max(n, 1), dtype=np.uint64) * 8 + base
-        self.address = int(self.pointers.ctypes.data)
+            words = list(struct.unpack(f"<{len(constants) // 4}I", constants))
+            values[binding_count : binding_count + len(words)] = words
+        base = ctypes.addressof(values)
+        self.values = values
+        self.pointers = (ctypes.c_uint64 * n)(*range(base, base + 8 * n, 8))
+        self.address = ctypes.addressof(self.pointers)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hal_core import BufferRef
 from hal_core.backend import (
     CMD_COPY,
     CMD_DISPATCH,
@@ -115,13 +116,26 @@ class Launch:
     """One recorded dispatch: the function, its grid (or where to read it) and the
     kernel-parameter array with the constants already in place."""
 
-    __slots__ = ("function", "grid", "block", "count_ref", "refs", "args", "shared")
+    __slots__ = (
+        "function",
+        "grid",
+        "block",
+        "count_ref",
+        "refs",
+        "args",
+        "shared",
+        "executable_id",
+        "ordinal",
+        "direct",
+    )
 
     def __init__(self, command: tuple) -> None:
         _, executable, ordinal, config, constants, refs, _flags = command
         backend: CudaExecutable = executable.backend
         function = backend.kernels[ordinal]
         self.function = function.handle
+        self.executable_id = id(executable)
+        self.ordinal = ordinal
         size = tuple(config.workgroup_size)
         self.block = size if size != (0, 0, 0) else (function.block or (1, 1, 1))
         self.count_ref = config.workgroup_count_ref
@@ -130,6 +144,17 @@ class Launch:
         # hal_core admits more bindings and constants than the function takes; the kernel
         # receives exactly its own (the parameter layout is fixed by the ABI).
         self.refs = tuple(refs)[: function.binding_count]
+        # Direct references resolve without the binding-table machinery at each launch:
+        # (buffer, offset within it), validated when recorded; None when any is indirect.
+        direct: list[tuple[Any, int]] = []
+        for ref in self.refs:
+            if ref.__class__ is not BufferRef:
+                direct.append((ref, 0))
+            elif ref.buffer is not None:
+                direct.append((ref.buffer, ref.offset))
+            else:
+                break
+        self.direct = tuple(direct) if len(direct) == len(self.refs) else None
         self.args = LaunchArgs(function.binding_count, constants[: 4 * function.constant_count])
         self.shared = function.shared_memory + int(config.dynamic_workgroup_local_memory)
 
@@ -165,19 +190,25 @@ class CudaProgram:
         self.graph: Any = None
         self._lock = threading.Lock()
 
-    def run(self, api: Any, table: tuple, stream: Any) -> None:
+    def run(self, api: Any, table: tuple, stream: Any, timer: Any = None) -> None:
         """Put every step on ``stream``. Raises on the first step the driver refuses
         (the device still waits for what was already queued before it fails the op).
         A program captured as a graph is one graph launch while its buffers keep the
-        memory it was captured with."""
+        memory it was captured with. With a ``timer`` (profiling.DispatchTimer) each launch
+        is bracketed by timing events and the program replays as stream launches."""
         graph = self.graph
-        if graph is not None and not table and graph.still_valid():
+        if graph is not None and timer is None and not table and graph.still_valid():
             check(api.cuGraphLaunch(graph.graph_exec, stream), "cuGraphLaunch")
             return
-        for step in self.steps:
+        for index, step in enumerate(self.steps):
             kind = step[0]
             if kind == STEP_DISPATCH:
-                self._launch(api, step[1], table, stream)
+                if timer is None:
+                    self._launch(api, step[1], table, stream)
+                else:
+                    start = timer.mark(api, stream)
+                    self._launch(api, step[1], table, stream)
+                    timer.entries.append((index, step[1], start, timer.mark(api, stream)))
             elif kind == STEP_FILL:
                 address, length = resolve(step[1], table)
                 fill(api, address, length, step[2], stream)
@@ -201,8 +232,15 @@ class CudaProgram:
         bx, by, bz = launch.block
         with self._lock:
             values = args.values
-            for i, ref in enumerate(launch.refs):
-                values[i] = resolve(ref, table)[0]
+            direct = launch.direct
+            if direct is not None:
+                i = 0
+                for buffer, offset in direct:
+                    values[i] = buffer_storage(buffer).address + buffer.byte_offset + offset
+                    i += 1
+            else:
+                for i, ref in enumerate(launch.refs):
+                    values[i] = resolve(ref, table)[0]
             check(
                 api.cuLaunchKernel(
                     launch.function,

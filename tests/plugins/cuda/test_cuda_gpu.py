@@ -526,3 +526,32 @@ def test_dlpack_torch_tensor_as_buffer_and_buffer_as_tensor(dev: Any) -> None:
     assert read(dev, out) == bytes(range(1, 9))
     with pytest.raises(hal_core.InvalidArgumentError):
         import_dlpack(dev, torch.zeros(4, dtype=torch.float32))  # host tensor
+
+
+# -- profiling ------------------------------------------------------------------------------
+
+
+def test_dispatch_events_have_device_timestamps_on_the_host_timeline(dev: Any) -> None:
+    from hal_core.profiling import CaptureSink, ProfilingDataFamily, ProfilingOptions
+
+    exe = ptx_executable(dev, "cts_kernels")
+    out = device_buffer(dev, 4 * 64)
+    sink = CaptureSink()
+    families = ProfilingDataFamily.DISPATCH_EVENTS | ProfilingDataFamily.MEMORY_EVENTS
+    with dev.profiling_begin(ProfilingOptions(families, sinks=[sink])):
+        s = sem(dev)
+        for i in range(4):
+            config = DispatchConfig.static(64)
+            waits = [(s, i)] if i else ()
+            dev.queue_dispatch(
+                ANY, waits, [(s, i + 1)], exe, "write_workgroup_ids", config, b"", [out]
+            )
+        t = dev.queue_alloca(ANY, [(s, 4)], [(s, 5)], BufferParams(usage=USAGE), 4096)
+        dev.queue_dealloca(ANY, [(s, 5)], [(s, 6)], t)
+        s.wait(6, TIMEOUT)
+    events = sink.capture.records("dispatch-events")
+    assert len(events) == 4
+    assert all(int(e["end_tick"]) >= int(e["start_tick"]) for e in events)
+    start, end = sink.capture.dispatch_host_ns()
+    assert (end >= start).all() and list(start) == sorted(start)
+    assert len(sink.capture.records("memory-events")) >= 2  # reserve + release
