@@ -418,6 +418,7 @@ class StepBinder:
                 self._rebind(plan, cid, rows, enclosing)
 
     def _scopes_at(self, plan: list[tuple[Step, Record, dict[str, Any]]]) -> list[list[str]]:
+        """The names of the scopes open at each plan entry."""
         open_scopes: list[str] = []
         out = []
         for _, rec, p in plan:
@@ -425,9 +426,9 @@ class StepBinder:
                 if rec.operation_code == O.REPLAY_SCOPE_BEGIN:
                     open_scopes.append(p["name"])
                 elif rec.operation_code == O.REPLAY_SCOPE_END and p["name"] in open_scopes:
-                    open_scopes.reverse()
-                    open_scopes.remove(p["name"])
-                    open_scopes.reverse()
+                    # The innermost scope of that name ends (as ScopeTimer counts them).
+                    last = len(open_scopes) - 1 - open_scopes[::-1].index(p["name"])
+                    del open_scopes[last]
             out.append(list(open_scopes))
         return out
 
