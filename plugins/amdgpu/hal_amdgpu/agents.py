@@ -18,6 +18,9 @@ from .target_id import TargetId
 
 __all__ = ["AgentDescription", "SystemAgents", "discover_agents"]
 
+#: ``HSA_AGENT_INFO_QUEUE_MAX_SIZE`` (hsa.h): the most packets one AQL queue may hold.
+AGENT_INFO_QUEUE_MAX_SIZE = 14
+
 
 @attrs.frozen
 class AgentDescription:
@@ -39,6 +42,8 @@ class AgentDescription:
     profile: int
     rounding_mode: int
     workgroup_max_size: int
+    queue_max_size: int = 0
+    """``HSA_AGENT_INFO_QUEUE_MAX_SIZE`` in packets (0 for CPU agents or when unknown)."""
 
     @property
     def is_gpu(self) -> bool:
@@ -131,6 +136,7 @@ def _describe(hsa: HsaLibrary, agent: Any) -> AgentDescription:
         profile=int(hsa.agent_info(agent, AgentInfo.PROFILE, "uint32_t")),
         rounding_mode=opt(AgentInfo.DEFAULT_FLOAT_ROUNDING_MODE),
         workgroup_max_size=max_size,
+        queue_max_size=opt(AGENT_INFO_QUEUE_MAX_SIZE) if device_type == DeviceType.GPU else 0,
     )
 
 

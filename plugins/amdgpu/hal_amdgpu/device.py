@@ -24,7 +24,7 @@ from .executable import AmdgpuExecutable, load_executable
 from .hsa import HsaLibrary
 from .hsa_memory import CpuMemoryPools, GpuMemoryPools, find_cpu_memory_pools, find_gpu_memory_pools
 from .iree_container import FORMAT_ROCM_HSACO_FB
-from .queue_options import HostQueueOptions
+from .queue_options import HostQueueOptions, fit_to_queue_limit
 from .target_id import GENERIC_FAMILY, HSA_ISA_PREFIX
 from .topology import AgentMemoryEdge, query_edge
 
@@ -55,7 +55,10 @@ class AmdgpuDeviceBackend:
         self.ordinals = tuple(ordinals)
         self.gpus: tuple[AgentDescription, ...] = tuple(system.gpus[o] for o in ordinals)
         check_device_library(self.gpus)  # INCOMPATIBLE now rather than at every queue op
-        self.queue_options = options or HostQueueOptions()
+        limits = [g.queue_max_size for g in self.gpus if g.queue_max_size]
+        self.queue_options = fit_to_queue_limit(
+            options or HostQueueOptions(), min(limits) if limits else 0
+        )
         self.cpus: tuple[AgentDescription, ...] = tuple(system.nearest_cpu(g) for g in self.gpus)
         self.gpu_pools: tuple[GpuMemoryPools, ...] = tuple(
             find_gpu_memory_pools(hsa, g) for g in self.gpus

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_KERNARG_CAPACITY",
     "QUEUE_PARAMS",
     "HostQueueOptions",
+    "fit_to_queue_limit",
     "WaitBarrierStrategy",
 ]
 
@@ -131,3 +132,19 @@ class HostQueueOptions:
                     "wait_barrier=barrier_value or wait_barrier=defer"
                 ) from None
         return cls(**kw)
+
+
+def fit_to_queue_limit(options: HostQueueOptions, queue_max_size: int) -> HostQueueOptions:
+    """``options`` for GPUs whose AQL queues hold at most ``queue_max_size`` packets (0:
+    unknown, no limit): the default ring shrinks to the largest power of two that fits;
+    a capacity given in the URI that does not fit is INVALID_ARGUMENT naming the limit."""
+    if not queue_max_size or options.aql_capacity <= queue_max_size:
+        return options
+    if options.aql_capacity != DEFAULT_AQL_CAPACITY:
+        raise InvalidArgumentError(
+            f"amdgpu device parameter aql_capacity={options.aql_capacity} (packets) exceeds "
+            f"the GPU's HSA queue maximum of {queue_max_size} packets; give at most "
+            f"aql_capacity={1 << (queue_max_size.bit_length() - 1)}"
+        )
+    low = _RANGES["aql_capacity"][0]
+    return attrs.evolve(options, aql_capacity=max(low, 1 << (queue_max_size.bit_length() - 1)))

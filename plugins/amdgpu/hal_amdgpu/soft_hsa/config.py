@@ -68,6 +68,9 @@ class SoftAgentConfig:
     bdf_id: int = 0
     product_name: str = ""
     pools: tuple[SoftMemoryPoolConfig, ...] = ()
+    queue_max_size: int = 1 << 17
+    """Packets per AQL queue at most (``HSA_AGENT_INFO_QUEUE_MAX_SIZE``; ROCr's on
+    current GPUs)."""
 
     @property
     def is_gpu(self) -> bool:

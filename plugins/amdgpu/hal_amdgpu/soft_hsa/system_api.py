@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..agents import AGENT_INFO_QUEUE_MAX_SIZE
 from ..hsa_cdef import ffi
 from ..hsa_enums import (
     HSA_EXTENSION_AMD_LOADER,
@@ -59,6 +60,7 @@ _U32_INFO: dict[int, Callable[[SoftAgentConfig], int]] = {
     AgentInfo.AMD_NUM_XCC: lambda c: 1,
     AgentInfo.AMD_NUM_SHADER_ARRAYS_PER_SE: lambda c: 2,
     AgentInfo.AMD_DRIVER_UID: lambda c: 0x1000 + c.node,
+    AGENT_INFO_QUEUE_MAX_SIZE: lambda c: c.queue_max_size if c.is_gpu else 0,
 }
 
 
