@@ -178,7 +178,10 @@ def test_all_runs_every_registered_backend(suite):
     # plugins may add backends, so only the ones named here are counted exactly.
     outcomes = result.parseoutcomes()
     assert "failed" not in outcomes and "errors" not in outcomes, outcomes
-    assert outcomes["skipped"] == 3  # fake-gone, for each of the three tests
+    # fake-gone, for each of the three tests; an installed backend whose hardware is
+    # missing here (cuda without a GPU) skips too, so only fake-gone's are counted.
+    gone = [line for line in result.outlines if "[fake-gone://] SKIPPED" in line]
+    assert len(gone) == 3, result.outlines
     assert outcomes["passed"] >= 9 and outcomes["passed"] % 3 == 0
     result.stdout.fnmatch_lines_random(
         [
