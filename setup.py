@@ -1,5 +1,5 @@
-"""Build configuration beyond pyproject.toml: the pool fast paths and the queue front door
-(C extensions).
+"""Build configuration beyond pyproject.toml: the pool fast paths and the queue fast paths
+(front door, completion, timepoints) as C extensions.
 
 The extensions are optional: without a C compiler or the Python headers the install
 succeeds and the pools and the front door run their Python paths (``hal info`` says which
@@ -17,7 +17,11 @@ if not sysconfig.get_config_var("Py_GIL_DISABLED"):
         Extension("hal_core.pool._native", ["hal_core/pool/_native.c"], optional=True)
     )
     extensions.append(
-        Extension("hal_core._native_queue", ["hal_core/_native_queue.c"], optional=True)
+        Extension(
+            "hal_core._native_queue",
+            ["hal_core/_native_queue.c", "hal_core/_native_completion.c"],
+            optional=True,
+        )
     )
 
 setup(ext_modules=extensions)

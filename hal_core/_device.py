@@ -46,10 +46,9 @@ from ._queue_checks import (
     check_transfer_source,
     check_transfer_target,
     file_offset,
-    fill_pattern_bytes,
     select_queue,
 )
-from ._queue_fast_paths import queue_op_method
+from ._queue_fast_paths import fill_op_method, queue_op_method
 from ._ranges import U64_MAX, as_flags, as_index, check_range
 from ._semaphore import Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
 from ._status import (
@@ -188,6 +187,8 @@ class Device(DeviceCommands):
     # The front door builds each QueueOp: natively for the common shape when the
     # extension is built (``_queue_fast_paths``), else the Python reference.
     _op = queue_op_method
+    # queue_fill's checks and op (natively for the common case, as ``_op``).
+    _fill_op = fill_op_method
 
     def _reachable(self, buffer: Buffer, what: str) -> bool:
         """For a buffer of a device other than this one: True when it is another member
@@ -232,24 +233,9 @@ class Device(DeviceCommands):
         OUT_OF_RANGE for ranges past the buffer; PERMISSION_DENIED without TRANSFER_TARGET
         usage.
         """
-        op = self._op(QueueOpKind.FILL, affinity, wait, signal)
-        data = fill_pattern_bytes(pattern, pattern_length)
-        check_buffer(target, "fill target")
-        check_transfer_target(target, "queue_fill")
-        if target_offset.__class__ is not int:
-            target_offset = as_index(target_offset, "fill target offset")
-        length = check_range(target_offset, length, target.byte_length, "buffer")
-        n = len(data)
-        if target_offset % n or length % n:
-            raise InvalidArgumentError(
-                f"fill offset {target_offset} and length {length} must be multiples of the "
-                f"{n}-byte pattern"
-            )
-        op.target = target
-        op.target_offset = target_offset
-        op.length = length
-        op.pattern = data
-        op.flags = as_flags(flags, "fill flags") if flags else 0
+        op = self._fill_op(
+            affinity, wait, signal, target, target_offset, length, pattern, pattern_length, flags
+        )
         if target.device is not self and self._reachable(target, "fill target"):
             self._submit_in_group(op, target, True)
             return

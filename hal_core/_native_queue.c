@@ -11,6 +11,9 @@
    that). The GIL makes each call atomic, as the Python path relies on too: free-threaded
    builds do not build this module.
 
+   This file holds the module, ``queue_op`` and ``fill_op``; ``complete_op`` and
+   ``add_timepoint`` are in _native_completion.c (one extension, two sources).
+
    ``complete_op(op, timeline)`` finishes a successful op as ``_completion.complete_op``
    does (its reference): signal each semaphore, drop ``op.retained``, retire ``op.epoch`` on
    the queue's ``QueueTimeline``. A semaphore is signalled here when the value advances it,
@@ -27,11 +30,25 @@
    has not failed and its lock is free, it parks the timepoint here (the reference's heap
    entry, pushed with ``heapq.heappush``); anything else calls the reference
    (``Semaphore._add_timepoint``). Its entry is allocated before the state is read: an
-   allocation may collect garbage and run finalizers, which may let other threads run. */
+   allocation may collect garbage and run finalizers, which may let other threads run.
+
+   ``fill_op(device, affinity, wait, signal, target, target_offset, length, pattern,
+   pattern_length, flags)`` is ``Device.queue_fill``'s checks and op: when the pattern is
+   ``bytes`` of 1, 2 or 4 with no ``pattern_length``, the target an exact ``Buffer`` with
+   TRANSFER_TARGET usage and WRITE access, offset and length ints inside it and aligned to
+   the pattern, and ``flags`` 0, it builds the op with ``queue_op`` and sets the fill
+   fields; anything else calls the reference (``_queue_checks.fill_op``), which raises. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+
+/* Defined in _native_completion.c (the other source of this module). */
+int nq_completion_strings(void);
+PyObject *nq_init_completion(PyObject *mod, PyObject *args);
+PyObject *nq_complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+PyObject *nq_init_timepoints(PyObject *mod, PyObject *args);
+PyObject *nq_add_timepoint(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 static PyTypeObject *QueueOpType;
 static PyTypeObject *SemaphoreType;
@@ -42,23 +59,19 @@ static long long max_value;
 static Py_ssize_t off_kind, off_queue, off_waits, off_signals, off_flags, off_retained,
     off_sem_value;
 
-/* complete_op: bound by init_completion. */
-static PyTypeObject *TimelineType, *AxisStateType;
-static PyObject *signal_ref;
-static Py_ssize_t off_epoch, off_sem_failure, off_sem_min_pending, off_sem_lock, off_tl_retired,
-    off_tl_done, off_tl_lock, off_tl_on_retire, off_tl_pub, off_tl_axis, off_tl_axis_state,
-    off_tl_tracker, off_tl_more, off_as_min_pending;
+static PyObject *str_closed, *str_single_queue, *zero;
 
-static PyObject *str_closed, *str_single_queue, *zero, *str_locked, *str_retire, *str_advance;
-
-/* add_timepoint: bound by init_timepoints. */
-static PyObject *timepoint_ref, *heappush_fn, *next_seq_fn;
-static Py_ssize_t off_sem_timepoints;
+/* fill_op: bound by init_fill. */
+static PyTypeObject *BufferType;
+static PyObject *fill_ref, *fill_kind;
+static long long usage_target, access_any, access_write;
+static Py_ssize_t off_target, off_target_offset, off_length, off_pattern, off_buf_usage,
+    off_buf_access, off_buf_length;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-static int
-slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out)
+int
+nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out)
 {
     PyObject *d = PyObject_GetAttrString((PyObject *)type, name);
     if (d == NULL) {
@@ -80,6 +93,22 @@ slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out)
     return 0;
 }
 
+/* An int (or int subclass: flag enums) as a non-negative C integer, or -1. */
+long long
+nq_nonneg(PyObject *v, int exact)
+{
+    if (v == NULL || (exact ? !PyLong_CheckExact(v) : !PyLong_Check(v))) {
+        return -1;
+    }
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || x < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    return x;
+}
+
 /* init(QueueOp, Semaphore, QueueOpKind, reference, max_value) */
 static PyObject *
 init(PyObject *mod, PyObject *args)
@@ -95,13 +124,13 @@ init(PyObject *mod, PyObject *args)
         return NULL;
     }
     Py_ssize_t k, q, w, s, f, r, v;
-    if (slot_offset((PyTypeObject *)op_type, "kind", &k) < 0 ||
-        slot_offset((PyTypeObject *)op_type, "queue", &q) < 0 ||
-        slot_offset((PyTypeObject *)op_type, "waits", &w) < 0 ||
-        slot_offset((PyTypeObject *)op_type, "signals", &s) < 0 ||
-        slot_offset((PyTypeObject *)op_type, "flags", &f) < 0 ||
-        slot_offset((PyTypeObject *)op_type, "retained", &r) < 0 ||
-        slot_offset((PyTypeObject *)sem_type, "_value", &v) < 0) {
+    if (nq_slot_offset((PyTypeObject *)op_type, "kind", &k) < 0 ||
+        nq_slot_offset((PyTypeObject *)op_type, "queue", &q) < 0 ||
+        nq_slot_offset((PyTypeObject *)op_type, "waits", &w) < 0 ||
+        nq_slot_offset((PyTypeObject *)op_type, "signals", &s) < 0 ||
+        nq_slot_offset((PyTypeObject *)op_type, "flags", &f) < 0 ||
+        nq_slot_offset((PyTypeObject *)op_type, "retained", &r) < 0 ||
+        nq_slot_offset((PyTypeObject *)sem_type, "_value", &v) < 0) {
         return NULL;
     }
     Py_INCREF(op_type);
@@ -275,330 +304,114 @@ fall_back:
     return slow(args, nargs);
 }
 
-/* init_completion(QueueOp, Semaphore, QueueTimeline, axis state type, signal_all) */
+/* init_fill(Buffer, reference, FILL kind, TRANSFER_TARGET, access ANY, access WRITE). Needs
+   init (the QueueOp type) first. */
 static PyObject *
-init_completion(PyObject *mod, PyObject *args)
+init_fill(PyObject *mod, PyObject *args)
 {
-    PyObject *op_type, *sem_type, *tl_type, *as_type, *ref;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O", &PyType_Type, &op_type, &PyType_Type, &sem_type,
-                          &PyType_Type, &tl_type, &PyType_Type, &as_type, &ref)) {
+    PyObject *buf_type, *ref, *kind;
+    long long target, any, write;
+    if (!PyArg_ParseTuple(args, "O!OOLLL", &PyType_Type, &buf_type, &ref, &kind, &target, &any,
+                          &write)) {
         return NULL;
     }
-    if (!PyCallable_Check(ref)) {
-        PyErr_SetString(PyExc_TypeError, "signal_all must be callable");
+    if (QueueOpType == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "init must be called first");
         return NULL;
     }
-    PyTypeObject *o = (PyTypeObject *)op_type, *s = (PyTypeObject *)sem_type,
-                 *t = (PyTypeObject *)tl_type;
-    Py_ssize_t e, sf, smp, sl, tr, td, tlk, tor, tp, ta, tas, tt, tm, amp;
-    if (slot_offset(o, "epoch", &e) < 0 || slot_offset(o, "signals", &off_signals) < 0 ||
-        slot_offset(o, "retained", &off_retained) < 0 ||
-        slot_offset(s, "_value", &off_sem_value) < 0 || slot_offset(s, "_failure", &sf) < 0 ||
-        slot_offset(s, "_min_pending", &smp) < 0 || slot_offset(s, "_lock", &sl) < 0 ||
-        slot_offset(t, "retired", &tr) < 0 || slot_offset(t, "_done", &td) < 0 ||
-        slot_offset(t, "_lock", &tlk) < 0 || slot_offset(t, "on_retire", &tor) < 0 ||
-        slot_offset(t, "_pub", &tp) < 0 || slot_offset(t, "_axis", &ta) < 0 ||
-        slot_offset(t, "_axis_state", &tas) < 0 || slot_offset(t, "_tracker", &tt) < 0 ||
-        slot_offset(t, "_more", &tm) < 0 ||
-        slot_offset((PyTypeObject *)as_type, "min_pending", &amp) < 0) {
+    PyTypeObject *b = (PyTypeObject *)buf_type;
+    Py_ssize_t t, to, l, p, bu, ba, bl;
+    if (nq_slot_offset(QueueOpType, "target", &t) < 0 ||
+        nq_slot_offset(QueueOpType, "target_offset", &to) < 0 ||
+        nq_slot_offset(QueueOpType, "length", &l) < 0 ||
+        nq_slot_offset(QueueOpType, "pattern", &p) < 0 ||
+        nq_slot_offset(b, "allowed_usage", &bu) < 0 || nq_slot_offset(b, "allowed_access", &ba) < 0 ||
+        nq_slot_offset(b, "byte_length", &bl) < 0) {
         return NULL;
     }
-    Py_INCREF(op_type);
-    Py_INCREF(sem_type);
-    Py_INCREF(tl_type);
-    Py_INCREF(as_type);
+    Py_INCREF(buf_type);
     Py_INCREF(ref);
-    Py_XSETREF(QueueOpType, o);
-    Py_XSETREF(SemaphoreType, s);
-    Py_XSETREF(TimelineType, t);
-    Py_XSETREF(AxisStateType, (PyTypeObject *)as_type);
-    Py_XSETREF(signal_ref, ref);
-    off_epoch = e;
-    off_sem_failure = sf;
-    off_sem_min_pending = smp;
-    off_sem_lock = sl;
-    off_tl_retired = tr;
-    off_tl_done = td;
-    off_tl_lock = tlk;
-    off_tl_on_retire = tor;
-    off_tl_pub = tp;
-    off_tl_axis = ta;
-    off_tl_axis_state = tas;
-    off_tl_tracker = tt;
-    off_tl_more = tm;
-    off_as_min_pending = amp;
+    Py_INCREF(kind);
+    Py_XSETREF(BufferType, b);
+    Py_XSETREF(fill_ref, ref);
+    Py_XSETREF(fill_kind, kind);
+    usage_target = target;
+    access_any = any;
+    access_write = write;
+    off_target = t;
+    off_target_offset = to;
+    off_length = l;
+    off_pattern = p;
+    off_buf_usage = bu;
+    off_buf_access = ba;
+    off_buf_length = bl;
     Py_RETURN_NONE;
 }
 
-/* 1 when ``lock`` (a threading.Lock) is free, 0 when held, -1 on error. */
+/* 1 when the fill arguments have the common shape and pass every check. */
 static int
-lock_free(PyObject *lock)
+fill_common(PyObject *const *args)
 {
-    if (lock == NULL) {
+    PyObject *target = args[4], *pattern = args[7];
+    if (!PyBytes_CheckExact(pattern) || args[8] != Py_None || Py_TYPE(target) != BufferType ||
+        !PyLong_CheckExact(args[9]) || PyLong_AsLong(args[9]) != 0) {
         return 0;
     }
-    PyObject *held = PyObject_CallMethodNoArgs(lock, str_locked);
-    if (held == NULL) {
-        return -1;
-    }
-    Py_DECREF(held);
-    return held == Py_False;
-}
-
-/* ``a < b`` for exact ints (b may be huge: a semaphore's "no timepoint" sentinel); -1 when
-   either is not an exact int. */
-static int
-int_below(PyObject *a, PyObject *b)
-{
-    if (!PyLong_CheckExact(a) || !PyLong_CheckExact(b)) {
-        return -1;
-    }
-    return PyObject_RichCompareBool(a, b, Py_LT);
-}
-
-/* Signal ``value`` on ``sem`` here: 1 done, 0 the reference must, -1 error. */
-static int
-fast_signal(PyObject *sem, PyObject *value)
-{
-    if (Py_TYPE(sem) != SemaphoreType || SLOT(sem, off_sem_failure) != Py_None) {
+    Py_ssize_t n = PyBytes_GET_SIZE(pattern);
+    if (n != 1 && n != 2 && n != 4) {
         return 0;
     }
-    long long v = payload(value);
-    PyObject *current = SLOT(sem, off_sem_value), *min_pending = SLOT(sem, off_sem_min_pending);
-    if (v < 0 || current == NULL || min_pending == NULL) {
+    long long usage = nq_nonneg(SLOT(target, off_buf_usage), 0);
+    long long access = nq_nonneg(SLOT(target, off_buf_access), 0);
+    long long size = nq_nonneg(SLOT(target, off_buf_length), 1);
+    long long offset = nq_nonneg(args[5], 1), length = nq_nonneg(args[6], 1);
+    if (usage < 0 || access < 0 || size < 0 || offset < 0 || length < 0) {
         return 0;
     }
-    long long c = payload(current);
-    if (c < 0 || c >= v || int_below(value, min_pending) != 1) {
+    if ((usage & usage_target) != usage_target ||
+        (!(access & access_any) && (access & access_write) != access_write)) {
         return 0;
     }
-    int free = lock_free(SLOT(sem, off_sem_lock));
-    if (free <= 0) {
-        return free;
-    }
-    Py_INCREF(value);
-    Py_SETREF(SLOT(sem, off_sem_value), value);
-    return 1;
-}
-
-/* Retire ``epoch`` on ``tl`` here: 1 done, 0 the reference must, -1 error. */
-static int
-fast_retire(PyObject *tl, PyObject *epoch)
-{
-    if (Py_TYPE(tl) != TimelineType) {
+    if (offset > size || length > size - offset || offset % n || length % n) {
         return 0;
-    }
-    PyObject *retired = SLOT(tl, off_tl_retired), *done = SLOT(tl, off_tl_done),
-             *more = SLOT(tl, off_tl_more), *pub = SLOT(tl, off_tl_pub);
-    if (retired == NULL || done == NULL || more == NULL || pub == NULL ||
-        !PyLong_CheckExact(retired) || !PyLong_CheckExact(epoch) || !PySet_CheckExact(done) ||
-        PySet_GET_SIZE(done) != 0 || !PyTuple_CheckExact(more) || PyTuple_GET_SIZE(more) != 0 ||
-        (pub != Py_None && !PyDict_CheckExact(pub))) {
-        return 0;
-    }
-    int overflow = 0;
-    long long r = PyLong_AsLongLongAndOverflow(retired, &overflow);
-    if (overflow || r < 0 || r == LLONG_MAX) {
-        PyErr_Clear();
-        return 0;
-    }
-    long long e = PyLong_AsLongLongAndOverflow(epoch, &overflow);
-    if (overflow || e != r + 1) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *axis = NULL, *state = NULL, *tracker = NULL;
-    if (pub != Py_None) {
-        axis = SLOT(tl, off_tl_axis);
-        state = SLOT(tl, off_tl_axis_state);
-        tracker = SLOT(tl, off_tl_tracker);
-        if (axis == NULL || state == NULL || tracker == NULL || Py_TYPE(state) != AxisStateType ||
-            SLOT(state, off_as_min_pending) == NULL) {
-            return 0;
-        }
-    }
-    int free = lock_free(SLOT(tl, off_tl_lock));
-    if (free <= 0) {
-        return free;
-    }
-    /* What ``retire`` does under the lock. */
-    Py_INCREF(epoch);
-    Py_SETREF(SLOT(tl, off_tl_retired), epoch);
-    if (pub != Py_None) {
-        Py_INCREF(pub);
-        Py_INCREF(axis);
-        Py_INCREF(state);
-        Py_INCREF(tracker);
-        int failed = PyDict_SetItem(pub, axis, epoch);
-        /* ... and after it: advance the tracker only when a waiter needs this epoch. */
-        int below = failed ? -1 : int_below(epoch, SLOT(state, off_as_min_pending));
-        PyObject *res = NULL;
-        if (below == 0) {
-            res = PyObject_CallMethodObjArgs(tracker, str_advance, axis, epoch, NULL);
-        }
-        Py_DECREF(pub);
-        Py_DECREF(axis);
-        Py_DECREF(state);
-        Py_DECREF(tracker);
-        if (below < 0 || (below == 0 && res == NULL)) {
-            return -1;
-        }
-        Py_XDECREF(res);
-    }
-    PyObject *notify = SLOT(tl, off_tl_on_retire);
-    if (notify != NULL && notify != Py_None) {
-        PyObject *res = PyObject_CallOneArg(notify, epoch);
-        if (res == NULL) {
-            return -1;
-        }
-        Py_DECREF(res);
     }
     return 1;
 }
 
 static PyObject *
-complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+fill_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "complete_op(op, timeline) takes 2 arguments");
+    if (fill_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_fill was not called");
         return NULL;
     }
-    PyObject *op = args[0], *tl = args[1];
-    if (signal_ref == NULL || Py_TYPE(op) != QueueOpType) {
-        PyErr_SetString(PyExc_TypeError, "complete_op needs a QueueOp (after init_completion)");
-        return NULL;
-    }
-    PyObject *signals = SLOT(op, off_signals), *epoch = SLOT(op, off_epoch);
-    if (signals == NULL || epoch == NULL || !PyTuple_CheckExact(signals)) {
-        PyErr_SetString(PyExc_AttributeError, "complete_op: the op has no signals or epoch");
-        return NULL;
-    }
-    Py_INCREF(signals);
-    Py_INCREF(epoch);
-    Py_ssize_t n = PyTuple_GET_SIZE(signals);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PyTuple_GET_ITEM(signals, i);
-        int done = 0;
-        if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
-            done = fast_signal(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
-        }
-        if (done == 0) {
-            PyObject *one = PyTuple_Pack(1, pair);
-            PyObject *res = one == NULL ? NULL : PyObject_CallOneArg(signal_ref, one);
-            Py_XDECREF(one);
-            if (res == NULL) {
-                done = -1;
-            }
-            Py_XDECREF(res);
-        }
-        if (done < 0) {
-            Py_DECREF(signals);
-            Py_DECREF(epoch);
+    if (nargs != 10 || !fill_common(args)) {
+        if (PyErr_Occurred()) {
             return NULL;
         }
+        return PyObject_Vectorcall(fill_ref, args, nargs, NULL);
     }
-    Py_DECREF(signals);
-    Py_INCREF(Py_None);
-    Py_XSETREF(SLOT(op, off_retained), Py_None);
-    int done = fast_retire(tl, epoch);
-    if (done == 0) {
-        PyObject *res = PyObject_CallMethodOneArg(tl, str_retire, epoch);
-        done = res == NULL ? -1 : 1;
-        Py_XDECREF(res);
-    }
-    Py_DECREF(epoch);
-    if (done < 0) {
+    PyObject *op_args[5] = {args[0], fill_kind, args[1], args[2], args[3]};
+    PyObject *op = queue_op(mod, op_args, 5);
+    if (op == NULL) {
         return NULL;
     }
-    Py_RETURN_NONE;
-}
-
-/* init_timepoints(reference, heappush, next_seq): the Python add_timepoint, heapq's push and
-   the registration-order counter. Needs init_completion first (the Semaphore slots). */
-static PyObject *
-init_timepoints(PyObject *mod, PyObject *args)
-{
-    PyObject *ref, *push, *seq;
-    if (!PyArg_ParseTuple(args, "OOO", &ref, &push, &seq)) {
+    if (Py_TYPE(op) != QueueOpType) {
+        Py_DECREF(op);
+        PyErr_SetString(PyExc_TypeError, "queue_op did not return a QueueOp");
         return NULL;
     }
-    if (SemaphoreType == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "init_completion must be called first");
-        return NULL;
-    }
-    Py_ssize_t tp;
-    if (slot_offset(SemaphoreType, "_timepoints", &tp) < 0) {
-        return NULL;
-    }
-    Py_INCREF(ref);
-    Py_INCREF(push);
-    Py_INCREF(seq);
-    Py_XSETREF(timepoint_ref, ref);
-    Py_XSETREF(heappush_fn, push);
-    Py_XSETREF(next_seq_fn, seq);
-    off_sem_timepoints = tp;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-add_timepoint(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (timepoint_ref == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_timepoints was not called");
-        return NULL;
-    }
-    if (nargs != 4 || Py_TYPE(args[0]) != SemaphoreType || !PyLong_CheckExact(args[1]) ||
-        !PyCallable_Check(args[2])) {
-        return PyObject_Vectorcall(timepoint_ref, args, nargs, NULL);
-    }
-    PyObject *sem = args[0], *value = args[1];
-    /* Allocate first (see the module docstring), then read and write with no allocation. */
-    PyObject *seq = PyObject_CallNoArgs(next_seq_fn);
-    if (seq == NULL) {
-        return NULL;
-    }
-    PyObject *tp = PyList_New(4);
-    if (tp == NULL) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    Py_INCREF(value);
-    PyList_SET_ITEM(tp, 0, value);
-    PyList_SET_ITEM(tp, 1, seq);
-    Py_INCREF(args[2]);
-    PyList_SET_ITEM(tp, 2, args[2]);
-    Py_INCREF(args[3]);
-    PyList_SET_ITEM(tp, 3, args[3]);
-    PyObject *current = SLOT(sem, off_sem_value), *heap = SLOT(sem, off_sem_timepoints),
-             *min_pending = SLOT(sem, off_sem_min_pending);
-    if (SLOT(sem, off_sem_failure) != Py_None || current == NULL || heap == NULL ||
-        min_pending == NULL || !PyList_CheckExact(heap) || int_below(current, value) != 1) {
-        goto reference;
-    }
-    int free = lock_free(SLOT(sem, off_sem_lock));
-    if (free < 0) {
-        Py_DECREF(tp);
-        return NULL;
-    }
-    if (!free) {
-        goto reference;
-    }
-    /* heappush compares entries by (value, seq): ints, and seq is unique. */
-    PyObject *res = PyObject_CallFunctionObjArgs(heappush_fn, heap, tp, NULL);
-    if (res == NULL) {
-        Py_DECREF(tp);
-        return NULL;
-    }
-    Py_DECREF(res);
-    if (int_below(value, min_pending) == 1) {
-        Py_INCREF(value);
-        Py_SETREF(SLOT(sem, off_sem_min_pending), value);
-    }
-    return tp;
-
-reference:
-    Py_DECREF(tp);
-    return PyObject_Vectorcall(timepoint_ref, args, nargs, NULL);
+    Py_INCREF(args[4]);
+    Py_XSETREF(SLOT(op, off_target), args[4]);
+    Py_INCREF(args[5]);
+    Py_XSETREF(SLOT(op, off_target_offset), args[5]);
+    Py_INCREF(args[6]);
+    Py_XSETREF(SLOT(op, off_length), args[6]);
+    Py_INCREF(args[7]);
+    Py_XSETREF(SLOT(op, off_pattern), args[7]);
+    Py_INCREF(zero);
+    Py_XSETREF(SLOT(op, off_flags), zero);
+    return op;
 }
 
 static PyObject *
@@ -614,17 +427,23 @@ static PyMethodDef methods[] = {
     {"queue_op", (PyCFunction)(void (*)(void))queue_op, METH_FASTCALL,
      "queue_op(device, kind, affinity, wait, signal) -> QueueOp (see the module "
      "docstring)."},
-    {"init_completion", init_completion, METH_VARARGS,
+    {"init_completion", nq_init_completion, METH_VARARGS,
      "init_completion(QueueOp, Semaphore, QueueTimeline, axis state type, signal_all): bind "
      "complete_op's types and the signal reference it falls back to."},
-    {"complete_op", (PyCFunction)(void (*)(void))complete_op, METH_FASTCALL,
+    {"complete_op", (PyCFunction)(void (*)(void))nq_complete_op, METH_FASTCALL,
      "complete_op(op, timeline): signal op's semaphores, drop op.retained, retire op.epoch "
      "(see the module docstring)."},
-    {"init_timepoints", init_timepoints, METH_VARARGS,
+    {"init_timepoints", nq_init_timepoints, METH_VARARGS,
      "init_timepoints(reference, heappush, next_seq): bind add_timepoint's reference."},
-    {"add_timepoint", (PyCFunction)(void (*)(void))add_timepoint, METH_FASTCALL,
+    {"add_timepoint", (PyCFunction)(void (*)(void))nq_add_timepoint, METH_FASTCALL,
      "add_timepoint(sem, value, fn, arg): Semaphore.add_timepoint (see the module "
      "docstring)."},
+    {"init_fill", init_fill, METH_VARARGS,
+     "init_fill(Buffer, reference, FILL kind, TRANSFER_TARGET, access ANY, access WRITE): "
+     "bind fill_op's types and reference."},
+    {"fill_op", (PyCFunction)(void (*)(void))fill_op, METH_FASTCALL,
+     "fill_op(device, affinity, wait, signal, target, target_offset, length, pattern, "
+     "pattern_length, flags) -> QueueOp (see the module docstring)."},
     {"instance_method", instance_method, METH_O,
      "instance_method(fn): fn bound as a method when read from an instance."},
     {NULL, NULL, 0, NULL},
@@ -649,11 +468,8 @@ PyInit__native_queue(void)
     str_closed = PyUnicode_InternFromString("_closed");
     str_single_queue = PyUnicode_InternFromString("_single_queue");
     zero = PyLong_FromLong(0);
-    str_locked = PyUnicode_InternFromString("locked");
-    str_retire = PyUnicode_InternFromString("retire");
-    str_advance = PyUnicode_InternFromString("advance");
-    if (str_closed == NULL || str_single_queue == NULL || zero == NULL || str_locked == NULL ||
-        str_retire == NULL || str_advance == NULL) {
+    if (str_closed == NULL || str_single_queue == NULL || zero == NULL ||
+        nq_completion_strings() < 0) {
         return NULL;
     }
     return PyModule_Create(&module);

@@ -25,4 +25,26 @@ def init_timepoints(
     reference: Callable[..., Any], heappush: Callable[..., Any], next_seq: Callable[[], int], /
 ) -> None: ...
 def add_timepoint(sem: Any, value: Any, fn: Any, arg: Any, /) -> Any: ...
+def init_fill(
+    buffer_type: type,
+    reference: Callable[..., Any],
+    fill_kind: Any,
+    usage_transfer_target: int,
+    access_any: int,
+    access_write: int,
+    /,
+) -> None: ...
+def fill_op(
+    device: Any,
+    affinity: Any,
+    wait: Any,
+    signal: Any,
+    target: Any,
+    target_offset: Any,
+    length: Any,
+    pattern: Any,
+    pattern_length: Any,
+    flags: Any,
+    /,
+) -> Any: ...
 def instance_method(fn: Callable[..., Any], /) -> Any: ...

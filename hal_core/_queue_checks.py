@@ -25,13 +25,14 @@ import numpy as np
 
 from ._buffer import Buffer
 from ._memory import BufferUsage, MemoryAccess
-from ._queue import QueueOp
-from ._ranges import U64_MAX, as_flags, as_index
+from ._queue import QueueOp, QueueOpKind
+from ._ranges import U64_MAX, as_flags, as_index, check_range
 from ._semaphore import MAX_VALUE, Semaphore
 from ._status import HalError, InvalidArgumentError, OutOfRangeError
 
 __all__ = [
     "file_offset",
+    "fill_op",
     "queue_op",
     "select_queue",
     "check_buffer",
@@ -312,6 +313,47 @@ def queue_op(device: Any, kind: Any, affinity: Any, wait: Any, signal: Any) -> Q
     if q is None:
         q = select_queue(device, affinity)
     return QueueOp(kind, q, waits, signals)
+
+
+_FILL = QueueOpKind.FILL
+
+
+def fill_op(
+    device: Any,
+    affinity: Any,
+    wait: Any,
+    signal: Any,
+    target: Any,
+    target_offset: Any,
+    length: Any,
+    pattern: Any,
+    pattern_length: Any,
+    flags: Any,
+) -> QueueOp:
+    """The validated FILL ``QueueOp`` of ``Device.queue_fill`` (all but submitting it): the
+    op of the call (``device._op``), a 1-, 2- or 4-byte pattern, a ``Buffer`` target with
+    TRANSFER_TARGET usage and WRITE access, the range inside it and aligned to the pattern,
+    a flag word. Each misuse raises as the queue front door does, in this order. The
+    Python reference of the native ``fill_op`` (``_queue_fast_paths``)."""
+    op: QueueOp = device._op(_FILL, affinity, wait, signal)
+    data = fill_pattern_bytes(pattern, pattern_length)
+    check_buffer(target, "fill target")
+    check_transfer_target(target, "queue_fill")
+    if target_offset.__class__ is not int:
+        target_offset = as_index(target_offset, "fill target offset")
+    length = check_range(target_offset, length, target.byte_length, "buffer")
+    n = len(data)
+    if target_offset % n or length % n:
+        raise InvalidArgumentError(
+            f"fill offset {target_offset} and length {length} must be multiples of the "
+            f"{n}-byte pattern"
+        )
+    op.target = target
+    op.target_offset = target_offset
+    op.length = length
+    op.pattern = data
+    op.flags = as_flags(flags, "fill flags") if flags else 0
+    return op
 
 
 def file_offset(offset: Any, length: int) -> int:

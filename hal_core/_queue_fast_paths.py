@@ -4,7 +4,8 @@
 optional, like the pool fast paths). Its ``queue_op`` builds the ``QueueOp`` of a call of
 the common shape (see ``_native_queue.c``) and calls the Python reference,
 ``_queue_checks.queue_op``, for everything else, so behaviour is the same with or without
-it. Its ``complete_op`` finishes a successful op (signals, retained, retire) with
+it; ``fill_op`` does the same for ``queue_fill`` (reference ``_queue_checks.fill_op``).
+Its ``complete_op`` finishes a successful op (signals, retained, retire) with
 ``_completion.complete_op`` as the reference in the same way, and its ``add_timepoint``
 becomes ``Semaphore.add_timepoint`` (``Semaphore._add_timepoint`` is the reference).
 ``HAL_QUEUE_NATIVE=0`` turns it off; ``describe()`` says which is in use.
@@ -15,10 +16,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ._buffer import Buffer
 from ._completion import complete_op as complete_op_reference
 from ._completion import signal_all
 from ._frontier_tracker import _AxisState
+from ._memory import BufferUsage, MemoryAccess
 from ._queue import QueueOp, QueueOpKind
+from ._queue_checks import fill_op as fill_op_reference
 from ._queue_checks import queue_op as queue_op_reference
 from ._queue_timeline import QueueTimeline
 from ._semaphore import MAX_VALUE, Semaphore, bind_native_timepoints
@@ -26,6 +30,7 @@ from ._semaphore import MAX_VALUE, Semaphore, bind_native_timepoints
 __all__ = [
     "complete_op",
     "describe",
+    "fill_op_method",
     "native",
     "queue_op",
     "queue_op_method",
@@ -46,6 +51,14 @@ def _load() -> tuple[Any, str | None]:
     _native_queue.init(QueueOp, Semaphore, QueueOpKind, queue_op_reference, MAX_VALUE)
     _native_queue.init_completion(QueueOp, Semaphore, QueueTimeline, _AxisState, signal_all)
     bind_native_timepoints(_native_queue)
+    _native_queue.init_fill(
+        Buffer,
+        fill_op_reference,
+        QueueOpKind.FILL,
+        int(BufferUsage.TRANSFER_TARGET),
+        int(MemoryAccess.ANY),
+        int(MemoryAccess.WRITE),
+    )
     return _native_queue, None
 
 
@@ -60,6 +73,10 @@ queue_op_method: Any = (
 )
 
 
+#: ``Device._fill_op``: ``queue_fill``'s checks and op, native for the common case.
+fill_op_method: Any = (
+    native.instance_method(native.fill_op) if native is not None else fill_op_reference
+)
 #: ``complete_op(op, timeline)``: native, or ``_completion.complete_op`` without it.
 complete_op: Callable[[Any, Any], None] = (
     native.complete_op if native is not None else complete_op_reference

@@ -246,7 +246,7 @@ class RecordingDevice:
         pattern_length: int | None = None,
         flags: int = 0,
     ) -> None:
-        from .._device import fill_pattern_bytes
+        from .._queue_checks import fill_pattern_bytes
 
         self.rec._capture_contents((target,))
         data = fill_pattern_bytes(pattern, pattern_length)

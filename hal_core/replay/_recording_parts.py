@@ -244,7 +244,7 @@ class RecordingCommandBuffer:
     def fill_buffer(
         self, target: Any, pattern: Any, pattern_length: int | None = None, flags: int = 0
     ) -> None:
-        from .._device import fill_pattern_bytes
+        from .._queue_checks import fill_pattern_bytes
 
         self.real.fill_buffer(target, pattern, pattern_length, flags)
         self._direct(target)

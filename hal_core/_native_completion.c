@@ -1,0 +1,360 @@
+/* Completing and parking in C, for hal_core._native_queue (see _native_queue.c's module
+   comment for what each function does and why the GIL makes it safe). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* Defined in _native_queue.c (the other source of this module). */
+int nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out);
+long long nq_nonneg(PyObject *v, int exact);
+
+static PyTypeObject *QueueOpType, *SemaphoreType, *TimelineType, *AxisStateType;
+static PyObject *signal_ref;
+static Py_ssize_t off_signals, off_retained, off_sem_value, off_epoch, off_sem_failure,
+    off_sem_min_pending, off_sem_lock, off_tl_retired, off_tl_done, off_tl_lock,
+    off_tl_on_retire, off_tl_pub, off_tl_axis, off_tl_axis_state, off_tl_tracker, off_tl_more,
+    off_as_min_pending;
+static PyObject *str_locked, *str_retire, *str_advance;
+
+/* add_timepoint: bound by init_timepoints. */
+static PyObject *timepoint_ref, *heappush_fn, *next_seq_fn;
+static Py_ssize_t off_sem_timepoints;
+
+int
+nq_completion_strings(void)
+{
+    str_locked = PyUnicode_InternFromString("locked");
+    str_retire = PyUnicode_InternFromString("retire");
+    str_advance = PyUnicode_InternFromString("advance");
+    return str_locked == NULL || str_retire == NULL || str_advance == NULL ? -1 : 0;
+}
+
+/* init_completion(QueueOp, Semaphore, QueueTimeline, axis state type, signal_all) */
+PyObject *
+nq_init_completion(PyObject *mod, PyObject *args)
+{
+    PyObject *op_type, *sem_type, *tl_type, *as_type, *ref;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O", &PyType_Type, &op_type, &PyType_Type, &sem_type,
+                          &PyType_Type, &tl_type, &PyType_Type, &as_type, &ref)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(ref)) {
+        PyErr_SetString(PyExc_TypeError, "signal_all must be callable");
+        return NULL;
+    }
+    PyTypeObject *o = (PyTypeObject *)op_type, *s = (PyTypeObject *)sem_type,
+                 *t = (PyTypeObject *)tl_type;
+    Py_ssize_t e, sf, smp, sl, tr, td, tlk, tor, tp, ta, tas, tt, tm, amp;
+    if (nq_slot_offset(o, "epoch", &e) < 0 || nq_slot_offset(o, "signals", &off_signals) < 0 ||
+        nq_slot_offset(o, "retained", &off_retained) < 0 ||
+        nq_slot_offset(s, "_value", &off_sem_value) < 0 || nq_slot_offset(s, "_failure", &sf) < 0 ||
+        nq_slot_offset(s, "_min_pending", &smp) < 0 || nq_slot_offset(s, "_lock", &sl) < 0 ||
+        nq_slot_offset(t, "retired", &tr) < 0 || nq_slot_offset(t, "_done", &td) < 0 ||
+        nq_slot_offset(t, "_lock", &tlk) < 0 || nq_slot_offset(t, "on_retire", &tor) < 0 ||
+        nq_slot_offset(t, "_pub", &tp) < 0 || nq_slot_offset(t, "_axis", &ta) < 0 ||
+        nq_slot_offset(t, "_axis_state", &tas) < 0 || nq_slot_offset(t, "_tracker", &tt) < 0 ||
+        nq_slot_offset(t, "_more", &tm) < 0 ||
+        nq_slot_offset((PyTypeObject *)as_type, "min_pending", &amp) < 0) {
+        return NULL;
+    }
+    Py_INCREF(op_type);
+    Py_INCREF(sem_type);
+    Py_INCREF(tl_type);
+    Py_INCREF(as_type);
+    Py_INCREF(ref);
+    Py_XSETREF(QueueOpType, o);
+    Py_XSETREF(SemaphoreType, s);
+    Py_XSETREF(TimelineType, t);
+    Py_XSETREF(AxisStateType, (PyTypeObject *)as_type);
+    Py_XSETREF(signal_ref, ref);
+    off_epoch = e;
+    off_sem_failure = sf;
+    off_sem_min_pending = smp;
+    off_sem_lock = sl;
+    off_tl_retired = tr;
+    off_tl_done = td;
+    off_tl_lock = tlk;
+    off_tl_on_retire = tor;
+    off_tl_pub = tp;
+    off_tl_axis = ta;
+    off_tl_axis_state = tas;
+    off_tl_tracker = tt;
+    off_tl_more = tm;
+    off_as_min_pending = amp;
+    Py_RETURN_NONE;
+}
+
+/* 1 when ``lock`` (a threading.Lock) is free, 0 when held, -1 on error. */
+static int
+lock_free(PyObject *lock)
+{
+    if (lock == NULL) {
+        return 0;
+    }
+    PyObject *held = PyObject_CallMethodNoArgs(lock, str_locked);
+    if (held == NULL) {
+        return -1;
+    }
+    Py_DECREF(held);
+    return held == Py_False;
+}
+
+/* ``a < b`` for exact ints (b may be huge: a semaphore's "no timepoint" sentinel); -1 when
+   either is not an exact int. */
+static int
+int_below(PyObject *a, PyObject *b)
+{
+    if (!PyLong_CheckExact(a) || !PyLong_CheckExact(b)) {
+        return -1;
+    }
+    return PyObject_RichCompareBool(a, b, Py_LT);
+}
+
+/* Signal ``value`` on ``sem`` here: 1 done, 0 the reference must, -1 error. */
+static int
+fast_signal(PyObject *sem, PyObject *value)
+{
+    if (Py_TYPE(sem) != SemaphoreType || SLOT(sem, off_sem_failure) != Py_None) {
+        return 0;
+    }
+    long long v = nq_nonneg(value, 1);
+    PyObject *current = SLOT(sem, off_sem_value), *min_pending = SLOT(sem, off_sem_min_pending);
+    if (v < 0 || current == NULL || min_pending == NULL) {
+        return 0;
+    }
+    long long c = nq_nonneg(current, 1);
+    if (c < 0 || c >= v || int_below(value, min_pending) != 1) {
+        return 0;
+    }
+    int free = lock_free(SLOT(sem, off_sem_lock));
+    if (free <= 0) {
+        return free;
+    }
+    Py_INCREF(value);
+    Py_SETREF(SLOT(sem, off_sem_value), value);
+    return 1;
+}
+
+/* Retire ``epoch`` on ``tl`` here: 1 done, 0 the reference must, -1 error. */
+static int
+fast_retire(PyObject *tl, PyObject *epoch)
+{
+    if (Py_TYPE(tl) != TimelineType) {
+        return 0;
+    }
+    PyObject *retired = SLOT(tl, off_tl_retired), *done = SLOT(tl, off_tl_done),
+             *more = SLOT(tl, off_tl_more), *pub = SLOT(tl, off_tl_pub);
+    if (retired == NULL || done == NULL || more == NULL || pub == NULL ||
+        !PyLong_CheckExact(retired) || !PyLong_CheckExact(epoch) || !PySet_CheckExact(done) ||
+        PySet_GET_SIZE(done) != 0 || !PyTuple_CheckExact(more) || PyTuple_GET_SIZE(more) != 0 ||
+        (pub != Py_None && !PyDict_CheckExact(pub))) {
+        return 0;
+    }
+    int overflow = 0;
+    long long r = PyLong_AsLongLongAndOverflow(retired, &overflow);
+    if (overflow || r < 0 || r == LLONG_MAX) {
+        PyErr_Clear();
+        return 0;
+    }
+    long long e = PyLong_AsLongLongAndOverflow(epoch, &overflow);
+    if (overflow || e != r + 1) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *axis = NULL, *state = NULL, *tracker = NULL;
+    if (pub != Py_None) {
+        axis = SLOT(tl, off_tl_axis);
+        state = SLOT(tl, off_tl_axis_state);
+        tracker = SLOT(tl, off_tl_tracker);
+        if (axis == NULL || state == NULL || tracker == NULL || Py_TYPE(state) != AxisStateType ||
+            SLOT(state, off_as_min_pending) == NULL) {
+            return 0;
+        }
+    }
+    int free = lock_free(SLOT(tl, off_tl_lock));
+    if (free <= 0) {
+        return free;
+    }
+    /* What ``retire`` does under the lock. */
+    Py_INCREF(epoch);
+    Py_SETREF(SLOT(tl, off_tl_retired), epoch);
+    if (pub != Py_None) {
+        Py_INCREF(pub);
+        Py_INCREF(axis);
+        Py_INCREF(state);
+        Py_INCREF(tracker);
+        int failed = PyDict_SetItem(pub, axis, epoch);
+        /* ... and after it: advance the tracker only when a waiter needs this epoch. */
+        int below = failed ? -1 : int_below(epoch, SLOT(state, off_as_min_pending));
+        PyObject *res = NULL;
+        if (below == 0) {
+            res = PyObject_CallMethodObjArgs(tracker, str_advance, axis, epoch, NULL);
+        }
+        Py_DECREF(pub);
+        Py_DECREF(axis);
+        Py_DECREF(state);
+        Py_DECREF(tracker);
+        if (below < 0 || (below == 0 && res == NULL)) {
+            return -1;
+        }
+        Py_XDECREF(res);
+    }
+    PyObject *notify = SLOT(tl, off_tl_on_retire);
+    if (notify != NULL && notify != Py_None) {
+        PyObject *res = PyObject_CallOneArg(notify, epoch);
+        if (res == NULL) {
+            return -1;
+        }
+        Py_DECREF(res);
+    }
+    return 1;
+}
+
+PyObject *
+nq_complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "complete_op(op, timeline) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *op = args[0], *tl = args[1];
+    if (signal_ref == NULL || Py_TYPE(op) != QueueOpType) {
+        PyErr_SetString(PyExc_TypeError, "complete_op needs a QueueOp (after init_completion)");
+        return NULL;
+    }
+    PyObject *signals = SLOT(op, off_signals), *epoch = SLOT(op, off_epoch);
+    if (signals == NULL || epoch == NULL || !PyTuple_CheckExact(signals)) {
+        PyErr_SetString(PyExc_AttributeError, "complete_op: the op has no signals or epoch");
+        return NULL;
+    }
+    Py_INCREF(signals);
+    Py_INCREF(epoch);
+    Py_ssize_t n = PyTuple_GET_SIZE(signals);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(signals, i);
+        int done = 0;
+        if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
+            done = fast_signal(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+        }
+        if (done == 0) {
+            PyObject *one = PyTuple_Pack(1, pair);
+            PyObject *res = one == NULL ? NULL : PyObject_CallOneArg(signal_ref, one);
+            Py_XDECREF(one);
+            if (res == NULL) {
+                done = -1;
+            }
+            Py_XDECREF(res);
+        }
+        if (done < 0) {
+            Py_DECREF(signals);
+            Py_DECREF(epoch);
+            return NULL;
+        }
+    }
+    Py_DECREF(signals);
+    Py_INCREF(Py_None);
+    Py_XSETREF(SLOT(op, off_retained), Py_None);
+    int done = fast_retire(tl, epoch);
+    if (done == 0) {
+        PyObject *res = PyObject_CallMethodOneArg(tl, str_retire, epoch);
+        done = res == NULL ? -1 : 1;
+        Py_XDECREF(res);
+    }
+    Py_DECREF(epoch);
+    if (done < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* init_timepoints(reference, heappush, next_seq): the Python add_timepoint, heapq's push and
+   the registration-order counter. Needs init_completion first (the Semaphore slots). */
+PyObject *
+nq_init_timepoints(PyObject *mod, PyObject *args)
+{
+    PyObject *ref, *push, *seq;
+    if (!PyArg_ParseTuple(args, "OOO", &ref, &push, &seq)) {
+        return NULL;
+    }
+    if (SemaphoreType == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "init_completion must be called first");
+        return NULL;
+    }
+    Py_ssize_t tp;
+    if (nq_slot_offset(SemaphoreType, "_timepoints", &tp) < 0) {
+        return NULL;
+    }
+    Py_INCREF(ref);
+    Py_INCREF(push);
+    Py_INCREF(seq);
+    Py_XSETREF(timepoint_ref, ref);
+    Py_XSETREF(heappush_fn, push);
+    Py_XSETREF(next_seq_fn, seq);
+    off_sem_timepoints = tp;
+    Py_RETURN_NONE;
+}
+
+PyObject *
+nq_add_timepoint(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (timepoint_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_timepoints was not called");
+        return NULL;
+    }
+    if (nargs != 4 || Py_TYPE(args[0]) != SemaphoreType || !PyLong_CheckExact(args[1]) ||
+        !PyCallable_Check(args[2])) {
+        return PyObject_Vectorcall(timepoint_ref, args, nargs, NULL);
+    }
+    PyObject *sem = args[0], *value = args[1];
+    /* Allocate first (see the module docstring), then read and write with no allocation. */
+    PyObject *seq = PyObject_CallNoArgs(next_seq_fn);
+    if (seq == NULL) {
+        return NULL;
+    }
+    PyObject *tp = PyList_New(4);
+    if (tp == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_INCREF(value);
+    PyList_SET_ITEM(tp, 0, value);
+    PyList_SET_ITEM(tp, 1, seq);
+    Py_INCREF(args[2]);
+    PyList_SET_ITEM(tp, 2, args[2]);
+    Py_INCREF(args[3]);
+    PyList_SET_ITEM(tp, 3, args[3]);
+    PyObject *current = SLOT(sem, off_sem_value), *heap = SLOT(sem, off_sem_timepoints),
+             *min_pending = SLOT(sem, off_sem_min_pending);
+    if (SLOT(sem, off_sem_failure) != Py_None || current == NULL || heap == NULL ||
+        min_pending == NULL || !PyList_CheckExact(heap) || int_below(current, value) != 1) {
+        goto reference;
+    }
+    int free = lock_free(SLOT(sem, off_sem_lock));
+    if (free < 0) {
+        Py_DECREF(tp);
+        return NULL;
+    }
+    if (!free) {
+        goto reference;
+    }
+    /* heappush compares entries by (value, seq): ints, and seq is unique. */
+    PyObject *res = PyObject_CallFunctionObjArgs(heappush_fn, heap, tp, NULL);
+    if (res == NULL) {
+        Py_DECREF(tp);
+        return NULL;
+    }
+    Py_DECREF(res);
+    if (int_below(value, min_pending) == 1) {
+        Py_INCREF(value);
+        Py_SETREF(SLOT(sem, off_sem_min_pending), value);
+    }
+    return tp;
+
+reference:
+    Py_DECREF(tp);
+    return PyObject_Vectorcall(timepoint_ref, args, nargs, NULL);
+}
+
