@@ -414,6 +414,58 @@ fill_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return op;
 }
 
+/* fill_host(host, start, length, pattern): store ``pattern`` repeated over
+   ``host[start:start + length]`` (a writable contiguous byte buffer: a uint8 array); a range
+   outside it, a length that is not a multiple of the pattern or anything else not of that
+   shape calls the reference (``_queue_fast_paths.fill_host_reference``), which raises. */
+static PyObject *fill_host_ref;
+
+static PyObject *
+init_fill_host(PyObject *mod, PyObject *ref)
+{
+    Py_INCREF(ref);
+    Py_XSETREF(fill_host_ref, ref);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+fill_host(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (fill_host_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_fill_host was not called");
+        return NULL;
+    }
+    if (nargs != 4 || !PyBytes_CheckExact(args[3])) {
+        return PyObject_Vectorcall(fill_host_ref, args, nargs, NULL);
+    }
+    long long start = nq_nonneg(args[1], 1), length = nq_nonneg(args[2], 1);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[3]);
+    if (start < 0 || length < 0 || (n != 1 && n != 2 && n != 4) || length % n) {
+        return PyObject_Vectorcall(fill_host_ref, args, nargs, NULL);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        return PyObject_Vectorcall(fill_host_ref, args, nargs, NULL);
+    }
+    if (start > view.len || length > view.len - start) {
+        PyBuffer_Release(&view);
+        return PyObject_Vectorcall(fill_host_ref, args, nargs, NULL);
+    }
+    char *dst = (char *)view.buf + start;
+    const char *pat = PyBytes_AS_STRING(args[3]);
+    if (n == 1) {
+        memset(dst, pat[0], (size_t)length);
+    }
+    else {
+        for (long long i = 0; i < length; i += n) {
+            memcpy(dst + i, pat, (size_t)n);
+        }
+    }
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 instance_method(PyObject *mod, PyObject *fn)
 {
@@ -444,6 +496,10 @@ static PyMethodDef methods[] = {
     {"fill_op", (PyCFunction)(void (*)(void))fill_op, METH_FASTCALL,
      "fill_op(device, affinity, wait, signal, target, target_offset, length, pattern, "
      "pattern_length, flags) -> QueueOp (see the module docstring)."},
+    {"init_fill_host", init_fill_host, METH_O,
+     "init_fill_host(reference): bind fill_host's reference."},
+    {"fill_host", (PyCFunction)(void (*)(void))fill_host, METH_FASTCALL,
+     "fill_host(host, start, length, pattern): store the repeated pattern (see above)."},
     {"instance_method", instance_method, METH_O,
      "instance_method(fn): fn bound as a method when read from an instance."},
     {NULL, NULL, 0, NULL},

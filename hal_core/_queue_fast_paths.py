@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+import numpy as np
+
 from ._buffer import Buffer
 from ._completion import complete_op as complete_op_reference
 from ._completion import signal_all
@@ -30,12 +32,37 @@ from ._semaphore import MAX_VALUE, Semaphore, bind_native_timepoints
 __all__ = [
     "complete_op",
     "describe",
+    "fill_host",
+    "fill_host_reference",
     "fill_op_method",
     "native",
     "queue_op",
     "queue_op_method",
     "unavailable_reason",
 ]
+
+
+_FILL_DTYPES = {2: np.uint16, 4: np.uint32}
+# Up to this many bytes the reference stores the repeated pattern with one memoryview
+# slice assignment (a numpy view, a dtype reinterpretation and ``fill`` cost several times
+# more for a few bytes); beyond, numpy fills without a repeated-bytes temporary.
+_SMALL_FILL_BYTES = 256
+
+
+def fill_host_reference(host: Any, start: int, length: int, pattern: bytes) -> None:
+    """Store ``pattern`` (1, 2 or 4 bytes) repeated over ``host[start:start + length]`` (a
+    uint8 numpy array; ``length`` a multiple of the pattern). The Python reference of the
+    native ``fill_host``; raises ValueError for a range outside ``host``."""
+    if start < 0 or length < 0 or start + length > len(host):
+        raise ValueError(f"fill range [{start}, {start + length}) outside {len(host)} bytes")
+    if length <= _SMALL_FILL_BYTES:
+        host.data[start : start + length] = pattern * (length // len(pattern))
+        return
+    dst = host[start : start + length]
+    if len(pattern) == 1:
+        dst.fill(pattern[0])
+    else:
+        dst.view(_FILL_DTYPES[len(pattern)]).fill(int.from_bytes(pattern, "little"))
 
 
 def _load() -> tuple[Any, str | None]:
@@ -51,6 +78,7 @@ def _load() -> tuple[Any, str | None]:
     _native_queue.init(QueueOp, Semaphore, QueueOpKind, queue_op_reference, MAX_VALUE)
     _native_queue.init_completion(QueueOp, Semaphore, QueueTimeline, _AxisState, signal_all)
     bind_native_timepoints(_native_queue)
+    _native_queue.init_fill_host(fill_host_reference)
     _native_queue.init_fill(
         Buffer,
         fill_op_reference,
@@ -76,6 +104,10 @@ queue_op_method: Any = (
 #: ``Device._fill_op``: ``queue_fill``'s checks and op, native for the common case.
 fill_op_method: Any = (
     native.instance_method(native.fill_op) if native is not None else fill_op_reference
+)
+#: ``fill_host(host, start, length, pattern)``: native, or ``fill_host_reference``.
+fill_host: Callable[[Any, int, int, bytes], None] = (
+    native.fill_host if native is not None else fill_host_reference
 )
 #: ``complete_op(op, timeline)``: native, or ``_completion.complete_op`` without it.
 complete_op: Callable[[Any, Any], None] = (

@@ -83,7 +83,7 @@ from ._queue import (
     host_call_outcome,
     run_host_call,
 )
-from ._queue_fast_paths import complete_op
+from ._queue_fast_paths import complete_op, fill_host
 from ._queue_timeline import QueueTimeline
 from ._registry import PluginRecord, Registry
 from ._semaphore import dispatch_callbacks, run_on_trampoline
@@ -151,6 +151,7 @@ __all__ = [
     "signal_all",
     "wait_reached",
     "complete_op",
+    "fill_host",
     "QueueTimeline",
     "CMD_BARRIER",
     "CMD_COPY",

@@ -186,6 +186,7 @@ BACKEND_TIER = {
     "buffer_root",
     "check_host_size",
     "complete_op",
+    "fill_host",
     "default_parameters",
     "dispatch_callbacks",
     "edge_from_capabilities",

@@ -45,6 +45,7 @@ from hal_core.backend import (
     buffer_storage,
     complete_op,
     fail_all,
+    fill_host,
     op_error,
     report_callback_error,
     resolve_waits,
@@ -509,10 +510,6 @@ def _run_barrier(op: QueueOp) -> None:
 
 
 _FILL_DTYPES = {2: np.uint16, 4: np.uint32}
-# Fills up to this many bytes store the repeated pattern through one memoryview slice
-# assignment: a numpy view plus a dtype reinterpretation and ``fill`` costs several times
-# more for a few bytes. Larger fills use numpy (no repeated-bytes temporary).
-SMALL_FILL_BYTES = 256
 
 
 def _run_fill(op: QueueOp) -> None:
@@ -520,14 +517,13 @@ def _run_fill(op: QueueOp) -> None:
     if not length:
         return
     data = op.pattern
-    if length <= SMALL_FILL_BYTES:
-        target = op.target
-        host = buffer_storage(target).host_array
-        if host is not None:
-            start = target.byte_offset + op.target_offset
-            host.data[start : start + length] = data * (length // len(data))
-            return
-    dst = buffer_host_bytes(op.target, op.target_offset, length)
+    target = op.target
+    host = buffer_storage(target).host_array
+    if host is not None:
+        # One native store of the repeated pattern (hal_core.backend.fill_host).
+        fill_host(host, target.byte_offset + op.target_offset, length, data)
+        return
+    dst = buffer_host_bytes(target, op.target_offset, length)
     if len(data) == 1:
         dst.fill(data[0])
     else:

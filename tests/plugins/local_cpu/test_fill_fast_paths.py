@@ -1,8 +1,10 @@
 """The fill fast paths agree with their references.
 
-* ``_run_fill`` stores short fills through a memoryview slice; longer ones use numpy. Both
-  are compared with a numpy reference over offsets, lengths (around the switch) and
-  pattern widths, on subspans too.
+* ``_run_fill`` stores the repeated pattern with ``hal_core.backend.fill_host`` (native;
+  its reference stores short fills through a memoryview slice and longer ones with
+  numpy). Fills are compared with a numpy reference over offsets, lengths (around the
+  reference's switch) and pattern widths, on subspans too, and the native ``fill_host``
+  with its reference for any arguments.
 * The front door tests usage and access bits on plain ints (``check_transfer_*``); it
   must refuse exactly what ``Buffer.require_usage`` / ``require_access`` refuse, with
   their errors.
@@ -16,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hal_local_cpu.device import SMALL_FILL_BYTES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,8 @@ from hal_core._queue_checks import (
     check_transfer_target,
     fill_pattern_bytes,
 )
+from hal_core._queue_fast_paths import _SMALL_FILL_BYTES as SMALL_FILL_BYTES
+from hal_core._queue_fast_paths import fill_host_reference, native
 from hal_core.backend import buffer_host_bytes, new_buffer
 
 SIZE = 1024
@@ -144,3 +147,27 @@ def test_fill_pattern_fast_path_equals_the_general_path(pattern: Any) -> None:
     except hal_core.HalError as exc:
         fast = type(exc)
     assert fast == general(pattern)
+
+
+@pytest.mark.skipif(native is None, reason="hal_core._native_queue is not built")
+@settings(max_examples=400, deadline=None)
+@given(
+    size=st.integers(0, 600),
+    start=st.one_of(st.integers(-2, 610), st.sampled_from([1 << 63, np.int64(3), 2.0])),
+    length=st.one_of(st.integers(-2, 610), st.sampled_from([1 << 64, np.int64(4), None])),
+    pattern=st.one_of(
+        st.binary(min_size=0, max_size=5), st.sampled_from([bytearray(b"ab"), 7, None])
+    ),
+)
+def test_native_fill_host_agrees_with_the_reference(
+    size: int, start: Any, length: Any, pattern: Any
+) -> None:
+    def run(fn: Any) -> Any:
+        host = np.arange(size, dtype=np.uint32).astype(np.uint8)
+        try:
+            fn(host, start, length, pattern)
+        except Exception as exc:
+            return type(exc), host.tobytes()
+        return None, host.tobytes()
+
+    assert run(native.fill_host) == run(fill_host_reference)
