@@ -17,7 +17,7 @@ static Py_ssize_t off_signals, off_retained, off_sem_value, off_epoch, off_sem_f
     off_sem_min_pending, off_sem_lock, off_tl_retired, off_tl_done, off_tl_lock,
     off_tl_on_retire, off_tl_pub, off_tl_axis, off_tl_axis_state, off_tl_tracker, off_tl_more,
     off_as_min_pending;
-static PyObject *str_locked, *str_retire, *str_advance;
+static PyObject *str_locked, *str_retire, *str_advance, *wait_reached_ref;
 
 /* add_timepoint: bound by init_timepoints. */
 static PyObject *timepoint_ref, *heappush_fn, *next_seq_fn;
@@ -94,7 +94,29 @@ lock_free(PyObject *lock)
     if (lock == NULL) {
         return 0;
     }
-    PyObject *held = PyObject_CallMethodNoArgs(lock, str_locked);
+    /* The lock type's ``locked`` descriptor, found once: calling it skips the attribute
+       lookup on every lock. Another lock type takes the generic method call. */
+    static PyTypeObject *lock_type;
+    static PyObject *locked_descr;
+    PyObject *held;
+    if (Py_TYPE(lock) != lock_type) {
+        if (lock_type == NULL) {
+            PyObject *d = PyObject_GetAttr((PyObject *)Py_TYPE(lock), str_locked);
+            if (d == NULL) {
+                return -1;
+            }
+            locked_descr = d;
+            Py_INCREF(Py_TYPE(lock));
+            lock_type = Py_TYPE(lock);
+            held = PyObject_Vectorcall(locked_descr, &lock, 1, NULL);
+        }
+        else {
+            held = PyObject_CallMethodNoArgs(lock, str_locked);
+        }
+    }
+    else {
+        held = PyObject_Vectorcall(locked_descr, &lock, 1, NULL);
+    }
     if (held == NULL) {
         return -1;
     }
@@ -358,3 +380,37 @@ reference:
     return PyObject_Vectorcall(timepoint_ref, args, nargs, NULL);
 }
 
+
+/* wait_reached(sem, value): ``_completion.wait_reached`` (its reference, bound by
+   init_completion's caller through init_wait_reached) for a Semaphore and an exact int. */
+PyObject *
+nq_init_wait_reached(PyObject *mod, PyObject *ref)
+{
+    Py_INCREF(ref);
+    Py_XSETREF(wait_reached_ref, ref);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (wait_reached_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_wait_reached was not called");
+        return NULL;
+    }
+    if (nargs == 2 && SemaphoreType != NULL && Py_TYPE(args[0]) == SemaphoreType &&
+        PyLong_CheckExact(args[1])) {
+        PyObject *failure = SLOT(args[0], off_sem_failure), *value = SLOT(args[0], off_sem_value);
+        if (failure != NULL && value != NULL && PyLong_CheckExact(value)) {
+            if (failure != Py_None) {
+                Py_RETURN_FALSE;
+            }
+            int below = PyObject_RichCompareBool(value, args[1], Py_LT);
+            if (below < 0) {
+                return NULL;
+            }
+            return PyBool_FromLong(!below);
+        }
+    }
+    return PyObject_Vectorcall(wait_reached_ref, args, nargs, NULL);
+}

@@ -49,6 +49,8 @@ PyObject *nq_init_completion(PyObject *mod, PyObject *args);
 PyObject *nq_complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *nq_init_timepoints(PyObject *mod, PyObject *args);
 PyObject *nq_add_timepoint(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+PyObject *nq_init_wait_reached(PyObject *mod, PyObject *ref);
+PyObject *nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 static PyTypeObject *QueueOpType;
 static PyTypeObject *SemaphoreType;
@@ -500,6 +502,11 @@ static PyMethodDef methods[] = {
      "init_fill_host(reference): bind fill_host's reference."},
     {"fill_host", (PyCFunction)(void (*)(void))fill_host, METH_FASTCALL,
      "fill_host(host, start, length, pattern): store the repeated pattern (see above)."},
+    {"init_wait_reached", nq_init_wait_reached, METH_O,
+     "init_wait_reached(reference): bind wait_reached's reference."},
+    {"wait_reached", (PyCFunction)(void (*)(void))nq_wait_reached, METH_FASTCALL,
+     "wait_reached(sem, value): whether sem reached value without failing (see "
+     "_completion.wait_reached)."},
     {"instance_method", instance_method, METH_O,
      "instance_method(fn): fn bound as a method when read from an instance."},
     {NULL, NULL, 0, NULL},

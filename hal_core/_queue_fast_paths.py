@@ -21,6 +21,7 @@ import numpy as np
 from ._buffer import Buffer
 from ._completion import complete_op as complete_op_reference
 from ._completion import signal_all
+from ._completion import wait_reached as wait_reached_reference
 from ._frontier_tracker import _AxisState
 from ._memory import BufferUsage, MemoryAccess
 from ._queue import QueueOp, QueueOpKind
@@ -39,6 +40,7 @@ __all__ = [
     "queue_op",
     "queue_op_method",
     "unavailable_reason",
+    "wait_reached",
 ]
 
 
@@ -79,6 +81,7 @@ def _load() -> tuple[Any, str | None]:
     _native_queue.init_completion(QueueOp, Semaphore, QueueTimeline, _AxisState, signal_all)
     bind_native_timepoints(_native_queue)
     _native_queue.init_fill_host(fill_host_reference)
+    _native_queue.init_wait_reached(wait_reached_reference)
     _native_queue.init_fill(
         Buffer,
         fill_op_reference,
@@ -108,6 +111,10 @@ fill_op_method: Any = (
 #: ``fill_host(host, start, length, pattern)``: native, or ``fill_host_reference``.
 fill_host: Callable[[Any, int, int, bytes], None] = (
     native.fill_host if native is not None else fill_host_reference
+)
+#: ``wait_reached(sem, value)``: native, or ``_completion.wait_reached``.
+wait_reached: Callable[[Any, int], bool] = (
+    native.wait_reached if native is not None else wait_reached_reference
 )
 #: ``complete_op(op, timeline)``: native, or ``_completion.complete_op`` without it.
 complete_op: Callable[[Any, Any], None] = (

@@ -56,7 +56,7 @@ from ._command_buffer import (
     COMMAND_LAYOUTS,
     refs_of,
 )
-from ._completion import buffer_root, fail_all, op_error, signal_all, wait_reached
+from ._completion import buffer_root, fail_all, op_error, signal_all
 from ._device import device_from_backend
 from ._executable import FunctionInfo, FunctionParameter, default_parameters
 from ._frontier import (
@@ -83,7 +83,7 @@ from ._queue import (
     host_call_outcome,
     run_host_call,
 )
-from ._queue_fast_paths import complete_op, fill_host
+from ._queue_fast_paths import complete_op, fill_host, wait_reached
 from ._queue_timeline import QueueTimeline
 from ._registry import PluginRecord, Registry
 from ._semaphore import dispatch_callbacks, run_on_trampoline

@@ -6,7 +6,8 @@ the reference (``signal_all`` per semaphore, ``QueueTimeline.retire``) otherwise
 starting state (semaphores failed, at any value, with timepoints parked at any value; the
 timeline with epochs retired out of order, bound to a tracker with waiters or not, with an
 ``on_retire`` hook) both must leave the same values, failures, fired callbacks (in the same
-order), retired epochs, published epochs and tracker waiters.
+order), retired epochs, published epochs and tracker waiters. The native ``wait_reached``
+answers as ``_completion.wait_reached`` does.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hal_core import InvalidArgumentError, StatusCode
 from hal_core._completion import complete_op as complete_op_reference
+from hal_core._completion import wait_reached as wait_reached_reference
 from hal_core._construction import INTERNAL
 from hal_core._frontier import Frontier
 from hal_core._frontier_tracker import FrontierTracker
@@ -157,3 +160,28 @@ def test_a_non_advancing_signal_fails_the_semaphore_as_the_reference_does() -> N
         complete(op, timeline)
         assert isinstance(sem.failure, InvalidArgumentError)
         assert timeline.retired == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(0, 5),
+    failed=st.booleans(),
+    value=st.one_of(
+        st.integers(-2, 8), st.sampled_from([np.int64(3), True, 2.5, "1", None, 1 << 70])
+    ),
+)
+def test_native_wait_reached_agrees_with_the_reference(
+    start: int, failed: bool, value: Any
+) -> None:
+    sem = Semaphore(start, _token=INTERNAL)
+    if failed:
+        sem.fail(StatusCode.ABORTED, "scenario")
+
+    def run(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            return type(exc)
+
+    assert run(native.wait_reached, sem, value) == run(wait_reached_reference, sem, value)
+    assert run(native.wait_reached, object(), 1) == run(wait_reached_reference, object(), 1)
