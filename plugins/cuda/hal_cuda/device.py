@@ -56,6 +56,7 @@ from hal_core.backend import (
     signal_all,
     wait_reached,
 )
+from hal_core.profiling import MemoryEventType
 
 from . import executable as executables
 from . import graphs
@@ -85,6 +86,9 @@ _EXECUTE = QueueOpKind.EXECUTE
 _DISPATCH = QueueOpKind.DISPATCH
 _NON_BLOCKING = int(HostCallFlags.NON_BLOCKING)
 _ONE_SHOT = int(CommandBufferMode.ONE_SHOT)
+_UNRETAINED = int(CommandBufferMode.UNRETAINED)
+_MEMORY_QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
+_MEMORY_QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
 
 
 _STREAM_WORK: dict[int, Callable[[Any, QueueOp, Any], None]] = {
@@ -186,7 +190,7 @@ class CudaDeviceBackend:
             for i in range(queue_count)
         ]
         # Queue axes, retirement watermarks, default pools and the alloca state machine.
-        self.pools = CudaQueuePools(ctx, queue_count, device_memory, name, self._complete)
+        self.pools = CudaQueuePools(ctx, queue_count, device_memory, name, self._complete_pool_op)
         self._watermarks = self.pools.watermarks
 
     # -- capabilities -------------------------------------------------------------------
@@ -201,8 +205,9 @@ class CudaDeviceBackend:
         """The replay form of a recording (launch limits checked here, at the call): stream
         launches, and for a reusable command buffer that qualifies a CUDA graph
         (``graphs.py``) captured now."""
-        program = CudaProgram(commands)
-        if not mode & _ONE_SHOT:
+        unretained = bool(mode & _UNRETAINED)
+        program = CudaProgram(commands, unretained)
+        if not mode & (_ONE_SHOT | _UNRETAINED):
             program.graph = graphs.capture(self.ctx, program, self._capture_stream)
         return program
 
@@ -357,13 +362,17 @@ class CudaDeviceBackend:
             self._finish_stream(op, (closed, entries, timer, self._profiling), None)
 
     def _finish_stream(self, op: QueueOp, outcome: Any, fault: HalError | None) -> None:
-        """Completion of stream work (completion thread): forget its in-flight signals,
-        then complete it (a fault the event wait reported fails it)."""
+        """Completion of stream work (completion thread): complete it (a fault the event
+        wait reported fails it), then forget its in-flight signals. In that order, a
+        submitter always finds either the value reached or the entry (a device-side wait
+        on work already done costs nothing), never neither, which would send the new op
+        through a host round trip."""
         error, entries, timer, profiling = outcome
         if fault is not None:
             error = fault
         if timer is not None:
             profiling.record(op, timer, error is not None)
+        self._complete_stream(op, error)
         inflight = self._inflight
         for sem, entry in entries:
             if inflight.get(sem) is entry:
@@ -371,7 +380,6 @@ class CudaDeviceBackend:
                     del inflight[sem]
                 except KeyError:
                     pass
-        self._complete_stream(op, error)
 
     def _complete_stream(self, op: QueueOp, error: HalError | None) -> None:
         """Complete an op that may have waited on the device: if a semaphore it waited
@@ -393,11 +401,23 @@ class CudaDeviceBackend:
             if op.kind == _ALLOCA:
                 self.pools.start(op)  # completes the op itself, now or later
                 return
+            size = op.target.allocation_size
             self.pools.dealloca(op)
         except BaseException as exc:
             self._complete(op, op_error(exc))
             return
+        profiling = self._profiling
+        if profiling is not None:
+            profiling.memory_event(_MEMORY_QUEUE_DEALLOCA, op, size)
         self._complete(op, None)
+
+    def _complete_pool_op(self, op: QueueOp, error: HalError | None) -> None:
+        """An alloca's completion from the pools: a QUEUE_ALLOCA memory event while a
+        session captures them, then the usual completion."""
+        profiling = self._profiling
+        if profiling is not None and error is None and op.kind == _ALLOCA:
+            profiling.memory_event(_MEMORY_QUEUE_ALLOCA, op, op.length)
+        self._complete(op, error)
 
     # -- host-side ops (on the queue's worker thread) ----------------------------------
 

@@ -99,6 +99,14 @@ class CudaProfiling:
     def timer(self) -> DispatchTimer:
         return DispatchTimer(self.events)
 
+    def memory_event(self, event_type: int, op: Any, length: int) -> None:
+        """A QUEUE_ALLOCA / QUEUE_DEALLOCA memory event of ``op`` (MEMORY_EVENTS only)."""
+        session = self.session
+        if session.memory_events is not None and not session.closed:
+            session.record_memory_event(
+                event_type, op.queue, id(op.target), length, submission_id=op.epoch
+            )
+
     def record(self, op: Any, timer: DispatchTimer, failed: bool) -> None:
         """Dispatch events of a completed op (completion thread); its events go back to
         the pool. A failed op records none (its timestamps may never have been written)."""

@@ -25,6 +25,7 @@ it; an op completes exactly once; no lock is held while pools, trackers or callb
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, Callable
 
@@ -173,20 +174,41 @@ class CudaSlabProvider:
 
 class RetireWatermark:
     """Epochs of one queue: ``next_epoch`` at submit, ``retire`` at completion (any order).
-    ``retired`` is the highest epoch with every epoch up to it retired; each rise is
-    published to the tracker (max wins there, so racing publishers are harmless).
-    Thread-safe; the lock is never held while the tracker runs its waiters."""
+    ``retired`` is the highest epoch with every epoch up to it retired (read lock-free).
 
-    __slots__ = ("retired", "_next", "_done", "_lock", "_tracker", "_axis", "_group")
+    Publishing to the device's tracker costs a lock and a scan per rise, and only frontier
+    waits need it, so it starts at the first such wait (``start_publishing``, which also
+    catches the tracker up) and continues from then on; a device group's tracker is always
+    published to. Racing publishers are harmless (max wins in the tracker), and a rise is
+    never lost: ``retire`` sets ``retired`` before it reads the flag, and
+    ``start_publishing`` sets the flag before it reads ``retired``. Thread-safe; the lock
+    is never held while a tracker runs its waiters."""
+
+    __slots__ = (
+        "retired",
+        "next_epoch",
+        "publish",
+        "_done",
+        "_lock",
+        "_tracker",
+        "_axis",
+        "_group",
+    )
 
     def __init__(self, tracker: FrontierTracker, axis: int) -> None:
         self.retired = 0
-        self._next = 0
+        self.next_epoch = itertools.count(1).__next__  # atomic: one C call
+        self.publish = False
         self._done: set[int] = set()
         self._lock = threading.Lock()
         self._tracker = tracker
         self._axis = axis
         self._group: tuple[Any, int] | None = None
+
+    def start_publishing(self) -> None:
+        if not self.publish:
+            self.publish = True
+            self._tracker.advance(self._axis, self.retired)
 
     def bind_group(self, tracker: Any, axis: int) -> None:
         """Also publish to a device group's tracker on ``axis`` (caught up at once)."""
@@ -200,11 +222,6 @@ class RetireWatermark:
         with self._lock:
             self._group = None
 
-    def next_epoch(self) -> int:
-        with self._lock:
-            self._next += 1
-            return self._next
-
     def retire(self, epoch: int) -> None:
         with self._lock:
             if epoch != self.retired + 1:
@@ -217,7 +234,8 @@ class RetireWatermark:
                 done.discard(mark)
             self.retired = mark
             group = self._group
-        self._tracker.advance(self._axis, mark)
+        if self.publish:
+            self._tracker.advance(self._axis, mark)
         if group is not None:
             group[0].advance(group[1], mark)
 
@@ -244,7 +262,7 @@ class CudaQueuePools(QueueAllocaMachine):
         for axis in self.axes:
             self.tracker.register_axis(axis)
             self.watermarks.append(RetireWatermark(self.tracker, axis))
-        self._epochs = self.tracker.published_epochs
+        self._by_axis = dict(zip(self.axes, self.watermarks))
         self.notification = Notification()
         self.providers = [
             CudaSlabProvider(ctx, False, max_allocation_size),
@@ -283,7 +301,8 @@ class CudaQueuePools(QueueAllocaMachine):
     def query_epoch(self, axis: int, epoch: int) -> bool:
         """The pools' epoch query: has ``axis`` (a queue axis of this device, in its own
         tracker or its device group's) reached ``epoch``? Lock-free."""
-        if self._epochs.get(axis, 0) >= epoch:
+        own = self._by_axis.get(axis)
+        if own is not None and own.retired >= epoch:
             return True
         group = self._group_epochs
         return group is not None and group.get(axis, 0) >= epoch
@@ -295,6 +314,8 @@ class CudaQueuePools(QueueAllocaMachine):
         return self.axes[queue_index] if group is None else group.queue_axis(queue_index)
 
     def _tracker_for(self, frontier: Frontier) -> FrontierTracker:
+        for watermark in self.watermarks:  # a frontier wait: the tracker must see rises
+            watermark.start_publishing()
         group = self._group
         if group is not None:
             known = self._group_epochs

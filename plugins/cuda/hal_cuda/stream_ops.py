@@ -17,11 +17,12 @@ the stream before reading the count (``needs_host_sync``).
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
 
-from hal_core import BufferRef
+from hal_core import BufferRef, FailedPreconditionError
 from hal_core.backend import (
     CMD_COPY,
     CMD_DISPATCH,
@@ -47,11 +48,44 @@ def address_of(buffer: Any, offset: int) -> int:
     return buffer_storage(buffer).address + buffer.byte_offset + offset
 
 
+class WeakBufferRef:
+    """A direct reference of an UNRETAINED recording: it does not keep its buffer alive
+    (the caller does, until every submission completes). A buffer dropped earlier is
+    FAILED_PRECONDITION when the program runs."""
+
+    __slots__ = ("_buffer", "offset", "length")
+
+    def __init__(self, ref: Any) -> None:
+        if ref.__class__ is BufferRef:
+            buffer, self.offset, self.length = ref.buffer, ref.offset, ref.resolved_length()
+        else:
+            buffer, self.offset, self.length = ref, 0, ref.byte_length
+        self._buffer = weakref.ref(buffer)
+
+    def get(self) -> Any:
+        buffer = self._buffer()
+        if buffer is None:
+            raise FailedPreconditionError(
+                "a buffer of an UNRETAINED command buffer was dropped before the command "
+                "buffer ran; keep such buffers alive until every submission completes"
+            )
+        return buffer
+
+
+def weaken(ref: Any) -> Any:
+    """``ref`` without a strong reference to its buffer when it is direct."""
+    if ref is None or (ref.__class__ is BufferRef and ref.buffer is None):
+        return ref
+    return WeakBufferRef(ref)
+
+
 def resolve(ref: Any, table: tuple) -> tuple[int, int]:
     """``(address, length)`` of a command's buffer reference: a whole ``Buffer``, a direct
     ``BufferRef`` or an indirect one composed with its binding-table slot (hal_core's
     ``resolve_binding``: OUT_OF_RANGE for a range that does not fit, INVALID_ARGUMENT for
     an empty slot; recordings made UNVALIDATED reach here unchecked)."""
+    if ref.__class__ is WeakBufferRef:
+        return address_of(ref.get(), ref.offset), ref.length
     buffer, offset, length = resolve_binding(ref, table)
     return address_of(buffer, offset), length
 
@@ -129,7 +163,7 @@ class Launch:
         "direct",
     )
 
-    def __init__(self, command: tuple) -> None:
+    def __init__(self, command: tuple, unretained: bool = False) -> None:
         _, executable, ordinal, config, constants, refs, _flags = command
         backend: CudaExecutable = executable.backend
         function = backend.kernels[ordinal]
@@ -155,8 +189,16 @@ class Launch:
             else:
                 break
         self.direct = tuple(direct) if len(direct) == len(self.refs) else None
+        if unretained:
+            self.refs = tuple(weaken(ref) for ref in self.refs)
+            self.count_ref = weaken(self.count_ref)
+            self.direct = None
         self.args = LaunchArgs(function.binding_count, constants[: 4 * function.constant_count])
         self.shared = function.shared_memory + int(config.dynamic_workgroup_local_memory)
+
+
+def _same(ref: Any) -> Any:
+    return ref
 
 
 class CudaProgram:
@@ -167,20 +209,23 @@ class CudaProgram:
 
     __slots__ = ("steps", "needs_host_sync", "graph", "_lock")
 
-    def __init__(self, commands: list) -> None:
+    def __init__(self, commands: list, unretained: bool = False) -> None:
+        """``unretained``: the recording is UNRETAINED, so the program holds its direct
+        buffers weakly."""
         steps: list[tuple] = []
+        keep = weaken if unretained else _same
         needs_sync = False
         for cmd in commands:
             code = cmd[0]
             if code == CMD_FILL:
-                steps.append((STEP_FILL, cmd[1], bytes(cmd[2])))
+                steps.append((STEP_FILL, keep(cmd[1]), bytes(cmd[2])))
             elif code == CMD_UPDATE:  # (kind, target, data)
                 payload = np.frombuffer(bytes(cmd[2]), np.uint8)
-                steps.append((STEP_UPDATE, cmd[1], payload))
+                steps.append((STEP_UPDATE, keep(cmd[1]), payload))
             elif code == CMD_COPY:  # (kind, target, source)
-                steps.append((STEP_COPY, cmd[1], cmd[2]))
+                steps.append((STEP_COPY, keep(cmd[1]), keep(cmd[2])))
             elif code == CMD_DISPATCH:
-                launch = Launch(cmd)
+                launch = Launch(cmd, unretained)
                 needs_sync = needs_sync or launch.count_ref is not None
                 steps.append((STEP_DISPATCH, launch))
             # CMD_BARRIER and debug labels: a stream runs its work in order.
