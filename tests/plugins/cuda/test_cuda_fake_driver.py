@@ -185,3 +185,48 @@ def test_executables_are_refused_without_module_support(dev: Any) -> None:
         cache.prepare("ptx", b"not ptx")
     with pytest.raises(hal_core.UnimplementedError, match="cuModuleLoadData"):
         cache.prepare("cubin", b"\x7fELF not a real cubin")
+
+
+def test_unretained_command_buffer_holds_its_buffers_weakly(dev: Any) -> None:
+    import weakref
+
+    mode = hal_core.CommandBufferMode.UNRETAINED
+    buf = dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 16)
+    cb = dev.create_command_buffer(mode, hal_core.CommandCategory.ANY)
+    cb.begin()
+    cb.fill_buffer(buf, b"\x05")
+    cb.end()
+    s = dev.create_semaphore(0)
+    dev.queue_execute(ANY, (), [(s, 1)], cb)
+    s.wait(1, TIMEOUT)
+    assert read(dev, buf) == b"\x05" * 16
+    alive = weakref.ref(buf)
+    del buf
+    gc.collect()
+    assert alive() is None  # the program did not keep it
+    dev.queue_execute(ANY, (), [(s, 2)], cb)
+    with pytest.raises(hal_core.FailedPreconditionError, match="UNRETAINED"):
+        s.wait(2, TIMEOUT)
+
+
+def test_retire_watermark_out_of_order_and_lazy_publishing() -> None:
+    from hal_cuda.queue_pools import RetireWatermark
+
+    from hal_core.backend import FrontierTracker, axis_make_queue
+
+    tracker = FrontierTracker(axis_capacity=4)
+    axis = axis_make_queue(1, 0, 0, 0)
+    tracker.register_axis(axis)
+    mark = RetireWatermark(tracker, axis)
+    epochs = [mark.next_epoch() for _ in range(4)]
+    assert epochs == [1, 2, 3, 4]
+    mark.retire(2)
+    assert mark.retired == 0
+    mark.retire(1)
+    assert mark.retired == 2
+    assert tracker.published_epochs.get(axis, 0) == 0  # nobody waits on frontiers yet
+    mark.start_publishing()
+    assert tracker.published_epochs[axis] == 2
+    mark.retire(4)
+    mark.retire(3)
+    assert mark.retired == 4 and tracker.published_epochs[axis] == 4
