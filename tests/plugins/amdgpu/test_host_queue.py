@@ -14,7 +14,7 @@ from hal_amdgpu.queue_options import HostQueueOptions
 from hal_amdgpu.queue_set import HostQueueSet
 
 import hal_core as hal
-from hal_core import BufferUsage, MemoryAccess, MemoryType, Semaphore
+from hal_core import BufferUsage, MemoryAccess, MemoryType
 from hal_core._command_buffer import (
     CMD_BARRIER,
     CMD_COPY,
@@ -24,12 +24,18 @@ from hal_core._command_buffer import (
     BufferRef,
     CommandBufferMode,
 )
+from hal_core._construction import INTERNAL
 from hal_core._memory import BufferParams
 from hal_core.backend import QueueOp, buffer_host_bytes, new_buffer
 from hal_core.backend import QueueOpKind as K
 from hal_core.pool import PassthroughPool
 
 T = 10.0  # generous timeouts: the machine is shared
+
+
+def Semaphore(initial_value: int = 0) -> hal.Semaphore:
+    """A semaphore of no device: the host queues under test run without a ``Device``."""
+    return hal.Semaphore(initial_value, _token=INTERNAL)
 
 
 class Env:
