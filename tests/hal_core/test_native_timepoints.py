@@ -11,6 +11,8 @@ cancellations, signals and failures.
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -75,11 +77,11 @@ def test_native_add_timepoint_agrees_with_the_reference(steps: list) -> None:
     assert _run(steps, Semaphore.add_timepoint) == _run(steps, Semaphore._add_timepoint)
 
 
-def test_a_held_lock_takes_the_reference_path() -> None:
+def test_a_held_lock_takes_the_reference_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """While the lock is held (a signal in progress on another thread), the native path
     must not push behind its back; it waits through the reference."""
-    import threading
-
+    # Threads run with Python's default hook, so nothing they report is hidden.
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
     sem = Semaphore(0, _token=INTERNAL)
     fired = threading.Event()
     handle: list = []
