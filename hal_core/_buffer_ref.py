@@ -18,6 +18,7 @@ import attrs
 from ._buffer import Buffer
 from ._memory import WHOLE_BUFFER
 from ._ranges import as_index
+from ._reprs import safe_repr
 from ._status import InvalidArgumentError, OutOfRangeError
 
 __all__ = [
@@ -144,6 +145,11 @@ class BindingTable:
     def resolve(self, ref: BufferRef) -> tuple[Buffer, int, int]:
         """``(buffer, offset, length)`` of ``ref`` against this table: ``resolve_binding``."""
         return resolve_binding(ref, self.bindings)
+
+    @safe_repr
+    def __repr__(self) -> str:
+        used = sum(b is not None for b in self.bindings)
+        return f"<hal_core.BindingTable {len(self.bindings)} slots, {used} bound>"
 
 
 def bound_range(bindings: Sequence[BufferBinding | None], slot: int) -> tuple[Buffer, int, int]:

@@ -23,6 +23,7 @@ import attrs
 from ._device import Device
 from ._frontier import axis_make_queue
 from ._frontier_tracker import FrontierTracker
+from ._reprs import names, safe_repr
 from ._status import InvalidArgumentError, NotFoundError
 
 if TYPE_CHECKING:
@@ -287,6 +288,15 @@ class Topology:
 
     def rows(self) -> tuple[tuple[TopologyEdge, ...], ...]:
         return self._edges
+
+    @safe_repr
+    def __repr__(self) -> str:
+        # The off-diagonal link classes say at a glance how the members reach each other.
+        n = self.device_count
+        links = sorted(
+            {self._edges[s][d].link_class.name for s in range(n) for d in range(n) if s != d}
+        )
+        return f"<hal_core.Topology {n} devices links={names(links) or 'none'}>"
 
 
 @attrs.frozen

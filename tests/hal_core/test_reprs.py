@@ -112,3 +112,15 @@ def test_reprs_never_raise_on_broken_state():
         _check(view, "BufferView")
         buf.memory_type = "garbage"  # likewise
         _check(buf, "Buffer")
+
+
+def test_topology_and_binding_table_reprs():
+    with hal.create_device("local-sync://") as device:
+        buf = device.allocator.allocate_buffer(None, 64)
+        table = hal.BindingTable([buf, None, (buf, 16, 16)])
+        _check(table, "BindingTable", "3 slots", "2 bound")
+    group = hal.create_device_group(["local-sync://"] * 2)
+    try:
+        _check(group.topology, "Topology", "2 devices", "links=")
+    finally:
+        group.close()
