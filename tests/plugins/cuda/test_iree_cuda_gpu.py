@@ -89,18 +89,22 @@ def test_add_runs():
 
 def test_two_exports_run_including_dynamic_shared_memory():
     """The reduction uses 16 bytes of dynamic shared memory: it only sums right when the
-    launch passes the export's block_shared_memory_size."""
+    launch passes the export's block_shared_memory_size. IREE packs both results in one
+    buffer, as its host code binds them: the product at bytes [0, 1024) (the multiply's
+    binding 2) and the sum at byte 1024 (the reduction stores at ``[binding1 + 1024]``),
+    the whole padded to IREE's 16-byte alignment."""
     rng = np.random.default_rng(7)
     a = rng.standard_normal(256).astype(np.float32)
     b = rng.standard_normal(256).astype(np.float32)
     exe = _prepare("two_exports")
     a_buf, b_buf = _buffer(a), _buffer(b)
-    product = _buffer(np.zeros(256, np.float32))
-    total = _buffer(np.zeros(4, np.float32))  # one float, padded to IREE's 16-byte alignment
-    _dispatch(exe, "two_exports", 0, [a_buf, b_buf, product])
-    _dispatch(exe, "two_exports", 1, [a_buf, total])
-    assert np.array_equal(_read_f32(product), a * b)
-    assert np.isclose(_read_f32(total)[0], a.sum(dtype=np.float64), rtol=1e-5, atol=1e-5)
+    results = _buffer(np.full(256 + 4, np.nan, np.float32))
+    _dispatch(exe, "two_exports", 0, [a_buf, b_buf, results])
+    _dispatch(exe, "two_exports", 1, [a_buf, results])
+    out = _read_f32(results)
+    assert np.array_equal(out[:256], a * b)
+    assert np.isclose(out[256], a.sum(dtype=np.float64), rtol=1e-5, atol=1e-5)
+    assert np.isnan(out[257:]).all()  # the padding is untouched
 
 
 def test_malformed_container_is_invalid_argument_at_prepare():
