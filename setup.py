@@ -14,7 +14,12 @@ from setuptools import Extension, setup
 extensions = []
 if not sysconfig.get_config_var("Py_GIL_DISABLED"):
     extensions.append(
-        Extension("hal_core.pool._native", ["hal_core/pool/_native.c"], optional=True)
+        Extension(
+            "hal_core.pool._native",
+            ["hal_core/pool/_native.c", "hal_core/pool/_native_cores.c"],
+            depends=["hal_core/pool/_native.h"],
+            optional=True,
+        )
     )
     extensions.append(
         Extension(
