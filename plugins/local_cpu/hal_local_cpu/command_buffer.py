@@ -55,6 +55,8 @@ from hal_core.backend import (
 
 from .executable_native import ffi, replay_library
 from .program_records import (  # re-exported: the record layout
+    INLINE_TRANSFER_BYTES,
+    INLINE_WORKGROUPS,
     OP_COPY,
     OP_DISPATCH,
     OP_FILL,
@@ -77,6 +79,7 @@ _UNSUPPORTED_DISPATCH_FLAGS = int(
     | DispatchFlags.STATIC_INDIRECT_ARGUMENTS
 )
 _UNRETAINED = int(CommandBufferMode.UNRETAINED)
+_ALLOW_INLINE = int(CommandBufferMode.ALLOW_INLINE_EXECUTION)
 _I64 = np.int64
 
 
@@ -101,6 +104,7 @@ class LocalProgram:
         "command_ops",
         "slot_count",
         "native",
+        "inline",
         "_ptrs",
         "_static_ptrs",
     )
@@ -123,6 +127,8 @@ class LocalProgram:
     command_ops: list[Any]
     slot_count: int
     native: bool
+    #: Whether a submission may run on the thread that readied it (see ``_inline``).
+    inline: bool
     _ptrs: tuple[Any, Any, Any, Any]
     _static_ptrs: tuple[Any, Any]
 
@@ -170,7 +176,37 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     p.capacity = cap
     p.native = lib is not None
     p.segments = _segments(p.records, b.any_special, lib is not None, parallel)
+    p.inline = _inline(p, b, int(mode))
     return p
+
+
+def _inline(p: LocalProgram, b: "_ProgramBuilder", mode: int) -> bool:
+    """The inline rule: a submission of this program may run on the thread that readied it
+    (the submitter, or the thread that signalled its last wait) instead of a worker when it
+    is one compiled-loop call - no dispatch spread over the workers, no Python kernel -
+    and one of:
+    * the recording allows it (``ALLOW_INLINE_EXECUTION``, as IREE's readback buffers do);
+    * its transfers move at most ``INLINE_TRANSFER_BYTES`` in all (the queue transfers'
+      rule: handing them to a worker costs more than the copy);
+    * its dispatches (static counts) run at most ``INLINE_WORKGROUPS`` workgroups in all:
+      each already runs on one thread (fewer than ``PARALLEL_MIN_WORKGROUPS``), and a
+      worker's handoff (two thread wakes) costs more than that many small workgroups.
+    The device adds the ordering condition (no earlier op of the queue pending)."""
+    segments = p.segments
+    if not p.native or len(segments) != 1 or segments[0][0] != SEG_NATIVE:
+        return False
+    if mode & _ALLOW_INLINE:
+        return True
+    if not 0 <= b.transfer_bytes <= INLINE_TRANSFER_BYTES:
+        return False
+    if not b.any_dispatch:
+        return True
+    recs = p.records
+    ops = recs[:, 0]
+    d = recs[(ops == OP_DISPATCH) | (ops == OP_IREE_DISPATCH)]
+    if (d[:, 5] >= 0).any():  # indirect counts: unknown until the submission runs
+        return False
+    return int((d[:, 2] * d[:, 3] * d[:, 4]).sum()) <= INLINE_WORKGROUPS
 
 
 class _ProgramBuilder:
@@ -227,6 +263,10 @@ class _ProgramBuilder:
         self.nc = 0
         self.coff = -1
         self.any_special = False
+        # For the inline rule: whether any dispatch was recorded, and the transfers' bytes
+        # (-1 once a length is only known at submit: a whole binding-table slot).
+        self.any_dispatch = False
+        self.transfer_bytes = 0
 
     def base_of(self, ref: Any) -> int:
         if ref.__class__ is BufferRef:
@@ -260,6 +300,7 @@ class _ProgramBuilder:
             if op == CMD_BARRIER:
                 continue
             if op == CMD_DISPATCH:
+                self.any_dispatch = True
                 self.dispatch(cmd)
                 continue
             # A transfer is a run of its own: the next dispatch reopens its template's run.
@@ -355,7 +396,11 @@ class _ProgramBuilder:
         self.spans.append((bstart, len(bindings)))
         return span
 
-    def _transfer(self, record: tuple) -> None:
+    def _transfer(self, record: tuple, length: int) -> None:
+        if length < 0 or self.transfer_bytes < 0:
+            self.transfer_bytes = -1
+        else:
+            self.transfer_bytes += length
         self.run_starts.append(len(self.col_span))
         self.run_templates.append(len(self.templates))
         self.run_coffs.append(-1)
@@ -366,21 +411,24 @@ class _ProgramBuilder:
         ref, data = cmd[1], cmd[2]
         pattern = int.from_bytes(data, "little")
         base = self.base_of(ref)
-        self._transfer((OP_FILL, base, ref.offset, _ref_len(ref), pattern, len(data)) + _ZEROS10)
+        n = _ref_len(ref)
+        self._transfer((OP_FILL, base, ref.offset, n, pattern, len(data)) + _ZEROS10, n)
 
     def copy(self, cmd: tuple) -> None:
         dst, src = cmd[1], cmd[2]
         sbase = self.base_of(src)
         soff = src.offset
         dbase = self.base_of(dst)
-        self._transfer((OP_COPY, sbase, soff, dbase, dst.offset, _ref_len(src)) + _ZEROS10)
+        n = _ref_len(src)
+        self._transfer((OP_COPY, sbase, soff, dbase, dst.offset, n) + _ZEROS10, n)
 
     def update(self, cmd: tuple) -> None:
         ref, data = cmd[1], cmd[2]
         self.update_templates.append(len(self.templates))
         self.update_chunks.append(data)
         base = self.base_of(ref)
-        self._transfer((OP_UPDATE, self.update_total, base, ref.offset, len(data)) + _ZEROS11)
+        n = len(data)
+        self._transfer((OP_UPDATE, self.update_total, base, ref.offset, n) + _ZEROS11, n)
         self.update_total += len(data)
 
     def fill_records(self, p: LocalProgram) -> None:

@@ -7,8 +7,11 @@ How an operation runs:
    semaphore and no thread waits (wait-before-signal across queues just works).
 2. When the op is ready it runs *inline* on the thread that made it ready (the submitter,
    or the thread that signalled its last wait, through the semaphore trampoline) if it is
-   cheap: barriers, transfers up to ``INLINE_TRANSFER_BYTES``, and everything on
-   local-sync. Other work goes to the worker threads (local-task).
+   cheap: barriers, transfers up to ``INLINE_TRANSFER_BYTES``, command buffers whose
+   program allows it (``LocalProgram.inline``: one compiled-loop call, recorded with
+   ALLOW_INLINE_EXECUTION, or only small transfers, or a few single-thread workgroups)
+   while no earlier op of their queue is pending, and everything on local-sync. Other work goes to the worker threads
+   (local-task).
 3. Completion signals the op's semaphores (or fails them with the error), drops what the op
    retained, and retires its epoch on its queue in order.
 
@@ -63,10 +66,9 @@ from .executable_formats import FORMATS as EXECUTABLE_FORMATS
 from .executable_formats import prepare_executable
 from .profiled_replay import run_program_profiled
 from .program_execution import execute_program
+from .program_records import INLINE_TRANSFER_BYTES
 from .queue_pools import QueuePools
 from .worker_threads import WorkerThreads
-
-INLINE_TRANSFER_BYTES = 64 * 1024
 
 _INLINE_DONE = 0  # nothing to execute: complete on the readying thread
 _INLINE = 1  # execute on the readying thread
@@ -74,6 +76,7 @@ _BY_SIZE = 2  # inline when small, else a worker
 _WORKER = 3  # always a worker
 _ALLOCA = 4  # reserve pool memory: commits now, after a frontier wait, or when parked work retries
 _TRAMPOLINE = 5  # execute on the readying thread, through its trampoline (user code)
+_PROGRAM = 6  # inline when the program allows it and its queue is idle, else a worker
 
 _NON_BLOCKING_CALL = "a NON_BLOCKING host call"
 
@@ -107,8 +110,9 @@ class LocalDeviceBackend:
         route = [_INLINE] * len(QueueOpKind)
         route[_K.BARRIER] = _INLINE_DONE
         if self.workers is not None:
-            for kind in (_K.HOST_CALL, _K.DISPATCH, _K.EXECUTE):
+            for kind in (_K.HOST_CALL, _K.DISPATCH):
                 route[kind] = _WORKER
+            route[_K.EXECUTE] = _PROGRAM
             for kind in (_K.FILL, _K.UPDATE, _K.COPY, _K.READ, _K.WRITE):
                 route[kind] = _BY_SIZE
         if self.workers is None:
@@ -188,7 +192,11 @@ class LocalDeviceBackend:
             if route == _INLINE_DONE:
                 complete_op(op, self.queues[op.queue])
                 return
-            if route == _INLINE or (route == _BY_SIZE and op.length <= INLINE_TRANSFER_BYTES):
+            if (
+                route == _INLINE
+                or (route == _BY_SIZE and op.length <= INLINE_TRANSFER_BYTES)
+                or (route == _PROGRAM and op.program.inline and self._queue_idle(op))
+            ):
                 handler = self._handlers.get(op.kind)  # None: host calls, unimplemented
                 if handler is not None:
                     try:
@@ -227,14 +235,25 @@ class LocalDeviceBackend:
         route = self._route[op.kind]
         if route == _INLINE_DONE:
             self._finish(op, None)
-        elif route == _INLINE or (route == _BY_SIZE and op.length <= INLINE_TRANSFER_BYTES):
+        elif (
+            route == _INLINE
+            or (route == _BY_SIZE and op.length <= INLINE_TRANSFER_BYTES)
+            or (route == _PROGRAM and op.program.inline and self._queue_idle(op))
+        ):
             self._execute(op)
         elif route == _ALLOCA:
             self.pools.start(op)
         elif route == _TRAMPOLINE:
             run_on_trampoline(self._execute_cb, op)
-        else:  # _WORKER and large _BY_SIZE routes: they exist only with worker threads
+        else:  # _WORKER, large _BY_SIZE, other _PROGRAM: they exist only with workers
             cast(WorkerThreads, self.workers).submit(self._execute, op)
+
+    def _queue_idle(self, op: QueueOp) -> bool:
+        """Whether every earlier op of ``op``'s queue has retired, so running ``op`` now
+        on this thread cannot overtake one of them (an inline command buffer waits its
+        turn behind a pending op of its queue: it goes to a worker instead). A stale read
+        of ``retired`` only sends the op to a worker. No lock needed."""
+        return self.queues[op.queue].retired == op.epoch - 1
 
     def _execute_on_trampoline(self, op: QueueOp, _status: None) -> None:
         self._execute(op)

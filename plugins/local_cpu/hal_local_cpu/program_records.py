@@ -24,6 +24,8 @@ __all__ = [
     "OP_NAMES",
     "OP_PYDISPATCH",
     "OP_UPDATE",
+    "INLINE_TRANSFER_BYTES",
+    "INLINE_WORKGROUPS",
     "PARALLEL_MIN_WORKGROUPS",
     "REC",
     "SEG_NATIVE",
@@ -47,6 +49,16 @@ SEG_PYTHON = 2
 PARALLEL_MIN_WORKGROUPS = 8
 """Static dispatches with fewer workgroups run inline: handing work to other threads
 costs more than a few small workgroups."""
+
+INLINE_TRANSFER_BYTES = 64 * 1024
+"""Transfers up to this many bytes (a queue transfer, or all the transfers of a command
+buffer holding nothing else) run on the thread that readied them: handing them to a worker
+costs more than the copy."""
+
+INLINE_WORKGROUPS = 256
+"""A command buffer whose dispatches each run on one thread and together run at most this
+many workgroups executes on the thread that readied it (see ``command_buffer._inline``):
+handing it to a worker and waking the waiter again costs more than that much small work."""
 
 OP_NAMES = {
     OP_DISPATCH: "dispatch",
