@@ -10,8 +10,8 @@ How an operation runs:
    cheap: barriers, transfers up to ``INLINE_TRANSFER_BYTES``, command buffers whose
    program allows it (``LocalProgram.inline``: one compiled-loop call, recorded with
    ALLOW_INLINE_EXECUTION, or only small transfers, or a few single-thread workgroups)
-   while no earlier op of their queue is pending, and everything on local-sync. Other work goes to the worker threads
-   (local-task).
+   while no earlier op of their queue is pending, and everything on local-sync. Other work
+   goes to the worker threads (local-task).
 3. Completion signals the op's semaphores (or fails them with the error), drops what the op
    retained, and retires its epoch on its queue in order.
 
