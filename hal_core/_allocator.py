@@ -35,6 +35,10 @@ __all__ = ["Allocator", "AllocatorStatistics", "host_heaps", "check_host_size", 
 
 _ALLOCATABLE = int(BufferCompatibility.ALLOCATABLE)
 _UNSET: Any = object()  # an argument not given (None is a value: the default params)
+# Device memory for the statistics: DEVICE_LOCAL without HOST_LOCAL (plain ints: the
+# MemoryType flag operators cost a Python call each).
+_DEVICE_OR_HOST = int(MemoryType.DEVICE_LOCAL | MemoryType.HOST_LOCAL)
+_DEVICE_ONLY = int(MemoryType.DEVICE_LOCAL)
 
 
 @attrs.define
@@ -69,6 +73,11 @@ class Allocator:
         self._lock = threading.RLock()
         self._stats = AllocatorStatistics()
         self._closed = False
+        # Weak references to live allocated buffers -> (device_bytes, size) to account
+        # when each dies: a ref with a callback costs far less than ``weakref.finalize``
+        # per allocation, and like ``finalize(..., atexit=False)`` nothing runs at exit.
+        self._live: dict[weakref.ref, tuple[bool, int]] = {}
+        self._on_free = self._freed
 
     @property
     def backend(self) -> Any:
@@ -161,13 +170,10 @@ class Allocator:
             queue_affinity=params.queue_affinity,
             _token=INTERNAL,
         )
-        device_bytes = memory_type.has(MemoryType.DEVICE_LOCAL) and not memory_type.has(
-            MemoryType.HOST_LOCAL
-        )
+        device_bytes = int(memory_type) & _DEVICE_OR_HOST == _DEVICE_ONLY
         self._account(device_bytes, size)
         if size:
-            freed = weakref.finalize(buffer, self._account_free, device_bytes, size)
-            freed.atexit = False  # nothing to account for once the process exits
+            self._live[weakref.ref(buffer, self._on_free)] = (device_bytes, size)
         return buffer
 
     def import_host_buffer(self, params: BufferParams | None, data: Any) -> Buffer:
@@ -214,6 +220,13 @@ class Allocator:
                 s.host_bytes_peak = max(
                     s.host_bytes_peak, s.host_bytes_allocated - s.host_bytes_freed
                 )
+
+    def _freed(self, ref: weakref.ref) -> None:
+        """Weak-reference callback of an allocated buffer: runs on whichever thread drops
+        it. The entry is popped (one atomic dict operation), so it is counted once."""
+        entry = self._live.pop(ref, None)
+        if entry is not None:
+            self._account_free(entry[0], entry[1])
 
     def _account_free(self, device_bytes: bool, size: int) -> None:
         """Finalizer of an allocated buffer: runs on whichever thread drops it."""
