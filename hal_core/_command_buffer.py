@@ -308,7 +308,7 @@ class CommandBuffer:
                 self.program = self.commands
             else:
                 self.program = finalize(self.commands, self.mode, self.binding_capacity)
-                if self.mode & CommandBufferMode.UNRETAINED:
+                if int(self.mode) & _UNRETAINED:
                     # The backend's program holds what execution needs; UNRETAINED means
                     # the recording must not keep the caller's resources alive.
                     if v is None:
@@ -493,6 +493,7 @@ class CommandBuffer:
 
 
 _BARRIER = (CMD_BARRIER,)
+_UNRETAINED = int(CommandBufferMode.UNRETAINED)  # a plain int: end() calls no flag operator
 _DEBUG_END = (CMD_DEBUG_END,)
 
 

@@ -86,7 +86,7 @@ class ValidationState:
         self.debug_depth = 0
         self.binding_count = 0
         self.requirements: dict[int, BindingRequirement] = {}
-        self.dispatch_allowed = bool(categories & CommandCategory.DISPATCH)
+        self.dispatch_allowed = bool(int(categories) & _DISPATCH)
         self._last_exe: Any = None
         self._last_fn = -1
         self._last_info: Any = None
@@ -292,8 +292,12 @@ def _len_text(n: int) -> str:
     return "WHOLE_BUFFER" if n == WHOLE_BUFFER else str(n)
 
 
+# Plain ints: ``int & IntFlag`` would still call the flag's reflected operator.
+_DISPATCH = int(CommandCategory.DISPATCH)
+
+
 def _require_category(cb: CommandBuffer, category: CommandCategory, what: str) -> None:
-    if not cb.categories & category:
+    if not int(cb.categories) & int(category):
         raise FailedPreconditionError(
             f"{what} needs command category {category.name}; the command buffer was created "
             f"with categories {cb.categories!r}"

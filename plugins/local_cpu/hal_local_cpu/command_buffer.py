@@ -72,7 +72,7 @@ from .program_records import (  # re-exported: the record layout
 
 __all__ = ["LocalProgram", "finalize"]
 
-_ASYNC = PlacementFlags.ASYNCHRONOUS
+_ASYNC = int(PlacementFlags.ASYNCHRONOUS)
 _UNSUPPORTED_DISPATCH_FLAGS = int(
     DispatchFlags.CUSTOM_DIRECT_ARGUMENTS
     | DispatchFlags.DYNAMIC_INDIRECT_ARGUMENTS
@@ -489,7 +489,7 @@ class _ProgramBuilder:
         static_lens = np.zeros(cap + nd, dtype=_I64)
         for k, b in enumerate(direct):
             root = buffer_root(b)
-            if unretained or root.placement_flags & _ASYNC or not b.is_committed:
+            if unretained or int(root.placement_flags) & _ASYNC or not b.is_committed:
                 dynamic.append(k)
             else:
                 static_bases[cap + k] = buffer_storage(b).address + b.byte_offset
