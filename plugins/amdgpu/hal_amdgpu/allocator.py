@@ -8,8 +8,9 @@
 A request requiring HOST_LOCAL gets heap 2, one requiring HOST_VISIBLE heap 1, anything
 else heap 0 (heap 0 accepts mapping usage only with MAPPING_OPTIONAL). Allocations come
 from the first selected GPU's pools (or its nearest CPU) and are granted to every GPU of
-the logical device plus their nearest CPUs, never to all agents. Storage frees its pool
-memory on ``release()`` or, as a safety net, when it is garbage collected. Thread-safe.
+the logical device that can reach that pool (not ``NEVER_ALLOWED``) plus their nearest
+CPUs, never to all agents. Storage frees its pool memory on ``release()`` or, as a safety
+net, when it is garbage collected. Thread-safe.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hal_core import (
 )
 
 from .hsa import HsaLibrary
-from .hsa_enums import HSA_AMD_MEMORY_POOL_STANDARD_FLAG
+from .hsa_enums import HSA_AMD_MEMORY_POOL_STANDARD_FLAG, AgentPoolInfo, PoolAccess
 from .hsa_memory import MemoryPoolDescription
 
 __all__ = ["HsaStorage", "HsaAllocatorBackend", "HEAP_TYPES"]
@@ -119,6 +120,10 @@ class HsaAllocatorBackend:
         self._pools = (first.coarse, first.fine, cpu_fine)
         self._access = hsa.ffi.new("hsa_agent_t[]", [[h] for h in access_agents])
         self._access_count = len(access_agents)
+        # Per heap, the agents that can reach its pool: a GPU with no peer path to the
+        # first GPU's memory (ACCESS NEVER_ALLOWED) cannot be granted it, so the grant
+        # leaves it out rather than failing every allocation.
+        self._grants = [self._reachable(pool, access_agents) for pool in self._pools]
         self._heaps = [
             MemoryHeap(
                 type=HEAP_TYPES[i],
@@ -128,6 +133,20 @@ class HsaAllocatorBackend:
             )
             for i, pool in enumerate(self._pools)
         ]
+
+    def _reachable(self, pool: MemoryPoolDescription, agents: list[int]) -> tuple[Any, int]:
+        hsa = self._hsa
+        ffi = hsa.ffi
+        handle = ffi.new("hsa_amd_memory_pool_t*", [pool.handle])[0]
+        reach = [
+            a
+            for a in agents
+            if hsa.agent_pool_info(
+                ffi.new("hsa_agent_t*", [a])[0], handle, AgentPoolInfo.ACCESS, "uint32_t"
+            )
+            != PoolAccess.NEVER_ALLOWED
+        ]
+        return ffi.new("hsa_agent_t[]", [[a] for a in reach]), len(reach)
 
     def heaps(self) -> list[MemoryHeap]:
         return list(self._heaps)
@@ -183,9 +202,8 @@ class HsaAllocatorBackend:
         )
         hsa.check(status, f"hsa_amd_memory_pool_allocate({size} bytes, heap {heap})")
         address = int(ffi.cast("uintptr_t", out[0]))
-        status = hsa.lib.hsa_amd_agents_allow_access(
-            self._access_count, self._access, ffi.NULL, out[0]
-        )
+        grant, grant_count = self._grants[heap]
+        status = hsa.lib.hsa_amd_agents_allow_access(grant_count, grant, ffi.NULL, out[0])
         if status != 0:
             hsa.lib.hsa_amd_memory_pool_free(out[0])
             hsa.check(status, "hsa_amd_agents_allow_access")

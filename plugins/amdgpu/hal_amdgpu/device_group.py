@@ -5,17 +5,19 @@ same-driver edge refinement from HSA link info, and group-axis advancement.
   private to the HSA library instance and GPU set, so two devices over the same GPUs share
   it); semaphores are hal_core host timelines (host_semaphores); host memory of another
   device is reached by copies (the allocator grants pool access to this device's own agents
-  only, never to foreign host allocations); NUMA node of the nearest CPU; no peer copy
-  engine (``peer_copy`` False: copies between GPUs are not implemented device to device).
+  only, never to foreign host allocations); NUMA node of the nearest CPU; ``peer_copy``
+  when a GPU of the device can reach the pools of another GPU of its HSA system.
 * ``refine_topology_edge(other, edge)``: for two amdgpu devices over one HSA system, the
   worst physical edge (``topology.query_edge``) from any GPU of the consuming device to the
   pools of any GPU of the producing one gives the NUMA distance and the LINK_* bits (the
   physical link). Devices over the same GPUs share memory: SAME_DIE, NATIVE buffers,
-  unified memory. Distinct GPUs get what is done between them: buffers COPY (no
-  cross-device pool grants are made), a HOST_STAGED link class and costs, no P2P_COPY or
-  peer-access bits, since every copy between them stages through host memory. Devices
-  over different HSA systems (e.g. rocr and the soft agent) keep the capability-derived
-  edge.
+  unified memory. Distinct GPUs that can reach each other's pools get the link's class and
+  costs, P2P_COPY and the physical bits, and buffers NATIVE or IMPORT (reached after a
+  grant, which the queue set makes on a transfer's first use of a peer allocation), so
+  the group copies with one queue_copy over peer memory. Distinct GPUs that never can
+  (``NEVER_ALLOWED``) get HOST_STAGED costs, buffers COPY and no P2P_COPY or peer-access
+  bits, since every copy between them stages through host memory. Devices over different
+  HSA systems (e.g. rocr and the soft agent) keep the capability-derived edge.
 * ``assign_topology_info(info)``: each host queue's retired epochs also advance its axis
   ``info.queue_axis(q)`` in the group's tracker (through the queue set's retire listener,
   on the completion thread); ``None`` stops that. Blocking: may create the host queues.
@@ -35,6 +37,7 @@ from hal_core.backend import (
     TopologyEdge,
 )
 
+from .hsa_memory import find_gpu_memory_pools
 from .topology import LINK_COSTS, AgentMemoryEdge, LinkFlag, query_edge
 
 __all__ = ["query_capabilities", "refine_topology_edge", "assign_topology_info", "hal_capabilities"]
@@ -74,8 +77,24 @@ def query_capabilities(backend: Any) -> DeviceCapabilities:
         host_memory_access=InteropMode.COPY,
         host_semaphores=True,
         numa_node=int(numa),
-        peer_copy=False,
+        peer_copy=_reaches_a_peer(backend),
     )
+
+
+def _reaches_a_peer(backend: Any) -> bool:
+    """Whether a GPU of ``backend`` can reach the pools of a GPU of its HSA system that is
+    not part of it (a blit over peer memory can then copy between the two)."""
+    mine = set(backend.ordinals)
+    system = backend.system
+    for ordinal, gpu in enumerate(system.gpus):
+        if ordinal in mine:
+            continue
+        pools = find_gpu_memory_pools(backend.hsa, gpu)
+        if any(
+            query_edge(backend.hsa, g.handle, pools).flags & LinkFlag.P2P_COPY for g in backend.gpus
+        ):
+            return True
+    return False
 
 
 def _worst_edge(consumer: Any, producer: Any) -> AgentMemoryEdge:
@@ -121,10 +140,28 @@ def refine_topology_edge(backend: Any, other: Any, edge: TopologyEdge) -> Topolo
             latency_class=0,
             numa_distance=phys.numa_distance,
         )
-    # Distinct GPUs: no cross-device pool grants are made and no copy engine reaches the
-    # peer, so every transfer between them stages through host memory (DeviceGroup's
-    # STAGED copy). Advertise that path: HOST_STAGED costs and no peer-access bits; the
-    # LINK_* bits still name the physical link HSA reports.
+    if phys.flags & LinkFlag.P2P_COPY:
+        # Distinct GPUs that can reach each other's pools: a copy between them runs on
+        # one GPU's queue over the peer's memory (the queue set grants the peer access on
+        # first use, hence IMPORT when ROCr requires a grant), at the link's costs.
+        mode = max(phys.coarse_mode, phys.fine_mode)
+        caps = (edge.capabilities & ~TopologyCapability.UNIFIED_MEMORY) | hal_capabilities(
+            phys.flags
+        )
+        return attrs.evolve(
+            edge,
+            link_class=phys.link_class,
+            buffer_read_mode=mode,
+            buffer_write_mode=mode,
+            capabilities=caps,
+            copy_cost=phys.copy_cost,
+            latency_class=phys.latency_class,
+            numa_distance=phys.numa_distance,
+        )
+    # Distinct GPUs that can never reach each other's memory: every transfer between them
+    # stages through host memory (DeviceGroup's STAGED copy). Advertise that path:
+    # HOST_STAGED costs and no peer-access bits; the LINK_* bits still name the physical
+    # link HSA reports.
     caps = (
         edge.capabilities & ~(TopologyCapability.UNIFIED_MEMORY | TopologyCapability.P2P_COPY)
     ) | (hal_capabilities(phys.flags) & _LINK_CAPABILITIES)

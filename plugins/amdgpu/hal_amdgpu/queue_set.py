@@ -6,8 +6,9 @@ axis per queue, the device library (builtin blit kernels, closed with the set), 
 command-buffer finalizer (block programs, one per GPU on a multi-GPU device) and the
 queue pools of ``queue_alloca``. ``submit(op)`` turns a ``QueueOp`` into a submission for
 queue ``op.queue``: a single fill/copy/small update is encoded at admission
-(``encode_blit``: the transfer fast path), dispatches and command buffers replay a block
-program, host work (host calls, file I/O, deallocas) is a host action run by the
+(``encode_blit``: the transfer fast path; copies and fills touching another GPU's memory
+go through ``peer_copies``), dispatches and command buffers replay a block program, host
+work (host calls, file I/O, deallocas) is a host action run by the
 queue's completion thread.
 
 ``close`` is idempotent and safe from any thread, a completion thread of the set
@@ -50,6 +51,7 @@ from .host_actions import DeallocaAction, FileAction, FileStaging, HostCallActio
 from .host_queue import UPDATE_INLINE_LIMIT, HostQueue
 from .kernarg_ring import KERNARG_BLOCK_SIZE
 from .kernel_descriptors import BuiltinKernels, KernelDescriptor, hal_kernarg_image
+from .peer_copies import PeerCopies, StagedCopyAction
 from .queue_options import HostQueueOptions, WaitBarrierStrategy
 from .queue_pools import AmdgpuQueuePools
 from .queue_submission import _Blit, _Sub
@@ -148,6 +150,9 @@ class HostQueueSet:
         else:
             self.barrier_value_supported = strategy == WaitBarrierStrategy.BARRIER_VALUE
         self.contexts = [_ProgramContext(self, i, b) for i, b in enumerate(builtins)]
+        #: Which memory each GPU reaches, peer grants, and the copy-path counters.
+        self.peers = PeerCopies(hsa, gpus, gpu_pools)
+        self._own_fast = self.peers.own_fast
         self.queues: list[HostQueue] = []
         self.pools: AmdgpuQueuePools | None = None
         self._deferred_queue: HostQueue | None = None
@@ -226,10 +231,26 @@ class HostQueueSet:
             self._attach_program(sub, op, queue)
         elif kind == _K.FILL or kind == _K.COPY:
             # Encoded at admission (encode_blit); with nothing to move, a NOP carries the
-            # signals.
+            # signals. Memory of another GPU takes the peer path (peer_copies): a blit
+            # over peer memory, or a host-staged copy where the GPU cannot reach it.
             if op.length:
+                dev = self.device
+                if (
+                    op.target.device is not dev
+                    or (kind == _K.COPY and op.source.device is not dev)
+                    or not self._own_fast[queue.gpu_index]
+                ):
+                    if kind == _K.FILL:
+                        self.peers.check_target(op, queue.gpu_index, dev)
+                    elif not self.peers.route_copy(op, queue.gpu_index, dev):
+                        sub.action = StagedCopyAction(self, op)
+                        sub.signals = ()
+                        queue.submit(sub)
+                        return
                 sub.blit = True
         elif kind == _K.UPDATE:
+            if op.target.device is not self.device or not self._own_fast[queue.gpu_index]:
+                self.peers.check_target(op, queue.gpu_index, self.device)
             self._prepare_update(sub, op, queue)
         elif kind == _K.HOST_CALL:
             sub.action = HostCallAction(self, op)

@@ -4,7 +4,8 @@
 coarse and fine HSA memory pools: access, hop count and per-hop link info, and folds them
 into a frozen ``AgentMemoryEdge`` keeping the worst hop: link class and costs, NUMA
 distance scaled to 0..15, coherence and atomics only if every hop has them, interop modes
-from the access level. Blocking HSA queries; thread-safe.
+from the access level (NATIVE by default, IMPORT after a grant, COPY never), P2P_COPY
+when both pools are reachable. Blocking HSA queries; thread-safe.
 """
 
 from __future__ import annotations
@@ -75,7 +76,13 @@ def _scale_numa(distance: int) -> int:
 
 
 def _mode(access: int) -> InteropMode:
-    return InteropMode.NATIVE if access == PoolAccess.ALLOWED_BY_DEFAULT else InteropMode.COPY
+    """NATIVE when the agent reaches the pool by default, IMPORT when it must be granted
+    access first (``hsa_amd_agents_allow_access``), COPY when it never can."""
+    if access == PoolAccess.ALLOWED_BY_DEFAULT:
+        return InteropMode.NATIVE
+    if access == PoolAccess.DISALLOWED_BY_DEFAULT:
+        return InteropMode.IMPORT
+    return InteropMode.COPY
 
 
 def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuMemoryPools) -> AgentMemoryEdge:
@@ -129,8 +136,8 @@ def query_edge(hsa: HsaLibrary, src_agent: int, dst: GpuMemoryPools) -> AgentMem
         flags |= LinkFlag.ATOMIC_DEVICE
     if atomic64:
         flags |= LinkFlag.ATOMIC_SYSTEM
-    accessible = [a for a in (coarse_access, fine_access) if a != PoolAccess.NEVER_ALLOWED]
-    if accessible:
+    # A peer copy needs both pools: device buffers live in either.
+    if PoolAccess.NEVER_ALLOWED not in (coarse_access, fine_access):
         flags |= LinkFlag.P2P_COPY
     else:
         worst = LinkClass.HOST_STAGED

@@ -22,28 +22,27 @@ def group():
 
 
 def test_same_driver_edge_from_hsa_links(group):
-    """Distinct GPUs of one HSA system: the physical link (xGMI on the soft agent) is in
-    the LINK_* bits, but the edge advertises what copies do: stage through host memory."""
+    """Distinct GPUs of one HSA system that can reach each other's pools after a grant:
+    the physical link (xGMI on the soft agent) in the LINK_* bits and the link class, a
+    peer-copy path and buffers reached by IMPORT (test_peer_copies covers the GPUs
+    without peer access, which stage)."""
     topo = group.topology
     e = topo.edge(1, 2)
     assert e.capabilities & TopologyCapability.LINK_XGMI  # soft agent GPUs: xGMI
-    assert e.link_class == LinkClass.HOST_STAGED
-    assert not e.capabilities & TopologyCapability.P2P_COPY
-    assert not e.capabilities & (
-        TopologyCapability.PEER_COHERENT
-        | TopologyCapability.ATOMIC_DEVICE
-        | TopologyCapability.ATOMIC_SYSTEM
-    )
-    assert e.buffer_read_mode == InteropMode.COPY and e.copy_cost == 13
+    assert e.link_class == LinkClass.NVLINK_IF
+    assert e.capabilities & TopologyCapability.P2P_COPY
+    assert e.capabilities & TopologyCapability.PEER_ACCESS_REQUIRES_GRANT
+    assert not e.capabilities & TopologyCapability.UNIFIED_MEMORY
+    assert e.buffer_read_mode == InteropMode.IMPORT and e.copy_cost == 3
     # local-task <-> amdgpu: capability-derived, staged through host memory
     assert topo.edge(0, 1).link_class == LinkClass.HOST_STAGED
     info = group.devices[1].topology_info
-    assert info.can_p2p_with == 0b010 and info.can_wait_from == 0b111
+    assert info.can_p2p_with == 0b110 and info.can_wait_from == 0b111
 
 
 def test_topology_advertises_the_copy_the_group_makes(group):
     """For every ordered pair, ``can_p2p_with`` has the bit exactly when the group copies
-    between the two with one native or peer copy; the amdgpu pair really stages."""
+    between the two with one native or peer copy; the amdgpu pair copies over peer memory."""
     devices = group.devices
     bufs = [d.allocator.allocate_buffer(None, 256) for d in devices]
     for s in range(3):
@@ -58,8 +57,8 @@ def test_topology_advertises_the_copy_the_group_makes(group):
     done = b.create_semaphore(0)
     used = group.copy(b, 1, [(sem, 1)], [(done, 1)], src, 0, dst, 0, 256)
     done.wait(1, TIMEOUT)
-    assert used == hal_core.CopyStrategy.STAGED
-    assert group.last_copy.executing_devices == (1, 2)  # a write on one, a read on the other
+    assert used == hal_core.CopyStrategy.NATIVE  # one blit on b's GPU over a's memory
+    assert group.last_copy.executing_devices == (2,)
     out = b.create_semaphore(0)
     host = np.zeros(256, np.uint8)
     b.queue_write(
@@ -124,10 +123,11 @@ def test_topology_bitmaps_one_to_three_devices(n):
             info = device.topology_info
             assert info.index == i and info.tracker is g.tracker
             assert info.can_wait_from == full and info.can_signal_to == full
-            # own memory natively; amdgpu buffers of the other GPU / host only by copies
-            assert info.can_import_from == 1 << i
-            # distinct GPUs copy through host memory: no peer-copy path to advertise
-            assert info.can_p2p_with == 1 << i
+            # the two amdgpu GPUs reach each other's memory (after a grant) and copy
+            # between them directly; local-task only through host memory
+            gpus = 0b11 & full if i < 2 else 0
+            assert info.can_import_from == (1 << i) | gpus
+            assert info.can_p2p_with == (1 << i) | gpus
 
 
 def test_amdgpu_queue_axes_advance_in_the_group_tracker(group):

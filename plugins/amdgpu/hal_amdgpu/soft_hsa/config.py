@@ -14,7 +14,16 @@ from hal_core import InvalidArgumentError
 from ..hsa_enums import LinkType, PoolGlobalFlag
 from ..target_id import HSA_ISA_PREFIX, TargetId, TargetKind
 
-__all__ = ["SoftMemoryPoolConfig", "SoftAgentConfig", "SoftSystemConfig", "SOFT_GPUS_ENV"]
+__all__ = [
+    "SoftMemoryPoolConfig",
+    "SoftAgentConfig",
+    "SoftSystemConfig",
+    "SOFT_GPUS_ENV",
+    "NO_PEER_ACCESS",
+]
+
+NO_PEER_ACCESS = "no_peer_access"
+"""A ``soft_gpus`` item: the listed GPUs cannot reach each other's memory."""
 
 SOFT_GPUS_ENV = "HAL_AMDGPU_SOFT_GPUS"
 MAX_SOFT_GPUS = 64
@@ -79,11 +88,15 @@ class SoftAgentConfig:
 
 @attrs.frozen
 class SoftSystemConfig:
-    """Agents in HSA iteration order, and the link type between GPUs (CPU-GPU is PCIe)."""
+    """Agents in HSA iteration order, and the link type between GPUs (CPU-GPU is PCIe).
+
+    ``gpu_peer_access`` False presents GPUs that cannot reach each other's memory (as
+    ROCr reports GPUs without a P2P path: ``NEVER_ALLOWED``, and grants refused)."""
 
     agents: tuple[SoftAgentConfig, ...]
     gpu_link: LinkType = LinkType.XGMI
     gpu_numa_distance: int = 15
+    gpu_peer_access: bool = True
 
     @classmethod
     def default(cls) -> "SoftSystemConfig":
@@ -94,9 +107,12 @@ class SoftSystemConfig:
         """One CPU agent plus one GPU per comma-separated ISA (``gfx1100``,
         ``gfx942:sramecc+:xnack-``, ...): any exact processor, so the soft agent can
         present every target the device library serves. RDNA parts (gfx10 and later) run
-        wave32, GCN/CDNA parts wave64. INVALID_ARGUMENT for an empty list, a malformed
-        ISA or a generic family."""
+        wave32, GCN/CDNA parts wave64. The item ``no_peer_access`` presents GPUs without
+        peer access to each other's memory. INVALID_ARGUMENT for an empty list, a
+        malformed ISA or a generic family."""
         isas = [part.strip() for part in str(text).split(",") if part.strip()]
+        peer_access = NO_PEER_ACCESS not in isas
+        isas = [isa for isa in isas if isa != NO_PEER_ACCESS]
         if not isas:
             raise InvalidArgumentError(
                 f"soft HSA GPU list {text!r} is empty; give ISAs such as 'gfx1100,gfx90a'"
@@ -131,4 +147,4 @@ class SoftSystemConfig:
                     pools=_gpu_pools(),
                 )
             )
-        return cls(tuple(agents))
+        return cls(tuple(agents), gpu_peer_access=peer_access)

@@ -87,6 +87,14 @@ class SoftMemoryApi:
         return _OK
 
     def _access(self, agent: int, pool: SoftMemoryPool) -> PoolAccess:
+        if (
+            not self.config.gpu_peer_access
+            and pool.agent != agent
+            and self._agents[agent].is_gpu
+            and self._agents[pool.agent].is_gpu
+        ):
+            # ROCr's answer for GPUs with no P2P path between them: no grant can help.
+            return PoolAccess.NEVER_ALLOWED
         if pool.agent == agent or pool.config.accessible_by_all:
             if (
                 not self._agents[pool.agent].is_gpu
@@ -171,6 +179,12 @@ class SoftMemoryApi:
             return int(_S.ERROR_INVALID_ARGUMENT)
         handles = [int(agents[i].handle) for i in range(num_agents)]
         if any(h not in self._agents for h in handles):
+            return int(_S.ERROR_INVALID_AGENT)
+        pool = self._pools.get(alloc.pool)
+        if pool is not None and any(
+            self._access(h, pool) == PoolAccess.NEVER_ALLOWED for h in handles
+        ):
+            # As ROCr: an agent that can never reach the pool is refused, nothing granted.
             return int(_S.ERROR_INVALID_AGENT)
         alloc.allowed_agents.update(handles)
         return _OK
