@@ -158,10 +158,11 @@ class CudaDriverBackend:
         queues = _queue_count(params)
         gpus = self._select(path)
         if len(gpus) > 1:
+            named = ", ".join(f"cuda://{g.ordinal}" for g in gpus)
             raise UnimplementedError(
-                f"cuda://{path} names {len(gpus)} GPUs; a logical device over several GPUs is "
-                "not built yet: create one device per GPU (cuda://0, cuda://1, ...) and join "
-                "them in a DeviceGroup"
+                f"cuda://{path} names {len(gpus)} GPUs ({named}); a cuda device is one GPU "
+                "and a logical device spanning several is not implemented: create one device "
+                "per GPU (cuda://0, cuda://1, ...) and join them in a DeviceGroup"
             )
         gpu = gpus[0]
         ctx = context_for(self.api, gpu.ordinal)
