@@ -3,11 +3,13 @@
 How a queue operation runs:
 
 1. ``submit`` receives one validated ``QueueOp``. A wait on a value that this device's
-   stream work in flight will signal becomes a device-side wait (``cuStreamWaitEvent``
-   on that work's event) when the op's own work is stream work; the op then fails at
-   completion if that semaphore failed. Other waits not yet reached park the op in
-   ``_waiting``; ``resolve_waits`` calls back on whichever thread signals its last wait
-   (or fails one): host deferral. No thread blocks on a semaphore.
+   stream work in flight will signal becomes a device-side wait when the op's own work
+   is stream work: ``cuStreamWaitEvent`` on that work's event when it runs on another
+   stream, nothing at all when it runs on the op's own stream (stream order already puts
+   the op after it); the op then fails at completion if that semaphore failed. Other
+   waits not yet reached park the op in ``_waiting``; ``resolve_waits`` calls back on
+   whichever thread signals its last wait (or fails one): host deferral. No thread
+   blocks on a semaphore.
 2. A ready op whose work is stream work (fill, update, copy, dispatch, execute) is put
    on its queue's stream at once, on the readying thread (enqueueing never blocks), an
    event is recorded after it, and the completion thread (``completion.py``) completes
@@ -166,9 +168,11 @@ class CudaDeviceBackend:
         self.device: Any = None
         self._waiting: dict[QueueOp, bool] = {}
         # Values stream work will signal when its event is reached: semaphore ->
-        # (value, event), the latest enqueued per semaphore; removed at completion.
-        self._inflight: dict[Any, tuple[int, Any]] = {}
-        # Device-side waits of ops not yet completed: op -> [(semaphore, event)].
+        # (value, event, queue index), the latest enqueued per semaphore; removed at
+        # completion.
+        self._inflight: dict[Any, tuple[int, Any, int]] = {}
+        # Device-side waits of ops not yet completed: op -> [(semaphore, event)], the
+        # event None where stream order alone orders the op after its producer.
         self._device_waits: dict[QueueOp, list[tuple[Any, Any]]] = {}
         self._closing = False
         self._closed = False
@@ -220,8 +224,9 @@ class CudaDeviceBackend:
         """Queue ``op``; raises (queuing nothing) only for what it refuses outright.
 
         A wait on a value that stream work of this device will signal (``_inflight``)
-        becomes a device-side wait (``cuStreamWaitEvent`` on that work's event) for ops
-        whose work is stream work; every other wait is resolved on the host."""
+        becomes a device-side wait for ops whose work is stream work (``cuStreamWaitEvent``
+        on that work's event, or nothing when that work is on the op's own stream); every
+        other wait is resolved on the host."""
         if self._closing:
             raise FailedPreconditionError("the cuda device is closed")
         op.epoch = self._watermarks[op.queue].next_epoch()
@@ -242,16 +247,20 @@ class CudaDeviceBackend:
 
     def _split_waits(self, op: QueueOp, waits: tuple) -> tuple:
         """The waits left for the host; those this device's in-flight stream work will
-        signal are recorded in ``_device_waits[op]`` as (semaphore, event)."""
+        signal are recorded in ``_device_waits[op]`` as (semaphore, event), the event None
+        when that work is on the op's own stream: every op goes on its queue's stream
+        after its producers were enqueued there, so stream order is the wait and no driver
+        call is needed."""
         inflight = self._inflight
         host: list[tuple[Any, int]] = []
         device: list[tuple[Any, Any]] = []
+        queue_index = op.queue
         for sem, value in waits:
             if wait_reached(sem, value):
                 continue
             entry = inflight.get(sem)
             if entry is not None and entry[0] >= value:
-                device.append((sem, entry[1]))
+                device.append((sem, None if entry[2] == queue_index else entry[1]))
             else:
                 host.append((sem, value))
         if device:
@@ -332,7 +341,8 @@ class CudaDeviceBackend:
             device_waits = self._device_waits.get(op)
             if device_waits is not None:
                 for _sem, waited in device_waits:
-                    check(api.cuStreamWaitEvent(stream, waited, 0), "cuStreamWaitEvent")
+                    if waited is not None:
+                        check(api.cuStreamWaitEvent(stream, waited, 0), "cuStreamWaitEvent")
             profiling = self._profiling
             if profiling is not None and profiling.dispatch and work is enqueue_program:
                 timer = profiling.timer()
@@ -352,8 +362,9 @@ class CudaDeviceBackend:
             return
         entries = []
         inflight = self._inflight
+        queue_index = op.queue
         for sem, value in op.signals:
-            entry = (value, event)
+            entry = (value, event, queue_index)
             inflight[sem] = entry
             entries.append((sem, entry))
         payload = (error, entries, timer, self._profiling)

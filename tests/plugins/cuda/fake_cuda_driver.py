@@ -2,20 +2,29 @@
 where no GPU exists (CI). It implements the calls the driver makes for transfers, memory,
 events and streams with cuda-bindings' calling convention (a tuple ``(CUresult, ...)``):
 "device" memory is host memory whose address is the device pointer, stream work runs at
-once on the calling thread (so every event is reached when recorded), and kernels, modules
-and graph capture are refused (CUDA_ERROR_NOT_SUPPORTED). It is no model of CUDA's
-concurrency: the GPU tests (``test_cuda_gpu.py``) run the real driver."""
+once on the calling thread (so every event is reached when recorded). Modules load from
+PTX text only (reflected with hal-cuda's own PTX reader, so ``cuFuncGetParamInfo`` answers
+as the driver would); a kernel launch runs nothing but is recorded in ``launches`` with
+its grid, block, shared memory and parameter words. Graph capture, cubins and fatbins are
+refused (CUDA_ERROR_NOT_SUPPORTED). It is no model of CUDA's concurrency: the GPU tests
+(``test_cuda_gpu.py``) run the real driver.
+
+Every ``cu*`` call is counted in ``calls`` as (thread name, function name) -> count, so
+tests can pin which driver calls an operation makes and on which thread."""
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import itertools
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from hal_cuda.kernels import reflect_ptx
 
 NOT_SUPPORTED = 801
+NOT_READY = 600
 INVALID_VALUE = 1
 OUT_OF_MEMORY = 2
 
@@ -26,20 +35,71 @@ class _Uuid:
     bytes = bytes(range(16))
 
 
-class FakeDriver:
-    """One fake GPU ("Fake GPU", sm_90, 1 GiB)."""
+class Launch:
+    """One recorded ``cuLaunchKernel``: the kernel's name, grid, block, dynamic shared
+    memory and its parameters as 64-bit words (a constant in the low 4 bytes)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("name", "grid", "block", "shared", "params")
+
+    def __init__(self, name: str, grid: tuple, block: tuple, shared: int, params: list) -> None:
+        self.name, self.grid, self.block, self.shared, self.params = (
+            name,
+            grid,
+            block,
+            shared,
+            params,
+        )
+
+
+class FakeDriver:
+    """``gpus`` fake GPUs ("Fake GPU", sm_90, 1 GiB each; contexts share one memory)."""
+
+    def __init__(self, gpus: int = 1) -> None:
+        self._gpus = gpus
         self._memory: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         self._handles = itertools.count(1)
         self.allocated = 0
-        self.calls: dict[str, int] = {}
+        self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._functions: dict[int, tuple[str, int, int]] = {}  # handle -> name, nb, nc
+        self._modules: dict[int, Any] = {}
+        self.launches: list[Launch] = []
+        # Set: every event is reached when recorded. Cleared (``hold``): events read as
+        # not reached (CUDA_ERROR_NOT_READY) and cuEventSynchronize blocks until
+        # ``release``, as while a GPU is still running the work.
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def hold(self) -> None:
+        """Keep recorded events unreached until ``release``."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if name.startswith("cu") and callable(value):
+            return _counted(object.__getattribute__(self, "calls"), name, value)
+        return value
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("cu"):
-            return lambda *args: (NOT_SUPPORTED,)
+            return _counted(self.calls, name, lambda *args: (NOT_SUPPORTED,))
         raise AttributeError(name)
+
+    def reset_calls(self) -> None:
+        """Forget the calls and launches counted so far."""
+        self.calls.clear()
+        self.launches.clear()
+
+    def calls_on(self, thread: str) -> dict[str, int]:
+        """The calls made on threads whose name starts with ``thread``: name -> count."""
+        out: collections.Counter[str] = collections.Counter()
+        for (who, name), n in list(self.calls.items()):
+            if who.startswith(thread):
+                out[name] += n
+        return dict(out)
 
     # enum constructors the driver calls
     @staticmethod
@@ -54,16 +114,19 @@ class FakeDriver:
         return (0,)
 
     def cuDeviceGetCount(self) -> tuple:
-        return (0, 1)
+        return (0, self._gpus)
 
     def cuDeviceGet(self, ordinal: int) -> tuple:
-        return (0, ordinal) if ordinal == 0 else (101, None)
+        return (0, ordinal) if 0 <= ordinal < self._gpus else (101, None)
 
     def cuDeviceGetName(self, length: int, dev: int) -> tuple:
         return (0, b"Fake GPU\0")
 
     def cuDeviceGetUuid(self, dev: int) -> tuple:
-        return (0, _Uuid())
+        uuid = _Uuid()
+        if dev:
+            uuid.bytes = bytes([dev]) + _Uuid.bytes[1:]
+        return (0, uuid)
 
     def cuDeviceGetAttribute(self, attr: int, dev: int) -> tuple:
         return (0, {75: 9, 76: 0, 16: 4}.get(int(attr), 0))
@@ -89,7 +152,14 @@ class FakeDriver:
         return (0,)
 
     cuStreamDestroy = cuEventDestroy = cuEventRecord = _ok
-    cuEventQuery = cuEventSynchronize = cuStreamWaitEvent = cuStreamSynchronize = _ok
+    cuStreamWaitEvent = cuStreamSynchronize = _ok
+
+    def cuEventQuery(self, event: Any) -> tuple:
+        return (0,) if self._gate.is_set() else (NOT_READY,)
+
+    def cuEventSynchronize(self, event: Any) -> tuple:
+        self._gate.wait()
+        return (0,)
 
     def cuMemGetInfo(self) -> tuple:
         return (0, TOTAL_MEMORY - self.allocated, TOTAL_MEMORY)
@@ -173,3 +243,67 @@ class FakeDriver:
 
     def cuMemcpyDtoH(self, target: int, source: int, length: int) -> tuple:
         return self._copy(target, source, length)
+
+    # -- modules and kernels (PTX only) ------------------------------------------------
+
+    def cuModuleLoadData(self, image: bytes) -> tuple:
+        text = bytes(image).rstrip(b"\0")
+        if not text.lstrip().startswith((b"//", b".version")):
+            return (NOT_SUPPORTED, None)  # a cubin or fatbin: no JIT here
+        try:
+            module = reflect_ptx(text)
+        except Exception:
+            return (218, None)  # CUDA_ERROR_INVALID_PTX
+        handle = next(self._handles)
+        self._modules[handle] = module
+        return (0, handle)
+
+    def cuModuleUnload(self, module: int) -> tuple:
+        self._modules.pop(int(module), None)
+        return (0,)
+
+    def cuModuleGetFunction(self, module: int, name: bytes) -> tuple:
+        entries = {e.name: e for e in self._modules[int(module)].entries}
+        entry = entries.get(name.decode())
+        if entry is None:
+            return (500, None)  # CUDA_ERROR_NOT_FOUND
+        handle = next(self._handles)
+        self._functions[handle] = (entry.name, entry.binding_count, entry.constant_count)
+        return (0, handle)
+
+    def cuFuncGetParamInfo(self, function: int, index: int) -> tuple:
+        _, bindings, constants = self._functions[int(function)]
+        if index >= bindings + constants:
+            return (INVALID_VALUE, 0, 0)
+        if index < bindings:
+            return (0, 8 * index, 8)
+        return (0, 8 * bindings + 4 * (index - bindings), 4)
+
+    def cuLaunchKernel(
+        self,
+        function: int,
+        gx: int,
+        gy: int,
+        gz: int,
+        bx: int,
+        by: int,
+        bz: int,
+        shared: int,
+        stream: Any,
+        params: int,
+        extra: Any,
+    ) -> tuple:
+        name, bindings, constants = self._functions[int(function)]
+        n = bindings + constants
+        pointers = (ctypes.c_uint64 * max(n, 1)).from_address(int(params)) if n else []
+        words = [ctypes.c_uint64.from_address(int(p)).value for p in pointers[:n]]
+        self.launches.append(Launch(name, (gx, gy, gz), (bx, by, bz), int(shared), words))
+        return (0,)
+
+
+def _counted(calls: collections.Counter, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        calls[(threading.current_thread().name, name)] += 1
+        return fn(*args)
+
+    return call
