@@ -10,12 +10,9 @@ system condition variable, which every signal store notifies. A dispatch without
 twin, a twin fault or an injected fault stops the queue and reports through the queue's
 error callback, as a hardware queue error would; later packets are not processed.
 
-PM4-IB vendor packets (``AmdFormat`` 1, e.g. aqlprofile's counter start/read/stop packets)
-are accepted but not interpreted: the soft agent has no command processor that could run
-PM4, so the indirect buffer counts as executed by it with no effect on memory (whatever a
-library wrote into its buffers when it built the packets stays as it was), and the packet
-completes like a barrier. Counter values seen through the soft agent are therefore
-whatever the (fake) profiling library reports, never measured.
+PM4-IB vendor packets (``AmdFormat`` 1) run through ``soft_hsa.pm4``, which executes the
+PM4 subset the host queues emit (``WAIT_REG_MEM64``, ``ACQUIRE_MEM``, ``NOP`` in an
+indirect buffer) from the real encodings and faults the queue on anything else.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from ..aql_packets import (
     BARRIER_DTYPE,
     BARRIER_VALUE_DTYPE,
     KERNEL_DISPATCH_DTYPE,
+    PM4_IB_DTYPE,
     AmdFormat,
     PacketType,
 )
@@ -37,6 +35,7 @@ from ..hsa_cdef import ffi
 from ..hsa_enums import HsaStatus
 from .host_twins import HostTwinContext
 from .memory import SoftAllocation, SoftMemoryFault
+from .pm4 import run_pm4_ib
 
 if TYPE_CHECKING:
     from .runtime import SoftHsaRuntime
@@ -85,6 +84,7 @@ class SoftQueue:
         self._dispatch = self.ring.array.view(KERNEL_DISPATCH_DTYPE)
         self._barrier = self.ring.array.view(BARRIER_DTYPE)
         self._barrier_value = self.ring.array.view(BARRIER_VALUE_DTYPE)
+        self._pm4_ib = self.ring.array.view(PM4_IB_DTYPE)
         self._stop = False
         self.error: int | None = None
         #: ``hsa_amd_profiling_set_profiler_enabled``: when set, each packet's completion
@@ -170,7 +170,15 @@ class SoftQueue:
             packet = self._barrier_value[slot]
             amd_format = int(packet["amd_format"])
             if amd_format == AmdFormat.PM4_IB:
-                return HsaStatus.SUCCESS  # see the module doc: no PM4 on the soft agent
+                rt = self.runtime
+                return run_pm4_ib(
+                    self._pm4_ib[slot]["ib_jump_cmd"],
+                    rt.memory,
+                    self.agent,
+                    rt.signals.cond,
+                    rt.signals.is_valid,
+                    self._stopped,
+                )
             if amd_format != AmdFormat.BARRIER_VALUE:
                 return HsaStatus.ERROR_INVALID_PACKET_FORMAT
             return self._wait_value(
@@ -180,6 +188,9 @@ class SoftQueue:
                 int(packet["cond"]),
             )
         return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+
+    def _stopped(self) -> bool:
+        return self._stop
 
     def _wait_until(self, predicate: Any) -> bool:
         cond = self.runtime.signals.cond

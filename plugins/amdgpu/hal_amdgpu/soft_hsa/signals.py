@@ -29,7 +29,9 @@ class SoftSignals:
         self._records: dict[int, np.ndarray] = {}
 
     def create(self, initial: int, kind: int = SIGNAL_KIND_USER) -> int:
-        alloc = self._memory.allocate(64, 64)
+        # Signal records are visible to every agent (ROCr keeps them in system memory),
+        # so a command processor can poll a value word (PM4 WAIT_REG_MEM64).
+        alloc = self._memory.allocate(64, 64, accessible_by_all=True)
         words = alloc.array.view(np.int64)
         words[0] = kind
         words[_VALUE_WORD] = initial
