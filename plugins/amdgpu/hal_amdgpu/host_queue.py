@@ -16,10 +16,13 @@ Flow of one operation (``HostQueueSet.submit`` -> ``HostQueue.submit``):
    (recorded when the producing submission was published) is this queue is elided (every
    packet carries the BARRIER bit, so the queue is an in-order chain); a producer epoch the
    queue's frontier already covers, or that has retired, is elided; a producer epoch on a
-   peer queue becomes a *device barrier* (an AMD barrier-value packet on the peer's epoch
-   signal) where the target supports it; anything else (host-signalled values,
-   wait-before-signal, failed semaphores) is *deferred in software* with semaphore
-   timepoints and resubmitted from the signalling thread. The peer-queue tiers apply only
+   peer queue of this device becomes a *device barrier* on the peer's epoch signal: an AMD
+   barrier-value packet where the target has them (gfx90a, gfx94x), else a PM4-IB packet
+   whose indirect buffer (``pm4_packets``) holds ``WAIT_REG_MEM64`` and ``ACQUIRE_MEM``
+   (gfx11, gfx12); anything else (host-signalled values, wait-before-signal, failed
+   semaphores, targets with neither packet) is *deferred in software* with semaphore
+   timepoints and resubmitted from the signalling thread, and counted in
+   ``deferred_waits``. The peer-queue tiers apply only
    when the op signals no semaphore another queue still has to signal on the host:
    otherwise this queue's completion thread could signal a higher value before the peer's
    thread signals a lower one (which fails the semaphore), so the wait is deferred.
@@ -45,8 +48,8 @@ read its workgroup counts (no device-side patch kernel is shipped).
 
 queue_alloca from an explicit pool goes through the device's pool layer like any other
 alloca, and profiling taps record through ``profiler`` (set by ``hal_amdgpu.profiling`` for
-a profiling session only). Not implemented (absent or UNIMPLEMENTED, never faked): the PM4
-``WAIT_REG_MEM64`` wait barrier (targets without barrier-value packets defer in software).
+a profiling session only). Not implemented: device waits between member GPUs of a device
+group (separate queue sets), which are deferred in software.
 
 Locks: ``_lock`` (submission: rings, epochs, parking, frontier) and the completion side's
 locks (``queue_completion``). No lock is held while semaphores are signalled or user
@@ -108,6 +111,13 @@ from .queue_completion import (
 )
 from .queue_options import HostQueueOptions, WaitBarrierStrategy
 from .queue_submission import _Blit, _Sub
+from .wait_barriers import (
+    WAIT_TIER_BARRIER_VALUE,
+    WAIT_TIER_DEFER,
+    WAIT_TIER_PM4,
+    Pm4WaitBuffers,
+    wait_tier,
+)
 
 if TYPE_CHECKING:
     from .queue_set import HostQueueSet
@@ -116,6 +126,9 @@ __all__ = [
     "CLOSE_DRAIN_TIMEOUT",
     "EPOCH_INITIAL_VALUE",
     "UPDATE_INLINE_LIMIT",
+    "WAIT_TIER_BARRIER_VALUE",
+    "WAIT_TIER_DEFER",
+    "WAIT_TIER_PM4",
     "HostQueue",
     # Re-exported from the modules that define them, for existing callers.
     "HostQueueOptions",
@@ -145,6 +158,12 @@ _BLIT_WORD = header_setup_word(
 _BARRIER_VALUE_WORD = vendor_header_word(
     make_header(PacketType.VENDOR_SPECIFIC, True, FenceScope.SYSTEM, FenceScope.NONE),
     AmdFormat.BARRIER_VALUE,
+)
+#: A PM4-IB wait: its indirect buffer ends with the acquire (ACQUIRE_MEM), so the AQL
+#: header needs no fence of its own.
+_PM4_IB_WAIT_WORD = vendor_header_word(
+    make_header(PacketType.VENDOR_SPECIFIC, True, FenceScope.NONE, FenceScope.NONE),
+    AmdFormat.PM4_IB,
 )
 
 
@@ -192,6 +211,10 @@ class HostQueue(QueueCompletion):
         qset.tracker.register_axis(self.axis)
         agent = qset.gpus[gpu_index].hsa_handle(hsa)
         self._agent = agent
+        #: Waits this queue deferred to the host (one per wait, not per op), for tests and
+        #: diagnostics; added to under ``_lock``.
+        self.deferred_waits = 0
+        self.wait_tier = wait_tier(qset, qset.gpus[gpu_index].target, options)
 
         # Signals first so that every later failure path can destroy them.
         sig = ffi.new("hsa_signal_t*")
@@ -240,6 +263,9 @@ class HostQueue(QueueCompletion):
         doorbell = q.doorbell_signal
         store = lib.hsa_signal_store_screlease
         self.ring = AqlRing(rows, desc, lambda pid: store(doorbell, pid))
+        #: The PM4 tier's indirect buffers, one slot per packet slot (freed with the
+        #: kernarg ring).
+        self._pm4_waits = Pm4WaitBuffers(qset, self.ring.capacity)
 
         # Kernarg ring in the CPU kernarg pool, readable by the GPU.
         out = ffi.new("void**")
@@ -305,9 +331,12 @@ class HostQueue(QueueCompletion):
         self._admit(sub)
 
     def _resolve_waits(self, sub: _Sub) -> list | None:
+        """The waits of ``sub`` left to software deferral (device barriers go into
+        ``sub.barriers``), or None when it failed. Called without ``_lock`` (taken only to
+        count deferrals)."""
         deferred: list = []
         last_signal = self.qset.last_signal
-        barrier_ok = self.qset.barrier_value_supported
+        barrier_ok = self.wait_tier != WAIT_TIER_DEFER
         racy: bool | None = None  # computed on the first wait a peer queue produces
         for sem, value in sub.op.waits:
             failure = sem.failure
@@ -338,6 +367,9 @@ class HostQueue(QueueCompletion):
                         sub.barriers.append((producer, epoch))
                         continue
             deferred.append((sem, value))
+        if deferred:
+            with self._lock:  # submitters race here; the deferral path is not hot
+                self.deferred_waits += len(deferred)
         return deferred
 
     def _signals_race_peers(self, sub: _Sub) -> bool:
@@ -474,16 +506,23 @@ class HostQueue(QueueCompletion):
         kstart = self.kernargs.allocate(kblocks)
         epoch = self.published_epoch + 1
         ring = self.ring
-        # Wait-barrier prefix: barrier-value packets on peer epoch signals.
+        # Wait-barrier prefix: barrier-value or PM4-IB packets on peer epoch signals.
         if nbar:
             staging = new_staging(nbar)
-            handles = np.fromiter((p.epoch_handle for p, _ in sub.barriers), np.uint64, nbar)
-            values = np.fromiter(
-                (EPOCH_INITIAL_VALUE - e + 1 for _, e in sub.barriers), np.int64, nbar
-            )
-            emit_barrier_value(
-                staging, signal=handles, value=values, condition=SignalCondition.LT, mask=_INT64_MAX
-            )
+            if self.wait_tier == WAIT_TIER_PM4:
+                self._pm4_waits.emit(staging, first, sub.barriers)
+            else:
+                handles = np.fromiter((p.epoch_handle for p, _ in sub.barriers), np.uint64, nbar)
+                values = np.fromiter(
+                    (EPOCH_INITIAL_VALUE - e + 1 for _, e in sub.barriers), np.int64, nbar
+                )
+                emit_barrier_value(
+                    staging,
+                    signal=handles,
+                    value=values,
+                    condition=SignalCondition.LT,
+                    mask=_INT64_MAX,
+                )
             ring.write_bodies(first, staging)
         if block is not None and payload:
             headers = self.processor.process_block(
@@ -575,8 +614,9 @@ class HostQueue(QueueCompletion):
         """Publish the headers of one admission in packet order: the wait barriers, then
         the payload (a block's headers, a blit or the NOP). Called under ``_lock``."""
         ring = self.ring
+        word = _PM4_IB_WAIT_WORD if self.wait_tier == WAIT_TIER_PM4 else _BARRIER_VALUE_WORD
         for i in range(nbar):
-            ring.commit_header(first + i, _BARRIER_VALUE_WORD)
+            ring.commit_header(first + i, word)
         if headers is not None:
             ring.commit_headers(first + nbar, headers)
         elif blit is not None:

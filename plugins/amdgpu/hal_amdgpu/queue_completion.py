@@ -93,6 +93,7 @@ class QueueCompletion:
     _wait_conds: Any
     _wait_values: Any
     _kernarg_ptr: Any
+    _pm4_waits: Any
     _queue: Any
     _thread: threading.Thread
 
@@ -329,10 +330,12 @@ class QueueCompletion:
         return False
 
     def _free(self) -> None:
-        """Free the kernarg ring and destroy the signals (the thread has ended)."""
+        """Free the kernarg ring and the PM4 wait buffers and destroy the signals (the
+        thread has ended)."""
         ptr, self._kernarg_ptr = self._kernarg_ptr, None
         if ptr is not None:
             self.hsa.lib.hsa_amd_memory_pool_free(ptr)
+        self._pm4_waits.free()
         self._destroy_signals()
 
     def _destroy_hsa_queue(self) -> None:

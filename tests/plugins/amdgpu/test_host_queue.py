@@ -10,7 +10,7 @@ import pytest
 from hal_amdgpu import aql_packets as aql
 from hal_amdgpu.device_library import load_device_library
 from hal_amdgpu.driver import AmdgpuDriverBackend
-from hal_amdgpu.queue_options import HostQueueOptions
+from hal_amdgpu.queue_options import HostQueueOptions, WaitBarrierStrategy
 from hal_amdgpu.queue_set import HostQueueSet
 
 import hal_core as hal
@@ -213,10 +213,11 @@ def test_parking_when_full_then_drains_in_order(env):
     assert not q._parked
 
 
-@pytest.mark.parametrize("strategy", ["barrier_value", "defer"])
+@pytest.mark.parametrize("strategy", ["barrier_value", "pm4", "defer"])
 def test_two_queues_wait_on_each_other(strategy):
     soft = "gfx90a,gfx90a" if strategy == "barrier_value" else ""
-    env = Env(soft, aql_capacity=64, kernarg_capacity=1 << 16)
+    opts = {"wait_barrier": WaitBarrierStrategy.DEFER} if strategy == "defer" else {}
+    env = Env(soft, aql_capacity=64, kernarg_capacity=1 << 16, **opts)
     try:
         qs = env.qs
         assert qs.barrier_value_supported == (strategy == "barrier_value")
@@ -228,11 +229,13 @@ def test_two_queues_wait_on_each_other(strategy):
         env.fill(1, c, 1, waits=[(s1, 1)], signals=[(s1, 2)])
         env.copy(0, b, c, waits=[(s1, 1)], signals=[(s0, 2)], length=128)  # q0 waits on q1
         q0, q1 = qs.queues[:2]
-        if strategy == "barrier_value":
+        if strategy != "defer":
             assert q1.frontier == {0: 1}  # device barrier on q0's epoch 1
             assert not q1._deferred
+            assert q1.deferred_waits == 0
         else:
             assert len(q1._deferred) == 2  # software deferral (copy, then fill behind it)
+            assert q1.deferred_waits == 2
         release()
         s0.wait(2, T)
         s1.wait(2, T)
