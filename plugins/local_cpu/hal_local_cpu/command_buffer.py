@@ -439,15 +439,22 @@ class _ProgramBuilder:
         else:
             recs = np.zeros((0, REC), _I64)
         p.records = recs
-        p.bind_base = _as_i64(self.bind_base)
-        p.bind_off = _as_i64(self.bind_off)
-        p.bind_len = _as_i64(self.bind_len)
-        arenas.extend((self.bind_base, self.bind_off, self.bind_len))
+        if self.bind_base:
+            p.bind_base = _as_i64(self.bind_base)
+            p.bind_off = _as_i64(self.bind_off)
+            p.bind_len = _as_i64(self.bind_len)
+            arenas.extend((self.bind_base, self.bind_off, self.bind_len))
+            bptrs = (_p64(p.bind_base), _p64(p.bind_off), _p64(p.bind_len))
+        else:
+            # No bindings (transfers only): every such program shares one read-only
+            # placeholder and its pointer instead of three fresh arrays.
+            p.bind_base = p.bind_off = p.bind_len = _NO_BINDINGS
+            bptrs = _NO_BINDINGS_PTRS
         p.arenas = arenas
         p.executables = tuple(self.executables.values())
         p.py_fns = self.py_fns
         p.slot_count = self.slot_hi
-        p._ptrs = (_p64(recs), _p64(p.bind_base), _p64(p.bind_off), _p64(p.bind_len))
+        p._ptrs = (_p64(recs),) + bptrs
 
     def _records(self, n: int, arenas: list[Any]) -> np.ndarray:
         table = np.array(self.templates, dtype=_I64)
@@ -455,6 +462,10 @@ class _ProgramBuilder:
             update_arena = np.frombuffer(b"".join(self.update_chunks), dtype=np.uint8).copy()
             table[self.update_templates, 1] += update_arena.ctypes.data
             arenas.append(update_arena)
+        if not self.any_dispatch:
+            # Transfers only: each is a run of one record in order, so the template
+            # table is already the records.
+            return table
         run_templates = self.run_templates
         nr = len(run_templates)
         run_table = table.take(
@@ -597,6 +608,16 @@ def _dispatch_template(
         word14,
         info.binding_count,
     )
+
+
+def _no_bindings() -> tuple[np.ndarray, tuple[Any, Any, Any]]:
+    a = np.zeros(1, _I64)  # never an empty array's pointer: keep one element
+    a.flags.writeable = False
+    ptr = ffi.cast("int64_t*", a.ctypes.data)
+    return a, (ptr, ptr, ptr)
+
+
+_NO_BINDINGS, _NO_BINDINGS_PTRS = _no_bindings()
 
 
 def _as_i64(a: array) -> np.ndarray:
