@@ -34,7 +34,7 @@ from hal_core.backend import (
 )
 
 from .cuda_api import check
-from .executable import CudaExecutable, LaunchArgs, check_launch
+from .executable import CudaExecutable, ParameterBlock, check_launch, constant_words
 
 STEP_FILL = 0
 STEP_UPDATE = 1
@@ -147,8 +147,9 @@ def enqueue_program(api: Any, op: QueueOp, stream: Any) -> None:
 
 
 class Launch:
-    """One recorded dispatch: the function, its grid (or where to read it) and the
-    kernel-parameter array with the constants already in place."""
+    """One recorded dispatch: the function, its grid (or where to read it), its constants
+    and, once its program has built its ``ParameterBlock``, where its parameters are in it
+    (``first``: index of its first word; ``params``: the address ``cuLaunchKernel`` reads)."""
 
     __slots__ = (
         "function",
@@ -156,7 +157,9 @@ class Launch:
         "block",
         "count_ref",
         "refs",
-        "args",
+        "words",
+        "first",
+        "params",
         "shared",
         "executable_id",
         "ordinal",
@@ -193,7 +196,13 @@ class Launch:
             self.refs = tuple(weaken(ref) for ref in self.refs)
             self.count_ref = weaken(self.count_ref)
             self.direct = None
-        self.args = LaunchArgs(function.binding_count, constants[: 4 * function.constant_count])
+        # Initial parameter words: a zero per binding (written at each launch), then the
+        # constants.
+        self.words = (0,) * function.binding_count + constant_words(
+            constants[: 4 * function.constant_count]
+        )
+        self.first = 0
+        self.params = 0
         self.shared = function.shared_memory + int(config.dynamic_workgroup_local_memory)
 
 
@@ -205,9 +214,9 @@ class CudaProgram:
     """The replay form of a recording: steps in recording order, run as stream launches.
 
     ``run`` may be called from several threads at once (a command buffer submitted
-    twice): the lock serialises writes to the shared kernel-parameter arrays."""
+    twice): the lock serialises writes to the shared kernel-parameter block."""
 
-    __slots__ = ("steps", "needs_host_sync", "graph", "_lock")
+    __slots__ = ("steps", "needs_host_sync", "graph", "parameters", "_lock")
 
     def __init__(self, commands: list, unretained: bool = False) -> None:
         """``unretained``: the recording is UNRETAINED, so the program holds its direct
@@ -215,6 +224,7 @@ class CudaProgram:
         steps: list[tuple] = []
         keep = weaken if unretained else _same
         needs_sync = False
+        launches: list[Launch] = []
         for cmd in commands:
             code = cmd[0]
             if code == CMD_FILL:
@@ -228,9 +238,11 @@ class CudaProgram:
                 launch = Launch(cmd, unretained)
                 needs_sync = needs_sync or launch.count_ref is not None
                 steps.append((STEP_DISPATCH, launch))
+                launches.append(launch)
             # CMD_BARRIER and debug labels: a stream runs its work in order.
         self.steps = steps
         self.needs_host_sync = needs_sync
+        self.parameters = _parameter_block(launches)
         # A CapturedGraph (graphs.py) when the device turned the program into a graph.
         self.graph: Any = None
         self._lock = threading.Lock()
@@ -273,19 +285,19 @@ class CudaProgram:
             grid = launch.grid
         if grid[0] == 0 or grid[1] == 0 or grid[2] == 0:
             return  # an empty grid dispatches nothing (CUDA refuses a zero dimension)
-        args = launch.args
         bx, by, bz = launch.block
+        values = self.parameters.values
         with self._lock:
-            values = args.values
+            i = launch.first
             direct = launch.direct
             if direct is not None:
-                i = 0
                 for buffer, offset in direct:
                     values[i] = buffer_storage(buffer).address + buffer.byte_offset + offset
                     i += 1
             else:
-                for i, ref in enumerate(launch.refs):
+                for ref in launch.refs:
                     values[i] = resolve(ref, table)[0]
+                    i += 1
             check(
                 api.cuLaunchKernel(
                     launch.function,
@@ -297,11 +309,24 @@ class CudaProgram:
                     bz,
                     launch.shared,
                     stream,
-                    args.address,
+                    launch.params,
                     0,
                 ),
                 "cuLaunchKernel",
             )
+
+
+def _parameter_block(launches: list[Launch]) -> ParameterBlock:
+    """One ``ParameterBlock`` for every launch of a program: each launch's binding words
+    (zero until launched) then its constants, back to back."""
+    words: list[int] = []
+    for launch in launches:
+        launch.first = len(words)
+        words.extend(launch.words)
+    block = ParameterBlock(words)
+    for launch in launches:
+        launch.params = block.address + 8 * launch.first
+    return block
 
 
 def _read_counts(api: Any, ref: Any, table: tuple, stream: Any) -> tuple[int, int, int]:
