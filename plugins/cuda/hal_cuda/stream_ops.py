@@ -181,21 +181,24 @@ class Launch:
         # hal_core admits more bindings and constants than the function takes; the kernel
         # receives exactly its own (the parameter layout is fixed by the ABI).
         self.refs = tuple(refs)[: function.binding_count]
-        # Direct references resolve without the binding-table machinery at each launch:
-        # (buffer, offset within it), validated when recorded; None when any is indirect.
-        direct: list[tuple[Any, int]] = []
-        for ref in self.refs:
-            if ref.__class__ is not BufferRef:
-                direct.append((ref, 0))
-            elif ref.buffer is not None:
-                direct.append((ref.buffer, ref.offset))
-            else:
-                break
-        self.direct = tuple(direct) if len(direct) == len(self.refs) else None
         if unretained:
+            # Held weakly, so each launch resolves through the weak references.
             self.refs = tuple(weaken(ref) for ref in self.refs)
             self.count_ref = weaken(self.count_ref)
             self.direct = None
+        else:
+            # Direct references resolve without the binding-table machinery at each
+            # launch: (buffer, offset within it), validated when recorded; None when any
+            # is indirect.
+            direct: list[tuple[Any, int]] = []
+            for ref in self.refs:
+                if ref.__class__ is not BufferRef:
+                    direct.append((ref, 0))
+                elif ref.buffer is not None:
+                    direct.append((ref.buffer, ref.offset))
+                else:
+                    break
+            self.direct = tuple(direct) if len(direct) == len(self.refs) else None
         # Initial parameter words: a zero per binding (written at each launch), then the
         # constants.
         self.words = (0,) * function.binding_count + constant_words(
