@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hal_amdgpu.hsa_cdef import ffi
 from hal_amdgpu.hsa_enums import AgentPoolInfo, HsaStatus, PoolAccess
+from hal_amdgpu.peer_copies import PeerCopies
 from hal_amdgpu.soft_hsa import SoftHsaRuntime, SoftSystemConfig
 
 import hal_core
@@ -23,7 +24,7 @@ SIZE = 3 * 4096 + 36  # not a multiple of 16: the blit picks its narrower width
 
 
 @pytest.fixture(autouse=True)
-def _default_unraisablehook(monkeypatch):
+def _default_unraisablehook(monkeypatch: pytest.MonkeyPatch) -> None:
     # Completion threads report through sys.unraisablehook; pytest replaces it.
     monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
 
@@ -32,12 +33,19 @@ def _pattern(n: int, seed: int = 7) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
 
 
-def _upload(device, buf, data: np.ndarray, sem, value: int, queue: int = 1) -> None:
+def _upload(
+    device: hal_core.Device,
+    buf: hal_core.Buffer,
+    data: np.ndarray,
+    sem: hal_core.Semaphore,
+    value: int,
+    queue: int = 1,
+) -> None:
     f = device.import_file(data.copy(), hal_core.MemoryAccess.READ)
     device.queue_read(queue, [], [(sem, value)], f, 0, buf, 0, data.nbytes)
 
 
-def _download(device, buf, n: int, queue: int = 1) -> np.ndarray:
+def _download(device: hal_core.Device, buf: hal_core.Buffer, n: int, queue: int = 1) -> np.ndarray:
     out = np.zeros(n, np.uint8)
     sem = device.create_semaphore(0)
     f = device.import_file(out, hal_core.MemoryAccess.WRITE)
@@ -46,7 +54,7 @@ def _download(device, buf, n: int, queue: int = 1) -> np.ndarray:
     return out
 
 
-def _peers(device):
+def _peers(device: hal_core.Device) -> PeerCopies:
     return device.backend._host_queue_set.peers
 
 
@@ -54,7 +62,7 @@ def _peers(device):
 
 
 @pytest.mark.parametrize("peer", [True, False])
-def test_soft_agent_reports_and_enforces_peer_access(peer):
+def test_soft_agent_reports_and_enforces_peer_access(peer: bool) -> None:
     """GPU -> other GPU's pools: DISALLOWED_BY_DEFAULT (a grant makes them reachable) with
     peer access, NEVER_ALLOWED (and a refused grant) without, as ROCr reports them."""
     spec = "gfx1100,gfx1100" + ("" if peer else ",no_peer_access")
@@ -85,13 +93,13 @@ def test_soft_agent_reports_and_enforces_peer_access(peer):
 # -- groups of two amdgpu devices ------------------------------------------------------
 
 
-def _group(spec: str):
+def _group(spec: str) -> hal_core.DeviceGroup:
     return hal_core.create_device_group(
         [f"amdgpu://0?hsa=soft{spec}", f"amdgpu://1?hsa=soft{spec}"]
     )
 
 
-def test_group_topology_advertises_peer_copies():
+def test_group_topology_advertises_peer_copies() -> None:
     with _group(PEER) as g:
         e = g.topology.edge(0, 1)
         assert e.link_class == LinkClass.NVLINK_IF  # the soft agent's xGMI link
@@ -104,7 +112,7 @@ def test_group_topology_advertises_peer_copies():
         assert g.devices[0].backend.query_capabilities().peer_copy
 
 
-def test_group_topology_without_peer_access_is_host_staged():
+def test_group_topology_without_peer_access_is_host_staged() -> None:
     with _group(NO_PEER) as g:
         e = g.topology.edge(0, 1)
         assert e.link_class == LinkClass.HOST_STAGED
@@ -118,7 +126,7 @@ def test_group_topology_without_peer_access_is_host_staged():
 
 
 @pytest.mark.parametrize("spec", [PEER, NO_PEER], ids=["peer", "no_peer"])
-def test_group_copy_between_gpus(spec):
+def test_group_copy_between_gpus(spec: str) -> None:
     """Bit-exact both ways; with peer access one queue_copy on a GPU over the peer's
     memory (one grant per allocation, reused), without it the group stages."""
     with _group(spec) as g:
@@ -148,7 +156,7 @@ def test_group_copy_between_gpus(spec):
             assert (pb.device_copies, pb.grants) == (2, 1)
         else:
             assert used == used_back == hal_core.CopyStrategy.STAGED
-            assert g.last_copy.executing_devices == (1, 0)
+            assert g.copy_history[-1].executing_devices == (1, 0)
             for d in (a, b):
                 assert _peers(d).device_copies == 0 and _peers(d).grants == 0
             with pytest.raises(hal_core.IncompatibleError):
@@ -158,7 +166,7 @@ def test_group_copy_between_gpus(spec):
 
 
 @pytest.mark.parametrize("spec", [PEER, NO_PEER], ids=["peer", "no_peer"])
-def test_member_transfers_with_the_other_members_buffers(spec):
+def test_member_transfers_with_the_other_members_buffers(spec: str) -> None:
     """Device.queue_fill / queue_copy of a member naming the other member's buffer: run
     by the calling device over peer memory (granted on first use) when the topology
     allows it, else by the buffer's owner / staged by the group."""
@@ -179,10 +187,10 @@ def test_member_transfers_with_the_other_members_buffers(spec):
         assert np.array_equal(_download(b, theirs, SIZE), want)
         peers = _peers(a)
         if spec == PEER:
-            assert g.last_copy.strategy == hal_core.CopyStrategy.NATIVE
+            assert g.last_copy_strategy == hal_core.CopyStrategy.NATIVE
             assert (peers.device_copies, peers.grants) == (1, 1)  # the fill reused it
         else:
-            assert g.last_copy.strategy == hal_core.CopyStrategy.STAGED
+            assert g.last_copy_strategy == hal_core.CopyStrategy.STAGED
             assert (peers.device_copies, peers.staged_copies, peers.grants) == (0, 0, 0)
 
 
@@ -190,7 +198,7 @@ def test_member_transfers_with_the_other_members_buffers(spec):
 
 
 @pytest.mark.parametrize("spec", [PEER, NO_PEER], ids=["peer", "no_peer"])
-def test_copy_on_the_second_gpu_of_one_device_in_order_with_other_work(spec):
+def test_copy_on_the_second_gpu_of_one_device_in_order_with_other_work(spec: str) -> None:
     """Queue 2 runs on GPU 1; the device's memory is GPU 0's. A chain fill (GPU 0) ->
     copy (GPU 1) -> fill of part of the target (GPU 0) -> copy back (GPU 1) keeps its
     order and is bit-exact; the copy path follows the peer access."""
@@ -228,7 +236,7 @@ def test_copy_on_the_second_gpu_of_one_device_in_order_with_other_work(spec):
 # -- failures ----------------------------------------------------------------------------
 
 
-def test_fault_in_a_peer_blit_fails_its_signals():
+def test_fault_in_a_peer_blit_fails_its_signals() -> None:
     with _group(PEER) as g:
         a, b = g.devices
         src = a.allocator.allocate_buffer(None, 256)
@@ -245,7 +253,9 @@ def test_fault_in_a_peer_blit_fails_its_signals():
         ok.wait(1, TIMEOUT)
 
 
-def test_fault_in_a_staged_copy_fails_its_signals_and_later_copies_run(monkeypatch):
+def test_fault_in_a_staged_copy_fails_its_signals_and_later_copies_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     d = hal_core.create_device(f"amdgpu://?hsa=soft{NO_PEER}")
     try:
         data = _pattern(SIZE, 5)
