@@ -280,3 +280,22 @@ def test_fault_in_a_staged_copy_fails_its_signals_and_later_copies_run(
         assert _peers(d).staged_copies == 2
     finally:
         d.close()
+
+
+def test_peer_copy_from_a_queue_allocation_grants_its_slab() -> None:
+    """A queue_alloca buffer lives inside a pool slab: the grant names the slab's base
+    (``hsa_amd_pointer_info``), and the copy over peer memory is bit-exact."""
+    with _group(PEER) as g:
+        a, b = g.devices
+        data = _pattern(SIZE, 13)
+        s = a.create_semaphore(0)
+        src = a.queue_alloca(1, [], [(s, 1)], None, SIZE)
+        f = a.import_file(data.copy(), hal_core.MemoryAccess.READ)
+        a.queue_read(1, [(s, 1)], [(s, 2)], f, 0, src, 0, SIZE)
+        dst = b.allocator.allocate_buffer(None, SIZE)
+        done = b.create_semaphore(0)
+        used = g.copy(b, 1, [(s, 2)], [(done, 1)], src, 0, dst, 0, SIZE)
+        done.wait(1, TIMEOUT)
+        assert used == hal_core.CopyStrategy.NATIVE
+        assert np.array_equal(_download(b, dst, SIZE), data)
+        assert (_peers(b).device_copies, _peers(b).grants) == (1, 1)
