@@ -97,6 +97,7 @@ class LocalProgram:
         "dynamic_direct",
         "static_bases",
         "static_lens",
+        "static_table",
         "segments",
         "arenas",
         "executables",
@@ -119,6 +120,9 @@ class LocalProgram:
     dynamic_direct: list[int]
     static_bases: np.ndarray
     static_lens: np.ndarray
+    #: ``static_bases``, ``static_lens`` and an error slot in one array: what a submission
+    #: that resolves slots or movable buffers copies and fills (``program_execution``).
+    static_table: np.ndarray
     segments: tuple[tuple[int, int, int], ...]
     #: Arrays the records point into (update bytes, constants, bindings), kept alive.
     arenas: list[Any]
@@ -510,6 +514,7 @@ class _ProgramBuilder:
         p.dynamic_direct = dynamic
         p.static_bases = static_bases
         p.static_lens = static_lens
+        p.static_table = np.concatenate((static_bases, static_lens, _ONE_ZERO))
         p._static_ptrs = (_p64(static_bases), _p64(static_lens))
 
 
@@ -524,6 +529,7 @@ def _place_constants(run_table: np.ndarray, run_coffs: list[int], base: int) -> 
         run_table[has, 7] = coffs[has] + base
 
 
+_ONE_ZERO = np.zeros(1, _I64)
 _ZEROS10 = (0,) * 10
 _ZEROS11 = (0,) * 11
 

@@ -48,19 +48,26 @@ def execute_program(program: LocalProgram, table: tuple, workers: Any) -> None:
         bases = program.static_bases
         lens = program.static_lens
         bptr, lptr = program._static_ptrs
+        err = None
     else:
-        bases = program.static_bases.copy()
-        lens = program.static_lens.copy()
-        _fill_slots(program, table, bases, lens)
-        _fill_dynamic(program, bases, lens)
-        bptr = _p64(bases)
-        lptr = _p64(lens)
+        # One copy of the address table per submission, [bases | lens | error index], and
+        # one pointer into it: the lengths and the error slot are offsets from it.
+        n = len(program.static_bases)
+        work = program.static_table.copy()
+        _fill_slots(program, table, work, n)
+        _fill_dynamic(program, work, n)
+        bptr = _p64(work)
+        lptr = bptr + n
+        err = bptr + 2 * n
+        bases = work[:n]
+        lens = work[n : 2 * n]
     rptr, bbp, bop, blp = program._ptrs
     # Native segments exist only in a native program, so ``lib`` is set wherever it is used.
     lib: Any = replay_library() if program.native else None
     for kind, begin, end in segments:
         if kind == SEG_NATIVE:
-            err = ffi.new("int64_t[1]")
+            if err is None:
+                err = ffi.new("int64_t[1]")  # static tables are shared: a slot of our own
             rc = lib.hal_replay_run(rptr, begin, end, bptr, lptr, bbp, bop, blp, err)
             if rc:
                 raise _record_error(program, int(err[0]), rc)
@@ -70,7 +77,8 @@ def execute_program(program: LocalProgram, table: tuple, workers: Any) -> None:
             interpret(program, begin, bases, lens)
 
 
-def _fill_slots(program: LocalProgram, table: tuple, bases: np.ndarray, lens: np.ndarray) -> None:
+def _fill_slots(program: LocalProgram, table: tuple, work: np.ndarray, n: int) -> None:
+    """Write the bound slots' addresses into ``work[s]`` and lengths into ``work[n + s]``."""
     need = program.slot_count
     if len(table) < need:
         raise OutOfRangeError(
@@ -82,11 +90,12 @@ def _fill_slots(program: LocalProgram, table: tuple, bases: np.ndarray, lens: np
         if binding is None or binding.buffer is None:
             continue
         buffer, offset, blen = bound_range(table, s)
-        bases[s] = buffer_storage(buffer).address + buffer.byte_offset + offset
-        lens[s] = blen
+        work[s] = buffer_storage(buffer).address + buffer.byte_offset + offset
+        work[n + s] = blen
 
 
-def _fill_dynamic(program: LocalProgram, bases: np.ndarray, lens: np.ndarray) -> None:
+def _fill_dynamic(program: LocalProgram, work: np.ndarray, n: int) -> None:
+    """Resolve the direct buffers whose memory may move (``work`` as in ``_fill_slots``)."""
     cap = program.capacity
     weak = program.direct_weak
     for k in program.dynamic_direct:
@@ -99,8 +108,8 @@ def _fill_dynamic(program: LocalProgram, bases: np.ndarray, lens: np.ndarray) ->
                     "a buffer recorded in an UNRETAINED command buffer was released before "
                     "the command buffer ran; keep it alive until the submission completes",
                 )
-        bases[cap + k] = buffer_storage(b).address + b.byte_offset
-        lens[cap + k] = b.byte_length
+        work[cap + k] = buffer_storage(b).address + b.byte_offset
+        work[n + cap + k] = b.byte_length
 
 
 def _run_parallel(
