@@ -192,7 +192,8 @@ def _inline(p: LocalProgram, b: "_ProgramBuilder", mode: int) -> bool:
     * the recording allows it (``ALLOW_INLINE_EXECUTION``, as IREE's readback buffers do);
     * its transfers move at most ``INLINE_TRANSFER_BYTES`` in all (the queue transfers'
       rule: handing them to a worker costs more than the copy);
-    * its dispatches (static counts) run at most ``INLINE_WORKGROUPS`` workgroups in all:
+    * it holds at most ``INLINE_WORKGROUPS`` records, and its dispatches (static counts)
+      run at most ``INLINE_WORKGROUPS`` workgroups in all:
       each already runs on one thread (fewer than ``PARALLEL_MIN_WORKGROUPS``), and a
       worker's handoff (two thread wakes) costs more than that many small workgroups.
     The device adds the ordering condition (no earlier op of the queue pending)."""
@@ -206,6 +207,8 @@ def _inline(p: LocalProgram, b: "_ProgramBuilder", mode: int) -> bool:
     if not b.any_dispatch:
         return True
     recs = p.records
+    if len(recs) > INLINE_WORKGROUPS:
+        return False  # decided without scanning: long programs are not small ones
     ops = recs[:, 0]
     d = recs[(ops == OP_DISPATCH) | (ops == OP_IREE_DISPATCH)]
     if (d[:, 5] >= 0).any():  # indirect counts: unknown until the submission runs
