@@ -274,7 +274,9 @@ def test_deferred_wait_counter_counts_host_waits(default_hooks):
 
 def _block(queue):
     """Publish a raw barrier-AND on a fresh HSA signal (test-only): the GPU queue stalls
-    until the returned release is called. No epoch is used."""
+    until ``release()``; ``destroy()`` frees the signal once the queue moved past it (the
+    soft runtime is shared by the process: a leaked signal shows in later tests). No
+    epoch is used."""
     hsa = queue.hsa
     ffi = hsa.ffi
     sig = ffi.new("hsa_signal_t*")
@@ -288,7 +290,10 @@ def _block(queue):
         queue.ring.commit_header(first, header_setup_word(encode_header(PacketType.BARRIER_AND)))
         queue.ring.ring_doorbell(first)
     handle = sig[0]
-    return lambda: hsa.lib.hsa_signal_store_screlease(handle, 0)
+    return (
+        lambda: hsa.lib.hsa_signal_store_screlease(handle, 0),
+        lambda: hsa.lib.hsa_signal_destroy(handle),
+    )
 
 
 def test_undecodable_wait_stream_fails_exactly_its_queue(default_hooks, monkeypatch):
@@ -302,7 +307,7 @@ def test_undecodable_wait_stream_fails_exactly_its_queue(default_hooks, monkeypa
         buf = device.allocator.allocate_buffer(_HOST, 64)
         other = device.allocator.allocate_buffer(_HOST, 64)
         s0, s1 = device.create_semaphore(), device.create_semaphore()
-        release = _block(q0)
+        release, destroy = _block(q0)
         device.queue_fill(1, [], [(s0, 1)], buf, 0, 64, b"\x05")  # q0: stalled on the device
         device.queue_fill(2, [(s0, 1)], [(s1, 1)], other, 0, 64, b"\x06")  # q1: PM4 wait
         assert q1.frontier == {q0.index: 1}
@@ -310,6 +315,7 @@ def test_undecodable_wait_stream_fails_exactly_its_queue(default_hooks, monkeypa
             s1.wait(1, TIMEOUT)
         release()
         s0.wait(1, TIMEOUT)  # the producer's queue and its signal are untouched
+        destroy()  # q0 has run past the blocking packet
         assert s0.failure is None
         done = device.create_semaphore()
         device.queue_fill(1, [(s0, 1)], [(done, 1)], buf, 0, 64, b"\x07")
