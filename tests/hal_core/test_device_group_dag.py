@@ -170,11 +170,12 @@ def amdgpu_group():
 
 def test_random_dag_with_two_simulated_gpus(amdgpu_group):
     strategies = _run_dag(amdgpu_group, seed=4)
-    # The GPUs' memory is not the host's: copies between devices are staged.
+    # The GPUs' memory is not the host's: copies between a GPU and the CPU are staged.
     assert CopyStrategy.STAGED in strategies
     cpu, gpu0, gpu1 = amdgpu_group.devices
     assert gpu0.driver_name == gpu1.driver_name == "amdgpu"
-    assert amdgpu_group.topology.edge(1, 2).buffer_read_mode == InteropMode.COPY
+    # Two GPUs of one HSA system reach each other's pools after a grant: IMPORT.
+    assert amdgpu_group.topology.edge(1, 2).buffer_read_mode == InteropMode.IMPORT
 
 
 def test_failure_on_the_cpu_reaches_gpu_dependents_and_back(amdgpu_group):

@@ -9,8 +9,10 @@ A request requiring HOST_LOCAL gets heap 2, one requiring HOST_VISIBLE heap 1, a
 else heap 0 (heap 0 accepts mapping usage only with MAPPING_OPTIONAL). Allocations come
 from the first selected GPU's pools (or its nearest CPU) and are granted to every GPU of
 the logical device that can reach that pool (not ``NEVER_ALLOWED``) plus their nearest
-CPUs, never to all agents. Storage frees its pool memory on ``release()`` or, as a safety
-net, when it is garbage collected. Thread-safe.
+CPUs; device memory (heaps 0 and 1) also to the HSA system's other GPUs that can reach
+it (``peer_agents``), so peer devices copy to and from it directly. Storage frees its
+pool memory on ``release()`` or, as a safety net, when it is garbage collected.
+Thread-safe.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class HsaAllocatorBackend:
         gpu_pools: list[Any],
         cpu_fine: MemoryPoolDescription,
         access_agents: list[int],
+        peer_agents: list[int] | None = None,
     ) -> None:
         self._hsa = hsa
         first = gpu_pools[0]
@@ -123,7 +126,13 @@ class HsaAllocatorBackend:
         # Per heap, the agents that can reach its pool: a GPU with no peer path to the
         # first GPU's memory (ACCESS NEVER_ALLOWED) cannot be granted it, so the grant
         # leaves it out rather than failing every allocation.
-        self._grants = [self._reachable(pool, access_agents) for pool in self._pools]
+        # Device memory is granted to peer GPUs too (the host heap is already theirs):
+        # their queues then copy to and from it directly.
+        device_agents = access_agents + list(peer_agents or ())
+        self._grants = [
+            self._reachable(pool, device_agents if i < 2 else access_agents)
+            for i, pool in enumerate(self._pools)
+        ]
         self._heaps = [
             MemoryHeap(
                 type=HEAP_TYPES[i],

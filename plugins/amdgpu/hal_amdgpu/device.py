@@ -69,8 +69,11 @@ class AmdgpuDeviceBackend:
         self.queue_count = QUEUES_PER_GPU * len(self.gpus)
         # Grant to the selected GPUs and their nearest CPUs, never to every agent.
         access = list(dict.fromkeys([g.handle for g in self.gpus] + [c.handle for c in self.cpus]))
+        # Allocations are also granted to the system's other GPUs that can reach them, so
+        # a peer device's queues copy to and from them directly (peer_copies).
+        peers = [g.handle for g in system.gpus if g.handle not in access]
         self.allocator = HsaAllocatorBackend(
-            hsa, list(self.gpu_pools), self.cpu_pools[0].fine, access
+            hsa, list(self.gpu_pools), self.cpu_pools[0].fine, access, peers
         )
         self.device: Any = None
         self._closed = False

@@ -3,15 +3,16 @@
 A queue runs its transfers with the builtin blit kernels on its own GPU. Memory of
 another GPU (the first GPU's pools seen from a later GPU of a multi-GPU device, or a
 buffer of another amdgpu device of the same HSA system) is reachable when HSA says the
-GPU may access that pool: by default, or after ``hsa_amd_agents_allow_access``, which
-``PeerCopies`` makes on a transfer's first use of a peer allocation (once per
-allocation and GPU). A copy the queue's GPU can reach runs device to device as one blit
-over peer memory; one it cannot (ACCESS ``NEVER_ALLOWED``: no P2P path) runs as a host
-action staging through the queue set's pinned host chunks (``StagedCopyAction``). A fill
-or update whose target the GPU cannot reach is INCOMPATIBLE at the call.
+GPU may access that pool (ACCESS not ``NEVER_ALLOWED``): the allocator granted every
+such GPU of the system access (``hsa_amd_agents_allow_access``) when it allocated. A
+copy the queue's GPU can reach runs device to device as one blit over peer memory; one
+it cannot (no P2P path) runs as a host action staging through the queue set's pinned
+host chunks (``StagedCopyAction``). A fill or update whose target the GPU cannot reach
+is INCOMPATIBLE at the call.
 
-Counters (``device_copies``, ``staged_copies``, ``grants``) say which path ran; they are
-updated under the instance lock. Thread-safe.
+Counters (``device_copies``, ``staged_copies``) say which path ran; they are updated
+under the instance lock. Reachability is decided from where a buffer lives (its device
+and memory type), so a queue allocation not yet committed is routed like any other. Thread-safe.
 """
 
 from __future__ import annotations
@@ -20,17 +21,13 @@ import threading
 import weakref
 from typing import Any
 
-from hal_core import IncompatibleError
+from hal_core import IncompatibleError, MemoryType
 from hal_core.backend import QueueOp, buffer_storage
 
-from .allocator import HsaStorage
 from .host_actions import RunAction
 from .hsa_enums import AgentPoolInfo, PoolAccess
-from .slab_provider import HsaSlabStorage
 
 __all__ = ["PeerCopies", "StagedCopyAction"]
-
-_HSA_STORAGE = (HsaStorage, HsaSlabStorage)
 
 
 class StagedCopyAction(RunAction):
@@ -69,7 +66,7 @@ class StagedCopyAction(RunAction):
 
 
 class PeerCopies:
-    """Which memory each GPU of a ``HostQueueSet`` reaches, and the grants made so far.
+    """Which memory each GPU of a ``HostQueueSet`` reaches (per peer device, cached).
 
     ``own_fast[g]``: a transfer on GPU ``g`` between buffers of the set's own device
     needs no check (``g`` owns their pools). ``route_copy`` / ``check_target`` are the
@@ -85,7 +82,6 @@ class PeerCopies:
         "own_fast",
         "device_copies",
         "staged_copies",
-        "grants",
     )
 
     def __init__(self, hsa: Any, gpus: tuple, gpu_pools: tuple) -> None:
@@ -100,19 +96,18 @@ class PeerCopies:
             for i, g in enumerate(gpus)
         ]
         self.own_fast = [i == 0 for i in range(len(gpus))]
-        #: Per peer allocation (weakly): its owning agent and, per GPU, whether reachable.
+        #: Per peer device backend (weakly): its first GPU and, per GPU here, whether
+        #: that GPU reaches its pools.
         self._peers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         #: Copies between two GPUs' memories run as a blit over peer memory.
         self.device_copies = 0
         #: Copies staged through host memory because a GPU cannot reach the other's.
         self.staged_copies = 0
-        #: Peer allocations granted to one of the set's GPUs.
-        self.grants = 0
 
     def route_copy(self, op: QueueOp, gpu: int, own_device: Any) -> bool:
-        """For a COPY on GPU ``gpu``: True when it runs as a blit (granting peer access
-        first where needed), False when it must stage through host memory."""
+        """For a COPY on GPU ``gpu``: True when it runs as a blit, False when it must
+        stage through host memory."""
         src_reach, src_owner = self._reach(op.source, gpu, own_device)
         dst_reach, dst_owner = self._reach(op.target, gpu, own_device)
         agent = self._gpu_agents[gpu][0].handle
@@ -127,8 +122,8 @@ class PeerCopies:
         return False
 
     def check_target(self, op: QueueOp, gpu: int, own_device: Any) -> None:
-        """For a FILL or UPDATE on GPU ``gpu``: grant peer access to its target where
-        needed; INCOMPATIBLE when the GPU can never reach it."""
+        """For a FILL or UPDATE on GPU ``gpu``: INCOMPATIBLE when the GPU can never reach
+        its target."""
         reach, _ = self._reach(op.target, gpu, own_device)
         if not reach:
             raise IncompatibleError(
@@ -138,33 +133,29 @@ class PeerCopies:
             )
 
     def _reach(self, buffer: Any, gpu: int, own_device: Any) -> tuple[bool, int]:
-        """(reachable by GPU ``gpu``, owning agent or 0 for host memory) of ``buffer``."""
-        storage = buffer_storage(buffer)
-        hsa_memory = isinstance(storage, _HSA_STORAGE)
-        if hsa_memory and storage.heap == 2:
+        """(reachable by GPU ``gpu``, owning GPU agent or 0 for host memory) of
+        ``buffer``, from where it lives; its memory need not be committed yet."""
+        if buffer.memory_type & MemoryType.HOST_LOCAL:
             return True, 0  # host memory: every agent of the system reaches it
-        if buffer.device is own_device:
+        owner = buffer.device
+        if owner is own_device:
             return self._home_reach[gpu], self._home_agent
-        if not hsa_memory:
-            # Not HSA memory (another driver's): the blit sees its address as before.
+        backend: Any = getattr(owner, "backend", None)
+        if getattr(backend, "hsa", None) is not self._hsa:
+            # Not this HSA system's memory: the blit sees its address as before.
             return True, 0
-        hsa = self._hsa
         with self._lock:
-            entry = self._peers.get(storage)
+            entry = self._peers.get(backend)
             if entry is None:
-                base, owner = _pointer_info(hsa, storage.address)
-                entry = self._peers[storage] = [base, owner] + [None] * len(self._gpu_agents)
-            reach = entry[gpu + 2]
-            if reach is None:
-                # Granted under the lock, once per allocation and GPU (the call waits on
-                # no device work). ROCr grants whole allocations, by their base address.
-                status = hsa.lib.hsa_amd_agents_allow_access(
-                    1, self._gpu_agents[gpu], hsa.ffi.NULL, hsa.ffi.cast("void*", entry[0])
+                # A peer device's allocations come from its first GPU's pools and are
+                # granted to every GPU that can reach them (allocator.py).
+                home = backend.gpu_pools[0]
+                pools = (home.coarse.handle, home.fine.handle)
+                entry = self._peers[backend] = (
+                    backend.gpus[0].handle,
+                    [_reaches(self._hsa, a[0].handle, pools) for a in self._gpu_agents],
                 )
-                reach = entry[gpu + 2] = status == 0
-                if reach:
-                    self.grants += 1
-        return bool(reach), int(entry[1])
+        return entry[1][gpu], entry[0]
 
 
 def _reaches(hsa: Any, agent: int, pools: tuple[int, ...]) -> bool:
@@ -175,17 +166,3 @@ def _reaches(hsa: Any, agent: int, pools: tuple[int, ...]) -> bool:
         if hsa.agent_pool_info(a, p, AgentPoolInfo.ACCESS, "uint32_t") == PoolAccess.NEVER_ALLOWED:
             return False
     return True
-
-
-def _pointer_info(hsa: Any, address: int) -> tuple[int, int]:
-    """(allocation base, owning agent) of ``address`` from ``hsa_amd_pointer_info``;
-    ``(address, 0)`` when HSA does not know it."""
-    ffi = hsa.ffi
-    info = ffi.new("hsa_amd_pointer_info_t*")
-    info.size = ffi.sizeof("hsa_amd_pointer_info_t")
-    status = hsa.lib.hsa_amd_pointer_info(
-        ffi.cast("void*", address), info, ffi.NULL, ffi.NULL, ffi.NULL
-    )
-    if status != 0 or info.type == 0:
-        return address, 0
-    return int(ffi.cast("uintptr_t", info.agentBaseAddress)), int(info.agentOwner.handle)
