@@ -28,10 +28,9 @@ _EMPTY = np.zeros(0, dtype=np.uint8)
 class HsaSlabStorage:
     """Buffer storage over ``[offset, offset + nbytes)`` of an HSA slab: ``address`` is the
     device pointer, ``host_array`` a uint8 view (None for device-only heaps).
-    ``release()`` runs the pool's release callback once (idempotent); it frees nothing.
-    Weakly referenceable: ``peer_copies`` remembers peer grants per storage."""
+    ``release()`` runs the pool's release callback once (idempotent); it frees nothing."""
 
-    __slots__ = ("address", "nbytes", "host_array", "heap", "_release_callback", "__weakref__")
+    __slots__ = ("address", "nbytes", "host_array", "heap", "_release_callback")
 
     def __init__(
         self,
