@@ -84,13 +84,17 @@ def test_allocate_and_map(device):
         buffer_host_bytes(dev_local)
 
 
-def test_allocations_granted_to_device_agents_only():
-    dev = hal_core.create_device("amdgpu://0?hsa=soft&soft_gpus=gfx1100,gfx1100")
+@pytest.mark.parametrize("peer", [True, False])
+def test_allocations_granted_to_device_agents_and_reachable_peers(peer):
+    """Device memory is granted to the device's GPU and nearest CPU, and to the system's
+    other GPUs only where they can reach it (peer copies); never to unreachable ones."""
+    spec = "gfx1100,gfx1100" + ("" if peer else ",no_peer_access")
+    dev = hal_core.create_device(f"amdgpu://0?hsa=soft&soft_gpus={spec}")
     rt = dev.backend.hsa.lib
     buf = dev.allocator.allocate_buffer(BufferParams(), 64)
     alloc = rt.memory.find(buffer_storage(buf).address)
     gpu0, gpu1 = (g.handle for g in dev.backend.system.gpus)
-    assert gpu0 in alloc.allowed_agents and gpu1 not in alloc.allowed_agents
+    assert gpu0 in alloc.allowed_agents and (gpu1 in alloc.allowed_agents) == peer
     assert dev.backend.cpus[0].handle in alloc.allowed_agents
     live = rt.memory.live_count()
     buffer_storage(buf).release()
