@@ -364,6 +364,9 @@ native_configure(PyObject *module, PyObject *args)
 static PyMethodDef native_methods[] = {
     {"configure", native_configure, METH_VARARGS,
      "configure(ok_fresh, no_info): the result objects a fast reserve returns."},
+    {"configure_recycle", native_configure_recycle, METH_VARARGS,
+     "configure_recycle(ok, frontier_type): what a recycle-list reserve returns and the\n"
+     "Frontier type whose dominance it checks; enables the TLSF recycle fast paths."},
     {NULL},
 };
 

@@ -39,6 +39,10 @@ extern PyObject *s_observers, *s_signal_if_observed, *s_acquire_slow, *s_release
 Reservation *reservation_make(PyObject *pool, Py_ssize_t offset, Py_ssize_t length,
                               PyObject *handle, Py_ssize_t slab_index);
 
+/* configure_recycle(OK, Frontier): enables the TLSF recycle-list fast paths (in
+ * _native_cores.c). */
+PyObject *native_configure_recycle(PyObject *module, PyObject *args);
+
 /* Fold a core's pending fast-path counts into its counter ints (in _native_cores.c). */
 int core_fold(PyObject *owner);
 

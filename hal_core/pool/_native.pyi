@@ -49,6 +49,8 @@ class FixedBlockCore(_Core):
     """Fast paths of FixedBlockPool: pop and push its free stack."""
 
 class TlsfCore(_Core):
-    """Fast paths of TlsfPool: exact-size reserve and release through its quick lists."""
+    """Fast paths of TlsfPool: exact-size reserve and release through its quick lists and
+    (frontier-dominated) recycle lists."""
 
 def configure(ok_fresh: object, no_info: object) -> None: ...
+def configure_recycle(ok: object, frontier_type: type) -> None: ...

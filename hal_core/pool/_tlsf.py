@@ -25,8 +25,9 @@ marked live and keep their frontier; a reserve of exactly that size whose reques
 dominates the frontier (a queue reusing what it released itself) takes one back without
 splitting, searching or coalescing. They are flushed with the quick lists, so they never
 cause growth or failure either, and count as free bytes in the statistics.
-With the native extension the quick-list reserve and release run in C; the methods below
-are then the slow paths it falls back to (see ``_fast_paths``).
+With the native extension the quick-list and recycle-list reserve and release run in C
+(the recycle hit with its frontier dominance check); the methods below are then the slow
+paths it falls back to, and the reference for what the C paths do (see ``_fast_paths``).
 """
 
 from __future__ import annotations
@@ -625,3 +626,4 @@ class TlsfPool(TlsfBlockTable, Pool):
 # becomes another class.
 if native is not None:
     TlsfPool = with_fast_paths(TlsfPool, native.TlsfCore)  # type: ignore[misc]
+    native.configure_recycle(AcquireResult.OK, Frontier)
