@@ -628,15 +628,11 @@ tlsf_recycle_release(TlsfCore *self, Reservation *r, PyObject *death)
     Py_ssize_t g = list_ival(self->size, b);
     if (g < 0)
         return NULL;
-    /* Everything that can fail first (ints, the list, the dict slot); then the writes. */
+    /* Everything that can fail first (the ints, the append); then the writes. Ints are not
+     * tracked by the cyclic GC, so making them collects no garbage and runs no code; a new
+     * list would, so a size with no list yet is the Python path's (it makes the list once). */
     PyObject *key = PyLong_FromSsize_t(g), *new_count = PyLong_FromSsize_t(count + 1);
     PyObject *list = key != NULL ? PyDict_GetItemWithError(recycle, key) : NULL;
-    if (list == NULL && key != NULL && !PyErr_Occurred() && (list = PyList_New(0)) != NULL) {
-        if (PyDict_SetItem(recycle, key, list) < 0)
-            Py_CLEAR(list);
-        else
-            Py_DECREF(list); /* the dict holds it */
-    }
     if (key == NULL || new_count == NULL || list == NULL || !PyList_CheckExact(list) ||
         PyList_Append(list, r->block_handle) < 0) {
         Py_XDECREF(key);
