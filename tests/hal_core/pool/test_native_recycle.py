@@ -6,6 +6,9 @@ parks a block with its death frontier must leave the pool exactly as the Python 
 
 from __future__ import annotations
 
+import random
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -161,3 +164,55 @@ def test_a_death_frontier_whose_caller_drops_it_stays_alive() -> None:
         (block,) = next(iter(pool._recycle.values()))
         assert pool._front[block]._axes == [1, 5]
     assert pool.acquire_reservation(4096, 0, Frontier([(1, 2), (5, 7)]))[0] is AcquireResult.OK
+
+
+@needs_native
+def test_threads_recycling_through_c_and_python_never_share_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four threads release with death frontiers and reserve with dominating requesters
+    (the C recycle paths), every 5th reserve aligned (the Python path, under the lock). No
+    range is handed to two holders at once and the books balance at the end."""
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    pool = TlsfPool(CpuSlabProvider(), range_length=1 << 20)
+    owners: dict = {}
+    guard = threading.Lock()
+    errors: list = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        mine: list = []
+        try:
+            for i in range(1, 2000):
+                if mine and (len(mine) > 3 or rng.random() < 0.5):
+                    res = mine.pop(rng.randrange(len(mine)))
+                    with guard:
+                        assert owners.pop((res.slab_index, res.offset)) == seed
+                    pool.release_reservation(res, Frontier.single(1 + seed % 2, i))
+                else:
+                    requester = Frontier([(1, 1 << 40), (2, 1 << 40)])
+                    _, res, _ = pool.acquire_reservation(4096, 64 if i % 5 == 0 else 0, requester)
+                    assert res is not None
+                    key = (res.slab_index, res.offset)
+                    with guard:
+                        assert key not in owners, f"{key} handed out twice"
+                        owners[key] = seed
+                    mine.append(res)
+            for res in mine:
+                with guard:
+                    owners.pop((res.slab_index, res.offset))
+                pool.release_reservation(res)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors[0]
+    stats = pool.query_stats()
+    assert stats.reservation_count == 0 and stats.bytes_reserved == 0
+    assert stats.reuse_count > 0
+    assert stats.release_count == stats.fresh_count + stats.reuse_count + stats.wait_count
+    pool.check_invariants()
