@@ -57,6 +57,8 @@ def fill_host_reference(host: Any, start: int, length: int, pattern: bytes) -> N
     native ``fill_host``; raises ValueError for a range outside ``host``."""
     if start < 0 or length < 0 or start + length > len(host):
         raise ValueError(f"fill range [{start}, {start + length}) outside {len(host)} bytes")
+    if not len(pattern):
+        raise ValueError("a fill pattern has 1, 2 or 4 bytes, not none")
     if length <= _SMALL_FILL_BYTES:
         host.data[start : start + length] = pattern * (length // len(pattern))
         return

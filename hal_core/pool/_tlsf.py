@@ -132,8 +132,6 @@ class TlsfPool(TlsfBlockTable, Pool):
             )
         return caps
 
-    # -- block table -------------------------------------------------------------------
-
     # -- reserve -----------------------------------------------------------------------
 
     def acquire_reservation(
@@ -143,9 +141,11 @@ class TlsfPool(TlsfBlockTable, Pool):
         requester_frontier: Frontier | None = None,
         flags: int = 0,
     ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
-        # Hot path, inlined on purpose: a granule-aligned request, no budget, and the
-        # first fitting class's head block is fresh space. Everything else (validation
-        # errors, frontiers, growth, big alignments) goes through _acquire_general.
+        # The hot path without the extension, and its reference (with it, the native core
+        # runs this logic and falls back here): a granule-aligned request, no budget, and a
+        # quick-list block, a recycled block or the first fitting class's head block.
+        # Everything else (validation errors, growth, big alignments) goes through
+        # _acquire_general.
         if (
             size.__class__ is not int
             or not 0 < size <= self.range_length
@@ -168,37 +168,12 @@ class TlsfPool(TlsfBlockTable, Pool):
         lock = self._lock
         lock.acquire()  # explicit acquire/release: about half the cost of ``with``
         try:
-            if g < _QUICK_CLASSES:
-                quick = self._quick[g]
-                if quick:
-                    b = quick.pop()
-                    length = g << shift
-                    self._quick_bytes -= length
-                    self._fresh_count += 1
-                    self._bytes_reserved += length
-                    return (
-                        _OK_FRESH,
-                        Reservation(self, self._off[b] << shift, length, b, self._slab_of[b]),
-                        NO_INFO,
-                    )
+            if g < _QUICK_CLASSES and self._quick[g]:
+                return self._take_quick_locked(g)
             if self._recycle_count and requester_frontier.__class__ is Frontier:
-                recycled = self._recycle.get(g)
-                if recycled:
-                    b = recycled[-1]
-                    death = self._front[b]  # set for every recycled block
-                    if death is not None and requester_frontier.dominates(death):
-                        recycled.pop()
-                        self._recycle_count -= 1
-                        self._front[b] = None
-                        length = g << shift
-                        self._quick_bytes -= length
-                        self._reuse_count += 1
-                        self._bytes_reserved += length
-                        return (
-                            _OK,
-                            Reservation(self, self._off[b] << shift, length, b, self._slab_of[b]),
-                            NO_INFO,
-                        )
+                hit = self._take_recycled_locked(g, requester_frontier)
+                if hit is not None:
+                    return hit
             if fl < self._fl_count:
                 sl_maps = self._sl_maps
                 m = sl_maps[fl] & (-1 << sl)
@@ -221,17 +196,7 @@ class TlsfPool(TlsfBlockTable, Pool):
                         and requester_frontier.__class__ is Frontier
                         and requester_frontier.dominates(death)
                     ):
-                        fprev = self._fprev
-                        fnext = self._fnext
-                        n = fnext[b]
-                        heads[c] = n
-                        if n != _NONE:
-                            fprev[n] = _NONE
-                        else:
-                            m = sl_maps[fl] & ~(1 << (c & 15))
-                            sl_maps[fl] = m
-                            if not m:
-                                self._fl_map &= ~(1 << fl)
+                        self._pop_head_locked(b, c, fl)
                         cls = self._cls
                         cls[b] = _NONE
                         size_of = self._size
@@ -258,6 +223,60 @@ class TlsfPool(TlsfBlockTable, Pool):
         finally:
             lock.release()
         return self._acquire_general(size, alignment, requester_frontier, flags)
+
+    def _pop_head_locked(self, b: int, c: int, fl: int) -> None:
+        """Unlink block ``b``, the head of free class ``c`` (first level ``fl``), clearing
+        the class's bitmap bits when it empties. Caller holds ``self._lock``."""
+        n = self._fnext[b]
+        self._heads[c] = n
+        if n != _NONE:
+            self._fprev[n] = _NONE
+            return
+        sl_maps = self._sl_maps
+        m = sl_maps[fl] & ~(1 << (c & 15))
+        sl_maps[fl] = m
+        if not m:
+            self._fl_map &= ~(1 << fl)
+
+    def _take_quick_locked(self, g: int) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
+        """Pop the newest block of the non-empty quick list for ``g`` granules (fresh
+        space). Caller holds ``self._lock``."""
+        b = self._quick[g].pop()
+        length = g << self._shift
+        self._quick_bytes -= length
+        self._fresh_count += 1
+        self._bytes_reserved += length
+        return (
+            _OK_FRESH,
+            Reservation(self, self._off[b] << self._shift, length, b, self._slab_of[b]),
+            NO_INFO,
+        )
+
+    def _take_recycled_locked(
+        self, g: int, requester_frontier: Frontier
+    ) -> tuple[AcquireResult, Reservation | None, AcquireInfo] | None:
+        """The recycle-list hit of ``acquire_reservation``: the newest block parked for
+        ``g`` granules, taken back when the requester dominates its death frontier; None
+        otherwise. Caller holds ``self._lock``."""
+        recycled = self._recycle.get(g)
+        if not recycled:
+            return None
+        b = recycled[-1]
+        death = self._front[b]  # set for every recycled block
+        if death is None or not requester_frontier.dominates(death):
+            return None
+        recycled.pop()
+        self._recycle_count -= 1
+        self._front[b] = None
+        length = g << self._shift
+        self._quick_bytes -= length
+        self._reuse_count += 1
+        self._bytes_reserved += length
+        return (
+            _OK,
+            Reservation(self, self._off[b] << self._shift, length, b, self._slab_of[b]),
+            NO_INFO,
+        )
 
     def _acquire_general(
         self, size: int, alignment: int, requester_frontier: Frontier | None, flags: int

@@ -470,6 +470,22 @@ class HostQueue(QueueCompletion):
             if step == _DONE:
                 return True
 
+    def _write_wait_prefix(self, first: int, barriers: list) -> None:
+        """Write the wait-barrier prefix at ring slot ``first``: one barrier-value or PM4-IB
+        packet per ``(producer queue, epoch)`` in ``barriers``, on the producers' epoch
+        signals. Caller holds the submission lock (the slots are reserved)."""
+        nbar = len(barriers)
+        staging = new_staging(nbar)
+        if self.wait_tier == WAIT_TIER_PM4:
+            self._pm4_waits.emit(staging, first, barriers)
+        else:
+            handles = np.fromiter((p.epoch_handle for p, _ in barriers), np.uint64, nbar)
+            values = np.fromiter((EPOCH_INITIAL_VALUE - e + 1 for _, e in barriers), np.int64, nbar)
+            emit_barrier_value(
+                staging, signal=handles, value=values, condition=SignalCondition.LT, mask=_INT64_MAX
+            )
+        self.ring.write_bodies(first, staging)
+
     def _publish_block(self, sub: _Sub) -> int:
         """Publish the current block of ``sub``: _NO_ROOM (no state change), _MORE (next
         block is ready to publish) or _DONE (final block published, or the next block is
@@ -506,24 +522,8 @@ class HostQueue(QueueCompletion):
         kstart = self.kernargs.allocate(kblocks)
         epoch = self.published_epoch + 1
         ring = self.ring
-        # Wait-barrier prefix: barrier-value or PM4-IB packets on peer epoch signals.
         if nbar:
-            staging = new_staging(nbar)
-            if self.wait_tier == WAIT_TIER_PM4:
-                self._pm4_waits.emit(staging, first, sub.barriers)
-            else:
-                handles = np.fromiter((p.epoch_handle for p, _ in sub.barriers), np.uint64, nbar)
-                values = np.fromiter(
-                    (EPOCH_INITIAL_VALUE - e + 1 for _, e in sub.barriers), np.int64, nbar
-                )
-                emit_barrier_value(
-                    staging,
-                    signal=handles,
-                    value=values,
-                    condition=SignalCondition.LT,
-                    mask=_INT64_MAX,
-                )
-            ring.write_bodies(first, staging)
+            self._write_wait_prefix(first, sub.barriers)
         if block is not None and payload:
             headers = self.processor.process_block(
                 block,
