@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from typing import Any, Callable
 
+from ._reprs import affinity as affinity_text
+from ._reprs import device_name, safe_repr
 from ._semaphore import Semaphore
 from ._status import HalError, StatusCode, error_for
 
@@ -83,6 +85,13 @@ class HostCallContext:
         self.device = device
         self.queue_affinity = queue_affinity
         self.signals = signals
+
+    @safe_repr
+    def __repr__(self) -> str:
+        return (
+            f"<hal_core.HostCallContext {affinity_text(self.queue_affinity)} on "
+            f"{device_name(self.device)} signals={len(self.signals)}>"
+        )
 
     def signal(self) -> None:
         for sem, value in self.signals:

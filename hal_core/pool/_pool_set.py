@@ -16,6 +16,7 @@ from typing import Any
 from .._buffer import Buffer
 from .._frontier import Frontier
 from .._memory import BufferParams, MemoryType
+from .._reprs import names, safe_repr
 from .._status import InvalidArgumentError, NotFoundError
 from ._pool import Pool, allocate_buffer
 from ._reservation import PoolCapabilities
@@ -53,6 +54,12 @@ class PoolSet:
             entries.append((priority, self._serial, pool, caps))
             entries.sort(key=lambda e: (-e[0], e[1]))
             self._entries = tuple(entries)
+
+    @safe_repr
+    def __repr__(self) -> str:
+        entries = self._entries
+        listed = names(f"{p.trace_name}@{prio}" for prio, _serial, p, _caps in entries)
+        return f"<hal_core.PoolSet {len(entries)} pools: {listed or 'none'}>"
 
     @property
     def pools(self) -> list[tuple[int, Pool]]:

@@ -124,3 +124,21 @@ def test_topology_and_binding_table_reprs():
         _check(group.topology, "Topology", "2 devices", "links=")
     finally:
         group.close()
+
+
+def test_pool_set_and_host_call_context_reprs():
+    from hal_core.pool import CpuSlabProvider, PassthroughPool, PoolSet, TlsfPool
+
+    provider = CpuSlabProvider()
+    pools = PoolSet()
+    _check(pools, "PoolSet", "0 pools")
+    pools.register(0, PassthroughPool(provider))
+    pools.register(10, TlsfPool(provider, range_length=1 << 16))
+    _check(pools, "PoolSet", "2 pools", "@10", "@0")
+    pools.close()
+    seen = []
+    with hal.create_device("local-task://") as device:
+        sem = device.create_semaphore()
+        device.queue_host_call(QueueAffinity.ANY, [], [(sem, 1)], lambda a, ctx: seen.append(ctx))
+        sem.wait(1, 5.0)
+        _check(seen[0], "HostCallContext", "on local-task://", "signals=1")
