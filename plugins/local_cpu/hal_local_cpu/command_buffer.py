@@ -302,13 +302,30 @@ class _ProgramBuilder:
         return s
 
     def record(self, commands: list) -> None:
+        dispatch = self.dispatch
+        spans = self.binding_spans
+        col_span = self.col_span
         for cmd in commands:
             op = cmd[0]
             if op == CMD_BARRIER:
                 continue
             if op == CMD_DISPATCH:
+                # A chain's next link (the run's executable, function, config and constants,
+                # no flags, bindings seen before) only adds its span: what ``dispatch`` would
+                # do, without its frame. Anything else goes through ``dispatch``.
+                if (
+                    cmd[1] is self.last_exe
+                    and cmd[4] is self.last_consts
+                    and cmd[3] is self.last_cfg
+                    and cmd[2] == self.last_ord
+                    and not cmd[6]
+                ):
+                    span = spans.get(id(cmd[5]))
+                    if span is not None:
+                        col_span.append(span)
+                        continue
                 self.any_dispatch = True
-                self.dispatch(cmd)
+                dispatch(cmd)
                 continue
             # A transfer is a run of its own: the next dispatch reopens its template's run.
             self.last_exe = _RESTART
