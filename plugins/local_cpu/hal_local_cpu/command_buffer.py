@@ -54,9 +54,8 @@ from hal_core.backend import (
 )
 
 from .executable_native import ffi, replay_library
+from .inline_rule import inline_allowed
 from .program_records import (  # re-exported: the record layout
-    INLINE_TRANSFER_BYTES,
-    INLINE_WORKGROUPS,
     OP_COPY,
     OP_DISPATCH,
     OP_FILL,
@@ -79,7 +78,6 @@ _UNSUPPORTED_DISPATCH_FLAGS = int(
     | DispatchFlags.STATIC_INDIRECT_ARGUMENTS
 )
 _UNRETAINED = int(CommandBufferMode.UNRETAINED)
-_ALLOW_INLINE = int(CommandBufferMode.ALLOW_INLINE_EXECUTION)
 _I64 = np.int64
 
 
@@ -131,7 +129,7 @@ class LocalProgram:
     command_ops: list[Any]
     slot_count: int
     native: bool
-    #: Whether a submission may run on the thread that readied it (see ``_inline``).
+    #: Whether a submission may run on the thread that readied it (see ``inline_rule``).
     inline: bool
     _ptrs: tuple[Any, Any, Any, Any]
     _static_ptrs: tuple[Any, Any]
@@ -180,40 +178,8 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     p.capacity = cap
     p.native = lib is not None
     p.segments = _segments(p.records, b.any_special, lib is not None, parallel)
-    p.inline = _inline(p, b, int(mode))
+    p.inline = inline_allowed(p, b.transfer_bytes, b.any_dispatch, int(mode))
     return p
-
-
-def _inline(p: LocalProgram, b: "_ProgramBuilder", mode: int) -> bool:
-    """The inline rule: a submission of this program may run on the thread that readied it
-    (the submitter, or the thread that signalled its last wait) instead of a worker when it
-    is one compiled-loop call - no dispatch spread over the workers, no Python kernel -
-    and one of:
-    * the recording allows it (``ALLOW_INLINE_EXECUTION``, as IREE's readback buffers do);
-    * its transfers move at most ``INLINE_TRANSFER_BYTES`` in all (the queue transfers'
-      rule: handing them to a worker costs more than the copy);
-    * it holds at most ``INLINE_WORKGROUPS`` records, and its dispatches (static counts)
-      run at most ``INLINE_WORKGROUPS`` workgroups in all:
-      each already runs on one thread (fewer than ``PARALLEL_MIN_WORKGROUPS``), and a
-      worker's handoff (two thread wakes) costs more than that many small workgroups.
-    The device adds the ordering condition (no earlier op of the queue pending)."""
-    segments = p.segments
-    if not p.native or len(segments) != 1 or segments[0][0] != SEG_NATIVE:
-        return False
-    if mode & _ALLOW_INLINE:
-        return True
-    if not 0 <= b.transfer_bytes <= INLINE_TRANSFER_BYTES:
-        return False
-    if not b.any_dispatch:
-        return True
-    recs = p.records
-    if len(recs) > INLINE_WORKGROUPS:
-        return False  # decided without scanning: long programs are not small ones
-    ops = recs[:, 0]
-    d = recs[(ops == OP_DISPATCH) | (ops == OP_IREE_DISPATCH)]
-    if (d[:, 5] >= 0).any():  # indirect counts: unknown until the submission runs
-        return False
-    return int((d[:, 2] * d[:, 3] * d[:, 4]).sum()) <= INLINE_WORKGROUPS
 
 
 class _ProgramBuilder:

@@ -57,7 +57,7 @@ costs more than the copy."""
 
 INLINE_WORKGROUPS = 256
 """A command buffer whose dispatches each run on one thread and together run at most this
-many workgroups executes on the thread that readied it (see ``command_buffer._inline``):
+many workgroups executes on the thread that readied it (see ``inline_rule.inline_allowed``):
 handing it to a worker and waking the waiter again costs more than that much small work."""
 
 OP_NAMES = {

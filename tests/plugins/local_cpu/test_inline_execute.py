@@ -1,6 +1,6 @@
 """local-task runs small command buffers on the thread that readied them.
 
-The inline rule (``command_buffer._inline``): a program that is one compiled-loop call runs
+The inline rule (``inline_rule.inline_allowed``): a program that is one compiled-loop call runs
 on the submitting thread when it was recorded with ALLOW_INLINE_EXECUTION, moves at most
 ``INLINE_TRANSFER_BYTES`` with transfers only, or runs at most ``INLINE_WORKGROUPS``
 single-thread workgroups - and only while no earlier op of its queue is pending, so it never
