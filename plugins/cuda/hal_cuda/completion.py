@@ -34,35 +34,39 @@ Finish = Callable[[Any, Any, "HalError | None"], None]
 
 
 class EventPool:
-    """Reusable events of one context (blocking-sync, no timing). ``get``/``put`` are
-    thread-safe (list ``pop``/``append`` are atomic)."""
+    """Reusable events of one context, created with ``flags``: blocking-sync without timing
+    for completion, 0 for the timing events of profiling. ``get``/``put`` are thread-safe
+    (list ``pop``/``append`` are atomic; creation records the event under the lock)."""
 
-    def __init__(self, ctx: CudaContext) -> None:
+    def __init__(
+        self, ctx: CudaContext, flags: int = CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING
+    ) -> None:
         self.ctx = ctx
+        self.flags = flags
         self._free: list[Any] = []
         self._all: list[Any] = []
+        self._lock = threading.Lock()
 
     def get(self) -> Any:
         try:
             return self._free.pop()
         except IndexError:
             pass
-        api = self.ctx.api
-        event = check(
-            api.cuEventCreate(CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING), "cuEventCreate"
-        )
-        self._all.append(event)
+        event = check(self.ctx.api.cuEventCreate(self.flags), "cuEventCreate")
+        with self._lock:
+            self._all.append(event)
         return event
 
     def put(self, event: Any) -> None:
         self._free.append(event)
 
     def destroy(self) -> None:
-        """Destroy every event (the completion thread has stopped)."""
+        """Destroy every event (no op that holds one is still in flight)."""
         api = self.ctx.api
-        for event in self._all:
+        with self._lock:
+            events, self._all = self._all, []
+        for event in events:
             api.cuEventDestroy(event)
-        self._all.clear()
         self._free.clear()
 
 

@@ -65,7 +65,7 @@ from . import graphs
 from .completion import CompletionThread, EventPool
 from .cuda_api import CudaContext, check, cuda_error
 from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
-from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, TimingEvents, profiling_clock
+from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, profiling_clock
 from .queue_pools import CudaQueuePools
 from .stream_ops import (
     CudaProgram,
@@ -185,7 +185,7 @@ class CudaDeviceBackend:
             self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate"
         )
         self.events = EventPool(ctx)
-        self._timing_events = TimingEvents(ctx)
+        self._timing_events = EventPool(ctx, flags=0)  # timing enabled: profiling
         self._profiling: CudaProfiling | None = None
         self.completion = CompletionThread(ctx, self.events, f"cuda{ctx.ordinal}-completion")
         self._staging: list[CudaStorage | None] = [None] * queue_count

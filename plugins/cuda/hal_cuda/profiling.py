@@ -19,11 +19,11 @@ device.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from hal_core.profiling import ClockDomain, ProfilingDataFamily, host_time_ns
 
+from .completion import EventPool
 from .cuda_api import CudaContext, check
 
 CUDA_PROFILING_FAMILIES = int(
@@ -32,44 +32,13 @@ CUDA_PROFILING_FAMILIES = int(
 DEVICE_TICKS_PER_SECOND = 1_000_000_000
 
 
-class TimingEvents:
-    """Timing-enabled events of one context, recycled. Thread-safe."""
-
-    def __init__(self, ctx: CudaContext) -> None:
-        self.ctx = ctx
-        self._free: list[Any] = []
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        try:
-            return self._free.pop()
-        except IndexError:
-            pass
-        event = check(self.ctx.api.cuEventCreate(0), "cuEventCreate")
-        with self._lock:
-            self._all.append(event)
-        return event
-
-    def put(self, event: Any) -> None:
-        self._free.append(event)
-
-    def destroy(self) -> None:
-        api = self.ctx.api
-        with self._lock:
-            events, self._all = self._all, []
-        for event in events:
-            api.cuEventDestroy(event)
-        self._free.clear()
-
-
 class DispatchTimer:
     """The timing events of one op's launches: ``mark`` records an event on the stream;
     ``entries`` holds (command index, launch, start event, end event)."""
 
     __slots__ = ("events", "entries")
 
-    def __init__(self, events: TimingEvents) -> None:
+    def __init__(self, events: EventPool) -> None:
         self.events = events
         self.entries: list[tuple[int, Any, Any, Any]] = []
 
@@ -82,7 +51,7 @@ class DispatchTimer:
 class CudaProfiling:
     """One session's state on one device."""
 
-    def __init__(self, ctx: CudaContext, session: Any, events: TimingEvents, stream: Any) -> None:
+    def __init__(self, ctx: CudaContext, session: Any, events: EventPool, stream: Any) -> None:
         self.ctx = ctx
         self.session = session
         self.events = events
