@@ -133,7 +133,13 @@ def record_unvalidated(ctx: BenchContext) -> float:
 @benchmark("cb.replay", "us/dispatch")
 def replay(ctx: BenchContext) -> float:
     """Submit+wait of a prebuilt command buffer of 512 single-workgroup native no-ops."""
-    exe = _native_executable(ctx)
+    return noop_replay_us(ctx, _native_executable(ctx))
+
+
+def noop_replay_us(ctx: BenchContext, exe: Any) -> float:
+    """Median submit+wait of a prebuilt command buffer of 512 single-workgroup ``noop``
+    dispatches of ``exe``, in microseconds per dispatch (``cb.replay``'s measure, also used
+    by backends whose kernels are not native code)."""
     fn = exe.lookup_function("noop")
     config = DispatchConfig.static(1)
     cb = ctx.device.create_command_buffer(0, CommandCategory.DISPATCH, _ANY, 0)

@@ -48,11 +48,11 @@ from typing import Any
 from hal_core import (
     BufferParams,
     BufferUsage,
-    CommandCategory,
     DispatchConfig,
     QueueAffinity,
 )
 from hal_core.bench import BenchContext, BenchmarkSkipped, benchmark
+from hal_core.bench.command_buffers import noop_replay_us
 
 from .kernels import CTS_LIBRARY, load_ptx
 
@@ -117,25 +117,7 @@ def _cts_executable(ctx: BenchContext) -> Any:
 @benchmark("cb.replay.cuda", "us/dispatch")
 def cb_replay_cuda(ctx: BenchContext) -> float:
     """cb.replay on a GPU: submit+wait of a prebuilt command buffer of 512 PTX no-ops."""
-    exe = _cts_executable(ctx)
-    fn = exe.lookup_function("noop")
-    config = DispatchConfig.static(1)
-    cb = ctx.device.create_command_buffer(0, CommandCategory.DISPATCH, _ANY, 0)
-    cb.begin()
-    for _ in range(DISPATCHES):
-        cb.dispatch(exe, fn, config, b"", ())
-    cb.end()
-    sem = ctx.device.create_semaphore()
-    counter = [0]
-
-    def once() -> float:
-        counter[0] += 1
-        t0 = ctx.now()
-        ctx.device.queue_execute(_ANY, (), ((sem, counter[0]),), cb)
-        sem.wait(counter[0], _TIMEOUT)
-        return ctx.now() - t0
-
-    return ctx.median(once) / DISPATCHES * 1e6
+    return noop_replay_us(ctx, _cts_executable(ctx))
 
 
 @benchmark("dispatch.direct", "us/op")
