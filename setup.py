@@ -16,8 +16,12 @@ if not sysconfig.get_config_var("Py_GIL_DISABLED"):
     extensions.append(
         Extension(
             "hal_core.pool._native",
-            ["hal_core/pool/_native.c", "hal_core/pool/_native_cores.c"],
-            depends=["hal_core/pool/_native.h"],
+            [
+                "hal_core/pool/_native.c",
+                "hal_core/pool/_native_fixed_block.c",
+                "hal_core/pool/_native_tlsf.c",
+            ],
+            depends=["hal_core/pool/_native.h", "hal_core/pool/_native_core.h"],
             optional=True,
         )
     )

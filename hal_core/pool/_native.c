@@ -1,9 +1,10 @@
 /* Native fast paths for the allocation pools (hal_core.pool._native).
  *
- * The module has two sources: this one holds the Reservation value type, FenceLock (the
- * pools' lock, which publishes whether it is held) and the module; _native_cores.c holds
- * the reserve/release fast paths of the fixed-block pool (its free stack) and of the TLSF
- * pool (its quick lists); _native.h what they share. Everything else - bad
+ * The module has three sources: this one holds the Reservation value type, FenceLock (the
+ * pools' lock, which publishes whether it is held) and the module; _native_fixed_block.c
+ * holds the reserve/release fast paths of the fixed-block pool (its free stack) and
+ * _native_tlsf.c those of the TLSF pool (its quick and recycle lists); _native.h what all
+ * three share, _native_core.h what the two cores share. Everything else - bad
  * input, frontiers, budgets, growth, coalescing - stays in Python: a fast path that
  * meets anything it does not handle calls the Python implementation of the same method
  * (``_acquire_slow`` / ``_release_slow``), which is the reference for behaviour.

@@ -1,6 +1,7 @@
-/* Shared declarations of hal_core.pool._native's two sources: _native.c (the Reservation
- * value type, FenceLock and the module) and _native_cores.c (the pool cores' fast paths).
- * See _native.c's opening comment for the design. */
+/* Shared declarations of hal_core.pool._native's sources: _native.c (the Reservation value
+ * type, FenceLock and the module), _native_fixed_block.c and _native_tlsf.c (the pool
+ * cores' fast paths, which also share _native_core.h). See _native.c's opening comment for
+ * the design. */
 #ifndef HAL_CORE_POOL_NATIVE_H
 #define HAL_CORE_POOL_NATIVE_H
 
@@ -40,10 +41,10 @@ Reservation *reservation_make(PyObject *pool, Py_ssize_t offset, Py_ssize_t leng
                               PyObject *handle, Py_ssize_t slab_index);
 
 /* configure_recycle(OK, Frontier): enables the TLSF recycle-list fast paths (in
- * _native_cores.c). */
+ * _native_tlsf.c). */
 PyObject *native_configure_recycle(PyObject *module, PyObject *args);
 
-/* Fold a core's pending fast-path counts into its counter ints (in _native_cores.c). */
+/* Fold a core's pending fast-path counts into its counter ints (in _native_tlsf.c). */
 int core_fold(PyObject *owner);
 
 #endif
