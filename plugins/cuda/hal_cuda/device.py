@@ -75,6 +75,7 @@ from .stream_ops import (
     enqueue_program,
     enqueue_update,
 )
+from .stream_waits import StreamWaits
 
 CU_STREAM_NON_BLOCKING = 0x1
 STAGING_BYTES = 8 << 20
@@ -181,6 +182,8 @@ class CudaDeviceBackend:
             check(self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate")
             for _ in range(queue_count)
         ]
+        # Word waits on values other CUDA devices' in-flight work will signal.
+        self.stream_waits = StreamWaits(ctx, self._inflight)
         self._capture_stream = check(
             self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate"
         )
@@ -246,28 +249,45 @@ class CudaDeviceBackend:
         resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
 
     def _split_waits(self, op: QueueOp, waits: tuple) -> tuple:
-        """The waits left for the host; those this device's in-flight stream work will
+        """The waits left for the host. Those this device's in-flight stream work will
         signal are recorded in ``_device_waits[op]`` as (semaphore, event), the event None
         when that work is on the op's own stream: every op goes on its queue's stream
         after its producers were enqueued there, so stream order is the wait and no driver
-        call is needed."""
+        call is needed. Those another CUDA device's in-flight work will signal become word
+        waits on the op's stream now (``stream_waits.py``), recorded with event None."""
         inflight = self._inflight
         host: list[tuple[Any, int]] = []
         device: list[tuple[Any, Any]] = []
+        words: list[tuple[Any, int]] | None = None
         queue_index = op.queue
+        stream_waits = self.stream_waits
         for sem, value in waits:
             if wait_reached(sem, value):
                 continue
             entry = inflight.get(sem)
             if entry is not None and entry[0] >= value:
                 device.append((sem, None if entry[2] == queue_index else entry[1]))
+            elif stream_waits.peer_signals(sem, value):
+                if words is None:
+                    words = []
+                words.append((sem, value))
             else:
                 host.append((sem, value))
-        if device:
+        if device or words:
             if op.kind == _DISPATCH or op.kind == _EXECUTE:
                 if op.program.needs_host_sync:
+                    stream_waits.host += len(waits)
                     return waits  # runs on a worker: the host resolves every wait
+            stream_waits.event += len(device)
+            if words:
+                done = stream_waits.enqueue(self.streams[queue_index], words)
+                for sem, _value in words[:done]:
+                    device.append((sem, None))
+                host.extend(words[done:])
+                stream_waits.word += done
             self._device_waits[op] = device
+        if host:
+            stream_waits.host += len(host)
         return tuple(host)
 
     def submit_alloca(self, op: QueueOp) -> None:

@@ -23,6 +23,7 @@ from hal_core import DeviceInfo, InvalidArgumentError, NotFoundError, Unimplemen
 
 from .cuda_api import CudaContext, check, driver_api
 from .device import CudaDeviceBackend
+from .stream_waits import memops_support
 
 DEFAULT_QUEUES = 2
 MAX_QUEUES = 16
@@ -120,8 +121,14 @@ class CudaDriverBackend:
                 f"  compute capability: {major}.{minor} (sm_{major}{minor})",
                 f"  memory: {g.memory_bytes} bytes ({g.memory_bytes / 2**30:.1f} GiB)",
                 f"  multiprocessors: {g.multiprocessors}",
+                f"  waits on other GPUs' work: {self._wait_support(g.ordinal)}",
             ]
         return "\n".join(lines)
+
+    def _wait_support(self, ordinal: int) -> str:
+        """How a device on this GPU waits on another device's in-flight work."""
+        dev = check(self.api.cuDeviceGet(ordinal), f"cuDeviceGet({ordinal})")
+        return memops_support(self.api, dev)[1]
 
     def _select(self, path: str) -> list[GpuInfo]:
         if path == "":
