@@ -76,6 +76,7 @@ from .stream_ops import (
     enqueue_update,
 )
 from .stream_waits import StreamWaits
+from .topology import contexts_of, refine_edge
 
 CU_STREAM_NON_BLOCKING = 0x1
 STAGING_BYTES = 8 << 20
@@ -315,9 +316,12 @@ class CudaDeviceBackend:
         )
 
     def refine_topology_edge(self, other: Any, edge: Any) -> Any:
-        """Edges keep hal_core's conservative defaults: peer access between GPUs
-        (``cuDeviceCanAccessPeer``) is not used yet."""
-        return edge
+        """The edge with another CUDA device from the driver (``topology.refine_edge``:
+        one GPU's memory, or peer access between GPUs by ``cuDeviceCanAccessPeer``)."""
+        theirs = contexts_of(other)
+        if theirs is None:
+            return edge
+        return refine_edge(theirs, [self.ctx], edge)
 
     def assign_topology_info(self, info: Any) -> None:
         """Join (or leave, ``None``) a device group: pool frontiers name its axes."""

@@ -1,10 +1,11 @@
 """``CudaDriverBackend``: the NVIDIA GPUs the CUDA driver reports, and device creation.
 
 Device paths (``cuda://PATH``): ``""`` (every GPU), ``"0"`` (an ordinal), ``"GPU-<uuid>"``
-(the UUID ``nvidia-smi -L`` prints), or a comma list of those. A logical device spanning
-several GPUs is not built yet: such a path is UNIMPLEMENTED naming the single-GPU paths,
-and on a one-GPU machine ``cuda://`` is that GPU. URI parameter ``queues=N`` (1..16,
-default 2): the streams (queues) of the device.
+(the UUID ``nvidia-smi -L`` prints), or a comma list of those (a GPU named twice counts
+once). A path naming one GPU is that GPU's ``CudaDeviceBackend``; several GPUs make one
+``CudaLogicalDevice`` over them (``logical_device.py``), so on a one-GPU machine
+``cuda://`` is that GPU. URI parameter ``queues=N`` (1..16, default 2): the streams
+(queues) of each GPU.
 
 Each GPU's primary context is retained once per process and kept (``_contexts``):
 devices come and go, but memory a closed device's buffers still hold is freed through
@@ -19,10 +20,11 @@ from typing import Any
 
 import attrs
 
-from hal_core import DeviceInfo, InvalidArgumentError, NotFoundError, UnimplementedError
+from hal_core import DeviceInfo, InvalidArgumentError, NotFoundError
 
 from .cuda_api import CudaContext, check, driver_api
 from .device import CudaDeviceBackend
+from .logical_device import CudaLogicalDevice
 from .stream_waits import memops_support
 
 DEFAULT_QUEUES = 2
@@ -154,26 +156,35 @@ class CudaDriverBackend:
                 out.append(gpu)
         return out
 
-    def create_device_by_id(self, device_id: int, params: dict[str, str]) -> CudaDeviceBackend:
+    def create_device_by_id(
+        self, device_id: int, params: dict[str, str]
+    ) -> CudaDeviceBackend | CudaLogicalDevice:
         if device_id == 0:
             return self.create_device_by_path("", params)
         if not 1 <= device_id <= len(self.gpus):
             raise NotFoundError(f"cuda has no device id {device_id} (ids 1..{len(self.gpus)})")
         return self.create_device_by_path(str(device_id - 1), params)
 
-    def create_device_by_path(self, path: str, params: dict[str, str]) -> CudaDeviceBackend:
+    def create_device_by_path(
+        self, path: str, params: dict[str, str]
+    ) -> CudaDeviceBackend | CudaLogicalDevice:
+        """One GPU: its ``CudaDeviceBackend``. Several: a ``CudaLogicalDevice`` over one
+        backend per GPU (``queues`` streams each), peer access enabled between them."""
         queues = _queue_count(params)
         gpus = self._select(path)
-        if len(gpus) > 1:
-            named = ", ".join(f"cuda://{g.ordinal}" for g in gpus)
-            raise UnimplementedError(
-                f"cuda://{path} names {len(gpus)} GPUs ({named}); a cuda device is one GPU "
-                "and a logical device spanning several is not implemented: create one device "
-                "per GPU (cuda://0, cuda://1, ...) and join them in a DeviceGroup"
-            )
-        gpu = gpus[0]
-        ctx = context_for(self.api, gpu.ordinal)
-        return CudaDeviceBackend(ctx, queues, gpu.memory_bytes, gpu.describe())
+        members: list[CudaDeviceBackend] = []
+        try:
+            for gpu in gpus:
+                ctx = context_for(self.api, gpu.ordinal)
+                members.append(CudaDeviceBackend(ctx, queues, gpu.memory_bytes, gpu.describe()))
+            if len(members) == 1:
+                return members[0]
+            name = "cuda://" + ",".join(str(g.ordinal) for g in gpus)
+            return CudaLogicalDevice(members, queues, name)
+        except BaseException:
+            for member in members:
+                member.close(None)
+            raise
 
 
 def _queue_count(params: dict[str, str]) -> int:

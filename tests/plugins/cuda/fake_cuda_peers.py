@@ -1,6 +1,7 @@
 """``FakeDriver`` with several GPUs that can see each other: 64-bit stream memory
 operations (``cuStreamWaitValue64`` / ``cuStreamWriteValue64``), peer access
-(``cuDeviceCanAccessPeer``, ``cuCtxEnablePeerAccess``) and one primary context per GPU.
+(``cuDeviceCanAccessPeer``, ``cuCtxEnablePeerAccess``), one primary context per GPU, and
+the function handle of every kernel launch (``launched_functions``).
 
 Stream work still runs at once on the calling thread, so a value wait cannot hold
 anything here: ``cuStreamWaitValue64`` records ``(stream, address, value, flags)`` in
@@ -31,6 +32,7 @@ class FakePeerDriver(FakeDriver):
         self.peer_access = peer_access
         self.value_waits: list[tuple[Any, int, int, int]] = []
         self.peers_enabled: set[tuple[int, int]] = set()
+        self.launched_functions: list[int] = []
         self._current = threading.local()
 
     def word(self, address: int) -> int:
@@ -76,3 +78,7 @@ class FakePeerDriver(FakeDriver):
             return (CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED,)
         self.peers_enabled.add(pair)
         return (0,)
+
+    def cuLaunchKernel(self, function: int, *args: Any) -> tuple:
+        self.launched_functions.append(int(function))
+        return FakeDriver.cuLaunchKernel(self, function, *args)

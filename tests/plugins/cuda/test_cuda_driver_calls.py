@@ -18,6 +18,7 @@ import pytest
 from hal_cuda import cuda_api
 from hal_cuda import driver as cuda_driver
 from hal_cuda.kernels import CTS_LIBRARY, load_ptx
+from hal_cuda.logical_device import CudaLogicalDevice
 
 import hal_core
 from hal_core import (
@@ -207,15 +208,20 @@ def test_recording_makes_no_driver_call(dev: Any, fake: FakeDriver, mode: int) -
     assert addresses[0] == addresses[1][::-1] and addresses[0][0] != addresses[0][1]
 
 
-def test_a_path_naming_several_gpus_is_unimplemented_naming_them(monkeypatch: Any) -> None:
-    """A cuda device is one GPU: ``cuda://`` on a two-GPU machine and a list of two GPUs
-    are UNIMPLEMENTED, naming the GPUs and the way out; each GPU alone opens."""
+def test_a_path_naming_several_gpus_opens_one_logical_device(monkeypatch: Any) -> None:
+    """``cuda://`` on a two-GPU machine and a list of two GPUs are one logical device
+    over both (``test_cuda_logical_device.py`` runs it); one GPU, named once or twice,
+    is that GPU's own device."""
     _install(monkeypatch, FakeDriver(gpus=2))
     driver = cuda_driver.CudaDriverBackend()
     assert [d.path for d in driver.query_available_devices()] == ["0", "1"]
     for path in ("", "0,1"):
-        with pytest.raises(hal_core.UnimplementedError, match=r"cuda://0, cuda://1.*DeviceGroup"):
-            driver.create_device_by_path(path, {})
+        backend = driver.create_device_by_path(path, {})
+        assert isinstance(backend, CudaLogicalDevice) and backend.queue_count == 4
+        assert [m.ctx.ordinal for m in backend.members] == [0, 1]
+        backend.close(1.0)
     for path in ("0", "1", "1,1"):
-        driver.create_device_by_path(path, {}).close(1.0)
+        backend = driver.create_device_by_path(path, {})
+        assert not isinstance(backend, CudaLogicalDevice)
+        backend.close(1.0)
     cuda_api.reset_for_tests()

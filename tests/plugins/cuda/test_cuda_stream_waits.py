@@ -84,6 +84,9 @@ def test_wait_on_another_gpus_work_is_a_word_wait_on_the_stream(peers: Any) -> N
         assert peers.word(address) == 0 == waits.word_of(sem)  # not signalled yet
         peers.release()
         done.wait(1, TIMEOUT)
+        # (The fake runs stream work at once: the waiter may finish before the producer
+        # signals, which on a GPU it cannot.)
+        sem.wait(1, TIMEOUT)
         assert peers.word(address) == 1 == waits.word_of(sem)
     finally:
         peers.release()
@@ -125,6 +128,7 @@ def test_words_only_grow_and_several_values_share_one_word(peers: Any) -> None:
         assert first[1] == second[1] and (first[2], second[2]) == (2, 1)
         peers.release()
         done.wait(2, TIMEOUT)
+        sem.wait(2, TIMEOUT)
         assert peers.word(first[1]) == 2
     finally:
         peers.release()

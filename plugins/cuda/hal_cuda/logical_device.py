@@ -1,0 +1,275 @@
+"""``CudaLogicalDevice``: one HAL device over several GPUs (``cuda://``, ``cuda://0,1``).
+
+Each GPU is a ``CudaDeviceBackend`` (a *member*: its streams, completion thread, workers,
+pools). The logical device's queues are the members' queues side by side, as amdgpu
+does it: with ``per`` queues per GPU, queue ``q`` is queue ``q % per`` of GPU
+``q // per``. ``submit`` hands each op to its member with the member's queue index;
+queue affinity therefore selects the GPU and the stream.
+
+* Memory is placed as IREE places it: device-local memory on the GPU of the first queue
+  the params' queue affinity selects (GPU 0 for ``ANY``); pinned host memory and imported
+  host memory are portable (every GPU of the device reaches them). Peer access is enabled
+  between the device's GPUs wherever the driver allows it (``cuDeviceCanAccessPeer``),
+  so a kernel on one GPU may use another's buffers; without peer access, copies still
+  work (the driver stages them) but a kernel touching the other GPU's memory faults.
+* Executables are loaded on every GPU; a recording's program is built per GPU, for the
+  first GPU at ``end()`` (so launch limits are checked at the call) and for another GPU
+  the first time it runs there.
+* Waits between GPUs of the device are waits between members: a wait on another GPU's
+  in-flight work is a word wait on the waiting stream (``stream_waits.py``).
+* Host calls see the logical queue affinity.
+* Profiling is not implemented for a device over several GPUs (each GPU has its own
+  clock reference): profiling a member GPU alone (``cuda://N``) works.
+
+Thread-safe: members are, and per-GPU programs are built under a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, cast
+
+from hal_core import BufferParams, MemoryHeap, MemoryType, QueueOpKind
+from hal_core.backend import CMD_DISPATCH, DeviceCapabilities, HostCallContext, QueueOp
+
+from .device import CudaDeviceBackend
+from .topology import contexts_of, enable_peer_access, refine_edge
+
+_DISPATCH = QueueOpKind.DISPATCH
+_EXECUTE = QueueOpKind.EXECUTE
+_HOST_CALL = QueueOpKind.HOST_CALL
+
+HostCallFn = Callable[[tuple, HostCallContext], Any]
+
+
+class LogicalAllocator:
+    """``AllocatorBackend`` over the members' allocators: device-local memory on the GPU
+    of the params' first queue, host memory (portable) from GPU 0. Thread-safe."""
+
+    def __init__(self, members: list[CudaDeviceBackend], per: int) -> None:
+        self.members = members
+        self.per = per
+        self.mask = (1 << (per * len(members))) - 1
+        self.max_allocation_size = min(m.allocator.max_allocation_size for m in members)
+
+    def heaps(self) -> list[MemoryHeap]:
+        return self.members[0].allocator.heaps()
+
+    def query_buffer_compatibility(self, params: BufferParams, size: int) -> Any:
+        return self.members[0].allocator.query_buffer_compatibility(params, size)
+
+    def member_for(self, params: BufferParams) -> CudaDeviceBackend:
+        """The member whose GPU holds device-local memory for ``params``."""
+        selected = int(params.queue_affinity) & self.mask
+        if not selected:
+            return self.members[0]
+        first = (selected & -selected).bit_length() - 1
+        return self.members[first // self.per]
+
+    def allocate(self, params: BufferParams, size: int) -> tuple[Any, MemoryType]:
+        return self.member_for(params).allocator.allocate(params, size)
+
+    def import_host(self, params: BufferParams, array: Any) -> tuple[Any, MemoryType]:
+        return self.members[0].allocator.import_host(params, array)
+
+
+class _MemberExecutable:
+    """What a member's program sees as a dispatch's executable: ``backend`` is the
+    executable as loaded on that member's GPU."""
+
+    __slots__ = ("backend", "__weakref__")
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+
+class LogicalExecutable:
+    """``ExecutableBackend``: one executable loaded on every GPU of the device.
+    ``functions`` (reflection) are the first GPU's; ``members[i]`` is GPU ``i``'s."""
+
+    def __init__(self, loaded: list[Any]) -> None:
+        self.loaded = loaded
+        self.members = [_MemberExecutable(e) for e in loaded]
+        self.functions = loaded[0].functions
+
+    def close(self) -> None:
+        for executable in self.loaded:
+            executable.close()
+
+
+class GpuPrograms:
+    """A recording's programs, one per GPU, built on first use (the first GPU's at
+    ``end()``). ``for_member(i)`` is thread-safe."""
+
+    def __init__(self, owner: CudaLogicalDevice, commands: list, mode: int, capacity: int) -> None:
+        self._owner = owner
+        self._commands = commands
+        self._mode = mode
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._programs: list[Any] = [None] * len(owner.members)
+        self.for_member(0)
+        self.needs_host_sync = self._programs[0].needs_host_sync
+
+    def for_member(self, index: int) -> Any:
+        program = self._programs[index]
+        if program is not None:
+            return program
+        with self._lock:
+            program = self._programs[index]
+            if program is None:
+                commands = [_for_member(cmd, index) for cmd in self._commands]
+                member = self._owner.members[index]
+                program = member.finalize_command_buffer(commands, self._mode, self._capacity)
+                self._programs[index] = program
+        return program
+
+
+def _for_member(command: tuple, index: int) -> tuple:
+    """``command`` with a dispatch's executable replaced by member ``index``'s view."""
+    if command[0] != CMD_DISPATCH:
+        return command
+    executable = command[1]
+    backend = executable.backend
+    if not isinstance(backend, LogicalExecutable):
+        return command
+    return (command[0], backend.members[index], *command[2:])
+
+
+class _LogicalAffinity:
+    """A host call's callback seen through the logical device: its context names the
+    logical queue (the member ran it on its own queue index)."""
+
+    __slots__ = ("fn", "affinity")
+
+    def __init__(self, fn: HostCallFn, affinity: int) -> None:
+        self.fn = fn
+        self.affinity = affinity
+
+    def __call__(self, args: tuple, context: HostCallContext) -> Any:
+        return self.fn(args, HostCallContext(context.device, self.affinity, context.signals))
+
+
+class _MemberTopology:
+    """A member's view of the logical device's ``TopologyInfo``: its queue ``q`` is the
+    logical queue ``base + q``."""
+
+    def __init__(self, info: Any, base: int) -> None:
+        self._info = info
+        self._base = base
+        self.tracker = info.tracker
+
+    def queue_axis(self, queue_index: int) -> int:
+        return int(self._info.queue_axis(self._base + queue_index))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._info, name)
+
+
+class CudaLogicalDevice:
+    """``DeviceBackend`` over ``members`` (one ``CudaDeviceBackend`` per GPU, each with
+    ``per`` queues); see the module docstring."""
+
+    def __init__(self, members: list[CudaDeviceBackend], per: int, name: str) -> None:
+        self.members = members
+        self.per = per
+        self.name = name
+        self.queue_count = per * len(members)
+        self.allocator = LogicalAllocator(members, per)
+        self.peer_access = enable_peer_access([m.ctx for m in members])
+        self._device: Any = None
+
+    @property
+    def device(self) -> Any:
+        """The public Device (hal_core sets it; every member hands it to host calls)."""
+        return self._device
+
+    @device.setter
+    def device(self, device: Any) -> None:
+        self._device = device
+        for member in self.members:
+            member.device = device
+
+    # -- queues -------------------------------------------------------------------------
+
+    def _route(self, op: QueueOp) -> CudaDeviceBackend:
+        """The member that runs ``op``, with ``op`` rewritten for it (its queue index, its
+        GPU's program, a host call's logical affinity)."""
+        index, local = divmod(op.queue, self.per)
+        kind = op.kind
+        if kind == _DISPATCH or kind == _EXECUTE:
+            program = op.program
+            if isinstance(program, GpuPrograms):
+                op.program = program.for_member(index)
+        elif kind == _HOST_CALL:
+            op.callback = _LogicalAffinity(cast(HostCallFn, op.callback), 1 << op.queue)
+        op.queue = local
+        return self.members[index]
+
+    def submit(self, op: QueueOp) -> None:
+        self._route(op).submit(op)
+
+    def submit_alloca(self, op: QueueOp) -> None:
+        self._route(op).submit_alloca(op)
+
+    def flush(self, queue_mask: int) -> None:
+        """Nothing is batched (see ``CudaDeviceBackend.flush``)."""
+
+    def query_queue_pool_backend(self, queue_index: int) -> Any:
+        index, local = divmod(queue_index, self.per)
+        return self.members[index].query_queue_pool_backend(local)
+
+    # -- executables and command buffers ------------------------------------------------
+
+    def executable_formats(self) -> tuple[str, ...]:
+        return tuple(self.members[0].executable_formats())
+
+    def prepare_executable(self, format: str, data: Any, params: dict[str, Any]) -> Any:
+        loaded: list[Any] = []
+        try:
+            for member in self.members:
+                loaded.append(member.prepare_executable(format, data, params))
+        except BaseException:
+            for executable in loaded:
+                executable.close()
+            raise
+        return LogicalExecutable(loaded)
+
+    def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
+        return GpuPrograms(self, commands, mode, binding_capacity)
+
+    # -- device groups ------------------------------------------------------------------
+
+    def query_capabilities(self) -> DeviceCapabilities:
+        """Buffers live in the GPUs' memory (one domain for the device: its GPUs use
+        each other's buffers); host timeline semaphores are waited on the host."""
+        first = self.members[0].query_capabilities()
+        ordinals = ",".join(str(m.ctx.ordinal) for m in self.members)
+        return DeviceCapabilities(
+            memory_domain=f"cuda:{ordinals}",
+            host_memory_access=first.host_memory_access,
+            host_semaphores=first.host_semaphores,
+            numa_node=first.numa_node,
+            peer_copy=True,
+        )
+
+    def refine_topology_edge(self, other: Any, edge: Any) -> Any:
+        """The edge with another CUDA device from the driver (``topology.refine_edge``)."""
+        theirs = contexts_of(other)
+        if theirs is None:
+            return edge
+        return refine_edge(theirs, [m.ctx for m in self.members], edge)
+
+    def assign_topology_info(self, info: Any) -> None:
+        """Join (or leave, ``None``) a device group: each member's queues publish on the
+        group axes of the logical queues they are."""
+        for i, member in enumerate(self.members):
+            member.assign_topology_info(
+                None if info is None else _MemberTopology(info, i * self.per)
+            )
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def close(self, timeout: float | None) -> None:
+        for member in self.members:
+            member.close(timeout)
