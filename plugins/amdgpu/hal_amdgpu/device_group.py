@@ -7,7 +7,12 @@ same-driver edge refinement from HSA link info, and group-axis advancement.
   device is reached by copies (the allocator grants pool access to this device's own agents
   only, never to foreign host allocations); NUMA node of the nearest CPU; ``peer_copy``
   when a GPU of the device can reach the pools of another GPU of its HSA system.
-* ``refine_topology_edge(other, edge)``: for two amdgpu devices over one HSA system, the
+* ``refine_topology_edge(other, edge)``: waits. Over one HSA system, the consuming
+  device's queues wait on the producer's queue epoch signals on the device
+  (``group_waits``) when every GPU of the consumer has a wait tier: ``wait_mode`` NATIVE,
+  ``wait_cost`` 0; otherwise, and between different HSA systems, they are deferred to
+  the host: COPY, ``wait_cost`` 4.
+  Links: for two amdgpu devices over one HSA system, the
   worst physical edge (``topology.query_edge``) from any GPU of the consuming device to the
   pools of any GPU of the producing one gives the NUMA distance and the LINK_* bits (the
   physical link). Devices over the same GPUs share memory: SAME_DIE, NATIVE buffers,
@@ -20,7 +25,9 @@ same-driver edge refinement from HSA link info, and group-axis advancement.
   HSA systems (e.g. rocr and the soft agent) keep the capability-derived edge.
 * ``assign_topology_info(info)``: each host queue's retired epochs also advance its axis
   ``info.queue_axis(q)`` in the group's tracker (through the queue set's retire listener,
-  on the completion thread); ``None`` stops that. Blocking: may create the host queues.
+  on the completion thread), and the queue set joins the wait domain of the group's
+  amdgpu members over its HSA system (``group_waits``); ``None`` undoes both. Blocking:
+  may create the host queues.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ from hal_core.backend import (
     TopologyEdge,
 )
 
+from .group_waits import join_group_waits
 from .hsa_memory import find_gpu_memory_pools
 from .topology import LINK_COSTS, AgentMemoryEdge, LinkFlag, query_edge
+from .wait_barriers import device_waits_supported
 
 __all__ = ["query_capabilities", "refine_topology_edge", "assign_topology_info", "hal_capabilities"]
 
@@ -122,11 +131,28 @@ _LINK_CAPABILITIES = (
 )
 
 
+#: wait_cost of a wait deferred to the host (hal_core's cost for a COPY semaphore edge).
+_HOST_DEFERRED_WAIT_COST = 4
+
+
+def _with_waits(edge: TopologyEdge, on_device: bool) -> TopologyEdge:
+    """``edge`` saying how the consumer waits on the producer's semaphores: on the device
+    (NATIVE, free) or deferred to the host (COPY)."""
+    if on_device:
+        return attrs.evolve(edge, wait_mode=InteropMode.NATIVE, wait_cost=0)
+    return attrs.evolve(edge, wait_mode=InteropMode.COPY, wait_cost=_HOST_DEFERRED_WAIT_COST)
+
+
 def refine_topology_edge(backend: Any, other: Any, edge: TopologyEdge) -> TopologyEdge:
     from .device import AmdgpuDeviceBackend
 
     if not isinstance(other, AmdgpuDeviceBackend) or other.hsa is not backend.hsa:
-        return edge  # different HSA systems: no link info relates them
+        # Different HSA systems: no link info relates them, and no queue of one can read
+        # the other's epoch signals, so waits between them are deferred to the host.
+        return _with_waits(edge, False)
+    # One HSA system: the consumer's queues wait on the producer's epoch signals on the
+    # device when every GPU of the consumer has a wait tier (group_waits).
+    edge = _with_waits(edge, device_waits_supported(backend.gpus, backend.queue_options))
     phys = _worst_edge(backend, other)
     if set(backend.ordinals) == set(other.ordinals):
         caps = edge.capabilities | hal_capabilities(phys.flags) | TopologyCapability.UNIFIED_MEMORY
@@ -209,8 +235,12 @@ def assign_topology_info(backend: Any, info: Any) -> None:
             qset.pools.group = None  # pool frontiers name the queue set's own axes again
         backend._group_axes = None
     if info is None:
+        qset = backend._host_queue_set
+        if qset is not None:
+            join_group_waits(backend, qset, None)
         return
     qset = backend._host_queue_set or backend._create_host_queues()
+    join_group_waits(backend, qset, info)
     axes = _GroupAxes(info, len(qset.queues), qset.retire_listener)
     qset.retire_listener = axes
     backend._group_axes = axes

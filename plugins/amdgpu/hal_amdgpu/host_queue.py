@@ -12,11 +12,13 @@ close) that ``HostQueue`` inherits.
 
 Flow of one operation (``HostQueueSet.submit`` -> ``HostQueue.submit``):
 
-1. Wait resolution by tiers: a wait already reached costs nothing; a wait whose producer
+1. Wait resolution by tiers (``wait_barriers.resolve_waits_by_tier``): a wait already
+   reached costs nothing; a wait whose producer
    (recorded when the producing submission was published) is this queue is elided (every
    packet carries the BARRIER bit, so the queue is an in-order chain); a producer epoch the
    queue's frontier already covers, or that has retired, is elided; a producer epoch on a
-   peer queue of this device becomes a *device barrier* on the peer's epoch signal: an AMD
+   peer queue of this device (or of a group member's, below) becomes a *device barrier*
+   on the peer's epoch signal: an AMD
    barrier-value packet where the target has them (gfx90a, gfx94x), else a PM4-IB packet
    whose indirect buffer (``pm4_packets``) holds ``WAIT_REG_MEM64`` and ``ACQUIRE_MEM``
    (gfx11, gfx12); anything else (host-signalled values, wait-before-signal, failed
@@ -48,8 +50,9 @@ read its workgroup counts (no device-side patch kernel is shipped).
 
 queue_alloca from an explicit pool goes through the device's pool layer like any other
 alloca, and profiling taps record through ``profiler`` (set by ``hal_amdgpu.profiling`` for
-a profiling session only). Not implemented: device waits between member GPUs of a device
-group (separate queue sets), which are deferred in software.
+a profiling session only). Between devices of one device group over one HSA system the
+queue sets share a last-signal table (``group_waits``), so the same tiers apply to waits
+on another member's queues.
 
 Locks: ``_lock`` (submission: rings, epochs, parking, frontier) and the completion side's
 locks (``queue_completion``). No lock is held while semaphores are signalled or user
@@ -71,12 +74,12 @@ from hal_core import (
     InternalError,
     OutOfRangeError,
     UnimplementedError,
+    error_for,
 )
 from hal_core.backend import (
     QueueOpKind,
     axis_make_queue,
     resolve_waits,
-    wait_reached,
 )
 
 from .admission_pointers import binding_pointers, read_indirect_counts, static_pointers
@@ -101,6 +104,7 @@ from .device_library import (
     kernel_descriptor,
     load_device_library,
 )
+from .group_waits import keep_epoch_signal
 from .kernarg_ring import KERNARG_BLOCK_SIZE, KernargRing
 from .notification_ring import DrainResult, NotificationRing
 from .queue_completion import (
@@ -116,6 +120,7 @@ from .wait_barriers import (
     WAIT_TIER_DEFER,
     WAIT_TIER_PM4,
     Pm4WaitBuffers,
+    resolve_waits_by_tier,
     wait_tier,
 )
 
@@ -200,7 +205,9 @@ class HostQueue(QueueCompletion):
         #: Teardown deferred to the completion thread's end; None once it ended.
         self._exit_lock = threading.Lock()
         self._exit_hooks: list[Callable[[], None]] | None = []
-        self.frontier: dict[int, int] = {}
+        #: producer queue (of this set or of a group wait domain's) -> the highest epoch
+        #: of it this queue published a device barrier on.
+        self.frontier: dict[Any, int] = {}
         self.published_epoch = 0
         self.completed_epoch = 0
         #: Epochs whose semaphores the completion thread has signalled on the host.
@@ -321,7 +328,7 @@ class HostQueue(QueueCompletion):
             raise FailedPreconditionError(
                 f"amdgpu queue {self.index} is closing; submit before closing the device"
             )
-        deferred = self._resolve_waits(sub)
+        deferred = resolve_waits_by_tier(self, sub)
         if deferred is None:
             return  # failed
         if deferred:
@@ -329,58 +336,6 @@ class HostQueue(QueueCompletion):
             resolve_waits(sub, tuple(deferred), self._on_deferred_ready, self._on_deferred_failed)
             return
         self._admit(sub)
-
-    def _resolve_waits(self, sub: _Sub) -> list | None:
-        """The waits of ``sub`` left to software deferral (device barriers go into
-        ``sub.barriers``), or None when it failed. Called without ``_lock`` (taken only to
-        count deferrals)."""
-        deferred: list = []
-        last_signal = self.qset.last_signal
-        barrier_ok = self.wait_tier != WAIT_TIER_DEFER
-        racy: bool | None = None  # computed on the first wait a peer queue produces
-        for sem, value in sub.op.waits:
-            failure = sem.failure
-            if failure is not None:
-                self._fail_sub(sub, failure.clone())
-                return None
-            if wait_reached(sem, value):
-                sub.acquire = FenceScope.SYSTEM
-                continue
-            entry = last_signal.get(sem)
-            if entry is not None and entry[2] >= value:
-                producer, epoch = entry[0], entry[1]
-                if producer is self:
-                    continue  # in-order queue: already behind the producer
-                if racy is None:
-                    racy = self._signals_race_peers(sub)
-                # Elided or device-ordered, this op could finish and be signalled by this
-                # queue's thread before the producer's thread signalled a semaphore both
-                # signal (a lower value after a higher one fails the semaphore): wait in
-                # software for the producer's host signal instead.
-                if not racy:
-                    if self.frontier.get(producer.index, 0) >= epoch:
-                        continue  # a previous device barrier covers it
-                    if producer.completed_epoch >= epoch:
-                        sub.acquire = FenceScope.SYSTEM
-                        continue
-                    if barrier_ok and producer.qset is self.qset and producer.error is None:
-                        sub.barriers.append((producer, epoch))
-                        continue
-            deferred.append((sem, value))
-        if deferred:
-            with self._lock:  # submitters race here; the deferral path is not hot
-                self.deferred_waits += len(deferred)
-        return deferred
-
-    def _signals_race_peers(self, sub: _Sub) -> bool:
-        """Whether a semaphore ``sub`` signals was last published by another queue whose
-        completion thread has not signalled it yet (its host-side order is not settled)."""
-        last_signal = self.qset.last_signal
-        for sem, _value in sub.op.signals:
-            entry = last_signal.get(sem)
-            if entry is not None and entry[0] is not self and entry[0].signalled_epoch < entry[1]:
-                return True
-        return False
 
     def _on_deferred_ready(self, sub: _Sub) -> None:
         if self._deferred.pop(sub, None) is None:
@@ -607,8 +562,27 @@ class HostQueue(QueueCompletion):
         """Note the peer epochs this queue now waits behind. Called under ``_lock``."""
         frontier = self.frontier
         for producer, e in barriers:
-            if frontier.get(producer.index, 0) < e:
-                frontier[producer.index] = e
+            if frontier.get(producer, 0) < e:
+                frontier[producer] = e
+            if producer.error is not None:
+                self._behind_failed(producer, e)
+
+    def _behind_failed(self, producer: "HostQueue", epoch: int) -> None:
+        """``producer`` faulted while this queue published a barrier on its ``epoch``: its
+        scan for stuck peers (which sets its error first, then reads frontiers) may have
+        run before this frontier named it. Unless the device completed that epoch, this
+        queue is stuck for good: fail it as the scan would have. Called under ``_lock``."""
+        ffi = self.hsa.ffi
+        signal = ffi.new("hsa_signal_t*", [producer.epoch_handle])[0]
+        done = EPOCH_INITIAL_VALUE - self.hsa.lib.hsa_signal_load_scacquire(signal)
+        error = producer.error
+        if done >= epoch or self.error is not None or error is None:
+            return
+        self.error = error_for(
+            error.code,
+            f"AMD GPU queue {self.index} waits on queue {producer.index}, which failed: {error}",
+        )
+        self.hsa.lib.hsa_signal_store_screlease(self.stop_signal, 1)
 
     def _commit_headers(self, first: int, nbar: int, headers: Any, blit: Any) -> None:
         """Publish the headers of one admission in packet order: the wait barriers, then
@@ -661,6 +635,14 @@ class HostQueue(QueueCompletion):
                 if not self._try_publish(sub):
                     parked.appendleft(sub)
                     break
+
+    def _destroy_signals(self) -> None:
+        # Another device of the group may still have a barrier on the epoch signal in
+        # flight: a wait domain this set joined keeps it until its last set closes.
+        sig = self.__dict__.get("epoch_signal")
+        if sig is not None and self.qset.wait_domains and keep_epoch_signal(self.qset, sig):
+            del self.__dict__["epoch_signal"]
+        super()._destroy_signals()
 
     def _fail_sub(self, sub: _Sub, error: HalError) -> None:
         fail_signals(sub.op.signals, error)

@@ -213,10 +213,10 @@ class QueueCompletion:
         never retired are stuck behind it for good: fail them too (their completion
         threads drain what finished before the barrier, then fail the rest), so failure
         propagates instead of hanging. Each peer's own thread continues the cascade."""
-        for peer in self.qset.queues:
-            if peer is self or peer.error is not None:
+        for peer in self.qset.consumer_queues():  # other devices' too, in a group
+            if peer is self or peer.error is not None or peer._closing:
                 continue
-            if peer.frontier.get(self.index, 0) > self.completed_epoch:
+            if peer.frontier.get(self, 0) > self.completed_epoch:
                 peer.error = error_for(
                     error.code,
                     f"AMD GPU queue {peer.index} waits on queue {self.index}, which failed: "

@@ -27,6 +27,7 @@ from hal_core import (
     BufferParams,
     BufferRef,
     BufferUsage,
+    CancelledError,
     CommandBufferMode,
     InvalidArgumentError,
     MemoryAccess,
@@ -47,14 +48,16 @@ from .aql_packets import emit_dispatches, new_staging
 from .block_format import BlockProgram
 from .block_program import build_programs
 from .device_library import DeviceLibrary, kernel_descriptor
+from .group_waits import WaitDomain, consumer_queues
 from .host_actions import DeallocaAction, FileAction, FileStaging, HostCallAction
 from .host_queue import UPDATE_INLINE_LIMIT, HostQueue
 from .kernarg_ring import KERNARG_BLOCK_SIZE
 from .kernel_descriptors import BuiltinKernels, KernelDescriptor, hal_kernarg_image
 from .peer_copies import PeerCopies, StagedCopyAction
-from .queue_options import HostQueueOptions, WaitBarrierStrategy
+from .queue_options import HostQueueOptions
 from .queue_pools import AmdgpuQueuePools
 from .queue_submission import _Blit, _Sub
+from .wait_barriers import barrier_value_for
 
 __all__ = ["GpuPrograms", "HostQueueSet"]
 
@@ -139,16 +142,21 @@ class HostQueueSet:
         self.file_staging = FileStaging(
             hsa, self.kernarg_pool, self.access_agents, self.access_count, options.file_chunk_size
         )
+        #: semaphore -> (producer queue, epoch, value) of its last publication; shared
+        #: with the other sets of a group wait domain (``group_waits``) while a member.
         self.last_signal: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        #: Sets whose queues this set's queues may wait on on the device besides its own
+        #: (the group wait domain's members while in a group).
+        self.wait_peers: set | frozenset = frozenset()
+        #: The group wait domain this set is a member of, and every one it joined (they
+        #: keep its epoch signals alive for the others' barriers once it closes).
+        self.wait_domain: WaitDomain | None = None
+        self.wait_domains: list[WaitDomain] = []
         self.retire_listener: Callable[[int, int], None] | None = None
         self._descriptors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         #: One frontier axis per queue (device index = GPU, queue index = HAL queue).
         self.tracker = FrontierTracker(axis_capacity=max(256, queues_per_gpu * len(gpus)))
-        strategy = options.wait_barrier
-        if strategy == WaitBarrierStrategy.AUTO:
-            self.barrier_value_supported = all(_supports_barrier_value(g) for g in gpus)
-        else:
-            self.barrier_value_supported = strategy == WaitBarrierStrategy.BARRIER_VALUE
+        self.barrier_value_supported = barrier_value_for(gpus, options)
         self.contexts = [_ProgramContext(self, i, b) for i, b in enumerate(builtins)]
         #: Which memory each GPU reaches, peer grants, and the copy-path counters.
         self.peers = PeerCopies(hsa, gpus, gpu_pools)
@@ -400,7 +408,15 @@ class HostQueueSet:
                     deferred = q
             except BaseException as exc:  # close every queue even if one fails
                 errors.append(exc)
+        if self.wait_domains:
+            # Queues of other devices of the group behind a device barrier on work this
+            # close cancelled would wait forever: fail them as a fault would.
+            cancelled = CancelledError("a device of the group closed with the awaited work")
+            for q in self.queues:
+                q._fail_stuck_peers(cancelled)
         self.queues = []
+        for domain in self.wait_domains:
+            domain.closed(self)
         self._deferred_queue = deferred
         if self.pools is not None:
             # After the queues: in-flight deallocas have released; parked allocas cancel.
@@ -416,6 +432,10 @@ class HostQueueSet:
             raise errors[0]
         return deferred is not None
 
+    def consumer_queues(self) -> list[HostQueue]:
+        """Queues that may hold a device barrier on one of this set's queues."""
+        return consumer_queues(self)
+
     def at_thread_exit(self, fn: Callable[[], None]) -> None:
         """After ``close`` returned True: run ``fn`` once the closing completion thread
         ended (its queue's signals are destroyed first); otherwise run it now."""
@@ -424,10 +444,3 @@ class HostQueueSet:
             fn()
         else:
             queue._at_thread_exit(fn)
-
-
-def _supports_barrier_value(gpu: Any) -> bool:
-    """AMD barrier-value packets are validated on gfx90a and gfx94x (steppings 0-2)."""
-    t = gpu.target
-    major, minor, stepping = t.major, t.minor, t.stepping
-    return (major, minor, stepping) == (9, 0, 10) or (major == 9 and minor == 4 and stepping <= 2)

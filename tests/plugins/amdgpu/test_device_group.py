@@ -93,9 +93,10 @@ def test_failure_propagates_to_other_devices(group):
     b.queue_barrier(1, [(sem_a, 1)], [(after, 1)])
     with pytest.raises(hal_core.HalError):
         after.wait(1, TIMEOUT)
-    # the other amdgpu device still works
+    # The other amdgpu device still works. (Its queue 0 fails with a's queue when the
+    # wait became a device barrier on a's epoch signal; test_group_device_waits.)
     ok = b.create_semaphore(0)
-    b.queue_barrier(1, [], [(ok, 1)])
+    b.queue_barrier(2, [], [(ok, 1)])
     ok.wait(1, TIMEOUT)
 
 

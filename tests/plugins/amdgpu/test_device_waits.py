@@ -253,8 +253,8 @@ def test_512_edge_chain_runs_with_no_host_deferred_wait(default_hooks):
         words = np.frombuffer(buf.read(), np.uint32)
         assert (words == 0x04030201).all()  # every copy ran after the one before it
         # Each queue waited on the other's epochs on the device.
-        assert queues[0].frontier.get(queues[1].index, 0) > 0
-        assert queues[1].frontier.get(queues[0].index, 0) > 0
+        assert queues[0].frontier.get(queues[1], 0) > 0
+        assert queues[1].frontier.get(queues[0], 0) > 0
 
 
 def test_deferred_wait_counter_counts_host_waits(default_hooks):
@@ -310,7 +310,7 @@ def test_undecodable_wait_stream_fails_exactly_its_queue(default_hooks, monkeypa
         release, destroy = _block(q0)
         device.queue_fill(1, [], [(s0, 1)], buf, 0, 64, b"\x05")  # q0: stalled on the device
         device.queue_fill(2, [(s0, 1)], [(s1, 1)], other, 0, 64, b"\x06")  # q1: PM4 wait
-        assert q1.frontier == {q0.index: 1}
+        assert q1.frontier == {q0: 1}
         with pytest.raises(hal_core.HalError, match="INVALID_PACKET_FORMAT"):
             s1.wait(1, TIMEOUT)
         release()

@@ -230,7 +230,7 @@ def test_two_queues_wait_on_each_other(strategy):
         env.copy(0, b, c, waits=[(s1, 1)], signals=[(s0, 2)], length=128)  # q0 waits on q1
         q0, q1 = qs.queues[:2]
         if strategy != "defer":
-            assert q1.frontier == {0: 1}  # device barrier on q0's epoch 1
+            assert q1.frontier == {q0: 1}  # device barrier on q0's epoch 1
             assert not q1._deferred
             assert q1.deferred_waits == 0
         else:
@@ -630,7 +630,7 @@ def test_fault_propagates_to_a_peer_stuck_behind_a_device_barrier():
         env.fill(0, a, 1, signals=[(s0, 1)])
         env.copy(1, a, b, waits=[(s0, 1)], signals=[(s1, 1)])  # device barrier on q0
         q0, q1 = env.qs.queues[:2]
-        assert q1.frontier == {0: 1}
+        assert q1.frontier == {q0: 1}
         env.runtime.inject_fault()
         release()
         with pytest.raises(hal.HalError):
