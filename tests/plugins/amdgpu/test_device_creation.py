@@ -76,9 +76,9 @@ def test_unknown_parameters_still_fail():
         hal_core.create_device(f"{BASE}&aql_size=64")
 
 
-# gfx908 has no generic family, gfx950's (gfx9-4-generic) needs LLVM 20 and gfx1010's
-# (gfx10-1-generic) is not built: none of them ships.
-@pytest.mark.parametrize("target", ["gfx908", "gfx950", "gfx1010"])
+# gfx908 has no generic family, gfx940/941/950's (gfx9-4-generic) needs LLVM 20 and
+# gfx1010's (gfx10-1-generic) is not built: none of them ships.
+@pytest.mark.parametrize("target", ["gfx908", "gfx940", "gfx941", "gfx950", "gfx1010"])
 def test_a_gpu_without_a_device_library_fails_at_creation(target):
     """Before, the device was created and every queue operation failed INCOMPATIBLE."""
     shipped = shipped_library_targets()

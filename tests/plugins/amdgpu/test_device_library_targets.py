@@ -86,6 +86,41 @@ def test_committed_code_objects_are_what_the_build_script_makes(tmp_path):
         assert path.read_bytes() == (KERNEL_DIR / path.name).read_bytes(), path.name
 
 
+@pytest.mark.skipif(not shutil.which("clang-19"), reason="needs Debian's clang-19")
+def test_clang_19_cannot_build_gfx9_4_generic(tmp_path):
+    """Why MI300 ships the exact gfx942 object and gfx940/941/950 none: LLVM 19 has no
+    gfx9-4-generic processor. When the build compiler learns it, this fails: add the
+    family to build_kernels.sh and the library."""
+    source = tmp_path / "k.cl"
+    source.write_text("kernel void k(global int* p) { p[0] = 1; }\n")
+    result = subprocess.run(
+        [
+            "clang-19",
+            "-x",
+            "cl",
+            "--target=amdgcn-amd-amdhsa",
+            "-mcpu=gfx9-4-generic",
+            "-nogpulib",
+            "-c",
+            "-o",
+            str(tmp_path / "k.o"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "invalid target ID 'gfx9-4-generic'" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["gfx942:sramecc+:xnack-", "gfx942:sramecc-:xnack+"])
+def test_mi300_feature_variants_use_the_exact_gfx942_object(target):
+    """MI300 parts report feature-qualified target IDs; the feature-agnostic gfx942
+    object serves each (no gfx9-4-generic object exists to fall back on)."""
+    path = device_library_path(TargetId.parse(target))
+    assert path is not None and path.name == "blit--amdgcn-amd-amdhsa--gfx942.hsaco"
+
+
 @pytest.mark.parametrize("target,expected", sorted(SELECTION.items()))
 def test_selection_prefers_exact_then_processor_then_generic(target, expected):
     path = device_library_path(TargetId.parse(target))
