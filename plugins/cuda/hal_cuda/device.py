@@ -185,9 +185,8 @@ class CudaDeviceBackend:
         ]
         # Word waits on values other CUDA devices' in-flight work will signal.
         self.stream_waits = StreamWaits(ctx, self._inflight)
-        self._capture_stream = check(
-            self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate"
-        )
+        # Instantiated graphs of dropped programs, for re-recorded ones of the same shape.
+        self.graph_cache = graphs.GraphCache(ctx)
         self.events = EventPool(ctx)
         self._timing_events = EventPool(ctx, flags=0)  # timing enabled: profiling
         self._profiling: CudaProfiling | None = None
@@ -212,11 +211,13 @@ class CudaDeviceBackend:
     def finalize_command_buffer(self, commands: list, mode: int, binding_capacity: int) -> Any:
         """The replay form of a recording (launch limits checked here, at the call): stream
         launches, and for a reusable command buffer that qualifies a CUDA graph
-        (``graphs.py``) captured now."""
+        (``graphs.py``), built now when its buffers are direct and committed, else at its
+        first execution."""
         unretained = bool(mode & _UNRETAINED)
         program = CudaProgram(commands, unretained)
-        if not mode & (_ONE_SHOT | _UNRETAINED):
-            program.graph = graphs.capture(self.ctx, program, self._capture_stream)
+        if not mode & (_ONE_SHOT | _UNRETAINED) and graphs.qualifies(program):
+            program.graph = graphs.ProgramGraphs(self.ctx, self.graph_cache)
+            program.graph.prebuild(program)
         return program
 
     def flush(self, queue_mask: int) -> None:
@@ -601,7 +602,8 @@ class CudaDeviceBackend:
             return  # work still running past the timeout: leave the streams to it
         try:
             self.ctx.make_current()
-            for stream in [*self.streams, self._capture_stream]:
+            self.graph_cache.close()
+            for stream in self.streams:
                 self.api.cuStreamDestroy(stream)
             self.events.destroy()
             self._timing_events.destroy()

@@ -1,20 +1,30 @@
-"""Reusable command buffers as CUDA graphs.
+"""Reusable command buffers as CUDA graphs built with the node API.
 
-A reusable command buffer (not ONE_SHOT) whose commands name their buffers directly, with
-every buffer's memory committed at ``end()``, and which neither updates from host bytes
-nor reads a workgroup count from a buffer, is turned into a CUDA graph once, at ``end()``:
-its stream replay (``CudaProgram.run``) is captured on the device's capture stream
-(thread-local capture mode, so other threads' CUDA calls are unaffected) and instantiated.
-Each execution is then one ``cuGraphLaunch``. The graph bakes in the buffers' device
-addresses, so each execution first checks that every buffer still has the memory it was
-captured with (``buffer_storage`` raises FAILED_PRECONDITION for a deallocated one, as the
-stream replay would); a buffer whose memory changed (a transient re-committed) makes that
-execution replay as stream launches instead.
+A reusable command buffer (not ONE_SHOT, not UNRETAINED) whose program has no host-byte
+updates and no workgroup counts read from a buffer becomes one CUDA graph, built in one
+pass over its steps: a kernel node per dispatch, a memset node per fill, a memcpy node
+per copy (an empty node for one that does nothing), each depending on the nodes of the
+stage before it (the commands between two execution barriers run unordered, as the HAL
+allows; a stage of several nodes is joined through one empty node). Programs that name
+their buffers directly are built at ``end()``; a program with binding-table references
+(or a buffer whose memory is not committed yet) is built at its first execution, from
+the addresses that execution resolves.
 
-Programs that do not qualify replay as stream launches (binding tables, host-byte updates,
-indirect workgroup counts, one-shot command buffers where instantiating costs more than it
-saves). Re-recording a command buffer of the same shape builds a new graph: updating an
-instantiated one (``cuGraphExecUpdate``) is not done yet.
+Each node remembers the addresses (and lengths) it was last given. An execution resolves
+only what may have moved: each distinct direct buffer's memory and each binding-table
+slot's range; nodes naming one that changed get their parameters updated in the
+instantiated graph (``cuGraphExec{Kernel,Memset,Memcpy}NodeSetParams``), then the graph
+is launched (``cuGraphLaunch``). Updates affect later launches only, so launches in
+flight keep what they were launched with. An execution the graph cannot express (a fill
+turned misaligned or empty, a grid turned empty) replays as stream launches instead.
+
+When a program's graph is dropped, its instantiated graph goes back to the device's
+``GraphCache`` under the program's shape (node kinds and dependencies); a program of the
+same shape recorded later builds its graph and updates that instance with it
+(``cuGraphExecUpdate``) instead of instantiating a new one.
+
+One-shot command buffers replay as stream launches: building and instantiating a graph
+costs more than launching each command once (``tools/graph_cost.py`` measures both).
 """
 
 from __future__ import annotations
@@ -22,13 +32,77 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from hal_core import BufferRef
+from hal_core import BufferRef, HalError
 from hal_core.backend import buffer_storage
 
 from .cuda_api import CudaContext, check
-from .stream_ops import STEP_COPY, STEP_DISPATCH, STEP_FILL, CudaProgram
+from .stream_ops import (
+    STEP_COPY,
+    STEP_DISPATCH,
+    STEP_FILL,
+    CudaProgram,
+    Launch,
+    WeakBufferRef,
+    resolve,
+)
 
-CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1
+CACHE_PER_SHAPE = 4
+"""Instantiated graphs kept per program shape for re-recorded command buffers."""
+
+_KERNEL = 0
+_MEMSET = 1
+_MEMCPY = 2
+_EMPTY = 3
+
+
+class Unexpressible(Exception):
+    """An execution the graph cannot express: the caller replays it as stream launches."""
+
+
+class GraphCache:
+    """Idle instantiated graphs of one context by program shape, each as (graph, instance,
+    the graph's node per step): CUDA names an instance's nodes by the nodes of the graph
+    it was instantiated from, so that graph lives as long as the instance. ``put`` may
+    run on any thread, including inside garbage collection, so it takes no lock: list
+    ``append`` and ``pop`` are atomic, and a shape's list may briefly exceed its bound
+    (harmless)."""
+
+    def __init__(self, ctx: CudaContext) -> None:
+        self.ctx = ctx
+        self._idle: dict[tuple, list[Any]] = {}
+        self._closed = False
+        self.updates = 0
+        self.instantiations = 0
+
+    def take(self, shape: tuple) -> Any:
+        """An idle (graph, instance, nodes) of ``shape``, or None."""
+        idle = self._idle.get(shape)
+        if idle:
+            try:
+                return idle.pop()
+            except IndexError:
+                return None
+        return None
+
+    def put(self, shape: tuple, entry: tuple) -> None:
+        """Keep (graph, instance, nodes) for a later program of ``shape`` (or destroy
+        them)."""
+        idle = self._idle.setdefault(shape, [])
+        if self._closed or len(idle) >= CACHE_PER_SHAPE:
+            _destroy(self.ctx, entry[0], entry[1])
+        else:
+            idle.append(entry)
+
+    def close(self) -> None:
+        """Destroy every idle graph; later ``put`` destroys at once."""
+        self._closed = True
+        for idle in list(self._idle.values()):
+            while idle:
+                try:
+                    entry = idle.pop()
+                except IndexError:
+                    break
+                _destroy(self.ctx, entry[0], entry[1])
 
 
 def _destroy(ctx: CudaContext, graph: Any, graph_exec: Any) -> None:
@@ -40,75 +114,409 @@ def _destroy(ctx: CudaContext, graph: Any, graph_exec: Any) -> None:
         pass
 
 
-class CapturedGraph:
-    """An instantiated graph of one program and the memory it was captured with.
-    Launching is thread-safe (CUDA orders launches of one graph exec)."""
-
-    __slots__ = ("graph_exec", "buffers", "_finalizer", "__weakref__")
-
-    def __init__(self, ctx: CudaContext, graph: Any, graph_exec: Any, buffers: list) -> None:
-        self.graph_exec = graph_exec
-        self.buffers = buffers
-        self._finalizer = weakref.finalize(self, _destroy, ctx, graph, graph_exec)
-
-    def still_valid(self) -> bool:
-        """Whether every buffer still has the memory the graph was captured with;
-        FAILED_PRECONDITION for one that was deallocated."""
-        for buffer, address in self.buffers:
-            if buffer_storage(buffer).address != address:
-                return False
-        return True
+def _release(cache: GraphCache, shape: tuple, entry: tuple) -> None:
+    """Finalizer of a ``ProgramGraph``: its graph and instance go to the cache."""
+    cache.put(shape, entry)
 
 
-def _direct_buffers(program: CudaProgram) -> list | None:
-    """The distinct buffers the program names with their storage addresses, or None when
-    it does not qualify (an indirect reference or a buffer without committed memory)."""
-    seen: dict[int, tuple[Any, int]] = {}
-    for step in program.steps:
-        kind = step[0]
-        if kind == STEP_DISPATCH:
-            refs = step[1].refs
-        elif kind == STEP_FILL:
-            refs = (step[1],)
-        elif kind == STEP_COPY:
-            refs = (step[1], step[2])
+def _buffer_of(ref: Any) -> Any:
+    """The buffer a direct reference names, or None for an indirect one."""
+    if ref.__class__ is BufferRef:
+        return ref.buffer
+    return ref
+
+
+def _refs(step: tuple) -> tuple:
+    kind = step[0]
+    if kind == STEP_DISPATCH:
+        return step[1].refs
+    if kind == STEP_FILL:
+        return (step[1],)
+    return (step[1], step[2])
+
+
+def _fill_shape(address: int, length: int, pattern: bytes) -> int:
+    """The memset element size of a fill (1, 2 or 4), or 0 when it writes nothing; an
+    address misaligned for its pattern is Unexpressible (the stream path writes it byte
+    column by byte column)."""
+    if length == 0:
+        return 0
+    size = len(pattern)
+    if address % size:
+        raise Unexpressible
+    return size
+
+
+class ProgramGraph:
+    """The instantiated graph of one program and what each node was last given.
+
+    The caller holds the program's lock for ``launch`` (it writes the program's shared
+    kernel-parameter block and the nodes' parameters)."""
+
+    __slots__ = (
+        "graph_exec",
+        "nodes",
+        "kinds",
+        "params",
+        "applied",
+        "buffers",
+        "slots",
+        "_finalizer",
+        "__weakref__",
+    )
+
+    def __init__(self) -> None:
+        self.graph_exec: Any = None
+        self.nodes: list[Any] = []  # per step: its node (None for an empty node)
+        self.kinds: list[int] = []  # per step: _KERNEL, _MEMSET, _MEMCPY or _EMPTY
+        self.params: list[Any] = []  # per step: its node-parameter struct
+        self.applied: list[Any] = []  # per step: what its node was last given
+        # Distinct direct buffers: [buffer, memory address, step indices naming it].
+        self.buffers: list[list[Any]] = []
+        # Binding-table slots: slot -> [key of its range, step indices naming it].
+        self.slots: dict[int, list[Any]] = {}
+        self._finalizer: Any = None
+
+    def launch(
+        self, api: Any, ctx: CudaContext, program: CudaProgram, table: tuple, stream: Any
+    ) -> None:
+        """Update the nodes whose buffers moved, then launch. Unexpressible when this
+        execution needs a node the graph cannot become (nothing launched then)."""
+        dirty: set[int] | None = None
+        moved: list[tuple[list[Any], int]] = []
+        for entry in self.buffers:
+            address = buffer_storage(entry[0]).address
+            if address != entry[1]:
+                moved.append((entry, address))
+                dirty = set(entry[2]) if dirty is None else dirty.union(entry[2])
+        rekeyed: list[tuple[list[Any], Any]] = []
+        for slot, entry in self.slots.items():
+            key = _slot_key(table, slot)
+            if key is None or key != entry[0]:
+                rekeyed.append((entry, key))
+                dirty = set(entry[1]) if dirty is None else dirty.union(entry[1])
+        if dirty:
+            steps = program.steps
+            for index in sorted(dirty):
+                self._update(api, ctx, program, index, steps[index], table)
+            for entry, address in moved:
+                entry[1] = address
+            for entry, key in rekeyed:
+                entry[0] = key
+        check(api.cuGraphLaunch(self.graph_exec, stream), "cuGraphLaunch")
+
+    def _update(
+        self,
+        api: Any,
+        ctx: CudaContext,
+        program: CudaProgram,
+        index: int,
+        step: tuple,
+        table: tuple,
+    ) -> None:
+        kind = self.kinds[index]
+        args = _node_args(program, step, table)
+        if args == self.applied[index]:
+            return
+        if kind == _EMPTY or not _same_kind(kind, step, args):
+            raise Unexpressible
+        node = self.nodes[index]
+        params = self.params[index]
+        if kind == _KERNEL:
+            launch: Launch = step[1]
+            _write_bindings(program, launch, args)
+            check(
+                api.cuGraphExecKernelNodeSetParams(self.graph_exec, node, params),
+                "cuGraphExecKernelNodeSetParams",
+            )
+        elif kind == _MEMSET:
+            address, length, _size = args
+            params.dst = address
+            params.width = length // params.elementSize
+            check(
+                api.cuGraphExecMemsetNodeSetParams(self.graph_exec, node, params, ctx.handle),
+                "cuGraphExecMemsetNodeSetParams",
+            )
         else:
-            return None  # host-byte updates: pageable copies cannot be captured
-        for ref in refs:
-            buffer = ref.buffer if ref.__class__ is BufferRef else ref
-            if buffer is None:
-                return None
-            if id(buffer) in seen:
-                continue
-            try:
-                address = buffer_storage(buffer).address
-            except Exception:
-                return None  # a transient not committed yet
-            seen[id(buffer)] = (buffer, address)
-    return list(seen.values())
+            target, source, length = args
+            params.dstDevice = target
+            params.srcDevice = source
+            params.WidthInBytes = length
+            check(
+                api.cuGraphExecMemcpyNodeSetParams(self.graph_exec, node, params, ctx.handle),
+                "cuGraphExecMemcpyNodeSetParams",
+            )
+        self.applied[index] = args
 
 
-def capture(ctx: CudaContext, program: CudaProgram, stream: Any) -> CapturedGraph | None:
-    """The program as an instantiated graph, or None when it does not qualify or CUDA
-    refuses to capture it (it then replays as stream launches)."""
+def _same_kind(kind: int, step: tuple, args: Any) -> bool:
+    """Whether ``args`` still fit a node of ``kind`` (non-empty, same element size)."""
+    if kind == _MEMSET:
+        return args[2] != 0 and args[2] == len(step[2])
+    if kind == _MEMCPY:
+        return args[2] != 0
+    return True
+
+
+def _slot_key(table: tuple, slot: int) -> Any:
+    """What a slot's binding resolves through: its buffer's memory address and length,
+    the binding's offset and length (None for a slot the table does not fill, which the
+    resolution then reports)."""
+    if slot >= len(table):
+        return None
+    binding = table[slot]
+    if binding is None or binding.buffer is None:
+        return None
+    buffer = binding.buffer
+    return (
+        buffer_storage(buffer).address + buffer.byte_offset,
+        buffer.byte_length,
+        binding.offset,
+        binding.length,
+    )
+
+
+def _node_args(program: CudaProgram, step: tuple, table: tuple) -> Any:
+    """A step's resolved operands: a dispatch's binding addresses; a fill's (address,
+    length, element size or 0); a copy's (target, source, length). Raises as the stream
+    replay would for a reference that does not resolve."""
+    kind = step[0]
+    if kind == STEP_DISPATCH:
+        launch: Launch = step[1]
+        if launch.grid[0] == 0 or launch.grid[1] == 0 or launch.grid[2] == 0:
+            return ()
+        return tuple(resolve(ref, table)[0] for ref in launch.refs)
+    if kind == STEP_FILL:
+        address, length = resolve(step[1], table)
+        return (address, length, _fill_shape(address, length, step[2]))
+    target, length = resolve(step[1], table)
+    source, _ = resolve(step[2], table)
+    return (target, source, length)
+
+
+def _write_bindings(program: CudaProgram, launch: Launch, addresses: tuple) -> None:
+    values = program.parameters.values
+    i = launch.first
+    for address in addresses:
+        values[i] = address
+        i += 1
+
+
+def qualifies(program: CudaProgram) -> bool:
+    """Whether ``program`` can become a graph (no host-byte update, no indirect workgroup
+    count, no weakly held buffer, at least one step)."""
     if not program.steps or program.needs_host_sync:
-        return None
-    buffers = _direct_buffers(program)
-    if buffers is None:
-        return None
+        return False
+    for step in program.steps:
+        if step[0] not in (STEP_DISPATCH, STEP_FILL, STEP_COPY):
+            return False
+        for ref in _refs(step):
+            if ref.__class__ is WeakBufferRef:
+                return False
+    return True
+
+
+def build(
+    ctx: CudaContext, cache: GraphCache, program: CudaProgram, table: tuple
+) -> ProgramGraph | None:
+    """The program as an instantiated graph with the addresses ``table`` resolves (or a
+    cached instance updated to it), or None when the driver refuses it or it holds a
+    fill the graph cannot express (it then replays as stream launches). Raises as the
+    stream replay would for a reference that does not resolve. The caller holds the
+    program's lock."""
     api = ctx.api
     ctx.make_current()
-    mode = api.CUstreamCaptureMode(CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-    if api.cuStreamBeginCapture(stream, mode)[0]:
-        return None  # no capture on this driver or stream: replay as stream launches
+    out = ProgramGraph()
     try:
-        program.run(api, (), stream)
-    except Exception:
-        api.cuStreamEndCapture(stream)  # leaves the stream usable; the graph is dropped
+        args = [_node_args(program, step, table) for step in program.steps]
+    except Unexpressible:
         return None
-    graph = check(api.cuStreamEndCapture(stream), "cuStreamEndCapture")
-    result = api.cuGraphInstantiate(graph, 0)
-    if result[0]:
+    created = api.cuGraphCreate(0)
+    if created[0]:
+        return None
+    graph = created[1]
+    try:
+        shape = _add_nodes(api, ctx, graph, program, args, out)
+    except BaseException:
+        api.cuGraphDestroy(graph)
+        raise
+    if shape is None:
         api.cuGraphDestroy(graph)
         return None
-    return CapturedGraph(ctx, graph, result[1], buffers)
+    graph_exec = None
+    cached = cache.take(shape)
+    if cached is not None:
+        if api.cuGraphExecUpdate(cached[1], graph)[0]:
+            _destroy(ctx, cached[0], cached[1])
+        else:
+            # The instance keeps naming its nodes by its own graph's: this one only
+            # carried the parameters.
+            api.cuGraphDestroy(graph)
+            graph, graph_exec, out.nodes = cached
+            cache.updates += 1
+    if graph_exec is None:
+        result = api.cuGraphInstantiate(graph, 0)
+        if result[0]:
+            api.cuGraphDestroy(graph)
+            return None
+        graph_exec = result[1]
+        cache.instantiations += 1
+    out.graph_exec = graph_exec
+    out.applied = args
+    _index_operands(program, table, out)
+    out._finalizer = weakref.finalize(out, _release, cache, shape, (graph, graph_exec, out.nodes))
+    return out
+
+
+def _add_nodes(
+    api: Any, ctx: CudaContext, graph: Any, program: CudaProgram, args: list, out: ProgramGraph
+) -> tuple | None:
+    """Add a node per step, each depending on the stage before it; the program's shape
+    (each node's kind and the indices of the nodes it depends on), or None when the
+    driver refuses a node."""
+    stages = program.stages
+    previous: list[Any] = []  # the nodes the current stage depends on
+    previous_at: tuple[int, ...] = ()  # their indices in the shape
+    current: list[Any] = []  # the nodes of the current stage
+    current_at: list[int] = []
+    current_stage = 0
+    shape: list[tuple] = []
+    for index, step in enumerate(program.steps):
+        stage = stages[index]
+        if stage != current_stage:
+            current_stage = stage
+            if current:
+                previous, previous_at = current, tuple(current_at)
+                current, current_at = [], []
+                if len(previous) > 1:
+                    joined = api.cuGraphAddEmptyNode(graph, previous, len(previous))
+                    if joined[0]:
+                        return None
+                    shape.append((_EMPTY, previous_at))
+                    previous, previous_at = [joined[1]], (len(shape) - 1,)
+        kind, params = _node_params(api, program, step, args[index])
+        n = len(previous)
+        if kind == _KERNEL:
+            result = api.cuGraphAddKernelNode(graph, previous, n, params)
+        elif kind == _MEMSET:
+            result = api.cuGraphAddMemsetNode(graph, previous, n, params, ctx.handle)
+        elif kind == _MEMCPY:
+            result = api.cuGraphAddMemcpyNode(graph, previous, n, params, ctx.handle)
+        else:
+            result = api.cuGraphAddEmptyNode(graph, previous, n)
+        if result[0]:
+            return None
+        node = result[1]
+        shape.append((kind, previous_at))
+        current.append(node)
+        current_at.append(len(shape) - 1)
+        out.nodes.append(node)
+        out.kinds.append(kind)
+        out.params.append(params)
+    return tuple(shape)
+
+
+def _node_params(api: Any, program: CudaProgram, step: tuple, args: Any) -> tuple[int, Any]:
+    """(node kind, its parameter struct) for a step resolved to ``args``."""
+    kind = step[0]
+    if kind == STEP_DISPATCH:
+        launch: Launch = step[1]
+        if launch.grid[0] == 0 or launch.grid[1] == 0 or launch.grid[2] == 0:
+            return _EMPTY, None
+        _write_bindings(program, launch, args)
+        params = api.CUDA_KERNEL_NODE_PARAMS()
+        params.func = launch.function
+        params.gridDimX, params.gridDimY, params.gridDimZ = launch.grid
+        params.blockDimX, params.blockDimY, params.blockDimZ = launch.block
+        params.sharedMemBytes = launch.shared
+        params.kernelParams = launch.params
+        return _KERNEL, params
+    if kind == STEP_FILL:
+        address, length, size = args
+        if size == 0:
+            return _EMPTY, None
+        params = api.CUDA_MEMSET_NODE_PARAMS()
+        params.dst = address
+        params.value = int.from_bytes(step[2], "little")
+        params.elementSize = size
+        params.width = length // size
+        params.height = 1
+        params.pitch = 0
+        return _MEMSET, params
+    target, source, length = args
+    if length == 0:
+        return _EMPTY, None
+    unified = api.CUmemorytype.CU_MEMORYTYPE_UNIFIED
+    params = api.CUDA_MEMCPY3D()
+    params.srcMemoryType = unified
+    params.srcDevice = source
+    params.dstMemoryType = unified
+    params.dstDevice = target
+    params.WidthInBytes = length
+    params.Height = 1
+    params.Depth = 1
+    return _MEMCPY, params
+
+
+def _index_operands(program: CudaProgram, table: tuple, out: ProgramGraph) -> None:
+    """Which steps name each distinct direct buffer and each binding-table slot, with the
+    memory address / range key this build resolved them to."""
+    buffers: dict[int, list[Any]] = {}
+    for index, step in enumerate(program.steps):
+        for ref in _refs(step):
+            buffer = _buffer_of(ref)
+            if buffer is None:
+                slot = ref.slot
+                entry = out.slots.get(slot)
+                if entry is None:
+                    entry = out.slots[slot] = [_slot_key(table, slot), set()]
+                entry[1].add(index)
+                continue
+            entry = buffers.get(id(buffer))
+            if entry is None:
+                entry = buffers[id(buffer)] = [buffer, buffer_storage(buffer).address, set()]
+            entry[2].add(index)
+    out.buffers = list(buffers.values())
+
+
+class ProgramGraphs:
+    """A program's graph, built at ``end()`` (``prebuild``) or at its first execution;
+    ``graph`` is None once the program turned out not to fit one (it then replays as
+    stream launches). The caller holds the program's lock for ``run``."""
+
+    __slots__ = ("ctx", "cache", "graph", "pending")
+
+    def __init__(self, ctx: CudaContext, cache: GraphCache) -> None:
+        self.ctx = ctx
+        self.cache = cache
+        self.graph: ProgramGraph | None = None
+        self.pending = True
+
+    def prebuild(self, program: CudaProgram) -> None:
+        """Build now when every reference is direct and resolves (memory committed);
+        otherwise leave it to the first execution, which has the binding table."""
+        for step in program.steps:
+            for ref in _refs(step):
+                if _buffer_of(ref) is None:
+                    return
+        try:
+            self.graph = build(self.ctx, self.cache, program, ())
+        except HalError:
+            return  # a transient not committed yet, or a reference the execution reports
+        self.pending = False
+
+    def run(self, program: CudaProgram, api: Any, table: tuple, stream: Any) -> bool:
+        """Launch the program's graph with ``table``'s bindings; False when this
+        execution is to replay as stream launches. Raises as the stream replay would for
+        a reference that does not resolve."""
+        if self.pending:
+            self.graph = build(self.ctx, self.cache, program, table)
+            self.pending = False
+        graph = self.graph
+        if graph is None:
+            return False
+        try:
+            graph.launch(api, self.ctx, program, table, stream)
+        except Unexpressible:
+            return False
+        return True

@@ -9,9 +9,11 @@ addressing, ``cuMemsetD*Async``) serves every memory type.
 
 A command buffer's program (``CudaProgram``, built once at ``end()``) replays as stream
 launches in recording order: commands on one stream run in order, so barriers need no
-work. Dispatches whose workgroup count is read from a buffer need the count on the host
-before the launch: such programs run on the queue's worker thread, which synchronises
-the stream before reading the count (``needs_host_sync``).
+work there (each step's stage, counted in barriers, is kept for the graph form,
+``graphs.py``, where it gives the dependencies). Dispatches whose workgroup count is
+read from a buffer need the count on the host before the launch: such programs run on
+the queue's worker thread, which synchronises the stream before reading the count
+(``needs_host_sync``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from hal_core import BufferRef, FailedPreconditionError
 from hal_core.backend import (
+    CMD_BARRIER,
     CMD_COPY,
     CMD_DISPATCH,
     CMD_FILL,
@@ -219,17 +222,22 @@ class CudaProgram:
     ``run`` may be called from several threads at once (a command buffer submitted
     twice): the lock serialises writes to the shared kernel-parameter block."""
 
-    __slots__ = ("steps", "needs_host_sync", "graph", "parameters", "_lock")
+    __slots__ = ("steps", "stages", "needs_host_sync", "graph", "parameters", "_lock")
 
     def __init__(self, commands: list, unretained: bool = False) -> None:
         """``unretained``: the recording is UNRETAINED, so the program holds its direct
         buffers weakly."""
         steps: list[tuple] = []
+        stages: list[int] = []
+        stage = 0
         keep = weaken if unretained else _same
         needs_sync = False
         launches: list[Launch] = []
         for cmd in commands:
             code = cmd[0]
+            if code == CMD_BARRIER:
+                stage += 1
+                continue
             if code == CMD_FILL:
                 steps.append((STEP_FILL, keep(cmd[1]), bytes(cmd[2])))
             elif code == CMD_UPDATE:  # (kind, target, data)
@@ -242,24 +250,29 @@ class CudaProgram:
                 needs_sync = needs_sync or launch.count_ref is not None
                 steps.append((STEP_DISPATCH, launch))
                 launches.append(launch)
-            # CMD_BARRIER and debug labels: a stream runs its work in order.
+            else:
+                continue  # debug labels
+            stages.append(stage)
         self.steps = steps
+        self.stages = stages
         self.needs_host_sync = needs_sync
         self.parameters = _parameter_block(launches)
-        # A CapturedGraph (graphs.py) when the device turned the program into a graph.
+        # A graphs.ProgramGraphs when the program is to run as a CUDA graph.
         self.graph: Any = None
         self._lock = threading.Lock()
 
     def run(self, api: Any, table: tuple, stream: Any, timer: Any = None) -> None:
         """Put every step on ``stream``. Raises on the first step the driver refuses
         (the device still waits for what was already queued before it fails the op).
-        A program captured as a graph is one graph launch while its buffers keep the
-        memory it was captured with. With a ``timer`` (profiling.DispatchTimer) each launch
-        is bracketed by timing events and the program replays as stream launches."""
+        A program with a graph is one graph launch (after updating the nodes whose
+        buffers moved) unless this execution is one the graph cannot express. With a
+        ``timer`` (profiling.DispatchTimer) each launch is bracketed by timing events and
+        the program replays as stream launches."""
         graph = self.graph
-        if graph is not None and timer is None and not table and graph.still_valid():
-            check(api.cuGraphLaunch(graph.graph_exec, stream), "cuGraphLaunch")
-            return
+        if graph is not None and timer is None:
+            with self._lock:
+                if graph.run(self, api, table, stream):
+                    return
         for index, step in enumerate(self.steps):
             kind = step[0]
             if kind == STEP_DISPATCH:

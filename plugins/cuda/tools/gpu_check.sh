@@ -2,20 +2,22 @@
 # The GPU check of hal-cuda, in one go on a fresh GPU machine with no package registry:
 # installs the carried wheels (.whl/, from tools/fetch_wheels.sh) and the project from the
 # working tree, prints the GPU, measures the driver-API call cost (cuda-bindings against
-# ctypes), runs the plugin's tests, the CTS on cuda://0 and `hal bench --device cuda://0`.
+# ctypes), runs the plugin's tests, measures graphs against stream launches
+# (tools/graph_cost.py) and where single-op chains spend their time (tools/profile_paths.py),
+# then the CTS on cuda://0 and `hal bench --device cuda://0`.
 # Logs go to $OUT (default ./gpu-check-out): install.log, call_cost.json, tests.log,
-# cts.log, bench.log. Each step has its own time limit so the whole run fits in a few
+# graph_cost.json, profile.log, cts.log, bench.log. Each step has its own time limit so the whole run fits in a few
 # minutes; a failing step is reported and the next one still runs.
 #
 # Usage (from the checkout's root): plugins/cuda/tools/gpu_check.sh [STEPS]
-#   STEPS: a comma list of install,cost,tests,cts,bench (default: all of them)
+#   STEPS: a comma list of install,cost,tests,graphs,profile,cts,bench (default: all)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$root"
 out="${OUT:-$root/gpu-check-out}"
 mkdir -p "$out"
 py="${PYTHON:-python3}"
-steps=",${1:-install,cost,tests,cts,bench},"
+steps=",${1:-install,cost,tests,graphs,profile,cts,bench},"
 export PYTHONUNBUFFERED=1
 status=0
 
@@ -48,6 +50,17 @@ if step tests; then
   echo "== tests/plugins/cuda"
   timeout 200 "$py" -m pytest "${pytest_args[@]}" tests/plugins/cuda >"$out/tests.log" 2>&1 || status=1
   tail -25 "$out/tests.log"
+fi
+
+if step graphs; then
+  echo "== graphs against stream launches (us per dispatch)"
+  timeout 90 "$py" plugins/cuda/tools/graph_cost.py 512 | tee "$out/graph_cost.json" || status=1
+fi
+
+if step profile; then
+  echo "== single-op chains"
+  timeout 90 "$py" plugins/cuda/tools/profile_paths.py >"$out/profile.log" 2>&1 || status=1
+  cat "$out/profile.log"
 fi
 
 if step cts; then

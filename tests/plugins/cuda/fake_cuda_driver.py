@@ -5,9 +5,12 @@ events and streams with cuda-bindings' calling convention (a tuple ``(CUresult, 
 once on the calling thread (so every event is reached when recorded). Modules load from
 PTX text only (reflected with hal-cuda's own PTX reader, so ``cuFuncGetParamInfo`` answers
 as the driver would); a kernel launch runs nothing but is recorded in ``launches`` with
-its grid, block, shared memory and parameter words. Graph capture, cubins and fatbins are
-refused (CUDA_ERROR_NOT_SUPPORTED). It is no model of CUDA's concurrency: the GPU tests
-(``test_cuda_gpu.py``) run the real driver.
+its grid, block, shared memory and parameter words. Graphs built with the node API
+(kernel, memset, memcpy and empty nodes) are modelled: a node copies its parameters when
+added or set, an instantiated graph holds its own copy, and a launch runs its nodes in
+the order they were added (``graph_refused`` makes instantiation fail). Stream capture,
+cubins and fatbins are refused (CUDA_ERROR_NOT_SUPPORTED). It is no model of CUDA's
+concurrency: the GPU tests (``test_cuda_gpu.py``) run the real driver.
 
 Every ``cu*`` call is counted in ``calls`` as (thread name, function name) -> count, so
 tests can pin which driver calls an operation makes and on which thread."""
@@ -49,6 +52,37 @@ class Launch:
             shared,
             params,
         )
+
+
+class FakeKernelNodeParams:
+    """``CUDA_KERNEL_NODE_PARAMS``: the fields hal-cuda sets."""
+
+    func: Any = 0
+    gridDimX = gridDimY = gridDimZ = blockDimX = blockDimY = blockDimZ = 1
+    sharedMemBytes = 0
+    kernelParams = 0
+
+
+class FakeMemsetNodeParams:
+    """``CUDA_MEMSET_NODE_PARAMS``."""
+
+    dst = value = elementSize = width = height = pitch = 0
+
+
+class FakeMemcpy3D:
+    """``CUDA_MEMCPY3D``: the fields hal-cuda sets."""
+
+    srcMemoryType: Any = None
+    dstMemoryType: Any = None
+    srcDevice = dstDevice = WidthInBytes = Height = Depth = 0
+
+
+class FakeMemoryType:
+    """``CUmemorytype``."""
+
+    CU_MEMORYTYPE_HOST = 1
+    CU_MEMORYTYPE_DEVICE = 2
+    CU_MEMORYTYPE_UNIFIED = 4
 
 
 class FakeDriver:
@@ -298,6 +332,146 @@ class FakeDriver:
         pointers = (ctypes.c_uint64 * max(n, 1)).from_address(int(params)) if n else []
         words = [ctypes.c_uint64.from_address(int(p)).value for p in pointers[:n]]
         self.launches.append(Launch(name, (gx, gy, gz), (bx, by, bz), int(shared), words))
+        return (0,)
+
+    # -- graphs (node API) --------------------------------------------------------------
+
+    CUDA_KERNEL_NODE_PARAMS = FakeKernelNodeParams
+    CUDA_MEMSET_NODE_PARAMS = FakeMemsetNodeParams
+    CUDA_MEMCPY3D = FakeMemcpy3D
+    CUmemorytype = FakeMemoryType
+    graph_refused = False
+    """Set: cuGraphInstantiate fails (CUDA_ERROR_NOT_SUPPORTED), as on a driver without
+    graphs."""
+
+    def _graph_tables(self) -> tuple[dict, dict, dict]:
+        """graphs: handle -> [node]; nodes: handle -> (kind, deps, snapshot);
+        execs: handle -> (topology, {node: (kind, snapshot)} in node order)."""
+        tables = self.__dict__.get("_graph_state")
+        if tables is None:
+            tables = self.__dict__["_graph_state"] = ({}, {}, {})
+        return tables
+
+    @property
+    def live_graphs(self) -> int:
+        """Graphs and instantiated graphs created and not destroyed."""
+        graphs, _, execs = self._graph_tables()
+        return len(graphs) + len(execs)
+
+    def cuGraphCreate(self, flags: int) -> tuple:
+        handle = next(self._handles)
+        self._graph_tables()[0][handle] = []
+        return (0, handle)
+
+    def cuGraphDestroy(self, graph: int) -> tuple:
+        graphs, nodes, _ = self._graph_tables()
+        for node in graphs.pop(int(graph), ()):
+            nodes.pop(node, None)
+        return (0,)
+
+    def _add_node(self, graph: int, deps: Any, count: int, kind: str, snapshot: Any) -> tuple:
+        graphs, nodes, _ = self._graph_tables()
+        deps = tuple(int(d) for d in (deps or ())[:count])
+        if any(d not in nodes for d in deps):
+            return (INVALID_VALUE, None)
+        handle = next(self._handles)
+        nodes[handle] = (kind, deps, snapshot)
+        graphs[int(graph)].append(handle)
+        return (0, handle)
+
+    def _kernel_snapshot(self, p: Any) -> tuple:
+        name, bindings, constants = self._functions[int(p.func)]
+        n = bindings + constants
+        pointers: Any = (ctypes.c_uint64 * max(n, 1)).from_address(int(p.kernelParams)) if n else []
+        words = [ctypes.c_uint64.from_address(int(q)).value for q in pointers[:n]]
+        grid = (p.gridDimX, p.gridDimY, p.gridDimZ)
+        block = (p.blockDimX, p.blockDimY, p.blockDimZ)
+        return (name, grid, block, int(p.sharedMemBytes), words)
+
+    @staticmethod
+    def _memset_snapshot(p: Any) -> tuple:
+        return (int(p.dst), int(p.value), int(p.elementSize), int(p.width), int(p.height))
+
+    @staticmethod
+    def _memcpy_snapshot(p: Any) -> tuple:
+        return (int(p.dstDevice), int(p.srcDevice), int(p.WidthInBytes))
+
+    def cuGraphAddKernelNode(self, graph: int, deps: Any, count: int, p: Any) -> tuple:
+        return self._add_node(graph, deps, count, "kernel", self._kernel_snapshot(p))
+
+    def cuGraphAddMemsetNode(self, graph: int, deps: Any, count: int, p: Any, ctx: Any) -> tuple:
+        return self._add_node(graph, deps, count, "memset", self._memset_snapshot(p))
+
+    def cuGraphAddMemcpyNode(self, graph: int, deps: Any, count: int, p: Any, ctx: Any) -> tuple:
+        return self._add_node(graph, deps, count, "memcpy", self._memcpy_snapshot(p))
+
+    def cuGraphAddEmptyNode(self, graph: int, deps: Any, count: int) -> tuple:
+        return self._add_node(graph, deps, count, "empty", None)
+
+    def graph_dependencies(self, graph_exec: int) -> list[tuple[str, tuple[int, ...]]]:
+        """Each node of an instantiated graph as (kind, indices of the nodes it waits on)."""
+        return list(self._graph_tables()[2][int(graph_exec)][0])
+
+    def _topology(self, graph: int) -> list[tuple[str, tuple[int, ...]]]:
+        graphs, nodes, _ = self._graph_tables()
+        order = graphs[int(graph)]
+        index = {node: i for i, node in enumerate(order)}
+        return [(nodes[n][0], tuple(index[d] for d in nodes[n][1])) for n in order]
+
+    def cuGraphInstantiate(self, graph: int, flags: int) -> tuple:
+        if self.graph_refused:
+            return (NOT_SUPPORTED, None)
+        graphs, nodes, execs = self._graph_tables()
+        handle = next(self._handles)
+        instance = {n: (nodes[n][0], nodes[n][2]) for n in graphs[int(graph)]}
+        execs[handle] = (self._topology(graph), instance)
+        return (0, handle)
+
+    def cuGraphExecDestroy(self, graph_exec: int) -> tuple:
+        self._graph_tables()[2].pop(int(graph_exec), None)
+        return (0,)
+
+    def cuGraphExecUpdate(self, graph_exec: int, graph: int) -> tuple:
+        """Succeeds when ``graph`` has the instance's topology (kinds and dependencies by
+        position); the instance's nodes, still named by the nodes of the graph it was
+        instantiated from, then take ``graph``'s parameters position by position."""
+        graphs, nodes, execs = self._graph_tables()
+        topology, instance = execs[int(graph_exec)]
+        if self._topology(graph) != topology:
+            return (910, None)  # CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE
+        for old, new in zip(list(instance), graphs[int(graph)]):
+            instance[old] = (nodes[new][0], nodes[new][2])
+        return (0, None)
+
+    def _set_exec_node(self, graph_exec: int, node: int, snapshot: Any) -> tuple:
+        """As CUDA: ``node`` is a node of the graph the instance was instantiated from,
+        which must still exist."""
+        instance = self._graph_tables()[2][int(graph_exec)][1]
+        if int(node) not in instance or int(node) not in self._graph_tables()[1]:
+            return (INVALID_VALUE,)
+        kind, _ = instance[int(node)]
+        instance[int(node)] = (kind, snapshot)
+        return (0,)
+
+    def cuGraphExecKernelNodeSetParams(self, graph_exec: int, node: int, p: Any) -> tuple:
+        return self._set_exec_node(graph_exec, node, self._kernel_snapshot(p))
+
+    def cuGraphExecMemsetNodeSetParams(self, graph_exec: int, node: int, p: Any, ctx: Any) -> tuple:
+        return self._set_exec_node(graph_exec, node, self._memset_snapshot(p))
+
+    def cuGraphExecMemcpyNodeSetParams(self, graph_exec: int, node: int, p: Any, ctx: Any) -> tuple:
+        return self._set_exec_node(graph_exec, node, self._memcpy_snapshot(p))
+
+    def cuGraphLaunch(self, graph_exec: int, stream: Any) -> tuple:
+        """Run the instance's nodes in the order they were added (a topological order)."""
+        for kind, snapshot in list(self._graph_tables()[2][int(graph_exec)][1].values()):
+            if kind == "kernel":
+                self.launches.append(Launch(*snapshot))
+            elif kind == "memset":
+                dst, value, size, width, _height = snapshot
+                self._set(dst, value, width, size)
+            elif kind == "memcpy":
+                self._copy(*snapshot)
         return (0,)
 
 

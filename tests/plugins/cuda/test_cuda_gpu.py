@@ -5,6 +5,7 @@ machine."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -489,16 +490,104 @@ def test_reusable_command_buffer_replays_as_a_graph(dev: Any) -> None:
     cb = dev.create_command_buffer(0, CommandCategory.ANY)
     cb.begin()
     cb.fill_buffer(b, b"\x00\x00\x00\x00")
+    cb.execution_barrier()
     cb.dispatch(exe, "negate", DispatchConfig.static(1), np.uint32([4]).tobytes(), [a, b])
+    cb.execution_barrier()
     cb.copy_buffer(hal_core.BufferRef(a, 0, 4), hal_core.BufferRef(b, 12, 4))
     cb.end()
-    assert cb.program.graph is not None, "a reusable direct command buffer becomes a graph"
+    assert cb.program.graph.graph is not None, "a reusable direct command buffer is a graph"
     for k in (2.0, 5.0):
         s = sem(dev)
         dev.queue_update(ANY, (), [(s, 1)], np.full(4, k, np.float32).view(np.uint8), 0, a, 0, 16)
         dev.queue_execute(ANY, [(s, 1)], [(s, 2)], cb)
         s.wait(2, TIMEOUT)
         assert np.frombuffer(read(dev, b), np.float32).tolist() == [-k, -k, -k, k]
+
+
+def _pipeline(dev: Any, exe: Any, mode: int, out: Any) -> Any:
+    """A 64-stage chain over binding-table slots (0: source, 1: scratch, 2: pinned host
+    output), each stage a scale_and_offset of the previous one's result, with fills,
+    copies and dispatches side by side between barriers."""
+    ref = hal_core.BufferRef.indirect
+    cb = dev.create_command_buffer(mode, CommandCategory.ANY, ANY, 3)
+    cb.begin()
+    cb.fill_buffer(ref(1, 0, 256), b"\x00\x00\x00\x00")
+    cb.fill_buffer(ref(2, 0, 64), b"\x11")
+    cb.execution_barrier()
+    cb.copy_buffer(ref(0, 0, 256), ref(1, 0, 256))
+    cb.execution_barrier()
+    constants = np.array([3.0, 1.0], np.float32).view(np.uint32).tolist() + [64]
+    for i in range(64):
+        cb.dispatch(
+            exe, "scale_and_offset", DispatchConfig.static(1), constants, [ref(1, 0, 256), out]
+        )
+        cb.execution_barrier()
+        cb.copy_buffer(hal_core.BufferRef(out, 0, 256), ref(1, 0, 256))
+        cb.fill_buffer(ref(2, 64 + 4 * (i % 16), 4), np.uint32([i]).tobytes())
+        cb.execution_barrier()
+    cb.copy_buffer(ref(1, 0, 256), ref(2, 128, 256))
+    cb.end()
+    return cb
+
+
+def test_graph_with_binding_tables_is_bit_exact_against_stream_replay(dev: Any) -> None:
+    """The same recording as a graph (reusable: node parameters updated per table) and as
+    stream launches (one-shot), over several tables, alternating: every output byte is
+    equal. The host output is pinned memory, reached by memcpy and memset nodes."""
+    exe = ptx_executable(dev, "cts_kernels")
+    rng = np.random.default_rng(7)
+    sources = [
+        device_buffer(dev, 256, rng.standard_normal(64).astype(np.float32).tobytes())
+        for _ in range(3)
+    ]
+    out = device_buffer(dev, 256)
+    graph_cb = _pipeline(dev, exe, 0, out)
+    for k in range(6):
+        results = []
+        for mode in (0, CommandBufferMode.ONE_SHOT):
+            cb = graph_cb if mode == 0 else _pipeline(dev, exe, mode, out)
+            scratch = device_buffer(dev, 256 + 64 * k)
+            host = host_buffer(dev, 512)
+            table = [
+                hal_core.BufferBinding(sources[k % 3]),
+                hal_core.BufferBinding(scratch, 64 * k, 256),
+                hal_core.BufferBinding(host, 64 * (k % 2), 448),
+            ]
+            s = sem(dev)
+            dev.queue_execute(ANY, (), [(s, 1)], cb, table)
+            s.wait(1, TIMEOUT)
+            base = 64 * (k % 2)  # the bytes the recording writes, nothing else
+            with host.map(MemoryAccess.READ) as m:
+                results.append(bytes(m.contents)[base : base + 384])
+            results.append(read(dev, scratch, 64 * k, 256))
+        assert results[0] == results[2] and results[1] == results[3]
+        assert results[0][:64] == b"\x11" * 64
+    graph = graph_cb.program.graph.graph
+    assert graph is not None and graph_cb.program.graph.pending is False
+
+
+def test_re_recorded_graph_of_the_same_shape_is_updated_not_instantiated(dev: Any) -> None:
+    exe = ptx_executable(dev, "cts_kernels")
+    cache = dev.backend.graph_cache
+    outputs = []
+    for k in range(3):
+        a = device_buffer(dev, 16, np.full(4, float(k + 1), np.float32).tobytes())
+        b = device_buffer(dev, 16)
+        before = (cache.updates, cache.instantiations)
+        cb = dev.create_command_buffer(0, CommandCategory.ANY)
+        cb.begin()
+        cb.dispatch(exe, "double", DispatchConfig.static(1), np.uint32([4]).tobytes(), [a, b])
+        cb.end()
+        if k:  # the first one's instance, updated to this recording
+            assert (cache.updates, cache.instantiations) == (before[0] + 1, before[1])
+        s = sem(dev)
+        dev.queue_execute(ANY, (), [(s, 1)], cb)
+        s.wait(1, TIMEOUT)
+        outputs.append(np.frombuffer(read(dev, b), np.float32).tolist())
+        del cb
+        gc.collect()
+    assert outputs == [[2.0] * 4, [4.0] * 4, [6.0] * 4]
+    assert cache.updates >= 2
 
 
 # -- DLPack ---------------------------------------------------------------------------------

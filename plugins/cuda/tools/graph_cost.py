@@ -1,0 +1,120 @@
+"""What a CUDA graph costs against stream launches, on a GPU: a chain of N in-place
+``negate`` dispatches (a barrier after each) on ``cuda://0``, as
+
+* ``one_shot``: record a ONE_SHOT command buffer, submit, wait (stream launches);
+* ``graph_new``: record a reusable one (its graph built with the node API and
+  instantiated at ``end()``), submit, wait;
+* ``graph_rerecorded``: the same after a command buffer of the same shape was dropped
+  (its instance is updated with ``cuGraphExecUpdate`` instead of instantiating);
+* ``graph_replay``: submit+wait of a prebuilt reusable one (one ``cuGraphLaunch``);
+* ``graph_table``: submit+wait of a prebuilt reusable one whose every dispatch reads a
+  binding-table slot, alternating two tables (every kernel node updated per execution);
+* ``stream_replay``: submit+wait of the prebuilt one's program as stream launches.
+
+Prints one JSON object: us per dispatch, the median of 7 runs after a warm-up.
+``graph_new - one_shot`` is what a graph would add to a one-shot command buffer.
+
+Usage: python plugins/cuda/tools/graph_cost.py [N]
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from hal_cuda.kernels import CTS_LIBRARY, load_ptx
+
+import hal_core
+from hal_core import (
+    BufferBinding,
+    BufferParams,
+    BufferRef,
+    BufferUsage,
+    CommandBufferMode,
+    CommandCategory,
+    DispatchConfig,
+    QueueAffinity,
+)
+
+ANY = QueueAffinity.ANY
+COUNT_4 = (4).to_bytes(4, "little")
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 512
+    dev = hal_core.create_device("cuda://0")
+    exe = dev.create_executable_cache("cost").prepare("ptx", load_ptx(CTS_LIBRARY))
+    fn = exe.lookup_function("negate")
+    params = BufferParams(usage=BufferUsage.DEFAULT | BufferUsage.TRANSFER)
+    buf = dev.allocator.allocate_buffer(params, 16)
+    other = dev.allocator.allocate_buffer(params, 16)
+    config = DispatchConfig.static(1)
+    sem = dev.create_semaphore()
+    value = [0]
+
+    def record(mode: int, slots: bool = False, extra: int = 0) -> Any:
+        cb = dev.create_command_buffer(mode, CommandCategory.ANY, ANY, 1 if slots else 0)
+        cb.begin()
+        ref = BufferRef.indirect(0) if slots else buf
+        for _ in range(n + extra):
+            cb.dispatch(exe, fn, config, COUNT_4, (ref, ref))
+            cb.execution_barrier()
+        cb.end()
+        return cb
+
+    def submit(cb: Any, table: Any = ()) -> None:
+        value[0] += 1
+        dev.queue_execute(ANY, (), ((sem, value[0]),), cb, table)
+        sem.wait(value[0], 60.0)
+
+    def timed(fn: Callable[[], Any]) -> float:
+        fn()
+        samples = []
+        for _ in range(7):
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples) / n * 1e6
+
+    mode = CommandBufferMode.UNVALIDATED
+    out: dict[str, float] = {}
+    out["one_shot"] = timed(lambda: submit(record(mode | CommandBufferMode.ONE_SHOT)))
+    cache = dev.backend.graph_cache
+    shapes = [0]
+
+    def new_shape() -> None:
+        # One more dispatch each time: no cached instance has this shape.
+        shapes[0] += 1
+        submit(record(mode, extra=shapes[0]))
+
+    out["graph_new"] = timed(new_shape)
+    out["graph_rerecorded"] = timed(lambda: submit(record(mode)))
+    prebuilt = record(mode)
+    out["graph_replay"] = timed(lambda: submit(prebuilt))
+    tables = ([BufferBinding(buf)], [BufferBinding(other)])
+    with_slots = record(mode, slots=True)
+    flip = [0]
+
+    def alternate() -> None:
+        flip[0] ^= 1
+        submit(with_slots, tables[flip[0]])
+
+    out["graph_table"] = timed(alternate)
+    program = prebuilt.program
+    graph, program.graph = program.graph, None
+    out["stream_replay"] = timed(lambda: submit(prebuilt))
+    program.graph = graph
+    out["updates"] = cache.updates
+    out["instantiations"] = cache.instantiations
+    print(json.dumps({k: round(v, 3) for k, v in out.items()}))
+    dev.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

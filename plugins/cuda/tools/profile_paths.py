@@ -1,0 +1,101 @@
+"""Where the time of hal-cuda's single-op chains goes, on a GPU: ``dispatch.direct``'s
+chain (512 ``queue_dispatch`` of an in-place ``negate``, each waiting on the previous
+one's value) and ``edge.fill4``'s (512 4-byte fills alternating two queues). For each,
+the submitting thread's time split into submitting and waiting for the last value
+(median of 7 runs, us per op), then one run under cProfile: the submitting thread's top
+functions by own time. The completion thread is not profiled (cProfile sees one thread).
+
+Usage: python plugins/cuda/tools/profile_paths.py [URI]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from hal_cuda.kernels import CTS_LIBRARY, load_ptx
+
+import hal_core
+from hal_core import BufferParams, BufferUsage, DispatchConfig
+
+N = 512
+COUNT_4 = (4).to_bytes(4, "little")
+
+
+def _dispatch_chain(dev: Any) -> Callable[[], tuple[float, float]]:
+    exe = dev.create_executable_cache("profile").prepare("ptx", load_ptx(CTS_LIBRARY))
+    fn = exe.lookup_function("negate")
+    buf = dev.allocator.allocate_buffer(
+        BufferParams(usage=BufferUsage.DEFAULT | BufferUsage.TRANSFER), 16
+    )
+    config = DispatchConfig.static(1)
+    sem = dev.create_semaphore()
+    value = [0]
+    dispatch = dev.queue_dispatch
+
+    def run() -> tuple[float, float]:
+        v = value[0]
+        t0 = time.perf_counter()
+        for _ in range(N):
+            dispatch(1, ((sem, v),), ((sem, v + 1),), exe, fn, config, COUNT_4, (buf, buf))
+            v += 1
+        t1 = time.perf_counter()
+        sem.wait(v, 60.0)
+        value[0] = v
+        return t1 - t0, time.perf_counter() - t1
+
+    return run
+
+
+def _fill_chain(dev: Any) -> Callable[[], tuple[float, float]]:
+    target = dev.allocator.allocate_buffer(BufferParams(), 4 * N)
+    fill = dev.queue_fill
+
+    def run() -> tuple[float, float]:
+        head = dev.create_semaphore(1)
+        sems = [dev.create_semaphore() for _ in range(N)]
+        prev = (head, 1)
+        t0 = time.perf_counter()
+        for i in range(N):
+            sig = (sems[i], 1)
+            fill(2 if i & 1 else 1, (prev,), (sig,), target, 4 * i, 4, b"\x01\x02\x03\x04")
+            prev = sig
+        t1 = time.perf_counter()
+        sems[-1].wait(1, 60.0)
+        return t1 - t0, time.perf_counter() - t1
+
+    return run
+
+
+def _report(name: str, run: Callable[[], tuple[float, float]]) -> None:
+    run()
+    samples = [run() for _ in range(7)]
+    submit = statistics.median(s for s, _ in samples) / N * 1e6
+    wait = statistics.median(w for _, w in samples) / N * 1e6
+    print(f"== {name}: submit {submit:.2f} us/op, then wait {wait:.2f} us/op")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    print("\n".join(lines[3:]))
+
+
+def main() -> int:
+    uri = sys.argv[1] if len(sys.argv) > 1 else "cuda://0"
+    dev = hal_core.create_device(uri)
+    _report("dispatch chain", _dispatch_chain(dev))
+    _report("fill4 chain", _fill_chain(dev))
+    dev.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
