@@ -166,9 +166,13 @@ class HsaLibrary:
         code = status_to_code(status)
         if code == StatusCode.OK:
             code = StatusCode.INTERNAL
+        detail = ""
+        if self.implementation == "soft":  # the software agent may say what faulted
+            detail = self.lib.take_fault_detail() or ""
         return error_for(
             code,
-            f"{what} failed with {self.status_text(status)} [{self.implementation}: {self.path}]",
+            f"{what} failed with {self.status_text(status)}{': ' if detail else ''}{detail} "
+            f"[{self.implementation}: {self.path}]",
         )
 
     def check(self, status: int, what: str) -> None:

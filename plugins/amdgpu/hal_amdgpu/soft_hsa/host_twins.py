@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ __all__ = [
     "KernelTrap",
     "BUILTIN_TWINS",
     "TWINS_ENV",
+    "HostTwinTable",
     "initial_host_twins",
 ]
 
@@ -230,12 +232,35 @@ def _twin_module(spec: str) -> Any:
     return importlib.import_module(spec)
 
 
-def initial_host_twins() -> dict[str, HostTwin]:
+class HostTwinTable(dict):
+    """Kernel name -> host twin. A lookup that finds none is remembered for the looking
+    thread (a queue's packet processor, which then faults the queue and runs its error
+    callback on that same thread), so the error can name the kernel (``take_missing``)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._missing = threading.local()
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        twin = super().get(name, default)
+        if twin is None:
+            self._missing.name = name
+        return twin
+
+    def take_missing(self) -> str | None:
+        """The kernel this thread last found without a twin, once (then None)."""
+        missing = self._missing
+        name = getattr(missing, "name", None)
+        missing.name = None
+        return name
+
+
+def initial_host_twins() -> HostTwinTable:
     """The twins a new soft runtime starts with: ``BUILTIN_TWINS`` plus the ``HOST_TWINS``
     of every module ``HAL_AMDGPU_SOFT_TWINS`` names (later entries win). INVALID_ARGUMENT
     naming the variable when a module does not import or has no ``HOST_TWINS`` dict of
     callables."""
-    twins = dict(BUILTIN_TWINS)
+    twins = HostTwinTable(BUILTIN_TWINS)
     for spec in filter(None, os.environ.get(TWINS_ENV, "").split(os.pathsep)):
         try:
             module = _twin_module(spec)

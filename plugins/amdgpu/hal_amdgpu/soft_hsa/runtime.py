@@ -29,7 +29,7 @@ from ..hsa_enums import (
 from ..target_id import TargetId
 from .config import SoftAgentConfig, SoftSystemConfig
 from .executable_api import SoftExecutableApi
-from .host_twins import HostTwin, initial_host_twins
+from .host_twins import TWINS_ENV, HostTwin, HostTwinTable, initial_host_twins
 from .loader import SoftExecutable, SoftKernelObject, SoftLoadedCodeObject, SoftReader
 from .memory import SoftMemory
 from .memory_api import SoftMemoryApi, SoftMemoryPool
@@ -58,7 +58,7 @@ class SoftHsaRuntime(SoftSystemApi, SoftMemoryApi, SoftExecutableApi):
         self.memory = SoftMemory()
         self._cond = threading.Condition()
         self.signals = SoftSignals(self.memory, self._cond)
-        self.host_twins: dict[str, HostTwin] = initial_host_twins()
+        self.host_twins: HostTwinTable = initial_host_twins()
         self.kernel_objects: dict[int, SoftKernelObject] = {}
         self.init_count = 0
         self._ids = itertools.count(1)
@@ -104,6 +104,18 @@ class SoftHsaRuntime(SoftSystemApi, SoftMemoryApi, SoftExecutableApi):
     def take_injected_fault(self) -> int | None:
         with self._cond:
             return self._faults.pop(0) if self._faults else None
+
+    def take_fault_detail(self) -> str | None:
+        """What the fault this thread just raised was about, once: a dispatch of a kernel
+        with no host twin (the queue error callback runs on the faulting packet processor's
+        thread, so ``HsaLibrary.error`` asks from there)."""
+        name = self.host_twins.take_missing()
+        if name is None:
+            return None
+        return (
+            f"kernel {name!r} has no host twin (register one with register_host_twin or "
+            f"{TWINS_ENV})"
+        )
 
     def _require_init(self) -> bool:
         return self.init_count > 0
