@@ -19,6 +19,12 @@ the number of body dwords minus one):
   poll interval (bits 0-15).
 * ``ACQUIRE_MEM`` (0x58, the gfx10+ form), 7 body dwords: ``CP_COHER_CNTL``; coherence
   size lo/hi; base lo/hi; poll interval; ``GCR_CNTL``.
+* ``COPY_DATA`` (0x40), 5 body dwords, in the one form profiling emits: a 64-bit GPU
+  clock read into memory (``src_sel`` 9 GPU_CLOCK_COUNT, ``count_sel`` 64 bits, ``dst_sel``
+  5 memory on gfx9 or 2 TC_L2 on gfx10+, the cache-policy bits as IREE's timestamp
+  strategies set them); source lo/hi (unused, zero); destination lo (8-byte aligned) and hi.
+  A profiled queue on gfx11/gfx12 brackets each submission with two of them
+  (``encode_clock_copy``), as IREE's PM4 timestamp ranges do.
 * ``NOP`` (0x10): any body, ignored.
 
 ``decode_type3`` is shared with the software agent's command processor, which executes
@@ -44,6 +50,13 @@ __all__ = [
     "encode_wait_reg_mem64",
     "encode_acquire_mem",
     "encode_epoch_wait",
+    "COPY_DATA_DWORDS",
+    "COPY_SRC_GPU_CLOCK",
+    "COPY_DST_MEMORY",
+    "COPY_DST_TC_L2",
+    "COPY_COUNT_64",
+    "clock_copy_control",
+    "encode_clock_copy",
 ]
 
 
@@ -51,6 +64,7 @@ class Pm4Opcode(enum.IntEnum):
     """The type-3 opcodes this driver emits (and the soft agent executes)."""
 
     NOP = 0x10
+    COPY_DATA = 0x40
     ACQUIRE_MEM = 0x58
     WAIT_REG_MEM64 = 0x93
 
@@ -81,6 +95,21 @@ WAIT_IB_DWORDS = (1 + _WAIT_BODY) + (1 + _ACQUIRE_BODY)
 #: Dwords reserved per AQL slot (a power of two at least ``WAIT_IB_DWORDS``).
 IB_SLOT_DWORDS = 32
 _MASK32 = 0xFFFFFFFF
+
+_COPY_BODY = 5
+#: One ``COPY_DATA`` packet, header included.
+COPY_DATA_DWORDS = 1 + _COPY_BODY
+#: ``COPY_DATA`` control fields: source select (bits 0-3), destination select (8-11),
+#: source cache policy / temporal hint (13-14), 64-bit count (16), write confirm (20),
+#: destination cache policy / temporal hint (25-26).
+COPY_SRC_GPU_CLOCK = 9
+COPY_DST_TC_L2 = 2 << 8
+COPY_DST_MEMORY = 5 << 8
+COPY_COUNT_64 = 1 << 16
+_COPY_SRC_STREAM = 1 << 13
+_COPY_DST_STREAM = 1 << 25
+_COPY_SRC_TEMPORAL_LU = 3 << 13
+_COPY_DST_TEMPORAL_LU = 3 << 25
 
 
 def type3_header(opcode: int, body_dwords: int) -> int:
@@ -139,3 +168,27 @@ def encode_epoch_wait(out: np.ndarray, at: int, signal_handle: int, epoch_value:
         out, at, signal_handle + 8, epoch_value, (1 << 63) - 1, WaitFunction.LE
     )
     return encode_acquire_mem(out, at)
+
+
+def clock_copy_control(gfx_major: int) -> int:
+    """The ``COPY_DATA`` control word of a GPU-clock read on a gfx ``gfx_major`` target: the
+    memory destination with stream policy on gfx9, TC_L2 on gfx10/gfx11, TC_L2 with the
+    last-use temporal hint on gfx12 (the forms aqlprofile uses on each family)."""
+    common = COPY_SRC_GPU_CLOCK | COPY_COUNT_64
+    if gfx_major <= 9:
+        return common | _COPY_SRC_STREAM | COPY_DST_MEMORY | _COPY_DST_STREAM
+    if gfx_major < 12:
+        return common | COPY_DST_TC_L2
+    return common | _COPY_SRC_TEMPORAL_LU | COPY_DST_TC_L2 | _COPY_DST_TEMPORAL_LU
+
+
+def encode_clock_copy(out: np.ndarray, at: int, address: int, control: int) -> int:
+    """Write one ``COPY_DATA`` of the 64-bit GPU clock to ``address`` (8-byte aligned) from
+    ``at``; the index after it."""
+    out[at] = type3_header(Pm4Opcode.COPY_DATA, _COPY_BODY)
+    out[at + 1] = control
+    out[at + 2] = 0
+    out[at + 3] = 0
+    out[at + 4] = address & 0xFFFFFFF8
+    out[at + 5] = (address >> 32) & _MASK32
+    return at + COPY_DATA_DWORDS

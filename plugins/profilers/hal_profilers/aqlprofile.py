@@ -40,6 +40,11 @@ __all__ = [
     "CounterSpec",
     "AgentInfo",
     "PmcPackets",
+    "AttPackets",
+    "ATT_PARAMETER_COMPUTE_UNIT_TARGET",
+    "ATT_PARAMETER_SE_MASK",
+    "ATT_PARAMETER_SIMD_SELECTION",
+    "ATT_PARAMETER_BUFFER_SIZE",
     "AqlProfileLibrary",
     "load_aqlprofile",
     "resolve_counter_sets",
@@ -52,6 +57,11 @@ SUPPORTED_MAJOR = 1  # the v2 SDK ABI this module declares; another major is INC
 HSA_STATUS_SUCCESS = 0
 AGENT_VERSION_V1 = 2
 BLOCK_SQ = 6
+#: ``hsa_ven_amd_aqlprofile_parameter_name_t`` values an ATT profile passes.
+ATT_PARAMETER_COMPUTE_UNIT_TARGET = 0
+ATT_PARAMETER_SE_MASK = 5
+ATT_PARAMETER_SIMD_SELECTION = 8
+ATT_PARAMETER_BUFFER_SIZE = 10
 
 _CDEF = """
 typedef int hsa_status_t;
@@ -211,6 +221,16 @@ class PmcPackets:
     start: bytes
     stop: bytes
     read: bytes
+
+
+@attrs.frozen
+class AttPackets:
+    """Thread-trace control packets (64 bytes each) for one traced dispatch; ``handle``
+    reads the trace after the stop packet completed."""
+
+    handle: int
+    start: bytes
+    stop: bytes
 
 
 def _candidates(paths: Iterable[str], env: Mapping[str, str], libhsa_path: str | None) -> list[str]:
@@ -394,6 +414,92 @@ class AqlProfileLibrary:
 
     def delete_pmc_packets(self, packets: PmcPackets) -> None:
         self._lib.aqlprofile_pmc_delete_packets({"handle": packets.handle})
+        self._keepalive.pop(packets.handle, None)
+
+    def _memory_callbacks(self, alloc: Callable[[int, int], tuple[int, Any]]) -> tuple:
+        """cffi (alloc, free, copy) callbacks over ``alloc`` and the list keeping what it
+        returned alive."""
+        keep: list[Any] = []
+
+        @_ffi.callback("hsa_status_t(void**, uint64_t, uint32_t, void*)")
+        def on_alloc(ptr: Any, size: int, flags: int, _ud: Any) -> int:
+            try:
+                address, keepalive = alloc(size, flags)
+            except Exception:
+                return 1
+            keep.append(keepalive)
+            ptr[0] = _ffi.cast("void*", address)
+            return 0
+
+        @_ffi.callback("void(void*, void*)")
+        def on_free(_ptr: Any, _ud: Any) -> None:
+            return None  # memory lives as long as the packets' keepalive list
+
+        @_ffi.callback("hsa_status_t(void*, const void*, size_t, void*)")
+        def on_copy(dst: Any, src: Any, size: int, _ud: Any) -> int:
+            _ffi.memmove(dst, src, size)
+            return 0
+
+        return on_alloc, on_free, on_copy, keep
+
+    def create_att_packets(
+        self,
+        hsa_agent: int,
+        parameters: Sequence[tuple[int, int]],
+        alloc: Callable[[int, int], tuple[int, Any]],
+    ) -> AttPackets:
+        """Thread-trace start/stop packets for the HSA agent handle ``hsa_agent`` (the v2
+        ATT profile names the HSA agent, not a registered aqlprofile agent) with
+        ``(parameter name, value)`` pairs; ``alloc`` as for ``create_pmc_packets``.
+        UNAVAILABLE when the library has no ATT functions."""
+        if not self.has_att:
+            raise UnavailableError(
+                f"{self.path} has no ATT thread-trace functions ({', '.join(_ATT)})"
+            )
+        params = _ffi.new(
+            "aqlprofile_att_parameter_t[]",
+            [{"parameter_name": name, "value": value} for name, value in parameters],
+        )
+        profile = {
+            "agent": {"handle": hsa_agent},
+            "parameters": params,
+            "parameter_count": len(parameters),
+        }
+        on_alloc, on_free, on_copy, keep = self._memory_callbacks(alloc)
+        out_handle: Any = _ffi.new("aqlprofile_handle_t*")
+        packets: Any = _ffi.new("aqlprofile_att_control_aql_packets_t*")
+        self._check(
+            self._lib.aqlprofile_att_create_packets(
+                out_handle, packets, profile, on_alloc, on_free, on_copy, _ffi.NULL
+            ),
+            "aqlprofile_att_create_packets",
+        )
+        result = AttPackets(
+            out_handle.handle,
+            bytes(_ffi.buffer(packets.start_packet.bytes)),
+            bytes(_ffi.buffer(packets.stop_packet.bytes)),
+        )
+        self._keepalive[result.handle] = (keep, params, on_alloc, on_free, on_copy)
+        return result
+
+    def read_att(self, packets: AttPackets) -> list[tuple[int, bytes]]:
+        """(shader engine, trace bytes) per chunk the library reports after the stop packet
+        completed."""
+        chunks: list[tuple[int, bytes]] = []
+
+        @_ffi.callback("hsa_status_t(uint32_t, void*, uint64_t, void*)")
+        def on_data(shader: int, buffer: Any, size: int, _ud: Any) -> int:
+            chunks.append((int(shader), bytes(_ffi.buffer(buffer, size))))
+            return 0
+
+        self._check(
+            self._lib.aqlprofile_att_iterate_data({"handle": packets.handle}, on_data, _ffi.NULL),
+            "aqlprofile_att_iterate_data",
+        )
+        return chunks
+
+    def delete_att_packets(self, packets: AttPackets) -> None:
+        self._lib.aqlprofile_att_delete_packets({"handle": packets.handle})
         self._keepalive.pop(packets.handle, None)
 
 

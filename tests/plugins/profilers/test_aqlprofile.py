@@ -1,11 +1,15 @@
 """aqlprofile loading, counter validation and packet creation (against a small fake
 library compiled from fake_aqlprofile.c; skipped without a C compiler)."""
 
+import ctypes
 import os
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
+from hal_amdgpu.aql_packets import PM4_INDIRECT_BUFFER
+from hal_amdgpu.pm4_packets import COPY_SRC_GPU_CLOCK, Pm4Opcode, decode_type3
 from hal_profilers import aqlprofile as aql
 
 import hal_core
@@ -88,10 +92,66 @@ def test_load_by_env_directory_validate_and_packets(tmp_path):
         aql.check_profiling_options(_options("SQ_BUSY_CYCLES"), GFX9, paths=[str(lib_path)], env={})
     specs = [aql.BUILTIN_COUNTERS["SQ_WAVES"], aql.BUILTIN_COUNTERS["SQ_BUSY_CYCLES"]]
     packets = lib.create_pmc_packets(GFX11, specs)
-    assert (packets.start[0], packets.stop[0], packets.read[0]) == (1, 2, 3)
-    assert len(packets.start) == len(packets.read) == 64
+    assert len(packets.start) == len(packets.read) == len(packets.stop) == 64
+    for raw in (packets.start, packets.stop):
+        assert _run_ib(raw) == []  # NOPs only
+    # the read packet's buffer copies the GPU clock into the result word; until a command
+    # processor ran it, the library has no data
+    with pytest.raises(hal_core.InternalError, match="aqlprofile_pmc_iterate_data"):
+        lib.read_pmc(packets)
+    (address,) = _run_ib(packets.read)
+    ctypes.c_uint64.from_address(address).value = 12345  # what the command processor does
     assert lib.read_pmc(packets) == [(6, 4, 1004), (6, 3, 1003)]
     lib.delete_pmc_packets(packets)
+
+
+def _run_ib(raw: bytes) -> list[int]:
+    """Decode one of the library's AQL PM4-IB packets like the soft command processor:
+    the jump must be a type-3 INDIRECT_BUFFER and its buffer real PM4 (NOPs and COPY_DATA
+    of the GPU clock to memory). Returns the COPY_DATA destinations."""
+    jump = np.frombuffer(raw[4:20], np.uint32)
+    assert raw[2] == 1  # AMD_FORMAT PM4_IB
+    assert decode_type3(int(jump[0])) == (PM4_INDIRECT_BUFFER, 3)
+    assert int(jump[3]) & (1 << 23)
+    address = int(jump[1]) | (int(jump[2]) << 32)
+    count = int(jump[3]) & 0xFFFFF
+    ib = np.frombuffer((ctypes.c_uint32 * count).from_address(address), np.uint32)
+    at, copies = 0, []
+    while at < count:
+        opcode, body = decode_type3(int(ib[at]))
+        assert opcode in (Pm4Opcode.NOP, Pm4Opcode.COPY_DATA)
+        if opcode == Pm4Opcode.COPY_DATA:
+            assert body == 5 and int(ib[at + 1]) & 0xF == COPY_SRC_GPU_CLOCK
+            copies.append(int(ib[at + 4]) | (int(ib[at + 5]) << 32))
+        at += 1 + body
+    assert at == count
+    return copies
+
+
+def test_att_packets_and_trace_data(tmp_path):
+    lib = aql.load_aqlprofile([str(_build(tmp_path, "libatt.so", "-DWITH_ATT"))], env={})
+    params = [(aql.ATT_PARAMETER_SE_MASK, 1), (aql.ATT_PARAMETER_BUFFER_SIZE, 4096)]
+    keep = []
+
+    def alloc(size, _flags):
+        mem = ctypes.create_string_buffer(size)
+        keep.append(mem)
+        return ctypes.addressof(mem), mem
+
+    packets = lib.create_att_packets(0x77, params, alloc)
+    assert _run_ib(packets.start) == []
+    with pytest.raises(hal_core.InternalError, match="aqlprofile_att_iterate_data"):
+        lib.read_att(packets)  # the stop packet never ran
+    (address,) = _run_ib(packets.stop)
+    ctypes.c_uint64.from_address(address).value = 1
+    ((shader, data),) = lib.read_att(packets)
+    assert shader == 0 and data[:8] == b"fake-att"
+    assert np.frombuffer(data[8:16], np.uint32).tolist() == [2, 4096]
+    lib.delete_att_packets(packets)
+    # a library without the ATT functions cannot create trace packets
+    plain = aql.load_aqlprofile([str(_build(tmp_path, "libplain.so"))], env={})
+    with pytest.raises(hal_core.UnavailableError, match="no ATT thread-trace functions"):
+        plain.create_att_packets(0x77, params, alloc)
 
 
 def test_traces_need_att_symbols(tmp_path):

@@ -11,8 +11,9 @@ twin, a twin fault or an injected fault stops the queue and reports through the 
 error callback, as a hardware queue error would; later packets are not processed.
 
 PM4-IB vendor packets (``AmdFormat`` 1) run through ``soft_hsa.pm4``, which executes the
-PM4 subset the host queues emit (``WAIT_REG_MEM64``, ``ACQUIRE_MEM``, ``NOP`` in an
-indirect buffer) from the real encodings and faults the queue on anything else.
+PM4 subset the host queues and profiling emit (``WAIT_REG_MEM64``, ``ACQUIRE_MEM``,
+``COPY_DATA`` of the GPU clock, ``NOP`` in an indirect buffer) from the real encodings and
+faults the queue on anything else.
 """
 
 from __future__ import annotations

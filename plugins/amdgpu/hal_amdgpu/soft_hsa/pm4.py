@@ -8,15 +8,15 @@ decoded packet by packet from its real encoding (``hal_amdgpu.pm4_packets``):
   the 64-bit little-endian word until ``(word & mask) <function> reference`` (unsigned);
   ``function`` 0 (always) to 6 (greater).
 * ``ACQUIRE_MEM``: validated for size, then nothing to do (soft memory is coherent).
+* ``COPY_DATA`` of the GPU clock (source select 9, 64-bit count, destination memory or
+  TC_L2, any cache-policy bits): writes the agent's clock (``time.monotonic_ns``, the
+  clock ``hsa_system_get_info(TIMESTAMP)`` reads and profiling signals carry) as a
+  little-endian u64 to the 8-byte-aligned destination.
 * ``NOP``: skipped.
 
-One exception: a jump whose first dword is zero carries no PM4 packet at all (the
-profiling-library stand-in the tests load builds such opaque counter packets); it
-completes like a barrier, with no effect on memory, so counter values seen through the
-soft agent are whatever that library reports, never measured.
-
-Anything else (another packet type or opcode, a count running past the buffer, an
-address outside every allocation, an unaligned poll address, an invalid jump) is a fault:
+Anything else (another packet type or opcode, another ``COPY_DATA`` source or
+destination, a count running past the buffer, an address outside every allocation, an
+unaligned poll or destination address, an invalid jump, a jump of all zeros) is a fault:
 the queue stops with ``ERROR_INVALID_PACKET_FORMAT`` (or the memory-aperture error for a
 bad address), as a hardware command processor reports an illegal packet.
 
@@ -28,13 +28,22 @@ processor does, because plain memory writes notify nobody.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 import numpy as np
 
 from ..aql_packets import PM4_INDIRECT_BUFFER
 from ..hsa_enums import HsaStatus
-from ..pm4_packets import WAIT_MEM_SPACE_MEMORY, Pm4Opcode, decode_type3
+from ..pm4_packets import (
+    COPY_COUNT_64,
+    COPY_DST_MEMORY,
+    COPY_DST_TC_L2,
+    COPY_SRC_GPU_CLOCK,
+    WAIT_MEM_SPACE_MEMORY,
+    Pm4Opcode,
+    decode_type3,
+)
 from .memory import SoftMemory, SoftMemoryFault
 
 __all__ = ["run_pm4_ib"]
@@ -42,6 +51,10 @@ __all__ = ["run_pm4_ib"]
 _IB_VALID_BIT = 1 << 23
 _ACQUIRE_BODY = 7
 _WAIT_BODY = 8
+_COPY_BODY = 5
+#: COPY_DATA fields the clock read checks: source select, destination select, count size.
+_COPY_SRC_MASK = 0xF
+_COPY_DST_MASK = 0xF << 8
 #: Seconds between re-reads of a polled word that is not a signal record.
 _POLL_SECONDS = 0.0005
 _U64 = (1 << 64) - 1
@@ -67,10 +80,7 @@ def run_pm4_ib(
 ) -> int | None:
     """Execute the indirect buffer ``jump`` (the packet's four ``ib_jump_cmd`` words)
     points at: an ``HsaStatus``, or None when the queue stopped during a wait."""
-    first = int(jump[0])
-    if first == 0:
-        return HsaStatus.SUCCESS  # an opaque library packet: see the module docstring
-    header = decode_type3(first)
+    header = decode_type3(int(jump[0]))
     if header != (PM4_INDIRECT_BUFFER, 3) or not int(jump[3]) & _IB_VALID_BIT:
         return HsaStatus.ERROR_INVALID_PACKET_FORMAT
     address = int(jump[1]) | (int(jump[2]) << 32)
@@ -99,9 +109,35 @@ def run_pm4_ib(
         elif opcode == Pm4Opcode.ACQUIRE_MEM:
             if body != _ACQUIRE_BODY:
                 return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+        elif opcode == Pm4Opcode.COPY_DATA:
+            if body != _COPY_BODY:
+                return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+            status = _copy_clock(words, memory, agent)
+            if status != HsaStatus.SUCCESS:
+                return status
         elif opcode != Pm4Opcode.NOP:
             return HsaStatus.ERROR_INVALID_PACKET_FORMAT
         at += 1 + body
+    return HsaStatus.SUCCESS
+
+
+def _copy_clock(words: np.ndarray, memory: SoftMemory, agent: int) -> int:
+    """``COPY_DATA`` of the 64-bit GPU clock into memory; the only form the driver emits."""
+    control = int(words[0])
+    if (
+        control & _COPY_SRC_MASK != COPY_SRC_GPU_CLOCK
+        or control & _COPY_DST_MASK not in (COPY_DST_MEMORY, COPY_DST_TC_L2)
+        or not control & COPY_COUNT_64
+    ):
+        return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+    address = int(words[3]) | (int(words[4]) << 32)
+    if address & 7:
+        return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+    try:
+        word = memory.view(address, 8, agent).view(np.uint64)
+    except SoftMemoryFault:
+        return HsaStatus.AMD_ERROR_MEMORY_APERTURE_VIOLATION
+    word[0] = time.monotonic_ns()
     return HsaStatus.SUCCESS
 
 
