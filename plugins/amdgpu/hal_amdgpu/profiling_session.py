@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hal_core import HalError, OutOfRangeError, UnavailableError
+from hal_core import HalError, OutOfRangeError, UnavailableError, UnimplementedError
 from hal_core.profiling import (
     FunctionMetadata,
     ProfilingDataFamily,
@@ -21,19 +21,30 @@ from hal_core.profiling import (
 
 from .device_metrics import metric_sources
 from .hsa_enums import AgentInfo, SystemInfo
-
-__all__ = ["AmdgpuProfiling"]
-
+from .pm4_packets import clock_copy_control
 from .profiling import (
     _DISPATCH_TYPE,
     _K,
     _QUEUE_ALLOCA,
     _QUEUE_DEALLOCA,
     AQLPROFILE_FAMILIES,
-    CounterPacketSets,
     QueueProfiler,
     _system_u64,
 )
+from .profiling_packets import CounterPacketSets, TickRecords, TracePacketSets
+
+__all__ = ["AmdgpuProfiling", "PM4_TIMESTAMP_MAJORS", "ATT_BUFFER_BYTES"]
+
+_F = ProfilingDataFamily
+#: gfx majors whose AQL queues take PM4-IB packets: submissions are timed by PM4
+#: ``COPY_DATA`` of the GPU clock there, by completion-signal timestamps elsewhere.
+PM4_TIMESTAMP_MAJORS = (11, 12)
+#: Trace buffer per traced dispatch, and the shader engine, compute unit and SIMDs traced
+#: (IREE's defaults).
+ATT_BUFFER_BYTES = 16 * 1024 * 1024
+_ATT_SE_MASK = 1
+_ATT_TARGET_CU = 1
+_ATT_SIMD_SELECT = 0xF
 
 
 class AmdgpuProfiling:
@@ -55,8 +66,20 @@ class AmdgpuProfiling:
         #: tap until the op's final block is published.
         self.submission_ids: dict[int, int] = {}
         self._next_submission = itertools.count(1).__next__
-        #: queue index -> CounterPacketSets while COUNTER_SAMPLES is on
+        families = session.families
+        #: DEVICE_QUEUE_EVENTS requested; submissions are timed for them or for ranges
+        self.device_queue_events = bool(families & _F.DEVICE_QUEUE_EVENTS)
+        self.times_submissions = bool(families & (_F.DEVICE_QUEUE_EVENTS | _F.COUNTER_RANGES))
+        #: the aqlprofile library while a counter or trace family is on
+        self.aqlprofile: Any = None
+        #: queue index -> stock, per family while it is on (``profiling_packets``)
         self.counter_packets: dict[int, CounterPacketSets] = {}
+        self.range_packets: dict[int, CounterPacketSets] = {}
+        self.trace_packets: dict[int, TracePacketSets] = {}
+        self.tick_records: dict[int, TickRecords] = {}
+        self.next_trace_id = itertools.count(1).__next__
+        #: (counter set id, name, [(name, block, event)]) to record once begin succeeded
+        self._set_records: list[tuple[int, str, list]] = []
         #: (counter set id, [(block, event)] in sample-value order) per requested set
         self.counter_layout: list[tuple[int, list[tuple[int, int]]]] = []
 
@@ -64,8 +87,15 @@ class AmdgpuProfiling:
 
     def begin(self) -> None:
         backend = self.backend
+        families = self.session.families
+        if families & _F.COUNTER_SAMPLES and families & _F.COUNTER_RANGES:
+            raise UnimplementedError(
+                "amdgpu cannot capture COUNTER_SAMPLES and COUNTER_RANGES in one session: "
+                "both program the same hardware counters (a dispatch's start packet would "
+                "reset the range it sits in); request one of them"
+            )
         counting = None
-        if self.session.families & AQLPROFILE_FAMILIES:
+        if families & AQLPROFILE_FAMILIES:
             counting = self._check_aqlprofile()
         metrics: list[Any] = []
         if self.session.families & ProfilingDataFamily.DEVICE_METRICS:
@@ -77,7 +107,9 @@ class AmdgpuProfiling:
         enabled = []
         try:
             if counting is not None:
-                self._create_counter_packets(qset, *counting)
+                self._create_library_packets(qset, *counting)
+            if self.times_submissions:
+                self._create_tick_records(qset)
             for q in qset.queues:
                 hsa.check(
                     hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 1),
@@ -87,10 +119,10 @@ class AmdgpuProfiling:
         except BaseException:
             for q in enabled:
                 hsa.lib.hsa_amd_profiling_set_profiler_enabled(q._queue, 0)
-            for sets in self.counter_packets.values():
-                sets.close()
-            self.counter_packets = {}
+            self._close_stocks()
             raise
+        for set_id, name, counters in self._set_records:
+            self.session.record_counter_set(set_id, name, counters)
         self._register_builtins(qset)
         self.queues = [QueueProfiler(self, q) for q in qset.queues]
         self._previous_listener = qset.retire_listener
@@ -136,7 +168,7 @@ class AmdgpuProfiling:
         kind = op.kind
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
             self._register_program(op.program)
-            if self.counter_packets:
+            if self.counter_packets or self.trace_packets:
                 self._check_counted_fit(op.program)
         submission_id = self._next_submission()
         self.submission_ids[id(op)] = submission_id
@@ -172,18 +204,22 @@ class AmdgpuProfiling:
 
     def _check_counted_fit(self, program: Any) -> None:
         """OUT_OF_RANGE before anything is submitted when a block, spread out around its
-        counter packets, could never fit the AQL ring (it would wait for room forever)."""
+        counter and trace packets, could never fit the AQL ring (it would wait for room
+        forever)."""
         capacity = min(q.ring.capacity for q in self.qset.queues)
         peers = len(self.qset.queues) - 1  # at most one wait barrier per other queue
+        per = max(qp.pre + qp.post for qp in self.queues)
+        fixed = max(1 + qp.lead + qp.tail for qp in self.queues)
         for p in getattr(program, "per_gpu", None) or (program,):
             for block in getattr(p, "blocks", ()):
                 header_words = block.replay.header_words
                 n = int(np.count_nonzero((header_words & 0xFF) == _DISPATCH_TYPE))
-                need = max(1, header_words.shape[0]) + 3 * n + 1 + peers
+                need = max(1, header_words.shape[0]) + per * n + fixed + peers
                 if need > capacity:
                     raise OutOfRangeError(
-                        f"with COUNTER_SAMPLES each of a block's {n} dispatches takes 3 more "
-                        f"AQL packets: the block needs up to {need} packets but the queue "
+                        f"with per-dispatch counters or traces each of a block's {n} dispatches "
+                        f"takes {per} more AQL packets: the block needs up to {need} packets but "
+                        "the queue "
                         f"ring holds {capacity}; create the device with a larger AQL ring "
                         "(device URI parameter aql_capacity=N) or split the command buffer"
                     )
@@ -230,31 +266,80 @@ class AmdgpuProfiling:
             lib = check_profiling_options(options, agent, libhsa_path=libhsa_path)
         return lib, agents, resolve_counter_sets(options.counter_sets, agents[0])
 
-    def _create_counter_packets(self, qset: Any, lib: Any, agents: list, resolved: list) -> None:
-        """One packet set per queue now (a library that cannot create them fails begin),
-        the union of all sets' counters in one aqlprofile profile, and the set records."""
+    def _create_library_packets(self, qset: Any, lib: Any, agents: list, resolved: list) -> None:
+        """One aqlprofile packet set per queue and family now (a library that cannot create
+        them fails begin): counters per dispatch (COUNTER_SAMPLES) or per submission
+        (COUNTER_RANGES), the union of all sets' counters in one profile; thread traces
+        (EXECUTABLE_TRACES) on the queues the capture filter selects. The counter-set records
+        are emitted by ``begin`` once everything was created."""
+        self.aqlprofile = lib
+        families = self.session.families
         specs: list[Any] = []
         for _cs, set_specs in resolved:
             for spec in set_specs:
                 if spec not in specs:
                     specs.append(spec)
+        counters = None
+        if families & _F.COUNTER_SAMPLES:
+            counters = self.counter_packets
+        elif families & _F.COUNTER_RANGES:
+            counters = self.range_packets
+        tracing = bool(families & _F.EXECUTABLE_TRACES)
+        flt = self.session.capture_filter
+        ordinal = self.session.device_ordinal
         for q in qset.queues:
             gpu_index = q.gpu_index
-            sets = CounterPacketSets(
-                lib,
-                agents[gpu_index],
-                specs,
-                lambda size, g=gpu_index: qset.allocate_host_coherent(g, size),
-            )
-            self.counter_packets[q.index] = sets
-            sets.grow(1)
+
+            def allocate(size: int, g: int = gpu_index) -> Any:
+                return qset.allocate_host_coherent(g, size)
+
+            if counters is not None:
+                sets = CounterPacketSets(lib, agents[gpu_index], specs, allocate)
+                counters[q.index] = sets
+                sets.grow(1)
+            if tracing and flt.matches_queue(ordinal, q.index):
+                traces = TracePacketSets(
+                    lib, int(self.backend.gpus[gpu_index].handle), _att_parameters(), allocate
+                )
+                self.trace_packets[q.index] = traces
+                traces.grow(1)
         layout = []
         for set_id, (cs, set_specs) in enumerate(resolved, 1):
-            self.session.record_counter_set(
-                set_id, cs.name, [(sp.name, sp.block, sp.event) for sp in set_specs]
+            layout.append((set_id, cs.name, set_specs))
+        self.counter_layout = [
+            (set_id, [(sp.block, sp.event) for sp in set_specs]) for set_id, _n, set_specs in layout
+        ]
+        self._set_records = [
+            (set_id, name, [(sp.name, sp.block, sp.event) for sp in set_specs])
+            for set_id, name, set_specs in layout
+        ]
+
+    def _create_tick_records(self, qset: Any) -> None:
+        """PM4 timestamp records for the queues of gfx11/gfx12 GPUs (one chunk each now, so
+        an allocation failure fails begin); other targets time submissions by signals."""
+        for q in qset.queues:
+            target = self.backend.gpus[q.gpu_index].target
+            if target.major not in PM4_TIMESTAMP_MAJORS:
+                continue
+            records = TickRecords(
+                lambda size, g=q.gpu_index: qset.allocate_host_coherent(g, size),
+                clock_copy_control(target.major),
+                q.epoch_handle,
             )
-            layout.append((set_id, [(sp.block, sp.event) for sp in set_specs]))
-        self.counter_layout = layout
+            self.tick_records[q.index] = records
+            records.grow(1)
+
+    def _close_stocks(self) -> None:
+        """Release every packet stock (begin failed before any packet was published)."""
+        for stocks in (
+            self.counter_packets,
+            self.range_packets,
+            self.trace_packets,
+            self.tick_records,
+        ):
+            for stock in stocks.values():
+                stock.close()
+            stocks.clear()
 
     def _register_builtins(self, qset: Any) -> None:
         for ctx in qset.contexts:
@@ -339,3 +424,20 @@ class AmdgpuProfiling:
                         record_clock_correlation(self.session, self._kfd, int(uid))
                     except HalError:
                         pass  # a GPU the KFD does not know: the HSA correlation stands
+
+
+def _att_parameters() -> list[tuple[int, int]]:
+    """The ATT profile's parameters: compute unit, shader engines, SIMDs and buffer size."""
+    from hal_profilers.aqlprofile import (
+        ATT_PARAMETER_BUFFER_SIZE,
+        ATT_PARAMETER_COMPUTE_UNIT_TARGET,
+        ATT_PARAMETER_SE_MASK,
+        ATT_PARAMETER_SIMD_SELECTION,
+    )
+
+    return [
+        (ATT_PARAMETER_COMPUTE_UNIT_TARGET, _ATT_TARGET_CU),
+        (ATT_PARAMETER_SE_MASK, _ATT_SE_MASK),
+        (ATT_PARAMETER_SIMD_SELECTION, _ATT_SIMD_SELECT),
+        (ATT_PARAMETER_BUFFER_SIZE, ATT_BUFFER_BYTES),
+    ]

@@ -1,7 +1,9 @@
 """amdgpu hardware-counter samples through aqlprofile over the software HSA agent, with the
 fake library compiled from ``tests/plugins/profilers/fake_aqlprofile.c`` (skipped without a
-C compiler). The fake reports ``1000 + event id`` for every counter; the soft agent runs no
-PM4, so these are exactly the values the samples must carry."""
+C compiler). The fake's packets are real PM4-IB packets the soft agent runs (its read
+packet copies the clock into the set's result word, without which the fake reports an
+error); it reports ``1000 + event id`` for every counter, so these are exactly the values
+the samples must carry."""
 
 import os
 import shutil
@@ -183,29 +185,6 @@ def test_unknown_counter_fails_begin_and_nothing_starts(device):
     assert _bytes(device, buf) == b"\x44" * 256
 
 
-def test_traces_and_ranges_are_unimplemented_with_the_library(device):
-    with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
-        device.profiling_begin(_counter_options(families=F.EXECUTABLE_TRACES))
-    with pytest.raises(hal_core.UnimplementedError, match="COUNTER_RANGES"):
-        device.profiling_begin(
-            _counter_options(CounterSet("s", ("SQ_WAVES",)), families=F.COUNTER_RANGES)
-        )
-    qset = device.backend._host_queue_set
-    assert qset is None or all(q.profiler is None for q in qset.queues)
-
-
-def test_traces_with_att_symbols_are_unimplemented(fake_library, tmp_path, monkeypatch):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    lib = tmp_path / "libhsa-amd-aqlprofile64.so.1"
-    subprocess.run(
-        [cc, "-shared", "-fPIC", "-O0", "-DWITH_ATT", "-o", str(lib), FAKE_C], check=True
-    )
-    monkeypatch.setenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", str(lib))
-    with hal_core.create_device(URI) as device:
-        with pytest.raises(hal_core.UnimplementedError, match="EXECUTABLE_TRACES"):
-            device.profiling_begin(_counter_options(families=F.EXECUTABLE_TRACES))
-
-
 def test_without_counters_the_queue_path_is_unchanged(device):
     """Profiling off: no tap, no extra slots; dispatch-only profiling: one trailer per
     submission and no PM4-IB packet."""
@@ -318,43 +297,77 @@ def test_block_too_large_for_counting_is_out_of_range_and_later_work_runs(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=12), st.integers(0, 63), st.integers(0, 2))
-def test_spread_layout_property(is_dispatch, start, nops_left):
-    """``_spread`` against a model: every payload packet keeps its body and header in
-    order, each counted dispatch gets the barrier bit and sits between start and read+stop
-    packets, reserved slots left over are NOPs; ring wrap included."""
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=12),
+    st.integers(0, 127),
+    st.integers(0, 2),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_layout_property(is_dispatch, start, nops_left, counting, tracing, timed):
+    """``_layout`` against a model: every payload packet keeps its body and header in
+    order, each dispatch with extra packets gets the barrier bit and sits between ATT start,
+    PMC start and PMC read, PMC stop, ATT stop; a PM4 start timestamp leads; reserved slots
+    left over are NOPs; ring wrap included."""
     from hal_amdgpu import profiling as P
 
-    capacity = 64
+    capacity = 128  # above the largest body drawn (12 + 5 * 14 + 1)
     count = len(is_dispatch)
     counted = [i for i, d in enumerate(is_dispatch) if d]
-    body = count + 3 * (len(counted) + nops_left)
+    pre = int(tracing) + int(counting)
+    post = 2 * int(counting) + int(tracing)
+    per = pre + post
+    lead = int(timed)
+    body = lead + count + per * (len(counted) + nops_left)
     rows = np.zeros((capacity, 64), np.uint8)
     for i in range(count):
         rows[(start + i) % capacity, 4:] = i + 1
     qp = P.QueueProfiler.__new__(P.QueueProfiler)
     qp.rows = rows
     qp.mask = capacity - 1
+    qp.pre, qp.post, qp.lead = pre, post, lead
     pmc_rows = np.zeros((3, 64), np.uint8)
     pmc_rows[:, 4:] = np.array([[201], [202], [203]], np.uint8)  # start, read, stop
+    att_rows = np.zeros((2, 64), np.uint8)
+    att_rows[:, 4:] = np.array([[211], [212]], np.uint8)  # start, stop
+    record = None
+    if timed:
+        lead_row = np.zeros(64, np.uint8)
+        lead_row[4:] = 221
+        record = (None, lead_row, None)
     headers = np.array([0x1000 + i for i in range(count)], np.uint32)
-    items = [(0, None, 0, (1, 1, 1), (1, 1, 1), i, (None, pmc_rows)) for i in counted]
-    words = qp._spread(start, count, body, headers, items)
+    items = [
+        (
+            0,
+            None,
+            0,
+            (1, 1, 1),
+            (1, 1, 1),
+            i,
+            (None, pmc_rows) if counting else None,
+            (None, att_rows) if tracing else None,
+        )
+        for i in counted
+    ]
+    words = qp._layout(start, count, body, headers, False, items, record, None)
     expect_rows, expect_words = [], []
+    if timed:
+        expect_rows.append(221)
+        expect_words.append(P._PM4_IB_WORD)
     for i in range(count):
-        if is_dispatch[i]:
-            expect_rows += [201, i + 1, 202, 203]
-            expect_words += [
-                P._PM4_IB_WORD,
-                0x1000 + i | P._BARRIER,
-                P._PM4_IB_WORD,
-                P._PM4_IB_WORD,
-            ]
+        if is_dispatch[i] and per:
+            before = ([211] if tracing else []) + ([201] if counting else [])
+            after = ([202, 203] if counting else []) + ([212] if tracing else [])
+            expect_rows += before + [i + 1] + after
+            expect_words += [P._PM4_IB_WORD] * len(before)
+            expect_words.append(0x1000 + i | P._BARRIER)
+            expect_words += [P._PM4_IB_WORD] * len(after)
         else:
             expect_rows.append(i + 1)
             expect_words.append(0x1000 + i)
-    expect_rows += [0] * (3 * nops_left)
-    expect_words += [P._TRAILER_WORD] * (3 * nops_left)
+    expect_rows += [0] * (per * nops_left)
+    expect_words += [P._TRAILER_WORD] * (per * nops_left)
     got = [int(rows[(start + j) % capacity, 4]) for j in range(body)]
     assert got == expect_rows
     assert [int(w) for w in words] == expect_words
