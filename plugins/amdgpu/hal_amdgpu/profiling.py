@@ -538,16 +538,24 @@ class QueueProfiler:
                 if att is not None:
                     self.att.free.append(att)  # type: ignore[union-attr]
             if span_info is not None:
-                self._retire_span(session if keep else None, kind, submission_id, cb_id, span_info)
+                self._retire_span(session, keep, kind, submission_id, cb_id, span_info)
         if self.owner.ended and not pending:
             self.destroy()
 
     def _retire_span(
-        self, session: Any, kind: int, submission_id: int, cb_id: int, span_info: tuple
+        self,
+        session: Any,
+        keep: bool,
+        kind: int,
+        submission_id: int,
+        cb_id: int,
+        span_info: tuple,
     ) -> None:
-        """Record the admission's device queue event and counter range (when ``session``),
-        then give its record, signals and range set back. An op published as several blocks
-        is one event from its first block's start to its final block's end."""
+        """Record the admission's device queue event (when ``session``, the session not
+        ended) and counter range (also only when ``keep``: the capture filter selects the
+        queue; it limits heavy artifacts, not queue events), then give its record, signals
+        and range set back. An op published as several blocks is one event from its first
+        block's start to its final block's end."""
         record, first, last, extra, range_set, final_block = span_info
         if record is not None:
             start_tick, end_tick = int(record[0][0]), int(record[0][1])
@@ -568,7 +576,7 @@ class QueueProfiler:
                     int(kind), self.queue.index, submission_id, first_tick, end_tick, cb_id
                 )
         if range_set is not None:
-            if session is not None:
+            if keep:
                 self._record_counters(range_set[0], _RANGE_SCOPE, start_tick, end_tick, cb_id=cb_id)
             self.ranges.free.append(range_set)  # type: ignore[union-attr]
         if record is not None:

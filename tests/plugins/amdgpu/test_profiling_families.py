@@ -307,6 +307,27 @@ def test_traces_follow_the_queue_filter(att_library, monkeypatch):
         assert len(traces) == 1 and len(d) == 1 and int(d[0]["queue_ordinal"]) == 1
 
 
+def test_capture_filter_limits_ranges_not_device_queue_events(att_library, monkeypatch):
+    """The capture filter selects heavy artifacts: a queue it leaves out gets no counter
+    ranges, but its operations still have device queue events."""
+    from hal_core.profiling import CaptureFilter
+
+    monkeypatch.setenv("HAL_AMDGPU_LIBAQLPROFILE_PATH", att_library)
+    with hal_core.create_device(_uri(SIGNAL_TARGET)) as device:
+        stats = StatisticsSink()
+        _profile(
+            device,
+            ProfilingOptions(
+                F.COUNTER_RANGES | F.DEVICE_QUEUE_EVENTS,
+                sinks=[stats],
+                counter_sets=[CounterSet("waves", ("SQ_WAVES",))],
+                capture_filter=CaptureFilter.of(queue_ordinal=1),
+            ),
+        )
+        assert len(stats.capture.records(DEVICE_QUEUE)) == 3  # all on queue 0
+        assert stats.capture.counter_samples == []
+
+
 def test_traces_without_att_functions_are_unavailable_and_nothing_starts(tmp_path, monkeypatch):
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
