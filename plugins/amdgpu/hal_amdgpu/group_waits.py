@@ -56,14 +56,16 @@ class WaitDomain:
         self._lock = threading.Lock()
 
     def join(self, qset: "HostQueueSet") -> None:
-        """Make ``qset`` a member: its last-signal entries move into the shared table
-        (an entry another member already has is kept: it is the newer one more often
-        than not, and a missing or stale entry only costs a deferred wait)."""
+        """Make ``qset`` a member: its last-signal entries move into the shared table.
+        For a semaphore both tables name, the entry whose producer has yet to signal it on
+        the host wins (the race check in ``resolve_waits_by_tier`` must see it; a settled
+        entry only proves an older value, which costs at most a deferred wait)."""
         with self._lock:
             with _QueueLocks(qset.queues):
                 shared = self.last_signal
                 for sem, entry in _items(qset.last_signal):
-                    shared.setdefault(sem, entry)
+                    if sem not in shared or entry[0].signalled_epoch < entry[1]:
+                        shared[sem] = entry
                 qset.last_signal = shared
                 self.members.add(qset)
                 self._open.add(qset)

@@ -260,3 +260,25 @@ def test_closing_a_device_fails_the_work_stuck_behind_it_on_the_other(default_ho
     finally:
         a.close()
         b.close()
+
+
+def test_work_published_before_the_group_formed_is_waited_on_on_the_device(default_hooks):
+    """Joining moves a set's last-signal entries into the shared table: b waits on a's
+    epoch published before either joined the group."""
+    a = hal_core.create_device(SOFT.format(0))
+    b = hal_core.create_device(SOFT.format(1))
+    try:
+        qa, qb = _qset(a).queues[0], _qset(b).queues[0]
+        release, destroy = _block(qa)
+        sa = a.create_semaphore()
+        a.queue_barrier(1, [], [(sa, 1)])
+        with hal_core.DeviceGroup.from_devices([a, b], owns_devices=False):
+            sb = b.create_semaphore()
+            b.queue_barrier(1, [(sa, 1)], [(sb, 1)])
+            assert qb.frontier == {qa: 1} and _deferred(b) == 0
+            release()
+            sb.wait(1, TIMEOUT)
+            destroy()
+    finally:
+        a.close()
+        b.close()
