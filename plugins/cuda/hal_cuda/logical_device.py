@@ -14,7 +14,7 @@ queue affinity therefore selects the GPU and the stream.
   work (the driver stages them) but a kernel touching the other GPU's memory faults.
 * Executables are loaded on every GPU; a recording's program is built per GPU, for the
   first GPU at ``end()`` (so launch limits are checked at the call) and for another GPU
-  the first time it runs there.
+  the first time it runs there (a ``queue_dispatch``'s only for the GPU it runs on).
 * Waits between GPUs of the device are waits between members: a wait on another GPU's
   in-flight work is a word wait on the waiting stream (``stream_waits.py``).
 * Host calls see the logical queue affinity.
@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, cast
 
-from hal_core import BufferParams, MemoryHeap, MemoryType, QueueOpKind
+from hal_core import BufferParams, CommandBufferMode, MemoryHeap, MemoryType, QueueOpKind
 from hal_core.backend import CMD_DISPATCH, DeviceCapabilities, HostCallContext, QueueOp
 
 from .device import CudaDeviceBackend
@@ -40,6 +40,8 @@ _EXECUTE = QueueOpKind.EXECUTE
 _HOST_CALL = QueueOpKind.HOST_CALL
 
 HostCallFn = Callable[[tuple, HostCallContext], Any]
+_DISPATCH_MODE = int(CommandBufferMode.ONE_SHOT | CommandBufferMode.UNRETAINED)
+"""The mode of the single-command recording a ``queue_dispatch`` finalizes."""
 
 
 class LogicalAllocator:
@@ -98,8 +100,11 @@ class LogicalExecutable:
 
 
 class GpuPrograms:
-    """A recording's programs, one per GPU, built on first use (the first GPU's at
-    ``end()``). ``for_member(i)`` is thread-safe."""
+    """A recording's programs, one per GPU, built on first use. A command buffer's
+    program is built for the first GPU at ``end()``, so launch limits are checked at the
+    call; a ``queue_dispatch``'s (one-shot and unretained) only for the GPU it is
+    submitted to, whose submit is part of the same call. ``for_member(i)`` is
+    thread-safe."""
 
     def __init__(self, owner: CudaLogicalDevice, commands: list, mode: int, capacity: int) -> None:
         self._owner = owner
@@ -108,8 +113,8 @@ class GpuPrograms:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._programs: list[Any] = [None] * len(owner.members)
-        self.for_member(0)
-        self.needs_host_sync = self._programs[0].needs_host_sync
+        if mode & _DISPATCH_MODE != _DISPATCH_MODE:
+            self.for_member(0)
 
     def for_member(self, index: int) -> Any:
         program = self._programs[index]

@@ -105,7 +105,8 @@ def _write_word(arg: tuple[Any, CudaStorage, np.ndarray, int, int], error: HalEr
 class StreamWaits:
     """One device's semaphore words and word waits. ``inflight`` is the device's
     in-flight table (semaphore -> (value, event, queue)), read by the other devices.
-    Thread-safe (slot assignment under ``_lock``; the counters are approximate under
+    Thread-safe (slot assignment under ``_lock``, word writes under ``_write_lock``;
+    neither is held across a driver call or a callback; the counters are approximate under
     concurrent submitters, as plain integer increments)."""
 
     def __init__(self, ctx: CudaContext, inflight: dict) -> None:
@@ -115,7 +116,8 @@ class StreamWaits:
         self.event = 0
         self.word = 0
         self.host = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # slot assignment
+        self._write_lock = threading.Lock()  # words grow under it (timepoint callbacks)
         self._slabs: list[CudaStorage] = []
         self._words: list[np.ndarray] = []
         self._slots: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -156,7 +158,9 @@ class StreamWaits:
                 words, index = self._slot(sem)
                 slab = self._slabs[index // SLAB_WORDS]
                 offset = index % SLAB_WORDS
-                sem.add_timepoint(value, _write_word, (self._lock, slab, words, offset, value))
+                sem.add_timepoint(
+                    value, _write_word, (self._write_lock, slab, words, offset, value)
+                )
                 address = slab.address + 8 * offset
                 err = api.cuStreamWaitValue64(stream, address, value, CU_STREAM_WAIT_VALUE_GEQ)[0]
             except HalError:
@@ -178,15 +182,22 @@ class StreamWaits:
         """``sem``'s word (its slab's uint64 view and its global index), assigned on
         first use. Words are never reused: a collected semaphore's word may still be read
         by a wait the GPU has not reached yet, and a reused word starts again at 0 (8
-        bytes per semaphore ever waited on this way, freed with the device)."""
-        with self._lock:
-            index = self._slots.get(sem)
-            if index is None:
-                index = self._next
-                if index % SLAB_WORDS == 0:
-                    slab = allocate_host(self.ctx, 8 * SLAB_WORDS)  # zero-filled
+        bytes per semaphore ever waited on this way, freed with the device). A new slab
+        is allocated outside the lock (a driver call)."""
+        while True:
+            with self._lock:
+                index = self._slots.get(sem)
+                if index is None and self._next < len(self._slabs) * SLAB_WORDS:
+                    index = self._next
+                    self._next = index + 1
+                    self._slots[sem] = index
+                if index is not None:
+                    return self._words[index // SLAB_WORDS], index
+            slab: CudaStorage | None = allocate_host(self.ctx, 8 * SLAB_WORDS)  # zeroed
+            with self._lock:
+                if slab is not None and self._next >= len(self._slabs) * SLAB_WORDS:
                     self._slabs.append(slab)
                     self._words.append(np.asarray(slab.host_array).view(np.uint64))
-                self._next = index + 1
-                self._slots[sem] = index
-            return self._words[index // SLAB_WORDS], index
+                    slab = None
+            if slab is not None:
+                slab.release()  # another thread grew the words first

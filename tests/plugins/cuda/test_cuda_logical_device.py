@@ -198,3 +198,25 @@ def test_unreachable_peers_still_copy_and_report_no_access(monkeypatch: Any) -> 
     finally:
         dev.close()
         cuda_api.reset_for_tests()
+
+
+def test_launch_limits_are_checked_at_the_call_on_any_gpu(dev: Any, fake: Any) -> None:
+    """A grid CUDA cannot launch is OUT_OF_RANGE at ``queue_dispatch`` (whichever GPU
+    the queue is on) and at ``end()``; nothing is queued and later work runs."""
+    exe = dev.create_executable_cache("limits").prepare("ptx", load_ptx(CTS_LIBRARY))
+    fn = exe.lookup_function("negate")
+    buf = dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 16)
+    huge = DispatchConfig.static(1, 1 << 20)  # y beyond CUDA's 65535
+    s = dev.create_semaphore(0)
+    for q in (0, 3):
+        with pytest.raises(hal_core.OutOfRangeError, match="grid limit"):
+            dev.queue_dispatch(1 << q, (), [(s, 1)], exe, fn, huge, COUNT_4, (buf, buf))
+    cb = dev.create_command_buffer(0, hal_core.CommandCategory.ANY, hal_core.QueueAffinity.ANY, 0)
+    cb.begin()
+    cb.dispatch(exe, fn, huge, COUNT_4, (buf, buf))
+    with pytest.raises(hal_core.OutOfRangeError, match="grid limit"):
+        cb.end()
+    assert fake.launched_functions == [] and s.query() == 0
+    dev.queue_dispatch(0b1000, (), [(s, 1)], exe, fn, DispatchConfig.static(1), COUNT_4, (buf, buf))
+    s.wait(1, TIMEOUT)
+    assert fake.launched_functions == [exe.backend.loaded[1].kernels[fn].handle]
