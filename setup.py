@@ -28,7 +28,13 @@ if not sysconfig.get_config_var("Py_GIL_DISABLED"):
     extensions.append(
         Extension(
             "hal_core._native_queue",
-            ["hal_core/_native_queue.c", "hal_core/_native_completion.c"],
+            [
+                "hal_core/_native_queue.c",
+                "hal_core/_native_completion.c",
+                "hal_core/_native_alloca.c",
+            ],
+            # _native_alloca.c reads the pool extension's Reservation layout.
+            depends=["hal_core/pool/_native.h"],
             optional=True,
         )
     )

@@ -13,12 +13,11 @@ from __future__ import annotations
 import fnmatch
 import operator
 import threading
-from typing import Any, Callable, Sequence, final
+from typing import TYPE_CHECKING, Any, Callable, Sequence, final
 
 import numpy as np
 
-from ._allocator import Allocator, check_size
-from ._allocator import _as_params as _params
+from ._allocator import Allocator
 from ._backend_contract import bind_device
 from ._buffer import Buffer
 from ._construction import INTERNAL, require_internal, sealed
@@ -29,12 +28,9 @@ from ._memory import (
     BufferParams,
     BufferUsage,
     MemoryAccess,
-    PlacementFlags,
     QueueAffinity,
 )
 from ._queue import (
-    AllocaFlags,
-    DeallocaFlags,
     HostCallFlags,
     QueueOp,
     QueueOpKind,
@@ -48,7 +44,7 @@ from ._queue_checks import (
     file_offset,
     select_queue,
 )
-from ._queue_fast_paths import fill_op_method, queue_op_method
+from ._queue_fast_paths import alloca_method, dealloca_method, fill_op_method, queue_op_method
 from ._ranges import U64_MAX, as_flags, as_index, check_range
 from ._semaphore import Semaphore, SemaphoreList, WaitMode, wait_all, wait_any
 from ._status import (
@@ -57,7 +53,7 @@ from ._status import (
     NotFoundError,
     UnimplementedError,
 )
-from .pool import Pool, QueuePoolBackend
+from .pool import QueuePoolBackend
 
 __all__ = ["Device", "device_from_backend"]
 
@@ -65,19 +61,7 @@ _ANY = QueueAffinity.ANY
 _HOST_CALL_FLAGS = int(
     HostCallFlags.NON_BLOCKING | HostCallFlags.WAIT_ACTIVE | HostCallFlags.RELAXED
 )
-_ALLOCA_FLAGS = int(AllocaFlags.INDETERMINATE_LIFETIME | AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
 _BARRIER = QueueOpKind.BARRIER
-# queue_alloca / queue_dealloca test flag bits on ints: ``enum & enum`` builds a new flag
-# member (about a microsecond each), and these run several times per call.
-_ALLOCA_USAGE = BufferUsage.TRANSFER | BufferUsage.DISPATCH_STORAGE
-_PLACE_ASYNC = PlacementFlags.ASYNCHRONOUS
-_PLACE_ASYNC_INDETERMINATE = PlacementFlags.ASYNCHRONOUS | PlacementFlags.INDETERMINATE_LIFETIME
-_ASYNC = int(PlacementFlags.ASYNCHRONOUS)
-_INDETERMINATE = int(PlacementFlags.INDETERMINATE_LIFETIME)
-_ALLOCA_INDETERMINATE = int(AllocaFlags.INDETERMINATE_LIFETIME)
-_PREFER_ORIGIN = int(DeallocaFlags.PREFER_ORIGIN)
-_NO_ALLOCA_FLAGS = AllocaFlags(0)
-_NO_DEALLOCA_FLAGS = DeallocaFlags(0)
 
 
 @final
@@ -117,6 +101,11 @@ class Device(DeviceCommands):
         self.allocator = Allocator(contract.allocator, self, _token=INTERNAL)
         self._submit = contract.submit
         self._submit_alloca = contract.submit_alloca
+        # The backend's straight alloca path, bound into each AllocaLane (optional).
+        self._bind_alloca_lane: Callable[[Any], None] | None = getattr(
+            backend, "bind_alloca_lane", None
+        )
+        self._alloca_lane: Any = None
         self._finalize = contract.finalize_command_buffer
         self._flush = contract.flush
         self._closed = False
@@ -457,54 +446,44 @@ class Device(DeviceCommands):
         )
         self._submit(op)
 
-    def queue_alloca(
-        self,
-        affinity: int,
-        wait: SemaphoreList,
-        signal: SemaphoreList,
-        params: BufferParams | None,
-        allocation_size: int,
-        *,
-        pool: Any = None,
-        flags: int = 0,
-    ) -> Buffer:
-        """Return a buffer at once (metadata valid, placement ASYNCHRONOUS on exactly one
-        queue); its memory is committed when the waits resolve and ``signal`` publishes.
-        Use it only after ``signal``; release it with ``queue_dealloca``."""
-        op = self._op(QueueOpKind.ALLOCA, affinity, wait, signal)
-        params = _params(params)
-        if pool is not None and not isinstance(pool, Pool):
-            raise InvalidArgumentError(
-                "queue_alloca pool must be a hal_core.pool.Pool (None selects the device's "
-                f"default pool set), got {type(pool).__name__}"
-            )
-        size = check_size(allocation_size)
-        flags = check_known_flags(flags, _ALLOCA_FLAGS, "alloca flags") if flags else 0
-        # RESOURCE_EXHAUSTED now for a size no heap can ever hold: parking it on a pool
-        # would wait forever.
-        params, size = self.allocator.allocatable(params.with_usage(_ALLOCA_USAGE), size)
-        buffer = Buffer(
-            None,
-            memory_type=params.type,
-            allowed_usage=params.usage,
-            allowed_access=params.access,
-            allocation_size=size,
-            device=self,
-            queue_affinity=1 << op.queue,
-            placement_flags=(
-                _PLACE_ASYNC_INDETERMINATE if flags & _ALLOCA_INDETERMINATE else _PLACE_ASYNC
-            ),
-            _token=INTERNAL,
-        )
-        op.target = buffer
-        op.length = size
-        op.pool = pool
-        op.params = params
-        op.alloca_state = None
-        op.flags = AllocaFlags(flags) if flags else _NO_ALLOCA_FLAGS
-        # Backends with pools reserve memory here (and may refuse with RESOURCE_EXHAUSTED).
-        (self._submit_alloca or self._submit)(op)
-        return buffer
+    if TYPE_CHECKING:
+
+        def queue_alloca(
+            self,
+            affinity: int,
+            wait: SemaphoreList,
+            signal: SemaphoreList,
+            params: BufferParams | None,
+            allocation_size: int,
+            *,
+            pool: Any = None,
+            flags: int = 0,
+        ) -> Buffer:
+            """Return a buffer at once (metadata valid, placement ASYNCHRONOUS on exactly one
+            queue); its memory is committed when the waits resolve and ``signal`` publishes.
+            Use it only after ``signal``; release it with ``queue_dealloca``."""
+            ...
+
+        def queue_dealloca(
+            self,
+            affinity: int,
+            wait: SemaphoreList,
+            signal: SemaphoreList,
+            buffer: Buffer,
+            *,
+            flags: int = 0,
+        ) -> None:
+            """Release a ``queue_alloca`` buffer once the waits resolve. A buffer that is
+            not ASYNCHRONOUS (or has INDETERMINATE_LIFETIME) makes this a barrier, as in
+            IREE. PREFER_ORIGIN runs it on the queue the buffer was allocated on."""
+            ...
+
+    else:
+        # Native for the common case (one C call; the straight path through the backend's
+        # pool machine when it binds an alloca lane), else the Python references
+        # (``_queue_alloca_paths``: ``alloca_reference``, ``dealloca_reference``).
+        queue_alloca = alloca_method
+        queue_dealloca = dealloca_method
 
     def query_queue_pool_backend(self, affinity: int) -> QueuePoolBackend:
         """The slab provider, notification and epoch query for building a pool that
@@ -528,33 +507,6 @@ class Device(DeviceCommands):
                 "hal_core.DeviceGroup.from_devices([device], owns_devices=False)"
             )
         return query(queue)
-
-    def queue_dealloca(
-        self,
-        affinity: int,
-        wait: SemaphoreList,
-        signal: SemaphoreList,
-        buffer: Buffer,
-        *,
-        flags: int = 0,
-    ) -> None:
-        """Release a ``queue_alloca`` buffer once the waits resolve. A buffer that is not
-        ASYNCHRONOUS (or has INDETERMINATE_LIFETIME) makes this a barrier, as in IREE.
-        PREFER_ORIGIN runs it on the queue the buffer was allocated on."""
-        check_buffer(buffer, "dealloca buffer")
-        if buffer.device is not self:
-            check_owner(self, buffer, "dealloca buffer")
-        flags = check_known_flags(flags, _PREFER_ORIGIN, "dealloca flags") if flags else 0
-        if flags & _PREFER_ORIGIN and buffer.device is self:
-            affinity = buffer.queue_affinity
-        root = buffer._root
-        if int(root.placement_flags) & (_ASYNC | _INDETERMINATE) != _ASYNC:
-            self.queue_barrier(affinity, wait, signal)
-            return
-        op = self._op(QueueOpKind.DEALLOCA, affinity, wait, signal)
-        op.target = root
-        op.flags = DeallocaFlags(flags) if flags else _NO_DEALLOCA_FLAGS
-        self._submit(op)
 
     def _submit_in_group(self, op: QueueOp, buffer: Buffer, write: bool) -> None:
         """Submit a validated op touching ``buffer`` of another device-group member: here

@@ -12,7 +12,8 @@
    builds do not build this module.
 
    This file holds the module, ``queue_op`` and ``fill_op``; ``complete_op`` and
-   ``add_timepoint`` are in _native_completion.c (one extension, two sources).
+   ``add_timepoint`` are in _native_completion.c, ``alloca_op`` and ``dealloca_op`` in
+   _native_alloca.c (one extension, three sources).
 
    ``complete_op(op, timeline)`` finishes a successful op as ``_completion.complete_op``
    does (its reference): signal each semaphore, drop ``op.retained``, retire ``op.epoch`` on
@@ -51,6 +52,12 @@ PyObject *nq_init_timepoints(PyObject *mod, PyObject *args);
 PyObject *nq_add_timepoint(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *nq_init_wait_reached(PyObject *mod, PyObject *ref);
 PyObject *nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+/* Defined in _native_alloca.c. */
+int nq_alloca_strings(void);
+PyObject *nq_init_alloca(PyObject *mod, PyObject *args);
+PyObject *nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *nq_dealloca_op(PyObject *mod, PyObject *const *args, size_t nargsf,
+                         PyObject *kwnames);
 
 static PyTypeObject *QueueOpType;
 static PyTypeObject *SemaphoreType;
@@ -236,47 +243,47 @@ slow(PyObject *const *args, Py_ssize_t nargs)
     return PyObject_Vectorcall(fallback, args, nargs, NULL);
 }
 
-static PyObject *
-queue_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* The op of a call of the common shape, as a new reference; NULL with no error set when the
+   call has another shape (the caller then runs its reference), NULL with an error when
+   building it failed. Used by ``queue_op`` and by _native_alloca.c. */
+PyObject *
+nq_common_op(PyObject *device, PyObject *kind, PyObject *affinity, PyObject *wait,
+             PyObject *signal)
 {
-    if (nargs != 5 || fallback == NULL) {
-        return slow(args, nargs);
-    }
-    PyObject *device = args[0], *kind = args[1], *affinity = args[2];
-    if (Py_TYPE(kind) != KindType || !PyLong_CheckExact(affinity)) {
-        return slow(args, nargs);
+    if (fallback == NULL || Py_TYPE(kind) != KindType || !PyLong_CheckExact(affinity)) {
+        return NULL;
     }
     PyObject *closed = PyObject_GetAttr(device, str_closed);
     if (closed == NULL) {
         PyErr_Clear();
-        return slow(args, nargs);
+        return NULL;
     }
     Py_DECREF(closed);
     if (closed != Py_False) {
-        return slow(args, nargs);
+        return NULL;
     }
-    PyObject *waits = as_tuple(args[3]);
+    PyObject *waits = as_tuple(wait);
     if (waits == NULL) {
-        return slow(args, nargs);
+        return NULL;
     }
-    PyObject *signals = as_tuple(args[4]);
+    PyObject *signals = as_tuple(signal);
     if (signals == NULL) {
         Py_DECREF(waits);
-        return slow(args, nargs);
+        return NULL;
     }
     PyObject *single = NULL, *q = NULL;
     if (!common_shape(waits, 0) || !common_shape(signals, 1)) {
-        goto fall_back;
+        goto not_common;
     }
     single = PyObject_GetAttr(device, str_single_queue);
     if (single == NULL || !PyDict_CheckExact(single)) {
         PyErr_Clear();
-        goto fall_back;
+        goto not_common;
     }
     q = PyDict_GetItemWithError(single, affinity); /* borrowed */
     if (q == NULL) {
         PyErr_Clear();
-        goto fall_back;
+        goto not_common;
     }
     PyObject *op = QueueOpType->tp_alloc(QueueOpType, 0);
     if (op == NULL) {
@@ -299,11 +306,24 @@ queue_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     SLOT(op, off_retained) = Py_None;
     return op;
 
-fall_back:
+not_common:
     Py_XDECREF(single);
     Py_DECREF(waits);
     Py_DECREF(signals);
-    return slow(args, nargs);
+    return NULL;
+}
+
+static PyObject *
+queue_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        return slow(args, nargs);
+    }
+    PyObject *op = nq_common_op(args[0], args[1], args[2], args[3], args[4]);
+    if (op == NULL && !PyErr_Occurred()) {
+        return slow(args, nargs);
+    }
+    return op;
 }
 
 /* init_fill(Buffer, reference, FILL kind, TRANSFER_TARGET, access ANY, access WRITE). Needs
@@ -507,6 +527,17 @@ static PyMethodDef methods[] = {
     {"wait_reached", (PyCFunction)(void (*)(void))nq_wait_reached, METH_FASTCALL,
      "wait_reached(sem, value): whether sem reached value without failing (see "
      "_completion.wait_reached)."},
+    {"init_alloca", nq_init_alloca, METH_VARARGS,
+     "init_alloca(Buffer, AllocaLane, TransientAllocation, Frontier, QueueOp, QueueTimeline, "
+     "alloca_reference, dealloca_reference, ALLOCA, DEALLOCA, buffer states, frontier "
+     "capacity, ALLOW_WAIT_FRONTIER, ASYNCHRONOUS, placement mask): bind alloca_op and "
+     "dealloca_op."},
+    {"alloca_op", (PyCFunction)(void (*)(void))nq_alloca_op, METH_FASTCALL | METH_KEYWORDS,
+     "alloca_op(device, affinity, wait, signal, params, allocation_size, *, pool=None, "
+     "flags=0) -> Buffer: Device.queue_alloca (see _native_alloca.c)."},
+    {"dealloca_op", (PyCFunction)(void (*)(void))nq_dealloca_op, METH_FASTCALL | METH_KEYWORDS,
+     "dealloca_op(device, affinity, wait, signal, buffer, *, flags=0): "
+     "Device.queue_dealloca (see _native_alloca.c)."},
     {"instance_method", instance_method, METH_O,
      "instance_method(fn): fn bound as a method when read from an instance."},
     {NULL, NULL, 0, NULL},
@@ -532,7 +563,7 @@ PyInit__native_queue(void)
     str_single_queue = PyUnicode_InternFromString("_single_queue");
     zero = PyLong_FromLong(0);
     if (str_closed == NULL || str_single_queue == NULL || zero == NULL ||
-        nq_completion_strings() < 0) {
+        nq_completion_strings() < 0 || nq_alloca_strings() < 0) {
         return NULL;
     }
     return PyModule_Create(&module);

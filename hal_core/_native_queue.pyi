@@ -52,3 +52,36 @@ def fill_host(host: Any, start: int, length: int, pattern: bytes, /) -> None: ..
 def init_wait_reached(reference: Callable[..., Any], /) -> None: ...
 def wait_reached(sem: Any, value: Any, /) -> bool: ...
 def instance_method(fn: Callable[..., Any], /) -> Any: ...
+def init_alloca(
+    buffer_type: type,
+    lane_type: type,
+    transient_type: type,
+    frontier_type: type,
+    queue_op_type: type,
+    timeline_type: type,
+    alloca_reference: Callable[..., Any],
+    dealloca_reference: Callable[..., Any],
+    alloca_kind: Any,
+    dealloca_kind: Any,
+    buffer_states: tuple[int, int, int],
+    frontier_capacity: int,
+    allow_wait_frontier: int,
+    placement_async: int,
+    placement_mask: int,
+    reservation_type: type | None,
+    /,
+) -> None: ...
+def alloca_op(
+    device: Any,
+    affinity: Any,
+    wait: Any,
+    signal: Any,
+    params: Any,
+    allocation_size: Any,
+    *,
+    pool: Any = None,
+    flags: Any = 0,
+) -> Any: ...
+def dealloca_op(
+    device: Any, affinity: Any, wait: Any, signal: Any, buffer: Any, *, flags: Any = 0
+) -> None: ...

@@ -4,7 +4,9 @@
 optional, like the pool fast paths). Its ``queue_op`` builds the ``QueueOp`` of a call of
 the common shape (see ``_native_queue.c``) and calls the Python reference,
 ``_queue_checks.queue_op``, for everything else, so behaviour is the same with or without
-it; ``fill_op`` does the same for ``queue_fill`` (reference ``_queue_checks.fill_op``).
+it; ``fill_op`` does the same for ``queue_fill`` (reference ``_queue_checks.fill_op``), and
+``alloca_op`` / ``dealloca_op`` for ``queue_alloca`` / ``queue_dealloca`` (references in
+``_queue_alloca_paths``).
 Its ``complete_op`` finishes a successful op (signals, retained, retire) with
 ``_completion.complete_op`` as the reference in the same way, and its ``add_timepoint``
 becomes ``Semaphore.add_timepoint`` (``Semaphore._add_timepoint`` is the reference).
@@ -18,20 +20,27 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._buffer import Buffer
+from ._buffer import _COMMITTED, _DECOMMITTED, _PENDING, Buffer
 from ._completion import complete_op as complete_op_reference
 from ._completion import signal_all
 from ._completion import wait_reached as wait_reached_reference
+from ._frontier import DEFAULT_FRONTIER_CAPACITY, Frontier
 from ._frontier_tracker import _AxisState
-from ._memory import BufferUsage, MemoryAccess
+from ._memory import BufferUsage, MemoryAccess, PlacementFlags
 from ._queue import QueueOp, QueueOpKind
+from ._queue_alloca_paths import AllocaLane, alloca_reference, dealloca_reference
 from ._queue_checks import fill_op as fill_op_reference
 from ._queue_checks import queue_op as queue_op_reference
 from ._queue_timeline import QueueTimeline
 from ._semaphore import MAX_VALUE, Semaphore, bind_native_timepoints
+from .pool import ReserveFlags
+from .pool._fast_paths import native as pool_native
+from .pool._queue_alloca import TransientAllocation
 
 __all__ = [
+    "alloca_method",
     "complete_op",
+    "dealloca_method",
     "describe",
     "fill_host",
     "fill_host_reference",
@@ -92,6 +101,24 @@ def _load() -> tuple[Any, str | None]:
         int(MemoryAccess.ANY),
         int(MemoryAccess.WRITE),
     )
+    _native_queue.init_alloca(
+        Buffer,
+        AllocaLane,
+        TransientAllocation,
+        Frontier,
+        QueueOp,
+        QueueTimeline,
+        alloca_reference,
+        dealloca_reference,
+        QueueOpKind.ALLOCA,
+        QueueOpKind.DEALLOCA,
+        (_PENDING, _COMMITTED, _DECOMMITTED),
+        DEFAULT_FRONTIER_CAPACITY,
+        int(ReserveFlags.ALLOW_WAIT_FRONTIER),
+        int(PlacementFlags.ASYNCHRONOUS),
+        int(PlacementFlags.ASYNCHRONOUS | PlacementFlags.INDETERMINATE_LIFETIME),
+        pool_native.Reservation if pool_native is not None else None,
+    )
     return _native_queue, None
 
 
@@ -109,6 +136,14 @@ queue_op_method: Any = (
 #: ``Device._fill_op``: ``queue_fill``'s checks and op, native for the common case.
 fill_op_method: Any = (
     native.instance_method(native.fill_op) if native is not None else fill_op_reference
+)
+#: ``Device.queue_alloca`` / ``Device.queue_dealloca``: native for the common case
+#: (``_native_alloca.c``), else ``_queue_alloca_paths``' references.
+alloca_method: Any = (
+    native.instance_method(native.alloca_op) if native is not None else alloca_reference
+)
+dealloca_method: Any = (
+    native.instance_method(native.dealloca_op) if native is not None else dealloca_reference
 )
 #: ``fill_host(host, start, length, pattern)``: native, or ``fill_host_reference``.
 fill_host: Callable[[Any, int, int, bytes], None] = (

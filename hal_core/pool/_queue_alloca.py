@@ -46,6 +46,7 @@ import weakref
 from typing import Any, cast
 
 from .._buffer import commit_buffer, decommit_buffer
+from .._completion import op_error
 from .._frontier import Frontier
 from .._memory import PlacementFlags
 from .._queue import AllocaFlags
@@ -124,6 +125,8 @@ class QueueAllocaMachine(abc.ABC):
         self._closed = False
         # The last default-pool selection: (params, length, the pool set's entries, pool).
         self._selected: tuple[Any, int, Any, Pool] | None = None
+        # Alloca lanes bound since the last invalidation (see ``bind_lane``).
+        self._lanes: list[Any] = []
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -218,6 +221,15 @@ class QueueAllocaMachine(abc.ABC):
             if sem._failure is not None or sem._value < value:
                 return False
         self._acquire(op, state)
+        return self.acquired(op, state)
+
+    def acquired(self, op: Any, state: AllocaState) -> bool:
+        """The rest of ``prepare`` once the reservation was tried (``state`` holds its
+        result): True when it succeeded and the machine is open, False when the op must be
+        queued, RESOURCE_EXHAUSTED (nothing queued) for a block still in flight when the
+        op may not wait for it. The native straight path calls it (through the lane's
+        ``resume``) for every result other than OK / OK_FRESH."""
+        pool = state.pool
         result = state.result
         if result == _OK or result == _OK_FRESH:
             return not self._closed
@@ -231,6 +243,76 @@ class QueueAllocaMachine(abc.ABC):
                 "AllocaFlags.ALLOW_POOL_WAIT_FRONTIER to let the queue wait for it"
             )
         return False
+
+    def bind_lane(self, lane: Any, gate: dict[str, Any], resume: Any) -> None:
+        """Fill in the straight-path fields of ``lane`` (``hal_core._queue_alloca_paths``)
+        when this machine has one for its call shape: the default pool selected for it and
+        the prepare checks passed, and the backend's hooks are those of its queues'
+        ``QueueTimeline``s (``_straight_timelines``). ``gate`` is the backend's instance
+        dict, ``resume(op)`` what the backend does with a prepared op (``acquired`` then
+        commit or queue). Leaves the lane without one otherwise (the native path then only
+        replaces the front door)."""
+        timelines = self._straight_timelines()
+        if timelines is None or self._closed or lane.size == 0:
+            return
+        try:
+            pool = self.default_pools.select_or_raise(lane.params, lane.size)
+        except HalError:
+            return
+        caps = pool.query_capabilities()
+        alignment = lane.params.min_alignment
+        if (
+            (caps.max_allocation_size and lane.size > caps.max_allocation_size)
+            or alignment > caps.max_alignment
+            or alignment.__class__ is not int
+        ):
+            return  # the reference raises for these
+        lane.machine = self
+        lane.pool = pool
+        lane.acquire = pool.acquire_reservation
+        lane.release = pool.release_reservation
+        lane.wrap = pool.wrap_reservation
+        lane.alignment = alignment
+        lane.pool_set = self.default_pools
+        lane.entries = self.default_pools._entries
+        lane.axes = tuple(self.queue_axis(i) for i in range(len(timelines)))
+        lane.gate = gate
+        lane.resume = resume
+        lane.on_error = self.fail_started
+        lane.state_type = self._state_type
+        slabs = getattr(pool, "_slabs", None)  # binding time, not the hot path
+        if getattr(pool.provider, "reusable_wraps", False) and slabs.__class__ is list:
+            # Wraps of the same slab range may be handed out again (see ``AllocaLane``).
+            lane.slabs = slabs
+            lane.storage_cache = {}
+        lane.timelines = tuple(timelines)
+        self._lanes.append(lane)
+        if self._closed:  # closed meanwhile: its invalidation may have missed this lane
+            lane.valid = False
+
+    def invalidate_lanes(self) -> None:
+        """Stop the native straight path of every lane bound so far (queue axes or pools
+        changed, or closing): the next call of each shape goes through the reference,
+        which binds a new lane."""
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.valid = False
+
+    def _straight_timelines(self) -> Any:
+        """The backend's ``QueueTimeline`` per queue index when its hooks are exactly
+        theirs: ``_retired_epoch(q)`` and ``_dealloca_epoch`` read ``timelines[q].retired``,
+        the op's epoch is ``timelines[q].begin()``, and ``_complete`` of a committed op is
+        ``complete_op(op, timelines[q])``; None (the default) when there is no such
+        straight path."""
+        return None
+
+    def fail_started(self, op: Any, exc: BaseException) -> None:
+        """An op that took its epoch raised on the native straight path: fail its signals
+        as the backend's inline execution does (then re-raise an interrupt)."""
+        # ``state`` is not read by ``_complete`` of a failure (a dealloca has none).
+        self._complete(op, cast(AllocaState, None), op_error(exc))
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise exc
 
     def commit_prepared(self, op: Any) -> None:
         """Commit an op ``prepare`` returned True for and complete it (``_complete``), as
@@ -430,6 +512,8 @@ class QueueAllocaMachine(abc.ABC):
         backend's resources. Idempotent."""
         if self._closed:
             return
+        # Lanes first: the native path takes a valid lane to mean an open machine.
+        self.invalidate_lanes()
         self._closed = True
         error = CancelledError("device closed while a queue_alloca was waiting for memory")
         for op in list(self._pending):

@@ -104,6 +104,11 @@ class CpuSlabProvider:
     / ``usage`` to describe other host memory.
     """
 
+    #: ``wrap`` without a release callback returns a plain view with no state of its own:
+    #: two wraps of one slab range are interchangeable, so a caller may keep one and hand
+    #: it out again for the same range of the same slab (the native alloca path does).
+    reusable_wraps = True
+
     def __init__(
         self,
         slab_alignment: int = 4096,

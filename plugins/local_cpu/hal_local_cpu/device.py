@@ -293,8 +293,22 @@ class LocalDeviceBackend:
     def submit_alloca(self, op: QueueOp) -> None:
         """``submit`` for ALLOCA: pick the pool and, when nothing is waited on, reserve
         now (RESOURCE_EXHAUSTED raises with nothing queued); see ``queue_pools``."""
+        self._submit_prepared(op, self.pools.prepare(op))
+
+    def submit_acquired(self, op: QueueOp) -> None:
+        """``submit_alloca`` for an op whose reservation the native alloca path tried
+        (``op.alloca_state`` holds the result); see ``bind_alloca_lane``."""
+        self._submit_prepared(op, self.pools.acquired(op, op.alloca_state))
+
+    def bind_alloca_lane(self, lane: Any) -> None:
+        """Give hal_core's native alloca path this device's straight path (the default
+        pools and the queue timelines; it runs while this instance's dict has no
+        ``submit``, ``_closing`` is False and no ``profiler`` is set)."""
+        self.pools.bind_lane(lane, self.__dict__, self.submit_acquired)
+
+    def _submit_prepared(self, op: QueueOp, ready: bool) -> None:
         pools = self.pools
-        if pools.prepare(op) and not self._closing and "submit" not in self.__dict__:
+        if ready and not self._closing and "submit" not in self.__dict__:
             # Reserved with nothing to wait on: commit and complete now, which is what
             # submit + dispatch + start would do on this thread. Unless ``submit`` is
             # shadowed on this instance (profiling taps, a recorder): it then sees the op.

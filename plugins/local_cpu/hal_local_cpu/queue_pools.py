@@ -157,6 +157,7 @@ class QueuePools(QueueAllocaMachine):
     def assign_topology_info(self, info: Any) -> None:
         """Also publish each queue's epochs on a device group's tracker (None: stop).
         While a member, frontiers name the group axes."""
+        self.invalidate_lanes()  # the queue axes change
         old = self._group
         if old is not None:
             for timeline in self.backend.queues:
@@ -177,6 +178,10 @@ class QueuePools(QueueAllocaMachine):
 
     def _complete(self, op: QueueOp, state: AllocaState, error: HalError | None) -> None:
         self.backend._finish(op, error)
+
+    def _straight_timelines(self) -> Any:
+        """The hooks here are the backend's ``QueueTimeline``s' (see the base class)."""
+        return self.backend.queues
 
     def _retired_epoch(self, queue_index: int) -> int:
         return self.backend.queues[queue_index].retired

@@ -1,0 +1,785 @@
+/* queue_alloca / queue_dealloca in C, for hal_core._native_queue (third source of the
+   module; see _native_queue.c for the front door these build on).
+
+   ``alloca_op(device, affinity, wait, signal, params, size, pool, flags)`` is
+   ``Device.queue_alloca`` (reference: ``_queue_alloca_paths.alloca_reference``) and
+   ``dealloca_op(device, affinity, wait, signal, buffer, flags)`` is ``queue_dealloca``
+   (reference: ``dealloca_reference``). Each handles one shape and calls its reference for
+   everything else, before changing anything:
+
+   * alloca: ``pool`` None, ``flags`` the int 0, ``size`` an exact int, and the device's
+     ``_alloca_lane`` (an ``AllocaLane``, valid) built for this very ``params`` object and
+     size, so the reference's params, size and allocatability checks are known to pass with
+     the lane's answers; the wait/signal lists of the common shape (``nq_common_op``).
+   * dealloca: ``flags`` the int 0, an exact ``Buffer`` of this device that is a root with
+     placement exactly ASYNCHRONOUS, a device lane, and the common wait/signal shape.
+
+   Having built the op (and, for alloca, the pending buffer: the reference's fields, set
+   through the slots), it takes the lane's straight path when the lane has one and it is
+   open (``lane_open``: valid, so the machine is open; pool set entries unchanged; the
+   backend's instance dict without ``submit``, ``_closing`` False, no ``profiler``), the
+   op's queue has a timeline and every wait is reached; otherwise it hands the op to the
+   backend as the reference does (``device._submit_alloca`` / ``device._submit``).
+
+   Straight alloca, as ``QueueAllocaMachine.prepare`` + ``commit_prepared``: reserve with
+   the requester frontier ``{axis: retired}`` (none before the first retire) through the
+   pool's ``acquire_reservation``; on OK / OK_FRESH take the epoch, wrap the reservation,
+   commit the buffer, attach a ``TransientAllocation`` and complete the op
+   (``complete_op``); any other result becomes an ``AllocaState`` handed to the lane's
+   ``resume`` (the backend's ``acquired`` + submit), and a failing wrap goes to the
+   machine's ``_commit`` (which fails the op as the reference does).
+
+   Straight dealloca, as the backend's inline run of ``QueueAllocaMachine.dealloca``: when
+   the buffer is committed from the lane's pool with no finalizer, take the epoch,
+   decommit, release with the death frontier ``{axis: retired}`` and complete; an error
+   after the epoch goes to the lane's ``on_error`` (fails the signals as the reference's
+   inline execution does). Anything else (not committed, another pool) goes to
+   ``device._submit``, whose reference run reports it.
+
+   The GIL is held throughout; the Python calls made here (the pool's methods, which may
+   run Python fallbacks, and completion) are the ones the reference makes, in its order. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include "pool/_native.h" /* the Reservation layout (hal_core.pool._native) */
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+#define STORAGE_CACHE_LIMIT 64
+
+/* Defined in the other sources of this module. */
+int nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out);
+long long nq_nonneg(PyObject *v, int exact);
+PyObject *nq_common_op(PyObject *device, PyObject *kind, PyObject *affinity, PyObject *wait,
+                       PyObject *signal);
+PyObject *nq_complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+PyObject *nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+
+static PyTypeObject *BufferType, *LaneType, *TransientType, *FrontierType, *OpType,
+    *TimelineType, *ReservationT;
+static PyObject *alloca_ref, *dealloca_ref, *alloca_kind, *dealloca_kind, *state_pending,
+    *state_committed, *state_decommitted, *capacity, *allow_flags, *zero;
+static long long place_async, place_mask;
+
+static Py_ssize_t b_parent, b_storage, b_state, b_offset, b_length, b_size, b_type, b_usage,
+    b_access, b_device, b_affinity, b_placement, b_pool_state;
+static Py_ssize_t l_valid, l_key_params, l_key_size, l_params, l_size, l_type, l_usage,
+    l_access, l_placement, l_alloca_flags, l_dealloca_flags, l_machine, l_pool, l_acquire,
+    l_release, l_wrap, l_alignment, l_pool_set, l_entries, l_timelines, l_axes, l_gate,
+    l_resume, l_on_error, l_state_type, l_slabs, l_storage_cache;
+static Py_ssize_t t_pool, t_reservation, t_finalizer, f_axes, f_epochs, f_capacity, o_queue,
+    o_waits, o_target, o_length, o_pool, o_params, o_alloca_state, o_flags, o_epoch, tl_retired,
+    tl_begin;
+
+static PyObject *s_lane, *s_entries, *s_budget, *s_submit, *s_closing, *s_profiler,
+    *s_submit_alloca, *s_submit_attr, *s_commit, *s_result, *s_reservation, *s_info,
+    *s_storage, *s_pool, *s_flags;
+
+/* Store ``value`` (a new reference is taken) in an object slot, dropping the old one. */
+static void
+set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    Py_INCREF(value);
+    Py_XSETREF(SLOT(obj, off), value);
+}
+
+static int
+bind(PyTypeObject *type, const char *const *names, Py_ssize_t *const *offsets)
+{
+    for (int i = 0; names[i] != NULL; i++) {
+        if (nq_slot_offset(type, names[i], offsets[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* init_alloca(Buffer, AllocaLane, TransientAllocation, Frontier, QueueOp, QueueTimeline,
+   alloca_reference, dealloca_reference, ALLOCA kind, DEALLOCA kind, (pending, committed,
+   decommitted) buffer states, default frontier capacity, ALLOW_WAIT_FRONTIER, ASYNCHRONOUS,
+   ASYNCHRONOUS | INDETERMINATE_LIFETIME, the native Reservation type or None) */
+PyObject *
+nq_init_alloca(PyObject *mod, PyObject *args)
+{
+    PyObject *bt, *lt, *tt, *ft, *ot, *tlt, *aref, *dref, *ak, *dk, *states, *cap, *allow,
+        *rt;
+    long long async, mask;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOOOO!OOLLO", &PyType_Type, &bt, &PyType_Type,
+                          &lt, &PyType_Type, &tt, &PyType_Type, &ft, &PyType_Type, &ot,
+                          &PyType_Type, &tlt, &aref, &dref, &ak, &dk, &PyTuple_Type, &states,
+                          &cap, &allow, &async, &mask, &rt)) {
+        return NULL;
+    }
+    /* The native Reservation type (its layout is _native.h's), or None without it. */
+    if (rt != Py_None && (!PyType_Check(rt) ||
+                          ((PyTypeObject *)rt)->tp_basicsize != sizeof(Reservation))) {
+        PyErr_SetString(PyExc_TypeError, "init_alloca: not the native Reservation type");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(states) != 3 || !PyCallable_Check(aref) || !PyCallable_Check(dref)) {
+        PyErr_SetString(PyExc_TypeError, "init_alloca: bad buffer states or references");
+        return NULL;
+    }
+    static const char *const buffer_names[] = {
+        "_parent", "_storage", "_state", "byte_offset", "byte_length", "allocation_size",
+        "memory_type", "allowed_usage", "allowed_access", "device", "queue_affinity",
+        "placement_flags", "pool_state", NULL};
+    Py_ssize_t *const buffer_offsets[] = {&b_parent, &b_storage, &b_state, &b_offset,
+                                          &b_length, &b_size, &b_type, &b_usage,
+                                          &b_access, &b_device, &b_affinity, &b_placement,
+                                          &b_pool_state};
+    static const char *const lane_names[] = {
+        "valid", "key_params", "key_size", "params", "size", "memory_type", "usage", "access",
+        "placement", "alloca_flags", "dealloca_flags", "machine", "pool", "acquire", "release",
+        "wrap", "alignment", "pool_set", "entries", "timelines", "axes", "gate", "resume",
+        "on_error", "state_type", "slabs", "storage_cache", NULL};
+    Py_ssize_t *const lane_offsets[] = {
+        &l_valid, &l_key_params, &l_key_size, &l_params, &l_size, &l_type, &l_usage,
+        &l_access, &l_placement, &l_alloca_flags, &l_dealloca_flags, &l_machine, &l_pool,
+        &l_acquire, &l_release, &l_wrap, &l_alignment, &l_pool_set, &l_entries,
+        &l_timelines, &l_axes, &l_gate, &l_resume, &l_on_error, &l_state_type, &l_slabs,
+        &l_storage_cache};
+    static const char *const transient_names[] = {"pool", "reservation", "finalizer", NULL};
+    Py_ssize_t *const transient_offsets[] = {&t_pool, &t_reservation, &t_finalizer};
+    static const char *const frontier_names[] = {"_axes", "_epochs", "capacity", NULL};
+    Py_ssize_t *const frontier_offsets[] = {&f_axes, &f_epochs, &f_capacity};
+    static const char *const op_names[] = {"queue",  "waits",        "target", "length", "pool",
+                                           "params", "alloca_state", "flags",  "epoch",  NULL};
+    Py_ssize_t *const op_offsets[] = {&o_queue,  &o_waits,        &o_target, &o_length, &o_pool,
+                                      &o_params, &o_alloca_state, &o_flags,  &o_epoch};
+    static const char *const timeline_names[] = {"retired", "begin", NULL};
+    Py_ssize_t *const timeline_offsets[] = {&tl_retired, &tl_begin};
+    if (bind((PyTypeObject *)bt, buffer_names, buffer_offsets) < 0 ||
+        bind((PyTypeObject *)lt, lane_names, lane_offsets) < 0 ||
+        bind((PyTypeObject *)tt, transient_names, transient_offsets) < 0 ||
+        bind((PyTypeObject *)ft, frontier_names, frontier_offsets) < 0 ||
+        bind((PyTypeObject *)ot, op_names, op_offsets) < 0 ||
+        bind((PyTypeObject *)tlt, timeline_names, timeline_offsets) < 0) {
+        return NULL;
+    }
+    PyObject *keep[] = {bt, lt, tt, ft, ot, tlt, aref, dref, ak, dk, cap, allow,
+                        PyTuple_GET_ITEM(states, 0), PyTuple_GET_ITEM(states, 1),
+                        PyTuple_GET_ITEM(states, 2)};
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        Py_INCREF(keep[i]);
+    }
+    Py_XSETREF(BufferType, (PyTypeObject *)bt);
+    Py_XSETREF(LaneType, (PyTypeObject *)lt);
+    Py_XSETREF(TransientType, (PyTypeObject *)tt);
+    Py_XSETREF(FrontierType, (PyTypeObject *)ft);
+    Py_XSETREF(OpType, (PyTypeObject *)ot);
+    Py_XSETREF(TimelineType, (PyTypeObject *)tlt);
+    Py_XSETREF(alloca_ref, aref);
+    Py_XSETREF(dealloca_ref, dref);
+    Py_XSETREF(alloca_kind, ak);
+    Py_XSETREF(dealloca_kind, dk);
+    Py_XSETREF(capacity, cap);
+    Py_XSETREF(allow_flags, allow);
+    Py_XSETREF(state_pending, PyTuple_GET_ITEM(states, 0));
+    Py_XSETREF(state_committed, PyTuple_GET_ITEM(states, 1));
+    Py_XSETREF(state_decommitted, PyTuple_GET_ITEM(states, 2));
+    place_async = async;
+    place_mask = mask;
+    Py_XSETREF(ReservationT, rt == Py_None ? NULL : (PyTypeObject *)Py_NewRef(rt));
+    Py_RETURN_NONE;
+}
+
+int
+nq_alloca_strings(void)
+{
+    s_lane = PyUnicode_InternFromString("_alloca_lane");
+    s_entries = PyUnicode_InternFromString("_entries");
+    s_budget = PyUnicode_InternFromString("budget_limit");
+    s_submit = PyUnicode_InternFromString("submit");
+    s_closing = PyUnicode_InternFromString("_closing");
+    s_profiler = PyUnicode_InternFromString("profiler");
+    s_submit_alloca = PyUnicode_InternFromString("_submit_alloca");
+    s_submit_attr = PyUnicode_InternFromString("_submit");
+    s_commit = PyUnicode_InternFromString("_commit");
+    s_result = PyUnicode_InternFromString("result");
+    s_reservation = PyUnicode_InternFromString("reservation");
+    s_info = PyUnicode_InternFromString("info");
+    s_storage = PyUnicode_InternFromString("storage");
+    s_pool = PyUnicode_InternFromString("pool");
+    s_flags = PyUnicode_InternFromString("flags");
+    zero = PyLong_FromLong(0);
+    return s_lane && s_entries && s_budget && s_submit && s_closing && s_profiler &&
+                   s_submit_alloca && s_submit_attr && s_commit && s_result && s_reservation &&
+                   s_info && s_storage && s_pool && s_flags && zero
+               ? 0
+               : -1;
+}
+
+/* The device's lane when it is an AllocaLane marked valid (a new reference), else NULL
+   with no error. */
+static PyObject *
+device_lane(PyObject *device)
+{
+    PyObject *lane = PyObject_GetAttr(device, s_lane);
+    if (lane == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (Py_TYPE(lane) != LaneType || SLOT(lane, l_valid) != Py_True) {
+        Py_DECREF(lane);
+        return NULL;
+    }
+    return lane;
+}
+
+/* 1 when the backend may run an op straight now (see the module comment). The machine
+   clears ``valid`` before it marks itself closed, so a valid lane means an open machine. */
+static int
+gate_open(PyObject *lane)
+{
+    PyObject *gate = SLOT(lane, l_gate);
+    if (SLOT(lane, l_valid) != Py_True || !PyDict_CheckExact(gate)) {
+        return 0;
+    }
+    PyObject *profiler = PyDict_GetItemWithError(gate, s_profiler);
+    return PyDict_GetItemWithError(gate, s_submit) == NULL &&
+           PyDict_GetItemWithError(gate, s_closing) == Py_False &&
+           (profiler == NULL || profiler == Py_None) && !PyErr_Occurred();
+}
+
+/* 1 when the lane has a straight path for queue ``q`` and it is open now. */
+static int
+lane_open(PyObject *lane, long q)
+{
+    PyObject *timelines = SLOT(lane, l_timelines);
+    if (!PyTuple_CheckExact(timelines) || q < 0 || q >= PyTuple_GET_SIZE(timelines) ||
+        Py_TYPE(PyTuple_GET_ITEM(timelines, q)) != TimelineType || !gate_open(lane)) {
+        return 0;
+    }
+    PyObject *entries = PyObject_GetAttr(SLOT(lane, l_pool_set), s_entries);
+    if (entries == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(entries);
+    return entries == SLOT(lane, l_entries);
+}
+
+/* 1 when every wait of the op is reached without failure, 0 when not, -1 on error. */
+static int
+waits_reached(PyObject *mod, PyObject *waits)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(waits); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(waits, i);
+        PyObject *r = nq_wait_reached(mod, &PyTuple_GET_ITEM(pair, 0), 2);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        if (r != Py_True) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The one-entry frontier {axis: epoch} (``Frontier.single``'s trusted case). */
+static PyObject *
+single_frontier(PyObject *axis, PyObject *epoch)
+{
+    PyObject *axes = PyList_New(1);
+    PyObject *epochs = PyList_New(1);
+    PyObject *f = axes && epochs ? FrontierType->tp_alloc(FrontierType, 0) : NULL;
+    if (f == NULL) {
+        Py_XDECREF(axes);
+        Py_XDECREF(epochs);
+        return NULL;
+    }
+    Py_INCREF(axis);
+    PyList_SET_ITEM(axes, 0, axis);
+    Py_INCREF(epoch);
+    PyList_SET_ITEM(epochs, 0, epoch);
+    SLOT(f, f_axes) = axes;
+    SLOT(f, f_epochs) = epochs;
+    Py_INCREF(capacity);
+    SLOT(f, f_capacity) = capacity;
+    return f;
+}
+
+/* Take the op's epoch from the timeline (``begin()``) and store it: 0, or -1 on error. */
+static int
+take_epoch(PyObject *op, PyObject *timeline)
+{
+    PyObject *epoch = PyObject_CallNoArgs(SLOT(timeline, tl_begin));
+    if (epoch == NULL) {
+        return -1;
+    }
+    Py_XSETREF(SLOT(op, o_epoch), epoch);
+    return 0;
+}
+
+static PyObject *
+complete(PyObject *mod, PyObject *op, PyObject *timeline)
+{
+    PyObject *args[2] = {op, timeline};
+    return nq_complete_op(mod, args, 2);
+}
+
+/* The pending buffer of an alloca on queue ``q`` (``Buffer.__init__``'s fields). */
+static PyObject *
+pending_buffer(PyObject *device, PyObject *lane, long q)
+{
+    PyObject *affinity = PyLong_FromUnsignedLongLong(1ULL << q);
+    PyObject *b = affinity ? BufferType->tp_alloc(BufferType, 0) : NULL;
+    if (b == NULL) {
+        Py_XDECREF(affinity);
+        return NULL;
+    }
+    PyObject *size = SLOT(lane, l_size);
+    set_slot(b, b_parent, Py_None);
+    set_slot(b, b_storage, Py_None);
+    set_slot(b, b_state, state_pending);
+    set_slot(b, b_offset, zero);
+    set_slot(b, b_length, size);
+    set_slot(b, b_size, size);
+    set_slot(b, b_type, SLOT(lane, l_type));
+    set_slot(b, b_usage, SLOT(lane, l_usage));
+    set_slot(b, b_access, SLOT(lane, l_access));
+    set_slot(b, b_device, device);
+    SLOT(b, b_affinity) = affinity;
+    set_slot(b, b_placement, SLOT(lane, l_placement));
+    set_slot(b, b_pool_state, Py_None);
+    return b;
+}
+
+/* Hand a tried reservation to the backend as an AllocaState (the reference's ``prepare``
+   state) through ``fn(op)`` or ``fn(op, state)``: the lane's ``resume`` or the machine's
+   ``_commit``. Returns 0, or -1 with the error set. */
+static int
+hand_over(PyObject *lane, PyObject *op, PyObject *result, PyObject *reservation,
+          PyObject *info, int commit)
+{
+    PyObject *state = PyObject_CallOneArg(SLOT(lane, l_state_type), SLOT(lane, l_pool));
+    if (state == NULL || PyObject_SetAttr(state, s_result, result) < 0 ||
+        PyObject_SetAttr(state, s_reservation, reservation) < 0 ||
+        PyObject_SetAttr(state, s_info, info) < 0) {
+        Py_XDECREF(state);
+        return -1;
+    }
+    set_slot(op, o_alloca_state, state);
+    PyObject *r;
+    if (commit) {
+        PyObject *args[3] = {SLOT(lane, l_machine), op, state};
+        r = PyObject_VectorcallMethod(s_commit, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    else {
+        r = PyObject_CallOneArg(SLOT(lane, l_resume), op);
+    }
+    Py_DECREF(state);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The slab ``reservation`` lies in and that slab's storage (borrowed), when the lane keeps
+   reusable wraps and the reservation is the native type; 0 when not, -1 on error. */
+static int
+slab_of(PyObject *lane, PyObject *reservation, PyObject **slab, PyObject **slab_storage)
+{
+    PyObject *slabs = SLOT(lane, l_slabs);
+    if (!PyList_CheckExact(slabs) || ReservationT == NULL || Py_TYPE(reservation) != ReservationT) {
+        return 0;
+    }
+    Py_ssize_t i = ((Reservation *)reservation)->slab_index;
+    if (i < 0 || i >= PyList_GET_SIZE(slabs)) {
+        return 0;
+    }
+    *slab = PyList_GET_ITEM(slabs, i);
+    PyObject *st = PyObject_GetAttr(*slab, s_storage);
+    if (st == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(st); /* the slab holds it */
+    *slab_storage = st;
+    return st != Py_None;
+}
+
+/* The lane pool's ``wrap_reservation(reservation)`` (a new reference, NULL on error), taken
+   from the lane's storage cache when the same range of the same slab (and slab storage)
+   was wrapped before; stored there otherwise. */
+static PyObject *
+wrap(PyObject *lane, PyObject *reservation)
+{
+    PyObject *cache = SLOT(lane, l_storage_cache), *slab = NULL, *slab_storage = NULL;
+    if (!PyDict_CheckExact(cache) || slab_of(lane, reservation, &slab, &slab_storage) != 1) {
+        return PyObject_CallOneArg(SLOT(lane, l_wrap), reservation);
+    }
+    Reservation *r = (Reservation *)reservation;
+    PyObject *key = PyLong_FromSsize_t(r->offset);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *entry = PyDict_GetItemWithError(cache, key); /* borrowed */
+    if (entry != NULL && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 5 &&
+        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0)) == r->slab_index &&
+        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1)) == r->length &&
+        PyTuple_GET_ITEM(entry, 2) == slab && PyTuple_GET_ITEM(entry, 3) == slab_storage) {
+        Py_DECREF(key);
+        PyObject *storage = PyTuple_GET_ITEM(entry, 4);
+        Py_INCREF(storage);
+        return storage;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyObject *storage = PyObject_CallOneArg(SLOT(lane, l_wrap), reservation);
+    if (storage == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(cache) >= STORAGE_CACHE_LIMIT) {
+        PyDict_Clear(cache);
+    }
+    entry = Py_BuildValue("(nnOOO)", r->slab_index, r->length, slab, slab_storage, storage);
+    if (entry == NULL || PyDict_SetItem(cache, key, entry) < 0) {
+        Py_XDECREF(entry);
+        Py_DECREF(key);
+        Py_DECREF(storage);
+        return NULL;
+    }
+    Py_DECREF(entry);
+    Py_DECREF(key);
+    return storage;
+}
+
+/* The straight alloca (see the module comment): 0, or -1 with the error set. */
+static int
+straight_alloca(PyObject *mod, PyObject *lane, PyObject *op, PyObject *buffer, long q)
+{
+    PyObject *timeline = PyTuple_GET_ITEM(SLOT(lane, l_timelines), q);
+    PyObject *retired = SLOT(timeline, tl_retired);
+    long long r = nq_nonneg(retired, 1);
+    if (r < 0) {
+        return PyErr_Occurred() ? -1 : hand_over(lane, op, Py_None, Py_None, Py_None, 0);
+    }
+    PyObject *requester = Py_None;
+    if (r > 0) {
+        requester = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), q), retired);
+        if (requester == NULL) {
+            return -1;
+        }
+    }
+    else {
+        Py_INCREF(requester);
+    }
+    PyObject *args[4] = {SLOT(lane, l_size), SLOT(lane, l_alignment), requester, allow_flags};
+    PyObject *got = PyObject_Vectorcall(SLOT(lane, l_acquire), args, 4, NULL);
+    Py_DECREF(requester);
+    if (got == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(got) || PyTuple_GET_SIZE(got) != 3) {
+        Py_DECREF(got);
+        PyErr_SetString(PyExc_TypeError, "acquire_reservation did not return a 3-tuple");
+        return -1;
+    }
+    PyObject *result = PyTuple_GET_ITEM(got, 0), *reservation = PyTuple_GET_ITEM(got, 1),
+             *info = PyTuple_GET_ITEM(got, 2);
+    long long code = nq_nonneg(result, 0);
+    int rc;
+    if ((code != 0 && code != 1) || !gate_open(lane)) {
+        /* Not OK / OK_FRESH, or the backend closed or got shadowed meanwhile: the
+           reference's own continuation decides. */
+        rc = PyErr_Occurred() ? -1 : hand_over(lane, op, result, reservation, info, 0);
+        Py_DECREF(got);
+        return rc;
+    }
+    if (take_epoch(op, timeline) < 0) {
+        Py_DECREF(got);
+        return -1;
+    }
+    PyObject *storage = wrap(lane, reservation);
+    if (storage == NULL) {
+        /* The machine's commit wraps again and fails the op as the reference does. */
+        PyErr_Clear();
+        rc = hand_over(lane, op, result, reservation, info, 1);
+        Py_DECREF(got);
+        return rc;
+    }
+    PyObject *transient = TransientType->tp_alloc(TransientType, 0);
+    if (transient == NULL) {
+        Py_DECREF(storage);
+        Py_DECREF(got);
+        return -1;
+    }
+    set_slot(transient, t_pool, SLOT(lane, l_pool));
+    set_slot(transient, t_reservation, reservation);
+    set_slot(transient, t_finalizer, Py_None);
+    Py_DECREF(got);
+    Py_XSETREF(SLOT(buffer, b_storage), storage);
+    set_slot(buffer, b_state, state_committed);
+    Py_XSETREF(SLOT(buffer, b_pool_state), transient);
+    set_slot(op, o_alloca_state, Py_None);
+    PyObject *done = complete(mod, op, timeline);
+    if (done == NULL) {
+        return -1;
+    }
+    Py_DECREF(done);
+    return 0;
+}
+
+static PyObject *
+call_ref(PyObject *ref, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_alloca was not called");
+        return NULL;
+    }
+    return PyObject_Vectorcall(ref, args, nargs, kwnames);
+}
+
+/* The keyword arguments ``pool`` and ``flags`` (borrowed; None and 0 when absent): 0, or -1
+   when there is another keyword (the reference then raises the TypeError). */
+static int
+keywords(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int allow_pool,
+         PyObject **pool, PyObject **flags)
+{
+    *pool = Py_None;
+    *flags = zero;
+    Py_ssize_t n = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (allow_pool && PyUnicode_Check(name) && PyUnicode_Compare(name, s_pool) == 0) {
+            *pool = args[nargs + i];
+        }
+        else if (PyUnicode_Check(name) && PyUnicode_Compare(name, s_flags) == 0) {
+            *flags = args[nargs + i];
+        }
+        else {
+            PyErr_Clear();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Submit the op as the reference does after its checks: ``device.<name>(op)``, falling
+   back to ``device._submit`` when that attribute is None. */
+static PyObject *
+submit(PyObject *device, PyObject *name, PyObject *op)
+{
+    PyObject *fn = PyObject_GetAttr(device, name);
+    if (fn == Py_None) {
+        Py_DECREF(fn);
+        fn = PyObject_GetAttr(device, s_submit_attr);
+    }
+    if (fn == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallOneArg(fn, op);
+    Py_DECREF(fn);
+    return r;
+}
+
+PyObject *
+nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *pool, *flags;
+    if (alloca_kind == NULL || nargs != 6 ||
+        keywords(args, nargs, kwnames, 1, &pool, &flags) < 0 || pool != Py_None ||
+        !PyLong_CheckExact(flags) || nq_nonneg(flags, 1) != 0 || !PyLong_CheckExact(args[5])) {
+        PyErr_Clear();
+        return call_ref(alloca_ref, args, nargs, kwnames);
+    }
+    PyObject *device = args[0];
+    PyObject *lane = device_lane(device);
+    if (lane == NULL) {
+        return call_ref(alloca_ref, args, nargs, kwnames);
+    }
+    int same = SLOT(lane, l_key_params) == args[4] &&
+               PyObject_RichCompareBool(SLOT(lane, l_key_size), args[5], Py_EQ) == 1;
+    PyErr_Clear();
+    PyObject *op = same ? nq_common_op(device, alloca_kind, args[1], args[2], args[3]) : NULL;
+    if (op == NULL) {
+        Py_DECREF(lane);
+        return PyErr_Occurred() ? NULL : call_ref(alloca_ref, args, nargs, kwnames);
+    }
+    long q = PyLong_AsLong(SLOT(op, o_queue));
+    if (q < 0 || q >= 63) {
+        PyErr_Clear();
+        Py_DECREF(op);
+        Py_DECREF(lane);
+        return call_ref(alloca_ref, args, nargs, kwnames);
+    }
+    PyObject *buffer = pending_buffer(device, lane, q);
+    if (buffer == NULL) {
+        Py_DECREF(op);
+        Py_DECREF(lane);
+        return NULL;
+    }
+    set_slot(op, o_target, buffer);
+    set_slot(op, o_length, SLOT(lane, l_size));
+    set_slot(op, o_pool, Py_None);
+    set_slot(op, o_params, SLOT(lane, l_params));
+    set_slot(op, o_alloca_state, Py_None);
+    set_slot(op, o_flags, SLOT(lane, l_alloca_flags));
+    int straight = lane_open(lane, q);
+    if (straight) {
+        /* The reference's prepare also refuses a size over the pool's whole budget. */
+        PyObject *limit = PyObject_GetAttr(SLOT(lane, l_pool), s_budget);
+        long long l = nq_nonneg(limit, 1);
+        Py_XDECREF(limit);
+        PyErr_Clear();
+        straight = l == 0 || (l > 0 && nq_nonneg(SLOT(lane, l_size), 1) <= l);
+    }
+    if (straight) {
+        straight = waits_reached(mod, SLOT(op, o_waits));
+    }
+    int rc;
+    if (straight < 0) {
+        rc = -1;
+    }
+    else if (straight) {
+        rc = straight_alloca(mod, lane, op, buffer, q);
+    }
+    else {
+        PyObject *r = submit(device, s_submit_alloca, op);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(op);
+    Py_DECREF(lane);
+    if (rc < 0) {
+        Py_DECREF(buffer);
+        return NULL;
+    }
+    return buffer;
+}
+
+/* The straight dealloca (see the module comment): 0, or -1 with the error set. */
+static int
+straight_dealloca(PyObject *mod, PyObject *lane, PyObject *op, PyObject *buffer,
+                  PyObject *transient, long q)
+{
+    PyObject *timeline = PyTuple_GET_ITEM(SLOT(lane, l_timelines), q);
+    if (take_epoch(op, timeline) < 0) {
+        return -1;
+    }
+    /* Decommit: the storage goes; the reservation goes back to the pool below. */
+    Py_INCREF(transient);
+    set_slot(buffer, b_pool_state, Py_None);
+    set_slot(buffer, b_storage, Py_None);
+    set_slot(buffer, b_state, state_decommitted);
+    PyObject *retired = SLOT(timeline, tl_retired);
+    long long r = nq_nonneg(retired, 1);
+    PyObject *frontier = Py_None, *released = NULL;
+    if (r > 0) {
+        frontier = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), q), retired);
+    }
+    else {
+        Py_INCREF(frontier);
+    }
+    if (frontier != NULL) {
+        PyObject *args[2] = {SLOT(transient, t_reservation), frontier};
+        released = PyObject_Vectorcall(SLOT(lane, l_release), args, 2, NULL);
+        Py_DECREF(frontier);
+    }
+    Py_DECREF(transient);
+    if (released == NULL) {
+        /* Failed after the epoch was taken: fail the signals as the reference's inline
+           execution does (``on_error`` re-raises only an interrupt). */
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(exc, tb);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        PyObject *fargs[2] = {op, exc};
+        PyObject *handled = PyObject_Vectorcall(SLOT(lane, l_on_error), fargs, 2, NULL);
+        Py_DECREF(exc);
+        if (handled == NULL) {
+            return -1;
+        }
+        Py_DECREF(handled);
+        return 0;
+    }
+    Py_DECREF(released);
+    PyObject *done = complete(mod, op, timeline);
+    if (done == NULL) {
+        return -1;
+    }
+    Py_DECREF(done);
+    return 0;
+}
+
+/* The buffer's TransientAllocation when the straight dealloca may release it (committed,
+   from the lane's pool, no finalizer; borrowed), else NULL. */
+static PyObject *
+releasable(PyObject *lane, PyObject *buffer)
+{
+    PyObject *transient = SLOT(buffer, b_pool_state);
+    if (SLOT(buffer, b_state) == NULL || SLOT(buffer, b_state) == state_pending ||
+        PyObject_RichCompareBool(SLOT(buffer, b_state), state_committed, Py_EQ) != 1 ||
+        transient == NULL || Py_TYPE(transient) != TransientType ||
+        SLOT(transient, t_pool) != SLOT(lane, l_pool) || SLOT(transient, t_finalizer) != Py_None) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return transient;
+}
+
+PyObject *
+nq_dealloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *pool, *flags;
+    if (dealloca_kind == NULL || nargs != 5 ||
+        keywords(args, nargs, kwnames, 0, &pool, &flags) < 0 || !PyLong_CheckExact(flags) ||
+        nq_nonneg(flags, 1) != 0 || Py_TYPE(args[4]) != BufferType) {
+        PyErr_Clear();
+        return call_ref(dealloca_ref, args, nargs, kwnames);
+    }
+    PyObject *device = args[0], *buffer = args[4];
+    long long placement = nq_nonneg(SLOT(buffer, b_placement), 0);
+    if (SLOT(buffer, b_device) != device || SLOT(buffer, b_parent) != Py_None ||
+        placement < 0 || (placement & place_mask) != place_async) {
+        PyErr_Clear();
+        return call_ref(dealloca_ref, args, nargs, kwnames);
+    }
+    PyObject *lane = device_lane(device);
+    PyObject *op = lane ? nq_common_op(device, dealloca_kind, args[1], args[2], args[3]) : NULL;
+    if (op == NULL) {
+        Py_XDECREF(lane);
+        return PyErr_Occurred() ? NULL : call_ref(dealloca_ref, args, nargs, kwnames);
+    }
+    set_slot(op, o_target, buffer);
+    set_slot(op, o_flags, SLOT(lane, l_dealloca_flags));
+    long q = PyLong_AsLong(SLOT(op, o_queue));
+    PyErr_Clear();
+    PyObject *transient = releasable(lane, buffer);
+    int straight = transient != NULL && lane_open(lane, q);
+    if (straight) {
+        straight = waits_reached(mod, SLOT(op, o_waits));
+    }
+    int rc;
+    if (straight < 0) {
+        rc = -1;
+    }
+    else if (straight) {
+        rc = straight_dealloca(mod, lane, op, buffer, transient, q);
+    }
+    else {
+        PyObject *r = submit(device, s_submit_attr, op);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(op);
+    Py_DECREF(lane);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
