@@ -74,8 +74,12 @@ class CompletionThread:
     """Completes stream work in hand-over order. ``put`` is thread-safe; after ``stop``
     it refuses (returns False)."""
 
-    def __init__(self, ctx: CudaContext, events: EventPool, name: str) -> None:
+    def __init__(self, ctx: CudaContext, events: EventPool, name: str, api: Any = None) -> None:
+        """``api``: what to query events through (``cuda_api.hot_calls``, which keeps the
+        GIL for the query; ``ctx.api`` by default). Waiting always goes through ``ctx.api``,
+        which releases the GIL while the thread sleeps in the driver."""
         self.ctx = ctx
+        self.api = ctx.api if api is None else api
         self.events = events
         self._inbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -94,7 +98,7 @@ class CompletionThread:
     def _run(self) -> None:
         get = self._inbox.get
         sync = self.ctx.api.cuEventSynchronize
-        query = self.ctx.api.cuEventQuery
+        query = self.api.cuEventQuery
         put_event = self.events.put
         try:
             self.ctx.make_current()

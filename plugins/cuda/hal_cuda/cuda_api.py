@@ -18,12 +18,13 @@ thread-local check, no driver call when it is already current).
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from typing import Any
 
 from hal_core import HalError, StatusCode, UnavailableError
 
-__all__ = ["CudaContext", "check", "cuda_error", "driver_api", "error_name"]
+__all__ = ["CudaContext", "check", "cuda_error", "driver_api", "error_name", "hot_calls"]
 
 _FIX_BINDINGS = (
     "install NVIDIA's driver-API bindings with `pip install 'hal-cuda[bindings]'` "
@@ -206,3 +207,80 @@ class CudaContext:
         if _thread_context.current is self:
             _thread_context.current = None
         self.api.cuDevicePrimaryCtxRelease(self.device)
+
+
+# -- calls that keep the GIL ------------------------------------------------------------------
+#
+# cuda-bindings releases the GIL around every driver call. For the short, non-blocking
+# calls that queue stream work, that release is the expensive part when another Python
+# thread wants the GIL (the completion thread, woken as work completes): each release
+# hands the GIL over and each return waits to get it back, two thread switches per call.
+# These calls go through ``ctypes.PyDLL`` instead, which keeps the GIL, so a submitting
+# thread runs its batch without switches and the completion thread takes the GIL in
+# larger slices. One such call costs a little more than through the bindings when no
+# other thread wants the GIL (H200: cuEventRecord 1.02 us against 0.78, cuMemsetD32Async
+# 2.17 against 1.77), and a chain of fills or dispatches gains a third (edge.fill4's chain
+# 21 us per edge against 32, ``tools/profile_paths.py``). Kernel launches stay on the
+# bindings: ctypes converts eleven arguments per launch (7.2 us against 4.4), which
+# costs more than the switches save, as do blocking calls (synchronisations, pageable
+# copies), which must let other threads run.
+
+
+class _Handle(ctypes.c_void_p):
+    """A driver handle argument: an int, or a cuda-bindings handle object (``int()``)."""
+
+    @classmethod
+    def from_param(cls, obj: Any) -> Any:
+        if obj.__class__ is int:
+            return ctypes.c_void_p(obj)
+        return ctypes.c_void_p(int(obj))
+
+
+def _as_result(err: int) -> tuple:
+    """A C ``CUresult`` as cuda-bindings returns it, ``(err,)``."""
+    return _OK if err == 0 else (err,)
+
+
+_OK = (0,)
+_U32 = ctypes.c_uint
+_SIZE = ctypes.c_size_t
+_PTR = ctypes.c_uint64
+_HOT_CALLS: dict[str, tuple] = {
+    "cuEventRecord": (_Handle, _Handle),
+    "cuEventQuery": (_Handle,),
+    "cuStreamWaitEvent": (_Handle, _Handle, _U32),
+    "cuMemsetD8Async": (_PTR, ctypes.c_ubyte, _SIZE, _Handle),
+    "cuMemsetD16Async": (_PTR, ctypes.c_ushort, _SIZE, _Handle),
+    "cuMemsetD32Async": (_PTR, _U32, _SIZE, _Handle),
+    "cuMemcpyAsync": (_PTR, _PTR, _SIZE, _Handle),
+}
+
+
+class HotCalls:
+    """The driver API for the submitting and completion paths: ``_HOT_CALLS`` through
+    ``ctypes.PyDLL`` (same arguments and ``(CUresult,)`` results as cuda-bindings),
+    everything else the bindings' own function."""
+
+    def __init__(self, api: Any, library: Any) -> None:
+        self._api = api
+        for name, argtypes in _HOT_CALLS.items():
+            fn = getattr(library, name)
+            fn.argtypes = argtypes
+            fn.restype = _as_result
+            setattr(self, name, fn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+
+def hot_calls(api: Any) -> Any:
+    """``HotCalls`` over ``api`` when ``api`` is cuda-bindings' driver module and
+    ``libcuda.so.1`` loads (the bindings handles are the library's), else ``api``
+    itself (a stand-in driver, or no library to call)."""
+    if getattr(api, "__name__", None) != "cuda.bindings.driver":
+        return api
+    try:
+        library = ctypes.PyDLL("libcuda.so.1")
+    except OSError:
+        return api
+    return HotCalls(api, library)

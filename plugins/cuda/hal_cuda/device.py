@@ -63,7 +63,7 @@ from hal_core.profiling import MemoryEventType
 from . import executable as executables
 from . import graphs
 from .completion import CompletionThread, EventPool
-from .cuda_api import CudaContext, check, cuda_error
+from .cuda_api import CudaContext, check, cuda_error, hot_calls
 from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
 from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, profiling_clock
 from .queue_pools import CudaQueuePools
@@ -158,11 +158,24 @@ class QueueWorker:
 
 
 class CudaDeviceBackend:
-    """``DeviceBackend`` of one GPU with ``queue_count`` streams."""
+    """``DeviceBackend`` of one GPU with ``queue_count`` streams. As a member of a logical
+    device over several GPUs (``logical_device.py``) it is given the logical device's
+    ``queue_count`` and runs only ``own_queues`` of them (ops keep their logical queue
+    index); the other queues' streams exist unused and share one idle worker."""
 
-    def __init__(self, ctx: CudaContext, queue_count: int, device_memory: int, name: str) -> None:
+    def __init__(
+        self,
+        ctx: CudaContext,
+        queue_count: int,
+        device_memory: int,
+        name: str,
+        own_queues: range | None = None,
+    ) -> None:
         self.ctx = ctx
         self.api = ctx.api
+        # The submitting and completion paths' driver calls (cuda_api.hot_calls: the
+        # short stream-work calls keep the GIL).
+        self.hot = hot_calls(ctx.api)
         self.name = name
         self.queue_count = queue_count
         self.allocator = CudaAllocatorBackend(ctx, device_memory)
@@ -190,12 +203,15 @@ class CudaDeviceBackend:
         self.events = EventPool(ctx)
         self._timing_events = EventPool(ctx, flags=0)  # timing enabled: profiling
         self._profiling: CudaProfiling | None = None
-        self.completion = CompletionThread(ctx, self.events, f"cuda{ctx.ordinal}-completion")
+        self.completion = CompletionThread(
+            ctx, self.events, f"cuda{ctx.ordinal}-completion", self.hot
+        )
         self._staging: list[CudaStorage | None] = [None] * queue_count
-        self._workers = [
-            QueueWorker(f"cuda{ctx.ordinal}-queue{i}", self._execute_on_worker)
-            for i in range(queue_count)
-        ]
+        own = range(queue_count) if own_queues is None else own_queues
+        workers = {
+            i: QueueWorker(f"cuda{ctx.ordinal}-queue{i}", self._execute_on_worker) for i in own
+        }
+        self._workers = [workers.get(i, workers[own[0]]) for i in range(queue_count)]
         # Queue axes, retirement watermarks, default pools and the alloca state machine.
         self.pools = CudaQueuePools(ctx, queue_count, device_memory, name, self._complete_pool_op)
         self._watermarks = self.pools.watermarks
@@ -358,7 +374,7 @@ class CudaDeviceBackend:
         after it, note its signals as in flight, and hand it to the completion thread.
         Never raises: an error fails the op (after the work already queued is done)."""
         error: HalError | None = None
-        api = self.api
+        api = self.hot
         stream = self.streams[op.queue]
         timer = None
         try:

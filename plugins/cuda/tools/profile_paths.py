@@ -4,6 +4,8 @@ one's value) and ``edge.fill4``'s (512 4-byte fills alternating two queues). For
 the submitting thread's time split into submitting and waiting for the last value
 (median of 7 runs, us per op), then one run under cProfile: the submitting thread's top
 functions by own time. The completion thread is not profiled (cProfile sees one thread).
+Then the split again on a device whose driver calls all go through cuda-bindings (which
+releases the GIL on every call) instead of ``cuda_api.hot_calls``, for comparison.
 
 Usage: python plugins/cuda/tools/profile_paths.py [URI]
 """
@@ -21,7 +23,14 @@ from typing import Any, Callable
 from hal_cuda.kernels import CTS_LIBRARY, load_ptx
 
 import hal_core
-from hal_core import BufferParams, BufferUsage, DispatchConfig
+from hal_core import (
+    BufferParams,
+    BufferUsage,
+    CommandBufferMode,
+    CommandCategory,
+    DispatchConfig,
+    QueueAffinity,
+)
 
 N = 512
 COUNT_4 = (4).to_bytes(4, "little")
@@ -72,12 +81,46 @@ def _fill_chain(dev: Any) -> Callable[[], tuple[float, float]]:
     return run
 
 
-def _report(name: str, run: Callable[[], tuple[float, float]]) -> None:
+def _split(name: str, run: Callable[[], tuple[float, float]]) -> None:
     run()
     samples = [run() for _ in range(7)]
     submit = statistics.median(s for s, _ in samples) / N * 1e6
     wait = statistics.median(w for _, w in samples) / N * 1e6
-    print(f"== {name}: submit {submit:.2f} us/op, then wait {wait:.2f} us/op")
+    print(f"== {name}: {submit:.2f} us/op, then {wait:.2f} us/op")
+
+
+def _one_shot(dev: Any) -> Callable[[], tuple[float, float]]:
+    """Record a ONE_SHOT command buffer of N chained dispatches (a barrier after each),
+    then submit it (stream launches); (record, submit+wait)."""
+    exe = dev.create_executable_cache("profile").prepare("ptx", load_ptx(CTS_LIBRARY))
+    fn = exe.lookup_function("negate")
+    buf = dev.allocator.allocate_buffer(
+        BufferParams(usage=BufferUsage.DEFAULT | BufferUsage.TRANSFER), 16
+    )
+    config = DispatchConfig.static(1)
+    sem = dev.create_semaphore()
+    value = [0]
+    mode = CommandBufferMode.ONE_SHOT | CommandBufferMode.UNVALIDATED
+
+    def run() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        cb = dev.create_command_buffer(mode, CommandCategory.ANY, QueueAffinity.ANY, 0)
+        cb.begin()
+        for _ in range(N):
+            cb.dispatch(exe, fn, config, COUNT_4, (buf, buf))
+            cb.execution_barrier()
+        cb.end()
+        t1 = time.perf_counter()
+        value[0] += 1
+        dev.queue_execute(QueueAffinity.ANY, (), ((sem, value[0]),), cb)
+        sem.wait(value[0], 60.0)
+        return t1 - t0, time.perf_counter() - t1
+
+    return run
+
+
+def _report(name: str, run: Callable[[], tuple[float, float]]) -> None:
+    _split(name, run)
     profiler = cProfile.Profile()
     profiler.enable()
     run()
@@ -93,6 +136,15 @@ def main() -> int:
     dev = hal_core.create_device(uri)
     _report("dispatch chain", _dispatch_chain(dev))
     _report("fill4 chain", _fill_chain(dev))
+    _split("one-shot chain (record | execute)", _one_shot(dev))
+    dev.close()
+    from hal_cuda import device as cuda_device
+
+    cuda_device.hot_calls = lambda api: api  # every call through cuda-bindings
+    dev = hal_core.create_device(uri)
+    _split("dispatch chain, bindings only", _dispatch_chain(dev))
+    _split("fill4 chain, bindings only", _fill_chain(dev))
+    _split("one-shot chain (record | execute), bindings only", _one_shot(dev))
     dev.close()
     return 0
 
