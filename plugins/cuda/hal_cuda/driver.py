@@ -24,7 +24,7 @@ from hal_core import DeviceInfo, InvalidArgumentError, NotFoundError
 
 from .cuda_api import CudaContext, check, driver_api
 from .device import CudaDeviceBackend
-from .logical_device import CudaLogicalDevice
+from .logical_device import CudaLogicalDevice, members_for
 from .stream_waits import memops_support
 
 DEFAULT_QUEUES = 2
@@ -169,18 +169,20 @@ class CudaDriverBackend:
         self, path: str, params: dict[str, str]
     ) -> CudaDeviceBackend | CudaLogicalDevice:
         """One GPU: its ``CudaDeviceBackend``. Several: a ``CudaLogicalDevice`` over one
-        backend per GPU (``queues`` streams each), peer access enabled between them."""
+        member per GPU (``queues`` streams each), peer access enabled between them."""
         queues = _queue_count(params)
         gpus = self._select(path)
-        members: list[CudaDeviceBackend] = []
+        contexts = [context_for(self.api, g.ordinal) for g in gpus]
+        if len(gpus) == 1:
+            gpu = gpus[0]
+            return CudaDeviceBackend(contexts[0], queues, gpu.memory_bytes, gpu.describe())
+        members = members_for(
+            contexts, queues, [g.memory_bytes for g in gpus], [g.describe() for g in gpus]
+        )
         try:
-            for gpu in gpus:
-                ctx = context_for(self.api, gpu.ordinal)
-                members.append(CudaDeviceBackend(ctx, queues, gpu.memory_bytes, gpu.describe()))
-            if len(members) == 1:
-                return members[0]
-            name = "cuda://" + ",".join(str(g.ordinal) for g in gpus)
-            return CudaLogicalDevice(members, queues, name)
+            return CudaLogicalDevice(
+                members, queues, "cuda://" + ",".join(str(g.ordinal) for g in gpus)
+            )
         except BaseException:
             for member in members:
                 member.close(None)

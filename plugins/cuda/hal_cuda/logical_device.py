@@ -2,9 +2,12 @@
 
 Each GPU is a ``CudaDeviceBackend`` (a *member*: its streams, completion thread, workers,
 pools). The logical device's queues are the members' queues side by side, as amdgpu
-does it: with ``per`` queues per GPU, queue ``q`` is queue ``q % per`` of GPU
-``q // per``. ``submit`` hands each op to its member with the member's queue index;
-queue affinity therefore selects the GPU and the stream.
+does it: with ``per`` queues per GPU, queue ``q`` is stream ``q % per`` of GPU
+``q // per``. Every member is built with the logical device's queue count and runs its
+own ``per`` of them (``own_queues``), so ``submit`` hands an op to its GPU's member
+unchanged (its queue index stays the logical one: host calls, profiling taps, frontier
+axes and group axes all see the logical queue); queue affinity therefore selects the
+GPU and the stream.
 
 * Memory is placed as IREE places it: device-local memory on the GPU of the first queue
   the params' queue affinity selects (GPU 0 for ``ANY``); pinned host memory and imported
@@ -17,9 +20,9 @@ queue affinity therefore selects the GPU and the stream.
   the first time it runs there (a ``queue_dispatch``'s only for the GPU it runs on).
 * Waits between GPUs of the device are waits between members: a wait on another GPU's
   in-flight work is a word wait on the waiting stream (``stream_waits.py``).
-* Host calls see the logical queue affinity.
-* Profiling is not implemented for a device over several GPUs (each GPU has its own
-  clock reference): profiling a member GPU alone (``cuda://N``) works.
+* Profiling: queue events (hal_core's generic tap); the GPUs' dispatch timing is not
+  implemented for a device over several GPUs (each GPU has its own clock reference):
+  profile one GPU (``cuda://N``) for that.
 
 Thread-safe: members are, and per-GPU programs are built under a lock.
 """
@@ -27,19 +30,18 @@ Thread-safe: members are, and per-GPU programs are built under a lock.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, cast
+from typing import Any
 
 from hal_core import BufferParams, CommandBufferMode, MemoryHeap, MemoryType, QueueOpKind
-from hal_core.backend import CMD_DISPATCH, DeviceCapabilities, HostCallContext, QueueOp
+from hal_core.backend import CMD_DISPATCH, DeviceCapabilities, QueueOp
 
+from .cuda_api import CudaContext
 from .device import CudaDeviceBackend
 from .topology import contexts_of, enable_peer_access, refine_edge
 
 _DISPATCH = QueueOpKind.DISPATCH
 _EXECUTE = QueueOpKind.EXECUTE
-_HOST_CALL = QueueOpKind.HOST_CALL
 
-HostCallFn = Callable[[tuple, HostCallContext], Any]
 _DISPATCH_MODE = int(CommandBufferMode.ONE_SHOT | CommandBufferMode.UNRETAINED)
 """The mode of the single-command recording a ``queue_dispatch`` finalizes."""
 
@@ -141,45 +143,17 @@ def _for_member(command: tuple, index: int) -> tuple:
     return (command[0], backend.members[index], *command[2:])
 
 
-class _LogicalAffinity:
-    """A host call's callback seen through the logical device: its context names the
-    logical queue (the member ran it on its own queue index)."""
-
-    __slots__ = ("fn", "affinity")
-
-    def __init__(self, fn: HostCallFn, affinity: int) -> None:
-        self.fn = fn
-        self.affinity = affinity
-
-    def __call__(self, args: tuple, context: HostCallContext) -> Any:
-        return self.fn(args, HostCallContext(context.device, self.affinity, context.signals))
-
-
-class _MemberTopology:
-    """A member's view of the logical device's ``TopologyInfo``: its queue ``q`` is the
-    logical queue ``base + q``."""
-
-    def __init__(self, info: Any, base: int) -> None:
-        self._info = info
-        self._base = base
-        self.tracker = info.tracker
-
-    def queue_axis(self, queue_index: int) -> int:
-        return int(self._info.queue_axis(self._base + queue_index))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._info, name)
-
-
 class CudaLogicalDevice:
-    """``DeviceBackend`` over ``members`` (one ``CudaDeviceBackend`` per GPU, each with
-    ``per`` queues); see the module docstring."""
+    """``DeviceBackend`` over ``members`` (one ``CudaDeviceBackend`` per GPU, member ``i``
+    built with ``queue_count = per * len(members)`` and ``own_queues = range(i * per,
+    (i + 1) * per)``: ``members_for`` builds them); see the module docstring."""
 
     def __init__(self, members: list[CudaDeviceBackend], per: int, name: str) -> None:
         self.members = members
         self.per = per
         self.name = name
         self.queue_count = per * len(members)
+        self._by_queue = [members[q // per] for q in range(self.queue_count)]
         self.allocator = LogicalAllocator(members, per)
         self.peer_access = enable_peer_access([m.ctx for m in members])
         self._device: Any = None
@@ -198,18 +172,14 @@ class CudaLogicalDevice:
     # -- queues -------------------------------------------------------------------------
 
     def _route(self, op: QueueOp) -> CudaDeviceBackend:
-        """The member that runs ``op``, with ``op`` rewritten for it (its queue index, its
-        GPU's program, a host call's logical affinity)."""
-        index, local = divmod(op.queue, self.per)
+        """The member that runs ``op`` (a dispatch or execute given that GPU's program)."""
+        member = self._by_queue[op.queue]
         kind = op.kind
         if kind == _DISPATCH or kind == _EXECUTE:
             program = op.program
             if isinstance(program, GpuPrograms):
-                op.program = program.for_member(index)
-        elif kind == _HOST_CALL:
-            op.callback = _LogicalAffinity(cast(HostCallFn, op.callback), 1 << op.queue)
-        op.queue = local
-        return self.members[index]
+                op.program = program.for_member(op.queue // self.per)
+        return member
 
     def submit(self, op: QueueOp) -> None:
         self._route(op).submit(op)
@@ -221,8 +191,7 @@ class CudaLogicalDevice:
         """Nothing is batched (see ``CudaDeviceBackend.flush``)."""
 
     def query_queue_pool_backend(self, queue_index: int) -> Any:
-        index, local = divmod(queue_index, self.per)
-        return self.members[index].query_queue_pool_backend(local)
+        return self._by_queue[queue_index].query_queue_pool_backend(queue_index)
 
     # -- executables and command buffers ------------------------------------------------
 
@@ -267,14 +236,30 @@ class CudaLogicalDevice:
 
     def assign_topology_info(self, info: Any) -> None:
         """Join (or leave, ``None``) a device group: each member's queues publish on the
-        group axes of the logical queues they are."""
-        for i, member in enumerate(self.members):
-            member.assign_topology_info(
-                None if info is None else _MemberTopology(info, i * self.per)
-            )
+        group axes of their (logical) queue indices."""
+        for member in self.members:
+            member.assign_topology_info(info)
 
     # -- lifetime -----------------------------------------------------------------------
 
     def close(self, timeout: float | None) -> None:
         for member in self.members:
             member.close(timeout)
+
+
+def members_for(
+    contexts: list[CudaContext], per: int, memory: list[int], names: list[str]
+) -> list[CudaDeviceBackend]:
+    """One member per GPU context, each running its ``per`` of the logical queues (the
+    members built so far are closed if one fails)."""
+    total = per * len(contexts)
+    members: list[CudaDeviceBackend] = []
+    try:
+        for i, ctx in enumerate(contexts):
+            own = range(i * per, (i + 1) * per)
+            members.append(CudaDeviceBackend(ctx, total, memory[i], names[i], own))
+    except BaseException:
+        for member in members:
+            member.close(None)
+        raise
+    return members

@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 from hal_cuda.cuda_api import check, driver_api
-from hal_cuda.device import CudaDeviceBackend
 from hal_cuda.driver import context_for, query_gpu
 from hal_cuda.kernels import load_ptx
-from hal_cuda.logical_device import CudaLogicalDevice
+from hal_cuda.logical_device import CudaLogicalDevice, members_for
 from hal_cuda.memory import allocate_host
 
 import hal_core
@@ -161,7 +160,7 @@ def logical() -> Any:
     api = driver_api()
     ctx = context_for(api, 0)
     memory = query_gpu(api, 0).memory_bytes
-    members = [CudaDeviceBackend(ctx, 2, memory, f"member {i}") for i in range(2)]
+    members = members_for([ctx, ctx], 2, [memory, memory], ["member 0", "member 1"])
     backend = CudaLogicalDevice(members, 2, "cuda://0 twice (test)")
     dev = device_from_backend(backend, driver_name="cuda", uri="cuda://0,0")
     yield dev

@@ -73,9 +73,10 @@ def test_queues_are_the_gpus_streams_side_by_side(dev: Any, fake: Any) -> None:
         dev.queue_fill(1 << q, [], [(s, 1)], buf, 16 * q, 16, bytes([q + 1]))
         s.wait(1, TIMEOUT)
     assert read(dev, buf) == b"".join(bytes([q + 1]) * 16 for q in range(4))
-    # Logical queue q ran as queue q % 2 of GPU q // 2 (the read ran on queue 0 too).
+    # Logical queue q ran on GPU q // 2, keeping its index (the read ran on queue 0 too):
+    # each member retires only its own queues.
     retired = [[w.retired for w in m.pools.watermarks] for m in backend.members]
-    assert retired == [[2, 1], [1, 1]]
+    assert retired == [[2, 1, 0, 0], [0, 0, 1, 1]]
 
 
 def test_device_memory_is_placed_on_the_gpu_of_the_first_queue(dev: Any) -> None:
@@ -163,7 +164,7 @@ def test_a_wait_on_another_gpus_work_waits_on_the_stream(dev: Any, fake: Any) ->
     dev.queue_fill(0b0100, [(produced, 1)], [(done, 1)], buf, 48, 16, b"\x03")  # GPU 1
     assert second.stream_waits.counts() == {"event": 0, "word": 1, "host": 0}
     ((stream, _address, value, _flags),) = fake.value_waits
-    assert stream is second.streams[0] and value == 1
+    assert stream is second.streams[2] and value == 1
     fake.release()
     done.wait(1, TIMEOUT)
     # A failure crosses GPUs too.
