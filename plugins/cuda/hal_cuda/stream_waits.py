@@ -13,9 +13,12 @@ Which waits go where (``CudaDeviceBackend._split_waits`` asks, for stream work):
    it (on whichever thread signals: no polling, no sleeping), and
    ``cuStreamWaitValue64(GEQ)`` on the op's stream holds the op until then;
 3. everything else (host signals, other backends' devices, values nobody has enqueued
-   yet): host deferral. A device-side wait blocks everything behind it on its stream,
-   so it is only used when the producer is already on a GPU: a wait whose producer may
-   be submitted later (on this very queue, say) must not hold the queue.
+   yet): host deferral. A device-side wait blocks everything behind it on its stream
+   (and, as streams share a few hardware queues, possibly other streams' later work), so
+   it is only used when the producer is already on a GPU: a wait whose producer may be
+   submitted later (on this very queue, say) must not hold the queue. With every
+   producer enqueued before its waits, whatever a wait holds is behind work that needs
+   nothing submitted later: delayed, never deadlocked.
 
 A semaphore that fails writes ``FAILED_WORD`` into its word, which satisfies every
 ``GEQ`` wait (the comparison is cyclic, ``(int64)(word - value) >= 0``, and values are at
