@@ -146,6 +146,11 @@ class CudaDriverBackend:
                 gpu = self.gpus[index] if index < len(self.gpus) else None
             elif part.upper().startswith("GPU-"):
                 gpu = next((g for g in self.gpus if g.uuid.lower() == part.lower()), None)
+            else:
+                raise InvalidArgumentError(
+                    f"cuda device path {path!r}: entry {part!r} is neither a GPU ordinal nor "
+                    "a GPU-<uuid>; use e.g. cuda://0, cuda://0,1 or cuda://GPU-<uuid>"
+                )
             if gpu is None:
                 known = ", ".join(f"{g.ordinal} / {g.uuid}" for g in self.gpus) or "none"
                 raise NotFoundError(

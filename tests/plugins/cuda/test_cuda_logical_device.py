@@ -221,3 +221,25 @@ def test_launch_limits_are_checked_at_the_call_on_any_gpu(dev: Any, fake: Any) -
     dev.queue_dispatch(0b1000, (), [(s, 1)], exe, fn, DispatchConfig.static(1), COUNT_4, (buf, buf))
     s.wait(1, TIMEOUT)
     assert fake.launched_functions == [exe.backend.loaded[1].kernels[fn].handle]
+
+
+def test_uuid_lists_order_the_gpus_as_named(fake: Any) -> None:
+    driver = cuda_driver.CudaDriverBackend()
+    uuids = {g.ordinal: g.uuid for g in driver.gpus}
+    backend = driver.create_device_by_path(f"{uuids[1].lower()}, 0", {"queues": "3"})
+    try:
+        assert isinstance(backend, CudaLogicalDevice) and backend.queue_count == 6
+        assert [m.ctx.ordinal for m in backend.members] == [1, 0]
+        assert [backend._by_queue[q].ctx.ordinal for q in range(6)] == [1, 1, 1, 0, 0, 0]
+    finally:
+        backend.close(1.0)
+    with pytest.raises(hal_core.NotFoundError, match="no GPU 'GPU-ff"):
+        driver.create_device_by_path("0,GPU-ffffffff-0000-0000-0000-000000000000", {})
+
+
+@pytest.mark.parametrize("path", ["0,,1", "0,one", "0;1", " , "])
+def test_malformed_paths_are_invalid_and_open_nothing(fake: Any, path: str) -> None:
+    driver = cuda_driver.CudaDriverBackend()
+    with pytest.raises(hal_core.InvalidArgumentError, match="neither a GPU ordinal"):
+        driver.create_device_by_path(path, {})
+    assert "cuStreamCreate" not in fake.calls_on("MainThread")  # no member was built
