@@ -194,6 +194,21 @@ class _ProgramBuilder:
     * one binding-span index per record (the only per-dispatch column).
     """
 
+    # Slots: the record loop reads the open run's facts for every command, and an instance
+    # dict of this many attributes is past what CPython shares between instances, which
+    # makes every such read a dict lookup instead of a fixed offset.
+    # fmt: off
+    __slots__ = (
+        "cap", "parallel", "index_of", "direct", "templates", "run_starts", "run_templates",
+        "run_coffs", "col_span", "spans", "bind_base", "bind_off", "bind_len",
+        "const_chunks", "const_offsets", "const_total", "update_chunks", "update_templates",
+        "update_total", "executables", "py_fns", "slot_hi", "config_facts", "binding_spans",
+        "last_exe", "last_ord", "last_cfg", "last_nc", "last_consts", "dec_exe", "dec_ord",
+        "dec_nc", "dec_cfg", "tidx", "nc", "coff", "any_special", "any_dispatch",
+        "transfer_bytes",
+    )
+    # fmt: on
+
     def __init__(self, cap: int, parallel: bool) -> None:
         self.cap = cap
         self.parallel = parallel
