@@ -383,9 +383,10 @@ class QueueProfiler:
         range_set: Any,
         final_block: bool,
     ) -> tuple:
-        """The admission's timing state. Without PM4 timestamps the first and last payload
-        packets carry profiling signals (a dispatch's own one, else one taken here) whose
-        ``start_ts``/``end_ts`` bound the admission."""
+        """The admission's timing state (caller holds the queue's submission lock). Without
+        PM4 timestamps the first and last payload packets carry profiling signals (a
+        dispatch's own one, else one taken here) whose ``start_ts``/``end_ts`` bound the
+        admission."""
         first = last = None
         extra: list = []
         if record is None and self.signal_ticks:
@@ -418,7 +419,8 @@ class QueueProfiler:
         write the lead, per-dispatch and tail packets; reserved slots left over (an indirect
         dispatch that became a NOP) are NOPs. Walks from the back: a packet only moves to a
         higher id, so nothing unmoved is overwritten; lead packets are written last, over
-        slots already vacated. Returns ``body`` header words."""
+        slots already vacated. Returns ``body`` header words. Caller holds the queue's
+        submission lock with the slots reserved."""
         rows = self.rows
         mask = self.mask
         words = np.empty(body, np.uint32)
@@ -551,11 +553,12 @@ class QueueProfiler:
         cb_id: int,
         span_info: tuple,
     ) -> None:
-        """Record the admission's device queue event (when ``session``, the session not
-        ended) and counter range (also only when ``keep``: the capture filter selects the
-        queue; it limits heavy artifacts, not queue events), then give its record, signals
-        and range set back. An op published as several blocks is one event from its first
-        block's start to its final block's end."""
+        """On the completion thread under ``retire_lock``: record the admission's device
+        queue event (when ``session``, the session not ended) and counter range (also only
+        when ``keep``: the capture filter selects the queue; it limits heavy artifacts, not
+        queue events), then give its record, signals and range set back. An op published
+        as several blocks is one event from its first block's start to its final block's
+        end."""
         record, first, last, extra, range_set, final_block = span_info
         if record is not None:
             start_tick, end_tick = int(record[0][0]), int(record[0][1])
