@@ -12,6 +12,7 @@ committed fails with FAILED_PRECONDITION.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 from typing import Any, final
 
@@ -29,9 +30,28 @@ from ._status import (
 
 __all__ = ["Buffer", "BufferMapping", "BufferView", "ElementType", "HostStorage", "new_buffer"]
 
+_ACCESS_ANY = int(MemoryAccess.ANY)
+
 _PENDING = 0
 _COMMITTED = 1
 _DECOMMITTED = 2
+
+
+_c_char = ctypes.c_char
+_addressof = ctypes.addressof
+
+
+def host_address(array: np.ndarray) -> int:
+    """The address of the first byte of ``array`` (0 when it is empty). Through ctypes'
+    buffer export when the array is writable and contiguous: ``ndarray.ctypes.data`` and
+    ``__array_interface__`` build objects and cost several times more."""
+    if not array.nbytes:
+        return 0
+    try:
+        # (numpy's stubs do not declare the buffer protocol that ndarray exports)
+        return _addressof(_c_char.from_buffer(array))  # type: ignore[arg-type]
+    except (TypeError, ValueError, BufferError):  # read-only or not contiguous
+        return int(array.ctypes.data)
 
 
 class HostStorage:
@@ -44,20 +64,22 @@ class HostStorage:
         self, array: np.ndarray, release_callback: Any = None, address: int | None = None
     ) -> None:
         """``address``: the array's first byte when the caller knows it (a view into
-        storage whose address is known); reading ``array.ctypes.data`` costs ~1.7 us."""
+        storage whose address is known), saving the read."""
         self.host_array = array
         self.nbytes = int(array.nbytes)
         if address is None:
-            address = int(array.ctypes.data) if array.nbytes else 0
+            address = host_address(array)
         self.address = address
         self._release_callback = release_callback
 
     @classmethod
     def allocate(cls, size: int, alignment: int = 64) -> "HostStorage":
-        """Zero-filled host memory whose first byte is ``alignment``-aligned."""
+        """Zero-filled host memory whose first byte is ``alignment``-aligned (a power of
+        two). MemoryError propagates when the host has no memory for it."""
         raw = np.zeros(size + alignment, dtype=np.uint8)
-        start = (-raw.ctypes.data) % alignment
-        return cls(raw[start : start + size])
+        base = host_address(raw)
+        start = (-base) % alignment
+        return cls(raw[start : start + size], address=base + start if size else 0)
 
     def release(self) -> None:
         cb, self._release_callback = self._release_callback, None
@@ -76,7 +98,7 @@ class Buffer:
     """
 
     __slots__ = (
-        "_root",
+        "_parent",
         "_storage",
         "_state",
         "byte_offset",
@@ -108,7 +130,9 @@ class Buffer:
         """Internal: hal_core passes ``_token=INTERNAL`` (``new_buffer`` for backends)."""
         if _token is not INTERNAL:
             require_internal(_token, "Buffer", _BUFFER_FACTORIES)
-        self._root = self
+        # A root holds no reference to itself (``_root`` is a property): a self-cycle
+        # would leave every dropped buffer, and its memory, to the cyclic collector.
+        self._parent: Buffer | None = None
         self._storage = storage
         self._state = _PENDING if storage is None else _COMMITTED
         self.byte_offset = 0
@@ -136,6 +160,12 @@ class Buffer:
         self.pool_state: Any = None
 
     # -- identity ----------------------------------------------------------------------
+
+    @property
+    def _root(self) -> "Buffer":
+        """The root allocation (self for roots); backends read it through ``buffer_root``."""
+        parent = self._parent
+        return self if parent is None else parent
 
     @property
     def allocated_buffer(self) -> "Buffer":
@@ -174,16 +204,23 @@ class Buffer:
     # -- validation helpers (shared by every backend through hal_core) ------------------
 
     def require_usage(self, usage: BufferUsage, what: str) -> None:
-        if (self.allowed_usage & usage) != usage:
+        """PERMISSION_DENIED unless every bit of ``usage`` is allowed. (Plain-int masks:
+        an ``IntFlag`` operator is a Python-level call building a new flag.)"""
+        need = int(usage)
+        if int(self.allowed_usage) & need != need:
             raise PermissionDeniedError(
                 f"{what} needs buffer usage {BufferUsage(usage)!r}; the buffer allows "
                 f"{self.allowed_usage!r}"
             )
 
     def require_access(self, access: MemoryAccess, what: str) -> None:
-        if self.allowed_access & MemoryAccess.ANY:
+        """PERMISSION_DENIED unless the buffer allows ANY access or every bit of
+        ``access``."""
+        allowed = int(self.allowed_access)
+        if allowed & _ACCESS_ANY:
             return
-        if (self.allowed_access & access) != access:
+        need = int(access)
+        if allowed & need != need:
             raise PermissionDeniedError(
                 f"{what} needs memory access {MemoryAccess(access)!r}; the buffer allows "
                 f"{self.allowed_access!r}"
@@ -197,7 +234,7 @@ class Buffer:
             offset = as_index(offset, "subspan offset")
         length = check_range(offset, length, self.byte_length, "buffer")
         sub = Buffer.__new__(Buffer)
-        sub._root = self._root
+        sub._parent = self._root
         sub._storage = None
         sub._state = _COMMITTED
         sub.byte_offset = self.byte_offset + offset
@@ -263,7 +300,9 @@ class Buffer:
 
 def buffer_storage(buffer: Buffer) -> Any:
     """The committed storage of ``buffer``'s root allocation, or FAILED_PRECONDITION."""
-    root = buffer._root
+    root = buffer._parent
+    if root is None:
+        root = buffer
     if root._state != _COMMITTED:
         raise FailedPreconditionError(
             "buffer was deallocated (queue_dealloca completed)"

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import attrs
-import numpy as np
 
 from hal_core import (
     BufferCompatibility,
@@ -73,17 +72,11 @@ class HostAllocatorBackend:
 
     def allocate(self, params: BufferParams, size: int) -> tuple[Any, MemoryType]:
         check_host_size(size, MAX_ALLOCATION_SIZE)
-        alignment = max(64, params.min_alignment)
         try:
-            raw = np.zeros(size + alignment, dtype=np.uint8)
+            storage = HostStorage.allocate(size, max(64, params.min_alignment))
         except MemoryError:
             raise ResourceExhaustedError(f"host allocation of {size} bytes failed") from None
-        # HostStorage.allocate's work, with the address read once through the array
-        # interface (``ndarray.ctypes`` costs more than the allocation) and handed over.
-        base = raw.__array_interface__["data"][0]
-        start = (-base) % alignment
-        address = base + start if size else 0
-        return HostStorage(raw[start : start + size], address=address), params.type
+        return storage, params.type
 
     def import_host(self, params: BufferParams, array: Any) -> tuple[Any, MemoryType]:
         return HostStorage(array), params.type
