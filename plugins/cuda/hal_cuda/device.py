@@ -63,7 +63,7 @@ from hal_core.profiling import MemoryEventType
 from . import executable as executables
 from . import graphs
 from .completion import CompletionThread, EventPool
-from .cuda_api import CudaContext, check, cuda_error
+from .cuda_api import CudaContext, check, cuda_error, hot_calls
 from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
 from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, profiling_clock
 from .queue_pools import CudaQueuePools
@@ -173,6 +173,9 @@ class CudaDeviceBackend:
     ) -> None:
         self.ctx = ctx
         self.api = ctx.api
+        # The submitting and completion paths' driver calls (cuda_api.hot_calls: the
+        # short stream-work calls keep the GIL).
+        self.hot = hot_calls(ctx.api)
         self.name = name
         self.queue_count = queue_count
         self.allocator = CudaAllocatorBackend(ctx, device_memory)
@@ -200,7 +203,9 @@ class CudaDeviceBackend:
         self.events = EventPool(ctx)
         self._timing_events = EventPool(ctx, flags=0)  # timing enabled: profiling
         self._profiling: CudaProfiling | None = None
-        self.completion = CompletionThread(ctx, self.events, f"cuda{ctx.ordinal}-completion")
+        self.completion = CompletionThread(
+            ctx, self.events, f"cuda{ctx.ordinal}-completion", self.hot
+        )
         self._staging: list[CudaStorage | None] = [None] * queue_count
         own = range(queue_count) if own_queues is None else own_queues
         workers = {
@@ -369,7 +374,7 @@ class CudaDeviceBackend:
         after it, note its signals as in flight, and hand it to the completion thread.
         Never raises: an error fails the op (after the work already queued is done)."""
         error: HalError | None = None
-        api = self.api
+        api = self.hot
         stream = self.streams[op.queue]
         timer = None
         try:

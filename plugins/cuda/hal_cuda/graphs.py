@@ -49,6 +49,9 @@ from .stream_ops import (
 CACHE_PER_SHAPE = 4
 """Instantiated graphs kept per program shape for re-recorded command buffers."""
 
+GRAPHS_PER_PROGRAM = 4
+"""Instances one program keeps, each for the operands of a recent execution."""
+
 _KERNEL = 0
 _MEMSET = 1
 _MEMCPY = 2
@@ -71,8 +74,11 @@ class GraphCache:
         self.ctx = ctx
         self._idle: dict[tuple, list[Any]] = {}
         self._closed = False
+        # Counts for tools and tests: instances updated from a re-recorded program's
+        # graph, instantiated anew, and node parameters set before a launch.
         self.updates = 0
         self.instantiations = 0
+        self.node_updates = 0
 
     def take(self, shape: tuple) -> Any:
         """An idle (graph, instance, nodes) of ``shape``, or None."""
@@ -148,7 +154,7 @@ def _fill_shape(address: int, length: int, pattern: bytes) -> int:
 
 
 class ProgramGraph:
-    """The instantiated graph of one program and what each node was last given.
+    """An instantiated graph of one program and what each node was last given.
 
     The caller holds the program's lock for ``launch`` (it writes the program's shared
     kernel-parameter block and the nodes' parameters)."""
@@ -161,6 +167,8 @@ class ProgramGraph:
         "applied",
         "buffers",
         "slots",
+        "users",
+        "key",
         "_finalizer",
         "__weakref__",
     )
@@ -171,39 +179,48 @@ class ProgramGraph:
         self.kinds: list[int] = []  # per step: _KERNEL, _MEMSET, _MEMCPY or _EMPTY
         self.params: list[Any] = []  # per step: its node-parameter struct
         self.applied: list[Any] = []  # per step: what its node was last given
-        # Distinct direct buffers: [buffer, memory address, step indices naming it].
-        self.buffers: list[list[Any]] = []
-        # Binding-table slots: slot -> [key of its range, step indices naming it].
-        self.slots: dict[int, list[Any]] = {}
+        # The program's operands: its distinct direct buffers, then the binding-table
+        # slots it reads, in order of first use; per operand the steps naming it; and
+        # what each resolved to when this graph's nodes were last set (``operand_key``).
+        self.buffers: list[Any] = []
+        self.slots: list[int] = []
+        self.users: list[frozenset[int]] = []
+        self.key: tuple = ()
         self._finalizer: Any = None
 
+    def operand_key(self, table: tuple) -> tuple:
+        """What each operand resolves to with ``table``: a direct buffer's memory address
+        (FAILED_PRECONDITION for one deallocated), a slot's ``_slot_key`` (None for a slot
+        the table does not fill: the resolution then reports it)."""
+        key = [buffer_storage(buffer).address for buffer in self.buffers]
+        for slot in self.slots:
+            key.append(_slot_key(table, slot))
+        return tuple(key)
+
     def launch(
-        self, api: Any, ctx: CudaContext, program: CudaProgram, table: tuple, stream: Any
-    ) -> None:
-        """Update the nodes whose buffers moved, then launch. Unexpressible when this
-        execution needs a node the graph cannot become (nothing launched then)."""
-        dirty: set[int] | None = None
-        moved: list[tuple[list[Any], int]] = []
-        for entry in self.buffers:
-            address = buffer_storage(entry[0]).address
-            if address != entry[1]:
-                moved.append((entry, address))
-                dirty = set(entry[2]) if dirty is None else dirty.union(entry[2])
-        rekeyed: list[tuple[list[Any], Any]] = []
-        for slot, entry in self.slots.items():
-            key = _slot_key(table, slot)
-            if key is None or key != entry[0]:
-                rekeyed.append((entry, key))
-                dirty = set(entry[1]) if dirty is None else dirty.union(entry[1])
-        if dirty:
+        self,
+        api: Any,
+        ctx: CudaContext,
+        program: CudaProgram,
+        table: tuple,
+        stream: Any,
+        key: tuple,
+    ) -> int:
+        """Update the nodes whose operands resolve differently under ``key`` (this
+        execution's ``operand_key``), then launch; the number of nodes whose operands moved.
+        Unexpressible when this execution needs a node the graph cannot become (nothing
+        launched then)."""
+        dirty: set[int] = set()
+        if key != self.key:
+            for i, (now, before) in enumerate(zip(key, self.key)):
+                if now is None or now != before:
+                    dirty.update(self.users[i])
             steps = program.steps
             for index in sorted(dirty):
                 self._update(api, ctx, program, index, steps[index], table)
-            for entry, address in moved:
-                entry[1] = address
-            for entry, key in rekeyed:
-                entry[0] = key
+            self.key = key
         check(api.cuGraphLaunch(self.graph_exec, stream), "cuGraphLaunch")
+        return len(dirty)
 
     def _update(
         self,
@@ -459,38 +476,50 @@ def _node_params(api: Any, program: CudaProgram, step: tuple, args: Any) -> tupl
 
 
 def _index_operands(program: CudaProgram, table: tuple, out: ProgramGraph) -> None:
-    """Which steps name each distinct direct buffer and each binding-table slot, with the
-    memory address / range key this build resolved them to."""
-    buffers: dict[int, list[Any]] = {}
+    """The program's operands (distinct direct buffers, then binding-table slots) with
+    the steps naming each, and the key this build resolved them to."""
+    buffers: dict[int, tuple[Any, set[int]]] = {}
+    slots: dict[int, set[int]] = {}
     for index, step in enumerate(program.steps):
         for ref in _refs(step):
             buffer = _buffer_of(ref)
             if buffer is None:
-                slot = ref.slot
-                entry = out.slots.get(slot)
-                if entry is None:
-                    entry = out.slots[slot] = [_slot_key(table, slot), set()]
-                entry[1].add(index)
-                continue
-            entry = buffers.get(id(buffer))
-            if entry is None:
-                entry = buffers[id(buffer)] = [buffer, buffer_storage(buffer).address, set()]
-            entry[2].add(index)
-    out.buffers = list(buffers.values())
+                slots.setdefault(ref.slot, set()).add(index)
+            else:
+                buffers.setdefault(id(buffer), (buffer, set()))[1].add(index)
+    out.buffers = [buffer for buffer, _ in buffers.values()]
+    out.slots = list(slots)
+    out.users = [frozenset(users) for _, users in buffers.values()]
+    out.users += [frozenset(users) for users in slots.values()]
+    out.key = out.operand_key(table)
 
 
 class ProgramGraphs:
-    """A program's graph, built at ``end()`` (``prebuild``) or at its first execution;
-    ``graph`` is None once the program turned out not to fit one (it then replays as
-    stream launches). The caller holds the program's lock for ``run``."""
+    """A program's graphs: up to ``GRAPHS_PER_PROGRAM`` instances, each holding the
+    operands of an execution, most recently used first. An execution whose operands one
+    of them holds launches it as it is. Otherwise, when these operands came before (a
+    recurring binding table: a pool handing out the same ranges again) and there is room,
+    an instance is built for them; else the least recently used instance is updated
+    (operands never seen before, as a replay allocating anew each run, cost node updates,
+    not instantiations). Built at ``end()`` (``prebuild``) or at the first
+    execution; ``graphs`` is empty and ``pending`` False once the program turned out not
+    to fit a graph (it then replays as stream launches). The caller holds the program's
+    lock for ``run``."""
 
-    __slots__ = ("ctx", "cache", "graph", "pending")
+    __slots__ = ("ctx", "cache", "graphs", "pending", "_seen")
 
     def __init__(self, ctx: CudaContext, cache: GraphCache) -> None:
         self.ctx = ctx
         self.cache = cache
-        self.graph: ProgramGraph | None = None
+        self.graphs: list[ProgramGraph] = []
         self.pending = True
+        # Operand keys instances were updated away from, most recent last.
+        self._seen: list[tuple] = []
+
+    @property
+    def graph(self) -> ProgramGraph | None:
+        """The most recently used instance, or None."""
+        return self.graphs[0] if self.graphs else None
 
     def prebuild(self, program: CudaProgram) -> None:
         """Build now when every reference is direct and resolves (memory committed);
@@ -500,23 +529,49 @@ class ProgramGraphs:
                 if _buffer_of(ref) is None:
                     return
         try:
-            self.graph = build(self.ctx, self.cache, program, ())
+            graph = build(self.ctx, self.cache, program, ())
         except HalError:
             return  # a transient not committed yet, or a reference the execution reports
         self.pending = False
+        if graph is not None:
+            self.graphs.append(graph)
 
     def run(self, program: CudaProgram, api: Any, table: tuple, stream: Any) -> bool:
-        """Launch the program's graph with ``table``'s bindings; False when this
+        """Launch a graph of the program with ``table``'s bindings; False when this
         execution is to replay as stream launches. Raises as the stream replay would for
         a reference that does not resolve."""
+        graphs = self.graphs
         if self.pending:
-            self.graph = build(self.ctx, self.cache, program, table)
+            graph = build(self.ctx, self.cache, program, table)
             self.pending = False
-        graph = self.graph
-        if graph is None:
+            if graph is None:
+                return False
+            graphs.append(graph)
+        elif not graphs:
             return False
+        key = graphs[0].operand_key(table)
+        chosen = None
+        for graph in graphs:
+            if graph.key == key:
+                chosen = graph
+                break
+        seen = self._seen
+        if chosen is None and key in seen and len(graphs) < GRAPHS_PER_PROGRAM:
+            seen.remove(key)
+            chosen = build(self.ctx, self.cache, program, table)
+            if chosen is not None:
+                graphs.insert(0, chosen)
+        if chosen is None:
+            chosen = graphs[-1]
+            # Updated away from its operands: should they come back, they get their own.
+            seen.append(chosen.key)
+            if len(seen) > 2 * GRAPHS_PER_PROGRAM:
+                del seen[0]
+        if chosen is not graphs[0]:
+            graphs.remove(chosen)
+            graphs.insert(0, chosen)
         try:
-            graph.launch(api, self.ctx, program, table, stream)
+            self.cache.node_updates += chosen.launch(api, self.ctx, program, table, stream, key)
         except Unexpressible:
             return False
         return True

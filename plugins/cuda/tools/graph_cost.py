@@ -8,7 +8,9 @@
   (its instance is updated with ``cuGraphExecUpdate`` instead of instantiating);
 * ``graph_replay``: submit+wait of a prebuilt reusable one (one ``cuGraphLaunch``);
 * ``graph_table``: submit+wait of a prebuilt reusable one whose every dispatch reads a
-  binding-table slot, alternating two tables (every kernel node updated per execution);
+  binding-table slot, alternating two tables (each has an instance of its own: no update);
+* ``graph_table_updates``: the same cycling through more tables than a program keeps
+  instances (every kernel node updated per execution);
 * ``stream_replay``: submit+wait of the prebuilt one's program as stream launches.
 
 Prints one JSON object: us per dispatch, the median of 7 runs after a warm-up.
@@ -26,6 +28,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from hal_cuda import graphs
 from hal_cuda.kernels import CTS_LIBRARY, load_ptx
 
 import hal_core
@@ -105,6 +108,16 @@ def main() -> int:
         submit(with_slots, tables[flip[0]])
 
     out["graph_table"] = timed(alternate)
+    many = [
+        [BufferBinding(dev.allocator.allocate_buffer(params, 16))]
+        for _ in range(graphs.GRAPHS_PER_PROGRAM + 2)
+    ]
+
+    def cycle() -> None:
+        flip[0] += 1
+        submit(with_slots, many[flip[0] % len(many)])
+
+    out["graph_table_updates"] = timed(cycle)
     program = prebuilt.program
     graph, program.graph = program.graph, None
     out["stream_replay"] = timed(lambda: submit(prebuilt))

@@ -5,7 +5,9 @@ the submitting thread's time split into submitting and waiting for the last valu
 (median of 7 runs, us per op), then one run under cProfile: the submitting thread's top
 functions by own time. The completion thread is not profiled (cProfile sees one thread).
 Then the split again on a device whose driver calls all go through cuda-bindings (which
-releases the GIL on every call) instead of ``cuda_api.hot_calls``, for comparison.
+releases the GIL on every call) instead of ``cuda_api.hot_calls``, for comparison. Last,
+when IREE's tools can capture it, hal-core's replay of IREE's 512-dispatch chain
+(``replay.chain512``'s run) under cProfile, with the graph counters of the device.
 
 Usage: python plugins/cuda/tools/profile_paths.py [URI]
 """
@@ -131,12 +133,46 @@ def _report(name: str, run: Callable[[], tuple[float, float]]) -> None:
     print("\n".join(lines[3:]))
 
 
+def _replay(dev: Any) -> None:
+    from hal_cuda import bench
+
+    from hal_core.replay import Player
+
+    try:
+        capture = bench._chain512_capture("cuda://0")
+    except Exception as exc:  # no IREE tools or fixture here: say so and go on
+        print(f"== replay of chain512: not run ({exc})")
+        return
+    player = Player(capture, dev)
+    player.run("execute")
+    cache = dev.backend.graph_cache
+    before = (cache.instantiations, cache.updates, cache.node_updates)
+    t0 = time.perf_counter()
+    runs = 5
+    for _ in range(runs):
+        player.run("execute")
+    per = (time.perf_counter() - t0) / runs / N * 1e6
+    after = (cache.instantiations, cache.updates, cache.node_updates)
+    print(f"== replay of chain512: {per:.2f} us/dispatch per whole run; over {runs} runs")
+    print(f"   instantiations, re-record updates, node updates: {before} -> {after}")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    player.run("execute")
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(22)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    print("\n".join(lines[3:]))
+    player.close()
+
+
 def main() -> int:
     uri = sys.argv[1] if len(sys.argv) > 1 else "cuda://0"
     dev = hal_core.create_device(uri)
     _report("dispatch chain", _dispatch_chain(dev))
     _report("fill4 chain", _fill_chain(dev))
     _split("one-shot chain (record | execute)", _one_shot(dev))
+    _replay(dev)
     dev.close()
     from hal_cuda import device as cuda_device
 

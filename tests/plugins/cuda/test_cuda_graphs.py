@@ -145,16 +145,8 @@ def test_direct_program_is_one_graph_built_at_end_and_one_launch_per_execution(
     assert np.frombuffer(_read(dev, a), np.float32).tolist() == [1.0, 1.0, 1.0, 0.0]
 
 
-def test_binding_table_program_updates_only_nodes_whose_slots_changed(
-    dev: Any, fake: FakeDriver
-) -> None:
-    """Slot 0 is read by every dispatch, slot 1 written by the fill only. The graph is
-    built at the first execution; re-executing with the same table sets no parameter;
-    a new buffer in slot 1 updates the one memset node; a new buffer in slot 0 updates
-    the kernel nodes, each to the new address."""
-    exe = _negate(dev)
-    src, out = _buffer(dev, 16 * CHAIN), _buffer(dev, 16 * CHAIN)
-    other_src, other_out = _buffer(dev, 16 * CHAIN + 16), _buffer(dev, 64)
+def _slot_program(dev: Any, exe: Any, out: Any) -> Any:
+    """Slot 0 is read by every dispatch, slot 1 written by the fill only."""
     cb = dev.create_command_buffer(0, CommandCategory.ANY, ANY, 2)
     cb.begin()
     cb.fill_buffer(BufferRef.indirect(1, 0, 64), b"\x07")
@@ -164,34 +156,72 @@ def test_binding_table_program_updates_only_nodes_whose_slots_changed(
         cb.dispatch(exe, "negate", DispatchConfig.static(1), COUNT_4, refs)
         cb.execution_barrier()
     cb.end()
+    return cb
+
+
+def test_recurring_binding_tables_launch_their_own_instance_without_updates(
+    dev: Any, fake: FakeDriver
+) -> None:
+    """The graph is built at the first execution; the same table again launches it as it
+    is; a table seen for the first time updates it; a table coming back gets an instance
+    of its own, after which alternating tables set no node parameter."""
+    exe = _negate(dev)
+    src, out, other_out = _buffer(dev, 16 * CHAIN), _buffer(dev, 16 * CHAIN), _buffer(dev, 64)
+    cb = _slot_program(dev, exe, out)
     fake.reset_calls()
     assert _graph_calls(fake) == {}  # waits for a table
-    table = [BufferBinding(src), BufferBinding(out)]
-    _execute(dev, cb, table)
+    first = [BufferBinding(src), BufferBinding(out)]
+    second = [BufferBinding(src), BufferBinding(other_out)]
+    _execute(dev, cb, first)
     assert _graph_calls(fake)["cuGraphInstantiate"] == 1
     assert _graph_calls(fake)["cuGraphAddKernelNode"] == CHAIN
     base = fake.launches[0].params[0]
     assert [launch.params[0] for launch in fake.launches] == [base + 16 * i for i in range(CHAIN)]
-
     fake.reset_calls()
     _execute(dev, cb, [BufferBinding(src), BufferBinding(out)])
     assert _graph_calls(fake) == {"cuGraphLaunch": 1}
-
     fake.reset_calls()
-    _execute(dev, cb, [BufferBinding(src), BufferBinding(other_out)])
+    _execute(dev, cb, second)  # new: slot 1 moved, so the one memset node is set
     assert _graph_calls(fake) == {"cuGraphExecMemsetNodeSetParams": 1, "cuGraphLaunch": 1}
     assert _read(dev, other_out) == b"\x07" * 64
+    fake.reset_calls()
+    _execute(dev, cb, first)  # back again: an instance of its own
+    assert _graph_calls(fake)["cuGraphInstantiate"] == 1
+    assert "cuGraphExecMemsetNodeSetParams" not in _graph_calls(fake)
+    fake.reset_calls()
+    for _ in range(3):
+        _execute(dev, cb, second)
+        _execute(dev, cb, first)
+    assert _graph_calls(fake) == {"cuGraphLaunch": 6}
+    assert len(cb.program.graph.graphs) == 2
+    assert "cuLaunchKernel" not in fake.calls_on("MainThread")
 
+
+def test_new_tables_update_only_nodes_whose_slots_changed(dev: Any, fake: FakeDriver) -> None:
+    """A table not seen before updates the most recently used instance: a new buffer in
+    slot 1 sets the one memset node; in slot 0, the kernel nodes, each to the new address
+    (the binding's offset composed with the reference's)."""
+    exe = _negate(dev)
+    src, out = _buffer(dev, 16 * CHAIN + 16), _buffer(dev, 16 * CHAIN)
+    outs = [_buffer(dev, 64) for _ in range(3)]
+    cb = _slot_program(dev, exe, out)
+    _execute(dev, cb, [BufferBinding(src), BufferBinding(outs[0])])
+    base = fake.launches[0].params[0]
     fake.reset_calls()
-    _execute(dev, cb, [BufferBinding(other_src), BufferBinding(other_out)])
-    assert _graph_calls(fake) == {"cuGraphExecKernelNodeSetParams": CHAIN, "cuGraphLaunch": 1}
-    moved = fake.launches[0].params[0]
-    assert moved != base
-    assert [launch.params[0] for launch in fake.launches] == [moved + 16 * i for i in range(CHAIN)]
-    # The binding's offset composes with the reference's as on the stream path.
+    _execute(dev, cb, [BufferBinding(src), BufferBinding(outs[1])])
+    assert _graph_calls(fake) == {"cuGraphExecMemsetNodeSetParams": 1, "cuGraphLaunch": 1}
+    assert _read(dev, outs[1]) == b"\x07" * 64
     fake.reset_calls()
-    _execute(dev, cb, [BufferBinding(other_src, 16, 16 * CHAIN), BufferBinding(other_out)])
-    assert fake.launches[0].params[0] == moved + 16
+    _execute(dev, cb, [BufferBinding(src, 16, 16 * CHAIN), BufferBinding(outs[2])])
+    assert _graph_calls(fake) == {
+        "cuGraphExecKernelNodeSetParams": CHAIN,
+        "cuGraphExecMemsetNodeSetParams": 1,
+        "cuGraphLaunch": 1,
+    }
+    assert [launch.params[0] for launch in fake.launches] == [
+        base + 16 + 16 * i for i in range(CHAIN)
+    ]
+    assert len(cb.program.graph.graphs) == 1
     assert "cuLaunchKernel" not in fake.calls_on("MainThread")
 
 
