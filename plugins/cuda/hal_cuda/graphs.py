@@ -32,7 +32,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from hal_core import BufferRef, HalError
+from hal_core import WHOLE_BUFFER, BufferRef, HalError
 from hal_core.backend import buffer_storage
 
 from .cuda_api import CudaContext, check
@@ -169,6 +169,8 @@ class ProgramGraph:
         "slots",
         "users",
         "key",
+        "fast",
+        "limits",
         "_finalizer",
         "__weakref__",
     )
@@ -186,6 +188,11 @@ class ProgramGraph:
         self.slots: list[int] = []
         self.users: list[frozenset[int]] = []
         self.key: tuple = ()
+        # Per step, for a kernel node: its bindings as (operand index, bytes past the
+        # operand's base), so new addresses need no resolution per reference; per slot,
+        # the largest reference offset and end its steps use, checked once per execution.
+        self.fast: list[tuple | None] = []
+        self.limits: list[tuple[int, int]] = []
         self._finalizer: Any = None
 
     def operand_key(self, table: tuple) -> tuple:
@@ -216,11 +223,30 @@ class ProgramGraph:
                 if now is None or now != before:
                     dirty.update(self.users[i])
             steps = program.steps
+            bases = self._bases(key)
             for index in sorted(dirty):
-                self._update(api, ctx, program, index, steps[index], table)
+                self._update(api, ctx, program, index, steps[index], table, bases)
             self.key = key
         check(api.cuGraphLaunch(self.graph_exec, stream), "cuGraphLaunch")
         return len(dirty)
+
+    def _bases(self, key: tuple) -> list[int | None]:
+        """Per operand, the address its references' offsets count from: a direct buffer's
+        memory, a slot's bound range; None for a slot whose binding does not hold every
+        reference its steps make (those steps resolve one by one, which reports it)."""
+        count = len(self.buffers)
+        bases: list[int | None] = list(key[:count])
+        for (max_offset, max_end), entry in zip(self.limits, key[count:]):
+            if entry is None:
+                bases.append(None)
+                continue
+            address, size, offset, length = entry
+            bound = size - offset if length == WHOLE_BUFFER else length
+            if bound < 0 or offset + bound > size or max_offset > bound or max_end > bound:
+                bases.append(None)
+            else:
+                bases.append(address + offset)
+        return bases
 
     def _update(
         self,
@@ -230,9 +256,18 @@ class ProgramGraph:
         index: int,
         step: tuple,
         table: tuple,
+        bases: list[int | None],
     ) -> None:
         kind = self.kinds[index]
-        args = _node_args(program, step, table)
+        fast = self.fast[index]
+        args: Any = None
+        if fast is not None:
+            try:
+                args = tuple([bases[operand] + extra for operand, extra in fast])
+            except TypeError:  # an operand without a base: resolve one by one
+                args = None
+        if args is None:
+            args = _node_args(program, step, table)
         if args == self.applied[index]:
             return
         if kind == _EMPTY or not _same_kind(kind, step, args):
@@ -492,6 +527,30 @@ def _index_operands(program: CudaProgram, table: tuple, out: ProgramGraph) -> No
     out.users = [frozenset(users) for _, users in buffers.values()]
     out.users += [frozenset(users) for users in slots.values()]
     out.key = out.operand_key(table)
+    operand = {key: i for i, key in enumerate(buffers)}
+    operand.update({-1 - slot: len(buffers) + i for i, slot in enumerate(slots)})
+    limits = {slot: [0, 0] for slot in slots}
+    for index, step in enumerate(program.steps):
+        refs = _refs(step)
+        for ref in refs:
+            if ref.__class__ is BufferRef and ref.buffer is None:
+                limit = limits[ref.slot]
+                limit[0] = max(limit[0], ref.offset)
+                if ref.length != WHOLE_BUFFER:
+                    limit[1] = max(limit[1], ref.offset + ref.length)
+        if out.kinds[index] != _KERNEL:
+            out.fast.append(None)
+            continue
+        fast = []
+        for ref in refs:
+            if ref.__class__ is not BufferRef:
+                fast.append((operand[id(ref)], ref.byte_offset))
+            elif ref.buffer is not None:
+                fast.append((operand[id(ref.buffer)], ref.buffer.byte_offset + ref.offset))
+            else:
+                fast.append((operand[-1 - ref.slot], ref.offset))
+        out.fast.append(tuple(fast))
+    out.limits = [(limits[slot][0], limits[slot][1]) for slot in slots]
 
 
 class ProgramGraphs:
