@@ -605,6 +605,9 @@ class Device(DeviceCommands):
         with self._close_lock:
             if self._closed:
                 return
+            lane = self._alloca_lane
+            if lane is not None:
+                lane.valid = False  # the native alloca path takes a valid lane as open
             self._closed = True
         self.allocator.close()
         if self.__dict__.get("_profiling_session") is not None:

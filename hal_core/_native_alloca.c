@@ -51,9 +51,10 @@
 /* Defined in the other sources of this module. */
 int nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out);
 long long nq_nonneg(PyObject *v, int exact);
-PyObject *nq_common_op(PyObject *device, PyObject *kind, PyObject *affinity, PyObject *wait,
-                       PyObject *signal);
-PyObject *nq_complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+int nq_common_args(PyObject *single, PyObject *kind, PyObject *affinity, PyObject *wait,
+                   PyObject *signal, PyObject **waits, PyObject **signals, PyObject **q);
+PyObject *nq_make_op(PyObject *kind, PyObject *q, PyObject *waits, PyObject *signals);
+int nq_complete(PyObject *signals, PyObject *epoch, PyObject *tl);
 PyObject *nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 
 static PyTypeObject *BufferType, *LaneType, *TransientType, *FrontierType, *OpType,
@@ -67,7 +68,7 @@ static Py_ssize_t b_parent, b_storage, b_state, b_offset, b_length, b_size, b_ty
 static Py_ssize_t l_valid, l_key_params, l_key_size, l_params, l_size, l_type, l_usage,
     l_access, l_placement, l_alloca_flags, l_dealloca_flags, l_machine, l_pool, l_acquire,
     l_release, l_wrap, l_alignment, l_pool_set, l_entries, l_timelines, l_axes, l_gate,
-    l_resume, l_on_error, l_state_type, l_slabs, l_storage_cache;
+    l_resume, l_on_error, l_state_type, l_slabs, l_storage_cache, l_single_queue;
 static Py_ssize_t t_pool, t_reservation, t_finalizer, f_axes, f_epochs, f_capacity, o_queue,
     o_waits, o_target, o_length, o_pool, o_params, o_alloca_state, o_flags, o_epoch, tl_retired,
     tl_begin;
@@ -133,13 +134,13 @@ nq_init_alloca(PyObject *mod, PyObject *args)
         "valid", "key_params", "key_size", "params", "size", "memory_type", "usage", "access",
         "placement", "alloca_flags", "dealloca_flags", "machine", "pool", "acquire", "release",
         "wrap", "alignment", "pool_set", "entries", "timelines", "axes", "gate", "resume",
-        "on_error", "state_type", "slabs", "storage_cache", NULL};
+        "on_error", "state_type", "slabs", "storage_cache", "single_queue", NULL};
     Py_ssize_t *const lane_offsets[] = {
         &l_valid, &l_key_params, &l_key_size, &l_params, &l_size, &l_type, &l_usage,
         &l_access, &l_placement, &l_alloca_flags, &l_dealloca_flags, &l_machine, &l_pool,
         &l_acquire, &l_release, &l_wrap, &l_alignment, &l_pool_set, &l_entries,
         &l_timelines, &l_axes, &l_gate, &l_resume, &l_on_error, &l_state_type, &l_slabs,
-        &l_storage_cache};
+        &l_storage_cache, &l_single_queue};
     static const char *const transient_names[] = {"pool", "reservation", "finalizer", NULL};
     Py_ssize_t *const transient_offsets[] = {&t_pool, &t_reservation, &t_finalizer};
     static const char *const frontier_names[] = {"_axes", "_epochs", "capacity", NULL};
@@ -302,23 +303,92 @@ single_frontier(PyObject *axis, PyObject *epoch)
     return f;
 }
 
-/* Take the op's epoch from the timeline (``begin()``) and store it: 0, or -1 on error. */
-static int
-take_epoch(PyObject *op, PyObject *timeline)
+/* One call's common arguments (see ``nq_common_args``): the wait and signal tuples (owned),
+   the queue index (the object borrowed from the device's dict, and as a C long) and, once
+   taken, the epoch (owned). */
+typedef struct {
+    PyObject *waits, *signals, *q, *epoch;
+    long qi;
+} Call;
+
+static void
+call_clear(Call *c)
 {
-    PyObject *epoch = PyObject_CallNoArgs(SLOT(timeline, tl_begin));
-    if (epoch == NULL) {
-        return -1;
-    }
-    Py_XSETREF(SLOT(op, o_epoch), epoch);
-    return 0;
+    Py_CLEAR(c->waits);
+    Py_CLEAR(c->signals);
+    Py_CLEAR(c->epoch);
 }
 
+/* The op the reference would have built for the call (kind, queue, waits, signals, flags,
+   and the epoch when one was taken); the caller sets the kind's own fields. */
 static PyObject *
-complete(PyObject *mod, PyObject *op, PyObject *timeline)
+call_op(Call *c, PyObject *kind, PyObject *flags)
 {
-    PyObject *args[2] = {op, timeline};
-    return nq_complete_op(mod, args, 2);
+    Py_INCREF(c->waits);
+    Py_INCREF(c->signals);
+    PyObject *op = nq_make_op(kind, c->q, c->waits, c->signals);
+    if (op == NULL) {
+        return NULL;
+    }
+    set_slot(op, o_flags, flags);
+    if (c->epoch != NULL) {
+        set_slot(op, o_epoch, c->epoch);
+    }
+    return op;
+}
+
+/* The alloca op of the call (``alloca_reference``'s fields) over ``buffer``. */
+static PyObject *
+alloca_call_op(Call *c, PyObject *lane, PyObject *buffer)
+{
+    PyObject *op = call_op(c, alloca_kind, SLOT(lane, l_alloca_flags));
+    if (op != NULL) {
+        set_slot(op, o_target, buffer);
+        set_slot(op, o_length, SLOT(lane, l_size));
+        set_slot(op, o_pool, Py_None);
+        set_slot(op, o_params, SLOT(lane, l_params));
+        set_slot(op, o_alloca_state, Py_None);
+    }
+    return op;
+}
+
+/* The dealloca op of the call over ``buffer``. */
+static PyObject *
+dealloca_call_op(Call *c, PyObject *lane, PyObject *buffer)
+{
+    PyObject *op = call_op(c, dealloca_kind, SLOT(lane, l_dealloca_flags));
+    if (op != NULL) {
+        set_slot(op, o_target, buffer);
+    }
+    return op;
+}
+
+/* Take the call's epoch from the timeline (``begin()``): 0, or -1 on error. */
+static int
+take_epoch(Call *c, PyObject *timeline)
+{
+    c->epoch = PyObject_CallNoArgs(SLOT(timeline, tl_begin));
+    return c->epoch == NULL ? -1 : 0;
+}
+
+/* The call's arguments in the common shape for the lane's device: 1 (``c`` filled), 0 when
+   the call has another shape, -1 on error. */
+static int
+call_args(Call *c, PyObject *lane, PyObject *kind, PyObject *const *args)
+{
+    c->waits = c->signals = c->epoch = NULL;
+    int common = nq_common_args(SLOT(lane, l_single_queue), kind, args[1], args[2], args[3],
+                                &c->waits, &c->signals, &c->q);
+    if (common != 1) {
+        return common;
+    }
+    c->qi = PyLong_AsLong(c->q);
+    if (c->qi < 0 || c->qi >= 63) {
+        PyErr_Clear();
+        call_clear(c);
+        return 0;
+    }
+    return 1;
 }
 
 /* The pending buffer of an alloca on queue ``q`` (``Buffer.__init__``'s fields). */
@@ -452,22 +522,24 @@ wrap(PyObject *lane, PyObject *reservation)
     return storage;
 }
 
-/* The straight alloca (see the module comment): 0, or -1 with the error set. */
+/* The straight alloca (see the module comment): 0, or -1 with the error set. The op is
+   built only when the backend must see it. */
 static int
-straight_alloca(PyObject *mod, PyObject *lane, PyObject *op, PyObject *buffer, long q)
+straight_alloca(PyObject *lane, Call *c, PyObject *buffer)
 {
-    PyObject *timeline = PyTuple_GET_ITEM(SLOT(lane, l_timelines), q);
+    PyObject *timeline = PyTuple_GET_ITEM(SLOT(lane, l_timelines), c->qi);
     PyObject *retired = SLOT(timeline, tl_retired);
     long long r = nq_nonneg(retired, 1);
-    if (r < 0) {
-        return PyErr_Occurred() ? -1 : hand_over(lane, op, Py_None, Py_None, Py_None, 0);
-    }
     PyObject *requester = Py_None;
     if (r > 0) {
-        requester = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), q), retired);
+        requester = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), c->qi), retired);
         if (requester == NULL) {
             return -1;
         }
+    }
+    else if (r < 0) {
+        PyErr_SetString(PyExc_TypeError, "a queue timeline's retired epoch is not an int");
+        return -1;
     }
     else {
         Py_INCREF(requester);
@@ -486,46 +558,48 @@ straight_alloca(PyObject *mod, PyObject *lane, PyObject *op, PyObject *buffer, l
     PyObject *result = PyTuple_GET_ITEM(got, 0), *reservation = PyTuple_GET_ITEM(got, 1),
              *info = PyTuple_GET_ITEM(got, 2);
     long long code = nq_nonneg(result, 0);
-    int rc;
-    if ((code != 0 && code != 1) || !gate_open(lane)) {
-        /* Not OK / OK_FRESH, or the backend closed or got shadowed meanwhile: the
-           reference's own continuation decides. */
-        rc = PyErr_Occurred() ? -1 : hand_over(lane, op, result, reservation, info, 0);
-        Py_DECREF(got);
-        return rc;
+    PyErr_Clear();
+    PyObject *storage = NULL, *op;
+    int rc = -1;
+    if (code != 0 && code != 1) {
+        goto hand_over_prepared; /* not OK / OK_FRESH: the reference's continuation decides */
     }
-    if (take_epoch(op, timeline) < 0) {
-        Py_DECREF(got);
-        return -1;
+    if (!gate_open(lane)) {
+        goto hand_over_prepared; /* closed or shadowed meanwhile */
     }
-    PyObject *storage = wrap(lane, reservation);
+    if (take_epoch(c, timeline) < 0) {
+        goto done;
+    }
+    storage = wrap(lane, reservation);
     if (storage == NULL) {
         /* The machine's commit wraps again and fails the op as the reference does. */
         PyErr_Clear();
-        rc = hand_over(lane, op, result, reservation, info, 1);
-        Py_DECREF(got);
-        return rc;
+        op = alloca_call_op(c, lane, buffer);
+        rc = op == NULL ? -1 : hand_over(lane, op, result, reservation, info, 1);
+        Py_XDECREF(op);
+        goto done;
     }
     PyObject *transient = TransientType->tp_alloc(TransientType, 0);
     if (transient == NULL) {
         Py_DECREF(storage);
-        Py_DECREF(got);
-        return -1;
+        goto done;
     }
     set_slot(transient, t_pool, SLOT(lane, l_pool));
     set_slot(transient, t_reservation, reservation);
     set_slot(transient, t_finalizer, Py_None);
-    Py_DECREF(got);
     Py_XSETREF(SLOT(buffer, b_storage), storage);
     set_slot(buffer, b_state, state_committed);
     Py_XSETREF(SLOT(buffer, b_pool_state), transient);
-    set_slot(op, o_alloca_state, Py_None);
-    PyObject *done = complete(mod, op, timeline);
-    if (done == NULL) {
-        return -1;
-    }
-    Py_DECREF(done);
-    return 0;
+    rc = nq_complete(c->signals, c->epoch, timeline);
+    goto done;
+
+hand_over_prepared:
+    op = alloca_call_op(c, lane, buffer);
+    rc = op == NULL ? -1 : hand_over(lane, op, result, reservation, info, 0);
+    Py_XDECREF(op);
+done:
+    Py_DECREF(got);
+    return rc;
 }
 
 static PyObject *
@@ -564,21 +638,25 @@ keywords(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int allow_p
 }
 
 /* Submit the op as the reference does after its checks: ``device.<name>(op)``, falling
-   back to ``device._submit`` when that attribute is None. */
-static PyObject *
+   back to ``device._submit`` when that attribute is None. 0, or -1 with the error set. */
+static int
 submit(PyObject *device, PyObject *name, PyObject *op)
 {
+    if (op == NULL) {
+        return -1;
+    }
     PyObject *fn = PyObject_GetAttr(device, name);
     if (fn == Py_None) {
         Py_DECREF(fn);
         fn = PyObject_GetAttr(device, s_submit_attr);
     }
     if (fn == NULL) {
-        return NULL;
+        return -1;
     }
     PyObject *r = PyObject_CallOneArg(fn, op);
     Py_DECREF(fn);
-    return r;
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 PyObject *
@@ -597,34 +675,23 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
     if (lane == NULL) {
         return call_ref(alloca_ref, args, nargs, kwnames);
     }
-    int same = SLOT(lane, l_key_params) == args[4] &&
-               PyObject_RichCompareBool(SLOT(lane, l_key_size), args[5], Py_EQ) == 1;
+    Call c;
+    int common = 0;
+    if (SLOT(lane, l_key_params) == args[4] &&
+        PyObject_RichCompareBool(SLOT(lane, l_key_size), args[5], Py_EQ) == 1) {
+        common = call_args(&c, lane, alloca_kind, args);
+    }
     PyErr_Clear();
-    PyObject *op = same ? nq_common_op(device, alloca_kind, args[1], args[2], args[3]) : NULL;
-    if (op == NULL) {
+    if (common != 1) {
         Py_DECREF(lane);
-        return PyErr_Occurred() ? NULL : call_ref(alloca_ref, args, nargs, kwnames);
+        return common < 0 ? NULL : call_ref(alloca_ref, args, nargs, kwnames);
     }
-    long q = PyLong_AsLong(SLOT(op, o_queue));
-    if (q < 0 || q >= 63) {
-        PyErr_Clear();
-        Py_DECREF(op);
-        Py_DECREF(lane);
-        return call_ref(alloca_ref, args, nargs, kwnames);
-    }
-    PyObject *buffer = pending_buffer(device, lane, q);
+    PyObject *buffer = pending_buffer(device, lane, c.qi);
+    int rc = -1;
     if (buffer == NULL) {
-        Py_DECREF(op);
-        Py_DECREF(lane);
-        return NULL;
+        goto done;
     }
-    set_slot(op, o_target, buffer);
-    set_slot(op, o_length, SLOT(lane, l_size));
-    set_slot(op, o_pool, Py_None);
-    set_slot(op, o_params, SLOT(lane, l_params));
-    set_slot(op, o_alloca_state, Py_None);
-    set_slot(op, o_flags, SLOT(lane, l_alloca_flags));
-    int straight = lane_open(lane, q);
+    int straight = lane_open(lane, c.qi);
     if (straight) {
         /* The reference's prepare also refuses a size over the pool's whole budget. */
         PyObject *limit = PyObject_GetAttr(SLOT(lane, l_pool), s_budget);
@@ -634,24 +701,21 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
         straight = l == 0 || (l > 0 && nq_nonneg(SLOT(lane, l_size), 1) <= l);
     }
     if (straight) {
-        straight = waits_reached(mod, SLOT(op, o_waits));
+        straight = waits_reached(mod, c.waits);
     }
-    int rc;
-    if (straight < 0) {
-        rc = -1;
+    if (straight > 0) {
+        rc = straight_alloca(lane, &c, buffer);
     }
-    else if (straight) {
-        rc = straight_alloca(mod, lane, op, buffer, q);
+    else if (straight == 0) {
+        PyObject *op = alloca_call_op(&c, lane, buffer);
+        rc = submit(device, s_submit_alloca, op);
+        Py_XDECREF(op);
     }
-    else {
-        PyObject *r = submit(device, s_submit_alloca, op);
-        rc = r == NULL ? -1 : 0;
-        Py_XDECREF(r);
-    }
-    Py_DECREF(op);
+done:
+    call_clear(&c);
     Py_DECREF(lane);
     if (rc < 0) {
-        Py_DECREF(buffer);
+        Py_XDECREF(buffer);
         return NULL;
     }
     return buffer;
@@ -659,11 +723,10 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
 
 /* The straight dealloca (see the module comment): 0, or -1 with the error set. */
 static int
-straight_dealloca(PyObject *mod, PyObject *lane, PyObject *op, PyObject *buffer,
-                  PyObject *transient, long q)
+straight_dealloca(PyObject *lane, Call *c, PyObject *buffer, PyObject *transient)
 {
-    PyObject *timeline = PyTuple_GET_ITEM(SLOT(lane, l_timelines), q);
-    if (take_epoch(op, timeline) < 0) {
+    PyObject *timeline = PyTuple_GET_ITEM(SLOT(lane, l_timelines), c->qi);
+    if (take_epoch(c, timeline) < 0) {
         return -1;
     }
     /* Decommit: the storage goes; the reservation goes back to the pool below. */
@@ -675,7 +738,7 @@ straight_dealloca(PyObject *mod, PyObject *lane, PyObject *op, PyObject *buffer,
     long long r = nq_nonneg(retired, 1);
     PyObject *frontier = Py_None, *released = NULL;
     if (r > 0) {
-        frontier = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), q), retired);
+        frontier = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), c->qi), retired);
     }
     else {
         Py_INCREF(frontier);
@@ -686,33 +749,30 @@ straight_dealloca(PyObject *mod, PyObject *lane, PyObject *op, PyObject *buffer,
         Py_DECREF(frontier);
     }
     Py_DECREF(transient);
-    if (released == NULL) {
-        /* Failed after the epoch was taken: fail the signals as the reference's inline
-           execution does (``on_error`` re-raises only an interrupt). */
-        PyObject *type, *exc, *tb;
-        PyErr_Fetch(&type, &exc, &tb);
-        PyErr_NormalizeException(&type, &exc, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(exc, tb);
-        }
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
+    if (released != NULL) {
+        Py_DECREF(released);
+        return nq_complete(c->signals, c->epoch, timeline);
+    }
+    /* Failed after the epoch was taken: fail the signals as the reference's inline
+       execution does (``on_error`` re-raises only an interrupt). */
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(exc, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    PyObject *op = dealloca_call_op(c, lane, buffer);
+    PyObject *handled = NULL;
+    if (op != NULL) {
         PyObject *fargs[2] = {op, exc};
-        PyObject *handled = PyObject_Vectorcall(SLOT(lane, l_on_error), fargs, 2, NULL);
-        Py_DECREF(exc);
-        if (handled == NULL) {
-            return -1;
-        }
-        Py_DECREF(handled);
-        return 0;
+        handled = PyObject_Vectorcall(SLOT(lane, l_on_error), fargs, 2, NULL);
+        Py_DECREF(op);
     }
-    Py_DECREF(released);
-    PyObject *done = complete(mod, op, timeline);
-    if (done == NULL) {
-        return -1;
-    }
-    Py_DECREF(done);
-    return 0;
+    Py_XDECREF(exc);
+    Py_XDECREF(handled);
+    return handled == NULL ? -1 : 0;
 }
 
 /* The buffer's TransientAllocation when the straight dealloca may release it (committed,
@@ -721,11 +781,9 @@ static PyObject *
 releasable(PyObject *lane, PyObject *buffer)
 {
     PyObject *transient = SLOT(buffer, b_pool_state);
-    if (SLOT(buffer, b_state) == NULL || SLOT(buffer, b_state) == state_pending ||
-        PyObject_RichCompareBool(SLOT(buffer, b_state), state_committed, Py_EQ) != 1 ||
-        transient == NULL || Py_TYPE(transient) != TransientType ||
-        SLOT(transient, t_pool) != SLOT(lane, l_pool) || SLOT(transient, t_finalizer) != Py_None) {
-        PyErr_Clear();
+    if (SLOT(buffer, b_state) != state_committed || transient == NULL ||
+        Py_TYPE(transient) != TransientType || SLOT(transient, t_pool) != SLOT(lane, l_pool) ||
+        SLOT(transient, t_finalizer) != Py_None) {
         return NULL;
     }
     return transient;
@@ -750,33 +808,30 @@ nq_dealloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kw
         return call_ref(dealloca_ref, args, nargs, kwnames);
     }
     PyObject *lane = device_lane(device);
-    PyObject *op = lane ? nq_common_op(device, dealloca_kind, args[1], args[2], args[3]) : NULL;
-    if (op == NULL) {
-        Py_XDECREF(lane);
-        return PyErr_Occurred() ? NULL : call_ref(dealloca_ref, args, nargs, kwnames);
+    if (lane == NULL) {
+        return call_ref(dealloca_ref, args, nargs, kwnames);
     }
-    set_slot(op, o_target, buffer);
-    set_slot(op, o_flags, SLOT(lane, l_dealloca_flags));
-    long q = PyLong_AsLong(SLOT(op, o_queue));
-    PyErr_Clear();
+    Call c;
+    int common = call_args(&c, lane, dealloca_kind, args);
+    if (common != 1) {
+        Py_DECREF(lane);
+        return common < 0 ? NULL : call_ref(dealloca_ref, args, nargs, kwnames);
+    }
     PyObject *transient = releasable(lane, buffer);
-    int straight = transient != NULL && lane_open(lane, q);
+    int straight = transient != NULL && lane_open(lane, c.qi);
     if (straight) {
-        straight = waits_reached(mod, SLOT(op, o_waits));
+        straight = waits_reached(mod, c.waits);
     }
-    int rc;
-    if (straight < 0) {
-        rc = -1;
+    int rc = -1;
+    if (straight > 0) {
+        rc = straight_dealloca(lane, &c, buffer, transient);
     }
-    else if (straight) {
-        rc = straight_dealloca(mod, lane, op, buffer, transient, q);
+    else if (straight == 0) {
+        PyObject *op = dealloca_call_op(&c, lane, buffer);
+        rc = submit(device, s_submit_attr, op);
+        Py_XDECREF(op);
     }
-    else {
-        PyObject *r = submit(device, s_submit_attr, op);
-        rc = r == NULL ? -1 : 0;
-        Py_XDECREF(r);
-    }
-    Py_DECREF(op);
+    call_clear(&c);
     Py_DECREF(lane);
     if (rc < 0) {
         return NULL;

@@ -235,6 +235,68 @@ fast_retire(PyObject *tl, PyObject *epoch)
     return 1;
 }
 
+/* Signal each of ``signals`` (a tuple of pairs) as ``complete_op`` does: 0, or -1 with
+   the error set. */
+static int
+signal_each(PyObject *signals)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(signals);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(signals, i);
+        int done = 0;
+        if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
+            done = fast_signal(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+        }
+        if (done == 0) {
+            PyObject *one = PyTuple_Pack(1, pair);
+            PyObject *res = one == NULL ? NULL : PyObject_CallOneArg(signal_ref, one);
+            Py_XDECREF(one);
+            if (res == NULL) {
+                done = -1;
+            }
+            Py_XDECREF(res);
+        }
+        if (done < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Retire ``epoch`` on ``tl`` as ``complete_op`` does: 0, or -1 with the error set. */
+static int
+retire(PyObject *tl, PyObject *epoch)
+{
+    int done = fast_retire(tl, epoch);
+    if (done == 0) {
+        PyObject *res = PyObject_CallMethodOneArg(tl, str_retire, epoch);
+        done = res == NULL ? -1 : 1;
+        Py_XDECREF(res);
+    }
+    return done < 0 ? -1 : 0;
+}
+
+/* Signal ``signals`` (a tuple of pairs) and retire ``epoch`` on ``tl``: ``complete_op``
+   for an op that retains nothing, which _native_alloca.c completes without building a
+   QueueOp. 0, or -1 with the error set. */
+int
+nq_complete(PyObject *signals, PyObject *epoch, PyObject *tl)
+{
+    if (signal_ref == NULL || !PyTuple_CheckExact(signals)) {
+        PyErr_SetString(PyExc_TypeError, "complete: signals must be a tuple (after init_completion)");
+        return -1;
+    }
+    Py_INCREF(signals);
+    Py_INCREF(epoch);
+    int rc = signal_each(signals);
+    if (rc == 0) {
+        rc = retire(tl, epoch);
+    }
+    Py_DECREF(signals);
+    Py_DECREF(epoch);
+    return rc;
+}
+
 PyObject *
 nq_complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -254,39 +316,15 @@ nq_complete_op(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_INCREF(signals);
     Py_INCREF(epoch);
-    Py_ssize_t n = PyTuple_GET_SIZE(signals);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PyTuple_GET_ITEM(signals, i);
-        int done = 0;
-        if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
-            done = fast_signal(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
-        }
-        if (done == 0) {
-            PyObject *one = PyTuple_Pack(1, pair);
-            PyObject *res = one == NULL ? NULL : PyObject_CallOneArg(signal_ref, one);
-            Py_XDECREF(one);
-            if (res == NULL) {
-                done = -1;
-            }
-            Py_XDECREF(res);
-        }
-        if (done < 0) {
-            Py_DECREF(signals);
-            Py_DECREF(epoch);
-            return NULL;
-        }
-    }
+    int rc = signal_each(signals);
     Py_DECREF(signals);
-    Py_INCREF(Py_None);
-    Py_XSETREF(SLOT(op, off_retained), Py_None);
-    int done = fast_retire(tl, epoch);
-    if (done == 0) {
-        PyObject *res = PyObject_CallMethodOneArg(tl, str_retire, epoch);
-        done = res == NULL ? -1 : 1;
-        Py_XDECREF(res);
+    if (rc == 0) {
+        Py_INCREF(Py_None);
+        Py_XSETREF(SLOT(op, off_retained), Py_None);
+        rc = retire(tl, epoch);
     }
     Py_DECREF(epoch);
-    if (done < 0) {
+    if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -243,14 +243,78 @@ slow(PyObject *const *args, Py_ssize_t nargs)
     return PyObject_Vectorcall(fallback, args, nargs, NULL);
 }
 
+/* The common shape of a call's arguments given the device's ``_single_queue`` dict: on 1,
+   ``*waits`` and ``*signals`` are new tuple references and ``*q`` the queue index object
+   (borrowed from the dict); 0 when the call has another shape; -1 on error. Used by
+   ``nq_common_op`` and by _native_alloca.c (which checks the device is open itself). */
+int
+nq_common_args(PyObject *single, PyObject *kind, PyObject *affinity, PyObject *wait,
+               PyObject *signal, PyObject **waits, PyObject **signals, PyObject **q)
+{
+    if (fallback == NULL || Py_TYPE(kind) != KindType || !PyLong_CheckExact(affinity) ||
+        !PyDict_CheckExact(single)) {
+        return 0;
+    }
+    PyObject *w = as_tuple(wait);
+    if (w == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *s = as_tuple(signal);
+    if (s == NULL) {
+        Py_DECREF(w);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *queue = NULL;
+    if (common_shape(w, 0) && common_shape(s, 1)) {
+        queue = PyDict_GetItemWithError(single, affinity); /* borrowed */
+        if (queue == NULL) {
+            PyErr_Clear();
+        }
+    }
+    if (queue == NULL) {
+        Py_DECREF(w);
+        Py_DECREF(s);
+        return 0;
+    }
+    *waits = w;
+    *signals = s;
+    *q = queue;
+    return 1;
+}
+
+/* A new QueueOp of ``kind`` on queue ``q`` over ``waits`` and ``signals`` (both references
+   stolen, also on failure). */
+PyObject *
+nq_make_op(PyObject *kind, PyObject *q, PyObject *waits, PyObject *signals)
+{
+    PyObject *op = QueueOpType->tp_alloc(QueueOpType, 0);
+    if (op == NULL) {
+        Py_DECREF(waits);
+        Py_DECREF(signals);
+        return NULL;
+    }
+    Py_INCREF(kind);
+    SLOT(op, off_kind) = kind;
+    Py_INCREF(q);
+    SLOT(op, off_queue) = q;
+    /* An empty list gives the reference's empty tuple, as ``()`` does. */
+    SLOT(op, off_waits) = waits;
+    SLOT(op, off_signals) = signals;
+    Py_INCREF(zero);
+    SLOT(op, off_flags) = zero;
+    Py_INCREF(Py_None);
+    SLOT(op, off_retained) = Py_None;
+    return op;
+}
+
 /* The op of a call of the common shape, as a new reference; NULL with no error set when the
    call has another shape (the caller then runs its reference), NULL with an error when
-   building it failed. Used by ``queue_op`` and by _native_alloca.c. */
+   building it failed. */
 PyObject *
 nq_common_op(PyObject *device, PyObject *kind, PyObject *affinity, PyObject *wait,
              PyObject *signal)
 {
-    if (fallback == NULL || Py_TYPE(kind) != KindType || !PyLong_CheckExact(affinity)) {
+    if (fallback == NULL) {
         return NULL;
     }
     PyObject *closed = PyObject_GetAttr(device, str_closed);
@@ -262,55 +326,16 @@ nq_common_op(PyObject *device, PyObject *kind, PyObject *affinity, PyObject *wai
     if (closed != Py_False) {
         return NULL;
     }
-    PyObject *waits = as_tuple(wait);
-    if (waits == NULL) {
-        return NULL;
-    }
-    PyObject *signals = as_tuple(signal);
-    if (signals == NULL) {
-        Py_DECREF(waits);
-        return NULL;
-    }
-    PyObject *single = NULL, *q = NULL;
-    if (!common_shape(waits, 0) || !common_shape(signals, 1)) {
-        goto not_common;
-    }
-    single = PyObject_GetAttr(device, str_single_queue);
-    if (single == NULL || !PyDict_CheckExact(single)) {
+    PyObject *single = PyObject_GetAttr(device, str_single_queue);
+    if (single == NULL) {
         PyErr_Clear();
-        goto not_common;
-    }
-    q = PyDict_GetItemWithError(single, affinity); /* borrowed */
-    if (q == NULL) {
-        PyErr_Clear();
-        goto not_common;
-    }
-    PyObject *op = QueueOpType->tp_alloc(QueueOpType, 0);
-    if (op == NULL) {
-        Py_DECREF(single);
-        Py_DECREF(waits);
-        Py_DECREF(signals);
         return NULL;
     }
-    Py_INCREF(kind);
-    SLOT(op, off_kind) = kind;
-    Py_INCREF(q);
-    SLOT(op, off_queue) = q;
-    Py_DECREF(single);
-    /* An empty list gives the reference's empty tuple, as ``()`` does. */
-    SLOT(op, off_waits) = waits;
-    SLOT(op, off_signals) = signals;
-    Py_INCREF(zero);
-    SLOT(op, off_flags) = zero;
-    Py_INCREF(Py_None);
-    SLOT(op, off_retained) = Py_None;
+    PyObject *waits, *signals, *q;
+    int common = nq_common_args(single, kind, affinity, wait, signal, &waits, &signals, &q);
+    PyObject *op = common == 1 ? nq_make_op(kind, q, waits, signals) : NULL;
+    Py_DECREF(single); /* the dict keeps q */
     return op;
-
-not_common:
-    Py_XDECREF(single);
-    Py_DECREF(waits);
-    Py_DECREF(signals);
-    return NULL;
 }
 
 static PyObject *

@@ -7,7 +7,8 @@ falls back to for everything else; a differential property test checks both agre
 
 An ``AllocaLane`` is what the native path needs to skip the reference for one device and
 one ``(params, size)`` call shape: the canonical params and size the reference resolved for
-them (front door), and, when the backend binds it (``bind_alloca_lane``), the straight path
+them (front door; a valid lane also means the device is open: ``Device.close`` clears
+it), and, when the backend binds it (``bind_alloca_lane``), the straight path
 through its pool machine: the default pool, the queues' ``QueueTimeline``s and axes. The
 reference builds a lane after a call with ``pool=None`` and no flags, so the next call of
 that shape goes native. The native straight path runs only while the lane is ``valid`` (the
@@ -86,10 +87,15 @@ class AllocaLane:
         "state_type",
         "slabs",
         "storage_cache",
+        "single_queue",
     )
 
-    def __init__(self, key_params: Any, key_size: int, params: Any, size: int) -> None:
+    def __init__(
+        self, key_params: Any, key_size: int, params: Any, size: int, single_queue: Any
+    ) -> None:
         self.valid = True
+        # The device's affinity -> queue index dict (``Device._single_queue``).
+        self.single_queue = single_queue
         self.key_params = key_params
         self.key_size = key_size
         self.params = params
@@ -181,11 +187,13 @@ def alloca_reference(
             or lane.key_size != key_size
         ):
             # The next call of this shape takes the native path (when it is built).
-            lane = AllocaLane(key_params, key_size, params, size)
+            lane = AllocaLane(key_params, key_size, params, size, device._single_queue)
             bind = device._bind_alloca_lane
             if bind is not None:
                 bind(lane)
             device._alloca_lane = lane
+            if device._closed:  # closed meanwhile: a valid lane means an open device
+                lane.valid = False
     # Backends with pools reserve memory here (and may refuse with RESOURCE_EXHAUSTED).
     (device._submit_alloca or device._submit)(op)
     return buffer
