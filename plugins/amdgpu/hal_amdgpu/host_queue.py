@@ -564,20 +564,26 @@ class HostQueue(QueueCompletion):
         for producer, e in barriers:
             if frontier.get(producer, 0) < e:
                 frontier[producer] = e
-            if producer.error is not None:
+            if producer.error is not None or producer._closed:
                 self._behind_failed(producer, e)
 
     def _behind_failed(self, producer: "HostQueue", epoch: int) -> None:
-        """``producer`` faulted while this queue published a barrier on its ``epoch``: its
-        scan for stuck peers (which sets its error first, then reads frontiers) may have
-        run before this frontier named it. Unless the device completed that epoch, this
-        queue is stuck for good: fail it as the scan would have. Called under ``_lock``."""
+        """``producer`` faulted or closed while this queue published a barrier on its
+        ``epoch``: its scan for stuck peers (made after its error or close is set, reading
+        frontiers) may have run before this frontier named it. Unless the device completed
+        that epoch, this queue is stuck for good: fail it as the scan would have. The
+        epoch signal is still valid (a closed producer's is kept by the group wait domain
+        while this set is open). Called under ``_lock``."""
+        if producer._closed and producer.qset is self.qset:
+            return  # this device is closing: its close cancels what is left here too
         ffi = self.hsa.ffi
         signal = ffi.new("hsa_signal_t*", [producer.epoch_handle])[0]
         done = EPOCH_INITIAL_VALUE - self.hsa.lib.hsa_signal_load_scacquire(signal)
-        error = producer.error
-        if done >= epoch or self.error is not None or error is None:
+        if done >= epoch or self.error is not None:
             return
+        error = producer.error or CancelledError(
+            "a device of the group closed with the awaited work"
+        )
         self.error = error_for(
             error.code,
             f"AMD GPU queue {self.index} waits on queue {producer.index}, which failed: {error}",

@@ -282,3 +282,32 @@ def test_work_published_before_the_group_formed_is_waited_on_on_the_device(defau
     finally:
         a.close()
         b.close()
+
+
+def test_a_barrier_published_after_its_producer_closed_fails_instead_of_hanging(
+    default_hooks, monkeypatch
+):
+    """b's op resolves a device barrier on a's epoch but also waits on a host semaphore, so
+    it publishes only later: a closes in between with that epoch cancelled (its scan for
+    stuck queues cannot see a barrier not yet published). Publishing sees the closed
+    producer and fails b's queue (CANCELLED) instead of leaving it stuck."""
+    monkeypatch.setattr(queue_completion, "CLOSE_DRAIN_TIMEOUT", 0.2)
+    a = hal_core.create_device(SOFT.format(0))
+    b = hal_core.create_device(SOFT.format(1))
+    try:
+        with hal_core.DeviceGroup.from_devices([a, b], owns_devices=False):
+            qa, qb = _qset(a).queues[0], _qset(b).queues[0]
+            _release, destroy = _block(qa)
+            sa, sb, gate = a.create_semaphore(), b.create_semaphore(), b.create_semaphore()
+            a.queue_barrier(1, [], [(sa, 1)])
+            b.queue_barrier(1, [(sa, 1), (gate, 1)], [(sb, 1)])
+            assert _deferred(b) == 1 and not qb.frontier  # the gate; not published yet
+            a.close()
+            gate.signal(1)
+            with pytest.raises(hal_core.HalError, match="CANCELLED"):
+                sb.wait(1, TIMEOUT)
+            assert qb.frontier == {qa: 1}
+            destroy()
+    finally:
+        a.close()
+        b.close()
