@@ -116,24 +116,29 @@ class BindingTable:
     __slots__ = ("bindings",)
 
     def __init__(self, bindings: Iterable[Any] = ()) -> None:
-        out = []
-        for i, item in enumerate(bindings):
-            if item is None or item.__class__ is BufferBinding:
-                out.append(item)
+        out: list[BufferBinding | None] = []
+        append = out.append
+        i = 0
+        for item in bindings:
+            if item.__class__ is BufferBinding:
+                buffer = item.buffer
+                if buffer is not None and buffer.__class__ is not Buffer:
+                    _check_binding_buffer(buffer, i)
+                append(item)
+            elif item is None:
+                append(None)
             elif isinstance(item, Buffer):
-                out.append(BufferBinding(item))
+                append(BufferBinding(item))
             elif isinstance(item, tuple) and 1 <= len(item) <= 3:
-                out.append(BufferBinding(*item))
+                binding = BufferBinding(*item)
+                _check_binding_buffer(binding.buffer, i)
+                append(binding)
             else:
                 raise InvalidArgumentError(
                     f"binding table entry {i} is a {type(item).__name__}; expected a "
                     "BufferBinding, a Buffer, a (buffer, offset, length) tuple or None"
                 )
-            if out[-1] is not None and not isinstance(out[-1].buffer, (Buffer, type(None))):
-                raise InvalidArgumentError(
-                    f"binding table entry {i} holds a {type(out[-1].buffer).__name__}, "
-                    "expected a Buffer"
-                )
+            i += 1
         self.bindings: tuple[BufferBinding | None, ...] = tuple(out)
 
     def __len__(self) -> int:
@@ -150,6 +155,39 @@ class BindingTable:
     def __repr__(self) -> str:
         used = sum(b is not None for b in self.bindings)
         return f"<hal_core.BindingTable {len(self.bindings)} slots, {used} bound>"
+
+
+def _check_binding_buffer(buffer: Any, i: int) -> None:
+    if buffer is not None and not isinstance(buffer, Buffer):
+        raise InvalidArgumentError(
+            f"binding table entry {i} holds a {type(buffer).__name__}, expected a Buffer"
+        )
+
+
+_new = object.__new__
+_set_buffer = BufferBinding.__dict__["buffer"].__set__
+_set_offset = BufferBinding.__dict__["offset"].__set__
+_set_length = BufferBinding.__dict__["length"].__set__
+
+
+def checked_binding(buffer: Buffer, offset: int, length: int) -> BufferBinding:
+    """``BufferBinding(buffer, offset, length)`` for a caller that has already checked
+    every field (``buffer`` a ``Buffer``, ``offset`` and ``length`` plain ints in
+    0..2**64-1): no converter runs. Internal (the replay player checks its captured
+    fields once, when its plan is built)."""
+    binding = _new(BufferBinding)
+    _set_buffer(binding, buffer)
+    _set_offset(binding, offset)
+    _set_length(binding, length)
+    return binding
+
+
+def checked_table(bindings: tuple[BufferBinding | None, ...]) -> BindingTable:
+    """A ``BindingTable`` over ``bindings``, a tuple whose entries the caller built with
+    ``checked_binding`` (or None): nothing is converted or copied. Internal."""
+    table = _new(BindingTable)
+    table.bindings = bindings
+    return table
 
 
 def bound_range(bindings: Sequence[BufferBinding | None], slot: int) -> tuple[Buffer, int, int]:

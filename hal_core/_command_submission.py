@@ -44,42 +44,69 @@ _MODES = (
     | CommandBufferMode.UNVALIDATED
     | CommandBufferMode.UNRETAINED
 )
+# Plain ints for the per-call tests (an IntFlag operator is a Python-level call that
+# builds a new flag), and every valid mode and category word mapped to its flag member
+# once (constructing a flag costs about a microsecond).
+_ONE_SHOT = int(CommandBufferMode.ONE_SHOT)
+_INLINE = int(CommandBufferMode.ALLOW_INLINE_EXECUTION)
+_UNVALIDATED = int(CommandBufferMode.UNVALIDATED)
+_ONE_SHOT_OR_INLINE = _ONE_SHOT | _INLINE
+_BORROW_TABLE = int(ExecuteFlags.BORROW_BINDING_TABLE_LIFETIME)
+_MODE_OF: dict[int, CommandBufferMode] = {
+    bits: CommandBufferMode(bits) for bits in range(int(_MODES) + 1) if not bits & ~int(_MODES)
+}
+_ANY_CATEGORY = int(CommandCategory.ANY)
+_CATEGORY_OF: dict[int, CommandCategory] = {
+    bits: CommandCategory(bits or _ANY_CATEGORY) for bits in range(_ANY_CATEGORY + 1)
+}
+_MAX_CAPACITY = 1 << 24
 
 
 def new_command_buffer(
     device: Any, mode: int, categories: int, affinity: int, binding_capacity: int
 ) -> CommandBuffer:
-    mode = as_flags(mode, "command buffer mode")
-    if mode & ~int(_MODES):
+    if mode.__class__ is not int:
+        mode = as_flags(mode, "command buffer mode")
+    flag_mode = _MODE_OF.get(mode)
+    if flag_mode is None:
+        mode = as_flags(mode, "command buffer mode")  # a malformed word says so first
         raise InvalidArgumentError(
             f"unknown command buffer mode bits {mode & ~int(_MODES):#x}; known: {_MODES!r}"
         )
-    mode = CommandBufferMode(mode)
-    categories = as_flags(categories, "command categories")
-    if categories & ~int(CommandCategory.ANY):
+    if categories.__class__ is not int:
+        categories = as_flags(categories, "command categories")
+    flag_categories = _CATEGORY_OF.get(categories)
+    if flag_categories is None:
+        categories = as_flags(categories, "command categories")
         raise InvalidArgumentError(f"categories must be CommandCategory bits, got {categories!r}")
-    categories = CommandCategory(categories or CommandCategory.ANY)
     affinity = check_queue_affinity(affinity)
     if not affinity & device._queue_mask:
         raise InvalidArgumentError(
             f"queue affinity {affinity:#x} selects no queue of this device "
             f"({device.queue_count} queues)"
         )
-    binding_capacity = as_index(binding_capacity, "binding_capacity")
-    if not 0 <= binding_capacity < (1 << 24):
+    if binding_capacity.__class__ is not int:
+        binding_capacity = as_index(binding_capacity, "binding_capacity")
+    if not 0 <= binding_capacity < _MAX_CAPACITY:
         raise InvalidArgumentError(
-            f"binding_capacity must be an int in 0..{(1 << 24) - 1}, got {binding_capacity!r}"
+            f"binding_capacity must be an int in 0..{_MAX_CAPACITY - 1}, got {binding_capacity!r}"
         )
-    if mode & CommandBufferMode.ALLOW_INLINE_EXECUTION:
-        if not mode & CommandBufferMode.ONE_SHOT or binding_capacity:
+    if mode & _INLINE:
+        if not mode & _ONE_SHOT or binding_capacity:
             raise InvalidArgumentError(
                 "ALLOW_INLINE_EXECUTION needs ONE_SHOT and binding_capacity 0 (inline "
-                f"execution cannot wait for a binding table); got mode {mode!r}, "
+                f"execution cannot wait for a binding table); got mode {flag_mode!r}, "
                 f"binding_capacity {binding_capacity}"
             )
-    validation = None if mode & CommandBufferMode.UNVALIDATED else ValidationState(categories)
+    validation = None if mode & _UNVALIDATED else ValidationState(flag_categories)
     return CommandBuffer(
-        device, mode, categories, affinity, binding_capacity, validation, _token=INTERNAL
+        device,
+        flag_mode,
+        flag_categories,
+        affinity,
+        binding_capacity,
+        validation,
+        _token=INTERNAL,
     )
 
 
@@ -117,30 +144,32 @@ def _capture_table(binding_table: Any) -> tuple:
 def prepare_execute(
     device: Any, op: Any, cb: Any, binding_table: Any, flags: int
 ) -> tuple[Any, tuple, Any]:
-    """Validate a ``queue_execute``; returns ``(program, table, retained)``."""
+    """Validate a ``queue_execute``; returns ``(program, table, retained)``. ``flags`` is
+    a plain int (``Device.queue_execute`` checked it). No lock."""
     if not isinstance(cb, CommandBuffer):
         raise InvalidArgumentError(
             f"queue_execute needs a CommandBuffer or None, got {type(cb).__name__}"
         )
     if cb.device is not device:
         raise InvalidArgumentError("the command buffer was created by another device")
-    if not cb.is_ended or cb.program is None:
+    program = cb.program
+    if program is None or not cb.is_ended:
         raise FailedPreconditionError(
             "queue_execute of a command buffer that was not recorded and ended (call "
             "begin(), record, end()) or that was closed"
         )
-    mode = cb.mode
-    if mode & CommandBufferMode.ONE_SHOT:
-        if cb._submitted:
+    mode = int(cb.mode)
+    if mode & _ONE_SHOT_OR_INLINE:
+        if mode & _ONE_SHOT and cb._submitted:
             raise FailedPreconditionError(
                 "a ONE_SHOT command buffer may be submitted once; record a new one or "
                 "create it without ONE_SHOT to reuse it"
             )
-    if mode & CommandBufferMode.ALLOW_INLINE_EXECUTION and op.waits:
-        raise InvalidArgumentError(
-            "a command buffer recorded with ALLOW_INLINE_EXECUTION cannot wait on "
-            "semaphores; submit it with an empty wait list"
-        )
+        if mode & _INLINE and op.waits:
+            raise InvalidArgumentError(
+                "a command buffer recorded with ALLOW_INLINE_EXECUTION cannot wait on "
+                "semaphores; submit it with an empty wait list"
+            )
     table = _capture_table(binding_table)
     for i, binding in enumerate(table):
         # Every mode, UNVALIDATED included: another device's memory may not be mapped
@@ -149,13 +178,11 @@ def prepare_execute(
             if binding.buffer.device is not device:
                 check_owner(device, binding.buffer, f"binding-table slot {i}")
     validate_submission(cb, table)
-    if mode & CommandBufferMode.ONE_SHOT:
+    if mode & _ONE_SHOT:
         cb._submitted = True
-    if flags & ExecuteFlags.BORROW_BINDING_TABLE_LIFETIME:
-        retained: Any = cb
-    else:
-        retained = (cb, table)
-    return cb.program, table, retained
+    if flags & _BORROW_TABLE:
+        return program, table, cb
+    return program, table, (cb, table)
 
 
 def prepare_dispatch(

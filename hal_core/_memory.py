@@ -34,7 +34,8 @@ WHOLE_BUFFER = (1 << 64) - 1
 class _Flags(enum.IntFlag):
     def has(self, bits: int) -> bool:
         """True when every bit of ``bits`` is set (use for composite members)."""
-        return (int(self) & int(bits)) == int(bits)
+        need = int(bits)
+        return int(self) & need == need
 
 
 class MemoryType(_Flags):
@@ -212,10 +213,13 @@ def _check_alignment(_inst: object, _attr: object, value: int) -> None:
         raise InvalidArgumentError(f"min_alignment must be 0 or a power of two, got {value}")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class BufferParams:
     """How a buffer will be used; zero fields canonicalise as IREE does
-    (usage DEFAULT, access ALL, type OPTIMAL, affinity ANY)."""
+    (usage DEFAULT, access ALL, type OPTIMAL, affinity ANY).
+
+    The hash is computed once per instance: allocators key their per-params answers on
+    it for every allocation, and a flag member hashes in Python (by name)."""
 
     usage: BufferUsage = attrs.field(default=BufferUsage.DEFAULT, converter=_canon_usage)
     access: MemoryAccess = attrs.field(default=MemoryAccess.ALL, converter=_canon_access)
