@@ -46,7 +46,6 @@ from ._steps import Step, StepBinder
 from ._substitution import Substitution
 
 __all__ = ["Player", "ScopeTimer"]
-__all__ = ["Player", "ScopeTimer"]
 
 _ANY = (1 << 64) - 1
 # Command-buffer mode bits hal-core knows (ONE_SHOT, ALLOW_INLINE_EXECUTION, UNVALIDATED,
@@ -158,11 +157,16 @@ class Player(RecordHandlers):
         progress = self.progress
         done = 0
         try:
-            for step, _rec, _payload in self.plan:
-                step()
-                done += 1
-                if progress is not None and done % 256 == 0:
-                    progress(done, total)
+            if progress is None:
+                for step, _rec, _payload in self.plan:
+                    step()
+                    done += 1
+            else:
+                for step, _rec, _payload in self.plan:
+                    step()
+                    done += 1
+                    if done % 256 == 0:
+                        progress(done, total)
         except HalError as exc:
             rec = self.plan[done][1]
             raise error_for(

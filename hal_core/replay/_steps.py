@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._buffer import buffer_host_bytes
-from .._command_buffer import BindingTable, BufferBinding, BufferRef
+from .._buffer_ref import BufferRef, checked_binding, checked_table
 from .._memory import BufferParams, BufferUsage, MemoryAccess, MemoryType
 from .._status import HalError
 from . import _format as F
@@ -313,33 +313,39 @@ class StepBinder:
         cid = p["command_buffer_id"]
         if lists is None or cid == F.OBJECT_ID_NONE or not self._is(cid, "command_buffer"):
             return None  # barriers and bad ids: the generic handler
-        table: list[tuple[int, int, int]] = []
+        slots: list[tuple[int | None, int, int]] = []
         for b in p["bindings"]:
             bid = b["buffer_id"]
-            if bid != F.OBJECT_ID_NONE and not self._is(bid, "buffer"):
+            if bid == F.OBJECT_ID_NONE:
+                slots.append((None, 0, 0))
+                continue
+            if not self._is(bid, "buffer"):
                 return None
-            table.append((bid, b["offset"], b["length"]))
-        bindings = tuple(table)
+            offset, length = b["offset"], b["length"]
+            if not (0 <= offset <= _ANY and 0 <= length <= _ANY):
+                return None  # (u64 fields: never) BufferBinding's converter says why
+            slots.append((bid, offset, length))
+        bindings = tuple(slots)
         waits, signals = lists
         player, objs = self.player, self.objects
         did = rec.object_id
         affinity: int = p["queue_affinity"]
         flush = affinity & _ANY or _ANY
         flags: int = p["flags"]
-        none = F.OBJECT_ID_NONE
 
         def queue_execute() -> None:
+            # Each slot's buffer is the object its captured id names in this run (a
+            # Buffer: the binder saw the record that made it), so its binding is built
+            # without the converters; the device validates the table as for any caller.
+            table = checked_table(
+                tuple(
+                    [None if b is None else checked_binding(objs[b], o, n) for b, o, n in bindings]
+                )
+            )
             device = objs[did]
             signal = [(objs[s], v) for s, v in signals]
             device.queue_execute(
-                affinity,
-                [(objs[s], v) for s, v in waits],
-                signal,
-                objs[cid],
-                BindingTable(
-                    None if b == none else BufferBinding(objs[b], o, n) for b, o, n in bindings
-                ),
-                flags,
+                affinity, [(objs[s], v) for s, v in waits], signal, objs[cid], table, flags
             )
             _finish(device, flush, signal, player.wait_timeout)
 

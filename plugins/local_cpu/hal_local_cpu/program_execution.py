@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hal_core import (
+    WHOLE_BUFFER,
     HalError,
     OutOfRangeError,
     StatusCode,
@@ -84,12 +85,22 @@ def _fill_slots(program: LocalProgram, table: tuple, work: np.ndarray, n: int) -
         raise OutOfRangeError(
             f"binding table has {len(table)} entries; the command buffer uses {need}"
         )
-    # Only the slots the recording uses: unused entries may hold anything.
+    # Only the slots the recording uses: unused entries may hold anything. The range
+    # check is ``bound_range``'s, inline; it raises its error when a range does not fit.
     for s in range(need):
         binding = table[s]
-        if binding is None or binding.buffer is None:
+        if binding is None:
             continue
-        buffer, offset, blen = bound_range(table, s)
+        buffer = binding.buffer
+        if buffer is None:
+            continue
+        offset = binding.offset
+        blen = binding.length
+        size = buffer.byte_length
+        if blen == WHOLE_BUFFER:
+            blen = size - offset
+        if blen < 0 or offset + blen > size:
+            bound_range(table, s)  # raises OUT_OF_RANGE naming the slot
         work[s] = buffer_storage(buffer).address + buffer.byte_offset + offset
         work[n + s] = blen
 
