@@ -233,7 +233,9 @@ class CommandBuffer:
         self._busy = False
         self._validation = validation
         self._submitted = False
-        self._dispatch_count = 0
+        # -1 while ``commands`` holds the recording: ``dispatch_count`` counts it when asked,
+        # so recording keeps no per-dispatch counter. Set when the commands are dropped.
+        self._dispatch_count = -1
         self._unretained_binding_count = -1
 
     def __repr__(self) -> str:
@@ -256,7 +258,16 @@ class CommandBuffer:
 
     @property
     def dispatch_count(self) -> int:
-        return self._dispatch_count
+        """Dispatches recorded so far (all of them once ended; kept after ``close()``)."""
+        if self._dispatch_count >= 0:
+            return self._dispatch_count
+        return _count_dispatches(self.commands)
+
+    def _drop_commands(self) -> None:
+        """Release the recording, keeping its dispatch count."""
+        if self._dispatch_count < 0:
+            self._dispatch_count = _count_dispatches(self.commands)
+        self.commands = []
 
     @property
     def binding_count(self) -> int:
@@ -313,7 +324,7 @@ class CommandBuffer:
                     # the recording must not keep the caller's resources alive.
                     if v is None:
                         self._unretained_binding_count = self._scan_binding_count()
-                    self.commands = []
+                    self._drop_commands()
         finally:
             self._busy = False
         self._state = _ENDED
@@ -472,7 +483,6 @@ class CommandBuffer:
             self.commands.append(
                 (CMD_DISPATCH, executable, function, config, constants, bindings, flags)
             )
-            self._dispatch_count += 1
         finally:
             self._busy = False
 
@@ -481,7 +491,7 @@ class CommandBuffer:
     def close(self) -> None:
         """Drop the recording and the backend's replay form (and with them every retained
         resource). Submissions in flight keep what they need. Idempotent."""
-        self.commands = []
+        self._drop_commands()
         self.program = None
         self._state = _ENDED
 
@@ -542,6 +552,10 @@ def constants_bytes(constants: Any) -> bytes:
             f"dispatch constants must be uint32 values (0..2**32-1), got {words!r}"
         )
     return np.asarray(words, dtype=np.uint32).tobytes()
+
+
+def _count_dispatches(commands: list[tuple]) -> int:
+    return sum(1 for cmd in commands if cmd[0] == CMD_DISPATCH)
 
 
 def _refs_of(cmd: tuple) -> tuple:
