@@ -413,7 +413,10 @@ class HostQueueSet:
             # close cancelled would wait forever: fail them as a fault would.
             cancelled = CancelledError("a device of the group closed with the awaited work")
             for q in self.queues:
-                q._fail_stuck_peers(cancelled)
+                try:
+                    q._fail_stuck_peers(cancelled)
+                except BaseException as exc:  # the rest of the close still runs
+                    errors.append(exc)
         self.queues = []
         for domain in self.wait_domains:
             domain.closed(self)
