@@ -48,7 +48,9 @@ fi
 pytest_args=(-q -p no:cacheprovider -o addopts= -rs)
 if step tests; then
   echo "== tests/plugins/cuda"
-  timeout 200 "$py" -m pytest "${pytest_args[@]}" tests/plugins/cuda >"$out/tests.log" 2>&1 || status=1
+  # SIGINT at the limit: pytest then reports the test it was in and what passed so far.
+  timeout -s INT -k 20 240 "$py" -m pytest "${pytest_args[@]}" tests/plugins/cuda \
+    >"$out/tests.log" 2>&1 || status=1
   tail -25 "$out/tests.log"
 fi
 
@@ -65,7 +67,8 @@ fi
 
 if step cts; then
   echo "== CTS on cuda://0"
-  timeout 240 "$py" -m pytest "${pytest_args[@]}" --pyargs hal_core.cts --hal-device=cuda://0 \
+  timeout -s INT -k 20 240 "$py" -m pytest "${pytest_args[@]}" --pyargs hal_core.cts \
+    --hal-device=cuda://0 \
     >"$out/cts.log" 2>&1 || status=1
   grep -E "^(FAILED|ERROR)" "$out/cts.log" | head -40
   tail -3 "$out/cts.log"
