@@ -285,7 +285,10 @@ class _ProgramBuilder:
     def record(self, commands: list) -> None:
         dispatch = self.dispatch
         spans = self.binding_spans
-        col_span = self.col_span
+        add_span = self.col_span.append
+        # The open run's facts, as locals while the loop runs (``dispatch`` and transfers
+        # change them: reread after each).
+        last_exe, last_ord, last_cfg, last_consts = self._run_facts()
         for cmd in commands:
             op = cmd[0]
             if op == CMD_BARRIER:
@@ -294,22 +297,24 @@ class _ProgramBuilder:
                 # A chain's next link (the run's executable, function, config and constants,
                 # no flags, bindings seen before) only adds its span: what ``dispatch`` would
                 # do, without its frame. Anything else goes through ``dispatch``.
+                _, exe, ordinal, cfg, consts, bindings, flags = cmd
                 if (
-                    cmd[1] is self.last_exe
-                    and cmd[4] is self.last_consts
-                    and cmd[3] is self.last_cfg
-                    and cmd[2] == self.last_ord
-                    and not cmd[6]
+                    exe is last_exe
+                    and consts is last_consts
+                    and cfg is last_cfg
+                    and ordinal == last_ord
+                    and not flags
                 ):
-                    span = spans.get(id(cmd[5]))
+                    span = spans.get(id(bindings))
                     if span is not None:
-                        col_span.append(span)
+                        add_span(span)
                         continue
                 self.any_dispatch = True
                 dispatch(cmd)
+                last_exe, last_ord, last_cfg, last_consts = self._run_facts()
                 continue
             # A transfer is a run of its own: the next dispatch reopens its template's run.
-            self.last_exe = _RESTART
+            self.last_exe = last_exe = _RESTART
             if op == CMD_FILL:
                 self.fill(cmd)
             elif op == CMD_COPY:
@@ -317,6 +322,10 @@ class _ProgramBuilder:
             elif op == CMD_UPDATE:
                 self.update(cmd)
             # barriers and debug groups need no record: commands already run in order.
+
+    def _run_facts(self) -> tuple[Any, int, Any, Any]:
+        """The open run's executable, function, config and constants."""
+        return self.last_exe, self.last_ord, self.last_cfg, self.last_consts
 
     def dispatch(self, cmd: tuple) -> None:
         _, exe, ordinal, cfg, consts, bindings, flags = cmd
@@ -597,24 +606,8 @@ def _dispatch_template(
     cx, cy, cz, ib, io = facts
     # Word 14: the ordinal (IREE dispatches: the export's hal_iree_export_t).
     # Word 15: the bindings the function needs, checked per record by the replay loop.
-    return (
-        code,
-        fn,
-        cx,
-        cy,
-        cz,
-        ib,
-        io,
-        0,
-        nc,
-        0,
-        0,
-        ws[0],
-        ws[1],
-        ws[2],
-        word14,
-        info.binding_count,
-    )
+    nb = info.binding_count
+    return (code, fn, cx, cy, cz, ib, io, 0, nc, 0, 0, ws[0], ws[1], ws[2], word14, nb)
 
 
 def _no_bindings() -> tuple[np.ndarray, tuple[Any, Any, Any]]:
