@@ -234,7 +234,9 @@ class HostQueueSet:
         queue = self.queues[op.queue]
         sub = _Sub(op)
         kind = op.kind
-        sub.resources = op.retained
+        # The op itself is what retirement drops: it holds a transfer's buffers (which
+        # ``retained`` does not) as well as what ``retained`` keeps for an execute.
+        sub.resources = op
         if kind == _K.EXECUTE or kind == _K.DISPATCH:
             self._attach_program(sub, op, queue)
         elif kind == _K.FILL or kind == _K.COPY:
@@ -302,7 +304,7 @@ class HostQueueSet:
             buffer_host_bytes(staging)[:] = op.payload
             ref = BufferRef(op.target, op.target_offset, op.length)
             sub.program = self._one_shot((CMD_COPY, ref, BufferRef(staging, 0, op.length)), queue)
-            sub.resources = [op.retained, staging]
+            sub.resources = [op, staging]
         elif op.length:
             sub.blit = True  # small ones ride inside the blit's kernargs
 
