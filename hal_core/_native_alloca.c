@@ -68,7 +68,8 @@ static Py_ssize_t b_parent, b_storage, b_state, b_offset, b_length, b_size, b_ty
 static Py_ssize_t l_valid, l_key_params, l_key_size, l_params, l_size, l_type, l_usage,
     l_access, l_placement, l_alloca_flags, l_dealloca_flags, l_machine, l_pool, l_acquire,
     l_release, l_wrap, l_alignment, l_pool_set, l_entries, l_timelines, l_axes, l_gate,
-    l_resume, l_on_error, l_state_type, l_slabs, l_storage_cache, l_single_queue;
+    l_resume, l_on_error, l_state_type, l_slabs, l_storage_cache, l_single_queue,
+    l_requesters;
 static Py_ssize_t t_pool, t_reservation, t_finalizer, f_axes, f_epochs, f_capacity, o_queue,
     o_waits, o_target, o_length, o_pool, o_params, o_alloca_state, o_flags, o_epoch, tl_retired,
     tl_begin;
@@ -134,13 +135,13 @@ nq_init_alloca(PyObject *mod, PyObject *args)
         "valid", "key_params", "key_size", "params", "size", "memory_type", "usage", "access",
         "placement", "alloca_flags", "dealloca_flags", "machine", "pool", "acquire", "release",
         "wrap", "alignment", "pool_set", "entries", "timelines", "axes", "gate", "resume",
-        "on_error", "state_type", "slabs", "storage_cache", "single_queue", NULL};
+        "on_error", "state_type", "slabs", "storage_cache", "single_queue", "requesters", NULL};
     Py_ssize_t *const lane_offsets[] = {
         &l_valid, &l_key_params, &l_key_size, &l_params, &l_size, &l_type, &l_usage,
         &l_access, &l_placement, &l_alloca_flags, &l_dealloca_flags, &l_machine, &l_pool,
         &l_acquire, &l_release, &l_wrap, &l_alignment, &l_pool_set, &l_entries,
         &l_timelines, &l_axes, &l_gate, &l_resume, &l_on_error, &l_state_type, &l_slabs,
-        &l_storage_cache, &l_single_queue};
+        &l_storage_cache, &l_single_queue, &l_requesters};
     static const char *const transient_names[] = {"pool", "reservation", "finalizer", NULL};
     Py_ssize_t *const transient_offsets[] = {&t_pool, &t_reservation, &t_finalizer};
     static const char *const frontier_names[] = {"_axes", "_epochs", "capacity", NULL};
@@ -229,6 +230,15 @@ device_lane(PyObject *device)
     return lane;
 }
 
+/* The last gate dict found open and its version (CPython < 3.12 exposes dict versions:
+   globally unique, changed by every modification), so an unchanged gate is not looked up
+   again; the dict itself is only compared, never read through this pointer. */
+#if PY_VERSION_HEX < 0x030C0000
+#define GATE_VERSION(d) (((PyDictObject *)(d))->ma_version_tag)
+static PyObject *gate_seen;
+static uint64_t gate_seen_version;
+#endif
+
 /* 1 when the backend may run an op straight now (see the module comment). The machine
    clears ``valid`` before it marks itself closed, so a valid lane means an open machine. */
 static int
@@ -238,10 +248,23 @@ gate_open(PyObject *lane)
     if (SLOT(lane, l_valid) != Py_True || !PyDict_CheckExact(gate)) {
         return 0;
     }
+#ifdef GATE_VERSION
+    if (gate == gate_seen && GATE_VERSION(gate) == gate_seen_version) {
+        return 1;
+    }
+#endif
     PyObject *profiler = PyDict_GetItemWithError(gate, s_profiler);
-    return PyDict_GetItemWithError(gate, s_submit) == NULL &&
-           PyDict_GetItemWithError(gate, s_closing) == Py_False &&
-           (profiler == NULL || profiler == Py_None) && !PyErr_Occurred();
+    int open = PyDict_GetItemWithError(gate, s_submit) == NULL &&
+               PyDict_GetItemWithError(gate, s_closing) == Py_False &&
+               (profiler == NULL || profiler == Py_None) && !PyErr_Occurred();
+    PyErr_Clear();
+#ifdef GATE_VERSION
+    if (open) {
+        gate_seen = gate;
+        gate_seen_version = GATE_VERSION(gate);
+    }
+#endif
+    return open;
 }
 
 /* 1 when the lane has a straight path for queue ``q`` and it is open now. */
@@ -475,51 +498,90 @@ slab_of(PyObject *lane, PyObject *reservation, PyObject **slab, PyObject **slab_
 
 /* The lane pool's ``wrap_reservation(reservation)`` (a new reference, NULL on error), taken
    from the lane's storage cache when the same range of the same slab (and slab storage)
-   was wrapped before; stored there otherwise. */
+   was wrapped before; stored there otherwise. Keyed by the block handle (an int for TLSF
+   blocks); an entry is (offset, length, slab index, slab, slab storage, storage). */
 static PyObject *
 wrap(PyObject *lane, PyObject *reservation)
 {
     PyObject *cache = SLOT(lane, l_storage_cache), *slab = NULL, *slab_storage = NULL;
-    if (!PyDict_CheckExact(cache) || slab_of(lane, reservation, &slab, &slab_storage) != 1) {
+    if (!PyDict_CheckExact(cache) || slab_of(lane, reservation, &slab, &slab_storage) != 1 ||
+        !PyLong_CheckExact(((Reservation *)reservation)->block_handle)) {
         return PyObject_CallOneArg(SLOT(lane, l_wrap), reservation);
     }
     Reservation *r = (Reservation *)reservation;
-    PyObject *key = PyLong_FromSsize_t(r->offset);
-    if (key == NULL) {
-        return NULL;
-    }
-    PyObject *entry = PyDict_GetItemWithError(cache, key); /* borrowed */
-    if (entry != NULL && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 5 &&
-        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0)) == r->slab_index &&
+    PyObject *key = r->block_handle;
+    PyObject *entry = PyDict_GetItemWithError(cache, key); /* borrowed; int keys run no code */
+    if (entry != NULL && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 6 &&
+        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0)) == r->offset &&
         PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1)) == r->length &&
-        PyTuple_GET_ITEM(entry, 2) == slab && PyTuple_GET_ITEM(entry, 3) == slab_storage) {
-        Py_DECREF(key);
-        PyObject *storage = PyTuple_GET_ITEM(entry, 4);
+        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2)) == r->slab_index &&
+        PyTuple_GET_ITEM(entry, 3) == slab && PyTuple_GET_ITEM(entry, 4) == slab_storage) {
+        PyObject *storage = PyTuple_GET_ITEM(entry, 5);
         Py_INCREF(storage);
         return storage;
     }
     if (PyErr_Occurred()) {
-        Py_DECREF(key);
         return NULL;
     }
     PyObject *storage = PyObject_CallOneArg(SLOT(lane, l_wrap), reservation);
     if (storage == NULL) {
-        Py_DECREF(key);
         return NULL;
     }
     if (PyDict_GET_SIZE(cache) >= STORAGE_CACHE_LIMIT) {
         PyDict_Clear(cache);
     }
-    entry = Py_BuildValue("(nnOOO)", r->slab_index, r->length, slab, slab_storage, storage);
+    entry = Py_BuildValue("(nnnOOO)", r->offset, r->length, r->slab_index, slab, slab_storage,
+                          storage);
     if (entry == NULL || PyDict_SetItem(cache, key, entry) < 0) {
         Py_XDECREF(entry);
-        Py_DECREF(key);
         Py_DECREF(storage);
         return NULL;
     }
     Py_DECREF(entry);
-    Py_DECREF(key);
     return storage;
+}
+
+/* The requester frontier {axis of queue ``q``: ``retired``} (a new reference). With the
+   lane's ``requesters`` list (pools that only read the requester during the call), the
+   queue's frontier is taken from it and updated in place instead of allocated: its slot
+   holds None while a call has it, so a concurrent call makes its own. */
+static PyObject *
+borrow_requester(PyObject *lane, long q, PyObject *retired)
+{
+    PyObject *axis = PyTuple_GET_ITEM(SLOT(lane, l_axes), q);
+    PyObject *list = SLOT(lane, l_requesters);
+    if (!PyList_CheckExact(list) || q >= PyList_GET_SIZE(list)) {
+        return single_frontier(axis, retired);
+    }
+    PyObject *f = PyList_GET_ITEM(list, q);
+    PyObject *axes = Py_TYPE(f) == FrontierType ? SLOT(f, f_axes) : NULL;
+    PyObject *epochs = axes != NULL ? SLOT(f, f_epochs) : NULL;
+    if (epochs == NULL || !PyList_CheckExact(axes) || !PyList_CheckExact(epochs) ||
+        PyList_GET_SIZE(axes) != 1 || PyList_GET_SIZE(epochs) != 1 ||
+        PyList_GET_ITEM(axes, 0) != axis) {
+        return single_frontier(axis, retired);
+    }
+    /* Take it out of the list (the list's reference becomes ours), then set its epoch. */
+    Py_INCREF(Py_None);
+    PyList_SET_ITEM(list, q, Py_None);
+    Py_INCREF(retired);
+    Py_SETREF(PyList_GET_ITEM(epochs, 0), retired); /* an int: freeing it runs no code */
+    return f;
+}
+
+/* Give ``requester`` (a reference the caller owns; None is dropped) back to the lane's
+   list when the queue's slot is free, else drop it. */
+static void
+return_requester(PyObject *lane, long q, PyObject *requester)
+{
+    PyObject *list = SLOT(lane, l_requesters);
+    if (requester != Py_None && PyList_CheckExact(list) && q < PyList_GET_SIZE(list) &&
+        PyList_GET_ITEM(list, q) == Py_None) {
+        PyList_SET_ITEM(list, q, requester);
+        Py_DECREF(Py_None);
+        return;
+    }
+    Py_DECREF(requester);
 }
 
 /* The straight alloca (see the module comment): 0, or -1 with the error set. The op is
@@ -532,7 +594,7 @@ straight_alloca(PyObject *lane, Call *c, PyObject *buffer)
     long long r = nq_nonneg(retired, 1);
     PyObject *requester = Py_None;
     if (r > 0) {
-        requester = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), c->qi), retired);
+        requester = borrow_requester(lane, c->qi, retired);
         if (requester == NULL) {
             return -1;
         }
@@ -546,7 +608,7 @@ straight_alloca(PyObject *lane, Call *c, PyObject *buffer)
     }
     PyObject *args[4] = {SLOT(lane, l_size), SLOT(lane, l_alignment), requester, allow_flags};
     PyObject *got = PyObject_Vectorcall(SLOT(lane, l_acquire), args, 4, NULL);
-    Py_DECREF(requester);
+    return_requester(lane, c->qi, requester);
     if (got == NULL) {
         return -1;
     }

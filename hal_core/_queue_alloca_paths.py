@@ -88,6 +88,7 @@ class AllocaLane:
         "slabs",
         "storage_cache",
         "single_queue",
+        "requesters",
     )
 
     def __init__(
@@ -121,11 +122,14 @@ class AllocaLane:
         self.resume: Any = None
         self.on_error: Any = None
         self.state_type: Any = None
-        # A pool whose provider's wraps are reusable: its slab list, and offset ->
-        # (slab index, length, slab, slab storage, wrapped storage) of recent commits, so a
-        # recycled block commits to the storage it had before (both None otherwise).
+        # A pool whose provider's wraps are reusable: its slab list, and block handle ->
+        # (offset, length, slab index, slab, slab storage, wrapped storage) of recent
+        # commits, so a recycled block commits to the storage it had (both None otherwise).
         self.slabs: list[Any] | None = None
         self.storage_cache: dict[int, tuple[Any, ...]] | None = None
+        # For pools that only read the requester frontier during the call: one reusable
+        # requester per queue (None while a call holds it), else None.
+        self.requesters: list[Any] | None = None
 
 
 def alloca_reference(

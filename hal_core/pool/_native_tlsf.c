@@ -102,16 +102,26 @@ frontier_dominates(PyObject *a, PyObject *b)
     Py_ssize_t i = 0;
     unsigned long long x, y, ex, ey;
     for (Py_ssize_t j = 0; j < nb; j++) {
-        if (!u64(PyList_GET_ITEM(ba, j), &y) || !u64(PyList_GET_ITEM(be, j), &ey))
+        PyObject *axis = PyList_GET_ITEM(ba, j);
+        if (!u64(PyList_GET_ITEM(be, j), &ey))
             return -1;
-        for (;;) {
-            if (i == na)
-                return 0;
-            if (!u64(PyList_GET_ITEM(aa, i), &x))
+        if (i < na && PyList_GET_ITEM(aa, i) == axis && PyLong_CheckExact(axis)) {
+            /* The same axis object (a queue's frontiers share it): equal without converting
+             * it (an axis is a large int, slow to convert). */
+            x = y = 0;
+        }
+        else {
+            if (!u64(axis, &y))
                 return -1;
-            if (x >= y)
-                break;
-            i++;
+            for (;;) {
+                if (i == na)
+                    return 0;
+                if (!u64(PyList_GET_ITEM(aa, i), &x))
+                    return -1;
+                if (x >= y)
+                    break;
+                i++;
+            }
         }
         if (x != y)
             return 0;

@@ -58,8 +58,11 @@ from .._status import (
     OutOfRangeError,
     ResourceExhaustedError,
 )
+from ._fixed_block import FixedBlockPool
+from ._passthrough import PassthroughPool
 from ._pool import Pool
 from ._reservation import AcquireResult, ReserveFlags
+from ._tlsf import TlsfPool
 
 __all__ = ["AllocaState", "QueueAllocaMachine", "TransientAllocation"]
 
@@ -72,6 +75,9 @@ _OVER_BUDGET = AcquireResult.OVER_BUDGET
 _ALLOW_POOL_WAIT = int(AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
 _INDETERMINATE = int(PlacementFlags.INDETERMINATE_LIFETIME)
 _ALLOW = int(ReserveFlags.ALLOW_WAIT_FRONTIER)
+# The pool classes whose acquire_reservation only reads the requester frontier during the
+# call (never keeps it): a lane may hand them one frontier updated in place.
+_REQUESTER_READERS = (TlsfPool, PassthroughPool, FixedBlockPool)
 
 
 class TransientAllocation:
@@ -286,6 +292,8 @@ class QueueAllocaMachine(abc.ABC):
             lane.slabs = slabs
             lane.storage_cache = {}
         lane.timelines = tuple(timelines)
+        if pool.__class__ in _REQUESTER_READERS:
+            lane.requesters = [None] * len(timelines)
         self._lanes.append(lane)
         if self._closed:  # closed meanwhile: its invalidation may have missed this lane
             lane.valid = False
