@@ -12,7 +12,8 @@ A backend is one mandatory protocol plus any of the optional capabilities:
   ``finalize_command_buffer`` (without it EXECUTE receives the raw recording).
 * ``AllocationPoolSupport``: ``query_queue_pool_backend`` (the substrate of allocation
   pools serving ``queue_alloca``); ``AllocaSubmitSupport``: ``submit_alloca``, reserving
-  at submit (without it ALLOCA runs through ``submit``).
+  at submit (without it ALLOCA runs through ``submit``); ``AllocaLaneSupport``:
+  ``bind_alloca_lane``, the straight path the native alloca front door may take.
 * ``DeviceQuerySupport``: ``query_i64`` for keys beyond the ones hal_core answers.
 * ``QueueFlushSupport``: ``flush`` for backends that batch submissions.
 * ``TopologySupport``: ``query_capabilities``, ``refine_topology_edge`` and
@@ -39,6 +40,7 @@ from ._status import InvalidArgumentError
 
 __all__ = [
     "AllocaSubmitSupport",
+    "AllocaLaneSupport",
     "AllocationPoolSupport",
     "AllocatorBackend",
     "ClosableDriverBackend",
@@ -227,6 +229,17 @@ class AllocaSubmitSupport(Protocol):
 
 
 @runtime_checkable
+class AllocaLaneSupport(Protocol):
+    """A straight ``queue_alloca`` / ``queue_dealloca`` path for hal_core's native front
+    door (``hal_core._queue_alloca_paths.AllocaLane``)."""
+
+    def bind_alloca_lane(self, lane: Any) -> None:
+        """Fill in the lane's straight-path fields (``QueueAllocaMachine.bind_lane``), or
+        leave them empty."""
+        ...
+
+
+@runtime_checkable
 class DeviceQuerySupport(Protocol):
     def query_i64(self, category: str, key: str) -> int:
         """The value of a device query; NOT_FOUND for unknown keys."""
@@ -321,6 +334,7 @@ class DeviceContract:
         "prepare_executable",
         "finalize_command_buffer",
         "submit_alloca",
+        "bind_alloca_lane",
         "query_queue_pool_backend",
         "query_i64",
         "flush",
@@ -354,6 +368,7 @@ class DeviceContract:
         self.prepare_executable = m(backend, "prepare_executable")
         self.finalize_command_buffer = m(backend, "finalize_command_buffer")
         self.submit_alloca = m(backend, "submit_alloca")
+        self.bind_alloca_lane = m(backend, "bind_alloca_lane")
         self.query_queue_pool_backend = m(backend, "query_queue_pool_backend")
         self.query_i64 = m(backend, "query_i64")
         self.flush = m(backend, "flush")

@@ -102,9 +102,7 @@ class Device(DeviceCommands):
         self._submit = contract.submit
         self._submit_alloca = contract.submit_alloca
         # The backend's straight alloca path, bound into each AllocaLane (optional).
-        self._bind_alloca_lane: Callable[[Any], None] | None = getattr(
-            backend, "bind_alloca_lane", None
-        )
+        self._bind_alloca_lane: Callable[[Any], None] | None = contract.bind_alloca_lane
         self._alloca_lane: Any = None
         self._finalize = contract.finalize_command_buffer
         self._flush = contract.flush

@@ -17,6 +17,7 @@ from ._allocator import check_host_size, host_heaps
 from ._backend_contract import (
     MANDATORY_OP_KINDS,
     OPTIONAL_OP_KINDS,
+    AllocaLaneSupport,
     AllocaSubmitSupport,
     AllocationPoolSupport,
     AllocatorBackend,
@@ -165,6 +166,7 @@ __all__ = [
     "AllocatorBackend",
     "CommandBufferSupport",
     "AllocaSubmitSupport",
+    "AllocaLaneSupport",
     "AllocationPoolSupport",
     "ClosableDriverBackend",
     "DeviceAware",

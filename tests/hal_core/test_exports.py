@@ -115,6 +115,7 @@ BACKEND_TIER = {
     "resolve_range",
     "device_from_backend",
     "AllocaState",
+    "AllocaLaneSupport",
     "AllocaSubmitSupport",
     "AllocationPoolSupport",
     "AllocatorBackend",
