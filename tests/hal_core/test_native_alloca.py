@@ -290,3 +290,24 @@ def test_lane_stops_when_shadowed_or_regrouped() -> None:
             assert new_lane.axes[0] == group.queue_axis(0, 0)
         finally:
             group.close()
+
+
+def test_local_sync_defers_an_unmet_wait_through_the_native_path() -> None:
+    """With the lane bound, an alloca and dealloca whose waits are not reached return at
+    once on local-sync (queued, not run inline and not blocking); the host signal runs
+    them, and the block is reused by the next straight alloca."""
+    params = BufferParams()
+    with hal.create_device("local-sync://") as device:
+        _chain(device, params, 1)  # binds the lane
+        assert device._alloca_lane.valid
+        gate = device.create_semaphore()
+        sem = device.create_semaphore()
+        buffer = device.queue_alloca(1, ((gate, 1),), ((sem, 1),), params, 4096)
+        device.queue_dealloca(1, ((sem, 1),), ((sem, 2),), buffer)
+        assert not buffer.is_committed and sem.query() == 0
+        gate.signal(1)
+        assert sem.query() == 2 and buffer._state == 2
+        again = device.queue_alloca(1, ((sem, 2),), ((sem, 3),), params, 4096)
+        assert again.is_committed and sem.query() == 3
+        device.queue_dealloca(1, ((sem, 3),), ((sem, 4),), again)
+        assert sem.query() == 4
