@@ -10,18 +10,19 @@ their buffers directly are built at ``end()``; a program with binding-table refe
 (or a buffer whose memory is not committed yet) is built at its first execution, from
 the addresses that execution resolves.
 
-Each node remembers the addresses (and lengths) it was last given. An execution resolves
-only what may have moved: each distinct direct buffer's memory and each binding-table
-slot's range; nodes naming one that changed get their parameters updated in the
-instantiated graph (``cuGraphExec{Kernel,Memset,Memcpy}NodeSetParams``), then the graph
-is launched (``cuGraphLaunch``). Updates affect later launches only, so launches in
-flight keep what they were launched with. An execution the graph cannot express (a fill
-turned misaligned or empty, a grid turned empty) replays as stream launches instead.
+An execution resolves only what may have moved, the program's operands: each distinct
+direct buffer's memory and each binding-table slot's range. A program keeps a few
+instances (``ProgramGraphs``), each holding the operands of an execution: one holding
+this execution's is launched as it is (``cuGraphLaunch``); otherwise an instance gets the
+nodes naming a moved operand updated (``cuGraphExec{Kernel,Memset,Memcpy}NodeSetParams``)
+first. Updates affect later launches only, so launches in flight keep what they were
+launched with. An execution the graph cannot express (a fill turned misaligned or empty)
+replays as stream launches instead.
 
-When a program's graph is dropped, its instantiated graph goes back to the device's
-``GraphCache`` under the program's shape (node kinds and dependencies); a program of the
-same shape recorded later builds its graph and updates that instance with it
-(``cuGraphExecUpdate``) instead of instantiating a new one.
+When a program is dropped, its instances go back to the device's ``GraphCache`` under
+the program's shape (node kinds and dependencies); a program of the same shape recorded
+later builds its graph and updates such an instance with it (``cuGraphExecUpdate``)
+instead of instantiating a new one.
 
 One-shot command buffers replay as stream launches: building and instantiating a graph
 costs more than launching each command once (``tools/graph_cost.py`` measures both).
