@@ -3,19 +3,25 @@ operations (``cuStreamWaitValue64`` / ``cuStreamWriteValue64``), peer access
 (``cuDeviceCanAccessPeer``, ``cuCtxEnablePeerAccess``), one primary context per GPU, and
 the function handle of every kernel launch (``launched_functions``).
 
-Stream work still runs at once on the calling thread, so a value wait cannot hold
-anything here: ``cuStreamWaitValue64`` records ``(stream, address, value, flags)`` in
-``value_waits`` (tests read the word at ``address`` to see what the GPU would see);
-``cuStreamWriteValue64`` writes the word. The GPU tests run the real thing.
+Stream work still runs at once on the calling thread (its effects on memory are not
+held), but completion is: ``cuStreamWaitValue64`` records ``(stream, address, value,
+flags)`` in ``value_waits`` and keeps every event recorded on that stream afterwards
+(and every stream that waits on such an event) unreached until the word satisfies the
+wait (``GEQ``, cyclic as on the GPU): ``cuEventQuery`` answers NOT_READY and
+``cuEventSynchronize`` / ``cuStreamSynchronize`` poll the word, as a GPU polls memory.
+So ops behind a word wait complete only after the word is written, in the order the GPU
+would complete them. ``cuStreamWriteValue64`` writes the word. The GPU tests run the
+real thing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from typing import Any
 
-from fake_cuda_driver import NOT_SUPPORTED, FakeDriver
+from fake_cuda_driver import NOT_READY, NOT_SUPPORTED, FakeDriver
 
 CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS = 122
 CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_WAIT_VALUE_NOR = 123
@@ -34,6 +40,9 @@ class FakePeerDriver(FakeDriver):
         self.peers_enabled: set[tuple[int, int]] = set()
         self.launched_functions: list[int] = []
         self._current = threading.local()
+        self._waits_lock = threading.Lock()
+        self._stream_pending: dict[Any, list[tuple[int, int]]] = {}
+        self._event_pending: dict[Any, list[tuple[int, int]]] = {}
 
     def word(self, address: int) -> int:
         """The 64-bit word at ``address`` (pinned host memory here)."""
@@ -58,7 +67,56 @@ class FakePeerDriver(FakeDriver):
         if not self.memops:
             return (NOT_SUPPORTED,)
         self.value_waits.append((stream, int(address), int(value), int(flags)))
+        with self._waits_lock:
+            self._stream_pending.setdefault(stream, []).append((int(address), int(value)))
         return (0,)
+
+    # -- completion held by value waits ------------------------------------------------
+
+    def _unmet(self, waits: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The waits whose word does not yet satisfy GEQ (cyclic 64-bit compare)."""
+        return [(a, v) for a, v in waits if (self.word(a) - v) % (1 << 64) >= 1 << 63]
+
+    def cuEventRecord(self, event: Any, stream: Any) -> tuple:
+        with self._waits_lock:
+            pending = self._unmet(self._stream_pending.get(stream, []))
+            self._stream_pending[stream] = pending
+            self._event_pending[event] = list(pending)
+        return (0,)
+
+    def cuStreamWaitEvent(self, stream: Any, event: Any, flags: int) -> tuple:
+        with self._waits_lock:
+            pending = self._event_pending.get(event)
+            if pending:
+                self._stream_pending.setdefault(stream, []).extend(pending)
+        return (0,)
+
+    def _event_unmet(self, event: Any) -> bool:
+        with self._waits_lock:
+            pending = self._unmet(self._event_pending.get(event, []))
+            self._event_pending[event] = pending
+            return bool(pending)
+
+    def cuEventQuery(self, event: Any) -> tuple:
+        result = FakeDriver.cuEventQuery(self, event)
+        if result[0] or not self._event_unmet(event):
+            return result
+        return (NOT_READY,)
+
+    def cuEventSynchronize(self, event: Any) -> tuple:
+        FakeDriver.cuEventSynchronize(self, event)
+        while self._event_unmet(event):
+            time.sleep(0.0005)  # the GPU polling the word
+        return (0,)
+
+    def cuStreamSynchronize(self, stream: Any) -> tuple:
+        while True:
+            with self._waits_lock:
+                pending = self._unmet(self._stream_pending.get(stream, []))
+                self._stream_pending[stream] = pending
+            if not pending:
+                return (0,)
+            time.sleep(0.0005)  # the GPU polling the word
 
     def cuStreamWriteValue64(self, stream: Any, address: int, value: int, flags: int) -> tuple:
         if not self.memops:

@@ -30,6 +30,7 @@ SCRIPT = textwrap.dedent(
         "-q", "-p", "no:cacheprovider", "--pyargs", "hal_core.cts",
         "--hal-device", {uri!r},
         "-k", "not dispatch and not command_buffer and not executable",
+        "-o", "faulthandler_timeout=120",
     ]))
     """
 )
@@ -38,9 +39,14 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("uri", ["cuda://", "cuda://0,1?queues=1"])
 def test_cts_transfer_semaphore_file_and_pool_suites_pass_on_a_logical_device(uri: str) -> None:
     code = SCRIPT.format(here=str(HERE), uri=uri)
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=HERE
-    )
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=HERE
+        )
+    except subprocess.TimeoutExpired as exc:  # a test stuck past faulthandler's dump
+        out = (exc.stdout or b"") + (exc.stderr or b"")
+        text = out.decode(errors="replace") if isinstance(out, bytes) else out
+        pytest.fail(f"the CTS run did not finish in 900 s:\n{text[-6000:]}")
     tail = (run.stdout + run.stderr)[-3000:]
     assert run.returncode == 0, tail
     assert " passed" in tail and " failed" not in tail

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hal_cuda import cuda_api
 from hal_cuda import driver as cuda_driver
+from hal_cuda.memory import allocate_host
 from hal_cuda.stream_waits import FAILED_WORD, SLAB_WORDS
 
 import hal_core
@@ -84,10 +86,8 @@ def test_wait_on_another_gpus_work_is_a_word_wait_on_the_stream(peers: Any) -> N
         assert peers.word(address) == 0 == waits.word_of(sem)  # not signalled yet
         peers.release()
         done.wait(1, TIMEOUT)
-        # (The fake runs stream work at once: the waiter may finish before the producer
-        # signals, which on a GPU it cannot.)
-        sem.wait(1, TIMEOUT)
-        assert peers.word(address) == 1 == waits.word_of(sem)
+        # The waiter completed behind the word, so after the producer signalled.
+        assert sem.query() == 1 and peers.word(address) == 1 == waits.word_of(sem)
     finally:
         peers.release()
         consumer.close()
@@ -203,3 +203,60 @@ def test_semaphore_words_fill_more_than_one_slab(peers: Any) -> None:
         assert len(addresses) == len(sems) and len(waits._slabs) == 2
     finally:
         dev.close()
+
+
+class Gate:
+    """A word in pinned host memory that a stream can be made to wait on (a raw
+    ``cuStreamWaitValue64``), opened from the host: holds one stream, not the others."""
+
+    def __init__(self, api: Any, dev: Any) -> None:
+        self.api = api
+        self.storage = allocate_host(dev._backend.ctx, 4096)
+        self.address = self.storage.address
+
+    def hold(self, stream: Any) -> None:
+        assert self.api.cuStreamWaitValue64(stream, self.address, 1, 0) == (0,)
+
+    def open(self) -> None:
+        np.asarray(self.storage.host_array).view(np.uint64)[0] = 1
+
+
+def test_a_word_wait_holds_its_op_until_the_producer_signals_and_a_failure_releases_it(
+    peers: Any,
+) -> None:
+    """The producer's stream is held by a gate (its fill stays in flight); the consumer's
+    waiter completes only once the producer signals, or at once when the semaphore fails
+    while the producer is still held."""
+    consumer, producer = open_device("0"), open_device("1")
+    gate, busy_gate = Gate(peers, producer), Gate(peers, consumer)
+    try:
+        gate.hold(producer._backend.streams[1])
+        # Consumer work in flight while the waiters are submitted (so they look for their
+        # producers); opened right after, as it is ahead of them on the completion thread.
+        busy_gate.hold(consumer._backend.streams[1])
+        busy = consumer.create_semaphore(0)
+        consumer.queue_fill(Q1, [], [(busy, 1)], buffer(consumer), 0, 256, b"\x02")
+        ok, bad = producer.create_semaphore(0), producer.create_semaphore(0)
+        producer.queue_fill(Q1, [], [(ok, 1), (bad, 1)], buffer(producer), 0, 256, b"\x01")
+        first, second = consumer.create_semaphore(0), consumer.create_semaphore(0)
+        consumer.queue_fill(Q0, [(bad, 1)], [(second, 1)], buffer(consumer), 0, 256, b"\x03")
+        consumer.queue_fill(Q0, [(ok, 1)], [(first, 1)], buffer(consumer), 0, 256, b"\x04")
+        assert consumer._backend.stream_waits.counts()["word"] == 2
+        busy_gate.open()
+        busy.wait(1, TIMEOUT)
+        with pytest.raises(hal_core.DeadlineExceededError):
+            second.wait(1, 0.1)  # held behind the word
+        bad.fail(StatusCode.ABORTED, "producer gave up")
+        with pytest.raises(hal_core.HalError) as info:
+            second.wait(1, TIMEOUT)  # released while the producer is still held
+        assert info.value.code == StatusCode.ABORTED and ok.query() == 0
+        with pytest.raises(hal_core.DeadlineExceededError):
+            first.wait(1, 0.1)  # still held: ``ok`` is not signalled
+        gate.open()
+        first.wait(1, TIMEOUT)
+        assert ok.query() == 1
+    finally:
+        gate.open()
+        busy_gate.open()
+        consumer.close()
+        producer.close()
