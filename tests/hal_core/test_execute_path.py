@@ -353,3 +353,50 @@ def test_unvalidated_table_range_is_checked_when_it_runs(device):
     device.queue_execute(ANY, [], [(good, 1)], cb, [BufferBinding(buf, 24)])
     good.wait(1, timeout=10)
     assert buf.read() == bytes(24) + b"\x05" * 8
+
+
+# -- submissions waiting on several semaphores (local-task) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def task_device():
+    with hal.create_device("local-task://") as d:
+        yield d
+
+
+def _fill_with_waits(device, waits):
+    buf = device.allocator.allocate_buffer(BufferParams(), 16)
+    cb = _copy_cb(device, 0)  # fills slot 0 with 0x07
+    done = device.create_semaphore(0)
+    device.queue_execute(ANY, waits, [(done, 1)], cb, [buf])
+    device.queue_flush(ANY)
+    return buf, done
+
+
+def test_several_reached_waits_run_at_once(task_device):
+    a, b = task_device.create_semaphore(3), task_device.create_semaphore(5)
+    buf, done = _fill_with_waits(task_device, [(a, 2), (b, 5)])
+    done.wait(1, timeout=10)
+    assert buf.read() == b"\x07" * 16
+
+
+def test_several_waits_with_one_pending_run_after_it(task_device):
+    a, b = task_device.create_semaphore(1), task_device.create_semaphore(0)
+    buf, done = _fill_with_waits(task_device, [(a, 1), (b, 1)])
+    assert done.query() == 0 and buf.read() == bytes(16)
+    b.signal(1)
+    done.wait(1, timeout=10)
+    assert buf.read() == b"\x07" * 16
+
+
+def test_several_waits_with_a_failed_one_fail_the_submission(task_device):
+    a, b = task_device.create_semaphore(1), task_device.create_semaphore(0)
+    b.fail(hal.AbortedError("upstream failed"))
+    buf, done = _fill_with_waits(task_device, [(a, 1), (b, 1)])
+    with pytest.raises(hal.HalError, match="upstream failed"):
+        done.wait(1, timeout=10)
+    assert buf.read() == bytes(16)
+    # The queue carries on.
+    later, finished = _fill_with_waits(task_device, [(a, 1), (a, 0)])
+    finished.wait(1, timeout=10)
+    assert later.read() == b"\x07" * 16

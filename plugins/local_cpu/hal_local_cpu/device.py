@@ -182,9 +182,13 @@ class LocalDeviceBackend:
                     sem.add_timepoint(value, self._on_timepoint_cb, op)
                     return
             else:
-                self._waiting[op] = True
-                resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
-                return
+                for sem, value in waits:
+                    if not wait_reached(sem, value):
+                        # Park until every wait is reached, or fail on the first failure.
+                        self._waiting[op] = True
+                        resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
+                        return
+                # Every wait reached already: ready now, as resolve_waits would decide.
         if self.profiler is None:
             # Ready at submit, unprofiled: the inline routes of ``_dispatch`` and
             # ``_execute`` without their frames (the common case of a dependent chain).
