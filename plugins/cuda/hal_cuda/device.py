@@ -64,6 +64,7 @@ from . import executable as executables
 from . import graphs
 from .completion import CompletionThread, EventPool
 from .cuda_api import CudaContext, check, cuda_error, hot_calls
+from .dispatch_programs import DispatchPrograms, is_single_dispatch
 from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
 from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, profiling_clock
 from .queue_pools import CudaQueuePools
@@ -91,6 +92,7 @@ _DISPATCH = QueueOpKind.DISPATCH
 _NON_BLOCKING = int(HostCallFlags.NON_BLOCKING)
 _ONE_SHOT = int(CommandBufferMode.ONE_SHOT)
 _UNRETAINED = int(CommandBufferMode.UNRETAINED)
+_DIRECT_DISPATCH = _ONE_SHOT | _UNRETAINED  # the mode of queue_dispatch's recording
 _MEMORY_QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
 _MEMORY_QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
 
@@ -200,6 +202,7 @@ class CudaDeviceBackend:
         self.stream_waits = StreamWaits(ctx, self._inflight)
         # Instantiated graphs of dropped programs, for re-recorded ones of the same shape.
         self.graph_cache = graphs.GraphCache(ctx)
+        self.dispatch_programs = DispatchPrograms()
         self.events = EventPool(ctx)
         self._timing_events = EventPool(ctx, flags=0)  # timing enabled: profiling
         self._profiling: CudaProfiling | None = None
@@ -228,7 +231,10 @@ class CudaDeviceBackend:
         """The replay form of a recording (launch limits checked here, at the call): stream
         launches, and for a reusable command buffer that qualifies a CUDA graph
         (``graphs.py``), built now when its buffers are direct and committed, else at its
-        first execution."""
+        first execution. A ``queue_dispatch``'s one-dispatch recording gets the program of
+        an identical earlier dispatch when there is one (``dispatch_programs.py``)."""
+        if mode == _DIRECT_DISPATCH and is_single_dispatch(commands):
+            return self.dispatch_programs.get(commands[0])
         unretained = bool(mode & _UNRETAINED)
         program = CudaProgram(commands, unretained)
         if not mode & (_ONE_SHOT | _UNRETAINED) and graphs.qualifies(program):

@@ -65,6 +65,10 @@ class WeakBufferRef:
             buffer, self.offset, self.length = ref, 0, ref.byte_length
         self._buffer = weakref.ref(buffer)
 
+    def peek(self) -> Any:
+        """The buffer, or None once it was collected."""
+        return self._buffer()
+
     def get(self) -> Any:
         buffer = self._buffer()
         if buffer is None:
@@ -222,7 +226,7 @@ class CudaProgram:
     ``run`` may be called from several threads at once (a command buffer submitted
     twice): the lock serialises writes to the shared kernel-parameter block."""
 
-    __slots__ = ("steps", "stages", "needs_host_sync", "graph", "parameters", "_lock")
+    __slots__ = ("steps", "stages", "needs_host_sync", "graph", "parameters", "single", "_lock")
 
     def __init__(self, commands: list, unretained: bool = False) -> None:
         """``unretained``: the recording is UNRETAINED, so the program holds its direct
@@ -257,6 +261,9 @@ class CudaProgram:
         self.stages = stages
         self.needs_host_sync = needs_sync
         self.parameters = _parameter_block(launches)
+        # The launch of a program that is one dispatch of static size (queue_dispatch's):
+        # ``run`` launches it without walking the steps (unless it runs as a graph).
+        self.single = launches[0] if len(steps) == 1 and launches and not needs_sync else None
         # A graphs.ProgramGraphs when the program is to run as a CUDA graph.
         self.graph: Any = None
         self._lock = threading.Lock()
@@ -269,10 +276,16 @@ class CudaProgram:
         ``timer`` (profiling.DispatchTimer) each launch is bracketed by timing events and
         the program replays as stream launches."""
         graph = self.graph
-        if graph is not None and timer is None:
-            with self._lock:
-                if graph.run(self, api, table, stream):
+        if timer is None:
+            if graph is None:
+                single = self.single
+                if single is not None:
+                    self._launch(api, single, table, stream)
                     return
+            else:
+                with self._lock:
+                    if graph.run(self, api, table, stream):
+                        return
         for index, step in enumerate(self.steps):
             kind = step[0]
             if kind == STEP_DISPATCH:
