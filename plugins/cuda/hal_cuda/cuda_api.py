@@ -19,6 +19,7 @@ thread-local check, no driver call when it is already current).
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from typing import Any
 
@@ -34,6 +35,9 @@ _FIX_DRIVER = (
     "install the NVIDIA driver (libcuda.so.1 must be loadable: check `nvidia-smi` and "
     "`ldconfig -p | grep libcuda`) on a machine with an NVIDIA GPU"
 )
+
+LAUNCH_ENV = "HAL_CUDA_LAUNCH"
+"""``bindings``: kernel launches go through cuda-bindings instead of ``HotCalls.launch``."""
 
 _lock = threading.Lock()
 _api: Any = None
@@ -220,10 +224,21 @@ class CudaContext:
 # larger slices. One such call costs a little more than through the bindings when no
 # other thread wants the GIL (H200: cuEventRecord 1.02 us against 0.78, cuMemsetD32Async
 # 2.17 against 1.77), and a chain of fills or dispatches gains a third (edge.fill4's chain
-# 21 us per edge against 32, ``tools/profile_paths.py``). Kernel launches stay on the
-# bindings: ctypes converts eleven arguments per launch (7.2 us against 4.4), which
-# costs more than the switches save, as do blocking calls (synchronisations, pageable
-# copies), which must let other threads run.
+# 21 us per edge against 32, ``tools/profile_paths.py``). Blocking calls
+# (synchronisations, pageable copies) stay on the bindings: they must let other threads
+# run.
+#
+# Kernel launches: through ctypes with ``argtypes`` (eleven conversions in Python per
+# call) a launch cost 7.2 us against the bindings' 4.4 on the H200. ``HotCalls.launch``
+# is ``cuLaunchKernel`` WITHOUT ``argtypes``: the caller passes the function and the
+# parameter array as ``ctypes.c_void_p`` made once per launch descriptor, the stream as a
+# ``c_void_p`` and the grid, block and shared-memory sizes as Python ints, which ctypes
+# converts in C (a C ``int`` has the ``unsigned int`` parameters' size and, below 2**31,
+# their value; CUDA's grid limits are below it). Measured on a loaded 2-core CI-class
+# machine over a C function of the same arguments: 5.6 us per call against 12.9 with the
+# ``argtypes`` above. ``HAL_CUDA_LAUNCH=bindings`` in the environment (read
+# when a device is created) keeps launches on the bindings, for comparison
+# (``tools/profile_paths.py`` measures both).
 
 
 class _Handle(ctypes.c_void_p):
@@ -261,13 +276,23 @@ class HotCalls:
     ``ctypes.PyDLL`` (same arguments and ``(CUresult,)`` results as cuda-bindings),
     everything else the bindings' own function."""
 
-    def __init__(self, api: Any, library: Any) -> None:
+    def __init__(self, api: Any, library: Any, raw_launch: bool = True) -> None:
+        """``raw_launch``: set ``launch`` (``cuLaunchKernel`` without ``argtypes``);
+        otherwise it is None and launches go through the bindings."""
         self._api = api
         for name, argtypes in _HOT_CALLS.items():
             fn = getattr(library, name)
             fn.argtypes = argtypes
             fn.restype = _as_result
             setattr(self, name, fn)
+        self.launch: Any = None
+        if raw_launch:
+            # A separate function object: the attribute lookup on ``library`` hands out
+            # one shared object per name, whose ``argtypes`` others may set.
+            address = ctypes.cast(library.cuLaunchKernel, ctypes.c_void_p).value or 0
+            launch: Any = ctypes.PYFUNCTYPE(ctypes.c_int)(address)
+            launch.argtypes = None
+            self.launch = launch
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._api, name)
@@ -283,4 +308,4 @@ def hot_calls(api: Any) -> Any:
         library = ctypes.PyDLL("libcuda.so.1")
     except OSError:
         return api
-    return HotCalls(api, library)
+    return HotCalls(api, library, os.environ.get(LAUNCH_ENV, "ctypes") != "bindings")

@@ -18,6 +18,7 @@ the queue's worker thread, which synchronises the stream before reading the coun
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import weakref
 from typing import Any
@@ -36,7 +37,7 @@ from hal_core.backend import (
     resolve_binding,
 )
 
-from .cuda_api import check
+from .cuda_api import HotCalls, check, cuda_error
 from .executable import CudaExecutable, ParameterBlock, check_launch, constant_words
 
 STEP_FILL = 0
@@ -171,6 +172,8 @@ class Launch:
         "executable_id",
         "ordinal",
         "direct",
+        "function_ptr",
+        "params_ptr",
     )
 
     def __init__(self, command: tuple, unretained: bool = False) -> None:
@@ -178,6 +181,9 @@ class Launch:
         backend: CudaExecutable = executable.backend
         function = backend.kernels[ordinal]
         self.function = function.handle
+        # For HotCalls.launch, which takes pointers already converted.
+        self.function_ptr = ctypes.c_void_p(int(function.handle))
+        self.params_ptr = ctypes.c_void_p(0)
         self.executable_id = id(executable)
         self.ordinal = ordinal
         size = tuple(config.workgroup_size)
@@ -325,8 +331,34 @@ class CudaProgram:
                     i += 1
             else:
                 for ref in launch.refs:
-                    values[i] = resolve(ref, table)[0]
+                    if ref.__class__ is WeakBufferRef:  # queue_dispatch's: resolved inline
+                        held = ref._buffer()
+                        if held is None:
+                            held = ref.get()  # raises: the buffer was dropped
+                        address = buffer_storage(held).address + held.byte_offset
+                        values[i] = address + ref.offset
+                    else:
+                        values[i] = resolve(ref, table)[0]
                     i += 1
+            if api.__class__ is HotCalls:
+                raw = api.launch
+                if raw is not None:
+                    err = raw(
+                        launch.function_ptr,
+                        grid[0],
+                        grid[1],
+                        grid[2],
+                        bx,
+                        by,
+                        bz,
+                        launch.shared,
+                        ctypes.c_void_p(int(stream)),
+                        launch.params_ptr,
+                        None,
+                    )
+                    if err:
+                        raise cuda_error(err, "cuLaunchKernel")
+                    return
             check(
                 api.cuLaunchKernel(
                     launch.function,
@@ -355,6 +387,7 @@ def _parameter_block(launches: list[Launch]) -> ParameterBlock:
     block = ParameterBlock(words)
     for launch in launches:
         launch.params = block.address + 8 * launch.first
+        launch.params_ptr = ctypes.c_void_p(launch.params)
     return block
 
 

@@ -4,7 +4,9 @@ one's value) and ``edge.fill4``'s (512 4-byte fills alternating two queues). For
 the submitting thread's time split into submitting and waiting for the last value
 (median of 7 runs, us per op), then one run under cProfile: the submitting thread's top
 functions by own time. The completion thread is not profiled (cProfile sees one thread).
-Then the split again on a device whose driver calls all go through cuda-bindings (which
+Then the dispatch chain's split with kernel launches through cuda-bindings instead of
+``HotCalls.launch`` (``HAL_CUDA_LAUNCH=bindings``), and the splits again on a device
+whose driver calls all go through cuda-bindings (which
 releases the GIL on every call) instead of ``cuda_api.hot_calls``, for comparison. Last,
 when IREE's tools can capture it, hal-core's replay of IREE's 512-dispatch chain
 (``replay.chain512``'s run) under cProfile, with the graph counters of the device.
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import sys
 import time
 from typing import Any, Callable
 
+from hal_cuda import cuda_api
 from hal_cuda.kernels import CTS_LIBRARY, load_ptx
 
 import hal_core
@@ -174,6 +178,11 @@ def main() -> int:
     _split("one-shot chain (record | execute)", _one_shot(dev))
     _replay(dev)
     dev.close()
+    os.environ[cuda_api.LAUNCH_ENV] = "bindings"  # read when a device is created
+    dev = hal_core.create_device(uri)
+    _split("dispatch chain, launches through cuda-bindings", _dispatch_chain(dev))
+    dev.close()
+    del os.environ[cuda_api.LAUNCH_ENV]
     from hal_cuda import device as cuda_device
 
     cuda_device.hot_calls = lambda api: api  # every call through cuda-bindings

@@ -189,3 +189,36 @@ def test_a_one_dispatch_command_buffer_over_a_binding_table_still_runs(
     sem.wait(1, TIMEOUT)
     assert kept.hits == 0 and len(kept._programs) == 0
     assert fake.launches[-1].params == [_address(buf), _address(buf), 4]
+
+
+def test_an_unretained_dispatch_whose_buffer_was_dropped_fails_its_signal(
+    dev: Any, fake: FakeDriver
+) -> None:
+    """A launch resolves an UNRETAINED recording's buffers through weak references: a
+    buffer dropped before a run fails that run's signal FAILED_PRECONDITION, launching
+    nothing."""
+    import weakref
+
+    import hal_core
+
+    exe, fn = _negate(dev)
+    buf = dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 16)
+    config = DispatchConfig.static(1)
+    cb = dev.create_command_buffer(
+        CommandBufferMode.UNRETAINED, CommandCategory.ANY, QueueAffinity.ANY, 0
+    )
+    cb.begin()
+    cb.dispatch(exe, fn, config, COUNT_4, (buf, buf))
+    cb.end()
+    sem = dev.create_semaphore()
+    dev.queue_execute(QueueAffinity.ANY, (), ((sem, 1),), cb)
+    sem.wait(1, TIMEOUT)
+    assert fake.launches[-1].params == [_address(buf), _address(buf), 4]
+    alive = weakref.ref(buf)
+    del buf
+    gc.collect()
+    assert alive() is None
+    dev.queue_execute(QueueAffinity.ANY, (), ((sem, 2),), cb)
+    with pytest.raises(hal_core.FailedPreconditionError, match="UNRETAINED"):
+        sem.wait(2, TIMEOUT)
+    assert len(fake.launches) == 1
