@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hal_core import HalError, OutOfRangeError, UnavailableError, UnimplementedError
+from hal_core import Executable, HalError, OutOfRangeError, UnavailableError, UnimplementedError
 from hal_core.profiling import (
     FunctionMetadata,
     ProfilingDataFamily,
@@ -20,6 +20,7 @@ from hal_core.profiling import (
 )
 
 from .device_metrics import metric_sources
+from .executable import AmdgpuExecutable
 from .hsa_enums import AgentInfo, SystemInfo
 from .pm4_packets import clock_copy_control
 from .profiling import (
@@ -367,12 +368,16 @@ class AmdgpuProfiling:
         programs = getattr(program, "per_gpu", None) or (program,)
         for p in programs:
             for r in getattr(p, "retained", ()):
-                functions = getattr(r, "functions", None)
-                info = getattr(r, "dispatch_info", None)
-                if functions is None or info is None or id(r) in self._executables:
+                # A recording retains the user's Executable; its kernels are on the
+                # backend executable behind it.
+                if r.__class__ is not Executable or id(r) in self._executables:
                     continue
+                backend = r.backend
+                if backend.__class__ is not AmdgpuExecutable:
+                    continue
+                functions = r.functions
                 self._executables.add(id(r))
-                for rows in info:
+                for rows in backend.dispatch_info:
                     for ordinal, d in enumerate(rows):
                         self.kernels[int(d.kernel_object)] = (
                             id(r),
@@ -381,7 +386,7 @@ class AmdgpuProfiling:
                         )
                 self.session.record_executable(
                     id(r),
-                    r.code_object.__class__.__name__,
+                    backend.code_object.__class__.__name__,
                     [
                         FunctionMetadata(
                             i, f.name, f.binding_count, f.constant_count, tuple(f.workgroup_size)
