@@ -452,22 +452,24 @@ class LocalDeviceBackend:
             return
         running = self._profiled_ops
         running.op = op  # tells _finish_profiled this op's host execution is timed here
-        running.status = 0  # set by _finish_profiled when the op fails
-        t0 = _host_time_ns()
+        running.start = _host_time_ns()
         try:
             LocalDeviceBackend._execute(self, op)
         finally:
-            running.op = None
-        p.record_host_execution(
-            op.kind,
-            op.queue,
-            op.epoch,
-            t0,
-            _host_time_ns(),
-            running.status,
-            getattr(op, "length", 0) or 0,
-            _thread_id(),
-        )
+            if running.op is op:
+                # Not finished on this thread (a host call that deferred its signals):
+                # its host execution ends here.
+                running.op = None
+                p.record_host_execution(
+                    op.kind,
+                    op.queue,
+                    op.epoch,
+                    running.start,
+                    _host_time_ns(),
+                    0,
+                    getattr(op, "length", 0) or 0,
+                    _thread_id(),
+                )
 
     def _finish_profiled(self, op: QueueOp, error: HalError | None) -> None:
         p = self.profiler
@@ -476,7 +478,19 @@ class LocalDeviceBackend:
             status = 0 if error is None else int(error.code)
             running = self._profiled_ops
             if getattr(running, "op", None) is op:
-                running.status = status
+                # The host execution is recorded before the signals publish, so a waiter
+                # that ends the session after its wait finds it.
+                running.op = None
+                p.record_host_execution(
+                    kind,
+                    op.queue,
+                    op.epoch,
+                    running.start,
+                    _host_time_ns(),
+                    status,
+                    getattr(op, "length", 0) or 0,
+                    _thread_id(),
+                )
             else:
                 # Completed without executing on a host thread (barriers, pool allocas,
                 # ops failed by their waits): a zero-length slice at completion.
