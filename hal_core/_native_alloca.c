@@ -8,8 +8,8 @@
    everything else, before changing anything:
 
    * alloca: ``pool`` None, ``flags`` the int 0, ``size`` an exact int, and the device's
-     ``_alloca_lane`` (an ``AllocaLane``, valid) built for this very ``params`` object and
-     size, so the reference's params, size and allocatability checks are known to pass with
+     ``_alloca_lane`` (an ``AllocaLane``, valid) built for this ``params`` (the same object,
+     or an equal ``BufferParams``: frozen, so equal params resolve alike) and size, so the reference's params, size and allocatability checks are known to pass with
      the lane's answers; the wait/signal lists of the common shape (``nq_common_op``).
    * dealloca: ``flags`` the int 0, an exact ``Buffer`` of this device that is a root with
      placement exactly ASYNCHRONOUS, a device lane, and the common wait/signal shape.
@@ -739,7 +739,10 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
     }
     Call c;
     int common = 0;
-    if (SLOT(lane, l_key_params) == args[4] &&
+    /* The same params object, or an equal one (a frozen ``BufferParams``, or None). */
+    PyObject *key = SLOT(lane, l_key_params);
+    if ((key == args[4] || (key != Py_None && Py_TYPE(args[4]) == Py_TYPE(key) &&
+                            PyObject_RichCompareBool(key, args[4], Py_EQ) == 1)) &&
         PyObject_RichCompareBool(SLOT(lane, l_key_size), args[5], Py_EQ) == 1) {
         common = call_args(&c, lane, alloca_kind, args);
     }

@@ -6,19 +6,19 @@
 falls back to for everything else; a differential property test checks both agree.
 
 An ``AllocaLane`` is what the native path needs to skip the reference for one device and
-one ``(params, size)`` call shape: the canonical params and size the reference resolved for
-them (front door; a valid lane also means the device is open: ``Device.close`` clears
-it), and, when the backend binds it (``bind_alloca_lane``), the straight path
-through its pool machine: the default pool, the queues' ``QueueTimeline``s and axes. The
-reference builds a lane after a call with ``pool=None`` and no flags, so the next call of
-that shape goes native. The native straight path runs only while the lane is ``valid`` (the
-pool machine clears it when the device joins or leaves a group, or closes), the pool set's
-entries are the ones the lane was built for, the pool is open and within budget, and the
-backend's instance dict (``gate``) has no ``submit`` (profiling taps and recorders shadow it
-there), ``_closing`` False and no active ``profiler``; then a ready alloca reserves, commits
-and completes in one call, and a ready dealloca releases and completes in one call, with
-every other case handed to the backend (``submit_alloca`` / ``submit``) as the reference
-does.
+one ``(params, size)`` call shape (params compared by value: ``BufferParams`` is frozen):
+the canonical params and size the reference resolved for them (front door; a valid lane
+also means the device is open: ``Device.close`` clears it), and, when the backend binds
+it (``bind_alloca_lane``), the straight path through its pool machine: the default pool,
+the queues' ``QueueTimeline``s and axes. The reference builds a lane after a call with
+``pool=None`` and no flags, so the next call of that shape goes native. The native
+straight path runs only while the lane is ``valid`` (the pool machine clears it when the
+device joins or leaves a group, or closes), the pool set's entries are the ones the lane
+was built for and the pool is within budget, and the backend's instance dict (``gate``)
+has no ``submit`` (profiling taps and recorders shadow it there), ``_closing`` False and no
+active ``profiler``; then a ready alloca reserves, commits and completes in one call, and a
+ready dealloca releases and completes in one call, with every other case handed to the
+backend (``submit_alloca`` / ``submit``) as the reference does.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def alloca_reference(
         if (
             lane is None
             or not lane.valid
-            or lane.key_params is not key_params
+            or not (lane.key_params is key_params or lane.key_params == key_params)
             or lane.key_size != key_size
         ):
             # The next call of this shape takes the native path (when it is built).

@@ -36,7 +36,7 @@ from hal_core.backend import TransientAllocation
 
 pytestmark = pytest.mark.skipif(native is None, reason="hal_core._native_queue is not built")
 
-# Shared objects: the lane keys on the params object itself.
+# Shared objects, and an equal copy: the lane keys on the params' value.
 PARAMS = [
     None,
     BufferParams(),
@@ -45,6 +45,7 @@ PARAMS = [
     BufferParams(min_alignment=128),
     {"usage": BufferUsage.TRANSFER},
     "not params",
+    BufferParams(),  # equal to PARAMS[1], another object: the lane compares by value
 ]
 SIZES: list[Any] = [4096, 4096, 64, 0, 17 << 20, -1, np.int64(64), 1 << 62, 4096.0]
 ALLOCA_FLAGS = [0, 0, 0, int(AllocaFlags.INDETERMINATE_LIFETIME), 2, 1 << 9]
