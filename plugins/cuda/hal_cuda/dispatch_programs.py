@@ -50,16 +50,22 @@ class DispatchPrograms:
             # Indirect counts run on a worker and are rare: not worth a key.
             self.builds += 1
             return CudaProgram([command], True)
-        parts: list[Any] = [id(executable), ordinal, config, constants]
+        # The config's fields rather than the config: tuples hash in C, the frozen
+        # class's generated __hash__ in Python.
+        key: tuple = (
+            id(executable),
+            ordinal,
+            constants,
+            config.workgroup_count,
+            config.workgroup_size,
+            config.dynamic_workgroup_local_memory,
+        )
         for ref in refs:
             buffer = ref.buffer if ref.__class__ is BufferRef else None
             if buffer is None:  # a whole Buffer or a binding-table slot: not queue_dispatch's
                 self.builds += 1
                 return CudaProgram([command], True)
-            parts.append(id(buffer))
-            parts.append(ref.offset)
-            parts.append(ref.length)
-        key = tuple(parts)
+            key += (id(buffer), ref.offset, ref.length)
         entry = self._programs.get(key)
         if entry is not None and entry[1]() is executable:
             program = entry[0]
