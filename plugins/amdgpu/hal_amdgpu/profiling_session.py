@@ -375,7 +375,7 @@ class AmdgpuProfiling:
                 backend = r.backend
                 if backend.__class__ is not AmdgpuExecutable:
                     continue
-                functions = r.functions
+                functions = backend.functions
                 self._executables.add(id(r))
                 for rows in backend.dispatch_info:
                     for ordinal, d in enumerate(rows):
