@@ -389,7 +389,11 @@ class AmdgpuProfiling:
                     backend.code_object.__class__.__name__,
                     [
                         FunctionMetadata(
-                            i, f.name, f.binding_count, f.constant_count, tuple(f.workgroup_size)
+                            i,
+                            f.name,
+                            f.binding_count,
+                            f.constant_count,
+                            (f.workgroup_size[0], f.workgroup_size[1], f.workgroup_size[2]),
                         )
                         for i, f in enumerate(functions)
                     ],
