@@ -1,10 +1,11 @@
 """The device library: the builtin blit kernels every amdgpu device loads for its queues.
 
 Code objects ship in ``hal_amdgpu/kernels`` as ``blit--amdgcn-amd-amdhsa--<target>.hsaco``:
-LLVM generic families (``gfx9-generic``, ``gfx10-3-generic``, ``gfx11-generic``,
-``gfx12-generic``) plus the exact processors no buildable generic family covers. A GPU
-uses the most specific one that ships (``target_id.library_candidates``: its full target
-ID, its processor, then its generic family), as IREE selects device libraries.
+LLVM generic families (``gfx9-generic``, ``gfx9-4-generic``, ``gfx10-3-generic``,
+``gfx11-generic``, ``gfx12-generic``) plus the exact processors no buildable generic
+family covers. A GPU uses the most specific one that ships
+(``target_id.library_candidates``: its full target ID, its processor, then its generic
+family), as IREE selects device libraries.
 ``check_device_library`` runs at device creation, so a GPU with no usable code object
 fails there (INCOMPATIBLE naming its target and every target that ships) instead of
 failing every queue operation later.

@@ -34,7 +34,10 @@ TIMEOUT = 30.0
 SELECTION = {
     "gfx906": "gfx9-generic",
     "gfx90a": "gfx90a",
+    "gfx940": "gfx9-4-generic",
+    "gfx941": "gfx9-4-generic",
     "gfx942": "gfx942",
+    "gfx950": "gfx9-4-generic",
     "gfx1030": "gfx10-3-generic",
     "gfx1036": "gfx10-3-generic",
     "gfx1100": "gfx1100",
@@ -46,7 +49,7 @@ SELECTION = {
 }
 
 #: One GPU of each family; the CTS runs on each (gfx1100 also runs in every test run).
-FAMILIES = ["gfx942", "gfx1030", "gfx1101", "gfx1200"]
+FAMILIES = ["gfx942", "gfx950", "gfx1030", "gfx1101", "gfx1200"]
 
 
 def test_the_library_ships_generic_families_and_only_the_exact_targets_they_miss():
@@ -54,6 +57,7 @@ def test_the_library_ships_generic_families_and_only_the_exact_targets_they_miss
     assert shipped == sorted(
         [
             "gfx9-generic",
+            "gfx9-4-generic",
             "gfx10-3-generic",
             "gfx11-generic",
             "gfx12-generic",
@@ -86,37 +90,26 @@ def test_committed_code_objects_are_what_the_build_script_makes(tmp_path):
         assert path.read_bytes() == (KERNEL_DIR / path.name).read_bytes(), path.name
 
 
-@pytest.mark.skipif(not shutil.which("clang-19"), reason="needs Debian's clang-19")
-def test_clang_19_cannot_build_gfx9_4_generic(tmp_path):
-    """Why MI300 ships the exact gfx942 object and gfx940/941/950 none: LLVM 19 has no
-    gfx9-4-generic processor. When the build compiler learns it, this fails: add the
-    family to build_kernels.sh and the library."""
-    source = tmp_path / "k.cl"
-    source.write_text("kernel void k(global int* p) { p[0] = 1; }\n")
-    result = subprocess.run(
-        [
-            "clang-19",
-            "-x",
-            "cl",
-            "--target=amdgcn-amd-amdhsa",
-            "-mcpu=gfx9-4-generic",
-            "-nogpulib",
-            "-c",
-            "-o",
-            str(tmp_path / "k.o"),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode != 0
-    assert "invalid target ID 'gfx9-4-generic'" in result.stderr
+@pytest.mark.skipif(
+    not (BUILD_SCRIPT.is_file() and shutil.which("clang-22") and shutil.which("ld.lld-22")),
+    reason="needs a checkout's tools/build_kernels.sh and Debian's clang-22 + lld-22 "
+    "(bookworm-security): LLVM 19 has no gfx9-4-generic",
+)
+def test_committed_gfx9_4_generic_objects_are_what_clang_22_makes(tmp_path):
+    """The gfx9-4-generic family (gfx940/941/950) is built by clang-22, the first Debian
+    LLVM that knows it; the objects are reproducible from kernels/src."""
+    env = dict(os.environ, OUT=str(tmp_path), TARGETS="gfx9-4-generic")
+    subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, check=True, capture_output=True)
+    built = sorted(tmp_path.glob("*.hsaco"))
+    assert len(built) == len(CTS_SOURCES + (BUILTIN_SOURCE,))
+    for path in built:
+        assert path.read_bytes() == (KERNEL_DIR / path.name).read_bytes(), path.name
 
 
 @pytest.mark.parametrize("target", ["gfx942:sramecc+:xnack-", "gfx942:sramecc-:xnack+"])
 def test_mi300_feature_variants_use_the_exact_gfx942_object(target):
-    """MI300 parts report feature-qualified target IDs; the feature-agnostic gfx942
-    object serves each (no gfx9-4-generic object exists to fall back on)."""
+    """MI300 parts report feature-qualified target IDs; the feature-agnostic exact gfx942
+    object serves each (it beats the gfx9-4-generic family)."""
     path = device_library_path(TargetId.parse(target))
     assert path is not None and path.name == "blit--amdgcn-amd-amdhsa--gfx942.hsaco"
 
@@ -155,6 +148,7 @@ def test_a_feature_specific_object_beats_the_bare_processor(tmp_path):
     "family,agent",
     [
         ("gfx9-generic", "gfx906"),
+        ("gfx9-4-generic", "gfx950"),
         ("gfx10-3-generic", "gfx1031"),
         ("gfx11-generic", "gfx1102"),
         ("gfx12-generic", "gfx1201"),
