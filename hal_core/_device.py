@@ -103,7 +103,8 @@ class Device(DeviceCommands):
         self._submit_alloca = contract.submit_alloca
         # The backend's straight alloca path, bound into each AllocaLane (optional).
         self._bind_alloca_lane: Callable[[Any], None] | None = contract.bind_alloca_lane
-        self._alloca_lane: Any = None
+        # Alloca lanes, newest first (``_queue_alloca_paths``); replaced, never mutated.
+        self._alloca_lanes: list[Any] = []
         self._finalize = contract.finalize_command_buffer
         self._flush = contract.flush
         self._closed = False
@@ -603,8 +604,7 @@ class Device(DeviceCommands):
         with self._close_lock:
             if self._closed:
                 return
-            lane = self._alloca_lane
-            if lane is not None:
+            for lane in self._alloca_lanes:
                 lane.valid = False  # the native alloca path takes a valid lane as open
             self._closed = True
         self.allocator.close()

@@ -7,12 +7,14 @@
    (reference: ``dealloca_reference``). Each handles one shape and calls its reference for
    everything else, before changing anything:
 
-   * alloca: ``pool`` None, ``flags`` the int 0, ``size`` an exact int, and the device's
-     ``_alloca_lane`` (an ``AllocaLane``, valid) built for this ``params`` (the same object,
-     or an equal ``BufferParams``: frozen, so equal params resolve alike) and size, so the reference's params, size and allocatability checks are known to pass with
-     the lane's answers; the wait/signal lists of the common shape (``nq_common_op``).
+   * alloca: ``pool`` None, ``flags`` the int 0, ``size`` an exact int, and one of the
+     device's ``_alloca_lanes`` (an ``AllocaLane``, valid) built for this ``params`` (the
+     same object, or an equal ``BufferParams``: frozen, so equal params resolve alike) and
+     size, so the reference's params, size and allocatability checks are known to pass
+     with the lane's answers; the wait/signal lists of the common shape (``nq_common_op``).
    * dealloca: ``flags`` the int 0, an exact ``Buffer`` of this device that is a root with
-     placement exactly ASYNCHRONOUS, a device lane, and the common wait/signal shape.
+     placement exactly ASYNCHRONOUS, a device lane (the one of the buffer's pool when there
+     is one), and the common wait/signal shape.
 
    Having built the op (and, for alloca, the pending buffer: the reference's fields, set
    through the slots), it takes the lane's straight path when the lane has one and it is
@@ -190,7 +192,7 @@ nq_init_alloca(PyObject *mod, PyObject *args)
 int
 nq_alloca_strings(void)
 {
-    s_lane = PyUnicode_InternFromString("_alloca_lane");
+    s_lane = PyUnicode_InternFromString("_alloca_lanes");
     s_entries = PyUnicode_InternFromString("_entries");
     s_budget = PyUnicode_InternFromString("budget_limit");
     s_submit = PyUnicode_InternFromString("submit");
@@ -213,21 +215,62 @@ nq_alloca_strings(void)
                : -1;
 }
 
-/* The device's lane when it is an AllocaLane marked valid (a new reference), else NULL
+/* The device's lane list (``_alloca_lanes``: newest first, replaced but never mutated, so
+   its items stay put while it is held; a new reference), else NULL with no error. */
+static PyObject *
+device_lanes(PyObject *device)
+{
+    PyObject *lanes = PyObject_GetAttr(device, s_lane);
+    if (lanes == NULL || !PyList_CheckExact(lanes)) {
+        PyErr_Clear();
+        Py_XDECREF(lanes);
+        return NULL;
+    }
+    return lanes;
+}
+
+/* 1 when ``lane`` (an item of a lane list) is an AllocaLane marked valid. */
+static int
+lane_valid(PyObject *lane)
+{
+    return Py_TYPE(lane) == LaneType && SLOT(lane, l_valid) == Py_True;
+}
+
+/* The device's valid lane built for ``params`` (the same object, or an equal one of the
+   same type: a frozen ``BufferParams``, or None) and ``size`` (a new reference), else NULL
    with no error. */
 static PyObject *
-device_lane(PyObject *device)
+alloca_lane(PyObject *device, PyObject *params, PyObject *size)
 {
-    PyObject *lane = PyObject_GetAttr(device, s_lane);
-    if (lane == NULL) {
-        PyErr_Clear();
+    PyObject *lanes = device_lanes(device);
+    if (lanes == NULL) {
         return NULL;
     }
-    if (Py_TYPE(lane) != LaneType || SLOT(lane, l_valid) != Py_True) {
-        Py_DECREF(lane);
-        return NULL;
+    PyObject *found = NULL;
+    for (Py_ssize_t i = 0; found == NULL && i < PyList_GET_SIZE(lanes); i++) {
+        PyObject *lane = PyList_GET_ITEM(lanes, i);
+        if (!lane_valid(lane)) {
+            continue;
+        }
+        PyObject *key = SLOT(lane, l_key_params), *key_size = SLOT(lane, l_key_size);
+        /* Sizes first: cheap, and what tells the shapes of one params apart. */
+        if (key_size != size && (!PyLong_CheckExact(key_size) ||
+                                 PyObject_RichCompareBool(key_size, size, Py_EQ) != 1)) {
+            PyErr_Clear();
+            continue;
+        }
+        Py_INCREF(lane);
+        if (key == params || (key != Py_None && Py_TYPE(params) == Py_TYPE(key) &&
+                              PyObject_RichCompareBool(key, params, Py_EQ) == 1)) {
+            found = lane;
+        }
+        else {
+            PyErr_Clear();
+            Py_DECREF(lane);
+        }
     }
-    return lane;
+    Py_DECREF(lanes);
+    return found;
 }
 
 /* The last gate dict found open and its version (CPython < 3.12 exposes dict versions:
@@ -733,20 +776,12 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
         return call_ref(alloca_ref, args, nargs, kwnames);
     }
     PyObject *device = args[0];
-    PyObject *lane = device_lane(device);
+    PyObject *lane = alloca_lane(device, args[4], args[5]);
     if (lane == NULL) {
         return call_ref(alloca_ref, args, nargs, kwnames);
     }
     Call c;
-    int common = 0;
-    /* The same params object, or an equal one (a frozen ``BufferParams``, or None). */
-    PyObject *key = SLOT(lane, l_key_params);
-    if ((key == args[4] || (key != Py_None && Py_TYPE(args[4]) == Py_TYPE(key) &&
-                            PyObject_RichCompareBool(key, args[4], Py_EQ) == 1)) &&
-        PyObject_RichCompareBool(SLOT(lane, l_key_size), args[5], Py_EQ) == 1) {
-        common = call_args(&c, lane, alloca_kind, args);
-    }
-    PyErr_Clear();
+    int common = call_args(&c, lane, alloca_kind, args);
     if (common != 1) {
         Py_DECREF(lane);
         return common < 0 ? NULL : call_ref(alloca_ref, args, nargs, kwnames);
@@ -854,6 +889,36 @@ releasable(PyObject *lane, PyObject *buffer)
     return transient;
 }
 
+/* The device's valid lane for a dealloca of ``buffer`` (a new reference): the first whose
+   pool the buffer's block came from, else the newest valid one (its straight path is then
+   not taken); NULL with no error when there is none. */
+static PyObject *
+dealloca_lane(PyObject *device, PyObject *buffer)
+{
+    PyObject *lanes = device_lanes(device);
+    if (lanes == NULL) {
+        return NULL;
+    }
+    PyObject *found = NULL, *first = NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lanes); i++) {
+        PyObject *lane = PyList_GET_ITEM(lanes, i);
+        if (!lane_valid(lane)) {
+            continue;
+        }
+        if (first == NULL) {
+            first = lane;
+        }
+        if (releasable(lane, buffer) != NULL) {
+            found = lane;
+            break;
+        }
+    }
+    found = found != NULL ? found : first;
+    Py_XINCREF(found);
+    Py_DECREF(lanes);
+    return found;
+}
+
 PyObject *
 nq_dealloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -872,7 +937,7 @@ nq_dealloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kw
         PyErr_Clear();
         return call_ref(dealloca_ref, args, nargs, kwnames);
     }
-    PyObject *lane = device_lane(device);
+    PyObject *lane = dealloca_lane(device, buffer);
     if (lane == NULL) {
         return call_ref(dealloca_ref, args, nargs, kwnames);
     }

@@ -6,12 +6,15 @@
 falls back to for everything else; a differential property test checks both agree.
 
 An ``AllocaLane`` is what the native path needs to skip the reference for one device and
-one ``(params, size)`` call shape (params compared by value: ``BufferParams`` is frozen):
+one ``(params, size)`` call shape (params compared by value: ``BufferParams`` is frozen);
+a device keeps up to ``MAX_ALLOCA_LANES`` of them, newest first (``Device._alloca_lanes``),
+so a program alternating a few shapes (an MLP's 128- and 512-byte allocas) stays native:
 the canonical params and size the reference resolved for them (front door; a valid lane
 also means the device is open: ``Device.close`` clears it), and, when the backend binds
 it (``bind_alloca_lane``), the straight path through its pool machine: the default pool,
 the queues' ``QueueTimeline``s and axes. The reference builds a lane after a call with
-``pool=None`` and no flags, so the next call of that shape goes native. The native
+``pool=None`` and no flags and no valid lane of that shape, so the next call of that shape
+goes native; a dealloca takes the lane whose pool the buffer came from. The native
 straight path runs only while the lane is ``valid`` (the pool machine clears it when the
 device joins or leaves a group, or closes), the pool set's entries are the ones the lane
 was built for and the pool is within budget, and the backend's instance dict (``gate``)
@@ -35,7 +38,10 @@ from ._semaphore import SemaphoreList
 from ._status import InvalidArgumentError
 from .pool import Pool
 
-__all__ = ["AllocaLane", "alloca_reference", "dealloca_reference"]
+__all__ = ["MAX_ALLOCA_LANES", "AllocaLane", "alloca_reference", "dealloca_reference"]
+
+# Lanes a device keeps (one per call shape; the native path scans them in order).
+MAX_ALLOCA_LANES = 4
 
 _ALLOCA_FLAGS = int(AllocaFlags.INDETERMINATE_LIFETIME | AllocaFlags.ALLOW_POOL_WAIT_FRONTIER)
 # Flag tests on ints: ``enum & enum`` builds a new flag member (about a microsecond each).
@@ -89,6 +95,7 @@ class AllocaLane:
         "storage_cache",
         "single_queue",
         "requesters",
+        "__weakref__",  # the pool machine holds its bound lanes weakly
     )
 
     def __init__(
@@ -183,19 +190,25 @@ def alloca_reference(
         and allocation_size.__class__ is int
         and (key_params is None or key_params.__class__ is BufferParams)  # frozen: a safe key
     ):
-        lane = device._alloca_lane
-        if (
-            lane is None
-            or not lane.valid
-            or not (lane.key_params is key_params or lane.key_params == key_params)
-            or lane.key_size != key_size
-        ):
-            # The next call of this shape takes the native path (when it is built).
+        lanes = device._alloca_lanes
+        for lane in lanes:
+            if lane.valid and (lane.key_params is key_params or lane.key_params == key_params):
+                if lane.key_size == key_size:
+                    break
+        else:
+            # The next call of this shape takes the native path (when it is built). A
+            # program alternating a few shapes keeps one lane each; the oldest built goes
+            # (marked invalid, so its machine drops it) beyond ``MAX_ALLOCA_LANES``.
             lane = AllocaLane(key_params, key_size, params, size, device._single_queue)
+            kept = [old for old in lanes if old.valid]
+            for old in kept[MAX_ALLOCA_LANES - 1 :]:
+                old.valid = False
+            del kept[MAX_ALLOCA_LANES - 1 :]
             bind = device._bind_alloca_lane
             if bind is not None:
                 bind(lane)
-            device._alloca_lane = lane
+            kept.insert(0, lane)
+            device._alloca_lanes = kept
             if device._closed:  # closed meanwhile: a valid lane means an open device
                 lane.valid = False
     # Backends with pools reserve memory here (and may refuse with RESOURCE_EXHAUSTED).

@@ -83,7 +83,12 @@ _REQUESTER_READERS = (TlsfPool, PassthroughPool, FixedBlockPool)
 class TransientAllocation:
     """``Buffer.pool_state`` of a committed ``queue_alloca`` buffer: the pool and
     reservation its memory came from (and, for INDETERMINATE_LIFETIME buffers, the
-    finalizer that gives the memory back when the buffer is dropped)."""
+    finalizer that gives the memory back when the buffer is dropped).
+
+    A buffer dropped while committed (no ``queue_dealloca`` came) drops this too, and its
+    reservation goes back to the pool then, as IREE releases a dropped buffer's memory: a
+    program that never deallocas must not grow the pool's block table run after run. A
+    dealloca releases the reservation first, so dropping this afterwards does nothing."""
 
     __slots__ = ("pool", "reservation", "finalizer")
 
@@ -91,6 +96,14 @@ class TransientAllocation:
         self.pool = pool
         self.reservation = reservation
         self.finalizer: Any = None
+
+    def __del__(self) -> None:
+        reservation = self.reservation
+        if reservation is not None and reservation.is_live:
+            try:
+                _release_dropped(self.pool, reservation)
+            except HalError:
+                pass  # the pool closed meanwhile: its memory went with it
 
 
 class AllocaState:
@@ -131,8 +144,9 @@ class QueueAllocaMachine(abc.ABC):
         self._closed = False
         # The last default-pool selection: (params, length, the pool set's entries, pool).
         self._selected: tuple[Any, int, Any, Pool] | None = None
-        # Alloca lanes bound since the last invalidation (see ``bind_lane``).
-        self._lanes: list[Any] = []
+        # Alloca lanes bound since the last invalidation (see ``bind_lane``), held weakly:
+        # a device drops the lanes of shapes it no longer uses, and they leave this set.
+        self._lanes: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -294,7 +308,7 @@ class QueueAllocaMachine(abc.ABC):
         lane.timelines = tuple(timelines)
         if pool.__class__ in _REQUESTER_READERS:
             lane.requesters = [None] * len(timelines)
-        self._lanes.append(lane)
+        self._lanes.add(lane)
         if self._closed:  # closed meanwhile: its invalidation may have missed this lane
             lane.valid = False
 
@@ -302,8 +316,8 @@ class QueueAllocaMachine(abc.ABC):
         """Stop the native straight path of every lane bound so far (queue axes or pools
         changed, or closing): the next call of each shape goes through the reference,
         which binds a new lane."""
-        lanes, self._lanes = self._lanes, []
-        for lane in lanes:
+        lanes, self._lanes = self._lanes, weakref.WeakSet()
+        for lane in list(lanes):
             lane.valid = False
 
     def _straight_timelines(self) -> Any:

@@ -30,7 +30,12 @@ from hal_core import (
     MemoryType,
     StatusCode,
 )
-from hal_core._queue_alloca_paths import AllocaLane, alloca_reference, dealloca_reference
+from hal_core._queue_alloca_paths import (
+    MAX_ALLOCA_LANES,
+    AllocaLane,
+    alloca_reference,
+    dealloca_reference,
+)
 from hal_core._queue_fast_paths import native
 from hal_core.backend import TransientAllocation
 
@@ -54,16 +59,17 @@ AFFINITIES: list[Any] = [1, 1, 1, 2, -1, 0, 1 << 40, "1"]
 
 _wait = st.one_of(st.none(), st.tuples(st.integers(0, 1), st.integers(-1, 2)))
 _signal = st.tuples(st.integers(0, 1), st.integers(-1, 2))
-# The call shape the lane keys on (params PARAMS[1], 4096 bytes, queue 0, no pool or flags),
-# with waits met or not: most steps, so that lanes are bound and used.
+# The call shapes lanes key on (params PARAMS[1], [2], [3] or the equal [7]; 4096 or 64
+# bytes; queue 0, no pool or flags), with waits met or not: most steps, so that lanes are
+# bound and used, and more shapes than a device keeps lanes for (the oldest is dropped).
 _common = st.one_of(
     st.tuples(
         st.just("alloca"),
         _wait,
         _signal,
         st.just(0),
-        st.just(1),
-        st.just(0),
+        st.sampled_from([1, 1, 2, 3, 7]),
+        st.sampled_from([0, 0, 2]),
         st.just(0),
         st.just(False),
     ),
@@ -209,6 +215,14 @@ def _run(uri: str, steps: list, native_calls: bool) -> list:
         ("dealloca", (0, 0), (0, 0), 0, 2, 0),
     ]
 )
+@example(
+    # Five shapes (one more than the lanes a device keeps), then deallocas of blocks whose
+    # lane was dropped, and the first shape again.
+    steps=[("alloca", None, (0, 0), 0, p, z, 0, False) for p, z in ((1, 0), (1, 2), (2, 0))]
+    + [("alloca", None, (0, 0), 0, p, z, 0, False) for p, z in ((2, 2), (3, 0), (1, 0))]
+    + [("dealloca", None, (0, 0), 0, i, 0) for i in range(6)]
+    + [("alloca", None, (0, 0), 0, 1, 2, 0, False)]
+)
 def test_native_alloca_agrees_with_reference(uri: str, steps: list) -> None:
     assert _run(uri, steps, True) == _run(uri, steps, False)
 
@@ -233,7 +247,7 @@ def test_ready_chain_takes_the_straight_path(uri: str) -> None:
     params = BufferParams()
     with hal.create_device(uri) as device:
         _chain(device, params, 1)  # binds the lane
-        lane = device._alloca_lane
+        lane = device._alloca_lanes[0]
         assert isinstance(lane, AllocaLane) and lane.valid and lane.timelines
         submitted: list = []
         inner_alloca, inner_submit = device._submit_alloca, device._submit
@@ -281,12 +295,12 @@ def test_lane_stops_when_shadowed_or_regrouped() -> None:
         # device's submit (which the reference calls too) instead of running natively.
         assert seen.count(hal.QueueOpKind.ALLOCA) == 2
         assert seen.count(("device", hal.QueueOpKind.DEALLOCA)) == 2
-        lane = device._alloca_lane
+        lane = device._alloca_lanes[0]
         group = hal.DeviceGroup.from_devices([device], owns_devices=False)
         try:
             assert not lane.valid
             _chain(device, params, 2)
-            new_lane = device._alloca_lane
+            new_lane = device._alloca_lanes[0]
             assert new_lane is not lane and new_lane.valid
             assert new_lane.axes[0] == group.queue_axis(0, 0)
         finally:
@@ -300,7 +314,7 @@ def test_local_sync_defers_an_unmet_wait_through_the_native_path() -> None:
     params = BufferParams()
     with hal.create_device("local-sync://") as device:
         _chain(device, params, 1)  # binds the lane
-        assert device._alloca_lane.valid
+        assert device._alloca_lanes[0].valid
         gate = device.create_semaphore()
         sem = device.create_semaphore()
         buffer = device.queue_alloca(1, ((gate, 1),), ((sem, 1),), params, 4096)
@@ -312,3 +326,46 @@ def test_local_sync_defers_an_unmet_wait_through_the_native_path() -> None:
         assert again.is_committed and sem.query() == 3
         device.queue_dealloca(1, ((sem, 3),), ((sem, 4),), again)
         assert sem.query() == 4
+
+
+@pytest.mark.parametrize("uri", ["local-sync://", "local-task://"])
+def test_alternating_shapes_keep_their_lanes(uri: str) -> None:
+    """A program alternating allocation sizes (an MLP's 128- and 512-byte allocas) binds
+    one lane per shape once and then never reaches the backend's submit; more shapes than
+    a device keeps drop the oldest lane, and the pool machine does not pile dropped lanes
+    up (it held every lane ever bound, two per iteration, when a device kept one)."""
+    params = BufferParams()
+    with hal.create_device(uri) as device:
+        sem = device.create_semaphore()
+        v = 0
+
+        def pair(size: int) -> None:
+            nonlocal v
+            buffer = device.queue_alloca(1, ((sem, v),), ((sem, v + 1),), params, size)
+            device.queue_dealloca(1, ((sem, v + 1),), ((sem, v + 2),), buffer)
+            v += 2
+
+        pair(128)
+        pair(512)
+        lanes = list(device._alloca_lanes)
+        assert [lane.key_size for lane in lanes] == [512, 128]
+        submitted: list = []
+        inner_alloca, inner_submit = device._submit_alloca, device._submit
+        device._submit_alloca = lambda op: (submitted.append(op), inner_alloca(op))
+        device._submit = lambda op: (submitted.append(op), inner_submit(op))
+        for _ in range(50):
+            pair(128)
+            pair(512)
+        assert submitted == [] and device._alloca_lanes == lanes
+        device._submit_alloca, device._submit = inner_alloca, inner_submit
+        for size in range(1, 200):
+            pair(size)
+        assert len(device._alloca_lanes) == MAX_ALLOCA_LANES
+        assert all(lane.valid for lane in device._alloca_lanes)
+        assert not any(lane.valid for lane in lanes)  # dropped: marked invalid
+        del lanes
+        machine = device._alloca_lanes[0].machine
+        assert len(machine._lanes) == MAX_ALLOCA_LANES
+        assert sem.query() == v
+        stats = device._alloca_lanes[0].pool.query_stats()
+        assert stats.reservation_count == 0

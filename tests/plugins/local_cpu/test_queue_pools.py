@@ -68,7 +68,8 @@ def test_close_cancels_a_parked_alloca():
         CpuSlabProvider(), block_size=64, block_count=1, notification=pools.notification
     )
     s1, s2 = device.create_semaphore(), device.create_semaphore()
-    device.queue_alloca(1, (), [(s1, 1)], BufferParams(), 64, pool=pool)
+    # Kept: a dropped queue_alloca buffer gives its block back.
+    first = device.queue_alloca(1, (), [(s1, 1)], BufferParams(), 64, pool=pool)
     s1.wait(1, T)
     parked = device.queue_alloca(1, (), [(s2, 1)], BufferParams(), 64, pool=pool)
     assert pools.pending_count == 1 and not parked.is_committed
@@ -77,6 +78,7 @@ def test_close_cancels_a_parked_alloca():
         s2.wait(1, T)
     assert pool.query_stats().reservation_count == 1  # only the first buffer's block
     assert pool.acquire_reservation(64)[0] == AcquireResult.EXHAUSTED
+    assert first.is_committed
 
 
 def test_group_membership_publishes_on_the_group_tracker(device):
