@@ -71,7 +71,7 @@ static Py_ssize_t l_valid, l_key_params, l_key_size, l_params, l_size, l_type, l
     l_access, l_placement, l_alloca_flags, l_dealloca_flags, l_machine, l_pool, l_acquire,
     l_release, l_wrap, l_alignment, l_pool_set, l_entries, l_timelines, l_axes, l_gate,
     l_resume, l_on_error, l_state_type, l_slabs, l_storage_cache, l_single_queue,
-    l_requesters;
+    l_requesters, l_spare;
 static Py_ssize_t t_pool, t_reservation, t_finalizer, f_axes, f_epochs, f_capacity, o_queue,
     o_waits, o_target, o_length, o_pool, o_params, o_alloca_state, o_flags, o_epoch, tl_retired,
     tl_begin;
@@ -137,13 +137,13 @@ nq_init_alloca(PyObject *mod, PyObject *args)
         "valid", "key_params", "key_size", "params", "size", "memory_type", "usage", "access",
         "placement", "alloca_flags", "dealloca_flags", "machine", "pool", "acquire", "release",
         "wrap", "alignment", "pool_set", "entries", "timelines", "axes", "gate", "resume",
-        "on_error", "state_type", "slabs", "storage_cache", "single_queue", "requesters", NULL};
+        "on_error", "state_type", "slabs", "storage_cache", "single_queue", "requesters", "spare", NULL};
     Py_ssize_t *const lane_offsets[] = {
         &l_valid, &l_key_params, &l_key_size, &l_params, &l_size, &l_type, &l_usage,
         &l_access, &l_placement, &l_alloca_flags, &l_dealloca_flags, &l_machine, &l_pool,
         &l_acquire, &l_release, &l_wrap, &l_alignment, &l_pool_set, &l_entries,
         &l_timelines, &l_axes, &l_gate, &l_resume, &l_on_error, &l_state_type, &l_slabs,
-        &l_storage_cache, &l_single_queue, &l_requesters};
+        &l_storage_cache, &l_single_queue, &l_requesters, &l_spare};
     static const char *const transient_names[] = {"pool", "reservation", "finalizer", NULL};
     Py_ssize_t *const transient_offsets[] = {&t_pool, &t_reservation, &t_finalizer};
     static const char *const frontier_names[] = {"_axes", "_epochs", "capacity", NULL};
@@ -684,10 +684,18 @@ straight_alloca(PyObject *lane, Call *c, PyObject *buffer)
         Py_XDECREF(op);
         goto done;
     }
-    PyObject *transient = TransientType->tp_alloc(TransientType, 0);
-    if (transient == NULL) {
-        Py_DECREF(storage);
-        goto done;
+    /* The lane's spare (a TransientAllocation its straight dealloca let go of, referenced
+       by nothing else), else a new one. */
+    PyObject *transient = SLOT(lane, l_spare);
+    if (transient != Py_None && Py_TYPE(transient) == TransientType) {
+        SLOT(lane, l_spare) = Py_NewRef(Py_None);
+    }
+    else {
+        transient = TransientType->tp_alloc(TransientType, 0);
+        if (transient == NULL) {
+            Py_DECREF(storage);
+            goto done;
+        }
     }
     set_slot(transient, t_pool, SLOT(lane, l_pool));
     set_slot(transient, t_reservation, reservation);
@@ -848,11 +856,20 @@ straight_dealloca(PyObject *lane, Call *c, PyObject *buffer, PyObject *transient
         released = PyObject_Vectorcall(SLOT(lane, l_release), args, 2, NULL);
         Py_DECREF(frontier);
     }
-    Py_DECREF(transient);
     if (released != NULL) {
         Py_DECREF(released);
+        if (Py_REFCNT(transient) == 1 && SLOT(lane, l_spare) == Py_None) {
+            /* Nothing else sees it: the lane's next straight alloca reuses it (one object
+               fewer per pair; its drop-release finds no reservation). */
+            set_slot(transient, t_reservation, Py_None);
+            Py_SETREF(SLOT(lane, l_spare), transient);
+        }
+        else {
+            Py_DECREF(transient);
+        }
         return nq_complete(c->signals, c->epoch, timeline);
     }
+    Py_DECREF(transient);
     /* Failed after the epoch was taken: fail the signals as the reference's inline
        execution does (``on_error`` re-raises only an interrupt). */
     PyObject *type, *exc, *tb;

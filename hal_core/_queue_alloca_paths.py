@@ -95,6 +95,7 @@ class AllocaLane:
         "storage_cache",
         "single_queue",
         "requesters",
+        "spare",
         "__weakref__",  # the pool machine holds its bound lanes weakly
     )
 
@@ -137,6 +138,9 @@ class AllocaLane:
         # For pools that only read the requester frontier during the call: one reusable
         # requester per queue (None while a call holds it), else None.
         self.requesters: list[Any] | None = None
+        # A ``TransientAllocation`` the native straight dealloca let go of (no reservation,
+        # referenced by nothing else), for the next straight alloca to reuse; else None.
+        self.spare: Any = None
 
 
 def alloca_reference(

@@ -369,3 +369,26 @@ def test_alternating_shapes_keep_their_lanes(uri: str) -> None:
         assert sem.query() == v
         stats = device._alloca_lanes[0].pool.query_stats()
         assert stats.reservation_count == 0
+
+
+def test_straight_dealloca_hands_its_transient_to_the_next_alloca() -> None:
+    """The straight dealloca keeps the released ``TransientAllocation`` (no reservation)
+    on the lane when nothing else holds it, and the next straight alloca commits with it;
+    one still held elsewhere is left alone."""
+    params = BufferParams()
+    with hal.create_device("local-sync://") as device:
+        _chain(device, params, 1)  # binds the lane
+        lane = device._alloca_lanes[0]
+        sem = device.create_semaphore()
+        a = device.queue_alloca(1, (), ((sem, 1),), params, 4096)
+        device.queue_dealloca(1, ((sem, 1),), ((sem, 2),), a)
+        spare = lane.spare
+        assert isinstance(spare, TransientAllocation) and spare.reservation is None
+        b = device.queue_alloca(1, ((sem, 2),), ((sem, 3),), params, 4096)
+        assert b.pool_state is spare and lane.spare is None
+        assert spare.reservation.is_live and spare.pool is lane.pool
+        held = b.pool_state  # another reference: not reused
+        device.queue_dealloca(1, ((sem, 3),), ((sem, 4),), b)
+        assert lane.spare is None and held.reservation is not None
+        assert not held.reservation.is_live
+        assert sem.query() == 4 and lane.pool.query_stats().reservation_count == 0
