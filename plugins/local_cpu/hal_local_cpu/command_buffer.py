@@ -68,8 +68,24 @@ from .program_records import (  # re-exported: the record layout
     SEG_PARALLEL,
     SEG_PYTHON,
 )
+from .program_segments import dispatch_template, leaves_native_loop, segments_of
 
-__all__ = ["LocalProgram", "finalize"]
+__all__ = [
+    "LocalProgram",
+    "finalize",
+    # the record layout, re-exported from program_records
+    "OP_COPY",
+    "OP_DISPATCH",
+    "OP_FILL",
+    "OP_IREE_DISPATCH",
+    "OP_PYDISPATCH",
+    "OP_UPDATE",
+    "PARALLEL_MIN_WORKGROUPS",
+    "REC",
+    "SEG_NATIVE",
+    "SEG_PARALLEL",
+    "SEG_PYTHON",
+]
 
 _ASYNC = int(PlacementFlags.ASYNCHRONOUS)
 _UNSUPPORTED_DISPATCH_FLAGS = int(
@@ -170,6 +186,10 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
         lib = replay_library()
     except UnavailableError:
         lib = None
+    if len(commands) <= _FEW_TRANSFERS:
+        small = _transfer_program(commands, mode, cap, lib is not None)
+        if small is not None:
+            return small
     b = _ProgramBuilder(cap, parallel)
     b.record(commands)
     p = LocalProgram()
@@ -177,8 +197,89 @@ def _finalize(commands: list, mode: int, cap: int, parallel: bool) -> LocalProgr
     b.fill_direct(p, commands, mode)
     p.capacity = cap
     p.native = lib is not None
-    p.segments = _segments(p.records, b.any_special, lib is not None, parallel)
+    p.segments = segments_of(p.records, b.any_special, lib is not None, parallel)
     p.inline = inline_allowed(p, b.transfer_bytes, b.any_dispatch, int(mode))
+    return p
+
+
+_FEW_TRANSFERS = 8
+"""Recordings of at most this many commands, all fills, copies, barriers or debug groups
+(a readback, a staging upload), take ``_transfer_program``: the records are the commands
+in order, so the builder's templates, runs and binding spans would be pure overhead."""
+
+
+def _transfer_program(commands: list, mode: int, cap: int, native: bool) -> LocalProgram | None:
+    """The program of a short transfer-only recording, or None when ``commands`` holds
+    anything else (a dispatch or an update: the builder's path). Same records, segments
+    and inline decision as the builder would produce."""
+    index_of: dict[int, int] = {}
+    direct: list[Any] = []
+    records: list[tuple] = []
+    slot_hi = 0
+    transfer_bytes = 0
+
+    def base_of(ref: Any) -> int:
+        nonlocal slot_hi
+        if ref.__class__ is BufferRef:
+            b = ref.buffer
+            if b is None:
+                s = ref.slot
+                if s >= cap:
+                    raise OutOfRangeError(
+                        f"binding-table slot {s} is past the command buffer's "
+                        f"binding_capacity {cap}"
+                    )
+                if s >= slot_hi:
+                    slot_hi = s + 1
+                return s
+        elif isinstance(ref, Buffer):
+            b = ref
+        else:
+            raise InvalidArgumentError(
+                f"a command references a {type(ref).__name__}; expected a Buffer or BufferRef"
+            )
+        i = index_of.get(id(b))
+        if i is None:
+            i = index_of[id(b)] = cap + len(direct)
+            direct.append(b)
+        return i
+
+    for cmd in commands:
+        op = cmd[0]
+        if op == CMD_COPY:
+            dst, src = cmd[1], cmd[2]
+            sbase = base_of(src)
+            dbase = base_of(dst)
+            n = _ref_len(src)
+            records.append((OP_COPY, sbase, src.offset, dbase, dst.offset, n) + _ZEROS10)
+        elif op == CMD_FILL:
+            ref, data = cmd[1], cmd[2]
+            pattern = int.from_bytes(data, "little")
+            base = base_of(ref)
+            n = _ref_len(ref)
+            records.append((OP_FILL, base, ref.offset, n, pattern, len(data)) + _ZEROS10)
+        elif op == CMD_DISPATCH or op == CMD_UPDATE:
+            return None
+        else:
+            continue  # barriers and debug groups: commands already run in order
+        if n < 0 or transfer_bytes < 0:
+            transfer_bytes = -1
+        else:
+            transfer_bytes += n
+    p = LocalProgram()
+    recs = np.array(records, dtype=_I64) if records else np.zeros((0, REC), _I64)
+    p.records = recs
+    p.bind_base = p.bind_off = p.bind_len = _NO_BINDINGS
+    p.arenas = []
+    p.executables = ()
+    p.py_fns = []
+    p.slot_count = slot_hi
+    p._ptrs = (_p64(recs),) + _NO_BINDINGS_PTRS
+    _fill_direct(p, direct, cap, commands, mode)
+    p.capacity = cap
+    p.native = native
+    p.segments = segments_of(recs, False, native, False)
+    p.inline = inline_allowed(p, transfer_bytes, False, int(mode))
     return p
 
 
@@ -377,7 +478,7 @@ class _ProgramBuilder:
         ):
             self.dec_exe, self.dec_ord, self.dec_cfg, self.dec_nc = exe, ordinal, cfg, nc
             self.tidx = len(self.templates)
-            t = _dispatch_template(
+            t = dispatch_template(
                 exe,
                 ordinal,
                 cfg,
@@ -389,7 +490,7 @@ class _ProgramBuilder:
             )
             self.templates.append(t)
             # Decided once per template: does any record leave the native loop?
-            if not self.any_special and _leaves_native_loop(t, self.parallel):
+            if not self.any_special and leaves_native_loop(t, self.parallel):
                 self.any_special = True
         self.run_starts.append(len(self.col_span))
         self.run_templates.append(self.tidx)
@@ -496,36 +597,43 @@ class _ProgramBuilder:
         return recs
 
     def fill_direct(self, p: LocalProgram, commands: list, mode: int) -> None:
-        cap = self.cap
-        direct = self.direct
-        # Error messages name the failing *command*; records skip barriers and debug groups,
-        # so keep what maps one to the other (op codes only when the caller's objects must
-        # not be retained).
-        unretained = bool(int(mode) & _UNRETAINED)
-        if unretained:
-            p.command_ops = [c[0] for c in commands]
+        _fill_direct(p, self.direct, self.cap, commands, mode)
+
+
+def _fill_direct(p: LocalProgram, direct: list[Any], cap: int, commands: list, mode: int) -> None:
+    """Set ``p``'s direct buffers, command ops and static address table."""
+    # Error messages name the failing *command*; records skip barriers and debug groups,
+    # so keep what maps one to the other (op codes only when the caller's objects must
+    # not be retained).
+    unretained = bool(int(mode) & _UNRETAINED)
+    if unretained:
+        p.command_ops = [c[0] for c in commands]
+    else:
+        p.command_ops = commands
+    # Direct buffers: strong references retain them (the command buffer's retention),
+    # weak ones honour UNRETAINED (the caller keeps them alive).
+    dynamic = []
+    m = cap + len(direct)
+    # The address table [bases | lens | error slot] as one list, then one array whose
+    # halves are the static bases and lengths (one numpy call, not three).
+    table = [0] * (2 * m + 1)
+    for k, b in enumerate(direct):
+        root = buffer_root(b)
+        if unretained or int(root.placement_flags) & _ASYNC or not b.is_committed:
+            dynamic.append(k)
         else:
-            p.command_ops = commands
-        # Direct buffers: strong references retain them (the command buffer's retention),
-        # weak ones honour UNRETAINED (the caller keeps them alive).
-        dynamic = []
-        nd = len(direct)
-        static_bases = np.zeros(cap + nd, dtype=_I64)
-        static_lens = np.zeros(cap + nd, dtype=_I64)
-        for k, b in enumerate(direct):
-            root = buffer_root(b)
-            if unretained or int(root.placement_flags) & _ASYNC or not b.is_committed:
-                dynamic.append(k)
-            else:
-                static_bases[cap + k] = buffer_storage(b).address + b.byte_offset
-                static_lens[cap + k] = b.byte_length
-        p.direct_weak = unretained
-        p.direct = [weakref.ref(b) for b in direct] if unretained else direct
-        p.dynamic_direct = dynamic
-        p.static_bases = static_bases
-        p.static_lens = static_lens
-        p.static_table = np.concatenate((static_bases, static_lens, _ONE_ZERO))
-        p._static_ptrs = (_p64(static_bases), _p64(static_lens))
+            table[cap + k] = buffer_storage(b).address + b.byte_offset
+            table[m + cap + k] = b.byte_length
+    p.direct_weak = unretained
+    p.direct = [weakref.ref(b) for b in direct] if unretained else direct
+    p.dynamic_direct = dynamic
+    static_table = np.array(table, dtype=_I64)
+    p.static_table = static_table
+    p.static_bases = static_table[:m]
+    p.static_lens = static_table[m : 2 * m]
+    # Submissions only read the shared table (they copy it to fill slots).
+    bptr = _p64(static_table)
+    p._static_ptrs = (bptr, bptr + m)
 
 
 def _place_constants(run_table: np.ndarray, run_coffs: list[int], base: int) -> None:
@@ -539,7 +647,6 @@ def _place_constants(run_table: np.ndarray, run_coffs: list[int], base: int) -> 
         run_table[has, 7] = coffs[has] + base
 
 
-_ONE_ZERO = np.zeros(1, _I64)
 _ZEROS10 = (0,) * 10
 _ZEROS11 = (0,) * 11
 
@@ -558,56 +665,6 @@ def _run_lengths(starts: list[int], n: int) -> Any:
         ends.append(n)
         return [e - b for b, e in zip(starts, ends)]
     return np.diff(np.fromiter(starts, np.intp, len(starts)), append=n)
-
-
-def _dispatch_template(
-    exe: Any,
-    ordinal: int,
-    cfg: Any,
-    nc: int,
-    base_of: Any,
-    config_facts: dict,
-    executables: dict,
-    py_fns: list,
-) -> tuple:
-    be = exe.backend
-    if id(be) not in executables:
-        executables[id(be)] = be
-    facts = config_facts.get(id(cfg))
-    if facts is None:
-        ind = cfg.workgroup_count_ref
-        if ind is None:
-            cx, cy, cz = cfg.workgroup_count
-            facts = (cx, cy, cz, -1, 0)
-        else:
-            facts = (0, 0, 0, base_of(ind), ind.offset)
-        config_facts[id(cfg)] = facts
-    if not 0 <= ordinal < len(be.functions):
-        raise OutOfRangeError(f"function ordinal {ordinal} is outside 0..{len(be.functions) - 1}")
-    info = be.functions[ordinal]
-    if nc < info.constant_count:
-        # UNVALIDATED recordings reach here: never let a kernel read past its constants.
-        raise InvalidArgumentError(
-            f"function {info.name!r} takes {info.constant_count} constants; a dispatch passed {nc}"
-        )
-    ws = cfg.workgroup_size
-    if ws == (0, 0, 0):
-        ws = info.workgroup_size
-    code = be.record_op
-    word14 = ordinal
-    if code == OP_PYDISPATCH:
-        # One entry per (function) decode; several records may share it.
-        fn = len(py_fns)
-        py_fns.append((be.fns[ordinal], be.functions[ordinal].name))
-    else:
-        fn = be.fn_ptrs[ordinal]
-        if code == OP_IREE_DISPATCH:
-            word14 = be.export_ptrs[ordinal]
-    cx, cy, cz, ib, io = facts
-    # Word 14: the ordinal (IREE dispatches: the export's hal_iree_export_t).
-    # Word 15: the bindings the function needs, checked per record by the replay loop.
-    nb = info.binding_count
-    return (code, fn, cx, cy, cz, ib, io, 0, nc, 0, 0, ws[0], ws[1], ws[2], word14, nb)
 
 
 def _no_bindings() -> tuple[np.ndarray, tuple[Any, Any, Any]]:
@@ -639,52 +696,7 @@ def _ref_len(ref: Any) -> int:
 def _p64(arr: np.ndarray) -> Any:
     # from_buffer keeps ``arr`` alive and is far cheaper than ``arr.ctypes``.
     # numpy's stubs give ndarray the buffer protocol (``__buffer__``) only from Python 3.12.
-    return ffi.from_buffer("int64_t[]", arr)  # type: ignore[call-overload]
+    return ffi.from_buffer(_I64_ARRAY, arr)  # type: ignore[call-overload]
 
 
-def _segments(recs: np.ndarray, any_special: bool, native: bool, parallel: bool) -> tuple:
-    """Segments of ``recs``. ``any_special``: whether some record needs a segment of its
-    own (decided per template while decoding), so the common case scans no records."""
-    n = len(recs)
-    if not n:
-        return ()
-    if not native:
-        return tuple((SEG_PYTHON, i, i + 1) for i in range(n))
-    if not any_special:
-        return ((SEG_NATIVE, 0, n),)
-    ops = recs[:, 0]
-    special = _special(recs, parallel)
-    out = []
-    start = 0
-    for i in np.flatnonzero(special).tolist():
-        if start < i:
-            out.append((SEG_NATIVE, start, i))
-        out.append((SEG_PYTHON if ops[i] == OP_PYDISPATCH else SEG_PARALLEL, i, i + 1))
-        start = i + 1
-    if start < n:
-        out.append((SEG_NATIVE, start, n))
-    return tuple(out)
-
-
-def _leaves_native_loop(record: tuple, parallel: bool) -> bool:
-    """Whether ``record`` runs outside the native loop: a Python kernel, or on a parallel
-    device an indirect or many-workgroup dispatch (``_special`` is the vector form)."""
-    op = record[0]
-    if op == OP_PYDISPATCH:
-        return True
-    return (
-        parallel
-        and (op == OP_DISPATCH or op == OP_IREE_DISPATCH)
-        and (record[5] >= 0 or record[2] * record[3] * record[4] >= PARALLEL_MIN_WORKGROUPS)
-    )
-
-
-def _special(recs: np.ndarray, parallel: bool) -> np.ndarray:
-    """``_leaves_native_loop`` of every record."""
-    ops = recs[:, 0]
-    special = ops == OP_PYDISPATCH
-    if parallel:
-        counts = recs[:, 2] * recs[:, 3] * recs[:, 4]
-        dispatch = (ops == OP_DISPATCH) | (ops == OP_IREE_DISPATCH)
-        special |= dispatch & ((recs[:, 5] >= 0) | (counts >= PARALLEL_MIN_WORKGROUPS))
-    return special
+_I64_ARRAY = ffi.typeof("int64_t[]")  # parsed once, not per pointer
