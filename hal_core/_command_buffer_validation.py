@@ -294,6 +294,8 @@ def _len_text(n: int) -> str:
 
 # Plain ints: ``int & IntFlag`` would still call the flag's reflected operator.
 _DISPATCH = int(CommandCategory.DISPATCH)
+_DEVICE_VISIBLE = int(MemoryType.DEVICE_VISIBLE)
+_ACCESS_ANY = int(MemoryAccess.ANY)
 
 
 def _require_category(cb: CommandBuffer, category: CommandCategory, what: str) -> None:
@@ -420,8 +422,28 @@ def validate_submission(cb: CommandBuffer, table: tuple) -> None:
                 f"binding-table slot {slot} is empty but the recording uses it ({req.first_use})"
             )
         buffer = binding.buffer
-        check_buffer(buffer, req.usage, req.access, f"binding-table slot {slot}")
-        _buffer, offset, length = bound_range(table, slot)
+        # ``check_buffer`` and ``bound_range`` inline, as plain-int tests (this runs for
+        # every slot of every submission); either is called only to raise its error.
+        usage = int(req.usage)
+        access = int(req.access)
+        if not (
+            isinstance(buffer, Buffer)
+            and int(buffer.memory_type) & _DEVICE_VISIBLE
+            and int(buffer.allowed_usage) & usage == usage
+            and (
+                not access
+                or int(buffer.allowed_access) & _ACCESS_ANY
+                or int(buffer.allowed_access) & access == access
+            )
+        ):
+            check_buffer(buffer, req.usage, req.access, f"binding-table slot {slot}")
+        offset = binding.offset
+        length = binding.length
+        size = buffer.byte_length
+        if length == WHOLE_BUFFER:
+            length = size - offset
+        if length < 0 or offset + length > size:
+            bound_range(table, slot)  # raises OUT_OF_RANGE naming the slot
         if req.max_byte_end > length:
             raise OutOfRangeError(
                 f"binding-table slot {slot} binds {length} bytes but the recording uses "
