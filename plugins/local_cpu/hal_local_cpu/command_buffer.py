@@ -53,8 +53,18 @@ from hal_core.backend import (
     buffer_storage,
 )
 
-from .executable_native import ffi, replay_library
+from .executable_native import replay_library
 from .inline_rule import inline_allowed
+from .program_arrays import (
+    _FEW,
+    _I64,
+    _NO_BINDINGS,
+    _NO_BINDINGS_PTRS,
+    _as_i64,
+    _p64,
+    _place_constants,
+    _run_lengths,
+)
 from .program_records import (  # re-exported: the record layout
     OP_COPY,
     OP_DISPATCH,
@@ -94,7 +104,6 @@ _UNSUPPORTED_DISPATCH_FLAGS = int(
     | DispatchFlags.STATIC_INDIRECT_ARGUMENTS
 )
 _UNRETAINED = int(CommandBufferMode.UNRETAINED)
-_I64 = np.int64
 
 
 class LocalProgram:
@@ -636,50 +645,12 @@ def _fill_direct(p: LocalProgram, direct: list[Any], cap: int, commands: list, m
     p._static_ptrs = (bptr, bptr + m)
 
 
-def _place_constants(run_table: np.ndarray, run_coffs: list[int], base: int) -> None:
-    if len(run_coffs) <= _FEW:
-        for i, c in enumerate(run_coffs):
-            if c >= 0:
-                run_table[i, 7] = c + base
-    else:
-        coffs = np.fromiter(run_coffs, _I64, len(run_coffs))
-        has = coffs >= 0
-        run_table[has, 7] = coffs[has] + base
-
-
 _ZEROS10 = (0,) * 10
 _ZEROS11 = (0,) * 11
 
 
 _RESTART = object()
 """Never a command's object: forces the next dispatch to open a new run."""
-
-
-_FEW = 32
-"""Up to this many runs, plain Python beats numpy's per-call cost."""
-
-
-def _run_lengths(starts: list[int], n: int) -> Any:
-    if len(starts) <= _FEW:
-        ends = starts[1:]
-        ends.append(n)
-        return [e - b for b, e in zip(starts, ends)]
-    return np.diff(np.fromiter(starts, np.intp, len(starts)), append=n)
-
-
-def _no_bindings() -> tuple[np.ndarray, tuple[Any, Any, Any]]:
-    a = np.zeros(1, _I64)  # never an empty array's pointer: keep one element
-    a.flags.writeable = False
-    ptr = ffi.cast("int64_t*", a.ctypes.data)
-    return a, (ptr, ptr, ptr)
-
-
-_NO_BINDINGS, _NO_BINDINGS_PTRS = _no_bindings()
-
-
-def _as_i64(a: array) -> np.ndarray:
-    # Never hand out a zero-length array's pointer: keep one element.
-    return np.frombuffer(a, dtype=_I64) if len(a) else np.zeros(1, _I64)
 
 
 def _ref_len(ref: Any) -> int:
@@ -691,12 +662,3 @@ def _ref_len(ref: Any) -> int:
             return -1
         return ref.buffer.byte_length - ref.offset
     return n
-
-
-def _p64(arr: np.ndarray) -> Any:
-    # from_buffer keeps ``arr`` alive and is far cheaper than ``arr.ctypes``.
-    # numpy's stubs give ndarray the buffer protocol (``__buffer__``) only from Python 3.12.
-    return ffi.from_buffer(_I64_ARRAY, arr)  # type: ignore[call-overload]
-
-
-_I64_ARRAY = ffi.typeof("int64_t[]")  # parsed once, not per pointer

@@ -21,9 +21,10 @@ from hal_core import (
 )
 from hal_core.backend import bound_range, buffer_storage
 
-from .command_buffer import LocalProgram, _p64
+from .command_buffer import LocalProgram
 from .executable_native import ffi, replay_library
 from .interpreter import interpret
+from .program_arrays import _p64
 from .program_records import (  # re-exported: the record layout
     OP_DISPATCH,
     OP_IREE_DISPATCH,
