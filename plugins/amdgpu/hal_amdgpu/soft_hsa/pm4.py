@@ -100,25 +100,36 @@ def run_pm4_ib(
         if at + 1 + body > count:
             return HsaStatus.ERROR_INVALID_PACKET_FORMAT
         words = ib[at + 1 : at + 1 + body]
-        if opcode == Pm4Opcode.WAIT_REG_MEM64:
-            if body != _WAIT_BODY:
-                return HsaStatus.ERROR_INVALID_PACKET_FORMAT
-            status = _wait_reg_mem64(words, memory, agent, cond, is_signal, stopped)
-            if status != HsaStatus.SUCCESS:
-                return status
-        elif opcode == Pm4Opcode.ACQUIRE_MEM:
-            if body != _ACQUIRE_BODY:
-                return HsaStatus.ERROR_INVALID_PACKET_FORMAT
-        elif opcode == Pm4Opcode.COPY_DATA:
-            if body != _COPY_BODY:
-                return HsaStatus.ERROR_INVALID_PACKET_FORMAT
-            status = _copy_clock(words, memory, agent)
-            if status != HsaStatus.SUCCESS:
-                return status
-        elif opcode != Pm4Opcode.NOP:
-            return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+        status = _run_packet(opcode, body, words, memory, agent, cond, is_signal, stopped)
+        if status != HsaStatus.SUCCESS:
+            return status
         at += 1 + body
     return HsaStatus.SUCCESS
+
+
+def _run_packet(
+    opcode: int,
+    body: int,
+    words: np.ndarray,
+    memory: SoftMemory,
+    agent: int,
+    cond: threading.Condition,
+    is_signal: Callable[[int], bool],
+    stopped: Callable[[], bool],
+) -> int | None:
+    """One decoded packet of the subset the driver emits; anything else (or a body of
+    another length) is an invalid packet."""
+    if opcode == Pm4Opcode.WAIT_REG_MEM64:
+        if body != _WAIT_BODY:
+            return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+        return _wait_reg_mem64(words, memory, agent, cond, is_signal, stopped)
+    if opcode == Pm4Opcode.ACQUIRE_MEM:
+        return HsaStatus.SUCCESS if body == _ACQUIRE_BODY else HsaStatus.ERROR_INVALID_PACKET_FORMAT
+    if opcode == Pm4Opcode.COPY_DATA:
+        if body != _COPY_BODY:
+            return HsaStatus.ERROR_INVALID_PACKET_FORMAT
+        return _copy_clock(words, memory, agent)
+    return HsaStatus.SUCCESS if opcode == Pm4Opcode.NOP else HsaStatus.ERROR_INVALID_PACKET_FORMAT
 
 
 def _copy_clock(words: np.ndarray, memory: SoftMemory, agent: int) -> int:
