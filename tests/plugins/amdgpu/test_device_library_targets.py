@@ -49,7 +49,7 @@ SELECTION = {
 }
 
 #: One GPU of each family; the CTS runs on each (gfx1100 also runs in every test run).
-FAMILIES = ["gfx942", "gfx950", "gfx1030", "gfx1101", "gfx1200"]
+FAMILIES = ["gfx906", "gfx942", "gfx950", "gfx1030", "gfx1101", "gfx1200"]
 
 
 def test_the_library_ships_generic_families_and_only_the_exact_targets_they_miss():
