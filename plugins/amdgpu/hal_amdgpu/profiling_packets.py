@@ -13,6 +13,7 @@ once no published packet uses the entries. Memory is the GPU's host-coherent fin
 
 from __future__ import annotations
 
+import abc
 import collections
 from typing import Any
 
@@ -27,7 +28,7 @@ __all__ = ["CounterPacketSets", "TracePacketSets", "TickRecords", "ATT_TRACE_FOR
 ATT_TRACE_FORMAT = 1
 
 
-class _LibraryStock:
+class _LibraryStock(abc.ABC):
     """Packet sets created by an aqlprofile library, with the memory it allocated."""
 
     def __init__(self, allocate: Any) -> None:
@@ -44,8 +45,9 @@ class _LibraryStock:
         self._memory.append(storage)
         return address, storage
 
+    @abc.abstractmethod
     def _create(self) -> tuple[Any, list[bytes]]:
-        raise NotImplementedError
+        """One packet set from the library: its handle and its 64-byte AQL packets."""
 
     def grow(self, count: int) -> None:
         free = self.free
@@ -56,8 +58,9 @@ class _LibraryStock:
             rows[:, 56:] = 0  # the queue owns completion signals
             free.append((packets, rows))
 
+    @abc.abstractmethod
     def _delete(self, packets: Any) -> None:
-        raise NotImplementedError
+        """Give one packet set back to the library."""
 
     def close(self) -> None:
         for packets in self._created:

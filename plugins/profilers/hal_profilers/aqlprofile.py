@@ -353,33 +353,12 @@ class AqlProfileLibrary:
             ],
         )
         profile = {"agent": {"handle": handle}, "events": events, "event_count": len(counters)}
-        keep: list[Any] = []
 
         def default_alloc(size: int, flags: int) -> tuple[int, Any]:
             mem = _ffi.new("char[]", size)
             return int(_ffi.cast("uintptr_t", mem)), mem
 
-        allocate = alloc or default_alloc
-
-        @_ffi.callback("hsa_status_t(void**, uint64_t, uint32_t, void*)")
-        def on_alloc(ptr: Any, size: int, flags: int, _ud: Any) -> int:
-            try:
-                address, keepalive = allocate(size, flags)
-            except Exception:
-                return 1
-            keep.append(keepalive)
-            ptr[0] = _ffi.cast("void*", address)
-            return 0
-
-        @_ffi.callback("void(void*, void*)")
-        def on_free(_ptr: Any, _ud: Any) -> None:
-            return None  # memory lives as long as the PmcPackets' keepalive list
-
-        @_ffi.callback("hsa_status_t(void*, const void*, size_t, void*)")
-        def on_copy(dst: Any, src: Any, size: int, _ud: Any) -> int:
-            _ffi.memmove(dst, src, size)
-            return 0
-
+        on_alloc, on_free, on_copy, keep = self._memory_callbacks(alloc or default_alloc)
         out_handle: Any = _ffi.new("aqlprofile_handle_t*")
         packets: Any = _ffi.new("aqlprofile_pmc_aql_packets_t*")
         self._check(
