@@ -295,6 +295,8 @@ class CudaQueuePools(QueueAllocaMachine):
             )
         self._name = name
         self._group: Any = None
+        # Called once by ``close`` after the default pools (other allocators of the device).
+        self.on_close: list[Callable[[], None]] = []
         self._group_epochs: dict[int, int] | None = None
         super().__init__()
 
@@ -371,6 +373,8 @@ class CudaQueuePools(QueueAllocaMachine):
     def _close_backend(self) -> None:
         self.tracker.close()
         self.default_pools.close()
+        for close in self.on_close:
+            close()
 
     def start(self, op: QueueOp) -> None:
         """The op's waits are reached: reserve (unless ``prepare`` did), then commit now,

@@ -474,6 +474,86 @@ class FakeDriver:
                 self._copy(*snapshot)
         return (0,)
 
+    # -- stream-ordered allocator (memory pools) ------------------------------------------
+
+    class CUmemPoolProps:
+        """``CUmemPoolProps``: the fields hal-cuda sets."""
+
+        class _Location:
+            type: Any = None
+            id = 0
+
+        def __init__(self) -> None:
+            self.allocType: Any = None
+            self.location = FakeDriver.CUmemPoolProps._Location()
+
+    class CUmemAllocationType:
+        CU_MEM_ALLOCATION_TYPE_PINNED = 1
+
+    class CUmemLocationType:
+        CU_MEM_LOCATION_TYPE_DEVICE = 1
+
+    class CUmemPool_attribute:
+        CU_MEMPOOL_ATTR_RELEASE_THRESHOLD = 4
+
+    @staticmethod
+    def cuuint64_t(value: int) -> int:
+        return int(value)
+
+    pool_refused = False
+    """Set: cuMemPoolCreate fails (CUDA_ERROR_NOT_SUPPORTED), as on a GPU without memory
+    pools."""
+
+    def _pool_tables(self) -> tuple[dict, dict]:
+        """pools: handle -> {attribute: value}; pool_allocations: address -> pool."""
+        tables = self.__dict__.get("_pool_state")
+        if tables is None:
+            tables = self.__dict__["_pool_state"] = ({}, {})
+        return tables
+
+    @property
+    def live_pools(self) -> dict:
+        """Memory pools created and not destroyed: handle -> their attributes."""
+        return self._pool_tables()[0]
+
+    @property
+    def pool_allocations(self) -> dict:
+        """Live stream-ordered allocations: address -> the pool they came from."""
+        return self._pool_tables()[1]
+
+    def cuMemPoolCreate(self, props: Any) -> tuple:
+        if self.pool_refused:
+            return (NOT_SUPPORTED, None)
+        handle = next(self._handles)
+        self._pool_tables()[0][handle] = {"location": int(props.location.id)}
+        return (0, handle)
+
+    def cuMemPoolSetAttribute(self, pool: int, attr: Any, value: Any) -> tuple:
+        pools = self._pool_tables()[0]
+        if int(pool) not in pools:
+            return (INVALID_VALUE,)
+        pools[int(pool)][int(attr)] = int(value)
+        return (0,)
+
+    def cuMemPoolDestroy(self, pool: int) -> tuple:
+        """As CUDA: allocations still live stay valid (freed later as usual)."""
+        return (0,) if self._pool_tables()[0].pop(int(pool), None) is not None else (400,)
+
+    def cuMemAllocFromPoolAsync(self, size: int, pool: int, stream: Any) -> tuple:
+        if int(pool) not in self._pool_tables()[0]:
+            return (INVALID_VALUE, 0)
+        err, address = self._allocate(int(size))
+        if not err:
+            self._pool_tables()[1][address] = int(pool)
+        return (err, address)
+
+    def cuMemAllocAsync(self, size: int, stream: Any) -> tuple:
+        return self._allocate(int(size))
+
+    def cuMemFreeAsync(self, address: int, stream: Any) -> tuple:
+        self._pool_tables()[1].pop(int(address), None)
+        return self._free(address)
+
 
 def _counted(calls: collections.Counter, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
