@@ -22,6 +22,8 @@ import struct
 import weakref
 from typing import Any
 
+import numpy as np
+
 from hal_core import FunctionFlags, InvalidArgumentError, OutOfRangeError, UnimplementedError
 from hal_core.backend import FunctionInfo, default_parameters
 
@@ -47,7 +49,16 @@ class CudaFunction:
     """One kernel: its ``CUfunction``, fixed block size (None: each dispatch names it,
     else (1, 1, 1)) and ABI shape. Immutable."""
 
-    __slots__ = ("name", "handle", "binding_count", "constant_count", "block", "shared_memory")
+    __slots__ = (
+        "name",
+        "handle",
+        "binding_count",
+        "constant_count",
+        "block",
+        "shared_memory",
+        "key",
+        "ptr",
+    )
 
     def __init__(
         self,
@@ -61,6 +72,10 @@ class CudaFunction:
         self.name = name
         self.shared_memory = shared_memory
         self.handle = handle
+        # The handle as an int (identity in program shapes) and as the pointer argument
+        # HotCalls.launch takes, made once per function instead of per launch.
+        self.key = int(handle)
+        self.ptr = ctypes.c_void_p(self.key)
         self.binding_count = binding_count
         self.constant_count = constant_count
         self.block = block
@@ -270,7 +285,7 @@ class ParameterBlock:
     launch; the caller serialises launches of one block (the program's lock). Two ctypes
     arrays per program, built at ``end()``, instead of two per dispatch."""
 
-    __slots__ = ("values", "pointers", "address")
+    __slots__ = ("values", "pointers", "address", "words")
 
     def __init__(self, words: list[int]) -> None:
         """``words``: every launch's initial parameter words, back to back."""
@@ -283,6 +298,8 @@ class ParameterBlock:
         values = kind.from_buffer_copy(initial)
         base = ctypes.addressof(values)
         self.values = values
+        # The same memory as numpy words: graphs write and compare whole blocks at once.
+        self.words = np.frombuffer(memoryview(values).cast("B"), np.uint64)
         self.pointers = kind.from_buffer_copy(array.array("Q", range(base, base + 8 * n, 8)))
         self.address = ctypes.addressof(self.pointers)
 

@@ -37,6 +37,7 @@ from hal_core import WHOLE_BUFFER, BufferRef, HalError
 from hal_core.backend import buffer_storage
 
 from .cuda_api import CudaContext, check
+from .kernel_graphs import KernelGraphs
 from .stream_ops import (
     STEP_COPY,
     STEP_DISPATCH,
@@ -73,6 +74,8 @@ class GraphCache:
 
     def __init__(self, ctx: CudaContext) -> None:
         self.ctx = ctx
+        # Kernel-only programs' instances, shared by exact shape (``kernel_graphs``).
+        self.kernel = KernelGraphs(ctx)
         self._idle: dict[tuple, list[Any]] = {}
         self._closed = False
         # Counts for tools and tests: instances updated from a re-recorded program's
@@ -103,6 +106,7 @@ class GraphCache:
     def close(self) -> None:
         """Destroy every idle graph; later ``put`` destroys at once."""
         self._closed = True
+        self.kernel.close()
         for idle in list(self._idle.values()):
             while idle:
                 try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import weakref
+from itertools import accumulate, chain
 from typing import Any
 
 import numpy as np
@@ -176,50 +177,111 @@ class Launch:
         "params_ptr",
     )
 
-    def __init__(self, command: tuple, unretained: bool = False) -> None:
-        _, executable, ordinal, config, constants, refs, _flags = command
-        backend: CudaExecutable = executable.backend
-        function = backend.kernels[ordinal]
-        self.function = function.handle
-        # For HotCalls.launch, which takes pointers already converted.
-        self.function_ptr = ctypes.c_void_p(int(function.handle))
-        self.params_ptr = ctypes.c_void_p(0)
-        self.executable_id = id(executable)
-        self.ordinal = ordinal
-        size = tuple(config.workgroup_size)
-        self.block = size if size != (0, 0, 0) else (function.block or (1, 1, 1))
-        self.count_ref = config.workgroup_count_ref
-        self.grid = tuple(config.workgroup_count)
-        check_launch(self.block, (0, 0, 0) if self.count_ref else self.grid, function.name)
+    def __init__(
+        self, command: tuple, unretained: bool = False, template: Any = None, direct: Any = False
+    ) -> None:
+        """``template``: ``launch_template(command)``, shared by the launches of one
+        program that dispatch the same function with the same config and constants;
+        ``direct``: ``direct_refs`` of the command's references (computed when False)."""
+        if template is None:
+            template = launch_template(command)
+        (
+            self.function,
+            self.function_ptr,
+            self.block,
+            self.grid,
+            count_ref,
+            count,
+            self.words,
+            self.shared,
+            self.executable_id,
+            self.ordinal,
+            _part,
+            _size,
+        ) = template
         # hal_core admits more bindings and constants than the function takes; the kernel
-        # receives exactly its own (the parameter layout is fixed by the ABI).
-        self.refs = tuple(refs)[: function.binding_count]
+        # receives exactly its own (the parameter layout is fixed by the ABI). A tuple
+        # of exactly that many is kept as it is (launches of one program share it).
+        refs = command[5]
+        self.refs = refs[:count] if refs.__class__ is tuple else tuple(refs)[:count]
         if unretained:
             # Held weakly, so each launch resolves through the weak references.
             self.refs = tuple(weaken(ref) for ref in self.refs)
-            self.count_ref = weaken(self.count_ref)
+            self.count_ref = weaken(count_ref)
             self.direct = None
         else:
-            # Direct references resolve without the binding-table machinery at each
-            # launch: (buffer, offset within it), validated when recorded; None when any
-            # is indirect.
-            direct: list[tuple[Any, int]] = []
-            for ref in self.refs:
-                if ref.__class__ is not BufferRef:
-                    direct.append((ref, 0))
-                elif ref.buffer is not None:
-                    direct.append((ref.buffer, ref.offset))
-                else:
-                    break
-            self.direct = tuple(direct) if len(direct) == len(self.refs) else None
-        # Initial parameter words: a zero per binding (written at each launch), then the
-        # constants.
-        self.words = (0,) * function.binding_count + constant_words(
-            constants[: 4 * function.constant_count]
-        )
+            self.count_ref = count_ref
+            self.direct = direct_refs(self.refs) if direct is False else direct
         self.first = 0
         self.params = 0
-        self.shared = function.shared_memory + int(config.dynamic_workgroup_local_memory)
+        self.params_ptr: Any = None  # made at the first stream launch
+
+
+def direct_refs(refs: tuple) -> tuple | None:
+    """Direct references resolve without the binding-table machinery at each launch:
+    (buffer, offset within it) per reference, validated when recorded; None when any is
+    indirect."""
+    direct: list[tuple[Any, int]] = []
+    for ref in refs:
+        if ref.__class__ is not BufferRef:
+            direct.append((ref, 0))
+        elif ref.buffer is not None:
+            direct.append((ref.buffer, ref.offset))
+        else:
+            return None
+    return tuple(direct)
+
+
+_part_lock = threading.Lock()
+_PARTS: dict[tuple, int] = {}
+"""Dispatch shapes (function, grid, block, shared memory) by small number, so a program's
+shape is a tuple of ints (cheap to hash and compare)."""
+
+
+def _part_id(part: tuple) -> int:
+    number = _PARTS.get(part)
+    if number is None:
+        with _part_lock:
+            number = _PARTS.setdefault(part, len(_PARTS))
+    return number
+
+
+def launch_template(command: tuple) -> tuple:
+    """What a dispatch command's ``Launch`` takes from its function, config and constants
+    (checked against CUDA's launch limits here, at the call): function handle and
+    pointer, block, grid, workgroup-count reference, binding count, initial parameter
+    words (a zero per binding, written at each launch, then the constants), shared
+    memory, executable id, ordinal, the dispatch's shape number (-1 for an indirect or
+    empty grid) and the number of parameter words."""
+    _, executable, ordinal, config, constants, _refs, _flags = command
+    backend: CudaExecutable = executable.backend
+    function = backend.kernels[ordinal]
+    size = tuple(config.workgroup_size)
+    block = size if size != (0, 0, 0) else (function.block or (1, 1, 1))
+    count_ref = config.workgroup_count_ref
+    grid = tuple(config.workgroup_count)
+    check_launch(block, (0, 0, 0) if count_ref else grid, function.name)
+    words = (0,) * function.binding_count + constant_words(
+        bytes(constants[: 4 * function.constant_count])
+    )
+    shared = function.shared_memory + int(config.dynamic_workgroup_local_memory)
+    part = -1
+    if count_ref is None and grid[0] and grid[1] and grid[2]:
+        part = _part_id((function.key, grid, block, shared))
+    return (
+        function.handle,
+        function.ptr,
+        block,
+        grid,
+        count_ref,
+        function.binding_count,
+        words,
+        shared,
+        id(executable),
+        ordinal,
+        part,
+        len(words),
+    )
 
 
 def _same(ref: Any) -> Any:
@@ -232,47 +294,145 @@ class CudaProgram:
     ``run`` may be called from several threads at once (a command buffer submitted
     twice): the lock serialises writes to the shared kernel-parameter block."""
 
-    __slots__ = ("steps", "stages", "needs_host_sync", "graph", "parameters", "single", "_lock")
+    __slots__ = (
+        "_steps",
+        "stages",
+        "needs_host_sync",
+        "graph",
+        "parameters",
+        "single",
+        "kernel_shape",
+        "templates",
+        "commands",
+        "firsts",
+        "_pending",
+        "_lock",
+    )
 
     def __init__(self, commands: list, unretained: bool = False) -> None:
         """``unretained``: the recording is UNRETAINED, so the program holds its direct
-        buffers weakly."""
-        steps: list[tuple] = []
+        buffers weakly.
+
+        A dispatch's ``Launch`` is made when the steps are first read (a program that
+        only ever runs as a shared graph, ``kernel_graphs``, never makes them): until
+        then a dispatch is its command, its ``launch_template`` and the index of its
+        first parameter word (``commands``, ``templates``, ``firsts``, one per dispatch
+        in order)."""
+        steps: list[Any] = []
         stages: list[int] = []
         stage = 0
         keep = weaken if unretained else _same
-        needs_sync = False
-        launches: list[Launch] = []
+        # Launch templates by (executable, ordinal, config, constants): the commands
+        # hold those objects for the duration of this loop, so their ids are stable.
+        known: dict[tuple, tuple] = {}
+        templates: list[tuple] = []
+        dispatches: list[tuple] = []
         for cmd in commands:
             code = cmd[0]
             if code == CMD_BARRIER:
                 stage += 1
                 continue
-            if code == CMD_FILL:
+            if code == CMD_DISPATCH:
+                constants = cmd[4]
+                if constants.__class__ is not bytes:
+                    constants = bytes(constants)
+                key = (id(cmd[1]), cmd[2], id(cmd[3]), constants)
+                template = known.get(key)
+                if template is None:
+                    template = known[key] = launch_template(cmd)
+                templates.append(template)
+                dispatches.append(cmd)
+                steps.append(None)  # its Launch, made by _launches
+            elif code == CMD_FILL:
                 steps.append((STEP_FILL, keep(cmd[1]), bytes(cmd[2])))
             elif code == CMD_UPDATE:  # (kind, target, data)
                 payload = np.frombuffer(bytes(cmd[2]), np.uint8)
                 steps.append((STEP_UPDATE, keep(cmd[1]), payload))
             elif code == CMD_COPY:  # (kind, target, source)
                 steps.append((STEP_COPY, keep(cmd[1]), keep(cmd[2])))
-            elif code == CMD_DISPATCH:
-                launch = Launch(cmd, unretained)
-                needs_sync = needs_sync or launch.count_ref is not None
-                steps.append((STEP_DISPATCH, launch))
-                launches.append(launch)
             else:
                 continue  # debug labels
             stages.append(stage)
-        self.steps = steps
         self.stages = stages
-        self.needs_host_sync = needs_sync
-        self.parameters = _parameter_block(launches)
+        self.templates = templates
+        self.commands = dispatches
+        # One parameter block for every dispatch: each one's binding words (zero until
+        # written) then its constants, back to back.
+        sizes = [template[11] for template in templates]
+        firsts = [0, *accumulate(sizes)]
+        self.parameters = ParameterBlock(list(chain.from_iterable([t[6] for t in templates])))
+        self.firsts = firsts[:-1]
+        self.needs_host_sync = any([template[4] is not None for template in known.values()])
+        # For ``kernel_graphs``: the exact shape of a program of dispatches of static,
+        # non-empty grids only (each one's function, grid, block and shared memory as a
+        # number, and its stage), else None.
+        self.kernel_shape: tuple | None = None
+        if templates and len(templates) == len(steps) and not unretained:
+            parts = tuple([template[10] for template in templates])
+            if -1 not in parts:
+                self.kernel_shape = (parts, tuple(stages))
+        self._steps = steps
+        self._pending = bool(templates)
+        if unretained or self.kernel_shape is None or len(steps) == 1:
+            self._launches(unretained)
+        if unretained:
+            self.commands = []  # UNRETAINED: the program holds no buffer strongly
         # The launch of a program that is one dispatch of static size (queue_dispatch's):
         # ``run`` launches it without walking the steps (unless it runs as a graph).
-        self.single = launches[0] if len(steps) == 1 and launches and not needs_sync else None
-        # A graphs.ProgramGraphs when the program is to run as a CUDA graph.
+        self.single: Launch | None = None
+        if len(steps) == 1 and templates and not self.needs_host_sync:
+            self.single = self._steps[0][1]
+        # A graphs.ProgramGraphs or kernel_graphs.KernelGraphRunner when the program is
+        # to run as a CUDA graph.
         self.graph: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def steps(self) -> list[tuple]:
+        """The steps in recording order: (STEP_DISPATCH, Launch), (STEP_FILL, target,
+        pattern), (STEP_COPY, target, source) or (STEP_UPDATE, target, payload)."""
+        if self._pending:
+            return self._launches(False)
+        return self._steps
+
+    def _launches(self, unretained: bool) -> list[tuple]:
+        """Make the dispatches' ``Launch`` es. Two threads may race here: each makes
+        equivalent launches (the same words of the same block), and one list is kept."""
+        steps = list(self._steps)
+        address = self.parameters.address
+        commands, templates, firsts = self.commands, self.templates, self.firsts
+        directs: dict[tuple, tuple] = {}  # direct references by reference tuple
+        j = 0
+        for index, step in enumerate(steps):
+            if step is not None:
+                continue
+            cmd = commands[j]
+            template = templates[j]
+            refs = cmd[5]
+            direct: Any = False
+            if not unretained and refs.__class__ is tuple:
+                count = template[5]
+                try:
+                    hit = directs.get(refs)
+                except TypeError:  # an unhashable reference: no sharing
+                    hit = None
+                if hit is not None and hit[0] == count:
+                    direct = hit[1]
+                else:
+                    direct = direct_refs(refs[:count])
+                    if hit is None:
+                        try:
+                            directs[refs] = (count, direct)
+                        except TypeError:
+                            pass
+            launch = Launch(cmd, unretained, template, direct)
+            first = launch.first = firsts[j]
+            launch.params = address + 8 * first
+            steps[index] = (STEP_DISPATCH, launch)
+            j += 1
+        self._steps = steps
+        self._pending = False
+        return steps
 
     def run(self, api: Any, table: tuple, stream: Any, timer: Any = None) -> None:
         """Put every step on ``stream``. Raises on the first step the driver refuses
@@ -343,6 +503,9 @@ class CudaProgram:
             if api.__class__ is HotCalls:
                 raw = api.launch
                 if raw is not None:
+                    params_ptr = launch.params_ptr
+                    if params_ptr is None:
+                        params_ptr = launch.params_ptr = ctypes.c_void_p(launch.params)
                     err = raw(
                         launch.function_ptr,
                         grid[0],
@@ -353,7 +516,7 @@ class CudaProgram:
                         bz,
                         launch.shared,
                         ctypes.c_void_p(int(stream)),
-                        launch.params_ptr,
+                        params_ptr,
                         None,
                     )
                     if err:
@@ -375,20 +538,6 @@ class CudaProgram:
                 ),
                 "cuLaunchKernel",
             )
-
-
-def _parameter_block(launches: list[Launch]) -> ParameterBlock:
-    """One ``ParameterBlock`` for every launch of a program: each launch's binding words
-    (zero until launched) then its constants, back to back."""
-    words: list[int] = []
-    for launch in launches:
-        launch.first = len(words)
-        words.extend(launch.words)
-    block = ParameterBlock(words)
-    for launch in launches:
-        launch.params = block.address + 8 * launch.first
-        launch.params_ptr = ctypes.c_void_p(launch.params)
-    return block
 
 
 def _read_counts(api: Any, ref: Any, table: tuple, stream: Any) -> tuple[int, int, int]:
