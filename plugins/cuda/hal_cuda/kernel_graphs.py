@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,14 @@ SHAPES = 64
 
 SIGHTINGS = 256
 """One-shot shapes remembered as recorded once (the table is cleared when full)."""
+
+_GROUPS = 64
+"""Distinct reference tuples up to which a program's binding layout is built per tuple
+(vectorised) rather than per dispatch."""
+
+_REFS = itemgetter(5)  # a dispatch command's references
+_COUNT = itemgetter(5)  # a launch template's binding count
+_SIZE = itemgetter(11)  # a launch template's number of parameter words
 
 
 class KernelNodeParams(ctypes.Structure):
@@ -496,11 +505,66 @@ class _Layout:
         self.buffers: list[Any] = []
         self.slots: list[int] = []
         self._limits: list[list[int]] = []
-        # Dispatches grouped by (binding count, reference tuple): launches of one program
-        # often share one (a tuple of buffers hashes by identity, a BufferRef by value).
-        groups: dict[Any, tuple[int, list[int], list[int], list[int]]] = {}
+        index = [np.zeros(0, np.int64)]
+        operand = [np.zeros(0, np.int64)]
+        extra = [np.zeros(0, np.uint64)]
         templates = program.templates
-        for cmd, template, first in zip(program.commands, templates, program.firsts):
+        n = len(templates)
+        starts = np.fromiter(program.firsts, np.int64, n)
+        # Dispatches grouped by reference tuple: one program usually passes the same
+        # tuple objects again (grouped by identity here, in C: the commands hold the
+        # tuples while this runs); otherwise by value, one dispatch at a time.
+        refs_ids = np.fromiter(map(id, map(_REFS, program.commands)), np.int64, n)
+        unique, where, inverse = np.unique(refs_ids, return_index=True, return_inverse=True)
+        counts = np.fromiter(map(_COUNT, templates), np.int64, n)
+        grouped = len(unique) <= _GROUPS
+        if grouped:
+            members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+            grouped = all(not (counts[m] != counts[m[0]]).any() for m in members)
+        if grouped:
+            commands = program.commands
+            for position, member in zip(where.tolist(), members):
+                count = int(counts[position])
+                ops, offsets = self._operands(commands[position][5][:count], operands)
+                self._append(index, operand, extra, starts[member], ops, offsets)
+        else:
+            self._by_value(program, operands, index, operand, extra)
+        self.limits = [(a, b) for a, b in self._limits]
+        count = len(self.buffers)
+        # Slots' operands (numbered -1, -2, ... while building) follow the buffers'.
+        numbers = np.concatenate(operand)
+        self.operand = np.where(numbers < 0, count - 1 - numbers, numbers)
+        self.index = np.concatenate(index)
+        self.extra = np.concatenate(extra)
+        sizes = np.fromiter(map(_SIZE, templates), np.int64, n)
+        self.word_step = np.repeat(np.arange(n), sizes)
+
+    @staticmethod
+    def _append(
+        index: list, operand: list, extra: list, starts: Any, ops: list[int], offsets: list[int]
+    ) -> None:
+        """Add the words of dispatches whose parameter words start at ``starts`` and
+        whose references are ``ops`` / ``offsets``: as many words as references (an
+        UNVALIDATED recording may pass fewer than the function binds; the rest stay
+        zero, as stream launches leave them)."""
+        if not ops:
+            return
+        index.append((starts[:, None] + np.arange(len(ops))).ravel())
+        operand.append(np.tile(np.array(ops, np.int64), len(starts)))
+        extra.append(np.tile(np.array(offsets, np.uint64), len(starts)))
+
+    def _by_value(
+        self,
+        program: CudaProgram,
+        operands: dict[int, int],
+        index: list,
+        operand: list,
+        extra: list,
+    ) -> None:
+        """Group dispatches by (binding count, reference tuple) value (a tuple of
+        buffers compares by identity, a BufferRef by value), one dispatch at a time."""
+        groups: dict[Any, tuple[list[int], list[int], list[int]]] = {}
+        for cmd, template, first in zip(program.commands, program.templates, program.firsts):
             count = template[5]
             key: Any = (count, cmd[5])
             try:
@@ -509,29 +573,10 @@ class _Layout:
                 key = id(cmd)
                 group = None
             if group is None:
-                group = groups[key] = (count, *self._operands(cmd[5][:count], operands), [])
-            group[3].append(first)
-        index = [np.zeros(0, np.int64)]
-        operand = [np.zeros(0, np.int64)]
-        extra = [np.zeros(0, np.uint64)]
-        for _count, ops, offsets, firsts in groups.values():
-            if ops:
-                # As many words as references (an UNVALIDATED recording may pass fewer
-                # than the function binds: the rest stay zero, as stream launches leave
-                # them).
-                starts = np.array(firsts, np.int64)
-                index.append((starts[:, None] + np.arange(len(ops))).ravel())
-                operand.append(np.tile(np.array(ops, np.int64), len(firsts)))
-                extra.append(np.tile(np.array(offsets, np.uint64), len(firsts)))
-        self.limits = [(a, b) for a, b in self._limits]
-        count = len(self.buffers)
-        # Slots' operands (numbered -1, -2, ... while building) follow the buffers'.
-        numbers = np.concatenate(operand)
-        self.operand = np.where(numbers < 0, count - 1 - numbers, numbers)
-        self.index = np.concatenate(index)
-        self.extra = np.concatenate(extra)
-        sizes = [template[11] for template in templates]
-        self.word_step = np.repeat(np.arange(len(templates)), sizes)
+                group = groups[key] = (*self._operands(cmd[5][:count], operands), [])
+            group[2].append(first)
+        for ops, offsets, firsts in groups.values():
+            self._append(index, operand, extra, np.array(firsts, np.int64), ops, offsets)
 
     def _operands(self, refs: tuple, operands: dict[int, int]) -> tuple[list[int], list[int]]:
         """Per reference: its operand and its offset from the operand's base (new

@@ -22,6 +22,7 @@ import ctypes
 import threading
 import weakref
 from itertools import accumulate, chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -217,6 +218,12 @@ class Launch:
         self.params_ptr: Any = None  # made at the first stream launch
 
 
+# Fields of a launch template, read in C by map() over a program's templates.
+_WORDS = itemgetter(6)
+_PART = itemgetter(10)
+_SIZE = itemgetter(11)
+
+
 def direct_refs(refs: tuple) -> tuple | None:
     """Direct references resolve without the binding-table machinery at each launch:
     (buffer, offset within it) per reference, validated when recorded; None when any is
@@ -327,19 +334,31 @@ class CudaProgram:
         known: dict[tuple, tuple] = {}
         templates: list[tuple] = []
         dispatches: list[tuple] = []
+        # The previous dispatch's (executable, ordinal, config, constants) objects: a
+        # dispatch naming the very same ones takes its template without a look-up.
+        last: tuple = (None, None, None, None)
+        template: tuple = ()
         for cmd in commands:
             code = cmd[0]
             if code == CMD_BARRIER:
                 stage += 1
                 continue
             if code == CMD_DISPATCH:
-                constants = cmd[4]
-                if constants.__class__ is not bytes:
-                    constants = bytes(constants)
-                key = (id(cmd[1]), cmd[2], id(cmd[3]), constants)
-                template = known.get(key)
-                if template is None:
-                    template = known[key] = launch_template(cmd)
+                if (
+                    cmd[3] is not last[2]
+                    or cmd[4] is not last[3]
+                    or cmd[1] is not last[0]
+                    or cmd[2] != last[1]
+                ):
+                    constants = cmd[4]
+                    if constants.__class__ is not bytes:
+                        constants = bytes(constants)
+                    key = (id(cmd[1]), cmd[2], id(cmd[3]), constants)
+                    found = known.get(key)
+                    if found is None:
+                        found = known[key] = launch_template(cmd)
+                    template = found
+                    last = cmd[1:5]
                 templates.append(template)
                 dispatches.append(cmd)
                 steps.append(None)  # its Launch, made by _launches
@@ -358,9 +377,8 @@ class CudaProgram:
         self.commands = dispatches
         # One parameter block for every dispatch: each one's binding words (zero until
         # written) then its constants, back to back.
-        sizes = [template[11] for template in templates]
-        firsts = [0, *accumulate(sizes)]
-        self.parameters = ParameterBlock(list(chain.from_iterable([t[6] for t in templates])))
+        firsts = [0, *accumulate(map(_SIZE, templates))]
+        self.parameters = ParameterBlock(list(chain.from_iterable(map(_WORDS, templates))))
         self.firsts = firsts[:-1]
         self.needs_host_sync = any([template[4] is not None for template in known.values()])
         # For ``kernel_graphs``: the exact shape of a program of dispatches of static,
@@ -368,7 +386,7 @@ class CudaProgram:
         # number, and its stage), else None.
         self.kernel_shape: tuple | None = None
         if templates and len(templates) == len(steps) and not unretained:
-            parts = tuple([template[10] for template in templates])
+            parts = tuple(map(_PART, templates))
             if -1 not in parts:
                 self.kernel_shape = (parts, tuple(stages))
         self._steps = steps
