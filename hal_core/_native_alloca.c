@@ -50,6 +50,11 @@
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 #define STORAGE_CACHE_LIMIT 64
 
+/* CPython < 3.12 exposes dict versions: globally unique, changed by every modification. */
+#if PY_VERSION_HEX < 0x030C0000
+#define GATE_VERSION(d) (((PyDictObject *)(d))->ma_version_tag)
+#endif
+
 /* Defined in the other sources of this module. */
 int nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out);
 long long nq_nonneg(PyObject *v, int exact);
@@ -58,6 +63,8 @@ int nq_common_args(PyObject *single, PyObject *kind, PyObject *affinity, PyObjec
 PyObject *nq_make_op(PyObject *kind, PyObject *q, PyObject *waits, PyObject *signals);
 int nq_complete(PyObject *signals, PyObject *epoch, PyObject *tl);
 PyObject *nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+extern PyTypeObject NqEpochCounterType;
+PyObject *nq_next_epoch(PyObject *self);
 
 static PyTypeObject *BufferType, *LaneType, *TransientType, *FrontierType, *OpType,
     *TimelineType, *ReservationT;
@@ -215,12 +222,90 @@ nq_alloca_strings(void)
                : -1;
 }
 
+/* ``obj.name`` (a new reference; NULL with the error set), remembered in ``cache`` while
+   the answer cannot have changed: the type's getattr is the generic one and the type is
+   unchanged (its version tag, valid, changes with every change of the type or its bases),
+   and the name is either an object slot of the type (a member descriptor, which wins over
+   any instance dict: read at its offset) or absent from the type, so the instance dict
+   decides, and that dict is unchanged since (CPython < 3.12: dict versions are globally
+   unique and change with every modification; its value is then borrowed from that dict).
+   ``cache`` only compares the dict and type it saw, never reads through them. One entry
+   per call site: a program using several devices or pools alternately looks up again. */
+typedef struct {
+    PyTypeObject *type;
+    unsigned int type_version;
+    Py_ssize_t offset; /* an object slot's offset, or 0: the instance dict's entry */
+    PyObject *dict;
+    uint64_t dict_version;
+    PyObject *value;
+} AttrCache;
+
+static PyObject *
+cached_attr(PyObject *obj, PyObject *name, AttrCache *cache)
+{
+#ifdef GATE_VERSION
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type == cache->type && (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
+        type->tp_version_tag == cache->type_version) {
+        if (cache->offset > 0) {
+            PyObject *v = SLOT(obj, cache->offset);
+            if (v != NULL) {
+                return Py_NewRef(v);
+            }
+        }
+        else {
+            PyObject **dp = _PyObject_GetDictPtr(obj);
+            if (dp != NULL && *dp == cache->dict && cache->dict != NULL &&
+                GATE_VERSION(cache->dict) == cache->dict_version) {
+                return Py_NewRef(cache->value);
+            }
+        }
+    }
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL || type->tp_getattro != PyObject_GenericGetAttr) {
+        return value;
+    }
+    PyObject *descr = _PyType_Lookup(type, name); /* borrowed; gives the type a version tag */
+    if (!(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return value;
+    }
+    if (descr == NULL) {
+        PyObject **dp = _PyObject_GetDictPtr(obj);
+        PyObject *dict = dp != NULL ? *dp : NULL;
+        if (dict != NULL && PyDict_CheckExact(dict) &&
+            PyDict_GetItemWithError(dict, name) == value) { /* a str key: runs no code */
+            cache->offset = 0;
+            cache->dict = dict;
+            cache->dict_version = GATE_VERSION(dict);
+            cache->value = value;
+            cache->type = type;
+            cache->type_version = type->tp_version_tag;
+        }
+        PyErr_Clear();
+    }
+    else if (Py_TYPE(descr) == &PyMemberDescr_Type &&
+             ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX &&
+             ((PyMemberDescrObject *)descr)->d_member->offset > 0 &&
+             SLOT(obj, ((PyMemberDescrObject *)descr)->d_member->offset) == value) {
+        cache->offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+        cache->dict = NULL;
+        cache->type = type;
+        cache->type_version = type->tp_version_tag;
+    }
+    return value;
+#else
+    (void)cache;
+    return PyObject_GetAttr(obj, name);
+#endif
+}
+
 /* The device's lane list (``_alloca_lanes``: newest first, replaced but never mutated, so
    its items stay put while it is held; a new reference), else NULL with no error. */
 static PyObject *
 device_lanes(PyObject *device)
 {
-    PyObject *lanes = PyObject_GetAttr(device, s_lane);
+    static AttrCache cache;
+    PyObject *lanes = cached_attr(device, s_lane, &cache);
     if (lanes == NULL || !PyList_CheckExact(lanes)) {
         PyErr_Clear();
         Py_XDECREF(lanes);
@@ -260,8 +345,16 @@ alloca_lane(PyObject *device, PyObject *params, PyObject *size)
             continue;
         }
         Py_INCREF(lane);
-        if (key == params || (key != Py_None && Py_TYPE(params) == Py_TYPE(key) &&
-                              PyObject_RichCompareBool(key, params, Py_EQ) == 1)) {
+        if (key == params) {
+            found = lane;
+        }
+        else if (key != Py_None && Py_TYPE(params) == Py_TYPE(key) &&
+                 PyObject_RichCompareBool(key, params, Py_EQ) == 1) {
+            /* An equal params (a caller's fresh ``BufferParams()`` per loop): it becomes the
+               key, so the caller's next calls match by identity rather than by running the
+               params' ``__eq__`` (a Python frame). Equal frozen params resolve alike, and
+               the old key is a frozen value object, so dropping it runs no user code. */
+            set_slot(lane, l_key_params, params);
             found = lane;
         }
         else {
@@ -273,11 +366,9 @@ alloca_lane(PyObject *device, PyObject *params, PyObject *size)
     return found;
 }
 
-/* The last gate dict found open and its version (CPython < 3.12 exposes dict versions:
-   globally unique, changed by every modification), so an unchanged gate is not looked up
+/* The last gate dict found open and its version, so an unchanged gate is not looked up
    again; the dict itself is only compared, never read through this pointer. */
-#if PY_VERSION_HEX < 0x030C0000
-#define GATE_VERSION(d) (((PyDictObject *)(d))->ma_version_tag)
+#ifdef GATE_VERSION
 static PyObject *gate_seen;
 static uint64_t gate_seen_version;
 #endif
@@ -319,7 +410,8 @@ lane_open(PyObject *lane, long q)
         Py_TYPE(PyTuple_GET_ITEM(timelines, q)) != TimelineType || !gate_open(lane)) {
         return 0;
     }
-    PyObject *entries = PyObject_GetAttr(SLOT(lane, l_pool_set), s_entries);
+    static AttrCache cache;
+    PyObject *entries = cached_attr(SLOT(lane, l_pool_set), s_entries, &cache);
     if (entries == NULL) {
         PyErr_Clear();
         return 0;
@@ -429,11 +521,14 @@ dealloca_call_op(Call *c, PyObject *lane, PyObject *buffer)
     return op;
 }
 
-/* Take the call's epoch from the timeline (``begin()``): 0, or -1 on error. */
+/* Take the call's epoch from the timeline (``begin()``; an ``EpochCounter`` without a
+   call): 0, or -1 on error. */
 static int
 take_epoch(Call *c, PyObject *timeline)
 {
-    c->epoch = PyObject_CallNoArgs(SLOT(timeline, tl_begin));
+    PyObject *begin = SLOT(timeline, tl_begin);
+    c->epoch = Py_TYPE(begin) == &NqEpochCounterType ? nq_next_epoch(begin)
+                                                     : PyObject_CallNoArgs(begin);
     return c->epoch == NULL ? -1 : 0;
 }
 
@@ -529,7 +624,8 @@ slab_of(PyObject *lane, PyObject *reservation, PyObject **slab, PyObject **slab_
         return 0;
     }
     *slab = PyList_GET_ITEM(slabs, i);
-    PyObject *st = PyObject_GetAttr(*slab, s_storage);
+    static AttrCache cache;
+    PyObject *st = cached_attr(*slab, s_storage, &cache);
     if (st == NULL) {
         PyErr_Clear();
         return 0;
@@ -802,7 +898,8 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
     int straight = lane_open(lane, c.qi);
     if (straight) {
         /* The reference's prepare also refuses a size over the pool's whole budget. */
-        PyObject *limit = PyObject_GetAttr(SLOT(lane, l_pool), s_budget);
+        static AttrCache cache;
+        PyObject *limit = cached_attr(SLOT(lane, l_pool), s_budget, &cache);
         long long l = nq_nonneg(limit, 1);
         Py_XDECREF(limit);
         PyErr_Clear();

@@ -452,3 +452,96 @@ nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     return PyObject_Vectorcall(wait_reached_ref, args, nargs, NULL);
 }
+
+/* EpochCounter(start=1): a queue timeline's ``begin`` (see ``QueueTimeline``). Calling it
+   returns start, start + 1, ... as ``itertools.count(start).__next__`` does (one C call,
+   atomic under the GIL: the increment and the int it returns happen with no Python code
+   in between), and _native_alloca.c takes an epoch from it without a call at all
+   (``nq_next_epoch``). Its reference is ``itertools.count``; a test checks they agree. */
+typedef struct {
+    PyObject_HEAD
+    long long next;
+    vectorcallfunc vectorcall;
+} EpochCounter;
+
+PyObject *
+nq_next_epoch(PyObject *self)
+{
+    EpochCounter *c = (EpochCounter *)self;
+    if (c->next == LLONG_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "EpochCounter: epochs exhausted");
+        return NULL;
+    }
+    return PyLong_FromLongLong(c->next++);
+}
+
+static PyObject *
+epoch_counter_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "EpochCounter() takes no arguments");
+        return NULL;
+    }
+    return nq_next_epoch(self);
+}
+
+static PyObject *
+epoch_counter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"start", NULL};
+    long long start = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|L:EpochCounter", names, &start)) {
+        return NULL;
+    }
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "EpochCounter: start must be >= 0");
+        return NULL;
+    }
+    EpochCounter *c = (EpochCounter *)type->tp_alloc(type, 0);
+    if (c != NULL) {
+        c->next = start;
+        c->vectorcall = epoch_counter_call;
+    }
+    return (PyObject *)c;
+}
+
+static PyObject *
+epoch_counter_repr(PyObject *self)
+{
+    return PyUnicode_FromFormat("EpochCounter(%lld)", ((EpochCounter *)self)->next);
+}
+
+static PyMemberDef epoch_counter_members[] = {
+    {"next_epoch", T_LONGLONG, offsetof(EpochCounter, next), READONLY,
+     "The epoch the next call returns."},
+    {NULL},
+};
+
+PyTypeObject NqEpochCounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hal_core._native_queue.EpochCounter",
+    .tp_basicsize = sizeof(EpochCounter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "EpochCounter(start=1): calling it returns start, start + 1, ... (a queue "
+              "timeline's begin; itertools.count(start).__next__ is its reference).",
+    .tp_new = epoch_counter_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(EpochCounter, vectorcall),
+    .tp_repr = epoch_counter_repr,
+    .tp_members = epoch_counter_members,
+};
+
+/* Add EpochCounter to the module: 0, or -1 with the error set. */
+int
+nq_add_epoch_counter(PyObject *mod)
+{
+    if (PyType_Ready(&NqEpochCounterType) < 0) {
+        return -1;
+    }
+    Py_INCREF(&NqEpochCounterType);
+    if (PyModule_AddObject(mod, "EpochCounter", (PyObject *)&NqEpochCounterType) < 0) {
+        Py_DECREF(&NqEpochCounterType);
+        return -1;
+    }
+    return 0;
+}

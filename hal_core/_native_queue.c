@@ -11,8 +11,9 @@
    that). The GIL makes each call atomic, as the Python path relies on too: free-threaded
    builds do not build this module.
 
-   This file holds the module, ``queue_op`` and ``fill_op``; ``complete_op`` and
-   ``add_timepoint`` are in _native_completion.c, ``alloca_op`` and ``dealloca_op`` in
+   This file holds the module, ``queue_op`` and ``fill_op``; ``complete_op``,
+   ``add_timepoint`` and ``EpochCounter`` (a queue timeline's ``begin``) are in
+   _native_completion.c, ``alloca_op`` and ``dealloca_op`` in
    _native_alloca.c (one extension, three sources).
 
    ``complete_op(op, timeline)`` finishes a successful op as ``_completion.complete_op``
@@ -52,6 +53,7 @@ PyObject *nq_init_timepoints(PyObject *mod, PyObject *args);
 PyObject *nq_add_timepoint(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 PyObject *nq_init_wait_reached(PyObject *mod, PyObject *ref);
 PyObject *nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+int nq_add_epoch_counter(PyObject *mod);
 /* Defined in _native_alloca.c. */
 int nq_alloca_strings(void);
 PyObject *nq_init_alloca(PyObject *mod, PyObject *args);
@@ -591,5 +593,9 @@ PyInit__native_queue(void)
         nq_completion_strings() < 0 || nq_alloca_strings() < 0) {
         return NULL;
     }
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && nq_add_epoch_counter(m) < 0) {
+        Py_CLEAR(m);
+    }
+    return m;
 }

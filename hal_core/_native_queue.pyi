@@ -85,3 +85,10 @@ def alloca_op(
 def dealloca_op(
     device: Any, affinity: Any, wait: Any, signal: Any, buffer: Any, *, flags: Any = 0
 ) -> None: ...
+
+class EpochCounter:
+    """A queue timeline's ``begin``: calling it returns start, start + 1, ..."""
+
+    next_epoch: int
+    def __init__(self, start: int = 1) -> None: ...
+    def __call__(self) -> int: ...

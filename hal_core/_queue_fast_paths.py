@@ -31,7 +31,7 @@ from ._queue import QueueOp, QueueOpKind
 from ._queue_alloca_paths import AllocaLane, alloca_reference, dealloca_reference
 from ._queue_checks import fill_op as fill_op_reference
 from ._queue_checks import queue_op as queue_op_reference
-from ._queue_timeline import QueueTimeline
+from ._queue_timeline import QueueTimeline, bind_native_epochs
 from ._semaphore import MAX_VALUE, Semaphore, bind_native_timepoints
 from .pool import ReserveFlags
 from .pool._fast_paths import native as pool_native
@@ -91,6 +91,7 @@ def _load() -> tuple[Any, str | None]:
     _native_queue.init(QueueOp, Semaphore, QueueOpKind, queue_op_reference, MAX_VALUE)
     _native_queue.init_completion(QueueOp, Semaphore, QueueTimeline, _AxisState, signal_all)
     bind_native_timepoints(_native_queue)
+    bind_native_epochs(_native_queue.EpochCounter)
     _native_queue.init_fill_host(fill_host_reference)
     _native_queue.init_wait_reached(wait_reached_reference)
     _native_queue.init_fill(

@@ -22,6 +22,21 @@ import threading
 from typing import Any, Callable
 
 
+def _count_reference(start: int) -> Callable[[], int]:
+    """``begin`` without the extension: ``itertools.count(start).__next__``."""
+    return itertools.count(start).__next__
+
+
+_new_counter: Callable[[int], Callable[[], int]] = _count_reference
+
+
+def bind_native_epochs(counter_type: Callable[[int], Callable[[], int]] | None) -> None:
+    """Timelines made from now on take their ``begin`` from ``counter_type(1)`` (the queue
+    extension's ``EpochCounter``), or the ``itertools.count`` reference when None."""
+    global _new_counter
+    _new_counter = counter_type if counter_type is not None else _count_reference
+
+
 class QueueTimeline:
     """The epochs of one queue: ``begin`` hands out the next, ``retire`` marks one done and
     advances ``retired`` over the contiguous prefix. Thread-safe."""
@@ -43,9 +58,11 @@ class QueueTimeline:
     def __init__(self, index: int) -> None:
         self.index = index
         self.retired = 0
-        # ``begin()`` reserves the next epoch: a bound ``itertools.count.__next__`` (one C
-        # call, atomic under the GIL) that submitters may also keep and call directly.
-        self.begin: Callable[[], int] = itertools.count(1).__next__
+        # ``begin()`` reserves the next epoch: one C call, atomic under the GIL, that
+        # submitters may also keep and call directly; the native ``EpochCounter`` when the
+        # queue extension is loaded (its alloca path takes epochs from it without a call),
+        # else ``itertools.count``'s ``__next__`` (its reference).
+        self.begin: Callable[[], int] = _new_counter(1)
         self._done: set[int] = set()
         self._lock = threading.Lock()
         self.on_retire: Callable[[int], None] | None = None
