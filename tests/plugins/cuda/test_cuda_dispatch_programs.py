@@ -3,7 +3,8 @@
 builds one program and still launches once per op with the right parameters; each
 difference (buffers, ranges, constants, grid, function) gets a program of its own; a
 collected buffer or executable is never reached through a kept program; the table stays
-bounded; a one-dispatch command buffer that is not ``queue_dispatch``'s still runs."""
+bounded; a one-dispatch command buffer that is not ``queue_dispatch``'s still runs; the
+latest answer, kept with the config and constants objects, answers only a repeat."""
 
 from __future__ import annotations
 
@@ -222,3 +223,50 @@ def test_an_unretained_dispatch_whose_buffer_was_dropped_fails_its_signal(
     with pytest.raises(hal_core.FailedPreconditionError, match="UNRETAINED"):
         sem.wait(2, TIMEOUT)
     assert len(fake.launches) == 1
+
+
+def test_the_latest_answer_is_reused_only_for_the_same_dispatch(dev: Any, fake: FakeDriver) -> None:
+    """A loop passes the same config and constants objects each call, which the latest
+    answer is kept with: it answers a repeat (a hit), and nothing that differs in the
+    buffers, their ranges, the function or the executable (same ordinal), each of which
+    launches its own parameters."""
+    exe, fn = _negate(dev)
+    double = exe.lookup_function("double")
+    other, other_fn = _negate(dev)
+    a = dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 32)
+    b = dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 32)
+    config = DispatchConfig.static(1)
+    sem = dev.create_semaphore()
+    kept = dev.test_backend.dispatch_programs
+    a16 = _address(a, 16)
+    cases = [
+        (exe, fn, (a, b), "negate", [_address(a), _address(b)]),
+        (exe, fn, (a, b), "negate", [_address(a), _address(b)]),
+        (exe, fn, (b, a), "negate", [_address(b), _address(a)]),
+        (exe, fn, (BufferRef(a, 16, 16), b), "negate", [a16, _address(b)]),
+        (exe, fn, (BufferRef(a, 16, 8), b), "negate", [a16, _address(b)]),
+        (exe, double, (BufferRef(a, 16, 8), b), "double", [a16, _address(b)]),
+        (other, other_fn, (BufferRef(a, 16, 8), b), "negate", [a16, _address(b)]),
+        (other, other_fn, (BufferRef(a, 16, 8), b), "negate", [a16, _address(b)]),
+    ]
+    for v, (executable, function, bindings, _name, _params) in enumerate(cases):
+        dev.queue_dispatch(1, (), ((sem, v + 1),), executable, function, config, COUNT_4, bindings)
+    sem.wait(len(cases), TIMEOUT)
+    assert (kept.builds, kept.hits) == (6, 2)
+    got = [(launch.name, launch.params) for launch in fake.launches]
+    assert got == [(name, params + [4]) for *_, name, params in cases]
+
+
+def test_the_latest_answer_never_reaches_a_collected_buffer(dev: Any, fake: FakeDriver) -> None:
+    """The same config and constants objects with a new buffer each time (which may reuse
+    a collected one's id): each launch carries its own buffer's address."""
+    exe, fn = _negate(dev)
+    config = DispatchConfig.static(1)
+    sem = dev.create_semaphore()
+    for v in range(8):
+        buf = dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 16)
+        dev.queue_dispatch(1, (), ((sem, v + 1),), exe, fn, config, COUNT_4, (buf, buf))
+        sem.wait(v + 1, TIMEOUT)
+        assert fake.launches[-1].params == [_address(buf), _address(buf), 4]
+        del buf
+        gc.collect()
