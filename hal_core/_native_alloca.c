@@ -58,11 +58,12 @@
 /* Defined in the other sources of this module. */
 int nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out);
 long long nq_nonneg(PyObject *v, int exact);
+int nq_as_ll(PyObject *v, long long *out);
 int nq_common_args(PyObject *single, PyObject *kind, PyObject *affinity, PyObject *wait,
                    PyObject *signal, PyObject **waits, PyObject **signals, PyObject **q);
 PyObject *nq_make_op(PyObject *kind, PyObject *q, PyObject *waits, PyObject *signals);
 int nq_complete(PyObject *signals, PyObject *epoch, PyObject *tl);
-PyObject *nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+int nq_reached(PyObject *sem, PyObject *value);
 extern PyTypeObject NqEpochCounterType;
 PyObject *nq_next_epoch(PyObject *self);
 
@@ -78,7 +79,7 @@ static Py_ssize_t l_valid, l_key_params, l_key_size, l_params, l_size, l_type, l
     l_access, l_placement, l_alloca_flags, l_dealloca_flags, l_machine, l_pool, l_acquire,
     l_release, l_wrap, l_alignment, l_pool_set, l_entries, l_timelines, l_axes, l_gate,
     l_resume, l_on_error, l_state_type, l_slabs, l_storage_cache, l_single_queue,
-    l_requesters, l_spare;
+    l_requesters, l_spare, l_death;
 static Py_ssize_t t_pool, t_reservation, t_finalizer, f_axes, f_epochs, f_capacity, o_queue,
     o_waits, o_target, o_length, o_pool, o_params, o_alloca_state, o_flags, o_epoch, tl_retired,
     tl_begin;
@@ -144,13 +145,13 @@ nq_init_alloca(PyObject *mod, PyObject *args)
         "valid", "key_params", "key_size", "params", "size", "memory_type", "usage", "access",
         "placement", "alloca_flags", "dealloca_flags", "machine", "pool", "acquire", "release",
         "wrap", "alignment", "pool_set", "entries", "timelines", "axes", "gate", "resume",
-        "on_error", "state_type", "slabs", "storage_cache", "single_queue", "requesters", "spare", NULL};
+        "on_error", "state_type", "slabs", "storage_cache", "single_queue", "requesters", "spare", "death", NULL};
     Py_ssize_t *const lane_offsets[] = {
         &l_valid, &l_key_params, &l_key_size, &l_params, &l_size, &l_type, &l_usage,
         &l_access, &l_placement, &l_alloca_flags, &l_dealloca_flags, &l_machine, &l_pool,
         &l_acquire, &l_release, &l_wrap, &l_alignment, &l_pool_set, &l_entries,
         &l_timelines, &l_axes, &l_gate, &l_resume, &l_on_error, &l_state_type, &l_slabs,
-        &l_storage_cache, &l_single_queue, &l_requesters, &l_spare};
+        &l_storage_cache, &l_single_queue, &l_requesters, &l_spare, &l_death};
     static const char *const transient_names[] = {"pool", "reservation", "finalizer", NULL};
     Py_ssize_t *const transient_offsets[] = {&t_pool, &t_reservation, &t_finalizer};
     static const char *const frontier_names[] = {"_axes", "_epochs", "capacity", NULL};
@@ -422,17 +423,13 @@ lane_open(PyObject *lane, long q)
 
 /* 1 when every wait of the op is reached without failure, 0 when not, -1 on error. */
 static int
-waits_reached(PyObject *mod, PyObject *waits)
+waits_reached(PyObject *waits)
 {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(waits); i++) {
         PyObject *pair = PyTuple_GET_ITEM(waits, i);
-        PyObject *r = nq_wait_reached(mod, &PyTuple_GET_ITEM(pair, 0), 2);
-        if (r == NULL) {
-            return -1;
-        }
-        Py_DECREF(r);
-        if (r != Py_True) {
-            return 0;
+        int reached = nq_reached(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+        if (reached <= 0) {
+            return reached;
         }
     }
     return 1;
@@ -459,6 +456,33 @@ single_frontier(PyObject *axis, PyObject *epoch)
     Py_INCREF(capacity);
     SLOT(f, f_capacity) = capacity;
     return f;
+}
+
+/* The death frontier {axis: epoch} of a straight dealloca (a new reference): the lane's
+   last one when nothing else holds it or its lists any more (the pool dropped it when it
+   handed the block out again), its epoch set in place; else a new one, which the lane
+   keeps for next time. */
+static PyObject *
+death_frontier(PyObject *lane, PyObject *axis, PyObject *epoch)
+{
+    PyObject *f = SLOT(lane, l_death);
+    if (f != Py_None && Py_TYPE(f) == FrontierType && Py_REFCNT(f) == 1 &&
+        SLOT(f, f_capacity) == capacity) {
+        PyObject *axes = SLOT(f, f_axes), *epochs = SLOT(f, f_epochs);
+        if (axes != NULL && epochs != NULL && PyList_CheckExact(axes) &&
+            PyList_CheckExact(epochs) && Py_REFCNT(axes) == 1 && Py_REFCNT(epochs) == 1 &&
+            PyList_GET_SIZE(axes) == 1 && PyList_GET_SIZE(epochs) == 1 &&
+            PyList_GET_ITEM(axes, 0) == axis) {
+            Py_INCREF(epoch);
+            Py_SETREF(PyList_GET_ITEM(epochs, 0), epoch); /* an int: freeing it runs no code */
+            return Py_NewRef(f);
+        }
+    }
+    PyObject *made = single_frontier(axis, epoch);
+    if (made != NULL) {
+        set_slot(lane, l_death, made);
+    }
+    return made;
 }
 
 /* One call's common arguments (see ``nq_common_args``): the wait and signal tuples (owned),
@@ -635,6 +659,15 @@ slab_of(PyObject *lane, PyObject *reservation, PyObject **slab, PyObject **slab_
     return st != Py_None;
 }
 
+/* Item ``i`` of a storage cache entry (an exact int the cache stored), or -1. */
+static Py_ssize_t
+entry_int(PyObject *entry, Py_ssize_t i)
+{
+    PyObject *v = PyTuple_GET_ITEM(entry, i);
+    long long x;
+    return PyLong_CheckExact(v) && nq_as_ll(v, &x) ? (Py_ssize_t)x : -1;
+}
+
 /* The lane pool's ``wrap_reservation(reservation)`` (a new reference, NULL on error), taken
    from the lane's storage cache when the same range of the same slab (and slab storage)
    was wrapped before; stored there otherwise. Keyed by the block handle (an int for TLSF
@@ -651,9 +684,8 @@ wrap(PyObject *lane, PyObject *reservation)
     PyObject *key = r->block_handle;
     PyObject *entry = PyDict_GetItemWithError(cache, key); /* borrowed; int keys run no code */
     if (entry != NULL && PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 6 &&
-        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0)) == r->offset &&
-        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1)) == r->length &&
-        PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2)) == r->slab_index &&
+        entry_int(entry, 0) == r->offset && entry_int(entry, 1) == r->length &&
+        entry_int(entry, 2) == r->slab_index &&
         PyTuple_GET_ITEM(entry, 3) == slab && PyTuple_GET_ITEM(entry, 4) == slab_storage) {
         PyObject *storage = PyTuple_GET_ITEM(entry, 5);
         Py_INCREF(storage);
@@ -906,7 +938,7 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
         straight = l == 0 || (l > 0 && nq_nonneg(SLOT(lane, l_size), 1) <= l);
     }
     if (straight) {
-        straight = waits_reached(mod, c.waits);
+        straight = waits_reached(c.waits);
     }
     if (straight > 0) {
         rc = straight_alloca(lane, &c, buffer);
@@ -943,7 +975,7 @@ straight_dealloca(PyObject *lane, Call *c, PyObject *buffer, PyObject *transient
     long long r = nq_nonneg(retired, 1);
     PyObject *frontier = Py_None, *released = NULL;
     if (r > 0) {
-        frontier = single_frontier(PyTuple_GET_ITEM(SLOT(lane, l_axes), c->qi), retired);
+        frontier = death_frontier(lane, PyTuple_GET_ITEM(SLOT(lane, l_axes), c->qi), retired);
     }
     else {
         Py_INCREF(frontier);
@@ -1064,7 +1096,7 @@ nq_dealloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kw
     PyObject *transient = releasable(lane, buffer);
     int straight = transient != NULL && lane_open(lane, c.qi);
     if (straight) {
-        straight = waits_reached(mod, c.waits);
+        straight = waits_reached(c.waits);
     }
     int rc = -1;
     if (straight > 0) {

@@ -10,6 +10,7 @@
 /* Defined in _native_queue.c (the other source of this module). */
 int nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out);
 long long nq_nonneg(PyObject *v, int exact);
+int nq_as_ll(PyObject *v, long long *out);
 
 static PyTypeObject *QueueOpType, *SemaphoreType, *TimelineType, *AxisStateType;
 static PyObject *signal_ref;
@@ -87,6 +88,57 @@ nq_init_completion(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+/* ``_thread.lock``'s layout in CPython 3.11 and 3.12 (Modules/_threadmodule.c): its
+   ``locked()`` returns ``locked``, which acquire sets and release clears with the GIL
+   held. Read directly only after ``lock_layout_ok`` saw it behave so on a fresh lock. */
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock_lock;
+    PyObject *in_weakreflist;
+    char locked;
+} ThreadLock;
+#define LOCK_HELD(lock) (((ThreadLock *)(lock))->locked)
+
+/* 1 when locks of ``type`` have the layout above: the size matches, and a fresh lock's
+   flag follows its ``locked()`` through an acquire and a release. 0 otherwise. */
+static int
+lock_layout_ok(PyTypeObject *type, PyObject *locked_descr)
+{
+    if (strcmp(type->tp_name, "_thread.lock") != 0 ||
+        type->tp_basicsize != (Py_ssize_t)sizeof(ThreadLock)) {
+        return 0;
+    }
+    PyObject *lock = PyObject_CallNoArgs((PyObject *)type);
+    if (lock == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = 1;
+    for (int step = 0; step < 3 && ok; step++) {
+        if (step == 1 || step == 2) {
+            PyObject *r = PyObject_CallMethod(lock, step == 1 ? "acquire" : "release", NULL);
+            if (r == NULL) {
+                PyErr_Clear();
+                ok = 0;
+                break;
+            }
+            Py_DECREF(r);
+        }
+        PyObject *held = PyObject_Vectorcall(locked_descr, &lock, 1, NULL);
+        if (held == NULL) {
+            PyErr_Clear();
+            ok = 0;
+            break;
+        }
+        ok = (held == Py_True) == (LOCK_HELD(lock) == 1) && (LOCK_HELD(lock) == (step == 1));
+        Py_DECREF(held);
+    }
+    Py_DECREF(lock);
+    return ok;
+}
+#endif
+
 /* 1 when ``lock`` (a threading.Lock) is free, 0 when held, -1 on error. */
 static int
 lock_free(PyObject *lock)
@@ -95,9 +147,16 @@ lock_free(PyObject *lock)
         return 0;
     }
     /* The lock type's ``locked`` descriptor, found once: calling it skips the attribute
-       lookup on every lock. Another lock type takes the generic method call. */
+       lookup on every lock (and, where the layout is known, the flag is read directly).
+       Another lock type takes the generic method call. */
     static PyTypeObject *lock_type;
     static PyObject *locked_descr;
+#ifdef LOCK_HELD
+    static int direct;
+    if (direct && Py_TYPE(lock) == lock_type) {
+        return !LOCK_HELD(lock);
+    }
+#endif
     PyObject *held;
     if (Py_TYPE(lock) != lock_type) {
         if (lock_type == NULL) {
@@ -108,6 +167,9 @@ lock_free(PyObject *lock)
             locked_descr = d;
             Py_INCREF(Py_TYPE(lock));
             lock_type = Py_TYPE(lock);
+#ifdef LOCK_HELD
+            direct = lock_layout_ok(lock_type, locked_descr);
+#endif
             held = PyObject_Vectorcall(locked_descr, &lock, 1, NULL);
         }
         else {
@@ -131,6 +193,14 @@ int_below(PyObject *a, PyObject *b)
 {
     if (!PyLong_CheckExact(a) || !PyLong_CheckExact(b)) {
         return -1;
+    }
+    /* In C when ``a`` fits a long long: ``b`` then either fits too or is beyond every
+       long long on the side of its sign. */
+    int oa = 0, ob = 0;
+    long long x = PyLong_AsLongLongAndOverflow(a, &oa);
+    long long y = PyLong_AsLongLongAndOverflow(b, &ob);
+    if (oa == 0) {
+        return ob == 0 ? x < y : ob > 0;
     }
     return PyObject_RichCompareBool(a, b, Py_LT);
 }
@@ -175,15 +245,9 @@ fast_retire(PyObject *tl, PyObject *epoch)
         (pub != Py_None && !PyDict_CheckExact(pub))) {
         return 0;
     }
-    int overflow = 0;
-    long long r = PyLong_AsLongLongAndOverflow(retired, &overflow);
-    if (overflow || r < 0 || r == LLONG_MAX) {
-        PyErr_Clear();
-        return 0;
-    }
-    long long e = PyLong_AsLongLongAndOverflow(epoch, &overflow);
-    if (overflow || e != r + 1) {
-        PyErr_Clear();
+    long long r, e;
+    if (!nq_as_ll(retired, &r) || r < 0 || r == LLONG_MAX || !nq_as_ll(epoch, &e) ||
+        e != r + 1) {
         return 0;
     }
     PyObject *axis = NULL, *state = NULL, *tracker = NULL;
@@ -429,6 +493,34 @@ nq_init_wait_reached(PyObject *mod, PyObject *ref)
     Py_RETURN_NONE;
 }
 
+/* ``wait_reached(sem, value)`` as a C truth value: 1, 0, or -1 with the error set. */
+int
+nq_reached(PyObject *sem, PyObject *value)
+{
+    if (wait_reached_ref == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hal_core._native_queue.init_wait_reached was not called");
+        return -1;
+    }
+    if (SemaphoreType != NULL && Py_TYPE(sem) == SemaphoreType && PyLong_CheckExact(value)) {
+        PyObject *failure = SLOT(sem, off_sem_failure), *current = SLOT(sem, off_sem_value);
+        if (failure != NULL && current != NULL && PyLong_CheckExact(current)) {
+            if (failure != Py_None) {
+                return 0;
+            }
+            int below = int_below(current, value);
+            return below < 0 ? -1 : !below;
+        }
+    }
+    PyObject *args[2] = {sem, value};
+    PyObject *r = PyObject_Vectorcall(wait_reached_ref, args, 2, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return truth;
+}
+
 PyObject *
 nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -443,7 +535,7 @@ nq_wait_reached(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             if (failure != Py_None) {
                 Py_RETURN_FALSE;
             }
-            int below = PyObject_RichCompareBool(value, args[1], Py_LT);
+            int below = int_below(value, args[1]);
             if (below < 0) {
                 return NULL;
             }

@@ -104,6 +104,21 @@ nq_slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *out)
     return 0;
 }
 
+/* The value of ``v`` (an int or int subclass) into ``*out``: 1, or 0 when it does not fit
+   a long long (no error set). */
+int
+nq_as_ll(PyObject *v, long long *out)
+{
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
 /* An int (or int subclass: flag enums) as a non-negative C integer, or -1. */
 long long
 nq_nonneg(PyObject *v, int exact)

@@ -96,6 +96,7 @@ class AllocaLane:
         "single_queue",
         "requesters",
         "spare",
+        "death",
         "__weakref__",  # the pool machine holds its bound lanes weakly
     )
 
@@ -141,6 +142,10 @@ class AllocaLane:
         # A ``TransientAllocation`` the native straight dealloca let go of (no reservation,
         # referenced by nothing else), for the next straight alloca to reuse; else None.
         self.spare: Any = None
+        # The death frontier the native straight dealloca last released a block with; the
+        # next one reuses it (its epoch updated in place) once nothing else holds it (the
+        # pool let it go when it handed the block out again); else None.
+        self.death: Any = None
 
 
 def alloca_reference(

@@ -30,9 +30,10 @@ fixed_acquire(FixedBlockCore *self, PyObject *const *args, size_t nargsf, PyObje
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Reservation *r;
     PyObject *t;
-    if (fixed_pick(self, args, nargs, kwnames) < 0 || result_alloc(&r, &t) < 0)
+    /* The result first (see result_alloc), then one look; a miss drops the unused result. */
+    if (result_alloc(&r, &t) < 0)
         goto slow;
-    Py_ssize_t index = fixed_pick(self, args, nargs, kwnames); /* again: see result_alloc */
+    Py_ssize_t index = fixed_pick(self, args, nargs, kwnames);
     if (index < 0) {
         result_drop(r, t);
         goto slow;

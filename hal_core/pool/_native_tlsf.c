@@ -198,16 +198,11 @@ tlsf_acquire(TlsfCore *self, PyObject *const *args, size_t nargsf, PyObject *kwn
     Reservation *r;
     PyObject *t, *recycled = NULL;
     PyObject *requester = nargs >= 3 ? args[2] : Py_None;
-    Py_ssize_t g = 0, b = tlsf_pick(self, args, nargs, kwnames, &g);
-    if (b < 0 && g > 0 && requester != Py_None)
-        b = tlsf_recycle_pick(self, requester, g, &recycled);
-    if (b < 0 || result_alloc(&r, &t) < 0)
+    /* The result first (see result_alloc), then one look: the quick lists first, then the
+     * recycle lists, as the Python path looks. A miss drops the unused result. */
+    if (result_alloc(&r, &t) < 0)
         goto slow;
-    /* Again (see result_alloc): the quick lists first, then the recycle lists, as the
-     * Python path looks. */
-    recycled = NULL;
-    g = 0;
-    b = tlsf_pick(self, args, nargs, kwnames, &g);
+    Py_ssize_t g = 0, b = tlsf_pick(self, args, nargs, kwnames, &g);
     if (b < 0 && g > 0 && requester != Py_None)
         b = tlsf_recycle_pick(self, requester, g, &recycled);
     Py_ssize_t off = list_ival(self->off, b), slab = list_ival(self->slab_of, b);

@@ -1,12 +1,12 @@
-"""What the native alloca path remembers between calls, and what makes it look again.
+"""What the native alloca path keeps between calls, and what makes it look again.
 
-``alloca_op`` / ``dealloca_op`` keep per-call look-ups out of the straight path: a lane
-adopts an equal ``params`` object as its key (so the caller's next calls match by
-identity), attribute reads (the device's lanes, the pool's budget, the pool set's entries,
-a slab's storage) are remembered while the object's dict and type are unchanged, and a
-queue timeline's ``begin`` is a native ``EpochCounter`` read without a call. Each test
-changes one of those facts after the path has remembered it and checks that the native
-calls then behave as the Python references do.
+``alloca_op`` / ``dealloca_op`` keep per-call look-ups and objects out of the straight
+path: a lane adopts an equal ``params`` object as its key (so the caller's next calls match
+by identity), attribute reads (the device's lanes, the pool's budget, the pool set's
+entries, a slab's storage) are remembered while the object's dict and type are unchanged,
+a queue timeline's ``begin`` is a native ``EpochCounter`` read without a call, and a death
+frontier nothing else holds is reused. Each test changes one of those facts after the path
+has kept it and checks that the native calls then behave as the Python references do.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import hal_core as hal
 from hal_core import BufferParams, HalError
 from hal_core._device import Device
+from hal_core._frontier import Frontier
 from hal_core._queue_alloca_paths import alloca_reference, dealloca_reference
 from hal_core._queue_fast_paths import native
 from hal_core._queue_timeline import QueueTimeline
@@ -204,3 +205,35 @@ def test_a_type_level_attribute_is_honoured(monkeypatch: pytest.MonkeyPatch) -> 
         assert len(submitted) == 1 and sem.query() == 8
         assert device._alloca_lanes[0].pool.query_stats().reservation_count == 0
         assert sem.failure is None
+
+
+def test_a_death_frontier_is_reused_only_when_nothing_holds_it() -> None:
+    """The straight dealloca keeps the death frontier it released a block with on the lane
+    and reuses it (epoch updated) once the pool let it go; one held elsewhere keeps its
+    entries and the next dealloca makes another."""
+    with hal.create_device("local-sync://") as device:
+        params = BufferParams()
+        sem = device.create_semaphore()
+        v = 0
+
+        def pair() -> None:
+            nonlocal v
+            buffer = device.queue_alloca(1, ((sem, v),), ((sem, v + 1),), params, 4096)
+            device.queue_dealloca(1, ((sem, v + 1),), ((sem, v + 2),), buffer)
+            v += 2
+
+        for _ in range(3):
+            pair()
+        lane = device._alloca_lanes[0]
+        axis = lane.axes[0]
+        first = lane.death
+        assert isinstance(first, Frontier) and dict(first) == {axis: 5}
+        del first
+        pair()  # the alloca took the block back (the pool dropped the frontier): reused
+        reused = lane.death
+        assert dict(reused) == {axis: 7}
+        held = reused
+        pair()
+        assert held is reused and dict(held) == {axis: 7}
+        assert lane.death is not held and dict(lane.death) == {axis: 9}
+        assert sem.query() == v and lane.pool.query_stats().reservation_count == 0
