@@ -25,7 +25,15 @@ from typing import Any
 
 from hal_core import HalError, StatusCode, UnavailableError
 
-__all__ = ["CudaContext", "check", "cuda_error", "driver_api", "error_name", "hot_calls"]
+__all__ = [
+    "CudaContext",
+    "check",
+    "cuda_error",
+    "driver_api",
+    "error_name",
+    "hot_calls",
+    "thread_context",
+]
 
 _FIX_BINDINGS = (
     "install NVIDIA's driver-API bindings with `pip install 'hal-cuda[bindings]'` "
@@ -176,6 +184,9 @@ class _ThreadContext(threading.local):
 
 
 _thread_context = _ThreadContext()
+thread_context = _thread_context
+"""``thread_context.current``: the ``CudaContext`` current on the calling thread (or None).
+A hot path tests it inline and calls ``make_current`` only when it is another."""
 
 
 class CudaContext:

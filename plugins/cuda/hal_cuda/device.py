@@ -58,16 +58,24 @@ from hal_core.backend import (
     signal_all,
     wait_reached,
 )
-from hal_core.profiling import MemoryEventType
+from hal_core.profiling import MemoryEventType, record_pool_events
 
 from . import executable as executables
 from . import graphs
 from .completion import CompletionThread, EventPool
-from .cuda_api import CudaContext, check, cuda_error, hot_calls
+from .cuda_api import CudaContext, check, cuda_error, hot_calls, thread_context
 from .dispatch_programs import DispatchPrograms, is_single_dispatch
+from .host_spans import HostTaps
 from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
 from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, profiling_clock
 from .queue_pools import CudaQueuePools
+from .stream_alloca import (
+    ALLOCA_POOLS,
+    ALLOCA_STREAM,
+    StreamOrderedAllocas,
+    create_pool,
+    parse_alloca_mode,
+)
 from .stream_ops import (
     CudaProgram,
     address_of,
@@ -95,6 +103,12 @@ _UNRETAINED = int(CommandBufferMode.UNRETAINED)
 _DIRECT_DISPATCH = _ONE_SHOT | _UNRETAINED  # the mode of queue_dispatch's recording
 _MEMORY_QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
 _MEMORY_QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
+
+
+def _host_sync(op: QueueOp) -> bool:
+    """Whether a DISPATCH or EXECUTE op's program must run on a worker (it reads a
+    workgroup count from a buffer)."""
+    return bool(op.program.needs_host_sync)
 
 
 _STREAM_WORK: dict[int, Callable[[Any, QueueOp, Any], None]] = {
@@ -172,7 +186,12 @@ class CudaDeviceBackend:
         device_memory: int,
         name: str,
         own_queues: range | None = None,
+        alloca: str = ALLOCA_POOLS,
     ) -> None:
+        # Options first: a bad value or a GPU without memory pools fails before any
+        # stream or thread exists.
+        alloca = parse_alloca_mode(alloca)
+        alloca_pool = create_pool(ctx) if alloca == ALLOCA_STREAM else None
         self.ctx = ctx
         self.api = ctx.api
         # The submitting and completion paths' driver calls (cuda_api.hot_calls: the
@@ -185,12 +204,12 @@ class CudaDeviceBackend:
         self.device: Any = None
         self._waiting: dict[QueueOp, bool] = {}
         # Values stream work will signal when its event is reached: semaphore ->
-        # (value, event, queue index), the latest enqueued per semaphore; removed at
-        # completion.
-        self._inflight: dict[Any, tuple[int, Any, int]] = {}
-        # Device-side waits of ops not yet completed: op -> [(semaphore, event)], the
-        # event None where stream order alone orders the op after its producer.
-        self._device_waits: dict[QueueOp, list[tuple[Any, Any]]] = {}
+        # (value, event, queue index, semaphore), the latest enqueued per semaphore;
+        # published by the completion thread's hand-over, removed at completion.
+        self._inflight: dict[Any, tuple[int, Any, int, Any]] = {}
+        # Device-side waits of parked ops (they also wait on the host): op -> (the
+        # (semaphore, value) pairs waited on the device, the events to wait on or None).
+        self._device_waits: dict[QueueOp, tuple[list[tuple[Any, int]], list[Any] | None]] = {}
         self._closing = False
         self._closed = False
         ctx.make_current()
@@ -206,8 +225,10 @@ class CudaDeviceBackend:
         self.events = EventPool(ctx)
         self._timing_events = EventPool(ctx, flags=0)  # timing enabled: profiling
         self._profiling: CudaProfiling | None = None
+        self._host_taps: HostTaps | None = None
+        self._free_events = self.events.free
         self.completion = CompletionThread(
-            ctx, self.events, f"cuda{ctx.ordinal}-completion", self.hot
+            ctx, self.events, f"cuda{ctx.ordinal}-completion", self._finish_stream, self.hot
         )
         self._staging: list[CudaStorage | None] = [None] * queue_count
         own = range(queue_count) if own_queues is None else own_queues
@@ -218,6 +239,14 @@ class CudaDeviceBackend:
         # Queue axes, retirement watermarks, default pools and the alloca state machine.
         self.pools = CudaQueuePools(ctx, queue_count, device_memory, name, self._complete_pool_op)
         self._watermarks = self.pools.watermarks
+        # alloca=stream: default-pool allocas of device memory through CUDA's
+        # stream-ordered allocator (``stream_alloca.py``); its pool goes with the pools.
+        self.alloca_mode = alloca
+        self.stream_allocas: StreamOrderedAllocas | None = None
+        if alloca_pool is not None:
+            self.stream_allocas = StreamOrderedAllocas(self, alloca_pool)
+            self.stream_allocas.install()
+            self.pools.on_close.append(self.stream_allocas.close)
 
     # -- capabilities -------------------------------------------------------------------
 
@@ -237,7 +266,14 @@ class CudaDeviceBackend:
             return self.dispatch_programs.get(commands[0])
         unretained = bool(mode & _UNRETAINED)
         program = CudaProgram(commands, unretained)
-        if not mode & (_ONE_SHOT | _UNRETAINED) and graphs.qualifies(program):
+        if program.kernel_shape is not None:
+            # Kernel-only: an instance shared by every recording of this shape.
+            runner = self.graph_cache.kernel.runner(program, bool(mode & _ONE_SHOT))
+            if runner is not None:
+                program.graph = runner
+                if not mode & _ONE_SHOT:
+                    runner.prebuild(program)
+        elif not mode & (_ONE_SHOT | _UNRETAINED) and graphs.qualifies(program):
             program.graph = graphs.ProgramGraphs(self.ctx, self.graph_cache)
             program.graph.prebuild(program)
         return program
@@ -253,7 +289,8 @@ class CudaDeviceBackend:
         A wait on a value that stream work of this device will signal (``_inflight``)
         becomes a device-side wait for ops whose work is stream work (``cuStreamWaitEvent``
         on that work's event, or nothing when that work is on the op's own stream); every
-        other wait is resolved on the host."""
+        other wait is resolved on the host. One such wait (a chain's) takes the short
+        path: no lists, straight to ``_enqueue``."""
         if self._closing:
             raise FailedPreconditionError("the cuda device is closed")
         op.epoch = self._watermarks[op.queue].next_epoch()
@@ -261,27 +298,51 @@ class CudaDeviceBackend:
         if not waits:
             self._ready(op)
             return
-        if op.kind in _DEVICE_WAITABLE and self._inflight:
-            waits = self._split_waits(op, waits)
+        kind = op.kind
+        inflight = self._inflight
+        if inflight and kind in _DEVICE_WAITABLE:
+            if len(waits) == 1:
+                sem, value = waits[0]
+                entry = inflight.get(sem)
+                if (
+                    entry is not None
+                    and entry[0] >= value
+                    and not wait_reached(sem, value)
+                    and (
+                        (kind is not _DISPATCH and kind is not _EXECUTE)
+                        or not op.program.needs_host_sync
+                    )
+                ):
+                    self.stream_waits.event += 1
+                    lane = entry[2]
+                    self._enqueue(
+                        op, _STREAM_WORK[kind], waits, None if lane == op.queue else entry[1]
+                    )
+                    return
+            waits, waited, events = self._split_waits(op, waits)
             if not waits:
-                self._ready(op)
+                self._ready(op, waited, events)
                 return
+            if waited is not None:
+                self._device_waits[op] = (waited, events)
         self._waiting[op] = True
         if self._closing and self._waiting.pop(op, None) is not None:
             self._device_waits.pop(op, None)
             raise FailedPreconditionError("the cuda device is closed")
         resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
 
-    def _split_waits(self, op: QueueOp, waits: tuple) -> tuple:
-        """The waits left for the host. Those this device's in-flight stream work will
-        signal are recorded in ``_device_waits[op]`` as (semaphore, event), the event None
+    def _split_waits(self, op: QueueOp, waits: tuple) -> tuple[tuple, list | None, list | None]:
+        """(the waits left for the host, the (semaphore, value) pairs waited on the device
+        or None, the events to wait on or None). A wait this device's in-flight stream
+        work will signal is waited on that work's event, or needs no driver call at all
         when that work is on the op's own stream: every op goes on its queue's stream
-        after its producers were enqueued there, so stream order is the wait and no driver
-        call is needed. Those another CUDA device's in-flight work will signal become word
-        waits on the op's stream now (``stream_waits.py``), recorded with event None."""
+        after its producers were enqueued there, so stream order is the wait. A wait
+        another CUDA device's in-flight work will signal becomes a word wait on the op's
+        stream now (``stream_waits.py``)."""
         inflight = self._inflight
         host: list[tuple[Any, int]] = []
-        device: list[tuple[Any, Any]] = []
+        device: list[tuple[Any, int]] = []
+        events: list[Any] | None = None
         words: list[tuple[Any, int]] | None = None
         queue_index = op.queue
         stream_waits = self.stream_waits
@@ -290,29 +351,33 @@ class CudaDeviceBackend:
                 continue
             entry = inflight.get(sem)
             if entry is not None and entry[0] >= value:
-                device.append((sem, None if entry[2] == queue_index else entry[1]))
+                device.append((sem, value))
+                if entry[2] != queue_index:
+                    if events is None:
+                        events = []
+                    events.append(entry[1])
             elif stream_waits.peer_signals(sem, value):
                 if words is None:
                     words = []
                 words.append((sem, value))
             else:
                 host.append((sem, value))
-        if device or words:
-            if op.kind == _DISPATCH or op.kind == _EXECUTE:
-                if op.program.needs_host_sync:
-                    stream_waits.host += len(waits)
-                    return waits  # runs on a worker: the host resolves every wait
-            stream_waits.event += len(device)
-            if words:
-                done = stream_waits.enqueue(self.streams[queue_index], words)
-                for sem, _value in words[:done]:
-                    device.append((sem, None))
-                host.extend(words[done:])
-                stream_waits.word += done
-            self._device_waits[op] = device
+        if not device and not words:
+            if host:
+                stream_waits.host += len(host)
+            return tuple(host), None, None
+        if (op.kind == _DISPATCH or op.kind == _EXECUTE) and _host_sync(op):
+            stream_waits.host += len(waits)
+            return waits, None, None  # runs on a worker: the host resolves every wait
+        stream_waits.event += len(device)
+        if words:
+            done = stream_waits.enqueue(self.streams[queue_index], words)
+            device.extend(words[:done])
+            host.extend(words[done:])
+            stream_waits.word += done
         if host:
             stream_waits.host += len(host)
-        return tuple(host)
+        return tuple(host), device, events
 
     def submit_alloca(self, op: QueueOp) -> None:
         """``submit`` for ALLOCA: pick the pool and, when nothing is waited on, reserve
@@ -352,14 +417,23 @@ class CudaDeviceBackend:
 
     def _on_ready(self, op: QueueOp) -> None:
         if self._waiting.pop(op, None) is not None:
-            self._ready(op)
+            if op.kind is _BARRIER:  # a chain of barriers: one call fewer per edge
+                self._complete(op, None)
+                return
+            parked = self._device_waits.pop(op, None) if self._device_waits else None
+            if parked is None:
+                self._ready(op)
+            else:
+                self._ready(op, parked[0], parked[1])
 
     def _on_wait_failed(self, op: QueueOp, error: HalError) -> None:
         if self._waiting.pop(op, None) is not None:
             self._device_waits.pop(op, None)
             self._complete(op, error.clone())
 
-    def _ready(self, op: QueueOp) -> None:
+    def _ready(self, op: QueueOp, waited: Any = None, events: list | None = None) -> None:
+        """Run or queue a ready op. ``waited`` and ``events``: its device-side waits
+        (``_enqueue``)."""
         kind = op.kind
         if kind == _BARRIER:
             self._complete(op, None)
@@ -371,25 +445,39 @@ class CudaDeviceBackend:
         if work is not None and not (
             (kind == _EXECUTE or kind == _DISPATCH) and op.program.needs_host_sync
         ):
-            self._enqueue(op, work)
+            self._enqueue(op, work, waited, events)
         elif not self._workers[op.queue].put(op):
             self._complete(op, CancelledError("the cuda device closed before the op ran"))
 
-    def _enqueue(self, op: QueueOp, work: Callable[[Any, QueueOp, Any], None]) -> None:
+    def _enqueue(
+        self,
+        op: QueueOp,
+        work: Callable[[Any, QueueOp, Any], None],
+        waited: Any = None,
+        wait: Any = None,
+    ) -> None:
         """Put ``op``'s work on its stream (after its device-side waits), record an event
-        after it, note its signals as in flight, and hand it to the completion thread.
-        Never raises: an error fails the op (after the work already queued is done)."""
+        after it and hand it to the completion thread, which publishes its signals as in
+        flight. Never raises: an error fails the op (after the work already queued is
+        done).
+
+        ``waited``: the (semaphore, value) pairs the op waits on the device (it fails at
+        completion with the failure of any of them), or None. ``wait``: the event to
+        ``cuStreamWaitEvent`` on first, a list of them, or None."""
         error: HalError | None = None
         api = self.hot
-        stream = self.streams[op.queue]
+        lane = op.queue
+        stream = self.streams[lane]
         timer = None
+        ctx = self.ctx
         try:
-            self.ctx.make_current()
-            device_waits = self._device_waits.get(op)
-            if device_waits is not None:
-                for _sem, waited in device_waits:
-                    if waited is not None:
-                        check(api.cuStreamWaitEvent(stream, waited, 0), "cuStreamWaitEvent")
+            if thread_context.current is not ctx:
+                ctx.make_current()
+            if wait is not None:
+                for event in wait if wait.__class__ is list else (wait,):
+                    err = api.cuStreamWaitEvent(stream, event, 0)[0]
+                    if err:
+                        raise cuda_error(err, "cuStreamWaitEvent")
             profiling = self._profiling
             if profiling is not None and profiling.dispatch and work is enqueue_program:
                 timer = profiling.timer()
@@ -398,53 +486,75 @@ class CudaDeviceBackend:
                 work(api, op, stream)
         except BaseException as exc:
             error = op_error(exc)
+        signals = op.signals
         try:
-            event = self.events.get()
-            err = api.cuEventRecord(event, stream)[0]
+            try:
+                event = self._free_events.pop()
+            except IndexError:
+                event = self.events.get()
         except BaseException as exc:
-            self._complete_stream(op, error or op_error(exc))
+            self._complete_waited(op, error or op_error(exc), waited)
+            return
+        entries: Any = None
+        if len(signals) == 1:
+            sem, value = signals[0]
+            entries = (value, event, lane, sem)
+        elif signals:
+            entries = [(value, event, lane, sem) for sem, value in signals]
+        item = (
+            event,
+            lane,
+            entries,
+            op,
+            error,
+            waited,
+            None if timer is None else (timer, profiling),
+        )
+        try:
+            err = self.completion.hand_over(stream, item, self._inflight)
+        except BaseException as exc:
+            self._complete_waited(op, error or op_error(exc), waited)
             return
         if err:
-            self._complete_stream(op, error or cuda_error(err, "cuEventRecord"))
-            return
-        entries = []
-        inflight = self._inflight
-        queue_index = op.queue
-        for sem, value in op.signals:
-            entry = (value, event, queue_index)
-            inflight[sem] = entry
-            entries.append((sem, entry))
-        payload = (error, entries, timer, self._profiling)
-        if not self.completion.put(event, op, payload, self._finish_stream):
-            closed = CancelledError("the cuda device closed")
-            self._finish_stream(op, (closed, entries, timer, self._profiling), None)
+            self._complete_waited(op, error or cuda_error(err, "cuEventRecord"), waited)
+        elif err is None:
+            self._finish_stream(item, CancelledError("the cuda device closed"))
 
-    def _finish_stream(self, op: QueueOp, outcome: Any, fault: HalError | None) -> None:
+    def _finish_stream(self, item: tuple, fault: HalError | None) -> None:
         """Completion of stream work (completion thread): complete it (a fault the event
         wait reported fails it), then forget its in-flight signals. In that order, a
         submitter always finds either the value reached or the entry (a device-side wait
         on work already done costs nothing), never neither, which would send the new op
         through a host round trip."""
-        error, entries, timer, profiling = outcome
+        _event, _lane, entries, op, error, waited, timer = item
         if fault is not None:
             error = fault
+        elif waited is not None and error is None:
+            for sem, _value in waited:
+                failure = sem.failure
+                if failure is not None:
+                    error = failure.clone()
+                    break
         if timer is not None:
-            profiling.record(op, timer, error is not None)
-        self._complete_stream(op, error)
+            timer[1].record(op, timer[0], error is not None)
+        self._complete(op, error)
+        if entries is None:
+            return
         inflight = self._inflight
-        for sem, entry in entries:
+        for entry in (entries,) if entries.__class__ is tuple else entries:
+            sem = entry[3]
             if inflight.get(sem) is entry:
                 try:
                     del inflight[sem]
                 except KeyError:
                     pass
 
-    def _complete_stream(self, op: QueueOp, error: HalError | None) -> None:
-        """Complete an op that may have waited on the device: if a semaphore it waited
-        on there failed, the op fails with that failure (its work ran regardless)."""
-        device_waits = self._device_waits.pop(op, None)
-        if device_waits is not None and error is None:
-            for sem, _event in device_waits:
+    def _complete_waited(self, op: QueueOp, error: HalError | None, waited: Any) -> None:
+        """Complete an op that may have waited on the device (``waited``: those
+        (semaphore, value) pairs, or None): if one of those semaphores failed, the op
+        fails with that failure (its work ran regardless)."""
+        if waited is not None and error is None:
+            for sem, _value in waited:
                 failure = sem.failure
                 if failure is not None:
                     error = failure.clone()
@@ -589,18 +699,26 @@ class CudaDeviceBackend:
         return profiling_clock()
 
     def profiling_begin(self, session: Any) -> None:
-        """Dispatch timing from now on (``profiling.py``); taps on the default pools."""
+        """Dispatch timing from now on (``profiling.py``); taps on the default pools; the
+        host-side taps (queue events, host execution: ``host_spans.py``) in the instance
+        dict for the session."""
         profiling = CudaProfiling(self.ctx, session, self._timing_events, self.streams[0])
         if session.memory_events is not None:
-            from hal_core.profiling import record_pool_events
-
             for _priority, pool in self.pools.default_pools.pools:
                 record_pool_events(session, pool)
+        if session.queue_events is not None or session.host_execution_events is not None:
+            taps = HostTaps(self, session)
+            taps.install()
+            self._host_taps = taps
         self._profiling = profiling
 
     def profiling_end(self, session: Any) -> None:
-        """Stop timing; ops in flight record nothing once the session has closed."""
+        """Stop timing and remove the host taps; ops in flight record nothing once the
+        session has closed."""
         self._profiling = None
+        taps, self._host_taps = self._host_taps, None
+        if taps is not None:
+            taps.remove()
 
     # -- lifetime -----------------------------------------------------------------------
 

@@ -103,8 +103,10 @@ def test_fill4_in_a_cross_queue_chain_is_one_memset_one_wait_one_record(
     """edge.fill4's shape: fill i on queue i % 2 waits on fill i-1's semaphore. On the
     submitting thread each is one cuMemsetD32Async, one cuEventRecord and (after the
     first, whose wait is already reached) one cuStreamWaitEvent on the other stream's
-    event; nothing synchronises there. The completion thread asks each event once and
-    sleeps in the driver only on work still running."""
+    event; nothing synchronises there. The completion thread coalesces: it asks about
+    the latest events of each stream (a stream runs in order), not about each op's, and
+    sleeps in the driver only on work still running (here at most one batch is taken
+    while the fake holds the events)."""
     head = dev.create_semaphore(1)
     sems = [dev.create_semaphore() for _ in range(CHAIN)]
     target = dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 4 * CHAIN)
@@ -124,8 +126,8 @@ def test_fill4_in_a_cross_queue_chain_is_one_memset_one_wait_one_record(
     fake.release()
     sems[-1].wait(1, TIMEOUT)
     completion = fake.calls_on("cuda0-completion")
-    assert completion["cuEventQuery"] == CHAIN
-    assert completion.get("cuEventSynchronize", 0) <= CHAIN
+    assert 1 <= completion["cuEventQuery"] <= 12
+    assert completion.get("cuEventSynchronize", 0) <= 1
     assert set(completion) <= {"cuEventQuery", "cuEventSynchronize"}
     expected = np.arange(0x01020300, 0x01020300 + CHAIN, dtype="<u4").tobytes()
     assert _read(dev, target) == expected
