@@ -112,8 +112,9 @@ def test_dispatch_runs_the_executable_loaded_on_the_queues_gpu(dev: Any, fake: A
         s.wait(1, TIMEOUT)
         assert fake.launched_functions == [handles[gpu]]
     # A command buffer's program is built for the GPU of the queue it runs on (one-shot
-    # command buffers replay as launches, so the launch shows the function handle).
-    for q, gpu in ((2, 1), (0, 0), (3, 1)):
+    # command buffers of a shape not recorded before replay as launches, so the launch
+    # shows the function handle: each recording here has a workgroup count of its own).
+    for count, (q, gpu) in enumerate(((2, 1), (0, 0), (3, 1)), 1):
         cb = dev.create_command_buffer(
             hal_core.CommandBufferMode.ONE_SHOT,
             hal_core.CommandCategory.ANY,
@@ -121,7 +122,7 @@ def test_dispatch_runs_the_executable_loaded_on_the_queues_gpu(dev: Any, fake: A
             0,
         )
         cb.begin()
-        cb.dispatch(exe, fn, DispatchConfig.static(1), COUNT_4, (buf, buf))
+        cb.dispatch(exe, fn, DispatchConfig.static(count), COUNT_4, (buf, buf))
         cb.end()
         fake.launched_functions.clear()
         s = dev.create_semaphore(0)
