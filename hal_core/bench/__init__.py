@@ -38,6 +38,7 @@ MODULES = [
     "hal_core.bench.semaphores",
     "hal_amdgpu.bench",  # plugin module: skipped when hal-amdgpu is not installed
     "hal_cuda.bench",  # plugin module: skipped when hal-cuda is not installed
+    "hal_cuda.bench_alloca",  # plugin module: skipped when hal-cuda is not installed
     "hal_core.bench.iree_peers",  # skip themselves when iree.runtime is not importable
 ]
 

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from hal_core.cts.config import CtsBackend
 
-_NO_HOST_SPANS = (
-    "HOST_EXECUTION_EVENTS are not produced yet: fills, copies, updates and dispatches run "
-    "on the GPU (DISPATCH_EVENTS time the dispatches) and host-side ops are not timed"
-)
 _NO_STATUS = (
     "a CUDA kernel cannot return a status: a kernel that fails traps, which CUDA reports "
     "as a sticky error (CUDA_ERROR_LAUNCH_FAILED) that leaves the context unusable for "
@@ -21,7 +17,6 @@ _NO_STATUS = (
 )
 
 UNSUPPORTED = {
-    "profiling.test_host_execution_spans_are_ordered": _NO_HOST_SPANS,
     "dispatch.test_kernel_error_status_fails_signals": _NO_STATUS,
     "queue_dispatch.test_queue_dispatch_kernel_failure": _NO_STATUS,
     "dispatch.test_kernel_out_of_range_status": (

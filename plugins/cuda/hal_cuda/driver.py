@@ -4,8 +4,10 @@ Device paths (``cuda://PATH``): ``""`` (every GPU), ``"0"`` (an ordinal), ``"GPU
 (the UUID ``nvidia-smi -L`` prints), or a comma list of those (a GPU named twice counts
 once). A path naming one GPU is that GPU's ``CudaDeviceBackend``; several GPUs make one
 ``CudaLogicalDevice`` over them (``logical_device.py``), so on a one-GPU machine
-``cuda://`` is that GPU. URI parameter ``queues=N`` (1..16, default 2): the streams
-(queues) of each GPU.
+``cuda://`` is that GPU. URI parameters: ``queues=N`` (1..16, default 2), the streams
+(queues) of each GPU; ``alloca=pools|stream`` (default ``pools``), what serves
+``queue_alloca`` from the default pool set: hal_core's pools over device slabs, or CUDA's
+stream-ordered allocator (``stream_alloca.py``).
 
 Each GPU's primary context is retained once per process and kept (``_contexts``):
 devices come and go, but memory a closed device's buffers still hold is freed through
@@ -25,6 +27,7 @@ from hal_core import DeviceInfo, InvalidArgumentError, NotFoundError
 from .cuda_api import CudaContext, check, driver_api
 from .device import CudaDeviceBackend
 from .logical_device import CudaLogicalDevice, members_for
+from .stream_alloca import parse_alloca_mode
 from .stream_waits import memops_support
 
 DEFAULT_QUEUES = 2
@@ -175,14 +178,20 @@ class CudaDriverBackend:
     ) -> CudaDeviceBackend | CudaLogicalDevice:
         """One GPU: its ``CudaDeviceBackend``. Several: a ``CudaLogicalDevice`` over one
         member per GPU (``queues`` streams each), peer access enabled between them."""
-        queues = _queue_count(params)
+        queues, alloca = _device_options(params)
         gpus = self._select(path)
         contexts = [context_for(self.api, g.ordinal) for g in gpus]
         if len(gpus) == 1:
             gpu = gpus[0]
-            return CudaDeviceBackend(contexts[0], queues, gpu.memory_bytes, gpu.describe())
+            return CudaDeviceBackend(
+                contexts[0], queues, gpu.memory_bytes, gpu.describe(), alloca=alloca
+            )
         members = members_for(
-            contexts, queues, [g.memory_bytes for g in gpus], [g.describe() for g in gpus]
+            contexts,
+            queues,
+            [g.memory_bytes for g in gpus],
+            [g.describe() for g in gpus],
+            alloca=alloca,
         )
         try:
             return CudaLogicalDevice(
@@ -194,10 +203,18 @@ class CudaDriverBackend:
             raise
 
 
-def _queue_count(params: dict[str, str]) -> int:
-    unknown = sorted(set(params) - {"queues"})
+def _device_options(params: dict[str, str]) -> tuple[int, str]:
+    """(queues, alloca mode) from the URI parameters; INVALID_ARGUMENT for unknown ones
+    or bad values."""
+    unknown = sorted(set(params) - {"queues", "alloca"})
     if unknown:
-        raise InvalidArgumentError(f"cuda does not know device parameters {unknown}; known: queues")
+        raise InvalidArgumentError(
+            f"cuda does not know device parameters {unknown}; known: queues, alloca"
+        )
+    return _queue_count(params), parse_alloca_mode(params.get("alloca", ""))
+
+
+def _queue_count(params: dict[str, str]) -> int:
     raw = params.get("queues", "")
     if raw == "":
         return DEFAULT_QUEUES

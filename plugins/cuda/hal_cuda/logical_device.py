@@ -20,9 +20,10 @@ GPU and the stream.
   the first time it runs there (a ``queue_dispatch``'s only for the GPU it runs on).
 * Waits between GPUs of the device are waits between members: a wait on another GPU's
   in-flight work is a word wait on the waiting stream (``stream_waits.py``).
-* Profiling: queue events (hal_core's generic tap); the GPUs' dispatch timing is not
+* Profiling: queue events and host execution events, the members' host-side taps
+  (``host_spans.py``, host clock); the GPUs' dispatch timing and memory events are not
   implemented for a device over several GPUs (each GPU has its own clock reference):
-  profile one GPU (``cuda://N``) for that.
+  profile one GPU (``cuda://N``) for those.
 
 Thread-safe: members are, and per-GPU programs are built under a lock.
 """
@@ -37,6 +38,8 @@ from hal_core.backend import CMD_DISPATCH, DeviceCapabilities, QueueOp
 
 from .cuda_api import CudaContext
 from .device import CudaDeviceBackend
+from .host_spans import HOST_TAP_FAMILIES, HostTaps
+from .stream_alloca import ALLOCA_POOLS
 from .topology import contexts_of, enable_peer_access, refine_edge
 
 _DISPATCH = QueueOpKind.DISPATCH
@@ -157,6 +160,7 @@ class CudaLogicalDevice:
         self.allocator = LogicalAllocator(members, per)
         self.peer_access = enable_peer_access([m.ctx for m in members])
         self._device: Any = None
+        self._host_taps: list[HostTaps] = []
 
     @property
     def device(self) -> Any:
@@ -240,6 +244,25 @@ class CudaLogicalDevice:
         for member in self.members:
             member.assign_topology_info(info)
 
+    # -- profiling ----------------------------------------------------------------------
+
+    @property
+    def profiling_families(self) -> int:
+        return HOST_TAP_FAMILIES
+
+    def profiling_begin(self, session: Any) -> None:
+        """The host-side taps on every member for the session."""
+        taps = [HostTaps(member, session) for member in self.members]
+        for tap in taps:
+            tap.install()
+        self._host_taps = taps
+
+    def profiling_end(self, session: Any) -> None:
+        """Every member's own methods back."""
+        taps, self._host_taps = self._host_taps, []
+        for tap in taps:
+            tap.remove()
+
     # -- lifetime -----------------------------------------------------------------------
 
     def close(self, timeout: float | None) -> None:
@@ -248,16 +271,20 @@ class CudaLogicalDevice:
 
 
 def members_for(
-    contexts: list[CudaContext], per: int, memory: list[int], names: list[str]
+    contexts: list[CudaContext],
+    per: int,
+    memory: list[int],
+    names: list[str],
+    alloca: str = ALLOCA_POOLS,
 ) -> list[CudaDeviceBackend]:
-    """One member per GPU context, each running its ``per`` of the logical queues (the
-    members built so far are closed if one fails)."""
+    """One member per GPU context, each running its ``per`` of the logical queues with
+    the ``alloca`` mode (the members built so far are closed if one fails)."""
     total = per * len(contexts)
     members: list[CudaDeviceBackend] = []
     try:
         for i, ctx in enumerate(contexts):
             own = range(i * per, (i + 1) * per)
-            members.append(CudaDeviceBackend(ctx, total, memory[i], names[i], own))
+            members.append(CudaDeviceBackend(ctx, total, memory[i], names[i], own, alloca))
     except BaseException:
         for member in members:
             member.close(None)

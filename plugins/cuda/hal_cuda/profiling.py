@@ -1,7 +1,8 @@
 """Profiling on the cuda driver: dispatch events with device timestamps, memory events of
 the default pools, and the clock correlation between the two time domains.
 
-* QUEUE_EVENTS: hal_core's generic submit taps (the driver claims no taps of its own).
+* QUEUE_EVENTS and HOST_EXECUTION_EVENTS: the host-side taps of ``host_spans.py``
+  (submission ids are the ops' epochs, as in dispatch events).
 * DISPATCH_EVENTS: while a session captures them, programs replay as stream launches (not
   as graphs) and each launch is bracketed by two CUDA timing events on its stream; when
   the op completes, ``cuEventElapsedTime`` against the session's reference event gives
@@ -27,7 +28,10 @@ from .completion import EventPool
 from .cuda_api import CudaContext, check
 
 CUDA_PROFILING_FAMILIES = int(
-    ProfilingDataFamily.DISPATCH_EVENTS | ProfilingDataFamily.MEMORY_EVENTS
+    ProfilingDataFamily.QUEUE_EVENTS
+    | ProfilingDataFamily.HOST_EXECUTION_EVENTS
+    | ProfilingDataFamily.DISPATCH_EVENTS
+    | ProfilingDataFamily.MEMORY_EVENTS
 )
 DEVICE_TICKS_PER_SECOND = 1_000_000_000
 

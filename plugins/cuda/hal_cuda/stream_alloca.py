@@ -15,7 +15,8 @@ going back to the driver at the next synchronisation. An alloca of the default p
   RESOURCE_EXHAUSTED with nothing queued. One with waits fails its signals with
   RESOURCE_EXHAUSTED instead. Either way nothing is allocated.
 * A dealloca (waits resolved on the host, so every use it waits on is done) decommits the
-  buffer and puts ``cuMemFreeAsync`` on the dealloca's stream. When the buffer came from
+  buffer and puts ``cuMemFreeAsync`` on the dealloca's stream; one that fails before
+  that (a failed wait) leaves the buffer committed. When the buffer came from
   another queue, the free first waits (``cuStreamWaitEvent``) on an event recorded on the
   alloca's stream, so it is ordered after the allocation there. A buffer of another GPU
   of a logical device is freed on its own GPU's alloca stream.
@@ -241,7 +242,6 @@ class StreamOrderedAllocas:
         if storage.__class__ is not StreamStorage:
             self._pools_run(op)
             return
-        decommit_buffer(op.target)
         op.alloca_state = storage
         self.backend._enqueue(op, self._dealloca_work)
 
@@ -257,9 +257,12 @@ class StreamOrderedAllocas:
             profiling.memory_event(_MEMORY_QUEUE_ALLOCA, op, op.length)
 
     def _dealloca_work(self, api: Any, op: QueueOp, stream: Any) -> None:
-        """Stream work of a dealloca: ``cuMemFreeAsync`` ordered after the allocation."""
+        """Stream work of a dealloca: decommit the buffer, then ``cuMemFreeAsync``
+        ordered after the allocation. (A dealloca failing before this ran, in its waits
+        or the stream's, leaves the buffer committed and usable.)"""
         storage: StreamStorage = op.alloca_state
         op.alloca_state = None
+        decommit_buffer(op.target)
         if not storage.take():
             return  # freed already (cannot happen for a committed buffer; harmless)
         cu = self.api

@@ -92,7 +92,7 @@ if step bench; then
   # Only the patterns some registered benchmark matches (hal bench refuses the others).
   listed="$("$py" -m hal_core bench --list 2>/dev/null | grep -E '^[a-z]' | cut -d' ' -f1)"
   patterns=()
-  for p in 'edge.*' 'cb.*' 'dispatch.direct' 'torch.*' 'cuda.*' 'replay.chain512' 'iree.replay.*'; do
+  for p in 'edge.*' 'cb.*' 'dispatch.direct' 'torch.*' 'cuda.*' 'replay.chain512' 'iree.replay.*' 'alloca.*'; do
     if grep -qE "^${p//\*/.*}$" <<<"$listed"; then
       patterns+=("$p")
     fi
