@@ -263,22 +263,19 @@ class KernelGraphRunner:
         self.failed = False
 
     def prebuild(self, program: CudaProgram) -> None:
-        """Make sure an instance holds the program's words now when its references are
-        all direct and committed (else the first execution does)."""
+        """Instantiate the program's graph now when its shape has no instance yet and its
+        references are all direct and committed (else the first execution does). A
+        shape that has one takes it: the first execution sets the nodes whose words
+        differ (a re-recorded command buffer costs node sets, not an instantiation)."""
         layout = self.layout = _Layout(program)
-        if layout.slots:
+        entry = self._live_entry()
+        if layout.slots or entry.instances:
             return
         try:
             layout.write(program, ())
         except Exception:
             return  # a transient not committed yet: the execution resolves it
-        words = program.parameters.words
-        entry = self._live_entry()
-        for instance in entry.instances:
-            if np.array_equal(instance.snapshot, words):
-                return
-        if len(entry.instances) < PER_SHAPE:
-            self._instantiate(program, entry)
+        self._instantiate(program, entry)
 
     def run(self, program: CudaProgram, api: Any, table: tuple, stream: Any) -> bool:
         """Write the program's binding words for ``table``, then launch an instance of
