@@ -109,9 +109,13 @@ lock_layout_ok(PyTypeObject *type, PyObject *locked_descr)
         type->tp_basicsize != (Py_ssize_t)sizeof(ThreadLock)) {
         return 0;
     }
-    PyObject *lock = PyObject_CallNoArgs((PyObject *)type);
-    if (lock == NULL) {
+    /* A fresh lock of that type (``_thread.lock`` cannot be instantiated directly). */
+    PyObject *module = PyImport_ImportModule("_thread");
+    PyObject *lock = module != NULL ? PyObject_CallMethod(module, "allocate_lock", NULL) : NULL;
+    Py_XDECREF(module);
+    if (lock == NULL || Py_TYPE(lock) != type) {
         PyErr_Clear();
+        Py_XDECREF(lock);
         return 0;
     }
     int ok = 1;
@@ -186,22 +190,34 @@ lock_free(PyObject *lock)
     return held == Py_False;
 }
 
-/* ``a < b`` for exact ints (b may be huge: a semaphore's "no timepoint" sentinel); -1 when
-   either is not an exact int. */
+/* ``x < b`` for an exact int ``b`` (which may be huge: a "no timepoint" sentinel). Ints of
+   63 bits or more are beyond every long long on the side of their sign, so neither a
+   conversion that walks their digits nor a rich comparison is needed. */
+static int
+ll_below(long long x, PyObject *b)
+{
+    size_t bits = _PyLong_NumBits(b);
+    if (bits == (size_t)-1) { /* too many bits to count: huge */
+        PyErr_Clear();
+    }
+    if (bits >= 63) {
+        return _PyLong_Sign(b) > 0;
+    }
+    return x < PyLong_AsLongLong(b);
+}
+
+/* ``a < b`` for exact ints (either may be huge); -1 when either is not an exact int. */
 static int
 int_below(PyObject *a, PyObject *b)
 {
     if (!PyLong_CheckExact(a) || !PyLong_CheckExact(b)) {
         return -1;
     }
-    /* In C when ``a`` fits a long long: ``b`` then either fits too or is beyond every
-       long long on the side of its sign. */
-    int oa = 0, ob = 0;
-    long long x = PyLong_AsLongLongAndOverflow(a, &oa);
-    long long y = PyLong_AsLongLongAndOverflow(b, &ob);
-    if (oa == 0) {
-        return ob == 0 ? x < y : ob > 0;
+    long long x;
+    if (_PyLong_NumBits(a) < 63 && nq_as_ll(a, &x)) {
+        return ll_below(x, b);
     }
+    PyErr_Clear();
     return PyObject_RichCompareBool(a, b, Py_LT);
 }
 
@@ -218,7 +234,7 @@ fast_signal(PyObject *sem, PyObject *value)
         return 0;
     }
     long long c = nq_nonneg(current, 1);
-    if (c < 0 || c >= v || int_below(value, min_pending) != 1) {
+    if (c < 0 || c >= v || !PyLong_CheckExact(min_pending) || !ll_below(v, min_pending)) {
         return 0;
     }
     int free = lock_free(SLOT(sem, off_sem_lock));
@@ -274,7 +290,10 @@ fast_retire(PyObject *tl, PyObject *epoch)
         Py_INCREF(tracker);
         int failed = PyDict_SetItem(pub, axis, epoch);
         /* ... and after it: advance the tracker only when a waiter needs this epoch. */
-        int below = failed ? -1 : int_below(epoch, SLOT(state, off_as_min_pending));
+        PyObject *min_pending = SLOT(state, off_as_min_pending);
+        int below = failed                            ? -1
+                    : PyLong_CheckExact(min_pending) ? ll_below(e, min_pending)
+                                                      : int_below(epoch, min_pending);
         PyObject *res = NULL;
         if (below == 0) {
             res = PyObject_CallMethodObjArgs(tracker, str_advance, axis, epoch, NULL);
