@@ -42,7 +42,7 @@ import numpy as np
 from hal_core import WHOLE_BUFFER, BufferRef
 from hal_core.backend import buffer_storage
 
-from .cuda_api import CudaContext, HotCalls, check, cuda_error
+from .cuda_api import CudaContext, HotCalls, check
 from .stream_ops import CudaProgram, resolve
 
 PER_SHAPE = 4
@@ -177,6 +177,7 @@ class KernelGraphs:
         self._lock = threading.Lock()
         self._closed = False
         self._hot: Any = False  # HotGraphCalls or None once looked up
+        self.hot_error = 0  # what a refused hot call returned
         # Counts for tools and tests: instances made, launches that set no node, and
         # kernel nodes set.
         self.instantiations = 0
@@ -238,6 +239,13 @@ class KernelGraphs:
         if hot is False:
             hot = self._hot = hot_graph_calls(api)
         return hot
+
+    def hot_refused(self, err: int) -> None:
+        """A hot call returned ``err``: later calls go through the driver module (which
+        reports the error again if it is the call's, not the hot path's). Kept in
+        ``hot_error`` for tools."""
+        self._hot = None
+        self.hot_error = err
 
     def close(self) -> None:
         """Destroy every instance; later entries are dead at once."""
@@ -348,9 +356,9 @@ class KernelGraphRunner:
         hot = self.graphs.hot(api)
         if hot is not None:
             err = hot.launch(instance.exec_ptr, ctypes.c_void_p(int(stream)))
-            if err:
-                raise cuda_error(err, "cuGraphLaunch")
-            return
+            if not err:
+                return
+            self.graphs.hot_refused(err)  # nothing was launched: through the bindings
         check(api.cuGraphLaunch(instance.graph_exec, stream), "cuGraphLaunch")
 
     def _set(
@@ -368,6 +376,7 @@ class KernelGraphRunner:
         hot = self.graphs.hot(api)
         nodes = instance.nodes
         try:
+            done = 0
             if hot is not None:
                 set_params = hot.set_params
                 exec_ptr = instance.exec_ptr
@@ -380,11 +389,14 @@ class KernelGraphRunner:
                     entry[0].kernelParams = address + 8 * firsts[index]
                     err = set_params(exec_ptr, entry[2], entry[1])
                     if err:
-                        raise cuda_error(err, "cuGraphExecKernelNodeSetParams")
-            else:
+                        # This node and the rest through the bindings.
+                        self.graphs.hot_refused(err)
+                        break
+                    done += 1
+            if done < len(steps):
                 params = instance.params
                 graph_exec = instance.graph_exec
-                for index in steps:
+                for index in steps[done:]:
                     p = params[index]
                     p.kernelParams = address + 8 * firsts[index]
                     check(

@@ -301,16 +301,21 @@ class _Library:
     """A stand-in libcuda whose two graph entry points are C callbacks forwarding to the
     stand-in driver, reading the node parameters from the struct the call passes."""
 
-    def __init__(self, fake: FakeDriver) -> None:
+    def __init__(self, fake: FakeDriver, refuse: int = 0) -> None:
+        """``refuse``: what both calls return instead (0: they forward)."""
         self.sets: list[tuple[int, int]] = []
         callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
         def set_params(graph_exec: int, node: int, params: int) -> int:
             self.sets.append((graph_exec, node))
+            if refuse:
+                return refuse
             p = kernel_graphs.KernelNodeParams.from_address(params)
             return int(fake.cuGraphExecKernelNodeSetParams(graph_exec, node, p)[0])
 
         def launch(graph_exec: int, stream: int) -> int:
+            if refuse:
+                return refuse
             return int(fake.cuGraphLaunch(graph_exec, stream)[0])
 
         self.cuGraphExecKernelNodeSetParams_v2 = callback(set_params)
@@ -333,6 +338,26 @@ def test_hot_calls_set_nodes_through_the_v2_struct(dev: Any, fake: FakeDriver) -
     _execute(dev, _record(dev, exe, changed, ONE_SHOT))
     instance = kernel._shapes[cb_shape(dev, exe, changed)].instances[0]
     assert library.sets == [(int(instance.graph_exec), int(instance.nodes[2]))]
+    assert [launch.params for launch in fake.launches] == [
+        [_address(x), _address(y), 4] for x, y in changed
+    ]
+
+
+def test_a_refused_hot_call_falls_back_to_the_driver_module(dev: Any, fake: FakeDriver) -> None:
+    kernel = dev.backend.graph_cache.kernel
+    exe = _negate(dev)
+    a, b, c = _buffer(dev), _buffer(dev), _buffer(dev)
+    _execute(dev, _record(dev, exe, [(a, b)] * N))
+    library = _Library(fake, refuse=801)
+    kernel._hot = kernel_graphs.HotGraphCalls(library)
+    changed = [(a, b)] * N
+    changed[1] = changed[4] = (c, c)
+    fake.reset_calls()
+    fake.launches.clear()
+    _execute(dev, _record(dev, exe, changed, ONE_SHOT))
+    # The first hot set was refused: both nodes set, and the launch made, by the module.
+    assert len(library.sets) == 1 and kernel.hot_error == 801
+    assert _calls(fake) == {"cuGraphExecKernelNodeSetParams": 2, "cuGraphLaunch": 1}
     assert [launch.params for launch in fake.launches] == [
         [_address(x), _address(y), 4] for x, y in changed
     ]
