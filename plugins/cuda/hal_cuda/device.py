@@ -212,6 +212,9 @@ class CudaDeviceBackend:
         self._device_waits: dict[QueueOp, tuple[list[tuple[Any, int]], list[Any] | None]] = {}
         self._closing = False
         self._closed = False
+        # Bound once: every parked op hands them to resolve_waits.
+        self._ready_callback = self._on_ready
+        self._failed_callback = self._on_wait_failed
         ctx.make_current()
         self.streams = [
             check(self.api.cuStreamCreate(CU_STREAM_NON_BLOCKING), "cuStreamCreate")
@@ -329,7 +332,7 @@ class CudaDeviceBackend:
         if self._closing and self._waiting.pop(op, None) is not None:
             self._device_waits.pop(op, None)
             raise FailedPreconditionError("the cuda device is closed")
-        resolve_waits(op, waits, self._on_ready, self._on_wait_failed)
+        resolve_waits(op, waits, self._ready_callback, self._failed_callback)
 
     def _split_waits(self, op: QueueOp, waits: tuple) -> tuple[tuple, list | None, list | None]:
         """(the waits left for the host, the (semaphore, value) pairs waited on the device
