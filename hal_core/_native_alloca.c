@@ -790,8 +790,7 @@ straight_alloca(PyObject *lane, Call *c, PyObject *buffer)
     }
     PyObject *result = PyTuple_GET_ITEM(got, 0), *reservation = PyTuple_GET_ITEM(got, 1),
              *info = PyTuple_GET_ITEM(got, 2);
-    long long code = nq_nonneg(result, 0);
-    PyErr_Clear();
+    long long code = nq_nonneg(result, 0); /* sets no error */
     PyObject *storage = NULL, *op;
     int rc = -1;
     if (code != 0 && code != 1) {
@@ -934,7 +933,9 @@ nq_alloca_op(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwna
         PyObject *limit = cached_attr(SLOT(lane, l_pool), s_budget, &cache);
         long long l = nq_nonneg(limit, 1);
         Py_XDECREF(limit);
-        PyErr_Clear();
+        if (limit == NULL) {
+            PyErr_Clear();
+        }
         straight = l == 0 || (l > 0 && nq_nonneg(SLOT(lane, l_size), 1) <= l);
     }
     if (straight) {

@@ -145,13 +145,54 @@ result_drop(Reservation *r, PyObject *t)
     Py_DECREF(r);
 }
 
+/* An object slot's offset remembered for one type (see slot_attr). */
+typedef struct {
+    PyTypeObject *type;
+    unsigned int version;
+    Py_ssize_t offset;
+} SlotCache;
+
+/* ``obj.name`` (a new reference; NULL with the error set). When it is an object slot of
+ * the type (a member descriptor: it wins over any instance dict) and the type's getattr is
+ * the generic one, its offset is remembered with the type's version tag (valid, changed by
+ * every change of the type or its bases) and read directly while that is unchanged. */
+static PyObject *
+slot_attr(PyObject *obj, PyObject *name, SlotCache *cache)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type == cache->type && (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) &&
+        type->tp_version_tag == cache->version) {
+        PyObject *v = *(PyObject **)((char *)obj + cache->offset);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL || type->tp_getattro != PyObject_GenericGetAttr)
+        return v;
+    PyObject *d = _PyType_Lookup(type, name); /* borrowed; gives the type a version tag */
+    if (d != NULL && Py_TYPE(d) == &PyMemberDescr_Type &&
+        ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+        (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        Py_ssize_t offset = ((PyMemberDescrObject *)d)->d_member->offset;
+        if (offset > 0 && *(PyObject **)((char *)obj + offset) == v) {
+            cache->type = type;
+            cache->version = type->tp_version_tag;
+            cache->offset = offset;
+        }
+    }
+    return v;
+}
+
 /* After a release: wake observers, as the Python paths do. Unobserved releases skip the
  * notification entirely (see hal_core._notification). */
 static PyObject *
 notify_release(CoreHead *h)
 {
     if (h->notification != NULL) {
-        PyObject *observers = PyObject_GetAttr(h->notification, s_observers);
+        static SlotCache cache;
+        PyObject *observers = slot_attr(h->notification, s_observers, &cache);
         if (observers == NULL)
             return NULL;
         int any = PyObject_IsTrue(observers);

@@ -25,6 +25,11 @@ typedef struct {
     PyObject *reuse_count;   /* _reuse_count */
     Py_ssize_t d_quick;     /* quick-list bytes counted by fast paths, not yet folded */
     Py_ssize_t d_reuse;     /* recycle hits counted by fast paths, not yet folded */
+    /* The recycle list last found (see recycle_list): compared, never read through, until
+     * the dict and its version match again. */
+    PyObject *seen_dict, *seen_list;
+    uint64_t seen_version;
+    Py_ssize_t seen_g;
 } TlsfCore;
 
 /* Recycle lists (set by configure_recycle; until then only the quick lists are native):
@@ -133,6 +138,40 @@ frontier_dominates(PyObject *a, PyObject *b)
     return 1;
 }
 
+/* The recycle list of ``g`` granules (borrowed from the recycle dict), or NULL with no
+ * error when there is none. The last one found is remembered with the dict's version
+ * (CPython < 3.12: globally unique, changed by every modification of the dict; appending
+ * to one of its lists is not one), so a steady size skips the int key and the lookup. */
+static PyObject *
+recycle_list(TlsfCore *self, Py_ssize_t g)
+{
+    PyObject *recycle = self->recycle;
+#if PY_VERSION_HEX < 0x030C0000
+    if (recycle == self->seen_dict && g == self->seen_g &&
+        ((PyDictObject *)recycle)->ma_version_tag == self->seen_version)
+        return self->seen_list;
+#endif
+    PyObject *key = PyLong_FromSsize_t(g);
+    if (key == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    /* An exact-int key: the lookup hashes and compares ints only, so runs no code. */
+    PyObject *list = PyDict_GetItemWithError(recycle, key);
+    Py_DECREF(key);
+    if (list == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    self->seen_dict = recycle;
+    self->seen_version = ((PyDictObject *)recycle)->ma_version_tag;
+    self->seen_g = g;
+    self->seen_list = list;
+#endif
+    return list;
+}
+
 /* The quick-listed block a fast reserve takes, or -1 when the Python path must decide.
  * Sets ``*g`` to the request in granules. Reads only. */
 static Py_ssize_t
@@ -167,19 +206,8 @@ tlsf_recycle_pick(TlsfCore *self, PyObject *requester, Py_ssize_t g, PyObject **
         !PyDict_CheckExact(self->recycle) || self->front == NULL ||
         !PyList_CheckExact(self->front))
         return -1;
-    PyObject *key = PyLong_FromSsize_t(g);
-    if (key == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    /* An exact-int key: the lookup hashes and compares ints only, so runs no code. */
-    PyObject *list = PyDict_GetItemWithError(self->recycle, key);
-    Py_DECREF(key);
-    if (list == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    if (!PyList_CheckExact(list) || PyList_GET_SIZE(list) == 0)
+    PyObject *list = recycle_list(self, g);
+    if (list == NULL || !PyList_CheckExact(list) || PyList_GET_SIZE(list) == 0)
         return -1;
     Py_ssize_t b = list_ival(list, PyList_GET_SIZE(list) - 1);
     if (b < 0 || b >= PyList_GET_SIZE(self->front))
@@ -262,16 +290,14 @@ tlsf_recycle_release(TlsfCore *self, Reservation *r, PyObject *death)
     /* Everything that can fail first (the ints, the append); then the writes. Ints are not
      * tracked by the cyclic GC, so making them collects no garbage and runs no code; a new
      * list would, so a size with no list yet is the Python path's (it makes the list once). */
-    PyObject *key = PyLong_FromSsize_t(g), *new_count = PyLong_FromSsize_t(count + 1);
-    PyObject *list = key != NULL ? PyDict_GetItemWithError(recycle, key) : NULL;
-    if (key == NULL || new_count == NULL || list == NULL || !PyList_CheckExact(list) ||
+    PyObject *new_count = PyLong_FromSsize_t(count + 1);
+    PyObject *list = new_count != NULL ? recycle_list(self, g) : NULL;
+    if (new_count == NULL || list == NULL || !PyList_CheckExact(list) ||
         PyList_Append(list, r->block_handle) < 0) {
-        Py_XDECREF(key);
         Py_XDECREF(new_count);
         PyErr_Clear();
         return NULL;
     }
-    Py_DECREF(key);
     PyObject *old_front = PyList_GET_ITEM(self->front, b);
     Py_INCREF(death);
     PyList_SET_ITEM(self->front, b, death);
