@@ -210,26 +210,22 @@ class ValidationState:
         seen = self._checked_bindings
         if seen.get(id(bindings)) is not bindings:
             for i, b in enumerate(bindings):
+                what = _BINDING_NAMES[i] if i < _NAMED_BINDINGS else f"dispatch binding {i}"
                 if b.__class__ is not BufferRef:
-                    if not isinstance(b, Buffer):
+                    if b.__class__ is not Buffer:
                         raise InvalidArgumentError(
-                            f"dispatch binding {i} must be a Buffer or a BufferRef, got "
-                            f"{type(b).__name__}"
+                            f"{what} must be a Buffer or a BufferRef, got {type(b).__name__}"
                         )
-                    check_buffer(
-                        b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, f"dispatch binding {i}"
-                    )
+                    # ``check_buffer``'s tests for DISPATCH_STORAGE and no access inline.
+                    if (
+                        not int(b.memory_type) & _DEVICE_VISIBLE
+                        or int(b.allowed_usage) & _DISPATCH_STORAGE != _DISPATCH_STORAGE
+                    ):
+                        check_buffer(b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, what)
                     if b.device is not cb.device:
-                        check_owner(cb.device, b, f"dispatch binding {i}")
+                        check_owner(cb.device, b, what)
                 else:
-                    self._check_ref(
-                        cb,
-                        b,
-                        BufferUsage.DISPATCH_STORAGE,
-                        MemoryAccess.NONE,
-                        f"dispatch binding {i}",
-                        1,
-                    )
+                    self._check_ref(cb, b, BufferUsage.DISPATCH_STORAGE, MemoryAccess.NONE, what, 1)
             # Holding the tuple keeps its id unique while the entry exists.
             seen[id(bindings)] = bindings
 
@@ -296,6 +292,11 @@ def _len_text(n: int) -> str:
 _DISPATCH = int(CommandCategory.DISPATCH)
 _DEVICE_VISIBLE = int(MemoryType.DEVICE_VISIBLE)
 _ACCESS_ANY = int(MemoryAccess.ANY)
+_DISPATCH_STORAGE = int(BufferUsage.DISPATCH_STORAGE)
+# The names errors give the first bindings, made once (formatting one per binding of every
+# new bindings tuple would cost more than its checks).
+_NAMED_BINDINGS = 64
+_BINDING_NAMES = tuple(f"dispatch binding {i}" for i in range(_NAMED_BINDINGS))
 
 
 def _require_category(cb: CommandBuffer, category: CommandCategory, what: str) -> None:
@@ -307,7 +308,23 @@ def _require_category(cb: CommandBuffer, category: CommandCategory, what: str) -
 
 
 def check_buffer(buffer: Any, usage: BufferUsage, access: MemoryAccess, what: str) -> None:
-    """Usage, access and memory-type checks shared by commands and queue_dispatch."""
+    """Usage, access and memory-type checks shared by commands and queue_dispatch: a
+    buffer that passes is tested on plain ints (each ``IntFlag`` operator or ``has`` is a
+    Python-level call); one that fails gets its error from ``_buffer_error``."""
+    if buffer.__class__ is Buffer and int(buffer.memory_type) & _DEVICE_VISIBLE:
+        need = int(usage)
+        if int(buffer.allowed_usage) & need == need:
+            need = int(access)
+            if not need:
+                return
+            allowed = int(buffer.allowed_access)
+            if allowed & _ACCESS_ANY or allowed & need == need:
+                return
+    _buffer_error(buffer, usage, access, what)
+
+
+def _buffer_error(buffer: Any, usage: BufferUsage, access: MemoryAccess, what: str) -> None:
+    """Raises the error of the first check of ``check_buffer`` that ``buffer`` fails."""
     if not isinstance(buffer, Buffer):
         raise InvalidArgumentError(f"{what} must be a Buffer, got {type(buffer).__name__}")
     if not buffer.memory_type.has(MemoryType.DEVICE_VISIBLE):
