@@ -28,11 +28,7 @@ user code runs, or a thread waits on the GPU.
 
 from __future__ import annotations
 
-import queue
-import threading
 from typing import Any, Callable, cast
-
-import numpy as np
 
 from hal_core import (
     CancelledError,
@@ -49,7 +45,6 @@ from hal_core.backend import (
     HostCallContext,
     InteropMode,
     QueueOp,
-    buffer_storage,
     fail_all,
     op_error,
     report_callback_error,
@@ -66,7 +61,8 @@ from .completion import CompletionThread, EventPool
 from .cuda_api import CudaContext, check, cuda_error, hot_calls, thread_context
 from .dispatch_programs import DispatchPrograms, is_single_dispatch
 from .host_spans import HostTaps
-from .memory import CudaAllocatorBackend, CudaStorage, allocate_host
+from .host_work import FileTransfers, QueueWorker
+from .memory import CudaAllocatorBackend
 from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, profiling_clock
 from .queue_pools import CudaQueuePools
 from .stream_alloca import (
@@ -78,7 +74,6 @@ from .stream_alloca import (
 )
 from .stream_ops import (
     CudaProgram,
-    address_of,
     enqueue_copy,
     enqueue_fill,
     enqueue_program,
@@ -88,8 +83,6 @@ from .stream_waits import StreamWaits
 from .topology import contexts_of, refine_edge
 
 CU_STREAM_NON_BLOCKING = 0x1
-STAGING_BYTES = 8 << 20
-"""Pinned host memory each worker stages file reads and writes through."""
 
 _BARRIER = QueueOpKind.BARRIER
 _HOST_CALL = QueueOpKind.HOST_CALL
@@ -132,45 +125,6 @@ _DEVICE_WAITABLE = frozenset(
 """Op kinds whose work is stream work, so their waits can be device-side. Barriers are
 not: they have no work, and completing one on the host as soon as its waits are reached
 is cheaper than a round trip through the GPU."""
-
-
-class QueueWorker:
-    """One queue's host thread: runs ready host-side ops in the order they became
-    ready. ``put`` is thread-safe; after ``stop`` it refuses (returns False)."""
-
-    def __init__(self, name: str, execute: Callable[[QueueOp], None]) -> None:
-        self._inbox: queue.SimpleQueue[QueueOp | None] = queue.SimpleQueue()
-        self._execute = execute
-        self._lock = threading.Lock()
-        self._stopped = False
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def put(self, op: QueueOp) -> bool:
-        with self._lock:
-            if self._stopped:
-                return False
-            self._inbox.put(op)
-        return True
-
-    def _run(self) -> None:
-        get = self._inbox.get
-        execute = self._execute
-        while True:
-            op = get()
-            if op is None:
-                return
-            execute(op)  # never raises
-            del op
-
-    def stop(self, timeout: float | None) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._inbox.put(None)
-        if threading.current_thread() is not self.thread:
-            self.thread.join(timeout)
 
 
 class CudaDeviceBackend:
@@ -233,7 +187,7 @@ class CudaDeviceBackend:
         self.completion = CompletionThread(
             ctx, self.events, f"cuda{ctx.ordinal}-completion", self._finish_stream, self.hot
         )
-        self._staging: list[CudaStorage | None] = [None] * queue_count
+        self.files = FileTransfers(ctx, queue_count)
         own = range(queue_count) if own_queues is None else own_queues
         workers = {
             i: QueueWorker(f"cuda{ctx.ordinal}-queue{i}", self._execute_on_worker) for i in own
@@ -608,56 +562,15 @@ class CudaDeviceBackend:
     def _run_host_side(self, op: QueueOp) -> None:
         kind = op.kind
         if kind == QueueOpKind.READ:
-            self._read_file(op)
+            self.files.read(op)
         elif kind == QueueOpKind.WRITE:
-            self._write_file(op)
+            self.files.write(op)
         elif kind == _EXECUTE or kind == _DISPATCH:
             stream = self.streams[op.queue]
             op.program.run(self.api, op.bindings or (), stream)
             check(self.api.cuStreamSynchronize(stream), "cuStreamSynchronize")
         else:
             raise UnimplementedError(f"the cuda driver does not run {op.kind.name} ops")
-
-    def _staging_for(self, queue_index: int) -> tuple[int, np.ndarray]:
-        """The worker's pinned staging memory: (host address, uint8 view)."""
-        staging = self._staging[queue_index]
-        if staging is None:
-            staging = allocate_host(self.ctx, STAGING_BYTES)
-            self._staging[queue_index] = staging
-        return staging.host_address, cast(np.ndarray, staging.host_array)
-
-    def _read_file(self, op: QueueOp) -> None:
-        """File -> buffer, through the worker's pinned staging memory (or straight into
-        a host-visible buffer)."""
-        storage = buffer_storage(op.target)
-        if storage.host_array is not None:
-            start = op.target.byte_offset + op.target_offset
-            op.source.read_into(op.source_offset, storage.host_array[start : start + op.length])
-            return
-        host, view = self._staging_for(op.queue)
-        target = address_of(op.target, op.target_offset)
-        done = 0
-        while done < op.length:
-            n = min(STAGING_BYTES, op.length - done)
-            op.source.read_into(op.source_offset + done, view[:n])
-            check(self.api.cuMemcpyHtoD(target + done, host, n), "cuMemcpyHtoD")
-            done += n
-
-    def _write_file(self, op: QueueOp) -> None:
-        """Buffer -> file, through the worker's pinned staging memory."""
-        storage = buffer_storage(op.source)
-        if storage.host_array is not None:
-            start = op.source.byte_offset + op.source_offset
-            op.target.write_from(op.target_offset, storage.host_array[start : start + op.length])
-            return
-        host, view = self._staging_for(op.queue)
-        source = address_of(op.source, op.source_offset)
-        done = 0
-        while done < op.length:
-            n = min(STAGING_BYTES, op.length - done)
-            check(self.api.cuMemcpyDtoH(host, source + done, n), "cuMemcpyDtoH")
-            op.target.write_from(op.target_offset + done, view[:n])
-            done += n
 
     def _run_host_call(self, op: QueueOp) -> None:
         """``op.callback(op.args, context)`` on this worker (see the example driver: the
@@ -752,6 +665,4 @@ class CudaDeviceBackend:
             self._timing_events.destroy()
         except HalError:
             pass
-        for staging in self._staging:
-            if staging is not None:
-                staging.release()
+        self.files.release()
