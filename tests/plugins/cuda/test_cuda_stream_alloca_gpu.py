@@ -37,7 +37,9 @@ DEVICE = _open()
 
 
 @pytest.fixture
-def dev() -> Any:
+def dev(monkeypatch: Any) -> Any:
+    """The device, with the default unraisablehook (its threads must not leak errors)."""
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
     return DEVICE
 
 
