@@ -32,9 +32,10 @@ if not sysconfig.get_config_var("Py_GIL_DISABLED"):
                 "hal_core/_native_queue.c",
                 "hal_core/_native_completion.c",
                 "hal_core/_native_alloca.c",
+                "hal_core/_native_alloca_lane.c",
             ],
-            # _native_alloca.c reads the pool extension's Reservation layout.
-            depends=["hal_core/pool/_native.h"],
+            # The alloca sources read the pool extension's Reservation layout.
+            depends=["hal_core/pool/_native.h", "hal_core/_native_alloca.h"],
             optional=True,
         )
     )

@@ -14,7 +14,7 @@
    This file holds the module, ``queue_op`` and ``fill_op``; ``complete_op``,
    ``add_timepoint`` and ``EpochCounter`` (a queue timeline's ``begin``) are in
    _native_completion.c, ``alloca_op`` and ``dealloca_op`` in
-   _native_alloca.c (one extension, three sources).
+   _native_alloca.c, their lanes in _native_alloca_lane.c (one extension, four sources).
 
    ``complete_op(op, timeline)`` finishes a successful op as ``_completion.complete_op``
    does (its reference): signal each semaphore, drop ``op.retained``, retire ``op.epoch`` on
