@@ -33,6 +33,7 @@ library without that entry point) through the driver module's own call.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from operator import itemgetter
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 from hal_core import WHOLE_BUFFER, BufferRef
 from hal_core.backend import buffer_storage
 
-from .cuda_api import CudaContext, HotCalls, check
+from .cuda_api import LAUNCH_ENV, CudaContext, HotCalls, check
 from .stream_ops import CudaProgram, resolve
 
 PER_SHAPE = 4
@@ -109,8 +110,10 @@ class HotGraphCalls:
 
 def hot_graph_calls(api: Any) -> HotGraphCalls | None:
     """The hot graph calls when ``api`` is ``cuda_api.HotCalls`` (the real driver) and
-    its library has them; None otherwise (the driver module's calls are used)."""
-    if api.__class__ is not HotCalls:
+    its library has them; None otherwise (the driver module's calls are used), and with
+    ``HAL_CUDA_LAUNCH=bindings`` in the environment (launches of every kind through
+    cuda-bindings, for comparison)."""
+    if api.__class__ is not HotCalls or os.environ.get(LAUNCH_ENV) == "bindings":
         return None
     try:
         return HotGraphCalls(ctypes.PyDLL("libcuda.so.1"))

@@ -449,3 +449,29 @@ def test_instances_are_destroyed_when_the_device_closes(fake: FakeDriver) -> Non
     del cbs
     dev.close()
     assert fake.live_graphs == 0
+
+
+def test_hot_graph_calls_only_for_the_real_driver_and_not_when_bindings_are_asked(
+    monkeypatch: Any,
+) -> None:
+    class Bindings:
+        pass
+
+    fake = FakeDriver()
+    assert kernel_graphs.hot_graph_calls(fake) is None  # a stand-in driver module
+    hot = cuda_api.HotCalls(Bindings(), _Libc(), raw_launch=False)
+    library = _Libc()
+    monkeypatch.setattr(ctypes, "PyDLL", lambda name: library)
+    assert isinstance(kernel_graphs.hot_graph_calls(hot), kernel_graphs.HotGraphCalls)
+    monkeypatch.setenv(cuda_api.LAUNCH_ENV, "bindings")
+    assert kernel_graphs.hot_graph_calls(hot) is None
+
+
+class _Libc:
+    """Every entry point is C's ``abs`` (a callable C function of the right convention)."""
+
+    def __init__(self) -> None:
+        self._lib = ctypes.PyDLL(None)
+
+    def __getattr__(self, name: str) -> Any:
+        return self._lib.abs
