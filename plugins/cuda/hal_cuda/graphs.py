@@ -37,7 +37,7 @@ from hal_core import WHOLE_BUFFER, BufferRef, HalError
 from hal_core.backend import buffer_storage
 
 from .cuda_api import CudaContext, check
-from .kernel_graphs import KernelGraphs
+from .kernel_graphs import STAGE_LANES, KernelGraphs, stage_tails
 from .stream_ops import (
     STEP_COPY,
     STEP_DISPATCH,
@@ -428,7 +428,8 @@ def build(
 def _add_nodes(
     api: Any, ctx: CudaContext, graph: Any, program: CudaProgram, args: list, out: ProgramGraph
 ) -> tuple | None:
-    """Add a node per step, each depending on the stage before it; the program's shape
+    """Add a node per step, each depending on the stage before it through
+    ``STAGE_LANES`` lanes (``kernel_graphs``); the program's shape
     (each node's kind and the indices of the nodes it depends on), or None when the
     driver refuses a node."""
     stages = program.stages
@@ -443,7 +444,7 @@ def _add_nodes(
         if stage != current_stage:
             current_stage = stage
             if current:
-                previous, previous_at = current, tuple(current_at)
+                previous, previous_at = stage_tails(current), tuple(stage_tails(current_at))
                 current, current_at = [], []
                 if len(previous) > 1:
                     joined = api.cuGraphAddEmptyNode(graph, previous, len(previous))
@@ -452,19 +453,23 @@ def _add_nodes(
                     shape.append((_EMPTY, previous_at))
                     previous, previous_at = [joined[1]], (len(shape) - 1,)
         kind, params = _node_params(api, program, step, args[index])
-        n = len(previous)
-        if kind == _KERNEL:
-            result = api.cuGraphAddKernelNode(graph, previous, n, params)
-        elif kind == _MEMSET:
-            result = api.cuGraphAddMemsetNode(graph, previous, n, params, ctx.handle)
-        elif kind == _MEMCPY:
-            result = api.cuGraphAddMemcpyNode(graph, previous, n, params, ctx.handle)
+        if len(current) < STAGE_LANES:
+            depends, depends_at = previous, previous_at
         else:
-            result = api.cuGraphAddEmptyNode(graph, previous, n)
+            depends, depends_at = [current[-STAGE_LANES]], (current_at[-STAGE_LANES],)
+        n = len(depends)
+        if kind == _KERNEL:
+            result = api.cuGraphAddKernelNode(graph, depends, n, params)
+        elif kind == _MEMSET:
+            result = api.cuGraphAddMemsetNode(graph, depends, n, params, ctx.handle)
+        elif kind == _MEMCPY:
+            result = api.cuGraphAddMemcpyNode(graph, depends, n, params, ctx.handle)
+        else:
+            result = api.cuGraphAddEmptyNode(graph, depends, n)
         if result[0]:
             return None
         node = result[1]
-        shape.append((kind, previous_at))
+        shape.append((kind, depends_at))
         current.append(node)
         current_at.append(len(shape) - 1)
         out.nodes.append(node)

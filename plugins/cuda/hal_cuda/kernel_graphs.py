@@ -55,6 +55,20 @@ SHAPES = 64
 SIGHTINGS = 256
 """One-shot shapes remembered as recorded once (the table is cleared when full)."""
 
+STAGE_LANES = 16
+"""The lanes a stage's nodes are spread over in a graph: node k of a stage depends on
+node k - STAGE_LANES of it (the first STAGE_LANES on the stage before). The HAL orders
+nothing within a stage, so any order is allowed; without it a stage of N commands is N
+root nodes, which the GPU runs slower than one chain (H200, 512 no-op kernels, us per
+node: 1.24-1.50 as independent nodes, 0.54 as one chain, 0.19-0.21 over 4 or 16 lanes;
+``tools/replay_floor.py``)."""
+
+
+def stage_tails(stage: list) -> list:
+    """The nodes of a finished stage that the next one must wait on: each lane's last."""
+    return stage[-STAGE_LANES:]
+
+
 _GROUPS = 64
 """Distinct reference tuples up to which a program's binding layout is built per tuple
 (vectorised) rather than per dispatch."""
@@ -447,9 +461,9 @@ def _hot_params(template: tuple, node: Any) -> tuple:
 
 
 def _build(ctx: CudaContext, program: CudaProgram) -> Instance | None:
-    """The program's graph (a kernel node per step, each depending on the nodes of the
-    stage before it, a stage of several joined through one empty node) instantiated with
-    its current parameter words; None when the driver refuses it."""
+    """The program's graph (a kernel node per step, each depending on the stage before
+    it through ``STAGE_LANES`` lanes, a stage of several joined through one empty node)
+    instantiated with its current parameter words; None when the driver refuses it."""
     api = ctx.api
     ctx.make_current()
     created = api.cuGraphCreate(0)
@@ -469,20 +483,21 @@ def _build(ctx: CudaContext, program: CudaProgram) -> Instance | None:
         if stage != current_stage:
             current_stage = stage
             if current:
-                previous, current = current, []
+                previous, current = stage_tails(current), []
                 if len(previous) > 1:
                     joined = api.cuGraphAddEmptyNode(graph, previous, len(previous))
                     if joined[0]:
                         api.cuGraphDestroy(graph)
                         return None
                     previous = [joined[1]]
+        depends = previous if len(current) < STAGE_LANES else [current[-STAGE_LANES]]
         p = api.CUDA_KERNEL_NODE_PARAMS()
         p.func = template[0]
         p.gridDimX, p.gridDimY, p.gridDimZ = template[3]
         p.blockDimX, p.blockDimY, p.blockDimZ = template[2]
         p.sharedMemBytes = template[7]
         p.kernelParams = address + 8 * firsts[index]
-        result = api.cuGraphAddKernelNode(graph, previous, len(previous), p)
+        result = api.cuGraphAddKernelNode(graph, depends, len(depends), p)
         if result[0]:
             api.cuGraphDestroy(graph)
             return None

@@ -475,3 +475,47 @@ class _Libc:
 
     def __getattr__(self, name: str) -> Any:
         return self._lib.abs
+
+
+def _dependencies(fake: FakeDriver) -> list[tuple[str, tuple[int, ...]]]:
+    """The nodes of the one graph built, in order: (kind, indices of their dependencies)."""
+    graphs, nodes, _ = fake._graph_tables()
+    (handles,) = [h for h in graphs.values() if h]
+    index = {h: i for i, h in enumerate(handles)}
+    return [(nodes[h][0], tuple(index[d] for d in nodes[h][1])) for h in handles]
+
+
+@pytest.mark.parametrize("with_fill", [False, True], ids=["kernel-only", "with-a-fill"])
+def test_a_wide_stage_runs_over_lanes_and_the_next_stage_waits_on_their_tails(
+    dev: Any, fake: FakeDriver, with_fill: bool
+) -> None:
+    """A stage of W dispatches is not W root nodes (slow on a GPU): node k depends on node
+    k - STAGE_LANES, the first lanes on the stage before; the stage's join waits on each
+    lane's last node. Both graph builders (kernel-only programs, and programs with a fill)."""
+    lanes = kernel_graphs.STAGE_LANES
+    width = 2 * lanes + 3
+    exe = _negate(dev)
+    a, b = _buffer(dev), _buffer(dev)
+    cb = dev.create_command_buffer(0, CommandCategory.ANY, ANY, 0)
+    cb.begin()
+    for _ in range(width):
+        cb.dispatch(exe, "negate", DispatchConfig.static(1), _count(4), (a, b))
+    cb.execution_barrier()
+    if with_fill:
+        cb.fill_buffer(BufferRef(b, 0, 4), b"\x00\x00\x00\x00")
+    else:
+        cb.dispatch(exe, "negate", DispatchConfig.static(1), _count(4), (b, a))
+    cb.end()
+    _execute(dev, cb)
+    nodes = _dependencies(fake)
+    stage = nodes[:width]
+    assert [deps for _kind, deps in stage] == [
+        () if k < lanes else (k - lanes,) for k in range(width)
+    ]
+    join, last = nodes[width], nodes[width + 1]
+    assert join == ("empty", tuple(range(width - lanes, width)))
+    assert last[1] == (width,)
+    assert last[0] == ("memset" if with_fill else "kernel") and len(nodes) == width + 2
+    s = dev.create_semaphore()
+    dev.queue_execute(ANY, (), [(s, 1)], cb)
+    s.wait(1, TIMEOUT)
