@@ -55,6 +55,7 @@ ALLOCA_MODES = (ALLOCA_POOLS, ALLOCA_STREAM)
 """Values of the ``alloca`` device parameter (``cuda://0?alloca=stream``)."""
 
 _RELEASE_THRESHOLD_KEEP = (1 << 64) - 1
+CUDA_ERROR_OUT_OF_MEMORY = 2
 _ALLOCA = QueueOpKind.ALLOCA
 _MEMORY_QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
 _MEMORY_QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
@@ -218,10 +219,17 @@ class StreamOrderedAllocas:
         cannot grow)."""
         stream = self.streams[op.queue]
         self.ctx.make_current()
-        address = check(
-            self.api.cuMemAllocFromPoolAsync(op.length, self.pool, stream),
-            "cuMemAllocFromPoolAsync",
-        )
+        api = self.api
+        result = api.cuMemAllocFromPoolAsync(op.length, self.pool, stream)
+        if int(result[0]) == CUDA_ERROR_OUT_OF_MEMORY:
+            # The pool keeps what is freed into it, and a failed request can leave it
+            # holding what it reserved trying: give back all it is not using (to the
+            # GPU, for other pools and processes) and try once more.
+            api.cuMemPoolTrimTo(self.pool, 0)
+            result = api.cuMemAllocFromPoolAsync(op.length, self.pool, stream)
+            if int(result[0]) == CUDA_ERROR_OUT_OF_MEMORY:
+                api.cuMemPoolTrimTo(self.pool, 0)
+        address = check(result, "cuMemAllocFromPoolAsync")
         return StreamStorage(self.ctx, int(address), op.length, stream, op.queue)
 
     def run_pool_op(self, op: QueueOp) -> None:

@@ -535,6 +535,10 @@ class FakeDriver:
         pools[int(pool)][int(attr)] = int(value)
         return (0,)
 
+    def cuMemPoolTrimTo(self, pool: int, keep: int) -> tuple:
+        """Counted (the stand-in keeps no reserve: freed memory goes straight back)."""
+        return (0,) if int(pool) in self._pool_tables()[0] else (INVALID_VALUE,)
+
     def cuMemPoolDestroy(self, pool: int) -> tuple:
         """As CUDA: allocations still live stay valid (freed later as usual)."""
         return (0,) if self._pool_tables()[0].pop(int(pool), None) is not None else (400,)

@@ -163,9 +163,13 @@ def test_exhaustion_raises_at_the_call_or_fails_the_signals_leaking_nothing(
     first = dev.queue_alloca(1, [], [(sem, 1)], BufferParams(), big)
     # no waits: the allocation is tried at the call
     other = dev.create_semaphore(0)
+    fake.reset_calls()
     with pytest.raises(hal_core.ResourceExhaustedError, match="cuMemAllocFromPoolAsync"):
         dev.queue_alloca(1, [], [(other, 1)], BufferParams(), big)
     assert other.value == 0 and fake.allocated == base + big
+    # the pool gave back what it was not using, tried again, and gave back again
+    calls = fake.calls_on("")
+    assert calls["cuMemAllocFromPoolAsync"] == 2 and calls["cuMemPoolTrimTo"] == 2
     # behind a wait: the op fails with RESOURCE_EXHAUSTED when it runs
     failed = dev.create_semaphore(0)
     late = dev.queue_alloca(1, [(sem, 1)], [(failed, 1)], BufferParams(), big)

@@ -63,14 +63,15 @@ def _drain(dev: Any) -> None:
         s.wait(value, TIMEOUT)
 
 
-def _pool_used(dev: Any) -> int:
-    """Bytes of the device's CUDA pool in use, after the GPU finished its work."""
+def _pool_used(dev: Any, what: str = "USED") -> int:
+    """Bytes of the device's CUDA pool in use (``what="RESERVED"``: held from the GPU),
+    after the GPU finished its work."""
     backend = dev.backend
     api = backend.ctx.api
     backend.ctx.make_current()
     assert not api.cuCtxSynchronize()[0]
     pool = backend.stream_allocas.pool
-    attr = api.CUmemPool_attribute.CU_MEMPOOL_ATTR_USED_MEM_CURRENT
+    attr = getattr(api.CUmemPool_attribute, f"CU_MEMPOOL_ATTR_{what}_MEM_CURRENT")
     err, value = api.cuMemPoolGetAttribute(pool, attr)
     assert not err
     return int(value)
@@ -124,6 +125,9 @@ def test_exhaustion_is_resource_exhausted_with_nothing_leaked(dev: Any) -> None:
     with pytest.raises(hal_core.ResourceExhaustedError):
         s.wait(1, TIMEOUT)
     assert not late.is_committed and _pool_used(dev) == used
+    # a pool that cannot grow gives back what it reserved trying (other processes, and
+    # later devices of this one, need that memory)
+    assert _pool_used(dev, "RESERVED") <= used + (64 << 20)
     # the device still works
     ok = dev.create_semaphore(0)
     buf = dev.queue_alloca(Q0, [], [(ok, 1)], BufferParams(usage=USAGE), 4096)
@@ -192,7 +196,7 @@ CTS = textwrap.dedent(
     """
     import sys, pytest
     sys.exit(pytest.main([
-        "-q", "-p", "no:cacheprovider", "--pyargs", "hal_core.cts",
+        "-q", "-x", "--tb=short", "-p", "no:cacheprovider", "--pyargs", "hal_core.cts",
         "--hal-device", "cuda://0?alloca=stream",
         "-k", "queue_alloca or transient_buffer or profiling",
     ]))
