@@ -20,10 +20,13 @@ from __future__ import annotations
 import collections
 import ctypes
 import itertools
+import sys
 import threading
 from typing import Any, Callable
 
 import numpy as np
+from hal_cuda import cuda_api
+from hal_cuda import driver as cuda_driver
 from hal_cuda.kernels import reflect_ptx
 
 NOT_SUPPORTED = 801
@@ -565,3 +568,15 @@ def _counted(calls: collections.Counter, name: str, fn: Callable[..., Any]) -> C
         return fn(*args)
 
     return call
+
+
+def install(monkeypatch: Any, api: Any) -> None:
+    """Make ``api`` (a stand-in driver) ``cuda.bindings.driver`` for one test: the driver
+    module's cached contexts are forgotten (and restored by ``monkeypatch`` afterwards), so
+    no real context is reused and none of the stand-in's survives the test."""
+    package = type(sys)("cuda.bindings")
+    package.driver = api  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
+    monkeypatch.setattr(cuda_driver, "_contexts", {})
+    cuda_api.reset_for_tests()

@@ -26,7 +26,7 @@ from hal_core import BufferParams, BufferUsage, DispatchConfig, StatusCode
 from hal_core.backend import device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_cuda_driver import NOT_READY, FakeDriver  # noqa: E402
+from fake_cuda_driver import NOT_READY, FakeDriver, install  # noqa: E402
 
 TIMEOUT = 10.0
 USAGE = BufferUsage.DEFAULT | BufferUsage.TRANSFER
@@ -95,12 +95,7 @@ class LaggingFake(FakeDriver):
 @pytest.fixture
 def fake(monkeypatch: Any) -> Any:
     api = LaggingFake()
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    monkeypatch.setattr(cuda_driver, "_contexts", {})
-    cuda_api.reset_for_tests()
+    install(monkeypatch, api)
     yield api
     api.release()
     api.catch_up()

@@ -19,19 +19,11 @@ from hal_core import BufferParams, BufferUsage, CopyStrategy, MemoryAccess, Stat
 from hal_core.backend import InteropMode, LinkClass, TopologyCapability, device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_cuda_driver import install  # noqa: E402
 from fake_cuda_peers import FakePeerDriver  # noqa: E402
 
 TIMEOUT = 10.0
 USAGE = BufferUsage.DEFAULT | BufferUsage.TRANSFER
-
-
-def install(monkeypatch: Any, api: Any) -> None:
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    monkeypatch.setattr(cuda_driver, "_contexts", {})
-    cuda_api.reset_for_tests()
 
 
 def make_fake(monkeypatch: Any, **kwargs: Any) -> FakePeerDriver:

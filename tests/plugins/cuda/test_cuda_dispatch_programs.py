@@ -31,7 +31,7 @@ from hal_core import (
 from hal_core.backend import buffer_storage, device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_cuda_driver import FakeDriver  # noqa: E402
+from fake_cuda_driver import FakeDriver, install  # noqa: E402
 
 TIMEOUT = 10.0
 CHAIN = 64
@@ -42,12 +42,7 @@ USAGE = BufferUsage.DEFAULT | BufferUsage.TRANSFER
 @pytest.fixture
 def fake(monkeypatch: Any) -> Any:
     api = FakeDriver()
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    monkeypatch.setattr(cuda_driver, "_contexts", {})
-    cuda_api.reset_for_tests()
+    install(monkeypatch, api)
     yield api
     cuda_api.reset_for_tests()
 

@@ -33,7 +33,7 @@ from hal_core import (
 from hal_core.backend import device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_cuda_driver import FakeDriver  # noqa: E402
+from fake_cuda_driver import FakeDriver, install  # noqa: E402
 
 ANY = QueueAffinity.ANY
 TIMEOUT = 10.0
@@ -43,19 +43,10 @@ COUNT_4 = (4).to_bytes(4, "little")  # negate's element count (4 float32s)
 USAGE = BufferUsage.DEFAULT | BufferUsage.TRANSFER
 
 
-def _install(monkeypatch: Any, api: FakeDriver) -> None:
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    monkeypatch.setattr(cuda_driver, "_contexts", {})
-    cuda_api.reset_for_tests()
-
-
 @pytest.fixture
 def fake(monkeypatch: Any) -> Any:
     api = FakeDriver()
-    _install(monkeypatch, api)
+    install(monkeypatch, api)
     yield api
     api.release()
     cuda_api.reset_for_tests()
@@ -214,7 +205,7 @@ def test_a_path_naming_several_gpus_opens_one_logical_device(monkeypatch: Any) -
     """``cuda://`` on a two-GPU machine and a list of two GPUs are one logical device
     over both (``test_cuda_logical_device.py`` runs it); one GPU, named once or twice,
     is that GPU's own device."""
-    _install(monkeypatch, FakeDriver(gpus=2))
+    install(monkeypatch, FakeDriver(gpus=2))
     driver = cuda_driver.CudaDriverBackend()
     assert [d.path for d in driver.query_available_devices()] == ["0", "1"]
     for path in ("", "0,1"):

@@ -19,7 +19,7 @@ from hal_core import BufferParams, BufferUsage, MemoryAccess, MemoryType, QueueA
 from hal_core.backend import device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_cuda_driver import FakeDriver  # noqa: E402
+from fake_cuda_driver import FakeDriver, install  # noqa: E402
 
 ANY = QueueAffinity.ANY
 TIMEOUT = 10.0
@@ -31,17 +31,9 @@ def fake(monkeypatch: Any) -> Any:
     """The stand-in driver API installed as cuda.bindings.driver (contexts forgotten
     before and after, so no real context is reused and none of the fake's survives)."""
     api = FakeDriver()
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    saved = dict(cuda_driver._contexts)
-    cuda_driver._contexts.clear()
-    cuda_api.reset_for_tests()
+    install(monkeypatch, api)
     yield api
     cuda_api.reset_for_tests()
-    cuda_driver._contexts.clear()
-    cuda_driver._contexts.update(saved)
 
 
 @pytest.fixture

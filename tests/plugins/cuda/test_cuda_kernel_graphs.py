@@ -34,7 +34,7 @@ from hal_core import (
 from hal_core.backend import device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_cuda_driver import FakeDriver  # noqa: E402
+from fake_cuda_driver import FakeDriver, install  # noqa: E402
 
 ANY = QueueAffinity.ANY
 TIMEOUT = 10.0
@@ -46,12 +46,7 @@ N = 16
 @pytest.fixture
 def fake(monkeypatch: Any) -> Any:
     api = FakeDriver()
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    monkeypatch.setattr(cuda_driver, "_contexts", {})
-    cuda_api.reset_for_tests()
+    install(monkeypatch, api)
     yield api
     api.release()
     cuda_api.reset_for_tests()

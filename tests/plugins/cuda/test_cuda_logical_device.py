@@ -21,20 +21,12 @@ from hal_core import BufferParams, BufferUsage, DispatchConfig, MemoryAccess, St
 from hal_core.backend import device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_cuda_driver import install  # noqa: E402
 from fake_cuda_peers import FakePeerDriver  # noqa: E402
 
 TIMEOUT = 10.0
 USAGE = BufferUsage.DEFAULT | BufferUsage.TRANSFER
 COUNT_4 = (4).to_bytes(4, "little")
-
-
-def install(monkeypatch: Any, api: Any) -> None:
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    monkeypatch.setattr(cuda_driver, "_contexts", {})
-    cuda_api.reset_for_tests()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from hal_core.backend import buffer_storage, device_from_backend
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from fake_cuda_driver import TOTAL_MEMORY, FakeDriver  # noqa: E402
+from fake_cuda_driver import TOTAL_MEMORY, FakeDriver, install  # noqa: E402
 
 TIMEOUT = 10.0
 USAGE = BufferUsage.DEFAULT | BufferUsage.TRANSFER
@@ -38,17 +38,9 @@ def fake(monkeypatch: Any) -> Any:
     exception escaping a HAL thread fails the test."""
     monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
     api = FakeDriver()
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    saved = dict(cuda_driver._contexts)
-    cuda_driver._contexts.clear()
-    cuda_api.reset_for_tests()
+    install(monkeypatch, api)
     yield api
     cuda_api.reset_for_tests()
-    cuda_driver._contexts.clear()
-    cuda_driver._contexts.update(saved)
 
 
 def _open(params: dict[str, str], path: str = "0") -> Any:
@@ -268,13 +260,7 @@ def test_logical_device_members_take_the_option(monkeypatch: Any) -> None:
     from fake_cuda_peers import FakePeerDriver
 
     api = FakePeerDriver(gpus=2)
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    saved = dict(cuda_driver._contexts)
-    cuda_driver._contexts.clear()
-    cuda_api.reset_for_tests()
+    install(monkeypatch, api)
     try:
         device = _open({"alloca": "stream", "queues": "1"}, "")
         assert len(api.live_pools) == 2
@@ -288,8 +274,6 @@ def test_logical_device_members_take_the_option(monkeypatch: Any) -> None:
         assert not api.live_pools
     finally:
         cuda_api.reset_for_tests()
-        cuda_driver._contexts.clear()
-        cuda_driver._contexts.update(saved)
 
 
 CTS_SCRIPT = textwrap.dedent(

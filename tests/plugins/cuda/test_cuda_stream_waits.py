@@ -21,6 +21,7 @@ from hal_core import BufferParams, BufferUsage, StatusCode
 from hal_core.backend import device_from_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_cuda_driver import install  # noqa: E402
 from fake_cuda_peers import FakePeerDriver  # noqa: E402
 
 TIMEOUT = 10.0
@@ -28,27 +29,13 @@ Q0, Q1 = 1, 2  # queue affinities of queue 0 and queue 1
 USAGE = BufferUsage.DEFAULT | BufferUsage.TRANSFER
 
 
-def install(monkeypatch: Any, api: Any) -> Any:
-    """``api`` as cuda.bindings.driver, contexts forgotten before and after."""
-    package = type(sys)("cuda.bindings")
-    package.driver = api  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "cuda.bindings", package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.driver", api)
-    saved = dict(cuda_driver._contexts)
-    cuda_driver._contexts.clear()
-    cuda_api.reset_for_tests()
-    return saved
-
-
 @pytest.fixture
 def peers(monkeypatch: Any) -> Any:
     api = FakePeerDriver(gpus=2)
-    saved = install(monkeypatch, api)
+    install(monkeypatch, api)
     yield api
     api.release()
     cuda_api.reset_for_tests()
-    cuda_driver._contexts.clear()
-    cuda_driver._contexts.update(saved)
 
 
 def open_device(path: str) -> Any:
@@ -161,7 +148,7 @@ def test_without_stream_memory_operations_waits_are_deferred_with_a_reason(
     monkeypatch: Any,
 ) -> None:
     api = FakePeerDriver(gpus=2, memops=False)
-    saved = install(monkeypatch, api)
+    install(monkeypatch, api)
     try:
         info = cuda_driver.CudaDriverBackend().dump_device_info(1)
         assert "waits on other GPUs' work: host deferral" in info
@@ -181,8 +168,6 @@ def test_without_stream_memory_operations_waits_are_deferred_with_a_reason(
             producer.close()
     finally:
         cuda_api.reset_for_tests()
-        cuda_driver._contexts.clear()
-        cuda_driver._contexts.update(saved)
 
 
 def test_hal_info_names_the_word_waits(peers: Any) -> None:
