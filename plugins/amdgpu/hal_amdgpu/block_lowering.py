@@ -12,6 +12,8 @@ import itertools
 import attrs
 import numpy as np
 
+from hal_core import CommandBufferMode
+
 from .aql_packets import (
     as_dispatch,
     new_staging,
@@ -37,6 +39,7 @@ from .block_recording import (
     _HEADER_PLAIN,
     _IMAGE_OF,
     _INDIRECT_OF,
+    _NO_SOURCES,
     _PACKET_ROW_OF,
     _SCOPE_FLAGS,
     _SELF,
@@ -56,25 +59,46 @@ class _ProtoTables:
     Command records and packet rows are the shapes' packed bytes joined into one array
     each, the per-proto record columns stored over them in one pass each."""
 
-    def __init__(self, protos: list[_Rec]) -> None:
+    def __init__(self, protos: list[_Rec], one_shot: bool) -> None:
         m = len(protos)
         dispatch = Opcode.DISPATCH
         self.images = images = list(map(_IMAGE_OF, protos))
         shapes = list(map(_SHAPE_OF, protos))
+        sources = list(map(_SOURCES_OF, protos))
+        # The common case: one launch shape, every pointer baked (then the per-proto
+        # columns are constants, worked out once).
+        uniform = m > 0 and shapes.count(shapes[0]) == m
+        plain = sources.count(_NO_SOURCES) == m
+        head = shapes[0].head if uniform and shapes[0].opcode == dispatch else None
         # The shape's record with the per-proto columns (strategy, source count, image
         # length) stored over it; per-packet fields (command/packet index, binding source
-        # offset, kernarg offset, payload reference, flags) stay zero here. The packet rows
-        # are read-only: lowering gathers copies of them (``[pids]``).
+        # offset, kernarg offset, payload reference, flags) stay zero here. The tables are
+        # one lowering's own: it gathers copies (``[pids]``) or, where every packet is its
+        # own proto, writes them in place.
         if m:
-            cmd = np.frombuffer(bytearray(b"".join(map(_COMMAND_ROW_OF, shapes))), COMMAND_DTYPE)
-            cmd["kernarg_strategy"] = np.fromiter(map(_STRATEGY_OF, protos), np.uint8, m)
-            cmd["patch_source_count"] = np.fromiter(
-                map(len, map(_SOURCES_OF, protos)), np.uint16, m
+            shape_rows = (
+                bytearray(shapes[0].command_row) * m
+                if uniform
+                else bytearray().join(map(_COMMAND_ROW_OF, shapes))
             )
-            cmd["kernarg_length"] = np.fromiter(map(len, images), np.uint32, m)
-            self.rows = np.frombuffer(b"".join(map(_PACKET_ROW_OF, shapes)), np.uint8).reshape(
-                m, 64
+            cmd = np.frombuffer(shape_rows, COMMAND_DTYPE)
+            if one_shot:
+                cmd["kernarg_strategy"] = KernargStrategy.HAL
+            else:
+                cmd["kernarg_strategy"] = np.fromiter(map(_STRATEGY_OF, protos), np.uint8, m)
+            if not plain:
+                cmd["patch_source_count"] = np.fromiter(map(len, sources), np.uint16, m)
+            if head is not None:
+                cmd["kernarg_length"] = head.size
+            else:
+                cmd["kernarg_length"] = np.fromiter(map(len, images), np.uint32, m)
+            # Writable (lowering writes them in place when it gathers none).
+            packet_rows = (
+                bytearray(shapes[0].packet_row) * m
+                if uniform
+                else bytearray().join(map(_PACKET_ROW_OF, shapes))
             )
+            self.rows = np.frombuffer(packet_rows, np.uint8).reshape(m, 64)
         else:
             cmd = np.zeros(0, COMMAND_DTYPE)
             self.rows = np.zeros((0, 64), np.uint8)
@@ -83,16 +107,16 @@ class _ProtoTables:
         self.sizes = cmd["kernarg_length"].astype(np.int64)
         # Recordings of one kernel shape (the common case) gather templates as one table.
         self.image_table = (
-            np.frombuffer(b"".join(images), np.uint8).reshape(m, -1)
-            if m and len(set(map(len, images))) == 1
+            np.frombuffer(bytearray().join(images), np.uint8).reshape(m, -1)
+            if m and (head is not None or len(set(map(len, images))) == 1)
             else None
         )
         self.prepublished = cmd["kernarg_strategy"] == KernargStrategy.PREPUBLISHED
-        self.indirect = list(map(_INDIRECT_OF, shapes))
+        self.indirect = [shapes[0].indirect] * m if uniform else list(map(_INDIRECT_OF, shapes))
         self.any_indirect = self.indirect.count(None) != m
         self.is_dispatch = cmd["opcode"] == dispatch
         # Sources, flattened: proto p owns entries [src_start[p], src_start[p] + src_count[p]).
-        flat = list(itertools.chain.from_iterable(map(_SOURCES_OF, protos)))
+        flat = [] if plain else list(itertools.chain.from_iterable(sources))
         self.src_count = cmd["patch_source_count"].astype(np.int64)
         self.src_start = _exclusive_cumsum(self.src_count)
         self.src_kind = np.fromiter((s[0] for s in flat), np.int64, len(flat))
@@ -100,11 +124,14 @@ class _ProtoTables:
         self.src_off = np.fromiter((s[2] for s in flat), np.uint64, len(flat))
         self.src_ord = np.fromiter((s[3] for s in flat), np.int64, len(flat))
 
-    def template(self, pids: np.ndarray, pid_list: list[int]) -> np.ndarray:
-        """The concatenated kernarg images of ``pids`` (a new, writable array)."""
+    def template(self, pids: np.ndarray, pid_list: list[int], every: bool) -> np.ndarray:
+        """The concatenated kernarg images of ``pids`` (a new, writable array; ``every``:
+        ``pids`` is every proto in order, then the table itself)."""
         if not pid_list:
             return _EMPTY_U8
         if self.image_table is not None:
+            if every and pids.shape[0] == self.image_table.shape[0]:
+                return self.image_table.reshape(-1)
             return self.image_table[pids].reshape(-1)
         images = self.images
         return np.frombuffer(bytearray(b"".join([images[p] for p in pid_list])), np.uint8)
@@ -162,9 +189,12 @@ def _lower_program(
 ) -> tuple[BlockProgram, _Lowered]:
     """Lower ``facts`` for one GPU. Every per-packet array is computed once for the whole
     program (a handful of numpy operations); blocks are then slices of it."""
-    tables = _ProtoTables(facts.protos)
-    pids = np.asarray(facts.pids, np.intp)
-    n_total = pids.shape[0]
+    tables = _ProtoTables(facts.protos, bool(facts.mode & CommandBufferMode.ONE_SHOT))
+    n_total = len(facts.pids)
+    pids = np.fromiter(facts.pids, np.intp, n_total)
+    # Every packet its own proto (then pids is 0, 1, ...: protos are numbered in order of
+    # first use): the per-proto tables are the per-packet arrays, no gather needed.
+    every = len(facts.protos) == n_total
     retained = list(facts.retained)
     lowered = _Lowered()
     lowered.pids = pids
@@ -189,7 +219,7 @@ def _lower_program(
     qk = ~prepub
     sizes = tables.sizes[pids]
     qk_sizes = np.where(prepub, 0, sizes)
-    rows = tables.rows[pids]
+    rows = tables.rows if every else tables.rows[pids]
     lowered.rows = rows
 
     # Prepublished storage: one allocation for every PREPUBLISHED command of the program,
@@ -233,13 +263,14 @@ def _lower_program(
     block_start = np.repeat(starts, ends - starts)  # per packet: its block's first packet
 
     # Command records, every packet at once; block-relative fields via ``block_start``.
-    barrier = np.asarray(facts.barriers, np.uint8)
+    barrier = np.frombuffer(facts.barriers, np.uint8)
     kernarg_cum = _exclusive_cumsum(qk_sizes)
     kernarg_rel = kernarg_cum - kernarg_cum[block_start]
     emitted_cum = _exclusive_cumsum(np.where(qk, tables.src_count[pids], 0))
-    record_bytes = tables.cmd_bytes[pids]
+    # ``tables`` is this lowering's own: its records are written in place when ungathered.
+    record_bytes = tables.cmd_bytes if every else tables.cmd_bytes[pids]
     records = record_bytes.reshape(-1).view(COMMAND_DTYPE)
-    records["command_index"] = facts.indices
+    records["command_index"] = np.fromiter(facts.indices, np.int64, n_total)
     records["packet_index"] = np.arange(n_total) - block_start
     records["binding_source_offset"] = emitted_cum - emitted_cum[block_start]
     offsets = np.where(prepub, pre_offsets_of, kernarg_rel)
@@ -284,7 +315,9 @@ def _lower_program(
     last_ordinal = len(bounds) - 1
     for ordinal, (start, end) in enumerate(bounds):
         a, b = qk_lo[ordinal], qk_hi[ordinal]
-        template = tables.template(qk_pid_array[a:b], qk_pids[a:b] or [0]) if b > a else _EMPTY_U8
+        template = (
+            tables.template(qk_pid_array[a:b], qk_pids[a:b] or [0], every) if b > a else _EMPTY_U8
+        )
         if src_total and src_hi[ordinal] > src_lo[ordinal]:
             lo, hi = src_lo[ordinal], src_hi[ordinal]
             k = kind[lo:hi]
@@ -499,7 +532,10 @@ def _encode_binary(
     rodata_offset = command_offset + command_length
     source_offset = (rodata_offset + rodata.shape[0] + 7) & ~7
     total = source_offset + 16 * count
-    data = np.zeros(total, np.uint8)
+    # Every byte is stored below; only the header (padding) and the rodata's alignment
+    # pad are zeroed explicitly.
+    data = np.empty(total, np.uint8)
+    data[:64] = 0
     target = 0 if last else ordinal + 1
     terminator_opcode = Opcode.RETURN if last else Opcode.BRANCH
     # One structured store, fields in BLOCK_HEADER_DTYPE order.
@@ -532,5 +568,6 @@ def _encode_binary(
     if target:
         data[term_at + _TARGET_AT : term_at + _TARGET_AT + 4].view("<u4")[0] = target
     data[rodata_offset : rodata_offset + rodata.shape[0]] = rodata
+    data[rodata_offset + rodata.shape[0] : source_offset] = 0
     data[source_offset:total] = sources.view(np.uint8)
     return data

@@ -137,7 +137,7 @@ class _Rec:
     shape: _Shape
     strategy: KernargStrategy
     image: bytes
-    sources: list[tuple]
+    sources: Sequence[tuple]
 
 
 class _Facts:
@@ -160,7 +160,7 @@ class _Facts:
     protos: list[_Rec]
     pids: list[int]
     indices: list[int]
-    barriers: list[int]
+    barriers: bytearray
     mode: int
     slot_extents: dict
     static_buffers: tuple
@@ -180,6 +180,7 @@ _HEADER_BARRIER = header_setup_word(
 _COMMAND_QWORDS = COMMAND_DTYPE.itemsize // 8
 _HAL = KernargStrategy.HAL
 _NO_OBJECT = object()  # names no recorded object
+_NO_SOURCES: tuple = ()  # the sources of a record with every pointer baked (shared)
 _SELF = -1  # source kind: a pointer into the command's own kernargs (UPDATE payload)
 _BAKED = int(BindingSourceFlags.NONE)
 _DYNAMIC = int(BindingSourceFlags.DYNAMIC)
@@ -226,7 +227,7 @@ class _FactsBuilder:
         self.protos: list[_Rec] = []
         self.pids: list[int] = []
         self.indices: list[int] = []
-        self.barriers: list[int] = []
+        self.barriers = bytearray()
         self.slot_extents: dict[int, int] = {}
         self.static_buffers: list[Any] = []
         self.static_index: dict[int, int] = {}
@@ -249,14 +250,28 @@ class _FactsBuilder:
         indices_append, barriers_append = self.indices.append, self.barriers.append
         dispatch_shape, dispatch_record = self._dispatch_shape, self._dispatch_record
         blits = _BLITS
+        addresses_get = self.addresses.get
+        whole = WHOLE_BUFFER
+        # A record without late sources: prepublished when reusable (no indirect shape
+        # has a packed head), HAL kernargs when one-shot.
+        plain_strategy = KernargStrategy.PREPUBLISHED if self.reusable else _HAL
         has_barrier = int(CommandFlags.HAS_BARRIER)
         pending_barrier = 0
         last_executable = last_config = _NO_OBJECT
         last_ordinal = last_flags = -1
-        shape: _Shape  # set by the first dispatch (nothing matches _NO_OBJECT)
+        dispatch_op, barrier_op = CMD_DISPATCH, CMD_BARRIER
+        # Set by the first dispatch (nothing matches _NO_OBJECT): the shape and, for the
+        # inline path, its memo, packed head (None where the shape cannot take it) and
+        # counts.
+        shape: _Shape
+        memo: dict
+        head: Any
+        buf: Any  # a binding's buffer (None for an indirect one: it has no address)
+        tail = b""
+        n_constants = n_bindings = 0
         for index, cmd in enumerate(commands):
             op = cmd[0]
-            if op == CMD_DISPATCH:
+            if op == dispatch_op:
                 # Runs of dispatches naming the last shape's objects skip the lookup.
                 if (
                     cmd[3] is not last_config
@@ -268,19 +283,54 @@ class _FactsBuilder:
                     shape = dispatch_shape(index, cmd) if known is None else known
                     last_executable, last_ordinal = cmd[1], cmd[2]
                     last_config, last_flags = cmd[3], cmd[6]
+                    memo = shape.memo
+                    head = None if shape.grid_error else shape.head
+                    tail = shape.tail or b""
+                    n_constants, n_bindings = shape.constant_bytes, shape.binding_count
                 # The same dispatch recorded again lowers to the same record.
-                memo = shape.memo
-                key = (cmd[4], id(cmd[5]))
+                constants, bindings = cmd[4], cmd[5]
+                key = (constants, id(bindings))
                 pid = memo.get(key)
                 if pid is None:
                     pid = memo[key] = len(protos)
+                    # The common case inline (as ``_dispatch_record`` lowers it): a shape
+                    # with a packed head, the right counts, every binding an in-range
+                    # reference to a buffer already seen.
+                    if (
+                        head is not None
+                        and len(constants) == n_constants
+                        and len(bindings) == n_bindings
+                    ):
+                        baked = []
+                        for b in bindings:
+                            if b.__class__ is not BufferRef or b.length == whole:
+                                break
+                            # An indirect reference (buffer None) has no address.
+                            buf = b.buffer
+                            addr = addresses_get(id(buf))
+                            offset = b.offset
+                            if addr is None or offset + b.length > buf.byte_length:
+                                break
+                            baked.append(addr + offset)
+                        else:
+                            rec = _Rec()
+                            rec.shape = shape
+                            rec.image = head.pack(*baked, constants, tail)
+                            rec.sources = _NO_SOURCES
+                            rec.strategy = plain_strategy
+                            protos_append(rec)
+                            pids_append(pid)
+                            indices_append(index)
+                            barriers_append(pending_barrier)
+                            pending_barrier = 0
+                            continue
                     protos_append(dispatch_record(index, cmd, shape))
                 pids_append(pid)
                 indices_append(index)
                 barriers_append(pending_barrier)
                 pending_barrier = 0
                 continue
-            if op == CMD_BARRIER:
+            if op == barrier_op:
                 pending_barrier = has_barrier
                 continue
             if op == CMD_DEBUG_BEGIN or op == CMD_DEBUG_END:
@@ -490,7 +540,7 @@ class _FactsBuilder:
             r.image = head.pack(*baked, constants, s.tail)
         else:
             r.image = bytes(_kernarg_image(s.desc, baked, constants, s.count, s.wg, s.lds))
-        r.sources = sources
+        r.sources = sources or _NO_SOURCES
         if self.reusable:
             self._choose_strategy(r)
         else:
@@ -599,7 +649,9 @@ def _kernel_objects_if_compatible(
     cache: dict[tuple, int | None] = {}
     shapes = list(map(_SHAPE_OF, facts.protos))
     by_shape: dict[int, int] = {}
-    for shape in dict(zip(map(id, shapes), shapes)).values():
+    # One launch shape (the common case): one lookup, one object for every proto.
+    uniform = bool(shapes) and shapes.count(shapes[0]) == len(shapes)
+    for shape in shapes[:1] if uniform else dict(zip(map(id, shapes), shapes)).values():
         builtin, x, y = shape.resolve
         key = (builtin, id(x), y)
         obj = cache.get(key, -1)
@@ -610,6 +662,8 @@ def _kernel_objects_if_compatible(
         if obj is None:
             return None
         by_shape[id(shape)] = obj
+    if uniform:
+        return [by_shape[id(shapes[0])]] * len(shapes)
     return list(map(by_shape.__getitem__, map(id, shapes)))
 
 
