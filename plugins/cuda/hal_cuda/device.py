@@ -63,6 +63,7 @@ from .dispatch_programs import DispatchPrograms, is_single_dispatch
 from .host_spans import HostTaps
 from .host_work import FileTransfers, QueueWorker
 from .memory import CudaAllocatorBackend
+from .native_lane import discarder, make_lane
 from .profiling import CUDA_PROFILING_FAMILIES, CudaProfiling, profiling_clock
 from .queue_pools import CudaQueuePools
 from .stream_alloca import (
@@ -125,6 +126,19 @@ _DEVICE_WAITABLE = frozenset(
 """Op kinds whose work is stream work, so their waits can be device-side. Barriers are
 not: they have no work, and completing one on the host as soon as its waits are reached
 is cheaper than a round trip through the GPU."""
+
+
+class _Submit:
+    """``CudaDeviceBackend.submit``: the device's native lane's ``submit`` (one C call)
+    when it has one, else ``_submit_python``. A descriptor rather than an instance
+    attribute, so the instance dict stays free for profiling taps (``host_spans.py``),
+    which shadow ``submit`` there and give it back by removing their entry."""
+
+    def __get__(self, obj: Any, cls: Any = None) -> Any:
+        if obj is None:
+            return self
+        lane_submit = obj._lane_submit
+        return obj._submit_python if lane_submit is None else lane_submit
 
 
 class CudaDeviceBackend:
@@ -204,6 +218,13 @@ class CudaDeviceBackend:
             self.stream_allocas = StreamOrderedAllocas(self, alloca_pool)
             self.stream_allocas.install()
             self.pools.on_close.append(self.stream_allocas.close)
+        # The submit lane in C (``native_lane.py``): ``submit`` becomes its one C call,
+        # which takes the hot ops itself and hands the rest to the Python ``submit``.
+        self._thread_context = thread_context
+        lane, self.native = make_lane(self, self._submit_python)
+        self._lane = lane
+        self._lane_submit = None if lane is None else lane.submit
+        self._discard = discarder(self.completion._lock, self._inflight, lane is not None)
 
     # -- capabilities -------------------------------------------------------------------
 
@@ -240,8 +261,13 @@ class CudaDeviceBackend:
 
     # -- submission -------------------------------------------------------------------
 
-    def submit(self, op: QueueOp) -> None:
+    submit = _Submit()
+    _lane_submit: Any = None  # the native lane's submit, set at the end of __init__
+
+    def _submit_python(self, op: QueueOp) -> None:
         """Queue ``op``; raises (queuing nothing) only for what it refuses outright.
+        ``submit`` is this method, or the native lane's ``submit`` (which calls this one
+        for the ops it does not take itself).
 
         A wait on a value that stream work of this device will signal (``_inflight``)
         becomes a device-side wait for ops whose work is stream work (``cuStreamWaitEvent``
@@ -495,16 +521,10 @@ class CudaDeviceBackend:
         if timer is not None:
             timer[1].record(op, timer[0], error is not None)
         self._complete(op, error)
-        if entries is None:
-            return
-        inflight = self._inflight
-        for entry in (entries,) if entries.__class__ is tuple else entries:
-            sem = entry[3]
-            if inflight.get(sem) is entry:
-                try:
-                    del inflight[sem]
-                except KeyError:
-                    pass
+        if entries is not None:
+            # Only entries still published: a later op's newer entry for the same
+            # semaphore stays (the check and the deletion are one step).
+            self._discard(entries)
 
     def _complete_waited(self, op: QueueOp, error: HalError | None, waited: Any) -> None:
         """Complete an op that may have waited on the device (``waited``: those

@@ -94,7 +94,9 @@ class FakeDriver:
     def __init__(self, gpus: int = 1) -> None:
         self._gpus = gpus
         self._memory: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
+        # Reentrant: the garbage collector may run a collected buffer's finalizer (a
+        # cuMemFree) inside an allocation that holds it.
+        self._lock = threading.RLock()
         self._handles = itertools.count(1)
         self.allocated = 0
         self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
