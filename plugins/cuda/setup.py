@@ -15,7 +15,12 @@ if not sysconfig.get_config_var("Py_GIL_DISABLED"):
     extensions.append(
         Extension(
             "hal_cuda._native_lane",
-            ["hal_cuda/_native_lane.c", "hal_cuda/_native_lane_work.c"],
+            [
+                "hal_cuda/_native_lane.c",
+                "hal_cuda/_native_lane_finish.c",
+                "hal_cuda/_native_lane_run.c",
+                "hal_cuda/_native_lane_work.c",
+            ],
             depends=["hal_cuda/_native_lane.h"],
             optional=True,
         )

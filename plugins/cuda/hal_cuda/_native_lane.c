@@ -32,23 +32,7 @@
 LaneRefs lane_refs;
 LaneNames lane_names;
 
-#define MAX_WAITS 16
-
-typedef struct {
-    PyObject_HEAD
-    /* Python objects (traversed by the GC: the lane and its backend form a cycle). */
-    PyObject *backend, *fallback, *keepalive, *ctx, *thread_context, *streams, *inflight,
-        *free_events, *event_get, *completion, *lock, *put, *next_epochs, *stream_waits,
-        *finish_stream, *complete_waited, *api;
-    /* C state */
-    void **stream_handles;
-    Py_ssize_t stream_count;
-    LaneDriver drv;
-    unsigned long long handled, fallbacks;
-    const char *reason;
-} Lane;
-
-#define LANE_OBJECTS 17
+#define LANE_OBJECTS 19
 
 static PyObject **
 lane_objects(Lane *self)
@@ -149,7 +133,8 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwds)
         get_into(backend, "stream_waits", &self->stream_waits) < 0 ||
         get_into(backend, "_finish_stream", &self->finish_stream) < 0 ||
         get_into(backend, "_complete_waited", &self->complete_waited) < 0 ||
-        get_into(backend, "hot", &self->api) < 0) {
+        get_into(backend, "hot", &self->api) < 0 ||
+        get_into(backend, "__dict__", &self->backend_dict) < 0) {
         goto done;
     }
     if (!PyDict_CheckExact(self->inflight) || !PyList_CheckExact(self->free_events)) {
@@ -179,16 +164,21 @@ Lane_init(Lane *self, PyObject *args, PyObject *kwds)
     }
     Py_ssize_t m = PySequence_Fast_GET_SIZE(marks);
     self->next_epochs = PyTuple_New(m);
-    for (Py_ssize_t k = 0; self->next_epochs != NULL && k < m; k++) {
-        PyObject *next = PyObject_GetAttrString(PySequence_Fast_GET_ITEM(marks, k), "next_epoch");
-        if (next == NULL) {
+    self->retires = PyTuple_New(m);
+    for (Py_ssize_t k = 0; self->next_epochs != NULL && self->retires != NULL && k < m; k++) {
+        PyObject *mark = PySequence_Fast_GET_ITEM(marks, k);
+        PyObject *next = PyObject_GetAttrString(mark, "next_epoch");
+        PyObject *retire = next == NULL ? NULL : PyObject_GetAttrString(mark, "retire");
+        if (retire == NULL) {
+            Py_XDECREF(next);
             Py_DECREF(marks);
             goto done;
         }
         PyTuple_SET_ITEM(self->next_epochs, k, next);
+        PyTuple_SET_ITEM(self->retires, k, retire);
     }
     Py_DECREF(marks);
-    if (self->next_epochs == NULL || m < n) {
+    if (self->next_epochs == NULL || self->retires == NULL || m < n) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_ValueError, "a watermark per stream");
         }
@@ -211,247 +201,6 @@ done:
         goto fallback;                                                                       \
     } while (0)
 
-static int
-truthy_attr(PyObject *obj, PyObject *name)
-{
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL) {
-        return -1;
-    }
-    int r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
-}
-
-/* Complete an op the lane committed to but could not hand over:
-   ``_complete_waited(op, error, waited)``. Steals ``error``. */
-static int
-complete_waited(Lane *self, PyObject *op, PyObject *error, PyObject *waited)
-{
-    PyObject *r = PyObject_CallFunctionObjArgs(self->complete_waited, op, error,
-                                               waited ? waited : Py_None, NULL);
-    Py_DECREF(error);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
-/* The committed part of ``submit``: everything after the decision. Returns 0, or -1
-   with a Python error set when even failing the op could not be done. */
-static int
-run_op(Lane *self, PyObject *op, int kind, Py_ssize_t q, PyObject *queue_obj, PyObject *program,
-       PyObject *single, PyObject *table, PyObject *waits, Py_ssize_t nwaits, PyObject **device,
-       Py_ssize_t ndevice, PyObject **events, Py_ssize_t nevents)
-{
-    PyObject *error = NULL, *waited = NULL, *event = NULL, *entries = NULL, *item = NULL;
-    int status = -1;
-    PyObject *epoch = PyObject_CallNoArgs(PyTuple_GET_ITEM(self->next_epochs, q));
-    if (epoch == NULL) {
-        return -1;
-    }
-    int r = PyObject_SetAttr(op, lane_names.epoch, epoch);
-    Py_DECREF(epoch);
-    if (r < 0) {
-        return -1;
-    }
-    if (ndevice) {
-        PyObject *count = PyObject_GetAttr(self->stream_waits, lane_names.event);
-        PyObject *more = count == NULL ? NULL : PyLong_FromSsize_t(ndevice);
-        PyObject *sum = more == NULL ? NULL : PyNumber_Add(count, more);
-        Py_XDECREF(count);
-        Py_XDECREF(more);
-        if (sum == NULL || PyObject_SetAttr(self->stream_waits, lane_names.event, sum) < 0) {
-            Py_XDECREF(sum);
-            return -1;
-        }
-        Py_DECREF(sum);
-        if (ndevice == nwaits) {
-            waited = Py_NewRef(waits);
-        }
-        else {
-            waited = PyList_New(ndevice);
-            if (waited == NULL) {
-                return -1;
-            }
-            for (Py_ssize_t k = 0; k < ndevice; k++) {
-                PyList_SET_ITEM(waited, k, Py_NewRef(device[k]));
-            }
-        }
-    }
-    void *stream = self->stream_handles[q];
-    for (Py_ssize_t k = 0; k < nevents && error == NULL; k++) {
-        void *handle;
-        if (lane_handle(events[k], &handle) < 0) {
-            r = lane_error_from_exception(&error);
-        }
-        else {
-            int err = self->drv.stream_wait_event(stream, handle, 0);
-            r = err ? lane_driver_error(err, "cuStreamWaitEvent", &error) : 0;
-        }
-        if (r < 0) {
-            goto done;
-        }
-    }
-    if (error == NULL) {
-        switch (kind) {
-        case 0:
-            r = lane_fill(&self->drv, self->api, op, stream, PyTuple_GET_ITEM(self->streams, q),
-                          &error);
-            break;
-        case 1:
-            r = lane_update(&self->drv, op, stream, &error);
-            break;
-        case 2:
-            r = lane_copy(&self->drv, op, stream, &error);
-            break;
-        default:
-            r = lane_launch(&self->drv, program, single, table, stream, &error);
-            break;
-        }
-        if (r < 0) {
-            goto done;
-        }
-    }
-    /* An event from the free list (``EventPool.free``), else a new one. */
-    Py_ssize_t free_count = PyList_GET_SIZE(self->free_events);
-    if (free_count) {
-        event = Py_NewRef(PyList_GET_ITEM(self->free_events, free_count - 1));
-        if (PyList_SetSlice(self->free_events, free_count - 1, free_count, NULL) < 0) {
-            goto done;
-        }
-    }
-    else {
-        event = PyObject_CallNoArgs(self->event_get);
-        if (event == NULL) {
-            PyObject *failure = error;
-            if (failure == NULL && lane_error_from_exception(&failure) < 0) {
-                goto done;
-            }
-            error = NULL;
-            status = complete_waited(self, op, failure, waited);
-            goto done;
-        }
-    }
-    void *event_handle;
-    if (lane_handle(event, &event_handle) < 0) {
-        goto done;
-    }
-    PyObject *signals = PyObject_GetAttr(op, lane_names.signals);
-    if (signals == NULL) {
-        goto done;
-    }
-    Py_ssize_t nsignals = PyTuple_Check(signals) ? PyTuple_GET_SIZE(signals) : -1;
-    if (nsignals < 0) {
-        Py_DECREF(signals);
-        PyErr_SetString(PyExc_TypeError, "an op's signals are a tuple");
-        goto done;
-    }
-    if (nsignals) {
-        entries = nsignals == 1 ? NULL : PyList_New(nsignals);
-        for (Py_ssize_t k = 0; k < nsignals; k++) {
-            PyObject *pair = PyTuple_GET_ITEM(signals, k);
-            PyObject *entry = NULL;
-            if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
-                entry = PyTuple_Pack(4, PyTuple_GET_ITEM(pair, 1), event, queue_obj,
-                                     PyTuple_GET_ITEM(pair, 0));
-            }
-            else {
-                PyErr_SetString(PyExc_TypeError, "a signal is (semaphore, value)");
-            }
-            if (entry == NULL) {
-                Py_DECREF(signals);
-                goto done;
-            }
-            if (nsignals == 1) {
-                entries = entry;
-            }
-            else if (entries == NULL) {
-                Py_DECREF(entry);
-                Py_DECREF(signals);
-                goto done;
-            }
-            else {
-                PyList_SET_ITEM(entries, k, entry);
-            }
-        }
-    }
-    Py_DECREF(signals);
-    item = PyTuple_Pack(7, event, queue_obj, entries ? entries : Py_None, op,
-                        error ? error : Py_None, waited ? waited : Py_None, Py_None);
-    if (item == NULL) {
-        goto done;
-    }
-    /* CompletionThread.hand_over, inline. */
-    PyObject *held = PyObject_CallMethodNoArgs(self->lock, lane_names.acquire);
-    if (held == NULL) {
-        goto done;
-    }
-    Py_DECREF(held);
-    int stopped = truthy_attr(self->completion, lane_names._stopped);
-    int err = 0;
-    int published = 0;
-    if (stopped == 0) {
-        err = self->drv.event_record(event_handle, stream);
-        if (!err) {
-            int failed = 0;
-            if (entries != NULL) {
-                if (nsignals == 1) {
-                    failed = PyDict_SetItem(self->inflight, PyTuple_GET_ITEM(entries, 3), entries);
-                }
-                else {
-                    for (Py_ssize_t k = 0; k < nsignals && !failed; k++) {
-                        PyObject *entry = PyList_GET_ITEM(entries, k);
-                        failed = PyDict_SetItem(self->inflight, PyTuple_GET_ITEM(entry, 3), entry);
-                    }
-                }
-            }
-            PyObject *put = failed ? NULL : PyObject_CallOneArg(self->put, item);
-            Py_XDECREF(put);
-            published = put != NULL;
-        }
-    }
-    PyObject *released = PyObject_CallMethodNoArgs(self->lock, lane_names.release);
-    if (released == NULL) {
-        goto done;
-    }
-    Py_DECREF(released);
-    if (stopped < 0 || (stopped == 0 && !err && !published)) {
-        goto done; /* a Python error while handing over (memory): the caller fails the op */
-    }
-    if (stopped) {
-        PyObject *cancel = PyObject_CallFunction(lane_refs.cancelled, "s", "the cuda device closed");
-        if (cancel == NULL) {
-            goto done;
-        }
-        PyObject *res = PyObject_CallFunctionObjArgs(self->finish_stream, item, cancel, NULL);
-        Py_DECREF(cancel);
-        if (res == NULL) {
-            goto done;
-        }
-        Py_DECREF(res);
-    }
-    else if (err) {
-        PyObject *failure = error;
-        if (failure == NULL && lane_driver_error(err, "cuEventRecord", &failure) < 0) {
-            goto done;
-        }
-        error = NULL;
-        if (complete_waited(self, op, failure, waited) < 0) {
-            goto done;
-        }
-    }
-    status = 0;
-done:
-    Py_XDECREF(error);
-    Py_XDECREF(waited);
-    Py_XDECREF(event);
-    Py_XDECREF(entries);
-    Py_XDECREF(item);
-    return status;
-}
-
 static PyObject *
 Lane_submit(Lane *self, PyObject *op)
 {
@@ -460,7 +209,7 @@ Lane_submit(Lane *self, PyObject *op)
     PyObject *device[MAX_WAITS], *events[MAX_WAITS];
     Py_ssize_t ndevice = 0, nevents = 0, nwaits = 0;
     int kind, r;
-    r = truthy_attr(self->backend, lane_names._closing);
+    r = lane_truthy_attr(self->backend, lane_names._closing);
     if (r) {
         FALL("closing");
     }
@@ -591,7 +340,7 @@ Lane_submit(Lane *self, PyObject *op)
     for (Py_ssize_t k = 0; k < nevents; k++) {
         Py_INCREF(events[k]);
     }
-    r = run_op(self, op, kind, q, queue_obj, program, single, table, waits, nwaits, device,
+    r = lane_run_op(self, op, kind, q, queue_obj, program, single, table, waits, nwaits, device,
                ndevice, events, nevents);
     for (Py_ssize_t k = 0; k < nevents; k++) {
         Py_DECREF(events[k]);
@@ -630,6 +379,8 @@ Lane_get_reason(Lane *self, void *closure)
 static PyMethodDef Lane_methods[] = {
     {"submit", (PyCFunction)Lane_submit, METH_O,
      "submit(op): queue op through the lane, or through the fallback (the Python path)."},
+    {"finish", (PyCFunction)(void (*)(void))lane_finish, METH_FASTCALL,
+     "finish(item, fault): complete a handed-over item (the completion thread's finish)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -682,6 +433,29 @@ discard_one(PyObject *inflight, PyObject *entry)
     return PyDict_DelItem(inflight, sem);
 }
 
+int
+lane_discard_entries(PyObject *inflight, PyObject *entries)
+{
+    if (entries == Py_None) {
+        return 0;
+    }
+    if (PyTuple_Check(entries)) {
+        return discard_one(inflight, entries);
+    }
+    PyObject *seq = PySequence_Fast(entries, "entries");
+    if (seq == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
+        if (discard_one(inflight, PySequence_Fast_GET_ITEM(seq, k)) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
 static PyObject *
 lane_discard(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -689,50 +463,33 @@ lane_discard(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "discard(inflight: dict, entries)");
         return NULL;
     }
-    PyObject *inflight = args[0], *entries = args[1];
-    if (entries == Py_None) {
-        Py_RETURN_NONE;
-    }
-    if (PyTuple_Check(entries)) {
-        if (discard_one(inflight, entries) < 0) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    PyObject *seq = PySequence_Fast(entries, "entries");
-    if (seq == NULL) {
+    if (lane_discard_entries(args[0], args[1]) < 0) {
         return NULL;
     }
-    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(seq); k++) {
-        if (discard_one(inflight, PySequence_Fast_GET_ITEM(seq, k)) < 0) {
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    Py_DECREF(seq);
     Py_RETURN_NONE;
 }
 
 #define REF(field) &lane_refs.field
 
 /* init(buffer_storage, wait_reached, op_error, cuda_error, CancelledError,
-        WeakBufferRef, resolve, fill, CudaProgram, FILL, UPDATE, COPY, DISPATCH, EXECUTE) */
+        WeakBufferRef, resolve, fill, CudaProgram, signal_all, FILL, UPDATE, COPY,
+        DISPATCH, EXECUTE) */
 static PyObject *
 lane_init_module(PyObject *mod, PyObject *args)
 {
-    PyObject *given[14];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOO", &given[0], &given[1], &given[2], &given[3],
+    PyObject *given[15];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOO", &given[0], &given[1], &given[2], &given[3],
                           &given[4], &given[5], &given[6], &given[7], &given[8], &given[9],
-                          &given[10], &given[11], &given[12], &given[13])) {
+                          &given[10], &given[11], &given[12], &given[13], &given[14])) {
         return NULL;
     }
-    PyObject **slots[14] = {
-        REF(buffer_storage), REF(wait_reached), REF(op_error),  REF(cuda_error),
-        REF(cancelled),      REF(weak_ref_type), REF(resolve),  REF(fill),
-        REF(program_type),   REF(kind_fill),     REF(kind_update), REF(kind_copy),
-        REF(kind_dispatch),  REF(kind_execute),
+    PyObject **slots[15] = {
+        REF(buffer_storage), REF(wait_reached),  REF(op_error),    REF(cuda_error),
+        REF(cancelled),      REF(weak_ref_type), REF(resolve),     REF(fill),
+        REF(program_type),   REF(signal_all),    REF(kind_fill),   REF(kind_update),
+        REF(kind_copy),      REF(kind_dispatch), REF(kind_execute),
     };
-    for (int k = 0; k < 14; k++) {
+    for (int k = 0; k < 15; k++) {
         Py_XSETREF(*slots[k], Py_NewRef(given[k]));
     }
     Py_RETURN_NONE;
@@ -784,7 +541,7 @@ intern_names(void)
 PyMODINIT_FUNC
 PyInit__native_lane(void)
 {
-    if (intern_names() < 0 || PyType_Ready(&LaneType) < 0) {
+    if (intern_names() < 0 || lane_finish_init() < 0 || PyType_Ready(&LaneType) < 0) {
         return NULL;
     }
     PyObject *mod = PyModule_Create(&module_def);

@@ -44,6 +44,7 @@ typedef struct {
     PyObject *resolve;        /* stream_ops.resolve */
     PyObject *fill;           /* stream_ops.fill (the unaligned 2-D path) */
     PyObject *program_type;   /* stream_ops.CudaProgram */
+    PyObject *signal_all;     /* hal_core.backend.signal_all */
     PyObject *kind_fill, *kind_update, *kind_copy, *kind_dispatch, *kind_execute;
 } LaneRefs;
 
@@ -79,5 +80,37 @@ int lane_error_from_exception(PyObject **error);
 int lane_driver_error(int err, const char *what, PyObject **error);
 /* An object's integer handle (``int(obj)``) as a pointer; -1 with an error set. */
 int lane_handle(PyObject *obj, void **out);
+
+#define MAX_WAITS 16
+
+typedef struct {
+    PyObject_HEAD
+    /* Python objects (traversed by the GC: the lane and its backend form a cycle). */
+    PyObject *backend, *fallback, *keepalive, *ctx, *thread_context, *streams, *inflight,
+        *free_events, *event_get, *completion, *lock, *put, *next_epochs, *stream_waits,
+        *finish_stream, *complete_waited, *api, *backend_dict, *retires;
+    /* C state */
+    void **stream_handles;
+    Py_ssize_t stream_count;
+    LaneDriver drv;
+    unsigned long long handled, fallbacks;
+    const char *reason;
+} Lane;
+
+/* The committed part of ``Lane.submit`` (``_native_lane_run.c``): take the epoch, queue
+   the work after its device-side waits, take an event and hand the op over. Returns 0,
+   or -1 with a Python error set when even failing the op could not be done. */
+int lane_run_op(Lane *self, PyObject *op, int kind, Py_ssize_t q, PyObject *queue_obj,
+                PyObject *program, PyObject *single, PyObject *table, PyObject *waits,
+                Py_ssize_t nwaits, PyObject **device, Py_ssize_t ndevice, PyObject **events,
+                Py_ssize_t nevents);
+/* ``bool(getattr(obj, name))``: 1, 0, or -1 with an error set. */
+int lane_truthy_attr(PyObject *obj, PyObject *name);
+
+/* ``Lane.finish`` (``_native_lane_finish.c``) and its interned names. */
+PyObject *lane_finish(Lane *self, PyObject *const *args, Py_ssize_t nargs);
+int lane_finish_init(void);
+/* Drop each of ``entries`` (an entry tuple, a list of them, or None) still published. */
+int lane_discard_entries(PyObject *inflight, PyObject *entries);
 
 #endif

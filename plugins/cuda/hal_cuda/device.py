@@ -224,6 +224,8 @@ class CudaDeviceBackend:
         lane, self.native = make_lane(self, self._submit_python)
         self._lane = lane
         self._lane_submit = None if lane is None else lane.submit
+        if lane is not None:  # plain completions in C too, the rest through _finish_stream
+            self.completion._finish = lane.finish
         self._discard = discarder(self.completion._lock, self._inflight, lane is not None)
 
     # -- capabilities -------------------------------------------------------------------

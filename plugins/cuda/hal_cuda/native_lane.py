@@ -24,7 +24,7 @@ import threading
 from typing import Any, Callable
 
 from hal_core import QueueOpKind
-from hal_core.backend import buffer_storage, op_error, wait_reached
+from hal_core.backend import buffer_storage, op_error, signal_all, wait_reached
 
 from .cuda_api import cuda_error
 from .stream_ops import CudaProgram, WeakBufferRef, fill, resolve
@@ -53,6 +53,7 @@ if native is not None:
         resolve,
         fill,
         CudaProgram,
+        signal_all,
         QueueOpKind.FILL,
         QueueOpKind.UPDATE,
         QueueOpKind.COPY,

@@ -9,8 +9,15 @@ and the device's completion thread (the first thread the process starts; OpenBLA
 threads are turned off so no other thread comes first). The stand-in driver's own calls
 are Python too, so the figures compare versions of the same tree, not with a GPU.
 
+``--null-driver``: the stream-work calls (event record and query, stream waits, memsets,
+copies, launches) go to C functions that do nothing, through the same routes as on a GPU
+(``cuda_api.HotCalls`` over a ``ctypes.PyDLL`` for the Python path, function pointers for
+the native lane), so the figures are the HAL's own cost per op without the stand-in's
+Python in them; the rest of the stand-in stays. ``HAL_CUDA_NATIVE=0`` in the environment
+measures the Python submit path instead of the native lane.
+
 Usage (from a source checkout, which has the stand-in driver under tests/):
-    python plugins/cuda/tools/chain_instructions.py [dispatch] [fill] [edge]
+    python plugins/cuda/tools/chain_instructions.py [--null-driver] [dispatch] [fill] [edge]
 """
 
 from __future__ import annotations
@@ -37,6 +44,20 @@ def _device() -> Any:
 
     from hal_core.backend import device_from_backend
 
+    null = os.environ.get(NULL_ENV)
+    if null:
+        import ctypes
+
+        from hal_cuda import device as cuda_device
+        from hal_cuda import native_lane
+
+        library = ctypes.PyDLL(null)
+        table = tuple(
+            ctypes.cast(getattr(library, symbol), ctypes.c_void_p).value or 0
+            for _name, symbol, _types in native_lane._DRIVER
+        )
+        cuda_device.hot_calls = lambda api: cuda_api.HotCalls(api, library)  # type: ignore[attr-defined]
+        native_lane.driver_table = lambda api: (table, library)  # type: ignore[assignment]
     api = FakeDriver()
     package = type(sys)("cuda.bindings")
     package.driver = api  # type: ignore[attr-defined]
@@ -149,11 +170,32 @@ def _measure(which: str) -> None:
             print(f"   {name}: {per_op / 1000:.1f}k")
 
 
+NULL_ENV = "HAL_CUDA_CHAIN_NULL_DRIVER"
+_NULL_SYMBOLS = (
+    "cuEventRecord cuEventQuery cuStreamWaitEvent cuMemsetD8Async cuMemsetD16Async "
+    "cuMemsetD32Async cuMemcpyAsync cuMemcpyHtoDAsync_v2 cuLaunchKernel"
+).split()
+
+
+def _null_driver(directory: str) -> str:
+    """Build the do-nothing driver functions (each returns CUDA_SUCCESS) with ``cc``."""
+    source = Path(directory) / "null_cuda.c"
+    source.write_text("".join(f"int {name}(void) {{ return 0; }}\n" for name in _NULL_SYMBOLS))
+    library = str(Path(directory) / "libnullcuda.so")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", library, str(source)], check=True)
+    return library
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--child"]:
         _child(sys.argv[2], int(sys.argv[3]))
         return 0
-    for which in sys.argv[1:] or ["dispatch", "fill", "edge"]:
+    args = sys.argv[1:]
+    if "--null-driver" in args:
+        args.remove("--null-driver")
+        directory = tempfile.mkdtemp()
+        os.environ[NULL_ENV] = _null_driver(directory)
+    for which in args or ["dispatch", "fill", "edge"]:
         _measure(which)
     return 0
 

@@ -44,6 +44,7 @@ if step install; then
       -e . -e plugins/local_cpu -e plugins/profilers -e plugins/cuda
   } >"$out/install.log" 2>&1 || { echo "install FAILED (see install.log)"; tail -20 "$out/install.log"; status=1; }
   "$py" -m hal_core info 2>&1 | grep -A3 -E '^  cuda ' | head -8
+  "$py" -c 'from hal_cuda import native_lane as n; print("native submit lane:", "built" if n.native is not None else n.unavailable_reason)'
 fi
 
 if step cost; then

@@ -5,9 +5,10 @@ the submitting thread's time split into submitting and waiting for the last valu
 (median of 7 runs, us per op), then one run under cProfile: the submitting thread's top
 functions by own time. The completion thread is not profiled (cProfile sees one thread).
 Then the dispatch chain's split with kernel launches through cuda-bindings instead of
-``HotCalls.launch`` (``HAL_CUDA_LAUNCH=bindings``), and the splits again on a device
-whose driver calls all go through cuda-bindings (which
-releases the GIL on every call) instead of ``cuda_api.hot_calls``, for comparison. Last,
+``HotCalls.launch`` (``HAL_CUDA_LAUNCH=bindings``), the two chains through the Python
+submit path instead of the native lane (``HAL_CUDA_NATIVE=0``), and the splits again on a
+Python-path device whose driver calls all go through cuda-bindings (which releases the
+GIL on every call) instead of ``cuda_api.hot_calls``, for comparison. Last,
 when IREE's tools can capture it, hal-core's replay of IREE's 512-dispatch chain
 (``replay.chain512``'s run) under cProfile, with the graph counters of the device.
 
@@ -183,6 +184,12 @@ def main() -> int:
     _split("dispatch chain, launches through cuda-bindings", _dispatch_chain(dev))
     dev.close()
     del os.environ[cuda_api.LAUNCH_ENV]
+    # The Python submit path (no native lane), for comparison with the lane's figures.
+    os.environ["HAL_CUDA_NATIVE"] = "0"  # read when a device is created
+    dev = hal_core.create_device(uri)
+    _report("dispatch chain, python submit path", _dispatch_chain(dev))
+    _report("fill4 chain, python submit path", _fill_chain(dev))
+    dev.close()
     from hal_cuda import device as cuda_device
 
     cuda_device.hot_calls = lambda api: api  # every call through cuda-bindings
@@ -191,6 +198,7 @@ def main() -> int:
     _split("fill4 chain, bindings only", _fill_chain(dev))
     _split("one-shot chain (record | execute), bindings only", _one_shot(dev))
     dev.close()
+    del os.environ["HAL_CUDA_NATIVE"]
     return 0
 
 
