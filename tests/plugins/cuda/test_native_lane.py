@@ -385,6 +385,51 @@ def test_a_closed_device_refuses_through_the_python_path(lane_dev: Any) -> None:
     assert lane.reason == "closing"
 
 
+def test_a_failed_driver_call_fails_the_op_and_its_waiters_and_the_device_goes_on(
+    lane_dev: Any,
+) -> None:
+    """The lane takes both fills; the first one's cuMemsetD32Async fails, which fails its
+    signal INVALID_ARGUMENT (CUDA_ERROR_INVALID_VALUE) and, at completion, the signal of
+    the fill waiting on it on the device; the next fill runs."""
+    lane = lane_dev.test_backend._lane
+    lane_dev.fake.hold()
+    lane_dev.fake.fail["cuMemsetD32Async"] = 0
+    first = _fill(lane_dev)
+    second = _fill(lane_dev, ((first, 1),), queue=2)
+    assert lane.handled == 2
+    lane_dev.fake.release()
+    for sem in (first, second):
+        with pytest.raises(hal_core.HalError) as caught:
+            sem.wait(1, TIMEOUT)
+        assert caught.value.code == StatusCode.INVALID_ARGUMENT
+        assert "cuMemsetD32Async" in str(caught.value)
+    _fill(lane_dev).wait(1, TIMEOUT)
+    assert lane.handled == 3
+
+
+def test_a_dropped_weak_buffer_fails_failed_precondition(lane_dev: Any) -> None:
+    exe = lane_dev.create_executable_cache("w").prepare("ptx", load_ptx(CTS_LIBRARY))
+    fn = exe.lookup_function("negate")
+    buf = lane_dev.allocator.allocate_buffer(BufferParams(usage=USAGE), 16)
+    cb = lane_dev.create_command_buffer(
+        CommandBufferMode.UNRETAINED, CommandCategory.ANY, QueueAffinity.ANY, 0
+    )
+    cb.begin()
+    cb.dispatch(exe, fn, DispatchConfig.static(1), COUNT_4, (buf, buf))
+    cb.end()
+    alive = weakref.ref(buf)
+    del buf
+    gc.collect()
+    assert alive() is None
+    lane = lane_dev.test_backend._lane
+    sem = lane_dev.create_semaphore()
+    lane_dev.queue_execute(1, (), ((sem, 1),), cb)
+    assert lane.handled == 1
+    with pytest.raises(hal_core.FailedPreconditionError, match="UNRETAINED"):
+        sem.wait(1, TIMEOUT)
+    assert lane_dev.fake.launches == []
+
+
 def test_native_off_runs_the_python_path(monkeypatch: Any, default_hook: None) -> None:
     dev, api = _device(monkeypatch, False)
     try:
