@@ -316,30 +316,31 @@ Lane_submit(Lane *self, PyObject *op)
         if (r) {
             continue;
         }
-        PyObject *entry = PyDict_GetItemWithError(self->inflight, sem); /* borrowed */
+        /* Held, not borrowed: a later wait's check may run Python code, during which
+           another thread may replace or drop this entry. */
+        PyObject *entry = PyDict_GetItemWithError(self->inflight, sem);
         if (entry == NULL) {
             FALL(PyErr_Occurred() ? "error" : "host wait");
         }
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4) {
             FALL("error");
         }
+        Py_INCREF(entry);
         r = PyObject_RichCompareBool(PyTuple_GET_ITEM(entry, 0), value, Py_GE);
+        Py_ssize_t lane = r <= 0 ? -1 : PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+        if (r > 0 && !(lane == -1 && PyErr_Occurred()) && lane != q) {
+            events[nevents++] = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+        }
+        Py_DECREF(entry);
         if (r <= 0) {
             FALL(r < 0 ? "error" : "host wait");
         }
-        device[ndevice++] = pair;
-        Py_ssize_t lane = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
         if (lane == -1 && PyErr_Occurred()) {
             FALL("error");
         }
-        if (lane != q) {
-            events[nevents++] = PyTuple_GET_ITEM(entry, 1);
-        }
+        device[ndevice++] = pair;
     }
-    /* Decided: the op is the lane's. Hold what the waits borrowed from the table. */
-    for (Py_ssize_t k = 0; k < nevents; k++) {
-        Py_INCREF(events[k]);
-    }
+    /* Decided: the op is the lane's. */
     r = lane_run_op(self, op, kind, q, queue_obj, program, single, table, waits, nwaits, device,
                ndevice, events, nevents);
     for (Py_ssize_t k = 0; k < nevents; k++) {
@@ -359,6 +360,9 @@ Lane_submit(Lane *self, PyObject *op)
 fallback:
     if (PyErr_Occurred()) {
         PyErr_Clear();
+    }
+    for (Py_ssize_t k = 0; k < nevents; k++) {
+        Py_DECREF(events[k]);
     }
     Py_XDECREF(kind_obj);
     Py_XDECREF(queue_obj);
