@@ -74,6 +74,8 @@ class FixedBlockPool(Pool):
         requester_frontier: Frontier | None = None,
         flags: int = 0,
     ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
+        if self._deferred:
+            self._drain_deferred()
         if (
             size.__class__ is not int
             or not 0 < size <= self.block_size
@@ -130,6 +132,8 @@ class FixedBlockPool(Pool):
     def release_reservation(
         self, reservation: Reservation, death_frontier: Frontier | None = None
     ) -> None:
+        if self._deferred:
+            self._drain_deferred()
         lock = self._lock
         lock.acquire()
         try:

@@ -29,6 +29,7 @@ typedef struct {
     PyObject *bytes_reserved; /* _bytes_reserved */
     PyObject *fresh_count;    /* _fresh_count */
     PyObject *release_count;  /* _release_count */
+    PyObject *deferred;       /* _deferred: dropped buffers' reservations not yet released */
     Py_ssize_t d_bytes, d_fresh, d_release; /* counted by fast paths, not yet folded */
 } CoreHead;
 
@@ -37,7 +38,7 @@ typedef struct {
     SLOT("_lock", T, h.lock), SLOT("notification", T, h.notification),                      \
     SLOT("budget_limit", T, h.budget_limit), SLOT("_closed", T, h.closed),                  \
     SLOT("_bytes_reserved", T, h.bytes_reserved), SLOT("_fresh_count", T, h.fresh_count),   \
-    SLOT("_release_count", T, h.release_count)
+    SLOT("_release_count", T, h.release_count), SLOT("_deferred", T, h.deferred)
 
 /* The value of an int slot, or -1 when it is unset, not an exact int, or out of range
  * (every slot read this way holds a non-negative count, size or shift). */
@@ -52,14 +53,23 @@ ival(PyObject *o)
     return v;
 }
 
+/* Nothing deferred by a dropped buffer's finalizer (Pool.release_dropped)? While something
+ * is, the fast paths take the Python path, which releases it first. */
+static inline int
+head_nothing_deferred(CoreHead *h)
+{
+    return h->deferred != NULL && PyList_CheckExact(h->deferred) &&
+           PyList_GET_SIZE(h->deferred) == 0;
+}
+
 /* May a fast path run? Only while no thread holds the pool's lock, with no budget (the
- * Python path counts OVER_BUDGET) on an open pool. */
+ * Python path counts OVER_BUDGET) on an open pool that owes no deferred release. */
 static inline int
 head_ready(CoreHead *h)
 {
     return h->lock != NULL && Py_IS_TYPE(h->lock, &FenceLockType) &&
            !((FenceLock *)h->lock)->held && ival(h->budget_limit) == 0 &&
-           h->closed == Py_False && g_ok_fresh != NULL;
+           h->closed == Py_False && g_ok_fresh != NULL && head_nothing_deferred(h);
 }
 
 /* Size argument of a fast reserve: an exact int in (0, limit], no alignment given (or 0)
@@ -83,7 +93,8 @@ fast_release_arg(CoreHead *h, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (kwnames != NULL || nargs < 1 || nargs > 2 || (nargs == 2 && args[1] != Py_None) ||
         !Py_IS_TYPE(args[0], &ReservationType) ||
         ((Reservation *)args[0])->pool != (PyObject *)h || h->lock == NULL ||
-        !Py_IS_TYPE(h->lock, &FenceLockType) || ((FenceLock *)h->lock)->held)
+        !Py_IS_TYPE(h->lock, &FenceLockType) || ((FenceLock *)h->lock)->held ||
+        !head_nothing_deferred(h))
         return NULL;
     return (Reservation *)args[0];
 }
@@ -255,6 +266,7 @@ head_traverse(CoreHead *h, visitproc visit, void *arg)
 {
     Py_VISIT(h->lock);
     Py_VISIT(h->notification);
+    Py_VISIT(h->deferred);
     return 0;
 }
 
@@ -268,6 +280,7 @@ head_clear(CoreHead *h)
     Py_CLEAR(h->bytes_reserved);
     Py_CLEAR(h->fresh_count);
     Py_CLEAR(h->release_count);
+    Py_CLEAR(h->deferred);
 }
 
 /* ``bytes_reserved``: a lock-free snapshot, pending fast-path counts included. */

@@ -42,6 +42,8 @@ class PassthroughPool(Pool):
         requester_frontier: Frontier | None = None,
         flags: int = 0,
     ) -> tuple[AcquireResult, Reservation | None, AcquireInfo]:
+        if self._deferred:
+            self._drain_deferred()
         self._check_request(size, alignment, 0)
         with self._lock:
             if self._over_budget(size):
@@ -68,6 +70,8 @@ class PassthroughPool(Pool):
     def release_reservation(
         self, reservation: Reservation, death_frontier: Frontier | None = None
     ) -> None:
+        if self._deferred:
+            self._drain_deferred()
         with self._lock:
             self._check_release(reservation, death_frontier)
             slab = self._live.pop(reservation.slab_index)

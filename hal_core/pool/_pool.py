@@ -12,11 +12,22 @@ paths of ``_fast_paths`` are the one exception: each is a single step under the 
 runs only while nobody holds ``_lock``); the lock is never held while the slab provider
 allocates or while callbacks run; a failed call (bad argument) leaves the pool exactly as
 it was; ``release_reservation`` publishes the notification so parked requesters retry.
+
+Dropped buffers: a buffer that owns a reservation (a transient, or ``transfer_ownership``)
+gives it back from a finalizer, which runs wherever its last reference dies - including
+inside a garbage collection started by an allocation in a section that holds this pool's
+non-reentrant lock (or any other lock) on the same thread. So a finalizer never takes a
+lock: ``release_dropped`` appends the reservation to ``_deferred`` (``list.append`` is
+atomic under the GIL) and releases it at once only when that cannot deadlock (no
+collection running, nobody holding ``_lock``); otherwise the pool's next operation
+(reserve, release, trim, ``query_stats``, close) drains the list first. The native fast
+paths take the Python path while ``_deferred`` is not empty, so they drain it too.
 """
 
 from __future__ import annotations
 
 import abc
+import gc
 import threading
 import weakref
 from typing import Any, Callable
@@ -29,6 +40,7 @@ from .._notification import Notification
 from .._status import (
     DeadlineExceededError,
     FailedPreconditionError,
+    HalError,
     InvalidArgumentError,
     OutOfRangeError,
     ResourceExhaustedError,
@@ -43,6 +55,18 @@ from ._reservation import (
 from ._slab import SlabProvider
 
 __all__ = ["Pool", "EpochQuery", "allocate_buffer", "release_buffer"]
+
+_collecting = False
+"""Whether a garbage collection is running (set by ``_note_collection``): finalizers it
+runs may be on a thread that holds any lock, so ``release_dropped`` only defers then."""
+
+
+def _note_collection(phase: str, info: dict[str, int]) -> None:
+    global _collecting
+    _collecting = phase == "start"
+
+
+gc.callbacks.append(_note_collection)
 
 EpochQuery = Callable[[int, int], bool]
 """``fn(axis, epoch) -> bool``: has ``axis`` reached ``epoch``? (a tracker's query_epoch)"""
@@ -79,6 +103,9 @@ class Pool(abc.ABC):
         self.frontier_capacity = frontier_capacity
         self.trace_name = trace_name or type(self).__name__
         self._lock = self._new_lock()
+        # Reservations of dropped buffers not released yet (``release_dropped``); appended
+        # without a lock, drained by the next operation.
+        self._deferred: list[Reservation] = []
         self._capabilities: PoolCapabilities | None = None
         self._closed = False
         self._memory_type, self._usage = provider.query_properties()
@@ -95,6 +122,39 @@ class Pool(abc.ABC):
     def _new_lock(self) -> Any:
         """The pool's lock (pools with native fast paths use their ``FenceLock``)."""
         return threading.Lock()
+
+    # -- dropped buffers ---------------------------------------------------------------
+
+    def release_dropped(self, reservation: Reservation) -> None:
+        """Give back the reservation of a buffer dropped without an explicit release (from
+        a finalizer or ``__del__``: any thread, any lock may be held, this pool's
+        included). Never blocks on a lock held by this thread: inside a garbage collection,
+        or while anyone holds ``_lock``, the reservation waits in ``_deferred`` for the
+        pool's next operation. Releases nothing twice (a released or foreign reservation,
+        or a closed pool, is skipped)."""
+        self._deferred.append(reservation)
+        if not _collecting and not self._lock.locked():
+            # Not inside a collection, and nobody holds the lock, so this thread does not
+            # either: releasing here may at most wait for another thread's short section.
+            self._drain_deferred()
+
+    def _drain_deferred(self) -> None:
+        """Release the reservations ``release_dropped`` deferred. The caller holds no lock of
+        this pool. Takes the whole list first, so a release made here (which drains too)
+        finds it empty: no recursion however many are deferred."""
+        deferred = self._deferred
+        taken = []
+        while deferred:
+            try:
+                taken.append(deferred.pop())
+            except IndexError:  # another thread drained it meanwhile
+                break
+        for reservation in taken:
+            if reservation._pool is self and not self._closed:
+                try:
+                    self.release_reservation(reservation, None)
+                except HalError:
+                    pass  # released meanwhile, or the pool closed: nothing is owed
 
     # -- shared checks -----------------------------------------------------------------
 
@@ -224,12 +284,17 @@ class Pool(abc.ABC):
         """(bytes_free, bytes_committed, slab_count); called under ``_lock``."""
         ...
 
-    def trim(self) -> None:  # noqa: B027 - a no-op by default: pools without spare slabs
-        """Give back memory no reservation uses (whole free slabs)."""
+    def trim(self) -> None:
+        """Give back memory no reservation uses (whole free slabs; here, for pools without
+        spare slabs, just what dropped buffers still owe)."""
+        if self._deferred:
+            self._drain_deferred()
 
     # -- shared API ----------------------------------------------------------------------
 
     def query_stats(self) -> PoolStats:
+        if self._deferred:
+            self._drain_deferred()
         with self._lock:
             free, committed, slabs = self._bytes_free_committed()
             return PoolStats(
@@ -309,6 +374,8 @@ class Pool(abc.ABC):
 
     def close(self) -> None:
         """Give every slab back (live reservations become invalid). Idempotent."""
+        if self._deferred:
+            self._drain_deferred()
         with self._lock:
             if self._closed:
                 return
@@ -342,7 +409,7 @@ class _Owned:
 
 def _release_quietly(pool: Pool, reservation: Reservation) -> None:
     if reservation._pool is pool and not pool._closed:
-        pool.release_reservation(reservation, None)
+        pool.release_dropped(reservation)
 
 
 def release_buffer(buffer: Buffer, death_frontier: Frontier | None = None) -> None:

@@ -591,5 +591,8 @@ def _retry_after_frontier(arg: Any, status: HalError | None) -> None:
 
 
 def _release_dropped(pool: Pool, reservation: Any) -> None:
+    """A dropped transient's reservation back to its pool (a finalizer or ``__del__``: it
+    may run inside a garbage collection on a thread holding the pool's lock, so the pool
+    defers the release when it must; see ``Pool.release_dropped``)."""
     if reservation.is_live and not pool._closed:
-        pool.release_reservation(reservation, None)
+        pool.release_dropped(reservation)

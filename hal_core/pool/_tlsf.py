@@ -146,6 +146,8 @@ class TlsfPool(TlsfBlockTable, Pool):
         # quick-list block, a recycled block or the first fitting class's head block.
         # Everything else (validation errors, growth, big alignments) goes through
         # _acquire_general.
+        if self._deferred:
+            self._drain_deferred()
         if (
             size.__class__ is not int
             or not 0 < size <= self.range_length
@@ -438,6 +440,8 @@ class TlsfPool(TlsfBlockTable, Pool):
     def release_reservation(
         self, reservation: Reservation, death_frontier: Frontier | None = None
     ) -> None:
+        if self._deferred:
+            self._drain_deferred()
         lock = self._lock
         lock.acquire()
         try:
@@ -612,6 +616,8 @@ class TlsfPool(TlsfBlockTable, Pool):
 
     def trim(self) -> None:
         """Give back every slab that is one free block (no reservation in it)."""
+        if self._deferred:
+            self._drain_deferred()
         released = []
         with self._lock:
             self._flush_quick_locked()
