@@ -17,6 +17,11 @@ How a queue operation runs:
    writes and programs that read a workgroup count from a buffer go to the queue's
    worker thread, which may block. Alloca and dealloca run through the pools
    (``queue_pools.py``) on the readying thread: reserving never blocks.
+   With the native lane built (``native_lane.py``, ``_native_lane*.c``; off with
+   ``HAL_CUDA_NATIVE=0``), ``submit`` is one C call that does steps 1 and 2 itself for
+   stream work with no waits or waits on this device's in-flight work, with the same
+   driver calls, hand-over and outcomes, and calls ``_submit_python`` for every other op
+   before doing anything; the completion thread's plain completions run in C too.
 3. Completing drops what the op holds, then signals its semaphores or fails them.
    Nothing escapes a HAL thread: errors become the op's failure, and a user callback's
    exception is reported through ``sys.unraisablehook``.
