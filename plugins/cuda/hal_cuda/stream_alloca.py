@@ -6,20 +6,32 @@ threshold is the largest value, so memory freed into it stays in the pool instea
 going back to the driver at the next synchronisation. An alloca of the default pool set
 (``pool=None``) for device-local memory is stream work on its queue's stream:
 
-* its waits are resolved on the host (as every alloca's are); once they are reached,
-  ``cuMemAllocFromPoolAsync`` puts the allocation on the stream, the buffer commits at
-  once (its address is known) and the op completes when the event recorded after it is
-  reached, like a fill. Work waiting on the alloca's signal is ordered after it on the
-  device (stream order on the same queue, ``cuStreamWaitEvent`` on another).
+* Waits: when every wait is reached or is a value this device's in-flight stream work will
+  signal (the device's ``_inflight``), the op is stream work at once, like a fill: it
+  waits on the device (nothing when the producer is on its own stream, which orders it
+  already; ``cuStreamWaitEvent`` on the producer's event otherwise) and fails at
+  completion with the failure of any semaphore it waited on there. Any other wait (the
+  host's, another device's) sends the op through host deferral: parked until every wait
+  is reached, then queued.
+* An alloca puts ``cuMemAllocFromPoolAsync`` on its stream (after its device-side waits),
+  the buffer commits at once (its address is known) and the op completes when the event
+  recorded after it is reached. Work waiting on the alloca's signal is ordered after it on
+  the device. An alloca that fails after committing (a semaphore it waited on the device
+  failed; a device fault) decommits the buffer again; its memory goes back when the buffer
+  is dropped (work that device-waited on the alloca ran regardless and may use it until
+  it completes, and ops keep their buffers until then).
 * An alloca with no waits allocates at the call: a pool that cannot grow raises
   RESOURCE_EXHAUSTED with nothing queued. One with waits fails its signals with
   RESOURCE_EXHAUSTED instead. Either way nothing is allocated.
-* A dealloca (waits resolved on the host, so every use it waits on is done) decommits the
-  buffer and puts ``cuMemFreeAsync`` on the dealloca's stream; one that fails before
-  that (a failed wait) leaves the buffer committed. When the buffer came from
-  another queue, the free first waits (``cuStreamWaitEvent``) on an event recorded on the
-  alloca's stream, so it is ordered after the allocation there. A buffer of another GPU
-  of a logical device is freed on its own GPU's alloca stream.
+* A dealloca decommits the buffer and puts ``cuMemFreeAsync`` on the dealloca's stream,
+  after its waits: HAL semantics make them name every use of the buffer, so stream order
+  plus the waited events order the free after those uses. One that fails before it is
+  queued (a wait that had already failed, on the host path) leaves the buffer committed;
+  one queued behind device-side waits frees regardless (its work ran, as every
+  device-waited op's does) and fails with its producer's failure. When the buffer came
+  from another queue, the free first waits (``cuStreamWaitEvent``) on an event recorded on
+  the alloca's stream, so it is ordered after the allocation there. A buffer of another
+  GPU of a logical device is freed on its own GPU's alloca stream.
 * A committed buffer dropped without a dealloca (or an INDETERMINATE_LIFETIME one) frees
   its memory when its storage is collected; every op that used it has completed by then
   (ops keep their buffers until they complete).
@@ -27,9 +39,11 @@ going back to the driver at the next synchronisation. An alloca of the default p
 Everything else keeps hal_core's pools: explicit pools, host-visible memory (CUDA's pools
 here are device memory), zero-length allocas and their deallocas.
 
-Routing: ``install`` puts this object's ``submit_alloca`` and ``run_pool_op`` in the
-device's instance dict, in front of the device's own (which the pool path calls), so a
-device with the default ``alloca=pools`` runs exactly the code it ran before.
+Routing: ``install`` puts this object's ``submit_alloca``, ``run_pool_op``, ``submit``
+(which takes deallocas whose waits are device-side and hands every other op on) and
+``complete`` (which undoes a failed alloca's commit) in the device's instance dict, in
+front of the device's own (which they call), so a device with the default
+``alloca=pools`` runs exactly the code it ran before.
 """
 
 from __future__ import annotations
@@ -38,12 +52,20 @@ import weakref
 from typing import Any
 
 from hal_core import (
+    FailedPreconditionError,
     HalError,
     InvalidArgumentError,
     QueueOpKind,
     UnimplementedError,
 )
-from hal_core.backend import QueueOp, buffer_storage, commit_buffer, decommit_buffer
+from hal_core.backend import (
+    QueueOp,
+    buffer_root,
+    buffer_storage,
+    commit_buffer,
+    decommit_buffer,
+    wait_reached,
+)
 from hal_core.profiling import MemoryEventType
 
 from .cuda_api import CudaContext, check
@@ -57,6 +79,7 @@ ALLOCA_MODES = (ALLOCA_POOLS, ALLOCA_STREAM)
 _RELEASE_THRESHOLD_KEEP = (1 << 64) - 1
 CUDA_ERROR_OUT_OF_MEMORY = 2
 _ALLOCA = QueueOpKind.ALLOCA
+_DEALLOCA = QueueOpKind.DEALLOCA
 _MEMORY_QUEUE_ALLOCA = int(MemoryEventType.QUEUE_ALLOCA)
 _MEMORY_QUEUE_DEALLOCA = int(MemoryEventType.QUEUE_DEALLOCA)
 _wants_host = CudaAllocatorBackend.wants_host
@@ -163,15 +186,20 @@ class StreamOrderedAllocas:
         self.api = backend.ctx.api
         self.streams = backend.streams
         self.pool = pool  # from ``create_pool``; destroyed by ``close``
-        # The device's own (pool) paths, bound before ``install`` shadows them.
+        # The device's own paths, bound before ``install`` shadows them.
         self._pools_submit_alloca = backend.submit_alloca
         self._pools_run = backend._run_pool_op
+        self._device_submit = backend.submit
+        self._device_complete = backend._complete
+        self._inflight: dict[Any, tuple[int, Any, int, Any]] = backend._inflight
 
     def install(self) -> None:
         """Route the device's alloca and dealloca ops through this object."""
         routes = vars(self.backend)
         routes["submit_alloca"] = self.submit_alloca
         routes["_run_pool_op"] = self.run_pool_op
+        routes["submit"] = self.submit
+        routes["_complete"] = self.complete
 
     def close(self) -> None:
         """Destroy the pool (memory still held by live buffers stays valid until they free
@@ -212,7 +240,82 @@ class StreamOrderedAllocas:
                     storage.release()
                 raise
             return
+        # Through the device's ``submit`` attribute: profiling taps may shadow it.
         self.backend.submit(op)
+
+    def submit(self, op: QueueOp) -> None:
+        """The device's ``submit`` with one more case: a stream-ordered alloca, or a
+        dealloca of a stream-ordered buffer, whose waits are all device-side is queued
+        on its stream at once."""
+        kind = op.kind
+        if (kind is _ALLOCA or kind is _DEALLOCA) and op.waits and self._inflight:
+            if kind is _ALLOCA:
+                if self._stream_ordered(op) and self._queue_device_waited(op, self._alloca_work):
+                    return
+            else:
+                try:
+                    storage = buffer_storage(op.target)
+                except HalError:
+                    storage = None  # not committed (yet): the host path decides
+                # Only this GPU's memory: another GPU's is freed on its own stream,
+                # which these device-side waits would not order.
+                if storage.__class__ is StreamStorage and storage.ctx is self.ctx:
+                    op.alloca_state = storage
+                    if self._queue_device_waited(op, self._dealloca_work):
+                        return
+                    op.alloca_state = None
+        self._device_submit(op)
+
+    def _queue_device_waited(self, op: QueueOp, work: Any) -> bool:
+        """Queue ``op``'s ``work`` on its stream now, behind device-side waits, when every
+        wait is reached or is a value this device's in-flight stream work will signal
+        (waited on that work's event, or on nothing when it is on the op's own stream);
+        False, with nothing done, when any wait is the host's to resolve."""
+        inflight = self._inflight
+        lane = op.queue
+        waited: list[tuple[Any, int]] = []
+        events: list[Any] | None = None
+        for sem, value in op.waits:
+            if wait_reached(sem, value):
+                continue
+            entry = inflight.get(sem)
+            if entry is None or entry[0] < value:
+                return False
+            waited.append((sem, value))
+            if entry[2] != lane:
+                if events is None:
+                    events = []
+                events.append(entry[1])
+        backend = self.backend
+        if backend._closing:
+            raise FailedPreconditionError("the cuda device is closed")
+        backend.stream_waits.event += len(waited)
+        op.epoch = backend._watermarks[lane].next_epoch()
+        backend._enqueue(op, work, waited or None, events)
+        return True
+
+    def complete(self, op: QueueOp, error: HalError | None) -> None:
+        """The device's ``_complete``; an alloca that fails after committing its buffer
+        (``_alloca_work`` left the storage on the op) decommits it first. The caller holds
+        no lock."""
+        if op.kind is _ALLOCA:
+            storage = op.alloca_state
+            if storage.__class__ is StreamStorage:
+                op.alloca_state = None
+                if error is not None:
+                    self._uncommit(op, storage)
+        self._device_complete(op, error)
+
+    @staticmethod
+    def _uncommit(op: QueueOp, storage: StreamStorage) -> None:
+        """Undo a failed alloca's commit. Work that device-waited on the alloca ran
+        regardless and may still use the memory: the buffer keeps the storage (not
+        committed) until it is dropped, after every op holding it completed, and the
+        storage frees the memory then."""
+        root = buffer_root(op.target)
+        if root.is_committed and buffer_storage(root) is storage:
+            decommit_buffer(root)
+            root.pool_state = storage
 
     def _allocate(self, op: QueueOp) -> StreamStorage:
         """``cuMemAllocFromPoolAsync`` on the op's stream (RESOURCE_EXHAUSTED when the pool
@@ -254,12 +357,15 @@ class StreamOrderedAllocas:
         self.backend._enqueue(op, self._dealloca_work)
 
     def _alloca_work(self, api: Any, op: QueueOp, stream: Any) -> None:
-        """Stream work of an alloca: allocate on the stream (unless the call did), commit."""
+        """Stream work of an alloca: allocate on the stream (unless the call did), commit.
+        The storage stays on the op until it completes (``complete`` undoes the commit
+        if it fails)."""
         storage = op.alloca_state
         op.alloca_state = None
         if storage is None:
             storage = self._allocate(op)
         commit_buffer(op.target, storage)
+        op.alloca_state = storage
         profiling = self.backend._profiling
         if profiling is not None:
             profiling.memory_event(_MEMORY_QUEUE_ALLOCA, op, op.length)
