@@ -215,6 +215,16 @@ class CudaDeviceBackend:
         # Queue axes, retirement watermarks, default pools and the alloca state machine.
         self.pools = CudaQueuePools(ctx, queue_count, device_memory, name, self._complete_pool_op)
         self._watermarks = self.pools.watermarks
+        # The submit lane in C (``native_lane.py``): ``submit`` becomes its one C call,
+        # which takes the hot ops itself and hands the rest to the Python ``submit``.
+        # Made before alloca=stream's routes, which wrap ``submit`` and ``_complete``.
+        self._thread_context = thread_context
+        lane, self.native = make_lane(self, self._submit_python)
+        self._lane = lane
+        self._lane_submit = None if lane is None else lane.submit
+        if lane is not None:  # plain completions in C too, the rest through _finish_stream
+            self.completion._finish = lane.finish
+        self._discard = discarder(self.completion._lock, self._inflight, lane is not None)
         # alloca=stream: default-pool allocas of device memory through CUDA's
         # stream-ordered allocator (``stream_alloca.py``); its pool goes with the pools.
         self.alloca_mode = alloca
@@ -223,15 +233,6 @@ class CudaDeviceBackend:
             self.stream_allocas = StreamOrderedAllocas(self, alloca_pool)
             self.stream_allocas.install()
             self.pools.on_close.append(self.stream_allocas.close)
-        # The submit lane in C (``native_lane.py``): ``submit`` becomes its one C call,
-        # which takes the hot ops itself and hands the rest to the Python ``submit``.
-        self._thread_context = thread_context
-        lane, self.native = make_lane(self, self._submit_python)
-        self._lane = lane
-        self._lane_submit = None if lane is None else lane.submit
-        if lane is not None:  # plain completions in C too, the rest through _finish_stream
-            self.completion._finish = lane.finish
-        self._discard = discarder(self.completion._lock, self._inflight, lane is not None)
 
     # -- capabilities -------------------------------------------------------------------
 

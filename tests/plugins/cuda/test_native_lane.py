@@ -430,6 +430,23 @@ def test_a_dropped_weak_buffer_fails_failed_precondition(lane_dev: Any) -> None:
     assert lane_dev.fake.launches == []
 
 
+@needs_native
+def test_an_alloca_stream_device_runs_its_fills_through_the_lane(
+    monkeypatch: Any, default_hook: None
+) -> None:
+    """alloca=stream wraps ``submit`` (and ``_complete``) around the lane: its allocas
+    take their own route, other stream work the lane."""
+    install(monkeypatch, FakeDriver())
+    monkeypatch.setenv(native_lane.NATIVE_ENV, "1")
+    backend = cuda_driver.CudaDriverBackend().create_device_by_path("0", {"alloca": "stream"})
+    dev = device_from_backend(backend, driver_name="cuda", uri="cuda://0")
+    try:
+        _fill(dev).wait(1, TIMEOUT)
+        assert backend._lane.handled == 1
+    finally:
+        dev.close()
+
+
 def test_native_off_runs_the_python_path(monkeypatch: Any, default_hook: None) -> None:
     dev, api = _device(monkeypatch, False)
     try:
