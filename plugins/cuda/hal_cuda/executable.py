@@ -287,21 +287,32 @@ class ParameterBlock:
 
     __slots__ = ("values", "pointers", "address", "words")
 
-    def __init__(self, words: list[int]) -> None:
-        """``words``: every launch's initial parameter words, back to back."""
-        n = len(words) + 1  # never empty; a parameterless launch may point past its end
+    def __init__(self, words: list[int] | bytes) -> None:
+        """``words``: every launch's initial parameter words, back to back (ints, or
+        packed as native uint64 in bytes)."""
+        # Filled from packed bytes: ctypes' own constructor converts each element in
+        # Python and costs several times more for a long program.
+        if words.__class__ is bytes:
+            initial: Any = words + _ZERO_WORD
+        else:
+            initial = array.array("Q", words)
+            initial.append(0)
+        n = len(initial) // 8 if words.__class__ is bytes else len(initial)
+        # n is never 0: a parameterless launch may point past the last word.
         kind = ctypes.c_uint64 * n
-        # Filled from array.array's packed bytes: ctypes' own constructor converts each
-        # element in Python and costs several times more for a long program.
-        initial = array.array("Q", words)
-        initial.append(0)
         values = kind.from_buffer_copy(initial)
         base = ctypes.addressof(values)
         self.values = values
         # The same memory as numpy words: graphs write and compare whole blocks at once.
         self.words = np.frombuffer(memoryview(values).cast("B"), np.uint64)
-        self.pointers = kind.from_buffer_copy(array.array("Q", range(base, base + 8 * n, 8)))
+        # Word k's address at pointer k, computed in C.
+        self.pointers = kind.from_buffer_copy(
+            np.arange(base, base + 8 * n, 8, dtype=np.uint64).tobytes()
+        )
         self.address = ctypes.addressof(self.pointers)
+
+
+_ZERO_WORD = bytes(8)
 
 
 def constant_words(constants: bytes) -> tuple[int, ...]:

@@ -35,16 +35,13 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
-from hal_core import WHOLE_BUFFER, BufferRef
-from hal_core.backend import buffer_storage
-
 from .cuda_api import LAUNCH_ENV, CudaContext, HotCalls, check
-from .stream_ops import CudaProgram, resolve
+from .kernel_layouts import binding_layout
+from .stream_ops import CudaProgram
 
 PER_SHAPE = 4
 """Instances kept per program shape."""
@@ -67,15 +64,6 @@ node: 1.24-1.50 as independent nodes, 0.54 as one chain, 0.19-0.21 over 4 or 16 
 def stage_tails(stage: list) -> list:
     """The nodes of a finished stage that the next one must wait on: each lane's last."""
     return stage[-STAGE_LANES:]
-
-
-_GROUPS = 64
-"""Distinct reference tuples up to which a program's binding layout is built per tuple
-(vectorised) rather than per dispatch."""
-
-_REFS = itemgetter(5)  # a dispatch command's references
-_COUNT = itemgetter(5)  # a launch template's binding count
-_SIZE = itemgetter(11)  # a launch template's number of parameter words
 
 
 class KernelNodeParams(ctypes.Structure):
@@ -284,7 +272,7 @@ class KernelGraphRunner:
         self.graphs = graphs
         self.entry = entry
         self.shape = shape
-        self.layout: Any = None  # _Layout, made at the first execution
+        self.layout: Any = None  # binding_layout(program), made at the first execution
         self.failed = False
 
     def prebuild(self, program: CudaProgram) -> None:
@@ -292,7 +280,7 @@ class KernelGraphRunner:
         references are all direct and committed (else the first execution does). A
         shape that has one takes it: the first execution sets the nodes whose words
         differ (a re-recorded command buffer costs node sets, not an instantiation)."""
-        layout = self.layout = _Layout(program)
+        layout = self.layout = binding_layout(program)
         entry = self._live_entry()
         if layout.slots or entry.instances:
             return
@@ -312,7 +300,7 @@ class KernelGraphRunner:
             return False
         layout = self.layout
         if layout is None:
-            layout = self.layout = _Layout(program)
+            layout = self.layout = binding_layout(program)
         layout.write(program, table)
         words = program.parameters.words
         entry = self.entry
@@ -379,7 +367,7 @@ class KernelGraphRunner:
         check(api.cuGraphLaunch(instance.graph_exec, stream), "cuGraphLaunch")
 
     def _set(
-        self, api: Any, instance: Instance, program: CudaProgram, words: Any, layout: _Layout
+        self, api: Any, instance: Instance, program: CudaProgram, words: Any, layout: Any
     ) -> int:
         """Set the kernel nodes whose words differ from the instance's; their count. The
         caller holds the instance's lock."""
@@ -387,7 +375,7 @@ class KernelGraphRunner:
         changed = np.flatnonzero(snapshot != words)
         if not changed.size:
             return 0
-        steps = np.unique(layout.word_step[changed]).tolist()
+        steps = layout.steps_of(changed)
         address = program.parameters.address
         firsts = program.firsts
         hot = self.graphs.hot(api)
@@ -509,171 +497,3 @@ def _build(ctx: CudaContext, program: CudaProgram) -> Instance | None:
         api.cuGraphDestroy(graph)
         return None
     return Instance(graph, result[1], nodes, params, program.parameters.words)
-
-
-class _Layout:
-    """Where a kernel-only program's binding words come from: per binding word its index
-    in the parameter block, its operand (a distinct direct buffer, or a binding-table
-    slot) and its offset from the operand's base; per word the step it belongs to."""
-
-    __slots__ = (
-        "buffers",
-        "slots",
-        "limits",
-        "_limits",
-        "index",
-        "operand",
-        "extra",
-        "word_step",
-    )
-
-    def __init__(self, program: CudaProgram) -> None:
-        operands: dict[int, int] = {}  # id(buffer) or -1 - slot -> operand index
-        self.buffers: list[Any] = []
-        self.slots: list[int] = []
-        self._limits: list[list[int]] = []
-        index = [np.zeros(0, np.int64)]
-        operand = [np.zeros(0, np.int64)]
-        extra = [np.zeros(0, np.uint64)]
-        templates = program.templates
-        n = len(templates)
-        starts = np.fromiter(program.firsts, np.int64, n)
-        # Dispatches grouped by reference tuple: one program usually passes the same
-        # tuple objects again (grouped by identity here, in C: the commands hold the
-        # tuples while this runs); otherwise by value, one dispatch at a time.
-        refs_ids = np.fromiter(map(id, map(_REFS, program.commands)), np.int64, n)
-        unique, where, inverse = np.unique(refs_ids, return_index=True, return_inverse=True)
-        counts = np.fromiter(map(_COUNT, templates), np.int64, n)
-        grouped = len(unique) <= _GROUPS
-        if grouped:
-            members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
-            grouped = all(not (counts[m] != counts[m[0]]).any() for m in members)
-        if grouped:
-            commands = program.commands
-            for position, member in zip(where.tolist(), members):
-                count = int(counts[position])
-                ops, offsets = self._operands(commands[position][5][:count], operands)
-                self._append(index, operand, extra, starts[member], ops, offsets)
-        else:
-            self._by_value(program, operands, index, operand, extra)
-        self.limits = [(a, b) for a, b in self._limits]
-        count = len(self.buffers)
-        # Slots' operands (numbered -1, -2, ... while building) follow the buffers'.
-        numbers = np.concatenate(operand)
-        self.operand = np.where(numbers < 0, count - 1 - numbers, numbers)
-        self.index = np.concatenate(index)
-        self.extra = np.concatenate(extra)
-        sizes = np.fromiter(map(_SIZE, templates), np.int64, n)
-        self.word_step = np.repeat(np.arange(n), sizes)
-
-    @staticmethod
-    def _append(
-        index: list, operand: list, extra: list, starts: Any, ops: list[int], offsets: list[int]
-    ) -> None:
-        """Add the words of dispatches whose parameter words start at ``starts`` and
-        whose references are ``ops`` / ``offsets``: as many words as references (an
-        UNVALIDATED recording may pass fewer than the function binds; the rest stay
-        zero, as stream launches leave them)."""
-        if not ops:
-            return
-        index.append((starts[:, None] + np.arange(len(ops))).ravel())
-        operand.append(np.tile(np.array(ops, np.int64), len(starts)))
-        extra.append(np.tile(np.array(offsets, np.uint64), len(starts)))
-
-    def _by_value(
-        self,
-        program: CudaProgram,
-        operands: dict[int, int],
-        index: list,
-        operand: list,
-        extra: list,
-    ) -> None:
-        """Group dispatches by (binding count, reference tuple) value (a tuple of
-        buffers compares by identity, a BufferRef by value), one dispatch at a time."""
-        groups: dict[Any, tuple[list[int], list[int], list[int]]] = {}
-        for cmd, template, first in zip(program.commands, program.templates, program.firsts):
-            count = template[5]
-            key: Any = (count, cmd[5])
-            try:
-                group = groups.get(key)
-            except TypeError:  # an unhashable reference: a group of its own
-                key = id(cmd)
-                group = None
-            if group is None:
-                group = groups[key] = (*self._operands(cmd[5][:count], operands), [])
-            group[2].append(first)
-        for ops, offsets, firsts in groups.values():
-            self._append(index, operand, extra, np.array(firsts, np.int64), ops, offsets)
-
-    def _operands(self, refs: tuple, operands: dict[int, int]) -> tuple[list[int], list[int]]:
-        """Per reference: its operand and its offset from the operand's base (new
-        operands numbered in ``operands``)."""
-        out: list[int] = []
-        offsets: list[int] = []
-        for ref in refs:
-            if ref.__class__ is BufferRef and ref.buffer is None:
-                key = -1 - ref.slot
-                o = operands.get(key)
-                if o is None:
-                    o = operands[key] = -1 - len(self.slots)
-                    self.slots.append(ref.slot)
-                    self._limits.append([0, 0])
-                limit = self._limits[-1 - o]
-                limit[0] = max(limit[0], ref.offset)
-                if ref.length != WHOLE_BUFFER:
-                    limit[1] = max(limit[1], ref.offset + ref.length)
-                out.append(o)
-                offsets.append(ref.offset)
-                continue
-            if ref.__class__ is BufferRef:
-                buffer, offset = ref.buffer, ref.offset
-            else:
-                buffer, offset = ref, 0
-            o = operands.get(id(buffer))
-            if o is None:
-                o = operands[id(buffer)] = len(self.buffers)
-                self.buffers.append(buffer)
-            out.append(o)
-            offsets.append(offset)
-        return out, offsets
-
-    def write(self, program: CudaProgram, table: tuple) -> None:
-        """Write every binding word of the program for ``table``. Raises as the stream
-        replay would for a reference that does not resolve. The caller holds the
-        program's lock."""
-        bases = [buffer_storage(buffer).address + buffer.byte_offset for buffer in self.buffers]
-        for slot, (max_offset, max_end) in zip(self.slots, self.limits):
-            base = _slot_base(table, slot, max_offset, max_end)
-            if base is None:
-                self._write_one_by_one(program, table)
-                return
-            bases.append(base)
-        if self.index.size:
-            words = program.parameters.words
-            words[self.index] = np.array(bases, np.uint64)[self.operand] + self.extra
-
-    def _write_one_by_one(self, program: CudaProgram, table: tuple) -> None:
-        """Resolve each reference (which raises for the one that does not fit)."""
-        values = program.parameters.values
-        for cmd, template, first in zip(program.commands, program.templates, program.firsts):
-            i = first
-            for ref in cmd[5][: template[5]]:
-                values[i] = resolve(ref, table)[0]
-                i += 1
-
-
-def _slot_base(table: tuple, slot: int, max_offset: int, max_end: int) -> int | None:
-    """The address a slot's references count from, or None when the table does not fill
-    the slot or its binding does not hold every reference (resolution then reports it)."""
-    if slot >= len(table):
-        return None
-    binding = table[slot]
-    if binding is None or binding.buffer is None:
-        return None
-    buffer = binding.buffer
-    size = buffer.byte_length
-    offset = binding.offset
-    bound = size - offset if binding.length == WHOLE_BUFFER else binding.length
-    if bound < 0 or offset + bound > size or max_offset > bound or max_end > bound:
-        return None
-    return buffer_storage(buffer).address + buffer.byte_offset + offset

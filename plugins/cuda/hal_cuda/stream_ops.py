@@ -18,10 +18,11 @@ the queue's worker thread, which synchronises the stream before reading the coun
 
 from __future__ import annotations
 
+import array
 import ctypes
 import threading
 import weakref
-from itertools import accumulate, chain
+from itertools import accumulate, chain, compress
 from operator import itemgetter
 from typing import Any
 
@@ -31,6 +32,8 @@ from hal_core import BufferRef, FailedPreconditionError
 from hal_core.backend import (
     CMD_BARRIER,
     CMD_COPY,
+    CMD_DEBUG_BEGIN,
+    CMD_DEBUG_END,
     CMD_DISPATCH,
     CMD_FILL,
     CMD_UPDATE,
@@ -295,6 +298,52 @@ def _same(ref: Any) -> Any:
     return ref
 
 
+_KIND = itemgetter(0)
+_TEMPLATE_KEY = itemgetter(1, 2, 3, 4)  # executable, function, config, constants
+_DISPATCH_MASK = bytes(int(k == CMD_DISPATCH) for k in range(256))
+_BARRIER_MASK = bytes(int(k == CMD_BARRIER) for k in range(256))
+_KERNEL_KINDS = bytes((CMD_BARRIER, CMD_DISPATCH, CMD_DEBUG_BEGIN, CMD_DEBUG_END))
+_BARRIER_COMMAND = (CMD_BARRIER,)
+
+
+def _one_template(commands: list) -> tuple[tuple, list[tuple], list[int]] | None:
+    """For a recording of dispatches (barriers and debug labels aside) that all name one
+    executable, function, config and constants, read without a Python loop: the launch
+    template they share, the dispatch commands and each one's stage. None for any other
+    recording (``CudaProgram`` reads it one command at a time). The template depends on
+    those four's values only, so equal configs count as one (compared by identity first,
+    in C)."""
+    # A chain (dispatch, barrier, dispatch, barrier, ...) is recognised by slicing.
+    barriers = commands[1::2]
+    dispatches = commands[::2]
+    n = len(dispatches)
+    try:
+        chain_kinds = n and barriers.count(_BARRIER_COMMAND) == len(barriers)
+        chain_kinds = chain_kinds and list(map(_KIND, dispatches)).count(CMD_DISPATCH) == n
+        kinds = b"" if chain_kinds else bytes(map(_KIND, commands))
+    except (TypeError, ValueError):
+        return None
+    if chain_kinds:
+        stages = list(range(n))
+    else:
+        if not kinds or kinds.translate(None, _KERNEL_KINDS):
+            return None  # empty, or a fill, update or copy
+        mask = kinds.translate(_DISPATCH_MASK)
+        dispatches = list(compress(commands, mask))
+        n = len(dispatches)
+        if not n:
+            return None
+        if len(kinds) == n:
+            stages = [0] * n
+        else:
+            # A dispatch's stage: the barriers before it (its own kind adds none).
+            stages = list(compress(accumulate(kinds.translate(_BARRIER_MASK)), mask))
+    keys = list(map(_TEMPLATE_KEY, dispatches))
+    if keys.count(keys[0]) != n:
+        return None
+    return launch_template(dispatches[0]), dispatches, stages
+
+
 class CudaProgram:
     """The replay form of a recording: steps in recording order, run as stream launches.
 
@@ -325,6 +374,22 @@ class CudaProgram:
         then a dispatch is its command, its ``launch_template`` and the index of its
         first parameter word (``commands``, ``templates``, ``firsts``, one per dispatch
         in order)."""
+        uniform = None if unretained else _one_template(commands)
+        if uniform is not None:
+            shared, kernels, kernel_stages = uniform
+            n = len(kernels)
+            size = shared[11]
+            self._finish(
+                [None] * n,  # each dispatch's Launch, made by _launches
+                kernel_stages,
+                [shared] * n,
+                kernels,
+                list(range(0, size * n + 1, size)) if size else [0] * (n + 1),
+                array.array("Q", shared[6]).tobytes() * n,
+                (shared,),
+                (shared[10],) * n,
+            )
+            return
         steps: list[Any] = []
         stages: list[int] = []
         stage = 0
@@ -372,21 +437,44 @@ class CudaProgram:
             else:
                 continue  # debug labels
             stages.append(stage)
+        firsts = [0, *accumulate(map(_SIZE, templates))]
+        words = list(chain.from_iterable(map(_WORDS, templates)))
+        parts = tuple(map(_PART, templates))
+        self._finish(
+            steps, stages, templates, dispatches, firsts, words, known.values(), parts, unretained
+        )
+
+    def _finish(
+        self,
+        steps: list,
+        stages: list[int],
+        templates: list[tuple],
+        dispatches: list[tuple],
+        firsts: list[int],
+        words: list[int] | bytes,
+        distinct: Any,
+        parts: tuple[int, ...],
+        unretained: bool = False,
+    ) -> None:
+        """The rest of ``__init__`` once the recording was read: ``steps`` (None for each
+        dispatch), per step its stage, per dispatch its template and command, the first
+        parameter word of each dispatch and then their total, the initial parameter words
+        (ints, or packed as uint64), the distinct templates and each dispatch's shape
+        number."""
         self.stages = stages
         self.templates = templates
         self.commands = dispatches
         # One parameter block for every dispatch: each one's binding words (zero until
         # written) then its constants, back to back.
-        firsts = [0, *accumulate(map(_SIZE, templates))]
-        self.parameters = ParameterBlock(list(chain.from_iterable(map(_WORDS, templates))))
-        self.firsts = firsts[:-1]
-        self.needs_host_sync = any([template[4] is not None for template in known.values()])
+        self.parameters = ParameterBlock(words)
+        del firsts[-1]
+        self.firsts = firsts
+        self.needs_host_sync = any([template[4] is not None for template in distinct])
         # For ``kernel_graphs``: the exact shape of a program of dispatches of static,
         # non-empty grids only (each one's function, grid, block and shared memory as a
         # number, and its stage), else None.
         self.kernel_shape: tuple | None = None
         if templates and len(templates) == len(steps) and not unretained:
-            parts = tuple(map(_PART, templates))
             if -1 not in parts:
                 self.kernel_shape = (parts, tuple(stages))
         self._steps = steps
